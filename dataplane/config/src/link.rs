@@ -1,0 +1,310 @@
+//! Link config (`fiso/link/config.yaml`, `FISO_LINK_CONFIG`): the egress proxy and its targets.
+//!
+//! A [`TargetConfig`] is both an entry of `targets[]` and the `spec` of a `LinkTarget`; in the
+//! custom resource `name` may be omitted (it is `metadata.name`).
+
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::common::{duration, Backoff};
+use crate::flow::{InterceptorSpec, RequiredAcks};
+use crate::kafka::{KafkaCluster, KafkaConfig};
+
+pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:3500";
+pub const DEFAULT_METRICS_ADDR: &str = ":9091";
+
+/// The whole link config file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LinkConfig {
+    /// Proxy address (default `127.0.0.1:3500`: only local applications can reach it).
+    #[serde(default = "default_listen_addr")]
+    pub listen_addr: String,
+    /// Metrics and health address (default `:9091`).
+    #[serde(default = "default_metrics_addr")]
+    pub metrics_addr: String,
+    /// Clusters Kafka targets publish to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaConfig>,
+    #[serde(default)]
+    pub targets: Vec<TargetConfig>,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            listen_addr: default_listen_addr(),
+            metrics_addr: default_metrics_addr(),
+            kafka: None,
+            targets: Vec::new(),
+        }
+    }
+}
+
+fn default_listen_addr() -> String {
+    DEFAULT_LISTEN_ADDR.to_owned()
+}
+fn default_metrics_addr() -> String {
+    DEFAULT_METRICS_ADDR.to_owned()
+}
+
+/// Upstream protocol of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    #[default]
+    Https,
+    Kafka,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Kafka => "kafka",
+        }
+    }
+}
+
+/// One upstream reachable as `/link/{name}/...`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, kube_derive::CustomResource)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[kube(
+    group = "fiso.io",
+    version = "v1alpha1",
+    kind = "LinkTarget",
+    namespaced,
+    shortname = "lt",
+    status = "crate::crd::ResourceStatus",
+    printcolumn = r#"{"name":"Protocol","type":"string","jsonPath":".spec.protocol"}"#,
+    printcolumn = r#"{"name":"Host","type":"string","jsonPath":".spec.host"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    crates(
+        kube_core = "::kube_core",
+        k8s_openapi = "::k8s_openapi",
+        schemars = "::schemars",
+        serde = "::serde",
+        serde_json = "::serde_json"
+    )
+)]
+pub struct TargetConfig {
+    /// Target name: the `{target}` path segment. Required in the link config file; in a
+    /// LinkTarget it defaults to `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `http`, `https` (default) or `kafka`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Upstream host name (also the TLS SNI and `Host` header). Required for http/https.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// Prefix prepended to the forwarded path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_path: Option<String>,
+    /// Per-attempt upstream timeout (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+    /// Extra CA bundle (PEM) trusted for this target besides the system roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+    /// Also retry non-idempotent methods (POST, PATCH) without an `Idempotency-Key`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_non_idempotent: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// Path globs (`*` one segment, `**` any depth); empty allows every path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_paths: Vec<String>,
+    /// Kafka publishing settings (`protocol: kafka`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaTargetConfig>,
+    /// WASM interceptors applied to request bodies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interceptors: Vec<InterceptorSpec>,
+}
+
+/// Credential kind injected into upstream requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthType {
+    /// `Authorization: Bearer <secret>`.
+    Bearer,
+    /// `<header>: <secret>` (header default `X-API-Key`).
+    Apikey,
+    /// `Authorization: Basic base64(<user:password secret>)`.
+    Basic,
+    #[default]
+    None,
+}
+
+pub const DEFAULT_APIKEY_HEADER: &str = "X-API-Key";
+
+/// Credential injection.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuthConfig {
+    #[serde(rename = "type")]
+    pub type_: AuthType,
+    /// Header for `apikey` (default `X-API-Key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<SecretRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_ref: Option<VaultRef>,
+}
+
+/// Where a secret comes from: exactly one of a file, an environment variable, or (in a
+/// LinkTarget) a Kubernetes Secret `name` + `key` that the sidecar gets mounted as a file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SecretRef {
+    /// File holding the secret; watched, so rotation needs no restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_path: Option<String>,
+    /// Environment variable holding the secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_var: Option<String>,
+    /// Kubernetes Secret name (LinkTarget only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Key inside the Kubernetes Secret (LinkTarget only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A secret in HashiCorp Vault / OpenBao KV v2 (address from `VAULT_ADDR`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VaultRef {
+    /// Secret path under the mount, e.g. `crm/api`.
+    pub path: String,
+    /// Field of the secret holding the credential.
+    pub field: String,
+    /// KV v2 mount (default `secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<String>,
+    /// Kubernetes auth role; without it token auth (`VAULT_TOKEN` / `VAULT_TOKEN_FILE`) is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 1;
+pub const DEFAULT_RESET_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Per-target circuit breaker.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CircuitBreakerConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Consecutive failures that open the breaker (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<u32>,
+    /// Half-open successes that close it (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_threshold: Option<u32>,
+    /// Open time before probing (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub reset_timeout: Option<Duration>,
+}
+
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(100);
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(10);
+pub const DEFAULT_JITTER: f64 = 0.2;
+
+/// Per-target retry.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RetryConfig {
+    /// Attempts including the first (default 3; 1 disables retries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<Backoff>,
+    /// Default 100ms.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub initial_interval: Option<Duration>,
+    /// Default 10s.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub max_interval: Option<Duration>,
+    /// Fraction of each delay randomised, in [0, 1] (default 0.2; 0 disables).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter: Option<f64>,
+}
+
+/// Per-target token bucket.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimitConfig {
+    pub requests_per_second: f64,
+    /// Bucket size (default: `requestsPerSecond` rounded up).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<u32>,
+}
+
+/// Kafka publishing for `protocol: kafka` targets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KafkaTargetConfig {
+    /// Name of a cluster under the link config's `kafka.clusters`.
+    pub cluster: String,
+    pub topic: String,
+    /// Record key strategy (none: null key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyStrategy>,
+    /// Static headers; they win over request headers of the same name.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub headers: IndexMap<String, String>,
+    /// `all` or `1` (default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_acks: Option<RequiredAcks>,
+    /// The cluster's connection settings inline. Used by a LinkTarget, which has no link-level
+    /// `kafka.clusters`; in a link config file it overrides the named cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_config: Option<KafkaCluster>,
+}
+
+/// How the record key is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyType {
+    Uuid,
+    Header,
+    Payload,
+    Static,
+    Random,
+}
+
+/// Key strategy: `uuid`, `header` (`field` = header name), `payload` (`field` = top-level or
+/// dotted path), `static` (`value`), `random`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KeyStrategy {
+    #[serde(rename = "type")]
+    pub type_: KeyType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
