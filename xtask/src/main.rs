@@ -1,1 +1,83 @@
-fn main(){}
+//! Project automation. `cargo xtask <task>`:
+//!
+//! * `crds`  — regenerate `crds/*.yaml` (and the chart's copy) from the `fiso-config` types.
+//! * `ci`    — everything CI checks: fmt, clippy, CRD drift, the whole test suite.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    match task.as_str() {
+        "crds" => write_crds(),
+        "ci" => ci(),
+        _ => {
+            eprintln!("usage: cargo xtask <crds|ci>");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Where generated CRDs are checked in.
+fn crd_dirs() -> [PathBuf; 2] {
+    let root = root();
+    [root.join("crds"), root.join("charts/fiso/crds")]
+}
+
+fn write_crds() -> Result<()> {
+    for dir in crd_dirs() {
+        std::fs::create_dir_all(&dir)?;
+        for (name, yaml) in fiso_config::crd::rendered() {
+            let path = dir.join(&name);
+            std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+            println!("wrote {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn run(what: &str, cmd: &mut Command) -> Result<()> {
+    println!("==> {what}");
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("starting {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn ci() -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(
+        "cargo fmt --check",
+        Command::new(&cargo).args(["fmt", "--all", "--", "--check"]),
+    )?;
+    run(
+        "cargo clippy",
+        Command::new(&cargo).args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    // The CRD drift check is the `checked_in_crds_match_types` test in fiso-config.
+    run(
+        "cargo test",
+        Command::new(&cargo).args(["test", "--workspace", "--no-fail-fast"]),
+    )?;
+    Ok(())
+}

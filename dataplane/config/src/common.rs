@@ -58,7 +58,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(&str, u64); 3] = [("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)];
         for (unit, size) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }
@@ -112,9 +112,9 @@ impl<'de> Deserialize<'de> for ByteSize {
             Int(u64),
             Text(String),
         }
-        match Raw::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("expected a size: an integer or a string such as \"1MiB\""))?
-        {
+        match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("expected a size: an integer or a string such as \"1MiB\"")
+        })? {
             Raw::Int(n) => Ok(ByteSize(n)),
             Raw::Text(t) => t.parse().map_err(serde::de::Error::custom),
         }
@@ -126,7 +126,9 @@ impl JsonSchema for ByteSize {
         "ByteSize".into()
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        crate::schema::int_or_string("Size in bytes: an integer, or a string with a unit such as \"1MiB\".")
+        crate::schema::int_or_string(
+            "Size in bytes: an integer, or a string with a unit such as \"1MiB\".",
+        )
     }
 }
 

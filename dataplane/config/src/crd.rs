@@ -39,7 +39,8 @@ pub struct ResourceStatus {
 }
 
 /// Both CRDs, in a stable order, for `cargo xtask crds` and the drift test.
-pub fn all() -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
+pub fn all(
+) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube_core::CustomResourceExt;
     vec![FlowDefinition::crd(), LinkTarget::crd()]

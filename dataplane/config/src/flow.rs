@@ -13,7 +13,9 @@ use crate::common::{duration, Backoff, ByteSize, TlsConfig};
 use crate::kafka::KafkaConfig;
 
 /// One flow definition.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, kube_derive::CustomResource)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, kube_derive::CustomResource,
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[kube(
     group = "fiso.io",
@@ -65,7 +67,12 @@ pub struct FlowConfig {
 
 /// `source: {type, config}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "config", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    content = "config",
+    rename_all = "lowercase",
+    deny_unknown_fields
+)]
 pub enum SourceSpec {
     Http(HttpSourceConfig),
     Kafka(KafkaSourceConfig),
@@ -159,7 +166,12 @@ impl<'de> Deserialize<'de> for StartOffset {
             Raw::Text(t) => match t.as_str() {
                 "earliest" => Ok(StartOffset::Earliest),
                 "latest" => Ok(StartOffset::Latest),
-                other => other.parse::<i64>().ok().filter(|n| *n >= 0).map(StartOffset::Offset).ok_or_else(err),
+                other => other
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| *n >= 0)
+                    .map(StartOffset::Offset)
+                    .ok_or_else(err),
             },
         }
     }
@@ -266,7 +278,12 @@ impl CloudEventsConfig {
 
 /// `interceptors[]: {type: wasm, config}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "config", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    content = "config",
+    rename_all = "lowercase",
+    deny_unknown_fields
+)]
 pub enum InterceptorSpec {
     Wasm(WasmConfig),
 }
@@ -339,7 +356,12 @@ pub struct Preopen {
 
 /// `sink: {type, config}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "config", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(
+    tag = "type",
+    content = "config",
+    rename_all = "lowercase",
+    deny_unknown_fields
+)]
 pub enum SinkSpec {
     Http(HttpSinkConfig),
     Grpc(GrpcSinkConfig),

@@ -21,6 +21,6 @@ pub mod parse;
 mod schema;
 pub mod validate;
 
-
+pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use flow::FlowConfig;
 pub use link::LinkConfig;

@@ -72,7 +72,9 @@ impl Protocol {
 }
 
 /// One upstream reachable as `/link/{name}/...`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, kube_derive::CustomResource)]
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, kube_derive::CustomResource,
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[kube(
     group = "fiso.io",

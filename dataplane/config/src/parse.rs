@@ -1,1 +1,165 @@
-//! wip
+//! YAML text → config types, with file, line:column, field path and a hint on failure.
+
+use serde::de::DeserializeOwned;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::flow::FlowConfig;
+use crate::link::LinkConfig;
+
+/// Parses a flow file.
+pub fn parse_flow(file: &str, text: &str) -> Result<FlowConfig, Diagnostics> {
+    parse(file, text)
+}
+
+/// Parses a link config file.
+pub fn parse_link(file: &str, text: &str) -> Result<LinkConfig, Diagnostics> {
+    parse(file, text)
+}
+
+/// Parses any config type with `deny_unknown_fields` semantics and located errors.
+pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diagnostics> {
+    if text.trim().is_empty() {
+        let mut d =
+            Diagnostic::error("", "file is empty").hint("see `fiso init` for a complete example");
+        d.file = Some(file.to_owned());
+        return Err(Diagnostics(vec![d]));
+    }
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = clean_path(&err.path().to_string());
+        let inner = err.into_inner();
+        let location = inner.location();
+        let message = strip_location(&inner.to_string());
+        let mut d = Diagnostic::error(path.clone(), message.clone());
+        if let Some(hint) = hint_for(&path, &message) {
+            d = d.hint(hint);
+        }
+        d.file = Some(file.to_owned());
+        d.line = location.as_ref().map(|l| l.line());
+        d.column = location.as_ref().map(|l| l.column());
+        Diagnostics(vec![d])
+    })
+}
+
+/// serde_path_to_error renders the root as `.`; and `?` for untracked segments.
+fn clean_path(p: &str) -> String {
+    if p == "." {
+        String::new()
+    } else {
+        p.replace(".?", "").trim_start_matches('?').to_owned()
+    }
+}
+
+/// serde_yaml appends ` at line L column C`, which the diagnostic already carries.
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+fn hint_for(path: &str, message: &str) -> Option<String> {
+    if let Some(field) = between(message, "unknown field `", "`") {
+        if (field == "cel" || field == "mapping") && path.ends_with(&format!("transform.{field}")) {
+            return Some(format!(
+                "v0.8 replaced `transform.{field}` with `transform.fields` (one CEL expression per output field; `$.x` becomes `data.x`, string literals are quoted)"
+            ));
+        }
+        let expected = message
+            .split_once("expected one of ")
+            .map(|(_, rest)| rest)
+            .or_else(|| message.split_once("expected ").map(|(_, rest)| rest))?;
+        let candidates: Vec<&str> = expected
+            .split(", ")
+            .filter_map(|c| c.trim().strip_prefix('`')?.strip_suffix('`'))
+            .collect();
+        let best = candidates
+            .iter()
+            .map(|c| {
+                (
+                    strsim::jaro_winkler(&field.to_lowercase(), &c.to_lowercase()),
+                    c,
+                )
+            })
+            .filter(|(score, _)| *score > 0.8)
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        return Some(match best {
+            Some((_, c)) => format!("did you mean `{c}`?"),
+            None => format!("remove `{field}`; allowed here: {}", candidates.join(", ")),
+        });
+    }
+    if let Some(field) = between(message, "missing field `", "`") {
+        return Some(format!("add `{field}:` here"));
+    }
+    if let Some(variant) = between(message, "unknown variant `", "`") {
+        if variant == "wazero" {
+            return Some(
+                "wazero is the Go runtime of upstream Fiso; use `runtime: wasmtime`".into(),
+            );
+        }
+        return Some("use one of the values listed".into());
+    }
+    if message.contains("invalid type") {
+        return Some(
+            "check the value's type against `fiso validate --help` / the config reference".into(),
+        );
+    }
+    None
+}
+
+fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+    let from = s.find(start)? + start.len();
+    let len = s[from..].find(end)?;
+    Some(&s[from..from + len])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> Diagnostic {
+        parse_flow("f.yaml", text).unwrap_err().0.remove(0)
+    }
+
+    const SINK: &str = "sink:\n  type: http\n  config:\n    url: http://x\n";
+
+    #[test]
+    fn unknown_field_has_path_location_and_suggestion() {
+        let d = err(&format!(
+            "name: a\nsource:\n  type: http\n  config:\n    listenAdr: \":8081\"\n{SINK}"
+        ));
+        assert_eq!(d.path, "source.config.listenAdr");
+        assert_eq!(d.line, Some(5));
+        assert!(d.message.contains("unknown field `listenAdr`"), "{d}");
+        assert_eq!(d.hint.as_deref(), Some("did you mean `listenAddr`?"));
+    }
+
+    #[test]
+    fn v07_transform_syntax_gets_migration_hint() {
+        let d = err(&format!(
+            "name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":1\"\ntransform:\n  cel: 'x'\n{SINK}"
+        ));
+        assert_eq!(d.path, "transform.cel");
+        assert!(d.hint.unwrap().contains("transform.fields"));
+    }
+
+    #[test]
+    fn wrong_type_and_missing_field() {
+        let d = err(&format!(
+            "name: a\nsource:\n  type: http\n  config:\n    listenAddr: [1]\n{SINK}"
+        ));
+        assert_eq!(d.path, "source.config.listenAddr");
+        assert!(d.message.contains("invalid type"), "{d}");
+        let d = err("name: a\nsource:\n  type: http\n  config: {}\n");
+        assert!(d.message.contains("missing field `listenAddr`"), "{d}");
+    }
+
+    #[test]
+    fn unknown_source_type() {
+        let d = err(&format!(
+            "name: a\nsource:\n  type: amqp\n  config: {{}}\n{SINK}"
+        ));
+        assert_eq!(d.path, "source.type");
+        assert!(d.message.contains("unknown variant `amqp`"), "{d}");
+    }
+}

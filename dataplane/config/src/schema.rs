@@ -7,8 +7,7 @@ use serde_json::{Map, Value};
 pub(crate) fn int_or_string(description: &str) -> Schema {
     json_schema!({
         "description": description,
-        "x-kubernetes-int-or-string": true,
-        "anyOf": [{ "type": "integer" }, { "type": "string" }]
+        "x-kubernetes-int-or-string": true
     })
 }
 
@@ -59,11 +58,16 @@ pub(crate) fn tagged_union(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let text = format!("[{}] {}", tags.join(", "), base).trim_end().to_owned();
+            let text = format!("[{}] {}", tags.join(", "), base)
+                .trim_end()
+                .to_owned();
             obj.insert("description".into(), Value::String(text));
         }
     }
-    let tags: Vec<Value> = variants.iter().map(|(t, _)| Value::String((*t).to_owned())).collect();
+    let tags: Vec<Value> = variants
+        .iter()
+        .map(|(t, _)| Value::String((*t).to_owned()))
+        .collect();
     let mut required = vec![Value::String("type".into())];
     if config_required {
         required.push(Value::String("config".into()));
@@ -79,12 +83,49 @@ pub(crate) fn tagged_union(
     })
 }
 
-fn strip_nullable_default(mut prop: Value) -> Value {
-    if let Some(obj) = prop.as_object_mut() {
-        obj.remove("default");
-        obj.remove("nullable");
+/// Brings a property schema to one comparable shape: no default, no null alternative, and
+/// documented unit enums (`oneOf` of `const`s) as a plain string `enum`.
+fn strip_nullable_default(prop: Value) -> Value {
+    let Value::Object(mut obj) = prop else {
+        return prop;
+    };
+    obj.remove("default");
+    obj.remove("nullable");
+    if let Some(Value::Array(alts)) = obj.get("anyOf").cloned() {
+        let non_null: Vec<Value> = alts
+            .into_iter()
+            .filter(|a| a.get("type") != Some(&Value::from("null")))
+            .collect();
+        if non_null.len() == 1 {
+            obj.remove("anyOf");
+            let description = obj.remove("description");
+            let Value::Object(inner) = strip_nullable_default(non_null[0].clone()) else {
+                unreachable!("object in, object out")
+            };
+            obj.extend(inner);
+            if let Some(d) = description {
+                obj.insert("description".into(), d);
+            }
+        }
     }
-    prop
+    if let Some(Value::Array(alts)) = obj.get("oneOf").cloned() {
+        let consts: Option<Vec<Value>> = alts.iter().map(|a| a.get("const").cloned()).collect();
+        if let Some(consts) = consts {
+            obj.remove("oneOf");
+            obj.insert("type".into(), Value::from("string"));
+            obj.insert("enum".into(), Value::Array(consts));
+        }
+    }
+    if let Some(Value::Array(types)) = obj.get("type").cloned() {
+        let non_null: Vec<Value> = types.into_iter().filter(|t| t != "null").collect();
+        if non_null.len() == 1 {
+            obj.insert("type".into(), non_null[0].clone());
+        }
+    }
+    if let Some(Value::Array(values)) = obj.get_mut("enum") {
+        values.retain(|v| !v.is_null());
+    }
+    Value::Object(obj)
 }
 
 /// Two variants declare the same property: allowed when the shapes agree; string enums merge.

@@ -1,0 +1,505 @@
+//! Checks of one flow.
+
+use crate::cel_check;
+use crate::diagnostic::Diagnostic;
+use crate::flow::{
+    CommitPolicy, ErrorHandling, FlowConfig, InterceptorSpec, SinkSpec, SourceSpec, TemporalMode,
+    DEFAULT_INITIAL_INTERVAL, DEFAULT_MAX_INTERVAL,
+};
+use crate::kafka::KafkaConfig;
+use crate::validate::rules;
+use crate::validate::Origin;
+
+/// Validates one flow; paths are relative to the flow document (`sink.config.url`).
+pub fn validate_flow(flow: &FlowConfig, origin: Origin) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    match (&flow.name, origin) {
+        (Some(name), _) => out.extend(rules::dns_label("name", "flow name", name)),
+        (None, Origin::File) => {
+            out.push(Diagnostic::error("name", "the flow has no name").hint(
+                "add `name: my-flow` (it names metrics, the consumer group and the DLQ topic)",
+            ))
+        }
+        (None, Origin::Resource) => {}
+    }
+    let kafka = flow.kafka.as_ref();
+    if let Some(k) = kafka {
+        out.extend(rules::kafka_clusters("kafka", k));
+    }
+    out.extend(source(&flow.source, kafka));
+    if let Some(t) = &flow.transform {
+        if t.fields.is_empty() {
+            out.push(
+                Diagnostic::warning(
+                    "transform.fields",
+                    "no fields: the transform passes the payload through",
+                )
+                .hint("remove `transform:` or add fields"),
+            );
+        }
+        for (key, expr) in &t.fields {
+            out.extend(rules::cel(&format!("transform.fields.{key}"), expr));
+        }
+    }
+    if let Some(ce) = &flow.cloudevents {
+        for (attr, expr) in ce.entries() {
+            out.extend(cloudevent_attribute(attr, expr));
+        }
+    }
+    for (i, ic) in flow.interceptors.iter().enumerate() {
+        out.extend(interceptor(&format!("interceptors[{i}].config"), ic));
+    }
+    out.extend(sink(&flow.sink, kafka));
+    out.extend(error_handling(flow, kafka));
+    out
+}
+
+fn source(src: &SourceSpec, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    match src {
+        SourceSpec::Http(c) => {
+            out.extend(rules::listen_addr(
+                "source.config.listenAddr",
+                &c.listen_addr,
+            ));
+            if !c.path.starts_with('/') {
+                out.push(
+                    Diagnostic::error(
+                        "source.config.path",
+                        format!("path `{}` must start with `/`", c.path),
+                    )
+                    .hint(format!("write `/{}`", c.path)),
+                );
+            }
+            if c.max_body_size.is_some_and(|s| s.bytes() == 0) {
+                out.push(Diagnostic::error(
+                    "source.config.maxBodySize",
+                    "must be greater than zero",
+                ));
+            }
+        }
+        SourceSpec::Kafka(c) => {
+            out.extend(rules::cluster_ref(
+                "source.config.cluster",
+                &c.cluster,
+                kafka,
+            ));
+            if c.topic.trim().is_empty() {
+                out.push(Diagnostic::error("source.config.topic", "topic is empty"));
+            }
+            if c.commit_batch_size == Some(0) {
+                out.push(Diagnostic::error(
+                    "source.config.commitBatchSize",
+                    "must be at least 1",
+                ));
+            }
+            if c.max_in_flight_per_partition == Some(0) {
+                out.push(Diagnostic::error(
+                    "source.config.maxInFlightPerPartition",
+                    "must be at least 1",
+                ));
+            }
+            out.extend(rules::nonzero_duration(
+                "source.config.commitInterval",
+                c.commit_interval,
+            ));
+            for key in c.consumer_properties.keys() {
+                if matches!(
+                    key.as_str(),
+                    "group.id" | "bootstrap.servers" | "enable.auto.commit"
+                ) {
+                    out.push(
+                        Diagnostic::error(
+                            format!("source.config.consumerProperties.{key}"),
+                            format!("`{key}` is managed by Fiso and cannot be overridden"),
+                        )
+                        .hint("use `consumerGroup` / `kafka.clusters` instead"),
+                    );
+                }
+            }
+        }
+        SourceSpec::Grpc(c) => {
+            out.extend(rules::listen_addr(
+                "source.config.listenAddr",
+                &c.listen_addr,
+            ));
+            if c.max_message_size.is_some_and(|s| s.bytes() == 0) {
+                out.push(Diagnostic::error(
+                    "source.config.maxMessageSize",
+                    "must be greater than zero",
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn cloudevent_attribute(attr: &str, expr: &str) -> Option<Diagnostic> {
+    let path = format!("cloudevents.{attr}");
+    if let Some(literal) = cel_check::literal_fallback(expr) {
+        return Some(
+            Diagnostic::warning(
+                path,
+                format!("`{expr}` is not a CEL expression over the event; it is used as the literal string \"{literal}\""),
+            )
+            .hint(format!("quote it to make that explicit: {attr}: '\"{literal}\"'")),
+        );
+    }
+    if attr == "type" && matches!(expr.trim(), "\"\"" | "''") {
+        return Some(
+            Diagnostic::error(path, "the CloudEvent type must not be empty")
+                .hint("e.g. type: '\"order.created\"'"),
+        );
+    }
+    rules::cel(&path, expr)
+}
+
+fn interceptor(path: &str, ic: &InterceptorSpec) -> Vec<Diagnostic> {
+    let InterceptorSpec::Wasm(w) = ic;
+    let mut out = Vec::new();
+    if w.module.trim().is_empty() {
+        out.push(Diagnostic::error(
+            format!("{path}.module"),
+            "module path is empty",
+        ));
+    }
+    out.extend(rules::nonzero_duration(
+        &format!("{path}.timeout"),
+        w.timeout,
+    ));
+    if w.memory_limit.is_some_and(|m| m.bytes() < 64 * 1024) {
+        out.push(
+            Diagnostic::error(
+                format!("{path}.memoryLimit"),
+                "must be at least one WASM page (64KiB)",
+            )
+            .hint("e.g. \"64MiB\""),
+        );
+    }
+    for (i, p) in w.preopens.iter().enumerate() {
+        if !p.guest_path.starts_with('/') {
+            out.push(Diagnostic::error(
+                format!("{path}.preopens[{i}].guestPath"),
+                "guest path must be absolute",
+            ));
+        }
+    }
+    out
+}
+
+fn sink(sink: &SinkSpec, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    match sink {
+        SinkSpec::Http(c) => {
+            out.extend(rules::http_url("sink.config.url", &c.url));
+            let method_ok =
+                !c.method.is_empty() && c.method.chars().all(|ch| ch.is_ascii_uppercase());
+            if !method_ok {
+                out.push(
+                    Diagnostic::error(
+                        "sink.config.method",
+                        format!("`{}` is not an HTTP method", c.method),
+                    )
+                    .hint("use an upper-case method such as POST or PUT"),
+                );
+            }
+            out.extend(rules::nonzero_duration("sink.config.timeout", c.timeout));
+        }
+        SinkSpec::Grpc(c) => {
+            let addr = c
+                .address
+                .trim_start_matches("http://")
+                .trim_start_matches("https://");
+            out.extend(rules::host_port(
+                "sink.config.address",
+                addr,
+                "event-service:50051",
+            ));
+            out.extend(rules::nonzero_duration("sink.config.timeout", c.timeout));
+            if let Some(t) = &c.tls {
+                out.extend(rules::tls("sink.config.tls", t));
+            }
+        }
+        SinkSpec::Temporal(c) => {
+            out.extend(rules::host_port(
+                "sink.config.hostPort",
+                &c.host_port,
+                "temporal:7233",
+            ));
+            for (field, value) in [
+                ("taskQueue", &c.task_queue),
+                ("workflowType", &c.workflow_type),
+            ] {
+                if value.trim().is_empty() {
+                    out.push(Diagnostic::error(
+                        format!("sink.config.{field}"),
+                        "must not be empty",
+                    ));
+                }
+            }
+            if c.mode == Some(TemporalMode::Signal)
+                && c.signal_name.as_deref().unwrap_or("").is_empty()
+            {
+                out.push(
+                    Diagnostic::error(
+                        "sink.config.signalName",
+                        "`mode: signal` needs a signal name",
+                    )
+                    .hint("add `signalName: order-updated`"),
+                );
+            }
+            if let Some(expr) = &c.workflow_id_expr {
+                out.extend(workflow_id_template("sink.config.workflowIdExpr", expr));
+            }
+            for (i, p) in c.params.iter().enumerate() {
+                out.extend(rules::cel(
+                    &format!("sink.config.params[{i}].expr"),
+                    &p.expr,
+                ));
+            }
+            if let Some(t) = &c.tls {
+                out.extend(rules::tls("sink.config.tls", t));
+            }
+            if let Some(a) = &c.auth {
+                if a.api_key_env.is_some() == a.api_key_file.is_some() {
+                    out.push(Diagnostic::error(
+                        "sink.config.auth",
+                        "set exactly one of `apiKeyEnv` or `apiKeyFile`",
+                    ));
+                }
+            }
+        }
+        SinkSpec::Kafka(c) => {
+            out.extend(rules::cluster_ref("sink.config.cluster", &c.cluster, kafka));
+            if c.topic.trim().is_empty() {
+                out.push(Diagnostic::error("sink.config.topic", "topic is empty"));
+            }
+            if let Some(key) = &c.key {
+                out.extend(rules::cel("sink.config.key", key));
+            }
+        }
+    }
+    out
+}
+
+/// `order-{{.data.orderId}}`: balanced `{{.path}}` placeholders with dotted identifier paths.
+fn workflow_id_template(path: &str, expr: &str) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut rest = expr;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push(
+                Diagnostic::error(path, format!("unclosed `{{{{` in `{expr}`"))
+                    .hint("placeholders look like {{.data.orderId}}"),
+            );
+            return out;
+        };
+        let inner = after[..end].trim();
+        let valid = inner.strip_prefix('.').is_some_and(|p| {
+            !p.is_empty()
+                && p.split('.').all(|seg| {
+                    !seg.is_empty()
+                        && seg
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                })
+        });
+        if !valid {
+            out.push(
+                Diagnostic::error(
+                    path,
+                    format!("`{{{{{inner}}}}}` is not a field placeholder"),
+                )
+                .hint("use {{.id}}, {{.type}} or {{.data.field}}"),
+            );
+        }
+        rest = &after[end + 2..];
+    }
+    if rest.contains("}}") {
+        out.push(Diagnostic::error(path, format!("stray `}}}}` in `{expr}`")));
+    }
+    if expr.trim().is_empty() {
+        out.push(Diagnostic::error(path, "workflow id template is empty"));
+    }
+    out
+}
+
+fn error_handling(flow: &FlowConfig, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let Some(eh) = &flow.error_handling else {
+        return out;
+    };
+    let eh: &ErrorHandling = eh;
+    out.extend(rules::intervals(
+        "errorHandling",
+        eh.initial_interval,
+        eh.max_interval,
+        DEFAULT_INITIAL_INTERVAL,
+        DEFAULT_MAX_INTERVAL,
+    ));
+    if let Some(topic) = &eh.dead_letter_topic {
+        if topic.trim().is_empty() {
+            out.push(Diagnostic::error(
+                "errorHandling.deadLetterTopic",
+                "topic is empty",
+            ));
+        }
+    }
+    let source_is_kafka = matches!(flow.source, SourceSpec::Kafka(_));
+    if let Some(cluster) = &eh.dead_letter_cluster {
+        out.extend(rules::cluster_ref(
+            "errorHandling.deadLetterCluster",
+            cluster,
+            kafka,
+        ));
+    } else if eh.dead_letter_topic.is_some() && !source_is_kafka {
+        let count = kafka.map(|k| k.clusters.len()).unwrap_or(0);
+        if count != 1 {
+            out.push(
+                Diagnostic::error(
+                    "errorHandling.deadLetterTopic",
+                    format!(
+                        "a {} source has no Kafka cluster to dead-letter to ({count} clusters defined)",
+                        flow.source.kind()
+                    ),
+                )
+                .hint("define one cluster under `kafka.clusters` or set `errorHandling.deadLetterCluster`"),
+            );
+        }
+    }
+    let policy = eh.commit_policy.unwrap_or_default();
+    if policy != CommitPolicy::SinkOrDlq && !source_is_kafka {
+        out.push(
+            Diagnostic::error(
+                "errorHandling.commitPolicy",
+                format!(
+                    "commitPolicy applies to Kafka sources; this flow's source is {}",
+                    flow.source.kind()
+                ),
+            )
+            .hint("remove `commitPolicy`"),
+        );
+    }
+    if policy == CommitPolicy::KafkaTransaction {
+        if !matches!(flow.sink, SinkSpec::Kafka(_)) {
+            out.push(
+                Diagnostic::error(
+                    "errorHandling.commitPolicy",
+                    "kafka_transaction needs a Kafka source and a Kafka sink",
+                )
+                .hint("use `sink_or_dlq` for other sinks"),
+            );
+        }
+        if eh.transactional_id.as_deref().unwrap_or("").is_empty() {
+            out.push(
+                Diagnostic::error(
+                    "errorHandling.transactionalId",
+                    "kafka_transaction needs a transactionalId",
+                )
+                .hint("add `transactionalId: <flow>-tx` (unique per flow instance)"),
+            );
+        }
+    } else if eh.transactional_id.is_some() {
+        out.push(Diagnostic::warning(
+            "errorHandling.transactionalId",
+            "ignored unless commitPolicy is kafka_transaction",
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_flow;
+
+    fn findings(yaml: &str) -> Vec<Diagnostic> {
+        validate_flow(&parse_flow("f.yaml", yaml).expect("parses"), Origin::File)
+    }
+
+    fn paths(ds: &[Diagnostic]) -> Vec<&str> {
+        ds.iter()
+            .filter(|d| d.is_error())
+            .map(|d| d.path.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let ds = findings(
+            r#"
+name: Bad_Name
+source:
+  type: kafka
+  config:
+    cluster: missing
+    topic: orders
+transform:
+  fields:
+    total: "data.price *"
+    who: "customer"
+cloudevents:
+  type: '""'
+sink:
+  type: temporal
+  config:
+    hostPort: temporal
+    taskQueue: q
+    workflowType: W
+    mode: signal
+    workflowIdExpr: "order-{{data.id}}"
+errorHandling:
+  initialInterval: 5s
+  maxInterval: 1s
+  commitPolicy: kafka_transaction
+"#,
+        );
+        assert_eq!(
+            paths(&ds),
+            vec![
+                "name",
+                "source.config.cluster",
+                "transform.fields.total",
+                "transform.fields.who",
+                "cloudevents.type",
+                "sink.config.hostPort",
+                "sink.config.signalName",
+                "sink.config.workflowIdExpr",
+                "errorHandling.maxInterval",
+                "errorHandling.commitPolicy",
+                "errorHandling.transactionalId",
+            ]
+        );
+        assert!(ds.iter().all(|d| d.hint.is_some()), "{ds:#?}");
+    }
+
+    #[test]
+    fn literal_cloudevent_values_warn() {
+        let ds = findings(
+            "name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\ncloudevents:\n  type: order.created\n  source: order-service\nsink:\n  type: http\n  config:\n    url: http://x:1\n",
+        );
+        assert!(ds.iter().all(|d| !d.is_error()), "{ds:#?}");
+        assert_eq!(ds.len(), 2);
+        assert!(ds[0].message.contains("literal string \"order.created\""));
+    }
+
+    #[test]
+    fn dead_letter_needs_a_cluster_for_http_sources() {
+        let ds = findings(
+            "name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\nsink:\n  type: http\n  config:\n    url: http://x:1\nerrorHandling:\n  deadLetterTopic: dlq\n",
+        );
+        assert_eq!(paths(&ds), vec!["errorHandling.deadLetterTopic"]);
+    }
+
+    #[test]
+    fn resource_origin_allows_missing_name() {
+        let f = parse_flow(
+            "f",
+            "source:\n  type: grpc\n  config:\n    listenAddr: \":50051\"\nsink:\n  type: grpc\n  config:\n    address: svc:50051\n",
+        )
+        .unwrap();
+        assert!(validate_flow(&f, Origin::Resource).is_empty());
+        assert_eq!(paths(&validate_flow(&f, Origin::File)), vec!["name"]);
+    }
+}

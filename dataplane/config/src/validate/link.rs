@@ -1,0 +1,380 @@
+//! Checks of the link config and its targets.
+
+use std::collections::HashMap;
+
+use globset::GlobBuilder;
+
+use crate::diagnostic::Diagnostic;
+use crate::kafka::KafkaConfig;
+use crate::link::{
+    AuthConfig, AuthType, KeyType, LinkConfig, Protocol, TargetConfig, DEFAULT_RETRY_INITIAL,
+    DEFAULT_RETRY_MAX,
+};
+use crate::validate::rules;
+use crate::validate::Origin;
+
+/// Validates a link config file; paths are relative to the document (`targets[0].host`).
+pub fn validate_link(cfg: &LinkConfig) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    out.extend(rules::listen_addr("listenAddr", &cfg.listen_addr));
+    out.extend(rules::listen_addr("metricsAddr", &cfg.metrics_addr));
+    if rules::normalize_listen_addr(&cfg.listen_addr).is_some()
+        && rules::normalize_listen_addr(&cfg.listen_addr)
+            == rules::normalize_listen_addr(&cfg.metrics_addr)
+    {
+        out.push(
+            Diagnostic::error(
+                "metricsAddr",
+                "the proxy and the metrics server cannot share an address",
+            )
+            .hint("e.g. listenAddr \"127.0.0.1:3500\", metricsAddr \":9091\""),
+        );
+    }
+    if let Some(k) = &cfg.kafka {
+        out.extend(rules::kafka_clusters("kafka", k));
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (i, t) in cfg.targets.iter().enumerate() {
+        let prefix = format!("targets[{i}]");
+        if let Some(name) = t.name.as_deref() {
+            if let Some(first) = seen.insert(name, i) {
+                out.push(
+                    Diagnostic::error(
+                        format!("{prefix}.name"),
+                        format!("target name `{name}` is already used by targets[{first}]"),
+                    )
+                    .hint("target names are the `/link/{target}` path segment and must be unique"),
+                );
+            }
+        }
+        out.extend(
+            validate_target(t, Origin::File, cfg.kafka.as_ref())
+                .into_iter()
+                .map(|d| d.under(&prefix)),
+        );
+    }
+    out
+}
+
+/// Validates one target; `clusters` are the link-level Kafka clusters (none for a LinkTarget).
+pub fn validate_target(
+    t: &TargetConfig,
+    origin: Origin,
+    clusters: Option<&KafkaConfig>,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    match (&t.name, origin) {
+        (Some(name), _) => out.extend(rules::dns_label("name", "target name", name)),
+        (None, Origin::File) => out.push(
+            Diagnostic::error("name", "the target has no name")
+                .hint("add `name: crm`; applications call it as localhost:3500/link/crm/..."),
+        ),
+        (None, Origin::Resource) => {}
+    }
+    match t.protocol {
+        Protocol::Http | Protocol::Https => {
+            match t.host.as_deref() {
+                None | Some("") => out.push(
+                    Diagnostic::error("host", format!("a {} target needs a host", t.protocol.as_str()))
+                        .hint("e.g. host: api.example.com"),
+                ),
+                Some(h) if h.contains("://") || h.contains('/') => out.push(
+                    Diagnostic::error("host", format!("`{h}` must be a bare host name"))
+                        .hint("put the scheme in `protocol`, the port in `port` and the path prefix in `basePath`"),
+                ),
+                Some(_) => {}
+            }
+            if t.kafka.is_some() {
+                out.push(
+                    Diagnostic::error("kafka", "`kafka` settings apply only to `protocol: kafka`")
+                        .hint("remove `kafka:` or set `protocol: kafka`"),
+                );
+            }
+        }
+        Protocol::Kafka => out.extend(kafka_target(t, origin, clusters)),
+    }
+    if t.port == Some(0) {
+        out.push(Diagnostic::error(
+            "port",
+            "port 0 is not a valid upstream port",
+        ));
+    }
+    if let Some(bp) = &t.base_path {
+        if !bp.starts_with('/') {
+            out.push(
+                Diagnostic::error("basePath", format!("`{bp}` must start with `/`"))
+                    .hint(format!("write `/{bp}`")),
+            );
+        }
+    }
+    out.extend(rules::nonzero_duration("timeout", t.timeout));
+    if let Some(auth) = &t.auth {
+        out.extend(
+            auth_checks(auth, origin)
+                .into_iter()
+                .map(|d| d.under("auth")),
+        );
+    }
+    if let Some(cb) = &t.circuit_breaker {
+        for (field, v) in [
+            ("failureThreshold", cb.failure_threshold),
+            ("successThreshold", cb.success_threshold),
+        ] {
+            if v == Some(0) {
+                out.push(Diagnostic::error(
+                    format!("circuitBreaker.{field}"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        out.extend(rules::nonzero_duration(
+            "circuitBreaker.resetTimeout",
+            cb.reset_timeout,
+        ));
+    }
+    if let Some(r) = &t.retry {
+        if r.max_attempts == Some(0) {
+            out.push(
+                Diagnostic::error("retry.maxAttempts", "must be at least 1")
+                    .hint("1 means a single attempt without retries"),
+            );
+        }
+        if let Some(j) = r.jitter {
+            if !(0.0..=1.0).contains(&j) {
+                out.push(
+                    Diagnostic::error("retry.jitter", format!("jitter {j} is outside [0, 1]"))
+                        .hint("0 disables jitter; 0.2 randomises each delay by ±20%"),
+                );
+            }
+        }
+        out.extend(rules::intervals(
+            "retry",
+            r.initial_interval,
+            r.max_interval,
+            DEFAULT_RETRY_INITIAL,
+            DEFAULT_RETRY_MAX,
+        ));
+    }
+    if let Some(rl) = &t.rate_limit {
+        if !(rl.requests_per_second.is_finite() && rl.requests_per_second > 0.0) {
+            out.push(Diagnostic::error(
+                "rateLimit.requestsPerSecond",
+                "must be greater than zero",
+            ));
+        }
+        if rl.burst == Some(0) {
+            out.push(Diagnostic::error("rateLimit.burst", "must be at least 1"));
+        }
+    }
+    for (i, glob) in t.allowed_paths.iter().enumerate() {
+        out.extend(allowed_path(&format!("allowedPaths[{i}]"), glob));
+    }
+    out
+}
+
+fn kafka_target(
+    t: &TargetConfig,
+    origin: Origin,
+    clusters: Option<&KafkaConfig>,
+) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let Some(k) = &t.kafka else {
+        out.push(
+            Diagnostic::error(
+                "kafka",
+                "a kafka target needs `kafka.cluster` and `kafka.topic`",
+            )
+            .hint("add kafka: {cluster: main, topic: orders}"),
+        );
+        return out;
+    };
+    match (&k.cluster_config, origin) {
+        (Some(c), _) => out.extend(rules::kafka_cluster("kafka.clusterConfig", c)),
+        (None, Origin::File) => {
+            out.extend(rules::cluster_ref("kafka.cluster", &k.cluster, clusters))
+        }
+        (None, Origin::Resource) => out.push(
+            Diagnostic::error(
+                "kafka.clusterConfig",
+                "a LinkTarget has no link-level kafka.clusters",
+            )
+            .hint("put the brokers under `kafka.clusterConfig` (`fiso export` does this for you)"),
+        ),
+    }
+    if k.topic.trim().is_empty() {
+        out.push(Diagnostic::error("kafka.topic", "topic is empty"));
+    }
+    if t.host.is_some() || t.base_path.is_some() || !t.allowed_paths.is_empty() {
+        out.push(Diagnostic::warning(
+            "protocol",
+            "host, basePath and allowedPaths are ignored by kafka targets",
+        ));
+    }
+    if let Some(key) = &k.key {
+        let needs = match key.type_ {
+            KeyType::Header | KeyType::Payload => Some(("field", key.field.is_some())),
+            KeyType::Static => Some(("value", key.value.is_some())),
+            KeyType::Uuid | KeyType::Random => None,
+        };
+        if let Some((field, present)) = needs {
+            if !present {
+                out.push(
+                    Diagnostic::error(
+                        format!("kafka.key.{field}"),
+                        format!("key type `{}` needs `{field}`", serde_name(&key.type_)),
+                    )
+                    .hint(match key.type_ {
+                        KeyType::Header => "e.g. field: X-Correlation-ID",
+                        KeyType::Payload => "e.g. field: customer_id (dotted paths allowed)",
+                        _ => "e.g. value: order-processor-1",
+                    }),
+                );
+            }
+        }
+    }
+    out
+}
+
+fn serde_name(t: &KeyType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+fn auth_checks(auth: &AuthConfig, origin: Origin) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let has_source = auth.secret_ref.is_some() || auth.vault_ref.is_some();
+    if auth.type_ == AuthType::None {
+        if has_source {
+            out.push(Diagnostic::warning(
+                "type",
+                "auth type is `none`; the secret reference is ignored",
+            ));
+        }
+        return out;
+    }
+    if auth.secret_ref.is_some() == auth.vault_ref.is_some() {
+        out.push(
+            Diagnostic::error("", "exactly one of `secretRef` or `vaultRef` is needed")
+                .hint("e.g. secretRef: {filePath: /secrets/crm-token}"),
+        );
+    }
+    if auth.header.is_some() && auth.type_ != AuthType::Apikey {
+        out.push(Diagnostic::warning(
+            "header",
+            "`header` is used only by `type: apikey`",
+        ));
+    }
+    if let Some(s) = &auth.secret_ref {
+        let k8s = s.name.is_some() || s.key.is_some();
+        let count = [s.file_path.is_some(), s.env_var.is_some(), k8s]
+            .iter()
+            .filter(|b| **b)
+            .count();
+        if count != 1 {
+            out.push(
+                Diagnostic::error("secretRef", format!("exactly one secret source is needed, found {count}"))
+                    .hint("set `filePath`, `envVar`, or (in a LinkTarget) `name` + `key` of a Kubernetes Secret"),
+            );
+        }
+        if k8s {
+            if s.name.is_none() || s.key.is_none() {
+                out.push(Diagnostic::error(
+                    "secretRef",
+                    "a Kubernetes Secret reference needs both `name` and `key`",
+                ));
+            }
+            if origin == Origin::File {
+                out.push(
+                    Diagnostic::error(
+                        "secretRef.name",
+                        "Kubernetes Secret references work only in a LinkTarget",
+                    )
+                    .hint("locally use `filePath` or `envVar`"),
+                );
+            }
+        }
+    }
+    if let Some(v) = &auth.vault_ref {
+        for (field, value) in [("path", &v.path), ("field", &v.field)] {
+            if value.trim().is_empty() {
+                out.push(Diagnostic::error(
+                    format!("vaultRef.{field}"),
+                    "must not be empty",
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `*` = one segment, `**` = any depth; always absolute.
+fn allowed_path(path: &str, glob: &str) -> Option<Diagnostic> {
+    if !glob.starts_with('/') {
+        return Some(
+            Diagnostic::error(path, format!("`{glob}` must start with `/`"))
+                .hint(format!("write `/{glob}`")),
+        );
+    }
+    GlobBuilder::new(glob)
+        .literal_separator(true)
+        .build()
+        .err()
+        .map(|e| {
+            Diagnostic::error(path, format!("invalid path glob `{glob}`: {}", e.kind()))
+                .hint("`*` matches one segment, `**` any depth, e.g. /api/v2/**")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_link;
+
+    fn errors(yaml: &str) -> Vec<String> {
+        validate_link(&parse_link("l.yaml", yaml).expect("parses"))
+            .into_iter()
+            .filter(Diagnostic::is_error)
+            .map(|d| d.path)
+            .collect()
+    }
+
+    #[test]
+    fn link_problems_all_reported() {
+        let errs = errors(
+            r#"
+targets:
+  - name: crm
+    host: https://api.example.com
+    retry: {jitter: 1.5, maxAttempts: 0}
+    auth: {type: bearer}
+    allowedPaths: ["api/**", "/a/[b"]
+  - name: crm
+    protocol: kafka
+    kafka: {cluster: nope, topic: t, key: {type: payload}}
+"#,
+        );
+        assert_eq!(
+            errs,
+            vec![
+                "targets[0].host",
+                "targets[0].auth",
+                "targets[0].retry.maxAttempts",
+                "targets[0].retry.jitter",
+                "targets[0].allowedPaths[0]",
+                "targets[0].allowedPaths[1]",
+                "targets[1].name",
+                "targets[1].kafka.cluster",
+                "targets[1].kafka.key.field",
+            ]
+        );
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(errors("targets: []").is_empty());
+        let cfg = parse_link("l", "{}").unwrap();
+        assert_eq!(cfg.listen_addr, "127.0.0.1:3500");
+    }
+}

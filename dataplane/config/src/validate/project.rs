@@ -1,0 +1,256 @@
+//! A whole project: many flow files and one link file, checked together.
+
+use std::collections::HashMap;
+
+use crate::diagnostic::{Diagnostic, Diagnostics};
+use crate::flow::{FlowConfig, SourceSpec};
+use crate::link::LinkConfig;
+use crate::location::Locations;
+use crate::parse::{parse_flow, parse_link};
+use crate::validate::rules::normalize_listen_addr;
+use crate::validate::{validate_flow, validate_link, Origin};
+
+/// A config file's name (as shown to the user) and text.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    pub path: String,
+    pub text: String,
+}
+
+/// A flow that parsed, with the file it came from.
+#[derive(Debug, Clone)]
+pub struct LoadedFlow {
+    pub file: String,
+    pub config: FlowConfig,
+}
+
+impl LoadedFlow {
+    /// The flow's name (files always have one once validated).
+    pub fn name(&self) -> &str {
+        self.config.name.as_deref().unwrap_or_default()
+    }
+}
+
+/// The link config that parsed, with its file.
+#[derive(Debug, Clone)]
+pub struct LoadedLink {
+    pub file: String,
+    pub config: LinkConfig,
+}
+
+/// Everything that parsed. Use it only when the accompanying diagnostics have no errors.
+#[derive(Debug, Clone, Default)]
+pub struct Project {
+    pub flows: Vec<LoadedFlow>,
+    pub link: Option<LoadedLink>,
+}
+
+/// Parses and validates every file, returning what parsed plus **all** findings, each located.
+pub fn check_project(
+    flow_files: &[SourceFile],
+    link_file: Option<&SourceFile>,
+) -> (Project, Diagnostics) {
+    let mut project = Project::default();
+    let mut diags = Diagnostics::default();
+    let mut locations: HashMap<String, Locations> = HashMap::new();
+
+    for f in flow_files {
+        match parse_flow(&f.path, &f.text) {
+            Ok(config) => {
+                let loc = locations
+                    .entry(f.path.clone())
+                    .or_insert_with(|| Locations::index(&f.text));
+                diags.extend(
+                    validate_flow(&config, Origin::File)
+                        .into_iter()
+                        .map(|d| locate(d, &f.path, loc)),
+                );
+                project.flows.push(LoadedFlow {
+                    file: f.path.clone(),
+                    config,
+                });
+            }
+            Err(ds) => diags.extend(ds),
+        }
+    }
+    for d in cross_flow(&project.flows) {
+        let file = d.file.clone().unwrap_or_default();
+        let text = flow_files
+            .iter()
+            .find(|f| f.path == file)
+            .map(|f| f.text.as_str())
+            .unwrap_or("");
+        let loc = locations
+            .entry(file.clone())
+            .or_insert_with(|| Locations::index(text));
+        diags.push(locate(d, &file, loc));
+    }
+    if let Some(f) = link_file {
+        match parse_link(&f.path, &f.text) {
+            Ok(config) => {
+                let loc = Locations::index(&f.text);
+                diags.extend(
+                    validate_link(&config)
+                        .into_iter()
+                        .map(|d| locate(d, &f.path, &loc)),
+                );
+                project.link = Some(LoadedLink {
+                    file: f.path.clone(),
+                    config,
+                });
+            }
+            Err(ds) => diags.extend(ds),
+        }
+    }
+    (project, diags)
+}
+
+fn locate(mut d: Diagnostic, file: &str, loc: &Locations) -> Diagnostic {
+    d.file = Some(file.to_owned());
+    if let Some((line, col)) = loc.lookup(&d.path) {
+        d.line = Some(line);
+        d.column = Some(col);
+    }
+    d
+}
+
+/// Checks spanning flows: unique names; one path per shared HTTP server; no gRPC/HTTP port clash.
+fn cross_flow(flows: &[LoadedFlow]) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let mut names: HashMap<&str, &str> = HashMap::new();
+    // normalised listen address → (kind, path, flow, file)
+    let mut servers: HashMap<String, Vec<(&'static str, &str, &str, &str)>> = HashMap::new();
+    for f in flows {
+        if let Some(name) = f.config.name.as_deref() {
+            if let Some(first) = names.insert(name, &f.file) {
+                let mut d = Diagnostic::error(
+                    "name",
+                    format!("flow name `{name}` is also used in {first}"),
+                )
+                .hint(
+                    "flow names must be unique: they name metrics, consumer groups and DLQ topics",
+                );
+                d.file = Some(f.file.clone());
+                out.push(d);
+            }
+        }
+        let (kind, addr, path) = match &f.config.source {
+            SourceSpec::Http(c) => ("http", c.listen_addr.as_str(), c.path.as_str()),
+            SourceSpec::Grpc(c) => ("grpc", c.listen_addr.as_str(), ""),
+            SourceSpec::Kafka(_) => continue,
+        };
+        let Some(norm) = normalize_listen_addr(addr) else {
+            continue;
+        };
+        let entry = servers.entry(norm).or_default();
+        for (other_kind, other_path, other_flow, other_file) in entry.iter() {
+            let clash = match (kind, *other_kind) {
+                ("http", "http") => (path == *other_path).then(|| {
+                    format!(
+                        "HTTP path `{path}` on `{addr}` is also used by flow `{other_flow}` ({other_file})"
+                    )
+                }),
+                _ => Some(format!(
+                    "`{addr}` is also the listen address of {other_kind} flow `{other_flow}` ({other_file}); only HTTP flows can share a server"
+                )),
+            };
+            if let Some(msg) = clash {
+                let field = if kind == "http" && *other_kind == "http" {
+                    "source.config.path"
+                } else {
+                    "source.config.listenAddr"
+                };
+                let mut d = Diagnostic::error(field, format!("flow `{}`: {msg}", f.name())).hint(
+                    "give each flow on a shared listenAddr its own path, or use another port",
+                );
+                d.file = Some(f.file.clone());
+                out.push(d);
+            }
+        }
+        entry.push((kind, path, f.name(), &f.file));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http_flow(name: &str, addr: &str, path: &str) -> SourceFile {
+        SourceFile {
+            path: format!("flows/{name}.yaml"),
+            text: format!(
+                "name: {name}\nsource:\n  type: http\n  config:\n    listenAddr: \"{addr}\"\n    path: {path}\nsink:\n  type: http\n  config:\n    url: http://svc:8080\n"
+            ),
+        }
+    }
+
+    #[test]
+    fn shared_port_different_paths_is_fine() {
+        let (p, d) = check_project(
+            &[
+                http_flow("a", ":8080", "/a"),
+                http_flow("b", "0.0.0.0:8080", "/b"),
+            ],
+            None,
+        );
+        assert!(d.is_empty(), "{d}");
+        assert_eq!(p.flows.len(), 2);
+    }
+
+    #[test]
+    fn path_collision_names_both_flows_with_location() {
+        let (_, d) = check_project(
+            &[http_flow("a", ":8080", "/x"), http_flow("b", ":8080", "/x")],
+            None,
+        );
+        let e: Vec<_> = d.errors().collect();
+        assert_eq!(e.len(), 1, "{d}");
+        assert_eq!(e[0].file.as_deref(), Some("flows/b.yaml"));
+        assert_eq!(e[0].line, Some(6));
+        assert!(
+            e[0].message.contains("flow `b`") && e[0].message.contains("flow `a`"),
+            "{}",
+            e[0]
+        );
+    }
+
+    #[test]
+    fn parse_and_semantic_errors_across_files_together() {
+        let broken = SourceFile {
+            path: "flows/x.yaml".into(),
+            text: "name: x\nsource: 3\n".into(),
+        };
+        let link = SourceFile {
+            path: "link/config.yaml".into(),
+            text: "targets:\n  - name: a\n    retry:\n      jitter: 2\n    host: h\n".into(),
+        };
+        let (_, d) = check_project(
+            &[
+                broken,
+                http_flow("dup", ":1", "/"),
+                http_flow("dup", ":2", "/"),
+            ],
+            Some(&link),
+        );
+        let rendered: Vec<String> = d
+            .errors()
+            .map(|d| {
+                format!(
+                    "{}:{}:{}",
+                    d.file.as_deref().unwrap(),
+                    d.line.unwrap_or(0),
+                    d.path
+                )
+            })
+            .collect();
+        assert_eq!(
+            rendered,
+            vec![
+                "flows/x.yaml:2:source",
+                "flows/dup.yaml:1:name",
+                "link/config.yaml:4:targets[0].retry.jitter"
+            ]
+        );
+    }
+}
