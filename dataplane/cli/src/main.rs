@@ -1,1 +1,53 @@
-fn main() {}
+//! `fiso`: the command line of Fiso.
+//!
+//! Exit codes: 0 success, 1 failure (invalid config, failed command), 2 usage error.
+
+mod cmd;
+mod project;
+mod scaffold;
+mod style;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Fiso: your app talks to localhost, Fiso talks to the world.
+#[derive(Debug, Parser)]
+#[command(name = "fiso", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create a project scaffold under ./fiso (interactive, or with flags / --defaults).
+    Init(cmd::init::InitArgs),
+    /// Check flow files and the link config; reports every problem with file:line:column.
+    Validate(cmd::validate::ValidateArgs),
+    /// Work with transforms.
+    #[command(subcommand)]
+    Transform(cmd::transform::TransformCommand),
+    /// Convert local flows and link targets into FlowDefinition / LinkTarget manifests.
+    Export(cmd::export::ExportArgs),
+    /// Print a shell completion script.
+    Completions(cmd::completions::CompletionsArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Init(args) => cmd::init::run(args),
+        Command::Validate(args) => cmd::validate::run(args),
+        Command::Transform(cmd) => cmd::transform::run(cmd),
+        Command::Export(args) => cmd::export::run(args),
+        Command::Completions(args) => cmd::completions::run::<Cli>(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("{} {err:#}", style::error("error:"));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod flow;
 pub mod kafka;
 pub mod link;
 pub mod location;
+pub mod manifests;
 pub mod parse;
 mod schema;
 pub mod validate;

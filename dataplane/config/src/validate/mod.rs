@@ -13,6 +13,7 @@ mod rules;
 pub use flow::validate_flow;
 pub use link::{validate_link, validate_target};
 pub use project::{check_project, LoadedFlow, LoadedLink, Project, SourceFile};
+pub use rules::normalize_listen_addr;
 
 /// Where a config comes from: a local file or a Kubernetes custom resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,7 @@
+//! One module per verb.
+
+pub mod completions;
+pub mod export;
+pub mod init;
+pub mod transform;
+pub mod validate;

@@ -1,0 +1,107 @@
+//! `fiso validate [DIR] [--format human|json]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use fiso_config::Diagnostics;
+use serde::Serialize;
+
+use crate::project::{default_target, ProjectFiles};
+use crate::style;
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Project directory (holding flows/ and link/), a directory of flow files, or one file.
+    /// Default: ./fiso if it exists, else the current directory.
+    pub dir: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Serialize)]
+struct JsonReport<'a> {
+    valid: bool,
+    flows: Vec<&'a str>,
+    link: Option<&'a str>,
+    errors: usize,
+    warnings: usize,
+    diagnostics: &'a Diagnostics,
+}
+
+pub fn run(args: ValidateArgs) -> Result<ExitCode> {
+    let target = args.dir.unwrap_or_else(default_target);
+    let files = ProjectFiles::read(&target)?;
+    if files.is_empty() {
+        bail!(
+            "no flow files or link config found in {}; run `fiso init` or pass the project directory",
+            target.display()
+        );
+    }
+    let (project, diags) = files.check();
+    let errors = diags.errors().count();
+    let warnings = diags.warnings().count();
+    match args.format {
+        Format::Json => {
+            let report = JsonReport {
+                valid: errors == 0,
+                flows: project.flows.iter().map(|f| f.file.as_str()).collect(),
+                link: project.link.as_ref().map(|l| l.file.as_str()),
+                errors,
+                warnings,
+                diagnostics: &diags,
+            };
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        Format::Human => {
+            for d in diags.iter() {
+                let rendered = d.to_string();
+                let colored = rendered
+                    .replacen("error:", &style::error("error:"), 1)
+                    .replacen("warning:", &style::warning("warning:"), 1);
+                eprintln!("{colored}");
+            }
+            if errors == 0 {
+                let flows = project.flows.len();
+                let link = if project.link.is_some() {
+                    " and the link config"
+                } else {
+                    ""
+                };
+                println!(
+                    "{} {flows} flow{}{link} valid{}",
+                    style::ok("✓"),
+                    if flows == 1 { "" } else { "s" },
+                    if warnings > 0 {
+                        format!(
+                            " ({warnings} warning{})",
+                            if warnings == 1 { "" } else { "s" }
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            } else {
+                eprintln!(
+                    "{} {errors} error{}, {warnings} warning{}",
+                    style::error("✗"),
+                    if errors == 1 { "" } else { "s" },
+                    if warnings == 1 { "" } else { "s" }
+                );
+            }
+        }
+    }
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
