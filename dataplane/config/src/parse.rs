@@ -29,7 +29,7 @@ pub fn parse<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Diagnosti
         let path = clean_path(&err.path().to_string());
         let inner = err.into_inner();
         let location = inner.location();
-        let message = strip_location(&inner.to_string());
+        let message = strip_path_prefix(&strip_location(&inner.to_string()), &path);
         let mut d = Diagnostic::error(path.clone(), message.clone());
         if let Some(hint) = hint_for(&path, &message) {
             d = d.hint(hint);
@@ -55,6 +55,14 @@ fn strip_location(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
+    }
+}
+
+/// serde_yaml also prefixes the path of the enclosing map (`source.config: unknown field ..`).
+fn strip_path_prefix(msg: &str, path: &str) -> String {
+    match msg.split_once(": ") {
+        Some((p, rest)) if !p.contains(' ') && path.starts_with(p) => rest.to_owned(),
+        _ => msg.to_owned(),
     }
 }
 
