@@ -1,6 +1,7 @@
 //! Project automation. `cargo xtask <task>`:
 //!
 //! * `crds`  — regenerate `crds/*.yaml` (and the chart's copy) from the `fiso-config` types.
+//! * `docs`  — regenerate the README's configuration and CLI references.
 //! * `ci`    — everything CI checks: fmt, clippy, CRD drift, the whole test suite.
 
 use std::path::{Path, PathBuf};
@@ -12,9 +13,10 @@ fn main() -> Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
     match task.as_str() {
         "crds" => write_crds(),
+        "docs" => write_docs(),
         "ci" => ci(),
         _ => {
-            eprintln!("usage: cargo xtask <crds|ci>");
+            eprintln!("usage: cargo xtask <crds|docs|ci>");
             std::process::exit(2);
         }
     }
@@ -42,6 +44,30 @@ fn write_crds() -> Result<()> {
             println!("wrote {}", path.display());
         }
     }
+    Ok(())
+}
+
+fn write_docs() -> Result<()> {
+    use fiso_config::reference::{markdown, replace_section};
+    let readme_path = root().join("README.md");
+    let readme = std::fs::read_to_string(&readme_path)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let cli = Command::new(cargo)
+        .args(["run", "-q", "-p", "fiso", "--", "help-reference"])
+        .current_dir(root())
+        .output()?;
+    if !cli.status.success() {
+        bail!(
+            "fiso help-reference failed: {}",
+            String::from_utf8_lossy(&cli.stderr)
+        );
+    }
+    let readme = replace_section(&readme, "config-reference", &markdown())
+        .context("README lacks config-reference markers")?;
+    let readme = replace_section(&readme, "cli-reference", &String::from_utf8(cli.stdout)?)
+        .context("README lacks cli-reference markers")?;
+    std::fs::write(&readme_path, readme)?;
+    println!("wrote {}", readme_path.display());
     Ok(())
 }
 

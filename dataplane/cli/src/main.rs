@@ -32,6 +32,9 @@ enum Command {
     Export(cmd::export::ExportArgs),
     /// Print a shell completion script.
     Completions(cmd::completions::CompletionsArgs),
+    /// Print the CLI reference (Markdown) for the README.
+    #[command(hide = true)]
+    HelpReference,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Transform(cmd) => cmd::transform::run(cmd),
         Command::Export(args) => cmd::export::run(args),
         Command::Completions(args) => cmd::completions::run::<Cli>(args),
+        Command::HelpReference => cmd::reference::run::<Cli>(),
     };
     match result {
         Ok(code) => code,

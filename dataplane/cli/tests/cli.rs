@@ -13,7 +13,11 @@ fn fiso(dir: &Path, args: &[&str]) -> Output {
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 #[test]
@@ -25,12 +29,18 @@ fn init_defaults_then_validate_in_a_fresh_directory() {
     assert!(dir.path().join("fiso/flows/example-flow.yaml").is_file());
     let o = fiso(dir.path(), &["validate"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("1 flow and the link config valid"), "{}", text(&o));
+    assert!(
+        text(&o).contains("1 flow and the link config valid"),
+        "{}",
+        text(&o)
+    );
 
     let o = fiso(dir.path(), &["init", "--defaults"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("--force"), "{}", text(&o));
-    assert!(fiso(dir.path(), &["init", "--source", "kafka", "--force"]).status.success());
+    assert!(fiso(dir.path(), &["init", "--source", "kafka", "--force"])
+        .status
+        .success());
 }
 
 #[test]
@@ -45,11 +55,20 @@ fn interactive_init_reads_answers_from_stdin() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"2\n2\n2\ny\ny\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"2\n2\n2\ny\ny\n")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("Fiso initialized with kafka source → temporal sink."));
-    for f in ["fiso/flows/kafka-temporal-flow.yaml", "fiso/temporal-worker/worker.py", "fiso/k8s/fiso-resources.yaml"] {
+    for f in [
+        "fiso/flows/kafka-temporal-flow.yaml",
+        "fiso/temporal-worker/worker.py",
+        "fiso/k8s/fiso-resources.yaml",
+    ] {
         assert!(dir.path().join(f).is_file(), "{f}");
     }
     assert!(fiso(dir.path(), &["validate", "fiso"]).status.success());
@@ -65,15 +84,34 @@ fn validate_reports_every_problem_with_location_and_exit_1() {
         "name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\nsink:\n  type: http\n  config:\n    url: ftp://x\n",
     )
     .unwrap();
-    std::fs::write(dir.path().join("p/flows/b.yaml"), "name: b\nsource:\n  type: http\n  config:\n    listenAdr: x\n").unwrap();
-    std::fs::write(dir.path().join("p/link/config.yaml"), "targets:\n  - name: x\n    host: h\n    retry: {jitter: 3}\n").unwrap();
+    std::fs::write(
+        dir.path().join("p/flows/b.yaml"),
+        "name: b\nsource:\n  type: http\n  config:\n    listenAdr: x\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p/link/config.yaml"),
+        "targets:\n  - name: x\n    host: h\n    retry: {jitter: 3}\n",
+    )
+    .unwrap();
     let o = fiso(dir.path(), &["validate", "p"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
-    assert!(out.contains("p/flows/a.yaml:9:5: error: sink.config.url:"), "{out}");
-    assert!(out.contains("p/flows/b.yaml:5:5: error: source.config.listenAdr: unknown field `listenAdr`"), "{out}");
+    assert!(
+        out.contains("p/flows/a.yaml:9:5: error: sink.config.url:"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "p/flows/b.yaml:5:5: error: source.config.listenAdr: unknown field `listenAdr`"
+        ),
+        "{out}"
+    );
     assert!(out.contains("hint: did you mean `listenAddr`?"), "{out}");
-    assert!(out.contains("p/link/config.yaml:4:13: error: targets[0].retry.jitter"), "{out}");
+    assert!(
+        out.contains("p/link/config.yaml:4:13: error: targets[0].retry.jitter"),
+        "{out}"
+    );
     assert!(out.contains("3 errors"), "{out}");
 
     let o = fiso(dir.path(), &["validate", "p", "--format", "json"]);
@@ -88,9 +126,19 @@ fn validate_reports_every_problem_with_location_and_exit_1() {
 #[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(fiso(dir.path(), &["validate", "--format", "xml"]).status.code(), Some(2));
+    assert_eq!(
+        fiso(dir.path(), &["validate", "--format", "xml"])
+            .status
+            .code(),
+        Some(2)
+    );
     assert_eq!(fiso(dir.path(), &["no-such-verb"]).status.code(), Some(2));
-    assert_eq!(fiso(dir.path(), &["init", "--source", "amqp"]).status.code(), Some(2));
+    assert_eq!(
+        fiso(dir.path(), &["init", "--source", "amqp"])
+            .status
+            .code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -99,15 +147,26 @@ fn completions_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
         let o = fiso(dir.path(), &["completions", shell]);
         assert!(o.status.success());
-        assert!(String::from_utf8_lossy(&o.stdout).contains("validate"), "{shell}");
+        assert!(
+            String::from_utf8_lossy(&o.stdout).contains("validate"),
+            "{shell}"
+        );
     }
 }
 
 #[test]
 fn export_writes_manifests_and_fails_closed() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(fiso(dir.path(), &["init", "--source", "kafka", "--transform", "fields"]).status.success());
-    let o = fiso(dir.path(), &["export", "--namespace", "shop", "-o", "out.yaml"]);
+    assert!(fiso(
+        dir.path(),
+        &["init", "--source", "kafka", "--transform", "fields"]
+    )
+    .status
+    .success());
+    let o = fiso(
+        dir.path(),
+        &["export", "--namespace", "shop", "-o", "out.yaml"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let yaml = std::fs::read_to_string(dir.path().join("out.yaml")).unwrap();
     let m = fiso_config::manifests::from_yaml(&yaml).unwrap();
@@ -122,5 +181,25 @@ fn export_writes_manifests_and_fails_closed() {
     .unwrap();
     let o = fiso(dir.path(), &["export"]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o).contains("targets[0].auth.secretRef.envVar"), "{}", text(&o));
+    assert!(
+        text(&o).contains("targets[0].auth.secretRef.envVar"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn readme_cli_reference_is_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = fiso(dir.path(), &["help-reference"]);
+    assert!(o.status.success());
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .unwrap();
+    let current = fiso_config::reference::section(&readme, "cli-reference")
+        .expect("README has the cli-reference markers");
+    assert!(
+        current == String::from_utf8_lossy(&o.stdout),
+        "README CLI reference is stale: run `cargo xtask docs`"
+    );
 }

@@ -19,6 +19,7 @@ pub mod link;
 pub mod location;
 pub mod manifests;
 pub mod parse;
+pub mod reference;
 mod schema;
 pub mod validate;
 
