@@ -1,0 +1,56 @@
+//! The process plumbing that `fiso flow`, `fiso link` and `fiso dev` share.
+//!
+//! Nothing here knows what a flow or a link target is; those crates plug into it:
+//!
+//! - [`logging`]: JSON logs in production, pretty logs for `fiso dev`, optionally mirrored as
+//!   JSON lines into a file that `fiso logs` reads back.
+//! - [`metrics`]: one Prometheus registry per process, rendered as OpenMetrics text, plus the
+//!   config-reload metrics that flow and link both report.
+//! - [`health`]: the metrics port (`/healthz`, `/readyz`, `/metrics`, `/config`) and the
+//!   [`Readiness`] registry that supervisors update as components come and go.
+//! - [`addr`]: listen addresses in the config's Go-style form (`:9090`).
+//! - [`shutdown`]: SIGTERM / SIGINT as a [`CancellationToken`](tokio_util::sync::CancellationToken).
+//! - [`watch`]: a debounced watcher for a config directory (editor saves and Kubernetes
+//!   ConfigMap volume swaps alike) and content-hashed snapshots to diff reloads against.
+//!
+//! A typical data-plane `main`:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use fiso_runtime::{health, logging, metrics::MetricsRegistry, shutdown, watch, Readiness};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let _logs = logging::LogSettings::from_env()?.init()?;
+//! let state = health::HealthState::new(MetricsRegistry::new(), Readiness::new());
+//! let stop = shutdown::shutdown_signal();
+//! let server = health::serve(":9090", state.clone(), stop.child_token()).await?;
+//! tracing::info!(addr = %server.local_addr, "metrics and health listening");
+//!
+//! let mut watcher = watch::watch_dir("/etc/fiso/flows", Duration::from_millis(300))?;
+//! let mut files = watch::snapshot("/etc/fiso/flows", watch::is_yaml)?;
+//! // ... build the flows from `files`, then:
+//! state.readiness.mark_started();
+//! loop {
+//!     tokio::select! {
+//!         _ = stop.cancelled() => break,
+//!         Some(_) = watcher.changed() => {
+//!             let next = watch::snapshot("/etc/fiso/flows", watch::is_yaml)?;
+//!             let diff = watch::diff(&files, &next);
+//!             // ... rebuild only `diff.added` / `diff.changed`, drop `diff.removed`
+//!             files = next;
+//!         }
+//!     }
+//! }
+//! server.handle.await??;
+//! # Ok(()) }
+//! ```
+
+pub mod addr;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod shutdown;
+pub mod watch;
+
+pub use health::{ConfigInfo, HealthState, Readiness};
+pub use metrics::MetricsRegistry;

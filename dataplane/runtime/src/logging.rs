@@ -1,0 +1,435 @@
+//! Process-wide `tracing` setup.
+//!
+//! Production (`fiso flow`, `fiso link` in a pod) logs one JSON object per line so log pipelines
+//! can index fields; `fiso dev` logs human-readable lines to the terminal and mirrors every event
+//! as JSON into `fiso/.dev/<service>.log`, which `fiso logs` parses later. Console output goes to
+//! stderr so that CLI verbs keep stdout for their own results; kubelet collects both streams.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tracing_subscriber::filter::{EnvFilter, ParseError};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{Layer, Registry};
+
+pub const FORMAT_ENV: &str = "FISO_LOG_FORMAT";
+pub const LEVEL_ENV: &str = "FISO_LOG_LEVEL";
+pub const DEFAULT_LEVEL: &str = "info";
+
+/// Lines buffered for the log file before new ones are dropped: logging must never block the
+/// data path, and a stalled disk is no reason to stall event delivery.
+const FILE_QUEUE_LINES: usize = 8192;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoggingError {
+    #[error("{FORMAT_ENV}=`{value}` is not a log format (expected `json` or `pretty`)")]
+    InvalidFormat { value: String },
+    #[error(
+        "`{level}` is not a log level or filter (e.g. `info`, `debug`, `info,fiso_flow=trace`)"
+    )]
+    UnknownLevel { level: String },
+    #[error("`{level}` is not a valid log filter: {source}")]
+    InvalidFilter {
+        level: String,
+        #[source]
+        source: ParseError,
+    },
+    #[error("cannot open log file {}: {source}", path.display())]
+    LogFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// One JSON object per line (production default).
+    #[default]
+    Json,
+    /// Human-readable lines, coloured on a terminal (`fiso dev`).
+    Pretty,
+}
+
+impl FromStr for LogFormat {
+    type Err = LoggingError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "json" => Ok(Self::Json),
+            "pretty" => Ok(Self::Pretty),
+            _ => Err(LoggingError::InvalidFormat {
+                value: s.to_owned(),
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// `EnvFilter` syntax: `debug`, `info,fiso_flow=trace`, ...
+    pub level: String,
+    /// Also append every event as a JSON line to this file (parent dirs are created).
+    pub file: Option<PathBuf>,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: DEFAULT_LEVEL.to_owned(),
+            file: None,
+        }
+    }
+}
+
+impl LogSettings {
+    pub fn new(format: LogFormat, level: impl Into<String>) -> Self {
+        Self {
+            format,
+            level: level.into(),
+            file: None,
+        }
+    }
+
+    /// `FISO_LOG_FORMAT` (default `json`) and `FISO_LOG_LEVEL` (default `info`); unset or empty
+    /// means the default. The level is checked here so a typo fails at startup, not silently.
+    pub fn from_env() -> Result<Self, LoggingError> {
+        Self::from_lookup(|key| std::env::var(key).ok())
+    }
+
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, LoggingError> {
+        let non_empty = |key| lookup(key).filter(|v: &String| !v.trim().is_empty());
+        let format = match non_empty(FORMAT_ENV) {
+            Some(v) => v.parse()?,
+            None => LogFormat::default(),
+        };
+        let level = non_empty(LEVEL_ENV).unwrap_or_else(|| DEFAULT_LEVEL.to_owned());
+        build_filter(&level)?;
+        Ok(Self {
+            format,
+            level,
+            file: None,
+        })
+    }
+
+    pub fn with_format(mut self, format: LogFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    pub fn with_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.file = Some(path.into());
+        self
+    }
+
+    /// Installs the global subscriber. Keep the returned guard alive until exit: dropping it
+    /// flushes the log file. If a subscriber is already installed (a second call, or a test
+    /// harness), nothing changes and the guard reports `installed() == false`.
+    pub fn init(self) -> Result<LogGuard, LoggingError> {
+        let filter = build_filter(&self.level)?;
+        let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::with_capacity(2);
+        layers.push(match self.format {
+            LogFormat::Json => json_layer(io::stderr).boxed(),
+            LogFormat::Pretty => tracing_subscriber::fmt::layer()
+                .with_writer(io::stderr)
+                .with_ansi(io::stderr().is_terminal())
+                .boxed(),
+        });
+        let worker = match &self.file {
+            Some(path) => {
+                let (worker, writer) = FileWorker::start(path)?;
+                layers.push(json_layer(writer).boxed());
+                Some(worker)
+            }
+            None => None,
+        };
+        let installed = tracing_subscriber::registry()
+            .with(layers)
+            .with(filter)
+            .try_init()
+            .is_ok();
+        Ok(LogGuard {
+            // A worker whose layer was not installed would never receive anything.
+            _file_writer: worker.filter(|_| installed),
+            installed,
+        })
+    }
+}
+
+/// `LogSettings::new(format, level).init()`.
+pub fn init(format: LogFormat, level: &str) -> Result<LogGuard, LoggingError> {
+    LogSettings::new(format, level).init()
+}
+
+/// Flushes and closes the log file when dropped.
+#[must_use = "dropping the guard stops writing the log file"]
+#[derive(Debug)]
+pub struct LogGuard {
+    // Held for its `Drop`, which flushes the file.
+    _file_writer: Option<FileWorker>,
+    installed: bool,
+}
+
+impl LogGuard {
+    /// Whether this call installed the global subscriber.
+    pub fn installed(&self) -> bool {
+        self.installed
+    }
+}
+
+fn json_layer<S, W>(writer: W) -> impl Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    // Event fields at the top level (`{"flow":"orders","message":...}`) are what log queries
+    // select on; span fields stay nested under `span`.
+    tracing_subscriber::fmt::layer()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_writer(writer)
+}
+
+fn build_filter(level: &str) -> Result<EnvFilter, LoggingError> {
+    let level = level.trim();
+    // EnvFilter reads a lone word as a target name, so `FISO_LOG_LEVEL=debgu` would silently
+    // disable all logging; a lone word must be a level.
+    let lone_word = !level.contains(['=', ',', '[']);
+    if lone_word
+        && !matches!(
+            level.to_ascii_lowercase().as_str(),
+            "trace" | "debug" | "info" | "warn" | "error" | "off"
+        )
+    {
+        return Err(LoggingError::UnknownLevel {
+            level: level.to_owned(),
+        });
+    }
+    EnvFilter::builder()
+        .parse(level)
+        .map_err(|source| LoggingError::InvalidFilter {
+            level: level.to_owned(),
+            source,
+        })
+}
+
+enum Message {
+    Line(Vec<u8>),
+    Stop,
+}
+
+/// Writes queued lines on its own thread so a slow disk never blocks a Tokio worker.
+#[derive(Debug)]
+struct FileWorker {
+    tx: SyncSender<Message>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FileWorker {
+    fn start(path: &Path) -> Result<(Self, QueueWriter), LoggingError> {
+        let file = open_append(path).map_err(|source| LoggingError::LogFile {
+            path: path.to_owned(),
+            source,
+        })?;
+        let (tx, rx) = mpsc::sync_channel(FILE_QUEUE_LINES);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let dropped = dropped.clone();
+            std::thread::Builder::new()
+                .name("fiso-log-file".into())
+                .spawn(move || write_lines(rx, file, &dropped))
+                .map_err(|source| LoggingError::LogFile {
+                    path: path.to_owned(),
+                    source,
+                })?
+        };
+        let writer = QueueWriter {
+            tx: tx.clone(),
+            dropped,
+        };
+        Ok((
+            Self {
+                tx,
+                thread: Some(thread),
+            },
+            writer,
+        ))
+    }
+}
+
+impl Drop for FileWorker {
+    fn drop(&mut self) {
+        if self.tx.send(Message::Stop).is_ok() {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+fn write_lines(rx: Receiver<Message>, file: File, dropped: &AtomicU64) {
+    let mut out = BufWriter::new(file);
+    while let Ok(first) = rx.recv() {
+        let mut stop = false;
+        let mut next = Some(first);
+        // Drain what is queued, then flush once, so `fiso logs -f` sees lines promptly without
+        // a syscall per line under load.
+        while let Some(message) = next {
+            match message {
+                Message::Line(line) => {
+                    let _ = out.write_all(&line);
+                }
+                Message::Stop => {
+                    stop = true;
+                    break;
+                }
+            }
+            next = rx.try_recv().ok();
+        }
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let _ = writeln!(
+                out,
+                r#"{{"timestamp":"{}","level":"WARN","target":"fiso_runtime::logging","message":"{lost} log lines dropped: the log file writer fell behind"}}"#,
+                humantime::format_rfc3339_micros(std::time::SystemTime::now()),
+            );
+        }
+        let _ = out.flush();
+        if stop {
+            return;
+        }
+    }
+}
+
+#[derive(Clone)]
+struct QueueWriter {
+    tx: SyncSender<Message>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl<'a> MakeWriter<'a> for QueueWriter {
+    type Writer = QueuedLine<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        QueuedLine {
+            owner: self,
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// Collects one formatted event and queues it whole on drop, so lines never interleave.
+struct QueuedLine<'a> {
+    owner: &'a QueueWriter,
+    buf: Vec<u8>,
+}
+
+impl Write for QueuedLine<'_> {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for QueuedLine<'_> {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let line = std::mem::take(&mut self.buf);
+        if let Err(TrySendError::Full(_)) = self.owner.tx.try_send(Message::Line(line)) {
+            self.owner.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |key| {
+            vars.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults_to_json_info() {
+        let s = LogSettings::from_lookup(env(&[])).unwrap();
+        assert_eq!(s, LogSettings::default());
+        assert_eq!(s.format, LogFormat::Json);
+        assert_eq!(s.level, "info");
+        let s = LogSettings::from_lookup(env(&[(FORMAT_ENV, ""), (LEVEL_ENV, " ")])).unwrap();
+        assert_eq!(s, LogSettings::default());
+    }
+
+    #[test]
+    fn reads_format_and_filter() {
+        let s = LogSettings::from_lookup(env(&[
+            (FORMAT_ENV, "Pretty"),
+            (LEVEL_ENV, "info,fiso_flow=trace"),
+        ]))
+        .unwrap();
+        assert_eq!(s.format, LogFormat::Pretty);
+        assert_eq!(s.level, "info,fiso_flow=trace");
+    }
+
+    #[test]
+    fn rejects_unknown_format_and_misspelt_level() {
+        assert!(matches!(
+            LogSettings::from_lookup(env(&[(FORMAT_ENV, "text")])),
+            Err(LoggingError::InvalidFormat { .. })
+        ));
+        assert!(matches!(
+            LogSettings::from_lookup(env(&[(LEVEL_ENV, "debgu")])),
+            Err(LoggingError::UnknownLevel { .. })
+        ));
+        assert!(matches!(
+            LogSettings::from_lookup(env(&[(LEVEL_ENV, "fiso_flow=loud")])),
+            Err(LoggingError::InvalidFilter { .. })
+        ));
+        for ok in ["DEBUG", "warn", "off", "fiso_link=debug"] {
+            assert!(build_filter(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn queued_lines_reach_the_file_on_guard_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/.dev/orders.log");
+        let (worker, writer) = FileWorker::start(&path).unwrap();
+        for i in 0..3 {
+            let mut line = writer.make_writer();
+            write!(line, "{{\"n\":").unwrap();
+            writeln!(line, "{i}}}").unwrap();
+        }
+        drop(worker);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n");
+    }
+}
