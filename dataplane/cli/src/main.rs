@@ -30,6 +30,10 @@ enum Command {
     Transform(cmd::transform::TransformCommand),
     /// Convert local flows and link targets into FlowDefinition / LinkTarget manifests.
     Export(cmd::export::ExportArgs),
+    /// Show the logs `fiso dev` wrote (fiso/.dev/*.log).
+    Logs(cmd::logs::LogsArgs),
+    /// Check project structure, config validity, free ports and reachable dependencies.
+    Doctor(cmd::doctor::DoctorArgs),
     /// Print a shell completion script.
     Completions(cmd::completions::CompletionsArgs),
     /// Print the CLI reference (Markdown) for the README.
@@ -44,6 +48,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Transform(cmd) => cmd::transform::run(cmd),
         Command::Export(args) => cmd::export::run(args),
+        Command::Logs(args) => cmd::logs::run(args),
+        Command::Doctor(args) => cmd::doctor::run(args),
         Command::Completions(args) => cmd::completions::run::<Cli>(args),
         Command::HelpReference => cmd::reference::run::<Cli>(),
     };

@@ -203,3 +203,63 @@ fn readme_cli_reference_is_current() {
         "README CLI reference is stale: run `cargo xtask docs`"
     );
 }
+
+#[test]
+fn doctor_reports_busy_ports_and_unreachable_dependencies() {
+    let dir = tempfile::tempdir().unwrap();
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let sink = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sink_port = sink.local_addr().unwrap().port();
+    let closed_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    std::fs::create_dir_all(dir.path().join("fiso/flows")).unwrap();
+    std::fs::create_dir_all(dir.path().join("fiso/link")).unwrap();
+    std::fs::write(dir.path().join("fiso/link/config.yaml"), "targets: []\n").unwrap();
+    std::fs::write(
+        dir.path().join("fiso/flows/a.yaml"),
+        format!("name: a\nsource:\n  type: http\n  config:\n    listenAddr: \"127.0.0.1:{busy_port}\"\nsink:\n  type: http\n  config:\n    url: http://127.0.0.1:{sink_port}/x\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("fiso/flows/b.yaml"),
+        format!("name: b\nkafka:\n  clusters:\n    main:\n      brokers: [\"127.0.0.1:{closed_port}\"]\nsource:\n  type: kafka\n  config: {{cluster: main, topic: t}}\nsink:\n  type: http\n  config:\n    url: http://127.0.0.1:{sink_port}/y\n"),
+    )
+    .unwrap();
+    let o = fiso(dir.path(), &["doctor"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("✓ config valid (2 flows + link)"), "{out}");
+    assert!(
+        out.contains(&format!("✗ port 127.0.0.1:{busy_port} is not available")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "✓ flow a: sink http://127.0.0.1:{sink_port}/x is reachable"
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "✗ flow b: Kafka broker 127.0.0.1:{closed_port} (cluster main) is unreachable"
+        )),
+        "{out}"
+    );
+    assert!(out.contains("→ start the broker"), "{out}");
+    drop((busy, sink));
+}
+
+#[test]
+fn logs_without_dev_run_explain_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = fiso(dir.path(), &["logs"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("start the services with `fiso dev` first"),
+        "{}",
+        text(&o)
+    );
+}
