@@ -263,3 +263,106 @@ fn logs_without_dev_run_explain_what_to_do() {
         text(&o)
     );
 }
+
+#[test]
+fn transform_test_prints_payload_and_cloudevent() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("order-flow.yaml"),
+        r#"name: order-flow
+source:
+  type: http
+  config:
+    listenAddr: ":8081"
+transform:
+  fields:
+    order_id: "data.order_id"
+    customer: "data.customer_id"
+    total: "data.price * data.quantity"
+cloudevents:
+  id: 'data.order_id + "-x"'
+  type: '"order.created"'
+sink:
+  type: http
+  config:
+    url: http://localhost:8082
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("sample-order.json"),
+        "{\n  \"order_id\": \"TEST-001\",\n  \"customer_id\": \"CUST-123\",\n  \"price\": 10.5,\n  \"quantity\": 3\n}\n",
+    )
+    .unwrap();
+    for input in [
+        r#"{"order_id":"TEST-001","customer_id":"CUST-123","price":10.5,"quantity":3}"#,
+        "sample-order.json",
+    ] {
+        let o = fiso(
+            dir.path(),
+            &[
+                "transform",
+                "test",
+                "--flow",
+                "order-flow.yaml",
+                "--input",
+                input,
+                "--format",
+                "json",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(
+            v["transformed"],
+            serde_json::json!({"order_id": "TEST-001", "customer": "CUST-123", "total": 31.5})
+        );
+        assert_eq!(v["cloudevent"]["id"], "TEST-001-x");
+        assert_eq!(v["cloudevent"]["type"], "order.created");
+        assert_eq!(v["cloudevent"]["source"], "fiso-flow/order-flow");
+        assert_eq!(v["cloudevent"]["data"], v["transformed"]);
+    }
+    let o = fiso(
+        dir.path(),
+        &[
+            "transform",
+            "test",
+            "--flow",
+            "order-flow.yaml",
+            "--input",
+            "sample-order.json",
+        ],
+    );
+    assert!(text(&o).contains("Transformed payload:") && text(&o).contains("CloudEvent:"));
+
+    let o = fiso(
+        dir.path(),
+        &[
+            "transform",
+            "test",
+            "--flow",
+            "order-flow.yaml",
+            "--input",
+            r#"{"order_id":"A"}"#,
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("TRANSFORM_FAILED"), "{}", text(&o));
+    let o = fiso(
+        dir.path(),
+        &[
+            "transform",
+            "test",
+            "--flow",
+            "order-flow.yaml",
+            "--input",
+            "{not json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o).contains("neither valid JSON nor a readable file"),
+        "{}",
+        text(&o)
+    );
+}

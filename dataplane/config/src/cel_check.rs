@@ -69,29 +69,55 @@ pub fn check(expr: &str) -> Result<(), CelProblem> {
     }
 }
 
-/// The compatibility rule for `cloudevents.*` values: a bare identifier-like value such as
-/// `order.created` or `order-service` that is not a usable CEL expression over the scope is
-/// taken as the literal string it spells (the validator warns). Returns that literal.
+/// CEL's reserved words and literals: never part of an identifier-like literal.
+const RESERVED: [&str; 21] = [
+    "true",
+    "false",
+    "null",
+    "in",
+    "as",
+    "break",
+    "const",
+    "continue",
+    "else",
+    "for",
+    "function",
+    "if",
+    "import",
+    "let",
+    "loop",
+    "package",
+    "namespace",
+    "return",
+    "var",
+    "void",
+    "while",
+];
+
+/// The compatibility rule for `cloudevents.*` values: `Some(literal)` when `expr` is a bare
+/// identifier-like word (identifiers joined by `.` or `-`, like `order.created` or
+/// `order-service`) none of whose root identifiers is a scope variable. Such a value would fail
+/// on every event as CEL, so it is read as the string it spells; the validator warns that it
+/// should be quoted (`'"order.created"'`). The runtime uses this same function.
 pub fn literal_fallback(expr: &str) -> Option<&str> {
-    let t = expr.trim();
-    let mut chars = t.chars();
-    let first = chars.next()?;
-    let identifier_like = (first.is_ascii_alphabetic() || first == '_')
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/' | ':'))
-        && t.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
-    if !identifier_like {
-        return None;
-    }
-    match compile(t) {
-        Err(_) => Some(t),
-        Ok(p) => {
-            let refs = p.references();
-            let vars = refs.variables();
-            let resolves = !vars.is_empty() && vars.iter().all(|v| SCOPE_VARIABLES.contains(v));
-            (!resolves && !vars.is_empty()).then_some(t)
+    let text = expr.trim();
+    for part in text.split('-') {
+        let mut segments = part.split('.');
+        let root = segments.next()?;
+        if !is_word(root) || SCOPE_VARIABLES.contains(&root) || !segments.all(is_word) {
+            return None;
         }
     }
+    Some(text)
+}
+
+fn is_word(segment: &str) -> bool {
+    let mut bytes = segment.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !RESERVED.contains(&segment)
 }
 
 fn jsonpath(expr: &str) -> Option<&str> {

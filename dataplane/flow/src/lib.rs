@@ -1,1 +1,42 @@
-//! wip
+//! `fiso-flow`: the Fiso-Flow data plane.
+//!
+//! A flow takes events from a source, transforms them with CEL, wraps them in a CloudEvents
+//! v1.0 envelope and delivers them to a sink. This crate holds, so far, the part between source
+//! and sink — a library with no I/O and no async runtime:
+//!
+//! * [`InputEvent`]: an incoming event (a structured CloudEvent or a bare JSON payload) and
+//!   the attributes its CEL scope exposes ([`event`]).
+//! * [`Scope`]: the variables `data`, `id`, `source`, `type`, `subject`, `time` of one event,
+//!   evaluated against one process-wide CEL environment ([`scope`]); [`CompiledExpr`]: an
+//!   expression compiled once, with Fiso's adaptations of CEL (mixed `int` / `double`
+//!   arithmetic, load-time checks) ([`expr`]).
+//! * [`Transformer`]: `transform.fields` ([`transform`]); [`Envelope`]: the CloudEvent and its
+//!   `cloudevents.*` overrides ([`envelope`]).
+//! * [`CompiledFlow`]: both, compiled from a [`FlowConfig`](fiso_config::FlowConfig);
+//!   [`CompiledFlow::process`] is what `fiso transform test` and the runtime call per event.
+//! * [`cel_value`]: JSON ⇄ CEL conversions; [`json`]: JSON output without exponents.
+//! * [`FlowError`]: every failure, each with a stable code (`TRANSFORM_FAILED`, ...).
+//!
+//! Later work adds the rest of the data plane around it: sources (HTTP, Kafka, gRPC), sinks
+//! (HTTP, Kafka, gRPC, Temporal) with retries and the DLQ, WASM interceptors, the router that
+//! runs many flows (and shares HTTP ports), the supervisor that restarts failed flows, and hot
+//! reload of the config directory.
+
+pub mod cel_value;
+pub mod compiled;
+pub mod envelope;
+pub mod error;
+pub mod event;
+pub mod expr;
+pub mod json;
+mod json_val;
+pub mod scope;
+pub mod transform;
+
+pub use compiled::{CompiledFlow, ProcessedEvent};
+pub use envelope::{literal_fallback, Envelope};
+pub use error::FlowError;
+pub use event::{EventDefaults, FlowDefaults, InputEvent};
+pub use expr::CompiledExpr;
+pub use scope::{EvalError, Scope};
+pub use transform::Transformer;

@@ -1,0 +1,539 @@
+//! The CloudEvents v1.0 envelope around the transformed payload.
+//!
+//! Every attribute the config sets (`cloudevents.*`) is a CEL expression evaluated against the
+//! ORIGINAL input scope, before the transform, so the metadata describes the source event. An
+//! attribute the config leaves alone is carried over from the input event: `id` (the incoming
+//! CloudEvent's, or the id the source gave the payload), `source` and `type` (the incoming
+//! CloudEvent's, or the flow's defaults `fiso-flow/<flow>` and `fiso.event`), `subject`, `time`
+//! and the extensions (`traceparent`, ...). `data` is the transformed payload and
+//! `datacontenttype` `application/json`, unless overridden; an input CloudEvent's
+//! `datacontenttype` and `dataschema` are kept only when its data passes through unchanged.
+//!
+//! For compatibility, a value that is a bare identifier-like word (`order.created`,
+//! `order-service`) whose root identifiers are not scope variables is taken as a string
+//! literal, see [`literal_fallback`]; the config validator warns about it.
+
+use cloudevents::event::{Data, EventBuilder as _, EventBuilderError, EventBuilderV10, TryIntoUrl};
+use cloudevents::Event;
+use fiso_config::flow::CloudEventsConfig;
+use serde_json::Value as Json;
+
+use cel::common::types::{CelNull, CelString};
+use cel::common::value::Val;
+
+use crate::event::is_json_content_type;
+use crate::expr::CompiledExpr;
+use crate::{FlowError, InputEvent, Scope};
+
+/// `datacontenttype` unless overridden.
+pub const DEFAULT_DATACONTENTTYPE: &str = "application/json";
+
+/// The compatibility rule for bare identifier-like `cloudevents.*` values (`order.created`):
+/// the validator's own rule, so `fiso validate` and a running flow never disagree.
+pub use fiso_config::cel_check::literal_fallback;
+
+/// An attribute override: a literal (the fallback above) or a CEL expression.
+#[derive(Debug, Clone)]
+enum Attribute {
+    Literal(String),
+    Expr(CompiledExpr),
+}
+
+/// The compiled `cloudevents` overrides of a flow.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    id: Option<Attribute>,
+    type_: Option<Attribute>,
+    source: Option<Attribute>,
+    subject: Option<Attribute>,
+    data: Option<Attribute>,
+    datacontenttype: Option<Attribute>,
+    dataschema: Option<Attribute>,
+}
+
+/// The overrides evaluated for one event; `None`: not set, or set to null / empty.
+#[derive(Debug, Default)]
+pub(crate) struct Overrides {
+    id: Option<String>,
+    type_: Option<String>,
+    source: Option<String>,
+    subject: Option<String>,
+    /// `subject` is overridden: even to nothing, which drops the input's subject.
+    subject_set: bool,
+    data: Option<Json>,
+    datacontenttype: Option<String>,
+    dataschema: Option<String>,
+}
+
+impl Envelope {
+    /// Compiles the overrides, reporting every one that does not compile (paths
+    /// `cloudevents.<attribute>`).
+    pub fn compile(config: Option<&CloudEventsConfig>) -> Result<Envelope, Vec<FlowError>> {
+        let mut envelope = Envelope::default();
+        let mut errors = Vec::new();
+        for (name, source) in config.into_iter().flat_map(CloudEventsConfig::entries) {
+            match compile_attribute(name, source) {
+                Ok(attribute) => {
+                    let slot = match name {
+                        "id" => &mut envelope.id,
+                        "type" => &mut envelope.type_,
+                        "source" => &mut envelope.source,
+                        "subject" => &mut envelope.subject,
+                        "data" => &mut envelope.data,
+                        "datacontenttype" => &mut envelope.datacontenttype,
+                        _ => &mut envelope.dataschema,
+                    };
+                    *slot = Some(attribute);
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        if errors.is_empty() {
+            Ok(envelope)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Wraps `transformed`, the transform's output for `input`, in a CloudEvent.
+    pub fn build(&self, input: &InputEvent, transformed: Json) -> Result<Event, FlowError> {
+        let overrides = self.resolve(&Scope::new(input))?;
+        Self::assemble(overrides, input, transformed, false)
+    }
+
+    /// Whether `data` is overridden, so the envelope does not carry the transform's output.
+    pub fn overrides_data(&self) -> bool {
+        self.data.is_some()
+    }
+
+    pub(crate) fn resolve(&self, scope: &Scope<'_>) -> Result<Overrides, FlowError> {
+        let mut overrides = Overrides::default();
+        if let Some(attribute) = &self.id {
+            overrides.id = Some(required_string("id", attribute, scope)?);
+        }
+        if let Some(attribute) = &self.type_ {
+            overrides.type_ = Some(required_string("type", attribute, scope)?);
+        }
+        if let Some(attribute) = &self.source {
+            overrides.source = Some(required_string("source", attribute, scope)?);
+        }
+        if let Some(attribute) = &self.subject {
+            overrides.subject = optional_string("subject", attribute, scope)?;
+            overrides.subject_set = true;
+        }
+        if let Some(attribute) = &self.data {
+            overrides.data = Some(match attribute {
+                Attribute::Literal(text) => Json::String(text.clone()),
+                Attribute::Expr(expr) => scope
+                    .eval(expr)
+                    .map_err(|e| FlowError::wrap("data", e.to_string()))?,
+            });
+        }
+        if let Some(attribute) = &self.datacontenttype {
+            overrides.datacontenttype = optional_string("datacontenttype", attribute, scope)?;
+        }
+        if let Some(attribute) = &self.dataschema {
+            overrides.dataschema = optional_string("dataschema", attribute, scope)?;
+        }
+        Ok(overrides)
+    }
+
+    /// The event: `overrides` over the attributes of `input`. `payload` is the transform's
+    /// output; `passthrough` says it is the input's data unchanged.
+    pub(crate) fn assemble(
+        overrides: Overrides,
+        input: &InputEvent,
+        payload: Json,
+        passthrough: bool,
+    ) -> Result<Event, FlowError> {
+        let carried = passthrough && overrides.data.is_none();
+        let subject = if overrides.subject_set {
+            overrides.subject
+        } else {
+            input.subject().map(str::to_owned)
+        };
+        let content_type = overrides
+            .datacontenttype
+            .or_else(|| {
+                carried
+                    .then(|| input.datacontenttype().map(str::to_owned))
+                    .flatten()
+            })
+            .unwrap_or_else(|| DEFAULT_DATACONTENTTYPE.to_owned());
+        let dataschema = overrides
+            .dataschema
+            .or_else(|| {
+                carried
+                    .then(|| input.dataschema().map(str::to_owned))
+                    .flatten()
+            })
+            .map(|schema| {
+                schema.as_str().into_url().map_err(|e| {
+                    FlowError::wrap(
+                        "dataschema",
+                        format!("{schema:?} is not an absolute URI: {e}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let data = overrides.data.unwrap_or(payload);
+        let data = match data {
+            Json::String(text) if !is_json_content_type(&content_type) => Data::String(text),
+            other => Data::Json(other),
+        };
+
+        let mut builder = EventBuilderV10::new()
+            .id(overrides.id.unwrap_or_else(|| input.id().to_owned()))
+            .source(
+                overrides
+                    .source
+                    .unwrap_or_else(|| input.source().to_owned()),
+            )
+            .ty(overrides.type_.unwrap_or_else(|| input.type_().to_owned()))
+            .time(input.time());
+        if let Some(subject) = subject {
+            builder = builder.subject(subject);
+        }
+        for (name, value) in input.extensions() {
+            builder = builder.extension(name, value.clone());
+        }
+        builder = match dataschema {
+            Some(url) => builder.data_with_schema(content_type, url, data),
+            None => builder.data(content_type, data),
+        };
+        builder.build().map_err(builder_error)
+    }
+}
+
+fn compile_attribute(name: &'static str, source: &str) -> Result<Attribute, FlowError> {
+    let path = || format!("cloudevents.{name}");
+    if source.trim().is_empty() {
+        return Err(FlowError::compile(path(), "must not be empty"));
+    }
+    if let Some(literal) = literal_fallback(source) {
+        if name == "dataschema" {
+            literal.into_url().map_err(|e| {
+                FlowError::compile(path(), format!("{literal:?} is not an absolute URI: {e}"))
+            })?;
+        }
+        return Ok(Attribute::Literal(literal.to_owned()));
+    }
+    CompiledExpr::compile(source)
+        .map(Attribute::Expr)
+        .map_err(|message| FlowError::compile(path(), message))
+}
+
+/// A string attribute's value, or the type name of what the expression gave instead.
+enum Text {
+    String(String),
+    Null,
+    Other(String),
+}
+
+fn text_of(val: &dyn Val) -> Text {
+    if let Some(s) = val.downcast_ref::<CelString>() {
+        Text::String(s.inner().to_owned())
+    } else if val.downcast_ref::<CelNull>().is_some() {
+        Text::Null
+    } else {
+        Text::Other(val.get_type().name().to_owned())
+    }
+}
+
+fn eval_text(
+    name: &'static str,
+    attribute: &Attribute,
+    scope: &Scope<'_>,
+) -> Result<Text, FlowError> {
+    match attribute {
+        Attribute::Literal(text) => Ok(Text::String(text.clone())),
+        Attribute::Expr(expr) => match scope.read_path(expr) {
+            Some(json) => Ok(json_text(json)),
+            None => scope
+                .eval_with(expr, text_of)
+                .map_err(|e| FlowError::wrap(name, e.to_string())),
+        },
+    }
+}
+
+/// [`text_of`] for a field read straight from the JSON, with CEL's type names.
+fn json_text(json: Json) -> Text {
+    match json {
+        Json::String(text) => Text::String(text),
+        Json::Null => Text::Null,
+        Json::Bool(_) => Text::Other("bool".to_owned()),
+        Json::Number(n) if n.is_i64() => Text::Other("int".to_owned()),
+        Json::Number(n) if n.is_u64() => Text::Other("uint".to_owned()),
+        Json::Number(_) => Text::Other("double".to_owned()),
+        Json::Array(_) => Text::Other("list".to_owned()),
+        Json::Object(_) => Text::Other("map".to_owned()),
+    }
+}
+
+fn not_a_string(name: &'static str, type_name: &str) -> FlowError {
+    FlowError::wrap(
+        name,
+        format!("must be a string, not {type_name} (convert it with string(...))"),
+    )
+}
+
+/// `id`, `type` and `source` must be non-empty strings.
+fn required_string(
+    name: &'static str,
+    attribute: &Attribute,
+    scope: &Scope<'_>,
+) -> Result<String, FlowError> {
+    match eval_text(name, attribute, scope)? {
+        Text::String(text) if !text.is_empty() => Ok(text),
+        Text::String(_) => Err(FlowError::wrap(name, "must not be empty")),
+        Text::Null => Err(not_a_string(name, "null")),
+        Text::Other(type_name) => Err(not_a_string(name, &type_name)),
+    }
+}
+
+/// `subject`, `datacontenttype` and `dataschema` may be null or empty: then they are unset.
+fn optional_string(
+    name: &'static str,
+    attribute: &Attribute,
+    scope: &Scope<'_>,
+) -> Result<Option<String>, FlowError> {
+    match eval_text(name, attribute, scope)? {
+        Text::String(text) if !text.is_empty() => Ok(Some(text)),
+        Text::String(_) | Text::Null => Ok(None),
+        Text::Other(type_name) => Err(not_a_string(name, &type_name)),
+    }
+}
+
+fn builder_error(error: EventBuilderError) -> FlowError {
+    let attribute = match &error {
+        EventBuilderError::MissingRequiredAttribute { attribute_name }
+        | EventBuilderError::ParseTimeError { attribute_name, .. }
+        | EventBuilderError::ParseUrlError { attribute_name, .. }
+        | EventBuilderError::InvalidUriRefError { attribute_name } => *attribute_name,
+    };
+    FlowError::wrap(attribute, error.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FlowDefaults;
+    use chrono::{DateTime, Utc};
+    use serde_json::json;
+
+    #[test]
+    fn identifier_like_words_fall_back_to_literals() {
+        for (expr, literal) in [
+            ("order.created", "order.created"),
+            ("order-service", "order-service"),
+            ("orders", "orders"),
+            (" com.example.v2-beta ", "com.example.v2-beta"),
+            ("_x.y_z", "_x.y_z"),
+        ] {
+            assert_eq!(literal_fallback(expr), Some(literal), "{expr}");
+        }
+    }
+
+    #[test]
+    fn expressions_and_odd_text_do_not_fall_back() {
+        for expr in [
+            "data.type",
+            "type",
+            "source-x",
+            "x-time",
+            "time.x",
+            "'quoted'",
+            "\"order.created\"",
+            "a..b",
+            "a.",
+            "-a",
+            "a b",
+            "1abc",
+            "a.1",
+            "true",
+            "x.null",
+            "$.legacy_id",
+            "",
+            "a+b",
+            "f(x)",
+        ] {
+            assert_eq!(literal_fallback(expr), None, "{expr}");
+        }
+    }
+
+    fn envelope(config: CloudEventsConfig) -> Envelope {
+        Envelope::compile(Some(&config)).expect("compiles")
+    }
+
+    fn input(data: Json) -> InputEvent {
+        let flow = FlowDefaults::new("flow");
+        let at = DateTime::parse_from_rfc3339("2026-02-06T22:00:00Z")
+            .expect("time")
+            .with_timezone(&Utc);
+        InputEvent::from_json(data, flow.event().with_id("in-1").received_at(at)).expect("input")
+    }
+
+    fn event_json(event: &Event) -> Json {
+        serde_json::to_value(event).expect("serializes")
+    }
+
+    #[test]
+    fn defaults_come_from_the_input() {
+        let event = Envelope::default()
+            .build(&input(json!({"a": 1})), json!({"b": 2}))
+            .expect("builds");
+        assert_eq!(
+            event_json(&event),
+            json!({
+                "specversion": "1.0",
+                "id": "in-1",
+                "type": "fiso.event",
+                "source": "fiso-flow/flow",
+                "datacontenttype": "application/json",
+                "time": "2026-02-06T22:00:00Z",
+                "data": {"b": 2}
+            })
+        );
+    }
+
+    #[test]
+    fn a_non_string_attribute_is_a_wrap_error() {
+        let env = envelope(CloudEventsConfig {
+            id: Some("data.n".into()),
+            ..Default::default()
+        });
+        let error = env
+            .build(&input(json!({"n": 7})), json!({}))
+            .expect_err("fails");
+        assert_eq!(error.code(), "CLOUDEVENT_WRAP_FAILED");
+        assert_eq!(
+            error.to_string(),
+            "cloudevents.id: must be a string, not int (convert it with string(...))"
+        );
+    }
+
+    #[test]
+    fn attribute_type_errors_name_cel_types() {
+        let data = json!({"i": 1, "u": u64::MAX, "d": 1.5, "b": true, "l": [], "m": {}, "n": null});
+        for (expr, type_name) in [
+            ("data.i", "int"),
+            ("data.u", "uint"),
+            ("data.d", "double"),
+            ("data.b", "bool"),
+            ("data.l", "list"),
+            ("data.m", "map"),
+            ("data.n", "null"),
+            ("data.i + 1", "int"),
+            ("data.m.size()", "int"),
+            (
+                "timestamp('2026-01-01T00:00:00Z') + duration('1s')",
+                "google.protobuf.Timestamp",
+            ),
+            ("b'x'", "bytes"),
+        ] {
+            let env = envelope(CloudEventsConfig {
+                type_: Some(expr.into()),
+                ..Default::default()
+            });
+            let error = env.build(&input(data.clone()), json!({})).expect_err(expr);
+            assert_eq!(
+                error.to_string(),
+                format!("cloudevents.type: must be a string, not {type_name} (convert it with string(...))"),
+                "{expr}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_type_is_a_wrap_error() {
+        let env = envelope(CloudEventsConfig {
+            type_: Some("data.kind".into()),
+            ..Default::default()
+        });
+        let error = env
+            .build(&input(json!({"kind": ""})), json!({}))
+            .expect_err("fails");
+        assert_eq!(error.code(), "CLOUDEVENT_WRAP_FAILED");
+        assert_eq!(error.to_string(), "cloudevents.type: must not be empty");
+    }
+
+    #[test]
+    fn an_invalid_dataschema_is_a_wrap_error() {
+        let env = envelope(CloudEventsConfig {
+            dataschema: Some("data.schema".into()),
+            ..Default::default()
+        });
+        let error = env
+            .build(&input(json!({"schema": "not a uri"})), json!({}))
+            .expect_err("fails");
+        assert_eq!(error.code(), "CLOUDEVENT_WRAP_FAILED");
+        assert!(error
+            .to_string()
+            .starts_with("cloudevents.dataschema: \"not a uri\" is not an absolute URI"));
+        let errors = Envelope::compile(Some(&CloudEventsConfig {
+            dataschema: Some("schemas.v1".into()),
+            ..Default::default()
+        }))
+        .expect_err("a literal is checked at compile time");
+        assert_eq!(errors[0].code(), "CONFIG_INVALID");
+    }
+
+    #[test]
+    fn a_failing_expression_is_a_wrap_error_naming_the_attribute() {
+        let env = envelope(CloudEventsConfig {
+            subject: Some("data.customer.id".into()),
+            ..Default::default()
+        });
+        let error = env.build(&input(json!({})), json!({})).expect_err("fails");
+        assert_eq!(
+            error.to_string(),
+            "cloudevents.subject: no such key: customer"
+        );
+    }
+
+    #[test]
+    fn null_optional_attributes_are_unset() {
+        let env = envelope(CloudEventsConfig {
+            subject: Some("has(data.s) ? data.s : null".into()),
+            datacontenttype: Some("null".into()),
+            ..Default::default()
+        });
+        let event = env.build(&input(json!({})), json!({})).expect("builds");
+        let json = event_json(&event);
+        assert_eq!(json.get("subject"), None);
+        assert_eq!(json["datacontenttype"], json!("application/json"));
+    }
+
+    #[test]
+    fn text_content_types_carry_string_data_as_text() {
+        let env = envelope(CloudEventsConfig {
+            data: Some("data.note".into()),
+            datacontenttype: Some("'text/plain'".into()),
+            ..Default::default()
+        });
+        let event = env
+            .build(&input(json!({"note": "hi"})), json!({}))
+            .expect("builds");
+        assert_eq!(event.data(), Some(&Data::String("hi".into())));
+    }
+
+    #[test]
+    fn compile_errors_have_paths() {
+        let errors = Envelope::compile(Some(&CloudEventsConfig {
+            id: Some("data.a +".into()),
+            type_: Some("  ".into()),
+            subject: Some("$.legacy_id".into()),
+            ..Default::default()
+        }))
+        .expect_err("fails");
+        let rendered: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(rendered.len(), 3);
+        assert!(
+            rendered[0].starts_with("cloudevents.id: invalid CEL"),
+            "{}",
+            rendered[0]
+        );
+        assert_eq!(rendered[1], "cloudevents.type: must not be empty");
+        assert!(rendered[2].starts_with("cloudevents.subject: JSONPath `$.legacy_id`"));
+    }
+}

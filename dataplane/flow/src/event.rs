@@ -1,0 +1,546 @@
+//! The incoming event: its payload and the CloudEvents attributes the CEL scope exposes.
+//!
+//! A structured CloudEvent (a JSON object with `specversion`) brings its own attributes and its
+//! `data` is the payload. Anything else is a bare payload: the attributes are made up from what
+//! the source knows ([`EventDefaults`]): `time` is the receive time, `id` the id the envelope
+//! will carry (`<topic>-<partition>-<offset>` for Kafka, else a UUIDv7), `source` and `type`
+//! the flow's defaults, and there is no `subject`.
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use cloudevents::event::ExtensionValue;
+use indexmap::IndexMap;
+use serde_json::Value as Json;
+
+use crate::FlowError;
+
+/// Default CloudEvent `type` of a flow, as upstream Fiso.
+pub const DEFAULT_TYPE: &str = "fiso.event";
+
+/// The attributes the core CloudEvents spec defines; anything else at the top level of a
+/// structured event is an extension.
+const CORE_ATTRIBUTES: [&str; 10] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+    "data",
+    "data_base64",
+];
+
+/// How a flow names the events that don't name themselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowDefaults {
+    source: String,
+    type_: String,
+}
+
+impl FlowDefaults {
+    /// `source` = `fiso-flow/<flow name>`, `type` = [`DEFAULT_TYPE`].
+    pub fn new(flow_name: &str) -> Self {
+        FlowDefaults {
+            source: format!("fiso-flow/{flow_name}"),
+            type_: DEFAULT_TYPE.to_owned(),
+        }
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn type_(&self) -> &str {
+        &self.type_
+    }
+
+    /// The defaults for one event, received now, with no id of its own yet.
+    pub fn event(&self) -> EventDefaults<'_> {
+        EventDefaults {
+            source: &self.source,
+            type_: &self.type_,
+            id: None,
+            received_at: Utc::now(),
+        }
+    }
+}
+
+/// What a source knows about one event besides its payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventDefaults<'a> {
+    pub source: &'a str,
+    pub type_: &'a str,
+    /// The id a bare payload gets; `None` means a fresh UUIDv7.
+    pub id: Option<String>,
+    pub received_at: DateTime<Utc>,
+}
+
+impl EventDefaults<'_> {
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// The id of a Kafka record: stable across redelivery, so sinks can de-duplicate.
+    pub fn with_kafka_id(self, topic: &str, partition: i32, offset: i64) -> Self {
+        self.with_id(format!("{topic}-{partition}-{offset}"))
+    }
+
+    pub fn received_at(mut self, at: DateTime<Utc>) -> Self {
+        self.received_at = at;
+        self
+    }
+}
+
+/// An event as it enters a flow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputEvent {
+    data: Json,
+    id: String,
+    source: String,
+    type_: String,
+    subject: Option<String>,
+    time: DateTime<Utc>,
+    /// `time` as the CEL scope shows it, formatted once.
+    time_text: String,
+    datacontenttype: Option<String>,
+    dataschema: Option<String>,
+    extensions: IndexMap<String, ExtensionValue>,
+}
+
+impl InputEvent {
+    /// Reads `json`, a structured CloudEvent or a bare payload (see the module
+    /// documentation).
+    pub fn from_json(json: Json, defaults: EventDefaults<'_>) -> Result<InputEvent, FlowError> {
+        match json {
+            Json::Object(map) if map.contains_key("specversion") => {
+                Self::from_structured(map, defaults.received_at)
+            }
+            data => Ok(Self::from_payload(data, defaults)),
+        }
+    }
+
+    /// A bare payload with attributes from `defaults`.
+    pub fn from_payload(data: Json, defaults: EventDefaults<'_>) -> InputEvent {
+        // Sub-millisecond digits only make the text longer: Kafka timestamps are milliseconds.
+        let time = defaults.received_at.trunc_subsecs(3);
+        InputEvent {
+            data,
+            id: defaults
+                .id
+                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            source: defaults.source.to_owned(),
+            type_: defaults.type_.to_owned(),
+            subject: None,
+            time_text: format_time(&time),
+            time,
+            datacontenttype: None,
+            dataschema: None,
+            extensions: IndexMap::new(),
+        }
+    }
+
+    fn from_structured(
+        map: serde_json::Map<String, Json>,
+        received_at: DateTime<Utc>,
+    ) -> Result<InputEvent, FlowError> {
+        let mut specversion = None;
+        let (mut id, mut source, mut type_, mut subject, mut time) = (None, None, None, None, None);
+        let (mut datacontenttype, mut dataschema) = (None, None);
+        let (mut data, mut data_base64) = (None, None);
+        let mut extensions = IndexMap::new();
+        for (name, value) in map {
+            match name.as_str() {
+                "specversion" => specversion = Some(string_attribute(&name, value)?),
+                "id" => id = Some(string_attribute(&name, value)?),
+                "source" => source = Some(string_attribute(&name, value)?),
+                "type" => type_ = Some(string_attribute(&name, value)?),
+                "subject" => subject = optional_string_attribute(&name, value)?,
+                "time" => time = optional_string_attribute(&name, value)?,
+                "datacontenttype" => datacontenttype = optional_string_attribute(&name, value)?,
+                "dataschema" => dataschema = optional_string_attribute(&name, value)?,
+                "data" => data = Some(value),
+                "data_base64" => data_base64 = optional_string_attribute(&name, value)?,
+                _ => {
+                    if let Some(value) = extension_value(value) {
+                        check_extension_name(&name)?;
+                        extensions.insert(name, value);
+                    }
+                }
+            }
+        }
+        match specversion.as_deref() {
+            Some("1.0") => {}
+            other => {
+                return Err(FlowError::invalid_input(format!(
+                    "unsupported CloudEvents specversion {:?} (only \"1.0\" is)",
+                    other.unwrap_or_default()
+                )))
+            }
+        }
+        let required = |value: Option<String>, name: &str| {
+            value.filter(|v| !v.is_empty()).ok_or_else(|| {
+                FlowError::invalid_input(format!("structured CloudEvent without `{name}`"))
+            })
+        };
+        let time = match time {
+            Some(text) => DateTime::parse_from_rfc3339(&text)
+                .map_err(|e| {
+                    FlowError::invalid_input(format!(
+                        "CloudEvent `time` {text:?} is not RFC 3339: {e}"
+                    ))
+                })?
+                .with_timezone(&Utc),
+            None => received_at.trunc_subsecs(3),
+        };
+        let data = match (data, data_base64) {
+            (Some(_), Some(_)) => {
+                return Err(FlowError::invalid_input(
+                    "a CloudEvent cannot have both `data` and `data_base64`",
+                ))
+            }
+            (Some(data), None) => data,
+            (None, Some(encoded)) => decode_data_base64(&encoded, datacontenttype.as_deref())?,
+            (None, None) => Json::Null,
+        };
+        Ok(InputEvent {
+            data,
+            id: required(id, "id")?,
+            source: required(source, "source")?,
+            type_: required(type_, "type")?,
+            subject: subject.filter(|s| !s.is_empty()),
+            time_text: format_time(&time),
+            time,
+            datacontenttype,
+            dataschema,
+            extensions,
+        })
+    }
+
+    /// Adds a CloudEvents extension attribute (e.g. `traceparent` from a request header); the
+    /// envelope carries it.
+    pub fn set_extension(
+        &mut self,
+        name: impl Into<String>,
+        value: impl Into<ExtensionValue>,
+    ) -> Result<(), FlowError> {
+        let name = name.into();
+        check_extension_name(&name)?;
+        if CORE_ATTRIBUTES.contains(&name.as_str()) {
+            return Err(FlowError::invalid_input(format!(
+                "`{name}` is a core CloudEvents attribute, not an extension"
+            )));
+        }
+        self.extensions.insert(name, value.into());
+        Ok(())
+    }
+
+    /// The payload: the body, record value or message, or a structured event's `data`.
+    pub fn data(&self) -> &Json {
+        &self.data
+    }
+
+    pub(crate) fn take_data(&mut self) -> Json {
+        std::mem::take(&mut self.data)
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn type_(&self) -> &str {
+        &self.type_
+    }
+
+    pub fn subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
+    pub fn time(&self) -> DateTime<Utc> {
+        self.time
+    }
+
+    /// `time` in RFC 3339 (UTC), as the `time` variable of the CEL scope.
+    pub fn time_text(&self) -> &str {
+        &self.time_text
+    }
+
+    /// `datacontenttype` of a structured input event.
+    pub fn datacontenttype(&self) -> Option<&str> {
+        self.datacontenttype.as_deref()
+    }
+
+    /// `dataschema` of a structured input event.
+    pub fn dataschema(&self) -> Option<&str> {
+        self.dataschema.as_deref()
+    }
+
+    pub fn extensions(&self) -> &IndexMap<String, ExtensionValue> {
+        &self.extensions
+    }
+}
+
+fn format_time(time: &DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+fn string_attribute(name: &str, value: Json) -> Result<String, FlowError> {
+    match value {
+        Json::String(s) => Ok(s),
+        other => Err(FlowError::invalid_input(format!(
+            "CloudEvent `{name}` must be a string, not {other}"
+        ))),
+    }
+}
+
+fn optional_string_attribute(name: &str, value: Json) -> Result<Option<String>, FlowError> {
+    match value {
+        Json::Null => Ok(None),
+        other => string_attribute(name, other).map(Some),
+    }
+}
+
+/// CloudEvents extension values are strings, booleans or integers; anything else is kept as
+/// its JSON text rather than dropped.
+fn extension_value(value: Json) -> Option<ExtensionValue> {
+    match value {
+        Json::Null => None,
+        Json::String(s) => Some(ExtensionValue::String(s)),
+        Json::Bool(b) => Some(ExtensionValue::Boolean(b)),
+        Json::Number(n) => Some(match n.as_i64() {
+            Some(i) => ExtensionValue::Integer(i),
+            None => ExtensionValue::String(n.to_string()),
+        }),
+        other => Some(ExtensionValue::String(other.to_string())),
+    }
+}
+
+/// The spec's rule: lowercase ASCII letters and digits.
+fn check_extension_name(name: &str) -> Result<(), FlowError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if valid {
+        Ok(())
+    } else {
+        Err(FlowError::invalid_input(format!(
+            "`{name}` is not a valid CloudEvents extension name (lowercase letters and digits only)"
+        )))
+    }
+}
+
+pub(crate) fn is_json_content_type(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+}
+
+/// `data_base64` holds bytes: JSON content is parsed, text kept as a string, and other
+/// bytes stay base64 (the payload must be JSON for CEL).
+fn decode_data_base64(encoded: &str, content_type: Option<&str>) -> Result<Json, FlowError> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| FlowError::invalid_input(format!("CloudEvent `data_base64`: {e}")))?;
+    if content_type.is_none_or(is_json_content_type) {
+        if let Ok(json) = serde_json::from_slice(&bytes) {
+            return Ok(json);
+        }
+    }
+    Ok(match String::from_utf8(bytes) {
+        Ok(text) => Json::String(text),
+        Err(_) => Json::String(encoded.to_owned()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("time")
+            .with_timezone(&Utc)
+    }
+
+    fn defaults(flow: &FlowDefaults) -> EventDefaults<'_> {
+        flow.event().received_at(at("2026-02-06T22:00:00.123456Z"))
+    }
+
+    #[test]
+    fn a_bare_payload_gets_the_flow_defaults() {
+        let flow = FlowDefaults::new("orders");
+        let event = InputEvent::from_json(
+            json!({"order_id": "TEST-001"}),
+            defaults(&flow).with_id("orders-0-42"),
+        )
+        .expect("reads");
+        assert_eq!(event.data(), &json!({"order_id": "TEST-001"}));
+        assert_eq!(event.id(), "orders-0-42");
+        assert_eq!(event.source(), "fiso-flow/orders");
+        assert_eq!(event.type_(), "fiso.event");
+        assert_eq!(event.subject(), None);
+        assert_eq!(event.time_text(), "2026-02-06T22:00:00.123Z");
+        assert!(event.extensions().is_empty());
+    }
+
+    #[test]
+    fn without_an_id_a_bare_payload_gets_a_uuid_v7() {
+        let flow = FlowDefaults::new("f");
+        let event = InputEvent::from_json(json!([1]), defaults(&flow)).expect("reads");
+        let id = uuid::Uuid::parse_str(event.id()).expect("uuid");
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(event.data(), &json!([1]));
+    }
+
+    #[test]
+    fn kafka_ids_are_topic_partition_offset() {
+        let flow = FlowDefaults::new("f");
+        let event =
+            InputEvent::from_json(json!({}), defaults(&flow).with_kafka_id("orders", 3, 1234))
+                .expect("reads");
+        assert_eq!(event.id(), "orders-3-1234");
+    }
+
+    #[test]
+    fn a_structured_cloudevent_brings_its_own_attributes() {
+        let flow = FlowDefaults::new("f");
+        let event = InputEvent::from_json(
+            json!({
+                "specversion": "1.0",
+                "id": "ce-1",
+                "source": "/orders",
+                "type": "order.created",
+                "subject": "o-9",
+                "time": "2026-01-01T10:00:00+01:00",
+                "datacontenttype": "application/json",
+                "traceparent": "00-abc-def-01",
+                "priority": 3,
+                "data": {"total": 5}
+            }),
+            defaults(&flow).with_id("ignored"),
+        )
+        .expect("reads");
+        assert_eq!(event.data(), &json!({"total": 5}));
+        assert_eq!(event.id(), "ce-1");
+        assert_eq!(event.source(), "/orders");
+        assert_eq!(event.type_(), "order.created");
+        assert_eq!(event.subject(), Some("o-9"));
+        assert_eq!(event.time_text(), "2026-01-01T09:00:00Z");
+        assert_eq!(event.datacontenttype(), Some("application/json"));
+        assert_eq!(
+            event.extensions().get("traceparent"),
+            Some(&ExtensionValue::from("00-abc-def-01"))
+        );
+        assert_eq!(
+            event.extensions().get("priority"),
+            Some(&ExtensionValue::Integer(3))
+        );
+    }
+
+    #[test]
+    fn a_structured_cloudevent_without_time_or_data() {
+        let flow = FlowDefaults::new("f");
+        let event = InputEvent::from_json(
+            json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t"}),
+            defaults(&flow),
+        )
+        .expect("reads");
+        assert_eq!(event.data(), &Json::Null);
+        assert_eq!(event.time_text(), "2026-02-06T22:00:00.123Z");
+    }
+
+    #[test]
+    fn data_base64_is_decoded() {
+        let flow = FlowDefaults::new("f");
+        let ce = |ct: &str, data: &str| {
+            json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t",
+                   "datacontenttype": ct, "data_base64": data})
+        };
+        let json = InputEvent::from_json(ce("application/json", "eyJhIjoxfQ=="), defaults(&flow))
+            .expect("reads");
+        assert_eq!(json.data(), &json!({"a": 1}));
+        let text = InputEvent::from_json(ce("text/plain", "aGk="), defaults(&flow)).expect("reads");
+        assert_eq!(text.data(), &json!("hi"));
+        let bad = InputEvent::from_json(ce("text/plain", "%%%"), defaults(&flow));
+        assert_eq!(bad.map_err(|e| e.code()), Err("INPUT_INVALID"));
+    }
+
+    #[test]
+    fn malformed_cloudevents_are_invalid_input() {
+        let flow = FlowDefaults::new("f");
+        let cases = [
+            (
+                json!({"specversion": "1.0", "source": "s", "type": "t"}),
+                "without `id`",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "type": "t"}),
+                "without `source`",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": ""}),
+                "without `type`",
+            ),
+            (
+                json!({"specversion": "0.3", "id": "1", "source": "s", "type": "t"}),
+                "specversion",
+            ),
+            (
+                json!({"specversion": 1, "id": "1", "source": "s", "type": "t"}),
+                "must be a string",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "time": "yesterday"}),
+                "not RFC 3339",
+            ),
+            (
+                json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "Bad-Name": "x"}),
+                "not a valid CloudEvents extension name",
+            ),
+        ];
+        for (input, expected) in cases {
+            let error = InputEvent::from_json(input.clone(), defaults(&flow)).expect_err("invalid");
+            assert_eq!(error.code(), "INPUT_INVALID");
+            assert!(error.to_string().contains(expected), "{input}: {error}");
+        }
+    }
+
+    #[test]
+    fn extensions_can_be_added_by_the_source() {
+        let flow = FlowDefaults::new("f");
+        let mut event = InputEvent::from_json(json!({}), defaults(&flow)).expect("reads");
+        event
+            .set_extension("traceparent", "00-1-2-01")
+            .expect("valid name");
+        assert!(event.set_extension("id", "x").is_err());
+        assert!(event.set_extension("TraceParent", "x").is_err());
+        assert_eq!(event.extensions().len(), 1);
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ct in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "application/cloudevents+json",
+            "text/json",
+        ] {
+            assert!(is_json_content_type(ct), "{ct}");
+        }
+        for ct in ["text/plain", "application/xml", ""] {
+            assert!(!is_json_content_type(ct), "{ct}");
+        }
+    }
+}

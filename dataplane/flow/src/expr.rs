@@ -1,0 +1,532 @@
+//! Compiling one CEL expression of a flow: parse, adapt, check.
+//!
+//! Compiling happens once per flow, when it is loaded; per event only evaluation runs (see
+//! [`Scope`](crate::Scope)). What is done to the parsed expression:
+//!
+//! * **Rewrites** that make CEL behave as users of the upstream (Go) Fiso expect, where JSON
+//!   numbers are all doubles: `+ - * /` accept an `int` mixed with a `double` (the result is a
+//!   `double`: `10.5 * 3` is `31.5`), and `==`, `!=` and `in` compare lists and maps
+//!   structurally whatever their origin. Both become calls of functions registered in
+//!   [`scope`](mod@crate::scope); CEL's own semantics are kept for everything else (`int / int`
+//!   stays an integer division). `greatest(..)` / `least(..)` are `math.greatest(..)` /
+//!   `math.least(..)`.
+//! * **Checks** that catch at load time what would fail on every event: an identifier that is
+//!   none of the scope variables (`data`, `id`, `source`, `type`, `subject`, `time`), e.g. an
+//!   unquoted string literal (`pending`) or a field without `data.` (`price`); an expression
+//!   that reads no variable is evaluated once, here, so it cannot fail later (`'a' + 1`).
+//! * **Shortcuts**: a field access on a value (`data.customer.name`) becomes an index
+//!   (`data["customer"]["name"]`), which means the same but skips the interpreter's lookup of
+//!   qualified names; a constant expression keeps its value; a plain field mapping
+//!   (`data.customer.name`, `time`) is read straight from the event when the field exists
+//!   (when it doesn't, CEL runs and reports the error).
+//! * A helpful message for JSONPath (`$.x`), which v0.8 replaced by CEL (`data.x`).
+
+use cel::common::ast::{
+    operators, CallExpr, EntryExpr, Expr, IdedExpr, ListExpr, LiteralValue, MapExpr, StructExpr,
+};
+use cel::common::types::CelString;
+use cel::ParseErrors;
+use serde_json::Value as Json;
+
+use crate::scope::{self, functions, ENV, VARIABLES};
+
+/// Namespaces of qualified functions (`math.ceil(x)`), which are not variables.
+const NAMESPACES: [&str; 4] = ["math", "strings", "base64", "optional"];
+
+/// Identifiers that name types (`type(x) == int`), not variables.
+const TYPE_NAMES: [&str; 13] = [
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "dyn",
+    "optional_type",
+    "google",
+];
+
+#[cfg(test)]
+thread_local! {
+    /// Expressions compiled by this thread (tests run one per thread).
+    pub(crate) static COMPILATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A compiled CEL expression, ready to be evaluated in any event's [`Scope`](crate::Scope).
+#[derive(Debug, Clone)]
+pub struct CompiledExpr {
+    source: String,
+    ast: IdedExpr,
+    /// The value, computed once, of an expression that reads no variable.
+    constant: Option<Json>,
+    /// Set when the expression is a variable or a chain of field names on `data`.
+    path: Option<Path>,
+}
+
+/// A plain field mapping (`data.customer.name`, `time`), the most common expression, which
+/// [`Scope::eval`](crate::Scope::eval) reads straight from the event while the path exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Path {
+    pub(crate) root: Root,
+    /// Object keys below `data`.
+    pub(crate) keys: Vec<String>,
+}
+
+/// A scope variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Root {
+    Data,
+    Id,
+    Source,
+    Type,
+    Subject,
+    Time,
+}
+
+impl Path {
+    fn of(expr: &IdedExpr) -> Option<Path> {
+        match &expr.expr {
+            Expr::Ident(name) => {
+                let root = match name.as_str() {
+                    "data" => Root::Data,
+                    "id" => Root::Id,
+                    "source" => Root::Source,
+                    "type" => Root::Type,
+                    "subject" => Root::Subject,
+                    "time" => Root::Time,
+                    _ => return None,
+                };
+                Some(Path {
+                    root,
+                    keys: Vec::new(),
+                })
+            }
+            Expr::Call(call) if call.func_name == operators::INDEX && call.target.is_none() => {
+                let [operand, key] = call.args.as_slice() else {
+                    return None;
+                };
+                let Expr::Literal(LiteralValue::String(key)) = &key.expr else {
+                    return None;
+                };
+                let mut path = Path::of(operand).filter(|p| p.root == Root::Data)?;
+                path.keys.push(key.inner().to_owned());
+                Some(path)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl CompiledExpr {
+    /// Compiles `source`; the error is a one-line message without the field path.
+    pub fn compile(source: &str) -> Result<CompiledExpr, String> {
+        #[cfg(test)]
+        COMPILATIONS.with(|n| n.set(n.get() + 1));
+
+        let trimmed = source.trim();
+        if trimmed.is_empty() {
+            return Err("empty expression".to_owned());
+        }
+        if let Some(message) = jsonpath_message(trimmed) {
+            return Err(message);
+        }
+        let mut ast = ENV.parser().parse(source).map_err(parse_message)?;
+        let mut adapter = Adapter::default();
+        adapter.adapt(&mut ast);
+        if !adapter.problems.is_empty() {
+            return Err(adapter.problems.join("; "));
+        }
+        // An expression that reads no variable has the same value for every event.
+        let constant = if adapter.uses_scope {
+            None
+        } else {
+            Some(scope::eval_constant(&ast).map_err(|e| format!("always fails: {e}"))?)
+        };
+        Ok(CompiledExpr {
+            source: source.to_owned(),
+            path: Path::of(&ast),
+            ast,
+            constant,
+        })
+    }
+
+    /// The expression as written in the config.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub(crate) fn ast(&self) -> &IdedExpr {
+        &self.ast
+    }
+
+    pub(crate) fn constant(&self) -> Option<&Json> {
+        self.constant.as_ref()
+    }
+
+    pub(crate) fn path(&self) -> Option<&Path> {
+        self.path.as_ref()
+    }
+}
+
+/// v0.7 configs used JSONPath (`$.legacy_id`); say what replaced it rather than "syntax error".
+fn jsonpath_message(source: &str) -> Option<String> {
+    let rest = source.strip_prefix('$')?;
+    Some(format!(
+        "JSONPath `{source}` is not supported: JSONPath `$.x` was replaced by CEL `data.x` in \
+         v0.8 (write `data{rest}`)"
+    ))
+}
+
+fn parse_message(errors: ParseErrors) -> String {
+    let messages: Vec<String> = errors
+        .errors
+        .iter()
+        .map(|e| {
+            let (line, column) = e.pos;
+            if line > 1 {
+                format!("invalid CEL at line {line}, column {column}: {}", e.msg)
+            } else {
+                format!("invalid CEL at column {column}: {}", e.msg)
+            }
+        })
+        .collect();
+    if messages.is_empty() {
+        "invalid CEL".to_owned()
+    } else {
+        messages.join("; ")
+    }
+}
+
+/// Applies the rewrites and checks of the module documentation.
+#[derive(Default)]
+struct Adapter {
+    /// Comprehension variables in scope.
+    bound: Vec<String>,
+    problems: Vec<String>,
+    /// Whether a scope variable is read: if not, the expression is a constant.
+    uses_scope: bool,
+}
+
+impl Adapter {
+    fn adapt(&mut self, expr: &mut IdedExpr) {
+        let id = expr.id;
+        let replacement = match &mut expr.expr {
+            Expr::Ident(name) => {
+                if !self.is_known_ident(name) {
+                    self.problems.push(undeclared(name));
+                }
+                self.uses_scope |= self.is_scope_variable(name);
+                None
+            }
+            Expr::Select(select) => {
+                self.adapt(&mut select.operand);
+                // `data.a.b` makes the interpreter join and look up the names `data.a.b` and
+                // `data.a` before `data` (they could be variables or types); `data["a"]["b"]`
+                // means the same for maps and goes straight to the value.
+                (!select.test && self.is_value(&select.operand)).then(|| {
+                    let operand = std::mem::take(&mut *select.operand);
+                    let field = IdedExpr {
+                        id,
+                        expr: Expr::Literal(LiteralValue::String(CelString::from(std::mem::take(
+                            &mut select.field,
+                        )))),
+                    };
+                    Expr::Call(CallExpr {
+                        func_name: operators::INDEX.to_owned(),
+                        target: None,
+                        args: vec![operand, field],
+                    })
+                })
+            }
+            Expr::Call(call) => {
+                if let Some(target) = call.target.as_deref_mut() {
+                    let is_namespace = matches!(&target.expr, Expr::Ident(ns)
+                        if NAMESPACES.contains(&ns.as_str()) && !self.is_known_ident(ns));
+                    if !is_namespace {
+                        self.adapt(target);
+                    }
+                }
+                for arg in &mut call.args {
+                    self.adapt(arg);
+                }
+                if call.target.is_none() {
+                    rewrite_call(id, call, &mut self.problems);
+                }
+                None
+            }
+            Expr::List(list) => {
+                for element in &mut list.elements {
+                    self.adapt(element);
+                }
+                None
+            }
+            Expr::Map(MapExpr { entries }) | Expr::Struct(StructExpr { entries, .. }) => {
+                for entry in entries {
+                    match &mut entry.expr {
+                        EntryExpr::MapEntry(e) => {
+                            self.adapt(&mut e.key);
+                            self.adapt(&mut e.value);
+                        }
+                        EntryExpr::StructField(f) => self.adapt(&mut f.value),
+                    }
+                }
+                None
+            }
+            Expr::Comprehension(comp) => {
+                self.adapt(&mut comp.iter_range);
+                self.adapt(&mut comp.accu_init);
+                let depth = self.bound.len();
+                self.bound.push(comp.iter_var.clone());
+                self.bound.extend(comp.iter_var2.clone());
+                self.bound.push(comp.accu_var.clone());
+                self.adapt(&mut comp.loop_cond);
+                self.adapt(&mut comp.loop_step);
+                self.adapt(&mut comp.result);
+                self.bound.truncate(depth);
+                None
+            }
+            Expr::Literal(_) | Expr::Unspecified => None,
+        };
+        if let Some(replacement) = replacement {
+            expr.expr = replacement;
+        }
+    }
+
+    fn is_bound(&self, name: &str) -> bool {
+        self.bound.iter().any(|b| b == name)
+    }
+
+    fn is_scope_variable(&self, name: &str) -> bool {
+        let name = name.strip_prefix('.').unwrap_or(name);
+        VARIABLES.contains(&name) && !self.is_bound(name)
+    }
+
+    fn is_known_ident(&self, name: &str) -> bool {
+        self.is_bound(name) || self.is_scope_variable(name) || TYPE_NAMES.contains(&name)
+    }
+
+    /// Whether `expr` is certainly a value rather than part of a qualified name (a type such
+    /// as `google.protobuf.Timestamp`): a variable, or an index into something.
+    fn is_value(&self, expr: &IdedExpr) -> bool {
+        match &expr.expr {
+            Expr::Ident(name) => self.is_bound(name) || VARIABLES.contains(&name.as_str()),
+            Expr::Call(call) => call.func_name == operators::INDEX,
+            _ => false,
+        }
+    }
+}
+
+fn undeclared(name: &str) -> String {
+    format!(
+        "undeclared reference `{name}` (the variables are {}; a field of the payload is \
+         `data.{name}`, a string literal is quoted: '\"{name}\"')",
+        VARIABLES.join(", ")
+    )
+}
+
+/// Replaces an operator by Fiso's function, except where CEL's own provably gives the same
+/// result (and is cheaper): `+` with a non-number literal operand (`data.first + " "`), `==`
+/// and `!=` with a scalar literal operand (`data.type == "premium"`), `in` a literal list of
+/// scalars or a literal map.
+fn rewrite_call(id: u64, call: &mut CallExpr, problems: &mut Vec<String>) {
+    let args = call.args.as_slice();
+    let replacement = match (call.func_name.as_str(), args.len()) {
+        (operators::ADD, 2) if !args.iter().any(is_non_number) => functions::ADD,
+        (operators::SUBSTRACT, 2) => functions::SUB,
+        (operators::MULTIPLY, 2) => functions::MUL,
+        (operators::DIVIDE, 2) => functions::DIV,
+        (operators::EQUALS, 2) if !args.iter().any(is_scalar_literal) => functions::EQ,
+        (operators::NOT_EQUALS, 2) if !args.iter().any(is_scalar_literal) => functions::NE,
+        (operators::IN, 2) if !is_plain_container(&args[1]) => functions::IN,
+        ("greatest" | "least", 0) => {
+            problems.push(format!("{}() needs at least one argument", call.func_name));
+            return;
+        }
+        ("greatest", n) => {
+            wrap_extreme(id, call, n);
+            "math.@max"
+        }
+        ("least", n) => {
+            wrap_extreme(id, call, n);
+            "math.@min"
+        }
+        _ => return,
+    };
+    call.func_name = replacement.to_owned();
+}
+
+/// A literal that is not a number, or CEL's own `+` (kept only for such operands): `+` on it
+/// never mixes number types.
+fn is_non_number(expr: &IdedExpr) -> bool {
+    match &expr.expr {
+        Expr::Literal(literal) => !matches!(
+            literal,
+            LiteralValue::Int(_) | LiteralValue::UInt(_) | LiteralValue::Double(_)
+        ),
+        Expr::List(_) | Expr::Map(_) => true,
+        Expr::Call(call) => call.func_name == operators::ADD,
+        _ => false,
+    }
+}
+
+/// A scalar literal: its own equality is symmetric with every value, lists and maps included.
+fn is_scalar_literal(expr: &IdedExpr) -> bool {
+    matches!(expr.expr, Expr::Literal(_))
+}
+
+/// A map literal (`in` looks keys up), or a list literal of scalar literals (`in` compares
+/// them with their own symmetric equality).
+fn is_plain_container(expr: &IdedExpr) -> bool {
+    match &expr.expr {
+        Expr::Map(_) => true,
+        Expr::List(list) => list.elements.iter().all(is_scalar_literal),
+        _ => false,
+    }
+}
+
+/// `math.@max` / `math.@min` take one number, two numbers, or a list: as `math.greatest`
+/// expands, more than two arguments become a list.
+fn wrap_extreme(id: u64, call: &mut CallExpr, n: usize) {
+    if n > 2 {
+        let elements = std::mem::take(&mut call.args);
+        call.args = vec![IdedExpr {
+            id,
+            expr: Expr::List(ListExpr::new(elements)),
+        }];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(source: &str) -> String {
+        CompiledExpr::compile(source).expect_err(source)
+    }
+
+    #[test]
+    fn valid_expressions_compile() {
+        for source in [
+            "data.price * data.quantity",
+            "has(data.x) ? data.x : null",
+            "data.items.map(i, i.price)",
+            "data.items.exists(i, i.tags.all(t, t != ''))",
+            "math.ceil(1.5) + math.greatest(1, 2, 3)",
+            "greatest(1, 2, 3) + least(data.a, 2)",
+            "strings.quote('x')",
+            "base64.encode(b'x')",
+            "optional.of(1).hasValue()",
+            "type(data) == map && type(1) == int",
+            "'x'.upperAscii()",
+            "{'id': data.id, 'at': time, 'type': type}",
+            " data.x ",
+        ] {
+            if let Err(e) = CompiledExpr::compile(source) {
+                panic!("{source}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn undeclared_identifiers_are_compile_errors() {
+        assert!(error("pending").starts_with("undeclared reference `pending`"));
+        assert!(error("price * data.quantity").contains("`data.price`"));
+        assert!(error("data.items.map(i, j)").starts_with("undeclared reference `j`"));
+    }
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let message = error("data.price *");
+        assert!(message.starts_with("invalid CEL at column"), "{message}");
+        assert_eq!(error("  "), "empty expression");
+    }
+
+    #[test]
+    fn jsonpath_is_explained() {
+        assert_eq!(
+            error("$.legacy_id"),
+            "JSONPath `$.legacy_id` is not supported: JSONPath `$.x` was replaced by CEL \
+             `data.x` in v0.8 (write `data.legacy_id`)"
+        );
+        assert!(error("$").contains("(write `data`)"));
+    }
+
+    #[test]
+    fn constant_expressions_are_evaluated_once_and_checked() {
+        let status = CompiledExpr::compile(r#""pending""#).expect("compiles");
+        assert_eq!(status.constant(), Some(&Json::String("pending".into())));
+        let list = CompiledExpr::compile("[1, 2].map(x, x * 2)").expect("compiles");
+        assert_eq!(list.constant(), Some(&serde_json::json!([2, 4])));
+        assert_eq!(
+            CompiledExpr::compile("data.x")
+                .expect("compiles")
+                .constant(),
+            None
+        );
+        // A comprehension variable named like a scope variable shadows it.
+        let shadow = CompiledExpr::compile("[1].map(data, data + 1)").expect("compiles");
+        assert_eq!(shadow.constant(), Some(&serde_json::json!([2])));
+        assert_eq!(
+            error("'a' + 1"),
+            "always fails: found no matching overload for '_+_' applied to '(string, int)'"
+        );
+        assert_eq!(error("1 / 0"), "always fails: division by zero");
+    }
+
+    #[test]
+    fn field_access_on_values_becomes_indexing() {
+        let expr = CompiledExpr::compile("data.a.b").expect("compiles");
+        let Expr::Call(outer) = &expr.ast().expr else {
+            panic!("{:?}", expr.ast())
+        };
+        assert_eq!(outer.func_name, operators::INDEX);
+        assert!(
+            matches!(&outer.args[0].expr, Expr::Call(inner) if inner.func_name == operators::INDEX)
+        );
+        // `has()` keeps its test; qualified names that may be types stay selects.
+        let has = CompiledExpr::compile("has(data.a)").expect("compiles");
+        assert!(matches!(&has.ast().expr, Expr::Select(s) if s.test));
+        let typed =
+            CompiledExpr::compile("type(data) == google.protobuf.Timestamp").expect("compiles");
+        assert!(format!("{:?}", typed.ast()).contains("Select"));
+    }
+
+    #[test]
+    fn operators_keep_cel_where_it_gives_the_same() {
+        let root_call = |source: &str| match &CompiledExpr::compile(source).expect(source).ast.expr
+        {
+            Expr::Call(call) => call.func_name.clone(),
+            other => panic!("{other:?}"),
+        };
+        for (source, function) in [
+            ("data.a + data.b", functions::ADD),
+            ("data.a + 1", functions::ADD),
+            ("data.a + ' '", operators::ADD),
+            ("data.a + ' ' + data.b", operators::ADD),
+            ("data.l + [1]", operators::ADD),
+            ("data.a * 2", functions::MUL),
+            ("data.a == data.b", functions::EQ),
+            ("data.a == 'x'", operators::EQUALS),
+            ("data.a != null", operators::NOT_EQUALS),
+            ("data.l == [1]", functions::EQ),
+            ("data.a in data.l", functions::IN),
+            ("data.a in ['x', 1]", operators::IN),
+            ("data.a in [data.b]", functions::IN),
+            ("data.a in {'x': 1}", operators::IN),
+        ] {
+            assert_eq!(root_call(source), function, "{source}");
+        }
+    }
+
+    #[test]
+    fn greatest_needs_arguments() {
+        assert_eq!(
+            error("greatest()"),
+            "greatest() needs at least one argument"
+        );
+    }
+}
