@@ -33,6 +33,16 @@ mod json_val;
 pub mod scope;
 pub mod transform;
 
+pub mod instance;
+pub mod metrics;
+pub mod reload;
+pub mod retry;
+pub mod router;
+pub mod runtime;
+pub mod sink;
+pub mod source;
+pub mod supervisor;
+
 pub use compiled::{CompiledFlow, ProcessedEvent};
 pub use envelope::{literal_fallback, Envelope};
 pub use error::FlowError;

@@ -52,6 +52,7 @@ pub struct Readiness {
 struct ReadinessInner {
     started: bool,
     components: BTreeMap<String, ComponentState>,
+    warnings: BTreeMap<String, String>,
 }
 
 /// The `/readyz` body.
@@ -61,6 +62,10 @@ pub struct ReadinessReport {
     pub status: &'static str,
     pub started: bool,
     pub components: BTreeMap<String, ComponentReport>,
+    /// Problems that leave the process serving (e.g. an invalid config file whose last good
+    /// version still runs): reported, but not a reason to take the pod out of service.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub warnings: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -94,6 +99,29 @@ impl Readiness {
                 reason: reason.into(),
             },
         );
+    }
+
+    /// Reports a problem under `name` on `/readyz` without making the process unready.
+    pub fn set_warning(&self, name: impl Into<String>, text: impl Into<String>) {
+        self.write().warnings.insert(name.into(), text.into());
+    }
+
+    pub fn clear_warning(&self, name: &str) {
+        self.write().warnings.remove(name);
+    }
+
+    /// Drops the warnings under `prefix` whose remaining name `keep` rejects.
+    pub fn retain_warnings_prefixed(&self, prefix: &str, keep: impl Fn(&str) -> bool) {
+        self.write()
+            .warnings
+            .retain(|name, _| name.strip_prefix(prefix).is_none_or(&keep));
+    }
+
+    /// Drops the components under `prefix` whose remaining name `keep` rejects.
+    pub fn retain_prefixed(&self, prefix: &str, keep: impl Fn(&str) -> bool) {
+        self.write()
+            .components
+            .retain(|name, _| name.strip_prefix(prefix).is_none_or(&keep));
     }
 
     /// For components that no longer exist, e.g. a flow whose file was deleted.
@@ -138,6 +166,7 @@ impl Readiness {
             status: if ready { "ready" } else { "unready" },
             started: inner.started,
             components,
+            warnings: inner.warnings.clone(),
         }
     }
 
@@ -214,6 +243,12 @@ impl HealthState {
             metrics,
             config: ConfigInfo::default(),
         }
+    }
+
+    /// Serves `config` on `/config` (shared with the data plane that updates it).
+    pub fn with_config(mut self, config: ConfigInfo) -> Self {
+        self.config = config;
+        self
     }
 }
 

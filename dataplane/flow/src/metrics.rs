@@ -1,0 +1,198 @@
+//! Every flow metric, registered once per process (flows are labels, not families).
+//!
+//! Names and labels follow the upstream table: `fiso_flow_events_total{flow,status}`,
+//! `fiso_flow_event_duration_seconds{flow,phase}`, `fiso_flow_transform_errors_total{flow,error_type}`,
+//! `fiso_flow_sink_delivery_errors_total{flow}`; plus `fiso_flow_up{flow}` and
+//! `fiso_flow_restarts_total{flow}` for supervision.
+
+use std::time::Duration;
+
+use fiso_runtime::metrics::MetricsError;
+use fiso_runtime::MetricsRegistry;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FlowLabel {
+    flow: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    flow: String,
+    status: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    flow: String,
+    phase: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorTypeLabels {
+    flow: String,
+    error_type: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn duration_histogram() -> Histogram {
+    // 0.25 ms .. ~16 s
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
+}
+
+/// Outcome of one event, the `status` label of `fiso_flow_events_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventStatus {
+    /// Delivered to the sink.
+    Success,
+    /// Refused before delivery: bad input, transform or envelope failure.
+    Invalid,
+    /// The sink did not accept it.
+    Failed,
+}
+
+impl EventStatus {
+    fn label(self) -> &'static str {
+        match self {
+            EventStatus::Success => "success",
+            EventStatus::Invalid => "invalid",
+            EventStatus::Failed => "failed",
+        }
+    }
+}
+
+/// Processing phases timed by `fiso_flow_event_duration_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Transform,
+    Sink,
+    Total,
+}
+
+impl Phase {
+    fn label(self) -> &'static str {
+        match self {
+            Phase::Transform => "transform",
+            Phase::Sink => "sink",
+            Phase::Total => "total",
+        }
+    }
+}
+
+/// Handles to the flow metric families; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FlowMetrics {
+    events: Family<StatusLabels, Counter>,
+    duration: HistogramFamily<PhaseLabels>,
+    transform_errors: Family<ErrorTypeLabels, Counter>,
+    sink_errors: Family<FlowLabel, Counter>,
+    up: Family<FlowLabel, Gauge>,
+    restarts: Family<FlowLabel, Counter>,
+}
+
+impl FlowMetrics {
+    pub fn register(registry: &MetricsRegistry) -> Result<Self, MetricsError> {
+        let m = FlowMetrics {
+            events: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            transform_errors: Family::default(),
+            sink_errors: Family::default(),
+            up: Family::default(),
+            restarts: Family::default(),
+        };
+        registry.register(
+            "fiso_flow_events_total",
+            "Events processed, by outcome",
+            m.events.clone(),
+        )?;
+        registry.register(
+            "fiso_flow_event_duration_seconds",
+            "Time spent per event, by phase (transform, sink, total)",
+            m.duration.clone(),
+        )?;
+        registry.register(
+            "fiso_flow_transform_errors_total",
+            "Events refused by the transform or the CloudEvents envelope, by error code",
+            m.transform_errors.clone(),
+        )?;
+        registry.register(
+            "fiso_flow_sink_delivery_errors_total",
+            "Events the sink did not accept after retries",
+            m.sink_errors.clone(),
+        )?;
+        registry.register(
+            "fiso_flow_up",
+            "1 while the flow runs, 0 while it is failed or restarting",
+            m.up.clone(),
+        )?;
+        registry.register(
+            "fiso_flow_restarts_total",
+            "Restarts of a failed flow by its supervisor",
+            m.restarts.clone(),
+        )?;
+        Ok(m)
+    }
+
+    pub fn event(&self, flow: &str, status: EventStatus) {
+        self.events
+            .get_or_create(&StatusLabels {
+                flow: flow.to_owned(),
+                status: status.label(),
+            })
+            .inc();
+    }
+
+    pub fn observe(&self, flow: &str, phase: Phase, took: Duration) {
+        self.duration
+            .get_or_create(&PhaseLabels {
+                flow: flow.to_owned(),
+                phase: phase.label(),
+            })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn transform_error(&self, flow: &str, code: &'static str) {
+        self.transform_errors
+            .get_or_create(&ErrorTypeLabels {
+                flow: flow.to_owned(),
+                error_type: code,
+            })
+            .inc();
+    }
+
+    pub fn sink_error(&self, flow: &str) {
+        self.sink_errors
+            .get_or_create(&FlowLabel {
+                flow: flow.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn set_up(&self, flow: &str, up: bool) {
+        self.up
+            .get_or_create(&FlowLabel {
+                flow: flow.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    pub fn restarted(&self, flow: &str) {
+        self.restarts
+            .get_or_create(&FlowLabel {
+                flow: flow.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A removed flow no longer reports as down.
+    pub fn forget(&self, flow: &str) {
+        self.up.remove(&FlowLabel {
+            flow: flow.to_owned(),
+        });
+    }
+}

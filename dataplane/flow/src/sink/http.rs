@@ -1,0 +1,304 @@
+//! HTTP sink: CloudEvents over HTTP (structured by default, binary on request), pooled
+//! HTTP/1.1 + HTTP/2 connections with rustls, retries per the flow's policy.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use cloudevents::event::{AttributesReader, Data, ExtensionValue};
+use cloudevents::Event;
+use fiso_config::flow::{ContentMode, HttpSinkConfig, DEFAULT_SINK_TIMEOUT};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+
+use crate::json;
+use crate::retry::{parse_retry_after, RetryPolicy};
+
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+pub const CORRELATION_HEADER: &str = "fiso-correlation-id";
+
+/// Per-event context propagated to the sink.
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryContext {
+    pub correlation_id: String,
+    pub traceparent: Option<String>,
+}
+
+/// What the sink answered.
+#[derive(Debug, Clone)]
+pub struct SinkResponse {
+    pub status: StatusCode,
+    pub content_type: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+/// The last thing that went wrong when retries ran out.
+#[derive(Debug, Clone)]
+pub enum LastFailure {
+    Response(SinkResponse),
+    Timeout,
+    Network(String),
+}
+
+impl std::fmt::Display for LastFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LastFailure::Response(r) => write!(f, "sink answered {}", r.status),
+            LastFailure::Timeout => f.write_str("sink timed out"),
+            LastFailure::Network(e) => write!(f, "network error: {e}"),
+        }
+    }
+}
+
+/// Delivery did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// A 4xx other than 429: retrying cannot help.
+    #[error("sink rejected the event with {} (not retried)", .0.status)]
+    Rejected(SinkResponse),
+    /// Retryable failures until the policy gave up.
+    #[error("delivery failed after {attempts} attempt(s): {last}")]
+    Exhausted { attempts: u32, last: LastFailure },
+    /// The request could not even be built (bad header value in the event, ...).
+    #[error("cannot build the sink request: {0}")]
+    Request(String),
+}
+
+impl DeliveryError {
+    /// Attempts made (the real count, for `fiso-retry-count`).
+    pub fn attempts(&self) -> u32 {
+        match self {
+            DeliveryError::Rejected(_) => 1,
+            DeliveryError::Exhausted { attempts, .. } => *attempts,
+            DeliveryError::Request(_) => 0,
+        }
+    }
+
+    /// The sink's last status, when it answered at all.
+    pub fn sink_status(&self) -> Option<StatusCode> {
+        match self {
+            DeliveryError::Rejected(r) => Some(r.status),
+            DeliveryError::Exhausted {
+                last: LastFailure::Response(r),
+                ..
+            } => Some(r.status),
+            _ => None,
+        }
+    }
+}
+
+/// Errors building the sink from config.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkBuildError {
+    #[error("sink.config.url: {0}")]
+    Url(String),
+    #[error("sink.config.method: `{0}` is not an HTTP method")]
+    Method(String),
+    #[error("sink.config.headers.{0}: invalid header")]
+    Header(String),
+    #[error("sink.config.caFile: {0}")]
+    Ca(String),
+    #[error("HTTP client: {0}")]
+    Client(String),
+}
+
+/// A configured HTTP sink; cheap to clone (the connection pool is shared).
+#[derive(Debug, Clone)]
+pub struct HttpSink {
+    client: reqwest::Client,
+    url: reqwest::Url,
+    method: Method,
+    headers: HeaderMap,
+    mode: ContentMode,
+    policy: RetryPolicy,
+}
+
+impl HttpSink {
+    pub fn new(cfg: &HttpSinkConfig, policy: RetryPolicy) -> Result<Self, SinkBuildError> {
+        let url = reqwest::Url::parse(&cfg.url).map_err(|e| SinkBuildError::Url(e.to_string()))?;
+        let method = Method::from_bytes(cfg.method.as_bytes())
+            .map_err(|_| SinkBuildError::Method(cfg.method.clone()))?;
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| SinkBuildError::Header(k.clone()))?;
+            let value = HeaderValue::from_str(v).map_err(|_| SinkBuildError::Header(k.clone()))?;
+            headers.insert(name, value);
+        }
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(cfg.timeout.unwrap_or(DEFAULT_SINK_TIMEOUT))
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| SinkBuildError::Ca(format!("{ca}: {e}")))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| SinkBuildError::Ca(format!("{ca}: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| SinkBuildError::Client(e.to_string()))?;
+        Ok(HttpSink {
+            client,
+            url,
+            method,
+            headers,
+            mode: cfg.mode.unwrap_or(ContentMode::Structured),
+            policy,
+        })
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.policy
+    }
+
+    /// Delivers `event`, retrying 5xx / 429 / network errors; other 4xx fail at once.
+    pub async fn deliver(
+        &self,
+        event: &Event,
+        ctx: &DeliveryContext,
+    ) -> Result<SinkResponse, DeliveryError> {
+        let (headers, body) = self.encode(event, ctx)?;
+        let mut retry = 0u32;
+        loop {
+            let attempt = self
+                .client
+                .request(self.method.clone(), self.url.clone())
+                .headers(headers.clone())
+                .body(body.clone())
+                .send()
+                .await;
+            let (failure, retry_after) = match attempt {
+                Ok(resp) => {
+                    let status = resp.status();
+                    let retry_after = resp
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                    let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+                    let body = resp.bytes().await.unwrap_or_default();
+                    let response = SinkResponse {
+                        status,
+                        content_type,
+                        body,
+                    };
+                    if status.is_success() {
+                        return Ok(response);
+                    }
+                    if !retryable(status) {
+                        return Err(DeliveryError::Rejected(response));
+                    }
+                    (LastFailure::Response(response), retry_after)
+                }
+                Err(e) if e.is_timeout() => (LastFailure::Timeout, None),
+                Err(e) => (LastFailure::Network(error_chain(&e)), None),
+            };
+            if retry >= self.policy.max_retries {
+                return Err(DeliveryError::Exhausted {
+                    attempts: retry + 1,
+                    last: failure,
+                });
+            }
+            tracing::debug!(url = %self.url, attempt = retry + 1, failure = %failure, "sink delivery failed; retrying");
+            tokio::time::sleep(self.policy.delay(retry, retry_after)).await;
+            retry += 1;
+        }
+    }
+
+    fn encode(
+        &self,
+        event: &Event,
+        ctx: &DeliveryContext,
+    ) -> Result<(HeaderMap, Bytes), DeliveryError> {
+        let mut headers = self.headers.clone();
+        let bad =
+            |what: &str| DeliveryError::Request(format!("{what} is not a valid header value"));
+        headers.insert(
+            HeaderName::from_static(CORRELATION_HEADER),
+            HeaderValue::from_str(&ctx.correlation_id).map_err(|_| bad("correlation id"))?,
+        );
+        if let Some(tp) = &ctx.traceparent {
+            headers.insert(
+                HeaderName::from_static("traceparent"),
+                HeaderValue::from_str(tp).map_err(|_| bad("traceparent"))?,
+            );
+        }
+        match self.mode {
+            ContentMode::Structured => {
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
+                );
+                let body =
+                    json::to_vec_plain(event).map_err(|e| DeliveryError::Request(e.to_string()))?;
+                Ok((headers, Bytes::from(body)))
+            }
+            ContentMode::Binary => {
+                let mut put = |name: &str, value: &str| -> Result<(), DeliveryError> {
+                    let n = HeaderName::from_bytes(format!("ce-{name}").as_bytes())
+                        .map_err(|_| bad(name))?;
+                    headers.insert(n, HeaderValue::from_str(value).map_err(|_| bad(name))?);
+                    Ok(())
+                };
+                put("specversion", &event.specversion().to_string())?;
+                put("id", event.id())?;
+                put("type", event.ty())?;
+                put("source", &event.source().to_string())?;
+                if let Some(s) = event.subject() {
+                    put("subject", s)?;
+                }
+                if let Some(t) = event.time() {
+                    put(
+                        "time",
+                        &t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    )?;
+                }
+                if let Some(s) = event.dataschema() {
+                    put("dataschema", s.as_str())?;
+                }
+                for (name, value) in event.iter_extensions() {
+                    let v = match value {
+                        ExtensionValue::String(s) => s.clone(),
+                        ExtensionValue::Boolean(b) => b.to_string(),
+                        ExtensionValue::Integer(i) => i.to_string(),
+                    };
+                    put(name, &v)?;
+                }
+                let ct = event.datacontenttype().unwrap_or("application/json");
+                headers.insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_str(ct).map_err(|_| bad("datacontenttype"))?,
+                );
+                let body = match event.data() {
+                    None => Bytes::new(),
+                    Some(Data::Json(v)) => Bytes::from(
+                        json::to_vec_plain(v).map_err(|e| DeliveryError::Request(e.to_string()))?,
+                    ),
+                    Some(Data::String(s)) => Bytes::from(s.clone()),
+                    Some(Data::Binary(b)) => Bytes::from(b.clone()),
+                };
+                Ok((headers, body))
+            }
+        }
+    }
+}
+
+/// 5xx and 429 are worth retrying; other statuses are final.
+pub fn retryable(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

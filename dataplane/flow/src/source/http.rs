@@ -1,0 +1,294 @@
+//! HTTP source: request-response ingestion. One handler serves every flow on a shared listen
+//! address, routing by path through a table that reloads swap atomically.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{json, Map, Value};
+
+use crate::instance::{FlowInstance, Outcome};
+use crate::sink::http::{
+    DeliveryContext, DeliveryError, LastFailure, CORRELATION_HEADER, STRUCTURED_CONTENT_TYPE,
+};
+use crate::{FlowError, InputEvent};
+
+/// Path → flow, for one listen address. Replaced whole on every change.
+pub type RouteTable = HashMap<String, Arc<FlowInstance>>;
+pub type Routes = Arc<ArcSwap<RouteTable>>;
+
+/// The axum handler of a shared HTTP source server.
+pub async fn serve_request(State(routes): State<Routes>, req: Request) -> Response {
+    let correlation_id = correlation_id(req.headers());
+    let flow = routes.load().get(req.uri().path()).cloned();
+    let mut response = match flow {
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("no flow listens on path {}", req.uri().path()),
+            &correlation_id,
+        ),
+        Some(_) if req.method() != Method::POST => {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                &format!("{} is not accepted; send events with POST", req.method()),
+                &correlation_id,
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            r
+        }
+        Some(flow) => ingest(flow, req, &correlation_id).await,
+    };
+    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    response
+}
+
+async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = flow.max_body_size();
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            &format!("the body exceeds the flow's maxBodySize of {limit} bytes"),
+            correlation_id,
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BODY_READ_FAILED",
+                &format!("reading the body failed: {e}"),
+                correlation_id,
+            )
+        }
+    };
+    let ctx = DeliveryContext {
+        correlation_id: correlation_id.to_owned(),
+        traceparent: parts
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    };
+    let input = parse_input(&flow, &parts.headers, &bytes);
+    match flow.handle(input, &ctx).await {
+        Outcome::Delivered(resp) | Outcome::Failed(DeliveryError::Rejected(resp)) => {
+            let mut r = Response::new(Body::from(resp.body));
+            *r.status_mut() = resp.status;
+            if let Some(ct) = resp.content_type {
+                r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            }
+            r
+        }
+        Outcome::Invalid(e) => {
+            let status = match e {
+                FlowError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error(status, e.code(), &e.to_string(), correlation_id)
+        }
+        Outcome::Failed(e) => {
+            let status = match &e {
+                DeliveryError::Exhausted {
+                    last: LastFailure::Timeout,
+                    ..
+                } => StatusCode::GATEWAY_TIMEOUT,
+                DeliveryError::Exhausted {
+                    last: LastFailure::Response(r),
+                    ..
+                } if r.status == StatusCode::SERVICE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::BAD_GATEWAY,
+            };
+            let mut body = error_body("SINK_DELIVERY_FAILED", &e.to_string(), correlation_id);
+            body["error"]["attempts"] = json!(e.attempts());
+            if let Some(s) = e.sink_status() {
+                body["error"]["sinkStatus"] = json!(s.as_u16());
+            }
+            json_response(status, &body)
+        }
+    }
+}
+
+/// A body is a structured CloudEvent (`application/cloudevents+json`, or any JSON object with
+/// `specversion`), a binary-mode CloudEvent (`ce-*` headers), or a bare JSON payload.
+fn parse_input(
+    flow: &FlowInstance,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<InputEvent, FlowError> {
+    let invalid = |message: String| FlowError::InvalidInput { message };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let defaults = flow.compiled().defaults().event();
+    if let Some(ce) = binary_cloudevent(headers) {
+        let mut obj = ce;
+        let data = if body.is_empty() {
+            Value::Null
+        } else if content_type.is_empty() || content_type.contains("json") {
+            serde_json::from_slice(body)
+                .map_err(|e| invalid(format!("body is not valid JSON: {e}")))?
+        } else {
+            Value::String(
+                String::from_utf8(body.to_vec())
+                    .map_err(|_| invalid("binary-mode body is not UTF-8 text".into()))?,
+            )
+        };
+        if !content_type.is_empty() {
+            obj.insert(
+                "datacontenttype".into(),
+                Value::String(content_type.to_owned()),
+            );
+        }
+        obj.insert("data".into(), data);
+        return InputEvent::from_json(Value::Object(obj), defaults);
+    }
+    if body.is_empty() {
+        return Err(invalid(
+            "the body is empty; send a JSON payload or a CloudEvent".into(),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("body is not valid JSON: {e}")))?;
+    if content_type.starts_with(STRUCTURED_CONTENT_TYPE) && value.get("specversion").is_none() {
+        return Err(invalid(
+            "an application/cloudevents+json body must carry `specversion`".into(),
+        ));
+    }
+    InputEvent::from_json(value, defaults)
+}
+
+/// The `ce-*` headers of a binary-mode CloudEvent as attributes, when `ce-specversion` is present.
+fn binary_cloudevent(headers: &HeaderMap) -> Option<Map<String, Value>> {
+    headers.get("ce-specversion")?;
+    let mut obj = Map::new();
+    for (name, value) in headers {
+        if let Some(attr) = name.as_str().strip_prefix("ce-") {
+            if let Ok(v) = value.to_str() {
+                obj.insert(attr.to_owned(), Value::String(v.to_owned()));
+            }
+        }
+    }
+    Some(obj)
+}
+
+/// `fiso-correlation-id` > `x-correlation-id` > `x-request-id` > trace id of `traceparent` >
+/// a new UUIDv7.
+pub fn correlation_id(headers: &HeaderMap) -> String {
+    for name in [CORRELATION_HEADER, "x-correlation-id", "x-request-id"] {
+        if let Some(v) = headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.trim().is_empty())
+        {
+            return v.trim().to_owned();
+        }
+    }
+    if let Some(trace_id) = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|tp| tp.split('-').nth(1))
+        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return trace_id.to_owned();
+    }
+    uuid::Uuid::now_v7().to_string()
+}
+
+fn error_body(code: &str, message: &str, correlation_id: &str) -> Value {
+    json!({ "error": { "code": code, "message": message, "correlationId": correlation_id } })
+}
+
+fn error(status: StatusCode, code: &str, message: &str, correlation_id: &str) -> Response {
+    json_response(status, &error_body(code, message, correlation_id))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn correlation_id_precedence() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            correlation_id(&headers(&[
+                ("fiso-correlation-id", "a"),
+                ("x-correlation-id", "b"),
+                ("x-request-id", "c"),
+                ("traceparent", tp)
+            ])),
+            "a"
+        );
+        assert_eq!(
+            correlation_id(&headers(&[
+                ("x-correlation-id", "b"),
+                ("x-request-id", "c")
+            ])),
+            "b"
+        );
+        assert_eq!(
+            correlation_id(&headers(&[("x-request-id", "c"), ("traceparent", tp)])),
+            "c"
+        );
+        assert_eq!(
+            correlation_id(&headers(&[("traceparent", tp)])),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        let generated = correlation_id(&HeaderMap::new());
+        assert!(uuid::Uuid::parse_str(&generated).is_ok());
+    }
+
+    #[test]
+    fn binary_mode_headers_become_attributes() {
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "e1"),
+            ("ce-type", "t"),
+            ("ce-source", "s"),
+            ("content-type", "application/json"),
+        ]);
+        let obj = binary_cloudevent(&h).unwrap();
+        assert_eq!(obj["id"], "e1");
+        assert_eq!(obj["specversion"], "1.0");
+        assert!(binary_cloudevent(&headers(&[("ce-id", "x")])).is_none());
+    }
+}

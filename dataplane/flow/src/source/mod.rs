@@ -1,0 +1,3 @@
+//! Sources: where a flow's events come from.
+
+pub mod http;

@@ -1,0 +1,166 @@
+//! Failure isolation: every flow runs under its own supervisor task. A flow that fails (its
+//! listen address cannot be bound, ...) is reported unready and restarted with exponential
+//! backoff while the others keep serving.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fiso_config::flow::SourceSpec;
+use fiso_runtime::Readiness;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::instance::FlowInstance;
+use crate::metrics::FlowMetrics;
+use crate::router::{RouteGuard, RouterError, ServerRegistry};
+
+const RESTART_INITIAL: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+
+struct Running {
+    version: String,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// The flows running in this process.
+pub struct Supervisor {
+    registry: Arc<ServerRegistry>,
+    readiness: Readiness,
+    metrics: FlowMetrics,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+pub fn component(flow: &str) -> String {
+    format!("flow/{flow}")
+}
+
+impl Supervisor {
+    pub fn new(
+        registry: Arc<ServerRegistry>,
+        readiness: Readiness,
+        metrics: FlowMetrics,
+    ) -> Arc<Self> {
+        Arc::new(Supervisor {
+            registry,
+            readiness,
+            metrics,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn registry(&self) -> &Arc<ServerRegistry> {
+        &self.registry
+    }
+
+    /// Version (config hash) of each running flow.
+    pub fn versions(&self) -> HashMap<String, String> {
+        self.lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.version.clone()))
+            .collect()
+    }
+
+    /// Starts `flow`, replacing a running instance of the same name. The new instance takes
+    /// over its routes before the old one is told to stop, so no request finds no flow.
+    pub fn start(&self, flow: Arc<FlowInstance>) {
+        let first = attach(&self.registry, &flow);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(supervise(
+            Arc::clone(&flow),
+            first,
+            Arc::clone(&self.registry),
+            self.readiness.clone(),
+            self.metrics.clone(),
+            cancel.clone(),
+        ));
+        let previous = self.lock().insert(
+            flow.name.clone(),
+            Running {
+                version: flow.version.clone(),
+                cancel,
+                task,
+            },
+        );
+        if let Some(old) = previous {
+            old.cancel.cancel();
+        }
+    }
+
+    /// Stops a flow (its file was removed); requests in flight finish.
+    pub fn stop(&self, name: &str) {
+        if let Some(old) = self.lock().remove(name) {
+            old.cancel.cancel();
+            self.readiness.remove(&component(name));
+            self.metrics.forget(name);
+            tracing::info!(name, "flow stopped");
+        }
+    }
+
+    /// Stops every flow and waits for their servers to answer what is in flight.
+    pub async fn shutdown(&self) {
+        let all: Vec<Running> = self.lock().drain().map(|(_, r)| r).collect();
+        for r in &all {
+            r.cancel.cancel();
+        }
+        for r in all {
+            let _ = r.task.await;
+        }
+        self.registry.shutdown().await;
+    }
+}
+
+/// What keeps a flow's source running. HTTP flows are routes on a shared server.
+fn attach(
+    registry: &Arc<ServerRegistry>,
+    flow: &Arc<FlowInstance>,
+) -> Result<RouteGuard, RouterError> {
+    match &flow.config.source {
+        SourceSpec::Http(c) => registry.attach(&c.listen_addr, &c.path, Arc::clone(flow)),
+        // Other source kinds are refused when the instance is built.
+        SourceSpec::Kafka(_) | SourceSpec::Grpc(_) => {
+            unreachable!("FlowInstance::build accepts HTTP sources only")
+        }
+    }
+}
+
+async fn supervise(
+    flow: Arc<FlowInstance>,
+    mut attempt: Result<RouteGuard, RouterError>,
+    registry: Arc<ServerRegistry>,
+    readiness: Readiness,
+    metrics: FlowMetrics,
+    cancel: CancellationToken,
+) {
+    let name = flow.name.clone();
+    let mut backoff = RESTART_INITIAL;
+    loop {
+        match attempt {
+            Ok(guard) => {
+                readiness.set_ready(component(&name));
+                metrics.set_up(&name, true);
+                tracing::info!(name = %name, version = %flow.version, "flow started");
+                cancel.cancelled().await;
+                drop(guard);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(name = %name, error = %e, retry_in = ?backoff, "flow stopped with error");
+                readiness.set_not_ready(component(&name), e.to_string());
+                metrics.set_up(&name, false);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                metrics.restarted(&name);
+                backoff = (backoff * 2).min(RESTART_MAX);
+                attempt = attach(&registry, &flow);
+            }
+        }
+    }
+}
