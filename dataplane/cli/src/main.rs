@@ -30,6 +30,10 @@ enum Command {
     Transform(cmd::transform::TransformCommand),
     /// Convert local flows and link targets into FlowDefinition / LinkTarget manifests.
     Export(cmd::export::ExportArgs),
+    /// Run the flow data plane: every flow in FISO_CONFIG_DIR, hot-reloaded.
+    Flow(cmd::flow::FlowArgs),
+    /// Run the project's flows locally with pretty logs and live reload (no Docker needed).
+    Dev(cmd::dev::DevArgs),
     /// Show the logs `fiso dev` wrote (fiso/.dev/*.log).
     Logs(cmd::logs::LogsArgs),
     /// Check project structure, config validity, free ports and reachable dependencies.
@@ -48,6 +52,8 @@ fn main() -> ExitCode {
         Command::Validate(args) => cmd::validate::run(args),
         Command::Transform(cmd) => cmd::transform::run(cmd),
         Command::Export(args) => cmd::export::run(args),
+        Command::Flow(args) => cmd::flow::run(args),
+        Command::Dev(args) => cmd::dev::run(args),
         Command::Logs(args) => cmd::logs::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Completions(args) => cmd::completions::run::<Cli>(args),

@@ -42,6 +42,7 @@ pub struct FlowDirectory {
     readiness: Readiness,
     config_info: ConfigInfo,
     last_good: Mutex<BTreeMap<String, Good>>,
+    first_load: std::sync::atomic::AtomicBool,
 }
 
 impl FlowDirectory {
@@ -61,6 +62,7 @@ impl FlowDirectory {
             readiness,
             config_info,
             last_good: Mutex::new(BTreeMap::new()),
+            first_load: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -92,6 +94,12 @@ impl FlowDirectory {
                 .collect::<Vec<_>>(),
             None,
         );
+        if self
+            .first_load
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::info!(count = project.flows.len(), dir = %self.dir.display(), "starting flows");
+        }
         let running = self.supervisor.versions();
         let mut desired: HashMap<String, ()> = HashMap::new();
         for flow in &project.flows {

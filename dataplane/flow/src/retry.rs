@@ -65,6 +65,52 @@ impl RetryPolicy {
     }
 }
 
+/// What one attempt came to.
+#[derive(Debug)]
+pub enum Attempt<T, E> {
+    Success(T),
+    /// Retrying cannot help (a 4xx other than 429, ...).
+    Permanent(E),
+    /// Worth another try, after the upstream's `Retry-After` when it sent one.
+    Retryable(E, Option<Duration>),
+}
+
+/// How a retried operation ended without success.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RetryError<E> {
+    Permanent(E),
+    Exhausted { attempts: u32, last: E },
+}
+
+/// Runs `attempt` (given the 0-based attempt number) until it succeeds, fails permanently, or
+/// `policy.max_retries` retries have failed, sleeping `policy.delay` between attempts.
+pub async fn with_retries<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    mut attempt: F,
+) -> Result<T, RetryError<E>>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Attempt<T, E>>,
+{
+    let mut n = 0u32;
+    loop {
+        match attempt(n).await {
+            Attempt::Success(v) => return Ok(v),
+            Attempt::Permanent(e) => return Err(RetryError::Permanent(e)),
+            Attempt::Retryable(e, retry_after) => {
+                if n >= policy.max_retries {
+                    return Err(RetryError::Exhausted {
+                        attempts: n + 1,
+                        last: e,
+                    });
+                }
+                tokio::time::sleep(policy.delay(n, retry_after)).await;
+                n += 1;
+            }
+        }
+    }
+}
+
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT` → how long from `now`.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let v = value.trim();
@@ -150,6 +196,78 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon", now), None);
+    }
+
+    /// Fails `fail` times (asking for `retry_after` each time), then succeeds; records when
+    /// (in paused Tokio time) each attempt started.
+    async fn run(
+        p: &RetryPolicy,
+        fail: u32,
+        retry_after: Option<Duration>,
+    ) -> (Result<u32, RetryError<&'static str>>, Vec<Duration>) {
+        let start = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        let r = with_retries(p, |n| {
+            at.push(start.elapsed());
+            async move {
+                if n < fail {
+                    Attempt::Retryable("503", retry_after)
+                } else {
+                    Attempt::Success(n)
+                }
+            }
+        })
+        .await;
+        (r, at)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_wait_the_backoff_in_paused_time() {
+        let p = policy(Backoff::Exponential);
+        let (r, at) = run(&p, 3, None).await;
+        assert_eq!(r, Ok(3));
+        let ms: Vec<u128> = at.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, vec![0, 100, 300, 700]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_overrides_backoff_and_exhaustion_counts_attempts() {
+        let p = policy(Backoff::Constant);
+        let (r, at) = run(&p, 10, Some(Duration::from_millis(250))).await;
+        assert_eq!(
+            r,
+            Err(RetryError::Exhausted {
+                attempts: 6,
+                last: "503"
+            })
+        );
+        let ms: Vec<u128> = at.iter().map(Duration::as_millis).collect();
+        assert_eq!(ms, vec![0, 250, 500, 750, 1000, 1250]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jittered_waits_stay_within_the_backoff() {
+        let p = RetryPolicy {
+            full_jitter: true,
+            ..policy(Backoff::Exponential)
+        };
+        let (r, at) = run(&p, 5, None).await;
+        assert_eq!(r, Ok(5));
+        for (n, pair) in at.windows(2).enumerate() {
+            assert!(pair[1] - pair[0] <= p.base_delay(n as u32), "{at:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_are_not_retried() {
+        let mut calls = 0;
+        let r: Result<(), _> = with_retries(&policy(Backoff::Constant), |_| {
+            calls += 1;
+            async { Attempt::Permanent("400") }
+        })
+        .await;
+        assert_eq!(r, Err(RetryError::Permanent("400")));
+        assert_eq!(calls, 1);
     }
 
     #[test]

@@ -69,8 +69,7 @@ impl FlowRuntime {
             obs.config.clone(),
         ));
         let mut watcher = watch_dir(&dir, RELOAD_DEBOUNCE)?;
-        let initial = directory.reload();
-        tracing::info!(count = initial.started.len(), dir = %dir.display(), "starting flows");
+        directory.reload();
         let stop_watching = CancellationToken::new();
         let stop = stop_watching.clone();
         let dir_for_task = Arc::clone(&directory);

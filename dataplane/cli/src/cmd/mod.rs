@@ -1,8 +1,10 @@
 //! One module per verb.
 
 pub mod completions;
+pub mod dev;
 pub mod doctor;
 pub mod export;
+pub mod flow;
 pub mod init;
 pub mod logs;
 pub mod reference;

@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 use reqwest::{Method, StatusCode};
 
 use crate::json;
-use crate::retry::{parse_retry_after, RetryPolicy};
+use crate::retry::{parse_retry_after, with_retries, Attempt, RetryError, RetryPolicy};
 
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 pub const CORRELATION_HEADER: &str = "fiso-correlation-id";
@@ -162,50 +162,52 @@ impl HttpSink {
         ctx: &DeliveryContext,
     ) -> Result<SinkResponse, DeliveryError> {
         let (headers, body) = self.encode(event, ctx)?;
-        let mut retry = 0u32;
-        loop {
-            let attempt = self
+        let result = with_retries(&self.policy, |n| {
+            let request = self
                 .client
                 .request(self.method.clone(), self.url.clone())
                 .headers(headers.clone())
-                .body(body.clone())
-                .send()
-                .await;
-            let (failure, retry_after) = match attempt {
-                Ok(resp) => {
-                    let status = resp.status();
-                    let retry_after = resp
-                        .headers()
-                        .get(RETRY_AFTER)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                    let content_type = resp.headers().get(CONTENT_TYPE).cloned();
-                    let body = resp.bytes().await.unwrap_or_default();
-                    let response = SinkResponse {
-                        status,
-                        content_type,
-                        body,
-                    };
-                    if status.is_success() {
-                        return Ok(response);
-                    }
-                    if !retryable(status) {
-                        return Err(DeliveryError::Rejected(response));
-                    }
-                    (LastFailure::Response(response), retry_after)
+                .body(body.clone());
+            async move {
+                if n > 0 {
+                    tracing::debug!(url = %self.url, attempt = n + 1, "retrying sink delivery");
                 }
-                Err(e) if e.is_timeout() => (LastFailure::Timeout, None),
-                Err(e) => (LastFailure::Network(error_chain(&e)), None),
-            };
-            if retry >= self.policy.max_retries {
-                return Err(DeliveryError::Exhausted {
-                    attempts: retry + 1,
-                    last: failure,
-                });
+                match request.send().await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        let retry_after = resp
+                            .headers()
+                            .get(RETRY_AFTER)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                        let content_type = resp.headers().get(CONTENT_TYPE).cloned();
+                        let body = resp.bytes().await.unwrap_or_default();
+                        let response = SinkResponse {
+                            status,
+                            content_type,
+                            body,
+                        };
+                        if status.is_success() {
+                            Attempt::Success(response)
+                        } else if retryable(status) {
+                            Attempt::Retryable(LastFailure::Response(response), retry_after)
+                        } else {
+                            Attempt::Permanent(LastFailure::Response(response))
+                        }
+                    }
+                    Err(e) if e.is_timeout() => Attempt::Retryable(LastFailure::Timeout, None),
+                    Err(e) => Attempt::Retryable(LastFailure::Network(error_chain(&e)), None),
+                }
             }
-            tracing::debug!(url = %self.url, attempt = retry + 1, failure = %failure, "sink delivery failed; retrying");
-            tokio::time::sleep(self.policy.delay(retry, retry_after)).await;
-            retry += 1;
+        })
+        .await;
+        match result {
+            Ok(r) => Ok(r),
+            Err(RetryError::Permanent(LastFailure::Response(r))) => Err(DeliveryError::Rejected(r)),
+            Err(RetryError::Permanent(last)) => Err(DeliveryError::Exhausted { attempts: 1, last }),
+            Err(RetryError::Exhausted { attempts, last }) => {
+                Err(DeliveryError::Exhausted { attempts, last })
+            }
         }
     }
 

@@ -1,0 +1,190 @@
+//! `fiso dev`: the project's flows in one process, pretty logs (also written to
+//! `fiso/.dev/flow.log` for `fiso logs`), live reload, the sample service next to them, and the
+//! URLs and a `curl` to try it. `--docker` writes a compose file and image instead.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fiso_config::flow::{SinkSpec, SourceSpec};
+use fiso_flow::runtime::{FlowRuntime, Observability};
+use fiso_runtime::health::{serve, HealthState};
+use fiso_runtime::logging::{LogFormat, LogSettings};
+use fiso_runtime::shutdown::shutdown_signal;
+use tokio_util::sync::CancellationToken;
+
+use crate::cmd::flow::tokio_runtime;
+use crate::cmd::logs::Service;
+use crate::project::{ProjectFiles, DEFAULT_DIR};
+use crate::style;
+
+mod docker;
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Project directory created by `fiso init`.
+    #[arg(long, default_value = DEFAULT_DIR)]
+    pub dir: PathBuf,
+    /// Metrics and health server.
+    #[arg(long, default_value = ":9090")]
+    pub metrics_addr: String,
+    /// Do not start the sample service.
+    #[arg(long)]
+    pub no_service: bool,
+    /// Write fiso/docker-compose.yml and the data-plane image instead of running locally.
+    #[arg(long)]
+    pub docker: bool,
+}
+
+pub fn run(args: DevArgs) -> Result<ExitCode> {
+    let flows_dir = args.dir.join("flows");
+    if !flows_dir.is_dir() {
+        bail!(
+            "{} not found: run `fiso init` first (or pass --dir)",
+            flows_dir.display()
+        );
+    }
+    let files = ProjectFiles::read(&args.dir)?;
+    let (project, diags) = files.check();
+    for d in diags.iter() {
+        eprintln!("{d}");
+    }
+    if args.docker {
+        return docker::write(&args.dir, &project);
+    }
+    let dev_dir = args.dir.join(".dev");
+    std::fs::create_dir_all(&dev_dir).with_context(|| format!("creating {}", dev_dir.display()))?;
+    let log_file = dev_dir.join(Service::Flow.file_name());
+    // A fresh log per session, so `fiso logs` shows this run.
+    let _ = std::fs::remove_file(&log_file);
+    let _logs = LogSettings::from_env()?
+        .with_format(LogFormat::Pretty)
+        .with_file(&log_file)
+        .init()?;
+
+    tokio_runtime()?.block_on(async {
+        let shutdown = shutdown_signal();
+        let obs = Observability::default();
+        let health_stop = CancellationToken::new();
+        let health = serve(
+            &args.metrics_addr,
+            HealthState::new(obs.metrics.clone(), obs.readiness.clone()).with_config(obs.config.clone()),
+            health_stop.clone(),
+        )
+        .await?;
+        let runtime = FlowRuntime::start(&flows_dir, &obs)?;
+        obs.readiness.mark_started();
+        let mut service = if args.no_service { None } else { start_service(&args.dir, &dev_dir).await };
+        banner(&project, &runtime, health.local_addr, &args.dir);
+        tokio::select! {
+            _ = shutdown.cancelled() => {}
+            exited = wait_child(&mut service) => {
+                if let Some(status) = exited {
+                    eprintln!("{} the sample service exited ({status}); see {}", style::warning("!"), dev_dir.join("user-service.log").display());
+                }
+                shutdown.cancelled().await;
+            }
+        }
+        if let Some(child) = service.as_mut() {
+            let _ = child.kill().await;
+        }
+        runtime.shutdown().await;
+        health_stop.cancel();
+        let _ = health.handle.await;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_child(child: &mut Option<tokio::process::Child>) -> Option<std::process::ExitStatus> {
+    match child {
+        Some(c) => c.wait().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts `user-service/main.py` when the project has one and `python3` is available.
+async fn start_service(dir: &Path, dev_dir: &Path) -> Option<tokio::process::Child> {
+    let script = dir.join("user-service").join("main.py");
+    if !script.is_file() {
+        let worker = dir.join("temporal-worker");
+        if worker.is_dir() {
+            println!(
+                "{} start the Temporal worker yourself: see {}",
+                style::dim("→"),
+                worker.join("README.md").display()
+            );
+        }
+        return None;
+    }
+    let log_path = dev_dir.join("user-service.log");
+    let log = std::fs::File::create(&log_path).ok()?;
+    let err = log.try_clone().ok()?;
+    match tokio::process::Command::new("python3")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(child) => {
+            println!(
+                "{} user-service started (python3 {}, log {})",
+                style::ok("✓"),
+                script.display(),
+                log_path.display()
+            );
+            Some(child)
+        }
+        Err(e) => {
+            println!(
+                "{} could not start the sample service ({e}); run it yourself: python3 {}",
+                style::warning("!"),
+                script.display()
+            );
+            None
+        }
+    }
+}
+
+fn banner(
+    project: &fiso_config::validate::Project,
+    runtime: &FlowRuntime,
+    metrics: std::net::SocketAddr,
+    dir: &Path,
+) {
+    println!("\n{}", style::ok("Fiso dev is running"));
+    let mut curl = None;
+    for f in &project.flows {
+        match &f.config.source {
+            SourceSpec::Http(c) => {
+                if let Some(addr) = runtime.http_addr(&c.listen_addr) {
+                    let url = format!("http://localhost:{}{}", addr.port(), c.path);
+                    println!("  flow {:<24} POST {url}", f.name());
+                    curl.get_or_insert(url);
+                }
+            }
+            other => println!(
+                "  flow {:<24} {} source (not available in this build)",
+                f.name(),
+                other.kind()
+            ),
+        }
+        if let SinkSpec::Http(s) = &f.config.sink {
+            println!("  {:<29} → {}", "", s.url);
+        }
+    }
+    println!("  metrics                        http://localhost:{}/metrics  (/healthz, /readyz, /config)", metrics.port());
+    if let Some(url) = curl {
+        let sample = dir.join("sample-event.json");
+        let body = if sample.is_file() {
+            format!("@{}", sample.display())
+        } else {
+            r#"'{"order_id": "12345", "amount": 99.99}'"#.to_owned()
+        };
+        println!("\nTry it:\n  curl -X POST {url} -H 'Content-Type: application/json' -d {body}");
+    }
+    println!("\nEdit files under {}/flows: changes apply live. Logs: `fiso logs --follow`. Stop with Ctrl-C.\n", dir.display());
+}
