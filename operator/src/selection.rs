@@ -1,0 +1,127 @@
+//! What a pod asks the data plane to run, and every name derived from it. The webhook (which
+//! mounts the ConfigMap) and the controllers (which render it) both use these functions, so they
+//! always agree on names, keys and paths.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+/// `"true"` opts a pod into sidecar injection.
+pub const INJECT_ANNOTATION: &str = "fiso.io/inject";
+/// Comma-separated FlowDefinition names (same namespace).
+pub const FLOWS_ANNOTATION: &str = "fiso.io/flows";
+/// Comma-separated LinkTarget names (same namespace).
+pub const LINKS_ANNOTATION: &str = "fiso.io/links";
+/// Set to `injected` by the webhook; a second admission is a no-op.
+pub const STATUS_ANNOTATION: &str = "fiso.io/status";
+pub const STATUS_INJECTED: &str = "injected";
+/// Label the webhook puts on injected pods (value: [`Selection::id`]) so the operator can watch
+/// exactly those pods with a label selector.
+pub const SELECTION_LABEL: &str = "fiso.io/selection";
+/// Label on every ConfigMap the operator renders.
+pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "fiso-operator");
+
+/// Where the rendered ConfigMap is mounted in the sidecar.
+pub const CONFIG_MOUNT_PATH: &str = "/etc/fiso";
+/// `FISO_CONFIG_DIR` of the sidecar.
+pub const FLOWS_DIR: &str = "/etc/fiso/flows";
+/// `FISO_LINK_CONFIG` of the sidecar.
+pub const LINK_CONFIG_PATH: &str = "/etc/fiso/link/config.yaml";
+/// Kubernetes Secrets referenced by LinkTargets are mounted under `<this>/<secret name>/`.
+pub const SECRETS_MOUNT_ROOT: &str = "/etc/fiso/secrets";
+
+/// ConfigMap key of the link config (keys cannot contain `/`; the volume's `items` map keys to
+/// the `flows/<name>.yaml` and `link/config.yaml` paths the data plane loads).
+pub const LINK_CONFIG_KEY: &str = "link-config.yaml";
+
+/// The flows and link targets one pod runs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Selection {
+    pub namespace: String,
+    pub flows: BTreeSet<String>,
+    pub links: BTreeSet<String>,
+}
+
+impl Selection {
+    /// The selection of a pod that opted in (`fiso.io/inject: "true"`), else `None`.
+    pub fn from_annotations(namespace: &str, annotations: &BTreeMap<String, String>) -> Option<Self> {
+        if annotations.get(INJECT_ANNOTATION).map(String::as_str) != Some("true") {
+            return None;
+        }
+        let names = |key: &str| -> BTreeSet<String> {
+            annotations
+                .get(key)
+                .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        Some(Selection { namespace: namespace.to_owned(), flows: names(FLOWS_ANNOTATION), links: names(LINKS_ANNOTATION) })
+    }
+
+    /// Stable id of the selection (namespace-local): the first 10 hex digits of a SHA-256 of the
+    /// sorted names. Same selection, same id — across pods, restarts and operator replicas.
+    pub fn id(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"flows=");
+        h.update(self.flows.iter().cloned().collect::<Vec<_>>().join(",").as_bytes());
+        h.update(b";links=");
+        h.update(self.links.iter().cloned().collect::<Vec<_>>().join(",").as_bytes());
+        let digest = h.finalize();
+        digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Name of the rendered ConfigMap.
+    pub fn configmap_name(&self) -> String {
+        format!("fiso-{}", self.id())
+    }
+
+    pub fn includes_flow(&self, name: &str) -> bool {
+        self.flows.contains(name)
+    }
+
+    pub fn includes_link(&self, name: &str) -> bool {
+        self.links.contains(name)
+    }
+}
+
+/// ConfigMap key of a flow's file.
+pub fn flow_key(flow: &str) -> String {
+    format!("flow-{flow}.yaml")
+}
+
+/// Path (inside the mount) the volume's `items` give a flow's file.
+pub fn flow_path(flow: &str) -> String {
+    format!("flows/{flow}.yaml")
+}
+
+/// Where a Secret key referenced by a LinkTarget appears in the sidecar.
+pub fn secret_file(secret: &str, key: &str) -> String {
+    format!("{SECRETS_MOUNT_ROOT}/{secret}/{key}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn opt_in_and_parsing() {
+        assert!(Selection::from_annotations("ns", &ann(&[(FLOWS_ANNOTATION, "a")])).is_none());
+        assert!(Selection::from_annotations("ns", &ann(&[(INJECT_ANNOTATION, "false")])).is_none());
+        let s = Selection::from_annotations("ns", &ann(&[(INJECT_ANNOTATION, "true"), (FLOWS_ANNOTATION, " b, a,,"), (LINKS_ANNOTATION, "crm")])).unwrap();
+        assert_eq!(s.flows.iter().collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(s.links.iter().collect::<Vec<_>>(), vec!["crm"]);
+    }
+
+    #[test]
+    fn names_are_deterministic_and_order_independent() {
+        let a = Selection::from_annotations("ns", &ann(&[(INJECT_ANNOTATION, "true"), (FLOWS_ANNOTATION, "x,y")])).unwrap();
+        let b = Selection::from_annotations("ns", &ann(&[(INJECT_ANNOTATION, "true"), (FLOWS_ANNOTATION, "y,x")])).unwrap();
+        assert_eq!(a.configmap_name(), b.configmap_name());
+        assert_eq!(a.id().len(), 10);
+        let c = Selection::from_annotations("ns", &ann(&[(INJECT_ANNOTATION, "true"), (LINKS_ANNOTATION, "x,y")])).unwrap();
+        assert_ne!(a.id(), c.id(), "flows and links with the same names differ");
+    }
+}
