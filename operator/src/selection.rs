@@ -44,17 +44,30 @@ pub struct Selection {
 
 impl Selection {
     /// The selection of a pod that opted in (`fiso.io/inject: "true"`), else `None`.
-    pub fn from_annotations(namespace: &str, annotations: &BTreeMap<String, String>) -> Option<Self> {
+    pub fn from_annotations(
+        namespace: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Option<Self> {
         if annotations.get(INJECT_ANNOTATION).map(String::as_str) != Some("true") {
             return None;
         }
         let names = |key: &str| -> BTreeSet<String> {
             annotations
                 .get(key)
-                .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                .map(|v| {
+                    v.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
                 .unwrap_or_default()
         };
-        Some(Selection { namespace: namespace.to_owned(), flows: names(FLOWS_ANNOTATION), links: names(LINKS_ANNOTATION) })
+        Some(Selection {
+            namespace: namespace.to_owned(),
+            flows: names(FLOWS_ANNOTATION),
+            links: names(LINKS_ANNOTATION),
+        })
     }
 
     /// Stable id of the selection (namespace-local): the first 10 hex digits of a SHA-256 of the
@@ -62,9 +75,23 @@ impl Selection {
     pub fn id(&self) -> String {
         let mut h = Sha256::new();
         h.update(b"flows=");
-        h.update(self.flows.iter().cloned().collect::<Vec<_>>().join(",").as_bytes());
+        h.update(
+            self.flows
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",")
+                .as_bytes(),
+        );
         h.update(b";links=");
-        h.update(self.links.iter().cloned().collect::<Vec<_>>().join(",").as_bytes());
+        h.update(
+            self.links
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(",")
+                .as_bytes(),
+        );
         let digest = h.finalize();
         digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
     }
@@ -103,25 +130,48 @@ mod tests {
     use super::*;
 
     fn ann(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn opt_in_and_parsing() {
         assert!(Selection::from_annotations("ns", &ann(&[(FLOWS_ANNOTATION, "a")])).is_none());
         assert!(Selection::from_annotations("ns", &ann(&[(INJECT_ANNOTATION, "false")])).is_none());
-        let s = Selection::from_annotations("ns", &ann(&[(INJECT_ANNOTATION, "true"), (FLOWS_ANNOTATION, " b, a,,"), (LINKS_ANNOTATION, "crm")])).unwrap();
+        let s = Selection::from_annotations(
+            "ns",
+            &ann(&[
+                (INJECT_ANNOTATION, "true"),
+                (FLOWS_ANNOTATION, " b, a,,"),
+                (LINKS_ANNOTATION, "crm"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(s.flows.iter().collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(s.links.iter().collect::<Vec<_>>(), vec!["crm"]);
     }
 
     #[test]
     fn names_are_deterministic_and_order_independent() {
-        let a = Selection::from_annotations("ns", &ann(&[(INJECT_ANNOTATION, "true"), (FLOWS_ANNOTATION, "x,y")])).unwrap();
-        let b = Selection::from_annotations("ns", &ann(&[(INJECT_ANNOTATION, "true"), (FLOWS_ANNOTATION, "y,x")])).unwrap();
+        let a = Selection::from_annotations(
+            "ns",
+            &ann(&[(INJECT_ANNOTATION, "true"), (FLOWS_ANNOTATION, "x,y")]),
+        )
+        .unwrap();
+        let b = Selection::from_annotations(
+            "ns",
+            &ann(&[(INJECT_ANNOTATION, "true"), (FLOWS_ANNOTATION, "y,x")]),
+        )
+        .unwrap();
         assert_eq!(a.configmap_name(), b.configmap_name());
         assert_eq!(a.id().len(), 10);
-        let c = Selection::from_annotations("ns", &ann(&[(INJECT_ANNOTATION, "true"), (LINKS_ANNOTATION, "x,y")])).unwrap();
+        let c = Selection::from_annotations(
+            "ns",
+            &ann(&[(INJECT_ANNOTATION, "true"), (LINKS_ANNOTATION, "x,y")]),
+        )
+        .unwrap();
         assert_ne!(a.id(), c.id(), "flows and links with the same names differ");
     }
 }

@@ -1,0 +1,32 @@
+//! The `LinkTarget` reconciler: the shared [`resource`](super::resource) reconciler with link
+//! target validation.
+
+use std::sync::Arc;
+
+use fiso_config::crd::{LinkTarget, ResourceStatus};
+use fiso_config::Diagnostic;
+use tokio_util::sync::CancellationToken;
+
+use super::resource::{self, FisoResource};
+use super::Context;
+use crate::metrics::Kind;
+use crate::render::SourceKind;
+use crate::validation;
+
+impl FisoResource for LinkTarget {
+    const SOURCE: SourceKind = SourceKind::Link;
+    const METRIC: Kind = Kind::LinkTarget;
+
+    fn check(&self) -> Vec<Diagnostic> {
+        validation::check_target(self)
+    }
+
+    fn status(&self) -> Option<&ResourceStatus> {
+        self.status.as_ref()
+    }
+}
+
+/// Reconciles every LinkTarget until `shutdown`.
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    resource::run::<LinkTarget>(ctx, shutdown).await
+}

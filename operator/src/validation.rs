@@ -1,0 +1,107 @@
+//! Validation of the custom resources, with the very checks `fiso validate` runs on local files
+//! (`fiso_config::validate` with [`Origin::Resource`]). Field paths are those of the resource
+//! (`spec.sink.config.url`), so `kubectl explain` and the status message agree.
+
+use fiso_config::crd::{FlowDefinition, LinkTarget};
+use fiso_config::diagnostic::{join_path, Diagnostic};
+use fiso_config::flow::FlowConfig;
+use fiso_config::link::TargetConfig;
+use fiso_config::validate::{validate_flow, validate_target, Origin};
+use kube::ResourceExt;
+
+/// The flow a FlowDefinition stands for, named as the data plane will name it: `spec.name`
+/// when set, else `metadata.name` (exactly what `fiso_config::manifests::import` does).
+pub fn flow_config(fd: &FlowDefinition) -> FlowConfig {
+    FlowConfig {
+        name: fd.spec.name.clone().or_else(|| Some(fd.name_any())),
+        ..fd.spec.clone()
+    }
+}
+
+/// The link target a LinkTarget stands for (see [`flow_config`]).
+pub fn target_config(lt: &LinkTarget) -> TargetConfig {
+    TargetConfig {
+        name: lt.spec.name.clone().or_else(|| Some(lt.name_any())),
+        ..lt.spec.clone()
+    }
+}
+
+/// Every finding (errors and warnings) for a FlowDefinition.
+pub fn check_flow(fd: &FlowDefinition) -> Vec<Diagnostic> {
+    let named_by_metadata = fd.spec.name.is_none();
+    validate_flow(&flow_config(fd), Origin::Resource)
+        .into_iter()
+        .map(|d| to_resource_path(d, named_by_metadata))
+        .collect()
+}
+
+/// Every finding (errors and warnings) for a LinkTarget. A LinkTarget has no link-level
+/// Kafka clusters: it carries its cluster inline.
+pub fn check_target(lt: &LinkTarget) -> Vec<Diagnostic> {
+    let named_by_metadata = lt.spec.name.is_none();
+    validate_target(&target_config(lt), Origin::Resource, None)
+        .into_iter()
+        .map(|d| to_resource_path(d, named_by_metadata))
+        .collect()
+}
+
+/// `sink.config.url` → `spec.sink.config.url`. A name that came from `metadata.name` is
+/// reported there, since that is what the user has to change.
+fn to_resource_path(mut d: Diagnostic, named_by_metadata: bool) -> Diagnostic {
+    d.path = if named_by_metadata && d.path == "name" {
+        "metadata.name".to_owned()
+    } else {
+        join_path("spec", &d.path)
+    };
+    d
+}
+
+/// Error findings as one line each: `spec.path: message (hint: ...)`.
+pub fn error_lines(diags: &[Diagnostic]) -> Vec<String> {
+    diags.iter().filter(|d| d.is_error()).map(line).collect()
+}
+
+/// Warning findings, formatted like [`error_lines`].
+pub fn warning_lines(diags: &[Diagnostic]) -> Vec<String> {
+    diags.iter().filter(|d| !d.is_error()).map(line).collect()
+}
+
+fn line(d: &Diagnostic) -> String {
+    let mut s = if d.path.is_empty() {
+        d.message.clone()
+    } else {
+        format!("{}: {}", d.path, d.message)
+    };
+    if let Some(h) = &d.hint {
+        s.push_str(&format!(" (hint: {h})"));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::flow;
+
+    #[test]
+    fn valid_flow_has_no_errors() {
+        let fd = flow("orders", "http://svc:8080/x");
+        assert!(error_lines(&check_flow(&fd)).is_empty());
+    }
+
+    #[test]
+    fn paths_are_resource_paths() {
+        let fd = flow("orders", "not a url");
+        let errors = error_lines(&check_flow(&fd));
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("spec.sink.config.url: "),
+            "{errors:?}"
+        );
+
+        // metadata.name may hold dots; a flow name may not.
+        let fd = flow("orders.v2", "http://svc:8080/x");
+        let errors = error_lines(&check_flow(&fd));
+        assert!(errors[0].starts_with("metadata.name: "), "{errors:?}");
+    }
+}
