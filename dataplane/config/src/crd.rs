@@ -44,6 +44,32 @@ pub fn all(
 {
     use kube_core::CustomResourceExt;
     vec![FlowDefinition::crd(), LinkTarget::crd()]
+        .into_iter()
+        .map(without_null_enum_values)
+        .collect()
+}
+
+/// schemars lists `null` among the `enum` values of an optional enum (next to
+/// `nullable: true`). kube-apiserver < 1.25 cannot decode a `null` enum value and rejects the
+/// whole CRD with a misleading error; `nullable: true` alone already admits `null`.
+fn without_null_enum_values(
+    crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                    values.retain(|e| !e.is_null());
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut json = serde_json::to_value(&crd).expect("CRD serialises");
+    strip(&mut json);
+    serde_json::from_value(json).expect("CRD deserialises")
 }
 
 /// The checked-in YAML file name of each CRD, paired with its rendered text.

@@ -41,6 +41,12 @@ fn assert_structural(node: &Value, path: &str) {
     if obj.get("anyOf").is_some() {
         panic!("{path}: anyOf");
     }
+    if let Some(Value::Array(values)) = obj.get("enum") {
+        assert!(
+            !values.iter().any(Value::is_null),
+            "{path}: `null` in enum (kube-apiserver < 1.25 rejects the whole CRD)"
+        );
+    }
     let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
     assert!(obj.contains_key("type") || int_or_string, "{path}: no type");
     if let Some(Value::Object(props)) = obj.get("properties") {

@@ -1,6 +1,7 @@
 //! One running version of a flow: its compiled transform + envelope, its sink and its metrics.
 //! A reload builds a new instance and swaps it in; requests in flight finish on the old one.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,6 +48,8 @@ pub struct FlowInstance {
     compiled: CompiledFlow,
     sink: Sink,
     metrics: FlowMetrics,
+    /// Set when a reload removes this flow: a flow of another name may take over its routes.
+    retiring: AtomicBool,
 }
 
 impl FlowInstance {
@@ -73,7 +76,17 @@ impl FlowInstance {
             compiled,
             sink,
             metrics,
+            retiring: AtomicBool::new(false),
         }))
+    }
+
+    /// Marks the instance as going away, so that its paths can be handed to another flow.
+    pub fn retire(&self) {
+        self.retiring.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_retiring(&self) -> bool {
+        self.retiring.load(Ordering::Relaxed)
     }
 
     pub fn compiled(&self) -> &CompiledFlow {

@@ -2,7 +2,7 @@
 //! last good version of any file that became invalid (and say so in logs, metrics, `/readyz`
 //! and `/config`).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -101,11 +101,14 @@ impl FlowDirectory {
             tracing::info!(count = project.flows.len(), dir = %self.dir.display(), "starting flows");
         }
         let running = self.supervisor.versions();
-        let mut desired: HashMap<String, ()> = HashMap::new();
+        let names: BTreeSet<String> = project.flows.iter().map(|f| f.name().to_owned()).collect();
+        // Flows going away hand their paths over to flows started below (e.g. a renamed flow).
+        for name in running.keys().filter(|n| !names.contains(*n)) {
+            self.supervisor.retire(name);
+        }
         for flow in &project.flows {
             let name = flow.name().to_owned();
             let (hash, _) = &candidates[&flow.file];
-            desired.insert(name.clone(), ());
             let version = format!("{}:{hash}", flow.file);
             if running.get(&name) == Some(&version) {
                 continue;
@@ -129,13 +132,12 @@ impl FlowDirectory {
             }
         }
         for name in running.keys() {
-            if !desired.contains_key(name) {
+            if !names.contains(name) {
                 self.supervisor.stop(name);
                 report.stopped.push(name.clone());
             }
         }
         // Flows that failed to build and then vanished from the directory stop being reported.
-        let names: BTreeSet<String> = project.flows.iter().map(|f| f.name().to_owned()).collect();
         self.readiness
             .retain_prefixed("flow/", |n| names.contains(n) || running.contains_key(n));
 

@@ -2,6 +2,7 @@
 //! whichever flow instance currently owns the path. Attaching replaces a route atomically, so a
 //! reloaded flow takes over without a request being refused.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -39,16 +40,21 @@ struct Server {
     task: JoinHandle<()>,
 }
 
-/// All HTTP source servers of the process.
+/// All HTTP source servers of the process, by normalised listen address: `:8080` and
+/// `0.0.0.0:8080` (or `localhost:8080` and `127.0.0.1:8080`) are one server, as `fiso validate`
+/// treats them.
 #[derive(Default)]
 pub struct ServerRegistry {
-    servers: Mutex<HashMap<String, Server>>,
+    servers: Mutex<HashMap<SocketAddr, Server>>,
+    /// Servers whose last route went away and that are still answering requests in flight;
+    /// [`ServerRegistry::shutdown`] waits for them too.
+    draining: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// Keeps a route attached; dropping it detaches the route unless a newer instance took it over.
 pub struct RouteGuard {
     registry: Weak<ServerRegistry>,
-    key: String,
+    key: SocketAddr,
     path: String,
     flow: Arc<FlowInstance>,
 }
@@ -66,32 +72,35 @@ impl ServerRegistry {
         Arc::new(ServerRegistry::default())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Server>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<SocketAddr, Server>> {
         // A panic while holding the lock leaves the map itself consistent.
         self.servers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Routes `path` on `listen_addr` to `flow`, starting the server if it is the first route.
-    /// A route owned by an older instance of the same flow is replaced in place.
+    /// A route owned by an older instance of the same flow, or by a flow being removed, is
+    /// replaced in place.
     pub fn attach(
         self: &Arc<Self>,
         listen_addr: &str,
         path: &str,
         flow: Arc<FlowInstance>,
     ) -> Result<RouteGuard, RouterError> {
-        let key = listen_addr.to_owned();
+        let key = parse_listen_addr(listen_addr)?;
         let mut servers = self.lock();
-        if !servers.contains_key(&key) {
-            let server = start_server(listen_addr)?;
-            tracing::info!(addr = %server.local_addr, listen_addr, "http source listening");
-            servers.insert(key.clone(), server);
-        }
-        let server = servers.get(&key).expect("inserted above");
+        let server = match servers.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let server = start_server(listen_addr, key)?;
+                tracing::info!(addr = %server.local_addr, listen_addr, "http source listening");
+                e.insert(server)
+            }
+        };
         let current = server.routes.load();
         if let Some(owner) = current.get(path) {
-            if owner.name != flow.name {
+            if owner.name != flow.name && !owner.is_retiring() {
                 return Err(RouterError::PathTaken {
-                    addr: key,
+                    addr: listen_addr.to_owned(),
                     path: path.to_owned(),
                     owner: owner.name.clone(),
                 });
@@ -108,7 +117,7 @@ impl ServerRegistry {
         })
     }
 
-    fn detach(&self, key: &str, path: &str, flow: &Arc<FlowInstance>) {
+    fn detach(&self, key: &SocketAddr, path: &str, flow: &Arc<FlowInstance>) {
         let mut servers = self.lock();
         let Some(server) = servers.get(key) else {
             return;
@@ -128,29 +137,35 @@ impl ServerRegistry {
             if let Some(server) = servers.remove(key) {
                 tracing::info!(addr = %server.local_addr, "http source stopped: no flows left on it");
                 server.cancel.cancel();
+                let mut draining = self.draining.lock().unwrap_or_else(|p| p.into_inner());
+                draining.retain(|task| !task.is_finished());
+                draining.push(server.task);
             }
         }
     }
 
     /// The address a listen address is actually bound to (resolves port 0).
     pub fn local_addr(&self, listen_addr: &str) -> Option<SocketAddr> {
-        self.lock().get(listen_addr).map(|s| s.local_addr)
+        let key = parse_listen_addr(listen_addr).ok()?;
+        self.lock().get(&key).map(|s| s.local_addr)
     }
 
-    /// Stops accepting on every server and waits until requests in flight are answered.
+    /// Stops accepting on every server and waits until requests in flight are answered,
+    /// including on servers already stopped because their last flow went away.
     pub async fn shutdown(&self) {
         let servers: Vec<Server> = self.lock().drain().map(|(_, s)| s).collect();
         for s in &servers {
             s.cancel.cancel();
         }
-        for s in servers {
-            let _ = s.task.await;
+        let draining =
+            std::mem::take(&mut *self.draining.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in servers.into_iter().map(|s| s.task).chain(draining) {
+            let _ = task.await;
         }
     }
 }
 
-fn start_server(listen_addr: &str) -> Result<Server, RouterError> {
-    let addr = parse_listen_addr(listen_addr)?;
+fn start_server(listen_addr: &str, addr: SocketAddr) -> Result<Server, RouterError> {
     let bind_err = |source| RouterError::Bind {
         addr: listen_addr.to_owned(),
         source,
@@ -179,4 +194,74 @@ fn start_server(listen_addr: &str) -> Result<Server, RouterError> {
         cancel,
         task,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use fiso_runtime::MetricsRegistry;
+
+    use super::*;
+    use crate::metrics::FlowMetrics;
+
+    fn flow(name: &str, listen_addr: &str, path: &str) -> Arc<FlowInstance> {
+        let yaml = format!(
+            "name: {name}\nsource:\n  type: http\n  config:\n    listenAddr: \"{listen_addr}\"\n    path: {path}\nsink:\n  type: http\n  config:\n    url: http://127.0.0.1:9/in\n"
+        );
+        let config = serde_yaml_ng::from_str(&yaml).expect("valid flow YAML");
+        let metrics = FlowMetrics::register(&MetricsRegistry::new()).expect("metrics");
+        FlowInstance::build(&config, "v1", metrics).expect("flow builds")
+    }
+
+    #[tokio::test]
+    async fn equivalent_listen_addresses_share_one_server() {
+        let registry = ServerRegistry::new();
+        let a = flow("a", "localhost:0", "/a");
+        let _a = registry.attach("localhost:0", "/a", a).unwrap();
+        let b = flow("b", "127.0.0.1:0", "/b");
+        let _b = registry.attach("127.0.0.1:0", "/b", b).unwrap();
+        assert_eq!(registry.lock().len(), 1);
+        assert_eq!(
+            registry.local_addr("localhost:0"),
+            registry.local_addr("127.0.0.1:0")
+        );
+        let c = flow("c", "127.0.0.1:0", "/a");
+        assert!(matches!(
+            registry.attach("127.0.0.1:0", "/a", c),
+            Err(RouterError::PathTaken { owner, .. }) if owner == "a"
+        ));
+        registry.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_retiring_flow_hands_its_path_over() {
+        let registry = ServerRegistry::new();
+        let old = flow("old", "127.0.0.1:0", "/orders");
+        let old_guard = registry
+            .attach("127.0.0.1:0", "/orders", Arc::clone(&old))
+            .unwrap();
+        old.retire();
+        let new = flow("new", "127.0.0.1:0", "/orders");
+        let _new_guard = registry
+            .attach("127.0.0.1:0", "/orders", Arc::clone(&new))
+            .unwrap();
+        // The old flow going away leaves the route with its successor.
+        drop(old_guard);
+        let owner = registry.lock().values().next().unwrap().routes.load_full();
+        assert!(Arc::ptr_eq(&owner["/orders"], &new));
+        registry.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn shutdown_waits_for_servers_stopped_earlier() {
+        let registry = ServerRegistry::new();
+        let guard = registry
+            .attach("127.0.0.1:0", "/a", flow("a", "127.0.0.1:0", "/a"))
+            .unwrap();
+        // The last route going away stops the server, which keeps draining.
+        drop(guard);
+        assert!(registry.lock().is_empty());
+        assert_eq!(registry.draining.lock().unwrap().len(), 1);
+        registry.shutdown().await;
+        assert!(registry.draining.lock().unwrap().is_empty());
+    }
 }

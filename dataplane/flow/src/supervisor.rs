@@ -19,6 +19,7 @@ const RESTART_INITIAL: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(30);
 
 struct Running {
+    flow: Arc<FlowInstance>,
     version: String,
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -82,6 +83,7 @@ impl Supervisor {
         let previous = self.lock().insert(
             flow.name.clone(),
             Running {
+                flow: Arc::clone(&flow),
                 version: flow.version.clone(),
                 cancel,
                 task,
@@ -89,6 +91,14 @@ impl Supervisor {
         );
         if let Some(old) = previous {
             old.cancel.cancel();
+        }
+    }
+
+    /// Announces that `name` is about to be stopped, so flows started before that may take
+    /// over its paths (a flow renamed in its file keeps serving its path without a gap).
+    pub fn retire(&self, name: &str) {
+        if let Some(running) = self.lock().get(name) {
+            running.flow.retire();
         }
     }
 
@@ -104,6 +114,9 @@ impl Supervisor {
 
     /// Stops every flow and waits for their servers to answer what is in flight.
     pub async fn shutdown(&self) {
+        // Stop accepting first, while every route still leads to its flow: a request that
+        // arrives on an open connection during the drain is served, not answered 404.
+        self.registry.shutdown().await;
         let all: Vec<Running> = self.lock().drain().map(|(_, r)| r).collect();
         for r in &all {
             r.cancel.cancel();
@@ -111,6 +124,7 @@ impl Supervisor {
         for r in all {
             let _ = r.task.await;
         }
+        // A restarting flow may have bound its address again during the drain.
         self.registry.shutdown().await;
     }
 }

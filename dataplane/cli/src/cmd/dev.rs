@@ -35,10 +35,16 @@ pub struct DevArgs {
     /// Write fiso/docker-compose.yml and the data-plane image instead of running locally.
     #[arg(long)]
     pub docker: bool,
+    /// Create the default project first (`fiso init --defaults`) when there is none.
+    #[arg(long)]
+    pub init: bool,
 }
 
 pub fn run(args: DevArgs) -> Result<ExitCode> {
     let flows_dir = args.dir.join("flows");
+    if args.init && !args.dir.exists() && args.dir == Path::new(DEFAULT_DIR) {
+        crate::cmd::init::run(crate::cmd::init::InitArgs::defaults())?;
+    }
     if !flows_dir.is_dir() {
         bail!(
             "{} not found: run `fiso init` first (or pass --dir)",

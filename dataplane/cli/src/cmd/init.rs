@@ -37,6 +37,11 @@ pub struct InitArgs {
 }
 
 impl InitArgs {
+    /// `fiso init --defaults`.
+    pub fn defaults() -> Self {
+        InitArgs { defaults: true, source: None, sink: None, transform: None, cloudevents: false, k8s: false, force: false }
+    }
+
     fn interactive(&self) -> bool {
         !(self.defaults
             || self.source.is_some()

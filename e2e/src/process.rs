@@ -1,0 +1,270 @@
+//! `fiso flow` as a child process: spawned on a config directory with the metrics server on a
+//! free port, its JSON logs captured, its ports read back from those logs.
+
+use std::ffi::OsStr;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+
+use crate::logs::{LogLine, Logs};
+use crate::metrics::Metrics;
+use crate::{client, eventually, Answer, DEADLINE};
+
+/// Environment variables that would send the child's sink requests through a proxy.
+const PROXY_VARS: [&str; 6] = [
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+];
+
+/// A running `fiso flow`; killed when dropped (its logs are printed if the test failed).
+pub struct FisoProcess {
+    child: Child,
+    pid: u32,
+    logs: Logs,
+    metrics_addr: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl FisoProcess {
+    /// `fiso flow --config-dir <dir> --metrics-addr 127.0.0.1:0`, returned once the initial
+    /// config is loaded (`/readyz` says `started`).
+    pub async fn start(config_dir: &Path) -> FisoProcess {
+        Self::start_with_env(config_dir, std::iter::empty::<(&str, &str)>()).await
+    }
+
+    /// [`FisoProcess::start`] with extra environment variables.
+    pub async fn start_with_env<K, V>(
+        config_dir: &Path,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> FisoProcess
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        // The first call builds the binary: not on an async worker.
+        let bin = tokio::task::spawn_blocking(crate::fiso_bin)
+            .await
+            .expect("locating the fiso binary");
+        let mut cmd = Command::new(bin);
+        cmd.arg("flow")
+            .arg("--config-dir")
+            .arg(config_dir)
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .env("FISO_LOG_FORMAT", "json")
+            .env("FISO_LOG_LEVEL", "info")
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for var in PROXY_VARS {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd.spawn().expect("spawning fiso flow");
+        let pid = child.id().expect("a running child has a pid");
+        let logs = Logs::capture(child.stderr.take().expect("stderr is piped"));
+        let metrics_addr = logs
+            .wait_for(|l| l.is("metrics server listening"), DEADLINE)
+            .await
+            .and_then(|l| addr_field(&l))
+            .unwrap_or_else(|e| panic!("fiso flow did not start its metrics server: {e}"));
+        let fiso = FisoProcess {
+            child,
+            pid,
+            logs,
+            metrics_addr,
+            client: client(),
+        };
+        let started = eventually(DEADLINE, || async {
+            fiso.try_readyz()
+                .await
+                .filter(|(_, body)| body["started"] == true)
+        })
+        .await;
+        assert!(
+            started.is_some(),
+            "fiso flow never finished loading its config\n{}",
+            fiso.logs.tail(40)
+        );
+        fiso
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn logs(&self) -> &Logs {
+        &self.logs
+    }
+
+    /// Index of the next log line, to wait for lines written after this point.
+    pub fn log_mark(&self) -> usize {
+        self.logs.mark()
+    }
+
+    /// The first log line (since the start) matching `pred`; panics after `DEADLINE`.
+    pub async fn wait_for_log(&self, pred: impl Fn(&LogLine) -> bool) -> LogLine {
+        self.wait_for_log_since(0, pred).await
+    }
+
+    /// The first log line at index `mark` or later matching `pred`; panics after `DEADLINE`.
+    pub async fn wait_for_log_since(
+        &self,
+        mark: usize,
+        pred: impl Fn(&LogLine) -> bool,
+    ) -> LogLine {
+        self.logs
+            .wait_since(mark, pred, DEADLINE)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Where the HTTP source server for `listen_addr` (as written in the flow file) is bound,
+    /// from its latest `http source listening` log line; waits for the line.
+    pub async fn http_addr(&self, listen_addr: &str) -> SocketAddr {
+        self.wait_for_log(|l| {
+            l.is("http source listening") && l.str_field("listen_addr") == Some(listen_addr)
+        })
+        .await;
+        let latest = self
+            .logs
+            .matching(0, |l| {
+                l.is("http source listening") && l.str_field("listen_addr") == Some(listen_addr)
+            })
+            .pop()
+            .expect("waited for it above");
+        addr_field(&latest).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// `GET /readyz`: status and JSON body.
+    pub async fn readyz(&self) -> (StatusCode, Value) {
+        self.try_readyz()
+            .await
+            .unwrap_or_else(|| panic!("GET /readyz failed\n{}", self.logs.tail(40)))
+    }
+
+    async fn try_readyz(&self) -> Option<(StatusCode, Value)> {
+        let resp = self
+            .client
+            .get(format!("http://{}/readyz", self.metrics_addr))
+            .send()
+            .await
+            .ok()?;
+        let answer = Answer::read(resp).await.ok()?;
+        Some((answer.status, serde_json::from_slice(&answer.body).ok()?))
+    }
+
+    /// Waits until `/readyz` answers `status`; returns its body.
+    pub async fn wait_for_readyz(&self, status: StatusCode) -> Value {
+        eventually(DEADLINE, || async {
+            self.try_readyz()
+                .await
+                .filter(|(s, _)| *s == status)
+                .map(|(_, body)| body)
+        })
+        .await
+        .unwrap_or_else(|| panic!("/readyz never answered {status}\n{}", self.logs.tail(40)))
+    }
+
+    /// `GET /metrics`, parsed.
+    pub async fn metrics(&self) -> Metrics {
+        let text = self
+            .client
+            .get(format!("http://{}/metrics", self.metrics_addr))
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        Metrics::parse(&text)
+    }
+
+    /// Waits until `/metrics` has the sample `name{labels}` with value `expected`; returns
+    /// that scrape.
+    pub async fn wait_for_metric(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        expected: f64,
+    ) -> Metrics {
+        let found = eventually(DEADLINE, || async {
+            Some(self.metrics().await).filter(|m| m.get(name, labels) == Some(expected))
+        })
+        .await;
+        match found {
+            Some(m) => m,
+            None => panic!(
+                "{name}{labels:?} never became {expected}\n{}",
+                self.metrics().await
+            ),
+        }
+    }
+
+    /// `GET /config`.
+    pub async fn config(&self) -> Value {
+        crate::send(
+            self.client
+                .get(format!("http://{}/config", self.metrics_addr)),
+        )
+        .await
+        .json()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
+    pub fn send_signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.pid).expect("pid fits pid_t");
+        // SAFETY: kill(2) has no memory-safety preconditions; the pid is our own child, which
+        // is not reaped (so its pid not reused) before `wait_exit` or drop.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}): {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Waits for the process to exit (panics after `DEADLINE`).
+    pub async fn wait_exit(&mut self) -> ExitStatus {
+        match tokio::time::timeout(DEADLINE, self.child.wait()).await {
+            Ok(status) => status.expect("waiting for fiso"),
+            Err(_) => panic!(
+                "fiso did not exit within {DEADLINE:?}\n{}",
+                self.logs.tail(40)
+            ),
+        }
+    }
+}
+
+impl Drop for FisoProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "fiso flow (pid {}) logs:\n{}",
+                self.pid,
+                self.logs.tail(200)
+            );
+        }
+        // kill_on_drop covers a process still running.
+    }
+}
+
+fn addr_field(line: &LogLine) -> Result<SocketAddr, String> {
+    line.str_field("addr")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("log line without a socket address in `addr`: {}", line.raw))
+}
