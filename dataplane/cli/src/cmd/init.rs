@@ -39,7 +39,15 @@ pub struct InitArgs {
 impl InitArgs {
     /// `fiso init --defaults`.
     pub fn defaults() -> Self {
-        InitArgs { defaults: true, source: None, sink: None, transform: None, cloudevents: false, k8s: false, force: false }
+        InitArgs {
+            defaults: true,
+            source: None,
+            sink: None,
+            transform: None,
+            cloudevents: false,
+            k8s: false,
+            force: false,
+        }
     }
 
     fn interactive(&self) -> bool {

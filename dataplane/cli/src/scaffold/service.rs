@@ -54,7 +54,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         print(f"received {event.get('type')} id={event.get('id')}: {json.dumps(event.get('data'))}", flush=True)
         reply = {"status": "processed", "id": event.get("id")}
-        if os.environ.get("CALL_LINK", "1") == "1":
+        if os.environ.get("CALL_LINK", "0") == "1":
             reply["link"] = self.call_link(event)
         self.reply(200, reply)
 
@@ -105,8 +105,8 @@ A sample service behind Fiso. Run it next to `fiso dev`:
     python3 fiso/user-service/main.py
 
 It listens on :8082 for the CloudEvents fiso-flow delivers, and calls the outside world only
-through fiso-link (`http://localhost:3500/link/external-api/...`). Set `CALL_LINK=0` to skip the
-outbound call.
+through fiso-link (`http://localhost:3500/link/external-api/...`) when `CALL_LINK=1` is set and
+a fiso-link proxy runs.
 "#;
 
 const TEMPORAL_WORKER: &str = r#"#!/usr/bin/env python3
@@ -143,7 +143,7 @@ def _post(url, payload):
 async def handle_order(event: dict) -> str:
     data = event.get("data") or {}
     activity.logger.info("processing order %s", data.get("order_id"))
-    if os.environ.get("CALL_LINK", "1") == "1":
+    if os.environ.get("CALL_LINK", "0") == "1":
         status = await asyncio.to_thread(_post, f"{LINK}/external-api/anything/orders", data)
         return f"order {data.get('order_id')} processed (external-api answered {status})"
     return f"order {data.get('order_id')} processed"
