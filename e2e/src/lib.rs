@@ -6,7 +6,13 @@
 //! - [`FisoProcess`]: `fiso flow` as a child process with its JSON logs captured, the ports it
 //!   bound read back from them, signals, `/readyz`, `/metrics`, `/config`;
 //! - [`SinkServer`]: a scripted HTTP sink that records what it receives;
-//! - [`FlowDir`] / [`HttpFlow`]: a temporary, watched flow directory and flow files.
+//! - [`FlowDir`] / [`HttpFlow`]: a temporary, watched flow directory and flow files;
+//! - [`infra`]: what `cargo xtask infra up` provides (kubeconfig, helm, kubectl) — a test fails
+//!   with instructions, never skips, when it is missing;
+//! - [`cluster`]: the Kubernetes test cluster: client, per-test namespaces, CRDs, watch-based
+//!   waits;
+//! - [`operator`]: the Helm chart's manifests applied to a test namespace and `fiso-operator`
+//!   run as a child process with the chart's environment and RBAC.
 //!
 //! Everything binds port 0 and waits on readiness signals (log lines, `/readyz`, a request
 //! reaching the sink) with generous deadlines; nothing sleeps to synchronise.

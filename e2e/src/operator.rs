@@ -59,7 +59,7 @@ pub struct Install {
 
 impl Install {
     /// Installs the CRDs, creates both namespaces and applies the chart's manifests (everything
-    /// but the Deployment) with [`test_values`] plus `values`.
+    /// but the Deployment) with the test values (see `test_values`) plus `values`.
     pub async fn new(prefix: &str, values: &[&str]) -> Install {
         static ONE_AT_A_TIME: OnceLock<Arc<Mutex<()>>> = OnceLock::new();
         // Each test has its own runtime: an async mutex, not a thread-blocking one.

@@ -2,7 +2,11 @@
 //!
 //! * `crds`  — regenerate `crds/*.yaml` (and the chart's copy) from the `fiso-config` types.
 //! * `docs`  — regenerate the README's configuration and CLI references.
-//! * `ci`    — everything CI checks: fmt, clippy, CRD drift, the whole test suite.
+//! * `infra up|down|env` — the real servers and tools tests need (see [`infra`]).
+//! * `ci`    — everything CI checks: fmt, clippy, CRD drift, the whole test suite against the
+//!   real servers (`infra up` before the tests, `infra down` after, also on failure).
+
+mod infra;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -10,13 +14,15 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 fn main() -> Result<()> {
-    let task = std::env::args().nth(1).unwrap_or_default();
-    match task.as_str() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or_default();
+    match task {
         "crds" => write_crds(),
         "docs" => write_docs(),
+        "infra" => infra::main(&infra::Ctx::new(&root()), &args[1..]),
         "ci" => ci(),
         _ => {
-            eprintln!("usage: cargo xtask <crds|docs|ci>");
+            eprintln!("usage: cargo xtask <crds|docs|infra|ci>");
             std::process::exit(2);
         }
     }
@@ -101,9 +107,26 @@ fn ci() -> Result<()> {
         ]),
     )?;
     // The CRD drift check is the `checked_in_crds_match_types` test in fiso-config.
-    run(
-        "cargo test",
-        Command::new(&cargo).args(["test", "--workspace", "--no-fail-fast"]),
-    )?;
-    Ok(())
+    // Tests run against real servers: start them first, and stop what this run started
+    // afterwards whatever the outcome (a server that was already up is left running).
+    let ctx = infra::Ctx::new(&root());
+    let mut started = Vec::new();
+    println!("==> infra up");
+    let result = infra::up(&ctx, &[], &mut started).and_then(|()| {
+        run(
+            "cargo test",
+            Command::new(&cargo)
+                .args(["test", "--workspace", "--no-fail-fast"])
+                .envs(infra::env_vars(&ctx))
+                .env("PATH", infra::path_with_bin(&ctx)),
+        )
+    });
+    let names: Vec<String> = started.iter().map(|s| s.to_string()).collect();
+    let down = if names.is_empty() {
+        Ok(())
+    } else {
+        println!("==> infra down ({})", names.join(", "));
+        infra::down(&ctx, &names)
+    };
+    result.and(down)
 }

@@ -1,0 +1,779 @@
+//! The operator against a real API server (kube-apiserver 1.20 + kube-controller-manager from
+//! `cargo xtask infra up`; no kubelet, so pods stay Pending and injection is asserted on the
+//! Pod object). Each test installs the chart's manifests into its own namespaces and runs the
+//! `fiso-operator` binary with the chart's environment and RBAC (see `fiso_e2e::operator`).
+
+use std::collections::BTreeMap;
+
+use fiso_config::crd::{FlowDefinition, LinkTarget, Phase, ResourceStatus};
+use fiso_e2e::cluster::{wait_for, K8S_DEADLINE};
+use fiso_e2e::fiso_bin;
+use fiso_e2e::infra::{chart_dir, kubectl, run};
+use fiso_e2e::operator::{is_injected, Install, OperatorProcess};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::{json, Value};
+
+fn flow_yaml(name: &str, sink_url: &str) -> String {
+    format!(
+        r#"
+apiVersion: fiso.io/v1alpha1
+kind: FlowDefinition
+metadata:
+  name: {name}
+spec:
+  source:
+    type: http
+    config:
+      listenAddr: ":8081"
+      path: /{name}
+  sink:
+    type: http
+    config:
+      url: "{sink_url}"
+"#
+    )
+}
+
+fn link_yaml(name: &str, secret: &str) -> String {
+    format!(
+        r#"
+apiVersion: fiso.io/v1alpha1
+kind: LinkTarget
+metadata:
+  name: {name}
+spec:
+  protocol: https
+  host: api.{name}.example.com
+  auth:
+    type: bearer
+    secretRef:
+      name: {secret}
+      key: token
+"#
+    )
+}
+
+async fn create<K>(api: &Api<K>, yaml: &str) -> K
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_yaml_ng::from_str(yaml).expect("test manifest");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "creating {}: {e}",
+                obj.meta().name.as_deref().unwrap_or("?")
+            )
+        })
+}
+
+/// A Pod with one app container and `annotations`.
+fn pod(name: &str, annotations: &[(&str, &str)]) -> Pod {
+    let annotations: BTreeMap<&str, &str> = annotations.iter().copied().collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
+    }))
+    .expect("pod")
+}
+
+/// The status once `phase` is reached for the current generation.
+async fn wait_for_phase<K>(api: &Api<K>, name: &str, phase: Phase) -> ResourceStatus
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Send + Sync + 'static + HasStatus,
+{
+    let found = wait_for(
+        api,
+        name,
+        &format!("phase {phase:?} for its generation"),
+        move |o: Option<&K>| {
+            o.is_some_and(|o| {
+                o.status().is_some_and(|s| {
+                    s.phase == Some(phase) && s.observed_generation == o.meta().generation
+                })
+            })
+        },
+    )
+    .await
+    .expect("resource");
+    found.status().cloned().expect("status")
+}
+
+trait HasStatus {
+    fn status(&self) -> Option<&ResourceStatus>;
+}
+
+impl HasStatus for FlowDefinition {
+    fn status(&self) -> Option<&ResourceStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl HasStatus for LinkTarget {
+    fn status(&self) -> Option<&ResourceStatus> {
+        self.status.as_ref()
+    }
+}
+
+fn condition<'a>(
+    status: &'a ResourceStatus,
+    type_: &str,
+) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition: {status:?}"))
+}
+
+/// Events about `name` (events.k8s.io/v1, as kube-runtime's recorder publishes them).
+async fn events_about(client: &kube::Client, namespace: &str, name: &str) -> Vec<Event> {
+    Api::<Event>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .expect("listing events")
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
+}
+
+/// A started install: chart manifests applied, one operator running, webhook registered.
+async fn install_with_webhook(prefix: &str) -> (Install, OperatorProcess) {
+    let install = Install::new(prefix, &[]).await;
+    let operator = install.start_operator("fiso-operator-0").await;
+    install.wait_for_ca_bundle().await;
+    install.register_webhook(operator.webhook_addr).await;
+    (install, operator)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_and_invalid_resources_get_ready_or_error_status() {
+    let install = Install::new("status", &[]).await;
+    let _operator = install.start_operator("fiso-operator-0").await;
+    let ns = &install.app.name;
+    let flows: Api<FlowDefinition> = Api::namespaced(install.client.clone(), ns);
+    let links: Api<LinkTarget> = Api::namespaced(install.client.clone(), ns);
+
+    create(&flows, &flow_yaml("orders", "http://localhost:8080/orders")).await;
+    create(&links, &link_yaml("crm", "crm-token")).await;
+    let bad_flow = flow_yaml("broken", "http://localhost:8080/x").replace(
+        "  sink:",
+        "  transform:\n    fields:\n      total: \"data.price *\"\n  sink:",
+    );
+    create(&flows, &bad_flow).await;
+    create(
+        &links,
+        "apiVersion: fiso.io/v1alpha1\nkind: LinkTarget\nmetadata: {name: nohost}\nspec: {protocol: https}\n",
+    )
+    .await;
+
+    let ready = wait_for_phase(&flows, "orders", Phase::Ready).await;
+    assert_eq!(ready.observed_generation, Some(1));
+    let valid = condition(&ready, "Valid");
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("True", "Valid")
+    );
+    assert_eq!(valid.observed_generation, Some(1));
+    condition(&ready, "Rendered");
+    let ready = wait_for_phase(&links, "crm", Phase::Ready).await;
+    assert_eq!(condition(&ready, "Valid").status, "True");
+
+    let error = wait_for_phase(&flows, "broken", Phase::Error).await;
+    let message = error.message.clone().unwrap_or_default();
+    assert!(
+        message.contains("spec.transform.fields.total"),
+        "the message names the field: {message}"
+    );
+    let valid = condition(&error, "Valid");
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("False", "Invalid")
+    );
+    let error = wait_for_phase(&links, "nohost", Phase::Error).await;
+    assert!(
+        error
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("spec.host"),
+        "{error:?}"
+    );
+
+    // Fixing the spec is a new generation, which the status follows.
+    flows
+        .patch(
+            "broken",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"transform": {"fields": {"total": "data.price * 2"}}}})),
+        )
+        .await
+        .expect("fixing the flow");
+    let fixed = wait_for_phase(&flows, "broken", Phase::Ready).await;
+    assert_eq!(fixed.observed_generation, Some(2));
+
+    // Transitions are Kubernetes events: the failure a Warning, the fix Normal.
+    let events = events_about(&install.client, ns, "broken").await;
+    let reasons: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e.type_.as_deref().unwrap_or(""),
+                e.reason.as_deref().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert!(reasons.contains(&("Warning", "Invalid")), "{reasons:?}");
+    assert!(reasons.contains(&("Normal", "Valid")), "{reasons:?}");
+    assert!(events
+        .iter()
+        .all(|e| e.reporting_controller.as_deref() == Some("fiso-operator")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_with_the_operator_ca_injects_opted_in_pods_once() {
+    let install = Install::new("webhook", &[]).await;
+    let operator = install.start_operator("fiso-operator-0").await;
+    // Registered through the chart's own MutatingWebhookConfiguration, whose caBundle the
+    // operator filled with the CA it generated and stored in its Secret.
+    let ca = install.wait_for_ca_bundle().await;
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    install.register_webhook(operator.webhook_addr).await;
+    let mwc = install
+        .webhook_configurations()
+        .get(&install.fullname())
+        .await
+        .expect("webhook configuration");
+    let hook = &mwc.webhooks.as_ref().expect("webhooks")[0];
+    assert_eq!(
+        hook.client_config.ca_bundle.as_ref().map(|b| &b.0),
+        Some(&ca.clone().into_bytes()),
+        "re-applying the chart kept the caBundle"
+    );
+    assert_eq!(hook.failure_policy.as_deref(), Some("Fail"));
+
+    let ns = &install.app.name;
+    let client = &install.client;
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "crm-token"},
+                "stringData": {"token": "s3cret"}
+            }))
+            .unwrap(),
+        )
+        .await
+        .expect("secret");
+    create(
+        &Api::<LinkTarget>::namespaced(client.clone(), ns),
+        &link_yaml("crm", "crm-token"),
+    )
+    .await;
+    create(
+        &Api::<FlowDefinition>::namespaced(client.clone(), ns),
+        &flow_yaml("orders", "http://localhost:8080/orders"),
+    )
+    .await;
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let annotated = pods
+        .create(
+            &PostParams::default(),
+            &pod(
+                "app",
+                &[
+                    ("fiso.io/inject", "true"),
+                    ("fiso.io/flows", "orders"),
+                    ("fiso.io/links", "crm"),
+                ],
+            ),
+        )
+        .await
+        .expect("creating the annotated pod");
+    assert!(
+        is_injected(&annotated),
+        "{:?}",
+        annotated.metadata.annotations
+    );
+    let spec = annotated.spec.as_ref().expect("spec");
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["app", "fiso"],
+        "1.20: the sidecar is a regular container"
+    );
+    let sidecar = &spec.containers[1];
+    assert_eq!(
+        sidecar.image.as_deref(),
+        Some("ghcr.io/lsm/fiso:0.1.0"),
+        "FISO_LINK_IMAGE from the chart"
+    );
+    let ports: Vec<(Option<&str>, i32)> = sidecar
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| (p.name.as_deref(), p.container_port))
+        .collect();
+    assert_eq!(ports, [(Some("proxy"), 3500), (Some("metrics"), 9090)]);
+    let env: BTreeMap<&str, &str> = sidecar
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| Some((e.name.as_str(), e.value.as_deref()?)))
+        .collect();
+    assert_eq!(env.get("FISO_CONFIG_DIR"), Some(&"/etc/fiso/flows"));
+    assert_eq!(
+        env.get("FISO_LINK_CONFIG"),
+        Some(&"/etc/fiso/link/config.yaml")
+    );
+    let volumes = spec.volumes.as_ref().expect("volumes");
+    let config_volume = volumes
+        .iter()
+        .find_map(|v| v.config_map.as_ref())
+        .expect("a ConfigMap volume");
+    let configmap = config_volume.name.clone();
+    assert!(configmap.starts_with("fiso-"), "{configmap}");
+    assert!(
+        volumes
+            .iter()
+            .any(|v| v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("crm-token")),
+        "the LinkTarget's Secret is mounted: {volumes:?}"
+    );
+    let mounts: Vec<&str> = sidecar
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| m.mount_path.as_str())
+        .collect();
+    assert!(mounts.contains(&"/etc/fiso"), "{mounts:?}");
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.starts_with("/etc/fiso/secrets/crm-token")),
+        "{mounts:?}"
+    );
+    assert!(annotated.labels().contains_key("fiso.io/selection"));
+    // No kubelet: the pod is only an object.
+    assert_eq!(
+        annotated.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Pending")
+    );
+
+    let plain = pods
+        .create(&PostParams::default(), &pod("plain", &[]))
+        .await
+        .expect("creating a pod without the annotation");
+    assert!(!is_injected(&plain));
+    assert_eq!(plain.spec.as_ref().unwrap().containers.len(), 1);
+    assert!(plain
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .all(|v| v.config_map.is_none()));
+
+    // A second admission of the injected pod (re-created from what the API server stored) is
+    // a no-op: still exactly one sidecar and one config volume.
+    let mut again = serde_json::to_value(&annotated).unwrap();
+    let meta = again["metadata"].as_object_mut().unwrap();
+    for k in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "managedFields",
+    ] {
+        meta.remove(k);
+    }
+    meta.insert("name".into(), "app-again".into());
+    again.as_object_mut().unwrap().remove("status");
+    let again: Pod = serde_json::from_value(again).unwrap();
+    let again = pods
+        .create(&PostParams::default(), &again)
+        .await
+        .expect("re-creating the injected pod");
+    let spec = again.spec.as_ref().unwrap();
+    assert_eq!(
+        spec.containers.iter().filter(|c| c.name == "fiso").count(),
+        1
+    );
+    assert_eq!(
+        spec.volumes
+            .iter()
+            .flatten()
+            .filter(|v| v.config_map.is_some())
+            .count(),
+        1
+    );
+
+    let metrics = operator.metrics().await;
+    assert!(
+        metrics.value("fiso_webhook_admissions_total", &[("result", "injected")]) >= 1.0,
+        "webhook metrics count the injection"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configmaps_are_rendered_owned_rerendered_and_garbage_collected() {
+    let (install, operator) = install_with_webhook("render").await;
+    let ns = &install.app.name;
+    let client = &install.client;
+    let flows: Api<FlowDefinition> = Api::namespaced(client.clone(), ns);
+    let links: Api<LinkTarget> = Api::namespaced(client.clone(), ns);
+    let flow = create(&flows, &flow_yaml("orders", "http://localhost:8080/orders")).await;
+    let link = create(&links, &link_yaml("crm", "crm-token")).await;
+
+    let injected = Api::<Pod>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &pod(
+                "app",
+                &[
+                    ("fiso.io/inject", "true"),
+                    ("fiso.io/flows", "orders"),
+                    ("fiso.io/links", "crm"),
+                ],
+            ),
+        )
+        .await
+        .expect("creating the pod");
+    let name = injected
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find_map(|v| v.config_map.as_ref()))
+        .map(|c| c.name.clone())
+        .expect("the pod mounts its ConfigMap");
+
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = wait_for(&configmaps, &name, "rendered", |c: Option<&ConfigMap>| {
+        c.is_some()
+    })
+    .await
+    .expect("ConfigMap");
+    let data = cm.data.clone().expect("data");
+    let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    assert_eq!(keys, ["flow-orders.yaml", "link-config.yaml"]);
+    let flow_file: Value = serde_yaml_ng::from_str(&data["flow-orders.yaml"]).expect("flow YAML");
+    assert_eq!(flow_file["name"], "orders");
+    assert_eq!(
+        flow_file["sink"]["config"]["url"],
+        "http://localhost:8080/orders"
+    );
+    let link_file: Value = serde_yaml_ng::from_str(&data["link-config.yaml"]).expect("link YAML");
+    let target = &link_file["targets"][0];
+    assert_eq!(target["name"], "crm");
+    assert_eq!(
+        target["auth"]["secretRef"],
+        json!({"filePath": "/etc/fiso/secrets/crm-token/token"}),
+        "the Secret is referenced as a mounted file, never copied"
+    );
+    assert!(!data.values().any(|v| v.contains("s3cret")));
+    // The rendered files are exactly what the data plane loads: `fiso validate` accepts them.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("flows")).unwrap();
+    std::fs::create_dir_all(dir.path().join("link")).unwrap();
+    std::fs::write(
+        dir.path().join("flows/orders.yaml"),
+        &data["flow-orders.yaml"],
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("link/config.yaml"),
+        &data["link-config.yaml"],
+    )
+    .unwrap();
+    run(
+        std::process::Command::new(fiso_bin())
+            .arg("validate")
+            .arg(dir.path()),
+        None,
+    );
+
+    let mut owners: Vec<(String, String, String)> = cm
+        .owner_references()
+        .iter()
+        .map(|o| (o.api_version.clone(), o.kind.clone(), o.uid.clone()))
+        .collect();
+    owners.sort();
+    let mut expected = vec![
+        (
+            "fiso.io/v1alpha1".to_owned(),
+            "FlowDefinition".to_owned(),
+            flow.uid().unwrap(),
+        ),
+        (
+            "fiso.io/v1alpha1".to_owned(),
+            "LinkTarget".to_owned(),
+            link.uid().unwrap(),
+        ),
+    ];
+    expected.sort();
+    assert_eq!(owners, expected);
+
+    // The FlowDefinition says it was rendered.
+    let status = wait_for(
+        &flows,
+        "orders",
+        "Rendered",
+        |f: Option<&FlowDefinition>| {
+            f.and_then(|f| f.status.as_ref()).is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Rendered" && c.status == "True")
+            })
+        },
+    )
+    .await;
+    assert!(status.is_some());
+
+    // A spec change re-renders every ConfigMap that includes the resource.
+    flows
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"sink": {"config": {"url": "http://localhost:9999/v2"}}}}),
+            ),
+        )
+        .await
+        .expect("changing the flow");
+    wait_for(
+        &configmaps,
+        &name,
+        "re-rendered with the new sink",
+        |c: Option<&ConfigMap>| {
+            c.and_then(|c| c.data.as_ref())
+                .and_then(|d| d.get("flow-orders.yaml"))
+                .is_some_and(|f| f.contains("http://localhost:9999/v2"))
+        },
+    )
+    .await;
+
+    // With the operator stopped, only the garbage collector (kube-controller-manager) can
+    // remove the ConfigMap: it does once every owner is gone.
+    assert!(operator.terminate().await.success());
+    flows
+        .delete("orders", &DeleteParams::default())
+        .await
+        .expect("deleting the flow");
+    links
+        .delete("crm", &DeleteParams::default())
+        .await
+        .expect("deleting the link target");
+    wait_for(
+        &configmaps,
+        &name,
+        "garbage-collected",
+        |c: Option<&ConfigMap>| c.is_none(),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_replicas_only_the_leader_reconciles() {
+    let install = Install::new("leader", &[]).await;
+    let a = install.start_operator("fiso-operator-a").await;
+    let b = install.start_operator("fiso-operator-b").await;
+    let leases: Api<Lease> = Api::namespaced(install.client.clone(), install.release());
+    let lease_name = format!("{}-leader", install.fullname());
+    let holder = |lease: &Lease| {
+        lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.clone())
+            .unwrap_or_default()
+    };
+    let lease = wait_for(&leases, &lease_name, "held", |l: Option<&Lease>| {
+        l.is_some_and(|l| !holder(l).is_empty())
+    })
+    .await
+    .expect("lease");
+    let (leader, follower) = if holder(&lease).starts_with("fiso-operator-a-") {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    assert!(holder(&lease).starts_with(&format!("{}-", leader.pod_name)));
+    wait_leader_gauge(&leader, true).await;
+    assert!(!follower.is_leader().await);
+
+    let ns = &install.app.name;
+    let flows: Api<FlowDefinition> = Api::namespaced(install.client.clone(), ns);
+    create(&flows, &flow_yaml("orders", "http://localhost:8080/orders")).await;
+    wait_for_phase(&flows, "orders", Phase::Ready).await;
+
+    let reconciles = |m: &fiso_e2e::Metrics| {
+        m.value(
+            "fiso_operator_reconcile_total",
+            &[("kind", "FlowDefinition"), ("result", "success")],
+        )
+    };
+    assert!(reconciles(&leader.metrics().await) >= 1.0);
+    assert_eq!(
+        reconciles(&follower.metrics().await),
+        0.0,
+        "the follower reconciles nothing"
+    );
+    let events = events_about(&install.client, ns, "orders").await;
+    assert!(!events.is_empty());
+    for e in &events {
+        assert_eq!(
+            e.reporting_instance.as_deref(),
+            Some(leader.pod_name.as_str()),
+            "{e:?}"
+        );
+    }
+
+    // The leader steps down on SIGTERM and releases the Lease; the follower takes over and
+    // reconciles the next change.
+    let old_leader = leader.pod_name.clone();
+    assert!(leader.terminate().await.success());
+    let prefix = format!("{}-", follower.pod_name);
+    wait_for(
+        &leases,
+        &lease_name,
+        "taken over",
+        move |l: Option<&Lease>| l.is_some_and(|l| holder(l).starts_with(&prefix)),
+    )
+    .await;
+    wait_leader_gauge(&follower, true).await;
+    flows
+        .patch(
+            "orders",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"sink": {"config": {"url": "http://localhost:8080/v2"}}}}),
+            ),
+        )
+        .await
+        .expect("changing the flow");
+    let status = wait_for_phase(&flows, "orders", Phase::Ready).await;
+    assert_eq!(status.observed_generation, Some(2));
+    assert!(reconciles(&follower.metrics().await) >= 1.0);
+    assert_ne!(old_leader, follower.pod_name);
+}
+
+async fn wait_leader_gauge(operator: &OperatorProcess, leader: bool) {
+    let reached = fiso_e2e::eventually(K8S_DEADLINE, || async {
+        (operator.is_leader().await == leader).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "{} never reported leader={leader}",
+        operator.pod_name
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fiso_export_output_applies_and_becomes_ready() {
+    let install = Install::new("export", &[]).await;
+    let _operator = install.start_operator("fiso-operator-0").await;
+    let ns = &install.app.name;
+    let project = tempfile::tempdir().unwrap();
+    run(
+        std::process::Command::new(fiso_bin())
+            .args(["init", "--defaults"])
+            .current_dir(project.path()),
+        None,
+    );
+    let manifests = run(
+        std::process::Command::new(fiso_bin())
+            .args(["export", "--namespace", ns])
+            .current_dir(project.path()),
+        None,
+    );
+    // As a user would: client-side `kubectl apply`, with kubectl's schema validation.
+    let applied = run(kubectl().args(["apply", "-f", "-"]), Some(&manifests));
+    assert!(
+        applied.contains("flowdefinition.fiso.io/example-flow created"),
+        "{applied}"
+    );
+    assert!(
+        applied.contains("linktarget.fiso.io/external-api created"),
+        "{applied}"
+    );
+
+    let flows: Api<FlowDefinition> = Api::namespaced(install.client.clone(), ns);
+    let links: Api<LinkTarget> = Api::namespaced(install.client.clone(), ns);
+    wait_for_phase(&flows, "example-flow", Phase::Ready).await;
+    wait_for_phase(&links, "external-api", Phase::Ready).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_examples_work_together() {
+    let (install, _operator) = install_with_webhook("examples").await;
+    let ns = &install.app.name;
+    let out = run(
+        kubectl()
+            .args(["apply", "--namespace", ns, "-f"])
+            .arg(chart_dir().join("examples")),
+        None,
+    );
+    assert!(
+        out.contains("deployment.apps/order-service created"),
+        "{out}"
+    );
+
+    let client = &install.client;
+    wait_for_phase(
+        &Api::<FlowDefinition>::namespaced(client.clone(), ns),
+        "order-events",
+        Phase::Ready,
+    )
+    .await;
+    wait_for_phase(
+        &Api::<LinkTarget>::namespaced(client.clone(), ns),
+        "crm-api",
+        Phase::Ready,
+    )
+    .await;
+
+    // kube-controller-manager turns the Deployment into a ReplicaSet and a Pod, which the
+    // webhook injects on creation.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let pod = fiso_e2e::eventually(K8S_DEADLINE, || async {
+        pods.list(&ListParams::default().labels("app=order-service"))
+            .await
+            .ok()
+            .and_then(|l| l.items.into_iter().next())
+    })
+    .await
+    .expect("the Deployment's pod is created");
+    assert!(is_injected(&pod));
+    let spec = pod.spec.as_ref().unwrap();
+    assert!(spec.containers.iter().any(|c| c.name == "fiso"));
+    assert!(spec.volumes.iter().flatten().any(|v| v
+        .secret
+        .as_ref()
+        .and_then(|s| s.secret_name.as_deref())
+        == Some("crm-api-token")));
+    let cm_name = spec
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.config_map.as_ref())
+        .map(|c| c.name.clone())
+        .expect("config volume");
+    let cm = wait_for(
+        &Api::<ConfigMap>::namespaced(client.clone(), ns),
+        &cm_name,
+        "rendered",
+        |c: Option<&ConfigMap>| c.is_some(),
+    )
+    .await
+    .expect("ConfigMap");
+    let data = cm.data.expect("data");
+    assert!(data["flow-order-events.yaml"].contains("order_id"));
+    assert!(data["link-config.yaml"].contains("/etc/fiso/secrets/crm-api-token/token"));
+}

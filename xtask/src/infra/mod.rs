@@ -1,0 +1,250 @@
+//! `cargo xtask infra up|down|env`: the real servers and tools the tests run against.
+//!
+//! Everything lives under `target/infra/` (binaries, downloads, logs, per-run state, the env
+//! file), except build caches that outlive `cargo clean` (the Kubernetes build in
+//! `/var/cache/local-k8s`). Each server or tool is one [`Component`]; a new one (Kafka broker,
+//! Temporal, OpenBao, ...) is a module implementing it plus a line in [`components`].
+//!
+//! * `up [names...]`   — install what is missing (idempotent, pinned, cached), start what is not
+//!   running, wait until ready, write `target/infra/env`.
+//! * `down [names...]` — stop the servers by PID, rewrite the env file.
+//! * `env`             — print `export ...` lines for a shell: `eval "$(cargo xtask infra env)"`.
+//!
+//! Tests read the env file's variables (`cargo xtask ci` passes them to `cargo test`; the e2e
+//! crate also reads `target/infra/env` directly) and fail, never skip, when a server is missing.
+
+mod kube_tools;
+mod kubernetes;
+mod process;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Paths shared by every component.
+pub struct Ctx {
+    /// `target/infra` of the workspace.
+    pub dir: PathBuf,
+}
+
+impl Ctx {
+    pub fn new(workspace_root: &Path) -> Self {
+        Ctx {
+            dir: workspace_root.join("target").join("infra"),
+        }
+    }
+
+    /// Installed executables (`helm`, `kubectl`, ...).
+    pub fn bin_dir(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+
+    /// Downloads, kept so a second `up` after `down` needs no network.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.dir.join("cache")
+    }
+
+    /// Logs of installs and of the servers xtask starts itself.
+    pub fn logs_dir(&self) -> PathBuf {
+        self.dir.join("logs")
+    }
+
+    /// `KEY=value` lines for tests and humans.
+    pub fn env_file(&self) -> PathBuf {
+        self.dir.join("env")
+    }
+}
+
+/// One server or tool the tests need.
+pub trait Component {
+    /// Short name for `up`/`down` arguments and messages.
+    fn name(&self) -> &'static str;
+
+    /// Install whatever is missing. Idempotent and cheap when everything is in place.
+    fn install(&self, ctx: &Ctx) -> Result<()>;
+
+    /// Running and ready (a tool: installed).
+    fn is_up(&self, ctx: &Ctx) -> bool;
+
+    /// A tool is installed, never started or stopped.
+    fn is_tool(&self) -> bool {
+        false
+    }
+
+    /// Start and wait until ready. Only called when [`Component::is_up`] is false.
+    fn start(&self, _ctx: &Ctx) -> Result<()> {
+        Ok(())
+    }
+
+    /// Stop by PID whatever [`Component::start`] started; no error when nothing runs.
+    fn stop(&self, _ctx: &Ctx) -> Result<()> {
+        Ok(())
+    }
+
+    /// Variables tests need while this component is up.
+    fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)>;
+
+    /// Log files worth showing when install or start fails.
+    fn logs(&self, _ctx: &Ctx) -> Vec<PathBuf> {
+        Vec::new()
+    }
+}
+
+/// Every component, in start order (`down` stops in reverse).
+fn components() -> Vec<Box<dyn Component>> {
+    vec![
+        Box::new(kube_tools::KubeTools),
+        Box::new(kubernetes::Kubernetes),
+    ]
+}
+
+fn select(names: &[String]) -> Result<Vec<Box<dyn Component>>> {
+    let all = components();
+    if let Some(unknown) = names
+        .iter()
+        .find(|n| !all.iter().any(|c| c.name() == n.as_str()))
+    {
+        let known: Vec<_> = all.iter().map(|c| c.name()).collect();
+        bail!(
+            "unknown infra component {unknown:?} (known: {})",
+            known.join(", ")
+        );
+    }
+    Ok(all
+        .into_iter()
+        .filter(|c| names.is_empty() || names.iter().any(|n| n == c.name()))
+        .collect())
+}
+
+/// `cargo xtask infra <up|down|env> [names...]`.
+pub fn main(ctx: &Ctx, args: &[String]) -> Result<()> {
+    let (verb, names) = args
+        .split_first()
+        .map_or(("", &[][..]), |(v, n)| (v.as_str(), n));
+    match verb {
+        "up" => {
+            let mut started = Vec::new();
+            up(ctx, names, &mut started)?;
+            println!("infra is up; for a shell: eval \"$(cargo xtask infra env)\"");
+            Ok(())
+        }
+        "down" => down(ctx, names),
+        "env" => {
+            print!("{}", shell_exports(ctx)?);
+            Ok(())
+        }
+        _ => bail!("usage: cargo xtask infra <up|down|env> [component...]"),
+    }
+}
+
+/// Install and start the selected components (all when `names` is empty). The names of the
+/// ones this call started are pushed to `started` as it goes, so a caller can stop exactly those
+/// even when a later one fails. A failure prints the component's log tails.
+pub fn up(ctx: &Ctx, names: &[String], started: &mut Vec<&'static str>) -> Result<()> {
+    for dir in [ctx.bin_dir(), ctx.cache_dir(), ctx.logs_dir()] {
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for c in select(names)? {
+        let name = c.name();
+        let result = c
+            .install(ctx)
+            .with_context(|| format!("installing {name}"))
+            .and_then(|()| {
+                if c.is_up(ctx) {
+                    println!("infra: {name} ready");
+                    return Ok(());
+                }
+                println!("infra: starting {name}");
+                let t0 = std::time::Instant::now();
+                c.start(ctx).with_context(|| format!("starting {name}"))?;
+                started.push(name);
+                println!("infra: {name} up after {:.1?}", t0.elapsed());
+                Ok(())
+            });
+        if let Err(e) = result {
+            for log in c.logs(ctx) {
+                process::print_tail(&log, 40);
+            }
+            // Leave nothing half-started behind.
+            if let Err(stop) = c.stop(ctx) {
+                eprintln!("infra: stopping {name} after the failure: {stop:#}");
+            }
+            write_env_file(ctx)?;
+            return Err(e);
+        }
+    }
+    write_env_file(ctx)
+}
+
+/// Stop the selected components (all when `names` is empty), in reverse start order.
+pub fn down(ctx: &Ctx, names: &[String]) -> Result<()> {
+    let mut first_error = None;
+    for c in select(names)?.into_iter().rev().filter(|c| !c.is_tool()) {
+        match c.stop(ctx) {
+            Ok(()) => println!("infra: {} down", c.name()),
+            Err(e) => {
+                eprintln!("infra: stopping {}: {e:#}", c.name());
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    write_env_file(ctx)?;
+    first_error.map_or(Ok(()), Err)
+}
+
+/// The variables of every component that is up, in a stable order.
+pub fn env_vars(ctx: &Ctx) -> BTreeMap<&'static str, String> {
+    components()
+        .iter()
+        .filter(|c| c.is_up(ctx))
+        .flat_map(|c| c.env(ctx))
+        .collect()
+}
+
+/// `PATH` with the infra bin dir first, for child processes.
+pub fn path_with_bin(ctx: &Ctx) -> std::ffi::OsString {
+    let mut paths = vec![ctx.bin_dir()];
+    if let Some(path) = std::env::var_os("PATH") {
+        paths.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(paths).expect("infra paths contain no ':'")
+}
+
+fn write_env_file(ctx: &Ctx) -> Result<()> {
+    let vars = env_vars(ctx);
+    let path = ctx.env_file();
+    if vars.is_empty() {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", path.display()))
+            }
+            _ => return Ok(()),
+        }
+    }
+    let mut text = String::from(
+        "# Written by `cargo xtask infra up|down`: the servers and tools that are up.\n\
+         # Shell: set -a; . target/infra/env; set +a   (or: eval \"$(cargo xtask infra env)\")\n",
+    );
+    for (k, v) in &vars {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    std::fs::create_dir_all(&ctx.dir)?;
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+fn shell_exports(ctx: &Ctx) -> Result<String> {
+    let vars = env_vars(ctx);
+    if vars.is_empty() {
+        bail!("no infra component is up: run `cargo xtask infra up`");
+    }
+    let mut out = String::new();
+    for (k, v) in &vars {
+        out.push_str(&format!("export {k}='{v}'\n"));
+    }
+    out.push_str(&format!(
+        "export PATH='{}':\"$PATH\"\n",
+        ctx.bin_dir().display()
+    ));
+    Ok(out)
+}
