@@ -42,6 +42,13 @@ impl LogLine {
         self.field(name)?.as_str()
     }
 
+    /// The socket address a server logged in its `addr` field.
+    pub fn addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.str_field("addr")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| format!("log line without a socket address in `addr`: {}", self.raw))
+    }
+
     /// `message == msg`.
     pub fn is(&self, msg: &str) -> bool {
         self.message() == Some(msg)

@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::client as http_client;
 use crate::cluster::{self, delete_quietly, wait_for, TestNamespace, K8S_DEADLINE, TEST_LABEL};
 use crate::infra::{chart_dir, helm, kubeconfig_path, run};
-use crate::logs::{LogLine, Logs};
+use crate::logs::Logs;
 use crate::metrics::Metrics;
 
 /// The chart values every test install uses: the API server is 1.20 (no native sidecars), the
@@ -350,7 +350,7 @@ impl OperatorProcess {
             async move {
                 logs.wait_for(|l| l.is(message), K8S_DEADLINE)
                     .await
-                    .and_then(|l| addr_field(&l))
+                    .and_then(|l| l.addr())
                     .unwrap_or_else(|e| panic!("fiso-operator did not log `{message}`: {e}"))
             }
         };
@@ -416,12 +416,6 @@ impl Drop for OperatorProcess {
             );
         }
     }
-}
-
-fn addr_field(line: &LogLine) -> Result<SocketAddr, String> {
-    line.str_field("addr")
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("log line without a socket address in `addr`: {}", line.raw))
 }
 
 /// The `fiso-operator` binary, built once per test binary with the tests' profile.

@@ -74,7 +74,7 @@ impl FisoProcess {
         let metrics_addr = logs
             .wait_for(|l| l.is("metrics server listening"), DEADLINE)
             .await
-            .and_then(|l| addr_field(&l))
+            .and_then(|l| l.addr())
             .unwrap_or_else(|e| panic!("fiso flow did not start its metrics server: {e}"));
         let fiso = FisoProcess {
             child,
@@ -141,7 +141,7 @@ impl FisoProcess {
             })
             .pop()
             .expect("waited for it above");
-        addr_field(&latest).unwrap_or_else(|e| panic!("{e}"))
+        latest.addr().unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub fn metrics_addr(&self) -> SocketAddr {
@@ -261,10 +261,4 @@ impl Drop for FisoProcess {
         }
         // kill_on_drop covers a process still running.
     }
-}
-
-fn addr_field(line: &LogLine) -> Result<SocketAddr, String> {
-    line.str_field("addr")
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("log line without a socket address in `addr`: {}", line.raw))
 }

@@ -10,3 +10,12 @@ pub mod logs;
 pub mod reference;
 pub mod transform;
 pub mod validate;
+
+/// `--format` of the commands that print a report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Readable text.
+    Human,
+    /// One JSON document, for tools.
+    Json,
+}

@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use fiso_config::validate::SourceFile;
 use fiso_flow::{json, CompiledFlow, InputEvent};
 
+use crate::cmd::Format;
 use crate::project::ProjectFiles;
 use crate::style;
 
@@ -30,12 +31,6 @@ pub struct TestArgs {
     /// Output format: readable sections, or one JSON object `{"transformed", "cloudevent"}`.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Human,
-    Json,
 }
 
 pub fn run(cmd: TransformCommand) -> Result<ExitCode> {
