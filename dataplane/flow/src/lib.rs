@@ -29,6 +29,7 @@ pub mod error;
 pub mod event;
 pub mod expr;
 pub mod json;
+pub mod kafka;
 mod json_val;
 pub mod scope;
 pub mod transform;

@@ -3,7 +3,7 @@
 //! Names and labels follow the upstream table: `fiso_flow_events_total{flow,status}`,
 //! `fiso_flow_event_duration_seconds{flow,phase}`, `fiso_flow_transform_errors_total{flow,error_type}`,
 //! `fiso_flow_sink_delivery_errors_total{flow}`; plus `fiso_flow_up{flow}` and
-//! `fiso_flow_restarts_total{flow}` for supervision.
+//! `fiso_flow_restarts_total{flow}` for supervision; `fiso_flow_dlq_total{flow}`.
 
 use std::time::Duration;
 
@@ -93,6 +93,7 @@ pub struct FlowMetrics {
     sink_errors: Family<FlowLabel, Counter>,
     up: Family<FlowLabel, Gauge>,
     restarts: Family<FlowLabel, Counter>,
+    dlq: Family<FlowLabel, Counter>,
 }
 
 impl FlowMetrics {
@@ -104,6 +105,7 @@ impl FlowMetrics {
             sink_errors: Family::default(),
             up: Family::default(),
             restarts: Family::default(),
+            dlq: Family::default(),
         };
         registry.register(
             "fiso_flow_events_total",
@@ -135,7 +137,20 @@ impl FlowMetrics {
             "Restarts of a failed flow by its supervisor",
             m.restarts.clone(),
         )?;
+        registry.register(
+            "fiso_flow_dlq_total",
+            "Events written to the dead-letter queue",
+            m.dlq.clone(),
+        )?;
         Ok(m)
+    }
+
+    pub fn dead_lettered(&self, flow: &str) {
+        self.dlq
+            .get_or_create(&FlowLabel {
+                flow: flow.to_owned(),
+            })
+            .inc();
     }
 
     pub fn event(&self, flow: &str, status: EventStatus) {

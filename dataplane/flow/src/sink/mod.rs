@@ -3,6 +3,9 @@
 pub mod http;
 
 use fiso_config::flow::SinkSpec;
+use fiso_config::kafka::KafkaConfig;
+
+use crate::kafka::sink::{KafkaSink, KafkaSinkBuildError};
 
 use crate::retry::RetryPolicy;
 
@@ -10,6 +13,7 @@ use crate::retry::RetryPolicy;
 #[derive(Debug, Clone)]
 pub enum Sink {
     Http(http::HttpSink),
+    Kafka(KafkaSink),
 }
 
 /// Why a sink could not be built.
@@ -17,15 +21,24 @@ pub enum Sink {
 pub enum SinkError {
     #[error(transparent)]
     Http(#[from] http::SinkBuildError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaSinkBuildError),
     /// A sink type this build cannot deliver to. Fails the flow loudly instead of dropping events.
-    #[error("`sink.type: {0}` is not available in this build of fiso (supported: http)")]
+    #[error("`sink.type: {0}` is not available in this build of fiso (supported: http, kafka)")]
     Unavailable(&'static str),
 }
 
 impl Sink {
-    pub fn build(spec: &SinkSpec, policy: RetryPolicy) -> Result<Sink, SinkError> {
+    /// Builds the sink of `spec`; a Kafka sink finds its cluster in `kafka` (the flow's
+    /// `kafka:` section).
+    pub fn build(
+        spec: &SinkSpec,
+        policy: RetryPolicy,
+        kafka: Option<&KafkaConfig>,
+    ) -> Result<Sink, SinkError> {
         match spec {
             SinkSpec::Http(cfg) => Ok(Sink::Http(http::HttpSink::new(cfg, policy)?)),
+            SinkSpec::Kafka(cfg) => Ok(Sink::Kafka(KafkaSink::new(cfg, kafka, policy)?)),
             other => Err(SinkError::Unavailable(other.kind())),
         }
     }
