@@ -49,14 +49,38 @@ impl FisoProcess {
         K: AsRef<OsStr>,
         V: AsRef<OsStr>,
     {
+        let args: [&OsStr; 3] = [
+            "flow".as_ref(),
+            "--config-dir".as_ref(),
+            config_dir.as_os_str(),
+        ];
+        Self::spawn(&args, env).await
+    }
+
+    /// `fiso run` (flows + link, as the injected sidecar runs it) with the given flow directory
+    /// and link config, returned once started.
+    pub async fn start_run(config_dir: &Path, link_config: &Path) -> FisoProcess {
+        let args: [&OsStr; 5] = [
+            "run".as_ref(),
+            "--config-dir".as_ref(),
+            config_dir.as_os_str(),
+            "--link-config".as_ref(),
+            link_config.as_os_str(),
+        ];
+        Self::spawn(&args, std::iter::empty::<(&str, &str)>()).await
+    }
+
+    async fn spawn<K, V>(args: &[&OsStr], env: impl IntoIterator<Item = (K, V)>) -> FisoProcess
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         // The first call builds the binary: not on an async worker.
         let bin = tokio::task::spawn_blocking(crate::fiso_bin)
             .await
             .expect("locating the fiso binary");
         let mut cmd = Command::new(bin);
-        cmd.arg("flow")
-            .arg("--config-dir")
-            .arg(config_dir)
+        cmd.args(args)
             .args(["--metrics-addr", "127.0.0.1:0"])
             .env("FISO_LOG_FORMAT", "json")
             .env("FISO_LOG_LEVEL", "info")

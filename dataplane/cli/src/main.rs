@@ -32,10 +32,16 @@ enum Command {
     Export(cmd::export::ExportArgs),
     /// Run the flow data plane: every flow in FISO_CONFIG_DIR, hot-reloaded.
     Flow(cmd::flow::FlowArgs),
+    /// Run the whole data plane of a pod (flows + link), as the injected sidecar does.
+    Run(cmd::run::RunArgs),
     /// Run the project's flows locally with pretty logs and live reload (no Docker needed).
     Dev(cmd::dev::DevArgs),
     /// Show the logs `fiso dev` wrote (fiso/.dev/*.log).
     Logs(cmd::logs::LogsArgs),
+    /// Send test events to a Kafka topic (waits for every delivery report).
+    Produce(cmd::produce::ProduceArgs),
+    /// Print a Kafka topic's records: key, headers, partition, offset, value.
+    Consume(cmd::consume::ConsumeArgs),
     /// Check project structure, config validity, free ports and reachable dependencies.
     Doctor(cmd::doctor::DoctorArgs),
     /// Print a shell completion script.
@@ -54,7 +60,10 @@ fn main() -> ExitCode {
         Command::Export(args) => cmd::export::run(args),
         Command::Flow(args) => cmd::flow::run(args),
         Command::Dev(args) => cmd::dev::run(args),
+        Command::Run(args) => cmd::run::run(args),
         Command::Logs(args) => cmd::logs::run(args),
+        Command::Produce(args) => cmd::produce::run(args),
+        Command::Consume(args) => cmd::consume::run(args),
         Command::Doctor(args) => cmd::doctor::run(args),
         Command::Completions(args) => cmd::completions::run::<Cli>(args),
         Command::HelpReference => cmd::reference::run::<Cli>(),

@@ -8,11 +8,13 @@ use std::time::Instant;
 use fiso_config::common::ByteSize;
 use fiso_config::flow::{FlowConfig, SourceSpec, DEFAULT_MAX_BODY_SIZE};
 
+use crate::kafka::dlq::{DeadLetter, DlqWriter};
+use crate::kafka::sink::{KafkaDelivery, KafkaSinkBuildError};
 use crate::metrics::{EventStatus, FlowMetrics, Phase};
 use crate::retry::RetryPolicy;
 use crate::sink::http::{DeliveryContext, DeliveryError, SinkResponse};
 use crate::sink::{Sink, SinkError};
-use crate::{CompiledFlow, FlowError, InputEvent};
+use crate::{CompiledFlow, FlowError, InputEvent, Scope};
 
 /// Why a flow could not be built from its (validated) config.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +23,8 @@ pub enum BuildError {
     Compile(Vec<FlowError>),
     #[error("sink: {0}")]
     Sink(#[from] SinkError),
+    #[error("dead-letter queue: {0}")]
+    DeadLetter(KafkaSinkBuildError),
     #[error("`source.type: {0}` is not available in this build of fiso (supported: http)")]
     SourceUnavailable(&'static str),
     #[error("interceptors are not available in this build of fiso; remove `interceptors:` from the flow")]
@@ -32,6 +36,14 @@ pub enum BuildError {
 pub enum Outcome {
     /// The sink accepted the event; its answer.
     Delivered(SinkResponse),
+    /// The Kafka sink's broker acknowledged the record.
+    Published { topic: String, at: KafkaDelivery },
+    /// The sink did not accept it, the dead-letter queue did.
+    DeadLettered {
+        error: DeliveryError,
+        topic: String,
+        at: KafkaDelivery,
+    },
     /// Refused before delivery (bad input, transform, envelope): a caller error.
     Invalid(FlowError),
     /// The sink did not accept it.
@@ -47,6 +59,8 @@ pub struct FlowInstance {
     pub config: FlowConfig,
     compiled: CompiledFlow,
     sink: Sink,
+    /// Where events the sink refused go, when the flow has a `deadLetterTopic`.
+    dlq: Option<DlqWriter>,
     metrics: FlowMetrics,
     /// Set when a reload removes this flow: a flow of another name may take over its routes.
     retiring: AtomicBool,
@@ -68,13 +82,17 @@ impl FlowInstance {
         let sink = Sink::build(
             &config.sink,
             RetryPolicy::from_config(config.error_handling.as_ref()),
+            config.kafka.as_ref(),
         )?;
+        let dlq =
+            DlqWriter::for_http_source(config, compiled.name()).map_err(BuildError::DeadLetter)?;
         Ok(Arc::new(FlowInstance {
             name: compiled.name().to_owned(),
             version: version.to_owned(),
             config: config.clone(),
             compiled,
             sink,
+            dlq,
             metrics,
             retiring: AtomicBool::new(false),
         }))
@@ -109,9 +127,13 @@ impl FlowInstance {
         ctx: &DeliveryContext,
     ) -> Outcome {
         let started = Instant::now();
+        let mut key = None;
         let processed = input.and_then(|mut event| {
             if let Some(tp) = &ctx.traceparent {
                 event.set_extension("traceparent", tp.clone())?;
+            }
+            if let Sink::Kafka(s) = &self.sink {
+                key = s.key(&Scope::new(&event))?;
             }
             self.compiled.process(event)
         });
@@ -130,22 +152,74 @@ impl FlowInstance {
         };
         let sink_started = Instant::now();
         let result = match &self.sink {
-            Sink::Http(s) => s.deliver(processed.event(), ctx).await,
+            Sink::Http(s) => s
+                .deliver(processed.event(), ctx)
+                .await
+                .map(Outcome::Delivered),
+            Sink::Kafka(s) => s
+                .deliver(processed.event(), key, ctx)
+                .await
+                .map(|at| Outcome::Published {
+                    topic: s.topic().to_owned(),
+                    at,
+                })
+                .map_err(DeliveryError::from),
         };
         self.metrics
             .observe(&self.name, Phase::Sink, sink_started.elapsed());
         self.metrics
             .observe(&self.name, Phase::Total, started.elapsed());
         match result {
-            Ok(resp) => {
+            Ok(outcome) => {
                 self.metrics.event(&self.name, EventStatus::Success);
-                Outcome::Delivered(resp)
+                outcome
             }
             Err(e) => {
                 self.metrics.sink_error(&self.name);
                 self.metrics.event(&self.name, EventStatus::Failed);
                 tracing::warn!(flow = %self.name, correlation_id = %ctx.correlation_id, attempts = e.attempts(), error = %e, "SINK_DELIVERY_FAILED");
-                Outcome::Failed(e)
+                match &self.dlq {
+                    Some(dlq) => self.dead_letter(dlq, e, ctx).await,
+                    None => Outcome::Failed(e),
+                }
+            }
+        }
+    }
+
+    /// Writes a failed event to the DLQ; the original failure stands if that fails too.
+    async fn dead_letter(
+        &self,
+        dlq: &DlqWriter,
+        error: DeliveryError,
+        ctx: &DeliveryContext,
+    ) -> Outcome {
+        let response = error.sink_response();
+        let letter = DeadLetter {
+            key: None,
+            value: ctx.body.to_vec(),
+            error_code: "SINK_DELIVERY_FAILED".into(),
+            error_message: error.to_string(),
+            retry_count: error.attempts(),
+            failed_at: chrono::Utc::now(),
+            flow_name: self.name.clone(),
+            correlation_id: ctx.correlation_id.clone(),
+            http_status: response.map(|r| r.status.as_u16()),
+            response_body: response.map(|r| r.body.to_vec()),
+            ..Default::default()
+        };
+        match dlq.write(&letter).await {
+            Ok(at) => {
+                self.metrics.dead_lettered(&self.name);
+                tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, topic = dlq.topic(), partition = at.partition, offset = at.offset, "event dead-lettered");
+                Outcome::DeadLettered {
+                    error,
+                    topic: dlq.topic().to_owned(),
+                    at,
+                }
+            }
+            Err(dlq_error) => {
+                tracing::error!(flow = %self.name, correlation_id = %ctx.correlation_id, error = %dlq_error, "DLQ write failed");
+                Outcome::Failed(error)
             }
         }
     }

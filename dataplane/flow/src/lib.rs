@@ -29,8 +29,8 @@ pub mod error;
 pub mod event;
 pub mod expr;
 pub mod json;
-pub mod kafka;
 mod json_val;
+pub mod kafka;
 pub mod scope;
 pub mod transform;
 

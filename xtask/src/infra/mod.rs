@@ -13,6 +13,7 @@
 //! Tests read the env file's variables (`cargo xtask ci` passes them to `cargo test`; the e2e
 //! crate also reads `target/infra/env` directly) and fail, never skip, when a server is missing.
 
+mod kafka;
 mod kube_tools;
 mod kubernetes;
 mod process;
@@ -96,6 +97,7 @@ fn components() -> Vec<Box<dyn Component>> {
     vec![
         Box::new(kube_tools::KubeTools),
         Box::new(kubernetes::Kubernetes),
+        Box::new(kafka::Kafka),
     ]
 }
 

@@ -1,13 +1,16 @@
 //! One module per verb.
 
 pub mod completions;
+pub mod consume;
 pub mod dev;
 pub mod doctor;
 pub mod export;
 pub mod flow;
 pub mod init;
 pub mod logs;
+pub mod produce;
 pub mod reference;
+pub mod run;
 pub mod transform;
 pub mod validate;
 

@@ -21,6 +21,8 @@ pub const CORRELATION_HEADER: &str = "fiso-correlation-id";
 pub struct DeliveryContext {
     pub correlation_id: String,
     pub traceparent: Option<String>,
+    /// The source's raw payload (the HTTP request body): the value of a dead letter.
+    pub body: Bytes,
 }
 
 /// What the sink answered.
@@ -61,6 +63,9 @@ pub enum DeliveryError {
     /// The request could not even be built (bad header value in the event, ...).
     #[error("cannot build the sink request: {0}")]
     Request(String),
+    /// A Kafka sink could not produce the record.
+    #[error(transparent)]
+    Kafka(#[from] crate::kafka::sink::KafkaDeliveryError),
 }
 
 impl DeliveryError {
@@ -70,17 +75,23 @@ impl DeliveryError {
             DeliveryError::Rejected(_) => 1,
             DeliveryError::Exhausted { attempts, .. } => *attempts,
             DeliveryError::Request(_) => 0,
+            DeliveryError::Kafka(e) => e.attempts,
         }
     }
 
     /// The sink's last status, when it answered at all.
     pub fn sink_status(&self) -> Option<StatusCode> {
+        self.sink_response().map(|r| r.status)
+    }
+
+    /// The HTTP sink's last answer, when it answered at all.
+    pub fn sink_response(&self) -> Option<&SinkResponse> {
         match self {
-            DeliveryError::Rejected(r) => Some(r.status),
+            DeliveryError::Rejected(r) => Some(r),
             DeliveryError::Exhausted {
                 last: LastFailure::Response(r),
                 ..
-            } => Some(r.status),
+            } => Some(r),
             _ => None,
         }
     }

@@ -90,6 +90,7 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
             .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
+        body: bytes.clone(),
     };
     let input = parse_input(&flow, &parts.headers, &bytes);
     match flow.handle(input, &ctx).await {
@@ -100,6 +101,34 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
                 r.headers_mut().insert(header::CONTENT_TYPE, ct);
             }
             r
+        }
+        Outcome::Published { topic, at } => json_response(
+            StatusCode::ACCEPTED,
+            &json!({
+                "status": "accepted",
+                "topic": topic,
+                "partition": at.partition,
+                "offset": at.offset,
+            }),
+        ),
+        Outcome::DeadLettered { error, topic, at } => {
+            let mut body = json!({
+                "status": "dead_lettered",
+                "message": "the sink did not accept the event; it was accepted into the dead-letter queue",
+                "deadLetterTopic": topic,
+                "partition": at.partition,
+                "offset": at.offset,
+                "error": {
+                    "code": "SINK_DELIVERY_FAILED",
+                    "message": error.to_string(),
+                    "attempts": error.attempts(),
+                    "correlationId": correlation_id,
+                },
+            });
+            if let Some(s) = error.sink_status() {
+                body["error"]["sinkStatus"] = json!(s.as_u16());
+            }
+            json_response(StatusCode::ACCEPTED, &body)
         }
         Outcome::Invalid(e) => {
             let status = match e {

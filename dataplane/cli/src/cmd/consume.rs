@@ -1,0 +1,245 @@
+//! `fiso consume --topic T [--from-beginning] [--max-messages N] [--follow] [--group G]
+//! [--format json|pretty]`: print a topic's records (key, headers, partition, offset, value).
+//!
+//! Without `--group` the partitions are assigned directly (no group join, nothing committed);
+//! with `--group` the consumer joins that group and commits what it printed. Without `--follow`
+//! it stops once every partition is read to its end (or after `--max-messages`).
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{json, Map, Value};
+
+use super::produce::{client_config, resolve_cluster};
+
+/// How long to wait for the brokers to answer a metadata request.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsumeFormat {
+    /// One JSON object per record and line.
+    Json,
+    /// Readable, value pretty-printed.
+    Pretty,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    #[arg(long, short = 't')]
+    pub topic: String,
+    /// Start at the oldest record (default: only records produced from now on).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Stop after this many records.
+    #[arg(long, short = 'n')]
+    pub max_messages: Option<usize>,
+    /// Keep waiting for new records (until Ctrl-C or --max-messages).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Consumer group to join and commit offsets for (default: none, nothing committed).
+    #[arg(long, short = 'g')]
+    pub group: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ConsumeFormat::Pretty)]
+    pub format: ConsumeFormat,
+    /// Bootstrap brokers, comma-separated (default: the project's first Kafka cluster, else
+    /// localhost:9092).
+    #[arg(long, short = 'b', env = "FISO_KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+}
+
+/// A record as printed by `--format json`.
+pub fn record_json(msg: &BorrowedMessage<'_>) -> Value {
+    let mut headers = Map::new();
+    if let Some(hs) = msg.headers() {
+        for h in hs.iter() {
+            let v = h.value.map_or(Value::Null, |v| {
+                Value::String(String::from_utf8_lossy(v).into())
+            });
+            headers.insert(h.key.to_string(), v);
+        }
+    }
+    json!({
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "timestamp": msg.timestamp().to_millis(),
+        "key": msg.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        "headers": headers,
+        "value": payload_value(msg.payload()),
+    })
+}
+
+/// JSON payloads as JSON, anything else as a (lossy UTF-8) string; no payload as null.
+pub fn payload_value(payload: Option<&[u8]>) -> Value {
+    match payload {
+        None => Value::Null,
+        Some(bytes) => serde_json::from_slice(bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into())),
+    }
+}
+
+fn print_pretty(out: &mut impl Write, record: &Value) -> std::io::Result<()> {
+    let key = match &record["key"] {
+        Value::String(s) => s.clone(),
+        _ => "(none)".into(),
+    };
+    writeln!(
+        out,
+        "{} partition={} offset={} key={key}",
+        console::style(record["topic"].as_str().unwrap_or_default()).bold(),
+        record["partition"],
+        record["offset"],
+    )?;
+    if let Some(headers) = record["headers"].as_object() {
+        for (k, v) in headers {
+            writeln!(out, "  {k}: {}", v.as_str().unwrap_or("(null)"))?;
+        }
+    }
+    let value = serde_json::to_string_pretty(&record["value"]).unwrap_or_default();
+    writeln!(out, "{value}")?;
+    writeln!(out)
+}
+
+pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
+    let cluster = resolve_cluster(args.brokers.as_deref());
+    let brokers = cluster.brokers.join(",");
+    let mut config = client_config(&cluster)?;
+    let group = args
+        .group
+        .clone()
+        .unwrap_or_else(|| format!("fiso-consume-{}", uuid::Uuid::new_v4()));
+    config
+        .set("group.id", &group)
+        .set("client.id", "fiso-consume")
+        .set("enable.partition.eof", "true")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set(
+            "auto.offset.reset",
+            if args.from_beginning {
+                "earliest"
+            } else {
+                "latest"
+            },
+        );
+    if args.group.is_some() {
+        // Short enough that the first join is quick, at the Kafka broker's default minimum.
+        config
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1500");
+    }
+    let consumer: BaseConsumer = config.create().context("creating the Kafka consumer")?;
+
+    let metadata = consumer
+        .fetch_metadata(Some(&args.topic), METADATA_TIMEOUT)
+        .with_context(|| format!("cannot reach Kafka brokers {brokers} (set --brokers)"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == args.topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() && !args.follow {
+        bail!("topic {} does not exist on {brokers}", args.topic);
+    }
+
+    if args.group.is_some() {
+        consumer
+            .subscribe(&[&args.topic])
+            .with_context(|| format!("subscribing to {}", args.topic))?;
+    } else {
+        let start = if args.from_beginning {
+            Offset::Beginning
+        } else {
+            Offset::End
+        };
+        let mut list = TopicPartitionList::new();
+        for p in &partitions {
+            list.add_partition_offset(&args.topic, *p, start)?;
+        }
+        consumer.assign(&list).context("assigning partitions")?;
+    }
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut seen = 0usize;
+    let mut at_end: BTreeSet<i32> = BTreeSet::new();
+    // A group member gets its partitions only after the join; give it time before "at end".
+    let started = Instant::now();
+    loop {
+        if args.max_messages.is_some_and(|max| seen >= max) {
+            break;
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(msg)) => {
+                at_end.remove(&msg.partition());
+                let record = record_json(&msg);
+                match args.format {
+                    ConsumeFormat::Json => writeln!(out, "{record}")?,
+                    ConsumeFormat::Pretty => print_pretty(&mut out, &record)?,
+                }
+                out.flush()?;
+                seen += 1;
+                if args.group.is_some() {
+                    consumer
+                        .store_offset_from_message(&msg)
+                        .context("storing the offset")?;
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+            }
+            Some(Err(e)) => bail!("consuming {} from {brokers}: {e}", args.topic),
+        }
+        if !args.follow {
+            let assigned = if args.group.is_some() {
+                consumer.assignment().map(|a| a.count()).unwrap_or(0)
+            } else {
+                partitions.len()
+            };
+            let joined = assigned > 0 || started.elapsed() > Duration::from_secs(15);
+            if joined && at_end.len() >= assigned {
+                break;
+            }
+        }
+    }
+    if args.group.is_some() && seen > 0 {
+        consumer
+            .commit_consumer_state(CommitMode::Sync)
+            .context("committing offsets")?;
+    }
+    if seen == 0 && args.format == ConsumeFormat::Pretty {
+        eprintln!(
+            "no messages{}",
+            if args.from_beginning {
+                ""
+            } else {
+                " (new ones only; add --from-beginning or --follow)"
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads() {
+        assert_eq!(payload_value(None), Value::Null);
+        assert_eq!(payload_value(Some(b"{\"a\":1}")), json!({"a":1}));
+        assert_eq!(payload_value(Some(b"plain")), json!("plain"));
+    }
+}

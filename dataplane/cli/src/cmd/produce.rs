@@ -1,0 +1,334 @@
+//! `fiso produce --topic T [--json J | --file F] [--key K] [--header k=v]... [--count N]
+//! [--rate 100ms] [--brokers ...]`: send test events to Kafka and wait for every delivery report.
+//!
+//! Brokers: `--brokers`, else the first Kafka cluster of the project's flows (`./fiso/flows`,
+//! with its SASL/TLS settings), else `localhost:9092`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use fiso_config::kafka::{KafkaCluster, KafkaConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientContext;
+use serde_json::Value;
+
+use crate::project::DEFAULT_DIR;
+
+/// How long librdkafka keeps trying to deliver one message before reporting it failed.
+const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to write to.
+    #[arg(long, short = 't')]
+    pub topic: String,
+    /// One JSON event, inline.
+    #[arg(long, conflicts_with = "file")]
+    pub json: Option<String>,
+    /// File of events: one JSON document (may span lines) or JSON Lines.
+    #[arg(long, short = 'f')]
+    pub file: Option<PathBuf>,
+    /// Record key of every message.
+    #[arg(long, short = 'k')]
+    pub key: Option<String>,
+    /// Record header `name=value` (repeatable).
+    #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
+    pub headers: Vec<String>,
+    /// Number of messages to send, cycling through the input events (default: each event once).
+    #[arg(long, short = 'n')]
+    pub count: Option<usize>,
+    /// Pause between messages, e.g. `100ms`, `1s`.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub rate: Option<Duration>,
+    /// Bootstrap brokers, comma-separated (default: the project's first Kafka cluster, else
+    /// localhost:9092).
+    #[arg(long, short = 'b', env = "FISO_KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+}
+
+/// The cluster to talk to: `--brokers`, else the first `kafka.clusters` entry in
+/// `./fiso/flows/*.yaml`, else `localhost:9092`.
+pub fn resolve_cluster(brokers: Option<&str>) -> KafkaCluster {
+    if let Some(b) = brokers {
+        return KafkaCluster {
+            brokers: b.split(',').map(|s| s.trim().to_string()).collect(),
+            ..KafkaCluster::default()
+        };
+    }
+    project_cluster(&Path::new(DEFAULT_DIR).join("flows")).unwrap_or_else(|| KafkaCluster {
+        brokers: vec!["localhost:9092".into()],
+        ..KafkaCluster::default()
+    })
+}
+
+/// The first Kafka cluster defined in the flow files of `dir` (sorted by file name).
+fn project_cluster(dir: &Path) -> Option<KafkaCluster> {
+    let files = crate::project::read_yaml_dir(dir).ok()?;
+    files.iter().find_map(|f| {
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&f.text).ok()?;
+        let kafka = doc.get("kafka")?.clone();
+        let config: KafkaConfig = serde_yaml_ng::from_value(kafka).ok()?;
+        config
+            .clusters
+            .into_values()
+            .find(|c| !c.brokers.is_empty())
+    })
+}
+
+/// Client settings for `cluster` with a readable error.
+pub fn client_config(cluster: &KafkaCluster) -> Result<ClientConfig> {
+    fiso_flow::kafka::client::client_config(cluster).context("Kafka cluster settings")
+}
+
+/// The events of a `--file`: one JSON document (pretty-printed is fine), or JSON Lines /
+/// concatenated documents. Errors name the line.
+pub fn parse_events(text: &str) -> Result<Vec<Value>> {
+    if text.trim().is_empty() {
+        bail!("no JSON events in the input");
+    }
+    if let Ok(one) = serde_json::from_str::<Value>(text) {
+        return Ok(vec![one]);
+    }
+    let mut events = Vec::new();
+    for item in serde_json::Deserializer::from_str(text).into_iter::<Value>() {
+        match item {
+            Ok(v) => events.push(v),
+            Err(e) => bail!(
+                "invalid JSON at line {} column {}: {e}",
+                e.line(),
+                e.column()
+            ),
+        }
+    }
+    Ok(events)
+}
+
+/// `name=value` → (name, value); the value may contain `=` and be empty.
+pub fn parse_header(s: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => bail!("invalid header {s:?}: expected NAME=VALUE"),
+    }
+}
+
+/// Counts delivery reports; failures keep their message.
+#[derive(Default)]
+struct Deliveries {
+    ok: AtomicUsize,
+    failed: Mutex<Vec<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.ok.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => self
+                .failed
+                .lock()
+                .expect("deliveries lock")
+                .push(e.to_string()),
+        }
+    }
+}
+
+impl Deliveries {
+    fn reported(&self) -> usize {
+        self.ok.load(Ordering::Relaxed) + self.failed.lock().expect("deliveries lock").len()
+    }
+}
+
+pub fn run(args: ProduceArgs) -> Result<ExitCode> {
+    let events = match (&args.json, &args.file) {
+        (Some(json), _) => vec![serde_json::from_str::<Value>(json).context("--json")?],
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            parse_events(&text).with_context(|| format!("{}", file.display()))?
+        }
+        (None, None) => bail!("nothing to send: pass --json '{{...}}' or --file events.jsonl"),
+    };
+    let headers = args
+        .headers
+        .iter()
+        .map(|h| parse_header(h))
+        .collect::<Result<Vec<_>>>()?;
+    let payloads: Vec<String> = events
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<_, _>>()?;
+    let total = args.count.unwrap_or(payloads.len());
+
+    let cluster = resolve_cluster(args.brokers.as_deref());
+    let brokers = cluster.brokers.join(",");
+    let mut config = client_config(&cluster)?;
+    config
+        .set(
+            "message.timeout.ms",
+            MESSAGE_TIMEOUT.as_millis().to_string(),
+        )
+        .set("client.id", "fiso-produce");
+    let producer: BaseProducer<Deliveries> = config
+        .create_with_context(Deliveries::default())
+        .context("creating the Kafka producer")?;
+
+    let bar = if total > 1 {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} sent {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    for i in 0..total {
+        if i > 0 {
+            if let Some(rate) = args.rate {
+                let until = Instant::now() + rate;
+                while Instant::now() < until {
+                    producer.poll(until.saturating_duration_since(Instant::now()));
+                }
+            }
+        }
+        let payload = &payloads[i % payloads.len()];
+        let mut owned = OwnedHeaders::new_with_capacity(headers.len());
+        for (k, v) in &headers {
+            owned = owned.insert(Header {
+                key: k,
+                value: Some(v.as_bytes()),
+            });
+        }
+        let mut record = BaseRecord::<str, str>::to(&args.topic)
+            .payload(payload.as_str())
+            .headers(owned);
+        if let Some(key) = &args.key {
+            record = record.key(key.as_str());
+        }
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(100));
+                }
+                Err((e, _)) => bail!("sending message {} to {}: {e}", i + 1, args.topic),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        bar.set_position(producer.context().reported() as u64);
+    }
+    // Every message gets a report within message.timeout.ms; allow some slack on top.
+    let deadline = Instant::now() + MESSAGE_TIMEOUT + Duration::from_secs(5);
+    while producer.context().reported() < total && Instant::now() < deadline {
+        producer.poll(Duration::from_millis(100));
+        bar.set_position(producer.context().reported() as u64);
+    }
+    let _ = producer.flush(Duration::from_secs(1));
+    bar.finish_and_clear();
+
+    let ctx = producer.context();
+    let ok = ctx.ok.load(Ordering::Relaxed);
+    let failed = ctx.failed.lock().expect("deliveries lock").clone();
+    let missing = total.saturating_sub(ok + failed.len());
+    if failed.is_empty() && missing == 0 {
+        println!("sent {ok} message(s) to {} ({brokers})", args.topic);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let first = failed
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "no delivery report".into());
+    eprintln!(
+        "{} {} of {total} message(s) to {} not delivered ({brokers}): {first}; is a Kafka \
+         broker reachable there? (set --brokers)",
+        crate::style::error("error:"),
+        failed.len() + missing,
+        args.topic,
+    );
+    Ok(ExitCode::FAILURE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn jsonl_file() {
+        let events = parse_events("{\"a\":1}\n\n{\"a\":2}\n{\"b\":[1,2]}\n").unwrap();
+        assert_eq!(
+            events,
+            vec![json!({"a":1}), json!({"a":2}), json!({"b":[1,2]})]
+        );
+    }
+
+    #[test]
+    fn pretty_single_document() {
+        let events = parse_events("{\n  \"order_id\": \"1\",\n  \"amount\": 9.5\n}\n").unwrap();
+        assert_eq!(events, vec![json!({"order_id":"1","amount":9.5})]);
+    }
+
+    #[test]
+    fn concatenated_pretty_documents() {
+        let events = parse_events("{\n \"a\": 1\n}\n{\n \"a\": 2\n}\n").unwrap();
+        assert_eq!(events, vec![json!({"a":1}), json!({"a":2})]);
+    }
+
+    #[test]
+    fn invalid_line_is_named() {
+        let err = parse_events("{\"a\":1}\n{oops}\n").unwrap_err().to_string();
+        assert!(err.contains("line 2"), "{err}");
+        assert!(parse_events("  \n").is_err());
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(
+            parse_header("source=cli").unwrap(),
+            ("source".into(), "cli".into())
+        );
+        assert_eq!(parse_header("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert_eq!(parse_header("empty=").unwrap(), ("empty".into(), "".into()));
+        assert!(parse_header("novalue").is_err());
+        assert!(parse_header("=v").is_err());
+    }
+
+    #[test]
+    fn cluster_from_flags_project_or_default() {
+        let c = resolve_cluster(Some("a:1, b:2"));
+        assert_eq!(c.brokers, vec!["a:1", "b:2"]);
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("a.yaml"),
+            "name: a\nsource:\n  type: http\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.yaml"),
+            "name: b\nkafka:\n  clusters:\n    main:\n      brokers: [\"k1:9092\", \"k2:9092\"]\n",
+        )
+        .unwrap();
+        let c = project_cluster(dir.path()).unwrap();
+        assert_eq!(c.brokers, vec!["k1:9092", "k2:9092"]);
+        assert!(project_cluster(&dir.path().join("missing")).is_none());
+    }
+}

@@ -1,0 +1,145 @@
+//! `fiso produce` / `fiso consume` against the real Kafka-protocol broker of `cargo xtask infra`
+//! (`FISO_E2E_KAFKA_BROKERS`): three JSON Lines with a key and headers go in, and come back out
+//! of `consume --format json` with their keys, headers, values, partitions and offsets.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+
+use fiso_e2e::fiso_bin;
+use fiso_e2e::infra;
+use serde_json::{json, Value};
+
+fn brokers() -> String {
+    infra::var("FISO_E2E_KAFKA_BROKERS")
+}
+
+fn fiso(args: &[&str]) -> Output {
+    let out = Command::new(fiso_bin())
+        .args(args)
+        .env_remove("FISO_KAFKA_BROKERS")
+        .output()
+        .expect("running fiso");
+    assert!(
+        out.status.success(),
+        "fiso {args:?} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn produce_then_consume_round_trip() {
+    let brokers = brokers();
+    let topic = format!(
+        "fiso-e2e-cli-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders.jsonl");
+    std::fs::write(
+        &file,
+        "{\"order_id\":\"1\",\"amount\":10}\n{\"order_id\":\"2\",\"amount\":20.5}\n\n{\"order_id\":\"3\",\"items\":[1,2]}\n",
+    )
+    .unwrap();
+
+    let produced = fiso(&[
+        "produce",
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+        "--file",
+        file.to_str().unwrap(),
+        "--key",
+        "customer-7",
+        "--header",
+        "source=e2e",
+        "--header",
+        "trace=a=b",
+    ]);
+    let stdout = String::from_utf8_lossy(&produced.stdout);
+    assert!(stdout.contains("sent 3 message(s)"), "{stdout}");
+
+    let consumed = fiso(&[
+        "consume",
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+        "--from-beginning",
+        "--max-messages",
+        "3",
+        "--format",
+        "json",
+    ]);
+    let stdout = String::from_utf8_lossy(&consumed.stdout);
+    let records: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(records.len(), 3, "{stdout}");
+
+    // One key → one partition, offsets 0, 1, 2 in produce order.
+    let partition = records[0]["partition"].as_i64().expect("partition");
+    assert!(partition >= 0);
+    let expected_values = [
+        json!({"order_id":"1","amount":10}),
+        json!({"order_id":"2","amount":20.5}),
+        json!({"order_id":"3","items":[1,2]}),
+    ];
+    for (i, (record, value)) in records.iter().zip(&expected_values).enumerate() {
+        assert_eq!(record["topic"], json!(topic));
+        assert_eq!(record["partition"].as_i64(), Some(partition), "{record}");
+        assert_eq!(record["offset"].as_i64(), Some(i as i64), "{record}");
+        assert_eq!(record["key"], json!("customer-7"));
+        let headers: BTreeMap<String, Value> =
+            serde_json::from_value(record["headers"].clone()).unwrap();
+        assert_eq!(
+            headers,
+            BTreeMap::from([
+                ("source".to_string(), json!("e2e")),
+                ("trace".to_string(), json!("a=b")),
+            ])
+        );
+        assert_eq!(&record["value"], value);
+    }
+
+    // Without --max-messages and --follow it stops at the end of the topic.
+    let again = fiso(&[
+        "consume",
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+        "--from-beginning",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&again.stdout).lines().count(), 3);
+}
+
+#[test]
+fn produce_to_an_unreachable_broker_fails_clearly() {
+    let out = Command::new(fiso_bin())
+        .args([
+            "produce",
+            "--brokers",
+            "127.0.0.1:1",
+            "--topic",
+            "nowhere",
+            "--json",
+            "{\"a\":1}",
+        ])
+        .output()
+        .expect("running fiso");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not delivered"), "{stderr}");
+    assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
+}

