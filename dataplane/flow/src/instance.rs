@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fiso_config::common::ByteSize;
-use fiso_config::flow::{FlowConfig, SourceSpec, DEFAULT_MAX_BODY_SIZE};
+use fiso_config::flow::{CommitPolicy, FlowConfig, SourceSpec, StartOffset, DEFAULT_MAX_BODY_SIZE};
 
 use crate::kafka::dlq::{DeadLetter, DlqWriter};
-use crate::kafka::sink::{KafkaDelivery, KafkaSinkBuildError};
+use crate::kafka::sink::{KafkaDelivery, KafkaDeliveryError, KafkaSinkBuildError};
 use crate::metrics::{EventStatus, FlowMetrics, Phase};
 use crate::retry::RetryPolicy;
 use crate::sink::http::{DeliveryContext, DeliveryError, SinkResponse};
@@ -25,8 +25,10 @@ pub enum BuildError {
     Sink(#[from] SinkError),
     #[error("dead-letter queue: {0}")]
     DeadLetter(KafkaSinkBuildError),
-    #[error("`source.type: {0}` is not available in this build of fiso (supported: http)")]
+    #[error("`source.type: {0}` is not available in this build of fiso (supported: http, kafka)")]
     SourceUnavailable(&'static str),
+    #[error("kafka source: {0} is not available in this build of fiso")]
+    KafkaSourceUnsupported(&'static str),
     #[error("interceptors are not available in this build of fiso; remove `interceptors:` from the flow")]
     InterceptorsUnavailable,
 }
@@ -72,8 +74,25 @@ impl FlowInstance {
         version: &str,
         metrics: FlowMetrics,
     ) -> Result<Arc<Self>, BuildError> {
-        if let SourceSpec::Kafka(_) | SourceSpec::Grpc(_) = config.source {
+        if let SourceSpec::Grpc(_) = config.source {
             return Err(BuildError::SourceUnavailable(config.source.kind()));
+        }
+        let commit_policy = config
+            .error_handling
+            .as_ref()
+            .and_then(|e| e.commit_policy)
+            .unwrap_or_default();
+        if let SourceSpec::Kafka(k) = &config.source {
+            if let StartOffset::Offset(_) = k.start_offset {
+                return Err(BuildError::KafkaSourceUnsupported(
+                    "an integer `startOffset` (use earliest or latest)",
+                ));
+            }
+            if commit_policy == CommitPolicy::KafkaTransaction {
+                return Err(BuildError::KafkaSourceUnsupported(
+                    "`commitPolicy: kafka_transaction`",
+                ));
+            }
         }
         if !config.interceptors.is_empty() {
             return Err(BuildError::InterceptorsUnavailable);
@@ -84,8 +103,17 @@ impl FlowInstance {
             RetryPolicy::from_config(config.error_handling.as_ref()),
             config.kafka.as_ref(),
         )?;
-        let dlq =
-            DlqWriter::for_http_source(config, compiled.name()).map_err(BuildError::DeadLetter)?;
+        let dlq = match &config.source {
+            // A Kafka source dead-letters to `fiso-dlq-<flow>` unless told otherwise; with
+            // `commitPolicy: sink` a failed event stops its partition instead.
+            SourceSpec::Kafka(k) if commit_policy != CommitPolicy::Sink => Some(
+                DlqWriter::for_kafka_source(config, compiled.name(), &k.cluster)
+                    .map_err(BuildError::DeadLetter)?,
+            ),
+            SourceSpec::Kafka(_) => None,
+            _ => DlqWriter::for_http_source(config, compiled.name())
+                .map_err(BuildError::DeadLetter)?,
+        };
         Ok(Arc::new(FlowInstance {
             name: compiled.name().to_owned(),
             version: version.to_owned(),
@@ -194,9 +222,13 @@ impl FlowInstance {
         ctx: &DeliveryContext,
     ) -> Outcome {
         let response = error.sink_response();
+        let origin = ctx.origin.as_ref();
         let letter = DeadLetter {
-            key: None,
+            key: origin.and_then(|o| o.key.clone()),
             value: ctx.body.to_vec(),
+            original_topic: origin.map(|o| o.topic.clone()),
+            original_partition: origin.map(|o| o.partition),
+            original_offset: origin.map(|o| o.offset),
             error_code: "SINK_DELIVERY_FAILED".into(),
             error_message: error.to_string(),
             retry_count: error.attempts(),
@@ -205,7 +237,6 @@ impl FlowInstance {
             correlation_id: ctx.correlation_id.clone(),
             http_status: response.map(|r| r.status.as_u16()),
             response_body: response.map(|r| r.body.to_vec()),
-            ..Default::default()
         };
         match dlq.write(&letter).await {
             Ok(at) => {
@@ -222,5 +253,48 @@ impl FlowInstance {
                 Outcome::Failed(error)
             }
         }
+    }
+
+    /// Writes an event refused before delivery (bad input, transform, envelope) to the DLQ: a
+    /// Kafka source cannot answer its caller, and a poison record must not block its partition.
+    /// `Ok(None)` when the flow has no DLQ.
+    pub async fn dead_letter_refused(
+        &self,
+        error: &FlowError,
+        ctx: &DeliveryContext,
+    ) -> Result<Option<KafkaDelivery>, KafkaDeliveryError> {
+        let Some(dlq) = &self.dlq else {
+            return Ok(None);
+        };
+        let origin = ctx.origin.as_ref();
+        let letter = DeadLetter {
+            key: origin.and_then(|o| o.key.clone()),
+            value: ctx.body.to_vec(),
+            original_topic: origin.map(|o| o.topic.clone()),
+            original_partition: origin.map(|o| o.partition),
+            original_offset: origin.map(|o| o.offset),
+            error_code: error.code().into(),
+            error_message: error.to_string(),
+            retry_count: 0,
+            failed_at: chrono::Utc::now(),
+            flow_name: self.name.clone(),
+            correlation_id: ctx.correlation_id.clone(),
+            ..Default::default()
+        };
+        match dlq.write(&letter).await {
+            Ok(at) => {
+                self.metrics.dead_lettered(&self.name);
+                tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, code = error.code(), topic = dlq.topic(), partition = at.partition, offset = at.offset, "event dead-lettered");
+                Ok(Some(at))
+            }
+            Err(e) => {
+                tracing::error!(flow = %self.name, correlation_id = %ctx.correlation_id, error = %e, "DLQ write failed");
+                Err(e)
+            }
+        }
+    }
+
+    pub fn metrics(&self) -> &FlowMetrics {
+        &self.metrics
     }
 }

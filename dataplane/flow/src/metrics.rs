@@ -3,7 +3,8 @@
 //! Names and labels follow the upstream table: `fiso_flow_events_total{flow,status}`,
 //! `fiso_flow_event_duration_seconds{flow,phase}`, `fiso_flow_transform_errors_total{flow,error_type}`,
 //! `fiso_flow_sink_delivery_errors_total{flow}`; plus `fiso_flow_up{flow}` and
-//! `fiso_flow_restarts_total{flow}` for supervision; `fiso_flow_dlq_total{flow}`.
+//! `fiso_flow_restarts_total{flow}` for supervision; `fiso_flow_dlq_total{flow}`;
+//! `fiso_flow_consumer_lag{flow,partition}` for Kafka sources.
 
 use std::time::Duration;
 
@@ -36,6 +37,12 @@ struct PhaseLabels {
 struct ErrorTypeLabels {
     flow: String,
     error_type: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    flow: String,
+    partition: String,
 }
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
@@ -94,6 +101,7 @@ pub struct FlowMetrics {
     up: Family<FlowLabel, Gauge>,
     restarts: Family<FlowLabel, Counter>,
     dlq: Family<FlowLabel, Counter>,
+    consumer_lag: Family<PartitionLabels, Gauge>,
 }
 
 impl FlowMetrics {
@@ -106,6 +114,7 @@ impl FlowMetrics {
             up: Family::default(),
             restarts: Family::default(),
             dlq: Family::default(),
+            consumer_lag: Family::default(),
         };
         registry.register(
             "fiso_flow_events_total",
@@ -142,7 +151,21 @@ impl FlowMetrics {
             "Events written to the dead-letter queue",
             m.dlq.clone(),
         )?;
+        registry.register(
+            "fiso_flow_consumer_lag",
+            "Kafka source: records of a partition not processed yet (high watermark - position)",
+            m.consumer_lag.clone(),
+        )?;
         Ok(m)
+    }
+
+    pub fn consumer_lag(&self, flow: &str, partition: i32, lag: i64) {
+        self.consumer_lag
+            .get_or_create(&PartitionLabels {
+                flow: flow.to_owned(),
+                partition: partition.to_string(),
+            })
+            .set(lag.max(0));
     }
 
     pub fn dead_lettered(&self, flow: &str) {

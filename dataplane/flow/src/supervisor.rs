@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::instance::FlowInstance;
+use crate::kafka;
 use crate::metrics::FlowMetrics;
 use crate::router::{RouteGuard, RouterError, ServerRegistry};
 
@@ -70,16 +71,25 @@ impl Supervisor {
     /// Starts `flow`, replacing a running instance of the same name. The new instance takes
     /// over its routes before the old one is told to stop, so no request finds no flow.
     pub fn start(&self, flow: Arc<FlowInstance>) {
-        let first = attach(&self.registry, &flow);
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(supervise(
-            Arc::clone(&flow),
-            first,
-            Arc::clone(&self.registry),
-            self.readiness.clone(),
-            self.metrics.clone(),
-            cancel.clone(),
-        ));
+        let task = if let SourceSpec::Kafka(_) = flow.config.source {
+            tokio::spawn(supervise_consumer(
+                Arc::clone(&flow),
+                self.readiness.clone(),
+                self.metrics.clone(),
+                cancel.clone(),
+            ))
+        } else {
+            let first = attach(&self.registry, &flow);
+            tokio::spawn(supervise(
+                Arc::clone(&flow),
+                first,
+                Arc::clone(&self.registry),
+                self.readiness.clone(),
+                self.metrics.clone(),
+                cancel.clone(),
+            ))
+        };
         let previous = self.lock().insert(
             flow.name.clone(),
             Running {
@@ -136,9 +146,10 @@ fn attach(
 ) -> Result<RouteGuard, RouterError> {
     match &flow.config.source {
         SourceSpec::Http(c) => registry.attach(&c.listen_addr, &c.path, Arc::clone(flow)),
-        // Other source kinds are refused when the instance is built.
+        // Kafka flows run a consumer (see `supervise_consumer`); gRPC is refused by
+        // FlowInstance::build.
         SourceSpec::Kafka(_) | SourceSpec::Grpc(_) => {
-            unreachable!("FlowInstance::build accepts HTTP sources only")
+            unreachable!("only HTTP sources attach routes")
         }
     }
 }
@@ -176,5 +187,37 @@ async fn supervise(
                 attempt = attach(&registry, &flow);
             }
         }
+    }
+}
+
+/// A Kafka flow: its consumer runs until cancelled; a consumer that stops with an error is
+/// reported and restarted with backoff, resuming from the last committed offset.
+async fn supervise_consumer(
+    flow: Arc<FlowInstance>,
+    readiness: Readiness,
+    metrics: FlowMetrics,
+    cancel: CancellationToken,
+) {
+    let name = flow.name.clone();
+    let mut backoff = RESTART_INITIAL;
+    loop {
+        let ready = || {
+            readiness.set_ready(component(&name));
+            metrics.set_up(&name, true);
+            tracing::info!(name = %name, version = %flow.version, "flow started");
+        };
+        let e = match kafka::source::run(&flow, &cancel, ready).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        tracing::error!(name = %name, error = %e, retry_in = ?backoff, "flow stopped with error");
+        readiness.set_not_ready(component(&name), e.to_string());
+        metrics.set_up(&name, false);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        metrics.restarted(&name);
+        backoff = (backoff * 2).min(RESTART_MAX);
     }
 }

@@ -172,6 +172,9 @@ fn banner(
                     curl.get_or_insert(url);
                 }
             }
+            SourceSpec::Kafka(k) => {
+                println!("  flow {:<24} kafka topic {}", f.name(), k.topic)
+            }
             other => println!(
                 "  flow {:<24} {} source (not available in this build)",
                 f.name(),

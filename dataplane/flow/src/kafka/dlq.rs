@@ -151,6 +151,29 @@ impl DlqWriter {
         }))
     }
 
+    /// The writer of a flow with a Kafka source: `deadLetterTopic` or `fiso-dlq-<flow>`, on
+    /// `deadLetterCluster` or the source's cluster.
+    pub fn for_kafka_source(
+        config: &FlowConfig,
+        flow: &str,
+        source_cluster: &str,
+    ) -> Result<DlqWriter, KafkaSinkBuildError> {
+        let eh = config.error_handling.as_ref();
+        let wanted = eh
+            .and_then(|e| e.dead_letter_cluster.as_deref())
+            .unwrap_or(source_cluster);
+        let (name, cluster) = find_cluster(
+            config.kafka.as_ref(),
+            Some(wanted),
+            "errorHandling.deadLetterCluster",
+        )?;
+        Ok(DlqWriter {
+            producer: super::sink::producer(name, cluster, RequiredAcks::All)?,
+            topic: topic_for(config, flow),
+            policy: RetryPolicy::from_config(eh),
+        })
+    }
+
     pub fn topic(&self) -> &str {
         &self.topic
     }

@@ -1,5 +1,6 @@
-//! Kafka: client configuration from `kafka.clusters`, and (later) the Kafka sink and DLQ.
+//! Kafka: client configuration from `kafka.clusters`, the Kafka source and sink, and the DLQ.
 
 pub mod client;
 pub mod dlq;
 pub mod sink;
+pub mod source;

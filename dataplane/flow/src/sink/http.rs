@@ -23,6 +23,18 @@ pub struct DeliveryContext {
     pub traceparent: Option<String>,
     /// The source's raw payload (the HTTP request body): the value of a dead letter.
     pub body: Bytes,
+    /// Where the event came from, when the source is Kafka: the dead letter's key and
+    /// `fiso-original-*` headers.
+    pub origin: Option<KafkaOrigin>,
+}
+
+/// A Kafka source record's coordinates and key.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaOrigin {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
 }
 
 /// What the sink answered.

@@ -91,6 +91,7 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body: bytes.clone(),
+        origin: None,
     };
     let input = parse_input(&flow, &parts.headers, &bytes);
     match flow.handle(input, &ctx).await {

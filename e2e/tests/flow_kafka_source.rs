@@ -1,0 +1,457 @@
+//! Kafka source end to end, on the real broker from `cargo xtask infra up`
+//! (`FISO_E2E_KAFKA_BROKERS`): Kafka → HTTP with a transform, the envelope, the
+//! `<topic>-<partition>-<offset>` id and `ce_*` headers in; a poison record dead-lettered with the
+//! exact `fiso-*` headers while later records are still delivered; offsets committed only up to
+//! the first record that was neither delivered nor dead-lettered.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fiso_e2e::{eventually, infra, FisoProcess, FlowDir, Gate, Reply, Script, SinkServer};
+use pretty_assertions::assert_eq;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+fn brokers() -> String {
+    infra::var("FISO_E2E_KAFKA_BROKERS")
+}
+
+/// A name no other test (or earlier run against the same broker) uses.
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// A record to produce: key, headers, value.
+type Record<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a [u8]);
+
+/// Produces `records` to partition 0 of `topic`, in order.
+async fn produce(topic: &str, records: &[Record<'_>]) {
+    produce_to(topic, 0, records).await;
+}
+
+/// Produces `records` to `partition` of `topic`, in order (the partition must be empty).
+async fn produce_to(topic: &str, partition: i32, records: &[Record<'_>]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    for (i, (key, headers, value)) in records.iter().enumerate() {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in *headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let mut record = FutureRecord::<str, [u8]>::to(topic)
+            .partition(partition)
+            .payload(value)
+            .headers(h);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        let delivery = producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+        assert_eq!(
+            (delivery.partition, delivery.offset),
+            (partition, i as i64),
+            "fresh topic {topic}"
+        );
+    }
+}
+
+/// The offset `group` committed for partition 0 of `topic` (`None`: nothing committed).
+async fn committed(group: &str, topic: &str) -> Option<i64> {
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topic, 0);
+        let got = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        match got.find_partition(&topic, 0).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// One consumed record: key, value, headers.
+type Consumed = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
+
+/// Reads `n` records of `topic` from the beginning (blocking thread).
+async fn consume(topic: &str, n: usize) -> Vec<Consumed> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", unique("e2e-group"))
+            .set("session.timeout.ms", "2000")
+            .set("heartbeat.interval.ms", "500")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[&topic]).expect("subscribe");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut out = Vec::new();
+        while out.len() < n && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for h in h.iter() {
+                        headers.insert(
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push((
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                ));
+            }
+        }
+        assert_eq!(out.len(), n, "records read from {topic} within 30 s");
+        out
+    })
+    .await
+    .unwrap()
+}
+
+/// A flow reading `topic` from the earliest offset as `group`, into `sink_url`.
+fn flow_yaml(name: &str, topic: &str, group: &str, sink_url: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\n\
+         kafka:\n  clusters:\n    main:\n      brokers: [\"{}\"]\n\
+         source:\n  type: kafka\n  config:\n    cluster: main\n    topic: {topic}\n\
+         \x20   consumerGroup: {group}\n    startOffset: earliest\n    commitInterval: 100ms\n\
+         \x20   consumerProperties:\n      session.timeout.ms: \"2000\"\n      heartbeat.interval.ms: \"500\"\n\
+         sink:\n  type: http\n  config:\n    url: {sink_url}\n\
+         {extra}",
+        brokers()
+    )
+}
+
+fn without_time(mut v: Value) -> Value {
+    assert!(v["time"].is_string(), "{v}");
+    v.as_object_mut().unwrap().remove("time");
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_records_become_cloudevents_on_the_http_sink() {
+    let topic = unique("src-orders");
+    let group = unique("src-group");
+    produce(
+        &topic,
+        &[
+            (
+                Some("c-1"),
+                &[("fiso-correlation-id", "corr-1")],
+                br#"{"id":"o-1","total":12.5}"#,
+            ),
+            (
+                None,
+                &[
+                    ("ce_specversion", "1.0"),
+                    ("ce_id", "evt-2"),
+                    ("ce_type", "order.paid"),
+                    ("ce_source", "/shop"),
+                    ("ce_subject", "o-2"),
+                    ("content-type", "application/json"),
+                ],
+                br#"{"id":"o-2","total":3}"#,
+            ),
+            (
+                None,
+                &[
+                    ("ce_specversion", "1.0"),
+                    ("ce_type", "t"),
+                    ("ce_source", "/s"),
+                ],
+                br#"{"id":"o-3","total":1}"#,
+            ),
+        ],
+    )
+    .await;
+    let sink = SinkServer::ok().await;
+    let dir = FlowDir::new();
+    dir.write(
+        "src.yaml",
+        &flow_yaml(
+            "src",
+            &topic,
+            &group,
+            &sink.url("/events"),
+            "transform:\n  fields:\n    order_id: data.id\n    total: data.total\n",
+        ),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let got = sink.wait_for_requests(3).await;
+    assert_eq!(got.len(), 3);
+
+    assert_eq!(
+        got[0].header("content-type"),
+        Some("application/cloudevents+json")
+    );
+    assert_eq!(got[0].header("fiso-correlation-id"), Some("corr-1"));
+    assert_eq!(
+        without_time(got[0].json()),
+        json!({
+            "specversion": "1.0",
+            "id": format!("{topic}-0-0"),
+            "type": "fiso.event",
+            "source": "fiso-flow/src",
+            "datacontenttype": "application/json",
+            "data": {"order_id": "o-1", "total": 12.5}
+        })
+    );
+    // Binary-mode CloudEvent in: the `ce_*` headers are its attributes, its own id is kept and
+    // is the correlation id.
+    assert_eq!(got[1].header("fiso-correlation-id"), Some("evt-2"));
+    assert_eq!(
+        without_time(got[1].json()),
+        json!({
+            "specversion": "1.0",
+            "id": "evt-2",
+            "type": "order.paid",
+            "source": "/shop",
+            "subject": "o-2",
+            "datacontenttype": "application/json",
+            "data": {"order_id": "o-2", "total": 3}
+        })
+    );
+    // A binary-mode event without `ce_id` gets the record's coordinates.
+    let third = got[2].json();
+    assert_eq!(third["id"], format!("{topic}-0-2"), "{third}");
+    assert_eq!(third["type"], "t", "{third}");
+
+    let done = eventually(Duration::from_secs(10), || async {
+        committed(&group, &topic).await.filter(|&o| o == 3)
+    })
+    .await;
+    assert_eq!(done, Some(3), "committed offset\n{}", fiso.logs().tail(40));
+    fiso.wait_for_metric(
+        "fiso_flow_consumer_lag",
+        &[("flow", "src"), ("partition", "0")],
+        0.0,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_record_is_dead_lettered_and_later_records_still_flow() {
+    let topic = unique("src-poison");
+    let group = unique("src-group");
+    let dlq = unique("src-dlq");
+    produce(
+        &topic,
+        &[
+            (None, &[], br#"{"n":1}"#),
+            (Some("k-2"), &[], b"not json{"),
+            (None, &[], br#"{"n":3}"#),
+        ],
+    )
+    .await;
+    let sink = SinkServer::ok().await;
+    let dir = FlowDir::new();
+    dir.write(
+        "poison.yaml",
+        &flow_yaml(
+            "poison",
+            &topic,
+            &group,
+            &sink.url("/events"),
+            &format!("errorHandling:\n  deadLetterTopic: {dlq}\n"),
+        ),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let got = sink.wait_for_requests(2).await;
+    assert_eq!(got[0].json()["data"], json!({"n": 1}));
+    assert_eq!(got[1].json()["data"], json!({"n": 3}));
+
+    let records = consume(&dlq, 1).await;
+    let (key, value, mut h) = records.into_iter().next().unwrap();
+    assert_eq!(key.as_deref(), Some(&b"k-2"[..]));
+    assert_eq!(value, b"not json{");
+    let failed_at = h.remove("fiso-failed-at").expect("fiso-failed-at");
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&failed_at).is_ok(),
+        "{failed_at}"
+    );
+    let message = h.remove("fiso-error-message").expect("fiso-error-message");
+    assert!(message.contains("not valid JSON"), "{message}");
+    let expected: BTreeMap<String, String> = [
+        ("fiso-original-topic", topic.as_str()),
+        ("fiso-original-partition", "0"),
+        ("fiso-original-offset", "1"),
+        ("fiso-error-code", "INPUT_INVALID"),
+        ("fiso-retry-count", "0"),
+        ("fiso-flow-name", "poison"),
+        ("fiso-correlation-id", &format!("{topic}-0-1")),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    assert_eq!(h, expected);
+
+    let done = eventually(Duration::from_secs(10), || async {
+        committed(&group, &topic).await.filter(|&o| o == 3)
+    })
+    .await;
+    assert_eq!(done, Some(3), "committed offset\n{}", fiso.logs().tail(40));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_committed_past_an_undelivered_record() {
+    let topic = unique("src-stuck");
+    let group = unique("src-group");
+    produce(
+        &topic,
+        &[(None, &[], br#"{"n":1}"#), (None, &[], br#"{"n":2}"#)],
+    )
+    .await;
+    // The first event is accepted, every later attempt answered 503.
+    let sink = SinkServer::start(Script::first([Reply::status(200)], Reply::status(503))).await;
+    let dir = FlowDir::new();
+    dir.write(
+        "stuck.yaml",
+        &flow_yaml(
+            "stuck",
+            &topic,
+            &group,
+            &sink.url("/events"),
+            "errorHandling:\n  maxRetries: 1\n  initialInterval: 5ms\n  maxInterval: 20ms\n\
+             \x20 commitPolicy: sink\n",
+        ),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let failed = fiso
+        .wait_for_log(|l| l.is("flow stopped with error") && l.str_field("name") == Some("stuck"))
+        .await;
+    let error = failed.str_field("error").unwrap_or_default().to_owned();
+    assert!(error.contains(&format!("{topic}-0-1")), "{error}");
+    // Offset 0 was delivered and committed before the consumer stopped; offset 1 was not.
+    assert_eq!(committed(&group, &topic).await, Some(1));
+    let got = sink.requests();
+    assert_eq!(got[0].json()["data"], json!({"n": 1}));
+    assert_eq!(
+        got.len(),
+        3,
+        "1 delivery + 2 attempts of the failing record"
+    );
+    assert!(got[1..].iter().all(|r| r.json()["data"] == json!({"n": 2})));
+
+    // The restarted consumer reads the failed record again: never skipped.
+    let again = sink.wait_for_requests(4).await;
+    assert_eq!(again[3].json()["data"], json!({"n": 2}));
+    assert_eq!(committed(&group, &topic).await, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_are_batched_and_flushed_on_shutdown() {
+    let topic = unique("src-shutdown");
+    let group = unique("src-group");
+    produce(
+        &topic,
+        &[(None, &[], br#"{"n":1}"#), (None, &[], br#"{"n":2}"#)],
+    )
+    .await;
+    let sink = SinkServer::ok().await;
+    let dir = FlowDir::new();
+    let yaml = flow_yaml("batched", &topic, &group, &sink.url("/events"), "").replace(
+        "commitInterval: 100ms",
+        "commitInterval: 1h\n    commitBatchSize: 1000",
+    );
+    dir.write("batched.yaml", &yaml);
+    let mut fiso = FisoProcess::start(&dir.path()).await;
+    sink.wait_for_requests(2).await;
+    // Neither the interval nor the batch size was reached: nothing committed yet.
+    assert_eq!(committed(&group, &topic).await, None);
+
+    fiso.send_signal(libc::SIGTERM);
+    let status = fiso.wait_exit().await;
+    assert!(status.success(), "{status:?}\n{}", fiso.logs().tail(40));
+    assert_eq!(committed(&group, &topic).await, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_processed_concurrently_each_in_order() {
+    let topic = unique("src-parts");
+    let group = unique("src-group");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(&topic, 2, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topics");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    for p in 0..2 {
+        produce_to(
+            &topic,
+            p,
+            &[(None, &[], br#"{"n":1}"#), (None, &[], br#"{"n":2}"#)],
+        )
+        .await;
+    }
+    // The first request (from either partition) is held until the gate opens.
+    let gate = Gate::new();
+    let sink = SinkServer::start(Script::first(
+        [Reply::status(200).held_until(&gate)],
+        Reply::status(200),
+    ))
+    .await;
+    let dir = FlowDir::new();
+    dir.write(
+        "parts.yaml",
+        &flow_yaml("parts", &topic, &group, &sink.url("/events"), ""),
+    );
+    let _fiso = FisoProcess::start(&dir.path()).await;
+    // While one partition waits on its held event, the other partition's events go through;
+    // the held partition's next event waits behind it.
+    let got = sink.wait_for_requests(3).await;
+    let held = got[0].json()["id"].as_str().unwrap().to_owned();
+    let held_partition = if held.ends_with("-0-0") { 0 } else { 1 };
+    let other = 1 - held_partition;
+    let ids: Vec<String> = got[1..3]
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        [format!("{topic}-{other}-0"), format!("{topic}-{other}-1")]
+    );
+    gate.open();
+    let got = sink.wait_for_requests(4).await;
+    assert_eq!(
+        got[3].json()["id"],
+        format!("{topic}-{held_partition}-1").as_str()
+    );
+    assert_eq!(held, format!("{topic}-{held_partition}-0"));
+}
