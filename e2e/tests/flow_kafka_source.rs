@@ -73,6 +73,20 @@ async fn produce_to(topic: &str, partition: i32, records: &[Record<'_>]) {
 
 /// The offset `group` committed for partition 0 of `topic` (`None`: nothing committed).
 async fn committed(group: &str, topic: &str) -> Option<i64> {
+    committed_at(group, topic, 0).await
+}
+
+/// The offsets `group` committed for partitions `0..n` of `topic`.
+async fn committed_all(group: &str, topic: &str, n: i32) -> Vec<Option<i64>> {
+    let mut out = Vec::new();
+    for p in 0..n {
+        out.push(committed_at(group, topic, p).await);
+    }
+    out
+}
+
+/// The offset `group` committed for `partition` of `topic` (`None`: nothing committed).
+async fn committed_at(group: &str, topic: &str, partition: i32) -> Option<i64> {
     let (group, topic) = (group.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -82,11 +96,11 @@ async fn committed(group: &str, topic: &str) -> Option<i64> {
             .create()
             .expect("consumer");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&topic, 0);
+        tpl.add_partition(&topic, partition);
         let got = consumer
             .committed_offsets(tpl, Duration::from_secs(10))
             .expect("committed offsets");
-        match got.find_partition(&topic, 0).map(|e| e.offset()) {
+        match got.find_partition(&topic, partition).map(|e| e.offset()) {
             Some(Offset::Offset(o)) => Some(o),
             _ => None,
         }
@@ -396,22 +410,103 @@ async fn commits_are_batched_and_flushed_on_shutdown() {
     assert_eq!(committed(&group, &topic).await, Some(2));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn partitions_are_processed_concurrently_each_in_order() {
-    let topic = unique("src-parts");
-    let group = unique("src-group");
+/// Creates `topic` with `partitions` partitions.
+async fn create_topic(topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .create()
         .expect("admin client");
     let created = admin
         .create_topics(
-            &[NewTopic::new(&topic, 2, TopicReplication::Fixed(1))],
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
             &AdminOptions::new(),
         )
         .await
         .expect("create topics");
     assert!(created.iter().all(Result::is_ok), "{created:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_partitions_are_committed_before_the_rebalance() {
+    const PER_PARTITION: usize = 20;
+    let topic = unique("src-rebalance");
+    let group = unique("src-group");
+    create_topic(&topic, 2).await;
+    let values: Vec<Vec<u8>> = (0..PER_PARTITION)
+        .map(|i| format!(r#"{{"n":{i}}}"#).into_bytes())
+        .collect();
+    let records: Vec<Record<'_>> = values.iter().map(|v| (None, &[][..], &v[..])).collect();
+    for p in 0..2 {
+        produce_to(&topic, p, &records).await;
+    }
+    let sink = SinkServer::ok().await;
+    // Neither the interval nor the batch size is ever reached: only a rebalance (or a shutdown)
+    // commits.
+    let yaml = flow_yaml("rebal", &topic, &group, &sink.url("/events"), "").replace(
+        "commitInterval: 100ms",
+        "commitInterval: 1h\n    commitBatchSize: 1000",
+    );
+    let (dir_a, dir_b) = (FlowDir::new(), FlowDir::new());
+    dir_a.write("rebal.yaml", &yaml);
+    dir_b.write("rebal.yaml", &yaml);
+    let a = FisoProcess::start(&dir_a.path()).await;
+    sink.wait_for_requests(2 * PER_PARTITION).await;
+    assert_eq!(committed_all(&group, &topic, 2).await, [None, None]);
+
+    // B joins: A's partitions are revoked, and what A processed of them is committed first.
+    let mut b = FisoProcess::start(&dir_b.path()).await;
+    let end = Some(PER_PARTITION as i64);
+    let got = eventually(Duration::from_secs(30), || async {
+        Some(committed_all(&group, &topic, 2).await).filter(|c| c == &[end, end])
+    })
+    .await;
+    assert_eq!(
+        got,
+        Some(vec![end, end]),
+        "A:\n{}\nB:\n{}",
+        a.logs().tail(40),
+        b.logs().tail(40)
+    );
+    // A dies without a shutdown commit; B takes over both partitions from the committed
+    // offsets: nothing is read again, every record was delivered.
+    a.send_signal(libc::SIGKILL);
+    let more: Vec<Vec<u8>> = (0..2)
+        .map(|i| format!(r#"{{"more":{i}}}"#).into_bytes())
+        .collect();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    for (p, v) in more.iter().enumerate() {
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(&topic)
+                    .partition(p as i32)
+                    .payload(&v[..]),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produce");
+    }
+    let got = sink.wait_for_requests(2 * PER_PARTITION + 2).await;
+    let ids: std::collections::BTreeSet<String> = got
+        .iter()
+        .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2 * PER_PARTITION + 2, "distinct ids");
+    b.send_signal(libc::SIGTERM);
+    let status = b.wait_exit().await;
+    assert!(status.success(), "{status:?}\n{}", b.logs().tail(40));
+    let end = Some(PER_PARTITION as i64 + 1);
+    assert_eq!(committed_all(&group, &topic, 2).await, [end, end]);
+    assert_eq!(sink.count(), 2 * PER_PARTITION + 2, "no duplicates");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_processed_concurrently_each_in_order() {
+    let topic = unique("src-parts");
+    let group = unique("src-group");
+    create_topic(&topic, 2).await;
     for p in 0..2 {
         produce_to(
             &topic,
@@ -454,4 +549,141 @@ async fn partitions_are_processed_concurrently_each_in_order() {
         format!("{topic}-{held_partition}-1").as_str()
     );
     assert_eq!(held, format!("{topic}-{held_partition}-0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_integer_start_offset_applies_until_the_group_committed() {
+    let topic = unique("src-startat");
+    let group = unique("src-group");
+    let values: Vec<Vec<u8>> = (0..5)
+        .map(|i| format!(r#"{{"n":{i}}}"#).into_bytes())
+        .collect();
+    let records: Vec<Record<'_>> = values.iter().map(|v| (None, &[][..], &v[..])).collect();
+    produce(&topic, &records).await;
+    let sink = SinkServer::ok().await;
+    let dir = FlowDir::new();
+    let yaml = flow_yaml("startat", &topic, &group, &sink.url("/events"), "")
+        .replace("startOffset: earliest", "startOffset: 3");
+    dir.write("startat.yaml", &yaml);
+    let ids = |got: &[fiso_e2e::Recorded]| -> Vec<String> {
+        got.iter()
+            .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut fiso = FisoProcess::start(&dir.path()).await;
+    let got = sink.wait_for_requests(2).await;
+    let done = eventually(Duration::from_secs(10), || async {
+        committed(&group, &topic).await.filter(|&o| o == 5)
+    })
+    .await;
+    assert_eq!(done, Some(5), "committed offset\n{}", fiso.logs().tail(40));
+    assert_eq!(
+        ids(&sink.requests()),
+        [format!("{topic}-0-3"), format!("{topic}-0-4")],
+        "{got:?}"
+    );
+    fiso.send_signal(libc::SIGTERM);
+    assert!(fiso.wait_exit().await.success());
+
+    // Same group again: it resumes from its committed offset, not from startOffset.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    producer
+        .send(
+            FutureRecord::<str, [u8]>::to(&topic)
+                .partition(0)
+                .payload(&br#"{"n":5}"#[..]),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce");
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let got = sink.wait_for_requests(3).await;
+    let done = eventually(Duration::from_secs(10), || async {
+        committed(&group, &topic).await.filter(|&o| o == 6)
+    })
+    .await;
+    assert_eq!(done, Some(6), "committed offset\n{}", fiso.logs().tail(40));
+    assert_eq!(
+        ids(&sink.requests()),
+        [
+            format!("{topic}-0-3"),
+            format!("{topic}-0-4"),
+            format!("{topic}-0-5")
+        ],
+        "{got:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_loses_nothing_and_commits_only_what_was_delivered() {
+    const N: usize = 200;
+    const BEFORE_KILL: usize = 50;
+    let topic = unique("src-crash");
+    let group = unique("src-group");
+    let values: Vec<Vec<u8>> = (0..N)
+        .map(|i| format!(r#"{{"n":{i}}}"#).into_bytes())
+        .collect();
+    let records: Vec<Record<'_>> = values.iter().map(|v| (None, &[][..], &v[..])).collect();
+    produce(&topic, &records).await;
+    // The first BEFORE_KILL events are accepted; every later one is held until the gate opens.
+    let gate = Gate::new();
+    let sink = SinkServer::start(Script::first(
+        (0..BEFORE_KILL).map(|_| Reply::status(200)),
+        Reply::status(200).held_until(&gate),
+    ))
+    .await;
+    let dir = FlowDir::new();
+    dir.write(
+        "crash.yaml",
+        &flow_yaml("crash", &topic, &group, &sink.url("/events"), ""),
+    );
+    let distinct = |sink: &SinkServer| -> std::collections::BTreeSet<String> {
+        sink.requests()
+            .iter()
+            .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut fiso = FisoProcess::start(&dir.path()).await;
+    sink.wait_for_requests(BEFORE_KILL + 1).await;
+    let done = eventually(Duration::from_secs(10), || async {
+        committed(&group, &topic)
+            .await
+            .filter(|&o| o == BEFORE_KILL as i64)
+    })
+    .await;
+    assert_eq!(done, Some(BEFORE_KILL as i64), "{}", fiso.logs().tail(40));
+    fiso.send_signal(libc::SIGKILL);
+    fiso.wait_exit().await;
+    // Nothing past what the sink accepted was committed.
+    let at_kill = committed(&group, &topic).await.unwrap_or(0);
+    assert!(
+        at_kill <= BEFORE_KILL as i64,
+        "committed {at_kill} > delivered {BEFORE_KILL}"
+    );
+
+    gate.open();
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let all = eventually(Duration::from_secs(30), || async {
+        Some(distinct(&sink).len()).filter(|&n| n == N)
+    })
+    .await;
+    assert_eq!(all, Some(N), "distinct ids\n{}", fiso.logs().tail(40));
+    let done = eventually(Duration::from_secs(10), || async {
+        committed(&group, &topic).await.filter(|&o| o == N as i64)
+    })
+    .await;
+    assert_eq!(done, Some(N as i64), "{}", fiso.logs().tail(40));
+    let delivered = sink.count();
+    println!(
+        "crash test: {N} records, {delivered} requests, {} duplicate(s), committed {at_kill} at the kill",
+        delivered - N
+    );
+    // At least once: the held record was received by the killed process and is read again.
+    assert!(
+        delivered > N,
+        "the record in flight at the kill is redelivered"
+    );
 }

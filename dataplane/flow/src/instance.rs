@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fiso_config::common::ByteSize;
-use fiso_config::flow::{CommitPolicy, FlowConfig, SourceSpec, StartOffset, DEFAULT_MAX_BODY_SIZE};
+use fiso_config::flow::{CommitPolicy, FlowConfig, SourceSpec, DEFAULT_MAX_BODY_SIZE};
 
 use crate::kafka::dlq::{DeadLetter, DlqWriter};
 use crate::kafka::sink::{KafkaDelivery, KafkaDeliveryError, KafkaSinkBuildError};
@@ -82,12 +82,7 @@ impl FlowInstance {
             .as_ref()
             .and_then(|e| e.commit_policy)
             .unwrap_or_default();
-        if let SourceSpec::Kafka(k) = &config.source {
-            if let StartOffset::Offset(_) = k.start_offset {
-                return Err(BuildError::KafkaSourceUnsupported(
-                    "an integer `startOffset` (use earliest or latest)",
-                ));
-            }
+        if let SourceSpec::Kafka(_) = &config.source {
             if commit_policy == CommitPolicy::KafkaTransaction {
                 return Err(BuildError::KafkaSourceUnsupported(
                     "`commitPolicy: kafka_transaction`",

@@ -10,14 +10,21 @@
 //!
 //! Each assigned partition has its own worker: partitions are processed concurrently, the
 //! records of one partition in order (`maxInFlightPerPartition` records queue per partition).
+//!
+//! On a rebalance, what was processed of the revoked partitions is committed synchronously
+//! before they are revoked and their workers stop (a record in hand is finished but no longer
+//! committed: the new owner reads it again). An integer `startOffset` applies to the assigned
+//! partitions the group has no committed offset for.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::Bytes;
 use fiso_config::flow::{KafkaSourceConfig, SourceSpec, StartOffset};
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
@@ -58,14 +65,64 @@ pub enum KafkaSourceError {
     },
 }
 
+/// How long the committed offsets of newly assigned partitions are waited for.
+const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often librdkafka reports statistics, the source of `fiso_flow_consumer_lag`.
 const STATISTICS_INTERVAL_MS: &str = "1000";
 
 /// Publishes librdkafka's per-partition consumer lag (high watermark - committed offset) as
-/// `fiso_flow_consumer_lag{flow,partition}`.
+/// `fiso_flow_consumer_lag{flow,partition}`, and hands partitions over on a rebalance: before a
+/// partition is revoked, what was processed of it is committed synchronously and its worker is
+/// stopped (the record in hand is finished but no longer committed: the new owner reads it again).
 struct LagContext {
     flow: String,
     metrics: FlowMetrics,
+    topic: String,
+    state: Arc<Mutex<State>>,
+    /// An integer `startOffset`: where a partition without a committed offset starts.
+    start_at: Option<i64>,
+}
+
+/// What the consumer loop, its partition workers and the rebalance callback share.
+#[derive(Default)]
+struct State {
+    commits: Commits,
+    /// Partitions owned now, each with the epoch of its current worker.
+    owned: HashMap<i32, Owned>,
+    epoch: u64,
+}
+
+struct Owned {
+    epoch: u64,
+    stop: CancellationToken,
+}
+
+impl State {
+    /// The current ownership of `partition` (taken now if it had none): its epoch and stop token.
+    fn own(&mut self, partition: i32, parent: &CancellationToken) -> (u64, CancellationToken) {
+        let next = self.epoch + 1;
+        let owned = self.owned.entry(partition).or_insert_with(|| Owned {
+            epoch: next,
+            stop: parent.child_token(),
+        });
+        if owned.epoch == next {
+            self.epoch = next;
+        }
+        (owned.epoch, owned.stop.clone())
+    }
+
+    /// A record of `partition` is done by the worker of `epoch`: counted for the next commit
+    /// unless the partition was revoked since.
+    fn done(&mut self, partition: i32, epoch: u64, next: i64) {
+        if self.owned.get(&partition).map(|o| o.epoch) == Some(epoch) {
+            self.commits.done(partition, next);
+        }
+    }
+}
+
+fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ClientContext for LagContext {
@@ -82,7 +139,78 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {}
+impl ConsumerContext for LagContext {
+    /// With an integer `startOffset`, the partitions just assigned that have no committed offset
+    /// are assigned again starting there (the others resume from their committed offset).
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let (Some(start), Rebalance::Assign(assigned)) = (self.start_at, rebalance) else {
+            return;
+        };
+        if assigned.count() == 0 {
+            return;
+        }
+        let committed = match consumer.committed_offsets((*assigned).clone(), COMMITTED_TIMEOUT) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(flow = %self.flow, error = %e, "reading committed offsets failed");
+                return;
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut changed = false;
+        for e in committed.elements() {
+            let offset = match e.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => {
+                    changed = true;
+                    Offset::Offset(start)
+                }
+            };
+            if tpl
+                .add_partition_offset(e.topic(), e.partition(), offset)
+                .is_err()
+            {
+                return;
+            }
+        }
+        if changed {
+            if let Err(e) = consumer.assign(&tpl) {
+                tracing::warn!(flow = %self.flow, error = %e, "assigning at startOffset failed");
+            }
+        }
+    }
+
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(revoked) = rebalance else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut state = lock(&self.state);
+            for e in revoked.elements_for_topic(&self.topic) {
+                let p = e.partition();
+                if let Some(owned) = state.owned.remove(&p) {
+                    owned.stop.cancel();
+                }
+                if let Some(next) = state.commits.next.remove(&p) {
+                    let _ = tpl.add_partition_offset(&self.topic, p, Offset::Offset(next));
+                }
+            }
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        match consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => tracing::info!(
+                flow = %self.flow, partitions = tpl.count(),
+                "committed revoked partitions before the rebalance"
+            ),
+            Err(e) => {
+                tracing::warn!(flow = %self.flow, error = %e, "commit before rebalance failed")
+            }
+        }
+    }
+}
 
 type SourceConsumer = StreamConsumer<LagContext>;
 
@@ -90,6 +218,7 @@ type SourceConsumer = StreamConsumer<LagContext>;
 fn consumer(
     flow: &FlowInstance,
     src: &KafkaSourceConfig,
+    state: Arc<Mutex<State>>,
 ) -> Result<SourceConsumer, KafkaSourceError> {
     let (_, cluster) = find_cluster(
         flow.config.kafka.as_ref(),
@@ -105,12 +234,13 @@ fn consumer(
     let reset = match src.start_offset {
         StartOffset::Earliest => "earliest",
         StartOffset::Latest => "latest",
-        // Refused by FlowInstance::build.
-        StartOffset::Offset(_) => {
-            return Err(KafkaSourceError::Config(
-                "an integer startOffset is not supported".into(),
-            ))
-        }
+        // Partitions without a committed offset start there (see `post_rebalance`); past the
+        // end of a partition, from its beginning.
+        StartOffset::Offset(_) => "earliest",
+    };
+    let start_at = match src.start_offset {
+        StartOffset::Offset(n) => Some(n),
+        _ => None,
     };
     config
         .set("group.id", group)
@@ -126,6 +256,9 @@ fn consumer(
     Ok(config.create_with_context(LagContext {
         flow: flow.name.clone(),
         metrics: flow.metrics().clone(),
+        topic: src.topic.clone(),
+        state,
+        start_at,
     })?)
 }
 
@@ -138,7 +271,8 @@ pub async fn run(
     let SourceSpec::Kafka(src) = &flow.config.source else {
         return Err(KafkaSourceError::Config("not a kafka source".into()));
     };
-    let consumer = consumer(flow, src)?;
+    let state = Arc::new(Mutex::new(State::default()));
+    let consumer = consumer(flow, src, Arc::clone(&state))?;
     consumer.subscribe(&[src.topic.as_str()])?;
     ready();
     let interval = src.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
@@ -150,28 +284,26 @@ pub async fn run(
         .max_in_flight_per_partition
         .unwrap_or(DEFAULT_MAX_IN_FLIGHT_PER_PARTITION)
         .max(1) as usize;
-    let mut commits = Commits::default();
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One worker per partition: partitions are processed concurrently, each in order.
     let stop = CancellationToken::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut workers: HashMap<i32, mpsc::Sender<OwnedMessage>> = HashMap::new();
+    let mut workers: HashMap<i32, (u64, mpsc::Sender<OwnedMessage>)> = HashMap::new();
     let mut tasks = JoinSet::new();
     let result = loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break Ok(()),
-            Some((partition, done)) = done_rx.recv() => match done {
-                Ok(next) => {
-                    commits.done(partition, next);
-                    if commits.count >= batch {
-                        commits.commit(&consumer, &src.topic, CommitMode::Async)?;
+            Some(done) = done_rx.recv() => match done {
+                Ok(()) => {
+                    if lock(&state).commits.count >= batch {
+                        commit(&state, &consumer, &src.topic, CommitMode::Async)?;
                     }
                 }
                 Err(e) => break Err(e),
             },
-            _ = ticker.tick() => commits.commit(&consumer, &src.topic, CommitMode::Async)?,
+            _ = ticker.tick() => commit(&state, &consumer, &src.topic, CommitMode::Async)?,
             received = consumer.recv() => {
                 let message = match received {
                     Ok(m) => m.detach(),
@@ -180,20 +312,38 @@ pub async fn run(
                         continue;
                     }
                 };
-                let worker = workers.entry(message.partition()).or_insert_with(|| {
+                // A partition revoked and assigned again gets a new worker (the old one stopped).
+                let partition = message.partition();
+                let (epoch, partition_stop) = lock(&state).own(partition, &stop);
+                if workers.get(&partition).is_none_or(|(e, _)| *e != epoch) {
                     let (tx, rx) = mpsc::channel(queue);
                     tasks.spawn(partition_worker(
                         Arc::clone(flow),
                         rx,
                         done_tx.clone(),
-                        stop.clone(),
+                        partition_stop,
+                        Arc::clone(&state),
+                        epoch,
                     ));
-                    tx
-                });
-                // A full queue holds the consumer back; a stopped worker has reported why.
-                tokio::select! {
-                    _ = cancel.cancelled() => break Ok(()),
-                    _ = worker.send(message) => {}
+                    workers.insert(partition, (epoch, tx));
+                }
+                let (_, worker) = &workers[&partition];
+                // A full queue holds the consumer back, but not the commits of what the other
+                // workers finish meanwhile; a stopped worker has reported why.
+                let permit = loop {
+                    tokio::select! {
+                        biased;
+                        _ = cancel.cancelled() => break None,
+                        _ = ticker.tick() => {
+                            commit(&state, &consumer, &src.topic, CommitMode::Async)?
+                        }
+                        p = worker.reserve() => break Some(p),
+                    }
+                };
+                match permit {
+                    None => break Ok(()),
+                    Some(Ok(permit)) => permit.send(message),
+                    Some(Err(_)) => {}
                 }
             }
         }
@@ -204,17 +354,32 @@ pub async fn run(
     drop(workers);
     while tasks.join_next().await.is_some() {}
     drop(done_tx);
-    while let Ok((partition, done)) = done_rx.try_recv() {
-        if let Ok(next) = done {
-            commits.done(partition, next);
-        }
-    }
-    commits.commit(&consumer, &src.topic, CommitMode::Sync)?;
+    commit(&state, &consumer, &src.topic, CommitMode::Sync)?;
     result
 }
 
-/// A partition worker's report: the next offset once a record is done, or why it stopped.
-type Done = (i32, Result<i64, KafkaSourceError>);
+/// Commits what was processed and not committed yet.
+fn commit(
+    state: &Mutex<State>,
+    consumer: &SourceConsumer,
+    topic: &str,
+    mode: CommitMode,
+) -> Result<(), KafkaSourceError> {
+    let tpl = lock(state).commits.take(topic)?;
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    match consumer.commit(&tpl, mode) {
+        Ok(()) => {}
+        // Partitions revoked by a rebalance: their records are read again by the new owner.
+        Err(e) => tracing::warn!(topic, error = %e, "offset commit failed"),
+    }
+    Ok(())
+}
+
+/// A partition worker's report: `Ok` once a record is done (its offset is in the shared
+/// [`Commits`]), or why it stopped.
+type Done = Result<(), KafkaSourceError>;
 
 /// Processes one partition's records in order until `stop`, its queue closes or a record can
 /// be neither delivered nor dead-lettered (then the partition stops there).
@@ -223,6 +388,8 @@ async fn partition_worker(
     mut records: mpsc::Receiver<OwnedMessage>,
     done: mpsc::UnboundedSender<Done>,
     stop: CancellationToken,
+    state: Arc<Mutex<State>>,
+    epoch: u64,
 ) {
     loop {
         let message = tokio::select! {
@@ -236,10 +403,11 @@ async fn partition_worker(
         let partition = message.partition();
         match process(&flow, &message).await {
             Ok(()) => {
-                let _ = done.send((partition, Ok(message.offset() + 1)));
+                lock(&state).done(partition, epoch, message.offset() + 1);
+                let _ = done.send(Ok(()));
             }
             Err(e) => {
-                let _ = done.send((partition, Err(e)));
+                let _ = done.send(Err(e));
                 return;
             }
         }
@@ -267,27 +435,15 @@ impl Commits {
         self.next.insert(partition, next);
     }
 
-    fn commit(
-        &mut self,
-        consumer: &SourceConsumer,
-        topic: &str,
-        mode: CommitMode,
-    ) -> Result<(), KafkaSourceError> {
-        if self.next.is_empty() {
-            return Ok(());
-        }
+    /// The offsets to commit now, forgotten here.
+    fn take(&mut self, topic: &str) -> Result<TopicPartitionList, KafkaSourceError> {
         let mut tpl = TopicPartitionList::new();
         for (&p, &o) in &self.next {
             tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
         }
-        match consumer.commit(&tpl, mode) {
-            Ok(()) => {}
-            // Partitions revoked by a rebalance: their records are read again by the new owner.
-            Err(e) => tracing::warn!(topic, error = %e, "offset commit failed"),
-        }
         self.next.clear();
         self.count = 0;
-        Ok(())
+        Ok(tpl)
     }
 }
 
