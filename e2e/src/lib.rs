@@ -21,6 +21,7 @@ mod bin;
 pub mod cluster;
 mod flowdir;
 pub mod infra;
+pub mod kafka;
 mod logs;
 mod metrics;
 pub mod operator;

@@ -4,28 +4,15 @@
 //! dead-lettered.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fiso_e2e::{eventually, infra, FisoProcess, FlowDir, Reply, Script, SinkServer};
+use fiso_e2e::kafka::{brokers, consume, unique, Consumed};
+use fiso_e2e::{eventually, FisoProcess, FlowDir, Reply, Script, SinkServer};
 use pretty_assertions::assert_eq;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
-
-fn brokers() -> String {
-    infra::var("FISO_E2E_KAFKA_BROKERS")
-}
-
-/// A name no other test (or earlier run against the same broker) uses.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// Produces `values` to partition 0 of the fresh `topic`, in order (offsets 0..).
 async fn produce(topic: &str, values: &[Vec<u8>]) {
@@ -52,54 +39,6 @@ async fn produce(topic: &str, values: &[Vec<u8>]) {
 }
 
 /// One consumed record.
-#[derive(Debug)]
-struct Consumed {
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    headers: BTreeMap<String, String>,
-}
-
-/// Reads `n` records of `topic` from the beginning with a fresh group.
-async fn consume(topic: &str, n: usize) -> Vec<Consumed> {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", unique("e2e-group"))
-            .set("session.timeout.ms", "2000")
-            .set("heartbeat.interval.ms", "500")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        consumer.subscribe(&[&topic]).expect("subscribe");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut out = Vec::new();
-        while out.len() < n && Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                let mut headers = BTreeMap::new();
-                if let Some(h) = m.headers() {
-                    for h in h.iter() {
-                        headers.insert(
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        );
-                    }
-                }
-                out.push(Consumed {
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                });
-            }
-        }
-        assert_eq!(out.len(), n, "records read from {topic} within 30 s");
-        out
-    })
-    .await
-    .unwrap()
-}
-
 /// How many records `topic` holds, over all its partitions (0 while it does not exist).
 async fn record_count(topic: &str) -> i64 {
     let topic = topic.to_owned();

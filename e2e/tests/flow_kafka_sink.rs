@@ -4,90 +4,14 @@
 //! record with the exact `fiso-*` headers.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
-use fiso_e2e::{client, infra, post_json, FisoProcess, FlowDir, Reply, Script, SinkServer};
+use fiso_e2e::kafka::{brokers, consume, unique};
+use fiso_e2e::{client, post_json, FisoProcess, FlowDir, Reply, Script, SinkServer};
 use pretty_assertions::assert_eq;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const LISTEN: &str = "127.0.0.1:0";
-
-fn brokers() -> String {
-    infra::var("FISO_E2E_KAFKA_BROKERS")
-}
-
-/// A name no other test (or earlier run against the same broker) uses.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
-
-/// One consumed record.
-#[derive(Debug)]
-struct Consumed {
-    key: Option<Vec<u8>>,
-    value: Vec<u8>,
-    headers: BTreeMap<String, String>,
-    partition: i32,
-    offset: i64,
-}
-
-/// Reads `n` records of `topic` from the beginning with a fresh group (blocking; run it on a
-/// blocking thread).
-fn consume(topic: &str, n: usize) -> Vec<Consumed> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .set("group.id", unique("e2e-group"))
-        .set("session.timeout.ms", "2000")
-        .set("heartbeat.interval.ms", "500")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    consumer.subscribe(&[topic]).expect("subscribe");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut out = Vec::new();
-    while out.len() < n && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let mut headers = BTreeMap::new();
-                if let Some(h) = m.headers() {
-                    for h in h.iter() {
-                        headers.insert(
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        );
-                    }
-                }
-                out.push(Consumed {
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                    partition: m.partition(),
-                    offset: m.offset(),
-                });
-            }
-            Some(Err(e)) => eprintln!("consumer: {e}"),
-            None => {}
-        }
-    }
-    assert_eq!(out.len(), n, "records read from {topic} within 30 s");
-    out
-}
-
-async fn consume_async(topic: &str, n: usize) -> Vec<Consumed> {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || consume(&topic, n))
-        .await
-        .unwrap()
-}
 
 fn kafka_section() -> String {
     format!(
@@ -127,7 +51,7 @@ async fn http_to_kafka_with_key_headers_and_binary_cloudevent() {
     assert_eq!(body["status"], "accepted", "{body}");
     assert_eq!(body["topic"], topic.as_str(), "{body}");
 
-    let records = consume_async(&topic, 1).await;
+    let records = consume(&topic, 1).await;
     let r = &records[0];
     assert_eq!(body["partition"], r.partition, "{body}");
     assert_eq!(body["offset"], r.offset, "{body}");
@@ -187,7 +111,7 @@ async fn http_sink_failure_is_dead_lettered_with_the_exact_headers() {
     assert_eq!(body["error"]["attempts"], 3, "{body}");
     assert_eq!(sink.count(), 3);
 
-    let records = consume_async(&dlq_topic, 1).await;
+    let records = consume(&dlq_topic, 1).await;
     let r = &records[0];
     assert_eq!(r.key, None);
     assert_eq!(serde_json::from_slice::<Value>(&r.value).unwrap(), sent);
@@ -237,7 +161,7 @@ async fn structured_mode_with_leader_acks_and_no_key() {
     let answer = post_json(&client(), &url, &json!({"n": 1})).await;
     assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
 
-    let records = consume_async(&topic, 1).await;
+    let records = consume(&topic, 1).await;
     let r = &records[0];
     assert_eq!(r.key, None, "no key configured: a null key");
     assert_eq!(

@@ -5,30 +5,18 @@
 //! the first record that was neither delivered nor dead-lettered.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fiso_e2e::{eventually, infra, FisoProcess, FlowDir, Gate, Reply, Script, SinkServer};
+use fiso_e2e::kafka::{self, brokers, unique};
+use fiso_e2e::{eventually, FisoProcess, FlowDir, Gate, Reply, Script, SinkServer};
 use pretty_assertions::assert_eq;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Value};
-
-fn brokers() -> String {
-    infra::var("FISO_E2E_KAFKA_BROKERS")
-}
-
-/// A name no other test (or earlier run against the same broker) uses.
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// A record to produce: key, headers, value.
 type Record<'a> = (Option<&'a str>, &'a [(&'a str, &'a str)], &'a [u8]);
@@ -112,45 +100,13 @@ async fn committed_at(group: &str, topic: &str, partition: i32) -> Option<i64> {
 /// One consumed record: key, value, headers.
 type Consumed = (Option<Vec<u8>>, Vec<u8>, BTreeMap<String, String>);
 
-/// Reads `n` records of `topic` from the beginning (blocking thread).
+/// Reads `n` records of `topic` from the beginning.
 async fn consume(topic: &str, n: usize) -> Vec<Consumed> {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", unique("e2e-group"))
-            .set("session.timeout.ms", "2000")
-            .set("heartbeat.interval.ms", "500")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        consumer.subscribe(&[&topic]).expect("subscribe");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut out = Vec::new();
-        while out.len() < n && Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
-                let mut headers = BTreeMap::new();
-                if let Some(h) = m.headers() {
-                    for h in h.iter() {
-                        headers.insert(
-                            h.key.to_owned(),
-                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                        );
-                    }
-                }
-                out.push((
-                    m.key().map(<[u8]>::to_vec),
-                    m.payload().unwrap_or_default().to_vec(),
-                    headers,
-                ));
-            }
-        }
-        assert_eq!(out.len(), n, "records read from {topic} within 30 s");
-        out
-    })
-    .await
-    .unwrap()
+    kafka::consume(topic, n)
+        .await
+        .into_iter()
+        .map(|c| (c.key, c.value, c.headers))
+        .collect()
 }
 
 /// A flow reading `topic` from the earliest offset as `group`, into `sink_url`.

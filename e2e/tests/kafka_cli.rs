@@ -6,12 +6,8 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
 use fiso_e2e::fiso_bin;
-use fiso_e2e::infra;
+use fiso_e2e::kafka::brokers;
 use serde_json::{json, Value};
-
-fn brokers() -> String {
-    infra::var("FISO_E2E_KAFKA_BROKERS")
-}
 
 fn fiso(args: &[&str]) -> Output {
     let out = Command::new(fiso_bin())

@@ -1,0 +1,85 @@
+//! Kafka helpers for tests on the broker of `cargo xtask infra up` (`FISO_E2E_KAFKA_BROKERS`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::ClientConfig;
+
+use crate::infra;
+
+/// Bootstrap brokers of the test broker.
+pub fn brokers() -> String {
+    infra::var("FISO_E2E_KAFKA_BROKERS")
+}
+
+/// A name no other test (or earlier run against the same broker) uses.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// One consumed record.
+#[derive(Debug)]
+pub struct Consumed {
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Reads `n` records of `topic` from the beginning with a fresh group (blocking; run it on a
+/// blocking thread or use [`consume`]).
+pub fn consume_blocking(topic: &str, n: usize) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("e2e-group"))
+        .set("session.timeout.ms", "2000")
+        .set("heartbeat.interval.ms", "500")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    while out.len() < n && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let mut headers = BTreeMap::new();
+                if let Some(h) = m.headers() {
+                    for h in h.iter() {
+                        headers.insert(
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        );
+                    }
+                }
+                out.push(Consumed {
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                });
+            }
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    assert_eq!(out.len(), n, "records read from {topic} within 30 s");
+    out
+}
+
+/// [`consume_blocking`] on a blocking thread.
+pub async fn consume(topic: &str, n: usize) -> Vec<Consumed> {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || consume_blocking(&topic, n))
+        .await
+        .unwrap()
+}
