@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::ClientConfig;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::infra;
 
@@ -82,4 +82,28 @@ pub async fn consume(topic: &str, n: usize) -> Vec<Consumed> {
     tokio::task::spawn_blocking(move || consume_blocking(&topic, n))
         .await
         .unwrap()
+}
+
+/// The offset `group` committed for `partition` of `topic` (`None`: nothing committed).
+pub async fn committed(group: &str, topic: &str, partition: i32) -> Option<i64> {
+    let (group, topic) = (group.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&topic, partition);
+        let got = consumer
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+        match got.find_partition(&topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap()
 }

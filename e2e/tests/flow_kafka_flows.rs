@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use fiso_e2e::kafka::{brokers, consume, unique, Consumed};
+use fiso_e2e::kafka::{self, brokers, consume, unique, Consumed};
 use fiso_e2e::{eventually, FisoProcess, FlowDir, Reply, Script, SinkServer};
 use pretty_assertions::assert_eq;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -226,4 +226,50 @@ async fn sink_outage_every_record_is_delivered_or_dead_lettered() {
         dead_ids.len(),
         sink.count()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_transaction_commits_records_and_offsets_together() {
+    let from = unique("ktx-in");
+    let to = unique("ktx-out");
+    let group = unique("ktx-group");
+    let values: Vec<Vec<u8>> = (0..4)
+        .map(|i| serde_json::to_vec(&json!({"n": i})).unwrap())
+        .collect();
+    produce(&from, &values).await;
+    let dir = FlowDir::new();
+    dir.write(
+        "ktx.yaml",
+        &format!(
+            "name: ktx\n\
+             {}\
+             sink:\n  type: kafka\n  config:\n    cluster: main\n    topic: {to}\n\
+             errorHandling:\n  commitPolicy: kafka_transaction\n  transactionalId: {group}-tx\n",
+            kafka_source(&from, &group)
+        ),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    // The consumer never commits by itself under this policy: the group's offset can only
+    // have come through the producer's transaction.
+    let committed = eventually(Duration::from_secs(30), || async {
+        kafka::committed(&group, &from, 0).await.filter(|&o| o == 4)
+    })
+    .await;
+    assert_eq!(committed, Some(4), "{}", fiso.logs().tail(40));
+    let records = consume(&to, 4).await;
+    let ns: BTreeSet<i64> = records
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.value).unwrap()["n"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(ns, BTreeSet::from([0, 1, 2, 3]));
+    // Offsets past the four records hold the transactions' commit markers.
+    assert!(record_count(&to).await > 4, "{}", fiso.logs().tail(40));
+    let aborted = fiso
+        .logs()
+        .matching(0, |l| l.raw.contains("transaction aborted"));
+    assert!(aborted.is_empty(), "{aborted:?}");
 }

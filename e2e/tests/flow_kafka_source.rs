@@ -12,10 +12,9 @@ use fiso_e2e::{eventually, FisoProcess, FlowDir, Gate, Reply, Script, SinkServer
 use pretty_assertions::assert_eq;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
 /// A record to produce: key, headers, value.
@@ -73,28 +72,8 @@ async fn committed_all(group: &str, topic: &str, n: i32) -> Vec<Option<i64>> {
     out
 }
 
-/// The offset `group` committed for `partition` of `topic` (`None`: nothing committed).
 async fn committed_at(group: &str, topic: &str, partition: i32) -> Option<i64> {
-    let (group, topic) = (group.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", &group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer");
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition(&topic, partition);
-        let got = consumer
-            .committed_offsets(tpl, Duration::from_secs(10))
-            .expect("committed offsets");
-        match got.find_partition(&topic, partition).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => Some(o),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap()
+    kafka::committed(group, topic, partition).await
 }
 
 /// One consumed record: key, value, headers.
@@ -505,6 +484,59 @@ async fn partitions_are_processed_concurrently_each_in_order() {
         format!("{topic}-{held_partition}-1").as_str()
     );
     assert_eq!(held, format!("{topic}-{held_partition}-0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_behind_is_paused_without_holding_up_the_others() {
+    const N: usize = 6;
+    let topic = unique("src-pause");
+    let group = unique("src-group");
+    create_topic(&topic, 2).await;
+    let records: Vec<String> = (0..N).map(|n| format!(r#"{{"n":{n}}}"#)).collect();
+    let records: Vec<Record<'_>> = records
+        .iter()
+        .map(|r| (None, &[][..], r.as_bytes()))
+        .collect();
+    produce_to(&topic, 0, &records).await;
+    let gate = Gate::new();
+    let sink = SinkServer::start(Script::first(
+        [Reply::status(200).held_until(&gate)],
+        Reply::status(200),
+    ))
+    .await;
+    let dir = FlowDir::new();
+    dir.write(
+        "pause.yaml",
+        &flow_yaml("pause", &topic, &group, &sink.url("/events"), "").replace(
+            "commitInterval: 100ms\n",
+            "commitInterval: 100ms\n    maxInFlightPerPartition: 1\n",
+        ),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    // Partition 0's first record is held: one record in hand, one queued, the rest of the
+    // partition beyond its bound. Records produced to partition 1 now still go through.
+    let got = sink.wait_for_requests(1).await;
+    assert_eq!(got[0].json()["id"], format!("{topic}-0-0").as_str());
+    produce_to(&topic, 1, &records).await;
+    let got = sink.wait_for_requests(1 + N).await;
+    let ids = |got: &[fiso_e2e::Recorded]| -> Vec<String> {
+        got.iter()
+            .map(|r| r.json()["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let expected: Vec<String> = (0..N).map(|o| format!("{topic}-1-{o}")).collect();
+    assert_eq!(ids(&got[1..]), expected, "{}", fiso.logs().tail(40));
+    // Resumed once the held record is done: the rest of partition 0, in order.
+    gate.open();
+    let got = sink.wait_for_requests(2 * N).await;
+    let expected: Vec<String> = (1..N).map(|o| format!("{topic}-0-{o}")).collect();
+    assert_eq!(ids(&got[1 + N..]), expected, "{}", fiso.logs().tail(40));
+    let end = Some(N as i64);
+    let committed = eventually(Duration::from_secs(30), || async {
+        Some(committed_all(&group, &topic, 2).await).filter(|c| c == &[end, end])
+    })
+    .await;
+    assert_eq!(committed, Some(vec![end, end]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

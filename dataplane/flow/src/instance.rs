@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fiso_config::common::ByteSize;
-use fiso_config::flow::{CommitPolicy, FlowConfig, SourceSpec, DEFAULT_MAX_BODY_SIZE};
+use fiso_config::flow::{CommitPolicy, FlowConfig, SinkSpec, SourceSpec, DEFAULT_MAX_BODY_SIZE};
 
 use crate::kafka::dlq::{DeadLetter, DlqWriter};
-use crate::kafka::sink::{KafkaDelivery, KafkaDeliveryError, KafkaSinkBuildError};
+use crate::kafka::sink::{KafkaDelivery, KafkaDeliveryError, KafkaSink, KafkaSinkBuildError};
 use crate::metrics::{EventStatus, FlowMetrics, Phase};
 use crate::retry::RetryPolicy;
 use crate::sink::http::{DeliveryContext, DeliveryError, SinkResponse};
@@ -27,10 +27,23 @@ pub enum BuildError {
     DeadLetter(KafkaSinkBuildError),
     #[error("`source.type: {0}` is not available in this build of fiso (supported: http, kafka)")]
     SourceUnavailable(&'static str),
-    #[error("kafka source: {0} is not available in this build of fiso")]
-    KafkaSourceUnsupported(&'static str),
+    #[error("kafka transactions: {0}")]
+    Transactions(&'static str),
     #[error("interceptors are not available in this build of fiso; remove `interceptors:` from the flow")]
     InterceptorsUnavailable,
+}
+
+/// The producer's `transactional.id`: `errorHandling.transactionalId` suffixed with the
+/// instance (`POD_NAME`, else `HOSTNAME`), so replicas of one flow do not fence each other while
+/// a restarted instance fences its own predecessor.
+fn instance_transactional_id(prefix: &str) -> String {
+    let instance = ["POD_NAME", "HOSTNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    match instance {
+        Some(instance) => format!("{prefix}-{instance}"),
+        None => prefix.to_owned(),
+    }
 }
 
 /// What became of one event.
@@ -82,13 +95,25 @@ impl FlowInstance {
             .as_ref()
             .and_then(|e| e.commit_policy)
             .unwrap_or_default();
-        if let SourceSpec::Kafka(_) = &config.source {
-            if commit_policy == CommitPolicy::KafkaTransaction {
-                return Err(BuildError::KafkaSourceUnsupported(
-                    "`commitPolicy: kafka_transaction`",
-                ));
+        let transactional_id = match (commit_policy, &config.source, &config.sink) {
+            (CommitPolicy::KafkaTransaction, SourceSpec::Kafka(_), SinkSpec::Kafka(_)) => {
+                let id = config
+                    .error_handling
+                    .as_ref()
+                    .and_then(|e| e.transactional_id.as_deref())
+                    .filter(|id| !id.is_empty())
+                    .ok_or(BuildError::Transactions(
+                        "no `errorHandling.transactionalId`",
+                    ))?;
+                Some(instance_transactional_id(id))
             }
-        }
+            (CommitPolicy::KafkaTransaction, ..) => {
+                return Err(BuildError::Transactions(
+                    "`commitPolicy: kafka_transaction` needs a Kafka source and a Kafka sink",
+                ))
+            }
+            _ => None,
+        };
         if !config.interceptors.is_empty() {
             return Err(BuildError::InterceptorsUnavailable);
         }
@@ -97,6 +122,7 @@ impl FlowInstance {
             &config.sink,
             RetryPolicy::from_config(config.error_handling.as_ref()),
             config.kafka.as_ref(),
+            transactional_id.as_deref(),
         )?;
         let dlq = match &config.source {
             // A Kafka source dead-letters to `fiso-dlq-<flow>` unless told otherwise; with
@@ -286,6 +312,14 @@ impl FlowInstance {
                 tracing::error!(flow = %self.name, correlation_id = %ctx.correlation_id, error = %e, "DLQ write failed");
                 Err(e)
             }
+        }
+    }
+
+    /// The Kafka sink, when the flow has one.
+    pub fn kafka_sink(&self) -> Option<&KafkaSink> {
+        match &self.sink {
+            Sink::Kafka(k) => Some(k),
+            _ => None,
         }
     }
 

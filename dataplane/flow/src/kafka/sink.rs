@@ -3,6 +3,7 @@
 //! producer with `acks=all` by default, delivery confirmed before `deliver` returns, broker
 //! errors retried per the flow's [`RetryPolicy`].
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloudevents::event::{AttributesReader, Data, ExtensionValue};
@@ -11,9 +12,10 @@ use fiso_config::flow::{ContentMode, KafkaSinkConfig, RequiredAcks};
 use fiso_config::kafka::{KafkaCluster, KafkaConfig};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use serde_json::Value as Json;
+use tokio::sync::OnceCell;
 
 use crate::expr::CompiledExpr;
 use crate::json;
@@ -113,6 +115,21 @@ pub fn producer(
     cluster: &KafkaCluster,
     acks: RequiredAcks,
 ) -> Result<FutureProducer, KafkaSinkBuildError> {
+    producer_with(name, cluster, acks, None)
+}
+
+/// [`producer`], transactional when `transactional_id` is set (which implies `acks=all`).
+fn producer_with(
+    name: &str,
+    cluster: &KafkaCluster,
+    acks: RequiredAcks,
+    transactional_id: Option<&str>,
+) -> Result<FutureProducer, KafkaSinkBuildError> {
+    let acks = if transactional_id.is_some() {
+        RequiredAcks::All
+    } else {
+        acks
+    };
     let client = |message: String| KafkaSinkBuildError::Client {
         cluster: name.to_owned(),
         message,
@@ -132,6 +149,9 @@ pub fn producer(
             "message.timeout.ms",
             MESSAGE_TIMEOUT.as_millis().to_string(),
         );
+    if let Some(id) = transactional_id {
+        config.set("transactional.id", id);
+    }
     config.create().map_err(|e| client(e.to_string()))
 }
 
@@ -144,6 +164,9 @@ pub struct KafkaSink {
     headers: Vec<(String, String)>,
     mode: ContentMode,
     policy: RetryPolicy,
+    /// Set once `init_transactions` succeeded on a transactional producer (librdkafka allows
+    /// it once per producer; every consumer run after that only begins transactions).
+    transactions: Option<Arc<OnceCell<()>>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -158,10 +181,13 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
+    /// A sink producing to `cfg.topic`; with `transactional_id` its producer is transactional
+    /// and records may only be produced inside a transaction (see [`Self::begin_transactions`]).
     pub fn new(
         cfg: &KafkaSinkConfig,
         kafka: Option<&KafkaConfig>,
         policy: RetryPolicy,
+        transactional_id: Option<&str>,
     ) -> Result<Self, KafkaSinkBuildError> {
         let (name, cluster) = find_cluster(kafka, Some(&cfg.cluster), "sink.config.cluster")?;
         let key = cfg
@@ -170,10 +196,11 @@ impl KafkaSink {
             .map(CompiledExpr::compile)
             .transpose()
             .map_err(KafkaSinkBuildError::Key)?;
-        let producer = producer(
+        let producer = producer_with(
             name,
             cluster,
             cfg.required_acks.unwrap_or(RequiredAcks::All),
+            transactional_id,
         )?;
         Ok(KafkaSink {
             producer,
@@ -186,7 +213,25 @@ impl KafkaSink {
                 .collect(),
             mode: cfg.mode.unwrap_or(ContentMode::Binary),
             policy,
+            transactions: transactional_id.map(|_| Arc::new(OnceCell::new())),
         })
+    }
+
+    /// The transactional producer, with a transaction begun (its transactions initialised
+    /// first if that has not happened yet); `None` when the producer is not transactional.
+    pub async fn begin_transactions(&self) -> Option<Result<FutureProducer, KafkaError>> {
+        let initialised = self.transactions.as_ref()?;
+        let init = initialised
+            .get_or_try_init(|| {
+                let producer = self.producer.clone();
+                blocking(move || producer.init_transactions(TRANSACTION_TIMEOUT))
+            })
+            .await;
+        if let Err(e) = init {
+            return Some(Err(e));
+        }
+        let producer = self.producer.clone();
+        Some(blocking(move || producer.begin_transaction().map(|()| producer)).await)
     }
 
     pub fn topic(&self) -> &str {
@@ -226,6 +271,18 @@ impl KafkaSink {
         record.key = key;
         produce(&self.producer, &self.topic, &record, &self.policy).await
     }
+}
+
+/// How long one transaction call (init, offsets, commit, abort) may block.
+pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a blocking librdkafka call off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
 
 /// Produces `record` to `topic`, retrying retriable broker errors per `policy`.

@@ -30,15 +30,21 @@ pub enum SinkError {
 
 impl Sink {
     /// Builds the sink of `spec`; a Kafka sink finds its cluster in `kafka` (the flow's
-    /// `kafka:` section).
+    /// `kafka:` section) and is transactional with `transactional_id`.
     pub fn build(
         spec: &SinkSpec,
         policy: RetryPolicy,
         kafka: Option<&KafkaConfig>,
+        transactional_id: Option<&str>,
     ) -> Result<Sink, SinkError> {
         match spec {
             SinkSpec::Http(cfg) => Ok(Sink::Http(http::HttpSink::new(cfg, policy)?)),
-            SinkSpec::Kafka(cfg) => Ok(Sink::Kafka(KafkaSink::new(cfg, kafka, policy)?)),
+            SinkSpec::Kafka(cfg) => Ok(Sink::Kafka(KafkaSink::new(
+                cfg,
+                kafka,
+                policy,
+                transactional_id,
+            )?)),
             other => Err(SinkError::Unavailable(other.kind())),
         }
     }

@@ -9,38 +9,47 @@
 //! restarts it from the last committed offset: nothing is ever skipped.
 //!
 //! Each assigned partition has its own worker: partitions are processed concurrently, the
-//! records of one partition in order (`maxInFlightPerPartition` records queue per partition).
+//! records of one partition in order. At most `maxInFlightPerPartition` records wait per
+//! partition; a partition whose worker falls behind is paused (librdkafka stops fetching it) and
+//! resumed once its worker caught up, so one slow partition holds up neither the others nor
+//! memory.
 //!
 //! On a rebalance, what was processed of the revoked partitions is committed synchronously
 //! before they are revoked and their workers stop (a record in hand is finished but no longer
 //! committed: the new owner reads it again). An integer `startOffset` applies to the assigned
 //! partitions the group has no committed offset for.
+//!
+//! With `commitPolicy: kafka_transaction` offsets are committed through the sink's producer
+//! transaction instead (see [`transaction`]).
 
-use std::collections::{BTreeMap, HashMap};
+mod record;
+mod transaction;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::Bytes;
 use fiso_config::flow::{KafkaSourceConfig, SourceSpec, StartOffset};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::client::client_config;
-use super::sink::find_cluster;
-use crate::instance::{FlowInstance, Outcome};
+use super::sink::{find_cluster, KafkaSink};
+use crate::instance::FlowInstance;
 use crate::metrics::FlowMetrics;
-use crate::sink::http::{DeliveryContext, KafkaOrigin, CORRELATION_HEADER};
-use crate::{FlowError, InputEvent};
+use record::process;
+use transaction::Transactions;
 
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_COMMIT_BATCH_SIZE: u32 = 500;
@@ -53,6 +62,8 @@ pub enum KafkaSourceError {
     Config(String),
     #[error("kafka consumer: {0}")]
     Kafka(#[from] KafkaError),
+    #[error("kafka transaction: {0}")]
+    Transaction(String),
     /// The record could be neither delivered nor dead-lettered; its offset is not committed.
     #[error(
         "record {topic}-{partition}-{offset} was neither delivered nor dead-lettered: {reason}"
@@ -82,6 +93,7 @@ struct LagContext {
     state: Arc<Mutex<State>>,
     /// An integer `startOffset`: where a partition without a committed offset starts.
     start_at: Option<i64>,
+    transactions: Option<Arc<Transactions>>,
 }
 
 /// What the consumer loop, its partition workers and the rebalance callback share.
@@ -91,6 +103,10 @@ struct State {
     /// Partitions owned now, each with the epoch of its current worker.
     owned: HashMap<i32, Owned>,
     epoch: u64,
+    /// Why the consumer must stop, when the rebalance callback found out (the loop is woken
+    /// by cancelling `failed`).
+    failure: Option<KafkaSourceError>,
+    failed: CancellationToken,
 }
 
 struct Owned {
@@ -184,11 +200,34 @@ impl ConsumerContext for LagContext {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
+        let revoked: Vec<i32> = revoked
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        if let Some(tx) = &self.transactions {
+            // The revoked workers start no new record; what they have in hand goes into the
+            // transaction committed now, with every partition's offsets.
+            for p in &revoked {
+                if let Some(owned) = lock(&self.state).owned.get(p) {
+                    owned.stop.cancel();
+                }
+            }
+            let committed = tx.commit_blocking(&self.state, consumer.group_metadata(), &self.topic);
+            let mut state = lock(&self.state);
+            for p in &revoked {
+                state.owned.remove(p);
+            }
+            if let Err(e) = committed {
+                state.failure.get_or_insert(e);
+                state.failed.cancel();
+            }
+            return;
+        }
         let mut tpl = TopicPartitionList::new();
         {
             let mut state = lock(&self.state);
-            for e in revoked.elements_for_topic(&self.topic) {
-                let p = e.partition();
+            for p in revoked {
                 if let Some(owned) = state.owned.remove(&p) {
                     owned.stop.cancel();
                 }
@@ -219,6 +258,7 @@ fn consumer(
     flow: &FlowInstance,
     src: &KafkaSourceConfig,
     state: Arc<Mutex<State>>,
+    transactions: Option<Arc<Transactions>>,
 ) -> Result<SourceConsumer, KafkaSourceError> {
     let (_, cluster) = find_cluster(
         flow.config.kafka.as_ref(),
@@ -259,6 +299,7 @@ fn consumer(
         topic: src.topic.clone(),
         state,
         start_at,
+        transactions,
     })?)
 }
 
@@ -271,10 +312,26 @@ pub async fn run(
     let SourceSpec::Kafka(src) = &flow.config.source else {
         return Err(KafkaSourceError::Config("not a kafka source".into()));
     };
+    let transactions = match flow.kafka_sink().map(KafkaSink::begin_transactions) {
+        Some(begin) => match begin.await {
+            Some(producer) => Some(Arc::new(Transactions::new(producer.map_err(|e| {
+                KafkaSourceError::Transaction(format!("starting a transaction: {e}"))
+            })?))),
+            None => None,
+        },
+        None => None,
+    };
     let state = Arc::new(Mutex::new(State::default()));
-    let consumer = consumer(flow, src, Arc::clone(&state))?;
+    let failed = lock(&state).failed.clone();
+    let consumer = consumer(flow, src, Arc::clone(&state), transactions.clone())?;
     consumer.subscribe(&[src.topic.as_str()])?;
     ready();
+    let committer = Committer {
+        state: &state,
+        consumer: &consumer,
+        topic: &src.topic,
+        transactions: transactions.as_deref(),
+    };
     let interval = src.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
     let batch = src
         .commit_batch_size
@@ -289,21 +346,37 @@ pub async fn run(
     // One worker per partition: partitions are processed concurrently, each in order.
     let stop = CancellationToken::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut workers: HashMap<i32, (u64, mpsc::Sender<OwnedMessage>)> = HashMap::new();
+    let mut workers: HashMap<i32, Worker> = HashMap::new();
+    let mut room = FuturesUnordered::new();
     let mut tasks = JoinSet::new();
     let result = loop {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => break Ok(()),
+            _ = failed.cancelled() => {
+                break Err(lock(&state).failure.take().unwrap_or_else(|| {
+                    KafkaSourceError::Transaction("stopped by the rebalance".into())
+                }))
+            }
             Some(done) = done_rx.recv() => match done {
                 Ok(()) => {
                     if lock(&state).commits.count >= batch {
-                        commit(&state, &consumer, &src.topic, CommitMode::Async)?;
+                        committer.commit(CommitMode::Async).await?;
                     }
                 }
                 Err(e) => break Err(e),
             },
-            _ = ticker.tick() => commit(&state, &consumer, &src.topic, CommitMode::Async)?,
+            _ = ticker.tick() => committer.commit(CommitMode::Async).await?,
+            Some((partition, epoch)) = room.next() => {
+                let Some(worker) = workers.get_mut(&partition).filter(|w| w.epoch == epoch) else {
+                    continue;
+                };
+                if worker.forward() {
+                    resume(&consumer, &src.topic, partition);
+                } else {
+                    room.push(worker.room(partition));
+                }
+            }
             received = consumer.recv() => {
                 let message = match received {
                     Ok(m) => m.detach(),
@@ -315,7 +388,7 @@ pub async fn run(
                 // A partition revoked and assigned again gets a new worker (the old one stopped).
                 let partition = message.partition();
                 let (epoch, partition_stop) = lock(&state).own(partition, &stop);
-                if workers.get(&partition).is_none_or(|(e, _)| *e != epoch) {
+                if workers.get(&partition).is_none_or(|w| w.epoch != epoch) {
                     let (tx, rx) = mpsc::channel(queue);
                     tasks.spawn(partition_worker(
                         Arc::clone(flow),
@@ -324,26 +397,18 @@ pub async fn run(
                         partition_stop,
                         Arc::clone(&state),
                         epoch,
+                        transactions.clone(),
                     ));
-                    workers.insert(partition, (epoch, tx));
+                    workers.insert(partition, Worker { epoch, queue: tx, held: VecDeque::new() });
                 }
-                let (_, worker) = &workers[&partition];
-                // A full queue holds the consumer back, but not the commits of what the other
-                // workers finish meanwhile; a stopped worker has reported why.
-                let permit = loop {
-                    tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => break None,
-                        _ = ticker.tick() => {
-                            commit(&state, &consumer, &src.topic, CommitMode::Async)?
-                        }
-                        p = worker.reserve() => break Some(p),
-                    }
-                };
-                match permit {
-                    None => break Ok(()),
-                    Some(Ok(permit)) => permit.send(message),
-                    Some(Err(_)) => {}
+                let worker = workers.get_mut(&partition).expect("worker just ensured");
+                let was_held = !worker.held.is_empty();
+                worker.held.push_back(message);
+                // A full queue pauses the partition until its worker made room; records
+                // fetched before the pause took effect wait here, in order.
+                if !worker.forward() && !was_held {
+                    pause(&consumer, &src.topic, partition);
+                    room.push(worker.room(partition));
                 }
             }
         }
@@ -352,29 +417,100 @@ pub async fn run(
     // a restart resumes right after the last record delivered or dead-lettered.
     stop.cancel();
     drop(workers);
+    drop(room);
     while tasks.join_next().await.is_some() {}
     drop(done_tx);
-    commit(&state, &consumer, &src.topic, CommitMode::Sync)?;
+    match (&result, transactions.as_deref()) {
+        // The rebalance aborted the transaction already.
+        (Err(KafkaSourceError::Transaction(_)), Some(_)) => {}
+        _ => committer.commit(CommitMode::Sync).await?,
+    }
     result
 }
 
-/// Commits what was processed and not committed yet.
-fn commit(
-    state: &Mutex<State>,
-    consumer: &SourceConsumer,
-    topic: &str,
-    mode: CommitMode,
-) -> Result<(), KafkaSourceError> {
-    let tpl = lock(state).commits.take(topic)?;
-    if tpl.count() == 0 {
-        return Ok(());
+/// A partition's worker as the consumer loop sees it.
+struct Worker {
+    epoch: u64,
+    queue: mpsc::Sender<OwnedMessage>,
+    /// Records received while the queue was full, oldest first.
+    held: VecDeque<OwnedMessage>,
+}
+
+impl Worker {
+    /// Moves held records into the queue; `true` once none is held.
+    fn forward(&mut self) -> bool {
+        while let Some(m) = self.held.pop_front() {
+            match self.queue.try_send(m) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(m)) => {
+                    self.held.push_front(m);
+                    return false;
+                }
+                // The worker stopped and reported why; its records are read again.
+                Err(mpsc::error::TrySendError::Closed(_)) => self.held.clear(),
+            }
+        }
+        true
     }
-    match consumer.commit(&tpl, mode) {
-        Ok(()) => {}
-        // Partitions revoked by a rebalance: their records are read again by the new owner.
-        Err(e) => tracing::warn!(topic, error = %e, "offset commit failed"),
+
+    /// Resolves once the queue has room again.
+    fn room(&self, partition: i32) -> BoxFuture<'static, (i32, u64)> {
+        let (queue, epoch) = (self.queue.clone(), self.epoch);
+        Box::pin(async move {
+            drop(queue.reserve().await);
+            (partition, epoch)
+        })
     }
-    Ok(())
+}
+
+fn partition_list(topic: &str, partition: i32) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    tpl
+}
+
+fn pause(consumer: &SourceConsumer, topic: &str, partition: i32) {
+    tracing::debug!(topic, partition, "partition paused: its worker is behind");
+    if let Err(e) = consumer.pause(&partition_list(topic, partition)) {
+        tracing::warn!(topic, partition, error = %e, "pausing a partition failed");
+    }
+}
+
+fn resume(consumer: &SourceConsumer, topic: &str, partition: i32) {
+    tracing::debug!(topic, partition, "partition resumed");
+    if let Err(e) = consumer.resume(&partition_list(topic, partition)) {
+        // Not assigned any more: the next owner reads it.
+        tracing::debug!(topic, partition, error = %e, "resuming a partition failed");
+    }
+}
+
+/// Commits what was processed and not committed yet: on the consumer, or with the open
+/// transaction under `commitPolicy: kafka_transaction`.
+struct Committer<'a> {
+    state: &'a Mutex<State>,
+    consumer: &'a SourceConsumer,
+    topic: &'a str,
+    transactions: Option<&'a Transactions>,
+}
+
+impl Committer<'_> {
+    async fn commit(&self, mode: CommitMode) -> Result<(), KafkaSourceError> {
+        if let Some(tx) = self.transactions {
+            return tx
+                .commit(self.state, self.consumer.group_metadata(), self.topic)
+                .await;
+        }
+        let tpl = lock(self.state).commits.take(self.topic)?;
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        match self.consumer.commit(&tpl, mode) {
+            Ok(()) => {}
+            // Partitions revoked by a rebalance: their records are read again by the new owner.
+            Err(e) => tracing::warn!(topic = self.topic, error = %e, "offset commit failed"),
+        }
+        Ok(())
+    }
 }
 
 /// A partition worker's report: `Ok` once a record is done (its offset is in the shared
@@ -390,6 +526,7 @@ async fn partition_worker(
     stop: CancellationToken,
     state: Arc<Mutex<State>>,
     epoch: u64,
+    transactions: Option<Arc<Transactions>>,
 ) {
     loop {
         let message = tokio::select! {
@@ -401,9 +538,19 @@ async fn partition_worker(
             },
         };
         let partition = message.partition();
-        match process(&flow, &message).await {
+        let in_transaction = match &transactions {
+            Some(tx) => Some(tx.enter().await),
+            None => None,
+        };
+        // Revoked while waiting for a transaction commit: the new owner reads it.
+        if stop.is_cancelled() {
+            return;
+        }
+        let processed = process(&flow, &message).await;
+        match processed {
             Ok(()) => {
                 lock(&state).done(partition, epoch, message.offset() + 1);
+                drop(in_transaction);
                 let _ = done.send(Ok(()));
             }
             Err(e) => {
@@ -444,191 +591,5 @@ impl Commits {
         self.next.clear();
         self.count = 0;
         Ok(tpl)
-    }
-}
-
-/// One record through the flow: `Ok` once it was delivered or dead-lettered.
-async fn process(flow: &FlowInstance, m: &OwnedMessage) -> Result<(), KafkaSourceError> {
-    let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
-    let kafka_id = format!("{topic}-{partition}-{offset}");
-    let mut headers: Vec<(String, String)> = Vec::new();
-    if let Some(h) = m.headers() {
-        for h in h.iter() {
-            if let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
-                headers.push((h.key.to_owned(), v.to_owned()));
-            }
-        }
-    }
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let body = Bytes::copy_from_slice(m.payload().unwrap_or_default());
-    let mut defaults = flow
-        .compiled()
-        .defaults()
-        .event()
-        .with_kafka_id(&topic, partition, offset);
-    if let Some(ms) = m.timestamp().to_millis() {
-        if let Some(at) = chrono::DateTime::from_timestamp_millis(ms) {
-            defaults = defaults.received_at(at);
-        }
-    }
-    let input = parse_record(&headers, &body, &kafka_id, defaults);
-    let correlation_id = header(CORRELATION_HEADER)
-        .filter(|v| !v.trim().is_empty())
-        .or_else(|| input.as_ref().ok().map(|e| e.id().to_owned()))
-        .unwrap_or_else(|| kafka_id.clone());
-    let ctx = DeliveryContext {
-        correlation_id,
-        traceparent: header("traceparent").or_else(|| header("ce_traceparent")),
-        body,
-        origin: Some(KafkaOrigin {
-            topic: topic.clone(),
-            partition,
-            offset,
-            key: m.key().map(<[u8]>::to_vec),
-        }),
-    };
-    let undelivered = |reason: String| KafkaSourceError::Undelivered {
-        topic: topic.clone(),
-        partition,
-        offset,
-        reason,
-    };
-    match flow.handle(input, &ctx).await {
-        Outcome::Delivered(_) | Outcome::Published { .. } | Outcome::DeadLettered { .. } => Ok(()),
-        Outcome::Failed(e) => Err(undelivered(e.to_string())),
-        Outcome::Invalid(e) => match flow.dead_letter_refused(&e, &ctx).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(undelivered(format!(
-                "{}: {e} (no dead-letter queue)",
-                e.code()
-            ))),
-            Err(dlq) => Err(undelivered(format!(
-                "{}: {e}; DLQ write failed: {dlq}",
-                e.code()
-            ))),
-        },
-    }
-}
-
-/// A record's value as JSON: a bare payload or a structured CloudEvent; with `ce_specversion`
-/// among the headers, a binary-mode CloudEvent whose attributes are the `ce_*` headers.
-fn parse_record(
-    headers: &[(String, String)],
-    body: &[u8],
-    kafka_id: &str,
-    defaults: crate::event::EventDefaults<'_>,
-) -> Result<InputEvent, FlowError> {
-    let invalid = |message: String| FlowError::InvalidInput { message };
-    let value = |body: &[u8]| -> Result<Value, FlowError> {
-        serde_json::from_slice(body)
-            .map_err(|e| invalid(format!("record value is not valid JSON: {e}")))
-    };
-    if headers.iter().any(|(k, _)| k == "ce_specversion") {
-        let mut obj = Map::new();
-        for (k, v) in headers {
-            if let Some(attr) = k.strip_prefix("ce_") {
-                obj.insert(attr.to_owned(), Value::String(v.clone()));
-            }
-        }
-        obj.entry("id")
-            .or_insert_with(|| Value::String(kafka_id.to_owned()));
-        let content_type = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.as_str());
-        let data = if body.is_empty() {
-            Value::Null
-        } else if content_type.is_none_or(|ct| ct.contains("json")) {
-            value(body)?
-        } else {
-            Value::String(
-                String::from_utf8(body.to_vec())
-                    .map_err(|_| invalid("binary-mode value is not UTF-8 text".into()))?,
-            )
-        };
-        if let Some(ct) = content_type {
-            obj.insert("datacontenttype".into(), Value::String(ct.to_owned()));
-        }
-        obj.insert("data".into(), data);
-        return InputEvent::from_json(Value::Object(obj), defaults);
-    }
-    if body.is_empty() {
-        return Err(invalid("the record has no value".into()));
-    }
-    InputEvent::from_json(value(body)?, defaults)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::FlowDefaults;
-
-    fn parse(headers: &[(&str, &str)], body: &[u8]) -> Result<InputEvent, FlowError> {
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let defaults = FlowDefaults::new("f");
-        parse_record(
-            &headers,
-            body,
-            "t-0-7",
-            defaults.event().with_kafka_id("t", 0, 7),
-        )
-    }
-
-    #[test]
-    fn a_bare_payload_gets_the_record_id() {
-        let e = parse(&[("x", "y")], br#"{"a":1}"#).unwrap();
-        assert_eq!(e.id(), "t-0-7");
-        assert_eq!(e.source(), "fiso-flow/f");
-        assert_eq!(e.data(), &serde_json::json!({"a": 1}));
-    }
-
-    #[test]
-    fn ce_headers_are_attributes() {
-        let e = parse(
-            &[
-                ("ce_specversion", "1.0"),
-                ("ce_type", "order.paid"),
-                ("ce_source", "/shop"),
-                ("ce_myext", "v"),
-                ("content-type", "application/json"),
-            ],
-            br#"{"a":1}"#,
-        )
-        .unwrap();
-        assert_eq!(e.id(), "t-0-7", "no ce_id: the record's coordinates");
-        assert_eq!(e.type_(), "order.paid");
-        assert_eq!(e.source(), "/shop");
-        assert_eq!(e.datacontenttype(), Some("application/json"));
-        assert!(e.extensions().contains_key("myext"));
-
-        let e = parse(
-            &[
-                ("ce_specversion", "1.0"),
-                ("ce_id", "own"),
-                ("ce_type", "t"),
-                ("ce_source", "s"),
-                ("content-type", "text/plain"),
-            ],
-            b"hello",
-        )
-        .unwrap();
-        assert_eq!(e.id(), "own");
-        assert_eq!(e.data(), &serde_json::json!("hello"));
-    }
-
-    #[test]
-    fn invalid_values_are_invalid_input() {
-        for body in [&b"not json{"[..], b""] {
-            let e = parse(&[], body).unwrap_err();
-            assert_eq!(e.code(), "INPUT_INVALID", "{e}");
-        }
     }
 }
