@@ -41,6 +41,7 @@ pub use flowdir::{FlowDir, HttpFlow};
 pub use logs::{LogLine, Logs};
 pub use metrics::{Metrics, Sample};
 pub use process::FisoProcess;
+pub mod tls;
 pub use sink::{Gate, Recorded, Reply, Script, SinkServer};
 
 /// How long anything may take before a test gives up. A deadline, not an expectation of speed:

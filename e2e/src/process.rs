@@ -70,6 +70,33 @@ impl FisoProcess {
         Self::spawn(&args, std::iter::empty::<(&str, &str)>()).await
     }
 
+    /// `fiso link --config <config>` (its `listenAddr` should be `127.0.0.1:0`), returned once
+    /// started.
+    pub async fn start_link(config: &Path) -> FisoProcess {
+        Self::start_link_with_env(config, std::iter::empty::<(&str, &str)>()).await
+    }
+
+    /// [`Self::start_link`] with extra environment variables.
+    pub async fn start_link_with_env<K, V>(
+        config: &Path,
+        env: impl IntoIterator<Item = (K, V)>,
+    ) -> FisoProcess
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
+        let args: [&OsStr; 3] = ["link".as_ref(), "--config".as_ref(), config.as_os_str()];
+        Self::spawn(&args, env).await
+    }
+
+    /// Where the link proxy listens, from its `link proxy listening` log line.
+    pub async fn link_addr(&self) -> SocketAddr {
+        self.wait_for_log(|l| l.is("link proxy listening"))
+            .await
+            .addr()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
     async fn spawn<K, V>(args: &[&OsStr], env: impl IntoIterator<Item = (K, V)>) -> FisoProcess
     where
         K: AsRef<OsStr>,

@@ -22,6 +22,11 @@ use crate::DEADLINE;
 pub struct Recorded {
     pub method: Method,
     pub path: String,
+    /// The raw query string.
+    pub query: Option<String>,
+    /// The `Host` header, or the `:authority` of an HTTP/2 request.
+    pub host: Option<String>,
+    pub version: axum::http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
     /// When the request (with its body) had arrived.
@@ -185,6 +190,47 @@ impl SinkServer {
     }
 
     pub async fn start(script: Script) -> Self {
+        let (listener, addr, state, app) = Self::prepare(script).await;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        SinkServer { addr, state, task }
+    }
+
+    /// [`Self::start`] over TLS (HTTP/1.1 and HTTP/2 by ALPN) with `cert`'s certificate.
+    pub async fn start_tls(script: Script, cert: &crate::tls::TestCert) -> Self {
+        let (listener, addr, state, app) = Self::prepare(script).await;
+        let acceptor = cert.acceptor();
+        let task = tokio::spawn(async move {
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, service) = (acceptor.clone(), service.clone());
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let _ = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+                });
+            }
+        });
+        SinkServer { addr, state, task }
+    }
+
+    async fn prepare(
+        script: Script,
+    ) -> (
+        tokio::net::TcpListener,
+        SocketAddr,
+        Arc<SinkState>,
+        axum::Router,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the sink server");
@@ -197,10 +243,7 @@ impl SinkServer {
         let app = axum::Router::new()
             .fallback(record_and_reply)
             .with_state(Arc::clone(&state));
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        SinkServer { addr, state, task }
+        (listener, addr, state, app)
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -255,6 +298,14 @@ async fn record_and_reply(State(state): State<Arc<SinkState>>, req: Request) -> 
         requests.push(Recorded {
             method: parts.method,
             path: parts.uri.path().to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            host: parts
+                .headers
+                .get("host")
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+                .or_else(|| parts.uri.authority().map(|a| a.to_string())),
+            version: parts.version,
             headers: parts.headers,
             body,
             received_at: Instant::now(),

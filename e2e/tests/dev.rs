@@ -64,6 +64,10 @@ async fn dev_runs_the_scaffold_and_prints_a_working_url() {
     let banner = banner.join("\n");
     assert!(banner.contains("flow example-flow"), "{banner}");
     assert!(banner.contains("-d @fiso/sample-event.json"), "{banner}");
+    assert!(
+        banner.contains("link external-api") && banner.contains("/link/external-api/"),
+        "the link proxy runs too:\n{banner}"
+    );
 
     let answer = post_json(
         &client(),
@@ -78,6 +82,13 @@ async fn dev_runs_the_scaffold_and_prints_a_working_url() {
     let logs = fiso(dir.path(), &["logs", "--tail", "50"]);
     let logs = String::from_utf8_lossy(&logs.stdout).to_string();
     assert!(logs.contains("flow started"), "{logs}");
+    let link_logs = fiso(dir.path(), &["logs", "--service", "link", "--tail", "50"]);
+    let link_logs = String::from_utf8_lossy(&link_logs.stdout).to_string();
+    assert!(link_logs.contains("link proxy listening"), "{link_logs}");
+    assert!(
+        !link_logs.contains("flow started"),
+        "only the link's lines:\n{link_logs}"
+    );
 
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();

@@ -1,9 +1,7 @@
 //! `fiso run`, the injected sidecar's entry point: the flows of FISO_CONFIG_DIR plus the link
 //! config of FISO_LINK_CONFIG; either may be absent (a pod may select only one kind).
 
-use std::process::Command;
-
-use fiso_e2e::{client, fiso_bin, post_json, FisoProcess, FlowDir, HttpFlow, SinkServer};
+use fiso_e2e::{client, post_json, send, FisoProcess, FlowDir, HttpFlow, SinkServer};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -39,26 +37,50 @@ async fn runs_without_a_flow_directory() {
     assert!(fiso.wait_exit().await.success());
 }
 
-#[test]
-fn link_targets_fail_loudly_while_the_proxy_is_not_built() {
-    let dir = tempfile::tempdir().unwrap();
-    let link = dir.path().join("config.yaml");
+#[tokio::test]
+async fn serves_link_targets_next_to_the_flows() {
+    let upstream = SinkServer::ok().await;
+    let sink = SinkServer::ok().await;
+    let flows = FlowDir::new();
+    flows.write(
+        "a.yaml",
+        &HttpFlow::new("a", "127.0.0.1:0", "/a", &sink.url("/in")).yaml(),
+    );
+    let link = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
-        &link,
-        "targets:\n  - name: crm\n    host: api.example.com\n",
+        link.path(),
+        format!(
+            "listenAddr: 127.0.0.1:0\ntargets:\n  - name: crm\n    protocol: http\n    host: localhost\n    port: {}\n",
+            upstream.addr().port()
+        ),
     )
     .unwrap();
-    let out = Command::new(fiso_bin())
-        .args(["run", "--metrics-addr", "127.0.0.1:0", "--config-dir"])
-        .arg(dir.path().join("flows"))
-        .arg("--link-config")
-        .arg(&link)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("link proxy is not part of this build"),
-        "{err}"
+    let mut fiso = FisoProcess::start_run(&flows.path(), link.path()).await;
+    let proxy = fiso.link_addr().await;
+    let answer = send(client().get(format!("http://{proxy}/link/crm/v1/contacts"))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(upstream.wait_for_requests(1).await[0].path, "/v1/contacts");
+    let addr = fiso.http_addr("127.0.0.1:0").await;
+    let answer = post_json(&client(), &format!("http://{addr}/a"), &json!({"x": 1})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    // One metrics endpoint for both.
+    let metrics = fiso.metrics().await;
+    assert_eq!(
+        metrics.get(
+            "fiso_link_requests_total",
+            &[("target", "crm"), ("status", "200")]
+        ),
+        Some(1.0),
+        "{metrics}"
     );
+    assert_eq!(
+        metrics.get(
+            "fiso_flow_events_total",
+            &[("flow", "a"), ("status", "success")]
+        ),
+        Some(1.0),
+        "{metrics}"
+    );
+    fiso.send_signal(libc::SIGTERM);
+    assert!(fiso.wait_exit().await.success());
 }

@@ -32,6 +32,8 @@ enum Command {
     Export(cmd::export::ExportArgs),
     /// Run the flow data plane: every flow in FISO_CONFIG_DIR, hot-reloaded.
     Flow(cmd::flow::FlowArgs),
+    /// Run the link proxy: localhost:3500/link/{target}/{path} to the configured targets.
+    Link(cmd::link::LinkArgs),
     /// Run the whole data plane of a pod (flows + link), as the injected sidecar does.
     Run(cmd::run::RunArgs),
     /// Run the project's flows locally with pretty logs and live reload (no Docker needed).
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
         Command::Export(args) => cmd::export::run(args),
         Command::Flow(args) => cmd::flow::run(args),
         Command::Dev(args) => cmd::dev::run(args),
+        Command::Link(args) => cmd::link::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Logs(args) => cmd::logs::run(args),
         Command::Produce(args) => cmd::produce::run(args),

@@ -204,6 +204,11 @@ pub struct VaultRef {
     /// Kubernetes auth role; without it token auth (`VAULT_TOKEN` / `VAULT_TOKEN_FILE`) is used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// How often the secret is re-read (default 5m); a token or Kubernetes-auth lease is renewed
+    /// before it expires regardless.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub refresh_interval: Option<Duration>,
 }
 
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;

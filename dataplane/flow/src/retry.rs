@@ -1,7 +1,7 @@
 //! Delivery retry policy: how long to wait before attempt *n*, given the flow's
 //! `errorHandling` (backoff shape, intervals, full jitter) and an upstream `Retry-After`.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use fiso_config::common::Backoff;
 use fiso_config::flow::{
@@ -40,14 +40,7 @@ impl RetryPolicy {
 
     /// The un-jittered delay before retry number `retry` (0 = the first retry).
     pub fn base_delay(&self, retry: u32) -> Duration {
-        let d = match self.backoff {
-            Backoff::Constant => self.initial,
-            Backoff::Linear => self.initial.saturating_mul(retry.saturating_add(1)),
-            Backoff::Exponential => self
-                .initial
-                .saturating_mul(2u32.saturating_pow(retry.min(31))),
-        };
-        d.min(self.max)
+        fiso_runtime::backoff::base_delay(self.backoff, self.initial, self.max, retry)
     }
 
     /// The wait before retry `retry`: the upstream's `Retry-After` (capped at `max`) when it gave
@@ -111,15 +104,7 @@ where
     }
 }
 
-/// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2026 07:28:00 GMT` → how long from `now`.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let v = value.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
-}
+pub use fiso_runtime::backoff::parse_retry_after;
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,6 @@ use std::time::Duration;
 use fiso_runtime::health::{serve, HealthState, ServeError};
 use fiso_runtime::metrics::MetricsError;
 use fiso_runtime::watch::{watch_dir, WatchError};
-use fiso_runtime::{ConfigInfo, MetricsRegistry, Readiness};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::FlowMetrics;
@@ -34,13 +33,7 @@ pub enum RuntimeError {
     Watch(#[from] WatchError),
 }
 
-/// What a flow runtime shares with others in the same process (`fiso dev`, `fiso run`).
-#[derive(Clone, Default)]
-pub struct Observability {
-    pub metrics: MetricsRegistry,
-    pub readiness: Readiness,
-    pub config: ConfigInfo,
-}
+pub use fiso_runtime::Observability;
 
 /// A running flow data plane.
 pub struct FlowRuntime {

@@ -1,7 +1,24 @@
 //! Fiso-Link: the localhost egress proxy applications call instead of the outside world
 //! (`localhost:3500/link/{target}/{path}`).
 //!
-//! This crate will hold one tower `Layer` per concern — route, allowed paths, rate limit,
-//! circuit breaker, retry, auth injection — and the upstream client, plus Kafka targets.
-//! Its configuration types already live in [`fiso_config::link`]; the runtime arrives with the
-//! Link issue. Until then the crate exposes nothing, so no caller can mistake it for a proxy.
+//! One tower `Layer` per concern, in this order: route ([`route`], 404 for an unknown target)
+//! → allowed paths ([`allow`], 403) → rate limit ([`ratelimit`], 429) → circuit breaker
+//! ([`breaker`], 503) → retry ([`retry`]) → auth injection ([`auth`]) → upstream: HTTP(S)
+//! ([`upstream`]) or a Kafka topic ([`kafka`]).
+
+pub mod allow;
+pub mod auth;
+pub mod breaker;
+pub mod forward;
+pub mod inject;
+pub mod kafka;
+pub mod metrics;
+pub mod ratelimit;
+pub mod response;
+pub mod retry;
+pub mod route;
+pub mod runtime;
+pub mod target;
+pub mod upstream;
+
+pub use runtime::{LinkError, LinkRuntime, DEFAULT_LINK_CONFIG};

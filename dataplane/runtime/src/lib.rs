@@ -46,7 +46,10 @@
 //! ```
 
 pub mod addr;
+pub mod backoff;
 pub mod health;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod shutdown;
@@ -54,3 +57,12 @@ pub mod watch;
 
 pub use health::{ConfigInfo, HealthState, Readiness};
 pub use metrics::MetricsRegistry;
+
+/// What the data-plane components of one process share: one metrics registry, one readiness
+/// report and one `/config` document behind one metrics / health server.
+#[derive(Clone, Default)]
+pub struct Observability {
+    pub metrics: MetricsRegistry,
+    pub readiness: Readiness,
+    pub config: ConfigInfo,
+}

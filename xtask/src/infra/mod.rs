@@ -16,6 +16,8 @@
 mod kafka;
 mod kube_tools;
 mod kubernetes;
+mod openbao;
+mod pip;
 mod process;
 
 use std::collections::BTreeMap;
@@ -98,6 +100,7 @@ fn components() -> Vec<Box<dyn Component>> {
         Box::new(kube_tools::KubeTools),
         Box::new(kubernetes::Kubernetes),
         Box::new(kafka::Kafka),
+        Box::new(openbao::OpenBao),
     ]
 }
 

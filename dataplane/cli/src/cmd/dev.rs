@@ -1,5 +1,5 @@
-//! `fiso dev`: the project's flows in one process, pretty logs (also written to
-//! `fiso/.dev/flow.log` for `fiso logs`), live reload, the sample service next to them, and the
+//! `fiso dev`: the project's flows and link proxy in one process, pretty logs (also written to
+//! `fiso/.dev/dev.log` for `fiso logs`), live reload, the sample service next to them, and the
 //! URLs and a `curl` to try it. `--docker` writes a compose file and image instead.
 
 use std::path::{Path, PathBuf};
@@ -9,13 +9,14 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use fiso_config::flow::{SinkSpec, SourceSpec};
 use fiso_flow::runtime::{FlowRuntime, Observability};
+use fiso_link::LinkRuntime;
 use fiso_runtime::health::{serve, HealthState};
 use fiso_runtime::logging::{LogFormat, LogSettings};
 use fiso_runtime::shutdown::shutdown_signal;
 use tokio_util::sync::CancellationToken;
 
 use crate::cmd::flow::tokio_runtime;
-use crate::cmd::logs::Service;
+use crate::cmd::logs::DEV_LOG;
 use crate::project::{ProjectFiles, DEFAULT_DIR};
 use crate::style;
 
@@ -61,7 +62,7 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
     }
     let dev_dir = args.dir.join(".dev");
     std::fs::create_dir_all(&dev_dir).with_context(|| format!("creating {}", dev_dir.display()))?;
-    let log_file = dev_dir.join(Service::Flow.file_name());
+    let log_file = dev_dir.join(DEV_LOG);
     // A fresh log per session, so `fiso logs` shows this run.
     let _ = std::fs::remove_file(&log_file);
     let _logs = LogSettings::from_env()?
@@ -80,9 +81,15 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
         )
         .await?;
         let runtime = FlowRuntime::start(&flows_dir, &obs)?;
+        let link_config = args.dir.join("link").join("config.yaml");
+        let link = if link_config.is_file() {
+            Some(LinkRuntime::start(&link_config, &obs).await?)
+        } else {
+            None
+        };
         obs.readiness.mark_started();
         let mut service = if args.no_service { None } else { start_service(&args.dir, &dev_dir).await };
-        banner(&project, &runtime, health.local_addr, &args.dir);
+        banner(&project, &runtime, link.as_ref(), health.local_addr, &args.dir);
         tokio::select! {
             _ = shutdown.cancelled() => {}
             exited = wait_child(&mut service) => {
@@ -94,6 +101,9 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
         }
         if let Some(child) = service.as_mut() {
             let _ = child.kill().await;
+        }
+        if let Some(link) = link {
+            link.shutdown().await;
         }
         runtime.shutdown().await;
         health_stop.cancel();
@@ -158,6 +168,7 @@ async fn start_service(dir: &Path, dev_dir: &Path) -> Option<tokio::process::Chi
 fn banner(
     project: &fiso_config::validate::Project,
     runtime: &FlowRuntime,
+    link: Option<&LinkRuntime>,
     metrics: std::net::SocketAddr,
     dir: &Path,
 ) {
@@ -183,6 +194,20 @@ fn banner(
         }
         if let SinkSpec::Http(s) = &f.config.sink {
             println!("  {:<29} → {}", "", s.url);
+        }
+    }
+    if let (Some(link), Some(cfg)) = (link, &project.link) {
+        for t in &cfg.config.targets {
+            let name = t.name.as_deref().unwrap_or_default();
+            let to = match (&t.kafka, &t.host) {
+                (Some(k), _) => format!("kafka topic {}", k.topic),
+                (None, Some(host)) => format!("{}://{host}", t.protocol.as_str()),
+                (None, None) => String::new(),
+            };
+            println!(
+                "  link {name:<24} http://localhost:{}/link/{name}/  → {to}",
+                link.local_addr().port()
+            );
         }
     }
     println!("  metrics                        http://localhost:{}/metrics  (/healthz, /readyz, /config)", metrics.port());

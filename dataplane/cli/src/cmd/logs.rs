@@ -25,12 +25,21 @@ pub enum Service {
     Link,
 }
 
+/// `fiso dev` runs flows and link in one process, logging to this one file.
+pub const DEV_LOG: &str = "dev.log";
+
 impl Service {
-    pub fn file_name(self) -> &'static str {
-        match self {
-            Service::Flow => "flow.log",
-            Service::Link => "link.log",
-        }
+    /// Whether a JSON log line came from this service (by the crate in its `target`).
+    pub fn wrote(self, line: &str) -> bool {
+        let from_link = serde_json::from_str::<Value>(line)
+            .ok()
+            .and_then(|v| {
+                v.get("target")
+                    .and_then(Value::as_str)
+                    .map(|t| t.starts_with("fiso_link"))
+            })
+            .unwrap_or(false);
+        from_link == (self == Service::Link)
     }
 }
 
@@ -51,7 +60,7 @@ pub struct LogsArgs {
 }
 
 pub fn run(args: LogsArgs) -> Result<ExitCode> {
-    let path = dev_log_dir().join(args.service.file_name());
+    let path = dev_log_dir().join(DEV_LOG);
     if !path.is_file() {
         bail!(
             "no log at {}; start the services with `fiso dev` first",
@@ -63,6 +72,10 @@ pub fn run(args: LogsArgs) -> Result<ExitCode> {
     let mut lines: Vec<String> = Vec::new();
     let mut line = String::new();
     while reader.read_line(&mut line)? > 0 {
+        if !args.service.wrote(&line) {
+            line.clear();
+            continue;
+        }
         lines.push(std::mem::take(&mut line));
         if lines.len() > args.tail {
             lines.remove(0);
@@ -85,7 +98,9 @@ pub fn run(args: LogsArgs) -> Result<ExitCode> {
             let mut r = BufReader::new(file);
             while r.read_line(&mut line)? > 0 {
                 if line.ends_with('\n') {
-                    println!("{}", render(&line, args.raw));
+                    if args.service.wrote(&line) {
+                        println!("{}", render(&line, args.raw));
+                    }
                     pos += line.len() as u64;
                 }
                 line.clear();

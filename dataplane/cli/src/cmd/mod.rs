@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod export;
 pub mod flow;
 pub mod init;
+pub mod link;
 pub mod logs;
 pub mod produce;
 pub mod reference;

@@ -4,9 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::Args;
 use fiso_flow::runtime::{FlowRuntime, Observability, DEFAULT_CONFIG_DIR, DEFAULT_METRICS_ADDR};
+use fiso_link::LinkRuntime;
 use fiso_runtime::health::{serve, HealthState};
 use fiso_runtime::logging::LogSettings;
 use fiso_runtime::shutdown::shutdown_signal;
@@ -14,8 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cmd::flow::tokio_runtime;
 
-/// Default of `FISO_LINK_CONFIG`.
-pub const DEFAULT_LINK_CONFIG: &str = "/etc/fiso/link/config.yaml";
+pub use fiso_link::DEFAULT_LINK_CONFIG;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -32,7 +32,6 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let _logs = LogSettings::from_env()?.init()?;
-    refuse_link_targets(&args.link_config)?;
     tokio_runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         let obs = Observability::default();
@@ -50,9 +49,18 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             tracing::info!(dir = %args.config_dir.display(), "no flow directory: running without flows");
             None
         };
+        let link = if args.link_config.is_file() {
+            Some(LinkRuntime::start(&args.link_config, &obs).await?)
+        } else {
+            tracing::info!(file = %args.link_config.display(), "no link config: running without the link proxy");
+            None
+        };
         obs.readiness.mark_started();
         shutdown.cancelled().await;
         obs.readiness.set_not_ready("shutdown", "the process is stopping");
+        if let Some(link) = link {
+            link.shutdown().await;
+        }
         if let Some(flows) = flows {
             flows.shutdown().await;
         }
@@ -61,24 +69,4 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The link proxy is not part of this build: a config that asks for targets fails loudly
-/// instead of leaving the application's calls to localhost:3500 unanswered.
-fn refuse_link_targets(path: &std::path::Path) -> Result<()> {
-    if !path.is_file() {
-        return Ok(());
-    }
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let config = fiso_config::parse::parse_link(&path.display().to_string(), &text)
-        .map_err(|d| anyhow::anyhow!("{d}"))?;
-    if !config.targets.is_empty() {
-        bail!(
-            "{} defines {} link target(s), but the link proxy is not part of this build of fiso",
-            path.display(),
-            config.targets.len()
-        );
-    }
-    Ok(())
 }

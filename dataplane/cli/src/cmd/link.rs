@@ -1,0 +1,32 @@
+//! `fiso link`: the Fiso-Link egress proxy of `FISO_LINK_CONFIG`, hot-reloaded.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use fiso_link::DEFAULT_LINK_CONFIG;
+use fiso_runtime::logging::LogSettings;
+use fiso_runtime::shutdown::shutdown_signal;
+
+use crate::cmd::flow::tokio_runtime;
+
+#[derive(Debug, Args)]
+pub struct LinkArgs {
+    /// Link config file (listenAddr, metricsAddr, kafka clusters, targets); watched and
+    /// hot-reloaded.
+    #[arg(long = "config", env = "FISO_LINK_CONFIG", default_value = DEFAULT_LINK_CONFIG)]
+    pub config: PathBuf,
+    /// Metrics and health server (default: the config's `metricsAddr`).
+    #[arg(long, env = "FISO_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+}
+
+pub fn run(args: LinkArgs) -> Result<ExitCode> {
+    let _logs = LogSettings::from_env()?.init()?;
+    tokio_runtime()?.block_on(async {
+        let shutdown = shutdown_signal();
+        fiso_link::runtime::run(args.config, args.metrics_addr.as_deref(), shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,293 @@
+//! Circuit breaker per target. `failureThreshold` consecutive failures (a 5xx, a timeout, a
+//! connection error — never a 4xx) open it; while open every request gets 503 with
+//! `Retry-After` = the time left; after `resetTimeout` it is half-open and admits
+//! `successThreshold` probes at a time; that many successes close it, one failure opens it
+//! again. Every transition is logged and sets `fiso_link_circuit_state`.
+
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use fiso_config::link::{
+    CircuitBreakerConfig, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RESET_TIMEOUT,
+    DEFAULT_SUCCESS_THRESHOLD,
+};
+use futures::future::BoxFuture;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::metrics::{CircuitState, LinkMetrics};
+use crate::response::{error_retry_after, ErrorCode, Request, Response};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Closed { failures: u32 },
+    Open { until: Instant },
+    HalfOpen { probes: u32, successes: u32 },
+}
+
+/// The breaker's state machine, on tokio's clock.
+#[derive(Debug)]
+pub struct Breaker {
+    target: Arc<str>,
+    failure_threshold: u32,
+    success_threshold: u32,
+    reset_timeout: Duration,
+    state: State,
+    metrics: LinkMetrics,
+}
+
+/// Whether a request may go through.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    Admitted,
+    Rejected { retry_after: Duration },
+}
+
+impl Breaker {
+    pub fn new(target: &str, cfg: &CircuitBreakerConfig, metrics: LinkMetrics) -> Self {
+        metrics.circuit(target, CircuitState::Closed);
+        Breaker {
+            target: target.into(),
+            failure_threshold: cfg
+                .failure_threshold
+                .unwrap_or(DEFAULT_FAILURE_THRESHOLD)
+                .max(1),
+            success_threshold: cfg
+                .success_threshold
+                .unwrap_or(DEFAULT_SUCCESS_THRESHOLD)
+                .max(1),
+            reset_timeout: cfg.reset_timeout.unwrap_or(DEFAULT_RESET_TIMEOUT),
+            state: State::Closed { failures: 0 },
+            metrics,
+        }
+    }
+
+    pub fn state(&self) -> CircuitState {
+        match self.state {
+            State::Closed { .. } => CircuitState::Closed,
+            State::Open { .. } => CircuitState::Open,
+            State::HalfOpen { .. } => CircuitState::HalfOpen,
+        }
+    }
+
+    pub fn admit(&mut self) -> Admission {
+        let now = Instant::now();
+        match self.state {
+            State::Closed { .. } => Admission::Admitted,
+            State::Open { until } if now < until => Admission::Rejected {
+                retry_after: until - now,
+            },
+            State::Open { .. } => {
+                self.set(State::HalfOpen {
+                    probes: 1,
+                    successes: 0,
+                });
+                Admission::Admitted
+            }
+            State::HalfOpen { probes, successes } if probes < self.success_threshold => {
+                self.state = State::HalfOpen {
+                    probes: probes + 1,
+                    successes,
+                };
+                Admission::Admitted
+            }
+            State::HalfOpen { .. } => Admission::Rejected {
+                retry_after: Duration::from_secs(1),
+            },
+        }
+    }
+
+    pub fn record(&mut self, success: bool) {
+        match (self.state, success) {
+            (State::Closed { .. }, true) => self.state = State::Closed { failures: 0 },
+            (State::Closed { failures }, false) if failures + 1 >= self.failure_threshold => {
+                self.open()
+            }
+            (State::Closed { failures }, false) => {
+                self.state = State::Closed {
+                    failures: failures + 1,
+                }
+            }
+            (State::HalfOpen { successes, .. }, true)
+                if successes + 1 >= self.success_threshold =>
+            {
+                self.set(State::Closed { failures: 0 })
+            }
+            (State::HalfOpen { probes, successes }, true) => {
+                self.state = State::HalfOpen {
+                    probes: probes.saturating_sub(1),
+                    successes: successes + 1,
+                }
+            }
+            (State::HalfOpen { .. }, false) => self.open(),
+            // An answer to a request admitted before the breaker opened changes nothing.
+            (State::Open { .. }, _) => {}
+        }
+    }
+
+    fn open(&mut self) {
+        self.set(State::Open {
+            until: Instant::now() + self.reset_timeout,
+        });
+    }
+
+    fn set(&mut self, state: State) {
+        self.state = state;
+        let state = self.state();
+        tracing::warn!(target_name = %self.target, state = ?state, "circuit breaker transition");
+        self.metrics.circuit(&self.target, state);
+    }
+}
+
+/// A response that counts as a failure of the upstream: any 5xx, including the 502 / 504 the
+/// proxy answers for connection errors and timeouts.
+pub fn is_failure(response: &Response) -> bool {
+    response.status().is_server_error()
+}
+
+#[derive(Clone)]
+pub struct BreakerLayer {
+    breaker: Arc<Mutex<Breaker>>,
+}
+
+impl BreakerLayer {
+    pub fn new(target: &str, cfg: &CircuitBreakerConfig, metrics: LinkMetrics) -> Self {
+        BreakerLayer {
+            breaker: Arc::new(Mutex::new(Breaker::new(target, cfg, metrics))),
+        }
+    }
+}
+
+impl<S> Layer<S> for BreakerLayer {
+    type Service = CircuitBreaker<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CircuitBreaker {
+            breaker: Arc::clone(&self.breaker),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CircuitBreaker<S> {
+    breaker: Arc<Mutex<Breaker>>,
+    inner: S,
+}
+
+fn lock(b: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
+    b.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<S> Service<Request> for CircuitBreaker<S>
+where
+    S: Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let breaker = Arc::clone(&self.breaker);
+        let admission = lock(&breaker).admit();
+        if let Admission::Rejected { retry_after } = admission {
+            let target = lock(&breaker).target.clone();
+            let response = error_retry_after(
+                ErrorCode::CircuitOpen,
+                format!("circuit breaker of target `{target}` is open"),
+                retry_after,
+            );
+            return Box::pin(async move { Ok(response) });
+        }
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let response = inner.oneshot(req).await?;
+            lock(&breaker).record(!is_failure(&response));
+            Ok(response)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(failures: u32, successes: u32, reset: u64) -> Breaker {
+        Breaker::new(
+            "t",
+            &CircuitBreakerConfig {
+                enabled: true,
+                failure_threshold: Some(failures),
+                success_threshold: Some(successes),
+                reset_timeout: Some(Duration::from_secs(reset)),
+            },
+            LinkMetrics::unregistered(),
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_cycle() {
+        let mut b = breaker(3, 2, 30);
+        let metrics = b.metrics.clone();
+        // A success resets the count of consecutive failures.
+        for ok in [false, false, true, false, false] {
+            assert_eq!(b.admit(), Admission::Admitted);
+            b.record(ok);
+        }
+        assert_eq!(b.state(), CircuitState::Closed);
+        b.record(false);
+        assert_eq!(b.state(), CircuitState::Open);
+        assert_eq!(metrics.circuit_state("t"), 2);
+        assert_eq!(
+            b.admit(),
+            Admission::Rejected {
+                retry_after: Duration::from_secs(30)
+            }
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(
+            b.admit(),
+            Admission::Rejected {
+                retry_after: Duration::from_secs(20)
+            }
+        );
+        tokio::time::advance(Duration::from_secs(20)).await;
+        // Half-open: two probes at a time, a third waits.
+        assert_eq!(b.admit(), Admission::Admitted);
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        assert_eq!(metrics.circuit_state("t"), 1);
+        assert_eq!(b.admit(), Admission::Admitted);
+        assert!(matches!(b.admit(), Admission::Rejected { .. }));
+        b.record(true);
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        b.record(true);
+        assert_eq!(b.state(), CircuitState::Closed);
+        assert_eq!(metrics.circuit_state("t"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_opens_again() {
+        let mut b = breaker(1, 1, 5);
+        b.record(false);
+        assert_eq!(b.state(), CircuitState::Open);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        assert_eq!(b.admit(), Admission::Admitted);
+        b.record(false);
+        assert_eq!(b.state(), CircuitState::Open);
+        assert_eq!(
+            b.admit(),
+            Admission::Rejected {
+                retry_after: Duration::from_secs(5)
+            }
+        );
+    }
+}

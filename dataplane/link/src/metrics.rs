@@ -1,0 +1,181 @@
+//! Every metric Fiso-Link emits (names and labels per the upstream README's Link table).
+
+use fiso_runtime::metrics::MetricsError;
+use fiso_runtime::MetricsRegistry;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    target: String,
+    method: String,
+    status: String,
+    mode: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    target: String,
+    method: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabel {
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    target: String,
+    attempt: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    target: String,
+    status: String,
+}
+
+/// Circuit breaker states as `fiso_link_circuit_state` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CircuitState {
+    Closed = 0,
+    HalfOpen = 1,
+    Open = 2,
+}
+
+/// The link's metrics; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct LinkMetrics {
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    circuit: Family<TargetLabel, Gauge>,
+    retries: Family<RetryLabels, Counter>,
+    rate_limited: Family<TargetLabel, Counter>,
+    auth_refresh: Family<StatusLabels, Counter>,
+}
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl LinkMetrics {
+    /// Metrics that are not exported anywhere (tests of single layers).
+    pub fn unregistered() -> Self {
+        LinkMetrics {
+            requests: Family::default(),
+            duration: Family::new_with_constructor(duration_histogram),
+            circuit: Family::default(),
+            retries: Family::default(),
+            rate_limited: Family::default(),
+            auth_refresh: Family::default(),
+        }
+    }
+
+    pub fn register(registry: &MetricsRegistry) -> Result<Self, MetricsError> {
+        let m = Self::unregistered();
+        registry.register(
+            "fiso_link_requests_total",
+            "Requests proxied or published, by final status",
+            m.requests.clone(),
+        )?;
+        registry.register(
+            "fiso_link_request_duration_seconds",
+            "Time until the response headers (all attempts included)",
+            m.duration.clone(),
+        )?;
+        registry.register(
+            "fiso_link_circuit_state",
+            "Circuit breaker state (0=closed, 1=half-open, 2=open)",
+            m.circuit.clone(),
+        )?;
+        registry.register(
+            "fiso_link_retries_total",
+            "Retries per target, by attempt number (2 = first retry)",
+            m.retries.clone(),
+        )?;
+        registry.register(
+            "fiso_link_rate_limited_total",
+            "Requests refused by the rate limit",
+            m.rate_limited.clone(),
+        )?;
+        registry.register(
+            "fiso_link_auth_refresh_total",
+            "Background refreshes of target credentials",
+            m.auth_refresh.clone(),
+        )?;
+        Ok(m)
+    }
+
+    pub fn request(&self, target: &str, method: &str, status: u16, mode: &str, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                target: target.to_owned(),
+                method: method.to_owned(),
+                status: status.to_string(),
+                mode: mode.to_owned(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&DurationLabels {
+                target: target.to_owned(),
+                method: method.to_owned(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn circuit(&self, target: &str, state: CircuitState) {
+        self.circuit
+            .get_or_create(&TargetLabel {
+                target: target.to_owned(),
+            })
+            .set(state as i64);
+    }
+
+    pub fn retry(&self, target: &str, attempt: u32) {
+        self.retries
+            .get_or_create(&RetryLabels {
+                target: target.to_owned(),
+                attempt: attempt.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, target: &str) {
+        self.rate_limited
+            .get_or_create(&TargetLabel {
+                target: target.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn auth_refresh(&self, target: &str, status: &str) {
+        self.auth_refresh
+            .get_or_create(&StatusLabels {
+                target: target.to_owned(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Current value of `fiso_link_circuit_state{target}` (for tests).
+    pub fn circuit_state(&self, target: &str) -> i64 {
+        self.circuit
+            .get_or_create(&TargetLabel {
+                target: target.to_owned(),
+            })
+            .get()
+    }
+
+    /// Current value of `fiso_link_rate_limited_total{target}` (for tests).
+    pub fn rate_limited_count(&self, target: &str) -> u64 {
+        self.rate_limited
+            .get_or_create(&TargetLabel {
+                target: target.to_owned(),
+            })
+            .get()
+    }
+}

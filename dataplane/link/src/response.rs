@@ -1,0 +1,131 @@
+//! Responses the proxy answers itself: a JSON error body `{"error":{"code","message"}}` with a
+//! stable code, like Fiso-Flow's, and `Retry-After` where the caller should come back later.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{header, HeaderValue, StatusCode};
+
+pub type Request = http::Request<Body>;
+pub type Response = http::Response<Body>;
+
+/// Why the proxy answered instead of the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    NotFound,
+    TargetNotFound,
+    TargetUnavailable,
+    PathNotAllowed,
+    MethodNotAllowed,
+    InvalidRequest,
+    PayloadTooLarge,
+    RateLimited,
+    CircuitOpen,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    KafkaPublishFailed,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::NotFound => "NOT_FOUND",
+            ErrorCode::TargetNotFound => "TARGET_NOT_FOUND",
+            ErrorCode::TargetUnavailable => "TARGET_UNAVAILABLE",
+            ErrorCode::PathNotAllowed => "PATH_NOT_ALLOWED",
+            ErrorCode::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            ErrorCode::InvalidRequest => "INVALID_REQUEST",
+            ErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::CircuitOpen => "CIRCUIT_OPEN",
+            ErrorCode::UpstreamUnreachable => "UPSTREAM_UNREACHABLE",
+            ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            ErrorCode::KafkaPublishFailed => "KAFKA_PUBLISH_FAILED",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::NotFound | ErrorCode::TargetNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::PathNotAllowed => StatusCode::FORBIDDEN,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::CircuitOpen | ErrorCode::TargetUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorCode::UpstreamUnreachable | ErrorCode::KafkaPublishFailed => {
+                StatusCode::BAD_GATEWAY
+            }
+            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+/// Marks a response the proxy made up (no upstream answered), so the layers above can tell it
+/// from an upstream's own 502.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyError(pub ErrorCode);
+
+/// The JSON error response for `code`.
+pub fn error(code: ErrorCode, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({"error": {"code": code.as_str(), "message": message.into()}});
+    let mut response = http::Response::new(Body::from(body.to_string()));
+    *response.status_mut() = code.status();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response.extensions_mut().insert(ProxyError(code));
+    response
+}
+
+/// [`error`] with `Retry-After` in whole seconds (at least 1).
+pub fn error_retry_after(code: ErrorCode, message: impl Into<String>, after: Duration) -> Response {
+    let mut response = error(code, message);
+    let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    response
+}
+
+/// A JSON success body.
+pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
+    let mut response = http::Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// Headers that describe one connection, not the message: never forwarded either way
+/// (RFC 9110 §7.6.1), plus whatever the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    let named: Vec<http::HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| http::HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+}

