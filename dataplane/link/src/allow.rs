@@ -505,62 +505,27 @@ mod tests {
     }
 }
 
-/// The allowed-paths layer: a request whose normalised path matches none of the target's
+/// The allowed-paths concern: a request whose normalised path matches none of the target's
 /// `allowedPaths` is refused with 403 before anything else is spent on it.
 #[derive(Clone)]
-pub struct AllowLayer {
+pub struct Allow {
     allowed: std::sync::Arc<AllowedPaths>,
 }
 
-impl AllowLayer {
+impl Allow {
     pub fn new(allowed: AllowedPaths) -> Self {
-        AllowLayer {
+        Allow {
             allowed: std::sync::Arc::new(allowed),
         }
     }
 }
 
-impl<S> tower::Layer<S> for AllowLayer {
-    type Service = Allow<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Allow {
-            allowed: self.allowed.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Allow<S> {
-    allowed: std::sync::Arc<AllowedPaths>,
-    inner: S,
-}
-
-impl<S> tower::Service<crate::response::Request> for Allow<S>
-where
-    S: tower::Service<
-            crate::response::Request,
-            Response = crate::response::Response,
-            Error = std::convert::Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = crate::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: crate::response::Request) -> Self::Future {
-        use tower::ServiceExt;
+impl crate::layer::Concern for Allow {
+    fn call(
+        &self,
+        req: crate::response::Request,
+        next: crate::layer::Next,
+    ) -> futures::future::BoxFuture<'static, crate::response::Response> {
         let refused = match req.extensions().get::<crate::forward::Forward>() {
             Some(f) if self.allowed.allows(&f.path) => None,
             Some(f) => Some(format!(
@@ -574,9 +539,9 @@ where
             Some(message) => {
                 let response =
                     crate::response::error(crate::response::ErrorCode::PathNotAllowed, message);
-                Box::pin(async move { Ok(response) })
+                Box::pin(async move { response })
             }
-            None => Box::pin(self.inner.clone().oneshot(req)),
+            None => Box::pin(crate::layer::answer(next, req)),
         }
     }
 }

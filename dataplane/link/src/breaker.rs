@@ -5,7 +5,6 @@
 //! again. Every transition is logged and sets `fiso_link_circuit_state`.
 
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fiso_config::link::{
@@ -14,8 +13,8 @@ use fiso_config::link::{
 };
 use futures::future::BoxFuture;
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
 
+use crate::layer::{answer, Concern, Next};
 use crate::metrics::{CircuitState, LinkMetrics};
 use crate::response::{error_retry_after, ErrorCode, Request, Response};
 
@@ -146,57 +145,26 @@ pub fn is_failure(response: &Response) -> bool {
     response.status().is_server_error()
 }
 
+/// The circuit-breaker concern of one target.
 #[derive(Clone)]
-pub struct BreakerLayer {
+pub struct CircuitBreaker {
     breaker: Arc<Mutex<Breaker>>,
 }
 
-impl BreakerLayer {
+impl CircuitBreaker {
     pub fn new(target: &str, cfg: &CircuitBreakerConfig, metrics: LinkMetrics) -> Self {
-        BreakerLayer {
+        CircuitBreaker {
             breaker: Arc::new(Mutex::new(Breaker::new(target, cfg, metrics))),
         }
     }
-}
-
-impl<S> Layer<S> for BreakerLayer {
-    type Service = CircuitBreaker<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreaker {
-            breaker: Arc::clone(&self.breaker),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct CircuitBreaker<S> {
-    breaker: Arc<Mutex<Breaker>>,
-    inner: S,
 }
 
 fn lock(b: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
     b.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<S> Service<Request> for CircuitBreaker<S>
-where
-    S: Service<Request, Response = Response, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<'static, Result<Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
+impl Concern for CircuitBreaker {
+    fn call(&self, req: Request, next: Next) -> BoxFuture<'static, Response> {
         let breaker = Arc::clone(&self.breaker);
         let admission = lock(&breaker).admit();
         if let Admission::Rejected { retry_after } = admission {
@@ -206,13 +174,12 @@ where
                 format!("circuit breaker of target `{target}` is open"),
                 retry_after,
             );
-            return Box::pin(async move { Ok(response) });
+            return Box::pin(async move { response });
         }
-        let inner = self.inner.clone();
         Box::pin(async move {
-            let response = inner.oneshot(req).await?;
+            let response = answer(next, req).await;
             lock(&breaker).record(!is_failure(&response));
-            Ok(response)
+            response
         })
     }
 }

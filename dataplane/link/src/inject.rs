@@ -1,57 +1,32 @@
 //! Auth injection: the target's credential replaces whatever the app sent in that header (and
 //! any `Authorization`), so an app can never smuggle its own credential alongside.
 
-use std::task::{Context, Poll};
-
+use futures::future::BoxFuture;
 use http::header;
-use tower::{Layer, Service};
 
 use crate::auth::Credentials;
-use crate::response::Request;
+use crate::layer::{answer, Concern, Next};
+use crate::response::{Request, Response};
 
+/// The auth-injection concern of one target.
 #[derive(Clone)]
-pub struct AuthLayer {
+pub struct InjectAuth {
     credentials: Credentials,
 }
 
-impl AuthLayer {
+impl InjectAuth {
     pub fn new(credentials: Credentials) -> Self {
-        AuthLayer { credentials }
+        InjectAuth { credentials }
     }
 }
 
-impl<S> Layer<S> for AuthLayer {
-    type Service = InjectAuth<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        InjectAuth {
-            credentials: self.credentials.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct InjectAuth<S> {
-    credentials: Credentials,
-    inner: S,
-}
-
-impl<S: Service<Request>> Service<Request> for InjectAuth<S> {
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Request) -> Self::Future {
+impl Concern for InjectAuth {
+    fn call(&self, mut req: Request, next: Next) -> BoxFuture<'static, Response> {
         let (name, value) = self.credentials.header();
         let headers = req.headers_mut();
         headers.remove(header::AUTHORIZATION);
         headers.remove(&name);
         headers.insert(name, value);
-        self.inner.call(req)
+        Box::pin(answer(next, req))
     }
 }

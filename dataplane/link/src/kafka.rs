@@ -9,20 +9,17 @@
 //! target's static headers win over request headers of the same name.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fiso_config::flow::RequiredAcks;
 use fiso_config::kafka::KafkaCluster;
 use fiso_config::link::{KafkaTargetConfig, KeyStrategy, KeyType};
-use futures::future::BoxFuture;
 use http::{header, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::{json, Value};
-use tower::Service;
 
 use crate::response::{
     error, json as json_response, strip_hop_by_hop, ErrorCode, Request, Response,
@@ -65,20 +62,9 @@ impl KafkaPublisher {
             cluster: cfg.cluster.clone(),
             message,
         };
-        let mut config =
-            fiso_runtime::kafka::client_config(cluster).map_err(|e| client(e.to_string()))?;
         let acks = cfg.required_acks.unwrap_or(RequiredAcks::Leader);
-        config
-            .set("acks", acks.as_str())
-            .set(
-                "enable.idempotence",
-                if acks == RequiredAcks::All {
-                    "true"
-                } else {
-                    "false"
-                },
-            )
-            .set("message.timeout.ms", timeout.as_millis().to_string());
+        let config = fiso_runtime::kafka::producer_config(cluster, acks, timeout)
+            .map_err(|e| client(e.to_string()))?;
         let producer = config.create().map_err(|e| client(e.to_string()))?;
         Ok(KafkaPublisher {
             producer,
@@ -94,7 +80,8 @@ impl KafkaPublisher {
         })
     }
 
-    async fn publish(&self, req: Request) -> Response {
+    /// Publishes the body of `req`; the answer says where the record landed.
+    pub async fn publish(self, req: Request) -> Response {
         if req.method() != Method::POST {
             let mut r = error(
                 ErrorCode::MethodNotAllowed,
@@ -147,21 +134,6 @@ impl KafkaPublisher {
                 format!("publishing to topic `{}` failed: {e}", self.topic),
             ),
         }
-    }
-}
-
-impl Service<Request> for KafkaPublisher {
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<'static, Result<Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.publish(req).await) })
     }
 }
 

@@ -12,6 +12,7 @@ pub mod breaker;
 pub mod forward;
 pub mod inject;
 pub mod kafka;
+pub mod layer;
 pub mod metrics;
 pub mod ratelimit;
 pub mod response;

@@ -3,14 +3,13 @@
 //! saying when the next token arrives; it never waits in a queue the app cannot see.
 
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use fiso_config::link::RateLimitConfig;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
-use tower::{Layer, Service, ServiceExt};
 
+use crate::layer::{answer, Concern, Next};
 use crate::metrics::LinkMetrics;
 use crate::response::{error_retry_after, ErrorCode, Request, Response};
 
@@ -50,16 +49,17 @@ impl TokenBucket {
     }
 }
 
+/// The rate-limit concern of one target.
 #[derive(Clone)]
-pub struct RateLimitLayer {
+pub struct RateLimiter {
     target: Arc<str>,
     bucket: Arc<Mutex<TokenBucket>>,
     metrics: LinkMetrics,
 }
 
-impl RateLimitLayer {
+impl RateLimiter {
     pub fn new(target: &str, cfg: &RateLimitConfig, metrics: LinkMetrics) -> Self {
-        RateLimitLayer {
+        RateLimiter {
             target: target.into(),
             bucket: Arc::new(Mutex::new(TokenBucket::new(cfg))),
             metrics,
@@ -67,56 +67,23 @@ impl RateLimitLayer {
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimit<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimit {
-            layer: self.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct RateLimit<S> {
-    layer: RateLimitLayer,
-    inner: S,
-}
-
-impl<S> Service<Request> for RateLimit<S>
-where
-    S: Service<Request, Response = Response, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<'static, Result<Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
+impl Concern for RateLimiter {
+    fn call(&self, req: Request, next: Next) -> BoxFuture<'static, Response> {
         let taken = self
-            .layer
             .bucket
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .try_take();
         if let Err(wait) = taken {
-            self.layer.metrics.rate_limited(&self.layer.target);
+            self.metrics.rate_limited(&self.target);
             let response = error_retry_after(
                 ErrorCode::RateLimited,
-                format!("rate limit of target `{}` exceeded", self.layer.target),
+                format!("rate limit of target `{}` exceeded", self.target),
                 wait,
             );
-            return Box::pin(async move { Ok(response) });
+            return Box::pin(async move { response });
         }
-        Box::pin(self.inner.clone().oneshot(req))
+        Box::pin(async move { answer(next, req).await })
     }
 }
 

@@ -9,7 +9,6 @@
 //! longer) body streams through in a single attempt.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
@@ -22,8 +21,8 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use http::{header, Method, StatusCode};
 use http_body_util::BodyExt;
-use tower::{Layer, Service, ServiceExt};
 
+use crate::layer::{answer, Concern, Next};
 use crate::metrics::LinkMetrics;
 use crate::response::{Request, Response};
 
@@ -93,16 +92,17 @@ pub fn is_retryable(response: &Response) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
 
+/// The retry concern of one target.
 #[derive(Clone)]
-pub struct RetryLayer {
+pub struct Retry {
     target: Arc<str>,
     policy: Arc<RetryPolicy>,
     metrics: LinkMetrics,
 }
 
-impl RetryLayer {
+impl Retry {
     pub fn new(target: &str, policy: RetryPolicy, metrics: LinkMetrics) -> Self {
-        RetryLayer {
+        Retry {
             target: target.into(),
             policy: Arc::new(policy),
             metrics,
@@ -110,51 +110,18 @@ impl RetryLayer {
     }
 }
 
-impl<S> Layer<S> for RetryLayer {
-    type Service = Retry<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        Retry {
-            layer: self.clone(),
-            inner,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub struct Retry<S> {
-    layer: RetryLayer,
-    inner: S,
-}
-
-impl<S> Service<Request> for Retry<S>
-where
-    S: Service<Request, Response = Response, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send,
-{
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<'static, Result<Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let layer = self.layer.clone();
-        let inner = self.inner.clone();
+impl Concern for Retry {
+    fn call(&self, req: Request, next: Next) -> BoxFuture<'static, Response> {
+        let this = self.clone();
         Box::pin(async move {
-            if !layer.policy.may_retry(&req) {
-                return inner.oneshot(req).await;
+            if !this.policy.may_retry(&req) {
+                return answer(next, req).await;
             }
             let (parts, body) = req.into_parts();
             let body = match replayable(&parts.headers, body).await {
                 Replay::Buffered(bytes) => bytes,
                 Replay::Streaming(body) => {
-                    return inner.oneshot(Request::from_parts(parts, body)).await;
+                    return answer(next, Request::from_parts(parts, body)).await;
                 }
             };
             let mut attempt = 1;
@@ -165,25 +132,25 @@ where
                 *req.version_mut() = parts.version;
                 *req.headers_mut() = parts.headers.clone();
                 *req.extensions_mut() = parts.extensions.clone();
-                let response = inner.clone().oneshot(req).await?;
-                if attempt >= layer.policy.max_attempts || !is_retryable(&response) {
-                    return Ok(response);
+                let response = answer(next.clone(), req).await;
+                if attempt >= this.policy.max_attempts || !is_retryable(&response) {
+                    return response;
                 }
                 let retry_after = response
                     .headers()
                     .get(header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                let wait = layer.policy.delay(attempt - 1, retry_after);
+                let wait = this.policy.delay(attempt - 1, retry_after);
                 tracing::debug!(
-                    target_name = %layer.target, status = response.status().as_u16(),
+                    target_name = %this.target, status = response.status().as_u16(),
                     attempt, wait_ms = wait.as_millis() as u64, "retrying upstream request"
                 );
                 // The answer is dropped unread: the connection goes back to the pool or closes.
                 drop(response);
                 tokio::time::sleep(wait).await;
                 attempt += 1;
-                layer.metrics.retry(&layer.target, attempt);
+                this.metrics.retry(&this.target, attempt);
             }
         })
     }
@@ -233,7 +200,10 @@ async fn replayable(headers: &http::HeaderMap, body: Body) -> Replay {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
+    use tower::{Layer, Service, ServiceExt};
+
     use super::*;
+    use crate::layer::ConcernLayer;
 
     fn policy(max_attempts: u32, jitter: f64) -> RetryPolicy {
         RetryPolicy {
@@ -298,7 +268,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_with_exponential_delays_then_returns_the_last_answer() {
         let (up, calls) = upstream(vec![503]);
-        let svc = RetryLayer::new("t", policy(4, 0.0), LinkMetrics::unregistered()).layer(up);
+        let svc =
+            ConcernLayer(Retry::new("t", policy(4, 0.0), LinkMetrics::unregistered())).layer(up);
         let start = tokio::time::Instant::now();
         let response = svc.oneshot(request(Method::PUT, "payload")).await.unwrap();
         assert_eq!(response.status(), 503);
@@ -319,7 +290,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_honoured_and_success_stops() {
         let (up, calls) = upstream(vec![429, 200]);
-        let svc = RetryLayer::new("t", policy(3, 0.0), LinkMetrics::unregistered()).layer(up);
+        let svc =
+            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
         let start = tokio::time::Instant::now();
         let response = svc.oneshot(request(Method::GET, "")).await.unwrap();
         assert_eq!(response.status(), 200);
@@ -332,7 +304,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn post_is_retried_only_with_an_idempotency_key_or_when_allowed() {
         let (up, calls) = upstream(vec![502]);
-        let svc = RetryLayer::new("t", policy(3, 0.0), LinkMetrics::unregistered()).layer(up);
+        let svc =
+            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
         svc.clone()
             .oneshot(request(Method::POST, "x"))
             .await
@@ -348,7 +321,7 @@ mod tests {
         let (up, calls) = upstream(vec![502]);
         let mut p = policy(2, 0.0);
         p.non_idempotent = true;
-        let svc = RetryLayer::new("t", p, LinkMetrics::unregistered()).layer(up);
+        let svc = ConcernLayer(Retry::new("t", p, LinkMetrics::unregistered())).layer(up);
         svc.oneshot(request(Method::PATCH, "x")).await.unwrap();
         assert_eq!(calls.lock().unwrap().len(), 2);
     }
@@ -356,7 +329,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn client_errors_are_not_retried() {
         let (up, calls) = upstream(vec![404]);
-        let svc = RetryLayer::new("t", policy(3, 0.0), LinkMetrics::unregistered()).layer(up);
+        let svc =
+            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
         let response = svc.oneshot(request(Method::GET, "")).await.unwrap();
         assert_eq!(response.status(), 404);
         assert_eq!(calls.lock().unwrap().len(), 1);
@@ -365,7 +339,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_beyond_the_replay_limit_streams_once() {
         let (up, calls) = upstream(vec![503]);
-        let svc = RetryLayer::new("t", policy(3, 0.0), LinkMetrics::unregistered()).layer(up);
+        let svc =
+            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
         let big = vec![b'x'; REPLAY_LIMIT + 10];
         let mut req = Request::new(Body::from(big.clone()));
         *req.method_mut() = Method::PUT;

@@ -5,20 +5,18 @@ use std::sync::Arc;
 use fiso_config::kafka::KafkaConfig;
 use fiso_config::link::{Protocol, TargetConfig};
 use tower::util::BoxCloneSyncService;
-use tower::ServiceBuilder;
+use tower::Layer;
 
-use crate::allow::{AllowLayer, AllowedPaths};
+use crate::allow::{Allow, AllowedPaths};
 use crate::auth::{AuthError, Credentials, VaultSettings};
-use crate::breaker::BreakerLayer;
-use crate::inject::AuthLayer;
+use crate::breaker::CircuitBreaker;
+use crate::inject::InjectAuth;
 use crate::kafka::{KafkaPublisher, KafkaTargetError};
+use crate::layer::{leaf, Concern, ConcernLayer, Next};
 use crate::metrics::LinkMetrics;
-use crate::ratelimit::RateLimitLayer;
-use crate::response::{Request, Response};
-use crate::retry::{RetryLayer, RetryPolicy};
+use crate::ratelimit::RateLimiter;
+use crate::retry::{Retry, RetryPolicy};
 use crate::upstream::{HttpUpstream, UpstreamBuildError, DEFAULT_TIMEOUT};
-
-pub type TargetService = BoxCloneSyncService<Request, Response, std::convert::Infallible>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
@@ -50,8 +48,7 @@ pub enum TargetError {
 pub struct Target {
     pub name: Arc<str>,
     pub config: TargetConfig,
-    pub allowed: AllowedPaths,
-    pub service: TargetService,
+    pub service: Next,
 }
 
 impl Target {
@@ -96,7 +93,7 @@ impl Target {
             })?,
             None => None,
         };
-        let upstream: TargetService = match cfg.protocol {
+        let upstream: Next = match cfg.protocol {
             Protocol::Kafka => {
                 let k = cfg
                     .kafka
@@ -109,82 +106,49 @@ impl Target {
                             target: target(),
                             source,
                         })?;
-                BoxCloneSyncService::new(publisher)
+                leaf(publisher, KafkaPublisher::publish)
             }
             Protocol::Http | Protocol::Https => {
                 let http = HttpUpstream::new(cfg).map_err(|source| TargetError::Upstream {
                     target: target(),
                     source,
                 })?;
-                BoxCloneSyncService::new(http)
+                leaf(http, HttpUpstream::forward)
             }
         };
         // Kafka publishes are acknowledged or not: retrying an unacknowledged POST is what
         // the producer itself would do.
         let retry_any_method = cfg.retry_non_idempotent || cfg.protocol == Protocol::Kafka;
-        let breaker = cfg
-            .circuit_breaker
-            .as_ref()
-            .filter(|b| b.enabled)
-            .map(|b| BreakerLayer::new(name, b, metrics.clone()));
-        let service = ServiceBuilder::new()
-            .layer(AllowLayer::new(allowed.clone()))
-            .option_layer(
-                cfg.rate_limit
-                    .as_ref()
-                    .map(|r| RateLimitLayer::new(name, r, metrics.clone())),
-            )
-            .option_layer(breaker)
-            .layer(RetryLayer::new(
+        // Built from the upstream outwards: route → allowed paths → rate limit → breaker →
+        // retry → auth → upstream.
+        let mut service = upstream;
+        if let Some(credentials) = credentials {
+            service = wrap(service, InjectAuth::new(credentials));
+        }
+        service = wrap(
+            service,
+            Retry::new(
                 name,
                 RetryPolicy::new(cfg.retry.as_ref(), retry_any_method),
                 metrics.clone(),
-            ))
-            .option_layer(credentials.map(AuthLayer::new))
-            .service(upstream);
+            ),
+        );
+        if let Some(b) = cfg.circuit_breaker.as_ref().filter(|b| b.enabled) {
+            service = wrap(service, CircuitBreaker::new(name, b, metrics.clone()));
+        }
+        if let Some(r) = &cfg.rate_limit {
+            service = wrap(service, RateLimiter::new(name, r, metrics.clone()));
+        }
+        service = wrap(service, Allow::new(allowed));
         Ok(Target {
             name: name.into(),
             config: cfg.clone(),
-            allowed,
-            service: BoxCloneSyncService::new(MapInfallible(service)),
+            service,
         })
     }
 }
 
-/// `option_layer` wraps services in `Either`, whose error type is a boxed error even when both
-/// sides are infallible; this restores `Infallible`.
-#[derive(Clone)]
-struct MapInfallible<S>(S);
-
-impl<S> tower::Service<Request> for MapInfallible<S>
-where
-    S: tower::Service<Request, Response = Response> + Clone + Send + 'static,
-    S::Error: std::fmt::Display,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = futures::future::BoxFuture<'static, Result<Response, Self::Error>>;
-
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        match self.0.poll_ready(cx) {
-            std::task::Poll::Ready(_) => std::task::Poll::Ready(Ok(())),
-            std::task::Poll::Pending => std::task::Poll::Pending,
-        }
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let fut = self.0.call(req);
-        Box::pin(async move {
-            Ok(fut.await.unwrap_or_else(|e| {
-                crate::response::error(
-                    crate::response::ErrorCode::UpstreamUnreachable,
-                    e.to_string(),
-                )
-            }))
-        })
-    }
+/// `next` behind `concern`'s layer.
+fn wrap<C: Concern>(next: Next, concern: C) -> Next {
+    BoxCloneSyncService::new(ConcernLayer(concern).layer(next))
 }

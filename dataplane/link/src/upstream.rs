@@ -4,15 +4,12 @@
 //! followed. `timeout` bounds the wait for the response headers of one attempt.
 
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
 use fiso_config::link::{Protocol, TargetConfig};
-use futures::future::BoxFuture;
 use http::header;
 use http_body::Body as _;
-use tower::Service;
 
 use crate::forward::Forward;
 use crate::response::{error, strip_hop_by_hop, ErrorCode, Request, Response};
@@ -98,23 +95,9 @@ impl HttpUpstream {
     }
 }
 
-impl Service<Request> for HttpUpstream {
-    type Response = Response;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<'static, Result<Response, Self::Error>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.forward(req).await) })
-    }
-}
-
 impl HttpUpstream {
-    async fn forward(&self, req: Request) -> Response {
+    /// Sends `req` to the target and streams its answer back.
+    pub async fn forward(self, req: Request) -> Response {
         let Some(forward) = req.extensions().get::<Forward>().cloned() else {
             return error(ErrorCode::NotFound, "no target for this request");
         };

@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use fiso_config::common::TlsConfig;
+use fiso_config::flow::RequiredAcks;
 use fiso_config::kafka::{KafkaAuth, KafkaCluster};
 use rdkafka::ClientConfig;
 
@@ -31,6 +32,28 @@ pub enum KafkaConfigError {
     },
     #[error("TLS: keyFile is set without certFile (or certFile without keyFile)")]
     HalfClientCert,
+}
+
+/// A producer's configuration for `cluster`: `acks` (`all` also makes the producer idempotent,
+/// so a retried send never duplicates) and how long a record may wait for its acknowledgement.
+pub fn producer_config(
+    cluster: &KafkaCluster,
+    acks: RequiredAcks,
+    message_timeout: std::time::Duration,
+) -> Result<ClientConfig, KafkaConfigError> {
+    let mut config = client_config(cluster)?;
+    let idempotent = acks == RequiredAcks::All;
+    config
+        .set("acks", acks.as_str())
+        .set(
+            "enable.idempotence",
+            if idempotent { "true" } else { "false" },
+        )
+        .set(
+            "message.timeout.ms",
+            message_timeout.as_millis().to_string(),
+        );
+    Ok(config)
 }
 
 /// The client configuration of `cluster`: `bootstrap.servers`, `security.protocol` and the SASL /

@@ -6,15 +6,14 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::pip::PipBinary;
-use super::process::{alive_pid, ensure_port_free, pid_alive};
+use super::process::{alive_pid, ensure_port_free, spawn_server, stop_server, wait_ready};
 use super::{Component, Ctx};
 
 const TANSU: PipBinary = PipBinary {
@@ -101,59 +100,21 @@ impl Component for Kafka {
         ensure_port_free(PORT, "the Kafka broker (tansu)")?;
         let binary = Self::binary(ctx).context("tansu is not installed")?;
         let log = Self::log(ctx);
-        let file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
         let url = format!("tcp://127.0.0.1:{PORT}");
-        let child = Command::new(&binary)
-            .args(["broker", "--listener-url", &url])
-            .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            // Its own process group: a Ctrl-C at the terminal that ran `infra up` leaves it be.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child.id();
-        std::fs::write(Self::pid_file(ctx), format!("{pid}\n"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if Self::ready() {
-                return Ok(());
-            }
-            if !pid_alive(pid) {
-                bail!("tansu exited during startup; log: {}", log.display());
-            }
-            if Instant::now() > deadline {
-                bail!("tansu not ready on 127.0.0.1:{PORT} after 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let pid = spawn_server(
+            "tansu",
+            Command::new(&binary)
+                .args(["broker", "--listener-url", &url])
+                .args(["--advertised-listener-url", &url])
+                .args(["--storage-engine", "memory://tansu/"]),
+            &log,
+            &Self::pid_file(ctx),
+        )?;
+        wait_ready("tansu", pid, &log, Self::ready)
     }
 
     fn stop(&self, ctx: &Ctx) -> Result<()> {
-        let pid_file = Self::pid_file(ctx);
-        if let Some(pid) = alive_pid(&pid_file) {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while pid_alive(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if pid_alive(pid) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            if pid_alive(pid) {
-                bail!("tansu (pid {pid}) still runs after SIGKILL");
-            }
-        }
-        match std::fs::remove_file(&pid_file) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("removing {}", pid_file.display()))
-            }
-            _ => Ok(()),
-        }
+        stop_server("tansu", &Self::pid_file(ctx), &[])
     }
 
     fn env(&self, _ctx: &Ctx) -> Vec<(&'static str, String)> {

@@ -7,15 +7,14 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::pip::PipBinary;
-use super::process::{alive_pid, pid_alive};
+use super::process::{alive_pid, spawn_server, stop_server, wait_ready};
 use super::{Component, Ctx};
 
 const BAO: PipBinary = PipBinary {
@@ -100,63 +99,22 @@ impl Component for OpenBao {
             .context("picking a free port for OpenBao")?
             .port();
         let log = Self::log(ctx);
-        let file =
-            std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let child = Command::new(&binary)
-            .args(["server", "-dev"])
-            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
-            .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
-            .arg("-dev-no-store-token")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            // Its own process group: a Ctrl-C at the terminal that ran `infra up` leaves it be.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {}", binary.display()))?;
-        let pid = child.id();
-        std::fs::write(Self::pid_file(ctx), format!("{pid}\n"))?;
+        let pid = spawn_server(
+            "bao",
+            Command::new(&binary)
+                .args(["server", "-dev"])
+                .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+                .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
+                .arg("-dev-no-store-token"),
+            &log,
+            &Self::pid_file(ctx),
+        )?;
         std::fs::write(Self::port_file(ctx), format!("{port}\n"))?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if Self::ready(port) {
-                return Ok(());
-            }
-            if !pid_alive(pid) {
-                bail!("bao exited during startup; log: {}", log.display());
-            }
-            if Instant::now() > deadline {
-                bail!("OpenBao not healthy on 127.0.0.1:{port} after 30 s");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_ready("OpenBao", pid, &log, || Self::ready(port))
     }
 
     fn stop(&self, ctx: &Ctx) -> Result<()> {
-        let pid_file = Self::pid_file(ctx);
-        if let Some(pid) = alive_pid(&pid_file) {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while pid_alive(pid) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            if pid_alive(pid) {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            if pid_alive(pid) {
-                bail!("bao (pid {pid}) still runs after SIGKILL");
-            }
-        }
-        for file in [pid_file, Self::port_file(ctx)] {
-            match std::fs::remove_file(&file) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("removing {}", file.display()))
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        stop_server("bao", &Self::pid_file(ctx), &[Self::port_file(ctx)])
     }
 
     fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {

@@ -3,8 +3,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::{Ipv4Addr, TcpListener};
-use std::path::Path;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -100,4 +102,65 @@ pub fn print_tail(path: &Path, lines: usize) {
         eprintln!("{line}");
     }
     eprintln!("----- end of {} -----", path.display());
+}
+
+/// Starts `cmd` as a background server: output to `log`, its own process group (a Ctrl-C at the
+/// terminal that ran `infra up` leaves it be), its PID written to `pid_file`.
+pub fn spawn_server(what: &str, cmd: &mut Command, log: &Path, pid_file: &Path) -> Result<u32> {
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {what}"))?;
+    let pid = child.id();
+    std::fs::write(pid_file, format!("{pid}\n"))?;
+    Ok(pid)
+}
+
+/// Waits up to 30 s for `ready`, failing early when the server (`pid`) exits.
+pub fn wait_ready(what: &str, pid: u32, log: &Path, ready: impl Fn() -> bool) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if ready() {
+            return Ok(());
+        }
+        if !pid_alive(pid) {
+            bail!("{what} exited during startup; log: {}", log.display());
+        }
+        if Instant::now() > deadline {
+            bail!("{what} not ready after 30 s; log: {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Stops the server whose PID is in `pid_file` (SIGTERM, then SIGKILL after 10 s) and removes
+/// `pid_file` and `extra_files`.
+pub fn stop_server(what: &str, pid_file: &Path, extra_files: &[PathBuf]) -> Result<()> {
+    if let Some(pid) = alive_pid(pid_file) {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while pid_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if pid_alive(pid) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        if pid_alive(pid) {
+            bail!("{what} (pid {pid}) still runs after SIGKILL");
+        }
+    }
+    for file in std::iter::once(pid_file).chain(extra_files.iter().map(PathBuf::as_path)) {
+        match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", file.display()))
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }

@@ -134,21 +134,8 @@ fn producer_with(
         cluster: name.to_owned(),
         message,
     };
-    let mut config = super::client::client_config(cluster).map_err(|e| client(e.to_string()))?;
-    config
-        .set("acks", acks.as_str())
-        .set(
-            "enable.idempotence",
-            if acks == RequiredAcks::All {
-                "true"
-            } else {
-                "false"
-            },
-        )
-        .set(
-            "message.timeout.ms",
-            MESSAGE_TIMEOUT.as_millis().to_string(),
-        );
+    let mut config = super::client::producer_config(cluster, acks, MESSAGE_TIMEOUT)
+        .map_err(|e| client(e.to_string()))?;
     if let Some(id) = transactional_id {
         config.set("transactional.id", id);
     }
