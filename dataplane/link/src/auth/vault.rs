@@ -343,11 +343,14 @@ impl Vault {
         let result = self.try_refresh_login().await;
         if result.is_err() {
             let now = Instant::now();
-            let delay = self
-                .expires_at
-                .and_then(|end| end.checked_duration_since(now))
-                .map_or(MAX_RETRY, |left| left / 3)
-                .clamp(MIN_RETRY, MAX_RETRY);
+            // Soon when the lease is (nearly) over or unknown: the credential is useless then.
+            let delay = match self.expires_at {
+                Some(end) => end
+                    .checked_duration_since(now)
+                    .map_or(MIN_RETRY, |left| left / 3),
+                None => MAX_RETRY,
+            }
+            .clamp(MIN_RETRY, MAX_RETRY);
             self.renew_at = Some(now + delay);
         }
         result
@@ -401,8 +404,11 @@ impl Vault {
     pub(super) async fn read(&mut self) -> Result<String, AuthError> {
         match self.read_once().await {
             Err(ReadError::Forbidden(first)) => {
-                if self.login().await.is_err() {
-                    return Err(first);
+                if let Err(login) = self.login().await {
+                    return Err(AuthError::Vault(format!(
+                        "{}; logging in again failed: {login}",
+                        first
+                    )));
                 }
                 self.read_once().await.map_err(AuthError::from)
             }
