@@ -195,6 +195,20 @@ impl FisoProcess {
         latest.addr().unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Where the gRPC source of flow `flow` is bound, from its latest `grpc source listening`
+    /// log line; waits for the line.
+    pub async fn grpc_addr(&self, flow: &str) -> SocketAddr {
+        let is_it =
+            |l: &LogLine| l.is("grpc source listening") && l.str_field("flow") == Some(flow);
+        self.wait_for_log(is_it).await;
+        let latest = self
+            .logs
+            .matching(0, is_it)
+            .pop()
+            .expect("waited for it above");
+        latest.addr().unwrap_or_else(|e| panic!("{e}"))
+    }
+
     pub fn metrics_addr(&self) -> SocketAddr {
         self.metrics_addr
     }

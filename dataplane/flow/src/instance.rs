@@ -25,8 +25,6 @@ pub enum BuildError {
     Sink(#[from] SinkError),
     #[error("dead-letter queue: {0}")]
     DeadLetter(KafkaSinkBuildError),
-    #[error("`source.type: {0}` is not available in this build of fiso (supported: http, kafka)")]
-    SourceUnavailable(&'static str),
     #[error("kafka transactions: {0}")]
     Transactions(&'static str),
     #[error("interceptors are not available in this build of fiso; remove `interceptors:` from the flow")]
@@ -46,6 +44,22 @@ fn instance_transactional_id(prefix: &str) -> String {
     }
 }
 
+/// A gRPC sink's acknowledgement as the answer an HTTP caller gets: `200` with its JSON.
+fn grpc_ack_response(ack: &crate::grpc::proto::fiso::v1::PublishResponse) -> SinkResponse {
+    let outcome = crate::grpc::proto::fiso::v1::Outcome::try_from(ack.outcome)
+        .map(|o| o.as_str_name())
+        .unwrap_or("OUTCOME_UNSPECIFIED");
+    let mut body = serde_json::json!({"id": ack.id, "outcome": outcome});
+    if !ack.dead_letter_topic.is_empty() {
+        body["deadLetterTopic"] = serde_json::json!(ack.dead_letter_topic);
+    }
+    SinkResponse {
+        status: axum::http::StatusCode::OK,
+        content_type: Some(axum::http::HeaderValue::from_static("application/json")),
+        body: body.to_string().into(),
+    }
+}
+
 /// What became of one event.
 #[derive(Debug)]
 pub enum Outcome {
@@ -53,6 +67,8 @@ pub enum Outcome {
     Delivered(SinkResponse),
     /// The Kafka sink's broker acknowledged the record.
     Published { topic: String, at: KafkaDelivery },
+    /// The Temporal sink started (or signalled) the workflow, or found it already started.
+    Started { workflow_id: String, run_id: String },
     /// The sink did not accept it, the dead-letter queue did.
     DeadLettered {
         error: DeliveryError,
@@ -87,9 +103,6 @@ impl FlowInstance {
         version: &str,
         metrics: FlowMetrics,
     ) -> Result<Arc<Self>, BuildError> {
-        if let SourceSpec::Grpc(_) = config.source {
-            return Err(BuildError::SourceUnavailable(config.source.kind()));
-        }
         let commit_policy = config
             .error_handling
             .as_ref()
@@ -177,6 +190,7 @@ impl FlowInstance {
     ) -> Outcome {
         let started = Instant::now();
         let mut key = None;
+        let mut temporal_params = Vec::new();
         let processed = input.and_then(|mut event| {
             if let Some(tp) = &ctx.traceparent {
                 event.set_extension("traceparent", tp.clone())?;
@@ -184,7 +198,18 @@ impl FlowInstance {
             if let Sink::Kafka(s) = &self.sink {
                 key = s.key(&Scope::new(&event))?;
             }
+            if let Sink::Temporal(s) = &self.sink {
+                temporal_params = s.params(&Scope::new(&event))?;
+            }
             self.compiled.process(event)
+        });
+        // The workflow id is rendered from the CloudEvent as sent; a missing field refuses it.
+        let mut workflow_id = String::new();
+        let processed = processed.and_then(|p| {
+            if let Sink::Temporal(s) = &self.sink {
+                workflow_id = s.workflow_id(p.event())?;
+            }
+            Ok(p)
         });
         self.metrics
             .observe(&self.name, Phase::Transform, started.elapsed());
@@ -211,6 +236,19 @@ impl FlowInstance {
                 .map(|at| Outcome::Published {
                     topic: s.topic().to_owned(),
                     at,
+                })
+                .map_err(DeliveryError::from),
+            Sink::Grpc(s) => s
+                .deliver(processed.event())
+                .await
+                .map(|ack| Outcome::Delivered(grpc_ack_response(&ack)))
+                .map_err(DeliveryError::from),
+            Sink::Temporal(s) => s
+                .deliver(processed.event(), workflow_id, temporal_params, ctx)
+                .await
+                .map(|d| Outcome::Started {
+                    workflow_id: d.workflow_id,
+                    run_id: d.run_id,
                 })
                 .map_err(DeliveryError::from),
         };
@@ -319,6 +357,14 @@ impl FlowInstance {
     pub fn kafka_sink(&self) -> Option<&KafkaSink> {
         match &self.sink {
             Sink::Kafka(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// The Temporal sink, when the flow has one.
+    pub fn temporal_sink(&self) -> Option<&crate::sink::temporal::TemporalSink> {
+        match &self.sink {
+            Sink::Temporal(t) => Some(t),
             _ => None,
         }
     }

@@ -28,6 +28,7 @@ pub mod envelope;
 pub mod error;
 pub mod event;
 pub mod expr;
+pub mod grpc;
 pub mod json;
 mod json_val;
 pub mod kafka;

@@ -72,8 +72,8 @@ impl Supervisor {
     /// over its routes before the old one is told to stop, so no request finds no flow.
     pub fn start(&self, flow: Arc<FlowInstance>) {
         let cancel = CancellationToken::new();
-        let task = if let SourceSpec::Kafka(_) = flow.config.source {
-            tokio::spawn(supervise_consumer(
+        let task = if !matches!(flow.config.source, SourceSpec::Http(_)) {
+            tokio::spawn(supervise_task(
                 Arc::clone(&flow),
                 self.readiness.clone(),
                 self.metrics.clone(),
@@ -90,6 +90,19 @@ impl Supervisor {
                 cancel.clone(),
             ))
         };
+        // A Temporal sink connects in the background; until it does the flow is reported
+        // unready (component `flow/<name>/sink`), without holding up its source.
+        let sink_component = crate::sink::temporal::readiness_component(&flow.name);
+        match flow.temporal_sink() {
+            Some(sink) => {
+                tokio::spawn(sink.clone().keep_connected(
+                    self.readiness.clone(),
+                    sink_component,
+                    cancel.clone(),
+                ));
+            }
+            None => self.readiness.remove(&sink_component),
+        }
         let previous = self.lock().insert(
             flow.name.clone(),
             Running {
@@ -117,6 +130,8 @@ impl Supervisor {
         if let Some(old) = self.lock().remove(name) {
             old.cancel.cancel();
             self.readiness.remove(&component(name));
+            self.readiness
+                .remove(&crate::sink::temporal::readiness_component(name));
             self.metrics.forget(name);
             tracing::info!(name, "flow stopped");
         }
@@ -146,8 +161,7 @@ fn attach(
 ) -> Result<RouteGuard, RouterError> {
     match &flow.config.source {
         SourceSpec::Http(c) => registry.attach(&c.listen_addr, &c.path, Arc::clone(flow)),
-        // Kafka flows run a consumer (see `supervise_consumer`); gRPC is refused by
-        // FlowInstance::build.
+        // Kafka and gRPC flows run their own task (see `supervise_task`).
         SourceSpec::Kafka(_) | SourceSpec::Grpc(_) => {
             unreachable!("only HTTP sources attach routes")
         }
@@ -190,9 +204,27 @@ async fn supervise(
     }
 }
 
-/// A Kafka flow: its consumer runs until cancelled; a consumer that stops with an error is
-/// reported and restarted with backoff, resuming from the last committed offset.
-async fn supervise_consumer(
+/// Runs the source of a flow that is not a route on a shared server: a Kafka consumer or a
+/// gRPC server; `ready` once it consumes / listens.
+async fn run_source(
+    flow: &Arc<FlowInstance>,
+    cancel: &CancellationToken,
+    ready: impl FnOnce(),
+) -> Result<(), String> {
+    match flow.config.source {
+        SourceSpec::Kafka(_) => kafka::source::run(flow, cancel, ready)
+            .await
+            .map_err(|e| e.to_string()),
+        SourceSpec::Grpc(_) => crate::source::grpc::run(flow, cancel, ready)
+            .await
+            .map_err(|e| e.to_string()),
+        SourceSpec::Http(_) => unreachable!("HTTP sources are routes (see `attach`)"),
+    }
+}
+
+/// A Kafka or gRPC flow: its source runs until cancelled; one that stops with an error is
+/// reported and restarted with backoff (a consumer resumes from the last committed offset).
+async fn supervise_task(
     flow: Arc<FlowInstance>,
     readiness: Readiness,
     metrics: FlowMetrics,
@@ -206,7 +238,7 @@ async fn supervise_consumer(
             metrics.set_up(&name, true);
             tracing::info!(name = %name, version = %flow.version, "flow started");
         };
-        let e = match kafka::source::run(&flow, &cancel, ready).await {
+        let e = match run_source(&flow, &cancel, ready).await {
             Ok(()) => return,
             Err(e) => e,
         };

@@ -19,6 +19,7 @@ mod kubernetes;
 mod openbao;
 mod pip;
 mod process;
+mod temporal;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,7 @@ fn components() -> Vec<Box<dyn Component>> {
         Box::new(kubernetes::Kubernetes),
         Box::new(kafka::Kafka),
         Box::new(openbao::OpenBao),
+        Box::new(temporal::Temporal),
     ]
 }
 

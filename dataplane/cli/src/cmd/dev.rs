@@ -186,10 +186,10 @@ fn banner(
             SourceSpec::Kafka(k) => {
                 println!("  flow {:<24} kafka topic {}", f.name(), k.topic)
             }
-            other => println!(
-                "  flow {:<24} {} source (not available in this build)",
+            SourceSpec::Grpc(c) => println!(
+                "  flow {:<24} gRPC fiso.v1.EventService on {}",
                 f.name(),
-                other.kind()
+                c.listen_addr
             ),
         }
         if let SinkSpec::Http(s) = &f.config.sink {

@@ -142,9 +142,12 @@ fn cross_flow(flows: &[LoadedFlow]) -> Vec<Diagnostic> {
         let Some(norm) = normalize_listen_addr(addr) else {
             continue;
         };
+        // Port 0 asks the system for a fresh port: a gRPC server there shares nothing.
+        let ephemeral = norm.ends_with(":0");
         let entry = servers.entry(norm).or_default();
         for (other_kind, other_path, other_flow, other_file) in entry.iter() {
             let clash = match (kind, *other_kind) {
+                ("grpc", _) | (_, "grpc") if ephemeral => None,
                 ("http", "http") => (path == *other_path).then(|| {
                     format!(
                         "HTTP path `{path}` on `{addr}` is also used by flow `{other_flow}` ({other_file})"

@@ -78,6 +78,12 @@ pub enum DeliveryError {
     /// A Kafka sink could not produce the record.
     #[error(transparent)]
     Kafka(#[from] crate::kafka::sink::KafkaDeliveryError),
+    /// Temporal did not start / signal the workflow.
+    #[error(transparent)]
+    Temporal(#[from] crate::sink::temporal::TemporalDeliveryError),
+    /// The gRPC sink did not acknowledge the event.
+    #[error(transparent)]
+    Grpc(#[from] crate::sink::grpc::GrpcDeliveryError),
 }
 
 impl DeliveryError {
@@ -88,6 +94,8 @@ impl DeliveryError {
             DeliveryError::Exhausted { attempts, .. } => *attempts,
             DeliveryError::Request(_) => 0,
             DeliveryError::Kafka(e) => e.attempts,
+            DeliveryError::Temporal(e) => e.attempts,
+            DeliveryError::Grpc(e) => e.attempts,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Sinks: where a flow delivers its CloudEvents.
 
+pub mod grpc;
 pub mod http;
+pub mod temporal;
 
 use fiso_config::flow::SinkSpec;
 use fiso_config::kafka::KafkaConfig;
@@ -14,6 +16,8 @@ use crate::retry::RetryPolicy;
 pub enum Sink {
     Http(http::HttpSink),
     Kafka(KafkaSink),
+    Temporal(temporal::TemporalSink),
+    Grpc(grpc::GrpcSink),
 }
 
 /// Why a sink could not be built.
@@ -23,9 +27,10 @@ pub enum SinkError {
     Http(#[from] http::SinkBuildError),
     #[error(transparent)]
     Kafka(#[from] KafkaSinkBuildError),
-    /// A sink type this build cannot deliver to. Fails the flow loudly instead of dropping events.
-    #[error("`sink.type: {0}` is not available in this build of fiso (supported: http, kafka)")]
-    Unavailable(&'static str),
+    #[error(transparent)]
+    Temporal(#[from] temporal::TemporalBuildError),
+    #[error(transparent)]
+    Grpc(#[from] grpc::GrpcSinkBuildError),
 }
 
 impl Sink {
@@ -45,7 +50,10 @@ impl Sink {
                 policy,
                 transactional_id,
             )?)),
-            other => Err(SinkError::Unavailable(other.kind())),
+            SinkSpec::Grpc(cfg) => Ok(Sink::Grpc(grpc::GrpcSink::new(cfg, policy)?)),
+            SinkSpec::Temporal(cfg) => {
+                Ok(Sink::Temporal(temporal::TemporalSink::new(cfg, policy)?))
+            }
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::instance::{FlowInstance, Outcome};
 use crate::sink::http::{
     DeliveryContext, DeliveryError, LastFailure, CORRELATION_HEADER, STRUCTURED_CONTENT_TYPE,
 };
+use crate::sink::temporal::TemporalFailure;
 use crate::{FlowError, InputEvent};
 
 /// Path → flow, for one listen address. Replaced whole on every change.
@@ -112,6 +113,17 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
                 "offset": at.offset,
             }),
         ),
+        Outcome::Started {
+            workflow_id,
+            run_id,
+        } => json_response(
+            StatusCode::ACCEPTED,
+            &json!({
+                "status": "accepted",
+                "workflowId": workflow_id,
+                "runId": run_id,
+            }),
+        ),
         Outcome::DeadLettered { error, topic, at } => {
             let mut body = json!({
                 "status": "dead_lettered",
@@ -148,6 +160,12 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
                     last: LastFailure::Response(r),
                     ..
                 } if r.status == StatusCode::SERVICE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+                DeliveryError::Temporal(t) if t.kind == TemporalFailure::Unavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                DeliveryError::Temporal(t) if t.kind == TemporalFailure::Timeout => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
                 _ => StatusCode::BAD_GATEWAY,
             };
             let mut body = error_body("SINK_DELIVERY_FAILED", &e.to_string(), correlation_id);

@@ -1,3 +1,4 @@
 //! Sources: where a flow's events come from.
 
+pub mod grpc;
 pub mod http;

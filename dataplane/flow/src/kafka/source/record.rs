@@ -63,6 +63,7 @@ pub(super) async fn process(flow: &FlowInstance, m: &OwnedMessage) -> Result<(),
     };
     match flow.handle(input, &ctx).await {
         Outcome::Delivered(_) | Outcome::Published { .. } | Outcome::DeadLettered { .. } => Ok(()),
+        Outcome::Started { .. } => Ok(()),
         Outcome::Failed(e) => Err(undelivered(e.to_string())),
         Outcome::Invalid(e) => match flow.dead_letter_refused(&e, &ctx).await {
             Ok(Some(_)) => Ok(()),

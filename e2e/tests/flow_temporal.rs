@@ -1,0 +1,435 @@
+//! The Temporal sink end to end, on the dev server from `cargo xtask infra up temporal`
+//! (`FISO_E2E_TEMPORAL_ADDR`, CLI at `FISO_E2E_TEMPORAL_CLI`): HTTP → Temporal start with a
+//! templated workflow id, typed params, a redelivered event, signal-with-start, Kafka → Temporal
+//! with the default ids, and an unreachable server. No worker runs: started workflows stay
+//! running, and what Temporal recorded is read back with `temporal workflow describe / show`.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use fiso_e2e::kafka::{brokers, unique};
+use fiso_e2e::{client, eventually, infra, post_json, FisoProcess, FlowDir};
+use pretty_assertions::assert_eq;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::ClientConfig;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+fn temporal_addr() -> String {
+    infra::var("FISO_E2E_TEMPORAL_ADDR")
+}
+
+/// `temporal <args> --address <dev server> --output json`, parsed; `None` when the CLI fails
+/// (e.g. the workflow does not exist yet).
+async fn temporal_json(args: &[&str]) -> Option<Value> {
+    let out = tokio::process::Command::new(infra::var("FISO_E2E_TEMPORAL_CLI"))
+        .args(args)
+        .args(["--address", &temporal_addr(), "--output", "json"])
+        .output()
+        .await
+        .expect("running the temporal CLI");
+    if !out.status.success() {
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "temporal {args:?} printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    }))
+}
+
+async fn describe(workflow_id: &str) -> Option<Value> {
+    temporal_json(&["workflow", "describe", "--workflow-id", workflow_id]).await
+}
+
+/// The history events of `workflow_id`.
+async fn history(workflow_id: &str) -> Vec<Value> {
+    let h = temporal_json(&["workflow", "show", "--workflow-id", workflow_id])
+        .await
+        .unwrap_or_else(|| panic!("no history for workflow {workflow_id}"));
+    h["events"].as_array().cloned().unwrap_or_default()
+}
+
+/// The attributes of the events of `event_type` (`EVENT_TYPE_WORKFLOW_EXECUTION_STARTED`, ...).
+fn events<'a>(history: &'a [Value], event_type: &str, attributes: &str) -> Vec<&'a Value> {
+    history
+        .iter()
+        .filter(|e| e["eventType"] == event_type)
+        .map(|e| &e[attributes])
+        .collect()
+}
+
+fn started(history: &[Value]) -> &Value {
+    let s = events(
+        history,
+        "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED",
+        "workflowExecutionStartedEventAttributes",
+    );
+    assert_eq!(s.len(), 1, "{history:#?}");
+    s[0]
+}
+
+fn signaled(history: &[Value]) -> Vec<&Value> {
+    events(
+        history,
+        "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED",
+        "workflowExecutionSignaledEventAttributes",
+    )
+}
+
+/// The payloads of `input` as (encoding, exact data text).
+fn payloads(input: &Value) -> Vec<(String, String)> {
+    let decode = |v: &Value| {
+        let bytes = BASE64
+            .decode(v.as_str().unwrap_or_else(|| panic!("base64 string: {v}")))
+            .expect("base64");
+        String::from_utf8(bytes).expect("UTF-8 payload")
+    };
+    input["payloads"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no payloads in {input}"))
+        .iter()
+        .map(|p| (decode(&p["metadata"]["encoding"]), decode(&p["data"])))
+        .collect()
+}
+
+/// The single `json/plain` payload of `input`, parsed.
+fn single_json(input: &Value) -> Value {
+    let p = payloads(input);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, "json/plain");
+    serde_json::from_str(&p[0].1).expect("JSON payload")
+}
+
+/// A flow file: HTTP source on `127.0.0.1:0` `/events`, Temporal sink with `sink_lines`.
+fn http_flow(name: &str, host_port: &str, sink_lines: &str, extra: &str) -> String {
+    format!(
+        "name: {name}\n\
+         source:\n  type: http\n  config:\n    listenAddr: \"127.0.0.1:0\"\n    path: /events\n\
+         sink:\n  type: temporal\n  config:\n    hostPort: \"{host_port}\"\n{sink_lines}{extra}"
+    )
+}
+
+/// A structured CloudEvent whose every attribute is known, so the payload can be compared
+/// exactly.
+fn cloud_event(id: &str, data: Value) -> Value {
+    json!({
+        "specversion": "1.0",
+        "id": id,
+        "source": "shop",
+        "type": "order.created",
+        "time": "2026-01-02T03:04:05Z",
+        "datacontenttype": "application/json",
+        "data": data,
+    })
+}
+
+async fn start_http(dir: &FlowDir) -> (FisoProcess, String) {
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let url = format!("http://{}/events", fiso.http_addr("127.0.0.1:0").await);
+    (fiso, url)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_event_starts_a_workflow_with_the_cloudevent_as_input() {
+    let queue = unique("tq-start");
+    let order = unique("A");
+    let dir = FlowDir::new();
+    dir.write(
+        "start.yaml",
+        &http_flow(
+            "t-start",
+            &temporal_addr(),
+            &format!(
+                "    taskQueue: {queue}\n    workflowType: ProcessOrder\n\
+                 \x20   workflowIdExpr: \"order-{{{{.data.customerId}}}}-{{{{.data.orderId}}}}\"\n"
+            ),
+            "",
+        ),
+    );
+    let (fiso, url) = start_http(&dir).await;
+    let event = cloud_event(
+        &unique("evt"),
+        json!({"orderId": order, "customerId": 42, "amount": 12.5, "items": [{"sku": "x", "qty": 2}]}),
+    );
+    let answer = post_json(&client(), &url, &event).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}\n{}",
+        answer.text(),
+        fiso.logs().tail(40)
+    );
+    let body = answer.json();
+    let workflow_id = format!("order-42-{order}");
+    assert_eq!(body["status"], "accepted", "{body}");
+    assert_eq!(body["workflowId"], workflow_id.as_str(), "{body}");
+    let run_id = body["runId"].as_str().expect("a run id").to_owned();
+    assert!(!run_id.is_empty(), "{body}");
+
+    let d = describe(&workflow_id).await.expect("the workflow exists");
+    let info = &d["workflowExecutionInfo"];
+    assert_eq!(info["type"]["name"], "ProcessOrder", "{d}");
+    assert_eq!(info["taskQueue"], queue.as_str(), "{d}");
+    assert_eq!(info["execution"]["runId"], run_id.as_str(), "{d}");
+    assert_eq!(info["status"], "WORKFLOW_EXECUTION_STATUS_RUNNING", "{d}");
+
+    let h = history(&workflow_id).await;
+    let s = started(&h);
+    assert_eq!(s["workflowType"]["name"], "ProcessOrder");
+    assert_eq!(s["taskQueue"]["name"], queue.as_str());
+    // The single argument is the CloudEvent as sent, in structured JSON.
+    assert_eq!(single_json(&s["input"]), event);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn params_become_typed_positional_json_arguments() {
+    let queue = unique("tq-params");
+    let dir = FlowDir::new();
+    dir.write(
+        "params.yaml",
+        &http_flow(
+            "t-params",
+            &temporal_addr(),
+            &format!(
+                "    taskQueue: {queue}\n    workflowType: Typed\n    params:\n\
+                 \x20     - expr: data.name\n\
+                 \x20     - expr: data.count\n\
+                 \x20     - expr: data.amount\n\
+                 \x20     - expr: data.ok\n\
+                 \x20     - expr: data.nothing\n\
+                 \x20     - expr: \"[data.count, data.name]\"\n\
+                 \x20     - expr: data.order\n"
+            ),
+            "",
+        ),
+    );
+    let (fiso, url) = start_http(&dir).await;
+    let id = unique("evt");
+    let event = cloud_event(
+        &id,
+        json!({"name": "n-1", "count": 3, "amount": 99.5, "ok": true, "nothing": null,
+               "order": {"id": "o-1", "lines": [1, 2]}}),
+    );
+    let answer = post_json(&client(), &url, &event).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::ACCEPTED,
+        "{}\n{}",
+        answer.text(),
+        fiso.logs().tail(40)
+    );
+    // No workflowIdExpr: `<workflowType>-<event id>`.
+    let workflow_id = format!("Typed-{id}");
+    assert_eq!(answer.json()["workflowId"], workflow_id.as_str());
+    let h = history(&workflow_id).await;
+    let expected: Vec<(String, String)> = [
+        r#""n-1""#,
+        "3",
+        "99.5",
+        "true",
+        "null",
+        r#"[3,"n-1"]"#,
+        r#"{"id":"o-1","lines":[1,2]}"#,
+    ]
+    .iter()
+    .map(|d| ("json/plain".to_owned(), (*d).to_owned()))
+    .collect();
+    assert_eq!(payloads(&started(&h)["input"]), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivered_event_is_accepted_and_starts_no_second_execution() {
+    let queue = unique("tq-dup");
+    let dir = FlowDir::new();
+    dir.write(
+        "dup.yaml",
+        &http_flow(
+            "t-dup",
+            &temporal_addr(),
+            &format!("    taskQueue: {queue}\n    workflowType: Once\n"),
+            "",
+        ),
+    );
+    let (fiso, url) = start_http(&dir).await;
+    let id = unique("evt");
+    let event = cloud_event(&id, json!({"n": 1}));
+    let first = post_json(&client(), &url, &event).await;
+    let second = post_json(&client(), &url, &event).await;
+    for a in [&first, &second] {
+        assert_eq!(
+            a.status,
+            StatusCode::ACCEPTED,
+            "{}\n{}",
+            a.text(),
+            fiso.logs().tail(40)
+        );
+    }
+    let workflow_id = format!("Once-{id}");
+    assert_eq!(first.json()["workflowId"], workflow_id.as_str());
+    assert_eq!(second.json()["workflowId"], workflow_id.as_str());
+    // The second answer names the execution the first one started.
+    assert_eq!(first.json()["runId"], second.json()["runId"]);
+    let query = format!("WorkflowId = '{workflow_id}'");
+    let listed = eventually(Duration::from_secs(10), || async {
+        temporal_json(&["workflow", "list", "--query", &query])
+            .await
+            .and_then(|v| v.as_array().cloned())
+            .filter(|v| !v.is_empty())
+    })
+    .await
+    .expect("the workflow is listed");
+    assert_eq!(listed.len(), 1, "{listed:#?}");
+    assert_eq!(
+        started(&history(&workflow_id).await)["workflowId"],
+        workflow_id.as_str()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signal_mode_signals_with_start_then_signals_the_running_workflow() {
+    let queue = unique("tq-signal");
+    let cart = unique("cart");
+    let dir = FlowDir::new();
+    dir.write(
+        "signal.yaml",
+        &http_flow(
+            "t-signal",
+            &temporal_addr(),
+            &format!(
+                "    taskQueue: {queue}\n    workflowType: Cart\n    mode: signal\n\
+                 \x20   signalName: item-added\n    workflowIdExpr: \"{{{{.data.cartId}}}}\"\n"
+            ),
+            "",
+        ),
+    );
+    let (fiso, url) = start_http(&dir).await;
+    let first = cloud_event(&unique("evt"), json!({"cartId": cart, "sku": "a"}));
+    let second = cloud_event(&unique("evt"), json!({"cartId": cart, "sku": "b"}));
+    let mut run_ids = Vec::new();
+    for event in [&first, &second] {
+        let a = post_json(&client(), &url, event).await;
+        assert_eq!(
+            a.status,
+            StatusCode::ACCEPTED,
+            "{}\n{}",
+            a.text(),
+            fiso.logs().tail(40)
+        );
+        assert_eq!(a.json()["workflowId"], cart.as_str());
+        run_ids.push(a.json()["runId"].clone());
+    }
+    assert_eq!(
+        run_ids[0], run_ids[1],
+        "the second event signals the same run"
+    );
+    let h = history(&cart).await;
+    let s = started(&h);
+    assert_eq!(s["workflowType"]["name"], "Cart");
+    assert_eq!(s["taskQueue"]["name"], queue.as_str());
+    let signals = signaled(&h);
+    assert_eq!(signals.len(), 2, "{h:#?}");
+    for (signal, event) in signals.iter().zip([&first, &second]) {
+        assert_eq!(signal["signalName"], "item-added");
+        assert_eq!(&single_json(&signal["input"]), event);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_records_start_one_workflow_each_with_stable_ids() {
+    let topic = unique("k2t-in");
+    let group = unique("k2t-group");
+    let queue = unique("tq-kafka");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    for i in 0..3 {
+        let value = json!({"n": i}).to_string();
+        let delivery = producer
+            .send(
+                FutureRecord::<str, str>::to(&topic)
+                    .partition(0)
+                    .payload(&value),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+        assert_eq!((delivery.partition, delivery.offset), (0, i64::from(i)));
+    }
+    let dir = FlowDir::new();
+    dir.write(
+        "k2t.yaml",
+        &format!(
+            "name: k2t\n\
+             kafka:\n  clusters:\n    main:\n      brokers: [\"{}\"]\n\
+             source:\n  type: kafka\n  config:\n    cluster: main\n    topic: {topic}\n\
+             \x20   consumerGroup: {group}\n    startOffset: earliest\n    commitInterval: 100ms\n\
+             \x20   consumerProperties:\n      session.timeout.ms: \"2000\"\n      heartbeat.interval.ms: \"500\"\n\
+             sink:\n  type: temporal\n  config:\n    hostPort: \"{}\"\n    taskQueue: {queue}\n\
+             \x20   workflowType: Ingest\n",
+            brokers(),
+            temporal_addr()
+        ),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    for offset in 0..3 {
+        let workflow_id = format!("Ingest-{topic}-0-{offset}");
+        let found = eventually(Duration::from_secs(30), || describe(&workflow_id)).await;
+        assert!(
+            found.is_some(),
+            "no workflow {workflow_id}\n{}",
+            fiso.logs().tail(40)
+        );
+        let input = single_json(&started(&history(&workflow_id).await)["input"]);
+        assert_eq!(
+            input["id"],
+            format!("{topic}-0-{offset}").as_str(),
+            "{input}"
+        );
+        assert_eq!(input["data"], json!({"n": offset}), "{input}");
+        assert_eq!(input["specversion"], "1.0", "{input}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_temporal_leaves_the_flow_running_but_unready() {
+    // A port nothing listens on: bind it, read it back, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let dir = FlowDir::new();
+    dir.write(
+        "down.yaml",
+        &http_flow(
+            "t-down",
+            &format!("127.0.0.1:{port}"),
+            "    taskQueue: q\n    workflowType: Never\n",
+            "errorHandling:\n  maxRetries: 2\n  initialInterval: 10ms\n  maxInterval: 20ms\n",
+        ),
+    );
+    let (fiso, url) = start_http(&dir).await;
+    let body = fiso.wait_for_readyz(StatusCode::SERVICE_UNAVAILABLE).await;
+    let component = &body["components"]["flow/t-down/sink"];
+    assert_eq!(component["ready"], false, "{body}");
+    assert!(
+        component["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Temporal") && r.contains(&port.to_string())),
+        "{body}"
+    );
+    let answer = post_json(&client(), &url, &cloud_event("evt-down", json!({}))).await;
+    assert_eq!(
+        answer.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}\n{}",
+        answer.text(),
+        fiso.logs().tail(40)
+    );
+    let error = &answer.json()["error"];
+    assert_eq!(error["code"], "SINK_DELIVERY_FAILED", "{error}");
+    assert_eq!(error["attempts"], 3, "{error}");
+}

