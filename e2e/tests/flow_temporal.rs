@@ -433,3 +433,112 @@ async fn unreachable_temporal_leaves_the_flow_running_but_unready() {
     assert_eq!(error["code"], "SINK_DELIVERY_FAILED", "{error}");
     assert_eq!(error["attempts"], 3, "{error}");
 }
+
+/// `fiso init --sink temporal` as a new user runs it: `fiso dev` starts a workflow per event and
+/// the scaffold's Python worker (Temporal's SDK) runs it to completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_init_scaffold_worker_completes_the_workflows_fiso_dev_starts() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    let init = Command::new(fiso_e2e::fiso_bin())
+        .args(["init", "--defaults", "--sink", "temporal"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let queue = unique("scaffold-queue");
+    let flow = dir.path().join("fiso/flows/http-temporal-flow.yaml");
+    let text = std::fs::read_to_string(&flow)
+        .unwrap()
+        .replace("\":8081\"", "\"127.0.0.1:0\"")
+        .replace("localhost:7233", &temporal_addr())
+        .replace(
+            "taskQueue: order-processing",
+            &format!("taskQueue: {queue}"),
+        );
+    std::fs::write(&flow, text).unwrap();
+    // The link proxy of the scaffold is not what this test is about: keep it off fixed ports.
+    let link = dir.path().join("fiso/link/config.yaml");
+    let text = std::fs::read_to_string(&link)
+        .unwrap()
+        .replace("\"127.0.0.1:3500\"", "\"127.0.0.1:0\"");
+    std::fs::write(&link, text).unwrap();
+
+    let mut dev = tokio::process::Command::new(fiso_e2e::fiso_bin())
+        .args(["dev", "--metrics-addr", "127.0.0.1:0", "--no-service"])
+        .current_dir(dir.path())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = dev.stdout.take().unwrap();
+    let url = tokio::task::spawn_blocking(move || {
+        let mut lines = BufReader::new(stdout.into_owned_fd().map(std::fs::File::from).unwrap())
+            .lines()
+            .map_while(Result::ok);
+        lines.find_map(|l| {
+            l.trim()
+                .strip_prefix("curl -X POST ")
+                .and_then(|rest| rest.split_whitespace().next().map(str::to_owned))
+        })
+    })
+    .await
+    .unwrap()
+    .expect("fiso dev prints the URL to try");
+
+    let mut worker = tokio::process::Command::new(infra::var("FISO_E2E_TEMPORAL_PYTHON"))
+        .arg(dir.path().join("fiso/temporal-worker/worker.py"))
+        .env("TEMPORAL_ADDRESS", temporal_addr())
+        .env("TASK_QUEUE", &queue)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let worker_out = worker.stdout.take().unwrap();
+    let polling = tokio::task::spawn_blocking(move || {
+        BufReader::new(worker_out.into_owned_fd().map(std::fs::File::from).unwrap())
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("worker polling task queue"))
+    });
+    assert!(polling.await.unwrap(), "the worker started");
+
+    let order = unique("o");
+    let answer = post_json(
+        &client(),
+        &url,
+        &json!({"order_id": order, "amount": 99.99}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::ACCEPTED, "{}", answer.text());
+    let workflow_id = answer.json()["workflowId"].as_str().unwrap().to_owned();
+    assert_eq!(workflow_id, format!("order-{order}"));
+    let completed = eventually(Duration::from_secs(30), || async {
+        let d = describe(&workflow_id).await?;
+        (d["workflowExecutionInfo"]["status"] == "WORKFLOW_EXECUTION_STATUS_COMPLETED").then_some(d)
+    })
+    .await;
+    assert!(completed.is_some(), "{:?}", describe(&workflow_id).await);
+    let done = events(
+        &history(&workflow_id).await,
+        "EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED",
+        "workflowExecutionCompletedEventAttributes",
+    )
+    .into_iter()
+    .next()
+    .cloned()
+    .expect("a completion event");
+    assert_eq!(
+        single_json(&done["result"]),
+        json!(format!("order {order} processed"))
+    );
+}

