@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+use fiso_e2e::tls::TestCert;
 use fiso_e2e::{client, post_json, FisoProcess, FlowDir, Reply, Script, SinkServer};
 use fiso_flow::grpc::proto::fiso::v1::event_service_client::EventServiceClient;
 use fiso_flow::grpc::proto::fiso::v1::event_service_server::{EventService, EventServiceServer};
@@ -290,10 +291,22 @@ impl EventService for Receiver {
 }
 
 async fn start_receiver(receiver: Receiver) -> SocketAddr {
+    start_receiver_with(receiver, None).await
+}
+
+/// The receiver, over TLS with `cert` when given.
+async fn start_receiver_with(receiver: Receiver, cert: Option<&TestCert>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let mut server = tonic::transport::Server::builder();
+    if let Some(cert) = cert {
+        let identity = tonic::transport::Identity::from_pem(&cert.cert_pem, &cert.key_pem);
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .unwrap();
+    }
     tokio::spawn(
-        tonic::transport::Server::builder()
+        server
             .add_service(EventServiceServer::new(receiver))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
@@ -358,4 +371,54 @@ async fn http_events_reach_a_grpc_server_with_retries() {
         assert_eq!(answer.status.as_u16(), 200, "{}", answer.text());
     }
     assert_eq!(receiver.got.lock().unwrap().len(), 23);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grpc_sink_verifies_the_server_with_the_configured_ca() {
+    let cert = TestCert::new(&["localhost"]);
+    let receiver = Receiver::default();
+    let addr = start_receiver_with(receiver.clone(), Some(&cert)).await;
+    let dir = FlowDir::new();
+    let flow = |name: &str, tls: &str| {
+        format!(
+            "name: {name}\n\
+             source:\n  type: http\n  config:\n    listenAddr: 127.0.0.1:0\n    path: /{name}\n\
+             sink:\n  type: grpc\n  config:\n    address: localhost:{}\n{tls}\
+             errorHandling:\n  maxRetries: 0\n",
+            addr.port()
+        )
+    };
+    dir.write(
+        "trusted.yaml",
+        &flow(
+            "trusted",
+            &format!(
+                "    tls:\n      enabled: true\n      caFile: {}\n",
+                cert.ca_file().display()
+            ),
+        ),
+    );
+    dir.write(
+        "untrusted.yaml",
+        &flow("untrusted", "    tls:\n      enabled: true\n"),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let http = fiso.http_addr("127.0.0.1:0").await;
+    let answer = post_json(
+        &client(),
+        &format!("http://{http}/trusted"),
+        &json!({"n": 1}),
+    )
+    .await;
+    assert_eq!(answer.status.as_u16(), 200, "{}", answer.text());
+    assert_eq!(receiver.got.lock().unwrap().len(), 1);
+    // The system roots alone do not know the test CA: the handshake fails, nothing arrives.
+    let answer = post_json(
+        &client(),
+        &format!("http://{http}/untrusted"),
+        &json!({"n": 2}),
+    )
+    .await;
+    assert_eq!(answer.status.as_u16(), 503, "{}", answer.text());
+    assert_eq!(receiver.got.lock().unwrap().len(), 1);
 }

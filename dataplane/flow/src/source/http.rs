@@ -166,6 +166,12 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
                 DeliveryError::Temporal(t) if t.kind == TemporalFailure::Timeout => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
+                DeliveryError::Grpc(g) if g.code == tonic::Code::Unavailable => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                DeliveryError::Grpc(g) if g.code == tonic::Code::DeadlineExceeded => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
                 _ => StatusCode::BAD_GATEWAY,
             };
             let mut body = error_body("SINK_DELIVERY_FAILED", &e.to_string(), correlation_id);
