@@ -24,6 +24,10 @@ pub enum FlowError {
         attribute: &'static str,
         message: String,
     },
+
+    /// A WASM interceptor failed on this event (trap, timeout, memory, invalid output).
+    #[error("{0}")]
+    Interceptor(String),
 }
 
 impl FlowError {
@@ -34,6 +38,7 @@ impl FlowError {
             FlowError::InvalidInput { .. } => "INPUT_INVALID",
             FlowError::Transform { .. } => "TRANSFORM_FAILED",
             FlowError::CloudEventWrap { .. } => "CLOUDEVENT_WRAP_FAILED",
+            FlowError::Interceptor(_) => "INTERCEPTOR_FAILED",
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 use fiso_config::common::ByteSize;
 use fiso_config::flow::{CommitPolicy, FlowConfig, SinkSpec, SourceSpec, DEFAULT_MAX_BODY_SIZE};
 
+use crate::interceptor::{ChainOutcome, InterceptorBuildError, InterceptorChain};
 use crate::kafka::dlq::{DeadLetter, DlqWriter};
 use crate::kafka::sink::{KafkaDelivery, KafkaDeliveryError, KafkaSink, KafkaSinkBuildError};
 use crate::metrics::{EventStatus, FlowMetrics, Phase};
@@ -15,6 +16,7 @@ use crate::retry::RetryPolicy;
 use crate::sink::http::{DeliveryContext, DeliveryError, SinkResponse};
 use crate::sink::{Sink, SinkError};
 use crate::{CompiledFlow, FlowError, InputEvent, Scope};
+use cloudevents::Event;
 
 /// Why a flow could not be built from its (validated) config.
 #[derive(Debug, thiserror::Error)]
@@ -27,8 +29,8 @@ pub enum BuildError {
     DeadLetter(KafkaSinkBuildError),
     #[error("kafka transactions: {0}")]
     Transactions(&'static str),
-    #[error("interceptors are not available in this build of fiso; remove `interceptors:` from the flow")]
-    InterceptorsUnavailable,
+    #[error(transparent)]
+    Interceptors(#[from] InterceptorBuildError),
 }
 
 /// The producer's `transactional.id`: `errorHandling.transactionalId` suffixed with the
@@ -60,6 +62,17 @@ fn grpc_ack_response(ack: &crate::grpc::proto::fiso::v1::PublishResponse) -> Sin
     }
 }
 
+/// What the interceptors made of an event.
+enum Intercepted {
+    Continue(Box<Event>),
+    Rejected {
+        status: u16,
+        reason: String,
+        module: String,
+    },
+    Failed(FlowError),
+}
+
 /// What became of one event.
 #[derive(Debug)]
 pub enum Outcome {
@@ -75,8 +88,14 @@ pub enum Outcome {
         topic: String,
         at: KafkaDelivery,
     },
-    /// Refused before delivery (bad input, transform, envelope): a caller error.
+    /// Refused before delivery (bad input, transform, envelope, interceptor failure).
     Invalid(FlowError),
+    /// An interceptor refused the event with an HTTP-style status (400..=599) and a reason.
+    Rejected {
+        status: u16,
+        reason: String,
+        module: String,
+    },
     /// The sink did not accept it.
     Failed(DeliveryError),
 }
@@ -90,6 +109,8 @@ pub struct FlowInstance {
     pub config: FlowConfig,
     compiled: CompiledFlow,
     sink: Sink,
+    /// WASM interceptors run on the CloudEvent before delivery.
+    interceptors: InterceptorChain,
     /// Where events the sink refused go, when the flow has a `deadLetterTopic`.
     dlq: Option<DlqWriter>,
     metrics: FlowMetrics,
@@ -102,6 +123,17 @@ impl FlowInstance {
         config: &FlowConfig,
         version: &str,
         metrics: FlowMetrics,
+    ) -> Result<Arc<Self>, BuildError> {
+        Self::build_in(config, version, metrics, None)
+    }
+
+    /// [`Self::build`] for a flow file in `dir`: relative interceptor module paths resolve
+    /// there.
+    pub fn build_in(
+        config: &FlowConfig,
+        version: &str,
+        metrics: FlowMetrics,
+        dir: Option<&std::path::Path>,
     ) -> Result<Arc<Self>, BuildError> {
         let commit_policy = config
             .error_handling
@@ -127,9 +159,7 @@ impl FlowInstance {
             }
             _ => None,
         };
-        if !config.interceptors.is_empty() {
-            return Err(BuildError::InterceptorsUnavailable);
-        }
+        let interceptors = InterceptorChain::build(&config.interceptors, dir)?;
         let compiled = CompiledFlow::compile(config).map_err(BuildError::Compile)?;
         let sink = Sink::build(
             &config.sink,
@@ -154,6 +184,7 @@ impl FlowInstance {
             config: config.clone(),
             compiled,
             sink,
+            interceptors,
             dlq,
             metrics,
             retiring: AtomicBool::new(false),
@@ -203,18 +234,41 @@ impl FlowInstance {
             }
             self.compiled.process(event)
         });
+        let mut delivery = ctx.clone();
+        let processed = match processed {
+            Ok(p) => match self.intercept(p.into_event(), &mut delivery).await {
+                Intercepted::Continue(event) => Ok(*event),
+                Intercepted::Rejected {
+                    status,
+                    reason,
+                    module,
+                } => {
+                    self.metrics.interceptor_rejected(&self.name);
+                    self.metrics.event(&self.name, EventStatus::Invalid);
+                    tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, status, module = %module, reason = %reason, "event rejected by an interceptor");
+                    return Outcome::Rejected {
+                        status,
+                        reason,
+                        module,
+                    };
+                }
+                Intercepted::Failed(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
+        let ctx = &delivery;
         // The workflow id is rendered from the CloudEvent as sent; a missing field refuses it.
         let mut workflow_id = String::new();
-        let processed = processed.and_then(|p| {
+        let processed = processed.and_then(|event| {
             if let Sink::Temporal(s) = &self.sink {
-                workflow_id = s.workflow_id(p.event())?;
+                workflow_id = s.workflow_id(&event)?;
             }
-            Ok(p)
+            Ok(event)
         });
         self.metrics
             .observe(&self.name, Phase::Transform, started.elapsed());
-        let processed = match processed {
-            Ok(p) => p,
+        let event = match processed {
+            Ok(event) => event,
             Err(e) => {
                 self.metrics.transform_error(&self.name, e.code());
                 self.metrics.event(&self.name, EventStatus::Invalid);
@@ -226,12 +280,9 @@ impl FlowInstance {
         };
         let sink_started = Instant::now();
         let result = match &self.sink {
-            Sink::Http(s) => s
-                .deliver(processed.event(), ctx)
-                .await
-                .map(Outcome::Delivered),
+            Sink::Http(s) => s.deliver(&event, ctx).await.map(Outcome::Delivered),
             Sink::Kafka(s) => s
-                .deliver(processed.event(), key, ctx)
+                .deliver(&event, key, ctx)
                 .await
                 .map(|at| Outcome::Published {
                     topic: s.topic().to_owned(),
@@ -239,12 +290,12 @@ impl FlowInstance {
                 })
                 .map_err(DeliveryError::from),
             Sink::Grpc(s) => s
-                .deliver(processed.event())
+                .deliver(&event)
                 .await
                 .map(|ack| Outcome::Delivered(grpc_ack_response(&ack)))
                 .map_err(DeliveryError::from),
             Sink::Temporal(s) => s
-                .deliver(processed.event(), workflow_id, temporal_params, ctx)
+                .deliver(&event, workflow_id, temporal_params, ctx)
                 .await
                 .map(|d| Outcome::Started {
                     workflow_id: d.workflow_id,
@@ -270,6 +321,74 @@ impl FlowInstance {
                     None => Outcome::Failed(e),
                 }
             }
+        }
+    }
+
+    /// Runs the flow's interceptors on `event`; headers they return go with the delivery.
+    async fn intercept(&self, event: Event, ctx: &mut DeliveryContext) -> Intercepted {
+        if self.interceptors.is_empty() {
+            return Intercepted::Continue(Box::new(event));
+        }
+        let failed = |message: String| Intercepted::Failed(FlowError::Interceptor(message));
+        let mut input = match serde_json::to_value(&event) {
+            Ok(v) => v,
+            Err(e) => return failed(format!("the event cannot be given to an interceptor: {e}")),
+        };
+        let headers: serde_json::Map<String, serde_json::Value> = ctx
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+            .collect();
+        input["headers"] = serde_json::Value::Object(headers);
+        match self.interceptors.apply(input).await {
+            Ok(ChainOutcome::Rejected {
+                status,
+                reason,
+                module,
+                failed_open,
+            }) => {
+                self.metrics
+                    .interceptor_failed_open(&self.name, failed_open);
+                Intercepted::Rejected {
+                    status,
+                    reason,
+                    module,
+                }
+            }
+            Ok(ChainOutcome::Continue {
+                mut event,
+                failed_open,
+            }) => {
+                self.metrics
+                    .interceptor_failed_open(&self.name, failed_open);
+                let headers = event
+                    .as_object_mut()
+                    .and_then(|o| o.remove("headers"))
+                    .and_then(|h| match h {
+                        serde_json::Value::Object(h) => Some(h),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                ctx.sink_headers = headers
+                    .into_iter()
+                    .filter(|(k, v)| {
+                        Some(v.as_str().unwrap_or_default())
+                            != ctx
+                                .headers
+                                .iter()
+                                .find(|(n, _)| n == k)
+                                .map(|(_, v)| v.as_str())
+                    })
+                    .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
+                    .collect();
+                match serde_json::from_value::<Event>(event) {
+                    Ok(e) => Intercepted::Continue(Box::new(e)),
+                    Err(e) => failed(format!(
+                        "an interceptor returned an invalid CloudEvent: {e}"
+                    )),
+                }
+            }
+            Err(e) => failed(e.to_string()),
         }
     }
 

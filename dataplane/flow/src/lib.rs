@@ -29,6 +29,7 @@ pub mod error;
 pub mod event;
 pub mod expr;
 pub mod grpc;
+pub mod interceptor;
 pub mod json;
 mod json_val;
 pub mod kafka;

@@ -102,6 +102,8 @@ pub struct FlowMetrics {
     restarts: Family<FlowLabel, Counter>,
     dlq: Family<FlowLabel, Counter>,
     consumer_lag: Family<PartitionLabels, Gauge>,
+    interceptor_rejections: Family<FlowLabel, Counter>,
+    interceptor_fail_open: Family<FlowLabel, Counter>,
 }
 
 impl FlowMetrics {
@@ -115,6 +117,8 @@ impl FlowMetrics {
             restarts: Family::default(),
             dlq: Family::default(),
             consumer_lag: Family::default(),
+            interceptor_rejections: Family::default(),
+            interceptor_fail_open: Family::default(),
         };
         registry.register(
             "fiso_flow_events_total",
@@ -152,6 +156,16 @@ impl FlowMetrics {
             m.dlq.clone(),
         )?;
         registry.register(
+            "fiso_flow_interceptor_rejections_total",
+            "Events an interceptor rejected (answered with its status; never retried or dead-lettered)",
+            m.interceptor_rejections.clone(),
+        )?;
+        registry.register(
+            "fiso_flow_interceptor_fail_open_total",
+            "Interceptor failures passed over because of `failOpen: true` (the event went on unchanged)",
+            m.interceptor_fail_open.clone(),
+        )?;
+        registry.register(
             "fiso_flow_consumer_lag",
             "Kafka source: records of a partition not processed yet (high watermark - position)",
             m.consumer_lag.clone(),
@@ -166,6 +180,24 @@ impl FlowMetrics {
                 partition: partition.to_string(),
             })
             .set(lag.max(0));
+    }
+
+    pub fn interceptor_rejected(&self, flow: &str) {
+        self.interceptor_rejections
+            .get_or_create(&FlowLabel {
+                flow: flow.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn interceptor_failed_open(&self, flow: &str, times: u32) {
+        if times > 0 {
+            self.interceptor_fail_open
+                .get_or_create(&FlowLabel {
+                    flow: flow.to_owned(),
+                })
+                .inc_by(u64::from(times));
+        }
     }
 
     pub fn dead_lettered(&self, flow: &str) {

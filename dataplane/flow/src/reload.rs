@@ -109,11 +109,26 @@ impl FlowDirectory {
         for flow in &project.flows {
             let name = flow.name().to_owned();
             let (hash, _) = &candidates[&flow.file];
-            let version = format!("{}:{hash}", flow.file);
+            let mut version = format!("{}:{hash}", flow.file);
+            if !flow.config.interceptors.is_empty() {
+                // A rewritten module is a new version of the flow too.
+                version.push_str(&format!(
+                    "+wasm:{}",
+                    crate::interceptor::modules_fingerprint(
+                        &flow.config.interceptors,
+                        Some(&self.dir)
+                    )
+                ));
+            }
             if running.get(&name) == Some(&version) {
                 continue;
             }
-            match FlowInstance::build(&flow.config, &version, self.metrics.clone()) {
+            match FlowInstance::build_in(
+                &flow.config,
+                &version,
+                self.metrics.clone(),
+                Some(&self.dir),
+            ) {
                 Ok(instance) => {
                     if running.contains_key(&name) {
                         report.replaced.push(name.clone());

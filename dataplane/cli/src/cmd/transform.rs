@@ -63,22 +63,59 @@ fn test(args: TestArgs) -> Result<ExitCode> {
     let processed = compiled
         .process(event)
         .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    let cloudevent = serde_json::to_value(processed.event())?;
+    let intercepted = if flow.interceptors.is_empty() {
+        None
+    } else {
+        Some(intercept(flow, &args.flow, cloudevent.clone())?)
+    };
     match args.format {
         Format::Json => {
-            let out = serde_json::json!({
+            let mut out = serde_json::json!({
                 "transformed": processed.payload(),
-                "cloudevent": processed.event(),
+                "cloudevent": cloudevent,
             });
+            if let Some(i) = &intercepted {
+                out["intercepted"] = i.clone();
+            }
             println!("{}", json::to_string_pretty_plain(&out)?);
         }
         Format::Human => {
             println!("{}", style::ok("Transformed payload:"));
             println!("{}", json::to_string_pretty_plain(&processed.payload())?);
             println!("\n{}", style::ok("CloudEvent:"));
-            println!("{}", json::to_string_pretty_plain(processed.event())?);
+            println!("{}", json::to_string_pretty_plain(&cloudevent)?);
+            if let Some(i) = &intercepted {
+                println!("\n{}", style::ok("After the interceptors:"));
+                println!("{}", json::to_string_pretty_plain(i)?);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs the flow's interceptors on `cloudevent` (with no headers) as the flow would: the event
+/// they hand on, or `{"reject": {...}}` when one rejects it.
+fn intercept(
+    flow: &fiso_config::FlowConfig,
+    file: &std::path::Path,
+    cloudevent: serde_json::Value,
+) -> Result<serde_json::Value> {
+    use fiso_flow::interceptor::{ChainOutcome, InterceptorChain};
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
+    let chain = InterceptorChain::build(&flow.interceptors, dir)?;
+    let mut input = cloudevent;
+    input["headers"] = serde_json::json!({});
+    let outcome = crate::cmd::flow::tokio_runtime()?.block_on(chain.apply(input))?;
+    Ok(match outcome {
+        ChainOutcome::Continue { event, .. } => event,
+        ChainOutcome::Rejected {
+            status,
+            reason,
+            module,
+            ..
+        } => serde_json::json!({"reject": {"status": status, "reason": reason, "module": module}}),
+    })
 }
 
 /// Inline JSON when it parses, else a file path.

@@ -41,7 +41,27 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
             target.display()
         );
     }
-    let (project, diags) = files.check();
+    let (project, mut diags) = files.check();
+    // Interceptor modules are loaded as the data plane would: a missing file, a module that is
+    // not a WASI command, or `runtime: wasmer` in a build without it is reported here.
+    for flow in &project.flows {
+        if flow.config.interceptors.is_empty() {
+            continue;
+        }
+        let dir = std::path::Path::new(&flow.file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty());
+        if let Err(e) =
+            fiso_flow::interceptor::InterceptorChain::build(&flow.config.interceptors, dir)
+        {
+            let mut d = fiso_config::Diagnostic::error(
+                format!("interceptors[{}].config.module", e.index),
+                e.to_string(),
+            );
+            d.file = Some(flow.file.clone());
+            diags.push(d);
+        }
+    }
     let errors = diags.errors().count();
     let warnings = diags.warnings().count();
     match args.format {

@@ -355,6 +355,9 @@ pub fn encode(
     if let Some(tp) = &ctx.traceparent {
         put("traceparent", tp.clone());
     }
+    for (name, value) in &ctx.sink_headers {
+        put(name, value.clone());
+    }
     let value = match mode {
         ContentMode::Structured => {
             put("content-type", STRUCTURED_CONTENT_TYPE.to_owned());

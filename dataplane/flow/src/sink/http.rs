@@ -26,6 +26,11 @@ pub struct DeliveryContext {
     /// Where the event came from, when the source is Kafka: the dead letter's key and
     /// `fiso-original-*` headers.
     pub origin: Option<KafkaOrigin>,
+    /// The source's headers (HTTP request headers, Kafka record headers, gRPC metadata), as
+    /// interceptors see them.
+    pub headers: Vec<(String, String)>,
+    /// Headers interceptors asked to send with the delivery (HTTP request, Kafka record).
+    pub sink_headers: Vec<(String, String)>,
 }
 
 /// A Kafka source record's coordinates and key.
@@ -258,6 +263,14 @@ impl HttpSink {
             headers.insert(
                 HeaderName::from_static("traceparent"),
                 HeaderValue::from_str(tp).map_err(|_| bad("traceparent"))?,
+            );
+        }
+        for (name, value) in &ctx.sink_headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| bad(&format!("interceptor header name {name:?}")))?;
+            headers.insert(
+                name,
+                HeaderValue::from_str(value).map_err(|_| bad("an interceptor header"))?,
             );
         }
         match self.mode {

@@ -29,8 +29,8 @@ use crate::grpc::proto::io::cloudevents::v1::CloudEvent;
 use crate::grpc::{event_json, proto};
 use crate::instance::{FlowInstance, Outcome};
 use crate::sink::http::{DeliveryContext, DeliveryError};
-use crate::source::http::correlation_id;
-use crate::InputEvent;
+use crate::source::http::{correlation_id, text_headers};
+use crate::{FlowError, InputEvent};
 
 /// Events one gRPC source processes at once before `Publish` answers RESOURCE_EXHAUSTED.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -181,6 +181,8 @@ impl Ingest {
                 .map(str::to_owned),
             body,
             origin: None,
+            headers: text_headers(headers),
+            sink_headers: Vec::new(),
         };
         let ack = |outcome: AckOutcome, code: Code, message: String| PublishResponse {
             id: id.clone(),
@@ -197,10 +199,24 @@ impl Ingest {
                 dead_letter_topic: topic,
                 ..ack(AckOutcome::DeadLettered, Code::Ok, error.to_string())
             },
+            Outcome::Invalid(e @ FlowError::Interceptor(_)) => ack(
+                AckOutcome::Failed,
+                Code::Internal,
+                format!("{}: {e}", e.code()),
+            ),
             Outcome::Invalid(e) => ack(
                 AckOutcome::Rejected,
                 Code::InvalidArgument,
                 format!("{}: {e}", e.code()),
+            ),
+            Outcome::Rejected {
+                status,
+                reason,
+                module,
+            } => ack(
+                AckOutcome::Rejected,
+                rejection_code(status),
+                format!("INTERCEPTOR_REJECTED ({module}, {status}): {reason}"),
             ),
             Outcome::Failed(e @ DeliveryError::Rejected(_)) => ack(
                 AckOutcome::Failed,
@@ -213,5 +229,22 @@ impl Ingest {
                 format!("SINK_DELIVERY_FAILED: {e}"),
             ),
         }
+    }
+}
+
+/// The gRPC code closest to the HTTP status an interceptor rejected an event with.
+fn rejection_code(status: u16) -> Code {
+    match status {
+        400 | 422 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        409 => Code::Aborted,
+        429 => Code::ResourceExhausted,
+        501 => Code::Unimplemented,
+        503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        500..=599 => Code::Internal,
+        _ => Code::FailedPrecondition,
     }
 }

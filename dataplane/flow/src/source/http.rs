@@ -93,6 +93,8 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
             .map(str::to_owned),
         body: bytes.clone(),
         origin: None,
+        headers: text_headers(&parts.headers),
+        sink_headers: Vec::new(),
     };
     let input = parse_input(&flow, &parts.headers, &bytes);
     match flow.handle(input, &ctx).await {
@@ -146,9 +148,23 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
         Outcome::Invalid(e) => {
             let status = match e {
                 FlowError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+                // The interceptor failed, not the caller.
+                FlowError::Interceptor(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::UNPROCESSABLE_ENTITY,
             };
             error(status, e.code(), &e.to_string(), correlation_id)
+        }
+        Outcome::Rejected {
+            status,
+            reason,
+            module,
+        } => {
+            let mut body = error_body("INTERCEPTOR_REJECTED", &reason, correlation_id);
+            body["error"]["module"] = json!(module);
+            json_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+                &body,
+            )
         }
         Outcome::Failed(e) => {
             let status = match &e {
@@ -250,6 +266,28 @@ fn binary_cloudevent(headers: &HeaderMap) -> Option<Map<String, Value>> {
 
 /// `fiso-correlation-id` > `x-correlation-id` > `x-request-id` > trace id of `traceparent` >
 /// a new UUIDv7.
+/// The text headers of a request, lower-case names, without the connection-level ones.
+pub fn text_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter(|(name, _)| {
+            !matches!(
+                name.as_str(),
+                "connection"
+                    | "keep-alive"
+                    | "transfer-encoding"
+                    | "te"
+                    | "upgrade"
+                    | "host"
+                    | "content-length"
+            )
+        })
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
 pub fn correlation_id(headers: &HeaderMap) -> String {
     for name in [CORRELATION_HEADER, "x-correlation-id", "x-request-id"] {
         if let Some(v) = headers

@@ -54,6 +54,8 @@ pub(super) async fn process(flow: &FlowInstance, m: &OwnedMessage) -> Result<(),
             offset,
             key: m.key().map(<[u8]>::to_vec),
         }),
+        headers: headers.clone(),
+        sink_headers: Vec::new(),
     };
     let undelivered = |reason: String| KafkaSourceError::Undelivered {
         topic: topic.clone(),
@@ -62,6 +64,8 @@ pub(super) async fn process(flow: &FlowInstance, m: &OwnedMessage) -> Result<(),
         reason,
     };
     match flow.handle(input, &ctx).await {
+        // A rejection is the interceptor's decision about this record: logged, committed.
+        Outcome::Rejected { .. } => Ok(()),
         Outcome::Delivered(_) | Outcome::Published { .. } | Outcome::DeadLettered { .. } => Ok(()),
         Outcome::Started { .. } => Ok(()),
         Outcome::Failed(e) => Err(undelivered(e.to_string())),
