@@ -93,6 +93,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
             .collect::<Result<_>>()?,
     );
     let size = std::fs::metadata(&fiso)?.len();
+    let transforms = transform_bench(root, &cargo, quick)?;
 
     let machine = machine();
     let report = json!({
@@ -102,6 +103,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         "flow": flow_rows.summary("fiso flow", flow_rss),
         "startup": {"link_ms": startup_link.as_secs_f64() * 1e3, "flow_10_flows_ms": startup_flow.as_secs_f64() * 1e3},
         "binary_bytes": size,
+        "transforms": transforms,
     });
     std::fs::write(
         work.join("report.json"),
@@ -112,6 +114,74 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     println!("{md}");
     println!("bench: wrote {}", work.join("report.md").display());
     Ok(())
+}
+
+/// The criterion benchmark of `dataplane/flow/benches/transform.rs`: per shape, the CEL
+/// transform's and the hand-written serde_json code's median time per event.
+fn transform_bench(root: &Path, cargo: &str, quick: bool) -> Result<Value> {
+    println!("bench: CEL transform vs serde_json (criterion)");
+    let (warm, measure) = if quick { ("0.2", "0.3") } else { ("1", "3") };
+    let out = Command::new(cargo)
+        .args(["bench", "-p", "fiso-flow", "--bench", "transform", "--"])
+        .args(["--warm-up-time", warm, "--measurement-time", measure])
+        .current_dir(root)
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!("cargo bench -p fiso-flow --bench transform failed");
+    }
+    // `<shape>/<variant>  time:   [low median high]`, the name sometimes on the line before.
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut name = String::new();
+    let mut times: Vec<(String, String, f64)> = Vec::new();
+    for line in text.lines() {
+        let (head, tail) = match line.split_once("time:") {
+            Some((h, t)) => (h.trim(), Some(t)),
+            None => (line.trim(), None),
+        };
+        if !head.is_empty() && head.contains('/') && !head.starts_with("Benchmarking") {
+            name = head.to_owned();
+        }
+        let Some(tail) = tail else { continue };
+        let parts: Vec<&str> = tail
+            .trim_matches(|c| c == ' ' || c == '[' || c == ']')
+            .split_whitespace()
+            .collect();
+        let (Some(value), Some(unit)) = (parts.get(2), parts.get(3)) else {
+            continue;
+        };
+        let factor = match *unit {
+            "ps" => 1e-3,
+            "ns" => 1.0,
+            "µs" | "us" => 1e3,
+            "ms" => 1e6,
+            _ => f64::NAN,
+        };
+        let ns = value.parse::<f64>().unwrap_or(f64::NAN) * factor;
+        if let Some((shape, variant)) = name.rsplit_once('/') {
+            times.push((shape.to_owned(), variant.to_owned(), ns));
+        }
+    }
+    let mut shapes = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
+    for (shape, _, _) in &times {
+        if seen.contains(shape) {
+            continue;
+        }
+        seen.push(shape.clone());
+        let of = |v: &str| {
+            times
+                .iter()
+                .find(|(s, x, _)| s == shape && x == v)
+                .map(|t| t.2)
+        };
+        let (cel, hand) = (of("cel"), of("serde_json"));
+        shapes.push(json!({
+            "shape": shape, "cel_ns": cel, "serde_json_ns": hand,
+            "ratio": cel.zip(hand).map(|(c, h)| c / h),
+        }));
+    }
+    Ok(Value::Array(shapes))
 }
 
 fn target_dir(root: &Path) -> PathBuf {
@@ -181,8 +251,9 @@ struct Procs(Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
+        // SIGTERM: nginx's master then stops its workers too (SIGKILL would orphan them).
         for child in &mut self.0 {
-            let _ = child.kill();
+            let _ = Command::new("kill").arg(child.id().to_string()).status();
             let _ = child.wait();
         }
     }
@@ -615,6 +686,17 @@ fn markdown(r: &Value) -> String {
             s["fiso_peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
         ));
     }
+    md.push_str("**CEL transform vs hand-written serde_json** (per event, criterion medians)\n\n| shape | CEL | serde_json | ratio |\n|---|---|---|---|\n");
+    for t in r["transforms"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {:.0} ns | {:.0} ns | {:.1}× |\n",
+            t["shape"].as_str().unwrap_or("?"),
+            t["cel_ns"].as_f64().unwrap_or(f64::NAN),
+            t["serde_json_ns"].as_f64().unwrap_or(f64::NAN),
+            t["ratio"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    md.push('\n');
     md.push_str(&format!(
         "Start-up to `/readyz` 200: `fiso link` {:.0} ms, `fiso flow` with 10 flows {:.0} ms. \
          Release binary: {:.1} MiB.\n",
