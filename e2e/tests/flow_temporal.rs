@@ -438,7 +438,6 @@ async fn unreachable_temporal_leaves_the_flow_running_but_unready() {
 /// the scaffold's Python worker (Temporal's SDK) runs it to completion.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_init_scaffold_worker_completes_the_workflows_fiso_dev_starts() {
-    use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
     let dir = tempfile::tempdir().unwrap();
@@ -480,19 +479,12 @@ async fn the_init_scaffold_worker_completes_the_workflows_fiso_dev_starts() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let stdout = dev.stdout.take().unwrap();
-    let url = tokio::task::spawn_blocking(move || {
-        let mut lines = BufReader::new(stdout.into_owned_fd().map(std::fs::File::from).unwrap())
-            .lines()
-            .map_while(Result::ok);
-        lines.find_map(|l| {
-            l.trim()
-                .strip_prefix("curl -X POST ")
-                .and_then(|rest| rest.split_whitespace().next().map(str::to_owned))
-        })
+    let url = first_line_with(dev.stdout.take().unwrap(), |l| {
+        l.trim()
+            .strip_prefix("curl -X POST ")
+            .and_then(|rest| rest.split_whitespace().next().map(str::to_owned))
     })
     .await
-    .unwrap()
     .expect("fiso dev prints the URL to try");
 
     let mut worker = tokio::process::Command::new(infra::var("FISO_E2E_TEMPORAL_PYTHON"))
@@ -503,14 +495,11 @@ async fn the_init_scaffold_worker_completes_the_workflows_fiso_dev_starts() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let worker_out = worker.stdout.take().unwrap();
-    let polling = tokio::task::spawn_blocking(move || {
-        BufReader::new(worker_out.into_owned_fd().map(std::fs::File::from).unwrap())
-            .lines()
-            .map_while(Result::ok)
-            .any(|l| l.contains("worker polling task queue"))
-    });
-    assert!(polling.await.unwrap(), "the worker started");
+    let polling = first_line_with(worker.stdout.take().unwrap(), |l| {
+        l.contains("worker polling task queue").then_some(())
+    })
+    .await;
+    assert!(polling.is_some(), "the worker started");
 
     let order = unique("o");
     let answer = post_json(
@@ -541,4 +530,24 @@ async fn the_init_scaffold_worker_completes_the_workflows_fiso_dev_starts() {
         single_json(&done["result"]),
         json!(format!("order {order} processed"))
     );
+}
+
+/// The first line of a child's stdout that `pick` accepts; the rest of the output keeps being
+/// read in the background, so the child never writes into a closed pipe.
+async fn first_line_with<T: Send + 'static>(
+    out: tokio::process::ChildStdout,
+    pick: impl Fn(&str) -> Option<T> + Send + 'static,
+) -> Option<T> {
+    use std::io::{BufRead, BufReader};
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let file = std::fs::File::from(out.into_owned_fd().expect("a pipe"));
+    std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(file).lines().map_while(Result::ok) {
+            if let Some(found) = tx.as_ref().and_then(|_| pick(&line)) {
+                let _ = tx.take().expect("checked").send(found);
+            }
+        }
+    });
+    rx.await.ok()
 }
