@@ -22,6 +22,15 @@ use crate::style;
 
 mod docker;
 
+/// `println!` that ignores a closed stdout: `fiso dev | head` or a caller that stops reading
+/// after the URL must not take the running data plane down.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 #[derive(Debug, Args)]
 pub struct DevArgs {
     /// Project directory created by `fiso init`.
@@ -126,7 +135,7 @@ async fn start_service(dir: &Path, dev_dir: &Path) -> Option<tokio::process::Chi
     if !script.is_file() {
         let worker = dir.join("temporal-worker");
         if worker.is_dir() {
-            println!(
+            say!(
                 "{} start the Temporal worker yourself: see {}",
                 style::dim("→"),
                 worker.join("README.md").display()
@@ -146,7 +155,7 @@ async fn start_service(dir: &Path, dev_dir: &Path) -> Option<tokio::process::Chi
         .spawn()
     {
         Ok(child) => {
-            println!(
+            say!(
                 "{} user-service started (python3 {}, log {})",
                 style::ok("✓"),
                 script.display(),
@@ -155,7 +164,7 @@ async fn start_service(dir: &Path, dev_dir: &Path) -> Option<tokio::process::Chi
             Some(child)
         }
         Err(e) => {
-            println!(
+            say!(
                 "{} could not start the sample service ({e}); run it yourself: python3 {}",
                 style::warning("!"),
                 script.display()
@@ -172,28 +181,28 @@ fn banner(
     metrics: std::net::SocketAddr,
     dir: &Path,
 ) {
-    println!("\n{}", style::ok("Fiso dev is running"));
+    say!("\n{}", style::ok("Fiso dev is running"));
     let mut curl = None;
     for f in &project.flows {
         match &f.config.source {
             SourceSpec::Http(c) => {
                 if let Some(addr) = runtime.http_addr(&c.listen_addr) {
                     let url = format!("http://localhost:{}{}", addr.port(), c.path);
-                    println!("  flow {:<24} POST {url}", f.name());
+                    say!("  flow {:<24} POST {url}", f.name());
                     curl.get_or_insert(url);
                 }
             }
             SourceSpec::Kafka(k) => {
-                println!("  flow {:<24} kafka topic {}", f.name(), k.topic)
+                say!("  flow {:<24} kafka topic {}", f.name(), k.topic)
             }
-            SourceSpec::Grpc(c) => println!(
+            SourceSpec::Grpc(c) => say!(
                 "  flow {:<24} gRPC fiso.v1.EventService on {}",
                 f.name(),
                 c.listen_addr
             ),
         }
         if let SinkSpec::Http(s) = &f.config.sink {
-            println!("  {:<29} → {}", "", s.url);
+            say!("  {:<29} → {}", "", s.url);
         }
     }
     if let (Some(link), Some(cfg)) = (link, &project.link) {
@@ -204,13 +213,13 @@ fn banner(
                 (None, Some(host)) => format!("{}://{host}", t.protocol.as_str()),
                 (None, None) => String::new(),
             };
-            println!(
+            say!(
                 "  link {name:<24} http://localhost:{}/link/{name}/  → {to}",
                 link.local_addr().port()
             );
         }
     }
-    println!("  metrics                        http://localhost:{}/metrics  (/healthz, /readyz, /config)", metrics.port());
+    say!("  metrics                        http://localhost:{}/metrics  (/healthz, /readyz, /config)", metrics.port());
     if let Some(url) = curl {
         let sample = dir.join("sample-event.json");
         let body = if sample.is_file() {
@@ -218,7 +227,7 @@ fn banner(
         } else {
             r#"'{"order_id": "12345", "amount": 99.99}'"#.to_owned()
         };
-        println!("\nTry it:\n  curl -X POST {url} -H 'Content-Type: application/json' -d {body}");
+        say!("\nTry it:\n  curl -X POST {url} -H 'Content-Type: application/json' -d {body}");
     }
-    println!("\nEdit files under {}/flows: changes apply live. Logs: `fiso logs --follow`. Stop with Ctrl-C.\n", dir.display());
+    say!("\nEdit files under {}/flows: changes apply live. Logs: `fiso logs --follow`. Stop with Ctrl-C.\n", dir.display());
 }
