@@ -64,7 +64,11 @@ fn grpc_ack_response(ack: &crate::grpc::proto::fiso::v1::PublishResponse) -> Sin
 
 /// What the interceptors made of an event.
 enum Intercepted {
-    Continue(Box<Event>),
+    /// The event to deliver and the headers the interceptors want sent with it.
+    Continue {
+        event: Box<Event>,
+        sink_headers: Vec<(String, String)>,
+    },
     Rejected {
         status: u16,
         reason: String,
@@ -234,10 +238,22 @@ impl FlowInstance {
             }
             self.compiled.process(event)
         });
-        let mut delivery = ctx.clone();
+        // Only when interceptors ask for headers does the delivery need its own context.
+        let mut with_headers = None;
         let processed = match processed {
-            Ok(p) => match self.intercept(p.into_event(), &mut delivery).await {
-                Intercepted::Continue(event) => Ok(*event),
+            Ok(p) => match self.intercept(p.into_event(), ctx).await {
+                Intercepted::Continue {
+                    event,
+                    sink_headers,
+                } => {
+                    if !sink_headers.is_empty() {
+                        with_headers = Some(DeliveryContext {
+                            sink_headers,
+                            ..ctx.clone()
+                        });
+                    }
+                    Ok(*event)
+                }
                 Intercepted::Rejected {
                     status,
                     reason,
@@ -256,7 +272,7 @@ impl FlowInstance {
             },
             Err(e) => Err(e),
         };
-        let ctx = &delivery;
+        let ctx = with_headers.as_ref().unwrap_or(ctx);
         // The workflow id is rendered from the CloudEvent as sent; a missing field refuses it.
         let mut workflow_id = String::new();
         let processed = processed.and_then(|event| {
@@ -325,9 +341,12 @@ impl FlowInstance {
     }
 
     /// Runs the flow's interceptors on `event`; headers they return go with the delivery.
-    async fn intercept(&self, event: Event, ctx: &mut DeliveryContext) -> Intercepted {
+    async fn intercept(&self, event: Event, ctx: &DeliveryContext) -> Intercepted {
         if self.interceptors.is_empty() {
-            return Intercepted::Continue(Box::new(event));
+            return Intercepted::Continue {
+                event: Box::new(event),
+                sink_headers: Vec::new(),
+            };
         }
         let failed = |message: String| Intercepted::Failed(FlowError::Interceptor(message));
         let mut input = match serde_json::to_value(&event) {
@@ -369,7 +388,7 @@ impl FlowInstance {
                         _ => None,
                     })
                     .unwrap_or_default();
-                ctx.sink_headers = headers
+                let sink_headers = headers
                     .into_iter()
                     .filter(|(k, v)| {
                         Some(v.as_str().unwrap_or_default())
@@ -382,7 +401,10 @@ impl FlowInstance {
                     .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
                     .collect();
                 match serde_json::from_value::<Event>(event) {
-                    Ok(e) => Intercepted::Continue(Box::new(e)),
+                    Ok(e) => Intercepted::Continue {
+                        event: Box::new(e),
+                        sink_headers,
+                    },
                     Err(e) => failed(format!(
                         "an interceptor returned an invalid CloudEvent: {e}"
                     )),
@@ -470,6 +492,11 @@ impl FlowInstance {
                 Err(e)
             }
         }
+    }
+
+    /// Whether events go through interceptors (which are the only readers of source headers).
+    pub fn has_interceptors(&self) -> bool {
+        !self.interceptors.is_empty()
     }
 
     /// The Kafka sink, when the flow has one.

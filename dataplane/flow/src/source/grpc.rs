@@ -181,7 +181,11 @@ impl Ingest {
                 .map(str::to_owned),
             body,
             origin: None,
-            headers: text_headers(headers),
+            headers: if flow.has_interceptors() {
+                text_headers(headers)
+            } else {
+                Vec::new()
+            },
             sink_headers: Vec::new(),
         };
         let ack = |outcome: AckOutcome, code: Code, message: String| PublishResponse {

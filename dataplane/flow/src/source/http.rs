@@ -93,7 +93,11 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
             .map(str::to_owned),
         body: bytes.clone(),
         origin: None,
-        headers: text_headers(&parts.headers),
+        headers: if flow.has_interceptors() {
+            text_headers(&parts.headers)
+        } else {
+            Vec::new()
+        },
         sink_headers: Vec::new(),
     };
     let input = parse_input(&flow, &parts.headers, &bytes);

@@ -54,7 +54,11 @@ pub(super) async fn process(flow: &FlowInstance, m: &OwnedMessage) -> Result<(),
             offset,
             key: m.key().map(<[u8]>::to_vec),
         }),
-        headers: headers.clone(),
+        headers: if flow.has_interceptors() {
+            headers.clone()
+        } else {
+            Vec::new()
+        },
         sink_headers: Vec::new(),
     };
     let undelivered = |reason: String| KafkaSourceError::Undelivered {
