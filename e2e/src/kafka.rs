@@ -3,6 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -106,4 +108,92 @@ pub async fn committed(group: &str, topic: &str, partition: i32) -> Option<i64> 
     })
     .await
     .unwrap()
+}
+
+/// How many records `topic` holds, over all its partitions (0 while it does not exist).
+pub async fn record_count(topic: &str) -> i64 {
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers())
+            .set("group.id", unique("e2e-count"))
+            .create()
+            .expect("consumer");
+        let Ok(metadata) = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)) else {
+            return 0;
+        };
+        let partitions: Vec<i32> = metadata
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        partitions
+            .into_iter()
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(5))
+                    .map_or(0, |(low, high)| high - low)
+            })
+            .sum()
+    })
+    .await
+    .unwrap()
+}
+
+/// The `source:` section reading `topic` from the earliest offset as `group`.
+pub fn kafka_source(topic: &str, group: &str) -> String {
+    format!(
+        "kafka:\n  clusters:\n    main:\n      brokers: [\"{}\"]\n\
+         source:\n  type: kafka\n  config:\n    cluster: main\n    topic: {topic}\n\
+         \x20   consumerGroup: {group}\n    startOffset: earliest\n    commitInterval: 100ms\n\
+         \x20   consumerProperties:\n      session.timeout.ms: \"2000\"\n      heartbeat.interval.ms: \"500\"\n",
+        brokers()
+    )
+}
+
+/// Creates `topic` with `partitions` partitions.
+pub async fn create_topic(topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let created = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topics");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+}
+
+/// Produces `values` to `topic` round-robin over `partitions` partitions (record `i` to
+/// partition `i % partitions`) with many sends in flight: fast enough for 100k records.
+/// Returns, per record, its `(partition, offset)`.
+pub async fn produce_many(topic: &str, partitions: i32, values: &[Vec<u8>]) -> Vec<(i32, i64)> {
+    use futures::StreamExt;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    futures::stream::iter(values.iter().enumerate())
+        .map(|(i, v)| {
+            let producer = &producer;
+            async move {
+                let record = FutureRecord::<str, [u8]>::to(topic)
+                    .partition(i as i32 % partitions)
+                    .payload(&v[..]);
+                let delivery = producer
+                    .send(record, Duration::from_secs(30))
+                    .await
+                    .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+                (delivery.partition, delivery.offset)
+            }
+        })
+        .buffered(1000)
+        .collect()
+        .await
 }

@@ -22,10 +22,12 @@ pub mod cluster;
 mod flowdir;
 pub mod infra;
 pub mod kafka;
+pub mod link;
 mod logs;
 mod metrics;
 pub mod operator;
 mod process;
+pub mod reliability;
 mod sink;
 
 use std::future::Future;
@@ -78,6 +80,14 @@ where
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// An address on 127.0.0.1 where nothing listens (yet): bound, read back, released. For a
+/// server that is down at first and comes up later at the address a config already names.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
 }
 
 /// A whole HTTP answer, read to the end.

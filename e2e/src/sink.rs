@@ -31,6 +31,8 @@ pub struct Recorded {
     pub body: Bytes,
     /// When the request (with its body) had arrived.
     pub received_at: Instant,
+    /// The status the script answered it with.
+    pub status: StatusCode,
 }
 
 impl Recorded {
@@ -190,7 +192,13 @@ impl SinkServer {
     }
 
     pub async fn start(script: Script) -> Self {
-        let (listener, addr, state, app) = Self::prepare(script).await;
+        Self::start_at("127.0.0.1:0".parse().unwrap(), script).await
+    }
+
+    /// [`Self::start`] on `addr` (e.g. the address of a sink that was stopped: a sink coming
+    /// back after an outage).
+    pub async fn start_at(addr: SocketAddr, script: Script) -> Self {
+        let (listener, addr, state, app) = Self::prepare(addr, script).await;
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -199,7 +207,8 @@ impl SinkServer {
 
     /// [`Self::start`] over TLS (HTTP/1.1 and HTTP/2 by ALPN) with `cert`'s certificate.
     pub async fn start_tls(script: Script, cert: &crate::tls::TestCert) -> Self {
-        let (listener, addr, state, app) = Self::prepare(script).await;
+        let (listener, addr, state, app) =
+            Self::prepare("127.0.0.1:0".parse().unwrap(), script).await;
         let acceptor = cert.acceptor();
         let task = tokio::spawn(async move {
             let service = hyper_util::service::TowerToHyperService::new(app);
@@ -224,6 +233,7 @@ impl SinkServer {
     }
 
     async fn prepare(
+        addr: SocketAddr,
         script: Script,
     ) -> (
         tokio::net::TcpListener,
@@ -231,7 +241,7 @@ impl SinkServer {
         Arc<SinkState>,
         axum::Router,
     ) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("binding the sink server");
         let addr = listener.local_addr().expect("sink address");
@@ -258,6 +268,15 @@ impl SinkServer {
     /// Every request received so far.
     pub fn requests(&self) -> Vec<Recorded> {
         self.state.requests().clone()
+    }
+
+    /// The requests received after the first `start` ones (cheap polling of a busy sink).
+    pub fn requests_from(&self, start: usize) -> Vec<Recorded> {
+        self.state
+            .requests()
+            .get(start..)
+            .unwrap_or_default()
+            .to_vec()
     }
 
     pub fn count(&self) -> usize {
@@ -309,6 +328,7 @@ async fn record_and_reply(State(state): State<Arc<SinkState>>, req: Request) -> 
             headers: parts.headers,
             body,
             received_at: Instant::now(),
+            status: reply.status,
         });
         requests.len()
     };

@@ -6,10 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use fiso_e2e::kafka::{self, brokers, consume, unique, Consumed};
+use fiso_e2e::kafka::{self, brokers, consume, kafka_source, record_count, unique, Consumed};
 use fiso_e2e::{eventually, FisoProcess, FlowDir, Reply, Script, SinkServer};
 use pretty_assertions::assert_eq;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
@@ -36,49 +35,6 @@ async fn produce(topic: &str, values: &[Vec<u8>]) {
             "fresh topic {topic}"
         );
     }
-}
-
-/// One consumed record.
-/// How many records `topic` holds, over all its partitions (0 while it does not exist).
-async fn record_count(topic: &str) -> i64 {
-    let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .set("group.id", unique("e2e-count"))
-            .create()
-            .expect("consumer");
-        let Ok(metadata) = consumer.fetch_metadata(Some(&topic), Duration::from_secs(5)) else {
-            return 0;
-        };
-        let partitions: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
-        partitions
-            .into_iter()
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(&topic, p, Duration::from_secs(5))
-                    .map_or(0, |(low, high)| high - low)
-            })
-            .sum()
-    })
-    .await
-    .unwrap()
-}
-
-/// The `source:` section reading `topic` from the earliest offset as `group`.
-fn kafka_source(topic: &str, group: &str) -> String {
-    format!(
-        "kafka:\n  clusters:\n    main:\n      brokers: [\"{}\"]\n\
-         source:\n  type: kafka\n  config:\n    cluster: main\n    topic: {topic}\n\
-         \x20   consumerGroup: {group}\n    startOffset: earliest\n    commitInterval: 100ms\n\
-         \x20   consumerProperties:\n      session.timeout.ms: \"2000\"\n      heartbeat.interval.ms: \"500\"\n",
-        brokers()
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,11 +7,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use fiso_e2e::kafka::{self, brokers, unique};
+use fiso_e2e::kafka::{self, brokers, create_topic, unique};
 use fiso_e2e::{eventually, FisoProcess, FlowDir, Gate, Reply, Script, SinkServer};
 use pretty_assertions::assert_eq;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
@@ -343,22 +341,6 @@ async fn commits_are_batched_and_flushed_on_shutdown() {
     let status = fiso.wait_exit().await;
     assert!(status.success(), "{status:?}\n{}", fiso.logs().tail(40));
     assert_eq!(committed(&group, &topic).await, Some(2));
-}
-
-/// Creates `topic` with `partitions` partitions.
-async fn create_topic(topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin client");
-    let created = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topics");
-    assert!(created.iter().all(Result::is_ok), "{created:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,85 +4,16 @@
 //! breaker, retries, rate limit, 100 MiB bodies streamed both ways, hot reload under load.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fiso_e2e::link::{http_target, peak_rss, raw_status, Link, PATH_ESCAPES};
 use fiso_e2e::tls::TestCert;
-use fiso_e2e::{client, eventually, send, FisoProcess, Reply, Script, SinkServer};
+use fiso_e2e::{client, eventually, send, Reply, Script, SinkServer};
 use pretty_assertions::assert_eq;
 use reqwest::StatusCode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// A link config file in a temporary directory, and the `fiso link` serving it.
-struct Link {
-    fiso: FisoProcess,
-    addr: SocketAddr,
-    config: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Link {
-    /// `fiso link` with `targets` (YAML list items) on `127.0.0.1:0`.
-    async fn start(targets: &str) -> Link {
-        Self::start_with_env(targets, Vec::<(String, String)>::new()).await
-    }
-
-    async fn start_with_env(targets: &str, env: Vec<(String, String)>) -> Link {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("config.yaml");
-        std::fs::write(&config, config_text(targets)).unwrap();
-        let fiso = FisoProcess::start_link_with_env(&config, env).await;
-        let addr = fiso.link_addr().await;
-        Link {
-            fiso,
-            addr,
-            config,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    /// Replaces the config file the way an editor or kubelet does (write aside, rename over).
-    fn rewrite(&self, targets: &str) {
-        let aside = self.config.with_extension("tmp");
-        std::fs::write(&aside, config_text(targets)).unwrap();
-        std::fs::rename(&aside, &self.config).unwrap();
-    }
-}
-
-fn config_text(targets: &str) -> String {
-    format!("listenAddr: 127.0.0.1:0\ntargets:\n{targets}")
-}
-
-/// An `http` target named `name` for `upstream`, with `extra` YAML lines (4-space indented).
-fn http_target(name: &str, upstream: SocketAddr, extra: &str) -> String {
-    format!(
-        "  - name: {name}\n    protocol: http\n    host: localhost\n    port: {}\n{extra}",
-        upstream.port()
-    )
-}
-
-/// Sends `raw_target` as the request target of a raw HTTP/1.1 request (no client-side URL
-/// normalisation) and returns the status code.
-async fn raw_status(addr: SocketAddr, method: &str, raw_target: &str, host: &str) -> u16 {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request =
-        format!("{method} {raw_target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    tcp.read_to_end(&mut answer).await.unwrap();
-    let text = String::from_utf8_lossy(&answer);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"))
-}
 
 #[tokio::test]
 async fn forwards_method_path_query_headers_and_body() {
@@ -145,27 +76,7 @@ async fn unknown_targets_foreign_paths_and_escapes_never_reach_an_upstream() {
     assert_eq!(raw_status(a, "GET", "/link/nope/api/v2/x", h).await, 404);
     assert_eq!(raw_status(a, "GET", "/admin", h).await, 404);
     assert_eq!(raw_status(a, "GET", "/linkapi/v2", h).await, 404);
-    for escape in [
-        "/link/api/api/v2/../admin",
-        "/link/api/api/v2/../../admin",
-        "/link/api/api/v2/%2e%2e/admin",
-        "/link/api/api/v2/%2E%2E/admin",
-        "/link/api/api/v2/.%2e/admin",
-        "/link/api/api/v2/%2e./admin",
-        "/link/api/api/v2/..%2fadmin",
-        "/link/api/api/v2/%2e%2e%2fadmin",
-        "/link/api/api/v2/..%2Fadmin",
-        "/link/api/api/v2/%252e%252e/admin",
-        "/link/api/api/v2/..%5cadmin",
-        "/link/api/api/v2/..\\admin",
-        "/link/api/api/v2/%00",
-        "/link/api/api/v2/%zz",
-        "/link/api/api/v2/%c0%ae%c0%ae/admin",
-        "/link/api/api/v2/..;/admin",
-        "/link/api/api/v3/x",
-        "/link/api/API/v2/x",
-        "/link/api//api/v2/../../admin",
-    ] {
+    for escape in PATH_ESCAPES {
         assert_eq!(raw_status(a, "GET", escape, h).await, 403, "{escape}");
     }
     assert_eq!(upstream.count(), 0, "{:?}", upstream.requests());
@@ -439,17 +350,6 @@ async fn counting_upstream(size: u64) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await });
     addr
-}
-
-/// Peak resident memory of a process (`VmHWM`), in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/<pid>/status");
-    kb * 1024
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

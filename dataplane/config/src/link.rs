@@ -26,6 +26,11 @@ pub struct LinkConfig {
     /// Metrics and health address (default `:9091`).
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: String,
+    /// Time a client has to send a request's headers (default 10s); a connection that
+    /// trickles them (slowloris) is closed. Read at start, not on reload.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub read_header_timeout: Option<Duration>,
     /// Clusters Kafka targets publish to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
@@ -38,6 +43,7 @@ impl Default for LinkConfig {
         LinkConfig {
             listen_addr: default_listen_addr(),
             metrics_addr: default_metrics_addr(),
+            read_header_timeout: None,
             kafka: None,
             targets: Vec::new(),
         }

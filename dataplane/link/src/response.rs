@@ -23,6 +23,8 @@ pub enum ErrorCode {
     CircuitOpen,
     UpstreamUnreachable,
     UpstreamTimeout,
+    /// The caller's request body stopped arriving.
+    RequestTimeout,
     KafkaPublishFailed,
 }
 
@@ -40,6 +42,7 @@ impl ErrorCode {
             ErrorCode::CircuitOpen => "CIRCUIT_OPEN",
             ErrorCode::UpstreamUnreachable => "UPSTREAM_UNREACHABLE",
             ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
             ErrorCode::KafkaPublishFailed => "KAFKA_PUBLISH_FAILED",
         }
     }
@@ -59,6 +62,7 @@ impl ErrorCode {
                 StatusCode::BAD_GATEWAY
             }
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! as it came, body included.
 //!
 //! A body is buffered for replay only up to [`REPLAY_LIMIT`]: a larger (or unknown-length and
-//! longer) body streams through in a single attempt.
+//! longer) body streams through in a single attempt. Buffering waits for the caller's body at
+//! most the target's `timeout` (then 408 `REQUEST_TIMEOUT`): a client that stops sending
+//! (slowloris) does not hold the request forever.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,7 +26,7 @@ use http_body_util::BodyExt;
 
 use crate::layer::{answer, Concern, Next};
 use crate::metrics::LinkMetrics;
-use crate::response::{Request, Response};
+use crate::response::{error, ErrorCode, Request, Response};
 
 /// Largest body kept in memory so that it can be sent again.
 pub const REPLAY_LIMIT: usize = 1024 * 1024;
@@ -39,10 +41,12 @@ pub struct RetryPolicy {
     pub jitter: f64,
     /// Retry POST / PATCH without an `Idempotency-Key` too.
     pub non_idempotent: bool,
+    /// How long the caller's body may take to arrive when it is buffered for replays.
+    pub body_timeout: Duration,
 }
 
 impl RetryPolicy {
-    pub fn new(cfg: Option<&RetryConfig>, non_idempotent: bool) -> Self {
+    pub fn new(cfg: Option<&RetryConfig>, non_idempotent: bool, body_timeout: Duration) -> Self {
         let cfg = cfg.cloned().unwrap_or_default();
         RetryPolicy {
             max_attempts: cfg.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS).max(1),
@@ -51,6 +55,7 @@ impl RetryPolicy {
             max: cfg.max_interval.unwrap_or(DEFAULT_RETRY_MAX),
             jitter: cfg.jitter.unwrap_or(DEFAULT_JITTER).clamp(0.0, 1.0),
             non_idempotent,
+            body_timeout,
         }
     }
 
@@ -118,10 +123,21 @@ impl Concern for Retry {
                 return answer(next, req).await;
             }
             let (parts, body) = req.into_parts();
-            let body = match replayable(&parts.headers, body).await {
-                Replay::Buffered(bytes) => bytes,
-                Replay::Streaming(body) => {
+            let buffered =
+                tokio::time::timeout(this.policy.body_timeout, replayable(&parts.headers, body));
+            let body = match buffered.await {
+                Ok(Replay::Buffered(bytes)) => bytes,
+                Ok(Replay::Streaming(body)) => {
                     return answer(next, Request::from_parts(parts, body)).await;
+                }
+                Err(_) => {
+                    return error(
+                        ErrorCode::RequestTimeout,
+                        format!(
+                            "the request body did not arrive within {}",
+                            humantime::format_duration(this.policy.body_timeout)
+                        ),
+                    );
                 }
             };
             let mut attempt = 1;
@@ -213,6 +229,7 @@ mod tests {
             max: Duration::from_secs(1),
             jitter,
             non_idempotent: false,
+            body_timeout: Duration::from_secs(30),
         }
     }
 
@@ -349,6 +366,34 @@ mod tests {
         let calls = calls.lock().unwrap();
         assert_eq!(calls.len(), 1);
         assert_eq!(calls[0].1.len(), big.len(), "nothing lost");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_is_answered_408_after_the_timeout() {
+        let (up, calls) = upstream(vec![200]);
+        let svc =
+            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
+        // The caller sent a few bytes and then nothing more (the sender stays open).
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        tx.send(Ok(Bytes::from_static(b"partial"))).await.unwrap();
+        let body = Body::from_stream(tokio_stream_of(rx));
+        let mut req = Request::new(body);
+        *req.method_mut() = Method::PUT;
+        let started = tokio::time::Instant::now();
+        let response = svc.oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(started.elapsed(), Duration::from_secs(30));
+        assert!(
+            calls.lock().unwrap().is_empty(),
+            "nothing reached the upstream"
+        );
+        drop(tx);
+    }
+
+    fn tokio_stream_of<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures::Stream<Item = T> + Send + 'static {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
     }
 
     #[test]

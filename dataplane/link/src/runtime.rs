@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::VaultSettings;
 use crate::metrics::LinkMetrics;
 use crate::route::{handle, Route, Routes};
+use crate::server::DEFAULT_READ_HEADER_TIMEOUT;
 use crate::target::Target;
 
 /// Default of `FISO_LINK_CONFIG`.
@@ -61,7 +62,7 @@ pub enum LinkError {
 pub struct LinkRuntime {
     loader: Arc<Loader>,
     local_addr: SocketAddr,
-    server: JoinHandle<std::io::Result<()>>,
+    server: JoinHandle<()>,
     stop_serving: CancellationToken,
     watcher: JoinHandle<()>,
     stop_watching: CancellationToken,
@@ -98,12 +99,15 @@ impl LinkRuntime {
             let (routes, metrics) = (Arc::clone(&routes), metrics.clone());
             async move { handle(&routes, &metrics, req).await }
         });
-        let stop = stop_serving.clone();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-        });
+        let read_header_timeout = config
+            .read_header_timeout
+            .unwrap_or(DEFAULT_READ_HEADER_TIMEOUT);
+        let server = tokio::spawn(crate::server::serve(
+            listener,
+            app,
+            read_header_timeout,
+            stop_serving.clone(),
+        ));
         tracing::info!(addr = %local_addr, config = %path.display(), "link proxy listening");
         obs.readiness.set_ready(COMPONENT);
 

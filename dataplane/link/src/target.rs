@@ -129,7 +129,11 @@ impl Target {
             service,
             Retry::new(
                 name,
-                RetryPolicy::new(cfg.retry.as_ref(), retry_any_method),
+                RetryPolicy::new(
+                    cfg.retry.as_ref(),
+                    retry_any_method,
+                    cfg.timeout.unwrap_or(DEFAULT_TIMEOUT),
+                ),
                 metrics.clone(),
             ),
         );
