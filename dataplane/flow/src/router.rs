@@ -180,14 +180,12 @@ fn start_server(listen_addr: &str, addr: SocketAddr) -> Result<Server, RouterErr
         .fallback(any(serve_request))
         .with_state(Arc::clone(&routes));
     let stop = cancel.clone();
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
-        if let Err(e) = served {
-            tracing::error!(addr = %local_addr, error = %e, "http source server failed");
-        }
-    });
+    let task = tokio::spawn(fiso_runtime::server::serve(
+        listener,
+        app,
+        fiso_runtime::server::DEFAULT_READ_HEADER_TIMEOUT,
+        stop,
+    ));
     Ok(Server {
         routes,
         local_addr,

@@ -19,7 +19,6 @@ pub mod response;
 pub mod retry;
 pub mod route;
 pub mod runtime;
-pub mod server;
 pub mod target;
 pub mod upstream;
 

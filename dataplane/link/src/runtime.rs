@@ -13,6 +13,7 @@ use fiso_config::link::{LinkConfig, Protocol, TargetConfig};
 use fiso_runtime::addr::{parse_listen_addr, AddrError};
 use fiso_runtime::health::{serve, HealthState, ServeError};
 use fiso_runtime::metrics::MetricsError;
+use fiso_runtime::server::DEFAULT_READ_HEADER_TIMEOUT;
 use fiso_runtime::watch::{watch_dir, WatchError};
 use fiso_runtime::Observability;
 use serde_json::json;
@@ -24,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::VaultSettings;
 use crate::metrics::LinkMetrics;
 use crate::route::{handle, Route, Routes};
-use crate::server::DEFAULT_READ_HEADER_TIMEOUT;
 use crate::target::Target;
 
 /// Default of `FISO_LINK_CONFIG`.
@@ -102,7 +102,7 @@ impl LinkRuntime {
         let read_header_timeout = config
             .read_header_timeout
             .unwrap_or(DEFAULT_READ_HEADER_TIMEOUT);
-        let server = tokio::spawn(crate::server::serve(
+        let server = tokio::spawn(fiso_runtime::server::serve(
             listener,
             app,
             read_header_timeout,

@@ -1,6 +1,7 @@
-//! The proxy's HTTP server: HTTP/1.1 and h2c on one listener, with a deadline for a request's
-//! headers so a client that trickles them (slowloris) cannot hold a connection forever, and a
-//! graceful stop that lets requests in flight finish.
+//! The data plane's HTTP servers (the Link proxy, Flow HTTP sources): HTTP/1.1 and h2c on one
+//! listener, with a deadline for a request's headers so a client that trickles them
+//! (slowloris) cannot hold a connection forever, and a graceful stop that lets requests in
+//! flight finish.
 //!
 //! `axum::serve` exposes no hyper settings, hence this accept loop.
 
@@ -16,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-/// Default of `readHeaderTimeout`.
+/// Default of the Link's `readHeaderTimeout`; what Flow HTTP sources use.
 pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `app` on `listener` until `stop`, then waits for open connections to finish their
