@@ -6,7 +6,9 @@
 //! * [`InterceptorChain`]: a flow's `interceptors`, loaded once ([`InterceptorChain::build`]) and
 //!   applied per event ([`InterceptorChain::apply`]), with `failOpen` handled per interceptor.
 //! * [`Interceptor`]: one loaded module with its limits; the backend is wasmtime
-//!   ([`wasmtime`](self::wasmtime)) or, with the cargo feature `wasmer`, wasmer.
+//!   ([`wasmtime`](self::wasmtime)) or, with the cargo feature `wasmer` and `runtime: wasmer`,
+//!   wasmer (`wasmer.rs`): the same contract, limits and failures, with the differences listed
+//!   there (no instance pooling, metering-based timeout, WASIX imports refused).
 //!
 //! Loading (reading and compiling a module) is blocking CPU work: call
 //! [`InterceptorChain::build`] at flow start / reload, from `spawn_blocking` when on a runtime.
