@@ -6,15 +6,17 @@
 //! 127.0.0.1:0; [`Install::register_webhook`] points the chart's MutatingWebhookConfiguration
 //! at it with `clientConfig.url` (there is no Service routing without kubelet and kube-proxy).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
 
+use fiso_config::crd::{FlowDefinition, LinkTarget, Phase, ResourceStatus};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, PostParams};
-use kube::Client;
+use kube::{Client, Resource};
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
 use tokio::sync::{Mutex, OwnedMutexGuard};
@@ -423,4 +425,101 @@ pub fn operator_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| crate::bin::build_bin("fiso-operator", "fiso-operator"))
         .clone()
+}
+
+/// A FlowDefinition `name` (HTTP source on `/name`, HTTP sink `sink_url`) as YAML.
+pub fn flow_yaml(name: &str, sink_url: &str) -> String {
+    format!(
+        r#"
+apiVersion: fiso.io/v1alpha1
+kind: FlowDefinition
+metadata:
+  name: {name}
+spec:
+  source:
+    type: http
+    config:
+      listenAddr: ":8081"
+      path: /{name}
+  sink:
+    type: http
+    config:
+      url: "{sink_url}"
+"#
+    )
+}
+
+/// Creates the object `yaml` describes; panics when the API server refuses it.
+pub async fn create<K>(api: &Api<K>, yaml: &str) -> K
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_yaml_ng::from_str(yaml).expect("test manifest");
+    api.create(&PostParams::default(), &obj)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "creating {}: {e}",
+                obj.meta().name.as_deref().unwrap_or("?")
+            )
+        })
+}
+
+/// A Pod with one app container and `annotations`.
+pub fn pod(name: &str, annotations: &[(&str, &str)]) -> Pod {
+    let annotations: BTreeMap<&str, &str> = annotations.iter().copied().collect();
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "annotations": annotations},
+        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
+    }))
+    .expect("pod")
+}
+
+/// The status once `phase` is reached for the current generation.
+pub async fn wait_for_phase<K>(api: &Api<K>, name: &str, phase: Phase) -> ResourceStatus
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Send + Sync + 'static + HasStatus,
+{
+    let found = wait_for(
+        api,
+        name,
+        &format!("phase {phase:?} for its generation"),
+        move |o: Option<&K>| {
+            o.is_some_and(|o| {
+                o.status().is_some_and(|s| {
+                    s.phase == Some(phase) && s.observed_generation == o.meta().generation
+                })
+            })
+        },
+    )
+    .await
+    .expect("resource");
+    found.status().cloned().expect("status")
+}
+
+/// Custom resources with a [`ResourceStatus`].
+pub trait HasStatus {
+    fn status(&self) -> Option<&ResourceStatus>;
+}
+
+impl HasStatus for FlowDefinition {
+    fn status(&self) -> Option<&ResourceStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl HasStatus for LinkTarget {
+    fn status(&self) -> Option<&ResourceStatus> {
+        self.status.as_ref()
+    }
+}
+
+/// A started install: chart manifests applied, one operator running, webhook registered.
+pub async fn install_with_webhook(prefix: &str) -> (Install, OperatorProcess) {
+    let install = Install::new(prefix, &[]).await;
+    let operator = install.start_operator("fiso-operator-0").await;
+    install.wait_for_ca_bundle().await;
+    install.register_webhook(operator.webhook_addr).await;
+    (install, operator)
 }

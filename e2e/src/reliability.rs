@@ -61,7 +61,7 @@ pub fn report_dir() -> PathBuf {
 pub fn record(scenario: &str, scale: Scale, mut figures: Value) {
     figures["scenario"] = scenario.into();
     figures["scale"] = scale.name().into();
-    println!("reliability {scenario}: {figures}");
+    println!("figures of {scenario}: {figures}");
     let dir = report_dir();
     std::fs::create_dir_all(&dir).expect("creating the reliability report directory");
     let path = dir.join(format!("{scenario}.json"));

@@ -9,34 +9,16 @@ use fiso_config::crd::{FlowDefinition, LinkTarget, Phase, ResourceStatus};
 use fiso_e2e::cluster::{wait_for, K8S_DEADLINE};
 use fiso_e2e::fiso_bin;
 use fiso_e2e::infra::{chart_dir, kubectl, run};
-use fiso_e2e::operator::{is_injected, Install, OperatorProcess};
+use fiso_e2e::operator::{
+    create, flow_yaml, install_with_webhook, is_injected, pod, wait_for_phase, Install,
+    OperatorProcess,
+};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde_json::{json, Value};
-
-fn flow_yaml(name: &str, sink_url: &str) -> String {
-    format!(
-        r#"
-apiVersion: fiso.io/v1alpha1
-kind: FlowDefinition
-metadata:
-  name: {name}
-spec:
-  source:
-    type: http
-    config:
-      listenAddr: ":8081"
-      path: /{name}
-  sink:
-    type: http
-    config:
-      url: "{sink_url}"
-"#
-    )
-}
 
 fn link_yaml(name: &str, secret: &str) -> String {
     format!(
@@ -55,70 +37,6 @@ spec:
       key: token
 "#
     )
-}
-
-async fn create<K>(api: &Api<K>, yaml: &str) -> K
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let obj: K = serde_yaml_ng::from_str(yaml).expect("test manifest");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "creating {}: {e}",
-                obj.meta().name.as_deref().unwrap_or("?")
-            )
-        })
-}
-
-/// A Pod with one app container and `annotations`.
-fn pod(name: &str, annotations: &[(&str, &str)]) -> Pod {
-    let annotations: BTreeMap<&str, &str> = annotations.iter().copied().collect();
-    serde_json::from_value(json!({
-        "metadata": {"name": name, "annotations": annotations},
-        "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}
-    }))
-    .expect("pod")
-}
-
-/// The status once `phase` is reached for the current generation.
-async fn wait_for_phase<K>(api: &Api<K>, name: &str, phase: Phase) -> ResourceStatus
-where
-    K: Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-    K: Send + Sync + 'static + HasStatus,
-{
-    let found = wait_for(
-        api,
-        name,
-        &format!("phase {phase:?} for its generation"),
-        move |o: Option<&K>| {
-            o.is_some_and(|o| {
-                o.status().is_some_and(|s| {
-                    s.phase == Some(phase) && s.observed_generation == o.meta().generation
-                })
-            })
-        },
-    )
-    .await
-    .expect("resource");
-    found.status().cloned().expect("status")
-}
-
-trait HasStatus {
-    fn status(&self) -> Option<&ResourceStatus>;
-}
-
-impl HasStatus for FlowDefinition {
-    fn status(&self) -> Option<&ResourceStatus> {
-        self.status.as_ref()
-    }
-}
-
-impl HasStatus for LinkTarget {
-    fn status(&self) -> Option<&ResourceStatus> {
-        self.status.as_ref()
-    }
 }
 
 fn condition<'a>(
@@ -142,15 +60,6 @@ async fn events_about(client: &kube::Client, namespace: &str, name: &str) -> Vec
         .into_iter()
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect()
-}
-
-/// A started install: chart manifests applied, one operator running, webhook registered.
-async fn install_with_webhook(prefix: &str) -> (Install, OperatorProcess) {
-    let install = Install::new(prefix, &[]).await;
-    let operator = install.start_operator("fiso-operator-0").await;
-    install.wait_for_ca_bundle().await;
-    install.register_webhook(operator.webhook_addr).await;
-    (install, operator)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
