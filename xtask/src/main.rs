@@ -5,11 +5,17 @@
 //! * `infra up|down|env` — the real servers and tools tests need (see [`infra`]).
 //! * `bench [--quick]` — benchmarks against nginx / direct, report in `target/bench/` (see
 //!   [`bench`]).
+//! * `reliability [--short | --report-only]` — the reliability suite at full scale against a release build,
+//!   report in `target/reliability/` (see [`reliability`]).
 //! * `ci`    — everything CI checks: fmt, clippy, CRD drift, the whole test suite against the
 //!   real servers (`infra up` before the tests, `infra down` after, also on failure).
+//! * `fuzz [--seconds N] [target...]` — the cargo-fuzz targets of `fuzz/` (default 30 s each),
+//!   report in `target/fuzz/report.md` (see [`fuzz`]).
 
 mod bench;
+mod fuzz;
 mod infra;
+mod reliability;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,6 +31,8 @@ fn main() -> Result<()> {
         "infra" => infra::main(&infra::Ctx::new(&root()), &args[1..]),
         "ci" => ci(),
         "bench" => bench::main(&root(), &args[1..]),
+        "reliability" => reliability::main(&root(), &args[1..]),
+        "fuzz" => fuzz::main(&root(), &args[1..]),
         // The benchmarks' upstream (started by `bench` from the release build of xtask).
         "bench-upstream" => bench::upstream::serve(
             args.get(1)
@@ -34,6 +42,8 @@ fn main() -> Result<()> {
         ),
         _ => {
             eprintln!("usage: cargo xtask <crds|docs|infra|ci|bench [--quick]>");
+            eprintln!("       cargo xtask fuzz [--seconds N] [target...]");
+            eprintln!("       cargo xtask reliability [--short | --report-only]");
             std::process::exit(2);
         }
     }
@@ -131,6 +141,44 @@ fn ci() -> Result<()> {
                 .envs(infra::env_vars(&ctx))
                 .env("PATH", infra::path_with_bin(&ctx)),
         )
+        // The optional `runtime: wasmer` interceptor backend (cargo feature `wasmer`, off by
+        // default, so the steps above never build it): lint and test it once.
+        .and_then(|()| {
+            run(
+                "cargo clippy (fiso-flow --features wasmer)",
+                Command::new(&cargo).args([
+                    "clippy",
+                    "-p",
+                    "fiso-flow",
+                    "--features",
+                    "wasmer",
+                    "--all-targets",
+                    "--",
+                    "-D",
+                    "warnings",
+                ]),
+            )
+        })
+        .and_then(|()| {
+            run(
+                "cargo test (fiso-flow --features wasmer, interceptors)",
+                Command::new(&cargo).args([
+                    "test",
+                    "-p",
+                    "fiso-flow",
+                    "--features",
+                    "wasmer",
+                    "--lib",
+                    "interceptor",
+                ]),
+            )
+        })
+    });
+    // Fuzz each target for 30 s once the tests pass (the fuzz targets need no servers; their
+    // build is a separate instrumented build in fuzz/target).
+    let result = result.and_then(|()| {
+        println!("==> cargo xtask fuzz --seconds 30");
+        fuzz::main(&root(), &["--seconds".to_owned(), "30".to_owned()])
     });
     let names: Vec<String> = started.iter().map(|s| s.to_string()).collect();
     let down = if names.is_empty() {

@@ -1,12 +1,23 @@
 //! `cargo xtask bench`: Fiso measured next to what users would run instead, on this machine.
-//! Release builds; `wrk` (Debian package) as the load generator, nginx (Debian `nginx-light`)
-//! as the baseline proxy, a minimal hyper server ([`upstream`]) as the upstream; 1 KiB JSON
-//! POSTs. Each scenario runs its variants alternately for several rounds and reports medians.
-//! Writes `target/bench/report.md` and `target/bench/report.json`; asserts nothing.
+//! Release builds; `wrk` (Debian package) as the load generator at saturation, `hey` (Debian)
+//! at a constant 1000 req/s ([`rate`]), nginx (Debian `nginx-light`) as the baseline proxy, a
+//! minimal hyper server ([`upstream`]) as the upstream; 1 KiB JSON POSTs. Each scenario runs its
+//! variants alternately for several rounds and reports medians. Writes `target/bench/report.md`
+//! and `target/bench/report.json`; asserts nothing.
 //!
-//! Scenarios so far: Link vs nginx vs direct, Flow HTTP → HTTP (5-field CEL transform +
-//! CloudEvent) vs nginx vs direct, start-up time and binary size.
+//! Scenarios: Link vs nginx vs direct, Flow HTTP → HTTP (5-field CEL transform + CloudEvent) vs
+//! nginx vs direct, the same flow with a WASM interceptor, Flow Kafka → HTTP vs a bare consumer
+//! ([`kafka`]), operator reconcile and admission timings ([`operator`]), start-up time and
+//! binary size; the top costs of each Fiso scenario under perf
+//! ([`profile`]).
+//!
+//! `xtask bench kafka-fill|kafka-drain ...` are the Kafka scenario's producer and bare consumer,
+//! run from the release build.
 
+mod kafka;
+mod operator;
+mod profile;
+mod rate;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};
@@ -18,14 +29,34 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use rate::Rate;
+
 /// Seconds of load per measurement, rounds per scenario, connections.
 const SECONDS: u32 = 8;
 const ROUNDS: usize = 3;
 const CONNECTIONS: u32 = 64;
+/// Seconds per constant-rate measurement (full run, `--quick`).
+const RATE_SECONDS: (u32, u32) = (10, 3);
+/// Records pre-filled for the Kafka drain (full run, `--quick`).
+const KAFKA_RECORDS: (usize, usize) = (200_000, 20_000);
+/// Seconds of load under perf per scenario.
+const PROFILE_SECONDS: u32 = 3;
+/// The uppercase interceptor of the engine's tests (ignores its input, answers a fixed event).
+const UPPERCASE_WAT: &str = "dataplane/flow/src/interceptor/testdata/uppercase.wat";
 
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
+    match args.first().map(String::as_str) {
+        Some("kafka-fill") => return kafka::fill(&args[1..]),
+        Some("kafka-drain") => return kafka::drain(&args[1..]),
+        _ => {}
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let (seconds, rounds) = if quick { (2, 1) } else { (SECONDS, ROUNDS) };
+    let rate_seconds = if quick {
+        RATE_SECONDS.1
+    } else {
+        RATE_SECONDS.0
+    };
     ensure_tools()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     println!("bench: building release binaries");
@@ -44,43 +75,113 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let dir = work.join("work");
 
     let mut procs = Procs::default();
-    let upstream = procs.upstream(&release.join("xtask"))?;
+    let xtask = release.join("xtask");
+    let upstream = procs.upstream(&xtask)?;
     let nginx = procs.nginx(&dir, upstream)?;
     std::fs::write(dir.join("post.lua"), wrk_script())?;
+    std::fs::write(dir.join("payload.json"), payload())?;
+    let uppercase = dir.join("uppercase.wasm");
+    std::fs::write(
+        &uppercase,
+        wat::parse_file(root.join(UPPERCASE_WAT)).context(UPPERCASE_WAT)?,
+    )?;
 
     let link = procs.fiso_link(&fiso, &dir, upstream)?;
-    let flow = procs.fiso_flow(&fiso, &dir, upstream)?;
+    let flow = procs.fiso_flow(&fiso, &dir.join("flows"), upstream, None)?;
+    let wasm = procs.fiso_flow(&fiso, &dir.join("flows-wasm"), upstream, Some(&uppercase))?;
 
-    let run = |url: &str, pid: Option<u32>| -> Result<Load> { wrk(&dir, url, seconds, pid) };
+    // Every variant of a scenario under the same URL path, so the upstream does the same work.
+    let link_targets = [
+        ("direct", format!("http://{upstream}/api/v2/orders"), None),
+        ("nginx", format!("http://{nginx}/api/v2/orders"), None),
+        (
+            "fiso link",
+            format!("http://{}/link/api/api/v2/orders", link.addr),
+            Some(link.pid),
+        ),
+    ];
+    let flow_targets = [
+        ("direct", format!("http://{upstream}/ingest"), None),
+        ("nginx", format!("http://{nginx}/ingest"), None),
+        (
+            "fiso flow",
+            format!("http://{}/ingest", flow.addr),
+            Some(flow.pid),
+        ),
+        (
+            WASM_VARIANT,
+            format!("http://{}/ingest", wasm.addr),
+            Some(wasm.pid),
+        ),
+    ];
     let mut link_rows = Variants::default();
     let mut flow_rows = Variants::default();
     for round in 0..rounds {
         println!("bench: round {}/{rounds}", round + 1);
-        link_rows.push(
-            "direct",
-            run(&format!("http://{upstream}/api/v2/orders"), None)?,
-        );
-        link_rows.push(
-            "nginx",
-            run(&format!("http://{nginx}/api/v2/orders"), None)?,
-        );
-        link_rows.push(
-            "fiso link",
-            run(
-                &format!("http://{}/link/api/api/v2/orders", link.addr),
-                Some(link.pid),
-            )?,
-        );
-        flow_rows.push("direct", run(&format!("http://{upstream}/ingest"), None)?);
-        flow_rows.push("nginx", run(&format!("http://{nginx}/ingest"), None)?);
-        flow_rows.push(
-            "fiso flow",
-            run(&format!("http://{}/ingest", flow.addr), Some(flow.pid))?,
-        );
+        for (rows, targets) in [
+            (&mut link_rows, &link_targets[..]),
+            (&mut flow_rows, &flow_targets[..]),
+        ] {
+            for (name, url, pid) in targets {
+                rows.push(name, wrk(&dir, url, seconds, *pid)?);
+            }
+            for (name, url, _) in targets {
+                rows.push_rate(
+                    name,
+                    rate::hey(&dir.join("payload.json"), url, rate_seconds)?,
+                );
+            }
+        }
     }
     let link_rss = peak_rss(link.pid);
     let flow_rss = peak_rss(flow.pid);
+    let wasm_rss = peak_rss(wasm.pid);
+
+    // After the measurements: perf slows the process it records.
+    let perf = profile::available(&dir);
+    let mut profiles = serde_json::Map::new();
+    match &perf {
+        Ok(()) => {
+            for (key, url, pid) in [
+                ("link", &link_targets[2].1, link.pid),
+                ("flow", &flow_targets[2].1, flow.pid),
+                ("wasm", &flow_targets[3].1, wasm.pid),
+            ] {
+                println!("bench: {key} under perf");
+                let recording =
+                    profile::Recording::start(pid, &dir.join(format!("perf-{key}.data")))?;
+                wrk(&dir, url, PROFILE_SECONDS, None)?;
+                profiles.insert(key.to_owned(), profile::to_json(&recording.finish()?));
+            }
+        }
+        Err(reason) => println!("bench: no profiles: {reason}"),
+    }
     drop(procs);
+
+    // The Kafka drain gets its own upstream: counting requests is all it needs from it.
+    let mut kafka_procs = Procs::default();
+    let kafka_upstream = kafka_procs.upstream(&xtask)?;
+    let mut kafka = kafka::bench(&kafka::Setup {
+        root,
+        xtask: &xtask,
+        fiso: &fiso,
+        dir: &dir,
+        upstream: kafka_upstream,
+        records: if quick {
+            KAFKA_RECORDS.1
+        } else {
+            KAFKA_RECORDS.0
+        },
+        rounds,
+        sync_each_seconds: if quick { 5 } else { 15 },
+        profile: perf.is_ok(),
+    })?;
+    drop(kafka_procs);
+    if let Some(costs) = kafka.as_object_mut().and_then(|k| k.remove("profile")) {
+        if !costs.is_null() {
+            profiles.insert("kafka".to_owned(), costs);
+        }
+    }
 
     let startup_link = median_duration(
         (0..if quick { 1 } else { 5 })
@@ -94,16 +195,27 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     );
     let size = std::fs::metadata(&fiso)?.len();
     let transforms = transform_bench(root, &cargo, quick)?;
+    let operator = operator::run(root, &work, quick)?;
 
     let machine = machine();
     let report = json!({
         "machine": machine,
-        "settings": {"seconds": seconds, "rounds": rounds, "connections": CONNECTIONS, "payload": "1 KiB JSON POST"},
+        "settings": {
+            "seconds": seconds, "rounds": rounds, "connections": CONNECTIONS,
+            "payload": "1 KiB JSON POST", "rate_rps": rate::RATE, "rate_seconds": rate_seconds,
+        },
         "link": link_rows.summary("fiso link", link_rss),
         "flow": flow_rows.summary("fiso flow", flow_rss),
+        "wasm": flow_rows.wasm_overhead(wasm_rss),
+        "kafka": kafka,
+        "profiles": match perf {
+            Ok(()) => Value::Object(profiles),
+            Err(reason) => json!({"unavailable": reason}),
+        },
         "startup": {"link_ms": startup_link.as_secs_f64() * 1e3, "flow_10_flows_ms": startup_flow.as_secs_f64() * 1e3},
         "binary_bytes": size,
         "transforms": transforms,
+        "operator": operator,
     });
     std::fs::write(
         work.join("report.json"),
@@ -184,15 +296,15 @@ fn transform_bench(root: &Path, cargo: &str, quick: bool) -> Result<Value> {
     Ok(Value::Array(shapes))
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"))
 }
 
-/// nginx and wrk from Debian, installed when missing.
+/// nginx, wrk and hey from Debian, installed when missing.
 fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = [("nginx", "nginx-light"), ("wrk", "wrk")]
+    let missing: Vec<&str> = [("nginx", "nginx-light"), ("wrk", "wrk"), ("hey", "hey")]
         .into_iter()
         .filter(|(bin, _)| {
             !Command::new("sh")
@@ -339,17 +451,30 @@ impl Procs {
         Ok(Running { addr, pid })
     }
 
-    /// `fiso flow` with one HTTP → HTTP flow: a 5-field CEL transform and the CloudEvent.
-    fn fiso_flow(&mut self, fiso: &Path, dir: &Path, upstream: SocketAddr) -> Result<Running> {
-        let flows = dir.join("flows");
-        std::fs::create_dir_all(&flows)?;
+    /// `fiso flow` with one HTTP → HTTP flow from `flows`: a 5-field CEL transform and the
+    /// CloudEvent, then the WASM `interceptor` if any.
+    fn fiso_flow(
+        &mut self,
+        fiso: &Path,
+        flows: &Path,
+        upstream: SocketAddr,
+        interceptor: Option<&Path>,
+    ) -> Result<Running> {
+        std::fs::create_dir_all(flows)?;
         let port = free_port()?;
-        std::fs::write(flows.join("bench.yaml"), flow_yaml("bench", port, upstream))?;
+        let mut yaml = flow_yaml("bench", port, upstream);
+        if let Some(module) = interceptor {
+            yaml.push_str(&format!(
+                "interceptors:\n  - type: wasm\n    config:\n      module: {}\n",
+                module.display()
+            ));
+        }
+        std::fs::write(flows.join("bench.yaml"), yaml)?;
         let child = quiet(
             Command::new(fiso)
                 .arg("flow")
                 .arg("--config-dir")
-                .arg(&flows)
+                .arg(flows)
                 .args(["--metrics-addr", "127.0.0.1:0"]),
         )
         .spawn()?;
@@ -496,50 +621,120 @@ fn peak_rss(pid: u32) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// The flow variant with the uppercase WASM interceptor after the transform and CloudEvent.
+const WASM_VARIANT: &str = "fiso flow + wasm";
+
+/// The measurements of one variant: at saturation (wrk) and at a constant rate (hey).
+struct Variant {
+    name: String,
+    loads: Vec<Load>,
+    rates: Vec<Rate>,
+}
+
 /// The measurements of each variant of a scenario, in the order they were first seen.
 #[derive(Default)]
-struct Variants(Vec<(String, Vec<Load>)>);
+struct Variants(Vec<Variant>);
 
 impl Variants {
+    fn entry(&mut self, name: &str) -> &mut Variant {
+        let i = match self.0.iter().position(|v| v.name == name) {
+            Some(i) => i,
+            None => {
+                self.0.push(Variant {
+                    name: name.to_owned(),
+                    loads: Vec::new(),
+                    rates: Vec::new(),
+                });
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i]
+    }
+
     fn push(&mut self, name: &str, load: Load) {
         println!(
-            "bench:   {name:<10} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+            "bench:   {name:<16} {:>9.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
             load.rps, load.p50_ms, load.p99_ms
         );
-        match self.0.iter_mut().find(|(n, _)| n == name) {
-            Some((_, loads)) => loads.push(load),
-            None => self.0.push((name.to_owned(), vec![load])),
-        }
+        self.entry(name).loads.push(load);
+    }
+
+    fn push_rate(&mut self, name: &str, rate: Rate) {
+        println!(
+            "bench:   {name:<16} @{:>6.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+            rate.rps, rate.p50_ms, rate.p99_ms
+        );
+        self.entry(name).rates.push(rate);
+    }
+
+    fn get(&self, name: &str) -> Option<&Variant> {
+        self.0.iter().find(|v| v.name == name)
+    }
+
+    /// Median of `f` over the saturation runs of `name` (NaN if there are none).
+    fn load(&self, name: &str, f: impl Fn(&Load) -> f64) -> f64 {
+        self.get(name)
+            .map_or(f64::NAN, |v| median(v.loads.iter().map(f).collect()))
+    }
+
+    /// Median of `f` over the constant-rate runs of `name`.
+    fn rate(&self, name: &str, f: impl Fn(&Rate) -> f64) -> f64 {
+        self.get(name)
+            .map_or(f64::NAN, |v| median(v.rates.iter().map(f).collect()))
+    }
+
+    fn cpu(&self, name: &str) -> f64 {
+        self.get(name).map_or(f64::NAN, |v| {
+            median(v.loads.iter().filter_map(|l| l.cpu_per_1000).collect())
+        })
     }
 
     fn summary(&self, fiso: &str, fiso_rss: u64) -> Value {
-        let med = |f: &dyn Fn(&Load) -> f64, loads: &[Load]| median(loads.iter().map(f).collect());
-        let rps_of = |name: &str| {
-            self.0
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, l)| med(&|x: &Load| x.rps, l))
-                .unwrap_or(f64::NAN)
-        };
         let variants: Vec<Value> = self
             .0
             .iter()
-            .map(|(name, loads)| {
+            .map(|v| {
+                let name = v.name.as_str();
+                let cpu = self.cpu(name);
                 json!({
                     "name": name,
-                    "rps": med(&|x: &Load| x.rps, loads),
-                    "p50_ms": med(&|x: &Load| x.p50_ms, loads),
-                    "p99_ms": med(&|x: &Load| x.p99_ms, loads),
-                    "errors": loads.iter().map(|l| l.errors).sum::<u64>(),
-                    "cpu_s_per_1000": loads.iter().filter_map(|l| l.cpu_per_1000).collect::<Vec<_>>().first().copied(),
+                    "rps": self.load(name, |l| l.rps),
+                    "p50_ms": self.load(name, |l| l.p50_ms),
+                    "p99_ms": self.load(name, |l| l.p99_ms),
+                    "errors": v.loads.iter().map(|l| l.errors).sum::<u64>()
+                        + v.rates.iter().map(|r| r.errors).sum::<u64>(),
+                    "cpu_s_per_1000": (!cpu.is_nan()).then_some(cpu),
+                    "rate_rps": self.rate(name, |r| r.rps),
+                    "rate_p50_ms": self.rate(name, |r| r.p50_ms),
+                    "rate_p99_ms": self.rate(name, |r| r.p99_ms),
                 })
             })
             .collect();
         json!({
             "variants": variants,
-            "fiso_vs_nginx_rps": rps_of(fiso) / rps_of("nginx"),
-            "fiso_vs_direct_rps": rps_of(fiso) / rps_of("direct"),
+            "fiso_vs_nginx_rps": self.load(fiso, |l| l.rps) / self.load("nginx", |l| l.rps),
+            "fiso_vs_direct_rps": self.load(fiso, |l| l.rps) / self.load("direct", |l| l.rps),
             "fiso_peak_rss_bytes": fiso_rss,
+            "added_latency_ms": {
+                "p50": self.rate(fiso, |r| r.p50_ms) - self.rate("direct", |r| r.p50_ms),
+                "p99": self.rate(fiso, |r| r.p99_ms) - self.rate("direct", |r| r.p99_ms),
+            },
+        })
+    }
+
+    /// What the interceptor adds per event: from the saturation throughputs (1/rps is the wall
+    /// time per event with both cores busy), from the CPU time, and at the constant rate.
+    fn wasm_overhead(&self, wasm_rss: u64) -> Value {
+        let (with, without) = (WASM_VARIANT, "fiso flow");
+        let us_per_event = |rps: f64| 1e6 / rps;
+        json!({
+            "per_event_us": us_per_event(self.load(with, |l| l.rps))
+                - us_per_event(self.load(without, |l| l.rps)),
+            // CPU seconds per 1000 events = ms per event.
+            "cpu_per_event_us": (self.cpu(with) - self.cpu(without)) * 1e3,
+            "added_p50_ms": self.rate(with, |r| r.p50_ms) - self.rate(without, |r| r.p50_ms),
+            "added_p99_ms": self.rate(with, |r| r.p99_ms) - self.rate(without, |r| r.p99_ms),
+            "peak_rss_bytes": wasm_rss,
         })
     }
 }
@@ -629,7 +824,7 @@ fn readyz(port: u16) -> bool {
         .is_ok_and(|n| buf[..n].starts_with(b"HTTP/1.1 200"))
 }
 
-fn machine() -> Value {
+pub(crate) fn machine() -> Value {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let model = cpuinfo
         .lines()
@@ -642,17 +837,32 @@ fn machine() -> Value {
     json!({"cpu": model, "cores": cores, "kernel": kernel.trim()})
 }
 
+/// `v` with `digits` decimals, `—` when absent or not a number.
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .map_or("—".to_owned(), |x| format!("{x:.digits$}"))
+}
+
+fn mib(v: &Value) -> String {
+    format!("{:.1} MiB", v.as_f64().unwrap_or(0.0) / (1024.0 * 1024.0))
+}
+
 fn markdown(r: &Value) -> String {
     let mut md = String::new();
     let m = &r["machine"];
+    let settings = &r["settings"];
     md.push_str(&format!(
         "Machine: {} ({} cores), Linux {}. wrk -t2 -c{CONNECTIONS}, {} s × {} rounds per variant, \
-         alternating, medians; 1 KiB JSON POST; all processes on the same cores.\n\n",
+         alternating, medians; latency at a constant {} req/s with hey (-c 50 -q 20, {} s); \
+         1 KiB JSON POST; all processes on the same cores.\n\n",
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"],
         m["kernel"].as_str().unwrap_or("?"),
-        r["settings"]["seconds"],
-        r["settings"]["rounds"]
+        settings["seconds"],
+        settings["rounds"],
+        settings["rate_rps"],
+        settings["rate_seconds"],
     ));
     for (title, key) in [
         (
@@ -660,32 +870,80 @@ fn markdown(r: &Value) -> String {
             "link",
         ),
         (
-            "Flow HTTP → HTTP (5-field CEL transform + CloudEvent)",
+            "Flow HTTP → HTTP (5-field CEL transform + CloudEvent; + wasm: then the uppercase \
+             WASM interceptor)",
             "flow",
         ),
     ] {
         let s = &r[key];
-        md.push_str(&format!("**{title}**\n\n| variant | req/s | p50 ms | p99 ms | errors | CPU s / 1000 req |\n|---|---|---|---|---|---|\n"));
+        md.push_str(&format!(
+            "**{title}**\n\n| variant | req/s | p50 ms | p99 ms | errors | CPU s / 1000 req \
+             | p50 ms @ 1000/s | p99 ms @ 1000/s |\n|---|---|---|---|---|---|---|---|\n"
+        ));
         for v in s["variants"].as_array().into_iter().flatten() {
             md.push_str(&format!(
-                "| {} | {:.0} | {:.2} | {:.2} | {} | {} |\n",
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
                 v["name"].as_str().unwrap_or("?"),
-                v["rps"].as_f64().unwrap_or(f64::NAN),
-                v["p50_ms"].as_f64().unwrap_or(f64::NAN),
-                v["p99_ms"].as_f64().unwrap_or(f64::NAN),
+                num(&v["rps"], 0),
+                num(&v["p50_ms"], 2),
+                num(&v["p99_ms"], 2),
                 v["errors"],
-                v["cpu_s_per_1000"]
-                    .as_f64()
-                    .map_or("—".to_owned(), |c| format!("{c:.3}")),
+                num(&v["cpu_s_per_1000"], 3),
+                num(&v["rate_p50_ms"], 2),
+                num(&v["rate_p99_ms"], 2),
             ));
         }
         md.push_str(&format!(
-            "\nFiso / nginx throughput: {:.2}; Fiso / direct: {:.2}; Fiso peak RSS {:.1} MiB.\n\n",
-            s["fiso_vs_nginx_rps"].as_f64().unwrap_or(f64::NAN),
-            s["fiso_vs_direct_rps"].as_f64().unwrap_or(f64::NAN),
-            s["fiso_peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+            "\nFiso / nginx throughput: {}; Fiso / direct: {}; Fiso peak RSS {}. \
+             Added latency at 1000 req/s (Fiso − direct): p50 {} ms, p99 {} ms.\n\n",
+            num(&s["fiso_vs_nginx_rps"], 2),
+            num(&s["fiso_vs_direct_rps"], 2),
+            mib(&s["fiso_peak_rss_bytes"]),
+            num(&s["added_latency_ms"]["p50"], 2),
+            num(&s["added_latency_ms"]["p99"], 2),
         ));
     }
+    let w = &r["wasm"];
+    md.push_str(&format!(
+        "**WASM interceptor** (uppercase module, wasmtime, one instance per event; fiso flow + \
+         wasm vs fiso flow above): {} µs more wall time per event at saturation \
+         (1/throughput), {} µs more CPU per event; at 1000 req/s p50 {} ms, p99 {} ms more. \
+         Peak RSS {}.\n\n",
+        num(&w["per_event_us"], 1),
+        num(&w["cpu_per_event_us"], 1),
+        num(&w["added_p50_ms"], 2),
+        num(&w["added_p99_ms"], 2),
+        mib(&w["peak_rss_bytes"]),
+    ));
+    let k = &r["kafka"];
+    md.push_str(&format!(
+        "**Flow Kafka → HTTP: draining {} records of 1 KiB** ({} partitions, tansu in memory, \
+         a fresh consumer group per run; from start to the last record, so including the group \
+         join)\n\n| variant | records | records/s | records/s after the first | CPU s / 1000 \
+         records |\n|---|---|---|---|---|\n",
+        k["records"], k["partitions"],
+    ));
+    for v in k["variants"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            v["name"].as_str().unwrap_or("?"),
+            v["records"],
+            num(&v["records_per_s"], 0),
+            num(&v["steady_records_per_s"], 0),
+            num(&v["cpu_s_per_1000"], 3),
+        ));
+    }
+    md.push_str(&format!(
+        "\nThe bare consumer is rdkafka with Fiso's client settings, no processing, committing \
+         asynchronously every 1 s / 500 records like Fiso: the client library's ceiling. The Go \
+         Fiso design point is the same consumer committing synchronously after each record \
+         (capped at {} s). Fiso / bare consumer: {}; Fiso / Go design point: {}; \
+         Fiso peak RSS {}.\n\n",
+        k["sync_each_max_seconds"],
+        num(&k["fiso_vs_bare_rps"], 2),
+        num(&k["fiso_vs_sync_each_rps"], 2),
+        mib(&k["fiso_peak_rss_bytes"]),
+    ));
     md.push_str("**CEL transform vs hand-written serde_json** (per event, criterion medians)\n\n| shape | CEL | serde_json | ratio |\n|---|---|---|---|\n");
     for t in r["transforms"].as_array().into_iter().flatten() {
         md.push_str(&format!(
@@ -699,12 +957,39 @@ fn markdown(r: &Value) -> String {
     md.push('\n');
     md.push_str(&format!(
         "Start-up to `/readyz` 200: `fiso link` {:.0} ms, `fiso flow` with 10 flows {:.0} ms. \
-         Release binary: {:.1} MiB.\n",
+         Release binary: {:.1} MiB.\n\n",
         r["startup"]["link_ms"].as_f64().unwrap_or(f64::NAN),
         r["startup"]["flow_10_flows_ms"]
             .as_f64()
             .unwrap_or(f64::NAN),
         r["binary_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
     ));
+    md.push_str(&operator::markdown(&r["operator"]));
+    md.push('\n');
+    let profiles = &r["profiles"];
+    if let Some(reason) = profiles["unavailable"].as_str() {
+        md.push_str(&format!("**Profiles**: not taken ({reason}).\n"));
+        return md;
+    }
+    md.push_str(&format!(
+        "**Profiles**: top three functions by self time in the Fiso process (`perf record -e \
+         cpu-clock`, {PROFILE_SECONDS} s of wrk load; Kafka: one drain)\n\n"
+    ));
+    for (title, key) in [
+        ("Link", "link"),
+        ("Flow HTTP → HTTP", "flow"),
+        ("Flow + WASM", "wasm"),
+        ("Flow Kafka → HTTP", "kafka"),
+    ] {
+        let costs: Vec<String> = profiles[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(profile::describe)
+            .collect();
+        if !costs.is_empty() {
+            md.push_str(&format!("- {title}: {}\n", costs.join("; ")));
+        }
+    }
     md
 }

@@ -1,8 +1,11 @@
 //! The upstream every benchmark proxies to: the smallest fast HTTP/1.1 server (hyper, keep-alive,
 //! all cores), answering any request with `200` and a 2-byte JSON body after reading the body.
+//! `GET /__count` answers how many other requests it served: the Kafka drain benchmark polls it
+//! to see when Fiso delivered every record.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
 use bytes::Bytes;
@@ -12,6 +15,9 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+
+/// Requests served, `/__count` excluded.
+static SERVED: AtomicU64 = AtomicU64::new(0);
 
 /// Serves on `addr` until the process is killed; prints `listening <addr>` once bound.
 pub fn serve(addr: SocketAddr) -> Result<()> {
@@ -26,9 +32,14 @@ pub fn serve(addr: SocketAddr) -> Result<()> {
             let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
                 let service = service_fn(|req: Request<Incoming>| async move {
+                    if req.uri().path() == "/__count" {
+                        let n = SERVED.load(Ordering::Relaxed).to_string();
+                        return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(n))));
+                    }
                     // Read the body like a real service would.
                     let _ = req.into_body().collect().await;
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"{}"))))
+                    SERVED.fetch_add(1, Ordering::Relaxed);
+                    Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
                 });
                 let _ = http1::Builder::new()
                     .keep_alive(true)

@@ -17,7 +17,7 @@ use crate::sink::http::{
     DeliveryContext, DeliveryError, LastFailure, CORRELATION_HEADER, STRUCTURED_CONTENT_TYPE,
 };
 use crate::sink::temporal::TemporalFailure;
-use crate::{FlowError, InputEvent};
+use crate::{EventDefaults, FlowError, InputEvent};
 
 /// Path → flow, for one listen address. Replaced whole on every change.
 pub type RouteTable = HashMap<String, Arc<FlowInstance>>;
@@ -204,19 +204,30 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
     }
 }
 
-/// A body is a structured CloudEvent (`application/cloudevents+json`, or any JSON object with
-/// `specversion`), a binary-mode CloudEvent (`ce-*` headers), or a bare JSON payload.
 fn parse_input(
     flow: &FlowInstance,
     headers: &HeaderMap,
     body: &[u8],
+) -> Result<InputEvent, FlowError> {
+    input_event(headers, body, flow.compiled().defaults().event())
+}
+
+/// Turns a request's headers and body into the flow's input event. A body is a structured
+/// CloudEvent (`application/cloudevents+json`, or any JSON object with `specversion`), a
+/// binary-mode CloudEvent (`ce-*` headers), or a bare JSON payload; anything else is
+/// [`FlowError::InvalidInput`] (HTTP 400).
+///
+/// Public so the `http_body` fuzz target can reach it without a server or a flow instance.
+pub fn input_event(
+    headers: &HeaderMap,
+    body: &[u8],
+    defaults: EventDefaults<'_>,
 ) -> Result<InputEvent, FlowError> {
     let invalid = |message: String| FlowError::InvalidInput { message };
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let defaults = flow.compiled().defaults().event();
     if let Some(ce) = binary_cloudevent(headers) {
         let mut obj = ce;
         let data = if body.is_empty() {

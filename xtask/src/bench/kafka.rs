@@ -1,0 +1,462 @@
+//! Flow Kafka → HTTP: how fast `fiso flow` drains a pre-filled topic into the upstream, next to
+//! a bare rdkafka consumer draining the same topic with Fiso's client settings and commit policy
+//! and no processing (the client library's ceiling), and to the upstream Go Fiso's design point
+//! (one record at a time, a synchronous commit after each).
+//!
+//! The broker is the one of `cargo xtask infra up kafka` (tansu, in memory), started here when
+//! it is not running and stopped again if this run started it. The producer and the bare consumer
+//! run as `xtask bench kafka-fill|kafka-drain` from the release build, like the upstream, so the
+//! baseline is not a debug build.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+use super::profile::{self, Cost};
+use super::{cpu_seconds, median, payload, peak_rss, quiet, Procs};
+use crate::infra;
+
+/// Partitions of the benchmark topic: Fiso delivers the records of a partition one after the
+/// other and partitions concurrently, so this is its delivery concurrency.
+pub const PARTITIONS: i32 = 4;
+/// Fiso's defaults (`commitInterval`, `commitBatchSize`), which the bare consumer copies.
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+const COMMIT_BATCH: usize = 500;
+/// tansu joins a classic group in about half the session timeout (see DESIGN.md).
+const SESSION_TIMEOUT_MS: &str = "2000";
+const HEARTBEAT_INTERVAL_MS: &str = "500";
+/// Longest a drain may take before the run fails.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// The consumer settings of Fiso's Kafka source (`fiso-flow` `kafka::source::consumer` on the
+/// client config of `fiso-runtime` `kafka::client_config` for a plaintext cluster) with the
+/// consumer properties the benchmark flow sets.
+fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("security.protocol", "PLAINTEXT")
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("statistics.interval.ms", "1000")
+        .set("session.timeout.ms", SESSION_TIMEOUT_MS)
+        .set("heartbeat.interval.ms", HEARTBEAT_INTERVAL_MS);
+    config
+}
+
+/// `xtask bench kafka-fill <brokers> <topic> <records>`: creates `topic` with [`PARTITIONS`]
+/// partitions and produces `records` 1 KiB JSON records round-robin.
+pub fn fill(args: &[String]) -> Result<()> {
+    let [brokers, topic, records] = args else {
+        bail!("usage: xtask bench kafka-fill <brokers> <topic> <records>");
+    };
+    let records: usize = records.parse()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let created = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(admin.create_topics(
+            &[NewTopic::new(topic, PARTITIONS, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        ))?;
+    for result in created {
+        result.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .create()?;
+    let body = payload();
+    for i in 0..records {
+        let partition = (i % PARTITIONS as usize) as i32;
+        let mut record = BaseRecord::<(), str>::to(topic)
+            .partition(partition)
+            .payload(body.as_str());
+        // A full local queue only means the broker is behind: wait for room.
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((e, _)) => bail!("producing to {topic}: {e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120))?;
+    println!("filled {records}");
+    Ok(())
+}
+
+/// `xtask bench kafka-drain <brokers> <topic> <group> <records> [--sync-each] [--max-seconds S]`:
+/// consumes until `records` records (or `S` seconds), without processing them. By default
+/// commits like Fiso (asynchronously, every second or every 500 records); with `--sync-each`
+/// like the Go Fiso (a synchronous commit after each record). Prints
+/// `drained <n> <first> <done>`: the count and the seconds since start of the first record and
+/// of the end.
+pub fn drain(args: &[String]) -> Result<()> {
+    let started = Instant::now();
+    let (brokers, topic, group, records) = match args {
+        [b, t, g, r, ..] => (b, t, g, r.parse::<usize>()?),
+        _ => bail!("usage: xtask bench kafka-drain <brokers> <topic> <group> <records> [--sync-each] [--max-seconds S]"),
+    };
+    let sync_each = args.iter().any(|a| a == "--sync-each");
+    let max = args
+        .iter()
+        .position(|a| a == "--max-seconds")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.parse::<u64>().map(Duration::from_secs))
+        .transpose()?
+        .unwrap_or(DRAIN_TIMEOUT);
+    let consumer: BaseConsumer = consumer_config(brokers, group).create()?;
+    consumer.subscribe(&[topic.as_str()])?;
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut uncommitted = 0;
+    let mut last_commit = Instant::now();
+    let mut first = None;
+    let mut n = 0;
+    while n < records && started.elapsed() < max {
+        let message = match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                eprintln!("kafka-drain: {e}");
+                continue;
+            }
+            None => continue,
+        };
+        first.get_or_insert_with(|| started.elapsed());
+        n += 1;
+        if sync_each {
+            consumer.commit_message(&message, CommitMode::Sync)?;
+            continue;
+        }
+        next.insert(message.partition(), message.offset() + 1);
+        uncommitted += 1;
+        if uncommitted >= COMMIT_BATCH || last_commit.elapsed() >= COMMIT_INTERVAL {
+            commit(&consumer, topic, &mut next, CommitMode::Async)?;
+            uncommitted = 0;
+            last_commit = Instant::now();
+        }
+    }
+    let done = started.elapsed();
+    // Like Fiso when it stops: what is left, synchronously (after the measured time).
+    commit(&consumer, topic, &mut next, CommitMode::Sync)?;
+    println!(
+        "drained {n} {:.6} {:.6}",
+        first.unwrap_or(done).as_secs_f64(),
+        done.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn commit(
+    consumer: &BaseConsumer,
+    topic: &str,
+    next: &mut HashMap<i32, i64>,
+    mode: CommitMode,
+) -> Result<()> {
+    if next.is_empty() {
+        return Ok(());
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset) in next.drain() {
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    }
+    consumer.commit(&tpl, mode)?;
+    Ok(())
+}
+
+/// One drain of the topic.
+#[derive(Debug, Clone)]
+struct Drained {
+    records: usize,
+    /// From start to the last record.
+    wall_s: f64,
+    /// From the first record to the last: the rate once the group is joined.
+    steady_s: f64,
+    /// CPU seconds of the Fiso process per 1000 records.
+    cpu_per_1000: Option<f64>,
+}
+
+impl Drained {
+    fn rate(&self) -> f64 {
+        self.records as f64 / self.wall_s
+    }
+
+    fn steady_rate(&self) -> f64 {
+        self.records as f64 / self.steady_s
+    }
+}
+
+/// Everything the scenario needs from the harness.
+pub struct Setup<'a> {
+    pub root: &'a Path,
+    pub xtask: &'a Path,
+    pub fiso: &'a Path,
+    pub dir: &'a Path,
+    pub upstream: SocketAddr,
+    pub records: usize,
+    pub rounds: usize,
+    /// How long the Go design point may take per round (it is far slower).
+    pub sync_each_seconds: u64,
+    /// Profile one extra Fiso drain with perf.
+    pub profile: bool,
+}
+
+/// Starts the broker if needed, fills a fresh topic, drains it `rounds` times with each variant
+/// (alternating, a fresh consumer group each time), stops the broker if it started it.
+pub fn bench(s: &Setup) -> Result<Value> {
+    let ctx = infra::Ctx::new(s.root);
+    let mut started = Vec::new();
+    let result = infra::up(&ctx, &["kafka".to_owned()], &mut started).and_then(|()| {
+        let brokers = infra::env_vars(&ctx)
+            .remove("FISO_E2E_KAFKA_BROKERS")
+            .context("the Kafka broker is up but has no address")?;
+        run(s, &brokers)
+    });
+    let names: Vec<String> = started.iter().map(|s| s.to_string()).collect();
+    if !names.is_empty() {
+        println!("bench: infra down {}", names.join(", "));
+        infra::down(&ctx, &names)?;
+    }
+    result
+}
+
+fn run(s: &Setup, brokers: &str) -> Result<Value> {
+    let topic = unique("fiso-bench-drain");
+    println!(
+        "bench: Kafka drain: filling {topic} with {} records",
+        s.records
+    );
+    let out = Command::new(s.xtask)
+        .args([
+            "bench",
+            "kafka-fill",
+            brokers,
+            &topic,
+            &s.records.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    ensure!(out.status.success(), "kafka-fill failed");
+
+    let mut bare = Vec::new();
+    let mut fiso = Vec::new();
+    let mut sync_each = Vec::new();
+    let mut fiso_rss = 0;
+    for round in 0..s.rounds {
+        println!("bench: Kafka drain round {}/{}", round + 1, s.rounds);
+        let d = bare_drain(s, brokers, &topic, &[])?;
+        report("bare consumer", &d);
+        bare.push(d);
+        let (d, rss, _) = fiso_drain(s, brokers, &topic, false)?;
+        report("fiso flow", &d);
+        fiso_rss = fiso_rss.max(rss);
+        fiso.push(d);
+        let max = s.sync_each_seconds.to_string();
+        let d = bare_drain(
+            s,
+            brokers,
+            &topic,
+            &["--sync-each", "--max-seconds", max.as_str()],
+        )?;
+        report("sync each", &d);
+        sync_each.push(d);
+    }
+    let costs = if s.profile {
+        println!("bench: Kafka drain under perf");
+        fiso_drain(s, brokers, &topic, true)?.2
+    } else {
+        None
+    };
+    delete_topic(brokers, &topic);
+
+    let summary = |name: &str, runs: &[Drained]| {
+        json!({
+            "name": name,
+            "records": runs.iter().map(|d| d.records).min(),
+            "records_per_s": median(runs.iter().map(Drained::rate).collect()),
+            "steady_records_per_s": median(runs.iter().map(Drained::steady_rate).collect()),
+            "wall_s": median(runs.iter().map(|d| d.wall_s).collect()),
+            "cpu_s_per_1000": median(runs.iter().filter_map(|d| d.cpu_per_1000).collect()),
+        })
+    };
+    let rate = |runs: &[Drained]| median(runs.iter().map(Drained::rate).collect());
+    Ok(json!({
+        "records": s.records,
+        "partitions": PARTITIONS,
+        "sync_each_max_seconds": s.sync_each_seconds,
+        "variants": [
+            summary("bare rdkafka consumer", &bare),
+            summary("fiso flow", &fiso),
+            summary("Go Fiso design point (sync commit per record)", &sync_each),
+        ],
+        "fiso_vs_bare_rps": rate(&fiso) / rate(&bare),
+        "fiso_vs_sync_each_rps": rate(&fiso) / rate(&sync_each),
+        "fiso_peak_rss_bytes": fiso_rss,
+        "profile": costs.map(|c| profile::to_json(&c)),
+    }))
+}
+
+fn report(name: &str, d: &Drained) {
+    println!(
+        "bench:   {name:<13} {:>6} records in {:.2} s: {:>8.0} rec/s ({:.0} rec/s after the first)",
+        d.records,
+        d.wall_s,
+        d.rate(),
+        d.steady_rate()
+    );
+}
+
+fn bare_drain(s: &Setup, brokers: &str, topic: &str, flags: &[&str]) -> Result<Drained> {
+    let out = Command::new(s.xtask)
+        .args(["bench", "kafka-drain", brokers, topic, &unique("bare")])
+        .arg(s.records.to_string())
+        .args(flags)
+        .stderr(Stdio::inherit())
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "kafka-drain failed: {text}");
+    let fields: Vec<&str> = text
+        .lines()
+        .find_map(|l| l.strip_prefix("drained "))
+        .with_context(|| format!("kafka-drain printed no result: {text}"))?
+        .split_whitespace()
+        .collect();
+    let [n, first, done] = fields[..] else {
+        bail!("kafka-drain: unexpected result {text}");
+    };
+    let (first, done): (f64, f64) = (first.parse()?, done.parse()?);
+    Ok(Drained {
+        records: n.parse()?,
+        wall_s: done,
+        steady_s: done - first,
+        cpu_per_1000: None,
+    })
+}
+
+/// `fiso flow` with a Kafka → HTTP flow into the upstream, a fresh consumer group, from spawn
+/// until the upstream counted every record. Returns the drain, the peak RSS and, with
+/// `profile`, the top costs perf saw.
+fn fiso_drain(
+    s: &Setup,
+    brokers: &str,
+    topic: &str,
+    profile: bool,
+) -> Result<(Drained, u64, Option<Vec<Cost>>)> {
+    let group = unique("fiso");
+    let flows = s.dir.join(format!("flows-{group}"));
+    std::fs::create_dir_all(&flows)?;
+    std::fs::write(
+        flows.join("drain.yaml"),
+        format!(
+            "name: drain\n\
+             kafka:\n  clusters:\n    main:\n      brokers: [\"{brokers}\"]\n\
+             source:\n  type: kafka\n  config:\n    cluster: main\n    topic: {topic}\n\
+             \x20   consumerGroup: {group}\n    startOffset: earliest\n\
+             \x20   consumerProperties:\n      session.timeout.ms: \"{SESSION_TIMEOUT_MS}\"\n\
+             \x20     heartbeat.interval.ms: \"{HEARTBEAT_INTERVAL_MS}\"\n\
+             sink:\n  type: http\n  config:\n    url: http://{}/kafka\n",
+            s.upstream
+        ),
+    )?;
+    let before = served(s.upstream)?;
+    let started = Instant::now();
+    let mut procs = Procs::default();
+    let child = quiet(
+        Command::new(s.fiso)
+            .arg("flow")
+            .arg("--config-dir")
+            .arg(&flows)
+            .args(["--metrics-addr", "127.0.0.1:0"]),
+    )
+    .spawn()?;
+    let pid = child.id();
+    procs.0.push(child);
+    let recording = profile
+        .then(|| profile::Recording::start(pid, &s.dir.join("perf-kafka.data")))
+        .transpose()?;
+    let mut first = None;
+    let done = loop {
+        let n = served(s.upstream)? - before;
+        if n > 0 {
+            first.get_or_insert_with(|| started.elapsed());
+        }
+        if n >= s.records as u64 {
+            break started.elapsed();
+        }
+        if started.elapsed() > DRAIN_TIMEOUT {
+            bail!("fiso flow delivered {n} of {} records", s.records);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let cpu = cpu_seconds(pid);
+    let rss = peak_rss(pid);
+    let costs = recording.map(profile::Recording::finish).transpose()?;
+    drop(procs);
+    let first = first.unwrap_or(done);
+    Ok((
+        Drained {
+            records: s.records,
+            wall_s: done.as_secs_f64(),
+            steady_s: (done - first).as_secs_f64(),
+            cpu_per_1000: Some(cpu / (s.records as f64 / 1000.0)),
+        },
+        rss,
+        costs,
+    ))
+}
+
+/// The upstream's request count (`GET /__count`).
+fn served(upstream: SocketAddr) -> Result<u64> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(upstream)?;
+    tcp.write_all(b"GET /__count HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut text = String::new();
+    tcp.read_to_string(&mut text)?;
+    text.split_once("\r\n\r\n")
+        .and_then(|(_, body)| body.trim().parse().ok())
+        .with_context(|| format!("the upstream's /__count answered {text:?}"))
+}
+
+/// Frees the broker's memory (tansu keeps everything in memory); best effort.
+fn delete_topic(brokers: &str, topic: &str) {
+    let deleted = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create::<AdminClient<DefaultClientContext>>()
+        .map_err(anyhow::Error::from)
+        .and_then(|admin| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(admin.delete_topics(&[topic], &AdminOptions::new()))?;
+            Ok(())
+        });
+    if let Err(e) = deleted {
+        eprintln!("bench: deleting {topic}: {e:#}");
+    }
+}
+
+/// A name no earlier run used (the broker may outlive the benchmark).
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}

@@ -1,0 +1,157 @@
+//! `cargo xtask reliability [--short | --report-only]`: the reliability suite (`e2e/tests/reliability.rs`) at
+//! full scale against a release build of `fiso`, with the Kafka broker of `infra up`, then a
+//! report of what each scenario recorded in `target/reliability/report.md` (+ `report.json`).
+//!
+//! `cargo test` (and so CI) runs the same scenarios at the short scale on every change; the
+//! fuzzing half of the suite is `cargo xtask fuzz`.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::bench::{machine, target_dir};
+use crate::infra;
+
+/// Scenario order in the report, with what each proves.
+const SCENARIOS: &[(&str, &str)] = &[
+    (
+        "crash",
+        "Kafka → HTTP with `kill -9` of the flow process at random points: every record id reached the sink",
+    ),
+    (
+        "outage",
+        "HTTP sink refusing connections, then answering 503, then 200: delivered + dead-lettered covers every record",
+    ),
+    (
+        "poison",
+        "Malformed JSON and transform failures interleaved: exactly the good records delivered, in order per partition; the rest dead-lettered with their error code",
+    ),
+    (
+        "reload",
+        "Flow and link configs rewritten (valid and invalid alternately) under constant HTTP load: no failed request",
+    ),
+    (
+        "link_security",
+        "Path escapes, absolute URI / Host spoofing, 1 MiB header, slow headers and bodies: refused or cut off; the injected secret in no answer, metric or (debug) log line",
+    ),
+    (
+        "soak",
+        "Link at a constant rate: no error; resident memory at start and end",
+    ),
+];
+
+pub fn main(root: &Path, args: &[String]) -> Result<()> {
+    let out = target_dir(root).join("reliability");
+    if args.iter().any(|a| a == "--report-only") {
+        return write_report(&out);
+    }
+    let full = !args.iter().any(|a| a == "--short");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    println!("reliability: building the release binary");
+    // The same package set as `bench`: one feature resolution, so neither rebuilds the other's
+    // release artifacts.
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "fiso", "-p", "xtask"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("release build failed");
+    }
+    let fiso = target_dir(root).join("release/fiso");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+
+    let ctx = infra::Ctx::new(root);
+    let mut started = Vec::new();
+    let result = infra::up(&ctx, &["kafka".to_owned()], &mut started).and_then(|()| {
+        let status = Command::new(&cargo)
+            .args(["test", "-p", "fiso-e2e", "--test", "reliability", "--"])
+            .args(["--test-threads=1", "--nocapture"])
+            .envs(infra::env_vars(&ctx))
+            .env("FISO_BIN", &fiso)
+            .env("FISO_RELIABILITY", if full { "full" } else { "short" })
+            .env("FISO_RELIABILITY_DIR", &out)
+            .current_dir(root)
+            .status()?;
+        if !status.success() {
+            bail!("a reliability scenario failed (see its output above)");
+        }
+        Ok(())
+    });
+    let names: Vec<String> = started.iter().map(|s| s.to_string()).collect();
+    let down = if names.is_empty() {
+        Ok(())
+    } else {
+        infra::down(&ctx, &names)
+    };
+    result.and(down)?;
+    write_report(&out)
+}
+
+/// `report.md` / `report.json` in `out` from the figures the scenarios recorded there.
+fn write_report(out: &Path) -> Result<()> {
+    let report = report(out)?;
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&report)?,
+    )?;
+    std::fs::write(out.join("report.md"), markdown(&report))?;
+    println!("reliability: report in {}", out.join("report.md").display());
+    Ok(())
+}
+
+fn report(dir: &Path) -> Result<Value> {
+    let mut scenarios = Vec::new();
+    for (name, what) in SCENARIOS {
+        let path = dir.join(format!("{name}.json"));
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut figures: Value = serde_json::from_str(&text)?;
+        figures["proves"] = (*what).into();
+        scenarios.push(figures);
+    }
+    Ok(json!({"machine": machine(), "scenarios": scenarios}))
+}
+
+fn markdown(report: &Value) -> String {
+    let m = &report["machine"];
+    let mut out = format!(
+        "# Reliability report\n\nMachine: {} ({} cores), kernel {}. Every scenario passed its \
+         assertions; the figures below are measurements, not thresholds.\n\n\
+         | scenario | scale | what it proves | figures |\n|---|---|---|---|\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or("?"),
+    );
+    for s in report["scenarios"].as_array().into_iter().flatten() {
+        let figures: Vec<String> = s
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| !matches!(k.as_str(), "scenario" | "scale" | "proves"))
+            .map(|(k, v)| format!("{k}: {}", figure(v)))
+            .collect();
+        out.push_str(&format!(
+            "| {} | {} | {} | {} |\n",
+            s["scenario"].as_str().unwrap_or("?"),
+            s["scale"].as_str().unwrap_or("?"),
+            s["proves"].as_str().unwrap_or(""),
+            figures.join("; ")
+        ));
+    }
+    out
+}
+
+/// A figure for a table cell: floats with two decimals.
+fn figure(v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.is_f64() => format!("{:.2}", n.as_f64().unwrap_or_default()),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(figure).collect::<Vec<_>>().join(", ")
+        ),
+        other => other.to_string(),
+    }
+}
