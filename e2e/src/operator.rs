@@ -275,6 +275,17 @@ impl Drop for Install {
 }
 
 /// Whether the webhook injected `pod` (its `fiso.io/status` annotation).
+/// The name of the ConfigMap an injected pod mounts (its data-plane config); panics when it
+/// mounts none.
+pub fn mounted_configmap(pod: &Pod) -> String {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .and_then(|v| v.iter().find_map(|v| v.config_map.as_ref()))
+        .map(|c| c.name.clone())
+        .expect("the pod mounts its ConfigMap")
+}
+
 pub fn is_injected(pod: &Pod) -> bool {
     pod.metadata
         .annotations

@@ -10,8 +10,8 @@ use fiso_e2e::cluster::{wait_for, K8S_DEADLINE};
 use fiso_e2e::fiso_bin;
 use fiso_e2e::infra::{chart_dir, kubectl, run};
 use fiso_e2e::operator::{
-    create, flow_yaml, install_with_webhook, is_injected, pod, wait_for_phase, Install,
-    OperatorProcess,
+    create, flow_yaml, install_with_webhook, is_injected, mounted_configmap, pod, wait_for_phase,
+    Install, OperatorProcess,
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
@@ -355,13 +355,7 @@ async fn configmaps_are_rendered_owned_rerendered_and_garbage_collected() {
         )
         .await
         .expect("creating the pod");
-    let name = injected
-        .spec
-        .as_ref()
-        .and_then(|s| s.volumes.as_ref())
-        .and_then(|v| v.iter().find_map(|v| v.config_map.as_ref()))
-        .map(|c| c.name.clone())
-        .expect("the pod mounts its ConfigMap");
+    let name = mounted_configmap(&injected);
 
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let cm = wait_for(&configmaps, &name, "rendered", |c: Option<&ConfigMap>| {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fiso_config::crd::{FlowDefinition, Phase};
 use fiso_e2e::cluster::wait_for;
 use fiso_e2e::operator::{
-    create, flow_yaml, install_with_webhook, is_injected, pod, wait_for_phase,
+    create, flow_yaml, install_with_webhook, is_injected, mounted_configmap, pod, wait_for_phase,
 };
 use fiso_e2e::reliability::{record, Scale};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
@@ -54,14 +54,7 @@ async fn flow_definitions_become_ready_and_rendered() {
             .expect("creating an opted-in pod");
         injected_create.push(started.elapsed());
         assert!(is_injected(&created), "app-{i} was not injected");
-        let cm = created
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.as_ref())
-            .and_then(|v| v.iter().find_map(|v| v.config_map.as_ref()))
-            .map(|c| c.name.clone())
-            .expect("the pod mounts its ConfigMap");
-        configmap_of.push(cm);
+        configmap_of.push(mounted_configmap(&created));
         let started = Instant::now();
         pods.create(&PostParams::default(), &pod(&format!("plain-{i}"), &[]))
             .await

@@ -131,9 +131,8 @@ fn ci() -> Result<()> {
     // Tests run against real servers: start them first, and stop what this run started
     // afterwards whatever the outcome (a server that was already up is left running).
     let ctx = infra::Ctx::new(&root());
-    let mut started = Vec::new();
     println!("==> infra up");
-    let result = infra::up(&ctx, &[], &mut started).and_then(|()| {
+    infra::with_servers(&ctx, &[], || {
         run(
             "cargo test",
             Command::new(&cargo)
@@ -173,19 +172,11 @@ fn ci() -> Result<()> {
                 ]),
             )
         })
-    });
-    // Fuzz each target for 30 s once the tests pass (the fuzz targets need no servers; their
-    // build is a separate instrumented build in fuzz/target).
-    let result = result.and_then(|()| {
-        println!("==> cargo xtask fuzz --seconds 30");
-        fuzz::main(&root(), &["--seconds".to_owned(), "30".to_owned()])
-    });
-    let names: Vec<String> = started.iter().map(|s| s.to_string()).collect();
-    let down = if names.is_empty() {
-        Ok(())
-    } else {
-        println!("==> infra down ({})", names.join(", "));
-        infra::down(&ctx, &names)
-    };
-    result.and(down)
+        // Fuzz each target for 30 s once the tests pass (the fuzz targets need no servers;
+        // their build is a separate instrumented build in fuzz/target).
+        .and_then(|()| {
+            println!("==> cargo xtask fuzz --seconds 30");
+            fuzz::main(&root(), &["--seconds".to_owned(), "30".to_owned()])
+        })
+    })
 }

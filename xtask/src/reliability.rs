@@ -11,7 +11,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{machine, target_dir};
+use crate::bench::{build_release, machine, target_dir};
 use crate::infra;
 
 /// Scenario order in the report, with what each proves.
@@ -48,46 +48,48 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         return write_report(&out);
     }
     let full = !args.iter().any(|a| a == "--short");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    println!("reliability: building the release binary");
-    // The same package set as `bench`: one feature resolution, so neither rebuilds the other's
-    // release artifacts.
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", "fiso", "-p", "xtask"])
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("release build failed");
-    }
-    let fiso = target_dir(root).join("release/fiso");
+    let fiso = build_release(root)?.join("fiso");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
 
-    let ctx = infra::Ctx::new(root);
-    let mut started = Vec::new();
-    let result = infra::up(&ctx, &["kafka".to_owned()], &mut started).and_then(|()| {
-        let status = Command::new(&cargo)
-            .args(["test", "-p", "fiso-e2e", "--test", "reliability", "--"])
-            .args(["--test-threads=1", "--nocapture"])
-            .envs(infra::env_vars(&ctx))
-            .env("FISO_BIN", &fiso)
-            .env("FISO_RELIABILITY", if full { "full" } else { "short" })
-            .env("FISO_RELIABILITY_DIR", &out)
-            .current_dir(root)
-            .status()?;
-        if !status.success() {
-            bail!("a reliability scenario failed (see its output above)");
-        }
-        Ok(())
-    });
-    let names: Vec<String> = started.iter().map(|s| s.to_string()).collect();
-    let down = if names.is_empty() {
-        Ok(())
-    } else {
-        infra::down(&ctx, &names)
-    };
-    result.and(down)?;
+    infra::with_servers(&infra::Ctx::new(root), &["kafka"], || {
+        run_scenarios(
+            root,
+            "reliability",
+            full,
+            &out,
+            &[("FISO_BIN", fiso.as_os_str())],
+        )
+    })?;
     write_report(&out)
+}
+
+/// Runs the e2e test binary `test` (scenarios recording their figures with
+/// `fiso_e2e::reliability::record`) at full or short scale against the servers of `infra up`,
+/// the figures going to `out`.
+pub(crate) fn run_scenarios(
+    root: &Path,
+    test: &str,
+    full: bool,
+    out: &Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ctx = infra::Ctx::new(root);
+    let status = Command::new(&cargo)
+        .args(["test", "-p", "fiso-e2e", "--test", test, "--"])
+        .args(["--test-threads=1", "--nocapture"])
+        .envs(infra::env_vars(&ctx))
+        .env("PATH", infra::path_with_bin(&ctx))
+        .env("FISO_RELIABILITY", if full { "full" } else { "short" })
+        .env("FISO_RELIABILITY_DIR", out)
+        .envs(env.iter().copied())
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("`{test}` failed (see its output above)");
+    }
+    Ok(())
 }
 
 /// `report.md` / `report.json` in `out` from the figures the scenarios recorded there.

@@ -223,19 +223,12 @@ pub struct Setup<'a> {
 /// (alternating, a fresh consumer group each time), stops the broker if it started it.
 pub fn bench(s: &Setup) -> Result<Value> {
     let ctx = infra::Ctx::new(s.root);
-    let mut started = Vec::new();
-    let result = infra::up(&ctx, &["kafka".to_owned()], &mut started).and_then(|()| {
+    infra::with_servers(&ctx, &["kafka"], || {
         let brokers = infra::env_vars(&ctx)
             .remove("FISO_E2E_KAFKA_BROKERS")
             .context("the Kafka broker is up but has no address")?;
         run(s, &brokers)
-    });
-    let names: Vec<String> = started.iter().map(|s| s.to_string()).collect();
-    if !names.is_empty() {
-        println!("bench: infra down {}", names.join(", "));
-        infra::down(&ctx, &names)?;
-    }
-    result
+    })
 }
 
 fn run(s: &Setup, brokers: &str) -> Result<Value> {

@@ -59,15 +59,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     };
     ensure_tools()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    println!("bench: building release binaries");
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", "fiso", "-p", "xtask"])
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("release build failed");
-    }
-    let release = target_dir(root).join("release");
+    let release = build_release(root)?;
     let fiso = release.join("fiso");
     let work = target_dir(root).join("bench");
     let _ = std::fs::remove_dir_all(work.join("work"));
@@ -294,6 +286,22 @@ fn transform_bench(root: &Path, cargo: &str, quick: bool) -> Result<Value> {
         }));
     }
     Ok(Value::Array(shapes))
+}
+
+/// Builds `fiso` and `xtask` in release mode and returns the release directory. `bench` and
+/// `reliability` build the same package set: one feature resolution, so neither rebuilds the
+/// other's artifacts.
+pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    println!("building the release binaries");
+    let status = Command::new(&cargo)
+        .args(["build", "--release", "-p", "fiso", "-p", "xtask"])
+        .current_dir(root)
+        .status()?;
+    if !status.success() {
+        bail!("release build failed");
+    }
+    Ok(target_dir(root).join("release"))
 }
 
 pub(crate) fn target_dir(root: &Path) -> PathBuf {

@@ -3,47 +3,23 @@
 //! 50 FlowDefinitions, 5 with `--quick`), its figures read back for the report.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::infra;
 
 pub fn run(root: &Path, out: &Path, quick: bool) -> Result<Value> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ctx = infra::Ctx::new(root);
-    let mut started = Vec::new();
     let dir = out.join("operator");
     let _ = std::fs::remove_dir_all(&dir);
-    let result = infra::up(
-        &ctx,
-        &["kubernetes".to_owned(), "kube_tools".to_owned()],
-        &mut started,
-    )
-    .and_then(|()| {
-        println!("bench: operator timings");
-        let status = Command::new(&cargo)
-            .args(["test", "-p", "fiso-e2e", "--test", "operator_timings"])
-            .args(["--", "--nocapture"])
-            .envs(infra::env_vars(&ctx))
-            .env("PATH", infra::path_with_bin(&ctx))
-            .env("FISO_RELIABILITY", if quick { "short" } else { "full" })
-            .env("FISO_RELIABILITY_DIR", &dir)
-            .current_dir(root)
-            .status()?;
-        if !status.success() {
-            bail!("the operator timing run failed (see its output above)");
-        }
-        Ok(())
-    });
-    let names: Vec<String> = started.iter().map(|s| s.to_string()).collect();
-    let down = if names.is_empty() {
-        Ok(())
-    } else {
-        infra::down(&ctx, &names)
-    };
-    result.and(down)?;
+    infra::with_servers(
+        &infra::Ctx::new(root),
+        &["kubernetes", "kube-tools"],
+        || {
+            println!("bench: operator timings");
+            crate::reliability::run_scenarios(root, "operator_timings", !quick, &dir, &[])
+        },
+    )?;
     let path = dir.join("operator.json");
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;

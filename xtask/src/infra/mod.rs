@@ -228,6 +228,21 @@ pub fn up(ctx: &Ctx, names: &[String], started: &mut Vec<&'static str>) -> Resul
     write_env_file(ctx)
 }
 
+/// Runs `work` with the selected components up (all when `names` is empty), then stops the
+/// ones this call started, whatever `work` returned (a server that was already up stays up).
+pub fn with_servers<T>(ctx: &Ctx, names: &[&str], work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let mut started = Vec::new();
+    let result = up(ctx, &names, &mut started).and_then(|()| work());
+    if started.is_empty() {
+        return result;
+    }
+    println!("infra: down {}", started.join(", "));
+    let started: Vec<String> = started.iter().map(|s| s.to_string()).collect();
+    let down = down(ctx, &started);
+    result.and_then(|value| down.map(|()| value))
+}
+
 /// Stop the selected components (all when `names` is empty), in reverse start order.
 pub fn down(ctx: &Ctx, names: &[String]) -> Result<()> {
     let mut first_error = None;
