@@ -657,3 +657,80 @@ async fn a_crash_loses_nothing_and_commits_only_what_was_delivered() {
         "the record in flight at the kill is redelivered"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_ordering_delivers_other_keys_past_a_slow_one_and_commits_in_order() {
+    let topic = unique("src-keys");
+    let group = unique("src-group");
+    let records: [(&str, &[u8]); 5] = [
+        ("a", br#"{"n":0}"#),
+        ("b", br#"{"n":1}"#),
+        ("a", br#"{"n":2}"#),
+        ("b", br#"{"n":3}"#),
+        ("c", br#"{"n":4}"#),
+    ];
+    let to_produce: Vec<Record<'_>> = records
+        .iter()
+        .map(|(k, v)| (Some(*k), &[][..], *v))
+        .collect();
+    produce(&topic, &to_produce).await;
+    // The first request to arrive (the first record of one of the keys) is held.
+    let gate = Gate::new();
+    let sink = SinkServer::start(Script::first(
+        [Reply::status(200).held_until(&gate)],
+        Reply::status(200),
+    ))
+    .await;
+    let dir = FlowDir::new();
+    dir.write(
+        "keys.yaml",
+        &flow_yaml("keys", &topic, &group, &sink.url("/events"), "").replace(
+            "commitInterval: 100ms\n",
+            "commitInterval: 100ms\n    ordering: key\n",
+        ),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let offset_of =
+        |r: &fiso_e2e::Recorded| -> usize { r.json()["data"]["n"].as_u64().expect("n") as usize };
+    let held = offset_of(&sink.wait_for_requests(1).await[0]);
+    let held_key = records[held].0;
+    // Every record of the other keys goes through while the held one waits; its key's later
+    // records wait behind it.
+    let others: Vec<usize> = (0..records.len())
+        .filter(|&o| records[o].0 != held_key)
+        .collect();
+    let got = sink.wait_for_requests(1 + others.len()).await;
+    let mut delivered: Vec<usize> = got[1..].iter().map(offset_of).collect();
+    for key in ["a", "b", "c"] {
+        let of_key: Vec<usize> = delivered
+            .iter()
+            .copied()
+            .filter(|&o| records[o].0 == key)
+            .collect();
+        assert!(of_key.windows(2).all(|w| w[0] < w[1]), "{key}: {of_key:?}");
+    }
+    delivered.sort();
+    assert_eq!(delivered, others, "{}", fiso.logs().tail(40));
+    // Offsets are committed up to the held record, never past it.
+    let at_held = eventually(Duration::from_secs(30), || async {
+        committed(&group, &topic)
+            .await
+            .filter(|&c| c == held as i64)
+    })
+    .await;
+    assert_eq!(at_held, Some(held as i64), "{}", fiso.logs().tail(40));
+    assert_eq!(sink.count(), 1 + others.len(), "the held key waits");
+    gate.open();
+    let got = sink.wait_for_requests(records.len()).await;
+    let rest: Vec<usize> = got[1 + others.len()..].iter().map(offset_of).collect();
+    let expected: Vec<usize> = (held + 1..records.len())
+        .filter(|&o| records[o].0 == held_key)
+        .collect();
+    assert_eq!(rest, expected);
+    let end = Some(records.len() as i64);
+    let all = eventually(Duration::from_secs(30), || async {
+        committed(&group, &topic).await.filter(|&c| Some(c) == end)
+    })
+    .await;
+    assert_eq!(all, end);
+}

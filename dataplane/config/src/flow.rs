@@ -210,9 +210,28 @@ pub struct KafkaSourceConfig {
     /// Commit as soon as this many records were processed since the last commit (default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_batch_size: Option<u32>,
-    /// Records in flight per partition before the partition is paused (default 64).
+    /// Records in flight per partition before the partition is paused (default 64): waiting
+    /// and, unless `ordering` is `partition`, being delivered at the same time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight_per_partition: Option<u32>,
+    /// Which records of one partition may be delivered at the same time (default `partition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering: Option<DeliveryOrdering>,
+}
+
+/// The delivery order a Kafka source keeps within a partition. Offsets are committed in order
+/// whichever it is: only up to the first record not delivered or dead-lettered yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryOrdering {
+    /// One record at a time, in offset order (default).
+    #[default]
+    Partition,
+    /// Records with the same key one at a time in offset order (records without a key count as
+    /// one key); records with different keys concurrently, up to `maxInFlightPerPartition`.
+    Key,
+    /// Any records concurrently, up to `maxInFlightPerPartition`.
+    Unordered,
 }
 
 /// gRPC source: the `fiso.v1.EventService` on `listenAddr`.

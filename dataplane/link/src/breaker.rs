@@ -45,9 +45,10 @@ pub enum Admission {
 
 impl Breaker {
     pub fn new(target: &str, cfg: &CircuitBreakerConfig, metrics: LinkMetrics) -> Self {
-        metrics.circuit(target, CircuitState::Closed);
+        let target: Arc<str> = target.into();
+        metrics.circuit(&target, CircuitState::Closed);
         Breaker {
-            target: target.into(),
+            target,
             failure_threshold: cfg
                 .failure_threshold
                 .unwrap_or(DEFAULT_FAILURE_THRESHOLD)

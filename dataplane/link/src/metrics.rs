@@ -1,7 +1,15 @@
 //! Every metric Fiso-Link emits (names and labels per the upstream README's Link table).
+//!
+//! Label values are shared (`Arc<str>` target names, static method and mode names, numeric
+//! statuses) so that recording a request allocates nothing: the label set is built for every
+//! request, and the families clone it only the first time they see it.
+
+use std::borrow::Cow;
+use std::sync::Arc;
 
 use fiso_runtime::metrics::MetricsError;
 use fiso_runtime::MetricsRegistry;
+use http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -10,33 +18,55 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    target: String,
-    method: String,
-    status: String,
-    mode: String,
+    target: Arc<str>,
+    method: Cow<'static, str>,
+    status: u16,
+    mode: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DurationLabels {
-    target: String,
-    method: String,
+    target: Arc<str>,
+    method: Cow<'static, str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TargetLabel {
-    target: String,
+    target: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetryLabels {
-    target: String,
-    attempt: String,
+    target: Arc<str>,
+    attempt: u32,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StatusLabels {
-    target: String,
-    status: String,
+    target: Arc<str>,
+    status: &'static str,
+}
+
+/// The method as a label value; only an extension method needs an allocation.
+fn method_label(method: &Method) -> Cow<'static, str> {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().position(|m| m == method) {
+        Some(i) => Cow::Borrowed(NAMES[i]),
+        None => Cow::Owned(method.as_str().to_owned()),
+    }
 }
 
 /// Circuit breaker states as `fiso_link_circuit_state` reports them.
@@ -110,53 +140,61 @@ impl LinkMetrics {
         Ok(m)
     }
 
-    pub fn request(&self, target: &str, method: &str, status: u16, mode: &str, seconds: f64) {
+    pub fn request(
+        &self,
+        target: &Arc<str>,
+        method: &Method,
+        status: u16,
+        mode: &'static str,
+        seconds: f64,
+    ) {
+        let method = method_label(method);
         self.requests
             .get_or_create(&RequestLabels {
-                target: target.to_owned(),
-                method: method.to_owned(),
-                status: status.to_string(),
-                mode: mode.to_owned(),
+                target: Arc::clone(target),
+                method: method.clone(),
+                status,
+                mode,
             })
             .inc();
         self.duration
             .get_or_create(&DurationLabels {
-                target: target.to_owned(),
-                method: method.to_owned(),
+                target: Arc::clone(target),
+                method,
             })
             .observe(seconds);
     }
 
-    pub fn circuit(&self, target: &str, state: CircuitState) {
+    pub fn circuit(&self, target: &Arc<str>, state: CircuitState) {
         self.circuit
             .get_or_create(&TargetLabel {
-                target: target.to_owned(),
+                target: Arc::clone(target),
             })
             .set(state as i64);
     }
 
-    pub fn retry(&self, target: &str, attempt: u32) {
+    pub fn retry(&self, target: &Arc<str>, attempt: u32) {
         self.retries
             .get_or_create(&RetryLabels {
-                target: target.to_owned(),
-                attempt: attempt.to_string(),
+                target: Arc::clone(target),
+                attempt,
             })
             .inc();
     }
 
-    pub fn rate_limited(&self, target: &str) {
+    pub fn rate_limited(&self, target: &Arc<str>) {
         self.rate_limited
             .get_or_create(&TargetLabel {
-                target: target.to_owned(),
+                target: Arc::clone(target),
             })
             .inc();
     }
 
-    pub fn auth_refresh(&self, target: &str, status: &str) {
+    pub fn auth_refresh(&self, target: &Arc<str>, status: &'static str) {
         self.auth_refresh
             .get_or_create(&StatusLabels {
-                target: target.to_owned(),
-                status: status.to_owned(),
+                target: Arc::clone(target),
+                status,
             })
             .inc();
     }
@@ -165,7 +203,7 @@ impl LinkMetrics {
     pub fn circuit_state(&self, target: &str) -> i64 {
         self.circuit
             .get_or_create(&TargetLabel {
-                target: target.to_owned(),
+                target: target.into(),
             })
             .get()
     }
@@ -174,7 +212,7 @@ impl LinkMetrics {
     pub fn rate_limited_count(&self, target: &str) -> u64 {
         self.rate_limited
             .get_or_create(&TargetLabel {
-                target: target.to_owned(),
+                target: target.into(),
             })
             .get()
     }

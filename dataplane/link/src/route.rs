@@ -63,7 +63,7 @@ pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) ->
     };
     metrics.request(
         &target,
-        method.as_str(),
+        &method,
         response.status().as_u16(),
         mode,
         started.elapsed().as_secs_f64(),

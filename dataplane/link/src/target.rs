@@ -78,7 +78,7 @@ impl Target {
                 source,
             })?;
         let refresh_metrics = metrics.clone();
-        let refresh_target = name.to_owned();
+        let refresh_target: Arc<str> = name.into();
         let credentials = match &cfg.auth {
             Some(auth) => Credentials::start(
                 name,

@@ -30,6 +30,10 @@ use crate::infra;
 /// Partitions of the benchmark topic: Fiso delivers the records of a partition one after the
 /// other and partitions concurrently, so this is its delivery concurrency.
 pub const PARTITIONS: i32 = 4;
+/// Distinct record keys (like customer ids): what `ordering: key` may deliver concurrently.
+const KEYS: usize = 1000;
+/// The flow's `ordering` per Fiso variant: the default, then records of different keys at once.
+const ORDERINGS: [&str; 2] = ["partition", "key"];
 /// Fiso's defaults (`commitInterval`, `commitBatchSize`), which the bare consumer copies.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 const COMMIT_BATCH: usize = 500;
@@ -58,7 +62,7 @@ fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
 }
 
 /// `xtask bench kafka-fill <brokers> <topic> <records>`: creates `topic` with [`PARTITIONS`]
-/// partitions and produces `records` 1 KiB JSON records round-robin.
+/// partitions and produces `records` 1 KiB JSON records round-robin, keyed by one of [`KEYS`].
 pub fn fill(args: &[String]) -> Result<()> {
     let [brokers, topic, records] = args else {
         bail!("usage: xtask bench kafka-fill <brokers> <topic> <records>");
@@ -84,8 +88,10 @@ pub fn fill(args: &[String]) -> Result<()> {
     let body = payload();
     for i in 0..records {
         let partition = (i % PARTITIONS as usize) as i32;
-        let mut record = BaseRecord::<(), str>::to(topic)
+        let key = format!("customer-{}", i % KEYS);
+        let mut record = BaseRecord::<str, str>::to(topic)
             .partition(partition)
+            .key(key.as_str())
             .payload(body.as_str());
         // A full local queue only means the broker is behind: wait for room.
         loop {
@@ -250,7 +256,7 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
     ensure!(out.status.success(), "kafka-fill failed");
 
     let mut bare = Vec::new();
-    let mut fiso = Vec::new();
+    let mut fiso: [Vec<Drained>; ORDERINGS.len()] = Default::default();
     let mut sync_each = Vec::new();
     let mut fiso_rss = 0;
     for round in 0..s.rounds {
@@ -258,10 +264,12 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         let d = bare_drain(s, brokers, &topic, &[])?;
         report("bare consumer", &d);
         bare.push(d);
-        let (d, rss, _) = fiso_drain(s, brokers, &topic, false)?;
-        report("fiso flow", &d);
-        fiso_rss = fiso_rss.max(rss);
-        fiso.push(d);
+        for (ordering, runs) in ORDERINGS.iter().zip(&mut fiso) {
+            let (d, rss, _) = fiso_drain(s, brokers, &topic, ordering, false)?;
+            report(&format!("fiso ({ordering})"), &d);
+            fiso_rss = fiso_rss.max(rss);
+            runs.push(d);
+        }
         let max = s.sync_each_seconds.to_string();
         let d = bare_drain(
             s,
@@ -274,7 +282,7 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
     }
     let costs = if s.profile {
         println!("bench: Kafka drain under perf");
-        fiso_drain(s, brokers, &topic, true)?.2
+        fiso_drain(s, brokers, &topic, "key", true)?.2
     } else {
         None
     };
@@ -295,13 +303,17 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         "records": s.records,
         "partitions": PARTITIONS,
         "sync_each_max_seconds": s.sync_each_seconds,
+        "keys": KEYS,
         "variants": [
             summary("bare rdkafka consumer", &bare),
-            summary("fiso flow", &fiso),
+            summary("fiso flow (ordering: partition, the default)", &fiso[0]),
+            summary("fiso flow (ordering: key)", &fiso[1]),
             summary("Go Fiso design point (sync commit per record)", &sync_each),
         ],
-        "fiso_vs_bare_rps": rate(&fiso) / rate(&bare),
-        "fiso_vs_sync_each_rps": rate(&fiso) / rate(&sync_each),
+        "fiso_vs_bare_rps": rate(&fiso[0]) / rate(&bare),
+        "fiso_vs_sync_each_rps": rate(&fiso[0]) / rate(&sync_each),
+        "fiso_key_vs_bare_rps": rate(&fiso[1]) / rate(&bare),
+        "fiso_key_vs_sync_each_rps": rate(&fiso[1]) / rate(&sync_each),
         "fiso_peak_rss_bytes": fiso_rss,
         "profile": costs.map(|c| profile::to_json(&c)),
     }))
@@ -309,7 +321,7 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
 
 fn report(name: &str, d: &Drained) {
     println!(
-        "bench:   {name:<13} {:>6} records in {:.2} s: {:>8.0} rec/s ({:.0} rec/s after the first)",
+        "bench:   {name:<16} {:>6} records in {:.2} s: {:>8.0} rec/s ({:.0} rec/s after the first)",
         d.records,
         d.wall_s,
         d.rate(),
@@ -344,13 +356,14 @@ fn bare_drain(s: &Setup, brokers: &str, topic: &str, flags: &[&str]) -> Result<D
     })
 }
 
-/// `fiso flow` with a Kafka → HTTP flow into the upstream, a fresh consumer group, from spawn
-/// until the upstream counted every record. Returns the drain, the peak RSS and, with
+/// `fiso flow` with a Kafka → HTTP flow (`ordering` as given) into the upstream, a fresh
+/// consumer group, from spawn until the upstream counted every record. Returns the drain, the peak RSS and, with
 /// `profile`, the top costs perf saw.
 fn fiso_drain(
     s: &Setup,
     brokers: &str,
     topic: &str,
+    ordering: &str,
     profile: bool,
 ) -> Result<(Drained, u64, Option<Vec<Cost>>)> {
     let group = unique("fiso");
@@ -362,7 +375,7 @@ fn fiso_drain(
             "name: drain\n\
              kafka:\n  clusters:\n    main:\n      brokers: [\"{brokers}\"]\n\
              source:\n  type: kafka\n  config:\n    cluster: main\n    topic: {topic}\n\
-             \x20   consumerGroup: {group}\n    startOffset: earliest\n\
+             \x20   consumerGroup: {group}\n    startOffset: earliest\n    ordering: {ordering}\n\
              \x20   consumerProperties:\n      session.timeout.ms: \"{SESSION_TIMEOUT_MS}\"\n\
              \x20     heartbeat.interval.ms: \"{HEARTBEAT_INTERVAL_MS}\"\n\
              sink:\n  type: http\n  config:\n    url: http://{}/kafka\n",

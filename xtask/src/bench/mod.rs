@@ -925,11 +925,11 @@ fn markdown(r: &Value) -> String {
     ));
     let k = &r["kafka"];
     md.push_str(&format!(
-        "**Flow Kafka → HTTP: draining {} records of 1 KiB** ({} partitions, tansu in memory, \
-         a fresh consumer group per run; from start to the last record, so including the group \
-         join)\n\n| variant | records | records/s | records/s after the first | CPU s / 1000 \
+        "**Flow Kafka → HTTP: draining {} records of 1 KiB** ({} partitions, {} keys, tansu in \
+         memory, a fresh consumer group per run; from start to the last record, so including \
+         the group join)\n\n| variant | records | records/s | records/s after the first | CPU s / 1000 \
          records |\n|---|---|---|---|---|\n",
-        k["records"], k["partitions"],
+        k["records"], k["partitions"], k["keys"],
     ));
     for v in k["variants"].as_array().into_iter().flatten() {
         md.push_str(&format!(
@@ -945,11 +945,13 @@ fn markdown(r: &Value) -> String {
         "\nThe bare consumer is rdkafka with Fiso's client settings, no processing, committing \
          asynchronously every 1 s / 500 records like Fiso: the client library's ceiling. The Go \
          Fiso design point is the same consumer committing synchronously after each record \
-         (capped at {} s). Fiso / bare consumer: {}; Fiso / Go design point: {}; \
-         Fiso peak RSS {}.\n\n",
+         (capped at {} s). Fiso / bare consumer: {} (`ordering: key`: {}); Fiso / Go design \
+         point: {} (`ordering: key`: {}); Fiso peak RSS {}.\n\n",
         k["sync_each_max_seconds"],
         num(&k["fiso_vs_bare_rps"], 2),
+        num(&k["fiso_key_vs_bare_rps"], 2),
         num(&k["fiso_vs_sync_each_rps"], 2),
+        num(&k["fiso_key_vs_sync_each_rps"], 2),
         mib(&k["fiso_peak_rss_bytes"]),
     ));
     md.push_str("**CEL transform vs hand-written serde_json** (per event, criterion medians)\n\n| shape | CEL | serde_json | ratio |\n|---|---|---|---|\n");
@@ -981,7 +983,7 @@ fn markdown(r: &Value) -> String {
     }
     md.push_str(&format!(
         "**Profiles**: top three functions by self time in the Fiso process (`perf record -e \
-         cpu-clock`, {PROFILE_SECONDS} s of wrk load; Kafka: one drain)\n\n"
+         cpu-clock`, {PROFILE_SECONDS} s of wrk load; Kafka: one drain with `ordering: key`)\n\n"
     ));
     for (title, key) in [
         ("Link", "link"),

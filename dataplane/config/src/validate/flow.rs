@@ -3,8 +3,8 @@
 use crate::cel_check;
 use crate::diagnostic::Diagnostic;
 use crate::flow::{
-    CommitPolicy, ErrorHandling, FlowConfig, InterceptorSpec, SinkSpec, SourceSpec, TemporalMode,
-    DEFAULT_INITIAL_INTERVAL, DEFAULT_MAX_INTERVAL,
+    CommitPolicy, DeliveryOrdering, ErrorHandling, FlowConfig, InterceptorSpec, SinkSpec,
+    SourceSpec, TemporalMode, DEFAULT_INITIAL_INTERVAL, DEFAULT_MAX_INTERVAL,
 };
 use crate::kafka::KafkaConfig;
 use crate::validate::rules;
@@ -382,6 +382,18 @@ fn error_handling(flow: &FlowConfig, kafka: Option<&KafkaConfig>) -> Vec<Diagnos
         );
     }
     if policy == CommitPolicy::KafkaTransaction {
+        if let SourceSpec::Kafka(src) = &flow.source {
+            if src.ordering.unwrap_or_default() != DeliveryOrdering::Partition {
+                out.push(
+                    Diagnostic::error(
+                        "source.config.ordering",
+                        "kafka_transaction commits each record's output together with its \
+                         offset, which needs the records of a partition delivered in order",
+                    )
+                    .hint("remove `ordering` (the default is `partition`)"),
+                );
+            }
+        }
         if !matches!(flow.sink, SinkSpec::Kafka(_)) {
             out.push(
                 Diagnostic::error(
@@ -490,6 +502,19 @@ errorHandling:
             "name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\nsink:\n  type: http\n  config:\n    url: http://x:1\nerrorHandling:\n  deadLetterTopic: dlq\n",
         );
         assert_eq!(paths(&ds), vec!["errorHandling.deadLetterTopic"]);
+    }
+
+    #[test]
+    fn kafka_transaction_keeps_partition_order() {
+        let flow = |ordering: &str| {
+            format!(
+                "name: a\nsource:\n  type: kafka\n  config:\n    cluster: c\n    topic: in\n    ordering: {ordering}\nsink:\n  type: kafka\n  config:\n    cluster: c\n    topic: out\nerrorHandling:\n  commitPolicy: kafka_transaction\n  transactionalId: a-tx\n"
+            )
+        };
+        for refused in ["key", "unordered"] {
+            assert!(paths(&findings(&flow(refused))).contains(&"source.config.ordering"));
+        }
+        assert!(!paths(&findings(&flow("partition"))).contains(&"source.config.ordering"));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! restarts it from the last committed offset: nothing is ever skipped.
 //!
 //! Each assigned partition has its own worker: partitions are processed concurrently, the
-//! records of one partition in order. At most `maxInFlightPerPartition` records wait per
+//! records of one partition in order (or, with `ordering: key | unordered`, several at a time:
+//! see [`concurrent`]). At most `maxInFlightPerPartition` records wait per
 //! partition; a partition whose worker falls behind is paused (librdkafka stops fetching it) and
 //! resumed once its worker caught up, so one slow partition holds up neither the others nor
 //! memory.
@@ -22,6 +23,7 @@
 //! With `commitPolicy: kafka_transaction` offsets are committed through the sink's producer
 //! transaction instead (see [`transaction`]).
 
+mod concurrent;
 mod record;
 mod transaction;
 
@@ -29,7 +31,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fiso_config::flow::{KafkaSourceConfig, SourceSpec, StartOffset};
+use fiso_config::flow::{DeliveryOrdering, KafkaSourceConfig, SourceSpec, StartOffset};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{
@@ -48,6 +50,7 @@ use super::client::client_config;
 use super::sink::{find_cluster, KafkaSink};
 use crate::instance::FlowInstance;
 use crate::metrics::FlowMetrics;
+use concurrent::{concurrent_worker, Partition};
 use record::process;
 use transaction::Transactions;
 
@@ -321,6 +324,12 @@ pub async fn run(
         },
         None => None,
     };
+    let ordering = src.ordering.unwrap_or_default();
+    if ordering != DeliveryOrdering::Partition && transactions.is_some() {
+        return Err(KafkaSourceError::Config(
+            "kafka_transaction needs `ordering: partition`".into(),
+        ));
+    }
     let state = Arc::new(Mutex::new(State::default()));
     let failed = lock(&state).failed.clone();
     let consumer = consumer(flow, src, Arc::clone(&state), transactions.clone())?;
@@ -390,15 +399,28 @@ pub async fn run(
                 let (epoch, partition_stop) = lock(&state).own(partition, &stop);
                 if workers.get(&partition).is_none_or(|w| w.epoch != epoch) {
                     let (tx, rx) = mpsc::channel(queue);
-                    tasks.spawn(partition_worker(
-                        Arc::clone(flow),
-                        rx,
-                        done_tx.clone(),
-                        partition_stop,
-                        Arc::clone(&state),
-                        epoch,
-                        transactions.clone(),
-                    ));
+                    match ordering {
+                        DeliveryOrdering::Partition => tasks.spawn(partition_worker(
+                            Arc::clone(flow),
+                            rx,
+                            done_tx.clone(),
+                            partition_stop,
+                            Arc::clone(&state),
+                            epoch,
+                            transactions.clone(),
+                        )),
+                        // Validation refuses these with `kafka_transaction`.
+                        DeliveryOrdering::Key | DeliveryOrdering::Unordered => {
+                            tasks.spawn(concurrent_worker(
+                                Arc::clone(flow),
+                                rx,
+                                Partition::new(partition, epoch, Arc::clone(&state), done_tx.clone()),
+                                partition_stop,
+                                ordering,
+                                queue,
+                            ))
+                        }
+                    };
                     workers.insert(partition, Worker { epoch, queue: tx, held: VecDeque::new() });
                 }
                 let worker = workers.get_mut(&partition).expect("worker just ensured");
