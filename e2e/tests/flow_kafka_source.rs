@@ -469,7 +469,7 @@ async fn partitions_are_processed_concurrently_each_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_behind_is_paused_without_holding_up_the_others() {
+async fn a_partition_behind_does_not_hold_up_the_others() {
     const N: usize = 6;
     let topic = unique("src-pause");
     let group = unique("src-group");

@@ -23,7 +23,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
-use super::profile::{self, Cost};
+use super::profile::{self, Profile};
 use super::{cpu_seconds, median, payload, peak_rss, quiet, Procs};
 use crate::infra;
 
@@ -365,7 +365,7 @@ fn fiso_drain(
     topic: &str,
     ordering: &str,
     profile: bool,
-) -> Result<(Drained, u64, Option<Vec<Cost>>)> {
+) -> Result<(Drained, u64, Option<Profile>)> {
     let group = unique("fiso");
     let flows = s.dir.join(format!("flows-{group}"));
     std::fs::create_dir_all(&flows)?;

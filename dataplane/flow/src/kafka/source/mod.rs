@@ -10,10 +10,10 @@
 //!
 //! Each assigned partition has its own worker: partitions are processed concurrently, the
 //! records of one partition in order (or, with `ordering: key | unordered`, several at a time:
-//! see [`concurrent`]). At most `maxInFlightPerPartition` records wait per
-//! partition; a partition whose worker falls behind is paused (librdkafka stops fetching it) and
-//! resumed once its worker caught up, so one slow partition holds up neither the others nor
-//! memory.
+//! see [`concurrent`]). At most `maxInFlightPerPartition` records are queued per partition;
+//! beyond that up to one fetch (1 MiB) is held, then a partition whose worker falls behind is
+//! paused (librdkafka stops fetching it) and resumed once its worker caught up, so one slow
+//! partition holds up neither the others nor memory.
 //!
 //! On a rebalance, what was processed of the revoked partitions is committed synchronously
 //! before they are revoked and their workers stop (a record in hand is finished but no longer
@@ -380,10 +380,10 @@ pub async fn run(
                 let Some(worker) = workers.get_mut(&partition).filter(|w| w.epoch == epoch) else {
                     continue;
                 };
-                if worker.forward() {
-                    resume(&consumer, &src.topic, partition);
-                } else {
+                if !worker.forward() {
                     room.push(worker.room(partition));
+                } else if std::mem::take(&mut worker.paused) {
+                    resume(&consumer, &src.topic, partition);
                 }
             }
             received = consumer.recv() => {
@@ -421,16 +421,21 @@ pub async fn run(
                             ))
                         }
                     };
-                    workers.insert(partition, Worker { epoch, queue: tx, held: VecDeque::new() });
+                    workers.insert(partition, Worker::new(epoch, tx));
                 }
                 let worker = workers.get_mut(&partition).expect("worker just ensured");
                 let was_held = !worker.held.is_empty();
-                worker.held.push_back(message);
-                // A full queue pauses the partition until its worker made room; records
-                // fetched before the pause took effect wait here, in order.
-                if !worker.forward() && !was_held {
-                    pause(&consumer, &src.topic, partition);
-                    room.push(worker.room(partition));
+                worker.hold(message);
+                // Records beyond a full queue wait here, in order, until the worker made room;
+                // a partition with a whole fetch waiting is paused until they all moved on.
+                if !worker.forward() {
+                    if !was_held {
+                        room.push(worker.room(partition));
+                    }
+                    if !worker.paused && worker.held_bytes >= HOLD_BYTES {
+                        pause(&consumer, &src.topic, partition);
+                        worker.paused = true;
+                    }
                 }
             }
         }
@@ -450,26 +455,57 @@ pub async fn run(
     result
 }
 
+/// Bytes of records held beyond a partition's full queue before the partition is paused: one
+/// fetch at librdkafka's default `max.partition.fetch.bytes`. Pausing drops what librdkafka
+/// prefetched for the partition and resuming fetches it again, so pausing as soon as the queue
+/// is full would fetch a whole batch again for every few records let in.
+const HOLD_BYTES: usize = 1 << 20;
+
 /// A partition's worker as the consumer loop sees it.
 struct Worker {
     epoch: u64,
     queue: mpsc::Sender<OwnedMessage>,
-    /// Records received while the queue was full, oldest first.
+    /// Records received while the queue was full, oldest first, and their size.
     held: VecDeque<OwnedMessage>,
+    held_bytes: usize,
+    paused: bool,
+}
+
+fn size(m: &OwnedMessage) -> usize {
+    m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len)
 }
 
 impl Worker {
+    fn new(epoch: u64, queue: mpsc::Sender<OwnedMessage>) -> Self {
+        Worker {
+            epoch,
+            queue,
+            held: VecDeque::new(),
+            held_bytes: 0,
+            paused: false,
+        }
+    }
+
+    fn hold(&mut self, m: OwnedMessage) {
+        self.held_bytes += size(&m);
+        self.held.push_back(m);
+    }
+
     /// Moves held records into the queue; `true` once none is held.
     fn forward(&mut self) -> bool {
         while let Some(m) = self.held.pop_front() {
+            let bytes = size(&m);
             match self.queue.try_send(m) {
-                Ok(()) => {}
+                Ok(()) => self.held_bytes -= bytes,
                 Err(mpsc::error::TrySendError::Full(m)) => {
                     self.held.push_front(m);
                     return false;
                 }
                 // The worker stopped and reported why; its records are read again.
-                Err(mpsc::error::TrySendError::Closed(_)) => self.held.clear(),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.held.clear();
+                    self.held_bytes = 0;
+                }
             }
         }
         true
