@@ -61,6 +61,14 @@ async fn committed(group: &str, topic: &str) -> Option<i64> {
     committed_at(group, topic, 0).await
 }
 
+/// Waits until `group` committed `offset` for partition 0 of `topic`; what it committed then.
+async fn committed_eventually(group: &str, topic: &str, offset: i64) -> Option<i64> {
+    eventually(Duration::from_secs(30), || async {
+        committed(group, topic).await.filter(|&o| o == offset)
+    })
+    .await
+}
+
 /// The offsets `group` committed for partitions `0..n` of `topic`.
 async fn committed_all(group: &str, topic: &str, n: i32) -> Vec<Option<i64>> {
     let mut out = Vec::new();
@@ -98,6 +106,44 @@ fn flow_yaml(name: &str, topic: &str, group: &str, sink_url: &str, extra: &str) 
          {extra}",
         brokers()
     )
+}
+
+/// `fiso` running the flow `name` from `topic` (with the `source_config` lines added to the
+/// source's config) into a sink whose first request is held until `gate` opens.
+struct FirstRequestHeld {
+    fiso: FisoProcess,
+    sink: SinkServer,
+    gate: Gate,
+    _dir: FlowDir,
+}
+
+async fn first_request_held(
+    name: &str,
+    topic: &str,
+    group: &str,
+    source_config: &str,
+) -> FirstRequestHeld {
+    let gate = Gate::new();
+    let sink = SinkServer::start(Script::first(
+        [Reply::status(200).held_until(&gate)],
+        Reply::status(200),
+    ))
+    .await;
+    let dir = FlowDir::new();
+    dir.write(
+        &format!("{name}.yaml"),
+        &flow_yaml(name, topic, group, &sink.url("/events"), "").replace(
+            "commitInterval: 100ms\n",
+            &format!("commitInterval: 100ms\n{source_config}"),
+        ),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    FirstRequestHeld {
+        fiso,
+        sink,
+        gate,
+        _dir: dir,
+    }
 }
 
 fn without_time(mut v: Value) -> Value {
@@ -194,10 +240,7 @@ async fn kafka_records_become_cloudevents_on_the_http_sink() {
     assert_eq!(third["id"], format!("{topic}-0-2"), "{third}");
     assert_eq!(third["type"], "t", "{third}");
 
-    let done = eventually(Duration::from_secs(10), || async {
-        committed(&group, &topic).await.filter(|&o| o == 3)
-    })
-    .await;
+    let done = committed_eventually(&group, &topic, 3).await;
     assert_eq!(done, Some(3), "committed offset\n{}", fiso.logs().tail(40));
     fiso.wait_for_metric(
         "fiso_flow_consumer_lag",
@@ -263,10 +306,7 @@ async fn poison_record_is_dead_lettered_and_later_records_still_flow() {
     .collect();
     assert_eq!(h, expected);
 
-    let done = eventually(Duration::from_secs(10), || async {
-        committed(&group, &topic).await.filter(|&o| o == 3)
-    })
-    .await;
+    let done = committed_eventually(&group, &topic, 3).await;
     assert_eq!(done, Some(3), "committed offset\n{}", fiso.logs().tail(40));
 }
 
@@ -433,18 +473,12 @@ async fn partitions_are_processed_concurrently_each_in_order() {
         .await;
     }
     // The first request (from either partition) is held until the gate opens.
-    let gate = Gate::new();
-    let sink = SinkServer::start(Script::first(
-        [Reply::status(200).held_until(&gate)],
-        Reply::status(200),
-    ))
-    .await;
-    let dir = FlowDir::new();
-    dir.write(
-        "parts.yaml",
-        &flow_yaml("parts", &topic, &group, &sink.url("/events"), ""),
-    );
-    let _fiso = FisoProcess::start(&dir.path()).await;
+    let FirstRequestHeld {
+        sink,
+        gate,
+        fiso: _fiso,
+        _dir,
+    } = first_request_held("parts", &topic, &group, "").await;
     // While one partition waits on its held event, the other partition's events go through;
     // the held partition's next event waits behind it.
     let got = sink.wait_for_requests(3).await;
@@ -480,21 +514,12 @@ async fn a_partition_behind_does_not_hold_up_the_others() {
         .map(|r| (None, &[][..], r.as_bytes()))
         .collect();
     produce_to(&topic, 0, &records).await;
-    let gate = Gate::new();
-    let sink = SinkServer::start(Script::first(
-        [Reply::status(200).held_until(&gate)],
-        Reply::status(200),
-    ))
-    .await;
-    let dir = FlowDir::new();
-    dir.write(
-        "pause.yaml",
-        &flow_yaml("pause", &topic, &group, &sink.url("/events"), "").replace(
-            "commitInterval: 100ms\n",
-            "commitInterval: 100ms\n    maxInFlightPerPartition: 1\n",
-        ),
-    );
-    let fiso = FisoProcess::start(&dir.path()).await;
+    let FirstRequestHeld {
+        sink,
+        gate,
+        fiso,
+        _dir,
+    } = first_request_held("pause", &topic, &group, "    maxInFlightPerPartition: 1\n").await;
     // Partition 0's first record is held: one record in hand, one queued, the rest of the
     // partition beyond its bound. Records produced to partition 1 now still go through.
     let got = sink.wait_for_requests(1).await;
@@ -542,10 +567,7 @@ async fn an_integer_start_offset_applies_until_the_group_committed() {
     };
     let mut fiso = FisoProcess::start(&dir.path()).await;
     let got = sink.wait_for_requests(2).await;
-    let done = eventually(Duration::from_secs(10), || async {
-        committed(&group, &topic).await.filter(|&o| o == 5)
-    })
-    .await;
+    let done = committed_eventually(&group, &topic, 5).await;
     assert_eq!(done, Some(5), "committed offset\n{}", fiso.logs().tail(40));
     assert_eq!(
         ids(&sink.requests()),
@@ -571,10 +593,7 @@ async fn an_integer_start_offset_applies_until_the_group_committed() {
         .expect("produce");
     let fiso = FisoProcess::start(&dir.path()).await;
     let got = sink.wait_for_requests(3).await;
-    let done = eventually(Duration::from_secs(10), || async {
-        committed(&group, &topic).await.filter(|&o| o == 6)
-    })
-    .await;
+    let done = committed_eventually(&group, &topic, 6).await;
     assert_eq!(done, Some(6), "committed offset\n{}", fiso.logs().tail(40));
     assert_eq!(
         ids(&sink.requests()),
@@ -618,12 +637,7 @@ async fn a_crash_loses_nothing_and_commits_only_what_was_delivered() {
     };
     let mut fiso = FisoProcess::start(&dir.path()).await;
     sink.wait_for_requests(BEFORE_KILL + 1).await;
-    let done = eventually(Duration::from_secs(10), || async {
-        committed(&group, &topic)
-            .await
-            .filter(|&o| o == BEFORE_KILL as i64)
-    })
-    .await;
+    let done = committed_eventually(&group, &topic, BEFORE_KILL as i64).await;
     assert_eq!(done, Some(BEFORE_KILL as i64), "{}", fiso.logs().tail(40));
     fiso.send_signal(libc::SIGKILL);
     fiso.wait_exit().await;
@@ -641,10 +655,7 @@ async fn a_crash_loses_nothing_and_commits_only_what_was_delivered() {
     })
     .await;
     assert_eq!(all, Some(N), "distinct ids\n{}", fiso.logs().tail(40));
-    let done = eventually(Duration::from_secs(10), || async {
-        committed(&group, &topic).await.filter(|&o| o == N as i64)
-    })
-    .await;
+    let done = committed_eventually(&group, &topic, N as i64).await;
     assert_eq!(done, Some(N as i64), "{}", fiso.logs().tail(40));
     let delivered = sink.count();
     println!(
@@ -675,21 +686,12 @@ async fn key_ordering_delivers_other_keys_past_a_slow_one_and_commits_in_order()
         .collect();
     produce(&topic, &to_produce).await;
     // The first request to arrive (the first record of one of the keys) is held.
-    let gate = Gate::new();
-    let sink = SinkServer::start(Script::first(
-        [Reply::status(200).held_until(&gate)],
-        Reply::status(200),
-    ))
-    .await;
-    let dir = FlowDir::new();
-    dir.write(
-        "keys.yaml",
-        &flow_yaml("keys", &topic, &group, &sink.url("/events"), "").replace(
-            "commitInterval: 100ms\n",
-            "commitInterval: 100ms\n    ordering: key\n",
-        ),
-    );
-    let fiso = FisoProcess::start(&dir.path()).await;
+    let FirstRequestHeld {
+        sink,
+        gate,
+        fiso,
+        _dir,
+    } = first_request_held("keys", &topic, &group, "    ordering: key\n").await;
     let offset_of =
         |r: &fiso_e2e::Recorded| -> usize { r.json()["data"]["n"].as_u64().expect("n") as usize };
     let held = offset_of(&sink.wait_for_requests(1).await[0]);
@@ -712,12 +714,7 @@ async fn key_ordering_delivers_other_keys_past_a_slow_one_and_commits_in_order()
     delivered.sort();
     assert_eq!(delivered, others, "{}", fiso.logs().tail(40));
     // Offsets are committed up to the held record, never past it.
-    let at_held = eventually(Duration::from_secs(30), || async {
-        committed(&group, &topic)
-            .await
-            .filter(|&c| c == held as i64)
-    })
-    .await;
+    let at_held = committed_eventually(&group, &topic, held as i64).await;
     assert_eq!(at_held, Some(held as i64), "{}", fiso.logs().tail(40));
     assert_eq!(sink.count(), 1 + others.len(), "the held key waits");
     gate.open();
@@ -727,10 +724,6 @@ async fn key_ordering_delivers_other_keys_past_a_slow_one_and_commits_in_order()
         .filter(|&o| records[o].0 == held_key)
         .collect();
     assert_eq!(rest, expected);
-    let end = Some(records.len() as i64);
-    let all = eventually(Duration::from_secs(30), || async {
-        committed(&group, &topic).await.filter(|&c| Some(c) == end)
-    })
-    .await;
-    assert_eq!(all, end);
+    let end = records.len() as i64;
+    assert_eq!(committed_eventually(&group, &topic, end).await, Some(end));
 }

@@ -210,8 +210,9 @@ pub struct KafkaSourceConfig {
     /// Commit as soon as this many records were processed since the last commit (default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_batch_size: Option<u32>,
-    /// Records in flight per partition before the partition is paused (default 64): waiting
-    /// and, unless `ordering` is `partition`, being delivered at the same time.
+    /// Records queued per partition (default 64); one more fetch (1 MiB) is held beyond them
+    /// before the partition is paused. Unless `ordering` is `partition`, also how many records
+    /// of a partition are delivered at the same time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight_per_partition: Option<u32>,
     /// Which records of one partition may be delivered at the same time (default `partition`).
