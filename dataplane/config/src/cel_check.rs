@@ -18,13 +18,171 @@ pub struct CelProblem {
     pub hint: Option<String>,
 }
 
-/// Compiles `expr` (panics inside the parser are turned into errors: config must never crash us).
-pub fn compile(expr: &str) -> Result<cel::Program, String> {
-    match catch_unwind(AssertUnwindSafe(|| cel::Program::compile(expr))) {
-        Ok(Ok(p)) => Ok(p),
-        Ok(Err(e)) => Err(e.to_string().trim().to_owned()),
-        Err(_) => Err("the CEL parser could not handle this expression".to_owned()),
+/// Longest expression accepted, in bytes. Real mappings are a few hundred bytes; the bound keeps
+/// parse time and memory small, and stays below the parser's 65,535-column position limit (a
+/// syntax error beyond it panics inside the `cel` parser).
+pub const MAX_EXPRESSION_BYTES: usize = 32 * 1024;
+
+/// Deepest expression tree accepted (after macro expansion): `data.a.b` is 3 deep, each
+/// operand of a `+` chain one more. The interpreter recurses once per level, so this bound is
+/// what lets an evaluation fit the [`EVAL_STACK_SIZE`] stack (a test evaluates an expression
+/// at the bound on such a stack).
+pub const MAX_EXPRESSION_DEPTH: usize = 128;
+
+/// Stack of every thread that evaluates CEL: the data plane's runtime threads, and the thread
+/// `fiso transform test` and `fiso validate` evaluate on, so an expression that runs there runs
+/// in a flow. Measured: an expression at [`MAX_EXPRESSION_DEPTH`] (`+`, `-`, method and index
+/// chains alike) needs about 6 MiB in a debug build, far less in release; only the pages used
+/// are committed.
+pub const EVAL_STACK_SIZE: usize = 16 * 1024 * 1024;
+
+/// Runs `f` on a thread with the [`EVAL_STACK_SIZE`] stack: how the CLI evaluates CEL (and
+/// folds constants while compiling) on the stack a flow would, whatever the main thread's is.
+pub fn on_eval_stack<R: Send>(f: impl FnOnce() -> R + Send) -> std::io::Result<R> {
+    std::thread::scope(|scope| {
+        let thread = std::thread::Builder::new()
+            .name("cel-eval".to_owned())
+            .stack_size(EVAL_STACK_SIZE)
+            .spawn_scoped(scope, f)?;
+        Ok(thread
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+    })
+}
+
+/// Stack of the thread a parse runs on. The parser and its parse tree recurse once per level
+/// before the depth is known: the deepest tree [`MAX_EXPRESSION_BYTES`] can spell must fit.
+const PARSE_STACK_SIZE: usize = 256 * 1024 * 1024;
+
+/// Parses `source` with `parse` within the bounds above, on a thread with a stack large enough
+/// for any expression of [`MAX_EXPRESSION_BYTES`]: too long, too deep, or a parser panic is an
+/// error, never a crash. `parse` reports syntax errors in its own words; `tree` gives the
+/// expression of what it parsed, whose depth is checked (and which is dropped on the parse
+/// thread when too deep: dropping is recursive too).
+pub fn parse_bounded<T: Send>(
+    source: &str,
+    parse: impl FnOnce(&str) -> Result<T, String> + Send,
+    tree: impl Fn(&T) -> &cel::IdedExpr + Send,
+) -> Result<T, ParseFailure> {
+    if source.len() > MAX_EXPRESSION_BYTES {
+        return Err(ParseFailure::Bound(format!(
+            "the expression is {} bytes long; the limit is {MAX_EXPRESSION_BYTES} bytes",
+            source.len()
+        )));
     }
+    let parser_failed = || ParseFailure::Bound("the CEL parser could not handle it".to_owned());
+    let on_parse_thread = move || {
+        let parsed = catch_unwind(AssertUnwindSafe(|| parse(source)))
+            .map_err(|_| parser_failed())?
+            .map_err(ParseFailure::Syntax)?;
+        let depth = depth(tree(&parsed));
+        if depth > MAX_EXPRESSION_DEPTH {
+            return Err(ParseFailure::Bound(format!(
+                "the expression nests {depth} levels deep; the limit is {MAX_EXPRESSION_DEPTH}"
+            )));
+        }
+        Ok(parsed)
+    };
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("cel-parse".to_owned())
+            .stack_size(PARSE_STACK_SIZE)
+            .spawn_scoped(scope, on_parse_thread)
+            .map_err(|e| ParseFailure::Bound(format!("cannot start a thread to parse it: {e}")))?
+            .join()
+            .unwrap_or_else(|_| Err(parser_failed()))
+    })
+}
+
+/// The parser's errors, each with its position, without quoting the source (which may be
+/// long); at most the first three.
+pub fn describe_syntax(errors: cel::ParseErrors) -> String {
+    let messages: Vec<String> = errors
+        .errors
+        .iter()
+        .take(3)
+        .map(|e| {
+            let (line, column) = e.pos;
+            if line > 1 {
+                format!("invalid CEL at line {line}, column {column}: {}", e.msg)
+            } else {
+                format!("invalid CEL at column {column}: {}", e.msg)
+            }
+        })
+        .collect();
+    if messages.is_empty() {
+        "invalid CEL".to_owned()
+    } else {
+        messages.join("; ")
+    }
+}
+
+/// Why [`parse_bounded`] refused an expression.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseFailure {
+    /// Beyond a bound of every expression (or one the parser cannot handle).
+    #[error("{0}")]
+    Bound(String),
+    /// Not valid CEL, in the words of the parse function.
+    #[error("{0}")]
+    Syntax(String),
+}
+
+/// Depth of an expression tree, without recursion (it may be far deeper than the bound).
+pub fn depth(root: &cel::IdedExpr) -> usize {
+    use cel::common::ast::{EntryExpr, Expr};
+    let mut deepest = 0;
+    let mut pending = vec![(root, 1)];
+    while let Some((node, level)) = pending.pop() {
+        deepest = deepest.max(level);
+        let below = level + 1;
+        match &node.expr {
+            Expr::Call(call) => {
+                pending.extend(call.target.as_deref().map(|t| (t, below)));
+                pending.extend(call.args.iter().map(|a| (a, below)));
+            }
+            Expr::Select(select) => pending.push((&select.operand, below)),
+            Expr::List(list) => pending.extend(list.elements.iter().map(|e| (e, below))),
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    if let EntryExpr::MapEntry(e) = &entry.expr {
+                        pending.extend([(&e.key, below), (&e.value, below)]);
+                    }
+                }
+            }
+            Expr::Struct(strct) => {
+                for entry in &strct.entries {
+                    match &entry.expr {
+                        EntryExpr::StructField(f) => pending.push((&f.value, below)),
+                        EntryExpr::MapEntry(e) => {
+                            pending.extend([(&e.key, below), (&e.value, below)])
+                        }
+                    }
+                }
+            }
+            Expr::Comprehension(c) => pending.extend(
+                [
+                    &c.iter_range,
+                    &c.accu_init,
+                    &c.loop_cond,
+                    &c.loop_step,
+                    &c.result,
+                ]
+                .map(|e| (e, below)),
+            ),
+            Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => {}
+        }
+    }
+    deepest
+}
+
+/// Compiles `expr` within the bounds of [`parse_bounded`] (config must never crash us).
+pub fn compile(expr: &str) -> Result<cel::Program, ParseFailure> {
+    parse_bounded(
+        expr,
+        |source| cel::Program::compile(source).map_err(describe_syntax),
+        cel::Program::expression,
+    )
 }
 
 /// Checks that `expr` compiles and references only [`SCOPE_VARIABLES`].
@@ -35,11 +193,17 @@ pub fn check(expr: &str) -> Result<(), CelProblem> {
             hint: Some(format!("write `data.{path}` instead")),
         });
     }
-    let program = compile(expr).map_err(|e| CelProblem {
-        message: format!("invalid CEL expression `{expr}`: {e}"),
-        hint: Some(
-            "string literals must be quoted inside the YAML value, e.g. '\"pending\"'".into(),
-        ),
+    let program = compile(expr).map_err(|e| match e {
+        ParseFailure::Bound(message) => CelProblem {
+            message,
+            hint: Some("split it into several fields, or simplify it".into()),
+        },
+        ParseFailure::Syntax(e) => CelProblem {
+            message: format!("invalid CEL expression `{}`: {e}", excerpt(expr)),
+            hint: Some(
+                "string literals must be quoted inside the YAML value, e.g. '\"pending\"'".into(),
+            ),
+        },
     })?;
     if BINDING_MACROS.iter().any(|m| expr.contains(m)) {
         return Ok(());
@@ -66,6 +230,15 @@ pub fn check(expr: &str) -> Result<(), CelProblem> {
                 unknown[0]
             )),
         })
+    }
+}
+
+/// `expr`, cut to what a message can quote.
+fn excerpt(expr: &str) -> String {
+    const SHOWN: usize = 80;
+    match expr.char_indices().nth(SHOWN) {
+        Some((end, _)) => format!("{}…", &expr[..end]),
+        None => expr.to_owned(),
     }
 }
 

@@ -60,6 +60,38 @@ pub struct FlowConfig {
     /// Retries, backoff, dead-letter topic and offset commit policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_handling: Option<ErrorHandling>,
+    /// What the CEL expressions of one event may spend (transform fields, `cloudevents.*`, the
+    /// Kafka key, Temporal params); an event that exceeds it fails as TRANSFORM_FAILED.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cel_budget: Option<CelBudget>,
+}
+
+/// `celBudget`: the cost budget of one event's CEL evaluation (and of a constant expression,
+/// evaluated once at load). Each field has a default and a ceiling.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CelBudget {
+    /// Comprehension iterations (`map`, `filter`, `all`, `exists`, `exists_one`, `sortBy`), all
+    /// loops together. Default 100000, at most 100000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iterations: Option<u64>,
+    /// List and map elements produced (by `+`, `lists.range`, and in the result). Default
+    /// 100000, at most 10000000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elements: Option<u64>,
+    /// Bytes of strings produced (by `+`, `replace`, `join`, and in the result). Default 8Mi,
+    /// at most 256Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<ByteSize>,
+}
+
+impl CelBudget {
+    pub const DEFAULT_ITERATIONS: u64 = 100_000;
+    pub const DEFAULT_ELEMENTS: u64 = 100_000;
+    pub const DEFAULT_BYTES: u64 = 8 * 1024 * 1024;
+    pub const MAX_ITERATIONS: u64 = 100_000_000;
+    pub const MAX_ELEMENTS: u64 = 10_000_000;
+    pub const MAX_BYTES: u64 = 256 * 1024 * 1024;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ use cel::Value;
 use chrono::SecondsFormat;
 use serde_json::{Map as JsonMap, Number, Value as Json};
 
+use crate::budget::{self, Resource};
+
 pub use crate::json_val::{json_to_val, JsonRef};
 
 /// A CEL value that has no JSON form.
@@ -140,12 +142,11 @@ pub fn val_to_json(val: &dyn Val) -> Result<Json, ConversionError> {
         Kind::Int => Json::from(*val.downcast_ref::<CelInt>().ok_or_else(wrong)?.inner()),
         Kind::UInt => Json::from(*val.downcast_ref::<CelUInt>().ok_or_else(wrong)?.inner()),
         Kind::Double => float(*val.downcast_ref::<CelDouble>().ok_or_else(wrong)?.inner())?,
-        Kind::String => Json::String(
-            val.downcast_ref::<CelString>()
-                .ok_or_else(wrong)?
-                .inner()
-                .to_owned(),
-        ),
+        Kind::String => {
+            let text = val.downcast_ref::<CelString>().ok_or_else(wrong)?.inner();
+            charge(Resource::Bytes, text.len())?;
+            Json::String(text.to_owned())
+        }
         Kind::Bytes => Json::String(
             base64::engine::general_purpose::STANDARD
                 .encode(val.downcast_ref::<CelBytes>().ok_or_else(wrong)?.inner()),
@@ -167,7 +168,9 @@ pub fn val_to_json(val: &dyn Val) -> Result<Json, ConversionError> {
         ),
         Kind::List => {
             let items = val.as_iterable().ok_or_else(wrong)?;
-            let mut out = Vec::with_capacity(val.as_sizer().map_or(0, size));
+            let len = val.as_sizer().map_or(0, size);
+            charge(Resource::Elements, len)?;
+            let mut out = Vec::with_capacity(len);
             let mut iter = items.iter();
             while let Some(item) = iter.next() {
                 out.push(val_to_json(item)?);
@@ -186,6 +189,13 @@ pub fn val_to_json(val: &dyn Val) -> Result<Json, ConversionError> {
     })
 }
 
+/// Output counts against the evaluation's budget: it is where a cheap expression
+/// (`data.l.map(x, data.s)`) turns into memory.
+fn charge(resource: Resource, amount: usize) -> Result<(), ConversionError> {
+    budget::charge(resource, u64::try_from(amount).unwrap_or(u64::MAX))
+        .map_err(ConversionError::new)
+}
+
 fn size(sizer: &dyn cel::common::traits::Sizer) -> usize {
     usize::try_from(*sizer.size().inner()).unwrap_or(0)
 }
@@ -197,6 +207,7 @@ fn map_to_json(val: &dyn Val) -> Result<Json, ConversionError> {
             .iter()
             .map(|(k, v)| Ok((val_key_to_string(k.inner())?, v.as_ref())))
             .collect::<Result<Vec<_>, ConversionError>>()?;
+        charge(Resource::Elements, entries.len())?;
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         let mut out = JsonMap::with_capacity(entries.len());
         for (k, v) in entries {
@@ -208,7 +219,9 @@ fn map_to_json(val: &dyn Val) -> Result<Json, ConversionError> {
     let no_form = || ConversionError::new("a map without keys or lookup has no JSON form");
     let keys = val.as_iterable().ok_or_else(no_form)?;
     let index = val.as_indexer().ok_or_else(no_form)?;
-    let mut out = JsonMap::with_capacity(val.as_sizer().map_or(0, size));
+    let len = val.as_sizer().map_or(0, size);
+    charge(Resource::Elements, len)?;
+    let mut out = JsonMap::with_capacity(len);
     let mut iter = keys.iter();
     while let Some(key) = iter.next() {
         let value = index

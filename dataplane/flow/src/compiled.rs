@@ -4,9 +4,12 @@
 use std::borrow::Cow;
 
 use cloudevents::{Data, Event};
+use fiso_config::flow::SinkSpec;
 use fiso_config::FlowConfig;
 use serde_json::Value as Json;
 
+use crate::budget::Budget;
+use crate::expr::CompiledExpr;
 use crate::{Envelope, FlowDefaults, FlowError, InputEvent, Scope, Transformer};
 
 /// A flow ready to process events.
@@ -16,6 +19,7 @@ pub struct CompiledFlow {
     defaults: FlowDefaults,
     transformer: Transformer,
     envelope: Envelope,
+    budget: Budget,
 }
 
 /// What a flow made of one event.
@@ -65,14 +69,16 @@ impl CompiledFlow {
         };
         let empty = Default::default();
         let fields = config.transform.as_ref().map_or(&empty, |t| &t.fields);
-        let transformer = Transformer::compile(fields).unwrap_or_else(|mut e| {
+        let budget = Budget::of(config.cel_budget.as_ref());
+        let transformer = Transformer::compile_with(fields, budget).unwrap_or_else(|mut e| {
             errors.append(&mut e);
             Transformer::passthrough()
         });
-        let envelope = Envelope::compile(config.cloudevents.as_ref()).unwrap_or_else(|mut e| {
-            errors.append(&mut e);
-            Envelope::default()
-        });
+        let envelope =
+            Envelope::compile_with(config.cloudevents.as_ref(), budget).unwrap_or_else(|mut e| {
+                errors.append(&mut e);
+                Envelope::default()
+            });
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -81,7 +87,47 @@ impl CompiledFlow {
             name,
             transformer,
             envelope,
+            budget,
         })
+    }
+
+    /// What one event's CEL evaluations may spend (`celBudget`).
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Whether processing an event may take long: a field or an override loops, or calls a
+    /// function whose cost grows faster than its input.
+    pub fn is_heavy(&self) -> bool {
+        self.transformer.is_heavy() || self.envelope.is_heavy()
+    }
+
+    /// Every CEL expression of `config` compiled as loading the flow compiles it (transform,
+    /// envelope, Kafka key, Temporal params; constants folded within the flow's budget), with
+    /// no I/O: what `fiso validate` runs so it refuses exactly what loading would.
+    pub fn check(config: &FlowConfig) -> Vec<FlowError> {
+        let mut errors = CompiledFlow::compile(config).err().unwrap_or_default();
+        let budget = Budget::of(config.cel_budget.as_ref());
+        let sink_exprs: Vec<(String, &str)> = match &config.sink {
+            SinkSpec::Kafka(k) => k
+                .key
+                .iter()
+                .map(|e| ("sink.config.key".to_owned(), e.as_str()))
+                .collect(),
+            SinkSpec::Temporal(t) => t
+                .params
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("sink.config.params[{i}].expr"), p.expr.as_str()))
+                .collect(),
+            SinkSpec::Http(_) | SinkSpec::Grpc(_) => Vec::new(),
+        };
+        for (path, source) in sink_exprs {
+            if let Err(message) = CompiledExpr::compile_with(source, budget) {
+                errors.push(FlowError::compile(path, message));
+            }
+        }
+        errors
     }
 
     pub fn name(&self) -> &str {
@@ -107,7 +153,7 @@ impl CompiledFlow {
     pub fn process(&self, mut input: InputEvent) -> Result<ProcessedEvent, FlowError> {
         let (transformed, overrides) = {
             // One scope for both: the overrides see the input as the transform did.
-            let scope = Scope::new(&input);
+            let scope = Scope::with_budget(&input, self.budget);
             let transformed = self.transformer.apply(&scope)?;
             (transformed, self.envelope.resolve(&scope)?)
         };

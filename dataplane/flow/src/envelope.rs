@@ -21,6 +21,7 @@ use serde_json::Value as Json;
 use cel::common::types::{CelNull, CelString};
 use cel::common::value::Val;
 
+use crate::budget::Budget;
 use crate::event::is_json_content_type;
 use crate::expr::CompiledExpr;
 use crate::{FlowError, InputEvent, Scope};
@@ -69,10 +70,18 @@ impl Envelope {
     /// Compiles the overrides, reporting every one that does not compile (paths
     /// `cloudevents.<attribute>`).
     pub fn compile(config: Option<&CloudEventsConfig>) -> Result<Envelope, Vec<FlowError>> {
+        Envelope::compile_with(config, Budget::DEFAULT)
+    }
+
+    /// [`Envelope::compile`], folding constant attributes within `budget`.
+    pub fn compile_with(
+        config: Option<&CloudEventsConfig>,
+        budget: Budget,
+    ) -> Result<Envelope, Vec<FlowError>> {
         let mut envelope = Envelope::default();
         let mut errors = Vec::new();
         for (name, source) in config.into_iter().flat_map(CloudEventsConfig::entries) {
-            match compile_attribute(name, source) {
+            match compile_attribute(name, source, budget) {
                 Ok(attribute) => {
                     let slot = match name {
                         "id" => &mut envelope.id,
@@ -99,6 +108,21 @@ impl Envelope {
     pub fn build(&self, input: &InputEvent, transformed: Json) -> Result<Event, FlowError> {
         let overrides = self.resolve(&Scope::new(input))?;
         Self::assemble(overrides, input, transformed, false)
+    }
+
+    /// Whether an override may take long to evaluate ([`CompiledExpr::is_heavy`]).
+    pub fn is_heavy(&self) -> bool {
+        [
+            &self.id,
+            &self.type_,
+            &self.source,
+            &self.subject,
+            &self.data,
+            &self.datacontenttype,
+            &self.dataschema,
+        ]
+        .into_iter()
+        .any(|a| matches!(a, Some(Attribute::Expr(e)) if e.is_heavy()))
     }
 
     /// Whether `data` is overridden, so the envelope does not carry the transform's output.
@@ -205,7 +229,11 @@ impl Envelope {
     }
 }
 
-fn compile_attribute(name: &'static str, source: &str) -> Result<Attribute, FlowError> {
+fn compile_attribute(
+    name: &'static str,
+    source: &str,
+    budget: Budget,
+) -> Result<Attribute, FlowError> {
     let path = || format!("cloudevents.{name}");
     if source.trim().is_empty() {
         return Err(FlowError::compile(path(), "must not be empty"));
@@ -218,7 +246,7 @@ fn compile_attribute(name: &'static str, source: &str) -> Result<Attribute, Flow
         }
         return Ok(Attribute::Literal(literal.to_owned()));
     }
-    CompiledExpr::compile(source)
+    CompiledExpr::compile_with(source, budget)
         .map(Attribute::Expr)
         .map_err(|message| FlowError::compile(path(), message))
 }
@@ -250,7 +278,7 @@ fn eval_text(
         Attribute::Expr(expr) => match scope.read_path(expr) {
             Some(json) => Ok(json_text(json)),
             None => scope
-                .eval_with(expr, text_of)
+                .eval_with(expr, |val| Ok(text_of(val)))
                 .map_err(|e| FlowError::wrap(name, e.to_string())),
         },
     }

@@ -22,12 +22,14 @@
 //! * A helpful message for JSONPath (`$.x`), which v0.8 replaced by CEL (`data.x`).
 
 use cel::common::ast::{
-    operators, CallExpr, EntryExpr, Expr, IdedExpr, ListExpr, LiteralValue, MapExpr, StructExpr,
+    operators, CallExpr, ComprehensionExpr, EntryExpr, Expr, IdedExpr, ListExpr, LiteralValue,
+    MapExpr, StructExpr,
 };
 use cel::common::types::CelString;
-use cel::ParseErrors;
+use fiso_config::cel_check::{describe_syntax, parse_bounded};
 use serde_json::Value as Json;
 
+use crate::budget::Budget;
 use crate::scope::{self, functions, ENV, VARIABLES};
 
 /// How deep comprehensions (`map`, `filter`, `all`, `exists`, `exists_one`) may nest in one
@@ -73,6 +75,9 @@ pub struct CompiledExpr {
     constant: Option<Json>,
     /// Set when the expression is a variable or a chain of field names on `data`.
     path: Option<Path>,
+    /// Whether evaluating it may take long (loops, quadratic or regex functions): such an
+    /// evaluation is moved off the async runtime's workers.
+    heavy: bool,
 }
 
 /// A plain field mapping (`data.customer.name`, `time`), the most common expression, which
@@ -130,8 +135,15 @@ impl Path {
 }
 
 impl CompiledExpr {
-    /// Compiles `source`; the error is a one-line message without the field path.
+    /// Compiles `source` with the default [`Budget`] for constant folding; the error is a
+    /// one-line message without the field path.
     pub fn compile(source: &str) -> Result<CompiledExpr, String> {
+        CompiledExpr::compile_with(source, Budget::DEFAULT)
+    }
+
+    /// Compiles `source` within the bounds of [`parse_bounded`] (length, depth, parser
+    /// panics); an expression that reads no variable is evaluated here, within `budget`.
+    pub fn compile_with(source: &str, budget: Budget) -> Result<CompiledExpr, String> {
         #[cfg(test)]
         COMPILATIONS.with(|n| n.set(n.get() + 1));
 
@@ -142,7 +154,12 @@ impl CompiledExpr {
         if let Some(message) = jsonpath_message(trimmed) {
             return Err(message);
         }
-        let mut ast = ENV.parser().parse(source).map_err(parse_message)?;
+        let mut ast = parse_bounded(
+            source,
+            |source| ENV.parser().parse(source).map_err(describe_syntax),
+            |ast| ast,
+        )
+        .map_err(|e| e.to_string())?;
         let mut adapter = Adapter::default();
         adapter.adapt(&mut ast);
         if !adapter.problems.is_empty() {
@@ -152,11 +169,12 @@ impl CompiledExpr {
         let constant = if adapter.uses_scope {
             None
         } else {
-            Some(scope::eval_constant(&ast).map_err(|e| format!("always fails: {e}"))?)
+            Some(scope::eval_constant(&ast, budget).map_err(|e| format!("always fails: {e}"))?)
         };
         Ok(CompiledExpr {
             source: source.to_owned(),
             path: Path::of(&ast),
+            heavy: adapter.heavy,
             ast,
             constant,
         })
@@ -178,6 +196,11 @@ impl CompiledExpr {
     pub(crate) fn path(&self) -> Option<&Path> {
         self.path.as_ref()
     }
+
+    /// Whether an evaluation may take long (see the field); a constant never does.
+    pub fn is_heavy(&self) -> bool {
+        self.heavy && self.constant.is_none()
+    }
 }
 
 /// v0.7 configs used JSONPath (`$.legacy_id`); say what replaced it rather than "syntax error".
@@ -187,26 +210,6 @@ fn jsonpath_message(source: &str) -> Option<String> {
         "JSONPath `{source}` is not supported: JSONPath `$.x` was replaced by CEL `data.x` in \
          v0.8 (write `data{rest}`)"
     ))
-}
-
-fn parse_message(errors: ParseErrors) -> String {
-    let messages: Vec<String> = errors
-        .errors
-        .iter()
-        .map(|e| {
-            let (line, column) = e.pos;
-            if line > 1 {
-                format!("invalid CEL at line {line}, column {column}: {}", e.msg)
-            } else {
-                format!("invalid CEL at column {column}: {}", e.msg)
-            }
-        })
-        .collect();
-    if messages.is_empty() {
-        "invalid CEL".to_owned()
-    } else {
-        messages.join("; ")
-    }
 }
 
 /// Applies the rewrites and checks of the module documentation.
@@ -219,6 +222,8 @@ struct Adapter {
     uses_scope: bool,
     /// Comprehension bodies the walk is inside.
     nesting: usize,
+    /// A loop or a function whose cost grows faster than its input was seen.
+    heavy: bool,
 }
 
 impl Adapter {
@@ -263,8 +268,11 @@ impl Adapter {
                 for arg in &mut call.args {
                     self.adapt(arg);
                 }
+                self.heavy |= HEAVY_FUNCTIONS.contains(&call.func_name.as_str());
                 if call.target.is_none() {
                     rewrite_call(id, call, &mut self.problems);
+                } else {
+                    rewrite_member_call(id, call);
                 }
                 None
             }
@@ -308,6 +316,8 @@ impl Adapter {
                 self.nesting -= 1;
                 self.adapt(&mut comp.result);
                 self.bound.truncate(depth);
+                self.heavy = true;
+                count_iterations(comp);
                 None
             }
             Expr::Literal(_) | Expr::Unspecified => None,
@@ -356,7 +366,8 @@ fn undeclared(name: &str) -> String {
 fn rewrite_call(id: u64, call: &mut CallExpr, problems: &mut Vec<String>) {
     let args = call.args.as_slice();
     let replacement = match (call.func_name.as_str(), args.len()) {
-        (operators::ADD, 2) if !args.iter().any(is_non_number) => functions::ADD,
+        // Always Fiso's: it charges the budget for what a concatenation makes.
+        (operators::ADD, 2) if !is_accumulator(&args[0]) => functions::ADD,
         (operators::SUBSTRACT, 2) => functions::SUB,
         (operators::MULTIPLY, 2) => functions::MUL,
         (operators::DIVIDE, 2) => functions::DIV,
@@ -380,18 +391,110 @@ fn rewrite_call(id: u64, call: &mut CallExpr, problems: &mut Vec<String>) {
     call.func_name = replacement.to_owned();
 }
 
-/// A literal that is not a number, or CEL's own `+` (kept only for such operands): `+` on it
-/// never mixes number types.
-fn is_non_number(expr: &IdedExpr) -> bool {
-    match &expr.expr {
-        Expr::Literal(literal) => !matches!(
-            literal,
-            LiteralValue::Int(_) | LiteralValue::UInt(_) | LiteralValue::Double(_)
-        ),
-        Expr::List(_) | Expr::Map(_) => true,
-        Expr::Call(call) => call.func_name == operators::ADD,
-        _ => false,
+/// Functions whose cost grows faster than their input (`distinct` compares every pair, `sort`
+/// sorts, `matches` compiles a regular expression per call).
+const HEAVY_FUNCTIONS: [&str; 3] = ["distinct", "sort", "matches"];
+
+/// Routes the member calls that can make far more than they are given through Fiso's
+/// functions, which charge the budget before they allocate: `s.replace(a, b[, n])`,
+/// `l.join([sep])` (a long replacement or separator multiplies its input), `l.distinct()`
+/// (charged one iteration per pair it may compare).
+fn rewrite_member_call(id: u64, call: &mut CallExpr) {
+    let function = match (call.func_name.as_str(), call.args.len()) {
+        ("replace", 2 | 3) => functions::REPLACE,
+        ("join", 0 | 1) => functions::JOIN,
+        ("distinct", 0) => {
+            if let Some(target) = call.target.as_deref_mut() {
+                let list = std::mem::take(target);
+                *target = wrap(id, functions::PAIRS, list);
+            }
+            return;
+        }
+        _ => return,
+    };
+    let Some(target) = call.target.take() else {
+        return;
+    };
+    call.args.insert(0, *target);
+    call.func_name = function.to_owned();
+}
+
+/// `function(expr)`.
+fn wrap(id: u64, function: &str, expr: IdedExpr) -> IdedExpr {
+    IdedExpr {
+        id,
+        expr: Expr::Call(CallExpr {
+            func_name: function.to_owned(),
+            target: None,
+            args: vec![expr],
+        }),
     }
+}
+
+/// Makes every iteration of `comp` charge one iteration to the budget, through a call of
+/// [`functions::TICK`] (which returns its argument) on an expression evaluated exactly once
+/// per iteration. For `map` / `filter`, whose shape the interpreter recognises to append in
+/// place (a literal condition, `@result + [e]` or `g ? @result + [e] : @result`), that is `g`,
+/// else `e`, so the shape is kept; for every other loop it is the loop condition.
+fn count_iterations(comp: &mut ComprehensionExpr) {
+    let target = counted(comp);
+    let inner = std::mem::take(target);
+    *target = wrap(inner.id, functions::TICK, inner);
+}
+
+/// The shapes of a `map` / `filter` loop step.
+enum Append {
+    /// `@result + [e]`
+    Plain,
+    /// `g ? @result + [e] : @result`
+    Guarded,
+}
+
+fn append_shape(comp: &ComprehensionExpr) -> Option<Append> {
+    let accu = comp.accu_var.as_str();
+    let is_accu = |e: &IdedExpr| matches!(&e.expr, Expr::Ident(name) if name == accu);
+    let appends = |e: &IdedExpr| match &e.expr {
+        Expr::Call(call) if call.func_name == operators::ADD && call.target.is_none() => {
+            matches!(call.args.as_slice(), [lhs, rhs] if is_accu(lhs)
+                && matches!(&rhs.expr, Expr::List(l) if l.elements.len() == 1))
+        }
+        _ => false,
+    };
+    if !is_accu(&comp.result) || !matches!(comp.loop_cond.expr, Expr::Literal(_)) {
+        return None;
+    }
+    match &comp.loop_step.expr {
+        Expr::Call(step) if step.func_name == operators::CONDITIONAL && step.target.is_none() => {
+            match step.args.as_slice() {
+                [_, then, otherwise] if is_accu(otherwise) && appends(then) => {
+                    Some(Append::Guarded)
+                }
+                _ => None,
+            }
+        }
+        _ if appends(&comp.loop_step) => Some(Append::Plain),
+        _ => None,
+    }
+}
+
+/// The expression of `comp` evaluated once per iteration (see [`count_iterations`]).
+fn counted(comp: &mut ComprehensionExpr) -> &mut IdedExpr {
+    let shape = append_shape(comp);
+    let step = match (&mut comp.loop_step.expr, shape) {
+        (Expr::Call(step), Some(Append::Guarded)) => return &mut step.args[0],
+        (Expr::Call(step), Some(Append::Plain)) => step,
+        _ => return &mut comp.loop_cond,
+    };
+    match &mut step.args[1].expr {
+        Expr::List(list) => &mut list.elements[0],
+        _ => &mut comp.loop_cond,
+    }
+}
+
+/// The accumulator of a comprehension (`@result`, a name CEL source cannot spell): its `+` is
+/// the interpreter's in-place append, charged per iteration already.
+fn is_accumulator(expr: &IdedExpr) -> bool {
+    matches!(&expr.expr, Expr::Ident(name) if name.starts_with('@'))
 }
 
 /// A scalar literal: its own equality is symmetric with every value, lists and maps included.
@@ -551,9 +654,10 @@ mod tests {
         for (source, function) in [
             ("data.a + data.b", functions::ADD),
             ("data.a + 1", functions::ADD),
-            ("data.a + ' '", operators::ADD),
-            ("data.a + ' ' + data.b", operators::ADD),
-            ("data.l + [1]", operators::ADD),
+            // `+` is always Fiso's: it charges the budget for what it concatenates.
+            ("data.a + ' '", functions::ADD),
+            ("data.a + ' ' + data.b", functions::ADD),
+            ("data.l + [1]", functions::ADD),
             ("data.a * 2", functions::MUL),
             ("data.a == data.b", functions::EQ),
             ("data.a == 'x'", operators::EQUALS),
@@ -566,6 +670,75 @@ mod tests {
         ] {
             assert_eq!(root_call(source), function, "{source}");
         }
+    }
+
+    /// Fuzzing and review findings: each of these crashed or stalled `fiso flow` before the
+    /// bounds existed, and each must be refused here, cleanly, as in `fiso validate`.
+    #[test]
+    fn expressions_beyond_the_bounds_are_refused_with_the_limit() {
+        let chain = format!("data{}", ".a".repeat(5_000));
+        assert_eq!(
+            error(&chain),
+            "the expression nests 5001 levels deep; the limit is 128"
+        );
+        let sum = vec!["data.s"; 2_000].join(" + ");
+        assert!(error(&sum).contains("the limit is 128"), "{sum}");
+        // A syntax error past column 65,535 panicked inside the parser.
+        let long = format!("data.x + {})", "1 + ".repeat(16_500));
+        assert_eq!(
+            error(&long),
+            "the expression is 66010 bytes long; the limit is 32768 bytes"
+        );
+    }
+
+    #[test]
+    fn the_deepest_accepted_expressions_evaluate_on_the_eval_stack() {
+        use fiso_config::cel_check::{on_eval_stack, MAX_EXPRESSION_DEPTH};
+        // `data` and 127 selections: exactly the bound.
+        let chain = format!("data{}", ".a".repeat(MAX_EXPRESSION_DEPTH - 1));
+        // 126 `+` over `data.n` (a selection on a variable: two levels).
+        let sum = vec!["data.n"; MAX_EXPRESSION_DEPTH - 1].join(" + ");
+        let mut nested = serde_json::json!(1);
+        for _ in 1..MAX_EXPRESSION_DEPTH {
+            nested = serde_json::json!({ "a": nested });
+        }
+        let data = serde_json::json!({"a": nested["a"], "n": 1});
+        for (source, expected) in [
+            (chain.as_str(), serde_json::json!(1)),
+            (&sum, serde_json::json!(127)),
+        ] {
+            let expr = CompiledExpr::compile(source).expect(source);
+            assert_eq!(
+                fiso_config::cel_check::depth(expr.ast()),
+                MAX_EXPRESSION_DEPTH
+            );
+            let data = data.clone();
+            let value = on_eval_stack(move || {
+                let flow = crate::FlowDefaults::new("t");
+                let input = crate::InputEvent::from_json(data, flow.event()).expect("input");
+                // Bypass the direct read of plain field paths: the interpreter must recurse.
+                let scope = crate::Scope::new(&input);
+                scope.eval_with(&expr, |v| {
+                    crate::cel_value::val_to_json(v).map_err(|e| e.to_string())
+                })
+            })
+            .expect("thread");
+            assert_eq!(value, Ok(expected), "{source}");
+        }
+        assert!(error(&format!("{chain}.a")).contains("nests 129 levels"));
+    }
+
+    #[test]
+    fn a_parser_panic_is_an_error() {
+        let failure = fiso_config::cel_check::parse_bounded(
+            "x",
+            |_| -> Result<IdedExpr, String> { panic!("inside the parser") },
+            |ast| ast,
+        );
+        assert_eq!(
+            failure.expect_err("panicked").to_string(),
+            "the CEL parser could not handle it"
+        );
     }
 
     #[test]

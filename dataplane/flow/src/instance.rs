@@ -120,6 +120,22 @@ pub struct FlowInstance {
     metrics: FlowMetrics,
     /// Set when a reload removes this flow: a flow of another name may take over its routes.
     retiring: AtomicBool,
+    /// Whether evaluating an event's CEL may take long (loops, see
+    /// [`CompiledFlow::is_heavy`]): such flows evaluate off the async workers.
+    heavy: bool,
+}
+
+/// Runs `f`, which may take long (up to its CEL budget), without holding up the other tasks of
+/// the async worker it is called on: on the multi-threaded runtime the worker hands its queue
+/// to another thread for the duration, so other flows and the health server keep being served.
+fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
 }
 
 impl FlowInstance {
@@ -170,6 +186,7 @@ impl FlowInstance {
             RetryPolicy::from_config(config.error_handling.as_ref()),
             config.kafka.as_ref(),
             transactional_id.as_deref(),
+            compiled.budget(),
         )?;
         let dlq = match &config.source {
             // A Kafka source dead-letters to `fiso-dlq-<flow>` unless told otherwise; with
@@ -183,6 +200,7 @@ impl FlowInstance {
                 .map_err(BuildError::DeadLetter)?,
         };
         Ok(Arc::new(FlowInstance {
+            heavy: compiled.is_heavy() || sink.is_heavy(),
             name: compiled.name().to_owned(),
             version: version.to_owned(),
             config: config.clone(),
@@ -226,18 +244,26 @@ impl FlowInstance {
         let started = Instant::now();
         let mut key = None;
         let mut temporal_params = Vec::new();
-        let processed = input.and_then(|mut event| {
-            if let Some(tp) = &ctx.traceparent {
-                event.set_extension("traceparent", tp.clone())?;
-            }
-            if let Sink::Kafka(s) = &self.sink {
-                key = s.key(&Scope::new(&event))?;
-            }
-            if let Sink::Temporal(s) = &self.sink {
-                temporal_params = s.params(&Scope::new(&event))?;
-            }
-            self.compiled.process(event)
-        });
+        let budget = self.compiled.budget();
+        let evaluate = || {
+            input.and_then(|mut event| {
+                if let Some(tp) = &ctx.traceparent {
+                    event.set_extension("traceparent", tp.clone())?;
+                }
+                if let Sink::Kafka(s) = &self.sink {
+                    key = s.key(&Scope::with_budget(&event, budget))?;
+                }
+                if let Sink::Temporal(s) = &self.sink {
+                    temporal_params = s.params(&Scope::with_budget(&event, budget))?;
+                }
+                self.compiled.process(event)
+            })
+        };
+        let processed = if self.heavy {
+            off_the_workers(evaluate)
+        } else {
+            evaluate()
+        };
         // Only when interceptors ask for headers does the delivery need its own context.
         let mut with_headers = None;
         let processed = match processed {

@@ -22,6 +22,7 @@
 //! runs many flows (and shares HTTP ports), the supervisor that restarts failed flows, and hot
 //! reload of the config directory.
 
+pub mod budget;
 pub mod cel_value;
 pub mod compiled;
 pub mod envelope;
@@ -46,6 +47,7 @@ pub mod sink;
 pub mod source;
 pub mod supervisor;
 
+pub use budget::Budget;
 pub use compiled::{CompiledFlow, ProcessedEvent};
 pub use envelope::{literal_fallback, Envelope};
 pub use error::FlowError;

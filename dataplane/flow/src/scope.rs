@@ -21,6 +21,7 @@ use cel::context::VariableResolver;
 use cel::{extensions, Context, Env, ExecutionError, Value};
 use serde_json::Value as Json;
 
+use crate::budget::{Account, Budget};
 use crate::cel_value::{json_to_val, val_to_json};
 use crate::expr::{CompiledExpr, Path, Root};
 use crate::InputEvent;
@@ -53,15 +54,17 @@ static ROOT: LazyLock<Context<'static, 'static>> =
 pub struct EvalError(String);
 
 impl EvalError {
+    #[cfg(test)]
     pub(crate) fn new(message: impl Into<String>) -> Self {
         EvalError(message.into())
     }
 }
 
-/// The variables of one event, borrowed from it.
+/// The variables of one event, borrowed from it, and what its evaluations may still spend.
 pub struct Scope<'a> {
     input: &'a InputEvent,
     vars: Variables<'a>,
+    account: Account,
 }
 
 #[derive(Debug)]
@@ -93,9 +96,16 @@ impl VariableResolver for Variables<'_> {
 }
 
 impl<'a> Scope<'a> {
+    /// The scope of `input` with the default [`Budget`].
     pub fn new(input: &'a InputEvent) -> Self {
+        Scope::with_budget(input, Budget::DEFAULT)
+    }
+
+    /// The scope of `input`, whose evaluations together may spend `budget`.
+    pub fn with_budget(input: &'a InputEvent, budget: Budget) -> Self {
         Scope {
             input,
+            account: Account::new(budget),
             vars: Variables {
                 data: json_to_val(input.data()),
                 id: CelString::from(input.id()),
@@ -120,9 +130,7 @@ impl<'a> Scope<'a> {
         if let Some(value) = self.read_path(expr) {
             return Ok(value);
         }
-        self.eval_with(expr, |val| {
-            val_to_json(val).map_err(|e| EvalError::new(e.to_string()))
-        })?
+        self.eval_with(expr, |val| val_to_json(val).map_err(|e| e.to_string()))
     }
 
     /// The value of a plain field mapping whose field exists: the JSON CEL would produce,
@@ -154,24 +162,32 @@ impl<'a> Scope<'a> {
     }
 
     /// Evaluates `expr` and hands the CEL result to `f`, which must not keep it: it borrows
-    /// the scope.
+    /// the scope. Both run within the scope's budget.
     pub(crate) fn eval_with<R>(
         &self,
         expr: &CompiledExpr,
-        f: impl FnOnce(&dyn Val) -> R,
+        f: impl FnOnce(&dyn Val) -> Result<R, String>,
     ) -> Result<R, EvalError> {
-        let root: &Context<'_, '_> = &ROOT;
-        let mut ctx = root.new_inner_scope();
-        ctx.set_variable_resolver(&self.vars);
-        let value = Value::resolve_val(expr.ast(), &ctx).map_err(|e| EvalError(describe(&e)))?;
-        Ok(f(value.as_ref()))
+        self.account
+            .run(|| {
+                let root: &Context<'_, '_> = &ROOT;
+                let mut ctx = root.new_inner_scope();
+                ctx.set_variable_resolver(&self.vars);
+                let value = Value::resolve_val(expr.ast(), &ctx).map_err(|e| describe(&e))?;
+                f(value.as_ref())
+            })
+            .map_err(EvalError)
     }
 }
 
-/// The value of an expression that reads no variable.
-pub(crate) fn eval_constant(ast: &cel::IdedExpr) -> Result<Json, EvalError> {
-    let value = Value::resolve_val(ast, &ROOT).map_err(|e| EvalError(describe(&e)))?;
-    val_to_json(value.as_ref()).map_err(|e| EvalError::new(e.to_string()))
+/// The value of an expression that reads no variable, computed within `budget`.
+pub(crate) fn eval_constant(ast: &cel::IdedExpr, budget: Budget) -> Result<Json, EvalError> {
+    Account::new(budget)
+        .run(|| {
+            let value = Value::resolve_val(ast, &ROOT).map_err(|e| describe(&e))?;
+            val_to_json(value.as_ref()).map_err(|e| e.to_string())
+        })
+        .map_err(EvalError)
 }
 
 /// `cel`'s messages, in the lowercase style of the rest of Fiso's.
@@ -230,10 +246,13 @@ fn type_name(value: &Value) -> &'static str {
 /// names start with `@`, which no CEL identifier can, so expressions cannot call them
 /// directly.
 pub(crate) mod functions {
-    use cel::common::types::{CelBool, CelDouble, CelInt, CelUInt, Kind, DYN_TYPE};
+    use cel::common::types::{
+        CelBool, CelBytes, CelDouble, CelInt, CelString, CelUInt, Kind, DYN_TYPE,
+    };
     use cel::common::value::{CowVal, Val};
     use cel::{DeclarationError, Env, ExecutionError, Value};
 
+    use crate::budget::{self, Resource};
     use crate::json_val::deep_equals;
 
     pub(crate) const ADD: &str = "@fiso_add";
@@ -243,6 +262,14 @@ pub(crate) mod functions {
     pub(crate) const EQ: &str = "@fiso_eq";
     pub(crate) const NE: &str = "@fiso_ne";
     pub(crate) const IN: &str = "@fiso_in";
+    /// Charges one comprehension iteration; returns its argument.
+    pub(crate) const TICK: &str = "@fiso_tick";
+    /// Charges the pairs `distinct` may compare; returns its argument.
+    pub(crate) const PAIRS: &str = "@fiso_pairs";
+    /// `s.replace(old, new[, n])`, charged before it allocates.
+    pub(crate) const REPLACE: &str = "@fiso_replace";
+    /// `list.join([separator])`, charged before it allocates.
+    pub(crate) const JOIN: &str = "@fiso_join";
 
     pub(super) fn register(env: &mut Env) -> Result<(), DeclarationError> {
         let table: [(&str, cel::common::functions::Function); 7] = [
@@ -257,7 +284,169 @@ pub(crate) mod functions {
         for (name, function) in table {
             env.add_overload(name, name, vec![DYN_TYPE, DYN_TYPE], function)?;
         }
+        let charged: [(&str, usize, cel::common::functions::Function); 6] = [
+            (TICK, 1, tick),
+            (PAIRS, 1, pairs),
+            (REPLACE, 3, replace),
+            (REPLACE, 4, replace),
+            (JOIN, 1, join),
+            (JOIN, 2, join),
+        ];
+        for (name, arity, function) in charged {
+            let id = format!("{name}/{arity}");
+            env.add_overload(name, &id, (0..arity).map(|_| DYN_TYPE).collect(), function)?;
+        }
         Ok(())
+    }
+
+    fn over_budget(message: String) -> ExecutionError {
+        ExecutionError::function_error("budget", message)
+    }
+
+    fn charge(resource: Resource, amount: usize) -> Result<(), ExecutionError> {
+        budget::charge(resource, u64::try_from(amount).unwrap_or(u64::MAX)).map_err(over_budget)
+    }
+
+    fn tick<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        charge(Resource::Iterations, 1)?;
+        args.pop()
+            .ok_or_else(|| ExecutionError::invalid_argument_count(1, 0))
+    }
+
+    fn pairs<'b, 'v>(mut args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let list = args
+            .pop()
+            .ok_or_else(|| ExecutionError::invalid_argument_count(1, 0))?;
+        let n = list.as_sizer().map_or(0, |s| {
+            usize::try_from(*s.size().inner()).unwrap_or(usize::MAX)
+        });
+        charge(
+            Resource::Iterations,
+            n.saturating_mul(n.saturating_sub(1)) / 2,
+        )?;
+        Ok(list)
+    }
+
+    fn string<'a>(
+        function: &str,
+        val: &'a dyn Val,
+        args: &[CowVal<'_, '_>],
+    ) -> Result<&'a str, ExecutionError> {
+        match val.downcast_ref::<CelString>() {
+            Some(s) => Ok(s.inner()),
+            None => Err(ExecutionError::no_such_overload(
+                function,
+                args.iter()
+                    .map(|a| a.get_type().name().to_owned())
+                    .collect(),
+            )),
+        }
+    }
+
+    fn replace<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let (text, old, new) = match args.as_slice() {
+            [t, o, n] | [t, o, n, _] => (
+                string("replace", t.as_ref(), &args)?,
+                string("replace", o.as_ref(), &args)?,
+                string("replace", n.as_ref(), &args)?,
+            ),
+            _ => return Err(ExecutionError::invalid_argument_count(3, args.len())),
+        };
+        // cel-go: a negative count replaces every occurrence.
+        let limit = match args.get(3) {
+            None => None,
+            Some(n) => match n.downcast_ref::<CelInt>() {
+                Some(n) => usize::try_from(*n.inner()).ok(),
+                None => {
+                    return Err(ExecutionError::no_such_overload(
+                        "replace",
+                        args.iter()
+                            .map(|a| a.get_type().name().to_owned())
+                            .collect(),
+                    ))
+                }
+            },
+        };
+        let occurrences = if old.is_empty() {
+            text.chars().count() + 1
+        } else {
+            text.matches(old).count()
+        };
+        let replaced = limit.map_or(occurrences, |n| n.min(occurrences));
+        charge(
+            Resource::Bytes,
+            text.len()
+                .saturating_add(replaced.saturating_mul(new.len())),
+        )?;
+        let result = match limit {
+            Some(n) => text.replacen(old, new, n),
+            None => text.replace(old, new),
+        };
+        Ok(CowVal::owned(CelString::from(result)))
+    }
+
+    fn join<'b, 'v>(args: Vec<CowVal<'b, 'v>>) -> Result<CowVal<'b, 'v>, ExecutionError> {
+        let separator = match args.get(1) {
+            Some(sep) => string("join", sep.as_ref(), &args)?,
+            None => "",
+        };
+        let list = args
+            .first()
+            .ok_or_else(|| ExecutionError::invalid_argument_count(1, 0))?;
+        let items = list.as_iterable().ok_or_else(|| {
+            ExecutionError::no_such_overload(
+                "join",
+                args.iter()
+                    .map(|a| a.get_type().name().to_owned())
+                    .collect(),
+            )
+        })?;
+        let mut parts = Vec::new();
+        let mut iter = items.iter();
+        while let Some(item) = iter.next() {
+            match item.downcast_ref::<CelString>() {
+                Some(s) => parts.push(s.inner()),
+                None => {
+                    return Err(ExecutionError::function_error(
+                        "join",
+                        format!("list contains a {}, not a string", item.get_type().name()),
+                    ))
+                }
+            }
+        }
+        let length = parts
+            .iter()
+            .map(|p| p.len())
+            .fold(0usize, usize::saturating_add);
+        let separators = parts
+            .len()
+            .saturating_sub(1)
+            .saturating_mul(separator.len());
+        charge(Resource::Bytes, length.saturating_add(separators))?;
+        Ok(CowVal::owned(CelString::from(parts.join(separator))))
+    }
+
+    /// What a `+` of strings, bytes or lists makes: charged before it is built.
+    fn concatenation(lhs: &dyn Val, rhs: &dyn Val) -> Option<(Resource, usize)> {
+        let size = |val: &dyn Val| -> Option<(Resource, usize)> {
+            if let Some(s) = val.downcast_ref::<CelString>() {
+                Some((Resource::Bytes, s.inner().len()))
+            } else if let Some(b) = val.downcast_ref::<CelBytes>() {
+                Some((Resource::Bytes, b.inner().len()))
+            } else if val.get_type().kind() == Kind::List {
+                let n = val.as_sizer()?.size();
+                Some((
+                    Resource::Elements,
+                    usize::try_from(*n.inner()).unwrap_or(usize::MAX),
+                ))
+            } else {
+                None
+            }
+        };
+        match (size(lhs)?, size(rhs)?) {
+            ((a, x), (b, y)) if a == b => Some((a, x.saturating_add(y))),
+            _ => None,
+        }
     }
 
     #[derive(Clone, Copy)]
@@ -374,6 +563,9 @@ pub(crate) mod functions {
         args: Vec<CowVal<'b, 'v>>,
     ) -> Result<CowVal<'b, 'v>, ExecutionError> {
         let [lhs, rhs] = two(&args)?;
+        if let (Op::Add, Some((resource, size))) = (op, concatenation(lhs, rhs)) {
+            charge(resource, size)?;
+        }
         if let (Some(a), Some(b)) = (num(lhs), num(rhs)) {
             if let Some(result) = mixed(op, a, b, lhs, rhs)? {
                 return Ok(result);
@@ -644,10 +836,8 @@ mod tests {
         ] {
             let compiled = CompiledExpr::compile(expr).expect("compiles");
             assert!(compiled.path().is_some(), "{expr}");
-            let via_cel = scope.eval_with(&compiled, |val| {
-                val_to_json(val).map_err(|e| EvalError::new(e.to_string()))
-            });
-            let via_cel = via_cel.and_then(|r| r);
+            let via_cel =
+                scope.eval_with(&compiled, |val| val_to_json(val).map_err(|e| e.to_string()));
             assert_eq!(scope.eval(&compiled), via_cel, "{expr}");
             if let Ok(value) = &via_cel {
                 assert_eq!(
@@ -672,6 +862,136 @@ mod tests {
             let compiled = CompiledExpr::compile(not_a_path).expect("compiles");
             assert!(compiled.path().is_none(), "{not_a_path}");
         }
+    }
+
+    fn eval_within(expr: &str, data: Json, budget: Budget) -> Result<Json, String> {
+        let event = input(data);
+        let compiled = CompiledExpr::compile(expr)?;
+        let result = Scope::with_budget(&event, budget).eval(&compiled);
+        result.map_err(|e| e.to_string())
+    }
+
+    fn budget(iterations: u64, elements: u64, bytes: u64) -> Budget {
+        Budget {
+            iterations,
+            elements,
+            bytes,
+        }
+    }
+
+    /// The issue's finding: 2,500 × 2,500 iterations per event took 5–10 s on a worker.
+    #[test]
+    fn loops_stop_at_the_iteration_budget() {
+        let data = json!({"l": (0..2_500).collect::<Vec<_>>()});
+        let message = eval("size(data.l.map(x, data.l.map(y, x + y)))", data.clone())
+            .expect_err("over budget");
+        assert_eq!(
+            message,
+            "CEL budget exceeded: more than 100000 comprehension iterations for one event \
+             (celBudget.iterations)"
+        );
+        // Every kind of loop is counted, filters' and quantifiers' too.
+        for expr in [
+            "data.l.filter(x, data.l.exists(y, y == x + 2500))",
+            "data.l.all(x, data.l.all(y, y >= 0))",
+            "data.l.exists_one(x, data.l.exists_one(y, y == -1))",
+            "data.l.exists(x, data.l.exists(y, y < 0)) || true",
+        ] {
+            assert!(
+                eval(expr, data.clone()).is_err_and(|e| e.contains("celBudget.iterations")),
+                "{expr}"
+            );
+        }
+        // Within the budget the same loops give CEL's answers.
+        let small = json!({"l": [1, 2, 3]});
+        assert_eq!(
+            eval(
+                "data.l.map(x, data.l.filter(y, y > x).size())",
+                small.clone()
+            ),
+            Ok(json!([2, 1, 0]))
+        );
+        assert_eq!(eval("data.l.all(x, x > 0)", small), Ok(json!(true)));
+        // A raised budget lets a loop over the default finish (400 × 400 > 100000).
+        let data = json!({"l": (0..400).collect::<Vec<_>>()});
+        let expr = "size(data.l.map(x, data.l.map(y, x + y)))";
+        assert!(eval(expr, data.clone()).is_err());
+        assert_eq!(
+            eval_within(expr, data, budget(200_000, 200_000, 1 << 20)),
+            Ok(json!(400))
+        );
+    }
+
+    #[test]
+    fn what_strings_and_lists_grow_to_is_charged_before_it_is_made() {
+        let data = json!({"s": "x".repeat(1000), "l": ["a", "b", "c"], "n": [1, 1, 2]});
+        let tight = budget(1_000, 1_000, 10_000);
+        let over = |expr: &str, data: Json| eval_within(expr, data, tight).expect_err(expr);
+        // A replacement of every position by a long string multiplies the input.
+        assert!(over("data.s.replace('', data.s)", data.clone()).contains("celBudget.bytes"));
+        assert!(over(
+            "data.l.join(data.s + data.s + data.s + data.s)",
+            data.clone()
+        )
+        .contains("celBudget.bytes"));
+        let chain = ["data.s"; 11].join(" + ");
+        assert!(over(&chain, data.clone()).contains("celBudget.bytes"));
+        // The result is charged as it becomes JSON: a cheap expression, a large output.
+        let big_list = json!({"l": (0..2_000).collect::<Vec<_>>()});
+        assert!(over("data.l + data.l", big_list.clone()).contains("celBudget.elements"));
+        // `distinct` compares every pair it keeps.
+        assert!(over("data.l.distinct()", big_list).contains("celBudget.iterations"));
+        // Within the budget they behave as CEL's own.
+        assert_eq!(
+            eval_within("'a-b'.replace('-', '+')", data.clone(), tight),
+            Ok(json!("a+b"))
+        );
+        assert_eq!(
+            eval_within("'aaa'.replace('a', 'b', 2)", data.clone(), tight),
+            Ok(json!("bba"))
+        );
+        assert_eq!(
+            eval_within("'ab'.replace('', '.')", data.clone(), tight),
+            Ok(json!(".a.b."))
+        );
+        assert_eq!(
+            eval_within("data.l.join()", data.clone(), tight),
+            Ok(json!("abc"))
+        );
+        assert_eq!(
+            eval_within("data.l.join(', ')", data.clone(), tight),
+            Ok(json!("a, b, c"))
+        );
+        assert_eq!(
+            eval_within("data.n.distinct()", data.clone(), tight),
+            Ok(json!([1, 2]))
+        );
+        assert!(eval_within("[1].join()", data, tight).is_err_and(|e| e.contains("not a string")));
+    }
+
+    #[test]
+    fn constants_are_folded_within_the_budget() {
+        let l = format!(
+            "[{}]",
+            (0..250)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let expr = format!("{l}.map(x, {l}.map(y, {l}.map(z, x + y + z)))");
+        let message = CompiledExpr::compile(&expr).expect_err("over budget");
+        assert!(
+            message.starts_with("always fails: CEL budget exceeded"),
+            "{message}"
+        );
+        let within =
+            CompiledExpr::compile_with("[1, 2].map(x, [3, 4].map(y, x * y))", Budget::DEFAULT)
+                .expect("compiles");
+        assert_eq!(within.constant(), Some(&json!([[3, 4], [6, 8]])));
+        assert!(
+            CompiledExpr::compile_with("[1, 2, 3].map(x, x)", budget(2, 100, 100))
+                .is_err_and(|e| e.contains("celBudget.iterations"))
+        );
     }
 
     #[test]

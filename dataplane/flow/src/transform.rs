@@ -4,6 +4,7 @@
 use indexmap::IndexMap;
 use serde_json::{Map, Value as Json};
 
+use crate::budget::Budget;
 use crate::expr::CompiledExpr;
 use crate::{FlowError, Scope};
 
@@ -24,10 +25,18 @@ impl Transformer {
     /// Compiles every field, reporting every field that does not compile (paths
     /// `transform.fields.<key>`). No fields at all means passthrough.
     pub fn compile(fields: &IndexMap<String, String>) -> Result<Transformer, Vec<FlowError>> {
+        Transformer::compile_with(fields, Budget::DEFAULT)
+    }
+
+    /// [`Transformer::compile`], folding constant fields within `budget`.
+    pub fn compile_with(
+        fields: &IndexMap<String, String>,
+        budget: Budget,
+    ) -> Result<Transformer, Vec<FlowError>> {
         let mut compiled = Vec::with_capacity(fields.len());
         let mut errors = Vec::new();
         for (key, source) in fields {
-            match CompiledExpr::compile(source) {
+            match CompiledExpr::compile_with(source, budget) {
                 Ok(expr) => compiled.push((key.clone(), expr)),
                 Err(message) => errors.push(FlowError::compile(
                     format!("transform.fields.{key}"),
@@ -40,6 +49,11 @@ impl Transformer {
         } else {
             Err(errors)
         }
+    }
+
+    /// Whether a field may take long to evaluate ([`CompiledExpr::is_heavy`]).
+    pub fn is_heavy(&self) -> bool {
+        self.fields.iter().any(|(_, expr)| expr.is_heavy())
     }
 
     pub fn is_passthrough(&self) -> bool {

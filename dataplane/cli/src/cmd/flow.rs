@@ -37,6 +37,8 @@ pub fn run(args: FlowArgs) -> Result<ExitCode> {
 pub fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Flows evaluate CEL on these threads: the stack its depth bound is made for.
+        .thread_stack_size(fiso_config::cel_check::EVAL_STACK_SIZE)
         .build()
         .context("starting the async runtime")
 }

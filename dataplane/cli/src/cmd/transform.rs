@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use fiso_config::cel_check::on_eval_stack;
 use fiso_config::validate::SourceFile;
 use fiso_flow::{json, CompiledFlow, InputEvent};
 
@@ -53,16 +54,20 @@ fn test(args: TestArgs) -> Result<ExitCode> {
         bail!("the flow is invalid (see above)");
     }
     let flow = &project.flows[0].config;
-    let compiled = CompiledFlow::compile(flow).map_err(|errs| {
-        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
-        anyhow::anyhow!("the flow does not compile:\n  {}", text.join("\n  "))
-    })?;
     let input = read_input(&args.input)?;
-    let event = InputEvent::from_json(input, compiled.defaults().event())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
-    let processed = compiled
-        .process(event)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+    // On the stack, within the bounds and the budget, that a running flow has.
+    let processed = on_eval_stack(|| {
+        let compiled = CompiledFlow::compile(flow).map_err(|errs| {
+            let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+            anyhow::anyhow!("the flow does not compile:\n  {}", text.join("\n  "))
+        })?;
+        let event = InputEvent::from_json(input, compiled.defaults().event())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))?;
+        compiled
+            .process(event)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", e.code()))
+    })
+    .context("starting the evaluation thread")??;
     let cloudevent = serde_json::to_value(processed.event())?;
     let intercepted = if flow.interceptors.is_empty() {
         None

@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use fiso_config::cel_check::on_eval_stack;
 use fiso_config::Diagnostics;
 use serde::Serialize;
 
@@ -42,6 +43,35 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         );
     }
     let (project, mut diags) = files.check();
+    // CEL as loading compiles it (bounds, constants folded within the budget), on the stack a
+    // flow runs on; only for flows whose config is otherwise valid, so nothing is said twice.
+    let compile_errors = on_eval_stack(|| {
+        project
+            .flows
+            .iter()
+            .filter(|flow| {
+                !diags
+                    .errors()
+                    .any(|d| d.file.as_deref() == Some(flow.file.as_str()))
+            })
+            .flat_map(|flow| {
+                fiso_flow::CompiledFlow::check(&flow.config)
+                    .into_iter()
+                    .map(|e| (flow.file.clone(), e))
+            })
+            .collect::<Vec<_>>()
+    })
+    .context("starting the evaluation thread")?;
+    for (file, error) in compile_errors {
+        let mut d = match error {
+            fiso_flow::FlowError::Compile { path, message } => {
+                fiso_config::Diagnostic::error(path, message)
+            }
+            other => fiso_config::Diagnostic::error("", other.to_string()),
+        };
+        d.file = Some(file);
+        diags.push(d);
+    }
     // Interceptor modules are loaded as the data plane would: a missing file, a module that is
     // not a WASI command, or `runtime: wasmer` in a build without it is reported here.
     for flow in &project.flows {

@@ -3,8 +3,8 @@
 use crate::cel_check;
 use crate::diagnostic::Diagnostic;
 use crate::flow::{
-    CommitPolicy, DeliveryOrdering, ErrorHandling, FlowConfig, InterceptorSpec, SinkSpec,
-    SourceSpec, TemporalMode, DEFAULT_INITIAL_INTERVAL, DEFAULT_MAX_INTERVAL,
+    CelBudget, CommitPolicy, DeliveryOrdering, ErrorHandling, FlowConfig, InterceptorSpec,
+    SinkSpec, SourceSpec, TemporalMode, DEFAULT_INITIAL_INTERVAL, DEFAULT_MAX_INTERVAL,
 };
 use crate::kafka::KafkaConfig;
 use crate::validate::rules;
@@ -51,7 +51,36 @@ pub fn validate_flow(flow: &FlowConfig, origin: Origin) -> Vec<Diagnostic> {
     }
     out.extend(sink(&flow.sink, kafka));
     out.extend(error_handling(flow, kafka));
+    if let Some(budget) = &flow.cel_budget {
+        out.extend(cel_budget(budget));
+    }
     out
+}
+
+/// Each `celBudget` field above zero and under its ceiling: a budget is a bound, not a switch.
+fn cel_budget(budget: &CelBudget) -> Vec<Diagnostic> {
+    let fields = [
+        ("iterations", budget.iterations, CelBudget::MAX_ITERATIONS),
+        ("elements", budget.elements, CelBudget::MAX_ELEMENTS),
+        ("bytes", budget.bytes.map(|b| b.0), CelBudget::MAX_BYTES),
+    ];
+    fields
+        .into_iter()
+        .filter_map(|(field, value, max)| {
+            let value = value?;
+            let path = format!("celBudget.{field}");
+            if value == 0 {
+                Some(Diagnostic::error(path, "must be above 0"))
+            } else if value > max {
+                Some(
+                    Diagnostic::error(path, format!("{value} is above the ceiling of {max}"))
+                        .hint("split the work over several flows or fields"),
+                )
+            } else {
+                None
+            }
+        })
+        .collect()
 }
 
 fn source(src: &SourceSpec, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {

@@ -17,6 +17,7 @@ use rdkafka::util::Timeout;
 use serde_json::Value as Json;
 use tokio::sync::OnceCell;
 
+use crate::budget::Budget;
 use crate::expr::CompiledExpr;
 use crate::json;
 use crate::retry::{with_retries, Attempt, RetryError, RetryPolicy};
@@ -175,12 +176,13 @@ impl KafkaSink {
         kafka: Option<&KafkaConfig>,
         policy: RetryPolicy,
         transactional_id: Option<&str>,
+        budget: Budget,
     ) -> Result<Self, KafkaSinkBuildError> {
         let (name, cluster) = find_cluster(kafka, Some(&cfg.cluster), "sink.config.cluster")?;
         let key = cfg
             .key
             .as_deref()
-            .map(CompiledExpr::compile)
+            .map(|key| CompiledExpr::compile_with(key, budget))
             .transpose()
             .map_err(KafkaSinkBuildError::Key)?;
         let producer = producer_with(
@@ -227,6 +229,10 @@ impl KafkaSink {
 
     /// The record key from `sink.config.key` over the event's scope: `None` when no key is
     /// configured or it evaluates to null; strings as UTF-8, other values as plain JSON.
+    pub(crate) fn is_heavy(&self) -> bool {
+        self.key.as_ref().is_some_and(CompiledExpr::is_heavy)
+    }
+
     pub fn key(&self, scope: &Scope<'_>) -> Result<Option<Vec<u8>>, FlowError> {
         let Some(expr) = &self.key else {
             return Ok(None);

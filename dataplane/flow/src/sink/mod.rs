@@ -4,6 +4,7 @@ pub mod grpc;
 pub mod http;
 pub mod temporal;
 
+use crate::budget::Budget;
 use fiso_config::flow::SinkSpec;
 use fiso_config::kafka::KafkaConfig;
 
@@ -36,11 +37,22 @@ pub enum SinkError {
 impl Sink {
     /// Builds the sink of `spec`; a Kafka sink finds its cluster in `kafka` (the flow's
     /// `kafka:` section) and is transactional with `transactional_id`.
+    /// Whether rendering what the sink needs from an event (the Kafka key, Temporal params)
+    /// may take long ([`CompiledExpr::is_heavy`](crate::CompiledExpr::is_heavy)).
+    pub fn is_heavy(&self) -> bool {
+        match self {
+            Sink::Kafka(s) => s.is_heavy(),
+            Sink::Temporal(s) => s.is_heavy(),
+            Sink::Http(_) | Sink::Grpc(_) => false,
+        }
+    }
+
     pub fn build(
         spec: &SinkSpec,
         policy: RetryPolicy,
         kafka: Option<&KafkaConfig>,
         transactional_id: Option<&str>,
+        budget: Budget,
     ) -> Result<Sink, SinkError> {
         match spec {
             SinkSpec::Http(cfg) => Ok(Sink::Http(http::HttpSink::new(cfg, policy)?)),
@@ -49,11 +61,12 @@ impl Sink {
                 kafka,
                 policy,
                 transactional_id,
+                budget,
             )?)),
             SinkSpec::Grpc(cfg) => Ok(Sink::Grpc(grpc::GrpcSink::new(cfg, policy)?)),
-            SinkSpec::Temporal(cfg) => {
-                Ok(Sink::Temporal(temporal::TemporalSink::new(cfg, policy)?))
-            }
+            SinkSpec::Temporal(cfg) => Ok(Sink::Temporal(temporal::TemporalSink::new(
+                cfg, policy, budget,
+            )?)),
         }
     }
 }

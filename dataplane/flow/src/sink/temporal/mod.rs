@@ -45,6 +45,7 @@ use temporalio_common::protos::utilities::decode_status_detail;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
+use crate::budget::Budget;
 use crate::expr::CompiledExpr;
 use crate::json;
 use crate::retry::{with_retries, Attempt, RetryError, RetryPolicy};
@@ -163,7 +164,11 @@ impl std::fmt::Debug for TemporalSink {
 impl TemporalSink {
     /// Builds the sink: compiles `workflowIdExpr` and `params`, reads TLS files and the API key.
     /// Does not connect.
-    pub fn new(cfg: &TemporalSinkConfig, policy: RetryPolicy) -> Result<Self, TemporalBuildError> {
+    pub fn new(
+        cfg: &TemporalSinkConfig,
+        policy: RetryPolicy,
+        budget: Budget,
+    ) -> Result<Self, TemporalBuildError> {
         let tls = match &cfg.tls {
             Some(t) if t.enabled => Some(tls_options(t)?),
             _ => None,
@@ -184,7 +189,7 @@ impl TemporalSink {
             .iter()
             .enumerate()
             .map(|(index, p)| {
-                CompiledExpr::compile(&p.expr)
+                CompiledExpr::compile_with(&p.expr, budget)
                     .map_err(|message| TemporalBuildError::Param { index, message })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -223,6 +228,10 @@ impl TemporalSink {
 
     /// The positional arguments from `params` over the input event's scope (the same scope as
     /// `transform.fields`); empty when no `params` are configured.
+    pub(crate) fn is_heavy(&self) -> bool {
+        self.inner.params.iter().any(CompiledExpr::is_heavy)
+    }
+
     pub fn params(&self, scope: &Scope<'_>) -> Result<Vec<Json>, FlowError> {
         self.inner
             .params
@@ -658,7 +667,7 @@ mod tests {
 
     #[test]
     fn default_workflow_id_is_type_and_event_id() {
-        let sink = TemporalSink::new(&config(""), RetryPolicy::default()).unwrap();
+        let sink = TemporalSink::new(&config(""), RetryPolicy::default(), Budget::DEFAULT).unwrap();
         assert_eq!(
             sink.workflow_id(&cloud_event("orders-0-17")).unwrap(),
             "ProcessOrder-orders-0-17"
@@ -666,12 +675,14 @@ mod tests {
         let sink = TemporalSink::new(
             &config("workflowIdExpr: 'order-{{.data.orderId}}'"),
             RetryPolicy::default(),
+            Budget::DEFAULT,
         )
         .unwrap();
         assert_eq!(sink.workflow_id(&cloud_event("e")).unwrap(), "order-A-17");
         let sink = TemporalSink::new(
             &config("workflowIdExpr: '{{.data.nope}}'"),
             RetryPolicy::default(),
+            Budget::DEFAULT,
         )
         .unwrap();
         let e = sink.workflow_id(&cloud_event("e")).unwrap_err();
@@ -700,7 +711,7 @@ mod tests {
         .into_iter()
         .map(|e| TemporalParam { expr: e.into() })
         .collect();
-        let sink = TemporalSink::new(&cfg, RetryPolicy::default()).unwrap();
+        let sink = TemporalSink::new(&cfg, RetryPolicy::default(), Budget::DEFAULT).unwrap();
         let input = input(json!({
             "specversion": "1.0", "id": "evt-9", "source": "s", "type": "t",
             "data": {"name": "n", "count": 3, "amount": 99.5, "ok": true, "nothing": null,
@@ -738,7 +749,7 @@ mod tests {
                 expr: "data.missing".into(),
             },
         ];
-        let sink = TemporalSink::new(&cfg, RetryPolicy::default()).unwrap();
+        let sink = TemporalSink::new(&cfg, RetryPolicy::default(), Budget::DEFAULT).unwrap();
         let input = input(json!({"a": 1}));
         let e = sink.params(&Scope::new(&input)).unwrap_err();
         assert!(e.to_string().contains("sink.config.params[1].expr"), "{e}");
@@ -746,8 +757,12 @@ mod tests {
 
     #[test]
     fn build_errors_name_the_field_and_hide_the_key() {
-        let e = TemporalSink::new(&config("params: [{expr: 'data.'}]"), RetryPolicy::default())
-            .unwrap_err();
+        let e = TemporalSink::new(
+            &config("params: [{expr: 'data.'}]"),
+            RetryPolicy::default(),
+            Budget::DEFAULT,
+        )
+        .unwrap_err();
         assert!(
             e.to_string().starts_with("sink.config.params[0].expr"),
             "{e}"
@@ -755,7 +770,7 @@ mod tests {
         let mut cfg = config("");
         cfg.host_port = "no port".into();
         assert!(matches!(
-            TemporalSink::new(&cfg, RetryPolicy::default()),
+            TemporalSink::new(&cfg, RetryPolicy::default(), Budget::DEFAULT),
             Err(TemporalBuildError::HostPort(_))
         ));
         let dir = std::env::temp_dir().join(format!("fiso-temporal-key-{}", std::process::id()));
@@ -763,6 +778,7 @@ mod tests {
         let sink = TemporalSink::new(
             &config(&format!("auth: {{apiKeyFile: {}}}", dir.display())),
             RetryPolicy::default(),
+            Budget::DEFAULT,
         )
         .unwrap();
         std::fs::remove_file(&dir).unwrap();
@@ -775,6 +791,7 @@ mod tests {
         let sink = TemporalSink::new(
             &config("tls: {enabled: true, skipVerify: true}"),
             RetryPolicy::default(),
+            Budget::DEFAULT,
         )
         .unwrap();
         let tls = sink.inner.tls.as_ref().expect("TLS on");
@@ -783,10 +800,15 @@ mod tests {
         let e = TemporalSink::new(
             &config("tls: {enabled: true, caFile: /nonexistent/ca.pem}"),
             RetryPolicy::default(),
+            Budget::DEFAULT,
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("sink.config.tls.caFile"), "{e}");
-        let plain = TemporalSink::new(&config("tls: {enabled: false}"), RetryPolicy::default());
+        let plain = TemporalSink::new(
+            &config("tls: {enabled: false}"),
+            RetryPolicy::default(),
+            Budget::DEFAULT,
+        );
         assert_eq!(plain.unwrap().inner.target.scheme(), "http");
     }
 
@@ -833,7 +855,7 @@ mod tests {
             max: Duration::from_millis(1),
             ..RetryPolicy::default()
         };
-        let sink = TemporalSink::new(&cfg, policy).unwrap();
+        let sink = TemporalSink::new(&cfg, policy, Budget::DEFAULT).unwrap();
         let e = sink
             .deliver(
                 &cloud_event("e-1"),
