@@ -580,16 +580,21 @@ async fn clients_that_hang_up_or_send_malformed_bodies_never_open_the_breaker() 
         }
     }
     let counted = |method: &'static str, status: &'static str, n: usize| {
-        link.fiso.wait_for_metric(
-            "fiso_link_requests_total",
-            &[
-                ("target", "api"),
-                ("method", method),
-                ("status", status),
-                ("mode", "http"),
-            ],
-            n as f64,
-        )
+        let link = &link;
+        async move {
+            link.fiso
+                .wait_for_metric(
+                    "fiso_link_requests_total",
+                    &[
+                        ("target", "api"),
+                        ("method", method),
+                        ("status", status),
+                        ("mode", "http"),
+                    ],
+                    n as f64,
+                )
+                .await
+        }
     };
     counted("PUT", "499", 2 * ABORTS).await;
     counted("POST", "499", ABORTS).await;
@@ -651,7 +656,8 @@ async fn echoing_upstream() -> (SocketAddr, Arc<AtomicU64>) {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
                 .collect();
-            axum::Json(serde_json::json!({"method": req.method().as_str(), "headers": headers}))
+            let body = serde_json::json!({"method": req.method().as_str(), "headers": headers});
+            axum::response::Response::new(axum::body::Body::from(body.to_string()))
         }
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

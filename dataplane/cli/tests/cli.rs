@@ -138,15 +138,19 @@ fn validate_refuses_link_hosts_and_base_paths_that_can_never_work() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     assert!(
-        out.contains("p/link/config.yaml:4:11: error: targets[0].host: `api.example.com\\r\\nX-Evil: 1` is not a valid host"),
+        out.contains("p/link/config.yaml:4:5: error: targets[0].host: `api.example.com\\r\\nX-Evil: 1` is not a valid host"),
         "{out}"
     );
     assert!(
-        out.contains("p/link/config.yaml:7:15: error: targets[1].basePath: `/api/%2e%2e/admin` holds a percent-encoded dot"),
+        out.contains("p/link/config.yaml:7:5: error: targets[1].basePath: `/api/%2e%2e/admin` holds a percent-encoded dot"),
         "{out}"
     );
     assert!(
-        out.contains("p/link/config.yaml:10:15: error: targets[2].basePath: `/api/v2/../../admin` has a `.` or `..` segment"),
+        out.contains("p/link/config.yaml:10:5: error: targets[2].basePath: `/api/v2/../../admin` has a `.` or `..` segment"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hint: whitespace and control characters"),
         "{out}"
     );
     assert!(out.contains("3 errors"), "{out}");

@@ -70,7 +70,7 @@ pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) ->
             };
             (name, mode, response)
         }
-        Err(refusal) => (refusal.target, "http", refusal.response),
+        Err(refusal) => (refusal.target, "http", *refusal.response),
     };
     let status = response.status().as_u16();
     if let Some(fault) = response.extensions().get::<ClientFault>() {
@@ -90,7 +90,8 @@ pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) ->
 struct Refusal {
     /// The metrics label: the target, or [`NO_TARGET`].
     target: Arc<str>,
-    response: Response,
+    /// Boxed: the refusal is the rare path, the `Ok` one should stay small.
+    response: Box<Response>,
 }
 
 fn refuse(
@@ -104,7 +105,7 @@ fn refuse(
 fn refuse_with(target: &str, response: Response) -> Result<Arc<Target>, Refusal> {
     Err(Refusal {
         target: target.into(),
-        response,
+        response: Box::new(response),
     })
 }
 

@@ -317,7 +317,9 @@ fn upstream_host(host: &str) -> Option<Diagnostic> {
         );
     }
     let e = url::Host::parse(host).err()?;
-    let hint = if host.contains(':') && !host.starts_with('[') {
+    let hint = if host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        "whitespace and control characters (CR, LF, tab) never belong in a host"
+    } else if host.contains(':') && !host.starts_with('[') {
         "the port goes in `port`; an IPv6 address is written in brackets, e.g. [::1]"
     } else if host.contains('@') {
         "credentials go in `auth`, never in the host"
