@@ -114,3 +114,49 @@ pub const PATH_ESCAPES: &[&str] = &[
     "/link/api/API/v2/x",
     "/link/api//api/v2/../../admin",
 ];
+
+/// Sends `request` as raw bytes on a new connection and returns the status code and the whole
+/// answer as text (what arrived before the connection closed or was reset).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut answer = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        // A reset after the answer (the peer closed with bytes of ours unread) ends it like EOF.
+        while let Ok(n) = tcp.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(crate::DEADLINE, read)
+        .await
+        .expect("the connection was not closed after the answer");
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    (status, text)
+}
+
+/// Starts a request announcing `announced` body bytes, sends `sent` of them, then hangs up
+/// without reading anything: a client that gives up mid-upload.
+pub async fn abort_mid_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    announced: usize,
+    sent: usize,
+) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {announced}\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&vec![b'x'; sent]).await.unwrap();
+    drop(tcp);
+}

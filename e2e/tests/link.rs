@@ -1,7 +1,9 @@
 //! Fiso-Link end to end: `fiso link` in front of real HTTP and HTTPS upstreams on 127.0.0.1 —
 //! forwarding (method, path, query, headers, body, `Host`), path escapes, absolute-form request
 //! URIs, auth injection with secret rotation, TLS verification with a target CA, circuit
-//! breaker, retries, rate limit, 100 MiB bodies streamed both ways, hot reload under load.
+//! breaker, retries, rate limit, 100 MiB bodies streamed both ways, hot reload under load;
+//! what is the client's and not the target's (aborted and malformed bodies), TRACE, hop-by-hop
+//! headers naming the credential, odd transfer codings and methods.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,7 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fiso_e2e::link::{http_target, peak_rss, raw_status, Link, PATH_ESCAPES};
+use fiso_e2e::link::{
+    abort_mid_body, http_target, peak_rss, raw_exchange, raw_status, Link, PATH_ESCAPES,
+};
 use fiso_e2e::tls::TestCert;
 use fiso_e2e::{client, eventually, send, Reply, Script, SinkServer};
 use pretty_assertions::assert_eq;
@@ -545,4 +549,352 @@ async fn a_vault_secret_is_injected_and_refreshed() {
         ) >= 1.0,
         "{m}"
     );
+}
+
+#[tokio::test]
+async fn clients_that_hang_up_or_send_malformed_bodies_never_open_the_breaker() {
+    let upstream = SinkServer::ok().await;
+    let link = Link::start(&http_target(
+        "api",
+        upstream.addr(),
+        "    circuitBreaker:\n      enabled: true\n      failureThreshold: 2\n      resetTimeout: 60s\n",
+    ))
+    .await;
+    const ABORTS: usize = 3;
+    // 100 KB of an upload, then the client hangs up. A 2 MB body streams to the upstream (the
+    // upstream client sees the break); a PUT of 500 KB is buffered for replays first (the
+    // retry layer sees it).
+    for (method, announced) in [("PUT", 2_000_000), ("POST", 2_000_000), ("PUT", 500_000)] {
+        for _ in 0..ABORTS {
+            abort_mid_body(link.addr, method, "/link/api/upload", announced, 100_000).await;
+        }
+    }
+    // Invalid chunk-size lines: a malformed body, on both paths.
+    for method in ["PUT", "POST"] {
+        for _ in 0..ABORTS {
+            let request = format!(
+                "{method} /link/api/upload HTTP/1.1\r\nHost: localhost\r\n\
+                 Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"
+            );
+            raw_exchange(link.addr, request.as_bytes()).await;
+        }
+    }
+    let counted = |method: &'static str, status: &'static str, n: usize| {
+        let link = &link;
+        async move {
+            link.fiso
+                .wait_for_metric(
+                    "fiso_link_requests_total",
+                    &[
+                        ("target", "api"),
+                        ("method", method),
+                        ("status", status),
+                        ("mode", "http"),
+                    ],
+                    n as f64,
+                )
+                .await
+        }
+    };
+    counted("PUT", "499", 2 * ABORTS).await;
+    counted("POST", "499", ABORTS).await;
+    counted("PUT", "400", ABORTS).await;
+    counted("POST", "400", ABORTS).await;
+    let m = link.fiso.metrics().await;
+    assert_eq!(
+        m.get("fiso_link_circuit_state", &[("target", "api")]),
+        Some(0.0),
+        "{m}"
+    );
+    for status in ["502", "503", "504"] {
+        for method in ["PUT", "POST"] {
+            assert_eq!(
+                m.get(
+                    "fiso_link_requests_total",
+                    &[
+                        ("target", "api"),
+                        ("method", method),
+                        ("status", status),
+                        ("mode", "http")
+                    ]
+                ),
+                None,
+                "{m}"
+            );
+        }
+    }
+    let answer = send(client().put(link.url("/link/api/upload")).body("whole")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    assert_eq!(upstream.requests().last().unwrap().body, "whole");
+    let logs = link.fiso.logs();
+    assert!(
+        logs.matching(0, |l| l
+            .is("client closed request before its body was complete"))
+            .len()
+            >= 3 * ABORTS,
+        "{}",
+        logs.tail(30)
+    );
+    assert!(
+        !logs.tail(500).contains("circuit breaker transition"),
+        "{}",
+        logs.tail(30)
+    );
+}
+
+/// An upstream that answers every request with its method and headers as JSON: what an app
+/// would see if the proxy let a TRACE through.
+async fn echoing_upstream() -> (SocketAddr, Arc<AtomicU64>) {
+    let seen = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&seen);
+    let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+        let count = Arc::clone(&count);
+        async move {
+            count.fetch_add(1, Ordering::SeqCst);
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
+                .collect();
+            let body = serde_json::json!({"method": req.method().as_str(), "headers": headers});
+            axum::response::Response::new(axum::body::Body::from(body.to_string()))
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn trace_is_refused_so_an_echoing_upstream_never_hands_back_the_credential() {
+    let (upstream, seen) = echoing_upstream().await;
+    let link = Link::start_with_env(
+        &http_target(
+            "echo",
+            upstream,
+            "    auth:\n      type: bearer\n      secretRef:\n        envVar: E2E_TRACE_TOKEN\n",
+        ),
+        vec![("E2E_TRACE_TOKEN".into(), "trace-secret-1".into())],
+    )
+    .await;
+    let answer = send(client().request(reqwest::Method::TRACE, link.url("/link/echo/x"))).await;
+    assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(answer.json()["error"]["code"], "METHOD_NOT_ALLOWED");
+    let allow = answer.header("allow").expect("405 carries Allow");
+    assert!(allow.contains("GET") && !allow.contains("TRACE"), "{allow}");
+    assert!(!answer.text().contains("trace-secret-1"));
+    // Methods are case-sensitive, but some upstreams are not.
+    for method in ["TRACE", "trace", "Trace"] {
+        let (status, text) = raw_exchange(
+            link.addr,
+            format!(
+                "{method} /link/echo/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        assert_eq!(status, 405, "{method}: {text}");
+        assert!(!text.contains("trace-secret-1"), "{text}");
+    }
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "no TRACE reached the upstream"
+    );
+    // The credential is injected on an ordinary request (the upstream did echo it).
+    let answer = send(client().get(link.url("/link/echo/x"))).await;
+    assert_eq!(
+        answer.json()["headers"]["authorization"],
+        "Bearer trace-secret-1"
+    );
+}
+
+#[tokio::test]
+async fn a_connection_header_naming_the_credential_header_cannot_remove_it() {
+    let upstream = SinkServer::ok().await;
+    let link = Link::start_with_env(
+        &format!(
+            "{}{}",
+            http_target(
+                "bearer",
+                upstream.addr(),
+                "    auth:\n      type: bearer\n      secretRef:\n        envVar: E2E_HOP_TOKEN\n",
+            ),
+            http_target(
+                "key",
+                upstream.addr(),
+                "    auth:\n      type: apikey\n      header: X-Api-Key\n      secretRef:\n        envVar: E2E_HOP_KEY\n",
+            )
+        ),
+        vec![
+            ("E2E_HOP_TOKEN".into(), "hop-token".into()),
+            ("E2E_HOP_KEY".into(), "hop-key".into()),
+        ],
+    )
+    .await;
+    let cases = [
+        ("/link/bearer/x", "Authorization"),
+        ("/link/bearer/x", "keep-alive, authorization"),
+        ("/link/key/x", "X-API-Key"),
+        ("/link/key/x", "Authorization, x-api-key, TE"),
+    ];
+    for (i, (path, connection)) in cases.iter().enumerate() {
+        // Raw, so that no client library rewrites the Connection header.
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: {connection}\r\n\
+             Authorization: Bearer from-the-app\r\nX-API-Key: from-the-app\r\n\
+             Keep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: websocket\r\n\
+             Proxy-Authorization: Basic cHJveHk6cHJveHk=\r\nProxy-Connection: keep-alive\r\n\r\n"
+        );
+        let (status, text) = raw_exchange_one(link.addr, &request).await;
+        assert_eq!(status, 200, "{connection}: {text}");
+        let got = &upstream.wait_for_requests(i + 1).await[i];
+        if path.contains("bearer") {
+            assert_eq!(
+                got.header("authorization"),
+                Some("Bearer hop-token"),
+                "{connection}"
+            );
+            assert_eq!(
+                got.header("x-api-key"),
+                Some("from-the-app"),
+                "{connection}"
+            );
+        } else {
+            assert_eq!(got.header("x-api-key"), Some("hop-key"), "{connection}");
+            assert_eq!(got.header("authorization"), None, "{connection}");
+        }
+        for hop in [
+            "keep-alive",
+            "te",
+            "upgrade",
+            "proxy-authorization",
+            "proxy-connection",
+        ] {
+            assert_eq!(got.header(hop), None, "{connection}: {hop} forwarded");
+        }
+    }
+}
+
+/// [`raw_exchange`] for a request that keeps its connection open: reads one answer's head.
+async fn raw_exchange_one(addr: SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let text = read_head(&mut tcp).await;
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+    (status, text)
+}
+
+#[tokio::test]
+async fn odd_transfer_codings_are_501_and_methods_must_be_short_tokens() {
+    let upstream = SinkServer::ok().await;
+    let link = Link::start(&http_target("api", upstream.addr(), "")).await;
+    let chunked = |coding: &str| {
+        format!(
+            "POST /link/api/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: {coding}\r\n\
+             Connection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+    };
+    for coding in [
+        "gzip, chunked",
+        "identity, chunked",
+        "chunked, chunked",
+        "x-custom, chunked",
+    ] {
+        let (status, text) = raw_exchange(link.addr, chunked(coding).as_bytes()).await;
+        assert_eq!(status, 501, "{coding}: {text}");
+        assert!(text.contains("NOT_IMPLEMENTED"), "{text}");
+    }
+    // Two header lines are one list: `gzip` then `chunked`.
+    let two_lines = "POST /link/api/x HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\
+                     Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    assert_eq!(raw_exchange(link.addr, two_lines.as_bytes()).await.0, 501);
+    // A final coding other than chunked is a framing error hyper answers itself (RFC 9112 §6.3).
+    assert_eq!(
+        raw_exchange(link.addr, chunked("gzip").as_bytes()).await.0,
+        400
+    );
+    // Methods: hyper refuses what is not an RFC 9110 token, the route anything over 32 bytes.
+    let method = |m: &str| {
+        format!("{m} /link/api/x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    };
+    for bad in ["G(T", "GE\"T", "G{T", "G\u{1}T", "GET\u{7f}"] {
+        let (status, text) = raw_exchange(link.addr, method(bad).as_bytes()).await;
+        assert_eq!(status, 400, "{bad:?}: {text}");
+    }
+    let long = "M".repeat(33);
+    assert_eq!(
+        raw_exchange(link.addr, method(&long).as_bytes()).await.0,
+        400
+    );
+    assert_eq!(upstream.count(), 0, "{:?}", upstream.requests());
+    // Within the limits: forwarded, codings and all.
+    let (status, text) = raw_exchange(link.addr, chunked("chunked").as_bytes()).await;
+    assert_eq!(status, 200, "{text}");
+    let longest = "M".repeat(32);
+    assert_eq!(
+        raw_exchange(link.addr, method(&longest).as_bytes()).await.0,
+        200
+    );
+    assert_eq!(
+        raw_exchange(link.addr, method("PROPFIND").as_bytes())
+            .await
+            .0,
+        200
+    );
+    let got = upstream.wait_for_requests(3).await;
+    assert_eq!(got[0].body, "hello");
+    assert_eq!(got[1].method.as_str(), longest);
+    assert_eq!(got[2].method.as_str(), "PROPFIND");
+}
+
+#[tokio::test]
+async fn a_client_whose_body_stalls_gets_408_and_the_target_is_not_blamed() {
+    use tokio::io::AsyncWriteExt;
+    let upstream = SinkServer::ok().await;
+    let link = Link::start(&http_target(
+        "api",
+        upstream.addr(),
+        "    timeout: 300ms\n    circuitBreaker:\n      enabled: true\n      failureThreshold: 2\n",
+    ))
+    .await;
+    // A POST streams to the upstream, which waits for the rest of the body as the proxy does;
+    // the target's `timeout` runs out while both wait for the client.
+    let stalled = (0..3).map(|_| async {
+        let mut tcp = tokio::net::TcpStream::connect(link.addr).await.unwrap();
+        tcp.write_all(
+            b"POST /link/api/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000\r\n\r\n0123456789",
+        )
+        .await
+        .unwrap();
+        let head = read_head(&mut tcp).await;
+        drop(tcp);
+        head
+    });
+    for head in futures::future::join_all(stalled).await {
+        assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    }
+    let m = link.fiso.metrics().await;
+    assert_eq!(
+        m.get("fiso_link_circuit_state", &[("target", "api")]),
+        Some(0.0),
+        "{m}"
+    );
+    let answer = send(client().post(link.url("/link/api/x")).body("b")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+}
+
+/// Reads an answer's head (and whatever of its body came with it).
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
 }

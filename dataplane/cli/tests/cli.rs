@@ -124,6 +124,39 @@ fn validate_reports_every_problem_with_location_and_exit_1() {
 }
 
 #[test]
+fn validate_refuses_link_hosts_and_base_paths_that_can_never_work() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("p/link")).unwrap();
+    std::fs::write(
+        dir.path().join("p/link/config.yaml"),
+        "targets:\n  - name: crlf\n    protocol: http\n    host: \"api.example.com\\r\\nX-Evil: 1\"\n\
+         \x20 - name: dots\n    host: api.example.com\n    basePath: /api/%2e%2e/admin\n\
+         \x20 - name: up\n    host: api.example.com\n    basePath: /api/v2/../../admin\n",
+    )
+    .unwrap();
+    let o = fiso(dir.path(), &["validate", "p"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("p/link/config.yaml:4:5: error: targets[0].host: `api.example.com\\r\\nX-Evil: 1` is not a valid host"),
+        "{out}"
+    );
+    assert!(
+        out.contains("p/link/config.yaml:7:5: error: targets[1].basePath: `/api/%2e%2e/admin` holds a percent-encoded dot"),
+        "{out}"
+    );
+    assert!(
+        out.contains("p/link/config.yaml:10:5: error: targets[2].basePath: `/api/v2/../../admin` has a `.` or `..` segment"),
+        "{out}"
+    );
+    assert!(
+        out.contains("hint: whitespace and control characters"),
+        "{out}"
+    );
+    assert!(out.contains("3 errors"), "{out}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(

@@ -1,5 +1,6 @@
 //! Circuit breaker per target. `failureThreshold` consecutive failures (a 5xx, a timeout, a
-//! connection error — never a 4xx) open it; while open every request gets 503 with
+//! connection error — never a 4xx) open it; an answer the proxy made up because of the client
+//! (it hung up mid-body, sent a malformed body: [`crate::client_fault`]) is not counted at all; while open every request gets 503 with
 //! `Retry-After` = the time left; after `resetTimeout` it is half-open and admits
 //! `successThreshold` probes at a time; that many successes close it, one failure opens it
 //! again. Every transition is logged and sets `fiso_link_circuit_state`.
@@ -16,7 +17,7 @@ use tokio::time::Instant;
 
 use crate::layer::{answer, Concern, Next};
 use crate::metrics::{CircuitState, LinkMetrics};
-use crate::response::{error_retry_after, ErrorCode, Request, Response};
+use crate::response::{error_retry_after, ErrorCode, ProxyError, Request, Response};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -126,6 +127,17 @@ impl Breaker {
         }
     }
 
+    /// Forgets an admitted request whose answer said nothing about the target: a half-open
+    /// probe slot it held is given back, nothing else changes.
+    pub fn forget(&mut self) {
+        if let State::HalfOpen { probes, successes } = self.state {
+            self.state = State::HalfOpen {
+                probes: probes.saturating_sub(1),
+                successes,
+            };
+        }
+    }
+
     fn open(&mut self) {
         self.set(State::Open {
             until: Instant::now() + self.reset_timeout,
@@ -140,10 +152,14 @@ impl Breaker {
     }
 }
 
-/// A response that counts as a failure of the upstream: any 5xx, including the 502 / 504 the
-/// proxy answers for connection errors and timeouts.
-pub fn is_failure(response: &Response) -> bool {
-    response.status().is_server_error()
+/// What an answer says about the target: `Some(true)` it failed (any 5xx, including the 502 /
+/// 504 the proxy answers for connection errors and timeouts), `Some(false)` it is fine (any
+/// other answer of the upstream), `None` nothing (the proxy answered a client error itself).
+pub fn upstream_failed(response: &Response) -> Option<bool> {
+    match response.extensions().get::<ProxyError>() {
+        Some(ProxyError(code)) if code.is_client_error() => None,
+        _ => Some(response.status().is_server_error()),
+    }
 }
 
 /// The circuit-breaker concern of one target.
@@ -179,7 +195,12 @@ impl Concern for CircuitBreaker {
         }
         Box::pin(async move {
             let response = answer(next, req).await;
-            lock(&breaker).record(!is_failure(&response));
+            let mut breaker = lock(&breaker);
+            match upstream_failed(&response) {
+                Some(failed) => breaker.record(!failed),
+                None => breaker.forget(),
+            }
+            drop(breaker);
             response
         })
     }
@@ -240,6 +261,67 @@ mod tests {
         b.record(true);
         assert_eq!(b.state(), CircuitState::Closed);
         assert_eq!(metrics.circuit_state("t"), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn client_faults_neither_fail_nor_heal_the_target() {
+        use tower::{Layer, ServiceExt};
+
+        use crate::client_fault::ClientFault;
+        use crate::layer::{leaf, ConcernLayer};
+
+        let breaker = CircuitBreaker::new(
+            "t",
+            &CircuitBreakerConfig {
+                enabled: true,
+                failure_threshold: Some(2),
+                success_threshold: Some(1),
+                reset_timeout: Some(Duration::from_secs(30)),
+            },
+            LinkMetrics::unregistered(),
+        );
+        let answers = |faults: Vec<Response>| {
+            let faults = Arc::new(Mutex::new(faults));
+            leaf(
+                faults,
+                |faults: Arc<Mutex<Vec<Response>>>, _req| async move {
+                    faults.lock().unwrap().remove(0)
+                },
+            )
+        };
+        let upstream_500 = || {
+            let mut r = Response::new(axum::body::Body::empty());
+            *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        };
+        let svc = ConcernLayer(breaker.clone()).layer(answers(vec![
+            upstream_500(),
+            ClientFault::Closed.response(),
+            ClientFault::Malformed.response(),
+            ClientFault::Stalled.response(),
+            upstream_500(),
+        ]));
+        let statuses = {
+            let mut out = Vec::new();
+            for _ in 0..5 {
+                let r = svc.clone().oneshot(Request::new(axum::body::Body::empty()));
+                out.push(r.await.unwrap().status().as_u16());
+            }
+            out
+        };
+        assert_eq!(statuses, [500, 499, 400, 408, 500]);
+        // The client faults did not reset the count: the two upstream 500s are consecutive.
+        assert_eq!(lock(&breaker.breaker).state(), CircuitState::Open);
+
+        // Half-open: a probe that ends in a client fault gives its slot back.
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let mut b = lock(&breaker.breaker);
+        assert_eq!(b.admit(), Admission::Admitted);
+        b.forget();
+        assert_eq!(b.state(), CircuitState::HalfOpen);
+        assert_eq!(b.admit(), Admission::Admitted, "the slot was given back");
+        b.record(true);
+        assert_eq!(b.state(), CircuitState::Closed);
     }
 
     #[tokio::test(start_paused = true)]

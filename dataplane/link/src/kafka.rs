@@ -21,6 +21,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::{json, Value};
 
+use crate::client_fault::ClientFault;
 use crate::response::{
     error, json as json_response, strip_hop_by_hop, ErrorCode, Request, Response,
 };
@@ -100,7 +101,7 @@ impl KafkaPublisher {
                     format!("the body exceeds {MAX_BODY} bytes"),
                 )
             }
-            Err(e) => return error(ErrorCode::InvalidRequest, format!("reading the body: {e}")),
+            Err(e) => return ClientFault::of(&*e).response(),
         };
         let key = match record_key(self.key.as_ref(), &parts.headers, &body) {
             Ok(k) => k,

@@ -9,6 +9,12 @@ use http::{header, HeaderValue, StatusCode};
 pub type Request = http::Request<Body>;
 pub type Response = http::Response<Body>;
 
+/// nginx's non-standard "client closed request": logged and counted, never read by the client.
+const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(status) => status,
+    Err(_) => unreachable!(),
+};
+
 /// Why the proxy answered instead of the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -25,6 +31,10 @@ pub enum ErrorCode {
     UpstreamTimeout,
     /// The caller's request body stopped arriving.
     RequestTimeout,
+    /// The caller hung up before its request was complete (nginx's 499).
+    ClientClosedRequest,
+    /// A transfer coding the proxy does not implement (anything but `chunked`).
+    NotImplemented,
     KafkaPublishFailed,
 }
 
@@ -43,6 +53,8 @@ impl ErrorCode {
             ErrorCode::UpstreamUnreachable => "UPSTREAM_UNREACHABLE",
             ErrorCode::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             ErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
+            ErrorCode::ClientClosedRequest => "CLIENT_CLOSED_REQUEST",
+            ErrorCode::NotImplemented => "NOT_IMPLEMENTED",
             ErrorCode::KafkaPublishFailed => "KAFKA_PUBLISH_FAILED",
         }
     }
@@ -63,7 +75,15 @@ impl ErrorCode {
             }
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::ClientClosedRequest => CLIENT_CLOSED_REQUEST,
+            ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         }
+    }
+
+    /// Whether the proxy answered this because of the request itself (a 4xx it made up):
+    /// such an answer says nothing about the target's health.
+    pub fn is_client_error(self) -> bool {
+        self.status().is_client_error()
     }
 }
 

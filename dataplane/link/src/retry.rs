@@ -8,7 +8,8 @@
 //! A body is buffered for replay only up to [`REPLAY_LIMIT`]: a larger (or unknown-length and
 //! longer) body streams through in a single attempt. Buffering waits for the caller's body at
 //! most the target's `timeout` (then 408 `REQUEST_TIMEOUT`): a client that stops sending
-//! (slowloris) does not hold the request forever.
+//! (slowloris) does not hold the request forever. A body that breaks off while it is buffered
+//! is the client's fault ([`ClientFault`]): nothing is sent upstream.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,6 +25,7 @@ use futures::StreamExt;
 use http::{header, Method, StatusCode};
 use http_body_util::BodyExt;
 
+use crate::client_fault::ClientFault;
 use crate::layer::{answer, Concern, Next};
 use crate::metrics::LinkMetrics;
 use crate::response::{error, ErrorCode, Request, Response};
@@ -130,14 +132,17 @@ impl Concern for Retry {
                 Ok(Replay::Streaming(body)) => {
                     return answer(next, Request::from_parts(parts, body)).await;
                 }
+                Ok(Replay::Broken(fault)) => return fault.response(),
                 Err(_) => {
-                    return error(
+                    let mut response = error(
                         ErrorCode::RequestTimeout,
                         format!(
                             "the request body did not arrive within {}",
                             humantime::format_duration(this.policy.body_timeout)
                         ),
                     );
+                    response.extensions_mut().insert(ClientFault::Stalled);
+                    return response;
                 }
             };
             let mut attempt = 1;
@@ -175,6 +180,8 @@ impl Concern for Retry {
 enum Replay {
     Buffered(Bytes),
     Streaming(Body),
+    /// The caller's body broke off before it was complete.
+    Broken(ClientFault),
 }
 
 /// Reads `body` into memory if it fits in [`REPLAY_LIMIT`]; otherwise hands back a body that
@@ -203,11 +210,7 @@ async fn replayable(headers: &http::HeaderMap, body: Body) -> Replay {
                     return Replay::Streaming(Body::from_stream(head.chain(rest)));
                 }
             }
-            // The caller's body broke off: the upstream sees the same.
-            Some(Err(e)) => {
-                let head = futures::stream::iter([Ok(read.freeze()), Err(e)]);
-                return Replay::Streaming(Body::from_stream(head));
-            }
+            Some(Err(e)) => return Replay::Broken(ClientFault::of(&e)),
         }
     }
 }
@@ -388,6 +391,24 @@ mod tests {
             "nothing reached the upstream"
         );
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_breaks_off_is_the_clients_fault_and_never_sent() {
+        let (up, calls) = upstream(vec![200]);
+        let svc =
+            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+        tx.send(Ok(Bytes::from_static(b"partial"))).await.unwrap();
+        tx.send(Err(std::io::ErrorKind::UnexpectedEof.into()))
+            .await
+            .unwrap();
+        let mut req = Request::new(Body::from_stream(tokio_stream_of(rx)));
+        *req.method_mut() = Method::PUT;
+        let response = svc.oneshot(req).await.unwrap();
+        assert_eq!(response.status().as_u16(), 499);
+        assert_eq!(response.extensions().get(), Some(&ClientFault::Closed));
+        assert!(calls.lock().unwrap().is_empty(), "nothing sent upstream");
     }
 
     fn tokio_stream_of<T: Send + 'static>(

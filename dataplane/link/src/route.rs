@@ -2,6 +2,10 @@
 //! normalised (an escape attempt is 403 here) and the request metrics recorded. Only the path
 //! of the request URI is used: an absolute-form URI or a foreign `Host` header can never
 //! send a request anywhere but to a configured target.
+//!
+//! Before anything else sees the request, its framing and method are checked ([`framing`]) and
+//! its hop-by-hop headers stripped: a `Connection` header naming `Authorization` (or the API-key
+//! header) removes the app's own, never the credential injected further down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,9 +16,11 @@ use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::allow::normalise;
+use crate::client_fault::ClientFault;
 use crate::forward::Forward;
+use crate::framing::{refuse_framing, refuse_method, MAX_METHOD_LEN};
 use crate::metrics::LinkMetrics;
-use crate::response::{error, ErrorCode, Request, Response};
+use crate::response::{error, strip_hop_by_hop, ErrorCode, Request, Response};
 use crate::target::Target;
 
 /// A target as the route table holds it: built, or refused with the reason.
@@ -48,7 +54,12 @@ const NO_TARGET: &str = "unknown";
 /// Answers one request to the proxy.
 pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) -> Response {
     let started = Instant::now();
-    let method = req.method().clone();
+    let method = if req.method().as_str().len() > MAX_METHOD_LEN {
+        // Refused below; a label for it keeps made-up methods from minting label values.
+        Method::from_bytes(b"OVERLONG").expect("a method token")
+    } else {
+        req.method().clone()
+    };
     let (target, mode, response) = match resolve(routes, &mut req) {
         Ok(target) => {
             let mode = target.mode();
@@ -59,12 +70,16 @@ pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) ->
             };
             (name, mode, response)
         }
-        Err(refusal) => (refusal.target, "http", error(refusal.code, refusal.message)),
+        Err(refusal) => (refusal.target, "http", *refusal.response),
     };
+    let status = response.status().as_u16();
+    if let Some(fault) = response.extensions().get::<ClientFault>() {
+        fault.log(&target, &method, status);
+    }
     metrics.request(
         &target,
         &method,
-        response.status().as_u16(),
+        status,
         mode,
         started.elapsed().as_secs_f64(),
     );
@@ -75,8 +90,8 @@ pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) ->
 struct Refusal {
     /// The metrics label: the target, or [`NO_TARGET`].
     target: Arc<str>,
-    code: ErrorCode,
-    message: String,
+    /// Boxed: the refusal is the rare path, the `Ok` one should stay small.
+    response: Box<Response>,
 }
 
 fn refuse(
@@ -84,15 +99,23 @@ fn refuse(
     code: ErrorCode,
     message: impl Into<String>,
 ) -> Result<Arc<Target>, Refusal> {
+    refuse_with(target, error(code, message))
+}
+
+fn refuse_with(target: &str, response: Response) -> Result<Arc<Target>, Refusal> {
     Err(Refusal {
         target: target.into(),
-        code,
-        message: message.into(),
+        response: Box::new(response),
     })
 }
 
-/// The target of `req`, with the [`Forward`] extension set; or why not.
+/// The target of `req`, with the [`Forward`] extension set and its hop-by-hop headers
+/// stripped; or why not.
 fn resolve(routes: &Routes, req: &mut Request) -> Result<Arc<Target>, Refusal> {
+    if let Some(refused) = refuse_framing(req.method(), req.headers()) {
+        return refuse_with(NO_TARGET, refused);
+    }
+    strip_hop_by_hop(req.headers_mut());
     let path = req.uri().path().to_owned();
     let Some(rest) = path.strip_prefix("/link/") else {
         return refuse(
@@ -105,12 +128,8 @@ fn resolve(routes: &Routes, req: &mut Request) -> Result<Arc<Target>, Refusal> {
         Some((name, after)) => (name, format!("/{after}")),
         None => (rest, String::new()),
     };
-    if req.method() == Method::CONNECT {
-        return refuse(
-            NO_TARGET,
-            ErrorCode::MethodNotAllowed,
-            "CONNECT is not supported: this is not a forward proxy",
-        );
+    if let Some(refused) = refuse_method(req.method()) {
+        return refuse_with(NO_TARGET, refused);
     }
     let table = routes.snapshot();
     let target = match table.get(name) {

@@ -2,6 +2,11 @@
 //! target's `caFile`, HTTP/1.1 and HTTP/2 by ALPN) addressed by host name, so `Host` and TLS
 //! SNI are the configured host. Bodies stream both ways. Redirects are handed to the app, not
 //! followed. `timeout` bounds the wait for the response headers of one attempt.
+//!
+//! Hop-by-hop headers were stripped by the route layer before auth was injected; only the
+//! upstream's answer is stripped here. A request that fails because the client's body broke
+//! off, or that times out while waiting for the client's body, is the client's fault
+//! ([`ClientFault`]), not the target's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +15,9 @@ use axum::body::Body;
 use fiso_config::link::{Protocol, TargetConfig};
 use http::header;
 use http_body::Body as _;
+use tokio::time::error::Elapsed;
 
+use crate::client_fault::{BodyWatch, ClientFault, Watched};
 use crate::forward::Forward;
 use crate::response::{error, strip_hop_by_hop, ErrorCode, Request, Response};
 
@@ -95,6 +102,21 @@ impl HttpUpstream {
     }
 }
 
+/// Whether a failed attempt is the client's doing: its body broke off, or the attempt timed out
+/// while waiting for the client's next bytes (the upstream was waiting for the body too).
+fn client_fault<T, E>(
+    body: &BodyWatch,
+    sent: &Result<Result<T, E>, Elapsed>,
+) -> Option<ClientFault> {
+    match sent {
+        Ok(Ok(_)) => None,
+        Ok(Err(_)) => body.fault(),
+        Err(_) => body
+            .fault()
+            .or_else(|| body.waiting_on_client().then_some(ClientFault::Stalled)),
+    }
+}
+
 impl HttpUpstream {
     /// Sends `req` to the target and streams its answer back.
     pub async fn forward(self, req: Request) -> Response {
@@ -103,12 +125,12 @@ impl HttpUpstream {
         };
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
-        strip_hop_by_hop(&mut headers);
         headers.remove(header::HOST);
-        let body = if body.size_hint().exact() == Some(0) {
-            reqwest::Body::from(Vec::new())
+        let (body, client_body) = if body.size_hint().exact() == Some(0) {
+            (reqwest::Body::from(Vec::new()), None)
         } else {
-            reqwest::Body::wrap_stream(body.into_data_stream())
+            let (stream, watch) = Watched::new(body.into_data_stream());
+            (reqwest::Body::wrap_stream(stream), Some(watch))
         };
         let request = self
             .client
@@ -116,6 +138,12 @@ impl HttpUpstream {
             .headers(headers)
             .body(body);
         let sent = tokio::time::timeout(self.timeout, request.send()).await;
+        if let Some(fault) = client_body
+            .as_deref()
+            .and_then(|body| client_fault(body, &sent))
+        {
+            return fault.response();
+        }
         let upstream = match sent {
             Ok(Ok(r)) => r,
             Err(_) => {

@@ -75,14 +75,13 @@ pub fn validate_target(
         Protocol::Http | Protocol::Https => {
             match t.host.as_deref() {
                 None | Some("") => out.push(
-                    Diagnostic::error("host", format!("a {} target needs a host", t.protocol.as_str()))
-                        .hint("e.g. host: api.example.com"),
+                    Diagnostic::error(
+                        "host",
+                        format!("a {} target needs a host", t.protocol.as_str()),
+                    )
+                    .hint("e.g. host: api.example.com"),
                 ),
-                Some(h) if h.contains("://") || h.contains('/') => out.push(
-                    Diagnostic::error("host", format!("`{h}` must be a bare host name"))
-                        .hint("put the scheme in `protocol`, the port in `port` and the path prefix in `basePath`"),
-                ),
-                Some(_) => {}
+                Some(h) => out.extend(upstream_host(h)),
             }
             if t.kafka.is_some() {
                 out.push(
@@ -100,12 +99,7 @@ pub fn validate_target(
         ));
     }
     if let Some(bp) = &t.base_path {
-        if !bp.starts_with('/') {
-            out.push(
-                Diagnostic::error("basePath", format!("`{bp}` must start with `/`"))
-                    .hint(format!("write `/{bp}`")),
-            );
-        }
+        out.extend(base_path(bp));
     }
     out.extend(rules::nonzero_duration("timeout", t.timeout));
     if let Some(auth) = &t.auth {
@@ -266,6 +260,9 @@ fn auth_checks(auth: &AuthConfig, origin: Origin) -> Vec<Diagnostic> {
             "`header` is used only by `type: apikey`",
         ));
     }
+    if let (AuthType::Apikey, Some(header)) = (auth.type_, &auth.header) {
+        out.extend(apikey_header(header));
+    }
     if let Some(s) = &auth.secret_ref {
         let k8s = s.name.is_some() || s.key.is_some();
         let count = [s.file_path.is_some(), s.env_var.is_some(), k8s]
@@ -307,6 +304,129 @@ fn auth_checks(auth: &AuthConfig, origin: Origin) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// The target's `host` exactly as the upstream URL is parsed at run time (the `url` crate, which
+/// reqwest uses): a DNS name, an IPv4 address or a bracketed IPv6 address, nothing else.
+fn upstream_host(host: &str) -> Option<Diagnostic> {
+    let shown = host.escape_debug();
+    if host.contains("://") || host.contains('/') {
+        return Some(
+            Diagnostic::error("host", format!("`{shown}` must be a bare host name"))
+                .hint("put the scheme in `protocol`, the port in `port` and the path prefix in `basePath`"),
+        );
+    }
+    let e = url::Host::parse(host).err()?;
+    let hint = if host.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        "whitespace and control characters (CR, LF, tab) never belong in a host"
+    } else if host.contains(':') && !host.starts_with('[') {
+        "the port goes in `port`; an IPv6 address is written in brackets, e.g. [::1]"
+    } else if host.contains('@') {
+        "credentials go in `auth`, never in the host"
+    } else {
+        "a host is a DNS name (api.example.com), an IPv4 address or a bracketed IPv6 address"
+    };
+    Some(Diagnostic::error("host", format!("`{shown}` is not a valid host: {e}")).hint(hint))
+}
+
+/// A `basePath` is sent exactly as written or refused: the URL parser would otherwise
+/// resolve dot segments (`/api/../admin` is `/admin`, `%2e%2e` included), turn `\` into `/`,
+/// drop tabs and line breaks and start a query at `?`, all silently.
+fn base_path(bp: &str) -> Option<Diagnostic> {
+    let shown = bp.escape_debug();
+    if !bp.starts_with('/') {
+        return Some(
+            Diagnostic::error("basePath", format!("`{shown}` must start with `/`"))
+                .hint(format!("write `/{shown}`")),
+        );
+    }
+    // RFC 3986 §2.3: an unreserved character is never percent-encoded by a URI producer, and
+    // an encoded dot segment is one more way to write `..`.
+    if bp.to_ascii_lowercase().contains("%2e") {
+        return Some(
+            Diagnostic::error(
+                "basePath",
+                format!("`{shown}` holds a percent-encoded dot (`%2e`)"),
+            )
+            .hint("write a dot as `.`; `.` and `..` segments are not allowed either"),
+        );
+    }
+    if bp
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
+    {
+        return Some(
+            Diagnostic::error(
+                "basePath",
+                format!("`{shown}` has a `.` or `..` segment, which would be resolved away"),
+            )
+            .hint("write the prefix the upstream should receive, e.g. /api/v2"),
+        );
+    }
+    let sent = match url::Url::parse(&format!("http://host{bp}")) {
+        Ok(url) if url.query().is_some() || url.fragment().is_some() => {
+            return Some(
+                Diagnostic::error(
+                    "basePath",
+                    format!("`{shown}` holds `?` or `#`, which would start the query or fragment"),
+                )
+                .hint("percent-encode them (`%3F`, `%23`) if they belong to the path"),
+            )
+        }
+        Ok(url) => url.path().to_owned(),
+        Err(e) => {
+            return Some(Diagnostic::error(
+                "basePath",
+                format!("`{shown}` is not a URL path: {e}"),
+            ))
+        }
+    };
+    (sent.trim_end_matches('/') != bp.trim_end_matches('/')).then(|| {
+        Diagnostic::error(
+            "basePath",
+            format!(
+                "`{shown}` would not be sent as written: the upstream would receive `{}`",
+                sent.escape_debug()
+            ),
+        )
+        .hint("percent-encode spaces, `?`, `#`, `\\` and non-ASCII characters (e.g. `%20`)")
+    })
+}
+
+/// Headers that describe a connection or the message framing: the proxy strips or rewrites
+/// them, so a credential put there could never reach the upstream.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "host",
+    "content-length",
+];
+
+fn apikey_header(header: &str) -> Option<Diagnostic> {
+    let shown = header.escape_debug();
+    let Ok(name) = http::HeaderName::from_bytes(header.as_bytes()) else {
+        return Some(
+            Diagnostic::error(
+                "header",
+                format!("`{shown}` is not a valid HTTP header name"),
+            )
+            .hint("e.g. header: X-API-Key"),
+        );
+    };
+    RESERVED_HEADERS.contains(&name.as_str()).then(|| {
+        Diagnostic::error(
+            "header",
+            format!("`{header}` is a hop-by-hop or framing header; a credential there would never reach the upstream"),
+        )
+        .hint("use the header the upstream documents, e.g. X-API-Key")
+    })
 }
 
 /// `*` = one segment, `**` = any depth; always absolute.
@@ -369,6 +489,122 @@ targets:
                 "targets[1].kafka.key.field",
             ]
         );
+    }
+
+    /// `(path, message)` of each error of a single http target with `fields` (YAML flow
+    /// mapping entries).
+    fn target_errors(fields: &str) -> Vec<(String, String)> {
+        let yaml = format!("targets:\n  - {{name: t, protocol: http, {fields}}}\n");
+        validate_link(&parse_link("l.yaml", &yaml).expect("parses"))
+            .into_iter()
+            .filter(Diagnostic::is_error)
+            .map(|d| (d.path, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn hosts_that_are_not_hosts_are_refused() {
+        for host in [
+            r#""api.example.com\r\nX-Injected: 1""#,
+            r#""api.example.com\n""#,
+            r#""api example.com""#,
+            r#""api.example.com:8443""#,
+            r#""user:pass@api.example.com""#,
+            r#""::1""#,
+            r#""api.example.com?x""#,
+            r#""api.example.com#x""#,
+            r#""[::1""#,
+            r#""a\tb""#,
+            r#""a%0d%0ab""#,
+            r#""https://api.example.com""#,
+        ] {
+            let errors = target_errors(&format!("host: {host}"));
+            assert_eq!(errors.len(), 1, "{host}: {errors:?}");
+            assert_eq!(errors[0].0, "targets[0].host", "{host}");
+            assert!(
+                !errors[0].1.contains('\r') && !errors[0].1.contains('\n'),
+                "control characters are shown escaped: {:?}",
+                errors[0].1
+            );
+        }
+        for host in [
+            "api.example.com",
+            "localhost",
+            "127.0.0.1",
+            "\"[::1]\"",
+            "API.Example.COM",
+            "xn--bcher-kva.example",
+            "svc.ns.svc.cluster.local.",
+        ] {
+            assert_eq!(target_errors(&format!("host: {host}")), [], "{host}");
+        }
+    }
+
+    #[test]
+    fn base_paths_that_would_be_rewritten_are_refused() {
+        for bp in [
+            "/api/../admin",
+            "/api/..",
+            "/api/./v2",
+            "/api/%2e%2e/admin",
+            "/api/%2E%2E/admin",
+            "/api/.%2e/admin",
+            "/api/%2e./admin",
+            "/api/%2e",
+            "/api/v%2E2",
+            r#""/api\\..\\admin""#,
+            r#""/api/\r\nx""#,
+            r#""/api/\tx""#,
+            "/api?x=1",
+            "\"/api#x\"",
+            "\"/a b\"",
+            "/caf\u{e9}",
+            "api",
+        ] {
+            let errors = target_errors(&format!("host: h, basePath: {bp}"));
+            assert_eq!(errors.len(), 1, "{bp}: {errors:?}");
+            assert_eq!(errors[0].0, "targets[0].basePath", "{bp}");
+            assert!(
+                !errors[0].1.contains('\r') && !errors[0].1.contains('\n'),
+                "{:?}",
+                errors[0].1
+            );
+        }
+        for bp in [
+            "/",
+            "/api/v2",
+            "/api/v2/",
+            "/a%20b",
+            "/v1.2/x..y/.well-known",
+            "/a;b=c/@x:y",
+        ] {
+            let errors = target_errors(&format!("host: h, basePath: \"{bp}\""));
+            assert_eq!(errors, [], "{bp}");
+        }
+    }
+
+    #[test]
+    fn an_apikey_header_must_be_a_header_that_reaches_the_upstream() {
+        let auth = |header: &str| {
+            target_errors(&format!(
+                "host: h, auth: {{type: apikey, header: \"{header}\", secretRef: {{envVar: K}}}}"
+            ))
+        };
+        for header in [
+            "Connection",
+            "transfer-encoding",
+            "TE",
+            "Host",
+            "Proxy-Authorization",
+            "X API Key",
+            "X-Key:",
+        ] {
+            let errors = auth(header);
+            assert_eq!(errors.len(), 1, "{header}: {errors:?}");
+            assert_eq!(errors[0].0, "targets[0].auth.header");
+        }
+        assert_eq!(auth("X-API-Key"), []);
+        assert_eq!(auth("Authorization"), []);
     }
 
     #[test]
