@@ -1,4 +1,6 @@
-//! A `transform.fields` expression compiled and evaluated the way a flow does it.
+//! A `transform.fields` expression compiled, loaded and evaluated the way a flow does it: within
+//! the CEL bounds, constants folded and events evaluated within the default budget, on a thread
+//! with the stack flows evaluate on.
 //!
 //! Input: the CEL expression, a NUL byte, then the event as JSON (a bare payload, or a structured
 //! CloudEvent when it has `specversion`). Without a NUL byte the whole input is the expression
@@ -7,7 +9,8 @@
 
 #![no_main]
 
-use fiso_flow::{FlowDefaults, InputEvent, Scope, Transformer};
+use fiso_config::cel_check::on_eval_stack;
+use fiso_flow::{Budget, FlowDefaults, InputEvent, Scope, Transformer};
 use indexmap::IndexMap;
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -24,12 +27,15 @@ fuzz_target!(|data: &[u8]| {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(payload).into_owned()));
 
     let fields = IndexMap::from([("out".to_owned(), expr.to_owned())]);
-    let Ok(transformer) = Transformer::compile(&fields) else {
-        return;
-    };
-    let defaults = FlowDefaults::new("fuzz");
-    let Ok(input) = InputEvent::from_json(payload, defaults.event()) else {
-        return;
-    };
-    let _ = transformer.transform(&Scope::new(&input));
+    on_eval_stack(|| {
+        let Ok(transformer) = Transformer::compile_with(&fields, Budget::DEFAULT) else {
+            return;
+        };
+        let defaults = FlowDefaults::new("fuzz");
+        let Ok(input) = InputEvent::from_json(payload, defaults.event()) else {
+            return;
+        };
+        let _ = transformer.transform(&Scope::with_budget(&input, Budget::DEFAULT));
+    })
+    .expect("a thread for the evaluation");
 });

@@ -27,7 +27,14 @@ use anyhow::{bail, Context, Result};
 use crate::infra::{self, Ctx};
 
 /// Every target in `fuzz/fuzz_targets`, in the order they run.
-pub const TARGETS: [&str; 5] = ["flow_config", "cel", "http_body", "link_path", "admission"];
+pub const TARGETS: [&str; 6] = [
+    "flow_config",
+    "cel",
+    "reload",
+    "http_body",
+    "link_path",
+    "admission",
+];
 
 /// CI's budget per target.
 const DEFAULT_SECONDS: u64 = 30;

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use fiso_config::validate::{check_project, Project, SourceFile};
-use fiso_config::Diagnostics;
+use fiso_config::{Diagnostic, Diagnostics};
+use fiso_runtime::watch::{is_yaml, read_config_file, snapshot};
 
 /// The default project directory created by `fiso init`.
 pub const DEFAULT_DIR: &str = "fiso";
@@ -14,6 +15,9 @@ pub const DEFAULT_DIR: &str = "fiso";
 pub struct ProjectFiles {
     pub flows: Vec<SourceFile>,
     pub link: Option<SourceFile>,
+    /// Flow files that could not be read (path, why): errors of their own, as the data plane
+    /// reports them.
+    pub unreadable: Vec<(String, String)>,
 }
 
 impl ProjectFiles {
@@ -37,70 +41,91 @@ impl ProjectFiles {
                     .is_some_and(|d| d == "link");
             return Ok(if is_link {
                 ProjectFiles {
-                    flows: vec![],
                     link: Some(file),
+                    ..ProjectFiles::default()
                 }
             } else {
                 ProjectFiles {
                     flows: vec![file],
-                    link: None,
+                    ..ProjectFiles::default()
                 }
             });
         }
         let flows_dir = target.join("flows");
         let link_file = target.join("link").join("config.yaml");
         if flows_dir.is_dir() || link_file.is_file() {
-            let flows = if flows_dir.is_dir() {
-                read_yaml_dir(&flows_dir)?
+            let (flows, unreadable) = if flows_dir.is_dir() {
+                read_flow_dir(&flows_dir)?
             } else {
-                vec![]
+                Default::default()
             };
             let link = link_file
                 .is_file()
                 .then(|| read_source(&link_file))
                 .transpose()?;
-            return Ok(ProjectFiles { flows, link });
+            return Ok(ProjectFiles {
+                flows,
+                link,
+                unreadable,
+            });
         }
+        let (flows, unreadable) = read_flow_dir(target)?;
         Ok(ProjectFiles {
-            flows: read_yaml_dir(target)?,
+            flows,
             link: None,
+            unreadable,
         })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty() && self.link.is_none()
+        self.flows.is_empty() && self.link.is_none() && self.unreadable.is_empty()
     }
 
     pub fn check(&self) -> (Project, Diagnostics) {
-        check_project(&self.flows, self.link.as_ref())
+        let (project, mut diags) = check_project(&self.flows, self.link.as_ref());
+        for (path, problem) in &self.unreadable {
+            let mut d = Diagnostic::error("", problem.clone());
+            d.file = Some(path.clone());
+            diags.push(d);
+        }
+        (project, diags)
     }
 }
 
+/// One file, read as the data plane reads it (size bound, UTF-8).
 fn read_source(path: &Path) -> Result<SourceFile> {
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        read_config_file(path)?.with_context(|| format!("{} is not a file", path.display()))?;
     Ok(SourceFile {
         path: display_path(path),
         text,
     })
 }
 
-/// `*.yaml` / `*.yml` files of a directory, sorted, hidden files skipped.
-pub fn read_yaml_dir(dir: &Path) -> Result<Vec<SourceFile>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let hidden = p
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with('.'));
-            let yaml = p.extension().is_some_and(|e| e == "yaml" || e == "yml");
-            !hidden && yaml && p.is_file()
+/// `*.yaml` / `*.yml` files of a directory, sorted, hidden files skipped, read exactly as the
+/// data plane reads its flow directory: the files read, and those that could not be (path,
+/// why).
+pub fn read_flow_dir(dir: &Path) -> Result<(Vec<SourceFile>, Vec<(String, String)>)> {
+    let found = snapshot(dir, is_yaml)?;
+    let files = found
+        .files
+        .into_iter()
+        .map(|f| SourceFile {
+            path: display_path(&f.path),
+            text: f.content,
         })
         .collect();
-    paths.sort();
-    paths.iter().map(|p| read_source(p)).collect()
+    let unreadable = found
+        .unreadable
+        .into_iter()
+        .map(|u| (display_path(&dir.join(&u.name)), u.error.to_string()))
+        .collect();
+    Ok((files, unreadable))
+}
+
+/// The readable `*.yaml` / `*.yml` files of a directory ([`read_flow_dir`]).
+pub fn read_yaml_dir(dir: &Path) -> Result<Vec<SourceFile>> {
+    Ok(read_flow_dir(dir)?.0)
 }
 
 /// Paths as the user typed them, without a leading `./`.

@@ -3,12 +3,13 @@
 //! and `/config`).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use fiso_config::validate::{check_project, SourceFile};
-use fiso_runtime::watch::{is_yaml, snapshot, version_document, ConfigFile};
+use fiso_runtime::watch::{is_yaml, snapshot, version_document, ConfigFile, Snapshot, Unreadable};
 use fiso_runtime::{ConfigInfo, MetricsRegistry, Readiness};
 use serde_json::json;
 
@@ -70,11 +71,36 @@ impl FlowDirectory {
         &self.dir
     }
 
-    /// Reads the directory and brings the running flows in line with it.
+    /// Reads the directory and brings the running flows in line with it. Never panics: a
+    /// reload that fails for any reason is reported and counted like an invalid file, the
+    /// running flows stay, and the next change is reloaded as usual.
     pub fn reload(&self) -> ReloadReport {
+        match catch_unwind(AssertUnwindSafe(|| self.apply())) {
+            Ok(report) => report,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown cause".to_owned());
+                let problem = format!("the reload failed ({message}); keeping the running flows");
+                tracing::error!(dir = %self.dir.display(), error = %problem, "reload failed");
+                self.registry.config_reload().failure("flow");
+                self.readiness
+                    .set_warning(format!("config/{}", self.dir.display()), problem.clone());
+                let mut report = ReloadReport::default();
+                report
+                    .problems
+                    .insert(self.dir.display().to_string(), problem);
+                report
+            }
+        }
+    }
+
+    fn apply(&self) -> ReloadReport {
         let mut report = ReloadReport::default();
-        let files = match snapshot(&self.dir, is_yaml) {
-            Ok(f) => f,
+        let Snapshot { files, unreadable } = match snapshot(&self.dir, is_yaml) {
+            Ok(found) => found,
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), error = %e, "cannot read the flow directory; keeping the running flows");
                 report
@@ -85,7 +111,7 @@ impl FlowDirectory {
             }
         };
         let mut last_good = self.last_good.lock().unwrap_or_else(|p| p.into_inner());
-        let candidates = self.settle(&files, &last_good, &mut report);
+        let candidates = self.settle(&files, &unreadable, &last_good, &mut report);
 
         let (project, _) = check_project(
             &candidates
@@ -167,7 +193,9 @@ impl FlowDirectory {
                 );
             }
         }
-        last_good.retain(|name, _| files.iter().any(|f| &f.name == name));
+        last_good.retain(|name, _| {
+            files.iter().any(|f| &f.name == name) || unreadable.iter().any(|u| &u.name == name)
+        });
         drop(last_good);
         self.finish(&report, &files);
         report
@@ -175,9 +203,12 @@ impl FlowDirectory {
 
     /// The set of file versions to run: each file as it is now if the whole set validates with
     /// it, otherwise its last good version (or nothing, for a file that never was valid).
+    /// A file that cannot be read (permission, symlink loop, not UTF-8, too large) is treated
+    /// as an invalid one: its last good version, if any, and a problem of its own.
     fn settle(
         &self,
         files: &[ConfigFile],
+        unreadable: &[Unreadable],
         last_good: &BTreeMap<String, Good>,
         report: &mut ReloadReport,
     ) -> BTreeMap<String, (String, SourceFile)> {
@@ -196,6 +227,25 @@ impl FlowDirectory {
                 )
             })
             .collect();
+        for file in unreadable {
+            let msg = file.error.to_string();
+            if let Some(good) = last_good.get(&file.name) {
+                tracing::error!(file = %file.name, error = %msg, "unreadable flow config; keeping the last good version");
+                candidates.insert(
+                    file.name.clone(),
+                    (
+                        good.hash.clone(),
+                        SourceFile {
+                            path: file.name.clone(),
+                            text: good.text.clone(),
+                        },
+                    ),
+                );
+            } else {
+                tracing::error!(file = %file.name, error = %msg, "unreadable flow config; not started");
+            }
+            report.problems.insert(file.name.clone(), msg);
+        }
         // Each round removes or reverts at least one file, so this ends.
         for _ in 0..=files.len() {
             let sources: Vec<SourceFile> = candidates.values().map(|(_, s)| s.clone()).collect();

@@ -29,14 +29,14 @@
 //! tracing::info!(addr = %server.local_addr, "metrics and health listening");
 //!
 //! let mut watcher = watch::watch_dir("/etc/fiso/flows", Duration::from_millis(300))?;
-//! let mut files = watch::snapshot("/etc/fiso/flows", watch::is_yaml)?;
+//! let mut files = watch::snapshot("/etc/fiso/flows", watch::is_yaml)?.files;
 //! // ... build the flows from `files`, then:
 //! state.readiness.mark_started();
 //! loop {
 //!     tokio::select! {
 //!         _ = stop.cancelled() => break,
 //!         Some(_) = watcher.changed() => {
-//!             let next = watch::snapshot("/etc/fiso/flows", watch::is_yaml)?;
+//!             let next = watch::snapshot("/etc/fiso/flows", watch::is_yaml)?.files;
 //!             let diff = watch::diff(&files, &next);
 //!             // ... rebuild only `diff.added` / `diff.changed`, drop `diff.removed`
 //!             files = next;

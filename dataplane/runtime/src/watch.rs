@@ -49,6 +49,8 @@ pub enum WatchError {
     },
     #[error("{} is not UTF-8 text", path.display())]
     NotUtf8 { path: PathBuf },
+    #[error("{} is larger than {limit} bytes, the most a config file may be", path.display())]
+    TooLarge { path: PathBuf, limit: u64 },
 }
 
 /// Notifies after changes in a directory have settled. Dropping it stops watching.
@@ -207,22 +209,45 @@ pub fn is_yaml(name: &str) -> bool {
     lower.ends_with(".yaml") || lower.ends_with(".yml")
 }
 
+/// Largest config file read: a ConfigMap holds at most 1 MiB in all, and a config file larger
+/// than that is a mistake (a log, a dump) that must not be read into memory whole.
+pub const MAX_CONFIG_FILE_SIZE: u64 = 1024 * 1024;
+
+/// What [`snapshot`] found: the files it read, and those it could not, each with its reason.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub files: Vec<ConfigFile>,
+    /// Files that passed the filter but could not be read (permission, symlink loop, not
+    /// UTF-8, too large): each is that file's problem, not the directory's.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A file of a [`Snapshot`] that could not be read.
+#[derive(Debug)]
+pub struct Unreadable {
+    /// File name within the directory.
+    pub name: String,
+    pub error: WatchError,
+}
+
 /// Reads the files in `dir` whose names pass `filter`, sorted by name. Symlinks are followed
 /// (ConfigMap volumes are all symlinks); hidden entries are skipped, which covers kubelet's
 /// `..data` / `..<timestamp>` and editors' `.name.swp`. A file that vanishes while being
-/// read is skipped: its removal is itself an event, so a rescan follows.
+/// read is skipped: its removal is itself an event, so a rescan follows. Only a directory that
+/// cannot be listed is an error; a file that cannot be read is listed in
+/// [`Snapshot::unreadable`].
 pub fn snapshot(
     dir: impl AsRef<Path>,
     filter: impl Fn(&str) -> bool,
-) -> Result<Vec<ConfigFile>, WatchError> {
+) -> Result<Snapshot, WatchError> {
     let dir = dir.as_ref();
-    let read_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| WatchError::Read { path, source }
+    let dir_error = |source| WatchError::Read {
+        path: dir.to_owned(),
+        source,
     };
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(read_error(dir))? {
-        let entry = entry.map_err(read_error(dir))?;
+    let mut found = Snapshot::default();
+    for entry in std::fs::read_dir(dir).map_err(dir_error)? {
+        let entry = entry.map_err(dir_error)?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
@@ -230,28 +255,58 @@ pub fn snapshot(
             continue;
         }
         let path = entry.path();
-        let bytes = match std::fs::metadata(&path) {
-            Ok(meta) if !meta.is_file() => continue,
-            Ok(_) => std::fs::read(&path),
-            Err(e) => Err(e),
-        };
-        let bytes = match bytes {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(read_error(&path)(e)),
-        };
-        let hash = hex_sha256(&bytes);
-        let content =
-            String::from_utf8(bytes).map_err(|_| WatchError::NotUtf8 { path: path.clone() })?;
-        files.push(ConfigFile {
-            name,
-            path,
-            content,
-            hash,
+        match read_config_file(&path) {
+            Ok(Some(content)) => found.files.push(ConfigFile {
+                hash: hex_sha256(content.as_bytes()),
+                name,
+                path,
+                content,
+            }),
+            Ok(None) => {}
+            Err(error) => found.unreadable.push(Unreadable { name, error }),
+        }
+    }
+    found.files.sort_by(|a, b| a.name.cmp(&b.name));
+    found.unreadable.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// Reads one config file as text, following symlinks, within [`MAX_CONFIG_FILE_SIZE`];
+/// `None` when it is not (or no longer) a file.
+pub fn read_config_file(path: &Path) -> Result<Option<String>, WatchError> {
+    use std::io::Read as _;
+    let read_error = |source| WatchError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let opened = std::fs::metadata(path).and_then(|meta| {
+        if meta.is_file() {
+            std::fs::File::open(path).map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    let file = match opened {
+        Ok(Some(file)) => file,
+        Ok(None) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(read_error(e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE_SIZE {
+        return Err(WatchError::TooLarge {
+            path: path.to_owned(),
+            limit: MAX_CONFIG_FILE_SIZE,
         });
     }
-    files.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(files)
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| WatchError::NotUtf8 {
+            path: path.to_owned(),
+        })
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {

@@ -172,7 +172,7 @@ async fn config_shows_what_is_loaded_and_follows_reloads() {
 
     assert_eq!(get(server.local_addr, "/config").await.json(), json!({}));
 
-    let files = watch::snapshot(dir.path(), watch::is_yaml).unwrap();
+    let files = watch::snapshot(dir.path(), watch::is_yaml).unwrap().files;
     let loaded_at = SystemTime::now();
     state.config.set_section(
         "flow",
@@ -187,7 +187,7 @@ async fn config_shows_what_is_loaded_and_follows_reloads() {
     );
 
     std::fs::write(dir.path().join("orders.yaml"), "name: orders2\n").unwrap();
-    let reloaded = watch::snapshot(dir.path(), watch::is_yaml).unwrap();
+    let reloaded = watch::snapshot(dir.path(), watch::is_yaml).unwrap().files;
     state.config.set_section(
         "flow",
         watch::version_document(dir.path(), &reloaded, SystemTime::now()),
@@ -248,7 +248,7 @@ fn version_document_is_stable_for_equal_content() {
     let doc = |dir: &Path| {
         watch::version_document(
             Path::new("/etc/fiso/flows"),
-            &watch::snapshot(dir, watch::is_yaml).unwrap(),
+            &watch::snapshot(dir, watch::is_yaml).unwrap().files,
             SystemTime::UNIX_EPOCH,
         )
     };

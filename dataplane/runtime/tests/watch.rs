@@ -25,7 +25,7 @@ async fn until(
     let wait = async {
         loop {
             w.changed().await.expect("watcher stopped");
-            let files = snapshot(dir, is_yaml).unwrap();
+            let files = snapshot(dir, is_yaml).unwrap().files;
             if done(&files) {
                 return files;
             }
@@ -35,7 +35,7 @@ async fn until(
         Ok(files) => files,
         Err(_) => panic!(
             "no notification showing {what} within {DEADLINE:?}; dir now: {:?}",
-            snapshot(dir, is_yaml).unwrap()
+            snapshot(dir, is_yaml).unwrap().files
         ),
     }
 }
@@ -56,7 +56,7 @@ async fn notices_an_edit() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("orders.yaml");
     fs::write(&path, "v: 1\n").unwrap();
-    let before = snapshot(dir.path(), is_yaml).unwrap();
+    let before = snapshot(dir.path(), is_yaml).unwrap().files;
     let mut w = watch_dir(dir.path(), DEBOUNCE).unwrap();
 
     fs::write(&path, "v: 2\n").unwrap();
@@ -72,7 +72,7 @@ async fn notices_an_edit() {
 async fn notices_a_create() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("a.yaml"), "a\n").unwrap();
-    let before = snapshot(dir.path(), is_yaml).unwrap();
+    let before = snapshot(dir.path(), is_yaml).unwrap().files;
     let mut w = watch_dir(dir.path(), DEBOUNCE).unwrap();
 
     fs::write(dir.path().join("b.yml"), "b\n").unwrap();
@@ -89,7 +89,7 @@ async fn notices_a_delete() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("a.yaml"), "a\n").unwrap();
     fs::write(dir.path().join("b.yaml"), "b\n").unwrap();
-    let before = snapshot(dir.path(), is_yaml).unwrap();
+    let before = snapshot(dir.path(), is_yaml).unwrap().files;
     let mut w = watch_dir(dir.path(), DEBOUNCE).unwrap();
 
     fs::remove_file(dir.path().join("a.yaml")).unwrap();
@@ -163,7 +163,7 @@ impl<'a> ConfigMapVolume<'a> {
 async fn notices_configmap_data_symlink_swaps() {
     let dir = tempfile::tempdir().unwrap();
     let mut volume = ConfigMapVolume::create(dir.path(), &[("orders.yaml", "v: 1\n")]);
-    let before = snapshot(dir.path(), is_yaml).unwrap();
+    let before = snapshot(dir.path(), is_yaml).unwrap().files;
     assert_eq!(
         names(&before),
         ["orders.yaml"],
@@ -227,7 +227,7 @@ async fn reading_the_dir_is_not_a_change() {
     fs::write(dir.path().join("a.yaml"), "a\n").unwrap();
     let mut w = watch_dir(dir.path(), DEBOUNCE).unwrap();
     for _ in 0..3 {
-        snapshot(dir.path(), is_yaml).unwrap();
+        snapshot(dir.path(), is_yaml).unwrap().files;
     }
     // Proving an absence needs a bounded wait: many debounce periods.
     let quiet = timeout(DEBOUNCE * 10, w.changed()).await;
@@ -266,21 +266,21 @@ fn snapshot_hash_changes_iff_content_changes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.yaml");
     fs::write(&path, "x: 1\n").unwrap();
-    let first = snapshot(dir.path(), is_yaml).unwrap();
+    let first = snapshot(dir.path(), is_yaml).unwrap().files;
 
     fs::write(&path, "x: 1\n").unwrap();
-    let rewritten = snapshot(dir.path(), is_yaml).unwrap();
+    let rewritten = snapshot(dir.path(), is_yaml).unwrap().files;
     assert_eq!(first, rewritten, "same bytes, same hash");
     assert!(diff(&first, &rewritten).is_empty());
 
     fs::write(&path, "x: 2\n").unwrap();
-    let edited = snapshot(dir.path(), is_yaml).unwrap();
+    let edited = snapshot(dir.path(), is_yaml).unwrap().files;
     assert_ne!(first[0].hash, edited[0].hash);
     assert_eq!(edited[0].hash.len(), 64);
 
     fs::write(&path, "x: 1\n").unwrap();
     assert_eq!(
-        snapshot(dir.path(), is_yaml).unwrap()[0].hash,
+        snapshot(dir.path(), is_yaml).unwrap().files[0].hash,
         first[0].hash
     );
 }
@@ -298,20 +298,45 @@ fn snapshot_reads_only_visible_config_files() {
     symlink(d.join("missing.yaml"), d.join("dangling.yaml")).unwrap();
     symlink("b.yaml", d.join("link.yaml")).unwrap();
 
-    let files = snapshot(d, is_yaml).unwrap();
+    let files = snapshot(d, is_yaml).unwrap().files;
     assert_eq!(names(&files), ["a.yml", "b.yaml", "link.yaml"]);
     assert_eq!(files[2].content, "b\n");
     assert_eq!(files[1].hash, files[2].hash);
 
-    let only_link = snapshot(d, |name| name == "link.yaml").unwrap();
+    let only_link = snapshot(d, |name| name == "link.yaml").unwrap().files;
     assert_eq!(names(&only_link), ["link.yaml"]);
 }
 
 #[test]
-fn snapshot_rejects_binary_files() {
+fn files_that_cannot_be_read_are_their_own_problem() {
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("bad.yaml"), [0xff, 0xfe, 0x00]).unwrap();
-    let err = snapshot(dir.path(), is_yaml).unwrap_err();
-    assert!(matches!(err, watch::WatchError::NotUtf8 { .. }));
-    assert!(err.to_string().contains("bad.yaml"));
+    let d = dir.path();
+    fs::write(d.join("bad.yaml"), [0xff, 0xfe, 0x00]).unwrap();
+    symlink("loop-b.yaml", d.join("loop-a.yaml")).unwrap();
+    symlink("loop-a.yaml", d.join("loop-b.yaml")).unwrap();
+    let big = "x".repeat(usize::try_from(watch::MAX_CONFIG_FILE_SIZE).unwrap() + 1);
+    fs::write(d.join("big.yaml"), big).unwrap();
+    fs::write(d.join("good.yaml"), "good\n").unwrap();
+
+    let found = snapshot(d, is_yaml).unwrap();
+    assert_eq!(names(&found.files), ["good.yaml"]);
+    let problems: Vec<(&str, String)> = found
+        .unreadable
+        .iter()
+        .map(|u| (u.name.as_str(), u.error.to_string()))
+        .collect();
+    assert_eq!(problems.len(), 4, "{problems:?}");
+    assert!(matches!(
+        found.unreadable[0].error,
+        watch::WatchError::NotUtf8 { .. }
+    ));
+    assert!(problems[0].1.contains("bad.yaml"), "{problems:?}");
+    assert!(
+        problems[1].1.contains("larger than 1048576 bytes"),
+        "{problems:?}"
+    );
+    for (name, error) in &problems[2..] {
+        assert!(name.starts_with("loop-"), "{problems:?}");
+        assert!(error.contains("symbolic links"), "{error}");
+    }
 }

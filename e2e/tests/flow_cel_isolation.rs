@@ -1,0 +1,145 @@
+//! An event over its CEL budget fails alone; while events burn their budget on every core, the
+//! health server and the other flows keep answering. In a file of its own: nothing else of the
+//! suite runs beside it, so the timing it asserts (the 100 ms) measures only Fiso.
+
+use std::time::{Duration, Instant};
+
+use fiso_e2e::{
+    client, eventually, post_json, FisoProcess, FlowDir, HttpFlow, SinkServer, DEADLINE,
+};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+const SHARED: &str = "127.0.0.1:0";
+
+fn flow(name: &str, sink: &SinkServer, field: &str, extra: &str) -> String {
+    HttpFlow::new(
+        name,
+        SHARED,
+        &format!("/{name}"),
+        &sink.url(&format!("/{name}")),
+    )
+    .with(&format!(
+        "transform:\n  fields:\n    out: {}\n{extra}",
+        Value::String(field.to_owned())
+    ))
+    .yaml()
+}
+
+/// User + system CPU time of process `pid`, from `/proc/<pid>/stat`.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+    // The command name may hold spaces; the fields after it are space-separated.
+    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+        .split(' ')
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    // SAFETY: sysconf has no preconditions.
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_over_its_budget_fails_alone_and_health_keeps_answering() {
+    let sink = SinkServer::ok().await;
+    let dir = FlowDir::new();
+    let nested = "size(data.l.map(x, data.l.map(y, x + y)))";
+    dir.write("light.yaml", &flow("light", &sink, "data.n", ""));
+    dir.write("loops.yaml", &flow("loops", &sink, nested, ""));
+    // A budget high enough that one event burns CPU for seconds before it fails.
+    dir.write(
+        "burner.yaml",
+        &flow(
+            "burner",
+            &sink,
+            nested,
+            "celBudget:\n  iterations: 50000000\n",
+        ),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let addr = fiso.http_addr(SHARED).await;
+
+    // Over the default budget: 422, the budget named, nothing delivered.
+    let list: Vec<u32> = (0..2_500).collect();
+    let answer = post_json(
+        &client(),
+        &format!("http://{addr}/loops"),
+        &json!({ "l": list }),
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        answer.text()
+    );
+    let error = &answer.json()["error"];
+    assert_eq!(error["code"], "TRANSFORM_FAILED");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("celBudget.iterations")),
+        "{error}"
+    );
+    let small = post_json(
+        &client(),
+        &format!("http://{addr}/loops"),
+        &json!({"l": [1, 2]}),
+    )
+    .await;
+    assert_eq!(small.status, StatusCode::OK, "{}", small.text());
+
+    // As many events as the runtime has workers burn their (raised) budget: on the async
+    // workers they would hold every one of them; meanwhile health and the other flow answer.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let burners: Vec<_> = (0..workers)
+        .map(|_| {
+            let list: Vec<u32> = (0..10_000).collect();
+            tokio::spawn(async move {
+                post_json(
+                    &client(),
+                    &format!("http://{addr}/burner"),
+                    &json!({ "l": list }),
+                )
+                .await
+            })
+        })
+        .collect();
+    // Probe once the process is visibly burning CPU (a quarter second beyond what it had).
+    let cpu_before = cpu_seconds(fiso.pid());
+    let burning = eventually(DEADLINE, || async {
+        (cpu_seconds(fiso.pid()) > cpu_before + 0.5).then_some(())
+    })
+    .await;
+    assert!(burning.is_some(), "the burning event is evaluated");
+    let health = format!("http://{}/healthz", fiso.metrics_addr());
+    let mut slowest = Duration::ZERO;
+    for n in 0..10 {
+        let started = Instant::now();
+        let status = client()
+            .get(&health)
+            .send()
+            .await
+            .expect("/healthz")
+            .status();
+        slowest = slowest.max(started.elapsed());
+        assert_eq!(status, StatusCode::OK);
+        let light = post_json(
+            &client(),
+            &format!("http://{addr}/light"),
+            &json!({ "n": n }),
+        )
+        .await;
+        assert_eq!(light.status, StatusCode::OK, "{}", light.text());
+    }
+    assert!(
+        burners.iter().all(|b| !b.is_finished()),
+        "the burning events were still being evaluated during the probes"
+    );
+    assert!(
+        slowest < Duration::from_millis(100),
+        "/healthz took {slowest:?} while a flow burned its budget"
+    );
+    for burner in burners {
+        burner.abort();
+    }
+}
