@@ -57,6 +57,16 @@ impl FisoProcess {
         Self::spawn(&args, env).await
     }
 
+    /// [`FisoProcess::start`] with at most `nofile` open file descriptors (`RLIMIT_NOFILE`).
+    pub async fn start_with_fd_limit(config_dir: &Path, nofile: u64) -> FisoProcess {
+        let args: [&OsStr; 3] = [
+            "flow".as_ref(),
+            "--config-dir".as_ref(),
+            config_dir.as_os_str(),
+        ];
+        Self::spawn_limited(&args, std::iter::empty::<(&str, &str)>(), Some(nofile)).await
+    }
+
     /// `fiso run` (flows + link, as the injected sidecar runs it) with the given flow directory
     /// and link config, returned once started.
     pub async fn start_run(config_dir: &Path, link_config: &Path) -> FisoProcess {
@@ -102,6 +112,18 @@ impl FisoProcess {
         K: AsRef<OsStr>,
         V: AsRef<OsStr>,
     {
+        Self::spawn_limited(args, env, None).await
+    }
+
+    async fn spawn_limited<K, V>(
+        args: &[&OsStr],
+        env: impl IntoIterator<Item = (K, V)>,
+        nofile: Option<u64>,
+    ) -> FisoProcess
+    where
+        K: AsRef<OsStr>,
+        V: AsRef<OsStr>,
+    {
         // The first call builds the binary: not on an async worker.
         let bin = tokio::task::spawn_blocking(crate::fiso_bin)
             .await
@@ -118,6 +140,23 @@ impl FisoProcess {
             .kill_on_drop(true);
         for var in PROXY_VARS {
             cmd.env_remove(var);
+        }
+        if let Some(n) = nofile {
+            // SAFETY: between fork and exec the closure only calls setrlimit(2), which is
+            // async-signal-safe, and allocates nothing.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let limit = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
         }
         let mut child = cmd.spawn().expect("spawning fiso flow");
         let pid = child.id().expect("a running child has a pid");

@@ -7,6 +7,16 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// `readHeaderTimeout` of the Link and Flow HTTP sources: from accept to a complete first
+/// request, and from the first byte of each later request to its last header.
+pub const DEFAULT_READ_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// `idleTimeout`: how long a connection may wait for its next request (nginx
+/// `keepalive_timeout`).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// `bodyTimeout`: the longest pause while a request body arrives (nginx
+/// `client_body_timeout`).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Backoff shape between retry attempts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

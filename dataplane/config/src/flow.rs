@@ -153,6 +153,24 @@ pub struct HttpSourceConfig {
     /// Largest accepted request body (default 1MiB); larger requests get 413.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_size: Option<ByteSize>,
+    /// Time a client has from connecting to a complete first request, and from the first
+    /// byte of each later request to its last header (default 10s); then the connection is
+    /// closed. Flows on one `listenAddr` share a server and must agree on it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub read_header_timeout: Option<Duration>,
+    /// Time a connection may wait for its next request (default 75s, as nginx's
+    /// `keepalive_timeout`), HTTP/2 connections without a stream included; then it is closed.
+    /// Flows on one `listenAddr` must agree on it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub idle_timeout: Option<Duration>,
+    /// Longest pause while a request body arrives (default 60s, as nginx's
+    /// `client_body_timeout`); a body that stops longer is answered 408. Flows on one
+    /// `listenAddr` must agree on it.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub body_timeout: Option<Duration>,
 }
 
 fn default_path() -> String {

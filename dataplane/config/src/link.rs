@@ -26,11 +26,24 @@ pub struct LinkConfig {
     /// Metrics and health address (default `:9091`).
     #[serde(default = "default_metrics_addr")]
     pub metrics_addr: String,
-    /// Time a client has to send a request's headers (default 10s); a connection that
-    /// trickles them (slowloris) is closed. Read at start, not on reload.
+    /// Time a client has from connecting to a complete first request, and from the first
+    /// byte of each later request to its last header (default 10s); a connection that sends
+    /// nothing or trickles its headers (slowloris) is closed. Read at start, not on reload.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
     #[schemars(with = "Option<String>")]
     pub read_header_timeout: Option<Duration>,
+    /// Time a connection may wait for its next request (default 75s, as nginx's
+    /// `keepalive_timeout`), HTTP/2 connections without a stream included; then it is closed.
+    /// Read at start, not on reload.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub idle_timeout: Option<Duration>,
+    /// Longest pause while a request body arrives (default 60s, as nginx's
+    /// `client_body_timeout`); a body that stops longer is answered 408. Read at start, not on
+    /// reload.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub body_timeout: Option<Duration>,
     /// Clusters Kafka targets publish to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaConfig>,
@@ -44,6 +57,8 @@ impl Default for LinkConfig {
             listen_addr: default_listen_addr(),
             metrics_addr: default_metrics_addr(),
             read_header_timeout: None,
+            idle_timeout: None,
+            body_timeout: None,
             kafka: None,
             targets: Vec::new(),
         }

@@ -9,7 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwap;
 use axum::routing::any;
+use fiso_config::flow::SourceSpec;
 use fiso_runtime::addr::{parse_listen_addr, AddrError};
+use fiso_runtime::server::ServerTimeouts;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +38,8 @@ pub enum RouterError {
 
 struct Server {
     routes: Routes,
+    /// Taken by each new connection; the flows on one address agree on them (validated).
+    timeouts: watch::Sender<ServerTimeouts>,
     local_addr: SocketAddr,
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -105,6 +110,13 @@ impl ServerRegistry {
                     owner: owner.name.clone(),
                 });
             }
+        }
+        if let SourceSpec::Http(c) = &flow.config.source {
+            server.timeouts.send_replace(ServerTimeouts::from_config(
+                c.read_header_timeout,
+                c.idle_timeout,
+                c.body_timeout,
+            ));
         }
         let mut table: RouteTable = (**current).clone();
         table.insert(path.to_owned(), Arc::clone(&flow));
@@ -180,14 +192,16 @@ fn start_server(listen_addr: &str, addr: SocketAddr) -> Result<Server, RouterErr
         .fallback(any(serve_request))
         .with_state(Arc::clone(&routes));
     let stop = cancel.clone();
+    let (timeouts, timeouts_rx) = watch::channel(ServerTimeouts::default());
     let task = tokio::spawn(fiso_runtime::server::serve(
         listener,
         app,
-        fiso_runtime::server::DEFAULT_READ_HEADER_TIMEOUT,
+        timeouts_rx,
         stop,
     ));
     Ok(Server {
         routes,
+        timeouts,
         local_addr,
         cancel,
         task,

@@ -38,6 +38,10 @@ impl ClientFault {
     pub fn of(error: &(dyn StdError + 'static)) -> ClientFault {
         let mut next = Some(error);
         while let Some(e) = next {
+            // The server's bodyTimeout (no progress for that long).
+            if e.is::<fiso_runtime::server::BodyTimeout>() {
+                return ClientFault::Stalled;
+            }
             if let Some(io) = e.downcast_ref::<io::Error>() {
                 return match io.kind() {
                     io::ErrorKind::TimedOut => ClientFault::Stalled,
@@ -177,6 +181,11 @@ mod tests {
         }
         let other = axum::Error::new("stream reset by the peer");
         assert_eq!(ClientFault::of(&other), ClientFault::Closed);
+        // The server's bodyTimeout, as the request body reports it.
+        let stalled = axum::Error::new(fiso_runtime::server::BodyTimeout(
+            std::time::Duration::from_secs(1),
+        ));
+        assert_eq!(ClientFault::of(&stalled), ClientFault::Stalled);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use fiso_config::link::{LinkConfig, Protocol, TargetConfig};
 use fiso_runtime::addr::{parse_listen_addr, AddrError};
 use fiso_runtime::health::{serve, HealthState, ServeError};
 use fiso_runtime::metrics::MetricsError;
-use fiso_runtime::server::DEFAULT_READ_HEADER_TIMEOUT;
+use fiso_runtime::server::ServerTimeouts;
 use fiso_runtime::watch::{watch_dir, WatchError};
 use fiso_runtime::Observability;
 use serde_json::json;
@@ -99,13 +99,15 @@ impl LinkRuntime {
             let (routes, metrics) = (Arc::clone(&routes), metrics.clone());
             async move { handle(&routes, &metrics, req).await }
         });
-        let read_header_timeout = config
-            .read_header_timeout
-            .unwrap_or(DEFAULT_READ_HEADER_TIMEOUT);
+        let timeouts = ServerTimeouts::from_config(
+            config.read_header_timeout,
+            config.idle_timeout,
+            config.body_timeout,
+        );
         let server = tokio::spawn(fiso_runtime::server::serve(
             listener,
             app,
-            read_header_timeout,
+            timeouts.fixed(),
             stop_serving.clone(),
         ));
         tracing::info!(addr = %local_addr, config = %path.display(), "link proxy listening");

@@ -315,9 +315,18 @@ pub async fn serve(
         .await
         .map_err(bind_error)?;
     let local_addr = listener.local_addr().map_err(bind_error)?;
-    let server = axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await });
-    let handle = tokio::spawn(async move { server.await });
+    // The same deadlines as the data plane's servers: idle connections to this port cannot
+    // hold the file descriptors that probes and reloads need.
+    let server = crate::server::serve(
+        listener,
+        router(state),
+        crate::server::ServerTimeouts::default().fixed(),
+        shutdown,
+    );
+    let handle = tokio::spawn(async move {
+        server.await;
+        Ok(())
+    });
     Ok(BoundServer { local_addr, handle })
 }
 

@@ -8,8 +8,8 @@
 //!   config-reload metrics that flow and link both report.
 //! - [`health`]: the metrics port (`/healthz`, `/readyz`, `/metrics`, `/config`) and the
 //!   [`Readiness`] registry that supervisors update as components come and go.
-//! - [`server`]: the HTTP server of the Link proxy and Flow HTTP sources (header read
-//!   deadline against slowloris, graceful stop).
+//! - [`server`]: the HTTP server of the Link proxy, Flow HTTP sources and the metrics port
+//!   (a deadline for every connection, lingering close, accept backoff, graceful stop).
 //! - [`addr`]: listen addresses in the config's Go-style form (`:9090`).
 //! - [`shutdown`]: SIGTERM / SIGINT as a [`CancellationToken`](tokio_util::sync::CancellationToken).
 //! - [`watch`]: a debounced watcher for a config directory (editor saves and Kubernetes

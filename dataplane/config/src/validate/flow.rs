@@ -106,6 +106,12 @@ fn source(src: &SourceSpec, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {
                     "must be greater than zero",
                 ));
             }
+            out.extend(rules::connection_timeouts(
+                "source.config.",
+                c.read_header_timeout,
+                c.idle_timeout,
+                c.body_timeout,
+            ));
         }
         SourceSpec::Kafka(c) => {
             out.extend(rules::cluster_ref(

@@ -30,6 +30,12 @@ pub fn validate_link(cfg: &LinkConfig) -> Vec<Diagnostic> {
             .hint("e.g. listenAddr \"127.0.0.1:3500\", metricsAddr \":9091\""),
         );
     }
+    out.extend(rules::connection_timeouts(
+        "",
+        cfg.read_header_timeout,
+        cfg.idle_timeout,
+        cfg.body_timeout,
+    ));
     if let Some(k) = &cfg.kafka {
         out.extend(rules::kafka_clusters("kafka", k));
     }
@@ -605,6 +611,15 @@ targets:
         }
         assert_eq!(auth("X-API-Key"), []);
         assert_eq!(auth("Authorization"), []);
+    }
+
+    #[test]
+    fn connection_deadlines_are_positive_and_bounded() {
+        assert!(errors("readHeaderTimeout: 2s\nidleTimeout: 75s\nbodyTimeout: 1h").is_empty());
+        assert_eq!(
+            errors("readHeaderTimeout: 0s\nidleTimeout: 2h\nbodyTimeout: 0ms"),
+            vec!["readHeaderTimeout", "idleTimeout", "bodyTimeout"]
+        );
     }
 
     #[test]

@@ -172,6 +172,53 @@ fn cross_flow(flows: &[LoadedFlow]) -> Vec<Diagnostic> {
         }
         entry.push((kind, path, f.name(), &f.file));
     }
+    out.extend(shared_server_timeouts(flows));
+    out
+}
+
+/// HTTP flows on one listen address share one server, so they share its connection deadlines:
+/// differing values would make one flow's setting silently apply to the other.
+fn shared_server_timeouts(flows: &[LoadedFlow]) -> Vec<Diagnostic> {
+    use crate::common::{DEFAULT_BODY_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_READ_HEADER_TIMEOUT};
+    let mut out = Vec::new();
+    let mut first: HashMap<String, (&LoadedFlow, [std::time::Duration; 3])> = HashMap::new();
+    for f in flows {
+        let SourceSpec::Http(c) = &f.config.source else {
+            continue;
+        };
+        let Some(norm) = normalize_listen_addr(&c.listen_addr) else {
+            continue;
+        };
+        let values = [
+            c.read_header_timeout.unwrap_or(DEFAULT_READ_HEADER_TIMEOUT),
+            c.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            c.body_timeout.unwrap_or(DEFAULT_BODY_TIMEOUT),
+        ];
+        let Some((other, theirs)) = first.get(&norm) else {
+            first.insert(norm, (f, values));
+            continue;
+        };
+        let names = ["readHeaderTimeout", "idleTimeout", "bodyTimeout"];
+        for ((name, mine), theirs) in names.iter().zip(values).zip(theirs) {
+            if mine != *theirs {
+                let mut d = Diagnostic::error(
+                    format!("source.config.{name}"),
+                    format!(
+                        "flow `{}`: {name} {} differs from the {} of flow `{}` ({}), which shares `{}`",
+                        f.name(),
+                        humantime::format_duration(mine),
+                        humantime::format_duration(*theirs),
+                        other.name(),
+                        other.file,
+                        c.listen_addr,
+                    ),
+                )
+                .hint("flows on one listenAddr share a server: give them the same value");
+                d.file = Some(f.file.clone());
+                out.push(d);
+            }
+        }
+    }
     out
 }
 
@@ -186,6 +233,47 @@ mod tests {
                 "name: {name}\nsource:\n  type: http\n  config:\n    listenAddr: \"{addr}\"\n    path: {path}\nsink:\n  type: http\n  config:\n    url: http://svc:8080\n"
             ),
         }
+    }
+
+    #[test]
+    fn flows_sharing_a_server_agree_on_its_deadlines() {
+        let with = |name: &str, path: &str, lines: &str| SourceFile {
+            path: format!("flows/{name}.yaml"),
+            text: http_flow(name, ":8080", path)
+                .text
+                .replace("    path:", &format!("{lines}    path:")),
+        };
+        // Unset is the default: 10s is the same as not saying it.
+        let (_, d) = check_project(
+            &[
+                with("a", "/a", "    readHeaderTimeout: 10s\n"),
+                with("b", "/b", ""),
+            ],
+            None,
+        );
+        assert!(d.is_empty(), "{d}");
+        let (_, d) = check_project(
+            &[
+                with("a", "/a", "    idleTimeout: 5s\n    bodyTimeout: 5s\n"),
+                with("b", "/b", "    idleTimeout: 5s\n"),
+                http_flow("c", ":9090", "/c"),
+            ],
+            None,
+        );
+        let paths: Vec<_> = d
+            .errors()
+            .map(|e| (e.path.as_str(), e.file.as_deref()))
+            .collect();
+        assert_eq!(
+            paths,
+            [("source.config.bodyTimeout", Some("flows/b.yaml"))],
+            "{d}"
+        );
+        assert!(
+            d.to_string()
+                .contains("bodyTimeout 1m differs from the 5s of flow `a`"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -205,6 +205,38 @@ pub(crate) fn nonzero_duration(path: &str, d: Option<Duration>) -> Option<Diagno
         .map(|_| Diagnostic::error(path, "must be greater than zero").hint("e.g. \"30s\""))
 }
 
+/// Longest accepted connection deadline (`readHeaderTimeout`, `idleTimeout`, `bodyTimeout`):
+/// beyond it a deadline no longer protects the process from idle connections.
+pub const MAX_CONNECTION_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// The connection deadlines of a server (Link, Flow HTTP source), under `prefix`.
+pub(crate) fn connection_timeouts(
+    prefix: &str,
+    read_header: Option<Duration>,
+    idle: Option<Duration>,
+    body: Option<Duration>,
+) -> Vec<Diagnostic> {
+    [
+        ("readHeaderTimeout", read_header),
+        ("idleTimeout", idle),
+        ("bodyTimeout", body),
+    ]
+    .into_iter()
+    .filter_map(|(name, d)| {
+        let path = format!("{prefix}{name}");
+        let d = d?;
+        if d.is_zero() {
+            return nonzero_duration(&path, Some(d));
+        }
+        (d > MAX_CONNECTION_TIMEOUT).then(|| {
+            Diagnostic::error(&path, "must be at most 1h").hint(
+                "a longer deadline lets idle connections pile up until file descriptors run out",
+            )
+        })
+    })
+    .collect()
+}
+
 pub(crate) fn http_url(path: &str, value: &str) -> Option<Diagnostic> {
     match url::Url::parse(value) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => None,

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use fiso_config::common::ByteSize;
 use fiso_config::flow::SourceSpec;
 use fiso_runtime::addr::parse_listen_addr;
+use fiso_runtime::server::DEFAULT_READ_HEADER_TIMEOUT;
 use futures::{Stream, StreamExt};
 use prost::Message;
 use tokio::sync::Semaphore;
@@ -29,6 +30,7 @@ use crate::grpc::proto::io::cloudevents::v1::CloudEvent;
 use crate::grpc::{event_json, proto};
 use crate::instance::{FlowInstance, Outcome};
 use crate::sink::http::{DeliveryContext, DeliveryError};
+use crate::source::grpc_incoming::incoming;
 use crate::source::http::{correlation_id, text_headers};
 use crate::{FlowError, InputEvent};
 
@@ -36,6 +38,10 @@ use crate::{FlowError, InputEvent};
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// Events of one stream processed at once.
 pub const STREAM_WINDOW: usize = 32;
+/// A connection that received nothing for this long is PINGed, and closed if the PING is not
+/// answered within [`H2_KEEPALIVE_TIMEOUT`] (its calls are abandoned).
+pub const H2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+pub const H2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Default `maxMessageSize`.
 pub const DEFAULT_MAX_MESSAGE_SIZE: ByteSize = ByteSize::mib(4);
 
@@ -93,12 +99,14 @@ pub async fn run(
     tracing::info!(addr = %local, listen_addr = %cfg.listen_addr, flow = %flow.name, "grpc source listening");
     ready();
     tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(H2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(H2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(events)
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            incoming(listener, DEFAULT_READ_HEADER_TIMEOUT),
             cancel.cancelled(),
         )
         .await?;

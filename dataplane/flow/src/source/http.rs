@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use fiso_runtime::server::is_body_timeout;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Map, Value};
 
@@ -75,6 +76,14 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
     let bytes = match Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Err(e) if is_body_timeout(&*e) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                &e.to_string(),
+                correlation_id,
+            )
+        }
         Err(e) => {
             return error(
                 StatusCode::BAD_REQUEST,

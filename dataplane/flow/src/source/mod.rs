@@ -1,4 +1,5 @@
 //! Sources: where a flow's events come from.
 
 pub mod grpc;
+mod grpc_incoming;
 pub mod http;
