@@ -261,6 +261,12 @@ async fn poison_record_is_dead_lettered_and_later_records_still_flow() {
             (None, &[], br#"{"n":1}"#),
             (Some("k-2"), &[], b"not json{"),
             (None, &[], br#"{"n":3}"#),
+            // A CR/LF in an attribute is the producer's error too, whatever the sink.
+            (
+                None,
+                &[],
+                br#"{"specversion":"1.0","id":"x","source":"/s","type":"t","subject":"a\r\nb"}"#,
+            ),
         ],
     )
     .await;
@@ -281,7 +287,16 @@ async fn poison_record_is_dead_lettered_and_later_records_still_flow() {
     assert_eq!(got[0].json()["data"], json!({"n": 1}));
     assert_eq!(got[1].json()["data"], json!({"n": 3}));
 
-    let records = consume(&dlq, 1).await;
+    let mut records = consume(&dlq, 2).await;
+    let (_, _, attribute) = records.pop().unwrap();
+    assert_eq!(
+        attribute.get("fiso-error-code").map(String::as_str),
+        Some("INPUT_INVALID")
+    );
+    assert!(
+        attribute["fiso-error-message"].contains("control character"),
+        "{attribute:?}"
+    );
     let (key, value, mut h) = records.into_iter().next().unwrap();
     assert_eq!(key.as_deref(), Some(&b"k-2"[..]));
     assert_eq!(value, b"not json{");
@@ -306,8 +321,8 @@ async fn poison_record_is_dead_lettered_and_later_records_still_flow() {
     .collect();
     assert_eq!(h, expected);
 
-    let done = committed_eventually(&group, &topic, 3).await;
-    assert_eq!(done, Some(3), "committed offset\n{}", fiso.logs().tail(40));
+    let done = committed_eventually(&group, &topic, 4).await;
+    assert_eq!(done, Some(4), "committed offset\n{}", fiso.logs().tail(40));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -502,7 +502,14 @@ pub struct HttpSinkConfig {
     /// Extra CA bundle (PEM) trusted for `https` URLs, besides the system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
+    /// Largest sink answer body read (default 1MiB). A longer body is not buffered: an HTTP
+    /// source answers 502 `SINK_RESPONSE_TOO_LARGE`; a failed delivery keeps its first bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_response_body_size: Option<ByteSize>,
 }
+
+/// The default of `sink.config.maxResponseBodySize`.
+pub const DEFAULT_MAX_RESPONSE_BODY_SIZE: ByteSize = ByteSize::mib(1);
 
 fn default_method() -> String {
     "POST".to_owned()

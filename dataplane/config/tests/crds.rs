@@ -110,3 +110,30 @@ fn short_names() {
         .collect();
     assert_eq!(names, vec![vec!["fd".to_owned()], vec!["lt".to_owned()]]);
 }
+
+/// The operator reads CRs as the API server sends them: JSON with sorted keys, so `config` comes
+/// before `type` and serde buffers the adjacently tagged sink before reading it. The workspace's
+/// serde_json has `arbitrary_precision`, which hands a buffered decimal over as a map: no number
+/// in a buffered part of the schema may be one that breaks (integers are read as integers).
+#[test]
+fn custom_resources_with_sorted_keys_and_numbers_deserialize() {
+    let flow: fiso_config::crd::FlowDefinition = serde_json::from_str(
+        r#"{"apiVersion":"fiso.io/v1alpha1","kind":"FlowDefinition","metadata":{"name":"f"},
+            "spec":{"errorHandling":{"maxRetries":3},
+                    "sink":{"config":{"maxResponseBodySize":65536,"timeout":"5s","url":"http://x:1"},"type":"http"},
+                    "source":{"config":{"cluster":"c","startOffset":42,"topic":"t"},"type":"kafka"}}}"#,
+    )
+    .expect("a FlowDefinition as the API server sends it");
+    let sink = serde_json::to_value(&flow.spec.sink).expect("serialises");
+    assert_eq!(sink["config"]["maxResponseBodySize"], "64KiB");
+    let link: fiso_config::crd::LinkTarget = serde_json::from_str(
+        r#"{"apiVersion":"fiso.io/v1alpha1","kind":"LinkTarget","metadata":{"name":"api"},
+            "spec":{"host":"api.example.com","protocol":"https",
+                    "rateLimit":{"burst":2,"requestsPerSecond":0.5},
+                    "retry":{"jitter":0.25,"maxAttempts":2}}}"#,
+    )
+    .expect("a LinkTarget as the API server sends it");
+    let spec = serde_json::to_value(&link.spec).expect("serialises");
+    assert_eq!(spec["rateLimit"]["requestsPerSecond"], 0.5);
+    assert_eq!(spec["retry"]["jitter"], 0.25);
+}

@@ -7,7 +7,8 @@
 //! callers that hold `cel::Value`s.
 //!
 //! JSON → CEL: integers become `int` when they fit in an `i64`, else `uint`, else `double`;
-//! other numbers `double`; objects maps with string keys; arrays lists; `null` null.
+//! other numbers `double` (a number no double holds exactly keeps its text only when passed
+//! through without CEL computing with it); objects maps with string keys; arrays lists; `null` null.
 //!
 //! CEL → JSON: map keys must be strings, ints, uints or bools (the non-strings are printed);
 //! timestamps become RFC 3339 strings, durations strings like `"1.5s"`, bytes base64 strings,
@@ -54,7 +55,7 @@ pub fn json_to_value(json: &Json) -> Value {
             } else if let Some(u) = n.as_u64() {
                 Value::UInt(u)
             } else {
-                Value::Float(n.as_f64().unwrap_or(f64::NAN))
+                Value::Float(crate::json::number_as_f64(n))
             }
         }
         Json::String(s) => Value::String(Arc::new(s.clone())),

@@ -22,7 +22,7 @@ use cel::common::types::{CelNull, CelString};
 use cel::common::value::Val;
 
 use crate::budget::Budget;
-use crate::event::is_json_content_type;
+use crate::event::{check_attribute_text, check_media_type, is_json_content_type};
 use crate::expr::CompiledExpr;
 use crate::{FlowError, InputEvent, Scope};
 
@@ -312,7 +312,7 @@ fn required_string(
     scope: &Scope<'_>,
 ) -> Result<String, FlowError> {
     match eval_text(name, attribute, scope)? {
-        Text::String(text) if !text.is_empty() => Ok(text),
+        Text::String(text) if !text.is_empty() => checked(name, text),
         Text::String(_) => Err(FlowError::wrap(name, "must not be empty")),
         Text::Null => Err(not_a_string(name, "null")),
         Text::Other(type_name) => Err(not_a_string(name, &type_name)),
@@ -326,10 +326,22 @@ fn optional_string(
     scope: &Scope<'_>,
 ) -> Result<Option<String>, FlowError> {
     match eval_text(name, attribute, scope)? {
-        Text::String(text) if !text.is_empty() => Ok(Some(text)),
+        Text::String(text) if !text.is_empty() => checked(name, text).map(Some),
         Text::String(_) | Text::Null => Ok(None),
         Text::Other(type_name) => Err(not_a_string(name, &type_name)),
     }
+}
+
+/// An attribute the flow computes obeys the rules the input's attributes do (see
+/// [`check_attribute_text`]).
+fn checked(name: &'static str, text: String) -> Result<String, FlowError> {
+    let check = if name == "datacontenttype" {
+        check_media_type(name, &text)
+    } else {
+        check_attribute_text(name, &text)
+    };
+    check.map_err(|message| FlowError::wrap(name, message))?;
+    Ok(text)
 }
 
 fn builder_error(error: EventBuilderError) -> FlowError {
@@ -516,6 +528,22 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "cloudevents.subject: no such key: customer"
+        );
+    }
+
+    #[test]
+    fn computed_attributes_with_control_characters_are_wrap_errors() {
+        let env = envelope(CloudEventsConfig {
+            subject: Some("data.s".into()),
+            ..Default::default()
+        });
+        let error = env
+            .build(&input(json!({"s": "a\r\nx: y"})), json!({}))
+            .expect_err("fails");
+        assert_eq!(error.code(), "CLOUDEVENT_WRAP_FAILED");
+        assert!(
+            error.to_string().contains("control character U+000D"),
+            "{error}"
         );
     }
 

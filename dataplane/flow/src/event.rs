@@ -185,6 +185,25 @@ impl InputEvent {
                 FlowError::invalid_input(format!("structured CloudEvent without `{name}`"))
             })
         };
+        for (name, value) in [
+            ("id", &id),
+            ("source", &source),
+            ("type", &type_),
+            ("subject", &subject),
+        ] {
+            if let Some(text) = value {
+                check_attribute_text(name, text).map_err(FlowError::invalid_input)?;
+            }
+        }
+        if let Some(text) = &datacontenttype {
+            check_media_type("datacontenttype", text).map_err(FlowError::invalid_input)?;
+        }
+        if let Some(text) = &dataschema {
+            check_attribute_text("dataschema", text).map_err(FlowError::invalid_input)?;
+        }
+        for (name, value) in &extensions {
+            check_extension_value(name, value)?;
+        }
         let time = match time {
             Some(text) => DateTime::parse_from_rfc3339(&text)
                 .map_err(|e| {
@@ -227,13 +246,15 @@ impl InputEvent {
         value: impl Into<ExtensionValue>,
     ) -> Result<(), FlowError> {
         let name = name.into();
+        let value = value.into();
         check_extension_name(&name)?;
         if CORE_ATTRIBUTES.contains(&name.as_str()) {
             return Err(FlowError::invalid_input(format!(
                 "`{name}` is a core CloudEvents attribute, not an extension"
             )));
         }
-        self.extensions.insert(name, value.into());
+        check_extension_value(&name, &value)?;
+        self.extensions.insert(name, value);
         Ok(())
     }
 
@@ -333,6 +354,44 @@ fn check_extension_name(name: &str) -> Result<(), FlowError> {
         Err(FlowError::invalid_input(format!(
             "`{name}` is not a valid CloudEvents extension name (lowercase letters and digits only)"
         )))
+    }
+}
+
+/// The CloudEvents spec forbids control characters (U+0000–U+001F, U+007F–U+009F) in string
+/// attributes: they have no agreed representation, and a CR or LF in a `ce-*` header would split
+/// it. Refusing them where the event is read makes them the sender's error for every sink, and
+/// the binary HTTP binding can percent-encode whatever else remains.
+pub(crate) fn check_attribute_text(name: &str, text: &str) -> Result<(), String> {
+    match text.chars().find(|c| c.is_control()) {
+        None => Ok(()),
+        Some(c) => Err(format!(
+            "CloudEvent `{name}` contains the control character U+{:04X}, which CloudEvents attributes must not carry",
+            u32::from(c)
+        )),
+    }
+}
+
+/// `datacontenttype` becomes the `Content-Type` header as it is (no percent-encoding applies to
+/// it): a media type is printable ASCII.
+pub(crate) fn check_media_type(name: &str, text: &str) -> Result<(), String> {
+    if text
+        .bytes()
+        .all(|b| b == b' ' || b == b'\t' || b.is_ascii_graphic())
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "CloudEvent `{name}` {text:?} is not a media type (printable ASCII only)"
+        ))
+    }
+}
+
+fn check_extension_value(name: &str, value: &ExtensionValue) -> Result<(), FlowError> {
+    match value {
+        ExtensionValue::String(text) => {
+            check_attribute_text(name, text).map_err(FlowError::invalid_input)
+        }
+        ExtensionValue::Boolean(_) | ExtensionValue::Integer(_) => Ok(()),
     }
 }
 
@@ -515,6 +574,37 @@ mod tests {
             assert_eq!(error.code(), "INPUT_INVALID");
             assert!(error.to_string().contains(expected), "{input}: {error}");
         }
+    }
+
+    #[test]
+    fn control_characters_in_attributes_are_invalid_input() {
+        let flow = FlowDefaults::new("f");
+        let base = json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t"});
+        for (name, value) in [
+            ("id", "a\r\nx-injected: 1"),
+            ("source", "s\n"),
+            ("type", "t\u{0}"),
+            ("subject", "\u{7f}"),
+            ("dataschema", "https://x/\u{85}"),
+            ("traceparent", "00-1\r\n"),
+            ("datacontenttype", "application/json\r\nx: y"),
+            ("datacontenttype", "text/plain; é"),
+        ] {
+            let mut input = base.clone();
+            input[name] = json!(value);
+            let error = InputEvent::from_json(input, defaults(&flow)).expect_err(name);
+            assert_eq!(error.code(), "INPUT_INVALID", "{name}");
+            assert!(error.to_string().contains(&format!("`{name}`")), "{error}");
+        }
+        let mut unicode = base.clone();
+        unicode["subject"] = json!("café \"100%\" ✓");
+        let event = InputEvent::from_json(unicode, defaults(&flow)).expect("printable text");
+        assert_eq!(event.subject(), Some("café \"100%\" ✓"));
+        let mut event = InputEvent::from_json(json!({}), defaults(&flow)).expect("reads");
+        let error = event
+            .set_extension("traceparent", "00\r\n")
+            .expect_err("control characters");
+        assert_eq!(error.code(), "INPUT_INVALID");
     }
 
     #[test]

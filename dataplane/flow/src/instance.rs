@@ -59,6 +59,7 @@ fn grpc_ack_response(ack: &crate::grpc::proto::fiso::v1::PublishResponse) -> Sin
         status: axum::http::StatusCode::OK,
         content_type: Some(axum::http::HeaderValue::from_static("application/json")),
         body: body.to_string().into(),
+        truncated: false,
     }
 }
 

@@ -1,15 +1,64 @@
-//! JSON output that never prints a number in exponent form.
+//! JSON output that never prints a number in exponent form, and keeps the value of numbers a
+//! double cannot hold.
 //!
-//! `serde_json` prints `1e21` and `1e-7` for those doubles, and `100.0` for a whole double;
+//! Numbers of a JSON document (`serde_json::Number`, built with serde_json's
+//! `arbitrary_precision`) keep their text, so `123456789012345678901234567890123456789` or
+//! `0.1000000000000000055511151231257827` leave a flow as they came in (serde_json only
+//! normalises an exponent's marker: `1E400` → `1e+400`). A number a double holds exactly prints
+//! as that double with Rust's `Display`, which never uses an exponent and drops a zero fraction:
+//! `1e21` → `1000000000000000000000`, `1e-7` → `0.0000001`, `100.0` → `100`, `31.5` → `31.5` —
 //! consumers that parse numbers strictly, and diffs against upstream Fiso (Go prints `100`),
-//! want plain decimals. These serializers print doubles with Rust's `Display`, which never
-//! uses an exponent and drops a zero fraction: `1e21` → `1000000000000000000000`,
-//! `1e-7` → `0.0000001`, `100.0` → `100`, `31.5` → `31.5`.
+//! want plain decimals.
 
 use std::io;
 
 use serde::Serialize;
 use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter};
+use serde_json::Number;
+
+/// The double nearest to `n`; beyond the double range, an infinity (CEL computes with it and
+/// fails to print the result: `inf has no JSON form`).
+pub fn number_as_f64(n: &Number) -> f64 {
+    n.as_f64()
+        .unwrap_or_else(|| n.as_str().parse().unwrap_or(f64::NAN))
+}
+
+/// `text` (a JSON number with a fraction or an exponent) in plain decimals, when a double holds
+/// it exactly.
+fn plain_decimal(text: &str) -> Option<String> {
+    let value: f64 = text.parse().ok()?;
+    (value.is_finite() && scientific(text)? == format!("{value:e}")).then(|| value.to_string())
+}
+
+/// A JSON number's text in the shortest scientific form Rust's `{:e}` prints for a double:
+/// `12.50e3` → `1.25e4`, `0.001` → `1e-3`, `-0` → `-0e0`.
+fn scientific(text: &str) -> Option<String> {
+    let (sign, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => ("-", rest),
+        None => ("", text),
+    };
+    let (mantissa, exponent) = match unsigned.find(['e', 'E']) {
+        Some(at) => (
+            &unsigned[..at],
+            unsigned[at + 1..]
+                .trim_start_matches('+')
+                .parse::<i64>()
+                .ok()?,
+        ),
+        None => (unsigned, 0),
+    };
+    let (int, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{int}{fraction}");
+    let leading = digits.len() - digits.trim_start_matches('0').len();
+    let digits = digits.trim_matches('0');
+    if digits.is_empty() {
+        return Some(format!("{sign}0e0"));
+    }
+    let exponent = exponent + i64::try_from(int.len()).ok()? - 1 - i64::try_from(leading).ok()?;
+    let (first, rest) = digits.split_at(1);
+    let dot = if rest.is_empty() { "" } else { "." };
+    Some(format!("{sign}{first}{dot}{rest}e{exponent}"))
+}
 
 /// Compact JSON with plain-decimal numbers.
 pub fn to_vec_plain<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
@@ -57,6 +106,22 @@ impl<F: Formatter> Formatter for Plain<F> {
 
     fn write_f64<W: ?Sized + io::Write>(&mut self, writer: &mut W, value: f64) -> io::Result<()> {
         write!(writer, "{value}")
+    }
+
+    /// A document's number (see the module documentation).
+    fn write_number_str<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: &str,
+    ) -> io::Result<()> {
+        match value
+            .contains(['.', 'e', 'E'])
+            .then(|| plain_decimal(value))
+            .flatten()
+        {
+            Some(plain) => writer.write_all(plain.as_bytes()),
+            None => writer.write_all(value.as_bytes()),
+        }
     }
 
     // Layout is the wrapped formatter's.
@@ -125,11 +190,77 @@ mod tests {
             (28.35, "28.35"),
         ];
         for (value, expected) in cases {
+            assert_eq!(to_string_plain(&value).expect("prints"), expected);
             assert_eq!(to_string_plain(&json!(value)).expect("prints"), expected);
         }
         assert_eq!(
             serde_json::to_string(&json!(1e21)).expect("prints"),
             "1e+21"
+        );
+    }
+
+    #[test]
+    fn numbers_no_double_holds_keep_their_text() {
+        for (text, printed) in [
+            (
+                "123456789012345678901234567890123456789",
+                "123456789012345678901234567890123456789",
+            ),
+            (
+                "-123456789012345678901234567890123456789",
+                "-123456789012345678901234567890123456789",
+            ),
+            (
+                "0.1000000000000000055511151231257827",
+                "0.1000000000000000055511151231257827",
+            ),
+            ("18446744073709551616", "18446744073709551616"),
+            ("1e400", "1e+400"),
+            ("-1E-400", "-1e-400"),
+            ("1234567890123456789012e3", "1234567890123456789012e+3"),
+            ("-0", "-0"),
+            // A double holds these: plain decimals, as before.
+            ("1e21", "1000000000000000000000"),
+            ("1.5E-7", "0.00000015"),
+            ("-2.50e+2", "-250"),
+            ("0e10", "0"),
+            ("100.0", "100"),
+            ("1.50", "1.5"),
+            ("0.1", "0.1"),
+        ] {
+            let doc: serde_json::Value =
+                serde_json::from_str(&format!(r#"{{"n":{text}}}"#)).expect("parses");
+            assert_eq!(
+                to_string_plain(&doc).expect("prints"),
+                format!(r#"{{"n":{printed}}}"#),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn scientific_matches_rust_exponent_form() {
+        for (text, value) in [
+            ("12.50e3", 12.5e3),
+            ("0.001", 0.001),
+            ("1e21", 1e21),
+            ("-1.5E-7", -1.5e-7),
+            ("100", 100.0),
+        ] {
+            assert_eq!(scientific(text), Some(format!("{value:e}")), "{text}");
+        }
+        assert_eq!(scientific("-0"), Some("-0e0".into()));
+    }
+
+    #[test]
+    fn numbers_as_doubles() {
+        let n = |text: &str| text.parse::<Number>().expect("number");
+        assert_eq!(number_as_f64(&n("0.5")), 0.5);
+        assert_eq!(number_as_f64(&n("1e400")), f64::INFINITY);
+        assert_eq!(number_as_f64(&n("-1e400")), f64::NEG_INFINITY);
+        assert_eq!(
+            number_as_f64(&n("123456789012345678901234567890123456789")),
+            1.2345678901234568e38
         );
     }
 
@@ -146,7 +277,7 @@ mod tests {
 
     #[test]
     fn compact_and_pretty_layouts() {
-        let doc = json!({"total": 31.5, "n": [1e21, 100.0], "o": {}});
+        let doc = json!({"total": 31.5, "n": [1e21, 100], "o": {}});
         assert_eq!(
             String::from_utf8(to_vec_plain(&doc).expect("prints")).expect("utf-8"),
             r#"{"total":31.5,"n":[1000000000000000000000,100],"o":{}}"#

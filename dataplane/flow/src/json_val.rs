@@ -31,14 +31,16 @@ pub fn json_to_val(json: &Json) -> Box<dyn Val + '_> {
 }
 
 /// Integers stay integers when they fit (`int`, else `uint`), so `data.count + 1` is exact.
+/// Anything else is a `double`: CEL has no wider number, so an integer beyond 64 bits or a
+/// decimal with more digits than a double holds is computed with in double precision (its
+/// exact text only survives where it is passed through, see [`crate::json`]).
 fn number_to_val(n: &serde_json::Number) -> Box<dyn Val + 'static> {
     if let Some(i) = n.as_i64() {
         Box::new(CelInt::from(i))
     } else if let Some(u) = n.as_u64() {
         Box::new(CelUInt::from(u))
     } else {
-        // Without serde_json's `arbitrary_precision` every number is one of the three.
-        Box::new(CelDouble::from(n.as_f64().unwrap_or(f64::NAN)))
+        Box::new(CelDouble::from(crate::json::number_as_f64(n)))
     }
 }
 

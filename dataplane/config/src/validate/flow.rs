@@ -239,6 +239,12 @@ fn sink(sink: &SinkSpec, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {
                 );
             }
             out.extend(rules::nonzero_duration("sink.config.timeout", c.timeout));
+            if c.max_response_body_size.is_some_and(|s| s.bytes() == 0) {
+                out.push(Diagnostic::error(
+                    "sink.config.maxResponseBodySize",
+                    "must be greater than zero",
+                ));
+            }
         }
         SinkSpec::Grpc(c) => {
             let addr = c
@@ -529,6 +535,19 @@ errorHandling:
         assert!(ds.iter().all(|d| !d.is_error()), "{ds:#?}");
         assert_eq!(ds.len(), 2);
         assert!(ds[0].message.contains("literal string \"order.created\""));
+    }
+
+    #[test]
+    fn response_body_cap_must_be_positive() {
+        let flow = |size: &str| {
+            format!("name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\nsink:\n  type: http\n  config:\n    url: http://x:1\n    maxResponseBodySize: {size}\n")
+        };
+        assert_eq!(
+            paths(&findings(&flow("0"))),
+            vec!["sink.config.maxResponseBodySize"]
+        );
+        assert!(paths(&findings(&flow("64KiB"))).is_empty());
+        assert!(paths(&findings(&flow("2097152"))).is_empty());
     }
 
     #[test]

@@ -3,12 +3,16 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cloudevents::event::{AttributesReader, Data, ExtensionValue};
 use cloudevents::Event;
-use fiso_config::flow::{ContentMode, HttpSinkConfig, DEFAULT_SINK_TIMEOUT};
+use fiso_config::flow::{
+    ContentMode, HttpSinkConfig, DEFAULT_MAX_RESPONSE_BODY_SIZE, DEFAULT_SINK_TIMEOUT,
+};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
 use crate::json;
 use crate::retry::{parse_retry_after, with_retries, Attempt, RetryError, RetryPolicy};
@@ -48,6 +52,9 @@ pub struct SinkResponse {
     pub status: StatusCode,
     pub content_type: Option<HeaderValue>,
     pub body: Bytes,
+    /// The body was longer than the sink's `maxResponseBodySize`: `body` holds its first bytes
+    /// only, the rest was never read.
+    pub truncated: bool,
 }
 
 /// The last thing that went wrong when retries ran out.
@@ -146,6 +153,7 @@ pub struct HttpSink {
     headers: HeaderMap,
     mode: ContentMode,
     policy: RetryPolicy,
+    max_response_body: usize,
 }
 
 impl HttpSink {
@@ -184,6 +192,12 @@ impl HttpSink {
             headers,
             mode: cfg.mode.unwrap_or(ContentMode::Structured),
             policy,
+            max_response_body: usize::try_from(
+                cfg.max_response_body_size
+                    .unwrap_or(DEFAULT_MAX_RESPONSE_BODY_SIZE)
+                    .bytes(),
+            )
+            .unwrap_or(usize::MAX),
         })
     }
 
@@ -209,7 +223,7 @@ impl HttpSink {
                     tracing::debug!(url = %self.url, attempt = n + 1, "retrying sink delivery");
                 }
                 match request.send().await {
-                    Ok(resp) => {
+                    Ok(mut resp) => {
                         let status = resp.status();
                         let retry_after = resp
                             .headers()
@@ -217,11 +231,16 @@ impl HttpSink {
                             .and_then(|v| v.to_str().ok())
                             .and_then(|v| parse_retry_after(v, SystemTime::now()));
                         let content_type = resp.headers().get(CONTENT_TYPE).cloned();
-                        let body = resp.bytes().await.unwrap_or_default();
+                        let (body, truncated) =
+                            read_capped(&mut resp, self.max_response_body).await;
+                        if truncated {
+                            tracing::warn!(url = %self.url, %status, limit = self.max_response_body, "the sink's answer exceeds maxResponseBodySize; the rest is not read");
+                        }
                         let response = SinkResponse {
                             status,
                             content_type,
                             body,
+                            truncated,
                         };
                         if status.is_success() {
                             Attempt::Success(response)
@@ -287,7 +306,8 @@ impl HttpSink {
                 let mut put = |name: &str, value: &str| -> Result<(), DeliveryError> {
                     let n = HeaderName::from_bytes(format!("ce-{name}").as_bytes())
                         .map_err(|_| bad(name))?;
-                    headers.insert(n, HeaderValue::from_str(value).map_err(|_| bad(name))?);
+                    let encoded = ce_header_text(value);
+                    headers.insert(n, HeaderValue::from_str(&encoded).map_err(|_| bad(name))?);
                     Ok(())
                 };
                 put("specversion", &event.specversion().to_string())?;
@@ -333,6 +353,40 @@ impl HttpSink {
     }
 }
 
+/// The answer's body up to `cap` bytes, and whether there was more. The rest is never read, so
+/// an endless or huge answer costs at most `cap` bytes of memory; dropping the response closes
+/// its connection instead of returning it to the pool. A body that fails midway keeps what
+/// arrived (it only serves as the caller's answer or the dead letter's `fiso-response-body`).
+async fn read_capped(resp: &mut reqwest::Response, cap: usize) -> (Bytes, bool) {
+    let mut body = BytesMut::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = cap - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    return (body.freeze(), true);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return (body.freeze(), false),
+            Err(e) => {
+                tracing::debug!(error = %error_chain(&e), "reading the sink's answer failed");
+                return (body.freeze(), false);
+            }
+        }
+    }
+}
+
+/// What the CloudEvents HTTP binding (§3.1.3.2) percent-encodes in a `ce-*` header value: space,
+/// `"`, `%` and everything outside printable ASCII (UTF-8 bytes one by one). The result is
+/// always a valid header value, whatever text the attribute holds.
+const CE_HEADER_ESCAPED: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
+
+fn ce_header_text(value: &str) -> std::borrow::Cow<'_, str> {
+    utf8_percent_encode(value, CE_HEADER_ESCAPED).into()
+}
+
 /// 5xx and 429 are worth retrying; other statuses are final.
 pub fn retryable(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
@@ -347,4 +401,24 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ce_header_values_are_percent_encoded_as_the_http_binding_says() {
+        for (text, header) in [
+            ("order.created", "order.created"),
+            ("/orders/o-1?x=y&z", "/orders/o-1?x=y&z"),
+            ("café \"100%\"", "caf%C3%A9%20%22100%25%22"),
+            ("tab\there", "tab%09here"),
+            ("a\r\nb", "a%0D%0Ab"),
+        ] {
+            let encoded = ce_header_text(text);
+            assert_eq!(encoded, header, "{text:?}");
+            assert!(HeaderValue::from_str(&encoded).is_ok());
+        }
+    }
 }

@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use fiso_runtime::server::is_body_timeout;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
 
 use crate::instance::{FlowInstance, Outcome};
@@ -111,6 +112,23 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
     };
     let input = parse_input(&flow, &parts.headers, &bytes);
     match flow.handle(input, &ctx).await {
+        Outcome::Delivered(resp) | Outcome::Failed(DeliveryError::Rejected(resp))
+            if resp.truncated =>
+        {
+            // As Envoy does with a buffer limit: the answer cannot be relayed whole, and a cut
+            // one would pass for complete.
+            let mut body = error_body(
+                "SINK_RESPONSE_TOO_LARGE",
+                &format!(
+                    "the sink answered {} with a body larger than the sink's maxResponseBodySize of {} bytes",
+                    resp.status,
+                    resp.body.len()
+                ),
+                correlation_id,
+            );
+            body["error"]["sinkStatus"] = json!(resp.status.as_u16());
+            json_response(StatusCode::BAD_GATEWAY, &body)
+        }
         Outcome::Delivered(resp) | Outcome::Failed(DeliveryError::Rejected(resp)) => {
             let mut r = Response::new(Body::from(resp.body));
             *r.status_mut() = resp.status;
@@ -238,7 +256,7 @@ pub fn input_event(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if let Some(ce) = binary_cloudevent(headers) {
-        let mut obj = ce;
+        let mut obj = ce?;
         let data = if body.is_empty() {
             Value::Null
         } else if content_type.is_empty() || content_type.contains("json") {
@@ -274,18 +292,27 @@ pub fn input_event(
     InputEvent::from_json(value, defaults)
 }
 
-/// The `ce-*` headers of a binary-mode CloudEvent as attributes, when `ce-specversion` is present.
-fn binary_cloudevent(headers: &HeaderMap) -> Option<Map<String, Value>> {
+/// The `ce-*` headers of a binary-mode CloudEvent as attributes, when `ce-specversion` is
+/// present; values are percent-decoded as the CloudEvents HTTP binding (§3.1.3.2) requires.
+fn binary_cloudevent(headers: &HeaderMap) -> Option<Result<Map<String, Value>, FlowError>> {
     headers.get("ce-specversion")?;
     let mut obj = Map::new();
     for (name, value) in headers {
         if let Some(attr) = name.as_str().strip_prefix("ce-") {
             if let Ok(v) = value.to_str() {
-                obj.insert(attr.to_owned(), Value::String(v.to_owned()));
+                let decoded = match percent_decode_str(v).decode_utf8() {
+                    Ok(text) => text.into_owned(),
+                    Err(_) => {
+                        return Some(Err(FlowError::invalid_input(format!(
+                            "header `{name}` percent-encodes bytes that are not UTF-8"
+                        ))))
+                    }
+                };
+                obj.insert(attr.to_owned(), Value::String(decoded));
             }
         }
     }
-    Some(obj)
+    Some(Ok(obj))
 }
 
 /// `fiso-correlation-id` > `x-correlation-id` > `x-request-id` > trace id of `traceparent` >
@@ -402,9 +429,37 @@ mod tests {
             ("ce-source", "s"),
             ("content-type", "application/json"),
         ]);
-        let obj = binary_cloudevent(&h).unwrap();
+        let obj = binary_cloudevent(&h).unwrap().unwrap();
         assert_eq!(obj["id"], "e1");
         assert_eq!(obj["specversion"], "1.0");
         assert!(binary_cloudevent(&headers(&[("ce-id", "x")])).is_none());
+    }
+
+    #[test]
+    fn binary_mode_header_values_are_percent_decoded() {
+        let flow = crate::FlowDefaults::new("f");
+        let base = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "e1"),
+            ("ce-type", "t"),
+            ("ce-source", "s"),
+        ];
+        let with = |subject: &str| {
+            let mut h = headers(&base);
+            h.insert("ce-subject", HeaderValue::from_str(subject).unwrap());
+            input_event(&h, b"{}", flow.event())
+        };
+        let event = with("caf%C3%A9%20%22100%25%22").expect("decodes");
+        assert_eq!(event.subject(), Some("café \"100%\""));
+        // A literal `%` that starts no escape stays as it is.
+        assert_eq!(with("50%").expect("kept").subject(), Some("50%"));
+        for (value, message) in [
+            ("a%0D%0Ax-injected:%201", "control character U+000D"),
+            ("%FF", "not UTF-8"),
+        ] {
+            let error = with(value).expect_err(value);
+            assert_eq!(error.code(), "INPUT_INVALID");
+            assert!(error.to_string().contains(message), "{error}");
+        }
     }
 }
