@@ -15,10 +15,12 @@ pub const DEFAULT_DIR: &str = "fiso";
 pub struct ProjectFiles {
     pub flows: Vec<SourceFile>,
     pub link: Option<SourceFile>,
-    /// Flow files that could not be read (path, why): errors of their own, as the data plane
-    /// reports them.
-    pub unreadable: Vec<(String, String)>,
+    /// Flow files that could not be read: errors of their own, as the data plane reports them.
+    pub unreadable: Vec<Unreadable>,
 }
+
+/// A file that could not be read: its path, and why.
+pub type Unreadable = (String, String);
 
 impl ProjectFiles {
     /// Reads what `target` points at:
@@ -105,7 +107,7 @@ fn read_source(path: &Path) -> Result<SourceFile> {
 /// `*.yaml` / `*.yml` files of a directory, sorted, hidden files skipped, read exactly as the
 /// data plane reads its flow directory: the files read, and those that could not be (path,
 /// why).
-pub fn read_flow_dir(dir: &Path) -> Result<(Vec<SourceFile>, Vec<(String, String)>)> {
+pub fn read_flow_dir(dir: &Path) -> Result<(Vec<SourceFile>, Vec<Unreadable>)> {
     let found = snapshot(dir, is_yaml)?;
     let files = found
         .files
