@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fiso_e2e::link::{http_target, Link};
+use fiso_e2e::reliability::{record, Scale};
 use fiso_e2e::{
     client, client_builder, eventually, FisoProcess, FlowDir, HttpFlow, Reply, Script, SinkServer,
     DEADLINE,
@@ -275,9 +276,17 @@ async fn running_out_of_file_descriptors_is_survived() {
         warnings <= 2 * seconds + 2,
         "{warnings} accept warnings in {seconds} s"
     );
-    eprintln!(
-        "fd exhaustion: /healthz answered {recovered_after:?} after the first accept failure; \
-         {warnings} accept warnings in {seconds} s"
+    record(
+        "fd_exhaustion",
+        Scale::from_env(),
+        json!({
+            "fd_limit": 128,
+            "idle_connections": 200,
+            "healthz_back_after_s": (recovered_after.as_secs_f64() * 100.0).round() / 100.0,
+            "accept_warnings": warnings,
+            "seconds": seconds,
+            "reload_after": "served",
+        }),
     );
     drop(idle);
 }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use fiso_e2e::reliability::{record, Scale};
 use fiso_e2e::{
     client, eventually, post_json, FisoProcess, FlowDir, HttpFlow, SinkServer, DEADLINE,
 };
@@ -138,6 +139,17 @@ async fn an_event_over_its_budget_fails_alone_and_health_keeps_answering() {
     assert!(
         slowest < Duration::from_millis(100),
         "/healthz took {slowest:?} while a flow burned its budget"
+    );
+    record(
+        "cel_isolation",
+        Scale::from_env(),
+        json!({
+            "burning_events": workers,
+            "burner_budget_iterations": 50_000_000,
+            "healthz_probes": 10,
+            "healthz_slowest_ms": (slowest.as_secs_f64() * 10_000.0).round() / 10.0,
+            "other_flow_requests_ok": 10,
+        }),
     );
     for burner in burners {
         burner.abort();

@@ -2,6 +2,7 @@
 //! constants beyond the budget and unreadable files are each refused as that file's problem
 //! while the other flows keep serving and later edits are still applied.
 
+use fiso_e2e::reliability::{record, Scale};
 use fiso_e2e::{
     client, eventually, post_json, FisoProcess, FlowDir, HttpFlow, SinkServer, DEADLINE,
 };
@@ -126,4 +127,15 @@ async fn hostile_files_are_refused_alone_and_reloading_goes_on() {
     })
     .await;
     assert!(fixed.is_some(), "the fixed file is loaded");
+    record(
+        "cel_bounds",
+        Scale::from_env(),
+        json!({
+            "refused_files": hostile.len(),
+            "unreadable_files": 2,
+            "reload_failures_counted": reload_failures(&fiso).await - failures_before,
+            "good_flow_served_throughout": true,
+            "later_edit_applied": true,
+        }),
+    );
 }

@@ -11,6 +11,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use bytes::Bytes;
 use fiso_e2e::link::peak_rss;
+use fiso_e2e::reliability::{record, Scale};
 use fiso_e2e::{client, send, FisoProcess, FlowDir, HttpFlow, SinkServer};
 use pretty_assertions::assert_eq;
 use reqwest::StatusCode;
@@ -255,6 +256,17 @@ async fn a_huge_sink_answer_is_refused_without_being_buffered() {
     assert!(
         sent.load(Ordering::Relaxed) < HUGE,
         "the answers were read to the end"
+    );
+    record(
+        "sink_answer_cap",
+        Scale::from_env(),
+        json!({
+            "answers": "3 × 1 GiB (200, 200, 400)",
+            "status": 502,
+            "code": "SINK_RESPONSE_TOO_LARGE",
+            "peak_rss_mib": peak / (1024 * 1024),
+            "upstream_sent_mib": sent.load(Ordering::Relaxed) / (1024 * 1024),
+        }),
     );
 }
 

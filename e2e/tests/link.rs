@@ -14,6 +14,7 @@ use bytes::Bytes;
 use fiso_e2e::link::{
     abort_mid_body, http_target, peak_rss, raw_exchange, raw_status, Link, PATH_ESCAPES,
 };
+use fiso_e2e::reliability::{record, Scale};
 use fiso_e2e::tls::TestCert;
 use fiso_e2e::{client, eventually, send, Reply, Script, SinkServer};
 use pretty_assertions::assert_eq;
@@ -639,6 +640,17 @@ async fn clients_that_hang_up_or_send_malformed_bodies_never_open_the_breaker() 
         !logs.tail(500).contains("circuit breaker transition"),
         "{}",
         logs.tail(30)
+    );
+    record(
+        "link_client_faults",
+        Scale::from_env(),
+        serde_json::json!({
+            "client_aborts": 3 * ABORTS,
+            "malformed_bodies": 2 * ABORTS,
+            "breaker_threshold": 2,
+            "breaker_state_after": 0,
+            "next_request": 200,
+        }),
     );
 }
 

@@ -40,6 +40,36 @@ const SCENARIOS: &[(&str, &str)] = &[
         "soak",
         "Link at a constant rate: no error; resident memory at start and end",
     ),
+    (
+        "cel_bounds",
+        "Flow files beyond the CEL bounds (a 5,000-deep chain, a 2,000-term sum, a syntax error past column 65,535, a constant of 250³ iterations) and unreadable files (a symlink loop): each refused as its own problem while another flow serves; a later edit is applied",
+    ),
+    (
+        "cel_isolation",
+        "As many events as cores burning a raised CEL budget: /healthz and another flow keep answering",
+    ),
+    (
+        "fd_exhaustion",
+        "`fiso flow` at RLIMIT_NOFILE 128 with 200 idle connections: deadlines free the descriptors, /healthz answers again, a reload still applies; accept errors logged about once a second",
+    ),
+    (
+        "link_client_faults",
+        "Clients hanging up mid-body or sending malformed chunked bodies, past the breaker's threshold: 499 / 400 to them, the breaker stays closed, the next request passes",
+    ),
+    (
+        "sink_answer_cap",
+        "Three concurrent 1 GiB sink answers: each refused with 502 SINK_RESPONSE_TOO_LARGE, memory bounded, no answer read to its end",
+    ),
+];
+
+/// E2e test binaries beside `reliability` whose hardening scenarios record figures too (at
+/// one scale: they are bounds, not volumes).
+const HARDENING_TESTS: [&str; 5] = [
+    "flow_hostile",
+    "flow_cel_isolation",
+    "connections",
+    "link",
+    "flow_integrity",
 ];
 
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
@@ -52,14 +82,13 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
 
-    infra::with_servers(&infra::Ctx::new(root), &["kafka"], || {
-        run_scenarios(
-            root,
-            "reliability",
-            full,
-            &out,
-            &[("FISO_BIN", fiso.as_os_str())],
-        )
+    infra::with_servers(&infra::Ctx::new(root), &["kafka", "openbao"], || {
+        let env = [("FISO_BIN", fiso.as_os_str())];
+        run_scenarios(root, "reliability", full, &out, &env)?;
+        for test in HARDENING_TESTS {
+            run_scenarios(root, test, full, &out, &env)?;
+        }
+        Ok(())
     })?;
     write_report(&out)
 }

@@ -103,13 +103,31 @@ impl Account {
     /// Runs `f` with this account charged by everything it evaluates; an exceeded budget
     /// replaces whatever `f` made of it by the budget's message.
     pub(crate) fn run<T>(&self, f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
-        let previous = CURRENT.replace(Some(self.0.get()));
+        let installed = Installed {
+            account: self,
+            previous: CURRENT.replace(Some(self.0.get())),
+        };
         let result = f();
-        let left = CURRENT.replace(previous).unwrap_or_else(|| self.0.get());
-        self.0.set(left);
+        drop(installed);
+        let left = self.0.get();
         match left.exceeded {
             Some(resource) => Err(resource.describe(limit(&left.budget, resource))),
             None => result,
+        }
+    }
+}
+
+/// The account in force on this thread, put back as it was (and what was spent kept) however
+/// the evaluation ends, a panic included.
+struct Installed<'a> {
+    account: &'a Account,
+    previous: Option<Left>,
+}
+
+impl Drop for Installed<'_> {
+    fn drop(&mut self) {
+        if let Some(left) = CURRENT.replace(self.previous) {
+            self.account.0.set(left);
         }
     }
 }
