@@ -101,8 +101,17 @@ impl HttpFlow {
 
     /// A top-level section as YAML (`transform:`, `cloudevents:`, `errorHandling:`, ...).
     pub fn with(mut self, yaml: &str) -> Self {
-        self.sections.push(yaml.trim_end().to_owned());
+        if !yaml.trim().is_empty() {
+            self.sections.push(yaml.trim_end().to_owned());
+        }
         self
+    }
+
+    /// `transform.fields` with the one field `out: <expr>` (any text: it is written as a quoted
+    /// YAML scalar).
+    pub fn out_field(self, expr: &str) -> Self {
+        let quoted = serde_json::Value::String(expr.to_owned()).to_string();
+        self.with(&format!("transform:\n  fields:\n    out: {quoted}"))
     }
 
     pub fn yaml(&self) -> String {

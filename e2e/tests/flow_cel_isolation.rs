@@ -9,7 +9,7 @@ use fiso_e2e::{
     client, eventually, post_json, FisoProcess, FlowDir, HttpFlow, SinkServer, DEADLINE,
 };
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const SHARED: &str = "127.0.0.1:0";
 
@@ -20,10 +20,8 @@ fn flow(name: &str, sink: &SinkServer, field: &str, extra: &str) -> String {
         &format!("/{name}"),
         &sink.url(&format!("/{name}")),
     )
-    .with(&format!(
-        "transform:\n  fields:\n    out: {}\n{extra}",
-        Value::String(field.to_owned())
-    ))
+    .out_field(field)
+    .with(extra)
     .yaml()
 }
 

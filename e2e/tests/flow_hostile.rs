@@ -7,7 +7,7 @@ use fiso_e2e::{
     client, eventually, post_json, FisoProcess, FlowDir, HttpFlow, SinkServer, DEADLINE,
 };
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const SHARED: &str = "127.0.0.1:0";
 
@@ -18,16 +18,9 @@ fn flow(name: &str, sink: &SinkServer, field: &str, extra: &str) -> String {
         &format!("/{name}"),
         &sink.url(&format!("/{name}")),
     )
-    .with(&format!(
-        "transform:\n  fields:\n    out: {}\n{extra}",
-        yaml_string(field)
-    ))
+    .out_field(field)
+    .with(extra)
     .yaml()
-}
-
-/// `s` as a YAML double-quoted scalar (JSON strings are YAML).
-fn yaml_string(s: &str) -> String {
-    Value::String(s.to_owned()).to_string()
 }
 
 async fn reload_failures(fiso: &FisoProcess) -> f64 {
