@@ -160,7 +160,7 @@ where
                 .await
                 .map(|o| {
                     o.map_or("<absent>".to_owned(), |o| {
-                        serde_yaml_ng::to_string(&o).unwrap_or_default()
+                        serde_json::to_string_pretty(&o).unwrap_or_default()
                     })
                 })
                 .unwrap_or_else(|e| format!("<cannot read: {e}>"));

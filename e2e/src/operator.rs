@@ -301,11 +301,14 @@ fn parse_documents(yaml: &str) -> Vec<Value> {
         .collect()
 }
 
+/// A multi-document YAML stream of `docs`, each written as JSON (JSON is YAML). Not through
+/// `serde_yaml_ng`: with serde_json's `arbitrary_precision` (the workspace's), a
+/// `serde_json::Number` serialises to any format but JSON as a map, so a port would become one.
 fn to_yaml(docs: &[Value]) -> String {
     docs.iter()
-        .map(|d| serde_yaml_ng::to_string(d).expect("YAML"))
+        .map(|d| serde_json::to_string(d).expect("JSON"))
         .collect::<Vec<_>>()
-        .join("---\n")
+        .join("\n---\n")
 }
 
 /// A copy of `admin` whose users act as `user` (`as:`, Kubernetes impersonation).
