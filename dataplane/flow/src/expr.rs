@@ -1,7 +1,9 @@
 //! Compiling one CEL expression of a flow: parse, adapt, check.
 //!
 //! Compiling happens once per flow, when it is loaded; per event only evaluation runs (see
-//! [`Scope`](crate::Scope)). What is done to the parsed expression:
+//! [`Scope`](crate::Scope)). Parsing is bounded (size, depth, parser panics: see
+//! [`parse_bounded`]) the same way for `fiso validate`, and the adapted expression charges the
+//! [`budget`](crate::budget) as it runs. What is done to the parsed expression:
 //!
 //! * **Rewrites** that make CEL behave as users of the upstream (Go) Fiso expect, where JSON
 //!   numbers are all doubles: `+ - * /` accept an `int` mixed with a `double` (the result is a
@@ -360,9 +362,10 @@ fn undeclared(name: &str) -> String {
 }
 
 /// Replaces an operator by Fiso's function, except where CEL's own provably gives the same
-/// result (and is cheaper): `+` with a non-number literal operand (`data.first + " "`), `==`
-/// and `!=` with a scalar literal operand (`data.type == "premium"`), `in` a literal list of
-/// scalars or a literal map.
+/// result (and is cheaper): `==` and `!=` with a scalar literal operand
+/// (`data.type == "premium"`), `in` a literal list of scalars or a literal map. `+` is always
+/// Fiso's (it charges the budget for what it concatenates) but in a comprehension's own
+/// accumulation, which the interpreter appends in place and the loop's tick already counts.
 fn rewrite_call(id: u64, call: &mut CallExpr, problems: &mut Vec<String>) {
     let args = call.args.as_slice();
     let replacement = match (call.func_name.as_str(), args.len()) {
