@@ -67,9 +67,12 @@ impl Resource {
             Resource::Elements => ("list and map elements", "elements"),
             Resource::Bytes => ("bytes of strings", "bytes"),
         };
-        format!("CEL budget exceeded: more than {limit} {what} for one event (celBudget.{field})")
+        format!("{EXCEEDED}: more than {limit} {what} for one event (celBudget.{field})")
     }
 }
+
+/// How every over-budget message starts (see [`EvalError::exceeded_budget`](crate::EvalError)).
+pub(crate) const EXCEEDED: &str = "CEL budget exceeded";
 
 /// What is left of a [`Budget`] while expressions run.
 #[derive(Debug, Clone, Copy)]

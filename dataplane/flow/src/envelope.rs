@@ -277,9 +277,16 @@ fn eval_text(
         Attribute::Literal(text) => Ok(Text::String(text.clone())),
         Attribute::Expr(expr) => match scope.read_path(expr) {
             Some(json) => Ok(json_text(json)),
-            None => scope
-                .eval_with(expr, |val| Ok(text_of(val)))
-                .map_err(|e| FlowError::wrap(name, e.to_string())),
+            None => scope.eval_with(expr, |val| Ok(text_of(val))).map_err(|e| {
+                if e.exceeded_budget() {
+                    FlowError::Transform {
+                        field: format!("cloudevents.{name}"),
+                        message: e.to_string(),
+                    }
+                } else {
+                    FlowError::wrap(name, e.to_string())
+                }
+            }),
         },
     }
 }
@@ -528,6 +535,25 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "cloudevents.subject: no such key: customer"
+        );
+    }
+
+    #[test]
+    fn an_override_over_the_budget_fails_as_a_transform() {
+        let env = envelope(CloudEventsConfig {
+            subject: Some("data.l.map(x, data.l.map(y, 'a')).size() > 0 ? 'x' : 'y'".into()),
+            ..Default::default()
+        });
+        let l: Vec<u32> = (0..400).collect();
+        let error = env
+            .build(&input(json!({ "l": l })), json!({}))
+            .expect_err("over budget");
+        assert_eq!(error.code(), "TRANSFORM_FAILED");
+        assert!(
+            error
+                .to_string()
+                .starts_with("transform field `cloudevents.subject`: CEL budget exceeded"),
+            "{error}"
         );
     }
 

@@ -54,6 +54,12 @@ static ROOT: LazyLock<Context<'static, 'static>> =
 pub struct EvalError(String);
 
 impl EvalError {
+    /// Whether the evaluation ran out of its [`Budget`]: the event's cost, whichever
+    /// expression hit it, so a `TRANSFORM_FAILED`.
+    pub fn exceeded_budget(&self) -> bool {
+        self.0.starts_with(crate::budget::EXCEEDED)
+    }
+
     #[cfg(test)]
     pub(crate) fn new(message: impl Into<String>) -> Self {
         EvalError(message.into())
