@@ -87,6 +87,12 @@ impl HttpFlow {
         }
     }
 
+    /// A flow on `listen_addr` at `/<name>`, delivering to `sink`'s `/<name>`.
+    pub fn named(name: &str, listen_addr: &str, sink: &crate::SinkServer) -> Self {
+        let path = format!("/{name}");
+        HttpFlow::new(name, listen_addr, &path, &sink.url(&path))
+    }
+
     /// A line under `source.config` (e.g. `maxBodySize: 16`).
     pub fn source_config(mut self, line: &str) -> Self {
         self.source_config.push(line.to_owned());

@@ -14,15 +14,10 @@ use serde_json::json;
 const SHARED: &str = "127.0.0.1:0";
 
 fn flow(name: &str, sink: &SinkServer, field: &str, extra: &str) -> String {
-    HttpFlow::new(
-        name,
-        SHARED,
-        &format!("/{name}"),
-        &sink.url(&format!("/{name}")),
-    )
-    .out_field(field)
-    .with(extra)
-    .yaml()
+    HttpFlow::named(name, SHARED, sink)
+        .out_field(field)
+        .with(extra)
+        .yaml()
 }
 
 /// User + system CPU time of process `pid`, from `/proc/<pid>/stat`.

@@ -17,16 +17,11 @@ const SHARED: &str = "127.0.0.1:0";
 
 /// A flow on the shared address whose events carry `v: <literal>`.
 fn versioned_flow(name: &str, sink: &SinkServer, literal: &str) -> String {
-    HttpFlow::new(
-        name,
-        SHARED,
-        &format!("/{name}"),
-        &sink.url(&format!("/{name}")),
-    )
-    .with(&format!(
-        "transform:\n  fields:\n    v: '\"{literal}\"'\n    n: \"data.n\""
-    ))
-    .yaml()
+    HttpFlow::named(name, SHARED, sink)
+        .with(&format!(
+            "transform:\n  fields:\n    v: '\"{literal}\"'\n    n: \"data.n\""
+        ))
+        .yaml()
 }
 
 /// `flows reloaded` listing `name` under `kind` (`started`, `replaced`, `stopped`).
