@@ -315,11 +315,13 @@ fn files_that_cannot_be_read_are_their_own_problem() {
     symlink("loop-b.yaml", d.join("loop-a.yaml")).unwrap();
     symlink("loop-a.yaml", d.join("loop-b.yaml")).unwrap();
     let big = "x".repeat(usize::try_from(watch::MAX_CONFIG_FILE_SIZE).unwrap() + 1);
-    fs::write(d.join("big.yaml"), big).unwrap();
+    fs::write(d.join("big.yaml"), &big).unwrap();
+    fs::write(d.join("edge.yaml"), &big[1..]).unwrap();
     fs::write(d.join("good.yaml"), "good\n").unwrap();
 
     let found = snapshot(d, is_yaml).unwrap();
-    assert_eq!(names(&found.files), ["good.yaml"]);
+    // A file of exactly the limit is read.
+    assert_eq!(names(&found.files), ["edge.yaml", "good.yaml"]);
     let problems: Vec<(&str, String)> = found
         .unreadable
         .iter()

@@ -479,6 +479,37 @@ mod tests {
     }
 
     #[test]
+    fn cel_budget_fields_are_above_zero_and_at_most_their_ceiling() {
+        let flow = |budget: &str| {
+            findings(&format!(
+                "name: f\nsource:\n  type: http\n  config:\n    listenAddr: \":8080\"\n    \
+                 path: /f\nsink:\n  type: http\n  config:\n    url: http://x\n\
+                 celBudget:\n{budget}"
+            ))
+        };
+        let at_ceiling = flow(&format!(
+            "  iterations: {}\n  elements: {}\n  bytes: {}\n",
+            CelBudget::MAX_ITERATIONS,
+            CelBudget::MAX_ELEMENTS,
+            CelBudget::MAX_BYTES
+        ));
+        assert_eq!(paths(&at_ceiling), Vec::<&str>::new());
+        let beyond = flow(&format!(
+            "  iterations: {}\n  elements: 0\n  bytes: {}\n",
+            CelBudget::MAX_ITERATIONS + 1,
+            CelBudget::MAX_BYTES + 1
+        ));
+        assert_eq!(
+            paths(&beyond),
+            [
+                "celBudget.iterations",
+                "celBudget.elements",
+                "celBudget.bytes"
+            ]
+        );
+    }
+
+    #[test]
     fn reports_every_problem_at_once() {
         let ds = findings(
             r#"
