@@ -39,7 +39,7 @@ fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
     })?;
     // The CRD drift check is the `checked_in_crds_match_types` test in fiso-config.
     let binaries = steps.time("build + clippy (workspace, all targets)", || {
-        build_tests(cargo.linted().args(["--workspace", "--all-targets"]))
+        build_tests(&mut cargo.linted(), &["--workspace", "--all-targets"])
     })?;
     // Tests run against real servers: start them first, and stop what this run started
     // afterwards whatever the outcome (a server that was already up is left running).
@@ -136,15 +136,16 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// `cargo test --no-run` with `args`: builds (and lints) every test target and returns what
+/// `cargo test --no-run <args>`: builds (and lints) every test target and returns what
 /// each test executable is, so the test run can say which package took how long.
-fn build_tests(cmd: &mut Command) -> Result<HashMap<String, TestBinary>> {
+fn build_tests(cmd: &mut Command, args: &[&str]) -> Result<HashMap<String, TestBinary>> {
     cmd.args([
         "test",
         "--no-run",
         "--message-format",
         "json-render-diagnostics",
     ])
+    .args(args)
     .stdout(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
