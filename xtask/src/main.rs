@@ -15,6 +15,7 @@
 mod bench;
 mod fuzz;
 mod infra;
+mod measure;
 mod reliability;
 
 use std::path::{Path, PathBuf};

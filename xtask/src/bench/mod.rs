@@ -22,13 +22,14 @@ pub mod upstream;
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use crate::measure::{build_release, machine, target_dir};
 use rate::Rate;
 
 /// Seconds of load per measurement, rounds per scenario, connections.
@@ -286,36 +287,6 @@ fn transform_bench(root: &Path, cargo: &str, quick: bool) -> Result<Value> {
         }));
     }
     Ok(Value::Array(shapes))
-}
-
-/// Builds `fiso` and `xtask` in release mode and returns the release directory. `bench` and
-/// `reliability` build the same package set: one feature resolution, so neither rebuilds the
-/// other's artifacts.
-const FRAME_POINTERS: &str = "-C force-frame-pointers=yes";
-
-pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    println!("building the release binaries");
-    // Frame pointers give the profiles call graphs (`perf record -g`) for a cost of about 1%.
-    let rustflags = match std::env::var("RUSTFLAGS") {
-        Ok(flags) if !flags.is_empty() => format!("{flags} {FRAME_POINTERS}"),
-        _ => FRAME_POINTERS.to_owned(),
-    };
-    let status = Command::new(&cargo)
-        .args(["build", "--release", "-p", "fiso", "-p", "xtask"])
-        .env("RUSTFLAGS", rustflags)
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("release build failed");
-    }
-    Ok(target_dir(root).join("release"))
-}
-
-pub(crate) fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
 }
 
 /// nginx, wrk and hey from Debian, installed when missing.
@@ -838,19 +809,6 @@ fn readyz(port: u16) -> bool {
     let mut buf = [0u8; 16];
     tcp.read(&mut buf)
         .is_ok_and(|n| buf[..n].starts_with(b"HTTP/1.1 200"))
-}
-
-pub(crate) fn machine() -> Value {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map(|(_, m)| m.trim().to_owned())
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    json!({"cpu": model, "cores": cores, "kernel": kernel.trim()})
 }
 
 /// `v` with `digits` decimals, `—` when absent or not a number.
