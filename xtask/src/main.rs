@@ -16,6 +16,7 @@ mod bench;
 mod ci;
 mod fuzz;
 mod infra;
+mod measure;
 mod reliability;
 
 use std::path::{Path, PathBuf};
