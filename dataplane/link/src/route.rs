@@ -15,11 +15,11 @@ use http::Method;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::allow::normalise;
 use crate::client_fault::ClientFault;
 use crate::forward::Forward;
 use crate::framing::{refuse_framing, refuse_method, MAX_METHOD_LEN};
 use crate::metrics::LinkMetrics;
+use crate::path::normalise;
 use crate::response::{error, strip_hop_by_hop, ErrorCode, Request, Response};
 use crate::target::Target;
 
