@@ -1,4 +1,4 @@
-//! The `FlowDefinition` reconciler: the shared [`resource`](super::resource) reconciler with
+//! The `FlowDefinition` reconciler: the shared [`resource`] reconciler with
 //! flow validation.
 
 use std::sync::Arc;

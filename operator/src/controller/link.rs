@@ -1,4 +1,4 @@
-//! The `LinkTarget` reconciler: the shared [`resource`](super::resource) reconciler with link
+//! The `LinkTarget` reconciler: the shared [`resource`] reconciler with link
 //! target validation.
 
 use std::sync::Arc;
