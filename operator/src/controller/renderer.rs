@@ -1,5 +1,7 @@
-//! The rendering loop: one ConfigMap per selection in use, kept equal to what
-//! [`render`](crate::render) makes of the current FlowDefinitions and LinkTargets.
+//! The renderer: the loop that keeps one ConfigMap per selection in use equal to what
+//! [`configmap`](crate::configmap) makes of the current FlowDefinitions and LinkTargets. This
+//! is the I/O half (watches, work queue, server-side apply, deletes, events, retries); what a
+//! ConfigMap holds is decided without I/O in `configmap`.
 //!
 //! Inputs are three watches — pods labelled `fiso.io/selection` (metadata only), FlowDefinitions
 //! and LinkTargets (reflected into stores) — and a periodic resync. Work items are selections,
@@ -21,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fiso_config::crd::{FlowDefinition, LinkTarget};
+use fiso_runtime::backoff::Restart;
 use futures::channel::mpsc;
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
@@ -38,9 +41,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::usage::{pod_selection, PodKey, PodSelection, Usage};
 use super::{managed_selector, Context, FIELD_MANAGER};
+use crate::configmap::{configmap, configmap_selection, render, Rendered, SourceKind};
 use crate::error::Result;
 use crate::metrics::Kind;
-use crate::render::{configmap, configmap_selection, render, Rendered, SourceKind};
 use crate::selection::{Selection, SELECTION_LABEL};
 
 /// One input of the loop.
@@ -96,19 +99,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         tokio::time::interval_at(Instant::now() + ctx.settings.resync, ctx.settings.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let mut r = Renderer {
-        ctx,
-        flows,
-        links,
-        queue: queue_tx,
-        usage: Usage::default(),
-        applied: HashMap::new(),
-        failures: HashMap::new(),
-        unused_since: HashMap::new(),
-        warned_pods: HashSet::new(),
-        flows_synced: false,
-        links_synced: false,
-    };
+    let mut r = Renderer::new(ctx, flows, links, queue_tx);
     loop {
         let ready = r.flows_synced && r.links_synced;
         tokio::select! {
@@ -176,8 +167,8 @@ struct Renderer {
     queue: mpsc::UnboundedSender<ScheduleRequest<Selection>>,
     usage: Usage,
     applied: HashMap<Selection, Applied>,
-    /// Consecutive failures per selection, for the retry backoff.
-    failures: HashMap<Selection, u32>,
+    /// Retry backoff per selection that is failing.
+    failures: HashMap<Selection, Restart>,
     /// Rendered ConfigMaps (namespace, name) no pod uses, and since when.
     unused_since: HashMap<(String, String), Instant>,
     /// Pods already told that their annotations no longer match their ConfigMap.
@@ -187,6 +178,27 @@ struct Renderer {
 }
 
 impl Renderer {
+    fn new(
+        ctx: Arc<Context>,
+        flows: Store<FlowDefinition>,
+        links: Store<LinkTarget>,
+        queue: mpsc::UnboundedSender<ScheduleRequest<Selection>>,
+    ) -> Self {
+        Renderer {
+            ctx,
+            flows,
+            links,
+            queue,
+            usage: Usage::default(),
+            applied: HashMap::new(),
+            failures: HashMap::new(),
+            unused_since: HashMap::new(),
+            warned_pods: HashSet::new(),
+            flows_synced: false,
+            links_synced: false,
+        }
+    }
+
     fn schedule(&self, selection: Selection, delay: Duration) {
         // The receiver lives as long as the loop; a send can only fail once it has stopped.
         let _ = self.queue.unbounded_send(ScheduleRequest {
@@ -315,9 +327,12 @@ impl Renderer {
                 self.failures.remove(&selection);
             }
             Err(e) => {
-                let n = self.failures.entry(selection.clone()).or_default();
-                *n += 1;
-                let delay = backoff(self.ctx.settings.retry, self.ctx.settings.max_retry, *n);
+                let settings = &self.ctx.settings;
+                let delay = self
+                    .failures
+                    .entry(selection.clone())
+                    .or_insert_with(|| Restart::new(settings.retry, settings.max_retry))
+                    .next_delay();
                 tracing::warn!(
                     namespace = %selection.namespace,
                     configmap = %selection.configmap_name(),
@@ -372,7 +387,7 @@ impl Renderer {
         tracing::info!(
             namespace = %ns,
             configmap = %name,
-            rendered_from = %crate::render::format_sources(&rendered.sources),
+            rendered_from = %crate::configmap::format_sources(&rendered.sources),
             omitted = rendered.omitted.len(),
             "ConfigMap rendered"
         );
@@ -570,23 +585,5 @@ fn fingerprint(cm: &ConfigMap) -> u64 {
     h.finish()
 }
 
-/// `base`, doubled per consecutive failure, capped at `max`.
-fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
-    base.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1)))
-        .min(max)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retry_backoff_doubles_up_to_the_cap() {
-        let (base, max) = (Duration::from_secs(5), Duration::from_secs(300));
-        assert_eq!(backoff(base, max, 1), Duration::from_secs(5));
-        assert_eq!(backoff(base, max, 2), Duration::from_secs(10));
-        assert_eq!(backoff(base, max, 4), Duration::from_secs(40));
-        assert_eq!(backoff(base, max, 10), max);
-        assert_eq!(backoff(base, max, 100), max);
-    }
-}
+mod tests;
