@@ -5,7 +5,8 @@
 //! dot segments, no empty segments, no backslash, and its upstream encoding normalises back to
 //! the same path (what the upstream sees is what we matched).
 
-use fiso_link::allow::{normalise, AllowedPaths};
+use fiso_link::allow::AllowedPaths;
+use fiso_link::path::normalise;
 
 const DEFAULT_GLOBS: [&str; 4] = ["/api/v2/**", "/users/*/orders", "/health", "/static/*.css"];
 
