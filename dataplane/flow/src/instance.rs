@@ -47,8 +47,10 @@ fn instance_transactional_id(prefix: &str) -> String {
 }
 
 /// A gRPC sink's acknowledgement as the answer an HTTP caller gets: `200` with its JSON.
-fn grpc_ack_response(ack: &crate::grpc::proto::fiso::v1::PublishResponse) -> SinkResponse {
-    let outcome = crate::grpc::proto::fiso::v1::Outcome::try_from(ack.outcome)
+fn grpc_ack_response(
+    ack: &crate::event::protobuf::proto::fiso::v1::PublishResponse,
+) -> SinkResponse {
+    let outcome = crate::event::protobuf::proto::fiso::v1::Outcome::try_from(ack.outcome)
         .map(|o| o.as_str_name())
         .unwrap_or("OUTCOME_UNSPECIFIED");
     let mut body = serde_json::json!({"id": ack.id, "outcome": outcome});

@@ -22,20 +22,11 @@
 //! runs many flows (and shares HTTP ports), the supervisor that restarts failed flows, and hot
 //! reload of the config directory.
 
-pub mod budget;
-pub mod cel_value;
-pub mod compiled;
-pub mod envelope;
+pub mod cel;
 pub mod error;
 pub mod event;
-pub mod expr;
-pub mod grpc;
 pub mod interceptor;
-pub mod json;
-mod json_val;
 pub mod kafka;
-pub mod scope;
-pub mod transform;
 
 pub mod instance;
 pub mod metrics;
@@ -47,11 +38,13 @@ pub mod sink;
 pub mod source;
 pub mod supervisor;
 
-pub use budget::Budget;
-pub use compiled::{CompiledFlow, ProcessedEvent};
-pub use envelope::{literal_fallback, Envelope};
+pub use cel::budget::Budget;
+pub use cel::env::EvalError;
+pub use cel::expr::CompiledExpr;
+pub use cel::scope::Scope;
 pub use error::FlowError;
-pub use event::{EventDefaults, FlowDefaults, InputEvent};
-pub use expr::CompiledExpr;
-pub use scope::{EvalError, Scope};
-pub use transform::Transformer;
+pub use event::compiled::{CompiledFlow, ProcessedEvent};
+pub use event::envelope::{literal_fallback, Envelope};
+pub use event::input::{EventDefaults, FlowDefaults, InputEvent};
+pub use event::json;
+pub use event::transform::Transformer;

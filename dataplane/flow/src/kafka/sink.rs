@@ -17,9 +17,9 @@ use rdkafka::util::Timeout;
 use serde_json::Value as Json;
 use tokio::sync::OnceCell;
 
-use crate::budget::Budget;
-use crate::expr::CompiledExpr;
-use crate::json;
+use crate::cel::budget::Budget;
+use crate::cel::expr::CompiledExpr;
+use crate::event::json;
 use crate::retry::{with_retries, Attempt, RetryError, RetryPolicy};
 use crate::sink::http::{DeliveryContext, CORRELATION_HEADER, STRUCTURED_CONTENT_TYPE};
 use crate::{FlowError, Scope};

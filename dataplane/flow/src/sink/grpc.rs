@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
-use crate::grpc::proto::fiso::v1::event_service_client::EventServiceClient;
-use crate::grpc::proto::fiso::v1::PublishResponse;
-use crate::grpc::proto::io::cloudevents::v1::CloudEvent;
-use crate::grpc::to_proto;
+use crate::event::protobuf::proto::fiso::v1::event_service_client::EventServiceClient;
+use crate::event::protobuf::proto::fiso::v1::PublishResponse;
+use crate::event::protobuf::proto::io::cloudevents::v1::CloudEvent;
+use crate::event::protobuf::to_proto;
 use crate::retry::{with_retries, Attempt, RetryError, RetryPolicy};
 
 /// Per-attempt wait for the acknowledgement when the sink sets no `timeout`.

@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
-use crate::json;
+use crate::event::json;
 use crate::retry::{parse_retry_after, with_retries, Attempt, RetryError, RetryPolicy};
 
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";

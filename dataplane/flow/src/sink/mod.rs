@@ -4,7 +4,7 @@ pub mod grpc;
 pub mod http;
 pub mod temporal;
 
-use crate::budget::Budget;
+use crate::cel::budget::Budget;
 use fiso_config::flow::SinkSpec;
 use fiso_config::kafka::KafkaConfig;
 

@@ -24,10 +24,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::grpc::proto::fiso::v1::event_service_server::{EventService, EventServiceServer};
-use crate::grpc::proto::fiso::v1::{Outcome as AckOutcome, PublishResponse};
-use crate::grpc::proto::io::cloudevents::v1::CloudEvent;
-use crate::grpc::{event_json, proto};
+use crate::event::protobuf::proto::fiso::v1::event_service_server::{
+    EventService, EventServiceServer,
+};
+use crate::event::protobuf::proto::fiso::v1::{Outcome as AckOutcome, PublishResponse};
+use crate::event::protobuf::proto::io::cloudevents::v1::CloudEvent;
+use crate::event::protobuf::{event_json, proto};
 use crate::instance::{FlowInstance, Outcome};
 use crate::sink::http::{DeliveryContext, DeliveryError};
 use crate::source::grpc_incoming::incoming;
@@ -173,7 +175,7 @@ impl Ingest {
         let json = event_json(&ce);
         // The DLQ keeps what was sent: the event as JSON when it was readable.
         let body = match &json {
-            Ok(v) => Bytes::from(crate::json::to_vec_plain(v).unwrap_or_default()),
+            Ok(v) => Bytes::from(crate::event::json::to_vec_plain(v).unwrap_or_default()),
             Err(_) => Bytes::from(ce.encode_to_vec()),
         };
         let input = json.and_then(|v| InputEvent::from_json(v, flow.compiled().defaults().event()));

@@ -93,7 +93,7 @@ fn parse_record(
     headers: &[(String, String)],
     body: &[u8],
     kafka_id: &str,
-    defaults: crate::event::EventDefaults<'_>,
+    defaults: crate::event::input::EventDefaults<'_>,
 ) -> Result<InputEvent, FlowError> {
     let invalid = |message: String| FlowError::InvalidInput { message };
     let value = |body: &[u8]| -> Result<Value, FlowError> {

@@ -45,9 +45,9 @@ use temporalio_common::protos::utilities::decode_status_detail;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use crate::budget::Budget;
-use crate::expr::CompiledExpr;
-use crate::json;
+use crate::cel::budget::Budget;
+use crate::cel::expr::CompiledExpr;
+use crate::event::json;
 use crate::retry::{with_retries, Attempt, RetryError, RetryPolicy};
 use crate::sink::http::DeliveryContext;
 use crate::{FlowError, Scope};

@@ -2,7 +2,7 @@
 
 use serde_json::Value as Json;
 
-use crate::json;
+use crate::event::json;
 
 /// A parsed `workflowIdExpr`: literal text and `{{.path}}` placeholders (the syntax
 /// `fiso validate` checks).

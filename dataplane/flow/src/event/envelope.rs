@@ -21,9 +21,9 @@ use serde_json::Value as Json;
 use cel::common::types::{CelNull, CelString};
 use cel::common::value::Val;
 
-use crate::budget::Budget;
-use crate::event::{check_attribute_text, check_media_type, is_json_content_type};
-use crate::expr::CompiledExpr;
+use crate::cel::budget::Budget;
+use crate::cel::expr::CompiledExpr;
+use crate::event::input::{check_attribute_text, check_media_type, is_json_content_type};
 use crate::{FlowError, InputEvent, Scope};
 
 /// `datacontenttype` unless overridden.

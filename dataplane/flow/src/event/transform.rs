@@ -4,8 +4,8 @@
 use indexmap::IndexMap;
 use serde_json::{Map, Value as Json};
 
-use crate::budget::Budget;
-use crate::expr::CompiledExpr;
+use crate::cel::budget::Budget;
+use crate::cel::expr::CompiledExpr;
 use crate::{FlowError, Scope};
 
 /// The compiled `transform.fields` of a flow.
@@ -121,7 +121,7 @@ mod tests {
         )
         .expect("transforms");
         assert_eq!(
-            crate::json::to_string_plain(&output).expect("prints"),
+            crate::event::json::to_string_plain(&output).expect("prints"),
             r#"{"z-last":1,"a.first":2,"m:id":"x"}"#
         );
     }

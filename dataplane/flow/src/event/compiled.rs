@@ -8,8 +8,8 @@ use fiso_config::flow::SinkSpec;
 use fiso_config::FlowConfig;
 use serde_json::Value as Json;
 
-use crate::budget::Budget;
-use crate::expr::CompiledExpr;
+use crate::cel::budget::Budget;
+use crate::cel::expr::CompiledExpr;
 use crate::{Envelope, FlowDefaults, FlowError, InputEvent, Scope, Transformer};
 
 /// A flow ready to process events.
@@ -180,7 +180,7 @@ impl CompiledFlow {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expr::COMPILATIONS;
+    use crate::cel::expr::COMPILATIONS;
     use serde_json::json;
 
     fn flow(yaml: &str) -> FlowConfig {

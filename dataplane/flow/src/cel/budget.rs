@@ -4,7 +4,7 @@
 //! `cel` has no cost tracking and its functions see only their arguments, so the budget of the
 //! evaluation in progress lives in a thread-local that [`Scope`](crate::Scope) installs around
 //! each evaluation ([`Account::run`]). What charges it:
-//! * every comprehension iteration (the compiler inserts a tick, see [`expr`](crate::expr));
+//! * every comprehension iteration (the compiler inserts a tick, see [`expr`](crate::cel::expr));
 //! * every string, bytes or list a growing function makes (`+`, `replace`, `join`,
 //!   `lists.range`), charged *before* it is allocated where one call can multiply its input;
 //! * every element and string byte of the result converted to JSON.

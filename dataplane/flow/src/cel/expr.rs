@@ -3,13 +3,13 @@
 //! Compiling happens once per flow, when it is loaded; per event only evaluation runs (see
 //! [`Scope`](crate::Scope)). Parsing is bounded (size, depth, parser panics: see
 //! [`parse_bounded`]) the same way for `fiso validate`, and the adapted expression charges the
-//! [`budget`](crate::budget) as it runs. What is done to the parsed expression:
+//! [`budget`](crate::cel::budget) as it runs. What is done to the parsed expression:
 //!
 //! * **Rewrites** that make CEL behave as users of the upstream (Go) Fiso expect, where JSON
 //!   numbers are all doubles: `+ - * /` accept an `int` mixed with a `double` (the result is a
 //!   `double`: `10.5 * 3` is `31.5`), and `==`, `!=` and `in` compare lists and maps
 //!   structurally whatever their origin. Both become calls of functions registered in
-//!   [`scope`](mod@crate::scope); CEL's own semantics are kept for everything else (`int / int`
+//!   [`scope`](mod@crate::cel::scope); CEL's own semantics are kept for everything else (`int / int`
 //!   stays an integer division). `greatest(..)` / `least(..)` are `math.greatest(..)` /
 //!   `math.least(..)`.
 //! * **Checks** that catch at load time what would fail on every event: an identifier that is
@@ -31,8 +31,9 @@ use cel::common::types::CelString;
 use fiso_config::cel_check::{describe_syntax, parse_bounded};
 use serde_json::Value as Json;
 
-use crate::budget::Budget;
-use crate::scope::{self, functions, ENV, VARIABLES};
+use crate::cel::budget::Budget;
+use crate::cel::env::{self, ENV, VARIABLES};
+use crate::cel::functions;
 
 /// How deep comprehensions (`map`, `filter`, `all`, `exists`, `exists_one`) may nest in one
 /// another. Each level multiplies the work per event by the length of the list it iterates,
@@ -171,7 +172,7 @@ impl CompiledExpr {
         let constant = if adapter.uses_scope {
             None
         } else {
-            Some(scope::eval_constant(&ast, budget).map_err(|e| format!("always fails: {e}"))?)
+            Some(env::eval_constant(&ast, budget).map_err(|e| format!("always fails: {e}"))?)
         };
         Ok(CompiledExpr {
             source: source.to_owned(),
@@ -722,7 +723,7 @@ mod tests {
                 // Bypass the direct read of plain field paths: the interpreter must recurse.
                 let scope = crate::Scope::new(&input);
                 scope.eval_with(&expr, |v| {
-                    crate::cel_value::val_to_json(v).map_err(|e| e.to_string())
+                    crate::cel::value::val_to_json(v).map_err(|e| e.to_string())
                 })
             })
             .expect("thread");

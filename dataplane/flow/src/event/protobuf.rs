@@ -25,7 +25,8 @@ use cloudevents::event::{AttributesReader, Data, ExtensionValue};
 use cloudevents::Event;
 use serde_json::{Map, Value};
 
-use crate::{json, FlowError};
+use crate::event::json;
+use crate::FlowError;
 use proto::io::cloudevents::v1::cloud_event::cloud_event_attribute_value::Attr;
 use proto::io::cloudevents::v1::cloud_event::{CloudEventAttributeValue, Data as ProtoData};
 use proto::io::cloudevents::v1::CloudEvent;

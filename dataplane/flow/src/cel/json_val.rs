@@ -33,14 +33,14 @@ pub fn json_to_val(json: &Json) -> Box<dyn Val + '_> {
 /// Integers stay integers when they fit (`int`, else `uint`), so `data.count + 1` is exact.
 /// Anything else is a `double`: CEL has no wider number, so an integer beyond 64 bits or a
 /// decimal with more digits than a double holds is computed with in double precision (its
-/// exact text only survives where it is passed through, see [`crate::json`]).
+/// exact text only survives where it is passed through, see [`crate::event::json`]).
 fn number_to_val(n: &serde_json::Number) -> Box<dyn Val + 'static> {
     if let Some(i) = n.as_i64() {
         Box::new(CelInt::from(i))
     } else if let Some(u) = n.as_u64() {
         Box::new(CelUInt::from(u))
     } else {
-        Box::new(CelDouble::from(crate::json::number_as_f64(n)))
+        Box::new(CelDouble::from(crate::event::json::number_as_f64(n)))
     }
 }
 

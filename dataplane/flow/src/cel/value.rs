@@ -29,9 +29,9 @@ use cel::Value;
 use chrono::SecondsFormat;
 use serde_json::{Map as JsonMap, Number, Value as Json};
 
-use crate::budget::{self, Resource};
+use crate::cel::budget::{self, Resource};
 
-pub use crate::json_val::{json_to_val, JsonRef};
+pub use crate::cel::json_val::{json_to_val, JsonRef};
 
 /// A CEL value that has no JSON form.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +55,7 @@ pub fn json_to_value(json: &Json) -> Value {
             } else if let Some(u) = n.as_u64() {
                 Value::UInt(u)
             } else {
-                Value::Float(crate::json::number_as_f64(n))
+                Value::Float(crate::event::json::number_as_f64(n))
             }
         }
         Json::String(s) => Value::String(Arc::new(s.clone())),
