@@ -6,7 +6,7 @@
 
 #![no_main]
 
-use fiso_flow::source::http::input_event;
+use fiso_flow::sources::http::input_event;
 use fiso_flow::{FlowDefaults, Scope, Transformer};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use indexmap::IndexMap;

@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use fiso_flow::runtime::{FlowRuntime, Observability};
+use fiso_flow::topology::runtime::{FlowRuntime, Observability};
 use libfuzzer_sys::fuzz_target;
 
 struct Harness {

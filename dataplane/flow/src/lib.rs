@@ -27,16 +27,12 @@ pub mod error;
 pub mod event;
 pub mod interceptor;
 pub mod kafka;
-
-pub mod instance;
 pub mod metrics;
-pub mod reload;
+pub mod pipeline;
 pub mod retry;
-pub mod router;
-pub mod runtime;
-pub mod sink;
-pub mod source;
-pub mod supervisor;
+pub mod sinks;
+pub mod sources;
+pub mod topology;
 
 pub use cel::budget::Budget;
 pub use cel::env::EvalError;

@@ -17,8 +17,8 @@ use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::TopicPartitionList;
 use tokio::sync::{Notify, RwLock, RwLockReadGuard};
 
-use super::{lock, KafkaSourceError, State};
-use crate::kafka::sink::{blocking, TRANSACTION_TIMEOUT};
+use super::state::{lock, KafkaSourceError, State};
+use crate::kafka::txn::{blocking, TRANSACTION_TIMEOUT};
 
 /// How long a rebalance waits for the records in hand before it gives the transaction up.
 const REBALANCE_WAIT: Duration = Duration::from_secs(10);

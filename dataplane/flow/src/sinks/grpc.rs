@@ -16,11 +16,17 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
 
+use super::Sink;
+use crate::cel::budget::Budget;
 use crate::event::protobuf::proto::fiso::v1::event_service_client::EventServiceClient;
-use crate::event::protobuf::proto::fiso::v1::PublishResponse;
+use crate::event::protobuf::proto::fiso::v1::{Outcome as AckOutcome, PublishResponse};
 use crate::event::protobuf::proto::io::cloudevents::v1::CloudEvent;
 use crate::event::protobuf::to_proto;
+use crate::pipeline::delivery::{
+    DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt, SinkResponse,
+};
 use crate::retry::{with_retries, Attempt, RetryError, RetryPolicy};
+use crate::{FlowError, InputEvent};
 
 /// Per-attempt wait for the acknowledgement when the sink sets no `timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -150,7 +156,7 @@ impl GrpcSink {
     }
 
     /// Sends `event` and waits for its acknowledgement, retrying per the flow's policy.
-    pub async fn deliver(&self, event: &Event) -> Result<PublishResponse, GrpcDeliveryError> {
+    pub async fn send(&self, event: &Event) -> Result<PublishResponse, GrpcDeliveryError> {
         let failed = |code: Code, attempts: u32, message: String| GrpcDeliveryError {
             address: self.address.to_string(),
             code,
@@ -273,6 +279,53 @@ impl GrpcSink {
 
     pub fn address(&self) -> &str {
         &self.address
+    }
+}
+
+impl Sink for GrpcSink {
+    type Prepared = ();
+
+    fn prepare(&self, _input: &InputEvent, _budget: Budget) -> Result<(), FlowError> {
+        Ok(())
+    }
+
+    async fn deliver(
+        &self,
+        event: &Event,
+        (): (),
+        _ctx: &DeliveryContext,
+    ) -> Result<Receipt, DeliveryError> {
+        let ack = self.send(event).await?;
+        Ok(Receipt::Response(ack_response(&ack)))
+    }
+}
+
+impl From<GrpcDeliveryError> for DeliveryError {
+    fn from(e: GrpcDeliveryError) -> Self {
+        let kind = match e.code {
+            Code::Unavailable => DeliveryErrorKind::Unavailable,
+            Code::DeadlineExceeded => DeliveryErrorKind::Timeout,
+            code if !retryable(code) => DeliveryErrorKind::Rejected,
+            _ => DeliveryErrorKind::Other,
+        };
+        DeliveryError::new(kind, e.attempts, e.to_string())
+    }
+}
+
+/// The acknowledgement as the answer an HTTP caller gets: `200` with its JSON.
+fn ack_response(ack: &PublishResponse) -> SinkResponse {
+    let outcome = AckOutcome::try_from(ack.outcome)
+        .map(|o| o.as_str_name())
+        .unwrap_or("OUTCOME_UNSPECIFIED");
+    let mut body = serde_json::json!({"id": ack.id, "outcome": outcome});
+    if !ack.dead_letter_topic.is_empty() {
+        body["deadLetterTopic"] = serde_json::json!(ack.dead_letter_topic);
+    }
+    SinkResponse {
+        status: axum::http::StatusCode::OK,
+        content_type: Some(axum::http::HeaderValue::from_static("application/json")),
+        body: body.to_string().into(),
+        truncated: false,
     }
 }
 

@@ -9,15 +9,14 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwap;
 use axum::routing::any;
-use fiso_config::flow::SourceSpec;
 use fiso_runtime::addr::{parse_listen_addr, AddrError};
 use fiso_runtime::server::ServerTimeouts;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::instance::FlowInstance;
-use crate::source::http::{serve_request, RouteTable, Routes};
+use crate::pipeline::Pipeline;
+use crate::sources::http::{serve_request, HttpSource, Route, RouteTable, Routes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -61,7 +60,7 @@ pub struct RouteGuard {
     registry: Weak<ServerRegistry>,
     key: SocketAddr,
     path: String,
-    flow: Arc<FlowInstance>,
+    flow: Arc<Pipeline>,
 }
 
 impl Drop for RouteGuard {
@@ -87,10 +86,10 @@ impl ServerRegistry {
     /// replaced in place.
     pub fn attach(
         self: &Arc<Self>,
-        listen_addr: &str,
-        path: &str,
-        flow: Arc<FlowInstance>,
+        route: &HttpSource,
+        flow: Arc<Pipeline>,
     ) -> Result<RouteGuard, RouterError> {
+        let (listen_addr, path) = (route.listen_addr.as_str(), route.path.as_str());
         let key = parse_listen_addr(listen_addr)?;
         let mut servers = self.lock();
         let server = match servers.entry(key) {
@@ -103,23 +102,23 @@ impl ServerRegistry {
         };
         let current = server.routes.load();
         if let Some(owner) = current.get(path) {
-            if owner.name != flow.name && !owner.is_retiring() {
+            if owner.flow.name != flow.name && !owner.flow.is_retiring() {
                 return Err(RouterError::PathTaken {
                     addr: listen_addr.to_owned(),
                     path: path.to_owned(),
-                    owner: owner.name.clone(),
+                    owner: owner.flow.name.clone(),
                 });
             }
         }
-        if let SourceSpec::Http(c) = &flow.config.source {
-            server.timeouts.send_replace(ServerTimeouts::from_config(
-                c.read_header_timeout,
-                c.idle_timeout,
-                c.body_timeout,
-            ));
-        }
+        server.timeouts.send_replace(route.timeouts);
         let mut table: RouteTable = (**current).clone();
-        table.insert(path.to_owned(), Arc::clone(&flow));
+        table.insert(
+            path.to_owned(),
+            Route {
+                flow: Arc::clone(&flow),
+                max_body: route.max_body,
+            },
+        );
         server.routes.store(Arc::new(table));
         Ok(RouteGuard {
             registry: Arc::downgrade(self),
@@ -129,7 +128,7 @@ impl ServerRegistry {
         })
     }
 
-    fn detach(&self, key: &SocketAddr, path: &str, flow: &Arc<FlowInstance>) {
+    fn detach(&self, key: &SocketAddr, path: &str, flow: &Arc<Pipeline>) {
         let mut servers = self.lock();
         let Some(server) = servers.get(key) else {
             return;
@@ -137,7 +136,7 @@ impl ServerRegistry {
         let current = server.routes.load();
         if !current
             .get(path)
-            .is_some_and(|owner| Arc::ptr_eq(owner, flow))
+            .is_some_and(|owner| Arc::ptr_eq(&owner.flow, flow))
         {
             return;
         }
@@ -214,23 +213,40 @@ mod tests {
 
     use super::*;
     use crate::metrics::FlowMetrics;
+    use crate::pipeline::Parts;
 
-    fn flow(name: &str, listen_addr: &str, path: &str) -> Arc<FlowInstance> {
+    fn flow(name: &str, listen_addr: &str, path: &str) -> Arc<Pipeline> {
         let yaml = format!(
             "name: {name}\nsource:\n  type: http\n  config:\n    listenAddr: \"{listen_addr}\"\n    path: {path}\nsink:\n  type: http\n  config:\n    url: http://127.0.0.1:9/in\n"
         );
         let config = serde_yaml_ng::from_str(&yaml).expect("valid flow YAML");
         let metrics = FlowMetrics::register(&MetricsRegistry::new()).expect("metrics");
-        FlowInstance::build(&config, "v1", metrics).expect("flow builds")
+        let parts = Parts {
+            version: "v1",
+            metrics,
+            dir: None,
+            kafka_source: None,
+        };
+        Pipeline::build(&config, parts).expect("flow builds")
+    }
+
+    /// The route of `path` on `listen_addr`.
+    fn route(listen_addr: &str, path: &str) -> HttpSource {
+        HttpSource {
+            listen_addr: listen_addr.to_owned(),
+            path: path.to_owned(),
+            timeouts: ServerTimeouts::default(),
+            max_body: 1024,
+        }
     }
 
     #[tokio::test]
     async fn equivalent_listen_addresses_share_one_server() {
         let registry = ServerRegistry::new();
         let a = flow("a", "localhost:0", "/a");
-        let _a = registry.attach("localhost:0", "/a", a).unwrap();
+        let _a = registry.attach(&route("localhost:0", "/a"), a).unwrap();
         let b = flow("b", "127.0.0.1:0", "/b");
-        let _b = registry.attach("127.0.0.1:0", "/b", b).unwrap();
+        let _b = registry.attach(&route("127.0.0.1:0", "/b"), b).unwrap();
         assert_eq!(registry.lock().len(), 1);
         assert_eq!(
             registry.local_addr("localhost:0"),
@@ -238,7 +254,7 @@ mod tests {
         );
         let c = flow("c", "127.0.0.1:0", "/a");
         assert!(matches!(
-            registry.attach("127.0.0.1:0", "/a", c),
+            registry.attach(&route("127.0.0.1:0", "/a"), c),
             Err(RouterError::PathTaken { owner, .. }) if owner == "a"
         ));
         registry.shutdown().await;
@@ -249,17 +265,17 @@ mod tests {
         let registry = ServerRegistry::new();
         let old = flow("old", "127.0.0.1:0", "/orders");
         let old_guard = registry
-            .attach("127.0.0.1:0", "/orders", Arc::clone(&old))
+            .attach(&route("127.0.0.1:0", "/orders"), Arc::clone(&old))
             .unwrap();
         old.retire();
         let new = flow("new", "127.0.0.1:0", "/orders");
         let _new_guard = registry
-            .attach("127.0.0.1:0", "/orders", Arc::clone(&new))
+            .attach(&route("127.0.0.1:0", "/orders"), Arc::clone(&new))
             .unwrap();
         // The old flow going away leaves the route with its successor.
         drop(old_guard);
         let owner = registry.lock().values().next().unwrap().routes.load_full();
-        assert!(Arc::ptr_eq(&owner["/orders"], &new));
+        assert!(Arc::ptr_eq(&owner["/orders"].flow, &new));
         registry.shutdown().await;
     }
 
@@ -267,7 +283,7 @@ mod tests {
     async fn shutdown_waits_for_servers_stopped_earlier() {
         let registry = ServerRegistry::new();
         let guard = registry
-            .attach("127.0.0.1:0", "/a", flow("a", "127.0.0.1:0", "/a"))
+            .attach(&route("127.0.0.1:0", "/a"), flow("a", "127.0.0.1:0", "/a"))
             .unwrap();
         // The last route going away stops the server, which keeps draining.
         drop(guard);

@@ -11,10 +11,10 @@ use fiso_runtime::metrics::MetricsError;
 use fiso_runtime::watch::{watch_dir, WatchError};
 use tokio_util::sync::CancellationToken;
 
+use super::reload::{FlowDirectory, ReloadReport};
+use super::router::ServerRegistry;
+use super::supervisor::Supervisor;
 use crate::metrics::FlowMetrics;
-use crate::reload::FlowDirectory;
-use crate::router::ServerRegistry;
-use crate::supervisor::Supervisor;
 
 /// Default of `FISO_CONFIG_DIR`.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/fiso/flows";
@@ -88,7 +88,7 @@ impl FlowRuntime {
     }
 
     /// Re-reads the directory now (normally the watcher does this).
-    pub fn reload(&self) -> crate::reload::ReloadReport {
+    pub fn reload(&self) -> ReloadReport {
         self.directory.reload()
     }
 

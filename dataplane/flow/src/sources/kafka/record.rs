@@ -5,13 +5,13 @@ use bytes::Bytes;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use serde_json::{Map, Value};
 
-use super::KafkaSourceError;
-use crate::instance::{FlowInstance, Outcome};
-use crate::sink::http::{DeliveryContext, KafkaOrigin, CORRELATION_HEADER};
+use super::state::KafkaSourceError;
+use crate::pipeline::delivery::{DeliveryContext, Origin, Outcome, CORRELATION_HEADER};
+use crate::pipeline::Pipeline;
 use crate::{FlowError, InputEvent};
 
 /// One record through the flow: `Ok` once it was delivered or dead-lettered.
-pub(super) async fn process(flow: &FlowInstance, m: &OwnedMessage) -> Result<(), KafkaSourceError> {
+pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), KafkaSourceError> {
     let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
     let kafka_id = format!("{topic}-{partition}-{offset}");
     let mut headers: Vec<(String, String)> = Vec::new();
@@ -48,7 +48,7 @@ pub(super) async fn process(flow: &FlowInstance, m: &OwnedMessage) -> Result<(),
         correlation_id,
         traceparent: header("traceparent").or_else(|| header("ce_traceparent")),
         body,
-        origin: Some(KafkaOrigin {
+        origin: Some(Origin {
             topic: topic.clone(),
             partition,
             offset,
@@ -70,8 +70,7 @@ pub(super) async fn process(flow: &FlowInstance, m: &OwnedMessage) -> Result<(),
     match flow.handle(input, &ctx).await {
         // A rejection is the interceptor's decision about this record: logged, committed.
         Outcome::Rejected { .. } => Ok(()),
-        Outcome::Delivered(_) | Outcome::Published { .. } | Outcome::DeadLettered { .. } => Ok(()),
-        Outcome::Started { .. } => Ok(()),
+        Outcome::Delivered(_) | Outcome::DeadLettered { .. } => Ok(()),
         Outcome::Failed(e) => Err(undelivered(e.to_string())),
         Outcome::Invalid(e) => match flow.dead_letter_refused(&e, &ctx).await {
             Ok(Some(_)) => Ok(()),

@@ -1,6 +1,12 @@
 //! TLS and API-key settings of the Temporal client.
 
-use super::*;
+use std::sync::Arc;
+
+use fiso_config::common::TlsConfig;
+use temporalio_client::danger::ServerCertVerifier;
+use temporalio_client::{ClientTlsOptions, TlsOptions};
+
+use super::error::TemporalBuildError;
 
 pub(super) fn tls_options(t: &TlsConfig) -> Result<TlsOptions, TemporalBuildError> {
     let read = |field: &'static str, path: &str| {

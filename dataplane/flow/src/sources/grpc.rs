@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use fiso_config::common::ByteSize;
-use fiso_config::flow::SourceSpec;
+use fiso_config::flow::GrpcSourceConfig;
 use fiso_runtime::addr::parse_listen_addr;
 use fiso_runtime::server::DEFAULT_READ_HEADER_TIMEOUT;
 use futures::{Stream, StreamExt};
@@ -24,16 +24,16 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use super::grpc_incoming::incoming;
+use super::request::{correlation_id, text_headers, traceparent};
 use crate::event::protobuf::proto::fiso::v1::event_service_server::{
     EventService, EventServiceServer,
 };
 use crate::event::protobuf::proto::fiso::v1::{Outcome as AckOutcome, PublishResponse};
 use crate::event::protobuf::proto::io::cloudevents::v1::CloudEvent;
 use crate::event::protobuf::{event_json, proto};
-use crate::instance::{FlowInstance, Outcome};
-use crate::sink::http::{DeliveryContext, DeliveryError};
-use crate::source::grpc_incoming::incoming;
-use crate::source::http::{correlation_id, text_headers};
+use crate::pipeline::delivery::{DeliveryContext, Outcome};
+use crate::pipeline::Pipeline;
 use crate::{FlowError, InputEvent};
 
 /// Events one gRPC source processes at once before `Publish` answers RESOURCE_EXHAUSTED.
@@ -60,15 +60,34 @@ pub enum GrpcSourceError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Serves `flow`'s gRPC source until `cancel`; `ready` is called once it listens.
-pub async fn run(
-    flow: &Arc<FlowInstance>,
+/// A gRPC source: `fiso.v1.EventService` on its listen address.
+#[derive(Debug, Clone)]
+pub struct GrpcSource {
+    cfg: GrpcSourceConfig,
+}
+
+impl GrpcSource {
+    pub fn new(cfg: &GrpcSourceConfig) -> Self {
+        GrpcSource { cfg: cfg.clone() }
+    }
+
+    /// Serves `flow`'s gRPC source until `cancel`; `ready` is called once it listens.
+    pub async fn run(
+        &self,
+        flow: &Arc<Pipeline>,
+        cancel: &CancellationToken,
+        ready: impl FnOnce(),
+    ) -> Result<(), GrpcSourceError> {
+        serve(&self.cfg, flow, cancel, ready).await
+    }
+}
+
+async fn serve(
+    cfg: &GrpcSourceConfig,
+    flow: &Arc<Pipeline>,
     cancel: &CancellationToken,
     ready: impl FnOnce(),
 ) -> Result<(), GrpcSourceError> {
-    let SourceSpec::Grpc(cfg) = &flow.config.source else {
-        return Err(GrpcSourceError::Config("not a grpc source".into()));
-    };
     let addr =
         parse_listen_addr(&cfg.listen_addr).map_err(|e| GrpcSourceError::Config(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -118,7 +137,7 @@ pub async fn run(
 /// The `EventService` of one flow.
 #[derive(Clone)]
 struct Ingest {
-    flow: Arc<FlowInstance>,
+    flow: Arc<Pipeline>,
     in_flight: Arc<Semaphore>,
 }
 
@@ -185,10 +204,7 @@ impl Ingest {
             .unwrap_or_else(|_| ce.id.clone());
         let ctx = DeliveryContext {
             correlation_id: correlation_id(headers),
-            traceparent: headers
-                .get("traceparent")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            traceparent: traceparent(headers),
             body,
             origin: None,
             headers: if flow.has_interceptors() {
@@ -206,9 +222,7 @@ impl Ingest {
             dead_letter_topic: String::new(),
         };
         match flow.handle(input, &ctx).await {
-            Outcome::Delivered(_) | Outcome::Published { .. } | Outcome::Started { .. } => {
-                ack(AckOutcome::Delivered, Code::Ok, String::new())
-            }
+            Outcome::Delivered(_) => ack(AckOutcome::Delivered, Code::Ok, String::new()),
             Outcome::DeadLettered { error, topic, .. } => PublishResponse {
                 dead_letter_topic: topic,
                 ..ack(AckOutcome::DeadLettered, Code::Ok, error.to_string())
@@ -232,7 +246,8 @@ impl Ingest {
                 rejection_code(status),
                 format!("INTERCEPTOR_REJECTED ({module}, {status}): {reason}"),
             ),
-            Outcome::Failed(e @ DeliveryError::Rejected(_)) => ack(
+            // The sink answered that it refuses the event.
+            Outcome::Failed(e) if e.refusal().is_some() => ack(
                 AckOutcome::Failed,
                 Code::FailedPrecondition,
                 format!("SINK_DELIVERY_FAILED: {e}"),

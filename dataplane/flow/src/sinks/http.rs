@@ -14,48 +14,15 @@ use reqwest::{Method, StatusCode};
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
+use super::Sink;
+use crate::cel::budget::Budget;
 use crate::event::json;
+use crate::pipeline::delivery::{
+    DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt, SinkResponse, CORRELATION_HEADER,
+    STRUCTURED_CONTENT_TYPE,
+};
 use crate::retry::{parse_retry_after, with_retries, Attempt, RetryError, RetryPolicy};
-
-pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
-pub const CORRELATION_HEADER: &str = "fiso-correlation-id";
-
-/// Per-event context propagated to the sink.
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryContext {
-    pub correlation_id: String,
-    pub traceparent: Option<String>,
-    /// The source's raw payload (the HTTP request body): the value of a dead letter.
-    pub body: Bytes,
-    /// Where the event came from, when the source is Kafka: the dead letter's key and
-    /// `fiso-original-*` headers.
-    pub origin: Option<KafkaOrigin>,
-    /// The source's headers (HTTP request headers, Kafka record headers, gRPC metadata), as
-    /// interceptors see them.
-    pub headers: Vec<(String, String)>,
-    /// Headers interceptors asked to send with the delivery (HTTP request, Kafka record).
-    pub sink_headers: Vec<(String, String)>,
-}
-
-/// A Kafka source record's coordinates and key.
-#[derive(Debug, Clone, Default)]
-pub struct KafkaOrigin {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-}
-
-/// What the sink answered.
-#[derive(Debug, Clone)]
-pub struct SinkResponse {
-    pub status: StatusCode,
-    pub content_type: Option<HeaderValue>,
-    pub body: Bytes,
-    /// The body was longer than the sink's `maxResponseBodySize`: `body` holds its first bytes
-    /// only, the rest was never read.
-    pub truncated: bool,
-}
+use crate::{FlowError, InputEvent};
 
 /// The last thing that went wrong when retries ran out.
 #[derive(Debug, Clone)]
@@ -75,9 +42,9 @@ impl std::fmt::Display for LastFailure {
     }
 }
 
-/// Delivery did not succeed.
+/// Why one delivery failed, as the HTTP sink tells it.
 #[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
+enum HttpDeliveryError {
     /// A 4xx other than 429: retrying cannot help.
     #[error("sink rejected the event with {} (not retried)", .0.status)]
     Rejected(SinkResponse),
@@ -87,51 +54,41 @@ pub enum DeliveryError {
     /// The request could not even be built (bad header value in the event, ...).
     #[error("cannot build the sink request: {0}")]
     Request(String),
-    /// A Kafka sink could not produce the record.
-    #[error(transparent)]
-    Kafka(#[from] crate::kafka::sink::KafkaDeliveryError),
-    /// Temporal did not start / signal the workflow.
-    #[error(transparent)]
-    Temporal(#[from] crate::sink::temporal::TemporalDeliveryError),
-    /// The gRPC sink did not acknowledge the event.
-    #[error(transparent)]
-    Grpc(#[from] crate::sink::grpc::GrpcDeliveryError),
 }
 
-impl DeliveryError {
-    /// Attempts made (the real count, for `fiso-retry-count`).
-    pub fn attempts(&self) -> u32 {
-        match self {
-            DeliveryError::Rejected(_) => 1,
-            DeliveryError::Exhausted { attempts, .. } => *attempts,
-            DeliveryError::Request(_) => 0,
-            DeliveryError::Kafka(e) => e.attempts,
-            DeliveryError::Temporal(e) => e.attempts,
-            DeliveryError::Grpc(e) => e.attempts,
-        }
-    }
-
-    /// The sink's last status, when it answered at all.
-    pub fn sink_status(&self) -> Option<StatusCode> {
-        self.sink_response().map(|r| r.status)
-    }
-
-    /// The HTTP sink's last answer, when it answered at all.
-    pub fn sink_response(&self) -> Option<&SinkResponse> {
-        match self {
-            DeliveryError::Rejected(r) => Some(r),
-            DeliveryError::Exhausted {
-                last: LastFailure::Response(r),
-                ..
-            } => Some(r),
-            _ => None,
+impl From<HttpDeliveryError> for DeliveryError {
+    fn from(e: HttpDeliveryError) -> Self {
+        let message = e.to_string();
+        match e {
+            HttpDeliveryError::Rejected(r) => {
+                DeliveryError::new(DeliveryErrorKind::Rejected, 1, message).with_response(r)
+            }
+            HttpDeliveryError::Exhausted { attempts, last } => match last {
+                LastFailure::Timeout => {
+                    DeliveryError::new(DeliveryErrorKind::Timeout, attempts, message)
+                }
+                LastFailure::Response(r) => {
+                    let kind = if r.status == StatusCode::SERVICE_UNAVAILABLE {
+                        DeliveryErrorKind::Unavailable
+                    } else {
+                        DeliveryErrorKind::Other
+                    };
+                    DeliveryError::new(kind, attempts, message).with_response(r)
+                }
+                LastFailure::Network(_) => {
+                    DeliveryError::new(DeliveryErrorKind::Other, attempts, message)
+                }
+            },
+            HttpDeliveryError::Request(_) => {
+                DeliveryError::new(DeliveryErrorKind::Other, 0, message)
+            }
         }
     }
 }
 
 /// Errors building the sink from config.
 #[derive(Debug, thiserror::Error)]
-pub enum SinkBuildError {
+pub enum HttpSinkBuildError {
     #[error("sink.config.url: {0}")]
     Url(String),
     #[error("sink.config.method: `{0}` is not an HTTP method")]
@@ -157,15 +114,17 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    pub fn new(cfg: &HttpSinkConfig, policy: RetryPolicy) -> Result<Self, SinkBuildError> {
-        let url = reqwest::Url::parse(&cfg.url).map_err(|e| SinkBuildError::Url(e.to_string()))?;
+    pub fn new(cfg: &HttpSinkConfig, policy: RetryPolicy) -> Result<Self, HttpSinkBuildError> {
+        let url =
+            reqwest::Url::parse(&cfg.url).map_err(|e| HttpSinkBuildError::Url(e.to_string()))?;
         let method = Method::from_bytes(cfg.method.as_bytes())
-            .map_err(|_| SinkBuildError::Method(cfg.method.clone()))?;
+            .map_err(|_| HttpSinkBuildError::Method(cfg.method.clone()))?;
         let mut headers = HeaderMap::new();
         for (k, v) in &cfg.headers {
             let name = HeaderName::from_bytes(k.as_bytes())
-                .map_err(|_| SinkBuildError::Header(k.clone()))?;
-            let value = HeaderValue::from_str(v).map_err(|_| SinkBuildError::Header(k.clone()))?;
+                .map_err(|_| HttpSinkBuildError::Header(k.clone()))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| HttpSinkBuildError::Header(k.clone()))?;
             headers.insert(name, value);
         }
         let mut builder = reqwest::Client::builder()
@@ -175,16 +134,17 @@ impl HttpSink {
             .pool_idle_timeout(Duration::from_secs(90))
             .redirect(reqwest::redirect::Policy::none());
         if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| SinkBuildError::Ca(format!("{ca}: {e}")))?;
+            let pem =
+                std::fs::read(ca).map_err(|e| HttpSinkBuildError::Ca(format!("{ca}: {e}")))?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| SinkBuildError::Ca(format!("{ca}: {e}")))?
+                .map_err(|e| HttpSinkBuildError::Ca(format!("{ca}: {e}")))?
             {
                 builder = builder.add_root_certificate(cert);
             }
         }
         let client = builder
             .build()
-            .map_err(|e| SinkBuildError::Client(e.to_string()))?;
+            .map_err(|e| HttpSinkBuildError::Client(e.to_string()))?;
         Ok(HttpSink {
             client,
             url,
@@ -206,11 +166,11 @@ impl HttpSink {
     }
 
     /// Delivers `event`, retrying 5xx / 429 / network errors; other 4xx fail at once.
-    pub async fn deliver(
+    async fn send(
         &self,
         event: &Event,
         ctx: &DeliveryContext,
-    ) -> Result<SinkResponse, DeliveryError> {
+    ) -> Result<SinkResponse, HttpDeliveryError> {
         let (headers, body) = self.encode(event, ctx)?;
         let result = with_retries(&self.policy, |n| {
             let request = self
@@ -258,10 +218,14 @@ impl HttpSink {
         .await;
         match result {
             Ok(r) => Ok(r),
-            Err(RetryError::Permanent(LastFailure::Response(r))) => Err(DeliveryError::Rejected(r)),
-            Err(RetryError::Permanent(last)) => Err(DeliveryError::Exhausted { attempts: 1, last }),
+            Err(RetryError::Permanent(LastFailure::Response(r))) => {
+                Err(HttpDeliveryError::Rejected(r))
+            }
+            Err(RetryError::Permanent(last)) => {
+                Err(HttpDeliveryError::Exhausted { attempts: 1, last })
+            }
             Err(RetryError::Exhausted { attempts, last }) => {
-                Err(DeliveryError::Exhausted { attempts, last })
+                Err(HttpDeliveryError::Exhausted { attempts, last })
             }
         }
     }
@@ -270,10 +234,10 @@ impl HttpSink {
         &self,
         event: &Event,
         ctx: &DeliveryContext,
-    ) -> Result<(HeaderMap, Bytes), DeliveryError> {
+    ) -> Result<(HeaderMap, Bytes), HttpDeliveryError> {
         let mut headers = self.headers.clone();
         let bad =
-            |what: &str| DeliveryError::Request(format!("{what} is not a valid header value"));
+            |what: &str| HttpDeliveryError::Request(format!("{what} is not a valid header value"));
         headers.insert(
             HeaderName::from_static(CORRELATION_HEADER),
             HeaderValue::from_str(&ctx.correlation_id).map_err(|_| bad("correlation id"))?,
@@ -298,12 +262,12 @@ impl HttpSink {
                     CONTENT_TYPE,
                     HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
                 );
-                let body =
-                    json::to_vec_plain(event).map_err(|e| DeliveryError::Request(e.to_string()))?;
+                let body = json::to_vec_plain(event)
+                    .map_err(|e| HttpDeliveryError::Request(e.to_string()))?;
                 Ok((headers, Bytes::from(body)))
             }
             ContentMode::Binary => {
-                let mut put = |name: &str, value: &str| -> Result<(), DeliveryError> {
+                let mut put = |name: &str, value: &str| -> Result<(), HttpDeliveryError> {
                     let n = HeaderName::from_bytes(format!("ce-{name}").as_bytes())
                         .map_err(|_| bad(name))?;
                     let encoded = ce_header_text(value);
@@ -342,7 +306,8 @@ impl HttpSink {
                 let body = match event.data() {
                     None => Bytes::new(),
                     Some(Data::Json(v)) => Bytes::from(
-                        json::to_vec_plain(v).map_err(|e| DeliveryError::Request(e.to_string()))?,
+                        json::to_vec_plain(v)
+                            .map_err(|e| HttpDeliveryError::Request(e.to_string()))?,
                     ),
                     Some(Data::String(s)) => Bytes::from(s.clone()),
                     Some(Data::Binary(b)) => Bytes::from(b.clone()),
@@ -350,6 +315,23 @@ impl HttpSink {
                 Ok((headers, body))
             }
         }
+    }
+}
+
+impl Sink for HttpSink {
+    type Prepared = ();
+
+    fn prepare(&self, _input: &InputEvent, _budget: Budget) -> Result<(), FlowError> {
+        Ok(())
+    }
+
+    async fn deliver(
+        &self,
+        event: &Event,
+        (): (),
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, DeliveryError> {
+        Ok(Receipt::Response(self.send(event, ctx).await?))
     }
 }
 

@@ -6,21 +6,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use fiso_config::flow::SourceSpec;
 use fiso_runtime::Readiness;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::instance::FlowInstance;
-use crate::kafka;
+use super::router::{RouteGuard, RouterError, ServerRegistry};
 use crate::metrics::FlowMetrics;
-use crate::router::{RouteGuard, RouterError, ServerRegistry};
+use crate::pipeline::Pipeline;
+use crate::sources::http::HttpSource;
+use crate::sources::{AnySource, TaskSource};
 
 const RESTART_INITIAL: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(30);
 
 struct Running {
-    flow: Arc<FlowInstance>,
+    flow: Arc<Pipeline>,
     version: String,
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -34,8 +34,15 @@ pub struct Supervisor {
     running: Mutex<HashMap<String, Running>>,
 }
 
+/// The readiness component of a flow (`flow/<name>`): whether its source runs.
 pub fn component(flow: &str) -> String {
     format!("flow/{flow}")
+}
+
+/// The readiness component of a flow's sink connection (`flow/<name>/sink`): kept apart from
+/// the flow's own component, so a sink still connecting does not hold up its source.
+pub fn sink_component(flow: &str) -> String {
+    format!("{}/sink", component(flow))
 }
 
 impl Supervisor {
@@ -70,36 +77,39 @@ impl Supervisor {
 
     /// Starts `flow`, replacing a running instance of the same name. The new instance takes
     /// over its routes before the old one is told to stop, so no request finds no flow.
-    pub fn start(&self, flow: Arc<FlowInstance>) {
+    pub fn start(&self, flow: Arc<Pipeline>, source: AnySource) {
         let cancel = CancellationToken::new();
-        let task = if !matches!(flow.config.source, SourceSpec::Http(_)) {
-            tokio::spawn(supervise_task(
+        let task = match source {
+            AnySource::Task(source) => tokio::spawn(supervise_task(
                 Arc::clone(&flow),
+                source,
                 self.readiness.clone(),
                 self.metrics.clone(),
                 cancel.clone(),
-            ))
-        } else {
-            let first = attach(&self.registry, &flow);
-            tokio::spawn(supervise(
-                Arc::clone(&flow),
-                first,
-                Arc::clone(&self.registry),
-                self.readiness.clone(),
-                self.metrics.clone(),
-                cancel.clone(),
-            ))
-        };
-        // A Temporal sink connects in the background; until it does the flow is reported
-        // unready (component `flow/<name>/sink`), without holding up its source.
-        let sink_component = crate::sink::temporal::readiness_component(&flow.name);
-        match flow.temporal_sink() {
-            Some(sink) => {
-                tokio::spawn(sink.clone().keep_connected(
+            )),
+            AnySource::Route(route) => {
+                let first = self.registry.attach(&route, Arc::clone(&flow));
+                tokio::spawn(supervise(
+                    Arc::clone(&flow),
+                    route,
+                    first,
+                    Arc::clone(&self.registry),
                     self.readiness.clone(),
-                    sink_component,
+                    self.metrics.clone(),
                     cancel.clone(),
-                ));
+                ))
+            }
+        };
+        // A sink that connects in the background (Temporal) reports the flow unready until it
+        // did, without holding up its source.
+        let sink_component = sink_component(&flow.name);
+        match flow.sink_connection_watch(
+            self.readiness.clone(),
+            sink_component.clone(),
+            cancel.clone(),
+        ) {
+            Some(watch) => {
+                tokio::spawn(watch);
             }
             None => self.readiness.remove(&sink_component),
         }
@@ -130,8 +140,7 @@ impl Supervisor {
         if let Some(old) = self.lock().remove(name) {
             old.cancel.cancel();
             self.readiness.remove(&component(name));
-            self.readiness
-                .remove(&crate::sink::temporal::readiness_component(name));
+            self.readiness.remove(&sink_component(name));
             self.metrics.forget(name);
             tracing::info!(name, "flow stopped");
         }
@@ -154,22 +163,11 @@ impl Supervisor {
     }
 }
 
-/// What keeps a flow's source running. HTTP flows are routes on a shared server.
-fn attach(
-    registry: &Arc<ServerRegistry>,
-    flow: &Arc<FlowInstance>,
-) -> Result<RouteGuard, RouterError> {
-    match &flow.config.source {
-        SourceSpec::Http(c) => registry.attach(&c.listen_addr, &c.path, Arc::clone(flow)),
-        // Kafka and gRPC flows run their own task (see `supervise_task`).
-        SourceSpec::Kafka(_) | SourceSpec::Grpc(_) => {
-            unreachable!("only HTTP sources attach routes")
-        }
-    }
-}
-
+/// An HTTP flow: a route on a shared server, attached again with backoff while that fails
+/// (its address cannot be bound, its path is taken).
 async fn supervise(
-    flow: Arc<FlowInstance>,
+    flow: Arc<Pipeline>,
+    route: HttpSource,
     mut attempt: Result<RouteGuard, RouterError>,
     registry: Arc<ServerRegistry>,
     readiness: Readiness,
@@ -198,34 +196,17 @@ async fn supervise(
                 }
                 metrics.restarted(&name);
                 backoff = (backoff * 2).min(RESTART_MAX);
-                attempt = attach(&registry, &flow);
+                attempt = registry.attach(&route, Arc::clone(&flow));
             }
         }
-    }
-}
-
-/// Runs the source of a flow that is not a route on a shared server: a Kafka consumer or a
-/// gRPC server; `ready` once it consumes / listens.
-async fn run_source(
-    flow: &Arc<FlowInstance>,
-    cancel: &CancellationToken,
-    ready: impl FnOnce(),
-) -> Result<(), String> {
-    match flow.config.source {
-        SourceSpec::Kafka(_) => kafka::source::run(flow, cancel, ready)
-            .await
-            .map_err(|e| e.to_string()),
-        SourceSpec::Grpc(_) => crate::source::grpc::run(flow, cancel, ready)
-            .await
-            .map_err(|e| e.to_string()),
-        SourceSpec::Http(_) => unreachable!("HTTP sources are routes (see `attach`)"),
     }
 }
 
 /// A Kafka or gRPC flow: its source runs until cancelled; one that stops with an error is
 /// reported and restarted with backoff (a consumer resumes from the last committed offset).
 async fn supervise_task(
-    flow: Arc<FlowInstance>,
+    flow: Arc<Pipeline>,
+    source: TaskSource,
     readiness: Readiness,
     metrics: FlowMetrics,
     cancel: CancellationToken,
@@ -238,7 +219,7 @@ async fn supervise_task(
             metrics.set_up(&name, true);
             tracing::info!(name = %name, version = %flow.version, "flow started");
         };
-        let e = match run_source(&flow, &cancel, ready).await {
+        let e = match source.run(&flow, &cancel, ready).await {
             Ok(()) => return,
             Err(e) => e,
         };

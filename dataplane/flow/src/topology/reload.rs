@@ -13,9 +13,10 @@ use fiso_runtime::watch::{is_yaml, snapshot, version_document, ConfigFile, Snaps
 use fiso_runtime::{ConfigInfo, MetricsRegistry, Readiness};
 use serde_json::json;
 
-use crate::instance::FlowInstance;
+use super::supervisor::{component, Supervisor};
 use crate::metrics::FlowMetrics;
-use crate::supervisor::{component, Supervisor};
+use crate::pipeline::{Parts, Pipeline};
+use crate::sources;
 
 /// The last version of a file that validated.
 #[derive(Debug, Clone)]
@@ -149,19 +150,21 @@ impl FlowDirectory {
             if running.get(&name) == Some(&version) {
                 continue;
             }
-            match FlowInstance::build_in(
-                &flow.config,
-                &version,
-                self.metrics.clone(),
-                Some(&self.dir),
-            ) {
-                Ok(instance) => {
+            let source = sources::build(&flow.config.source);
+            let parts = Parts {
+                version: &version,
+                metrics: self.metrics.clone(),
+                dir: Some(&self.dir),
+                kafka_source: source.kafka_cluster(),
+            };
+            match Pipeline::build(&flow.config, parts) {
+                Ok(pipeline) => {
                     if running.contains_key(&name) {
                         report.replaced.push(name.clone());
                     } else {
                         report.started.push(name.clone());
                     }
-                    self.supervisor.start(instance);
+                    self.supervisor.start(pipeline, source);
                 }
                 Err(e) => {
                     tracing::error!(name = %name, file = %flow.file, error = %e, "flow stopped with error");

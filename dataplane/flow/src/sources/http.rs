@@ -9,20 +9,59 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use fiso_runtime::server::is_body_timeout;
+use fiso_config::common::ByteSize;
+use fiso_config::flow::{HttpSourceConfig, DEFAULT_MAX_BODY_SIZE};
+use fiso_runtime::server::{is_body_timeout, ServerTimeouts};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use percent_encoding::percent_decode_str;
 use serde_json::{json, Map, Value};
 
-use crate::instance::{FlowInstance, Outcome};
-use crate::sink::http::{
-    DeliveryContext, DeliveryError, LastFailure, CORRELATION_HEADER, STRUCTURED_CONTENT_TYPE,
+use super::request::{correlation_id, text_headers, traceparent};
+use crate::pipeline::delivery::{
+    DeliveryContext, DeliveryError, DeliveryErrorKind, Outcome, Receipt, SinkResponse,
+    CORRELATION_HEADER, STRUCTURED_CONTENT_TYPE,
 };
-use crate::sink::temporal::TemporalFailure;
+use crate::pipeline::Pipeline;
 use crate::{EventDefaults, FlowError, InputEvent};
 
+/// An HTTP source: a path on the server of its listen address.
+#[derive(Debug, Clone)]
+pub struct HttpSource {
+    pub listen_addr: String,
+    pub path: String,
+    /// The server's connection deadlines (the flows on one address agree on them).
+    pub timeouts: ServerTimeouts,
+    /// Largest accepted body.
+    pub max_body: usize,
+}
+
+impl HttpSource {
+    pub fn new(cfg: &HttpSourceConfig) -> Self {
+        HttpSource {
+            listen_addr: cfg.listen_addr.clone(),
+            path: cfg.path.clone(),
+            timeouts: ServerTimeouts::from_config(
+                cfg.read_header_timeout,
+                cfg.idle_timeout,
+                cfg.body_timeout,
+            ),
+            max_body: usize::try_from(ByteSize::bytes(
+                cfg.max_body_size.unwrap_or(DEFAULT_MAX_BODY_SIZE),
+            ))
+            .unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// The flow a path leads to, and the largest body it accepts.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub flow: Arc<Pipeline>,
+    pub max_body: usize,
+}
+
 /// Path → flow, for one listen address. Replaced whole on every change.
-pub type RouteTable = HashMap<String, Arc<FlowInstance>>;
+pub type RouteTable = HashMap<String, Route>;
 pub type Routes = Arc<ArcSwap<RouteTable>>;
 
 /// The axum handler of a shared HTTP source server.
@@ -47,7 +86,7 @@ pub async fn serve_request(State(routes): State<Routes>, req: Request) -> Respon
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             r
         }
-        Some(flow) => ingest(flow, req, &correlation_id).await,
+        Some(route) => ingest(route, req, &correlation_id).await,
     };
     if let Ok(v) = HeaderValue::from_str(&correlation_id) {
         response.headers_mut().insert(CORRELATION_HEADER, v);
@@ -55,9 +94,12 @@ pub async fn serve_request(State(routes): State<Routes>, req: Request) -> Respon
     response
 }
 
-async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> Response {
+async fn ingest(route: Route, req: Request, correlation_id: &str) -> Response {
+    let Route {
+        flow,
+        max_body: limit,
+    } = route;
     let (parts, body) = req.into_parts();
-    let limit = flow.max_body_size();
     let too_large = || {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -96,11 +138,7 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
     };
     let ctx = DeliveryContext {
         correlation_id: correlation_id.to_owned(),
-        traceparent: parts
-            .headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        traceparent: traceparent(&parts.headers),
         body: bytes.clone(),
         origin: None,
         headers: if flow.has_interceptors() {
@@ -111,33 +149,21 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
         sink_headers: Vec::new(),
     };
     let input = parse_input(&flow, &parts.headers, &bytes);
-    match flow.handle(input, &ctx).await {
-        Outcome::Delivered(resp) | Outcome::Failed(DeliveryError::Rejected(resp))
-            if resp.truncated =>
-        {
-            // As Envoy does with a buffer limit: the answer cannot be relayed whole, and a cut
-            // one would pass for complete.
-            let mut body = error_body(
-                "SINK_RESPONSE_TOO_LARGE",
-                &format!(
-                    "the sink answered {} with a body larger than the sink's maxResponseBodySize of {} bytes",
-                    resp.status,
-                    resp.body.len()
-                ),
-                correlation_id,
-            );
-            body["error"]["sinkStatus"] = json!(resp.status.as_u16());
-            json_response(StatusCode::BAD_GATEWAY, &body)
-        }
-        Outcome::Delivered(resp) | Outcome::Failed(DeliveryError::Rejected(resp)) => {
-            let mut r = Response::new(Body::from(resp.body));
-            *r.status_mut() = resp.status;
-            if let Some(ct) = resp.content_type {
-                r.headers_mut().insert(header::CONTENT_TYPE, ct);
-            }
-            r
-        }
-        Outcome::Published { topic, at } => json_response(
+    answer(flow.handle(input, &ctx).await, correlation_id)
+}
+
+/// The caller's answer: the sink's own answer when it gave one (its status, type and body),
+/// 202 with where the event went, 4xx for what the caller sent, 502 / 503 / 504 when delivery
+/// failed.
+fn answer(outcome: Outcome, correlation_id: &str) -> Response {
+    match outcome {
+        Outcome::Delivered(Receipt::Response(resp))
+        | Outcome::Failed(DeliveryError {
+            kind: DeliveryErrorKind::Rejected,
+            response: Some(resp),
+            ..
+        }) => relay(resp, correlation_id),
+        Outcome::Delivered(Receipt::Published { topic, at }) => json_response(
             StatusCode::ACCEPTED,
             &json!({
                 "status": "accepted",
@@ -146,10 +172,10 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
                 "offset": at.offset,
             }),
         ),
-        Outcome::Started {
+        Outcome::Delivered(Receipt::Started {
             workflow_id,
             run_id,
-        } => json_response(
+        }) => json_response(
             StatusCode::ACCEPTED,
             &json!({
                 "status": "accepted",
@@ -198,28 +224,10 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
             )
         }
         Outcome::Failed(e) => {
-            let status = match &e {
-                DeliveryError::Exhausted {
-                    last: LastFailure::Timeout,
-                    ..
-                } => StatusCode::GATEWAY_TIMEOUT,
-                DeliveryError::Exhausted {
-                    last: LastFailure::Response(r),
-                    ..
-                } if r.status == StatusCode::SERVICE_UNAVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
-                DeliveryError::Temporal(t) if t.kind == TemporalFailure::Unavailable => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                DeliveryError::Temporal(t) if t.kind == TemporalFailure::Timeout => {
-                    StatusCode::GATEWAY_TIMEOUT
-                }
-                DeliveryError::Grpc(g) if g.code == tonic::Code::Unavailable => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
-                DeliveryError::Grpc(g) if g.code == tonic::Code::DeadlineExceeded => {
-                    StatusCode::GATEWAY_TIMEOUT
-                }
-                _ => StatusCode::BAD_GATEWAY,
+            let status = match e.kind {
+                DeliveryErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                DeliveryErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                DeliveryErrorKind::Rejected | DeliveryErrorKind::Other => StatusCode::BAD_GATEWAY,
             };
             let mut body = error_body("SINK_DELIVERY_FAILED", &e.to_string(), correlation_id);
             body["error"]["attempts"] = json!(e.attempts());
@@ -231,11 +239,31 @@ async fn ingest(flow: Arc<FlowInstance>, req: Request, correlation_id: &str) -> 
     }
 }
 
-fn parse_input(
-    flow: &FlowInstance,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<InputEvent, FlowError> {
+/// The sink's answer, passed on as it is; one cut at the sink's `maxResponseBodySize` is not
+/// relayed (as Envoy does with a buffer limit): a cut answer would pass for complete.
+fn relay(resp: SinkResponse, correlation_id: &str) -> Response {
+    if resp.truncated {
+        let mut body = error_body(
+            "SINK_RESPONSE_TOO_LARGE",
+            &format!(
+                "the sink answered {} with a body larger than the sink's maxResponseBodySize of {} bytes",
+                resp.status,
+                resp.body.len()
+            ),
+            correlation_id,
+        );
+        body["error"]["sinkStatus"] = json!(resp.status.as_u16());
+        return json_response(StatusCode::BAD_GATEWAY, &body);
+    }
+    let mut r = Response::new(Body::from(resp.body));
+    *r.status_mut() = resp.status;
+    if let Some(ct) = resp.content_type {
+        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    r
+}
+
+fn parse_input(flow: &Pipeline, headers: &HeaderMap, body: &[u8]) -> Result<InputEvent, FlowError> {
     input_event(headers, body, flow.compiled().defaults().event())
 }
 
@@ -315,51 +343,6 @@ fn binary_cloudevent(headers: &HeaderMap) -> Option<Result<Map<String, Value>, F
     Some(Ok(obj))
 }
 
-/// `fiso-correlation-id` > `x-correlation-id` > `x-request-id` > trace id of `traceparent` >
-/// a new UUIDv7.
-/// The text headers of a request, lower-case names, without the connection-level ones.
-pub fn text_headers(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter(|(name, _)| {
-            !matches!(
-                name.as_str(),
-                "connection"
-                    | "keep-alive"
-                    | "transfer-encoding"
-                    | "te"
-                    | "upgrade"
-                    | "host"
-                    | "content-length"
-            )
-        })
-        .filter_map(|(name, value)| {
-            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
-        })
-        .collect()
-}
-
-pub fn correlation_id(headers: &HeaderMap) -> String {
-    for name in [CORRELATION_HEADER, "x-correlation-id", "x-request-id"] {
-        if let Some(v) = headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.trim().is_empty())
-        {
-            return v.trim().to_owned();
-        }
-    }
-    if let Some(trace_id) = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|tp| tp.split('-').nth(1))
-        .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return trace_id.to_owned();
-    }
-    uuid::Uuid::now_v7().to_string()
-}
-
 fn error_body(code: &str, message: &str, correlation_id: &str) -> Value {
     json!({ "error": { "code": code, "message": message, "correlationId": correlation_id } })
 }
@@ -387,37 +370,6 @@ mod tests {
             h.insert(*k, HeaderValue::from_str(v).unwrap());
         }
         h
-    }
-
-    #[test]
-    fn correlation_id_precedence() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(
-            correlation_id(&headers(&[
-                ("fiso-correlation-id", "a"),
-                ("x-correlation-id", "b"),
-                ("x-request-id", "c"),
-                ("traceparent", tp)
-            ])),
-            "a"
-        );
-        assert_eq!(
-            correlation_id(&headers(&[
-                ("x-correlation-id", "b"),
-                ("x-request-id", "c")
-            ])),
-            "b"
-        );
-        assert_eq!(
-            correlation_id(&headers(&[("x-request-id", "c"), ("traceparent", tp)])),
-            "c"
-        );
-        assert_eq!(
-            correlation_id(&headers(&[("traceparent", tp)])),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
-        let generated = correlation_id(&HeaderMap::new());
-        assert!(uuid::Uuid::parse_str(&generated).is_ok());
     }
 
     #[test]

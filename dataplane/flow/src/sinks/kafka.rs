@@ -4,143 +4,43 @@
 //! errors retried per the flow's [`RetryPolicy`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use cloudevents::event::{AttributesReader, Data, ExtensionValue};
 use cloudevents::Event;
 use fiso_config::flow::{ContentMode, KafkaSinkConfig, RequiredAcks};
-use fiso_config::kafka::{KafkaCluster, KafkaConfig};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
+use fiso_config::kafka::KafkaConfig;
+use rdkafka::producer::FutureProducer;
 use serde_json::Value as Json;
-use tokio::sync::OnceCell;
 
+use super::Sink;
 use crate::cel::budget::Budget;
 use crate::cel::expr::CompiledExpr;
 use crate::event::json;
-use crate::retry::{with_retries, Attempt, RetryError, RetryPolicy};
-use crate::sink::http::{DeliveryContext, CORRELATION_HEADER, STRUCTURED_CONTENT_TYPE};
-use crate::{FlowError, Scope};
+use crate::kafka::client::{
+    find_cluster, produce, producer, KafkaBuildError, KafkaDelivery, KafkaDeliveryError,
+    KafkaRecord,
+};
+use crate::kafka::txn::TransactionalProducer;
+use crate::pipeline::delivery::{
+    DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt, CORRELATION_HEADER,
+    STRUCTURED_CONTENT_TYPE,
+};
+use crate::retry::RetryPolicy;
+use crate::{FlowError, InputEvent, Scope};
 
-/// How long a record may wait in the producer (queue + in-flight + librdkafka's own retries)
-/// before one attempt counts as failed.
-pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Errors building a Kafka producer from config.
+/// Errors building a Kafka sink from config.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSinkBuildError {
-    #[error("{path}: cluster `{cluster}` is not defined under `kafka.clusters`")]
-    UnknownCluster { path: &'static str, cluster: String },
-    #[error("{path}: no cluster to use (define exactly one under `kafka.clusters` or name one)")]
-    NoCluster { path: &'static str },
-    #[error("kafka cluster `{cluster}`: {message}")]
-    Client { cluster: String, message: String },
+    #[error(transparent)]
+    Client(#[from] KafkaBuildError),
     #[error("sink.config.key: {0}")]
     Key(String),
 }
 
-/// Where a record landed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KafkaDelivery {
-    pub partition: i32,
-    pub offset: i64,
-}
-
-/// A record could not be produced.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("producing to Kafka topic `{topic}` failed after {attempts} attempt(s): {message}")]
-pub struct KafkaDeliveryError {
-    pub topic: String,
-    pub attempts: u32,
-    pub message: String,
-}
-
-/// One Kafka record, before it is handed to the producer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct KafkaRecord {
-    pub key: Option<Vec<u8>>,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub value: Vec<u8>,
-}
-
-impl KafkaRecord {
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice())
+impl From<KafkaDeliveryError> for DeliveryError {
+    fn from(e: KafkaDeliveryError) -> Self {
+        DeliveryError::new(DeliveryErrorKind::Other, e.attempts, e.to_string())
     }
-
-    fn owned_headers(&self) -> OwnedHeaders {
-        let mut h = OwnedHeaders::new_with_capacity(self.headers.len());
-        for (k, v) in &self.headers {
-            h = h.insert(Header {
-                key: k,
-                value: Some(v.as_slice()),
-            });
-        }
-        h
-    }
-}
-
-/// The cluster named `name`, or the only one defined when `name` is `None`.
-pub fn find_cluster<'a>(
-    kafka: Option<&'a KafkaConfig>,
-    name: Option<&str>,
-    path: &'static str,
-) -> Result<(&'a str, &'a KafkaCluster), KafkaSinkBuildError> {
-    let clusters = kafka.map(|k| &k.clusters);
-    match name {
-        Some(name) => clusters
-            .and_then(|c| c.get_key_value(name))
-            .map(|(k, v)| (k.as_str(), v))
-            .ok_or_else(|| KafkaSinkBuildError::UnknownCluster {
-                path,
-                cluster: name.to_owned(),
-            }),
-        None => match clusters {
-            Some(c) if c.len() == 1 => {
-                let (k, v) = c.first().expect("one cluster");
-                Ok((k.as_str(), v))
-            }
-            _ => Err(KafkaSinkBuildError::NoCluster { path }),
-        },
-    }
-}
-
-/// An idempotent (`acks=all`) or leader-acked (`acks=1`) producer for `cluster`.
-pub fn producer(
-    name: &str,
-    cluster: &KafkaCluster,
-    acks: RequiredAcks,
-) -> Result<FutureProducer, KafkaSinkBuildError> {
-    producer_with(name, cluster, acks, None)
-}
-
-/// [`producer`], transactional when `transactional_id` is set (which implies `acks=all`).
-fn producer_with(
-    name: &str,
-    cluster: &KafkaCluster,
-    acks: RequiredAcks,
-    transactional_id: Option<&str>,
-) -> Result<FutureProducer, KafkaSinkBuildError> {
-    let acks = if transactional_id.is_some() {
-        RequiredAcks::All
-    } else {
-        acks
-    };
-    let client = |message: String| KafkaSinkBuildError::Client {
-        cluster: name.to_owned(),
-        message,
-    };
-    let mut config = super::client::producer_config(cluster, acks, MESSAGE_TIMEOUT)
-        .map_err(|e| client(e.to_string()))?;
-    if let Some(id) = transactional_id {
-        config.set("transactional.id", id);
-    }
-    config.create().map_err(|e| client(e.to_string()))
 }
 
 /// A configured Kafka sink; cheap to clone (the producer is shared).
@@ -152,9 +52,8 @@ pub struct KafkaSink {
     headers: Vec<(String, String)>,
     mode: ContentMode,
     policy: RetryPolicy,
-    /// Set once `init_transactions` succeeded on a transactional producer (librdkafka allows
-    /// it once per producer; every consumer run after that only begins transactions).
-    transactions: Option<Arc<OnceCell<()>>>,
+    /// The producer's transactions, when the flow commits with `kafka_transaction`.
+    transactions: Option<Arc<TransactionalProducer>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
@@ -170,7 +69,7 @@ impl std::fmt::Debug for KafkaSink {
 
 impl KafkaSink {
     /// A sink producing to `cfg.topic`; with `transactional_id` its producer is transactional
-    /// and records may only be produced inside a transaction (see [`Self::begin_transactions`]).
+    /// and records may only be produced inside a transaction (see [`Self::transactions`]).
     pub fn new(
         cfg: &KafkaSinkConfig,
         kafka: Option<&KafkaConfig>,
@@ -185,14 +84,14 @@ impl KafkaSink {
             .map(|key| CompiledExpr::compile_with(key, budget))
             .transpose()
             .map_err(KafkaSinkBuildError::Key)?;
-        let producer = producer_with(
+        let producer = producer(
             name,
             cluster,
             cfg.required_acks.unwrap_or(RequiredAcks::All),
             transactional_id,
         )?;
         Ok(KafkaSink {
-            producer,
+            producer: producer.clone(),
             topic: cfg.topic.clone(),
             key,
             headers: cfg
@@ -202,25 +101,9 @@ impl KafkaSink {
                 .collect(),
             mode: cfg.mode.unwrap_or(ContentMode::Binary),
             policy,
-            transactions: transactional_id.map(|_| Arc::new(OnceCell::new())),
+            transactions: transactional_id
+                .map(|_| Arc::new(TransactionalProducer::new(producer.clone()))),
         })
-    }
-
-    /// The transactional producer, with a transaction begun (its transactions initialised
-    /// first if that has not happened yet); `None` when the producer is not transactional.
-    pub async fn begin_transactions(&self) -> Option<Result<FutureProducer, KafkaError>> {
-        let initialised = self.transactions.as_ref()?;
-        let init = initialised
-            .get_or_try_init(|| {
-                let producer = self.producer.clone();
-                blocking(move || producer.init_transactions(TRANSACTION_TIMEOUT))
-            })
-            .await;
-        if let Err(e) = init {
-            return Some(Err(e));
-        }
-        let producer = self.producer.clone();
-        Some(blocking(move || producer.begin_transaction().map(|()| producer)).await)
     }
 
     pub fn topic(&self) -> &str {
@@ -229,10 +112,6 @@ impl KafkaSink {
 
     /// The record key from `sink.config.key` over the event's scope: `None` when no key is
     /// configured or it evaluates to null; strings as UTF-8, other values as plain JSON.
-    pub(crate) fn is_heavy(&self) -> bool {
-        self.key.as_ref().is_some_and(CompiledExpr::is_heavy)
-    }
-
     pub fn key(&self, scope: &Scope<'_>) -> Result<Option<Vec<u8>>, FlowError> {
         let Some(expr) = &self.key else {
             return Ok(None);
@@ -249,7 +128,7 @@ impl KafkaSink {
 
     /// Produces `event` (with `key`) and waits for the broker's acknowledgement, retrying
     /// broker errors per the flow's policy.
-    pub async fn deliver(
+    pub async fn send(
         &self,
         event: &Event,
         key: Option<Vec<u8>>,
@@ -266,70 +145,37 @@ impl KafkaSink {
     }
 }
 
-/// How long one transaction call (init, offsets, commit, abort) may block.
-pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+impl Sink for KafkaSink {
+    /// The record key.
+    type Prepared = Option<Vec<u8>>;
 
-/// Runs a blocking librdkafka call off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
-) -> Result<T, KafkaError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-}
+    fn is_heavy(&self) -> bool {
+        self.key.as_ref().is_some_and(CompiledExpr::is_heavy)
+    }
 
-/// Produces `record` to `topic`, retrying retriable broker errors per `policy`.
-pub async fn produce(
-    producer: &FutureProducer,
-    topic: &str,
-    record: &KafkaRecord,
-    policy: &RetryPolicy,
-) -> Result<KafkaDelivery, KafkaDeliveryError> {
-    let result = with_retries(policy, |n| async move {
-        if n > 0 {
-            tracing::debug!(topic, attempt = n + 1, "retrying Kafka produce");
+    fn prepare(&self, input: &InputEvent, budget: Budget) -> Result<Self::Prepared, FlowError> {
+        if self.key.is_none() {
+            return Ok(None);
         }
-        let mut fr = FutureRecord::<[u8], [u8]>::to(topic)
-            .payload(record.value.as_slice())
-            .headers(record.owned_headers());
-        if let Some(k) = &record.key {
-            fr = fr.key(k.as_slice());
-        }
-        match producer.send(fr, Timeout::After(MESSAGE_TIMEOUT)).await {
-            Ok(d) => Attempt::Success(KafkaDelivery {
-                partition: d.partition,
-                offset: d.offset,
-            }),
-            Err((e, _)) if permanent(&e) => Attempt::Permanent(e.to_string()),
-            Err((e, _)) => Attempt::Retryable(e.to_string(), None),
-        }
-    })
-    .await;
-    result.map_err(|e| {
-        let (attempts, message) = match e {
-            RetryError::Permanent(m) => (1, m),
-            RetryError::Exhausted { attempts, last } => (attempts, last),
-        };
-        KafkaDeliveryError {
-            topic: topic.to_owned(),
-            attempts,
-            message,
-        }
-    })
-}
+        self.key(&Scope::with_budget(input, budget))
+    }
 
-/// Errors no retry can fix.
-fn permanent(e: &KafkaError) -> bool {
-    matches!(
-        e.rdkafka_error_code(),
-        Some(
-            RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidTopic
-                | RDKafkaErrorCode::TopicAuthorizationFailed
-                | RDKafkaErrorCode::InvalidMessage
-                | RDKafkaErrorCode::InvalidRecord
-        )
-    )
+    async fn deliver(
+        &self,
+        event: &Event,
+        key: Option<Vec<u8>>,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, DeliveryError> {
+        let at = self.send(event, key, ctx).await?;
+        Ok(Receipt::Published {
+            topic: self.topic.clone(),
+            at,
+        })
+    }
+
+    fn transactions(&self) -> Option<&Arc<TransactionalProducer>> {
+        self.transactions.as_ref()
+    }
 }
 
 fn key_bytes(value: Json) -> Result<Option<Vec<u8>>, String> {

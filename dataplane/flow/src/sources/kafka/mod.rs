@@ -2,7 +2,7 @@
 //!
 //! Each record becomes an event (JSON value; CloudEvents Kafka binding `ce_*` headers in; id
 //! `<topic>-<partition>-<offset>` unless the event names its own) and goes through
-//! [`FlowInstance::handle`]. An offset is committed only once its record was delivered or
+//! [`Pipeline::handle`]. An offset is committed only once its record was delivered or
 //! dead-lettered; commits are batched (`commitInterval` / `commitBatchSize`), asynchronous, with
 //! a final synchronous commit when the flow stops. A record that can be neither delivered nor
 //! dead-lettered stops the consumer (after committing what came before it) so the supervisor
@@ -23,21 +23,21 @@
 //! With `commitPolicy: kafka_transaction` offsets are committed through the sink's producer
 //! transaction instead (see [`transaction`]).
 
-mod concurrent;
+mod partition;
 mod record;
+mod state;
 mod transaction;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fiso_config::flow::{DeliveryOrdering, KafkaSourceConfig, SourceSpec, StartOffset};
+use fiso_config::flow::{DeliveryOrdering, KafkaSourceConfig, StartOffset};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
@@ -46,38 +46,18 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::client::client_config;
-use super::sink::{find_cluster, KafkaSink};
-use crate::instance::FlowInstance;
+use crate::kafka::client::{client_config, find_cluster};
 use crate::metrics::FlowMetrics;
-use concurrent::{concurrent_worker, Partition};
-use record::process;
+use crate::pipeline::Pipeline;
+use partition::{concurrent_worker, partition_worker, Partition};
+use state::{lock, Done, State};
 use transaction::Transactions;
+
+pub use state::KafkaSourceError;
 
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_COMMIT_BATCH_SIZE: u32 = 500;
 pub const DEFAULT_MAX_IN_FLIGHT_PER_PARTITION: u32 = 64;
-
-/// Why a Kafka source stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum KafkaSourceError {
-    #[error("kafka source configuration: {0}")]
-    Config(String),
-    #[error("kafka consumer: {0}")]
-    Kafka(#[from] KafkaError),
-    #[error("kafka transaction: {0}")]
-    Transaction(String),
-    /// The record could be neither delivered nor dead-lettered; its offset is not committed.
-    #[error(
-        "record {topic}-{partition}-{offset} was neither delivered nor dead-lettered: {reason}"
-    )]
-    Undelivered {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        reason: String,
-    },
-}
 
 /// How long the committed offsets of newly assigned partitions are waited for.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
@@ -97,51 +77,6 @@ struct LagContext {
     /// An integer `startOffset`: where a partition without a committed offset starts.
     start_at: Option<i64>,
     transactions: Option<Arc<Transactions>>,
-}
-
-/// What the consumer loop, its partition workers and the rebalance callback share.
-#[derive(Default)]
-struct State {
-    commits: Commits,
-    /// Partitions owned now, each with the epoch of its current worker.
-    owned: HashMap<i32, Owned>,
-    epoch: u64,
-    /// Why the consumer must stop, when the rebalance callback found out (the loop is woken
-    /// by cancelling `failed`).
-    failure: Option<KafkaSourceError>,
-    failed: CancellationToken,
-}
-
-struct Owned {
-    epoch: u64,
-    stop: CancellationToken,
-}
-
-impl State {
-    /// The current ownership of `partition` (taken now if it had none): its epoch and stop token.
-    fn own(&mut self, partition: i32, parent: &CancellationToken) -> (u64, CancellationToken) {
-        let next = self.epoch + 1;
-        let owned = self.owned.entry(partition).or_insert_with(|| Owned {
-            epoch: next,
-            stop: parent.child_token(),
-        });
-        if owned.epoch == next {
-            self.epoch = next;
-        }
-        (owned.epoch, owned.stop.clone())
-    }
-
-    /// A record of `partition` is done by the worker of `epoch`: counted for the next commit
-    /// unless the partition was revoked since.
-    fn done(&mut self, partition: i32, epoch: u64, next: i64) {
-        if self.owned.get(&partition).map(|o| o.epoch) == Some(epoch) {
-            self.commits.done(partition, next);
-        }
-    }
-}
-
-fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl ClientContext for LagContext {
@@ -258,7 +193,7 @@ type SourceConsumer = StreamConsumer<LagContext>;
 
 /// The consumer of `flow`'s source, configured from the flow.
 fn consumer(
-    flow: &FlowInstance,
+    flow: &Pipeline,
     src: &KafkaSourceConfig,
     state: Arc<Mutex<State>>,
     transactions: Option<Arc<Transactions>>,
@@ -306,22 +241,45 @@ fn consumer(
     })?)
 }
 
-/// Runs `flow`'s consumer until `cancel`; `ready` is called once it subscribed.
-pub async fn run(
-    flow: &Arc<FlowInstance>,
+/// A Kafka source: a consumer group on one topic.
+#[derive(Debug, Clone)]
+pub struct KafkaSource {
+    cfg: KafkaSourceConfig,
+}
+
+impl KafkaSource {
+    pub fn new(cfg: &KafkaSourceConfig) -> Self {
+        KafkaSource { cfg: cfg.clone() }
+    }
+
+    /// The cluster it consumes.
+    pub fn cluster(&self) -> &str {
+        &self.cfg.cluster
+    }
+
+    /// Runs `flow`'s consumer until `cancel`; `ready` is called once it subscribed.
+    pub async fn run(
+        &self,
+        flow: &Arc<Pipeline>,
+        cancel: &CancellationToken,
+        ready: impl FnOnce(),
+    ) -> Result<(), KafkaSourceError> {
+        consume(&self.cfg, flow, cancel, ready).await
+    }
+}
+
+async fn consume(
+    src: &KafkaSourceConfig,
+    flow: &Arc<Pipeline>,
     cancel: &CancellationToken,
     ready: impl FnOnce(),
 ) -> Result<(), KafkaSourceError> {
-    let SourceSpec::Kafka(src) = &flow.config.source else {
-        return Err(KafkaSourceError::Config("not a kafka source".into()));
-    };
-    let transactions = match flow.kafka_sink().map(KafkaSink::begin_transactions) {
-        Some(begin) => match begin.await {
-            Some(producer) => Some(Arc::new(Transactions::new(producer.map_err(|e| {
+    let transactions = match flow.transactions() {
+        Some(producer) => Some(Arc::new(Transactions::new(
+            producer.begin().await.map_err(|e| {
                 KafkaSourceError::Transaction(format!("starting a transaction: {e}"))
-            })?))),
-            None => None,
-        },
+            })?,
+        ))),
         None => None,
     };
     let ordering = src.ordering.unwrap_or_default();
@@ -568,86 +526,5 @@ impl Committer<'_> {
             Err(e) => tracing::warn!(topic = self.topic, error = %e, "offset commit failed"),
         }
         Ok(())
-    }
-}
-
-/// A partition worker's report: `Ok` once a record is done (its offset is in the shared
-/// [`Commits`]), or why it stopped.
-type Done = Result<(), KafkaSourceError>;
-
-/// Processes one partition's records in order until `stop`, its queue closes or a record can
-/// be neither delivered nor dead-lettered (then the partition stops there).
-async fn partition_worker(
-    flow: Arc<FlowInstance>,
-    mut records: mpsc::Receiver<OwnedMessage>,
-    done: mpsc::UnboundedSender<Done>,
-    stop: CancellationToken,
-    state: Arc<Mutex<State>>,
-    epoch: u64,
-    transactions: Option<Arc<Transactions>>,
-) {
-    loop {
-        let message = tokio::select! {
-            biased;
-            _ = stop.cancelled() => return,
-            m = records.recv() => match m {
-                Some(m) => m,
-                None => return,
-            },
-        };
-        let partition = message.partition();
-        let in_transaction = match &transactions {
-            Some(tx) => Some(tx.enter().await),
-            None => None,
-        };
-        // Revoked while waiting for a transaction commit: the new owner reads it.
-        if stop.is_cancelled() {
-            return;
-        }
-        let processed = process(&flow, &message).await;
-        match processed {
-            Ok(()) => {
-                lock(&state).done(partition, epoch, message.offset() + 1);
-                drop(in_transaction);
-                let _ = done.send(Ok(()));
-            }
-            Err(e) => {
-                let _ = done.send(Err(e));
-                return;
-            }
-        }
-    }
-}
-
-/// Offsets processed but not committed yet: partition → next offset to read.
-#[derive(Default)]
-struct Commits {
-    next: BTreeMap<i32, i64>,
-    /// Highest next offset seen per partition: a record read again after a rebalance never
-    /// moves a commit backwards.
-    highest: HashMap<i32, i64>,
-    count: u32,
-}
-
-impl Commits {
-    fn done(&mut self, partition: i32, next: i64) {
-        self.count += 1;
-        let highest = self.highest.entry(partition).or_insert(next);
-        if next < *highest {
-            return;
-        }
-        *highest = next;
-        self.next.insert(partition, next);
-    }
-
-    /// The offsets to commit now, forgotten here.
-    fn take(&mut self, topic: &str) -> Result<TopicPartitionList, KafkaSourceError> {
-        let mut tpl = TopicPartitionList::new();
-        for (&p, &o) in &self.next {
-            tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
-        }
-        self.next.clear();
-        self.count = 0;
-        Ok(tpl)
     }
 }

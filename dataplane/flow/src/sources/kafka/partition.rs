@@ -17,8 +17,53 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::record::process;
-use super::{lock, Done, KafkaSourceError, State};
-use crate::instance::FlowInstance;
+use super::state::{lock, Done, KafkaSourceError, State};
+use super::transaction::Transactions;
+use crate::pipeline::Pipeline;
+
+/// Processes one partition's records in order until `stop`, its queue closes or a record can
+/// be neither delivered nor dead-lettered (then the partition stops there).
+pub(super) async fn partition_worker(
+    flow: Arc<Pipeline>,
+    mut records: mpsc::Receiver<OwnedMessage>,
+    done: mpsc::UnboundedSender<Done>,
+    stop: CancellationToken,
+    state: Arc<Mutex<State>>,
+    epoch: u64,
+    transactions: Option<Arc<Transactions>>,
+) {
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            m = records.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        let partition = message.partition();
+        let in_transaction = match &transactions {
+            Some(tx) => Some(tx.enter().await),
+            None => None,
+        };
+        // Revoked while waiting for a transaction commit: the new owner reads it.
+        if stop.is_cancelled() {
+            return;
+        }
+        let processed = process(&flow, &message).await;
+        match processed {
+            Ok(()) => {
+                lock(&state).done(partition, epoch, message.offset() + 1);
+                drop(in_transaction);
+                let _ = done.send(Ok(()));
+            }
+            Err(e) => {
+                let _ = done.send(Err(e));
+                return;
+            }
+        }
+    }
+}
 
 /// Records that must not overlap share a lane.
 type Lane = u64;
@@ -92,7 +137,7 @@ impl Window {
 
 type Delivered = (Lane, i64, Result<(), KafkaSourceError>);
 
-async fn deliver(flow: Arc<FlowInstance>, lane: Lane, m: OwnedMessage) -> Delivered {
+async fn deliver(flow: Arc<Pipeline>, lane: Lane, m: OwnedMessage) -> Delivered {
     let result = process(&flow, &m).await;
     (lane, m.offset(), result)
 }
@@ -146,7 +191,7 @@ impl Partition {
 /// (then what is being delivered is finished and counted, nothing new starts) or a record can
 /// be neither delivered nor dead-lettered (then the partition stops there at once).
 pub(super) async fn concurrent_worker(
-    flow: Arc<FlowInstance>,
+    flow: Arc<Pipeline>,
     mut records: mpsc::Receiver<OwnedMessage>,
     mut part: Partition,
     stop: CancellationToken,
