@@ -1,17 +1,12 @@
 //! The CEL scope of one event: the variables `data`, `id`, `source`, `type`, `subject` and
-//! `time`, the same for `transform.fields`, `cloudevents.*` and (later) Temporal `params`.
+//! `time`, the same for `transform.fields`, `cloudevents.*`, a Kafka sink's `key` and Temporal
+//! `params`.
 //!
-//! Building a CEL environment registers every function and costs tens of microseconds, so it
-//! happens once per process: one [`Env`] (the standard library; the `strings`, `math` and
-//! `encoders` extensions, as upstream Fiso's; `lists`; Fiso's own functions below) and one
-//! root [`Context`] over it. Nothing flow-specific lives in them, so all flows share them. Per
-//! evaluation only a child context is made, which resolves the six variables straight from
-//! the [`InputEvent`] without copying it (see [`JsonRef`](crate::cel::value::JsonRef)).
-//!
-//! What `cel` 0.15 lacks and Fiso adds (see [`expr`](crate::cel::expr) for how calls reach them):
-//! `int` / `double` mixed in `+ - * /`, and `==`, `!=`, `in` between lists or maps of different
-//! implementations. `upperAscii()`, `lowerAscii()`, `math.greatest` / `math.least` come from
-//! the extensions; `greatest(..)` / `least(..)` are accepted as short forms.
+//! A scope borrows its event: per evaluation only a child of the process-wide root context
+//! ([`env`](crate::cel::env)) is made, which resolves the six variables straight from the
+//! [`InputEvent`] without copying it (see [`JsonRef`](crate::cel::value::JsonRef)). Plain
+//! field mappings are read without running CEL at all. Every evaluation of one scope draws on
+//! one [`Budget`].
 
 use cel::common::types::{CelNull, CelString};
 use cel::common::value::{CowVal, Val};

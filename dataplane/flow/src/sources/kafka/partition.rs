@@ -1,9 +1,10 @@
-//! `ordering: key | unordered`: a partition's worker that delivers up to
-//! `maxInFlightPerPartition` of its records at the same time. Under `key` the records of one key
-//! (all records without a key count as one) still go one at a time, in offset order. Offsets
-//! are committed in order whatever finishes first: only up to the first record that is neither
-//! delivered nor dead-lettered yet, so a restart never skips one (records delivered past it are
-//! delivered again: at-least-once).
+//! A partition's worker: it processes the records of one assigned partition. Under `ordering:
+//! partition` ([`partition_worker`]) one at a time, in offset order. Under `ordering: key |
+//! unordered` ([`concurrent_worker`]) up to `maxInFlightPerPartition` at the same time; under
+//! `key` the records of one key (all records without a key count as one) still go one at a
+//! time, in offset order. Offsets are committed in order whatever finishes first: only up to
+//! the first record that is neither delivered nor dead-lettered yet, so a restart never skips
+//! one (records delivered past it are delivered again: at-least-once).
 
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{BTreeSet, HashMap, VecDeque};
