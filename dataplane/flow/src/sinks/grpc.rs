@@ -336,3 +336,48 @@ fn retryable(code: Code) -> bool {
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_classified_for_the_sources() {
+        for (code, kind) in [
+            (Code::Unavailable, DeliveryErrorKind::Unavailable),
+            (Code::DeadlineExceeded, DeliveryErrorKind::Timeout),
+            (Code::ResourceExhausted, DeliveryErrorKind::Other),
+            (Code::InvalidArgument, DeliveryErrorKind::Rejected),
+            (Code::PermissionDenied, DeliveryErrorKind::Rejected),
+        ] {
+            let e = DeliveryError::from(GrpcDeliveryError {
+                address: "127.0.0.1:9".into(),
+                code,
+                attempts: 2,
+                message: "m".into(),
+            });
+            assert_eq!(
+                (e.kind, e.attempts(), e.refusal().is_none()),
+                (kind, 2, true)
+            );
+        }
+    }
+
+    #[test]
+    fn acknowledgements_are_answered_as_json() {
+        let ack = PublishResponse {
+            id: "e-1".into(),
+            outcome: AckOutcome::DeadLettered as i32,
+            code: 0,
+            message: String::new(),
+            dead_letter_topic: "dlq".into(),
+        };
+        let r = ack_response(&ack);
+        assert_eq!(r.status, axum::http::StatusCode::OK);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({"id": "e-1", "outcome": "OUTCOME_DEAD_LETTERED", "deadLetterTopic": "dlq"})
+        );
+    }
+}

@@ -403,4 +403,76 @@ mod tests {
             assert!(HeaderValue::from_str(&encoded).is_ok());
         }
     }
+
+    fn answer(status: StatusCode) -> SinkResponse {
+        SinkResponse {
+            status,
+            content_type: None,
+            body: Bytes::from_static(b"answer"),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn failures_are_classified_for_the_sources() {
+        let cases = [
+            (
+                HttpDeliveryError::Rejected(answer(StatusCode::BAD_REQUEST)),
+                DeliveryErrorKind::Rejected,
+                1,
+                Some(StatusCode::BAD_REQUEST),
+            ),
+            (
+                HttpDeliveryError::Exhausted {
+                    attempts: 4,
+                    last: LastFailure::Timeout,
+                },
+                DeliveryErrorKind::Timeout,
+                4,
+                None,
+            ),
+            (
+                HttpDeliveryError::Exhausted {
+                    attempts: 4,
+                    last: LastFailure::Response(answer(StatusCode::SERVICE_UNAVAILABLE)),
+                },
+                DeliveryErrorKind::Unavailable,
+                4,
+                Some(StatusCode::SERVICE_UNAVAILABLE),
+            ),
+            (
+                HttpDeliveryError::Exhausted {
+                    attempts: 4,
+                    last: LastFailure::Response(answer(StatusCode::TOO_MANY_REQUESTS)),
+                },
+                DeliveryErrorKind::Other,
+                4,
+                Some(StatusCode::TOO_MANY_REQUESTS),
+            ),
+            (
+                HttpDeliveryError::Exhausted {
+                    attempts: 2,
+                    last: LastFailure::Network("connection refused".into()),
+                },
+                DeliveryErrorKind::Other,
+                2,
+                None,
+            ),
+            (
+                HttpDeliveryError::Request("bad header".into()),
+                DeliveryErrorKind::Other,
+                0,
+                None,
+            ),
+        ];
+        for (error, kind, attempts, status) in cases {
+            let text = error.to_string();
+            let e = DeliveryError::from(error);
+            assert_eq!(
+                (e.kind, e.attempts(), e.sink_status()),
+                (kind, attempts, status)
+            );
+            assert_eq!(e.to_string(), text, "the sink's own words");
+        }
+    }
 }

@@ -414,4 +414,66 @@ mod tests {
             assert!(error.to_string().contains(message), "{error}");
         }
     }
+
+    fn sink_answer(status: StatusCode, truncated: bool) -> SinkResponse {
+        SinkResponse {
+            status,
+            content_type: Some(HeaderValue::from_static("text/plain")),
+            body: bytes::Bytes::from_static(b"from the sink"),
+            truncated,
+        }
+    }
+
+    async fn status_and_body(r: Response) -> (StatusCode, Value) {
+        let status = r.status();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn failures_are_answered_by_their_kind() {
+        for (kind, status) in [
+            (DeliveryErrorKind::Timeout, StatusCode::GATEWAY_TIMEOUT),
+            (
+                DeliveryErrorKind::Unavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (DeliveryErrorKind::Rejected, StatusCode::BAD_GATEWAY),
+            (DeliveryErrorKind::Other, StatusCode::BAD_GATEWAY),
+        ] {
+            let failed = Outcome::Failed(DeliveryError::new(kind, 3, "it failed"));
+            let (got, body) = status_and_body(answer(failed, "c-1")).await;
+            assert_eq!(got, status, "{kind:?}");
+            assert_eq!(body["error"]["code"], "SINK_DELIVERY_FAILED");
+            assert_eq!(body["error"]["attempts"], 3);
+            assert_eq!(body["error"]["message"], "it failed");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sinks_refusal_is_relayed_unless_cut() {
+        let refused = DeliveryError::new(DeliveryErrorKind::Rejected, 1, "no")
+            .with_response(sink_answer(StatusCode::CONFLICT, false));
+        let r = answer(Outcome::Failed(refused), "c-1");
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"from the sink");
+
+        let cut = Outcome::Delivered(Receipt::Response(sink_answer(StatusCode::OK, true)));
+        let (status, body) = status_and_body(answer(cut, "c-1")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(body["error"]["code"], "SINK_RESPONSE_TOO_LARGE");
+        assert_eq!(body["error"]["sinkStatus"], 200);
+
+        // A 503 after retries is not a refusal: the caller gets Fiso's answer with the status.
+        let exhausted = DeliveryError::new(DeliveryErrorKind::Unavailable, 4, "503")
+            .with_response(sink_answer(StatusCode::SERVICE_UNAVAILABLE, false));
+        let (status, body) = status_and_body(answer(Outcome::Failed(exhausted), "c-1")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["sinkStatus"], 503);
+    }
 }
