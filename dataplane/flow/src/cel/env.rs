@@ -1,5 +1,5 @@
 //! The one CEL environment of the process: the standard library, the `strings`, `math`,
-//! `lists` and `encoders` extensions (as upstream Fiso's) and Fiso's own [`functions`](super::functions),
+//! `lists` and `encoders` extensions (as upstream Fiso's) and Fiso's own `functions`,
 //! declared once because building it registers every function and costs tens of microseconds.
 //! Nothing flow-specific lives in it, so all flows share it and its root [`Context`]; per
 //! evaluation only a child context is made. Also how evaluation errors read.

@@ -1,5 +1,5 @@
 //! The CEL engine every flow expression runs on: one process-wide environment with Fiso's
-//! functions ([`env`], [`functions`]), expressions compiled once per flow with Fiso's
+//! functions ([`env`](mod@env), `functions`), expressions compiled once per flow with Fiso's
 //! adaptations of CEL ([`expr`]), the per-event [`Scope`](scope::Scope) they are evaluated in,
 //! JSON ⇄ CEL value conversions ([`value`]) and the cost budget bounding each event
 //! ([`budget`]).

@@ -5,7 +5,7 @@
 //!
 //! The pipeline is generic over its sink ([`Sink`], by default the [`AnySink`] a config builds)
 //! and its dead-letter queue ([`DeadLetterQueue`], by default the Kafka DLQ), so its decisions
-//! are unit-tested without a broker ([`tests`]).
+//! are unit-tested without a broker (`pipeline/tests.rs`).
 
 pub mod dead_letter;
 pub mod delivery;

@@ -348,7 +348,8 @@ impl TemporalSink {
 }
 
 impl TemporalSink {
-    /// [`Connector::keep_connected`] on the sink's shared connection.
+    /// Connects the sink's shared connection in the background, reporting readiness component
+    /// `component` not ready until it is up (see `connection.rs`).
     pub async fn keep_connected(
         self,
         readiness: Readiness,

@@ -10,7 +10,7 @@
 //!
 //! Each assigned partition has its own worker: partitions are processed concurrently, the
 //! records of one partition in order (or, with `ordering: key | unordered`, several at a time:
-//! see [`partition`]). At most `maxInFlightPerPartition` records are queued per partition;
+//! see `partition.rs`). At most `maxInFlightPerPartition` records are queued per partition;
 //! beyond that up to one fetch (1 MiB) is held, then a partition whose worker falls behind is
 //! paused (librdkafka stops fetching it) and resumed once its worker caught up, so one slow
 //! partition holds up neither the others nor memory.
