@@ -128,19 +128,36 @@ async fn valid_and_invalid_resources_get_ready_or_error_status() {
     let fixed = wait_for_phase(&flows, "broken", Phase::Ready).await;
     assert_eq!(fixed.observed_generation, Some(2));
 
-    // Transitions are Kubernetes events: the failure a Warning, the fix Normal.
-    let events = events_about(&install.client, ns, "broken").await;
-    let reasons: Vec<(&str, &str)> = events
-        .iter()
-        .map(|e| {
-            (
-                e.type_.as_deref().unwrap_or(""),
-                e.reason.as_deref().unwrap_or(""),
-            )
-        })
-        .collect();
-    assert!(reasons.contains(&("Warning", "Invalid")), "{reasons:?}");
-    assert!(reasons.contains(&("Normal", "Valid")), "{reasons:?}");
+    // Transitions are Kubernetes events: the failure a Warning, the fix Normal. The operator
+    // publishes them after the status write the wait above saw, so they are waited for too.
+    let reasons = |events: &[Event]| -> Vec<(String, String)> {
+        events
+            .iter()
+            .map(|e| {
+                (
+                    e.type_.clone().unwrap_or_default(),
+                    e.reason.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    let expected = [("Warning", "Invalid"), ("Normal", "Valid")];
+    let events = fiso_e2e::eventually(K8S_DEADLINE, || async {
+        let events = events_about(&install.client, ns, "broken").await;
+        let seen = reasons(&events);
+        expected
+            .iter()
+            .all(|(t, r)| seen.iter().any(|(st, sr)| st == t && sr == r))
+            .then_some(events)
+    })
+    .await;
+    let events = match events {
+        Some(events) => events,
+        None => panic!(
+            "expected {expected:?}, got {:?}",
+            reasons(&events_about(&install.client, ns, "broken").await)
+        ),
+    };
     assert!(events
         .iter()
         .all(|e| e.reporting_controller.as_deref() == Some("fiso-operator")));

@@ -1,13 +1,11 @@
-//! A flow file, as `fiso validate` reads it: YAML parse, semantic validation, cross-flow checks
-//! and the rendering of every diagnostic. Any input must give a config or diagnostics, never a
-//! panic.
+//! libFuzzer entry for [`fiso_fuzz_targets::flow_config`] (what it exercises and its input
+//! format are documented there).
 
 #![no_main]
 
 use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 
-use fiso_config::validate::{check_project, SourceFile};
 use libfuzzer_sys::fuzz_target;
 
 thread_local! {
@@ -25,28 +23,10 @@ fuzz_target!(
         }));
     },
     |data: &[u8]| {
-        let Ok(text) = std::str::from_utf8(data) else {
-            return;
-        };
-        if panic::catch_unwind(AssertUnwindSafe(|| check(text))).is_err() {
+        if panic::catch_unwind(AssertUnwindSafe(|| fiso_fuzz_targets::flow_config::run(data))).is_err() {
             let message = LAST_PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
             eprintln!("panic escaped the flow config check: {message}");
             std::process::abort();
         }
     }
 );
-
-fn check(text: &str) {
-    let flow = SourceFile {
-        path: "flows/fuzz.yaml".to_owned(),
-        text: text.to_owned(),
-    };
-    // The same text as a second file exercises the cross-flow checks (duplicate names, shared
-    // listen addresses) on whatever parsed.
-    let twin = SourceFile {
-        path: "flows/twin.yaml".to_owned(),
-        text: text.to_owned(),
-    };
-    let (_project, diagnostics) = check_project(&[flow, twin], None);
-    let _ = diagnostics.to_string();
-}

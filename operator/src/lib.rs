@@ -2,9 +2,10 @@
 //! one data-plane ConfigMap per pod selection, and serves the sidecar-injection webhook.
 //!
 //! * [`selection`]: what a pod selects and every name derived from it (shared with the webhook).
-//! * [`validation`], [`render`]: pure — resource validation with `spec.` paths, and the
-//!   ConfigMap of a selection.
-//! * [`controller`]: the kube-runtime controllers and the rendering loop ([`run_controllers`]).
+//! * [`validation`], [`configmap`]: pure — resource validation with `spec.` paths, and what
+//!   the ConfigMap of a selection holds.
+//! * [`controller`]: the kube-runtime controllers and the renderer, the loop that applies those
+//!   ConfigMaps ([`run_controllers`]).
 //! * [`leader`]: Lease-based leader election ([`leader::run_as_leader`]).
 //! * [`webhook`]: the mutating admission webhook.
 //! * [`metrics`], [`error`], [`config`]: metric families, the error type, environment settings.
@@ -13,11 +14,11 @@
 //! API server.
 
 pub mod config;
+pub mod configmap;
 pub mod controller;
 pub mod error;
 pub mod leader;
 pub mod metrics;
-pub mod render;
 pub mod selection;
 pub mod validation;
 pub mod webhook;

@@ -6,7 +6,7 @@
 //! * `fiso_operator_leader`: 1 while this replica runs the controllers (always 1 without
 //!   leader election), so "exactly one leader" is a simple `sum()` alert.
 //!
-//! `kind` is `FlowDefinition`, `LinkTarget` or `ConfigMap` (the rendering loop). Every series
+//! `kind` is `FlowDefinition`, `LinkTarget` or `ConfigMap` (the renderer). Every series
 //! is created at zero when registered, so rates and alerts work before the first failure.
 
 use std::time::Instant;
@@ -25,7 +25,7 @@ use crate::error::{Error, ErrorCode};
 pub enum Kind {
     FlowDefinition,
     LinkTarget,
-    /// The rendering loop, which reconciles one ConfigMap per selection.
+    /// The renderer, which reconciles one ConfigMap per selection.
     ConfigMap,
 }
 

@@ -1,6 +1,16 @@
-//! Fixtures for unit tests: custom resources as `kubectl apply` would send them.
+//! Fixtures for unit tests: custom resources as `kubectl apply` would send them, and a fake
+//! API server ([`fake_api`]) that answers a `kube::Client` in process, so reconcilers are
+//! tested for the requests they make without a cluster (controller-rs's `fixtures.rs`
+//! pattern, with a responder function in place of a scripted `tower_test` handle).
+
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
 
 use fiso_config::crd::{FlowDefinition, LinkTarget};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use serde_json::{json, Value};
 
 /// Parses a FlowDefinition / LinkTarget manifest and fills in what the API server adds.
 pub fn resource<K: serde::de::DeserializeOwned + kube::Resource>(yaml: &str) -> K {
@@ -48,4 +58,66 @@ spec:
   host: "{host}"
 "#
     ))
+}
+
+/// One request the fake API server received.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    /// Path and query, e.g. `/api/v1/namespaces/apps/configmaps/x?&force=true&fieldManager=...`.
+    pub uri: String,
+    /// The JSON body (`Null` when there was none).
+    pub body: Value,
+}
+
+/// Every request the fake API server received, in order.
+pub type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// A client whose API server is `respond`: it gets each request and returns the status and
+/// JSON body to answer with; every request is recorded in the returned log.
+pub fn fake_api(
+    respond: impl Fn(&Seen) -> (StatusCode, Value) + Send + Sync + 'static,
+) -> (kube::Client, Log) {
+    let log: Log = Arc::default();
+    let seen = log.clone();
+    let respond = Arc::new(respond);
+    let service = tower::service_fn(move |req: Request<Body>| {
+        let (seen, respond) = (seen.clone(), respond.clone());
+        async move {
+            let method = req.method().to_string();
+            let uri = req.uri().to_string();
+            let bytes = req.into_body().collect().await.unwrap().to_bytes();
+            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let s = Seen { method, uri, body };
+            let (code, reply) = respond(&s);
+            seen.lock().unwrap().push(s);
+            let response = Response::builder()
+                .status(code)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&reply).unwrap()))
+                .unwrap();
+            Ok::<_, Infallible>(response)
+        }
+    });
+    (kube::Client::new(service, "default"), log)
+}
+
+/// A `Status` failure body as the API server sends it.
+pub fn status_failure(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Value) {
+    (
+        code,
+        json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "code": code.as_u16(),
+            "reason": reason,
+            "message": message,
+        }),
+    )
+}
+
+/// 404 `NotFound`.
+pub fn not_found() -> (StatusCode, Value) {
+    status_failure(StatusCode::NOT_FOUND, "NotFound", "not found")
 }

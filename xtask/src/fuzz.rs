@@ -1,5 +1,6 @@
 //! `cargo xtask fuzz [--seconds N] [target...]`: the cargo-fuzz targets of `fuzz/`, each run for
-//! N seconds (default 30, what CI spends), with a report in `target/fuzz/report.md`.
+//! N seconds (default 30), with a report in `target/fuzz/report.md`. CI does not fuzz: it replays
+//! the checked-in inputs as tests (`fuzz/targets/tests/replay.rs`).
 //!
 //! * `cargo-fuzz` is installed into `target/infra` (like the other tools) unless
 //!   `cargo fuzz --version` already works.
@@ -13,7 +14,8 @@
 //! * All targets are built by one `cargo fuzz build` (one dependency build, shared), in
 //!   `fuzz/target`, never in the workspace's `target/` that other builds use.
 //! * Corpora grow in `fuzz/corpus/<target>` (gitignored) and start from the checked-in
-//!   `fuzz/seeds/<target>`; crashes land in `fuzz/artifacts/<target>`.
+//!   `fuzz/seeds/<target>` (hand-written seeds and `minimized/`, a set-cover merge of earlier
+//!   corpora); crashes land in `fuzz/artifacts/<target>`.
 //!
 //! Exits non-zero when any target found a crash, naming the reproducer.
 
@@ -36,7 +38,7 @@ pub const TARGETS: [&str; 6] = [
     "admission",
 ];
 
-/// CI's budget per target.
+/// Seconds per target unless `--seconds` says otherwise.
 const DEFAULT_SECONDS: u64 = 30;
 
 /// One input that takes longer than this is a finding: a flow evaluates per event.

@@ -13,8 +13,10 @@
 //!   report in `target/fuzz/report.md` (see [`fuzz`]).
 
 mod bench;
+mod ci;
 mod fuzz;
 mod infra;
+mod measure;
 mod reliability;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ fn main() -> Result<()> {
         "crds" => write_crds(),
         "docs" => write_docs(),
         "infra" => infra::main(&infra::Ctx::new(&root()), &args[1..]),
-        "ci" => ci(),
+        "ci" => ci::main(&root()),
         "bench" => bench::main(&root(), &args[1..]),
         "reliability" => reliability::main(&root(), &args[1..]),
         "fuzz" => fuzz::main(&root(), &args[1..]),
@@ -96,94 +98,4 @@ fn write_docs() -> Result<()> {
     std::fs::write(&readme_path, readme)?;
     println!("wrote {}", readme_path.display());
     Ok(())
-}
-
-fn run(what: &str, cmd: &mut Command) -> Result<()> {
-    println!("==> {what}");
-    let status = cmd
-        .current_dir(root())
-        .status()
-        .with_context(|| format!("starting {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
-}
-
-fn ci() -> Result<()> {
-    let cargo_bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    // CI builds once from scratch: incremental state would only take disk (gigabytes for the
-    // workspace's test builds) on a machine whose disk is shared.
-    let cargo = || {
-        let mut cmd = Command::new(&cargo_bin);
-        cmd.env("CARGO_INCREMENTAL", "0");
-        cmd
-    };
-    run(
-        "cargo fmt --check",
-        cargo().args(["fmt", "--all", "--", "--check"]),
-    )?;
-    run(
-        "cargo clippy",
-        cargo().args([
-            "clippy",
-            "--workspace",
-            "--all-targets",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
-    // The CRD drift check is the `checked_in_crds_match_types` test in fiso-config.
-    // Tests run against real servers: start them first, and stop what this run started
-    // afterwards whatever the outcome (a server that was already up is left running).
-    let ctx = infra::Ctx::new(&root());
-    println!("==> infra up");
-    infra::with_servers(&ctx, &[], || {
-        run(
-            "cargo test",
-            cargo()
-                .args(["test", "--workspace", "--no-fail-fast"])
-                .envs(infra::env_vars(&ctx))
-                .env("PATH", infra::path_with_bin(&ctx)),
-        )
-        // The optional `runtime: wasmer` interceptor backend (cargo feature `wasmer`, off by
-        // default, so the steps above never build it): lint and test it once. Selecting the
-        // feature across the workspace (not `-p fiso-flow`) keeps the dependencies' features
-        // as the build above resolved them, so they are reused rather than built again.
-        .and_then(|()| {
-            run(
-                "cargo clippy (--features fiso-flow/wasmer)",
-                cargo().args([
-                    "clippy",
-                    "--workspace",
-                    "--features",
-                    "fiso-flow/wasmer",
-                    "--all-targets",
-                    "--",
-                    "-D",
-                    "warnings",
-                ]),
-            )
-        })
-        .and_then(|()| {
-            run(
-                "cargo test (--features fiso-flow/wasmer, interceptors)",
-                cargo().args([
-                    "test",
-                    "--workspace",
-                    "--features",
-                    "fiso-flow/wasmer",
-                    "--lib",
-                    "interceptor",
-                ]),
-            )
-        })
-        // Fuzz each target for 30 s once the tests pass (the fuzz targets need no servers;
-        // their build is a separate instrumented build in fuzz/target).
-        .and_then(|()| {
-            println!("==> cargo xtask fuzz --seconds 30");
-            fuzz::main(&root(), &["--seconds".to_owned(), "30".to_owned()])
-        })
-    })
 }

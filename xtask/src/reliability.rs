@@ -6,13 +6,12 @@
 //! fuzzing half of the suite is `cargo xtask fuzz`.
 
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
-use crate::bench::{build_release, machine, target_dir};
 use crate::infra;
+use crate::measure::{build_release, machine, run_scenarios, target_dir};
 
 /// Scenario order in the report, with what each proves.
 const SCENARIOS: &[(&str, &str)] = &[
@@ -91,34 +90,6 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         Ok(())
     })?;
     write_report(&out)
-}
-
-/// Runs the e2e test binary `test` (scenarios recording their figures with
-/// `fiso_e2e::reliability::record`) at full or short scale against the servers of `infra up`,
-/// the figures going to `out`.
-pub(crate) fn run_scenarios(
-    root: &Path,
-    test: &str,
-    full: bool,
-    out: &Path,
-    env: &[(&str, &std::ffi::OsStr)],
-) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let ctx = infra::Ctx::new(root);
-    let status = Command::new(&cargo)
-        .args(["test", "-p", "fiso-e2e", "--test", test, "--"])
-        .args(["--test-threads=1", "--nocapture"])
-        .envs(infra::env_vars(&ctx))
-        .env("PATH", infra::path_with_bin(&ctx))
-        .env("FISO_RELIABILITY", if full { "full" } else { "short" })
-        .env("FISO_RELIABILITY_DIR", out)
-        .envs(env.iter().copied())
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("`{test}` failed (see its output above)");
-    }
-    Ok(())
 }
 
 /// `report.md` / `report.json` in `out` from the figures the scenarios recorded there.

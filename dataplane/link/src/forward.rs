@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::allow::NormalPath;
+use crate::path::NormalPath;
 
 /// The target a request is for and the part of its path that is forwarded.
 #[derive(Debug, Clone)]

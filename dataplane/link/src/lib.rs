@@ -1,11 +1,13 @@
 //! Fiso-Link: the localhost egress proxy applications call instead of the outside world
 //! (`localhost:3500/link/{target}/{path}`).
 //!
-//! One tower `Layer` per concern, in this order: route ([`route`], 404 for an unknown target;
-//! framing and method checks in [`framing`], hop-by-hop headers stripped)
-//! → allowed paths ([`allow`], 403) → rate limit ([`ratelimit`], 429) → circuit breaker
-//! ([`breaker`], 503) → retry ([`retry`]) → auth injection ([`auth`]) → upstream: HTTP(S)
-//! ([`upstream`]) or a Kafka topic ([`kafka`]).
+//! One tower `Layer` per concern ([`layer`] is their shared shape), stacked per target in
+//! [`target`], which is the one place their order is written. The route layer ([`route`]) picks
+//! the target: 404 for an unknown one, framing and method checks in [`framing`], the path
+//! normalised by [`path`]. The concerns: allowed paths ([`allow`]), rate limit
+//! ([`ratelimit`]), circuit breaker ([`breaker`]), retry ([`retry`]), auth injection
+//! ([`inject`], credentials from [`auth`]); the upstream is HTTP(S) ([`upstream`]) or a Kafka
+//! topic ([`kafka`]). [`runtime`] serves the route table and hot-reloads it.
 
 pub mod allow;
 pub mod auth;
@@ -17,6 +19,7 @@ pub mod inject;
 pub mod kafka;
 pub mod layer;
 pub mod metrics;
+pub mod path;
 pub mod ratelimit;
 pub mod response;
 pub mod retry;

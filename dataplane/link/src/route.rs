@@ -3,9 +3,10 @@
 //! of the request URI is used: an absolute-form URI or a foreign `Host` header can never
 //! send a request anywhere but to a configured target.
 //!
-//! Before anything else sees the request, its framing and method are checked ([`framing`]) and
-//! its hop-by-hop headers stripped: a `Connection` header naming `Authorization` (or the API-key
-//! header) removes the app's own, never the credential injected further down.
+//! Before anything else sees the request, its framing and method are checked
+//! ([`framing`](crate::framing)) and its hop-by-hop headers stripped: a `Connection` header
+//! naming `Authorization` (or the API-key header) removes the app's own, never the credential
+//! injected further down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,11 +16,11 @@ use http::Method;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
-use crate::allow::normalise;
 use crate::client_fault::ClientFault;
 use crate::forward::Forward;
 use crate::framing::{refuse_framing, refuse_method, MAX_METHOD_LEN};
 use crate::metrics::LinkMetrics;
+use crate::path::normalise;
 use crate::response::{error, strip_hop_by_hop, ErrorCode, Request, Response};
 use crate::target::Target;
 

@@ -13,6 +13,7 @@ use fiso_config::link::{LinkConfig, Protocol, TargetConfig};
 use fiso_runtime::addr::{parse_listen_addr, AddrError};
 use fiso_runtime::health::{serve, HealthState, ServeError};
 use fiso_runtime::metrics::MetricsError;
+use fiso_runtime::reload::ReloadLoop;
 use fiso_runtime::server::ServerTimeouts;
 use fiso_runtime::watch::{watch_dir, WatchError};
 use fiso_runtime::Observability;
@@ -64,8 +65,7 @@ pub struct LinkRuntime {
     local_addr: SocketAddr,
     server: JoinHandle<()>,
     stop_serving: CancellationToken,
-    watcher: JoinHandle<()>,
-    stop_watching: CancellationToken,
+    reloads: ReloadLoop,
 }
 
 impl LinkRuntime {
@@ -118,30 +118,17 @@ impl LinkRuntime {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_path_buf();
-        let mut changes = watch_dir(&dir, RELOAD_DEBOUNCE)?;
-        let stop_watching = CancellationToken::new();
-        let stop = stop_watching.clone();
         let reloader = Arc::clone(&loader);
-        let watcher = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    changed = changes.changed() => {
-                        if changed.is_none() {
-                            return;
-                        }
-                        reloader.reload().await;
-                    }
-                }
-            }
+        let reloads = ReloadLoop::spawn(watch_dir(&dir, RELOAD_DEBOUNCE)?, move || {
+            let reloader = Arc::clone(&reloader);
+            async move { reloader.reload().await }
         });
         Ok(LinkRuntime {
             loader,
             local_addr,
             server,
             stop_serving,
-            watcher,
-            stop_watching,
+            reloads,
         })
     }
 
@@ -157,8 +144,7 @@ impl LinkRuntime {
 
     /// Stops watching and accepting, lets requests in flight finish, then returns.
     pub async fn shutdown(self) {
-        self.stop_watching.cancel();
-        let _ = self.watcher.await;
+        self.reloads.stop().await;
         self.stop_serving.cancel();
         let _ = self.server.await;
         self.loader.obs.readiness.remove(COMPONENT);

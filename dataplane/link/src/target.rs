@@ -1,11 +1,15 @@
-//! One target's service: its layers around its upstream, built from its config.
+//! One target's service, built from its config: one tower layer per concern around its
+//! upstream. [`Target::build`] is the one place that says in which order a request meets them
+//! (top to bottom, one layer per line); the route layer ([`crate::route`]) above it has already
+//! picked the target, checked framing and method, normalised the path ([`crate::path`], 403)
+//! and stripped hop-by-hop headers.
 
 use std::sync::Arc;
 
 use fiso_config::kafka::KafkaConfig;
 use fiso_config::link::{Protocol, TargetConfig};
 use tower::util::BoxCloneSyncService;
-use tower::Layer;
+use tower::ServiceBuilder;
 
 use crate::allow::{Allow, AllowedPaths};
 use crate::auth::{AuthError, Credentials, VaultSettings};
@@ -119,40 +123,40 @@ impl Target {
         // Kafka publishes are acknowledged or not: retrying an unacknowledged POST is what
         // the producer itself would do.
         let retry_any_method = cfg.retry_non_idempotent || cfg.protocol == Protocol::Kafka;
-        // Built from the upstream outwards: route → allowed paths → rate limit → breaker →
-        // retry → auth → upstream.
-        let mut service = upstream;
-        if let Some(credentials) = credentials {
-            service = wrap(service, InjectAuth::new(credentials));
-        }
-        service = wrap(
-            service,
-            Retry::new(
-                name,
-                RetryPolicy::new(
-                    cfg.retry.as_ref(),
-                    retry_any_method,
-                    cfg.timeout.unwrap_or(DEFAULT_TIMEOUT),
-                ),
-                metrics.clone(),
+        let retry = Retry::new(
+            name,
+            RetryPolicy::new(
+                cfg.retry.as_ref(),
+                retry_any_method,
+                cfg.timeout.unwrap_or(DEFAULT_TIMEOUT),
             ),
+            metrics.clone(),
         );
-        if let Some(b) = cfg.circuit_breaker.as_ref().filter(|b| b.enabled) {
-            service = wrap(service, CircuitBreaker::new(name, b, metrics.clone()));
-        }
-        if let Some(r) = &cfg.rate_limit {
-            service = wrap(service, RateLimiter::new(name, r, metrics.clone()));
-        }
-        service = wrap(service, Allow::new(allowed));
+        let rate_limit = cfg
+            .rate_limit
+            .as_ref()
+            .map(|r| RateLimiter::new(name, r, metrics.clone()));
+        let breaker = cfg
+            .circuit_breaker
+            .as_ref()
+            .filter(|b| b.enabled)
+            .map(|b| CircuitBreaker::new(name, b, metrics.clone()));
+        let auth = credentials.map(InjectAuth::new);
+        let service = ServiceBuilder::new()
+            .layer(concern(Allow::new(allowed))) // 403
+            .option_layer(rate_limit.map(concern)) // 429 + Retry-After
+            .option_layer(breaker.map(concern)) // 503 + Retry-After; sees what retry ends with
+            .layer(concern(retry)) // each attempt goes through auth again
+            .option_layer(auth.map(concern))
+            .service(upstream);
         Ok(Target {
             name: name.into(),
             config: cfg.clone(),
-            service,
+            service: BoxCloneSyncService::new(service),
         })
     }
 }
 
-/// `next` behind `concern`'s layer.
-fn wrap<C: Concern>(next: Next, concern: C) -> Next {
-    BoxCloneSyncService::new(ConcernLayer(concern).layer(next))
+fn concern<C: Concern>(concern: C) -> ConcernLayer<C> {
+    ConcernLayer(concern)
 }

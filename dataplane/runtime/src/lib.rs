@@ -14,11 +14,15 @@
 //! - [`shutdown`]: SIGTERM / SIGINT as a [`CancellationToken`](tokio_util::sync::CancellationToken).
 //! - [`watch`]: a debounced watcher for a config directory (editor saves and Kubernetes
 //!   ConfigMap volume swaps alike) and content-hashed snapshots to diff reloads against.
+//! - [`reload`]: the loop that reloads after every change the watcher reports, until stopped.
+//! - [`backoff`]: retry delay shapes, `Retry-After`, and [`backoff::Restart`], the doubling
+//!   delay between restarts of something that keeps failing.
 //!
 //! A typical data-plane `main`:
 //!
 //! ```no_run
 //! use std::time::Duration;
+//! use fiso_runtime::reload::ReloadLoop;
 //! use fiso_runtime::{health, logging, metrics::MetricsRegistry, shutdown, watch, Readiness};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -28,21 +32,20 @@
 //! let server = health::serve(":9090", state.clone(), stop.child_token()).await?;
 //! tracing::info!(addr = %server.local_addr, "metrics and health listening");
 //!
-//! let mut watcher = watch::watch_dir("/etc/fiso/flows", Duration::from_millis(300))?;
+//! let watcher = watch::watch_dir("/etc/fiso/flows", Duration::from_millis(300))?;
 //! let mut files = watch::snapshot("/etc/fiso/flows", watch::is_yaml)?.files;
 //! // ... build the flows from `files`, then:
 //! state.readiness.mark_started();
-//! loop {
-//!     tokio::select! {
-//!         _ = stop.cancelled() => break,
-//!         Some(_) = watcher.changed() => {
-//!             let next = watch::snapshot("/etc/fiso/flows", watch::is_yaml)?.files;
-//!             let diff = watch::diff(&files, &next);
-//!             // ... rebuild only `diff.added` / `diff.changed`, drop `diff.removed`
-//!             files = next;
-//!         }
+//! let reloads = ReloadLoop::spawn(watcher, move || {
+//!     if let Ok(next) = watch::snapshot("/etc/fiso/flows", watch::is_yaml) {
+//!         let diff = watch::diff(&files, &next.files);
+//!         // ... rebuild only `diff.added` / `diff.changed`, drop `diff.removed`
+//!         files = next.files;
 //!     }
-//! }
+//!     std::future::ready(())
+//! });
+//! stop.cancelled().await;
+//! reloads.stop().await;
 //! server.handle.await??;
 //! # Ok(()) }
 //! ```
@@ -54,6 +57,7 @@ pub mod health;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod watch;

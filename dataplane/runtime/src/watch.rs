@@ -78,6 +78,15 @@ impl DirWatcher {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.clone()
     }
+
+    /// A watcher driven by hand instead of by a directory, for tests of what consumes one.
+    #[cfg(test)]
+    pub(crate) fn from_generation(generation: watch::Receiver<u64>) -> Self {
+        DirWatcher {
+            generation,
+            task: tokio::spawn(async {}),
+        }
+    }
 }
 
 impl Drop for DirWatcher {

@@ -1,4 +1,4 @@
-//! The `FlowDefinition` reconciler: the shared [`resource`](super::resource) reconciler with
+//! The `FlowDefinition` reconciler: the shared [`resource`] reconciler with
 //! flow validation.
 
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::resource::{self, FisoResource};
 use super::Context;
+use crate::configmap::SourceKind;
 use crate::metrics::Kind;
-use crate::render::SourceKind;
 use crate::validation;
 
 impl FisoResource for FlowDefinition {

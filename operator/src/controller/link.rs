@@ -1,4 +1,4 @@
-//! The `LinkTarget` reconciler: the shared [`resource`](super::resource) reconciler with link
+//! The `LinkTarget` reconciler: the shared [`resource`] reconciler with link
 //! target validation.
 
 use std::sync::Arc;
@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::resource::{self, FisoResource};
 use super::Context;
+use crate::configmap::SourceKind;
 use crate::metrics::Kind;
-use crate::render::SourceKind;
 use crate::validation;
 
 impl FisoResource for LinkTarget {

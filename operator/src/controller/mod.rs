@@ -1,12 +1,12 @@
 //! The controllers: one kube-runtime `Controller` per kind (validation and status) and the
-//! rendering loop (one ConfigMap per selection in use).
+//! renderer (one ConfigMap per selection in use).
 //!
 //! * [`flow`] / [`link`]: `FlowDefinition` / `LinkTarget` reconcilers, both the generic
 //!   [`resource::reconcile`]: validate, read the rendered ConfigMaps, server-side apply the
 //!   status, publish events for transitions.
-//! * [`rendering`]: watches the pods the webhook labelled and the two kinds; renders and
-//!   server-side applies the ConfigMap of every selection a change touches; prunes ConfigMaps
-//!   no pod has used for a while.
+//! * [`renderer`]: watches the pods the webhook labelled and the two kinds; renders (with
+//!   [`crate::configmap`]) and server-side applies the ConfigMap of every selection a change
+//!   touches; prunes ConfigMaps no pod has used for a while.
 //! * [`status`], [`usage`]: the pure parts of the above.
 //!
 //! The kinds' controllers watch the rendered ConfigMaps too, so a resource's `Rendered`
@@ -15,7 +15,7 @@
 
 pub mod flow;
 pub mod link;
-pub mod rendering;
+pub mod renderer;
 pub mod resource;
 pub mod status;
 pub mod usage;
@@ -47,11 +47,11 @@ pub struct Settings {
     /// Every resource is reconciled at least this often, even without changes: the safety
     /// net for missed watch events.
     pub requeue: Duration,
-    /// Delay before retrying a failed reconcile; the rendering loop doubles it per consecutive
+    /// Delay before retrying a failed reconcile; the renderer doubles it per consecutive
     /// failure of a selection, up to [`Settings::max_retry`].
     pub retry: Duration,
     pub max_retry: Duration,
-    /// How often the rendering loop re-checks every ConfigMap in use (repairing edits and
+    /// How often the renderer re-checks every ConfigMap in use (repairing edits and
     /// deletions) and prunes unused ones.
     pub resync: Duration,
     /// A rendered ConfigMap no pod has used for this long is deleted. Generous, so a
@@ -103,7 +103,7 @@ pub fn managed_selector() -> String {
     format!("{}={}", MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1)
 }
 
-/// Runs the FlowDefinition and LinkTarget controllers and the rendering loop until `shutdown`
+/// Runs the FlowDefinition and LinkTarget controllers and the renderer until `shutdown`
 /// is cancelled; in-flight reconciles finish first. Fails at once if the CRDs are not served.
 pub async fn run_controllers(
     client: Client,
@@ -117,7 +117,7 @@ pub async fn run_controllers(
     tokio::join!(
         flow::run(ctx.clone(), shutdown.clone()),
         link::run(ctx.clone(), shutdown.clone()),
-        rendering::run(ctx, shutdown),
+        renderer::run(ctx, shutdown),
     );
     tracing::info!("controllers stopped");
     Ok(())

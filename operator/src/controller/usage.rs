@@ -1,11 +1,11 @@
 //! Which selections are in use: the pods the webhook labelled (`fiso.io/selection`), folded
-//! from a watch into per-selection pod counts. Pure bookkeeping, driven by the rendering loop.
+//! from a watch into per-selection pod counts. Pure bookkeeping, driven by the renderer.
 
 use std::collections::{BTreeSet, HashMap};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::render::SourceKind;
+use crate::configmap::SourceKind;
 use crate::selection::{Selection, SELECTION_LABEL};
 
 /// A pod by namespace and name.

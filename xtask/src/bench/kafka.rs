@@ -23,8 +23,10 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
+use super::payload;
+use super::procs::{cpu_seconds, peak_rss, quiet, Procs};
 use super::profile::{self, Profile};
-use super::{cpu_seconds, median, payload, peak_rss, quiet, Procs};
+use super::stats::median;
 use crate::infra;
 
 /// Partitions of the benchmark topic: Fiso delivers the records of a partition one after the
@@ -394,7 +396,7 @@ fn fiso_drain(
     )
     .spawn()?;
     let pid = child.id();
-    procs.0.push(child);
+    procs.push(child);
     let recording = profile
         .then(|| profile::Recording::start(pid, &s.dir.join("perf-kafka.data")))
         .transpose()?;

@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-use crate::infra;
+use crate::{infra, measure};
 
 pub fn run(root: &Path, out: &Path, quick: bool) -> Result<Value> {
     let dir = out.join("operator");
@@ -17,7 +17,7 @@ pub fn run(root: &Path, out: &Path, quick: bool) -> Result<Value> {
         &["kubernetes", "kube-tools"],
         || {
             println!("bench: operator timings");
-            crate::reliability::run_scenarios(root, "operator_timings", !quick, &dir, &[])
+            measure::run_scenarios(root, "operator_timings", !quick, &dir, &[])
         },
     )?;
     let path = dir.join("operator.json");

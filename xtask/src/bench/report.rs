@@ -1,0 +1,283 @@
+//! The benchmark report: `target/bench/report.json` rendered as the markdown of
+//! `target/bench/report.md`, one table or paragraph per scenario.
+
+use serde_json::Value;
+
+use super::wrk::CONNECTIONS;
+use super::{operator, profile, PROFILE_SECONDS};
+
+/// `v` with `digits` decimals, `—` when absent or not a number.
+fn num(v: &Value, digits: usize) -> String {
+    v.as_f64()
+        .filter(|x| x.is_finite())
+        .map_or("—".to_owned(), |x| format!("{x:.digits$}"))
+}
+
+/// A byte count in MiB with one decimal (0 when absent).
+fn mib(v: &Value) -> String {
+    format!("{:.1} MiB", v.as_f64().unwrap_or(0.0) / (1024.0 * 1024.0))
+}
+
+/// The report for a reader: settings, then each scenario's figures.
+pub fn markdown(r: &Value) -> String {
+    let mut md = String::new();
+    let m = &r["machine"];
+    let settings = &r["settings"];
+    md.push_str(&format!(
+        "Machine: {} ({} cores), Linux {}. wrk -t2 -c{CONNECTIONS}, {} s × {} rounds per variant, \
+         alternating, medians; latency at a constant {} req/s with hey (-c 50 -q 20, {} s); \
+         1 KiB JSON POST; all processes on the same cores.\n\n",
+        m["cpu"].as_str().unwrap_or("?"),
+        m["cores"],
+        m["kernel"].as_str().unwrap_or("?"),
+        settings["seconds"],
+        settings["rounds"],
+        settings["rate_rps"],
+        settings["rate_seconds"],
+    ));
+    for (title, key) in [
+        (
+            "Link (bearer auth, allowed paths, breaker, retry, rate limit)",
+            "link",
+        ),
+        (
+            "Flow HTTP → HTTP (5-field CEL transform + CloudEvent; + wasm: then the uppercase \
+             WASM interceptor)",
+            "flow",
+        ),
+    ] {
+        let s = &r[key];
+        md.push_str(&format!(
+            "**{title}**\n\n| variant | req/s | p50 ms | p99 ms | errors | CPU s / 1000 req \
+             | p50 ms @ 1000/s | p99 ms @ 1000/s |\n|---|---|---|---|---|---|---|---|\n"
+        ));
+        for v in s["variants"].as_array().into_iter().flatten() {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                v["name"].as_str().unwrap_or("?"),
+                num(&v["rps"], 0),
+                num(&v["p50_ms"], 2),
+                num(&v["p99_ms"], 2),
+                v["errors"],
+                num(&v["cpu_s_per_1000"], 3),
+                num(&v["rate_p50_ms"], 2),
+                num(&v["rate_p99_ms"], 2),
+            ));
+        }
+        md.push_str(&format!(
+            "\nFiso / nginx throughput: {}; Fiso / direct: {}; Fiso peak RSS {}. \
+             Added latency at 1000 req/s (Fiso − direct): p50 {} ms, p99 {} ms.\n\n",
+            num(&s["fiso_vs_nginx_rps"], 2),
+            num(&s["fiso_vs_direct_rps"], 2),
+            mib(&s["fiso_peak_rss_bytes"]),
+            num(&s["added_latency_ms"]["p50"], 2),
+            num(&s["added_latency_ms"]["p99"], 2),
+        ));
+    }
+    let w = &r["wasm"];
+    md.push_str(&format!(
+        "**WASM interceptor** (uppercase module, wasmtime, one instance per event; fiso flow + \
+         wasm vs fiso flow above): {} µs more wall time per event at saturation \
+         (1/throughput), {} µs more CPU per event; at 1000 req/s p50 {} ms, p99 {} ms more. \
+         Peak RSS {}.\n\n",
+        num(&w["per_event_us"], 1),
+        num(&w["cpu_per_event_us"], 1),
+        num(&w["added_p50_ms"], 2),
+        num(&w["added_p99_ms"], 2),
+        mib(&w["peak_rss_bytes"]),
+    ));
+    let k = &r["kafka"];
+    md.push_str(&format!(
+        "**Flow Kafka → HTTP: draining {} records of 1 KiB** ({} partitions, {} keys, tansu in \
+         memory, a fresh consumer group per run; from start to the last record, so including \
+         the group join)\n\n| variant | records | records/s | records/s after the first | CPU s / 1000 \
+         records |\n|---|---|---|---|---|\n",
+        k["records"], k["partitions"], k["keys"],
+    ));
+    for v in k["variants"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} |\n",
+            v["name"].as_str().unwrap_or("?"),
+            v["records"],
+            num(&v["records_per_s"], 0),
+            num(&v["steady_records_per_s"], 0),
+            num(&v["cpu_s_per_1000"], 3),
+        ));
+    }
+    md.push_str(&format!(
+        "\nThe bare consumer is rdkafka with Fiso's client settings, no processing, committing \
+         asynchronously every 1 s / 500 records like Fiso: the client library's ceiling. The Go \
+         Fiso design point is the same consumer committing synchronously after each record \
+         (capped at {} s). Fiso / bare consumer: {} (`ordering: key`: {}); Fiso / Go design \
+         point: {} (`ordering: key`: {}); Fiso peak RSS {}.\n\n",
+        k["sync_each_max_seconds"],
+        num(&k["fiso_vs_bare_rps"], 2),
+        num(&k["fiso_key_vs_bare_rps"], 2),
+        num(&k["fiso_vs_sync_each_rps"], 2),
+        num(&k["fiso_key_vs_sync_each_rps"], 2),
+        mib(&k["fiso_peak_rss_bytes"]),
+    ));
+    md.push_str("**CEL transform vs hand-written serde_json** (per event, criterion medians)\n\n| shape | CEL | serde_json | ratio |\n|---|---|---|---|\n");
+    for t in r["transforms"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {:.0} ns | {:.0} ns | {:.1}× |\n",
+            t["shape"].as_str().unwrap_or("?"),
+            t["cel_ns"].as_f64().unwrap_or(f64::NAN),
+            t["serde_json_ns"].as_f64().unwrap_or(f64::NAN),
+            t["ratio"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    md.push('\n');
+    md.push_str(&format!(
+        "Start-up to `/readyz` 200: `fiso link` {:.0} ms, `fiso flow` with 10 flows {:.0} ms. \
+         Release binary: {:.1} MiB.\n\n",
+        r["startup"]["link_ms"].as_f64().unwrap_or(f64::NAN),
+        r["startup"]["flow_10_flows_ms"]
+            .as_f64()
+            .unwrap_or(f64::NAN),
+        r["binary_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
+    ));
+    md.push_str(&operator::markdown(&r["operator"]));
+    md.push('\n');
+    let profiles = &r["profiles"];
+    if let Some(reason) = profiles["unavailable"].as_str() {
+        md.push_str(&format!("**Profiles**: not taken ({reason}).\n"));
+        return md;
+    }
+    md.push_str(&format!(
+        "**Profiles**: top three functions by self time in the Fiso process, then the top three \
+         Fiso functions the samples are charged to (`perf record -g -e cpu-clock`, frame \
+         pointers, {PROFILE_SECONDS} s of wrk load; Kafka: one drain with `ordering: key`)\n\n"
+    ));
+    for (title, key) in [
+        ("Link", "link"),
+        ("Flow HTTP → HTTP", "flow"),
+        ("Flow + WASM", "wasm"),
+        ("Flow Kafka → HTTP", "kafka"),
+    ] {
+        let costs = |view: &str| -> String {
+            let costs: Vec<String> = profiles[key][view]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(profile::describe)
+                .collect();
+            costs.join("; ")
+        };
+        if profiles[key].is_null() {
+            continue;
+        }
+        md.push_str(&format!(
+            "- {title}: {}\n  - by the nearest Fiso function on the stack: {}\n",
+            costs("self"),
+            costs("by_fiso_function")
+        ));
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// A report with each section's figures, shaped like the one `bench` writes.
+    fn report() -> Value {
+        let variant = |name: &str, rps: f64| {
+            json!({
+                "name": name, "rps": rps, "p50_ms": 1.234, "p99_ms": 5.678, "errors": 0,
+                "cpu_s_per_1000": if name == "direct" { Value::Null } else { json!(0.0456) },
+                "rate_rps": 1000.0, "rate_p50_ms": 0.5, "rate_p99_ms": null,
+            })
+        };
+        let scenario = |fiso: &str| {
+            json!({
+                "variants": [variant("direct", 40000.0), variant("nginx", 20000.0),
+                             variant(fiso, 10000.0)],
+                "fiso_vs_nginx_rps": 0.5, "fiso_vs_direct_rps": 0.25,
+                "fiso_peak_rss_bytes": 12 * 1024 * 1024,
+                "added_latency_ms": {"p50": 0.1, "p99": null},
+            })
+        };
+        json!({
+            "machine": {"cpu": "Test CPU", "cores": 2, "kernel": "6.1.0"},
+            "settings": {"seconds": 8, "rounds": 3, "connections": CONNECTIONS,
+                         "rate_rps": 1000, "rate_seconds": 10},
+            "link": scenario("fiso link"),
+            "flow": scenario("fiso flow"),
+            "wasm": {"per_event_us": 12.34, "cpu_per_event_us": 5.0, "added_p50_ms": 0.01,
+                     "added_p99_ms": 0.02, "peak_rss_bytes": 30 * 1024 * 1024},
+            "kafka": {"records": 20000, "partitions": 4, "keys": 1000,
+                      "sync_each_max_seconds": 15,
+                      "variants": [{"name": "bare consumer", "records": 20000,
+                                    "records_per_s": 50000.0, "steady_records_per_s": 60000.0,
+                                    "cpu_s_per_1000": null}],
+                      "fiso_vs_bare_rps": 0.8, "fiso_key_vs_bare_rps": 0.7,
+                      "fiso_vs_sync_each_rps": 4.0, "fiso_key_vs_sync_each_rps": 3.5,
+                      "fiso_peak_rss_bytes": 0},
+            "profiles": {"unavailable": "perf is not installed"},
+            "startup": {"link_ms": 4.4, "flow_10_flows_ms": 21.6},
+            "binary_bytes": 25 * 1024 * 1024,
+            "transforms": [{"shape": "flat", "cel_ns": 1400.0, "serde_json_ns": 350.0,
+                            "ratio": 4.0}],
+            "operator": {"resources": 5,
+                         "apply_to_ready_ms": {"p50": 10.0, "p99": 20.0}},
+        })
+    }
+
+    #[test]
+    fn numbers_and_sizes() {
+        assert_eq!(num(&json!(1.23456), 2), "1.23");
+        assert_eq!(num(&json!(7), 0), "7");
+        assert_eq!(num(&Value::Null, 2), "—");
+        assert_eq!(num(&json!("x"), 2), "—");
+        assert_eq!(mib(&json!(3 * 1024 * 1024 / 2)), "1.5 MiB");
+        assert_eq!(mib(&Value::Null), "0.0 MiB");
+    }
+
+    #[test]
+    fn every_section_is_rendered() {
+        let md = markdown(&report());
+        for line in [
+            "Machine: Test CPU (2 cores), Linux 6.1.0. wrk -t2 -c64, 8 s × 3 rounds per variant",
+            "| fiso link | 10000 | 1.23 | 5.68 | 0 | 0.046 | 0.50 | — |",
+            "| direct | 40000 | 1.23 | 5.68 | 0 | — | 0.50 | — |",
+            "Fiso / nginx throughput: 0.50; Fiso / direct: 0.25; Fiso peak RSS 12.0 MiB. \
+             Added latency at 1000 req/s (Fiso − direct): p50 0.10 ms, p99 — ms.",
+            "12.3 µs more wall time per event",
+            "| bare consumer | 20000 | 50000 | 60000 | — |",
+            "| flat | 1400 ns | 350 ns | 4.0× |",
+            "`fiso link` 4 ms, `fiso flow` with 10 flows 22 ms. Release binary: 25.0 MiB.",
+            "**Operator** (5 FlowDefinitions",
+            "**Profiles**: not taken (perf is not installed).",
+        ] {
+            assert!(md.contains(line), "missing {line:?} in:\n{md}");
+        }
+    }
+
+    #[test]
+    fn profiles_per_scenario_when_taken() {
+        let mut r = report();
+        let cost = json!({"percent": 12.5, "dso": "fiso", "symbol": "fiso_flow::pipeline::handle"});
+        r["profiles"] = json!({
+            "flow": {"self": [cost.clone()], "by_fiso_function": [cost]},
+        });
+        let md = markdown(&r);
+        assert!(
+            md.contains(&format!("{PROFILE_SECONDS} s of wrk load")),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "- Flow HTTP → HTTP: 12.5% `fiso_flow::pipeline::handle` in fiso\n  \
+                 - by the nearest Fiso function on the stack: 12.5% `fiso_flow::pipeline::handle` in fiso\n"
+            ),
+            "{md}"
+        );
+        assert!(
+            !md.contains("- Link:"),
+            "no line for a scenario without a profile"
+        );
+    }
+}

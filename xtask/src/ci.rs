@@ -1,0 +1,196 @@
+//! `cargo xtask ci`: everything CI checks, each step timed, and a table of the times printed at
+//! the end (also when a step fails).
+//!
+//! The workspace is compiled once: the build of every test target runs with `clippy-driver` as
+//! the workspace's rustc wrapper — exactly what `cargo clippy` does, but with code generation —
+//! so the lint and the tests share one compilation instead of a `check` build and a `test`
+//! build. The test run then finds everything fresh. The fuzz targets' checked-in inputs are
+//! replayed by `fuzz/targets`' tests inside that run (coverage-guided fuzzing, which needs its
+//! own instrumented build, stays in `cargo xtask fuzz`). The optional `wasmer` interceptor
+//! backend is linted and tested last, on the libraries only: it is code of `fiso-flow` alone.
+
+mod steps;
+mod test_output;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::infra;
+use steps::Steps;
+use test_output::{TestBinary, TestRun};
+
+pub fn main(root: &Path) -> Result<()> {
+    let mut steps = Steps::default();
+    let result = all_steps(root, &mut steps);
+    steps.print();
+    result
+}
+
+fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
+    let cargo = Cargo::new(root)?;
+    steps.time("cargo fmt --check", || {
+        run(cargo.plain().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    // The CRD drift check is the `checked_in_crds_match_types` test in fiso-config.
+    let binaries = steps.time("build + clippy (workspace, all targets)", || {
+        build_tests(&mut cargo.linted(), &["--workspace", "--all-targets"])
+    })?;
+    // Tests run against real servers: start them first, and stop what this run started
+    // afterwards whatever the outcome (a server that was already up is left running).
+    let ctx = infra::Ctx::new(root);
+    let up = Instant::now();
+    println!("==> infra up");
+    infra::with_servers(&ctx, &[], || {
+        steps.record("infra up", up.elapsed(), true);
+        let mut test = cargo.linted();
+        test.args(["test", "--workspace", "--no-fail-fast"])
+            .envs(infra::env_vars(&ctx))
+            .env("PATH", infra::path_with_bin(&ctx));
+        run_tests(test, &binaries, steps)
+    })?;
+    // The optional `runtime: wasmer` backend (cargo feature `fiso-flow/wasmer`, off by default,
+    // so the steps above never build it). Selecting the feature across the workspace, not with
+    // `-p fiso-flow`, keeps every dependency's features as the build above resolved them, so
+    // only the wasmer crates and the libraries above fiso-flow are compiled again.
+    steps.time("wasmer: build + clippy + interceptor tests", || {
+        run(cargo.linted().args([
+            "test",
+            "--workspace",
+            "--features",
+            "fiso-flow/wasmer",
+            "--lib",
+            "interceptor",
+        ]))
+    })
+}
+
+/// How CI invokes cargo.
+struct Cargo {
+    root: PathBuf,
+    bin: String,
+    clippy_driver: PathBuf,
+}
+
+impl Cargo {
+    fn new(root: &Path) -> Result<Self> {
+        let bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        Ok(Cargo {
+            root: root.to_path_buf(),
+            bin,
+            clippy_driver: clippy_driver()?,
+        })
+    }
+
+    fn plain(&self) -> Command {
+        let mut cmd = Command::new(&self.bin);
+        // CI builds once from scratch: incremental state would only take disk (gigabytes for
+        // the workspace's test builds) on a machine whose disk is shared.
+        cmd.env("CARGO_INCREMENTAL", "0").current_dir(&self.root);
+        cmd
+    }
+
+    /// Cargo with the workspace's crates compiled by `clippy-driver`, lints denied: the
+    /// environment `cargo clippy` itself sets for `cargo check` (`CLIPPY_ARGS` holds the
+    /// arguments after `--`, each followed by the separator clippy-driver splits on). The
+    /// same variables on every command keep the builds fresh from one step to the next.
+    fn linted(&self) -> Command {
+        let mut cmd = self.plain();
+        cmd.env("RUSTC_WORKSPACE_WRAPPER", &self.clippy_driver).env(
+            "CLIPPY_ARGS",
+            "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+        );
+        cmd
+    }
+}
+
+/// `clippy-driver` of the toolchain that builds (rustup puts it beside `rustc`).
+fn clippy_driver() -> Result<PathBuf> {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let out = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .context("running rustc --print sysroot")?;
+    let driver = PathBuf::from(String::from_utf8(out.stdout)?.trim())
+        .join("bin")
+        .join("clippy-driver");
+    if !driver.is_file() {
+        bail!(
+            "{} is missing: install clippy (`rustup component add clippy`)",
+            driver.display()
+        );
+    }
+    Ok(driver)
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+/// `cargo test --no-run <args>`: builds (and lints) every test target and returns what
+/// each test executable is, so the test run can say which package took how long.
+fn build_tests(cmd: &mut Command, args: &[&str]) -> Result<HashMap<String, TestBinary>> {
+    cmd.args([
+        "test",
+        "--no-run",
+        "--message-format",
+        "json-render-diagnostics",
+    ])
+    .args(args)
+    .stdout(Stdio::piped());
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let mut binaries = HashMap::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        let Ok(message) = serde_json::from_str::<Value>(&line) else {
+            println!("{line}");
+            continue;
+        };
+        if let Some((file, binary)) = TestBinary::from_artifact(&message) {
+            binaries.insert(file, binary);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("the build failed ({status})");
+    }
+    Ok(binaries)
+}
+
+/// Runs `cargo test` (stdout and stderr merged, in order, echoed as they come) and records the
+/// time of each group of test binaries.
+fn run_tests(
+    mut cmd: Command,
+    binaries: &HashMap<String, TestBinary>,
+    steps: &mut Steps,
+) -> Result<()> {
+    let (reader, writer) = std::io::pipe()?;
+    cmd.stdout(writer.try_clone()?).stderr(writer);
+    let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+    // The pipe's write ends live in `cmd` too: drop them so the reader sees the end.
+    drop(cmd);
+    let mut run = TestRun::new(binaries);
+    for line in BufReader::new(reader).lines() {
+        let line = line?;
+        println!("{line}");
+        run.line(&line, Instant::now());
+    }
+    let status = child.wait()?;
+    for group in run.finish(Instant::now()) {
+        steps.record(&group.label(), group.elapsed, group.failed == 0);
+    }
+    if !status.success() {
+        bail!("cargo test failed ({status})");
+    }
+    Ok(())
+}
