@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use fiso_e2e::tls::TestCert;
 use fiso_e2e::{client, post_json, FisoProcess, FlowDir, Reply, Script, SinkServer};
-use fiso_flow::grpc::proto::fiso::v1::event_service_client::EventServiceClient;
-use fiso_flow::grpc::proto::fiso::v1::event_service_server::{EventService, EventServiceServer};
-use fiso_flow::grpc::proto::fiso::v1::{Outcome, PublishResponse};
-use fiso_flow::grpc::proto::io::cloudevents::v1::cloud_event::cloud_event_attribute_value::Attr;
-use fiso_flow::grpc::proto::io::cloudevents::v1::cloud_event::{CloudEventAttributeValue, Data};
-use fiso_flow::grpc::proto::io::cloudevents::v1::CloudEvent;
+use fiso_flow::event::protobuf::proto::fiso::v1::event_service_client::EventServiceClient;
+use fiso_flow::event::protobuf::proto::fiso::v1::event_service_server::{EventService, EventServiceServer};
+use fiso_flow::event::protobuf::proto::fiso::v1::{Outcome, PublishResponse};
+use fiso_flow::event::protobuf::proto::io::cloudevents::v1::cloud_event::cloud_event_attribute_value::Attr;
+use fiso_flow::event::protobuf::proto::io::cloudevents::v1::cloud_event::{CloudEventAttributeValue, Data};
+use fiso_flow::event::protobuf::proto::io::cloudevents::v1::CloudEvent;
 use futures::{Stream, StreamExt};
 use pretty_assertions::assert_eq;
 use serde_json::{json, Value};

@@ -1,57 +1,42 @@
-//! `fiso-flow`: the Fiso-Flow data plane.
+//! `fiso-flow`: the Fiso-Flow data plane. A flow takes events from a source, transforms them
+//! with CEL, wraps them in a CloudEvents v1.0 envelope, passes them through WASM interceptors
+//! and delivers them to a sink, dead-lettering what the sink would not take.
 //!
-//! A flow takes events from a source, transforms them with CEL, wraps them in a CloudEvents
-//! v1.0 envelope and delivers them to a sink. This crate holds, so far, the part between source
-//! and sink — a library with no I/O and no async runtime:
+//! Layers, each depending only on those below it (checked by `tests/layering.rs`):
 //!
-//! * [`InputEvent`]: an incoming event (a structured CloudEvent or a bare JSON payload) and
-//!   the attributes its CEL scope exposes ([`event`]).
-//! * [`Scope`]: the variables `data`, `id`, `source`, `type`, `subject`, `time` of one event,
-//!   evaluated against one process-wide CEL environment ([`scope`]); [`CompiledExpr`]: an
-//!   expression compiled once, with Fiso's adaptations of CEL (mixed `int` / `double`
-//!   arithmetic, load-time checks) ([`expr`]).
-//! * [`Transformer`]: `transform.fields` ([`transform`]); [`Envelope`]: the CloudEvent and its
-//!   `cloudevents.*` overrides ([`envelope`]).
-//! * [`CompiledFlow`]: both, compiled from a [`FlowConfig`](fiso_config::FlowConfig);
-//!   [`CompiledFlow::process`] is what `fiso transform test` and the runtime call per event.
-//! * [`cel_value`]: JSON ⇄ CEL conversions; [`json`]: JSON output without exponents.
-//! * [`FlowError`]: every failure, each with a stable code (`TRANSFORM_FAILED`, ...).
+//! * [`topology`]: `fiso flow` itself — every flow of a directory ([`topology::runtime`]), hot
+//!   reload, the supervisor restarting failed flows, the router sharing HTTP ports.
+//! * [`sources`] (HTTP, Kafka, gRPC) and [`sinks`] (HTTP, Kafka, gRPC, Temporal): each knows its
+//!   protocol and nothing of the other side. Only `topology` knows sources; only `pipeline`
+//!   knows sinks.
+//! * [`pipeline`]: one flow handling one event ([`pipeline::Pipeline::handle`]), and the
+//!   delivery vocabulary every source and sink shares ([`pipeline::delivery`]).
+//! * [`event`] (input parsing, transform, envelope, compiled flow, JSON and Protobuf formats),
+//!   [`cel`] (the expression engine), [`kafka`] (clients, DLQ, transactions), [`interceptor`],
+//!   [`retry`], [`metrics`] and [`FlowError`] (every failure, each with a stable code).
 //!
-//! Later work adds the rest of the data plane around it: sources (HTTP, Kafka, gRPC), sinks
-//! (HTTP, Kafka, gRPC, Temporal) with retries and the DLQ, WASM interceptors, the router that
-//! runs many flows (and shares HTTP ports), the supervisor that restarts failed flows, and hot
-//! reload of the config directory.
+//! The event layers have no I/O: [`CompiledFlow::process`] is what `fiso transform test` and
+//! the pipeline call per event.
 
-pub mod budget;
-pub mod cel_value;
-pub mod compiled;
-pub mod envelope;
+pub mod cel;
 pub mod error;
 pub mod event;
-pub mod expr;
-pub mod grpc;
 pub mod interceptor;
-pub mod json;
-mod json_val;
 pub mod kafka;
-pub mod scope;
-pub mod transform;
-
-pub mod instance;
 pub mod metrics;
-pub mod reload;
+pub mod pipeline;
 pub mod retry;
-pub mod router;
-pub mod runtime;
-pub mod sink;
-pub mod source;
-pub mod supervisor;
+pub mod sinks;
+pub mod sources;
+pub mod topology;
 
-pub use budget::Budget;
-pub use compiled::{CompiledFlow, ProcessedEvent};
-pub use envelope::{literal_fallback, Envelope};
+pub use cel::budget::Budget;
+pub use cel::env::EvalError;
+pub use cel::expr::CompiledExpr;
+pub use cel::scope::Scope;
 pub use error::FlowError;
-pub use event::{EventDefaults, FlowDefaults, InputEvent};
-pub use expr::CompiledExpr;
-pub use scope::{EvalError, Scope};
-pub use transform::Transformer;
+pub use event::compiled::{CompiledFlow, ProcessedEvent};
+pub use event::envelope::{literal_fallback, Envelope};
+pub use event::input::{EventDefaults, FlowDefaults, InputEvent};
+pub use event::json;
+pub use event::transform::Transformer;

@@ -4,7 +4,7 @@
 //! Input, like a request head: `name: value` header lines, an empty line, then the body. Lines
 //! that are not valid headers are skipped; without an empty line everything is the body.
 
-use fiso_flow::source::http::input_event;
+use fiso_flow::sources::http::input_event;
 use fiso_flow::{FlowDefaults, Scope, Transformer};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use indexmap::IndexMap;

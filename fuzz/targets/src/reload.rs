@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
-use fiso_flow::runtime::{FlowRuntime, Observability};
+use fiso_flow::topology::runtime::{FlowRuntime, Observability};
 
 struct Harness {
     dir: PathBuf,

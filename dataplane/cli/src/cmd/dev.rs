@@ -8,7 +8,7 @@ use std::process::{ExitCode, Stdio};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fiso_config::flow::{SinkSpec, SourceSpec};
-use fiso_flow::runtime::{FlowRuntime, Observability};
+use fiso_flow::topology::runtime::{FlowRuntime, Observability};
 use fiso_link::LinkRuntime;
 use fiso_runtime::health::{serve, HealthState};
 use fiso_runtime::logging::{LogFormat, LogSettings};

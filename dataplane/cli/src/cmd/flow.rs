@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fiso_flow::runtime::{DEFAULT_CONFIG_DIR, DEFAULT_METRICS_ADDR};
+use fiso_flow::topology::runtime::{DEFAULT_CONFIG_DIR, DEFAULT_METRICS_ADDR};
 use fiso_runtime::logging::LogSettings;
 use fiso_runtime::shutdown::shutdown_signal;
 
@@ -29,7 +29,7 @@ pub fn run(args: FlowArgs) -> Result<ExitCode> {
     }
     tokio_runtime()?.block_on(async {
         let shutdown = shutdown_signal();
-        fiso_flow::runtime::run(args.config_dir, &args.metrics_addr, shutdown).await
+        fiso_flow::topology::runtime::run(args.config_dir, &args.metrics_addr, shutdown).await
     })?;
     Ok(ExitCode::SUCCESS)
 }

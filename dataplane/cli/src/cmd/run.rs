@@ -6,7 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use fiso_flow::runtime::{FlowRuntime, Observability, DEFAULT_CONFIG_DIR, DEFAULT_METRICS_ADDR};
+use fiso_flow::topology::runtime::{
+    FlowRuntime, Observability, DEFAULT_CONFIG_DIR, DEFAULT_METRICS_ADDR,
+};
 use fiso_link::LinkRuntime;
 use fiso_runtime::health::{serve, HealthState};
 use fiso_runtime::logging::LogSettings;

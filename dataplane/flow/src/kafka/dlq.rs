@@ -5,8 +5,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use fiso_config::flow::{FlowConfig, RequiredAcks};
 use rdkafka::producer::FutureProducer;
 
-use super::sink::{
-    find_cluster, produce, KafkaDelivery, KafkaDeliveryError, KafkaRecord, KafkaSinkBuildError,
+use super::client::{
+    find_cluster, produce, producer, KafkaBuildError, KafkaDelivery, KafkaDeliveryError,
+    KafkaRecord,
 };
 use crate::retry::RetryPolicy;
 
@@ -132,7 +133,7 @@ impl DlqWriter {
     pub fn for_http_source(
         config: &FlowConfig,
         flow: &str,
-    ) -> Result<Option<DlqWriter>, KafkaSinkBuildError> {
+    ) -> Result<Option<DlqWriter>, KafkaBuildError> {
         let Some(eh) = &config.error_handling else {
             return Ok(None);
         };
@@ -145,7 +146,7 @@ impl DlqWriter {
             "errorHandling.deadLetterCluster",
         )?;
         Ok(Some(DlqWriter {
-            producer: super::sink::producer(name, cluster, RequiredAcks::All)?,
+            producer: producer(name, cluster, RequiredAcks::All, None)?,
             topic: topic_for(config, flow),
             policy: RetryPolicy::from_config(Some(eh)),
         }))
@@ -157,7 +158,7 @@ impl DlqWriter {
         config: &FlowConfig,
         flow: &str,
         source_cluster: &str,
-    ) -> Result<DlqWriter, KafkaSinkBuildError> {
+    ) -> Result<DlqWriter, KafkaBuildError> {
         let eh = config.error_handling.as_ref();
         let wanted = eh
             .and_then(|e| e.dead_letter_cluster.as_deref())
@@ -168,7 +169,7 @@ impl DlqWriter {
             "errorHandling.deadLetterCluster",
         )?;
         Ok(DlqWriter {
-            producer: super::sink::producer(name, cluster, RequiredAcks::All)?,
+            producer: producer(name, cluster, RequiredAcks::All, None)?,
             topic: topic_for(config, flow),
             policy: RetryPolicy::from_config(eh),
         })

@@ -1,7 +1,7 @@
-//! Kafka: client configuration from `kafka.clusters`, the Kafka source and sink, and the DLQ.
+//! Kafka plumbing shared by the Kafka source, the Kafka sink and the pipeline: clients and
+//! producing ([`client`]), the dead-letter queue ([`dlq`]) and the transactional producer of
+//! `commitPolicy: kafka_transaction` ([`txn`]).
 
-/// Client settings from `kafka.clusters` (shared with Fiso-Link).
-pub use fiso_runtime::kafka as client;
+pub mod client;
 pub mod dlq;
-pub mod sink;
-pub mod source;
+pub mod txn;

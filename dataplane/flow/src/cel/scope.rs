@@ -1,0 +1,144 @@
+//! The CEL scope of one event: the variables `data`, `id`, `source`, `type`, `subject` and
+//! `time`, the same for `transform.fields`, `cloudevents.*`, a Kafka sink's `key` and Temporal
+//! `params`.
+//!
+//! A scope borrows its event: per evaluation only a child of the process-wide root context
+//! ([`env`](crate::cel::env)) is made, which resolves the six variables straight from the
+//! [`InputEvent`] without copying it (see [`JsonRef`](crate::cel::value::JsonRef)). Plain
+//! field mappings are read without running CEL at all. Every evaluation of one scope draws on
+//! one [`Budget`].
+
+use cel::common::types::{CelNull, CelString};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
+use cel::{Context, Value};
+use serde_json::Value as Json;
+
+use crate::cel::budget::{Account, Budget};
+use crate::cel::env::{describe, EvalError, ROOT};
+use crate::cel::expr::{CompiledExpr, Path, Root};
+use crate::cel::value::{json_to_val, val_to_json};
+use crate::InputEvent;
+
+/// The variables of one event, borrowed from it, and what its evaluations may still spend.
+pub struct Scope<'a> {
+    input: &'a InputEvent,
+    vars: Variables<'a>,
+    account: Account,
+}
+
+#[derive(Debug)]
+struct Variables<'a> {
+    data: Box<dyn Val + 'a>,
+    id: CelString<'a>,
+    source: CelString<'a>,
+    type_: CelString<'a>,
+    subject: Option<CelString<'a>>,
+    time: CelString<'a>,
+}
+
+impl VariableResolver for Variables<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let value: &dyn Val = match variable {
+            "data" => self.data.as_ref(),
+            "id" => &self.id,
+            "source" => &self.source,
+            "type" => &self.type_,
+            "subject" => match &self.subject {
+                Some(subject) => subject,
+                None => &CelNull,
+            },
+            "time" => &self.time,
+            _ => return None,
+        };
+        Some(CowVal::Borrowed(value))
+    }
+}
+
+impl<'a> Scope<'a> {
+    /// The scope of `input` with the default [`Budget`].
+    pub fn new(input: &'a InputEvent) -> Self {
+        Scope::with_budget(input, Budget::DEFAULT)
+    }
+
+    /// The scope of `input`, whose evaluations together may spend `budget`.
+    pub fn with_budget(input: &'a InputEvent, budget: Budget) -> Self {
+        Scope {
+            input,
+            account: Account::new(budget),
+            vars: Variables {
+                data: json_to_val(input.data()),
+                id: CelString::from(input.id()),
+                source: CelString::from(input.source()),
+                type_: CelString::from(input.type_()),
+                subject: input.subject().map(CelString::from),
+                time: CelString::from(input.time_text()),
+            },
+        }
+    }
+
+    /// The event this scope reads.
+    pub fn input(&self) -> &'a InputEvent {
+        self.input
+    }
+
+    /// Evaluates `expr` to JSON.
+    pub fn eval(&self, expr: &CompiledExpr) -> Result<Json, EvalError> {
+        if let Some(value) = expr.constant() {
+            return Ok(value.clone());
+        }
+        if let Some(value) = self.read_path(expr) {
+            return Ok(value);
+        }
+        self.eval_with(expr, |val| val_to_json(val).map_err(|e| e.to_string()))
+    }
+
+    /// The value of a plain field mapping whose field exists: the JSON CEL would produce,
+    /// without running it.
+    pub(crate) fn read_path(&self, expr: &CompiledExpr) -> Option<Json> {
+        expr.path().and_then(|path| self.read(path))
+    }
+
+    fn read(&self, path: &Path) -> Option<Json> {
+        let text = |s: &str| Some(Json::String(s.to_owned()));
+        match path.root {
+            Root::Data => {
+                let mut value = self.input.data();
+                for key in &path.keys {
+                    value = value.as_object()?.get(key)?;
+                }
+                Some(value.clone())
+            }
+            Root::Id => text(self.input.id()),
+            Root::Source => text(self.input.source()),
+            Root::Type => text(self.input.type_()),
+            Root::Subject => Some(
+                self.input
+                    .subject()
+                    .map_or(Json::Null, |s| Json::String(s.to_owned())),
+            ),
+            Root::Time => text(self.input.time_text()),
+        }
+    }
+
+    /// Evaluates `expr` and hands the CEL result to `f`, which must not keep it: it borrows
+    /// the scope. Both run within the scope's budget.
+    pub(crate) fn eval_with<R>(
+        &self,
+        expr: &CompiledExpr,
+        f: impl FnOnce(&dyn Val) -> Result<R, String>,
+    ) -> Result<R, EvalError> {
+        self.account
+            .run(|| {
+                let root: &Context<'_, '_> = &ROOT;
+                let mut ctx = root.new_inner_scope();
+                ctx.set_variable_resolver(&self.vars);
+                let value = Value::resolve_val(expr.ast(), &ctx).map_err(|e| describe(&e))?;
+                f(value.as_ref())
+            })
+            .map_err(EvalError)
+    }
+}
+
+#[cfg(test)]
+mod tests;

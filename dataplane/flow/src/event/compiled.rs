@@ -1,0 +1,316 @@
+//! A flow's transform and envelope, compiled once when the flow is loaded; what `fiso
+//! transform test` and the runtime run per event.
+
+use std::borrow::Cow;
+
+use cloudevents::{Data, Event};
+use fiso_config::flow::SinkSpec;
+use fiso_config::FlowConfig;
+use serde_json::Value as Json;
+
+use crate::cel::budget::Budget;
+use crate::cel::expr::CompiledExpr;
+use crate::{Envelope, FlowDefaults, FlowError, InputEvent, Scope, Transformer};
+
+/// A flow ready to process events.
+#[derive(Debug, Clone)]
+pub struct CompiledFlow {
+    name: String,
+    defaults: FlowDefaults,
+    transformer: Transformer,
+    envelope: Envelope,
+    budget: Budget,
+}
+
+/// What a flow made of one event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessedEvent {
+    event: Event,
+    /// The transform's output when it is not the event's `data` (`cloudevents.data` is
+    /// overridden); otherwise it lives only in the event.
+    payload: Option<Json>,
+}
+
+impl ProcessedEvent {
+    /// The CloudEvent to deliver.
+    pub fn event(&self) -> &Event {
+        &self.event
+    }
+
+    pub fn into_event(self) -> Event {
+        self.event
+    }
+
+    /// The transform's output (the input's data for a flow without a transform).
+    pub fn payload(&self) -> Cow<'_, Json> {
+        if let Some(payload) = &self.payload {
+            return Cow::Borrowed(payload);
+        }
+        match self.event.data() {
+            Some(Data::Json(json)) => Cow::Borrowed(json),
+            Some(Data::String(text)) => Cow::Owned(Json::String(text.clone())),
+            // The envelope never makes binary data; an event without data has null.
+            Some(Data::Binary(_)) | None => Cow::Owned(Json::Null),
+        }
+    }
+}
+
+impl CompiledFlow {
+    /// Compiles `config.transform` and `config.cloudevents`, reporting every problem with its
+    /// field path. The flow must be named (a `FlowDefinition`'s name is its `metadata.name`).
+    pub fn compile(config: &FlowConfig) -> Result<CompiledFlow, Vec<FlowError>> {
+        let mut errors = Vec::new();
+        let name = match config.name.as_deref().filter(|n| !n.is_empty()) {
+            Some(name) => name.to_owned(),
+            None => {
+                errors.push(FlowError::compile("name", "a flow needs a name"));
+                String::new()
+            }
+        };
+        let empty = Default::default();
+        let fields = config.transform.as_ref().map_or(&empty, |t| &t.fields);
+        let budget = Budget::of(config.cel_budget.as_ref());
+        let transformer = Transformer::compile_with(fields, budget).unwrap_or_else(|mut e| {
+            errors.append(&mut e);
+            Transformer::passthrough()
+        });
+        let envelope =
+            Envelope::compile_with(config.cloudevents.as_ref(), budget).unwrap_or_else(|mut e| {
+                errors.append(&mut e);
+                Envelope::default()
+            });
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(CompiledFlow {
+            defaults: FlowDefaults::new(&name),
+            name,
+            transformer,
+            envelope,
+            budget,
+        })
+    }
+
+    /// What one event's CEL evaluations may spend (`celBudget`).
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Whether processing an event may take long: a field or an override loops, or calls a
+    /// function whose cost grows faster than its input.
+    pub fn is_heavy(&self) -> bool {
+        self.transformer.is_heavy() || self.envelope.is_heavy()
+    }
+
+    /// Every CEL expression of `config` compiled as loading the flow compiles it (transform,
+    /// envelope, Kafka key, Temporal params; constants folded within the flow's budget), with
+    /// no I/O: what `fiso validate` runs so it refuses exactly what loading would.
+    pub fn check(config: &FlowConfig) -> Vec<FlowError> {
+        let mut errors = CompiledFlow::compile(config).err().unwrap_or_default();
+        let budget = Budget::of(config.cel_budget.as_ref());
+        let sink_exprs: Vec<(String, &str)> = match &config.sink {
+            SinkSpec::Kafka(k) => k
+                .key
+                .iter()
+                .map(|e| ("sink.config.key".to_owned(), e.as_str()))
+                .collect(),
+            SinkSpec::Temporal(t) => t
+                .params
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("sink.config.params[{i}].expr"), p.expr.as_str()))
+                .collect(),
+            SinkSpec::Http(_) | SinkSpec::Grpc(_) => Vec::new(),
+        };
+        for (path, source) in sink_exprs {
+            if let Err(message) = CompiledExpr::compile_with(source, budget) {
+                errors.push(FlowError::compile(path, message));
+            }
+        }
+        errors
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The attributes of events that don't bring their own: start from
+    /// `defaults().event()` to read an input.
+    pub fn defaults(&self) -> &FlowDefaults {
+        &self.defaults
+    }
+
+    pub fn transformer(&self) -> &Transformer {
+        &self.transformer
+    }
+
+    pub fn envelope(&self) -> &Envelope {
+        &self.envelope
+    }
+
+    /// Transforms `input` and wraps the result in a CloudEvent. Only evaluation happens here:
+    /// every expression was compiled by [`CompiledFlow::compile`].
+    pub fn process(&self, mut input: InputEvent) -> Result<ProcessedEvent, FlowError> {
+        let (transformed, overrides) = {
+            // One scope for both: the overrides see the input as the transform did.
+            let scope = Scope::with_budget(&input, self.budget);
+            let transformed = self.transformer.apply(&scope)?;
+            (transformed, self.envelope.resolve(&scope)?)
+        };
+        let passthrough = transformed.is_none();
+        let payload = match transformed {
+            Some(output) => output,
+            None => input.take_data(),
+        };
+        if self.envelope.overrides_data() {
+            let event = Envelope::assemble(overrides, &input, Json::Null, false)?;
+            return Ok(ProcessedEvent {
+                event,
+                payload: Some(payload),
+            });
+        }
+        let event = Envelope::assemble(overrides, &input, payload, passthrough)?;
+        Ok(ProcessedEvent {
+            event,
+            payload: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cel::expr::COMPILATIONS;
+    use serde_json::json;
+
+    fn flow(yaml: &str) -> FlowConfig {
+        serde_yaml_ng::from_str(yaml).expect("valid flow YAML")
+    }
+
+    const FLOW: &str = r#"
+name: orders
+source: {type: http, config: {listenAddr: ":8081"}}
+transform:
+  fields:
+    order_id: "data.id"
+    total: "data.price * data.quantity"
+cloudevents:
+  type: order.created
+sink: {type: http, config: {url: "http://localhost:9/"}}
+"#;
+
+    #[test]
+    fn compiled_flows_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<CompiledFlow>();
+        shareable::<ProcessedEvent>();
+        shareable::<InputEvent>();
+    }
+
+    #[test]
+    fn processing_does_not_compile_again() {
+        let compilations = || COMPILATIONS.with(std::cell::Cell::get);
+        let before = compilations();
+        let compiled = CompiledFlow::compile(&flow(FLOW)).expect("compiles");
+        // Two fields; `type: order.created` is a literal, not CEL.
+        assert_eq!(compilations() - before, 2);
+        for i in 0..100 {
+            let input = InputEvent::from_json(
+                json!({"id": i, "price": 1.5, "quantity": 2}),
+                compiled.defaults().event(),
+            )
+            .expect("input");
+            let processed = compiled.process(input).expect("processes");
+            assert_eq!(
+                processed.payload().as_ref(),
+                &json!({"order_id": i, "total": 3.0})
+            );
+        }
+        assert_eq!(compilations() - before, 2);
+    }
+
+    #[test]
+    fn all_compile_errors_are_reported_together() {
+        let errors = CompiledFlow::compile(&flow(
+            r#"
+source: {type: http, config: {listenAddr: ":8081"}}
+transform:
+  fields:
+    a: "data.x +"
+    b: "nope"
+cloudevents:
+  subject: "$.legacy_id"
+sink: {type: http, config: {url: "http://localhost:9/"}}
+"#,
+        ))
+        .expect_err("invalid");
+        let paths: Vec<_> = errors
+            .iter()
+            .map(|e| match e {
+                FlowError::Compile { path, .. } => path.clone(),
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                "name",
+                "transform.fields.a",
+                "transform.fields.b",
+                "cloudevents.subject"
+            ]
+        );
+    }
+
+    #[test]
+    fn passthrough_moves_the_data_into_the_event() {
+        let compiled = CompiledFlow::compile(&flow(
+            r#"
+name: plain
+source: {type: http, config: {listenAddr: ":8081"}}
+sink: {type: http, config: {url: "http://localhost:9/"}}
+"#,
+        ))
+        .expect("compiles");
+        let input = InputEvent::from_json(json!({"k": [1, 2]}), compiled.defaults().event())
+            .expect("input");
+        let processed = compiled.process(input).expect("processes");
+        assert_eq!(
+            processed.event().data(),
+            Some(&Data::Json(json!({"k": [1, 2]})))
+        );
+        assert_eq!(processed.payload().as_ref(), &json!({"k": [1, 2]}));
+    }
+
+    #[test]
+    fn a_passed_through_cloudevent_keeps_its_content_attributes() {
+        let compiled = CompiledFlow::compile(&flow(
+            r#"
+name: relay
+source: {type: http, config: {listenAddr: ":8081"}}
+sink: {type: http, config: {url: "http://localhost:9/"}}
+"#,
+        ))
+        .expect("compiles");
+        let input = InputEvent::from_json(
+            json!({
+                "specversion": "1.0", "id": "ce-1", "source": "/up", "type": "t.v1",
+                "subject": "s", "time": "2026-02-06T22:00:00Z", "traceparent": "00-a-b-01",
+                "datacontenttype": "application/vnd.x+json",
+                "dataschema": "https://example.com/s.json", "data": {"x": 1}
+            }),
+            compiled.defaults().event(),
+        )
+        .expect("input");
+        let event = compiled.process(input).expect("processes").into_event();
+        assert_eq!(
+            serde_json::to_value(&event).expect("json"),
+            json!({
+                "specversion": "1.0", "id": "ce-1", "type": "t.v1", "source": "/up",
+                "datacontenttype": "application/vnd.x+json",
+                "dataschema": "https://example.com/s.json", "subject": "s",
+                "time": "2026-02-06T22:00:00Z", "traceparent": "00-a-b-01", "data": {"x": 1}
+            })
+        );
+    }
+}

@@ -1,0 +1,365 @@
+//! The CloudEvents v1.0 envelope around the transformed payload.
+//!
+//! Every attribute the config sets (`cloudevents.*`) is a CEL expression evaluated against the
+//! ORIGINAL input scope, before the transform, so the metadata describes the source event. An
+//! attribute the config leaves alone is carried over from the input event: `id` (the incoming
+//! CloudEvent's, or the id the source gave the payload), `source` and `type` (the incoming
+//! CloudEvent's, or the flow's defaults `fiso-flow/<flow>` and `fiso.event`), `subject`, `time`
+//! and the extensions (`traceparent`, ...). `data` is the transformed payload and
+//! `datacontenttype` `application/json`, unless overridden; an input CloudEvent's
+//! `datacontenttype` and `dataschema` are kept only when its data passes through unchanged.
+//!
+//! For compatibility, a value that is a bare identifier-like word (`order.created`,
+//! `order-service`) whose root identifiers are not scope variables is taken as a string
+//! literal, see [`literal_fallback`]; the config validator warns about it.
+
+use cloudevents::event::{Data, EventBuilder as _, EventBuilderError, EventBuilderV10, TryIntoUrl};
+use cloudevents::Event;
+use fiso_config::flow::CloudEventsConfig;
+use serde_json::Value as Json;
+
+use cel::common::types::{CelNull, CelString};
+use cel::common::value::Val;
+
+use crate::cel::budget::Budget;
+use crate::cel::expr::CompiledExpr;
+use crate::event::input::{check_attribute_text, check_media_type, is_json_content_type};
+use crate::{FlowError, InputEvent, Scope};
+
+/// `datacontenttype` unless overridden.
+pub const DEFAULT_DATACONTENTTYPE: &str = "application/json";
+
+/// The compatibility rule for bare identifier-like `cloudevents.*` values (`order.created`):
+/// the validator's own rule, so `fiso validate` and a running flow never disagree.
+pub use fiso_config::cel_check::literal_fallback;
+
+/// An attribute override: a literal (the fallback above) or a CEL expression.
+#[derive(Debug, Clone)]
+enum Attribute {
+    Literal(String),
+    Expr(CompiledExpr),
+}
+
+/// The compiled `cloudevents` overrides of a flow.
+#[derive(Debug, Clone, Default)]
+pub struct Envelope {
+    id: Option<Attribute>,
+    type_: Option<Attribute>,
+    source: Option<Attribute>,
+    subject: Option<Attribute>,
+    data: Option<Attribute>,
+    datacontenttype: Option<Attribute>,
+    dataschema: Option<Attribute>,
+}
+
+/// The overrides evaluated for one event; `None`: not set, or set to null / empty.
+#[derive(Debug, Default)]
+pub(crate) struct Overrides {
+    id: Option<String>,
+    type_: Option<String>,
+    source: Option<String>,
+    subject: Option<String>,
+    /// `subject` is overridden: even to nothing, which drops the input's subject.
+    subject_set: bool,
+    data: Option<Json>,
+    datacontenttype: Option<String>,
+    dataschema: Option<String>,
+}
+
+impl Envelope {
+    /// Compiles the overrides, reporting every one that does not compile (paths
+    /// `cloudevents.<attribute>`).
+    pub fn compile(config: Option<&CloudEventsConfig>) -> Result<Envelope, Vec<FlowError>> {
+        Envelope::compile_with(config, Budget::DEFAULT)
+    }
+
+    /// [`Envelope::compile`], folding constant attributes within `budget`.
+    pub fn compile_with(
+        config: Option<&CloudEventsConfig>,
+        budget: Budget,
+    ) -> Result<Envelope, Vec<FlowError>> {
+        let mut envelope = Envelope::default();
+        let mut errors = Vec::new();
+        for (name, source) in config.into_iter().flat_map(CloudEventsConfig::entries) {
+            match compile_attribute(name, source, budget) {
+                Ok(attribute) => {
+                    let slot = match name {
+                        "id" => &mut envelope.id,
+                        "type" => &mut envelope.type_,
+                        "source" => &mut envelope.source,
+                        "subject" => &mut envelope.subject,
+                        "data" => &mut envelope.data,
+                        "datacontenttype" => &mut envelope.datacontenttype,
+                        _ => &mut envelope.dataschema,
+                    };
+                    *slot = Some(attribute);
+                }
+                Err(error) => errors.push(error),
+            }
+        }
+        if errors.is_empty() {
+            Ok(envelope)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Wraps `transformed`, the transform's output for `input`, in a CloudEvent.
+    pub fn build(&self, input: &InputEvent, transformed: Json) -> Result<Event, FlowError> {
+        let overrides = self.resolve(&Scope::new(input))?;
+        Self::assemble(overrides, input, transformed, false)
+    }
+
+    /// Whether an override may take long to evaluate ([`CompiledExpr::is_heavy`]).
+    pub fn is_heavy(&self) -> bool {
+        [
+            &self.id,
+            &self.type_,
+            &self.source,
+            &self.subject,
+            &self.data,
+            &self.datacontenttype,
+            &self.dataschema,
+        ]
+        .into_iter()
+        .any(|a| matches!(a, Some(Attribute::Expr(e)) if e.is_heavy()))
+    }
+
+    /// Whether `data` is overridden, so the envelope does not carry the transform's output.
+    pub fn overrides_data(&self) -> bool {
+        self.data.is_some()
+    }
+
+    pub(crate) fn resolve(&self, scope: &Scope<'_>) -> Result<Overrides, FlowError> {
+        let mut overrides = Overrides::default();
+        if let Some(attribute) = &self.id {
+            overrides.id = Some(required_string("id", attribute, scope)?);
+        }
+        if let Some(attribute) = &self.type_ {
+            overrides.type_ = Some(required_string("type", attribute, scope)?);
+        }
+        if let Some(attribute) = &self.source {
+            overrides.source = Some(required_string("source", attribute, scope)?);
+        }
+        if let Some(attribute) = &self.subject {
+            overrides.subject = optional_string("subject", attribute, scope)?;
+            overrides.subject_set = true;
+        }
+        if let Some(attribute) = &self.data {
+            overrides.data = Some(match attribute {
+                Attribute::Literal(text) => Json::String(text.clone()),
+                Attribute::Expr(expr) => scope
+                    .eval(expr)
+                    .map_err(|e| FlowError::wrap("data", e.to_string()))?,
+            });
+        }
+        if let Some(attribute) = &self.datacontenttype {
+            overrides.datacontenttype = optional_string("datacontenttype", attribute, scope)?;
+        }
+        if let Some(attribute) = &self.dataschema {
+            overrides.dataschema = optional_string("dataschema", attribute, scope)?;
+        }
+        Ok(overrides)
+    }
+
+    /// The event: `overrides` over the attributes of `input`. `payload` is the transform's
+    /// output; `passthrough` says it is the input's data unchanged.
+    pub(crate) fn assemble(
+        overrides: Overrides,
+        input: &InputEvent,
+        payload: Json,
+        passthrough: bool,
+    ) -> Result<Event, FlowError> {
+        let carried = passthrough && overrides.data.is_none();
+        let subject = if overrides.subject_set {
+            overrides.subject
+        } else {
+            input.subject().map(str::to_owned)
+        };
+        let content_type = overrides
+            .datacontenttype
+            .or_else(|| {
+                carried
+                    .then(|| input.datacontenttype().map(str::to_owned))
+                    .flatten()
+            })
+            .unwrap_or_else(|| DEFAULT_DATACONTENTTYPE.to_owned());
+        let dataschema = overrides
+            .dataschema
+            .or_else(|| {
+                carried
+                    .then(|| input.dataschema().map(str::to_owned))
+                    .flatten()
+            })
+            .map(|schema| {
+                schema.as_str().into_url().map_err(|e| {
+                    FlowError::wrap(
+                        "dataschema",
+                        format!("{schema:?} is not an absolute URI: {e}"),
+                    )
+                })
+            })
+            .transpose()?;
+        let data = overrides.data.unwrap_or(payload);
+        let data = match data {
+            Json::String(text) if !is_json_content_type(&content_type) => Data::String(text),
+            other => Data::Json(other),
+        };
+
+        let mut builder = EventBuilderV10::new()
+            .id(overrides.id.unwrap_or_else(|| input.id().to_owned()))
+            .source(
+                overrides
+                    .source
+                    .unwrap_or_else(|| input.source().to_owned()),
+            )
+            .ty(overrides.type_.unwrap_or_else(|| input.type_().to_owned()))
+            .time(input.time());
+        if let Some(subject) = subject {
+            builder = builder.subject(subject);
+        }
+        for (name, value) in input.extensions() {
+            builder = builder.extension(name, value.clone());
+        }
+        builder = match dataschema {
+            Some(url) => builder.data_with_schema(content_type, url, data),
+            None => builder.data(content_type, data),
+        };
+        builder.build().map_err(builder_error)
+    }
+}
+
+fn compile_attribute(
+    name: &'static str,
+    source: &str,
+    budget: Budget,
+) -> Result<Attribute, FlowError> {
+    let path = || format!("cloudevents.{name}");
+    if source.trim().is_empty() {
+        return Err(FlowError::compile(path(), "must not be empty"));
+    }
+    if let Some(literal) = literal_fallback(source) {
+        if name == "dataschema" {
+            literal.into_url().map_err(|e| {
+                FlowError::compile(path(), format!("{literal:?} is not an absolute URI: {e}"))
+            })?;
+        }
+        return Ok(Attribute::Literal(literal.to_owned()));
+    }
+    CompiledExpr::compile_with(source, budget)
+        .map(Attribute::Expr)
+        .map_err(|message| FlowError::compile(path(), message))
+}
+
+/// A string attribute's value, or the type name of what the expression gave instead.
+enum Text {
+    String(String),
+    Null,
+    Other(String),
+}
+
+fn text_of(val: &dyn Val) -> Text {
+    if let Some(s) = val.downcast_ref::<CelString>() {
+        Text::String(s.inner().to_owned())
+    } else if val.downcast_ref::<CelNull>().is_some() {
+        Text::Null
+    } else {
+        Text::Other(val.get_type().name().to_owned())
+    }
+}
+
+fn eval_text(
+    name: &'static str,
+    attribute: &Attribute,
+    scope: &Scope<'_>,
+) -> Result<Text, FlowError> {
+    match attribute {
+        Attribute::Literal(text) => Ok(Text::String(text.clone())),
+        Attribute::Expr(expr) => match scope.read_path(expr) {
+            Some(json) => Ok(json_text(json)),
+            None => scope.eval_with(expr, |val| Ok(text_of(val))).map_err(|e| {
+                if e.exceeded_budget() {
+                    FlowError::Transform {
+                        field: format!("cloudevents.{name}"),
+                        message: e.to_string(),
+                    }
+                } else {
+                    FlowError::wrap(name, e.to_string())
+                }
+            }),
+        },
+    }
+}
+
+/// [`text_of`] for a field read straight from the JSON, with CEL's type names.
+fn json_text(json: Json) -> Text {
+    match json {
+        Json::String(text) => Text::String(text),
+        Json::Null => Text::Null,
+        Json::Bool(_) => Text::Other("bool".to_owned()),
+        Json::Number(n) if n.is_i64() => Text::Other("int".to_owned()),
+        Json::Number(n) if n.is_u64() => Text::Other("uint".to_owned()),
+        Json::Number(_) => Text::Other("double".to_owned()),
+        Json::Array(_) => Text::Other("list".to_owned()),
+        Json::Object(_) => Text::Other("map".to_owned()),
+    }
+}
+
+fn not_a_string(name: &'static str, type_name: &str) -> FlowError {
+    FlowError::wrap(
+        name,
+        format!("must be a string, not {type_name} (convert it with string(...))"),
+    )
+}
+
+/// `id`, `type` and `source` must be non-empty strings.
+fn required_string(
+    name: &'static str,
+    attribute: &Attribute,
+    scope: &Scope<'_>,
+) -> Result<String, FlowError> {
+    match eval_text(name, attribute, scope)? {
+        Text::String(text) if !text.is_empty() => checked(name, text),
+        Text::String(_) => Err(FlowError::wrap(name, "must not be empty")),
+        Text::Null => Err(not_a_string(name, "null")),
+        Text::Other(type_name) => Err(not_a_string(name, &type_name)),
+    }
+}
+
+/// `subject`, `datacontenttype` and `dataschema` may be null or empty: then they are unset.
+fn optional_string(
+    name: &'static str,
+    attribute: &Attribute,
+    scope: &Scope<'_>,
+) -> Result<Option<String>, FlowError> {
+    match eval_text(name, attribute, scope)? {
+        Text::String(text) if !text.is_empty() => checked(name, text).map(Some),
+        Text::String(_) | Text::Null => Ok(None),
+        Text::Other(type_name) => Err(not_a_string(name, &type_name)),
+    }
+}
+
+/// An attribute the flow computes obeys the rules the input's attributes do (see
+/// [`check_attribute_text`]).
+fn checked(name: &'static str, text: String) -> Result<String, FlowError> {
+    let check = if name == "datacontenttype" {
+        check_media_type(name, &text)
+    } else {
+        check_attribute_text(name, &text)
+    };
+    check.map_err(|message| FlowError::wrap(name, message))?;
+    Ok(text)
+}
+
+fn builder_error(error: EventBuilderError) -> FlowError {
+    let attribute = match &error {
+        EventBuilderError::MissingRequiredAttribute { attribute_name }
+        | EventBuilderError::ParseTimeError { attribute_name, .. }
+        | EventBuilderError::ParseUrlError { attribute_name, .. }
+        | EventBuilderError::InvalidUriRefError { attribute_name } => *attribute_name,
+    };
+    FlowError::wrap(attribute, error.to_string())
+}
+
+#[cfg(test)]
+mod tests;

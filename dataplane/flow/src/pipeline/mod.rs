@@ -1,0 +1,396 @@
+//! One running version of a flow: an event in, an [`Outcome`] out. [`Pipeline::handle`] runs
+//! transform → CloudEvent → interceptors → sink, dead-letters what the sink would not take and
+//! records metrics for every outcome. A reload builds a new pipeline and swaps it in; requests
+//! in flight finish on the old one.
+//!
+//! The pipeline is generic over its sink ([`Sink`], by default the [`AnySink`] a config builds)
+//! and its dead-letter queue ([`DeadLetterQueue`], by default the Kafka DLQ), so its decisions
+//! are unit-tested without a broker (`pipeline/tests.rs`).
+
+pub mod dead_letter;
+pub mod delivery;
+mod intercept;
+mod offload;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use fiso_config::flow::{CommitPolicy, FlowConfig};
+use fiso_runtime::Readiness;
+use tokio_util::sync::CancellationToken;
+
+use crate::interceptor::{InterceptorBuildError, InterceptorChain};
+use crate::kafka::client::{KafkaBuildError, KafkaDelivery, KafkaDeliveryError};
+use crate::kafka::dlq::DlqWriter;
+use crate::kafka::txn::TransactionalProducer;
+use crate::metrics::{EventStatus, FlowMetrics, Phase};
+use crate::retry::RetryPolicy;
+use crate::sinks::{AnySink, Sink, SinkBuildError};
+use crate::{CompiledFlow, FlowError, InputEvent};
+use dead_letter::{letter, DeadLetterQueue, Failure};
+use delivery::{DeliveryContext, DeliveryError, Outcome};
+use intercept::{intercept, Intercepted};
+use offload::off_the_workers;
+
+/// Why a flow could not be built from its (validated) config.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Compile(Vec<FlowError>),
+    #[error("sink: {0}")]
+    Sink(#[from] SinkBuildError),
+    #[error("dead-letter queue: {0}")]
+    DeadLetter(KafkaBuildError),
+    #[error("kafka transactions: {0}")]
+    Transactions(&'static str),
+    #[error(transparent)]
+    Interceptors(#[from] InterceptorBuildError),
+}
+
+/// What a pipeline is built with besides its config.
+#[derive(Debug, Clone)]
+pub struct Parts<'a> {
+    /// Hash of the config file it was built from (identifies the version on `/config`).
+    pub version: &'a str,
+    pub metrics: FlowMetrics,
+    /// The directory of the flow file: relative interceptor module paths resolve there.
+    pub dir: Option<&'a Path>,
+    /// The cluster the source consumes, when the source is Kafka: dead letters go there unless
+    /// the config names another, and `kafka_transaction` commits the source's offsets.
+    pub kafka_source: Option<&'a str>,
+}
+
+/// The producer's `transactional.id`: `errorHandling.transactionalId` suffixed with the
+/// instance (`POD_NAME`, else `HOSTNAME`), so replicas of one flow do not fence each other while
+/// a restarted instance fences its own predecessor.
+fn instance_transactional_id(prefix: &str) -> String {
+    let instance = ["POD_NAME", "HOSTNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+    match instance {
+        Some(instance) => format!("{prefix}-{instance}"),
+        None => prefix.to_owned(),
+    }
+}
+
+const NEEDS_KAFKA_ENDS: &str =
+    "`commitPolicy: kafka_transaction` needs a Kafka source and a Kafka sink";
+
+/// A flow ready to process events; shared by every request routed to it.
+#[derive(Debug)]
+pub struct Pipeline<S = AnySink, D = DlqWriter> {
+    pub name: String,
+    /// Hash of the config file it was built from (identifies the version on `/config`).
+    pub version: String,
+    pub config: FlowConfig,
+    compiled: CompiledFlow,
+    sink: S,
+    /// WASM interceptors run on the CloudEvent before delivery.
+    interceptors: InterceptorChain,
+    /// Where events the sink refused go, when the flow has a dead-letter queue.
+    dlq: Option<D>,
+    metrics: FlowMetrics,
+    /// Set when a reload removes this flow: a flow of another name may take over its routes.
+    retiring: AtomicBool,
+    /// Whether evaluating an event's CEL may take long (loops, see
+    /// [`CompiledFlow::is_heavy`]): such flows evaluate off the async workers.
+    heavy: bool,
+}
+
+impl Pipeline {
+    /// Builds the flow of `config`: its interceptors, transform and envelope, sink and
+    /// dead-letter queue.
+    pub fn build(config: &FlowConfig, parts: Parts<'_>) -> Result<Arc<Self>, BuildError> {
+        let commit_policy = config
+            .error_handling
+            .as_ref()
+            .and_then(|e| e.commit_policy)
+            .unwrap_or_default();
+        let transactional_id = match commit_policy {
+            CommitPolicy::KafkaTransaction if parts.kafka_source.is_none() => {
+                return Err(BuildError::Transactions(NEEDS_KAFKA_ENDS))
+            }
+            CommitPolicy::KafkaTransaction => {
+                let id = config
+                    .error_handling
+                    .as_ref()
+                    .and_then(|e| e.transactional_id.as_deref())
+                    .filter(|id| !id.is_empty())
+                    .ok_or(BuildError::Transactions(
+                        "no `errorHandling.transactionalId`",
+                    ))?;
+                Some(instance_transactional_id(id))
+            }
+            _ => None,
+        };
+        let interceptors = InterceptorChain::build(&config.interceptors, parts.dir)?;
+        let compiled = CompiledFlow::compile(config).map_err(BuildError::Compile)?;
+        let sink = crate::sinks::build(
+            &config.sink,
+            RetryPolicy::from_config(config.error_handling.as_ref()),
+            config.kafka.as_ref(),
+            transactional_id.as_deref(),
+            compiled.budget(),
+        )?;
+        if transactional_id.is_some() && sink.transactions().is_none() {
+            return Err(BuildError::Transactions(NEEDS_KAFKA_ENDS));
+        }
+        let dlq = match parts.kafka_source {
+            // A Kafka source dead-letters to `fiso-dlq-<flow>` unless told otherwise; with
+            // `commitPolicy: sink` a failed event stops its partition instead.
+            Some(cluster) if commit_policy != CommitPolicy::Sink => Some(
+                DlqWriter::for_kafka_source(config, compiled.name(), cluster)
+                    .map_err(BuildError::DeadLetter)?,
+            ),
+            Some(_) => None,
+            None => DlqWriter::for_http_source(config, compiled.name())
+                .map_err(BuildError::DeadLetter)?,
+        };
+        Ok(Arc::new(Pipeline::assemble(
+            config,
+            parts,
+            compiled,
+            sink,
+            interceptors,
+            dlq,
+        )))
+    }
+}
+
+impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
+    /// A pipeline of built stages.
+    pub fn assemble(
+        config: &FlowConfig,
+        parts: Parts<'_>,
+        compiled: CompiledFlow,
+        sink: S,
+        interceptors: InterceptorChain,
+        dlq: Option<D>,
+    ) -> Self {
+        Pipeline {
+            heavy: compiled.is_heavy() || sink.is_heavy(),
+            name: compiled.name().to_owned(),
+            version: parts.version.to_owned(),
+            config: config.clone(),
+            compiled,
+            sink,
+            interceptors,
+            dlq,
+            metrics: parts.metrics,
+            retiring: AtomicBool::new(false),
+        }
+    }
+
+    /// Marks the pipeline as going away, so that its paths can be handed to another flow.
+    pub fn retire(&self) {
+        self.retiring.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_retiring(&self) -> bool {
+        self.retiring.load(Ordering::Relaxed)
+    }
+
+    pub fn compiled(&self) -> &CompiledFlow {
+        &self.compiled
+    }
+
+    /// transform → CloudEvent → interceptors → sink, recording metrics for every outcome.
+    pub async fn handle(
+        &self,
+        input: Result<InputEvent, FlowError>,
+        ctx: &DeliveryContext,
+    ) -> Outcome {
+        let started = Instant::now();
+        let budget = self.compiled.budget();
+        let evaluate = || {
+            input.and_then(|mut event| {
+                if let Some(tp) = &ctx.traceparent {
+                    event.set_extension("traceparent", tp.clone())?;
+                }
+                let prepared = self.sink.prepare(&event, budget)?;
+                Ok((self.compiled.process(event)?, prepared))
+            })
+        };
+        let processed = if self.heavy {
+            off_the_workers(evaluate)
+        } else {
+            evaluate()
+        };
+        // Only when interceptors ask for headers does the delivery need its own context.
+        let mut with_headers = None;
+        let processed = match processed {
+            Ok((p, prepared)) => {
+                match intercept(
+                    &self.interceptors,
+                    &self.metrics,
+                    &self.name,
+                    p.into_event(),
+                    ctx,
+                )
+                .await
+                {
+                    Intercepted::Continue {
+                        event,
+                        sink_headers,
+                    } => {
+                        if !sink_headers.is_empty() {
+                            with_headers = Some(DeliveryContext {
+                                sink_headers,
+                                ..ctx.clone()
+                            });
+                        }
+                        Ok((*event, prepared))
+                    }
+                    Intercepted::Rejected {
+                        status,
+                        reason,
+                        module,
+                    } => {
+                        self.metrics.interceptor_rejected(&self.name);
+                        self.metrics.event(&self.name, EventStatus::Invalid);
+                        tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, status, module = %module, reason = %reason, "event rejected by an interceptor");
+                        return Outcome::Rejected {
+                            status,
+                            reason,
+                            module,
+                        };
+                    }
+                    Intercepted::Failed(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        let ctx = with_headers.as_ref().unwrap_or(ctx);
+        let processed = processed.and_then(|(event, mut prepared)| {
+            self.sink.seal(&event, &mut prepared)?;
+            Ok((event, prepared))
+        });
+        self.metrics
+            .observe(&self.name, Phase::Transform, started.elapsed());
+        let (event, prepared) = match processed {
+            Ok(ready) => ready,
+            Err(e) => {
+                self.metrics.transform_error(&self.name, e.code());
+                self.metrics.event(&self.name, EventStatus::Invalid);
+                self.metrics
+                    .observe(&self.name, Phase::Total, started.elapsed());
+                tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, code = e.code(), error = %e, "event refused");
+                return Outcome::Invalid(e);
+            }
+        };
+        let sink_started = Instant::now();
+        let result = self.sink.deliver(&event, prepared, ctx).await;
+        self.metrics
+            .observe(&self.name, Phase::Sink, sink_started.elapsed());
+        self.metrics
+            .observe(&self.name, Phase::Total, started.elapsed());
+        match result {
+            Ok(receipt) => {
+                self.metrics.event(&self.name, EventStatus::Success);
+                Outcome::Delivered(receipt)
+            }
+            Err(e) => {
+                self.metrics.sink_error(&self.name);
+                self.metrics.event(&self.name, EventStatus::Failed);
+                tracing::warn!(flow = %self.name, correlation_id = %ctx.correlation_id, attempts = e.attempts(), error = %e, "SINK_DELIVERY_FAILED");
+                match &self.dlq {
+                    Some(dlq) => self.dead_letter(dlq, e, ctx).await,
+                    None => Outcome::Failed(e),
+                }
+            }
+        }
+    }
+
+    /// Writes a failed event to the DLQ; the original failure stands if that fails too.
+    async fn dead_letter(&self, dlq: &D, error: DeliveryError, ctx: &DeliveryContext) -> Outcome {
+        let letter = letter(
+            &self.name,
+            ctx,
+            Failure {
+                code: "SINK_DELIVERY_FAILED",
+                message: error.to_string(),
+                attempts: error.attempts(),
+                response: error.response.as_ref(),
+            },
+        );
+        match dlq.write(&letter).await {
+            Ok(at) => {
+                self.metrics.dead_lettered(&self.name);
+                tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, topic = dlq.topic(), partition = at.partition, offset = at.offset, "event dead-lettered");
+                Outcome::DeadLettered {
+                    error,
+                    topic: dlq.topic().to_owned(),
+                    at,
+                }
+            }
+            Err(dlq_error) => {
+                tracing::error!(flow = %self.name, correlation_id = %ctx.correlation_id, error = %dlq_error, "DLQ write failed");
+                Outcome::Failed(error)
+            }
+        }
+    }
+
+    /// Writes an event refused before delivery (bad input, transform, envelope) to the DLQ: a
+    /// Kafka source cannot answer its caller, and a poison record must not block its partition.
+    /// `Ok(None)` when the flow has no DLQ.
+    pub async fn dead_letter_refused(
+        &self,
+        error: &FlowError,
+        ctx: &DeliveryContext,
+    ) -> Result<Option<KafkaDelivery>, KafkaDeliveryError> {
+        let Some(dlq) = &self.dlq else {
+            return Ok(None);
+        };
+        let letter = letter(
+            &self.name,
+            ctx,
+            Failure {
+                code: error.code(),
+                message: error.to_string(),
+                attempts: 0,
+                response: None,
+            },
+        );
+        match dlq.write(&letter).await {
+            Ok(at) => {
+                self.metrics.dead_lettered(&self.name);
+                tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, code = error.code(), topic = dlq.topic(), partition = at.partition, offset = at.offset, "event dead-lettered");
+                Ok(Some(at))
+            }
+            Err(e) => {
+                tracing::error!(flow = %self.name, correlation_id = %ctx.correlation_id, error = %e, "DLQ write failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether events go through interceptors (which are the only readers of source headers).
+    pub fn has_interceptors(&self) -> bool {
+        !self.interceptors.is_empty()
+    }
+
+    /// The producer whose transactions a Kafka source commits its offsets with, under
+    /// `commitPolicy: kafka_transaction`.
+    pub fn transactions(&self) -> Option<&Arc<TransactionalProducer>> {
+        self.sink.transactions()
+    }
+
+    /// The task that connects the sink in the background, reporting readiness component
+    /// `component` until it is up; `None` when the sink needs none.
+    pub fn sink_connection_watch(
+        &self,
+        readiness: Readiness,
+        component: String,
+        cancel: CancellationToken,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static + use<S, D>> {
+        self.sink.connection_watch(readiness, component, cancel)
+    }
+
+    pub fn metrics(&self) -> &FlowMetrics {
+        &self.metrics
+    }
+}

@@ -1,0 +1,94 @@
+//! The Temporal sink's connection: made lazily on first use and shared by every delivery, so
+//! an unreachable Temporal does not stop the flow from starting; [`Connector::keep_connected`]
+//! connects in the background and reports the flow unready until it is up.
+
+use std::time::Duration;
+
+use fiso_runtime::Readiness;
+use temporalio_client::errors::ClientConnectError;
+use temporalio_client::{Connection, ConnectionOptions, RetryOptions, TlsOptions, Url};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use super::classify::connect_message;
+
+/// Time allowed for establishing the TCP / TLS connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect backoff of [`Connector::keep_connected`].
+const RECONNECT_INITIAL: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Where and how to connect, and the connection once made.
+pub(super) struct Connector {
+    pub(super) host_port: String,
+    pub(super) target: Url,
+    pub(super) namespace: String,
+    pub(super) identity: String,
+    pub(super) tls: Option<TlsOptions>,
+    /// Never logged nor put in errors.
+    pub(super) api_key: Option<String>,
+    pub(super) connection: OnceCell<Connection>,
+}
+
+impl Connector {
+    /// The shared connection, made on first use; a failed attempt is retried by the next caller.
+    pub(super) async fn connection(&self) -> Result<Connection, ClientConnectError> {
+        self.connection
+            .get_or_try_init(|| async {
+                let options = ConnectionOptions::new(self.target.clone())
+                    .identity(self.identity.clone())
+                    .maybe_tls_options(self.tls.clone())
+                    .maybe_api_key(self.api_key.clone())
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    // The flow's retry policy decides; connect fails fast.
+                    .retry_options(RetryOptions::builder().max_retries(1).build())
+                    .build();
+                let connection = Connection::connect(options).await?;
+                tracing::info!(host_port = %self.host_port, namespace = %self.namespace, "connected to Temporal");
+                Ok(connection)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Connects in the background, retrying with backoff, and reports readiness component
+    /// `component` not ready (with the reason) until the connection is up, then ready. Ends
+    /// when connected or when `cancel` fires (a reload or stop of the flow).
+    pub(super) async fn keep_connected(
+        &self,
+        readiness: Readiness,
+        component: String,
+        cancel: CancellationToken,
+    ) {
+        let mut backoff = RECONNECT_INITIAL;
+        loop {
+            let result = tokio::select! {
+                _ = cancel.cancelled() => return,
+                r = self.connection() => r,
+            };
+            if cancel.is_cancelled() {
+                return;
+            }
+            match result {
+                Ok(_) => {
+                    readiness.set_ready(component);
+                    return;
+                }
+                Err(e) => {
+                    let reason = format!(
+                        "Temporal at {} is not reachable: {}",
+                        self.host_port,
+                        connect_message(&e)
+                    );
+                    tracing::warn!(component = %component, retry_in = ?backoff, "{reason}");
+                    readiness.set_not_ready(component.clone(), reason);
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! Temporal sink: one workflow execution per event (`mode: start`), or a signal to one
+//! (`mode: signal`, signal-with-start so the workflow is created when it does not exist), over
+//! the official Rust client (`temporalio-client`, raw WorkflowService calls).
+//!
+//! * Arguments are `json/plain` payloads, so Java / Kotlin / TypeScript / Go workers deserialize
+//!   them into typed classes: without `params` the single argument is the CloudEvent (structured
+//!   JSON: `specversion`, `id`, `source`, `type`, ..., `data`); with `params` each CEL result is
+//!   one positional argument (string, int, float, bool, null, array, object). In signal mode
+//!   the arguments are the signal's; a workflow created by signal-with-start gets none.
+//! * The workflow id comes from `workflowIdExpr` (`order-{{.data.orderId}}`, resolved against the
+//!   CloudEvent as sent; a missing field refuses the event) or defaults to
+//!   `<workflowType>-<event id>`, stable across redelivery, so Temporal's workflow-id
+//!   de-duplication absorbs a redelivered event: "workflow already started" is success.
+//! * The connection is made lazily and retried: an unreachable Temporal does not stop the flow
+//!   from starting; [`TemporalSink::keep_connected`] reports it unready until it connects.
+//! * Failures are classified like the HTTP sink's: `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
+//!   `RESOURCE_EXHAUSTED` and connection errors are retried per the flow's policy, anything else
+//!   is final. The client's own retries are turned off so the flow's policy alone decides.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudevents::Event;
+use fiso_config::flow::{TemporalMode, TemporalSinkConfig};
+use fiso_runtime::Readiness;
+use serde_json::Value as Json;
+use temporalio_client::grpc::WorkflowService;
+use temporalio_client::request_extensions::NoRetryOnMatching;
+use temporalio_client::tonic::Status;
+use temporalio_client::{Connection, Url};
+use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads, WorkflowType};
+use temporalio_common::protos::temporal::api::enums::v1::TaskQueueKind;
+use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
+use temporalio_common::protos::temporal::api::workflowservice::v1::{
+    SignalWithStartWorkflowExecutionRequest, StartWorkflowExecutionRequest,
+};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use super::Sink;
+use crate::cel::budget::Budget;
+use crate::cel::expr::CompiledExpr;
+use crate::event::json;
+use crate::pipeline::delivery::{DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt};
+use crate::retry::{with_retries, RetryError, RetryPolicy};
+use crate::{FlowError, InputEvent, Scope};
+
+mod classify;
+mod connection;
+mod error;
+#[cfg(test)]
+mod tests;
+mod tls;
+mod workflow_id;
+
+use classify::{classify_call, classify_connect};
+use connection::Connector;
+pub use error::{TemporalBuildError, TemporalDelivery, TemporalDeliveryError, TemporalFailure};
+use tls::{api_key, tls_options};
+pub use workflow_id::WorkflowIdTemplate;
+
+/// Payload metadata `encoding` of every argument: JSON that any SDK's default converter reads.
+pub const JSON_PLAIN: &str = "json/plain";
+/// Time allowed for one start / signal-with-start call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A configured Temporal sink; cheap to clone (the connection is shared).
+#[derive(Clone)]
+pub struct TemporalSink {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    host_port: String,
+    namespace: String,
+    task_queue: String,
+    workflow_type: String,
+    mode: TemporalMode,
+    signal_name: String,
+    workflow_id: Option<WorkflowIdTemplate>,
+    params: Vec<CompiledExpr>,
+    identity: String,
+    policy: RetryPolicy,
+    connector: Connector,
+}
+
+impl std::fmt::Debug for TemporalSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = &self.inner;
+        f.debug_struct("TemporalSink")
+            .field("host_port", &i.host_port)
+            .field("namespace", &i.namespace)
+            .field("task_queue", &i.task_queue)
+            .field("workflow_type", &i.workflow_type)
+            .field("mode", &i.mode)
+            .field("tls", &i.connector.tls.is_some())
+            .field(
+                "api_key",
+                &i.connector.api_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("connected", &i.connector.connection.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TemporalSink {
+    /// Builds the sink: compiles `workflowIdExpr` and `params`, reads TLS files and the API key.
+    /// Does not connect.
+    pub fn new(
+        cfg: &TemporalSinkConfig,
+        policy: RetryPolicy,
+        budget: Budget,
+    ) -> Result<Self, TemporalBuildError> {
+        let tls = match &cfg.tls {
+            Some(t) if t.enabled => Some(tls_options(t)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let target = Url::parse(&format!("{scheme}://{}", cfg.host_port))
+            .ok()
+            .filter(|u| u.host_str().is_some() && u.port().is_some() && u.path() == "/")
+            .ok_or_else(|| TemporalBuildError::HostPort(cfg.host_port.clone()))?;
+        let workflow_id = cfg
+            .workflow_id_expr
+            .as_deref()
+            .map(WorkflowIdTemplate::parse)
+            .transpose()
+            .map_err(TemporalBuildError::WorkflowId)?;
+        let params = cfg
+            .params
+            .iter()
+            .enumerate()
+            .map(|(index, p)| {
+                CompiledExpr::compile_with(&p.expr, budget)
+                    .map_err(|message| TemporalBuildError::Param { index, message })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let api_key = cfg.auth.as_ref().map(api_key).transpose()?;
+        let identity = match std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")) {
+            Ok(host) if !host.is_empty() => format!("fiso-flow@{host}"),
+            _ => "fiso-flow".to_owned(),
+        };
+        Ok(TemporalSink {
+            inner: Arc::new(Inner {
+                connector: Connector {
+                    host_port: cfg.host_port.clone(),
+                    target,
+                    namespace: cfg.namespace.clone(),
+                    identity: identity.clone(),
+                    tls,
+                    api_key,
+                    connection: OnceCell::new(),
+                },
+                host_port: cfg.host_port.clone(),
+                namespace: cfg.namespace.clone(),
+                task_queue: cfg.task_queue.clone(),
+                workflow_type: cfg.workflow_type.clone(),
+                mode: cfg.mode.unwrap_or_default(),
+                signal_name: cfg.signal_name.clone().unwrap_or_default(),
+                workflow_id,
+                params,
+                identity,
+                policy,
+            }),
+        })
+    }
+
+    pub fn policy(&self) -> &RetryPolicy {
+        &self.inner.policy
+    }
+
+    pub fn host_port(&self) -> &str {
+        &self.inner.host_port
+    }
+
+    /// The positional arguments from `params` over the input event's scope (the same scope as
+    /// `transform.fields`); empty when no `params` are configured.
+    pub fn params(&self, scope: &Scope<'_>) -> Result<Vec<Json>, FlowError> {
+        self.inner
+            .params
+            .iter()
+            .enumerate()
+            .map(|(i, expr)| {
+                scope.eval(expr).map_err(|e| FlowError::Transform {
+                    field: format!("sink.config.params[{i}].expr"),
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// The workflow id of `event` (the CloudEvent as it will be sent): `workflowIdExpr`
+    /// rendered against it, else `<workflowType>-<event id>`.
+    pub fn workflow_id(&self, event: &Event) -> Result<String, FlowError> {
+        let refused = |message: String| FlowError::Transform {
+            field: "sink.config.workflowIdExpr".into(),
+            message,
+        };
+        match &self.inner.workflow_id {
+            Some(template) => {
+                let envelope = serde_json::to_value(event).map_err(|e| refused(e.to_string()))?;
+                template.render(&envelope).map_err(refused)
+            }
+            None => {
+                use cloudevents::event::AttributesReader;
+                Ok(format!("{}-{}", self.inner.workflow_type, event.id()))
+            }
+        }
+    }
+
+    /// Starts workflow `workflow_id` (or signals it, with signal-with-start) with `params` as
+    /// arguments, or the CloudEvent itself when the sink has no `params`. Retries per the
+    /// flow's policy; an already started workflow is success.
+    pub async fn send(
+        &self,
+        event: &Event,
+        workflow_id: String,
+        params: Vec<Json>,
+        ctx: &DeliveryContext,
+    ) -> Result<TemporalDelivery, TemporalDeliveryError> {
+        let inner = &self.inner;
+        let operation = match inner.mode {
+            TemporalMode::Start => "start",
+            TemporalMode::Signal => "signal-with-start",
+        };
+        let fail = |attempts, kind, message: String| TemporalDeliveryError {
+            operation,
+            workflow_id: workflow_id.clone(),
+            attempts,
+            kind,
+            message,
+        };
+        let payloads = if inner.params.is_empty() {
+            vec![json_payload(event)]
+        } else {
+            params.iter().map(json_payload).collect()
+        }
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(0, TemporalFailure::Request, e.to_string()))?;
+        let payloads = Payloads { payloads };
+        // One request id for every attempt: a retry of a call that did reach Temporal is
+        // recognised as the same request.
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let result = with_retries(&inner.policy, |n| {
+            let (workflow_id, payloads, request_id) =
+                (workflow_id.clone(), payloads.clone(), request_id.clone());
+            async move {
+                if n > 0 {
+                    tracing::debug!(host_port = %inner.host_port, workflow_id = %workflow_id, attempt = n + 1, "retrying Temporal delivery");
+                }
+                let connection = match inner.connector.connection().await {
+                    Ok(c) => c,
+                    Err(e) => return classify_connect(&e),
+                };
+                let call = match inner.mode {
+                    TemporalMode::Start => {
+                        self.start(connection, workflow_id, payloads, request_id)
+                            .await
+                    }
+                    TemporalMode::Signal => {
+                        self.signal_with_start(connection, workflow_id, payloads, request_id)
+                            .await
+                    }
+                };
+                classify_call(call)
+            }
+        })
+        .await;
+        match result {
+            Ok((run_id, started)) => {
+                tracing::debug!(correlation_id = %ctx.correlation_id, workflow_id = %workflow_id, run_id = %run_id, started, operation, "Temporal accepted the event");
+                Ok(TemporalDelivery {
+                    workflow_id,
+                    run_id,
+                    started,
+                })
+            }
+            Err(RetryError::Permanent((kind, message))) => Err(fail(1, kind, message)),
+            Err(RetryError::Exhausted {
+                attempts,
+                last: (kind, message),
+            }) => Err(fail(attempts, kind, message)),
+        }
+    }
+
+    async fn start(
+        &self,
+        connection: Connection,
+        workflow_id: String,
+        input: Payloads,
+        request_id: String,
+    ) -> Result<(String, bool), Status> {
+        let inner = &self.inner;
+        let request = StartWorkflowExecutionRequest {
+            namespace: inner.namespace.clone(),
+            workflow_id,
+            workflow_type: Some(WorkflowType {
+                name: inner.workflow_type.clone(),
+            }),
+            task_queue: Some(task_queue(&inner.task_queue)),
+            input: Some(input),
+            identity: inner.identity.clone(),
+            request_id,
+            ..Default::default()
+        };
+        let mut service = connection;
+        service
+            .start_workflow_execution(call(request))
+            .await
+            .map(|r| {
+                let r = r.into_inner();
+                (r.run_id, r.started)
+            })
+    }
+
+    async fn signal_with_start(
+        &self,
+        connection: Connection,
+        workflow_id: String,
+        signal_input: Payloads,
+        request_id: String,
+    ) -> Result<(String, bool), Status> {
+        let inner = &self.inner;
+        let request = SignalWithStartWorkflowExecutionRequest {
+            namespace: inner.namespace.clone(),
+            workflow_id,
+            workflow_type: Some(WorkflowType {
+                name: inner.workflow_type.clone(),
+            }),
+            task_queue: Some(task_queue(&inner.task_queue)),
+            identity: inner.identity.clone(),
+            request_id,
+            signal_name: inner.signal_name.clone(),
+            signal_input: Some(signal_input),
+            ..Default::default()
+        };
+        let mut service = connection;
+        service
+            .signal_with_start_workflow_execution(call(request))
+            .await
+            .map(|r| {
+                let r = r.into_inner();
+                (r.run_id, r.started)
+            })
+    }
+}
+
+impl TemporalSink {
+    /// Connects the sink's shared connection in the background, reporting readiness component
+    /// `component` not ready until it is up (see `connection.rs`).
+    pub async fn keep_connected(
+        self,
+        readiness: Readiness,
+        component: String,
+        cancel: CancellationToken,
+    ) {
+        self.inner
+            .connector
+            .keep_connected(readiness, component, cancel)
+            .await
+    }
+}
+
+/// What a Temporal delivery needs besides the CloudEvent.
+#[derive(Debug, Default)]
+pub struct TemporalPrepared {
+    /// The `params` arguments, rendered from the input event.
+    pub params: Vec<Json>,
+    /// The workflow id, rendered from the CloudEvent as sent.
+    pub workflow_id: String,
+}
+
+impl Sink for TemporalSink {
+    type Prepared = TemporalPrepared;
+
+    fn is_heavy(&self) -> bool {
+        self.inner.params.iter().any(CompiledExpr::is_heavy)
+    }
+
+    fn prepare(&self, input: &InputEvent, budget: Budget) -> Result<TemporalPrepared, FlowError> {
+        let params = if self.inner.params.is_empty() {
+            Vec::new()
+        } else {
+            self.params(&Scope::with_budget(input, budget))?
+        };
+        Ok(TemporalPrepared {
+            params,
+            workflow_id: String::new(),
+        })
+    }
+
+    /// The workflow id is rendered from the CloudEvent as sent; a missing field refuses it.
+    fn seal(&self, event: &Event, prepared: &mut TemporalPrepared) -> Result<(), FlowError> {
+        prepared.workflow_id = self.workflow_id(event)?;
+        Ok(())
+    }
+
+    async fn deliver(
+        &self,
+        event: &Event,
+        prepared: TemporalPrepared,
+        ctx: &DeliveryContext,
+    ) -> Result<Receipt, DeliveryError> {
+        let d = self
+            .send(event, prepared.workflow_id, prepared.params, ctx)
+            .await?;
+        Ok(Receipt::Started {
+            workflow_id: d.workflow_id,
+            run_id: d.run_id,
+        })
+    }
+
+    fn connection_watch(
+        &self,
+        readiness: Readiness,
+        component: String,
+        cancel: CancellationToken,
+    ) -> Option<impl std::future::Future<Output = ()> + Send + 'static + use<>> {
+        Some(self.clone().keep_connected(readiness, component, cancel))
+    }
+}
+
+impl From<TemporalDeliveryError> for DeliveryError {
+    fn from(e: TemporalDeliveryError) -> Self {
+        let kind = match e.kind {
+            TemporalFailure::Unavailable => DeliveryErrorKind::Unavailable,
+            TemporalFailure::Timeout => DeliveryErrorKind::Timeout,
+            TemporalFailure::Rejected => DeliveryErrorKind::Rejected,
+            TemporalFailure::Request => DeliveryErrorKind::Other,
+        };
+        DeliveryError::new(kind, e.attempts, e.to_string())
+    }
+}
+
+fn task_queue(name: &str) -> TaskQueue {
+    TaskQueue {
+        name: name.to_owned(),
+        kind: TaskQueueKind::Normal as i32,
+        ..Default::default()
+    }
+}
+
+/// A request with the client's own retries off (the flow's policy retries) and a deadline.
+fn call<T>(message: T) -> temporalio_client::tonic::Request<T> {
+    let mut request = temporalio_client::tonic::Request::new(message);
+    request.set_timeout(CALL_TIMEOUT);
+    request.extensions_mut().insert(NoRetryOnMatching {
+        predicate: |_| true,
+    });
+    request
+}
+
+/// `value` as a `json/plain` payload (numbers without exponent).
+fn json_payload<T: serde::Serialize + ?Sized>(value: &T) -> serde_json::Result<Payload> {
+    Ok(Payload {
+        metadata: HashMap::from([("encoding".to_owned(), JSON_PLAIN.as_bytes().to_vec())]),
+        data: json::to_vec_plain(value)?,
+        ..Default::default()
+    })
+}

@@ -1,0 +1,479 @@
+//! HTTP source: request-response ingestion. One handler serves every flow on a shared listen
+//! address, routing by path through a table that reloads swap atomically.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use fiso_config::common::ByteSize;
+use fiso_config::flow::{HttpSourceConfig, DEFAULT_MAX_BODY_SIZE};
+use fiso_runtime::server::{is_body_timeout, ServerTimeouts};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use percent_encoding::percent_decode_str;
+use serde_json::{json, Map, Value};
+
+use super::request::{correlation_id, text_headers, traceparent};
+use crate::pipeline::delivery::{
+    DeliveryContext, DeliveryError, DeliveryErrorKind, Outcome, Receipt, SinkResponse,
+    CORRELATION_HEADER, STRUCTURED_CONTENT_TYPE,
+};
+use crate::pipeline::Pipeline;
+use crate::{EventDefaults, FlowError, InputEvent};
+
+/// An HTTP source: a path on the server of its listen address.
+#[derive(Debug, Clone)]
+pub struct HttpSource {
+    pub listen_addr: String,
+    pub path: String,
+    /// The server's connection deadlines (the flows on one address agree on them).
+    pub timeouts: ServerTimeouts,
+    /// Largest accepted body.
+    pub max_body: usize,
+}
+
+impl HttpSource {
+    pub fn new(cfg: &HttpSourceConfig) -> Self {
+        HttpSource {
+            listen_addr: cfg.listen_addr.clone(),
+            path: cfg.path.clone(),
+            timeouts: ServerTimeouts::from_config(
+                cfg.read_header_timeout,
+                cfg.idle_timeout,
+                cfg.body_timeout,
+            ),
+            max_body: usize::try_from(ByteSize::bytes(
+                cfg.max_body_size.unwrap_or(DEFAULT_MAX_BODY_SIZE),
+            ))
+            .unwrap_or(usize::MAX),
+        }
+    }
+}
+
+/// The flow a path leads to, and the largest body it accepts.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub flow: Arc<Pipeline>,
+    pub max_body: usize,
+}
+
+/// Path → flow, for one listen address. Replaced whole on every change.
+pub type RouteTable = HashMap<String, Route>;
+pub type Routes = Arc<ArcSwap<RouteTable>>;
+
+/// The axum handler of a shared HTTP source server.
+pub async fn serve_request(State(routes): State<Routes>, req: Request) -> Response {
+    let correlation_id = correlation_id(req.headers());
+    let flow = routes.load().get(req.uri().path()).cloned();
+    let mut response = match flow {
+        None => error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("no flow listens on path {}", req.uri().path()),
+            &correlation_id,
+        ),
+        Some(_) if req.method() != Method::POST => {
+            let mut r = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "METHOD_NOT_ALLOWED",
+                &format!("{} is not accepted; send events with POST", req.method()),
+                &correlation_id,
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            r
+        }
+        Some(route) => ingest(route, req, &correlation_id).await,
+    };
+    if let Ok(v) = HeaderValue::from_str(&correlation_id) {
+        response.headers_mut().insert(CORRELATION_HEADER, v);
+    }
+    response
+}
+
+async fn ingest(route: Route, req: Request, correlation_id: &str) -> Response {
+    let Route {
+        flow,
+        max_body: limit,
+    } = route;
+    let (parts, body) = req.into_parts();
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            &format!("the body exceeds the flow's maxBodySize of {limit} bytes"),
+            correlation_id,
+        )
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return too_large();
+    }
+    let bytes = match Limited::new(body, limit).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => return too_large(),
+        Err(e) if is_body_timeout(&*e) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                &e.to_string(),
+                correlation_id,
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "BODY_READ_FAILED",
+                &format!("reading the body failed: {e}"),
+                correlation_id,
+            )
+        }
+    };
+    let ctx = DeliveryContext {
+        correlation_id: correlation_id.to_owned(),
+        traceparent: traceparent(&parts.headers),
+        body: bytes.clone(),
+        origin: None,
+        headers: if flow.has_interceptors() {
+            text_headers(&parts.headers)
+        } else {
+            Vec::new()
+        },
+        sink_headers: Vec::new(),
+    };
+    let input = parse_input(&flow, &parts.headers, &bytes);
+    answer(flow.handle(input, &ctx).await, correlation_id)
+}
+
+/// The caller's answer: the sink's own answer when it gave one (its status, type and body),
+/// 202 with where the event went, 4xx for what the caller sent, 502 / 503 / 504 when delivery
+/// failed.
+fn answer(outcome: Outcome, correlation_id: &str) -> Response {
+    match outcome {
+        Outcome::Delivered(Receipt::Response(resp))
+        | Outcome::Failed(DeliveryError {
+            kind: DeliveryErrorKind::Rejected,
+            response: Some(resp),
+            ..
+        }) => relay(resp, correlation_id),
+        Outcome::Delivered(Receipt::Published { topic, at }) => json_response(
+            StatusCode::ACCEPTED,
+            &json!({
+                "status": "accepted",
+                "topic": topic,
+                "partition": at.partition,
+                "offset": at.offset,
+            }),
+        ),
+        Outcome::Delivered(Receipt::Started {
+            workflow_id,
+            run_id,
+        }) => json_response(
+            StatusCode::ACCEPTED,
+            &json!({
+                "status": "accepted",
+                "workflowId": workflow_id,
+                "runId": run_id,
+            }),
+        ),
+        Outcome::DeadLettered { error, topic, at } => {
+            let mut body = json!({
+                "status": "dead_lettered",
+                "message": "the sink did not accept the event; it was accepted into the dead-letter queue",
+                "deadLetterTopic": topic,
+                "partition": at.partition,
+                "offset": at.offset,
+                "error": {
+                    "code": "SINK_DELIVERY_FAILED",
+                    "message": error.to_string(),
+                    "attempts": error.attempts(),
+                    "correlationId": correlation_id,
+                },
+            });
+            if let Some(s) = error.sink_status() {
+                body["error"]["sinkStatus"] = json!(s.as_u16());
+            }
+            json_response(StatusCode::ACCEPTED, &body)
+        }
+        Outcome::Invalid(e) => {
+            let status = match e {
+                FlowError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+                // The interceptor failed, not the caller.
+                FlowError::Interceptor(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error(status, e.code(), &e.to_string(), correlation_id)
+        }
+        Outcome::Rejected {
+            status,
+            reason,
+            module,
+        } => {
+            let mut body = error_body("INTERCEPTOR_REJECTED", &reason, correlation_id);
+            body["error"]["module"] = json!(module);
+            json_response(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY),
+                &body,
+            )
+        }
+        Outcome::Failed(e) => {
+            let status = match e.kind {
+                DeliveryErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+                DeliveryErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                DeliveryErrorKind::Rejected | DeliveryErrorKind::Other => StatusCode::BAD_GATEWAY,
+            };
+            let mut body = error_body("SINK_DELIVERY_FAILED", &e.to_string(), correlation_id);
+            body["error"]["attempts"] = json!(e.attempts());
+            if let Some(s) = e.sink_status() {
+                body["error"]["sinkStatus"] = json!(s.as_u16());
+            }
+            json_response(status, &body)
+        }
+    }
+}
+
+/// The sink's answer, passed on as it is; one cut at the sink's `maxResponseBodySize` is not
+/// relayed (as Envoy does with a buffer limit): a cut answer would pass for complete.
+fn relay(resp: SinkResponse, correlation_id: &str) -> Response {
+    if resp.truncated {
+        let mut body = error_body(
+            "SINK_RESPONSE_TOO_LARGE",
+            &format!(
+                "the sink answered {} with a body larger than the sink's maxResponseBodySize of {} bytes",
+                resp.status,
+                resp.body.len()
+            ),
+            correlation_id,
+        );
+        body["error"]["sinkStatus"] = json!(resp.status.as_u16());
+        return json_response(StatusCode::BAD_GATEWAY, &body);
+    }
+    let mut r = Response::new(Body::from(resp.body));
+    *r.status_mut() = resp.status;
+    if let Some(ct) = resp.content_type {
+        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    r
+}
+
+fn parse_input(flow: &Pipeline, headers: &HeaderMap, body: &[u8]) -> Result<InputEvent, FlowError> {
+    input_event(headers, body, flow.compiled().defaults().event())
+}
+
+/// Turns a request's headers and body into the flow's input event. A body is a structured
+/// CloudEvent (`application/cloudevents+json`, or any JSON object with `specversion`), a
+/// binary-mode CloudEvent (`ce-*` headers), or a bare JSON payload; anything else is
+/// [`FlowError::InvalidInput`] (HTTP 400).
+///
+/// Public so the `http_body` fuzz target can reach it without a server or a flow instance.
+pub fn input_event(
+    headers: &HeaderMap,
+    body: &[u8],
+    defaults: EventDefaults<'_>,
+) -> Result<InputEvent, FlowError> {
+    let invalid = |message: String| FlowError::InvalidInput { message };
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(ce) = binary_cloudevent(headers) {
+        let mut obj = ce?;
+        let data = if body.is_empty() {
+            Value::Null
+        } else if content_type.is_empty() || content_type.contains("json") {
+            serde_json::from_slice(body)
+                .map_err(|e| invalid(format!("body is not valid JSON: {e}")))?
+        } else {
+            Value::String(
+                String::from_utf8(body.to_vec())
+                    .map_err(|_| invalid("binary-mode body is not UTF-8 text".into()))?,
+            )
+        };
+        if !content_type.is_empty() {
+            obj.insert(
+                "datacontenttype".into(),
+                Value::String(content_type.to_owned()),
+            );
+        }
+        obj.insert("data".into(), data);
+        return InputEvent::from_json(Value::Object(obj), defaults);
+    }
+    if body.is_empty() {
+        return Err(invalid(
+            "the body is empty; send a JSON payload or a CloudEvent".into(),
+        ));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| invalid(format!("body is not valid JSON: {e}")))?;
+    if content_type.starts_with(STRUCTURED_CONTENT_TYPE) && value.get("specversion").is_none() {
+        return Err(invalid(
+            "an application/cloudevents+json body must carry `specversion`".into(),
+        ));
+    }
+    InputEvent::from_json(value, defaults)
+}
+
+/// The `ce-*` headers of a binary-mode CloudEvent as attributes, when `ce-specversion` is
+/// present; values are percent-decoded as the CloudEvents HTTP binding (§3.1.3.2) requires.
+fn binary_cloudevent(headers: &HeaderMap) -> Option<Result<Map<String, Value>, FlowError>> {
+    headers.get("ce-specversion")?;
+    let mut obj = Map::new();
+    for (name, value) in headers {
+        if let Some(attr) = name.as_str().strip_prefix("ce-") {
+            if let Ok(v) = value.to_str() {
+                let decoded = match percent_decode_str(v).decode_utf8() {
+                    Ok(text) => text.into_owned(),
+                    Err(_) => {
+                        return Some(Err(FlowError::invalid_input(format!(
+                            "header `{name}` percent-encodes bytes that are not UTF-8"
+                        ))))
+                    }
+                };
+                obj.insert(attr.to_owned(), Value::String(decoded));
+            }
+        }
+    }
+    Some(Ok(obj))
+}
+
+fn error_body(code: &str, message: &str, correlation_id: &str) -> Value {
+    json!({ "error": { "code": code, "message": message, "correlationId": correlation_id } })
+}
+
+fn error(status: StatusCode, code: &str, message: &str, correlation_id: &str) -> Response {
+    json_response(status, &error_body(code, message, correlation_id))
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn binary_mode_headers_become_attributes() {
+        let h = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "e1"),
+            ("ce-type", "t"),
+            ("ce-source", "s"),
+            ("content-type", "application/json"),
+        ]);
+        let obj = binary_cloudevent(&h).unwrap().unwrap();
+        assert_eq!(obj["id"], "e1");
+        assert_eq!(obj["specversion"], "1.0");
+        assert!(binary_cloudevent(&headers(&[("ce-id", "x")])).is_none());
+    }
+
+    #[test]
+    fn binary_mode_header_values_are_percent_decoded() {
+        let flow = crate::FlowDefaults::new("f");
+        let base = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", "e1"),
+            ("ce-type", "t"),
+            ("ce-source", "s"),
+        ];
+        let with = |subject: &str| {
+            let mut h = headers(&base);
+            h.insert("ce-subject", HeaderValue::from_str(subject).unwrap());
+            input_event(&h, b"{}", flow.event())
+        };
+        let event = with("caf%C3%A9%20%22100%25%22").expect("decodes");
+        assert_eq!(event.subject(), Some("café \"100%\""));
+        // A literal `%` that starts no escape stays as it is.
+        assert_eq!(with("50%").expect("kept").subject(), Some("50%"));
+        for (value, message) in [
+            ("a%0D%0Ax-injected:%201", "control character U+000D"),
+            ("%FF", "not UTF-8"),
+        ] {
+            let error = with(value).expect_err(value);
+            assert_eq!(error.code(), "INPUT_INVALID");
+            assert!(error.to_string().contains(message), "{error}");
+        }
+    }
+
+    fn sink_answer(status: StatusCode, truncated: bool) -> SinkResponse {
+        SinkResponse {
+            status,
+            content_type: Some(HeaderValue::from_static("text/plain")),
+            body: bytes::Bytes::from_static(b"from the sink"),
+            truncated,
+        }
+    }
+
+    async fn status_and_body(r: Response) -> (StatusCode, Value) {
+        let status = r.status();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn failures_are_answered_by_their_kind() {
+        for (kind, status) in [
+            (DeliveryErrorKind::Timeout, StatusCode::GATEWAY_TIMEOUT),
+            (
+                DeliveryErrorKind::Unavailable,
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (DeliveryErrorKind::Rejected, StatusCode::BAD_GATEWAY),
+            (DeliveryErrorKind::Other, StatusCode::BAD_GATEWAY),
+        ] {
+            let failed = Outcome::Failed(DeliveryError::new(kind, 3, "it failed"));
+            let (got, body) = status_and_body(answer(failed, "c-1")).await;
+            assert_eq!(got, status, "{kind:?}");
+            assert_eq!(body["error"]["code"], "SINK_DELIVERY_FAILED");
+            assert_eq!(body["error"]["attempts"], 3);
+            assert_eq!(body["error"]["message"], "it failed");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sinks_refusal_is_relayed_unless_cut() {
+        let refused = DeliveryError::new(DeliveryErrorKind::Rejected, 1, "no")
+            .with_response(sink_answer(StatusCode::CONFLICT, false));
+        let r = answer(Outcome::Failed(refused), "c-1");
+        assert_eq!(r.status(), StatusCode::CONFLICT);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/plain");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"from the sink");
+
+        let cut = Outcome::Delivered(Receipt::Response(sink_answer(StatusCode::OK, true)));
+        let (status, body) = status_and_body(answer(cut, "c-1")).await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY);
+        assert_eq!(body["error"]["code"], "SINK_RESPONSE_TOO_LARGE");
+        assert_eq!(body["error"]["sinkStatus"], 200);
+
+        // A 503 after retries is not a refusal: the caller gets Fiso's answer with the status.
+        let exhausted = DeliveryError::new(DeliveryErrorKind::Unavailable, 4, "503")
+            .with_response(sink_answer(StatusCode::SERVICE_UNAVAILABLE, false));
+        let (status, body) = status_and_body(answer(Outcome::Failed(exhausted), "c-1")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["error"]["sinkStatus"], 503);
+    }
+}

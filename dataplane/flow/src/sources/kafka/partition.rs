@@ -1,0 +1,292 @@
+//! A partition's worker: it processes the records of one assigned partition. Under `ordering:
+//! partition` ([`partition_worker`]) one at a time, in offset order. Under `ordering: key |
+//! unordered` ([`concurrent_worker`]) up to `maxInFlightPerPartition` at the same time; under
+//! `key` the records of one key (all records without a key count as one) still go one at a
+//! time, in offset order. Offsets are committed in order whatever finishes first: only up to
+//! the first record that is neither delivered nor dead-lettered yet, so a restart never skips
+//! one (records delivered past it are delivered again: at-least-once).
+
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use fiso_config::flow::DeliveryOrdering;
+use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::message::{Message, OwnedMessage};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::record::process;
+use super::state::{lock, Done, KafkaSourceError, State};
+use super::transaction::Transactions;
+use crate::pipeline::Pipeline;
+
+/// Processes one partition's records in order until `stop`, its queue closes or a record can
+/// be neither delivered nor dead-lettered (then the partition stops there).
+pub(super) async fn partition_worker(
+    flow: Arc<Pipeline>,
+    mut records: mpsc::Receiver<OwnedMessage>,
+    done: mpsc::UnboundedSender<Done>,
+    stop: CancellationToken,
+    state: Arc<Mutex<State>>,
+    epoch: u64,
+    transactions: Option<Arc<Transactions>>,
+) {
+    loop {
+        let message = tokio::select! {
+            biased;
+            _ = stop.cancelled() => return,
+            m = records.recv() => match m {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        let partition = message.partition();
+        let in_transaction = match &transactions {
+            Some(tx) => Some(tx.enter().await),
+            None => None,
+        };
+        // Revoked while waiting for a transaction commit: the new owner reads it.
+        if stop.is_cancelled() {
+            return;
+        }
+        let processed = process(&flow, &message).await;
+        match processed {
+            Ok(()) => {
+                lock(&state).done(partition, epoch, message.offset() + 1);
+                drop(in_transaction);
+                let _ = done.send(Ok(()));
+            }
+            Err(e) => {
+                let _ = done.send(Err(e));
+                return;
+            }
+        }
+    }
+}
+
+/// Records that must not overlap share a lane.
+type Lane = u64;
+
+fn lane_of(ordering: DeliveryOrdering, m: &OwnedMessage) -> Lane {
+    match ordering {
+        DeliveryOrdering::Partition => 0,
+        // Offsets are unique within a partition: every record its own lane.
+        DeliveryOrdering::Unordered => m.offset() as Lane,
+        // Two keys hashing alike only wait for each other: order is kept, never broken.
+        DeliveryOrdering::Key => {
+            let mut h = DefaultHasher::new();
+            m.key().hash(&mut h);
+            h.finish()
+        }
+    }
+}
+
+/// The records waiting behind the one of their lane being delivered.
+#[derive(Default)]
+struct Lanes {
+    busy: HashMap<Lane, VecDeque<OwnedMessage>>,
+}
+
+impl Lanes {
+    /// `m` back if its lane is free (it starts now); otherwise it waits its turn.
+    fn enter(&mut self, lane: Lane, m: OwnedMessage) -> Option<OwnedMessage> {
+        match self.busy.entry(lane) {
+            Entry::Occupied(mut waiting) => {
+                waiting.get_mut().push_back(m);
+                None
+            }
+            Entry::Vacant(free) => {
+                free.insert(VecDeque::new());
+                Some(m)
+            }
+        }
+    }
+
+    /// The record of `lane` finished: the next one of the lane, which starts now.
+    fn leave(&mut self, lane: Lane) -> Option<OwnedMessage> {
+        let waiting = self.busy.get_mut(&lane)?;
+        let next = waiting.pop_front();
+        if next.is_none() {
+            self.busy.remove(&lane);
+        }
+        next
+    }
+}
+
+/// Offsets received and not finished: what may be committed.
+#[derive(Default)]
+struct Window {
+    unfinished: BTreeSet<i64>,
+    /// One past the highest offset received.
+    received_to: i64,
+}
+
+impl Window {
+    fn receive(&mut self, offset: i64) {
+        self.unfinished.insert(offset);
+        self.received_to = self.received_to.max(offset + 1);
+    }
+
+    /// `offset` finished: the offset to commit now (the first one still unfinished).
+    fn finish(&mut self, offset: i64) -> i64 {
+        self.unfinished.remove(&offset);
+        self.unfinished.first().copied().unwrap_or(self.received_to)
+    }
+}
+
+type Delivered = (Lane, i64, Result<(), KafkaSourceError>);
+
+async fn deliver(flow: Arc<Pipeline>, lane: Lane, m: OwnedMessage) -> Delivered {
+    let result = process(&flow, &m).await;
+    (lane, m.offset(), result)
+}
+
+/// What a partition's worker keeps between records.
+pub(super) struct Partition {
+    partition: i32,
+    epoch: u64,
+    state: Arc<Mutex<State>>,
+    done: mpsc::UnboundedSender<Done>,
+    lanes: Lanes,
+    offsets: Window,
+}
+
+impl Partition {
+    pub(super) fn new(
+        partition: i32,
+        epoch: u64,
+        state: Arc<Mutex<State>>,
+        done: mpsc::UnboundedSender<Done>,
+    ) -> Self {
+        Partition {
+            partition,
+            epoch,
+            state,
+            done,
+            lanes: Lanes::default(),
+            offsets: Window::default(),
+        }
+    }
+
+    /// Counts a delivered (or dead-lettered) record for the next commit and returns the record
+    /// of its lane to start next; `None` when the partition must stop (reported already).
+    fn finished(&mut self, (lane, offset, result): Delivered) -> Option<Option<OwnedMessage>> {
+        match result {
+            Ok(()) => {
+                let next = self.offsets.finish(offset);
+                lock(&self.state).done(self.partition, self.epoch, next);
+                let _ = self.done.send(Ok(()));
+                Some(self.lanes.leave(lane))
+            }
+            Err(e) => {
+                let _ = self.done.send(Err(e));
+                None
+            }
+        }
+    }
+}
+
+/// Delivers a partition's records, up to `window` at a time, until `stop` or its queue closes
+/// (then what is being delivered is finished and counted, nothing new starts) or a record can
+/// be neither delivered nor dead-lettered (then the partition stops there at once).
+pub(super) async fn concurrent_worker(
+    flow: Arc<Pipeline>,
+    mut records: mpsc::Receiver<OwnedMessage>,
+    mut part: Partition,
+    stop: CancellationToken,
+    ordering: DeliveryOrdering,
+    window: usize,
+) {
+    let mut running = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            Some(delivered) = running.next() => match part.finished(delivered) {
+                Some(Some(next)) => {
+                    let lane = lane_of(ordering, &next);
+                    running.push(deliver(Arc::clone(&flow), lane, next));
+                }
+                Some(None) => {}
+                None => return,
+            },
+            m = records.recv(), if part.offsets.unfinished.len() < window => {
+                let Some(m) = m else { break };
+                part.offsets.receive(m.offset());
+                let lane = lane_of(ordering, &m);
+                if let Some(m) = part.lanes.enter(lane, m) {
+                    running.push(deliver(Arc::clone(&flow), lane, m));
+                }
+            }
+        }
+    }
+    // Stopping: the records being delivered finish and are counted; none waiting starts.
+    while let Some(delivered) = running.next().await {
+        if part.finished(delivered).is_none() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn record(key: Option<&str>, offset: i64) -> OwnedMessage {
+        OwnedMessage::new(
+            None,
+            key.map(|k| k.as_bytes().to_vec()),
+            "t".into(),
+            Timestamp::NotAvailable,
+            0,
+            offset,
+            None,
+        )
+    }
+
+    #[test]
+    fn commits_stop_at_the_first_unfinished_offset() {
+        let mut w = Window::default();
+        for o in 10..14 {
+            w.receive(o);
+        }
+        assert_eq!(w.finish(12), 10);
+        assert_eq!(w.finish(10), 11);
+        assert_eq!(w.finish(11), 13);
+        assert_eq!(w.finish(13), 14);
+    }
+
+    #[test]
+    fn a_lane_takes_its_records_one_at_a_time_in_order() {
+        let mut lanes = Lanes::default();
+        let a = lane_of(DeliveryOrdering::Key, &record(Some("a"), 0));
+        let b = lane_of(DeliveryOrdering::Key, &record(Some("b"), 1));
+        assert_ne!(a, b);
+        assert!(lanes.enter(a, record(Some("a"), 0)).is_some());
+        assert!(lanes.enter(b, record(Some("b"), 1)).is_some());
+        assert!(lanes.enter(a, record(Some("a"), 2)).is_none());
+        assert!(lanes.enter(a, record(Some("a"), 3)).is_none());
+        assert_eq!(lanes.leave(a).map(|m| m.offset()), Some(2));
+        assert_eq!(lanes.leave(a).map(|m| m.offset()), Some(3));
+        assert!(lanes.leave(a).is_none());
+        assert!(
+            lanes.enter(a, record(Some("a"), 4)).is_some(),
+            "lane free again"
+        );
+    }
+
+    #[test]
+    fn keyless_records_share_a_lane_and_unordered_records_share_none() {
+        let keyless = |o| lane_of(DeliveryOrdering::Key, &record(None, o));
+        assert_eq!(keyless(0), keyless(1));
+        assert_ne!(
+            keyless(0),
+            lane_of(DeliveryOrdering::Key, &record(Some(""), 2))
+        );
+        let unordered = |o| lane_of(DeliveryOrdering::Unordered, &record(Some("a"), o));
+        assert_ne!(unordered(0), unordered(1));
+    }
+}

@@ -1,0 +1,117 @@
+//! What the consumer loop, its partition workers, the rebalance callback and the transaction
+//! committer share: which partitions are owned (by which worker epoch), the offsets processed
+//! but not committed yet, and why the consumer must stop.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+/// Why a Kafka source stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSourceError {
+    #[error("kafka source configuration: {0}")]
+    Config(String),
+    #[error("kafka consumer: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("kafka transaction: {0}")]
+    Transaction(String),
+    /// The record could be neither delivered nor dead-lettered; its offset is not committed.
+    #[error(
+        "record {topic}-{partition}-{offset} was neither delivered nor dead-lettered: {reason}"
+    )]
+    Undelivered {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+}
+
+/// What the consumer loop, its partition workers and the rebalance callback share.
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) commits: Commits,
+    /// Partitions owned now, each with the epoch of its current worker.
+    pub(super) owned: HashMap<i32, Owned>,
+    pub(super) epoch: u64,
+    /// Why the consumer must stop, when the rebalance callback found out (the loop is woken
+    /// by cancelling `failed`).
+    pub(super) failure: Option<KafkaSourceError>,
+    pub(super) failed: CancellationToken,
+}
+
+pub(super) struct Owned {
+    pub(super) epoch: u64,
+    pub(super) stop: CancellationToken,
+}
+
+impl State {
+    /// The current ownership of `partition` (taken now if it had none): its epoch and stop token.
+    pub(super) fn own(
+        &mut self,
+        partition: i32,
+        parent: &CancellationToken,
+    ) -> (u64, CancellationToken) {
+        let next = self.epoch + 1;
+        let owned = self.owned.entry(partition).or_insert_with(|| Owned {
+            epoch: next,
+            stop: parent.child_token(),
+        });
+        if owned.epoch == next {
+            self.epoch = next;
+        }
+        (owned.epoch, owned.stop.clone())
+    }
+
+    /// A record of `partition` is done by the worker of `epoch`: counted for the next commit
+    /// unless the partition was revoked since.
+    pub(super) fn done(&mut self, partition: i32, epoch: u64, next: i64) {
+        if self.owned.get(&partition).map(|o| o.epoch) == Some(epoch) {
+            self.commits.done(partition, next);
+        }
+    }
+}
+
+pub(super) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A partition worker's report: `Ok` once a record is done (its offset is in the shared
+/// [`Commits`]), or why it stopped.
+pub(super) type Done = Result<(), KafkaSourceError>;
+
+/// Offsets processed but not committed yet: partition → next offset to read.
+#[derive(Default)]
+pub(super) struct Commits {
+    pub(super) next: BTreeMap<i32, i64>,
+    /// Highest next offset seen per partition: a record read again after a rebalance never
+    /// moves a commit backwards.
+    highest: HashMap<i32, i64>,
+    pub(super) count: u32,
+}
+
+impl Commits {
+    fn done(&mut self, partition: i32, next: i64) {
+        self.count += 1;
+        let highest = self.highest.entry(partition).or_insert(next);
+        if next < *highest {
+            return;
+        }
+        *highest = next;
+        self.next.insert(partition, next);
+    }
+
+    /// The offsets to commit now, forgotten here.
+    pub(super) fn take(&mut self, topic: &str) -> Result<TopicPartitionList, KafkaSourceError> {
+        let mut tpl = TopicPartitionList::new();
+        for (&p, &o) in &self.next {
+            tpl.add_partition_offset(topic, p, Offset::Offset(o))?;
+        }
+        self.next.clear();
+        self.count = 0;
+        Ok(tpl)
+    }
+}

@@ -1,0 +1,68 @@
+//! Sources: where a flow's events come from. [`build`] (the only place that matches on the
+//! source spec) turns a flow's `source:` section into an [`AnySource`]: an HTTP route served
+//! by a shared server, or a task of its own (a Kafka consumer, a gRPC server). Each source turns
+//! the pipeline's [`Outcome`](crate::pipeline::delivery::Outcome) into its protocol's answer.
+
+pub mod grpc;
+mod grpc_incoming;
+pub mod http;
+pub mod kafka;
+pub mod request;
+
+use std::sync::Arc;
+
+use fiso_config::flow::SourceSpec;
+use tokio_util::sync::CancellationToken;
+
+use crate::pipeline::Pipeline;
+
+/// A built source of any type.
+#[derive(Debug, Clone)]
+pub enum AnySource {
+    /// A path on a shared HTTP server (see `topology::router`).
+    Route(http::HttpSource),
+    /// A source that runs as a task of its own.
+    Task(TaskSource),
+}
+
+/// A source that runs as a task of its own, until cancelled or failed.
+#[derive(Debug, Clone)]
+pub enum TaskSource {
+    Kafka(kafka::KafkaSource),
+    Grpc(grpc::GrpcSource),
+}
+
+/// The source of `spec`.
+pub fn build(spec: &SourceSpec) -> AnySource {
+    match spec {
+        SourceSpec::Http(cfg) => AnySource::Route(http::HttpSource::new(cfg)),
+        SourceSpec::Kafka(cfg) => AnySource::Task(TaskSource::Kafka(kafka::KafkaSource::new(cfg))),
+        SourceSpec::Grpc(cfg) => AnySource::Task(TaskSource::Grpc(grpc::GrpcSource::new(cfg))),
+    }
+}
+
+impl AnySource {
+    /// The cluster a Kafka source consumes.
+    pub fn kafka_cluster(&self) -> Option<&str> {
+        match self {
+            AnySource::Task(TaskSource::Kafka(k)) => Some(k.cluster()),
+            AnySource::Route(_) | AnySource::Task(TaskSource::Grpc(_)) => None,
+        }
+    }
+}
+
+impl TaskSource {
+    /// Runs the source of `flow` until `cancel`; `ready` once it consumes / listens. An error
+    /// stops it (the supervisor restarts it).
+    pub async fn run(
+        &self,
+        flow: &Arc<Pipeline>,
+        cancel: &CancellationToken,
+        ready: impl FnOnce(),
+    ) -> Result<(), String> {
+        match self {
+            TaskSource::Kafka(k) => k.run(flow, cancel, ready).await.map_err(|e| e.to_string()),
+            TaskSource::Grpc(g) => g.run(flow, cancel, ready).await.map_err(|e| e.to_string()),
+        }
+    }
+}

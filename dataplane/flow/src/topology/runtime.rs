@@ -1,0 +1,135 @@
+//! `fiso flow`: every flow of a directory in one process, with the metrics / health server,
+//! hot reload and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fiso_runtime::health::{serve, HealthState, ServeError};
+use fiso_runtime::metrics::MetricsError;
+use fiso_runtime::watch::{watch_dir, WatchError};
+use tokio_util::sync::CancellationToken;
+
+use super::reload::{FlowDirectory, ReloadReport};
+use super::router::ServerRegistry;
+use super::supervisor::Supervisor;
+use crate::metrics::FlowMetrics;
+
+/// Default of `FISO_CONFIG_DIR`.
+pub const DEFAULT_CONFIG_DIR: &str = "/etc/fiso/flows";
+/// Default of `FISO_METRICS_ADDR`.
+pub const DEFAULT_METRICS_ADDR: &str = ":9090";
+/// Filesystem events settle for this long before a reload (editors write in several steps).
+pub const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("metrics server: {0}")]
+    Serve(#[from] ServeError),
+    #[error("metrics: {0}")]
+    Metrics(#[from] MetricsError),
+    #[error("watching the flow directory: {0}")]
+    Watch(#[from] WatchError),
+}
+
+pub use fiso_runtime::Observability;
+
+/// A running flow data plane.
+pub struct FlowRuntime {
+    directory: Arc<FlowDirectory>,
+    supervisor: Arc<Supervisor>,
+    watcher_task: tokio::task::JoinHandle<()>,
+    stop_watching: CancellationToken,
+}
+
+impl FlowRuntime {
+    /// Loads every flow of `dir`, starts them, and reloads on every change of the directory.
+    pub fn start(dir: impl Into<PathBuf>, obs: &Observability) -> Result<Self, RuntimeError> {
+        let dir = dir.into();
+        let metrics = FlowMetrics::register(&obs.metrics)?;
+        let supervisor = Supervisor::new(
+            ServerRegistry::new(),
+            obs.readiness.clone(),
+            metrics.clone(),
+        );
+        let directory = Arc::new(FlowDirectory::new(
+            dir.clone(),
+            Arc::clone(&supervisor),
+            metrics,
+            obs.metrics.clone(),
+            obs.readiness.clone(),
+            obs.config.clone(),
+        ));
+        let mut watcher = watch_dir(&dir, RELOAD_DEBOUNCE)?;
+        directory.reload();
+        let stop_watching = CancellationToken::new();
+        let stop = stop_watching.clone();
+        let dir_for_task = Arc::clone(&directory);
+        let watcher_task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    changed = watcher.changed() => {
+                        if changed.is_none() {
+                            return;
+                        }
+                        dir_for_task.reload();
+                    }
+                }
+            }
+        });
+        Ok(FlowRuntime {
+            directory,
+            supervisor,
+            watcher_task,
+            stop_watching,
+        })
+    }
+
+    /// Re-reads the directory now (normally the watcher does this).
+    pub fn reload(&self) -> ReloadReport {
+        self.directory.reload()
+    }
+
+    /// Where an HTTP source `listenAddr` is bound (resolves port 0).
+    pub fn http_addr(&self, listen_addr: &str) -> Option<SocketAddr> {
+        self.supervisor.registry().local_addr(listen_addr)
+    }
+
+    /// Stops watching, stops accepting, answers every request in flight, then returns.
+    pub async fn shutdown(self) {
+        self.stop_watching.cancel();
+        let _ = self.watcher_task.await;
+        self.supervisor.shutdown().await;
+        tracing::info!("all flows stopped");
+    }
+}
+
+/// `fiso flow`: run until `shutdown` fires; the metrics / health server lives as long as the flows.
+pub async fn run(
+    dir: PathBuf,
+    metrics_addr: &str,
+    shutdown: CancellationToken,
+) -> Result<(), RuntimeError> {
+    let obs = Observability::default();
+    let health_stop = CancellationToken::new();
+    let server = serve(
+        metrics_addr,
+        HealthState::new(obs.metrics.clone(), obs.readiness.clone())
+            .with_config(obs.config.clone()),
+        health_stop.clone(),
+    )
+    .await?;
+    tracing::info!(addr = %server.local_addr, "metrics server listening");
+    let runtime = FlowRuntime::start(dir, &obs)?;
+    obs.readiness.mark_started();
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: draining in-flight events");
+    obs.readiness
+        .set_not_ready("shutdown", "the process is stopping");
+    runtime.shutdown().await;
+    health_stop.cancel();
+    let _ = server.handle.await;
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Failure isolation: every flow runs under its own supervisor task. A flow that fails (its
+//! listen address cannot be bound, ...) is reported unready and restarted with exponential
+//! backoff while the others keep serving.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use fiso_runtime::Readiness;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::router::{RouteGuard, RouterError, ServerRegistry};
+use crate::metrics::FlowMetrics;
+use crate::pipeline::Pipeline;
+use crate::sources::http::HttpSource;
+use crate::sources::{AnySource, TaskSource};
+
+const RESTART_INITIAL: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+
+struct Running {
+    flow: Arc<Pipeline>,
+    version: String,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// The flows running in this process.
+pub struct Supervisor {
+    registry: Arc<ServerRegistry>,
+    readiness: Readiness,
+    metrics: FlowMetrics,
+    running: Mutex<HashMap<String, Running>>,
+}
+
+/// The readiness component of a flow (`flow/<name>`): whether its source runs.
+pub fn component(flow: &str) -> String {
+    format!("flow/{flow}")
+}
+
+/// The readiness component of a flow's sink connection (`flow/<name>/sink`): kept apart from
+/// the flow's own component, so a sink still connecting does not hold up its source.
+pub fn sink_component(flow: &str) -> String {
+    format!("{}/sink", component(flow))
+}
+
+impl Supervisor {
+    pub fn new(
+        registry: Arc<ServerRegistry>,
+        readiness: Readiness,
+        metrics: FlowMetrics,
+    ) -> Arc<Self> {
+        Arc::new(Supervisor {
+            registry,
+            readiness,
+            metrics,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn registry(&self) -> &Arc<ServerRegistry> {
+        &self.registry
+    }
+
+    /// Version (config hash) of each running flow.
+    pub fn versions(&self) -> HashMap<String, String> {
+        self.lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.version.clone()))
+            .collect()
+    }
+
+    /// Starts `flow`, replacing a running instance of the same name. The new instance takes
+    /// over its routes before the old one is told to stop, so no request finds no flow.
+    pub fn start(&self, flow: Arc<Pipeline>, source: AnySource) {
+        let cancel = CancellationToken::new();
+        let task = match source {
+            AnySource::Task(source) => tokio::spawn(supervise_task(
+                Arc::clone(&flow),
+                source,
+                self.readiness.clone(),
+                self.metrics.clone(),
+                cancel.clone(),
+            )),
+            AnySource::Route(route) => {
+                let first = self.registry.attach(&route, Arc::clone(&flow));
+                tokio::spawn(supervise(
+                    Arc::clone(&flow),
+                    route,
+                    first,
+                    Arc::clone(&self.registry),
+                    self.readiness.clone(),
+                    self.metrics.clone(),
+                    cancel.clone(),
+                ))
+            }
+        };
+        // A sink that connects in the background (Temporal) reports the flow unready until it
+        // did, without holding up its source.
+        let sink_component = sink_component(&flow.name);
+        match flow.sink_connection_watch(
+            self.readiness.clone(),
+            sink_component.clone(),
+            cancel.clone(),
+        ) {
+            Some(watch) => {
+                tokio::spawn(watch);
+            }
+            None => self.readiness.remove(&sink_component),
+        }
+        let previous = self.lock().insert(
+            flow.name.clone(),
+            Running {
+                flow: Arc::clone(&flow),
+                version: flow.version.clone(),
+                cancel,
+                task,
+            },
+        );
+        if let Some(old) = previous {
+            old.cancel.cancel();
+        }
+    }
+
+    /// Announces that `name` is about to be stopped, so flows started before that may take
+    /// over its paths (a flow renamed in its file keeps serving its path without a gap).
+    pub fn retire(&self, name: &str) {
+        if let Some(running) = self.lock().get(name) {
+            running.flow.retire();
+        }
+    }
+
+    /// Stops a flow (its file was removed); requests in flight finish.
+    pub fn stop(&self, name: &str) {
+        if let Some(old) = self.lock().remove(name) {
+            old.cancel.cancel();
+            self.readiness.remove(&component(name));
+            self.readiness.remove(&sink_component(name));
+            self.metrics.forget(name);
+            tracing::info!(name, "flow stopped");
+        }
+    }
+
+    /// Stops every flow and waits for their servers to answer what is in flight.
+    pub async fn shutdown(&self) {
+        // Stop accepting first, while every route still leads to its flow: a request that
+        // arrives on an open connection during the drain is served, not answered 404.
+        self.registry.shutdown().await;
+        let all: Vec<Running> = self.lock().drain().map(|(_, r)| r).collect();
+        for r in &all {
+            r.cancel.cancel();
+        }
+        for r in all {
+            let _ = r.task.await;
+        }
+        // A restarting flow may have bound its address again during the drain.
+        self.registry.shutdown().await;
+    }
+}
+
+/// An HTTP flow: a route on a shared server, attached again with backoff while that fails
+/// (its address cannot be bound, its path is taken).
+async fn supervise(
+    flow: Arc<Pipeline>,
+    route: HttpSource,
+    mut attempt: Result<RouteGuard, RouterError>,
+    registry: Arc<ServerRegistry>,
+    readiness: Readiness,
+    metrics: FlowMetrics,
+    cancel: CancellationToken,
+) {
+    let name = flow.name.clone();
+    let mut backoff = RESTART_INITIAL;
+    loop {
+        match attempt {
+            Ok(guard) => {
+                readiness.set_ready(component(&name));
+                metrics.set_up(&name, true);
+                tracing::info!(name = %name, version = %flow.version, "flow started");
+                cancel.cancelled().await;
+                drop(guard);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(name = %name, error = %e, retry_in = ?backoff, "flow stopped with error");
+                readiness.set_not_ready(component(&name), e.to_string());
+                metrics.set_up(&name, false);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                metrics.restarted(&name);
+                backoff = (backoff * 2).min(RESTART_MAX);
+                attempt = registry.attach(&route, Arc::clone(&flow));
+            }
+        }
+    }
+}
+
+/// A Kafka or gRPC flow: its source runs until cancelled; one that stops with an error is
+/// reported and restarted with backoff (a consumer resumes from the last committed offset).
+async fn supervise_task(
+    flow: Arc<Pipeline>,
+    source: TaskSource,
+    readiness: Readiness,
+    metrics: FlowMetrics,
+    cancel: CancellationToken,
+) {
+    let name = flow.name.clone();
+    let mut backoff = RESTART_INITIAL;
+    loop {
+        let ready = || {
+            readiness.set_ready(component(&name));
+            metrics.set_up(&name, true);
+            tracing::info!(name = %name, version = %flow.version, "flow started");
+        };
+        let e = match source.run(&flow, &cancel, ready).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        tracing::error!(name = %name, error = %e, retry_in = ?backoff, "flow stopped with error");
+        readiness.set_not_ready(component(&name), e.to_string());
+        metrics.set_up(&name, false);
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        metrics.restarted(&name);
+        backoff = (backoff * 2).min(RESTART_MAX);
+    }
+}
