@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use fiso_runtime::health::{serve, HealthState, ServeError};
 use fiso_runtime::metrics::MetricsError;
+use fiso_runtime::reload::ReloadLoop;
 use fiso_runtime::watch::{watch_dir, WatchError};
 use tokio_util::sync::CancellationToken;
 
@@ -39,8 +40,7 @@ pub use fiso_runtime::Observability;
 pub struct FlowRuntime {
     directory: Arc<FlowDirectory>,
     supervisor: Arc<Supervisor>,
-    watcher_task: tokio::task::JoinHandle<()>,
-    stop_watching: CancellationToken,
+    reloads: ReloadLoop,
 }
 
 impl FlowRuntime {
@@ -61,29 +61,19 @@ impl FlowRuntime {
             obs.readiness.clone(),
             obs.config.clone(),
         ));
-        let mut watcher = watch_dir(&dir, RELOAD_DEBOUNCE)?;
+        let watcher = watch_dir(&dir, RELOAD_DEBOUNCE)?;
         directory.reload();
-        let stop_watching = CancellationToken::new();
-        let stop = stop_watching.clone();
-        let dir_for_task = Arc::clone(&directory);
-        let watcher_task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => return,
-                    changed = watcher.changed() => {
-                        if changed.is_none() {
-                            return;
-                        }
-                        dir_for_task.reload();
-                    }
-                }
+        let reloads = ReloadLoop::spawn(watcher, {
+            let directory = Arc::clone(&directory);
+            move || {
+                directory.reload();
+                std::future::ready(())
             }
         });
         Ok(FlowRuntime {
             directory,
             supervisor,
-            watcher_task,
-            stop_watching,
+            reloads,
         })
     }
 
@@ -99,8 +89,7 @@ impl FlowRuntime {
 
     /// Stops watching, stops accepting, answers every request in flight, then returns.
     pub async fn shutdown(self) {
-        self.stop_watching.cancel();
-        let _ = self.watcher_task.await;
+        self.reloads.stop().await;
         self.supervisor.shutdown().await;
         tracing::info!("all flows stopped");
     }

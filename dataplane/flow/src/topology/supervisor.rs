@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use fiso_runtime::backoff::Restart;
 use fiso_runtime::Readiness;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -175,7 +176,7 @@ async fn supervise(
     cancel: CancellationToken,
 ) {
     let name = flow.name.clone();
-    let mut backoff = RESTART_INITIAL;
+    let mut restart = Restart::new(RESTART_INITIAL, RESTART_MAX);
     loop {
         match attempt {
             Ok(guard) => {
@@ -187,15 +188,13 @@ async fn supervise(
                 return;
             }
             Err(e) => {
-                tracing::error!(name = %name, error = %e, retry_in = ?backoff, "flow stopped with error");
+                tracing::error!(name = %name, error = %e, retry_in = ?restart.delay(), "flow stopped with error");
                 readiness.set_not_ready(component(&name), e.to_string());
                 metrics.set_up(&name, false);
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                if !restart.sleep(&cancel).await {
+                    return;
                 }
                 metrics.restarted(&name);
-                backoff = (backoff * 2).min(RESTART_MAX);
                 attempt = registry.attach(&route, Arc::clone(&flow));
             }
         }
@@ -212,7 +211,7 @@ async fn supervise_task(
     cancel: CancellationToken,
 ) {
     let name = flow.name.clone();
-    let mut backoff = RESTART_INITIAL;
+    let mut restart = Restart::new(RESTART_INITIAL, RESTART_MAX);
     loop {
         let ready = || {
             readiness.set_ready(component(&name));
@@ -223,14 +222,12 @@ async fn supervise_task(
             Ok(()) => return,
             Err(e) => e,
         };
-        tracing::error!(name = %name, error = %e, retry_in = ?backoff, "flow stopped with error");
+        tracing::error!(name = %name, error = %e, retry_in = ?restart.delay(), "flow stopped with error");
         readiness.set_not_ready(component(&name), e.to_string());
         metrics.set_up(&name, false);
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+        if !restart.sleep(&cancel).await {
+            return;
         }
         metrics.restarted(&name);
-        backoff = (backoff * 2).min(RESTART_MAX);
     }
 }

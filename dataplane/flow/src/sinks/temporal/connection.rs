@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use fiso_runtime::backoff::Restart;
 use fiso_runtime::Readiness;
 use temporalio_client::errors::ClientConnectError;
 use temporalio_client::{Connection, ConnectionOptions, RetryOptions, TlsOptions, Url};
@@ -60,7 +61,7 @@ impl Connector {
         component: String,
         cancel: CancellationToken,
     ) {
-        let mut backoff = RECONNECT_INITIAL;
+        let mut restart = Restart::new(RECONNECT_INITIAL, RECONNECT_MAX);
         loop {
             let result = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -80,15 +81,13 @@ impl Connector {
                         self.host_port,
                         connect_message(&e)
                     );
-                    tracing::warn!(component = %component, retry_in = ?backoff, "{reason}");
+                    tracing::warn!(component = %component, retry_in = ?restart.delay(), "{reason}");
                     readiness.set_not_ready(component.clone(), reason);
                 }
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            if !restart.sleep(&cancel).await {
+                return;
             }
-            backoff = (backoff * 2).min(RECONNECT_MAX);
         }
     }
 }
