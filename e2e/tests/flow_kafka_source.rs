@@ -178,12 +178,8 @@ async fn kafka_records_become_cloudevents_on_the_http_sink() {
             ),
             (
                 None,
-                &[
-                    ("ce_specversion", "1.0"),
-                    ("ce_type", "t"),
-                    ("ce_source", "/s"),
-                ],
-                br#"{"id":"o-3","total":1}"#,
+                &[("content-type", "application/cloudevents+json; charset=UTF-8")],
+                br#"{"specversion":"1.0","id":"evt-3","source":"/s","type":"t","data":{"id":"o-3","total":1}}"#,
             ),
         ],
     )
@@ -235,10 +231,15 @@ async fn kafka_records_become_cloudevents_on_the_http_sink() {
             "data": {"order_id": "o-2", "total": 3}
         })
     );
-    // A binary-mode event without `ce_id` gets the record's coordinates.
+    // Structured mode in (the `content-type` header says so): the event's own attributes.
     let third = got[2].json();
-    assert_eq!(third["id"], format!("{topic}-0-2"), "{third}");
+    assert_eq!(third["id"], "evt-3", "{third}");
     assert_eq!(third["type"], "t", "{third}");
+    assert_eq!(
+        third["data"],
+        json!({"order_id": "o-3", "total": 1}),
+        "{third}"
+    );
 
     let done = committed_eventually(&group, &topic, 3).await;
     assert_eq!(done, Some(3), "committed offset\n{}", fiso.logs().tail(40));

@@ -35,6 +35,7 @@ pub use cel::env::EvalError;
 pub use cel::expr::CompiledExpr;
 pub use cel::scope::Scope;
 pub use error::FlowError;
+pub use event::cloudevent::{AttributeValue, CloudEvent, Data};
 pub use event::compiled::{CompiledFlow, ProcessedEvent};
 pub use event::envelope::{literal_fallback, Envelope};
 pub use event::input::{EventDefaults, FlowDefaults, InputEvent};

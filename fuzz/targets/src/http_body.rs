@@ -4,6 +4,8 @@
 //! Input, like a request head: `name: value` header lines, an empty line, then the body. Lines
 //! that are not valid headers are skipped; without an empty line everything is the body.
 
+use fiso_flow::event::header_binding::Binding;
+use fiso_flow::event::json_format;
 use fiso_flow::sources::http::input_event;
 use fiso_flow::{FlowDefaults, Scope, Transformer};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -28,9 +30,20 @@ pub fn run(data: &[u8]) {
     }
 
     let defaults = FlowDefaults::new("fuzz");
-    let Ok(input) = input_event(&headers, body, defaults.event()) else {
+    let Ok(input) = input_event(
+        &headers,
+        bytes::Bytes::copy_from_slice(body),
+        defaults.event(),
+    ) else {
         return;
     };
+    let event = input.event();
+    for (name, value) in Binding::Http.write(event) {
+        assert!(HeaderValue::from_str(&value).is_ok(), "{name}: {value:?}");
+    }
+    let json = serde_json::to_value(event).expect("an event is JSON");
+    let back = json_format::from_json(json).expect("a valid event reads back");
+    assert_eq!(&back, event);
     // What the flow reads of every event next: its attributes in the CEL scope.
     let fields = IndexMap::from([
         ("id".to_owned(), "id".to_owned()),

@@ -8,7 +8,7 @@
 //! field mappings are read without running CEL at all. Every evaluation of one scope draws on
 //! one [`Budget`].
 
-use cel::common::types::{CelNull, CelString};
+use cel::common::types::{CelBytes, CelNull, CelString};
 use cel::common::value::{CowVal, Val};
 use cel::context::VariableResolver;
 use cel::{Context, Value};
@@ -18,7 +18,7 @@ use crate::cel::budget::{Account, Budget};
 use crate::cel::env::{describe, EvalError, ROOT};
 use crate::cel::expr::{CompiledExpr, Path, Root};
 use crate::cel::value::{json_to_val, val_to_json};
-use crate::InputEvent;
+use crate::{Data, InputEvent};
 
 /// The variables of one event, borrowed from it, and what its evaluations may still spend.
 pub struct Scope<'a> {
@@ -55,6 +55,19 @@ impl VariableResolver for Variables<'_> {
     }
 }
 
+/// `data` as CEL sees it: JSON as JSON, text as a `string`, bytes as `bytes`, no data as
+/// `null`.
+fn data_to_val(data: Option<&Data>) -> Box<dyn Val + '_> {
+    match data {
+        None => Box::new(CelNull),
+        Some(Data::Json(json)) => json_to_val(json),
+        Some(Data::Text(text)) => Box::new(CelString::from(text.as_str())),
+        Some(Data::Bytes(bytes) | Data::Proto { value: bytes, .. }) => {
+            Box::new(CelBytes::from(bytes.as_ref()))
+        }
+    }
+}
+
 impl<'a> Scope<'a> {
     /// The scope of `input` with the default [`Budget`].
     pub fn new(input: &'a InputEvent) -> Self {
@@ -67,7 +80,7 @@ impl<'a> Scope<'a> {
             input,
             account: Account::new(budget),
             vars: Variables {
-                data: json_to_val(input.data()),
+                data: data_to_val(input.data()),
                 id: CelString::from(input.id()),
                 source: CelString::from(input.source()),
                 type_: CelString::from(input.type_()),
@@ -102,13 +115,19 @@ impl<'a> Scope<'a> {
     fn read(&self, path: &Path) -> Option<Json> {
         let text = |s: &str| Some(Json::String(s.to_owned()));
         match path.root {
-            Root::Data => {
-                let mut value = self.input.data();
-                for key in &path.keys {
-                    value = value.as_object()?.get(key)?;
+            Root::Data => match self.input.data() {
+                Some(Data::Json(json)) => {
+                    let mut value = json;
+                    for key in &path.keys {
+                        value = value.as_object()?.get(key)?;
+                    }
+                    Some(value.clone())
                 }
-                Some(value.clone())
-            }
+                Some(Data::Text(t)) if path.keys.is_empty() => text(t),
+                None if path.keys.is_empty() => Some(Json::Null),
+                // Bytes and fields of non-objects: CEL says what they are.
+                _ => None,
+            },
             Root::Id => text(self.input.id()),
             Root::Source => text(self.input.source()),
             Root::Type => text(self.input.type_()),

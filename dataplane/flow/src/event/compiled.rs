@@ -3,14 +3,13 @@
 
 use std::borrow::Cow;
 
-use cloudevents::{Data, Event};
 use fiso_config::flow::SinkSpec;
 use fiso_config::FlowConfig;
 use serde_json::Value as Json;
 
 use crate::cel::budget::Budget;
 use crate::cel::expr::CompiledExpr;
-use crate::{Envelope, FlowDefaults, FlowError, InputEvent, Scope, Transformer};
+use crate::{CloudEvent, Data, Envelope, FlowDefaults, FlowError, InputEvent, Scope, Transformer};
 
 /// A flow ready to process events.
 #[derive(Debug, Clone)]
@@ -25,7 +24,7 @@ pub struct CompiledFlow {
 /// What a flow made of one event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcessedEvent {
-    event: Event,
+    event: CloudEvent,
     /// The transform's output when it is not the event's `data` (`cloudevents.data` is
     /// overridden); otherwise it lives only in the event.
     payload: Option<Json>,
@@ -33,11 +32,11 @@ pub struct ProcessedEvent {
 
 impl ProcessedEvent {
     /// The CloudEvent to deliver.
-    pub fn event(&self) -> &Event {
+    pub fn event(&self) -> &CloudEvent {
         &self.event
     }
 
-    pub fn into_event(self) -> Event {
+    pub fn into_event(self) -> CloudEvent {
         self.event
     }
 
@@ -48,9 +47,8 @@ impl ProcessedEvent {
         }
         match self.event.data() {
             Some(Data::Json(json)) => Cow::Borrowed(json),
-            Some(Data::String(text)) => Cow::Owned(Json::String(text.clone())),
-            // The envelope never makes binary data; an event without data has null.
-            Some(Data::Binary(_)) | None => Cow::Owned(Json::Null),
+            Some(other) => Cow::Owned(other.to_json()),
+            None => Cow::Owned(Json::Null),
         }
     }
 }
@@ -150,26 +148,25 @@ impl CompiledFlow {
 
     /// Transforms `input` and wraps the result in a CloudEvent. Only evaluation happens here:
     /// every expression was compiled by [`CompiledFlow::compile`].
-    pub fn process(&self, mut input: InputEvent) -> Result<ProcessedEvent, FlowError> {
+    pub fn process(&self, input: InputEvent) -> Result<ProcessedEvent, FlowError> {
         let (transformed, overrides) = {
             // One scope for both: the overrides see the input as the transform did.
             let scope = Scope::with_budget(&input, self.budget);
             let transformed = self.transformer.apply(&scope)?;
             (transformed, self.envelope.resolve(&scope)?)
         };
-        let passthrough = transformed.is_none();
-        let payload = match transformed {
-            Some(output) => output,
-            None => input.take_data(),
-        };
         if self.envelope.overrides_data() {
-            let event = Envelope::assemble(overrides, &input, Json::Null, false)?;
+            let payload = match transformed {
+                Some(output) => output,
+                None => input.data_json(),
+            };
+            let event = Envelope::assemble(overrides, input, None)?;
             return Ok(ProcessedEvent {
                 event,
                 payload: Some(payload),
             });
         }
-        let event = Envelope::assemble(overrides, &input, payload, passthrough)?;
+        let event = Envelope::assemble(overrides, input, transformed)?;
         Ok(ProcessedEvent {
             event,
             payload: None,

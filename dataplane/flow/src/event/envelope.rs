@@ -13,17 +13,18 @@
 //! `order-service`) whose root identifiers are not scope variables is taken as a string
 //! literal, see [`literal_fallback`]; the config validator warns about it.
 
-use cloudevents::event::{Data, EventBuilder as _, EventBuilderError, EventBuilderV10, TryIntoUrl};
-use cloudevents::Event;
+use bytes::Bytes;
 use fiso_config::flow::CloudEventsConfig;
 use serde_json::Value as Json;
 
-use cel::common::types::{CelNull, CelString};
+use cel::common::types::{CelBytes, CelNull, CelString};
 use cel::common::value::Val;
 
 use crate::cel::budget::Budget;
 use crate::cel::expr::CompiledExpr;
-use crate::event::input::{check_attribute_text, check_media_type, is_json_content_type};
+use crate::cel::value::val_to_json;
+use crate::event::cloudevent::{check_absolute_uri, CloudEvent, Data, EventError, CORE_ATTRIBUTES};
+use crate::event::media_type::MediaType;
 use crate::{FlowError, InputEvent, Scope};
 
 /// `datacontenttype` unless overridden.
@@ -61,7 +62,7 @@ pub(crate) struct Overrides {
     subject: Option<String>,
     /// `subject` is overridden: even to nothing, which drops the input's subject.
     subject_set: bool,
-    data: Option<Json>,
+    data: Option<Data>,
     datacontenttype: Option<String>,
     dataschema: Option<String>,
 }
@@ -105,9 +106,9 @@ impl Envelope {
     }
 
     /// Wraps `transformed`, the transform's output for `input`, in a CloudEvent.
-    pub fn build(&self, input: &InputEvent, transformed: Json) -> Result<Event, FlowError> {
+    pub fn build(&self, input: &InputEvent, transformed: Json) -> Result<CloudEvent, FlowError> {
         let overrides = self.resolve(&Scope::new(input))?;
-        Self::assemble(overrides, input, transformed, false)
+        Self::assemble(overrides, input.clone(), Some(transformed))
     }
 
     /// Whether an override may take long to evaluate ([`CompiledExpr::is_heavy`]).
@@ -147,10 +148,8 @@ impl Envelope {
         }
         if let Some(attribute) = &self.data {
             overrides.data = Some(match attribute {
-                Attribute::Literal(text) => Json::String(text.clone()),
-                Attribute::Expr(expr) => scope
-                    .eval(expr)
-                    .map_err(|e| FlowError::wrap("data", e.to_string()))?,
+                Attribute::Literal(text) => Data::Json(Json::String(text.clone())),
+                Attribute::Expr(expr) => eval_data(expr, scope)?,
             });
         }
         if let Some(attribute) = &self.datacontenttype {
@@ -162,71 +161,92 @@ impl Envelope {
         Ok(overrides)
     }
 
-    /// The event: `overrides` over the attributes of `input`. `payload` is the transform's
-    /// output; `passthrough` says it is the input's data unchanged.
+    /// The event: `overrides` over the attributes of `input`. `transformed` is the transform's
+    /// output, `None` for a passthrough, which keeps the input's data and, unless `data` is
+    /// overridden, its `datacontenttype` and `dataschema`.
     pub(crate) fn assemble(
         overrides: Overrides,
-        input: &InputEvent,
-        payload: Json,
-        passthrough: bool,
-    ) -> Result<Event, FlowError> {
-        let carried = passthrough && overrides.data.is_none();
-        let subject = if overrides.subject_set {
-            overrides.subject
+        input: InputEvent,
+        transformed: Option<Json>,
+    ) -> Result<CloudEvent, FlowError> {
+        let mut event = input.into_event();
+        let carried = transformed.is_none() && overrides.data.is_none();
+        if let Some(id) = overrides.id {
+            event.set_id(id);
+        }
+        if let Some(source) = overrides.source {
+            event.set_source(source);
+        }
+        if let Some(type_) = overrides.type_ {
+            event.set_type(type_);
+        }
+        if overrides.subject_set {
+            event.set_subject(overrides.subject);
+        }
+        let data = match (overrides.data, transformed) {
+            (Some(data), _) => Some(data),
+            (None, Some(output)) => Some(Data::Json(output)),
+            (None, None) => event.take_data(),
+        };
+        if carried {
+            if let Some(ct) = overrides.datacontenttype {
+                event.set_datacontenttype(Some(ct));
+            }
+            if let Some(schema) = overrides.dataschema {
+                event.set_dataschema(Some(schema));
+            }
         } else {
-            input.subject().map(str::to_owned)
-        };
-        let content_type = overrides
-            .datacontenttype
-            .or_else(|| {
-                carried
-                    .then(|| input.datacontenttype().map(str::to_owned))
-                    .flatten()
-            })
-            .unwrap_or_else(|| DEFAULT_DATACONTENTTYPE.to_owned());
-        let dataschema = overrides
-            .dataschema
-            .or_else(|| {
-                carried
-                    .then(|| input.dataschema().map(str::to_owned))
-                    .flatten()
-            })
-            .map(|schema| {
-                schema.as_str().into_url().map_err(|e| {
-                    FlowError::wrap(
-                        "dataschema",
-                        format!("{schema:?} is not an absolute URI: {e}"),
-                    )
-                })
-            })
-            .transpose()?;
-        let data = overrides.data.unwrap_or(payload);
-        let data = match data {
-            Json::String(text) if !is_json_content_type(&content_type) => Data::String(text),
-            other => Data::Json(other),
-        };
-
-        let mut builder = EventBuilderV10::new()
-            .id(overrides.id.unwrap_or_else(|| input.id().to_owned()))
-            .source(
+            // New data: the input's content attributes described the old.
+            let json = matches!(data, Some(Data::Json(_)));
+            event.set_datacontenttype(
                 overrides
-                    .source
-                    .unwrap_or_else(|| input.source().to_owned()),
-            )
-            .ty(overrides.type_.unwrap_or_else(|| input.type_().to_owned()))
-            .time(input.time());
-        if let Some(subject) = subject {
-            builder = builder.subject(subject);
+                    .datacontenttype
+                    .or_else(|| json.then(|| DEFAULT_DATACONTENTTYPE.to_owned())),
+            );
+            event.set_dataschema(overrides.dataschema);
         }
-        for (name, value) in input.extensions() {
-            builder = builder.extension(name, value.clone());
-        }
-        builder = match dataschema {
-            Some(url) => builder.data_with_schema(content_type, url, data),
-            None => builder.data(content_type, data),
-        };
-        builder.build().map_err(builder_error)
+        let text_type = event
+            .datacontenttype()
+            .and_then(|ct| MediaType::parse(ct).ok())
+            .is_some_and(|ct| !ct.is_json());
+        event.set_data(match data {
+            Some(Data::Json(Json::String(text))) if text_type => Some(Data::Text(text)),
+            other => other,
+        });
+        event.validate().map_err(wrap_error)?;
+        Ok(event)
     }
+}
+
+/// A computed attribute that breaks a rule of the spec: the flow's error, not the sender's.
+fn wrap_error(e: EventError) -> FlowError {
+    let attribute = CORE_ATTRIBUTES
+        .into_iter()
+        .find(|a| *a == e.attribute)
+        .unwrap_or("data");
+    FlowError::wrap(attribute, e.message)
+}
+
+/// `cloudevents.data`: CEL bytes stay bytes, anything else is JSON.
+fn eval_data(expr: &CompiledExpr, scope: &Scope<'_>) -> Result<Data, FlowError> {
+    if let Some(json) = expr.constant().cloned().or_else(|| scope.read_path(expr)) {
+        return Ok(Data::Json(json));
+    }
+    scope
+        .eval_with(expr, |val| match val.downcast_ref::<CelBytes>() {
+            Some(bytes) => Ok(Data::Bytes(Bytes::copy_from_slice(bytes.inner()))),
+            None => val_to_json(val).map(Data::Json).map_err(|e| e.to_string()),
+        })
+        .map_err(|e| {
+            if e.exceeded_budget() {
+                FlowError::Transform {
+                    field: "cloudevents.data".to_owned(),
+                    message: e.to_string(),
+                }
+            } else {
+                FlowError::wrap("data", e.to_string())
+            }
+        })
 }
 
 fn compile_attribute(
@@ -240,9 +260,7 @@ fn compile_attribute(
     }
     if let Some(literal) = literal_fallback(source) {
         if name == "dataschema" {
-            literal.into_url().map_err(|e| {
-                FlowError::compile(path(), format!("{literal:?} is not an absolute URI: {e}"))
-            })?;
+            check_absolute_uri(name, literal).map_err(|e| FlowError::compile(path(), e.message))?;
         }
         return Ok(Attribute::Literal(literal.to_owned()));
     }
@@ -319,7 +337,7 @@ fn required_string(
     scope: &Scope<'_>,
 ) -> Result<String, FlowError> {
     match eval_text(name, attribute, scope)? {
-        Text::String(text) if !text.is_empty() => checked(name, text),
+        Text::String(text) if !text.is_empty() => Ok(text),
         Text::String(_) => Err(FlowError::wrap(name, "must not be empty")),
         Text::Null => Err(not_a_string(name, "null")),
         Text::Other(type_name) => Err(not_a_string(name, &type_name)),
@@ -333,32 +351,10 @@ fn optional_string(
     scope: &Scope<'_>,
 ) -> Result<Option<String>, FlowError> {
     match eval_text(name, attribute, scope)? {
-        Text::String(text) if !text.is_empty() => checked(name, text).map(Some),
+        Text::String(text) if !text.is_empty() => Ok(Some(text)),
         Text::String(_) | Text::Null => Ok(None),
         Text::Other(type_name) => Err(not_a_string(name, &type_name)),
     }
-}
-
-/// An attribute the flow computes obeys the rules the input's attributes do (see
-/// [`check_attribute_text`]).
-fn checked(name: &'static str, text: String) -> Result<String, FlowError> {
-    let check = if name == "datacontenttype" {
-        check_media_type(name, &text)
-    } else {
-        check_attribute_text(name, &text)
-    };
-    check.map_err(|message| FlowError::wrap(name, message))?;
-    Ok(text)
-}
-
-fn builder_error(error: EventBuilderError) -> FlowError {
-    let attribute = match &error {
-        EventBuilderError::MissingRequiredAttribute { attribute_name }
-        | EventBuilderError::ParseTimeError { attribute_name, .. }
-        | EventBuilderError::ParseUrlError { attribute_name, .. }
-        | EventBuilderError::InvalidUriRefError { attribute_name } => *attribute_name,
-    };
-    FlowError::wrap(attribute, error.to_string())
 }
 
 #[cfg(test)]

@@ -1,12 +1,17 @@
-//! What a flow does to one event, without I/O: the incoming event and the attributes its CEL
-//! scope exposes ([`input`]), `transform.fields` ([`transform`]), the CloudEvents envelope
-//! ([`envelope`]), both compiled from a flow config ([`compiled`]), JSON output without
-//! exponents ([`json`]) and the CloudEvents Protobuf format of gRPC sources and sinks
-//! ([`protobuf`]).
+//! What a flow does to one event, without I/O: the CloudEvents model every source and sink
+//! shares ([`cloudevent`]) with its JSON format ([`json_format`]), header bindings
+//! ([`header_binding`]), Protobuf format ([`protobuf`]) and media types ([`media_type`]); the
+//! incoming event and the attributes its CEL scope exposes ([`input`]), `transform.fields`
+//! ([`transform`]), the envelope ([`envelope`]), both compiled from a flow config
+//! ([`compiled`]), and JSON output without exponents ([`json`]).
 
+pub mod cloudevent;
 pub mod compiled;
 pub mod envelope;
+pub mod header_binding;
 pub mod input;
 pub mod json;
+pub mod json_format;
+pub mod media_type;
 pub mod protobuf;
 pub mod transform;

@@ -20,163 +20,187 @@ pub mod proto {
     pub const DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fiso_descriptor");
 }
 
-use base64::Engine;
-use cloudevents::event::{AttributesReader, Data, ExtensionValue};
-use cloudevents::Event;
-use serde_json::{Map, Value};
-
-use crate::event::json;
-use crate::FlowError;
+use bytes::Bytes;
 use proto::io::cloudevents::v1::cloud_event::cloud_event_attribute_value::Attr;
 use proto::io::cloudevents::v1::cloud_event::{CloudEventAttributeValue, Data as ProtoData};
-use proto::io::cloudevents::v1::CloudEvent;
+use proto::io::cloudevents::v1::CloudEvent as ProtoEvent;
 
-fn invalid(message: impl Into<String>) -> FlowError {
-    FlowError::InvalidInput {
-        message: message.into(),
-    }
+use super::cloudevent::{AttributeValue, CloudEvent, Data, EventError, Timestamp};
+use super::media_type::MediaType;
+
+/// What a gRPC message carries: a CloudEvent, or — with no `spec_version` — a bare payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Event(Box<CloudEvent>),
+    /// The JSON of `text_data` or `binary_data`.
+    Payload(serde_json::Value),
 }
 
-/// A received CloudEvent as the JSON a flow reads: a structured CloudEvent (JSON format), or —
-/// with no `spec_version` — the bare payload in its data. JSON data (`datacontenttype` JSON or
-/// absent) is parsed; other text stays a string; other bytes become `data_base64`.
-pub fn event_json(ce: &CloudEvent) -> Result<Value, FlowError> {
-    let content_type = match ce
-        .attributes
-        .get("datacontenttype")
-        .and_then(|a| a.attr.as_ref())
-    {
-        Some(Attr::CeString(s)) => Some(s.as_str()),
-        _ => None,
-    };
-    let is_json = content_type.is_none_or(|ct| ct.contains("json"));
-    let data = match &ce.data {
-        None => None,
-        Some(ProtoData::TextData(text)) if is_json => Some(("data", parse_json(text.as_bytes())?)),
-        Some(ProtoData::TextData(text)) => Some(("data", Value::String(text.clone()))),
-        Some(ProtoData::BinaryData(bytes)) if is_json => Some(("data", parse_json(bytes)?)),
-        Some(ProtoData::BinaryData(bytes)) => Some((
-            "data_base64",
-            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
-        )),
-        Some(ProtoData::ProtoData(any)) => {
-            return Err(invalid(format!(
-                "proto_data ({}) is not supported: send JSON as text_data or binary_data",
-                any.type_url
-            )))
-        }
-    };
+/// Reads a message in the Protobuf format (protobuf-format.md), validated. Attributes keep their
+/// types; `text_data` is JSON for a JSON content type, text otherwise (JSON when it parses and
+/// there is no content type); `binary_data` is JSON for a JSON content type (as a binary-mode
+/// body is), bytes otherwise; `proto_data` is a Protobuf message.
+pub fn from_proto(ce: ProtoEvent) -> Result<Incoming, EventError> {
     if ce.spec_version.is_empty() {
-        return match data {
-            Some(("data", payload)) => Ok(payload),
-            _ => Err(invalid(
-                "an event without spec_version is a bare payload and needs JSON text_data or binary_data",
-            )),
+        let json = match &ce.data {
+            Some(ProtoData::TextData(text)) => serde_json::from_str(text).ok(),
+            Some(ProtoData::BinaryData(bytes)) => serde_json::from_slice(bytes).ok(),
+            _ => None,
         };
+        return json.map(Incoming::Payload).ok_or_else(|| {
+            EventError::new(
+                "specversion",
+                "a message without spec_version is a bare payload and needs JSON text_data or binary_data",
+            )
+        });
     }
-    let mut obj = Map::new();
-    obj.insert("specversion".into(), Value::String(ce.spec_version.clone()));
-    for (key, value) in [("id", &ce.id), ("source", &ce.source), ("type", &ce.r#type)] {
-        if !value.is_empty() {
-            obj.insert(key.into(), Value::String(value.clone()));
+    super::cloudevent::check_specversion(&ce.spec_version)?;
+    let mut event = CloudEvent::new(ce.id, ce.source, ce.r#type);
+    for required in ["id", "source", "type"] {
+        let empty = match required {
+            "id" => event.id().is_empty(),
+            "source" => event.source().is_empty(),
+            _ => event.ty().is_empty(),
+        };
+        if empty {
+            return Err(EventError::new(required, "is required"));
         }
     }
-    for (name, value) in &ce.attributes {
-        obj.insert(name.clone(), attribute_json(name, value)?);
+    let mut attributes: Vec<_> = ce.attributes.into_iter().collect();
+    // A map has no order; sorted, extensions come out the same every time.
+    attributes.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, value) in attributes {
+        if matches!(name.as_str(), "specversion" | "id" | "source" | "type") {
+            return Err(EventError::new(
+                &name,
+                "is a field of the message, not an entry of `attributes`",
+            ));
+        }
+        let value = attribute(&name, value)?;
+        event.set_attribute(&name, value)?;
     }
-    if let Some((key, value)) = data {
-        obj.insert(key.into(), value);
-    }
-    Ok(Value::Object(obj))
+    event.validate()?;
+    let media_type = event
+        .datacontenttype()
+        .and_then(|ct| MediaType::parse(ct).ok());
+    let json_type = media_type.as_ref().map(MediaType::is_json);
+    let data = match ce.data {
+        None => None,
+        Some(ProtoData::TextData(text)) => Some(match json_type {
+            Some(true) => Data::Json(parse_json(text.as_bytes())?),
+            Some(false) => Data::Text(text),
+            None => match serde_json::from_str(&text) {
+                Ok(json) => Data::Json(json),
+                Err(_) => Data::Text(text),
+            },
+        }),
+        Some(ProtoData::BinaryData(bytes)) => Some(match json_type {
+            Some(true) => Data::Json(parse_json(&bytes)?),
+            _ => Data::Bytes(Bytes::from(bytes)),
+        }),
+        Some(ProtoData::ProtoData(any)) => Some(Data::Proto {
+            type_url: any.type_url,
+            value: Bytes::from(any.value),
+        }),
+    };
+    event.set_data(data);
+    Ok(Incoming::Event(Box::new(event)))
 }
 
-fn parse_json(bytes: &[u8]) -> Result<Value, FlowError> {
-    serde_json::from_slice(bytes).map_err(|e| invalid(format!("event data is not valid JSON: {e}")))
-}
-
-fn attribute_json(name: &str, value: &CloudEventAttributeValue) -> Result<Value, FlowError> {
-    Ok(match &value.attr {
-        Some(Attr::CeBoolean(b)) => Value::Bool(*b),
-        Some(Attr::CeInteger(i)) => Value::from(*i),
-        Some(Attr::CeString(s) | Attr::CeUri(s) | Attr::CeUriRef(s)) => Value::String(s.clone()),
-        Some(Attr::CeBytes(b)) => {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(b))
-        }
-        Some(Attr::CeTimestamp(t)) => {
-            let at = chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-                .ok_or_else(|| invalid(format!("attribute {name}: timestamp out of range")))?;
-            Value::String(at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        }
-        None => return Err(invalid(format!("attribute {name} has no value"))),
+fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, EventError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        EventError::new(
+            "data",
+            format!("is not valid JSON, as its datacontenttype says: {e}"),
+        )
     })
 }
 
-/// A flow's CloudEvent in the Protobuf format: JSON data as `text_data`
-/// (`datacontenttype: application/json`), text as `text_data`, bytes as `binary_data`.
-pub fn to_proto(event: &Event) -> Result<CloudEvent, String> {
-    let string = |s: String| CloudEventAttributeValue {
-        attr: Some(Attr::CeString(s)),
-    };
+fn attribute(name: &str, value: CloudEventAttributeValue) -> Result<AttributeValue, EventError> {
+    Ok(match value.attr {
+        Some(Attr::CeBoolean(b)) => AttributeValue::Boolean(b),
+        Some(Attr::CeInteger(i)) => AttributeValue::Integer(i),
+        Some(Attr::CeString(s)) => AttributeValue::String(s),
+        Some(Attr::CeBytes(b)) => AttributeValue::Binary(Bytes::from(b)),
+        Some(Attr::CeUri(s)) => AttributeValue::Uri(s),
+        Some(Attr::CeUriRef(s)) => AttributeValue::UriRef(s),
+        Some(Attr::CeTimestamp(t)) => {
+            let at = u32::try_from(t.nanos)
+                .ok()
+                .and_then(|nanos| chrono::DateTime::from_timestamp(t.seconds, nanos))
+                .ok_or_else(|| EventError::new(name, "the timestamp is out of range"))?;
+            AttributeValue::Timestamp(Timestamp::from_utc(at))
+        }
+        None => return Err(EventError::new(name, "has no value")),
+    })
+}
+
+/// A CloudEvent in the Protobuf format: attributes with their types (`time` a Timestamp,
+/// `dataschema` a URI), JSON and text as `text_data` (JSON without a `datacontenttype` gets
+/// `application/json`), bytes as `binary_data`, a Protobuf message as `proto_data`.
+pub fn to_proto(event: &CloudEvent) -> Result<ProtoEvent, String> {
+    let value = |attr| CloudEventAttributeValue { attr: Some(attr) };
     let mut attributes = std::collections::HashMap::new();
     if let Some(s) = event.subject() {
-        attributes.insert("subject".to_owned(), string(s.to_owned()));
+        attributes.insert("subject".to_owned(), value(Attr::CeString(s.to_owned())));
     }
     if let Some(t) = event.time() {
-        attributes.insert(
-            "time".to_owned(),
-            CloudEventAttributeValue {
-                attr: Some(Attr::CeTimestamp(prost_types::Timestamp {
-                    seconds: t.timestamp(),
-                    nanos: t.timestamp_subsec_nanos() as i32,
-                })),
-            },
-        );
+        attributes.insert("time".to_owned(), value(timestamp(t)));
     }
     if let Some(s) = event.dataschema() {
-        attributes.insert(
-            "dataschema".to_owned(),
-            CloudEventAttributeValue {
-                attr: Some(Attr::CeUri(s.to_string())),
-            },
-        );
+        attributes.insert("dataschema".to_owned(), value(Attr::CeUri(s.to_owned())));
     }
-    for (name, value) in event.iter_extensions() {
-        let attr = match value {
-            ExtensionValue::String(s) => Attr::CeString(s.clone()),
-            ExtensionValue::Boolean(b) => Attr::CeBoolean(*b),
-            ExtensionValue::Integer(i) => match i32::try_from(*i) {
-                Ok(i) => Attr::CeInteger(i),
-                Err(_) => Attr::CeString(i.to_string()),
-            },
+    for (name, v) in event.extensions() {
+        let attr = match v {
+            AttributeValue::Boolean(b) => Attr::CeBoolean(*b),
+            AttributeValue::Integer(i) => Attr::CeInteger(*i),
+            AttributeValue::String(s) => Attr::CeString(s.clone()),
+            AttributeValue::Binary(b) => Attr::CeBytes(b.to_vec()),
+            AttributeValue::Uri(s) => Attr::CeUri(s.clone()),
+            AttributeValue::UriRef(s) => Attr::CeUriRef(s.clone()),
+            AttributeValue::Timestamp(t) => timestamp(t),
         };
-        attributes.insert(
-            name.to_owned(),
-            CloudEventAttributeValue { attr: Some(attr) },
-        );
+        attributes.insert(name.to_owned(), value(attr));
     }
     let data = match event.data() {
         None => None,
         Some(Data::Json(v)) => Some(ProtoData::TextData(
-            json::to_string_plain(v).map_err(|e| e.to_string())?,
+            super::json::to_string_plain(v).map_err(|e| e.to_string())?,
         )),
-        Some(Data::String(s)) => Some(ProtoData::TextData(s.clone())),
-        Some(Data::Binary(b)) => Some(ProtoData::BinaryData(b.clone())),
+        Some(Data::Text(s)) => Some(ProtoData::TextData(s.clone())),
+        Some(Data::Bytes(b)) => Some(ProtoData::BinaryData(b.to_vec())),
+        Some(Data::Proto { type_url, value }) => Some(ProtoData::ProtoData(prost_types::Any {
+            type_url: type_url.clone(),
+            value: value.to_vec(),
+        })),
     };
-    let content_type = match (event.datacontenttype(), &data) {
-        (Some(ct), _) => Some(ct.to_owned()),
-        (None, Some(ProtoData::TextData(_))) => Some("application/json".to_owned()),
-        _ => None,
+    let content_type = match (event.datacontenttype(), event.data()) {
+        (Some(ct), _) => Some(ct),
+        // json-format §3.1.2: the implied type is made explicit in another format.
+        (None, Some(Data::Json(_))) => Some("application/json"),
+        (None, _) => None,
     };
     if let Some(ct) = content_type {
-        attributes.insert("datacontenttype".to_owned(), string(ct));
+        attributes.insert(
+            "datacontenttype".to_owned(),
+            value(Attr::CeString(ct.to_owned())),
+        );
     }
-    Ok(CloudEvent {
+    Ok(ProtoEvent {
         id: event.id().to_owned(),
-        source: event.source().to_string(),
-        spec_version: event.specversion().to_string(),
+        source: event.source().to_owned(),
+        spec_version: event.specversion().to_owned(),
         r#type: event.ty().to_owned(),
         attributes,
         data,
+    })
+}
+
+fn timestamp(t: &Timestamp) -> Attr {
+    let at = t.to_utc();
+    Attr::CeTimestamp(prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(i32::MAX),
     })
 }
 
@@ -185,8 +209,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn text(ct: Option<&str>, data: &str) -> CloudEvent {
-        let mut ce = CloudEvent {
+    fn text(ct: Option<&str>, data: &str) -> ProtoEvent {
+        let mut ce = ProtoEvent {
             id: "e-1".into(),
             source: "/shop".into(),
             spec_version: "1.0".into(),
@@ -205,17 +229,25 @@ mod tests {
         ce
     }
 
+    fn event(ce: ProtoEvent) -> CloudEvent {
+        match from_proto(ce) {
+            Ok(Incoming::Event(e)) => *e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn attr(attr: Attr) -> CloudEventAttributeValue {
+        CloudEventAttributeValue { attr: Some(attr) }
+    }
+
     #[test]
     fn a_structured_event_with_json_data() {
         let mut ce = text(Some("application/json"), r#"{"n":1}"#);
-        ce.attributes.insert(
-            "priority".into(),
-            CloudEventAttributeValue {
-                attr: Some(Attr::CeInteger(3)),
-            },
-        );
+        ce.attributes
+            .insert("priority".into(), attr(Attr::CeInteger(3)));
+        let e = event(ce);
         assert_eq!(
-            event_json(&ce).unwrap(),
+            serde_json::to_value(&e).unwrap(),
             json!({"specversion": "1.0", "id": "e-1", "source": "/shop", "type": "order.created",
                    "datacontenttype": "application/json", "priority": 3, "data": {"n": 1}})
         );
@@ -223,37 +255,118 @@ mod tests {
 
     #[test]
     fn bare_payloads_text_and_bytes() {
-        let mut ce = CloudEvent {
+        let mut ce = ProtoEvent {
             data: Some(ProtoData::BinaryData(br#"{"order_id":"1"}"#.to_vec())),
             ..Default::default()
         };
-        assert_eq!(event_json(&ce).unwrap(), json!({"order_id": "1"}));
+        assert_eq!(
+            from_proto(ce.clone()).unwrap(),
+            Incoming::Payload(json!({"order_id": "1"}))
+        );
         ce.data = Some(ProtoData::TextData("not json".into()));
-        assert_eq!(event_json(&ce).unwrap_err().code(), "INPUT_INVALID");
-        let plain = text(Some("text/plain"), "hello");
-        assert_eq!(event_json(&plain).unwrap()["data"], "hello");
+        assert_eq!(from_proto(ce).unwrap_err().attribute, "specversion");
+        assert_eq!(
+            event(text(Some("text/plain"), "hello")).data(),
+            Some(&Data::Text("hello".into()))
+        );
         let mut bytes = text(Some("application/octet-stream"), "");
         bytes.data = Some(ProtoData::BinaryData(vec![0, 1, 2]));
-        assert_eq!(event_json(&bytes).unwrap()["data_base64"], "AAEC");
+        assert_eq!(
+            event(bytes).data(),
+            Some(&Data::Bytes(Bytes::from_static(&[0, 1, 2])))
+        );
+        let invalid = text(Some("application/json"), "{nope");
+        assert_eq!(from_proto(invalid).unwrap_err().attribute, "data");
     }
 
     #[test]
-    fn round_trip_through_the_envelope() {
-        let event: Event = serde_json::from_value(json!({
-            "specversion": "1.0", "id": "x", "source": "/s", "type": "t", "subject": "sub",
-            "time": "2026-11-26T10:00:00Z", "traceparent": "00-abc-01",
-            "datacontenttype": "application/json", "data": {"amount": 31.5}
-        }))
-        .unwrap();
-        let ce = to_proto(&event).unwrap();
+    fn typed_attributes_and_every_data_form_round_trip() {
+        let mut ce = text(None, "");
+        for (name, value) in [
+            ("subject", Attr::CeString("sub".into())),
+            ("dataschema", Attr::CeUri("https://e.com/s".into())),
+            ("flag", Attr::CeBoolean(true)),
+            ("n", Attr::CeInteger(i32::MIN)),
+            ("bin", Attr::CeBytes(vec![0xff])),
+            ("link", Attr::CeUri("https://e.com".into())),
+            ("ref", Attr::CeUriRef("/r".into())),
+            (
+                "at",
+                Attr::CeTimestamp(prost_types::Timestamp {
+                    seconds: 1_522_949_784,
+                    nanos: 5,
+                }),
+            ),
+            (
+                "time",
+                Attr::CeTimestamp(prost_types::Timestamp {
+                    seconds: 1_522_949_784,
+                    nanos: 0,
+                }),
+            ),
+        ] {
+            ce.attributes.insert(name.into(), attr(value));
+        }
+        for data in [
+            ProtoData::TextData("plain".into()),
+            ProtoData::BinaryData(vec![0, 159, 146, 150]),
+            ProtoData::ProtoData(prost_types::Any {
+                type_url: "type.googleapis.com/shop.Order".into(),
+                value: vec![8, 1],
+            }),
+        ] {
+            let mut ce = ce.clone();
+            ce.data = Some(data);
+            if matches!(ce.data, Some(ProtoData::TextData(_))) {
+                ce.attributes.insert(
+                    "datacontenttype".into(),
+                    attr(Attr::CeString("text/plain".into())),
+                );
+            }
+            let e = event(ce.clone());
+            assert_eq!(e.time().unwrap().as_str(), "2018-04-05T17:36:24Z");
+            assert_eq!(to_proto(&e).unwrap(), ce);
+        }
+    }
+
+    #[test]
+    fn json_data_is_text_with_its_content_type() {
+        let mut e = CloudEvent::new("x", "/s", "t");
+        e.set_data(Some(Data::Json(json!({"amount": 31.5}))));
+        let ce = to_proto(&e).unwrap();
         assert_eq!(
             ce.data,
             Some(ProtoData::TextData(r#"{"amount":31.5}"#.into()))
         );
-        let back = event_json(&ce).unwrap();
-        assert_eq!(back["subject"], "sub");
-        assert_eq!(back["time"], "2026-11-26T10:00:00Z");
-        assert_eq!(back["traceparent"], "00-abc-01");
-        assert_eq!(back["data"], json!({"amount": 31.5}));
+        assert_eq!(
+            ce.attributes["datacontenttype"].attr,
+            Some(Attr::CeString("application/json".into()))
+        );
+        assert_eq!(event(ce).data(), e.data());
+    }
+
+    #[test]
+    fn invalid_messages_are_refused() {
+        let mut ce = text(None, "{}");
+        ce.spec_version = "0.3".into();
+        assert_eq!(from_proto(ce).unwrap_err().attribute, "specversion");
+        let mut ce = text(None, "{}");
+        ce.id = String::new();
+        assert_eq!(from_proto(ce).unwrap_err().attribute, "id");
+        let mut ce = text(None, "{}");
+        ce.attributes
+            .insert("id".into(), attr(Attr::CeString("2".into())));
+        assert_eq!(from_proto(ce).unwrap_err().attribute, "id");
+        let mut ce = text(None, "{}");
+        ce.attributes
+            .insert("subject".into(), attr(Attr::CeInteger(1)));
+        assert_eq!(from_proto(ce).unwrap_err().attribute, "subject");
+        let mut ce = text(None, "{}");
+        ce.attributes
+            .insert("Bad".into(), attr(Attr::CeString("v".into())));
+        assert_eq!(from_proto(ce).unwrap_err().attribute, "Bad");
+        let mut ce = text(None, "{}");
+        ce.source = "a b".into();
+        assert_eq!(from_proto(ce).unwrap_err().attribute, "source");
     }
 }

@@ -70,7 +70,7 @@ impl Transformer {
     pub fn transform(&self, scope: &Scope<'_>) -> Result<Json, FlowError> {
         Ok(match self.apply(scope)? {
             Some(output) => output,
-            None => scope.input().data().clone(),
+            None => scope.input().data_json(),
         })
     }
 

@@ -8,7 +8,7 @@
 //!
 //! ## Input (stdin)
 //!
-//! The CloudEvent in JSON structured mode plus the transport headers:
+//! The CloudEvent in the CloudEvents JSON format plus the transport headers:
 //!
 //! ```json
 //! {
@@ -20,7 +20,7 @@
 //!   "time": "2026-01-01T00:00:00Z",
 //!   "datacontenttype": "application/json",
 //!   "myextension": "value",             // extension attributes, when set
-//!   "data": {"key": "value"},           // the payload (any JSON); absent if the event has none
+//!   "data": {"key": "value"},           // JSON or text data; bytes are "data_base64"; absent without data
 //!   "headers": {"x-request-id": "abc"}  // always present, may be empty; string values
 //! }
 //! ```
@@ -33,7 +33,8 @@
 //!
 //! | key | rule |
 //! |---|---|
-//! | `data` | replaces the payload; `null` removes it |
+//! | `data` | replaces the data with this JSON value (`null` is JSON null data, as in the JSON format), or with text for a non-JSON `datacontenttype` |
+//! | `data_base64` | replaces the data with these bytes (base64) |
 //! | `specversion`, `id` | may be echoed, must not change (an event's identity is not the interceptor's to change) |
 //! | `source`, `type` | non-empty strings |
 //! | `subject`, `datacontenttype`, `dataschema` | strings; `null` removes the attribute |
@@ -41,7 +42,10 @@
 //! | `headers` | an object of string values; replaces the headers as a whole |
 //! | any other key | a CloudEvents extension attribute: the name must be `[a-z0-9]+`, the value a string, a boolean or a 32-bit integer; `null` removes it |
 //!
-//! Anything else (not JSON, not an object, trailing data, `data_base64`, an invalid extension
+//! Extension types follow the JSON format: strings, booleans and integers keep their type; a
+//! Protobuf-typed extension (bytes, URI, timestamp) comes back as its string.
+//!
+//! Anything else (not JSON, not an object, trailing data, an invalid extension
 //! name or value, ...) fails the event with `INTERCEPTOR_FAILED`.
 //!
 //! ## Rejection
@@ -156,7 +160,22 @@ fn merge(
     for (key, value) in changes {
         let k = key.as_str();
         match k {
-            "data" => set_or_remove(&mut event, key, value),
+            // JSON data, `null` included (json-format §3.1.1), or bytes: either replaces both.
+            "data" => {
+                event.remove("data_base64");
+                event.insert(key, value);
+            }
+            "data_base64" => match value {
+                Value::String(_) => {
+                    event.remove("data");
+                    event.insert(key, value);
+                }
+                other => {
+                    return Err(format!(
+                        "`data_base64` must be a base64 string, got {other}"
+                    ))
+                }
+            },
             _ if IMMUTABLE.contains(&k) => {
                 if event.get(k) != Some(&value) {
                     return Err(format!(
@@ -191,9 +210,6 @@ fn merge(
             "headers" => {
                 check_headers(&value)?;
                 event.insert(key, value);
-            }
-            "data_base64" => {
-                return Err("`data_base64` is not supported: write JSON `data`".into());
             }
             _ => {
                 check_extension(k, &value)?;
@@ -310,7 +326,8 @@ mod tests {
             out,
             json!({"specversion": "1.0", "id": "e1", "source": "/s", "type": "t2",
                    "headers": {"b": "2"}, "time": "2026-01-01T00:00:00Z",
-                   "tenant": "acme", "prio": 3})
+                   "tenant": "acme", "prio": 3, "data": null}),
+            "`data: null` is JSON null data, as in the JSON format"
         );
     }
 
@@ -361,7 +378,7 @@ mod tests {
             (r#"{"time":"yesterday"}"#, "RFC 3339"),
             (r#"{"headers":{"a":1}}"#, "header `a`"),
             (r#"{"headers":[]}"#, "`headers` must be an object"),
-            (r#"{"data_base64":"AA=="}"#, "data_base64"),
+            (r#"{"data_base64":5}"#, "base64 string"),
             (r#"{"Tenant":"x"}"#, "not a CloudEvents extension name"),
             (r#"{"my-ext":"x"}"#, "not a CloudEvents extension name"),
             (r#"{"ext":{"a":1}}"#, "32-bit integer"),

@@ -51,7 +51,8 @@ pub struct KafkaDeliveryError {
 pub struct KafkaRecord {
     pub key: Option<Vec<u8>>,
     pub headers: Vec<(String, Vec<u8>)>,
-    pub value: Vec<u8>,
+    /// `None` is a record without a value (a binary-mode event without data).
+    pub value: Option<Vec<u8>>,
 }
 
 impl KafkaRecord {
@@ -135,9 +136,10 @@ pub async fn produce(
         if n > 0 {
             tracing::debug!(topic, attempt = n + 1, "retrying Kafka produce");
         }
-        let mut fr = FutureRecord::<[u8], [u8]>::to(topic)
-            .payload(record.value.as_slice())
-            .headers(record.owned_headers());
+        let mut fr = FutureRecord::<[u8], [u8]>::to(topic).headers(record.owned_headers());
+        if let Some(value) = &record.value {
+            fr = fr.payload(value.as_slice());
+        }
         if let Some(k) = &record.key {
             fr = fr.key(k.as_slice());
         }

@@ -83,7 +83,7 @@ impl DeadLetter {
         KafkaRecord {
             key: self.key.clone(),
             headers: h,
-            value: self.value.clone(),
+            value: Some(self.value.clone()),
         }
     }
 }
@@ -212,7 +212,7 @@ mod tests {
         };
         let r = letter.record();
         assert_eq!(r.key.as_deref(), Some(&b"k"[..]));
-        assert_eq!(r.value, b"{\"a\":1}");
+        assert_eq!(r.value.as_deref(), Some(&b"{\"a\":1}"[..]));
         assert_eq!(text(&r, "fiso-original-topic").as_deref(), Some("orders"));
         assert_eq!(
             text(&r, "fiso-error-code").as_deref(),

@@ -2,9 +2,10 @@
 //! JSON; what comes out is the event to deliver (with the headers to send along), a rejection,
 //! or a failure.
 
-use cloudevents::Event;
+use crate::CloudEvent;
 
 use super::delivery::DeliveryContext;
+use crate::event::json_format;
 use crate::interceptor::{ChainOutcome, InterceptorChain};
 use crate::metrics::FlowMetrics;
 use crate::FlowError;
@@ -13,7 +14,7 @@ use crate::FlowError;
 pub(super) enum Intercepted {
     /// The event to deliver and the headers the interceptors want sent with it.
     Continue {
-        event: Box<Event>,
+        event: Box<CloudEvent>,
         sink_headers: Vec<(String, String)>,
     },
     Rejected {
@@ -29,7 +30,7 @@ pub(super) async fn intercept(
     chain: &InterceptorChain,
     metrics: &FlowMetrics,
     flow: &str,
-    event: Event,
+    event: CloudEvent,
     ctx: &DeliveryContext,
 ) -> Intercepted {
     if chain.is_empty() {
@@ -88,7 +89,7 @@ pub(super) async fn intercept(
                 })
                 .filter_map(|(k, v)| Some((k, v.as_str()?.to_owned())))
                 .collect();
-            match serde_json::from_value::<Event>(event) {
+            match json_format::from_json(event) {
                 Ok(e) => Intercepted::Continue {
                     event: Box::new(e),
                     sink_headers,

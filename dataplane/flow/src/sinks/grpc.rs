@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cloudevents::Event;
+use crate::CloudEvent;
 use fiso_config::flow::GrpcSinkConfig;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
@@ -20,7 +20,7 @@ use super::Sink;
 use crate::cel::budget::Budget;
 use crate::event::protobuf::proto::fiso::v1::event_service_client::EventServiceClient;
 use crate::event::protobuf::proto::fiso::v1::{Outcome as AckOutcome, PublishResponse};
-use crate::event::protobuf::proto::io::cloudevents::v1::CloudEvent;
+use crate::event::protobuf::proto::io::cloudevents::v1::CloudEvent as ProtoEvent;
 use crate::event::protobuf::to_proto;
 use crate::pipeline::delivery::{
     DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt, SinkResponse,
@@ -75,7 +75,7 @@ type Waiters = Arc<Mutex<HashMap<String, VecDeque<oneshot::Sender<PublishRespons
 /// An open `PublishStream`: events go in through `events`; the reader task hands every
 /// acknowledgement to the oldest waiter for its id.
 struct EventStream {
-    events: mpsc::Sender<CloudEvent>,
+    events: mpsc::Sender<ProtoEvent>,
     waiters: Waiters,
     /// Cancelled when the reader saw the stream end.
     ended: CancellationToken,
@@ -156,7 +156,7 @@ impl GrpcSink {
     }
 
     /// Sends `event` and waits for its acknowledgement, retrying per the flow's policy.
-    pub async fn send(&self, event: &Event) -> Result<PublishResponse, GrpcDeliveryError> {
+    pub async fn send(&self, event: &CloudEvent) -> Result<PublishResponse, GrpcDeliveryError> {
         let failed = |code: Code, attempts: u32, message: String| GrpcDeliveryError {
             address: self.address.to_string(),
             code,
@@ -195,7 +195,7 @@ impl GrpcSink {
     }
 
     /// One send on the stream (opened if needed) and the wait for its acknowledgement.
-    async fn attempt(&self, ce: CloudEvent) -> Result<PublishResponse, (Code, String)> {
+    async fn attempt(&self, ce: ProtoEvent) -> Result<PublishResponse, (Code, String)> {
         let (events, waiters) = self.open().await?;
         let (tx, rx) = oneshot::channel();
         let id = ce.id.clone();
@@ -217,7 +217,7 @@ impl GrpcSink {
     }
 
     /// The open stream, opening one when there is none (or it broke).
-    async fn open(&self) -> Result<(mpsc::Sender<CloudEvent>, Waiters), (Code, String)> {
+    async fn open(&self) -> Result<(mpsc::Sender<ProtoEvent>, Waiters), (Code, String)> {
         let mut slot = self.stream.lock().await;
         if let Some(s) = slot.as_ref().filter(|s| s.is_open()) {
             return Ok((s.events.clone(), Arc::clone(&s.waiters)));
@@ -291,7 +291,7 @@ impl Sink for GrpcSink {
 
     async fn deliver(
         &self,
-        event: &Event,
+        event: &CloudEvent,
         (): (),
         _ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {

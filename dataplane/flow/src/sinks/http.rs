@@ -4,25 +4,22 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use cloudevents::event::{AttributesReader, Data, ExtensionValue};
-use cloudevents::Event;
 use fiso_config::flow::{
     ContentMode, HttpSinkConfig, DEFAULT_MAX_RESPONSE_BODY_SIZE, DEFAULT_SINK_TIMEOUT,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-
 use super::Sink;
 use crate::cel::budget::Budget;
+use crate::event::header_binding::{self, Binding};
 use crate::event::json;
 use crate::pipeline::delivery::{
     DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt, SinkResponse, CORRELATION_HEADER,
     STRUCTURED_CONTENT_TYPE,
 };
 use crate::retry::{parse_retry_after, with_retries, Attempt, RetryError, RetryPolicy};
-use crate::{FlowError, InputEvent};
+use crate::{CloudEvent, FlowError, InputEvent};
 
 /// The last thing that went wrong when retries ran out.
 #[derive(Debug, Clone)]
@@ -168,7 +165,7 @@ impl HttpSink {
     /// Delivers `event`, retrying 5xx / 429 / network errors; other 4xx fail at once.
     async fn send(
         &self,
-        event: &Event,
+        event: &CloudEvent,
         ctx: &DeliveryContext,
     ) -> Result<SinkResponse, HttpDeliveryError> {
         let (headers, body) = self.encode(event, ctx)?;
@@ -232,7 +229,7 @@ impl HttpSink {
 
     fn encode(
         &self,
-        event: &Event,
+        event: &CloudEvent,
         ctx: &DeliveryContext,
     ) -> Result<(HeaderMap, Bytes), HttpDeliveryError> {
         let mut headers = self.headers.clone();
@@ -267,50 +264,23 @@ impl HttpSink {
                 Ok((headers, Bytes::from(body)))
             }
             ContentMode::Binary => {
-                let mut put = |name: &str, value: &str| -> Result<(), HttpDeliveryError> {
-                    let n = HeaderName::from_bytes(format!("ce-{name}").as_bytes())
-                        .map_err(|_| bad(name))?;
-                    let encoded = ce_header_text(value);
-                    headers.insert(n, HeaderValue::from_str(&encoded).map_err(|_| bad(name))?);
-                    Ok(())
-                };
-                put("specversion", &event.specversion().to_string())?;
-                put("id", event.id())?;
-                put("type", event.ty())?;
-                put("source", &event.source().to_string())?;
-                if let Some(s) = event.subject() {
-                    put("subject", s)?;
+                for (name, value) in Binding::Http.write(event) {
+                    let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad(&name))?;
+                    // Percent-encoding leaves printable ASCII only: always a valid value.
+                    let value = HeaderValue::from_str(&value).map_err(|_| bad(name.as_str()))?;
+                    headers.insert(name, value);
                 }
-                if let Some(t) = event.time() {
-                    put(
-                        "time",
-                        &t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-                    )?;
+                if let Some(ct) = header_binding::content_type(event) {
+                    headers.insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_str(ct).map_err(|_| bad("datacontenttype"))?,
+                    );
                 }
-                if let Some(s) = event.dataschema() {
-                    put("dataschema", s.as_str())?;
-                }
-                for (name, value) in event.iter_extensions() {
-                    let v = match value {
-                        ExtensionValue::String(s) => s.clone(),
-                        ExtensionValue::Boolean(b) => b.to_string(),
-                        ExtensionValue::Integer(i) => i.to_string(),
-                    };
-                    put(name, &v)?;
-                }
-                let ct = event.datacontenttype().unwrap_or("application/json");
-                headers.insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_str(ct).map_err(|_| bad("datacontenttype"))?,
-                );
                 let body = match event.data() {
                     None => Bytes::new(),
-                    Some(Data::Json(v)) => Bytes::from(
-                        json::to_vec_plain(v)
-                            .map_err(|e| HttpDeliveryError::Request(e.to_string()))?,
-                    ),
-                    Some(Data::String(s)) => Bytes::from(s.clone()),
-                    Some(Data::Binary(b)) => Bytes::from(b.clone()),
+                    Some(data) => data
+                        .to_body()
+                        .map_err(|e| HttpDeliveryError::Request(e.to_string()))?,
                 };
                 Ok((headers, body))
             }
@@ -327,7 +297,7 @@ impl Sink for HttpSink {
 
     async fn deliver(
         &self,
-        event: &Event,
+        event: &CloudEvent,
         (): (),
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {
@@ -360,15 +330,6 @@ async fn read_capped(resp: &mut reqwest::Response, cap: usize) -> (Bytes, bool) 
     }
 }
 
-/// What the CloudEvents HTTP binding (§3.1.3.2) percent-encodes in a `ce-*` header value: space,
-/// `"`, `%` and everything outside printable ASCII (UTF-8 bytes one by one). The result is
-/// always a valid header value, whatever text the attribute holds.
-const CE_HEADER_ESCAPED: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'%');
-
-fn ce_header_text(value: &str) -> std::borrow::Cow<'_, str> {
-    utf8_percent_encode(value, CE_HEADER_ESCAPED).into()
-}
-
 /// 5xx and 429 are worth retrying; other statuses are final.
 pub fn retryable(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
@@ -388,21 +349,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ce_header_values_are_percent_encoded_as_the_http_binding_says() {
-        for (text, header) in [
-            ("order.created", "order.created"),
-            ("/orders/o-1?x=y&z", "/orders/o-1?x=y&z"),
-            ("café \"100%\"", "caf%C3%A9%20%22100%25%22"),
-            ("tab\there", "tab%09here"),
-            ("a\r\nb", "a%0D%0Ab"),
-        ] {
-            let encoded = ce_header_text(text);
-            assert_eq!(encoded, header, "{text:?}");
-            assert!(HeaderValue::from_str(&encoded).is_ok());
-        }
-    }
 
     fn answer(status: StatusCode) -> SinkResponse {
         SinkResponse {

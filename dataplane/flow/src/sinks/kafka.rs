@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use cloudevents::event::{AttributesReader, Data, ExtensionValue};
-use cloudevents::Event;
 use fiso_config::flow::{ContentMode, KafkaSinkConfig, RequiredAcks};
 use fiso_config::kafka::KafkaConfig;
 use rdkafka::producer::FutureProducer;
@@ -15,6 +13,7 @@ use serde_json::Value as Json;
 use super::Sink;
 use crate::cel::budget::Budget;
 use crate::cel::expr::CompiledExpr;
+use crate::event::header_binding::{self, Binding};
 use crate::event::json;
 use crate::kafka::client::{
     find_cluster, produce, producer, KafkaBuildError, KafkaDelivery, KafkaDeliveryError,
@@ -26,7 +25,7 @@ use crate::pipeline::delivery::{
     STRUCTURED_CONTENT_TYPE,
 };
 use crate::retry::RetryPolicy;
-use crate::{FlowError, InputEvent, Scope};
+use crate::{CloudEvent, FlowError, InputEvent, Scope};
 
 /// Errors building a Kafka sink from config.
 #[derive(Debug, thiserror::Error)]
@@ -130,7 +129,7 @@ impl KafkaSink {
     /// broker errors per the flow's policy.
     pub async fn send(
         &self,
-        event: &Event,
+        event: &CloudEvent,
         key: Option<Vec<u8>>,
         ctx: &DeliveryContext,
     ) -> Result<KafkaDelivery, KafkaDeliveryError> {
@@ -162,7 +161,7 @@ impl Sink for KafkaSink {
 
     async fn deliver(
         &self,
-        event: &Event,
+        event: &CloudEvent,
         key: Option<Vec<u8>>,
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {
@@ -191,7 +190,7 @@ fn key_bytes(value: Json) -> Result<Option<Vec<u8>>, String> {
 /// The Kafka protocol binding of CloudEvents: headers and value of `event` (key left unset).
 /// Static `headers` come first; `fiso-correlation-id` and `traceparent` are added.
 pub fn encode(
-    event: &Event,
+    event: &CloudEvent,
     mode: ContentMode,
     headers: &[(String, String)],
     ctx: &DeliveryContext,
@@ -213,45 +212,19 @@ pub fn encode(
     let value = match mode {
         ContentMode::Structured => {
             put("content-type", STRUCTURED_CONTENT_TYPE.to_owned());
-            json::to_vec_plain(event).map_err(|e| e.to_string())?
+            Some(json::to_vec_plain(event).map_err(|e| e.to_string())?)
         }
         ContentMode::Binary => {
-            put("ce_specversion", event.specversion().to_string());
-            put("ce_id", event.id().to_owned());
-            put("ce_type", event.ty().to_owned());
-            put("ce_source", event.source().to_string());
-            if let Some(s) = event.subject() {
-                put("ce_subject", s.to_owned());
+            for (name, value) in Binding::Kafka.write(event) {
+                put(&name, value);
             }
-            if let Some(t) = event.time() {
-                put(
-                    "ce_time",
-                    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-                );
+            if let Some(ct) = header_binding::content_type(event) {
+                put("content-type", ct.to_owned());
             }
-            if let Some(s) = event.dataschema() {
-                put("ce_dataschema", s.to_string());
-            }
-            for (name, value) in event.iter_extensions() {
-                let v = match value {
-                    ExtensionValue::String(s) => s.clone(),
-                    ExtensionValue::Boolean(b) => b.to_string(),
-                    ExtensionValue::Integer(i) => i.to_string(),
-                };
-                put(&format!("ce_{name}"), v);
-            }
-            put(
-                "content-type",
-                event
-                    .datacontenttype()
-                    .unwrap_or("application/json")
-                    .to_owned(),
-            );
+            // kafka-protocol-binding §3.2.2: no data is no value.
             match event.data() {
-                None => Vec::new(),
-                Some(Data::Json(v)) => json::to_vec_plain(v).map_err(|e| e.to_string())?,
-                Some(Data::String(s)) => s.clone().into_bytes(),
-                Some(Data::Binary(b)) => b.clone(),
+                None => None,
+                Some(data) => Some(data.to_body().map_err(|e| e.to_string())?.to_vec()),
             }
         }
     };
@@ -265,21 +238,17 @@ pub fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cloudevents::{EventBuilder, EventBuilderV10};
+    use crate::event::json_format;
     use serde_json::json;
 
-    fn event() -> Event {
-        EventBuilderV10::new()
-            .id("e-1")
-            .ty("order.created")
-            .source("/orders")
-            .subject("o-1")
-            .time("2026-11-26T16:00:00Z")
-            .extension("traceparent", "00-abc-def-01")
-            .extension("tenant", "acme")
-            .data("application/json", json!({"total": 12.5, "n": 1}))
-            .build()
-            .unwrap()
+    fn event() -> CloudEvent {
+        json_format::from_json(json!({
+            "specversion": "1.0", "id": "e-1", "type": "order.created", "source": "/orders",
+            "subject": "o-1", "time": "2026-11-26T16:00:00Z", "traceparent": "00-abc-def-01",
+            "tenant": "acme", "datacontenttype": "application/json",
+            "data": {"total": 12.5, "n": 1}
+        }))
+        .unwrap()
     }
 
     fn ctx() -> DeliveryContext {
@@ -312,7 +281,7 @@ mod tests {
             Some("application/json")
         );
         assert_eq!(text(&r, CORRELATION_HEADER).as_deref(), Some("corr-1"));
-        assert_eq!(r.value, br#"{"total":12.5,"n":1}"#);
+        assert_eq!(r.value.as_deref(), Some(&br#"{"total":12.5,"n":1}"#[..]));
         assert_eq!(r.key, None);
     }
 
@@ -324,7 +293,7 @@ mod tests {
             Some(STRUCTURED_CONTENT_TYPE)
         );
         assert!(r.header("ce_id").is_none());
-        let v: Json = serde_json::from_slice(&r.value).unwrap();
+        let v: Json = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
         assert_eq!(v["id"], "e-1");
         assert_eq!(v["specversion"], "1.0");
         assert_eq!(v["tenant"], "acme");

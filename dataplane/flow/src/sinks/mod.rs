@@ -10,7 +10,7 @@ pub mod temporal;
 
 use std::sync::Arc;
 
-use cloudevents::Event;
+use crate::CloudEvent;
 use fiso_config::flow::SinkSpec;
 use fiso_config::kafka::KafkaConfig;
 use fiso_runtime::Readiness;
@@ -100,7 +100,7 @@ impl Sink for AnySink {
         })
     }
 
-    fn seal(&self, event: &Event, prepared: &mut AnyPrepared) -> Result<(), FlowError> {
+    fn seal(&self, event: &CloudEvent, prepared: &mut AnyPrepared) -> Result<(), FlowError> {
         match (self, prepared) {
             (AnySink::Kafka(s), AnyPrepared::Kafka(p)) => s.seal(event, p),
             (AnySink::Temporal(s), AnyPrepared::Temporal(p)) => s.seal(event, p),
@@ -110,7 +110,7 @@ impl Sink for AnySink {
 
     async fn deliver(
         &self,
-        event: &Event,
+        event: &CloudEvent,
         prepared: AnyPrepared,
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use cloudevents::Event;
+use crate::CloudEvent;
 use fiso_runtime::Readiness;
 use tokio_util::sync::CancellationToken;
 
@@ -34,14 +34,14 @@ pub trait Sink: Send + Sync + 'static {
 
     /// Completes `prepared` from the CloudEvent as it will be sent (after interceptors); an
     /// error refuses the event.
-    fn seal(&self, _event: &Event, _prepared: &mut Self::Prepared) -> Result<(), FlowError> {
+    fn seal(&self, _event: &CloudEvent, _prepared: &mut Self::Prepared) -> Result<(), FlowError> {
         Ok(())
     }
 
     /// Delivers `event`, retrying per the flow's policy.
     fn deliver(
         &self,
-        event: &Event,
+        event: &CloudEvent,
         prepared: Self::Prepared,
         ctx: &DeliveryContext,
     ) -> impl Future<Output = Result<Receipt, DeliveryError>> + Send;

@@ -31,10 +31,10 @@ use crate::event::protobuf::proto::fiso::v1::event_service_server::{
 };
 use crate::event::protobuf::proto::fiso::v1::{Outcome as AckOutcome, PublishResponse};
 use crate::event::protobuf::proto::io::cloudevents::v1::CloudEvent;
-use crate::event::protobuf::{event_json, proto};
+use crate::event::protobuf::{from_proto, proto, Incoming};
 use crate::pipeline::delivery::{DeliveryContext, Outcome};
 use crate::pipeline::Pipeline;
-use crate::{FlowError, InputEvent};
+use crate::{Data, FlowError, InputEvent};
 
 /// Events one gRPC source processes at once before `Publish` answers RESOURCE_EXHAUSTED.
 pub const MAX_IN_FLIGHT: usize = 1024;
@@ -191,17 +191,29 @@ impl Ingest {
     /// One event through the flow, and the answer for its sender.
     async fn one(&self, ce: CloudEvent, headers: &axum::http::HeaderMap) -> PublishResponse {
         let flow = &self.flow;
-        let json = event_json(&ce);
-        // The DLQ keeps what was sent: the event as JSON when it was readable.
-        let body = match &json {
-            Ok(v) => Bytes::from(crate::event::json::to_vec_plain(v).unwrap_or_default()),
-            Err(_) => Bytes::from(ce.encode_to_vec()),
+        let sent_id = ce.id.clone();
+        let encoded = ce.encode_to_vec();
+        let defaults = flow.compiled().defaults().event();
+        let received_at = defaults.received_at;
+        // The DLQ keeps what was sent: the event in the JSON format when it was readable.
+        let as_json = |json: serde_json::Result<Vec<u8>>, encoded: Vec<u8>| {
+            Bytes::from(json.unwrap_or(encoded))
         };
-        let input = json.and_then(|v| InputEvent::from_json(v, flow.compiled().defaults().event()));
-        let id = input
-            .as_ref()
-            .map(|e| e.id().to_owned())
-            .unwrap_or_else(|_| ce.id.clone());
+        let (input, body) = match from_proto(ce) {
+            Ok(Incoming::Event(event)) => {
+                let body = as_json(crate::event::json::to_vec_plain(&event), encoded);
+                (Ok(InputEvent::from_event(*event, received_at)), body)
+            }
+            Ok(Incoming::Payload(json)) => {
+                let body = as_json(crate::event::json::to_vec_plain(&json), encoded);
+                (
+                    Ok(InputEvent::from_payload(Data::Json(json), defaults)),
+                    body,
+                )
+            }
+            Err(e) => (Err(FlowError::from(e)), Bytes::from(encoded)),
+        };
+        let id = input.as_ref().map(|e| e.id().to_owned()).unwrap_or(sent_id);
         let ctx = DeliveryContext {
             correlation_id: correlation_id(headers),
             traceparent: traceparent(headers),

@@ -9,20 +9,23 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use fiso_config::common::ByteSize;
 use fiso_config::flow::{HttpSourceConfig, DEFAULT_MAX_BODY_SIZE};
 use fiso_runtime::server::{is_body_timeout, ServerTimeouts};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use percent_encoding::percent_decode_str;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::request::{correlation_id, text_headers, traceparent};
+use crate::event::header_binding::Binding;
+use crate::event::json_format;
+use crate::event::media_type::{MediaType, MessageMode};
 use crate::pipeline::delivery::{
     DeliveryContext, DeliveryError, DeliveryErrorKind, Outcome, Receipt, SinkResponse,
-    CORRELATION_HEADER, STRUCTURED_CONTENT_TYPE,
+    CORRELATION_HEADER,
 };
 use crate::pipeline::Pipeline;
-use crate::{EventDefaults, FlowError, InputEvent};
+use crate::{Data, EventDefaults, FlowError, InputEvent};
 
 /// An HTTP source: a path on the server of its listen address.
 #[derive(Debug, Clone)]
@@ -148,7 +151,7 @@ async fn ingest(route: Route, req: Request, correlation_id: &str) -> Response {
         },
         sink_headers: Vec::new(),
     };
-    let input = parse_input(&flow, &parts.headers, &bytes);
+    let input = parse_input(&flow, &parts.headers, bytes);
     answer(flow.handle(input, &ctx).await, correlation_id)
 }
 
@@ -263,84 +266,72 @@ fn relay(resp: SinkResponse, correlation_id: &str) -> Response {
     r
 }
 
-fn parse_input(flow: &Pipeline, headers: &HeaderMap, body: &[u8]) -> Result<InputEvent, FlowError> {
+fn parse_input(flow: &Pipeline, headers: &HeaderMap, body: Bytes) -> Result<InputEvent, FlowError> {
     input_event(headers, body, flow.compiled().defaults().event())
 }
 
-/// Turns a request's headers and body into the flow's input event. A body is a structured
-/// CloudEvent (`application/cloudevents+json`, or any JSON object with `specversion`), a
-/// binary-mode CloudEvent (`ce-*` headers), or a bare JSON payload; anything else is
-/// [`FlowError::InvalidInput`] (HTTP 400).
+/// Turns a request's headers and body into the flow's input event. `Content-Type` decides
+/// (http-protocol-binding §3): `application/cloudevents+json` is a structured CloudEvent, a
+/// `ce-specversion` header makes the request a binary-mode one, and anything else is a bare
+/// JSON payload — read as a structured CloudEvent when there is no `Content-Type` at all and
+/// the body is an object with `specversion`. What is not valid is [`FlowError::InvalidInput`]
+/// (HTTP 400).
 ///
 /// Public so the `http_body` fuzz target can reach it without a server or a flow instance.
 pub fn input_event(
     headers: &HeaderMap,
-    body: &[u8],
+    body: Bytes,
     defaults: EventDefaults<'_>,
 ) -> Result<InputEvent, FlowError> {
-    let invalid = |message: String| FlowError::InvalidInput { message };
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if let Some(ce) = binary_cloudevent(headers) {
-        let mut obj = ce?;
-        let data = if body.is_empty() {
-            Value::Null
-        } else if content_type.is_empty() || content_type.contains("json") {
-            serde_json::from_slice(body)
-                .map_err(|e| invalid(format!("body is not valid JSON: {e}")))?
-        } else {
-            Value::String(
-                String::from_utf8(body.to_vec())
-                    .map_err(|_| invalid("binary-mode body is not UTF-8 text".into()))?,
-            )
-        };
-        if !content_type.is_empty() {
-            obj.insert(
-                "datacontenttype".into(),
-                Value::String(content_type.to_owned()),
-            );
+    let content_type = match headers.get(header::CONTENT_TYPE) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            FlowError::invalid_input("the Content-Type header is not printable ASCII")
+        })?),
+    };
+    match content_type.map(MediaType::message_mode) {
+        Some(MessageMode::Structured) => {
+            let json = parse_json(&body)?;
+            let event = json_format::from_json(json)?;
+            return Ok(InputEvent::from_event(event, defaults.received_at));
         }
-        obj.insert("data".into(), data);
-        return InputEvent::from_json(Value::Object(obj), defaults);
+        Some(MessageMode::Batched) => {
+            return Err(FlowError::invalid_input(
+                "batched mode (application/cloudevents-batch+json) is not accepted: send one event per request",
+            ))
+        }
+        Some(MessageMode::UnknownFormat) => {
+            return Err(FlowError::invalid_input(format!(
+                "the event format of Content-Type {:?} is not supported: send application/cloudevents+json, or binary mode",
+                content_type.unwrap_or_default()
+            )))
+        }
+        Some(MessageMode::Binary) | None => {}
+    }
+    if Binding::Http.is_event(headers.keys().map(|name| name.as_str())) {
+        let attributes = headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()));
+        let event = Binding::Http.read(attributes, content_type, body)?;
+        return Ok(InputEvent::from_event(event, defaults.received_at));
     }
     if body.is_empty() {
-        return Err(invalid(
-            "the body is empty; send a JSON payload or a CloudEvent".into(),
+        return Err(FlowError::invalid_input(
+            "the body is empty; send a JSON payload or a CloudEvent",
         ));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| invalid(format!("body is not valid JSON: {e}")))?;
-    if content_type.starts_with(STRUCTURED_CONTENT_TYPE) && value.get("specversion").is_none() {
-        return Err(invalid(
-            "an application/cloudevents+json body must carry `specversion`".into(),
-        ));
+    match parse_json(&body)? {
+        Value::Object(map) if content_type.is_none() && map.contains_key("specversion") => {
+            let event = json_format::from_map(map)?;
+            Ok(InputEvent::from_event(event, defaults.received_at))
+        }
+        payload => Ok(InputEvent::from_payload(Data::Json(payload), defaults)),
     }
-    InputEvent::from_json(value, defaults)
 }
 
-/// The `ce-*` headers of a binary-mode CloudEvent as attributes, when `ce-specversion` is
-/// present; values are percent-decoded as the CloudEvents HTTP binding (§3.1.3.2) requires.
-fn binary_cloudevent(headers: &HeaderMap) -> Option<Result<Map<String, Value>, FlowError>> {
-    headers.get("ce-specversion")?;
-    let mut obj = Map::new();
-    for (name, value) in headers {
-        if let Some(attr) = name.as_str().strip_prefix("ce-") {
-            if let Ok(v) = value.to_str() {
-                let decoded = match percent_decode_str(v).decode_utf8() {
-                    Ok(text) => text.into_owned(),
-                    Err(_) => {
-                        return Some(Err(FlowError::invalid_input(format!(
-                            "header `{name}` percent-encodes bytes that are not UTF-8"
-                        ))))
-                    }
-                };
-                obj.insert(attr.to_owned(), Value::String(decoded));
-            }
-        }
-    }
-    Some(Ok(obj))
+fn parse_json(body: &[u8]) -> Result<Value, FlowError> {
+    serde_json::from_slice(body)
+        .map_err(|e| FlowError::invalid_input(format!("body is not valid JSON: {e}")))
 }
 
 fn error_body(code: &str, message: &str, correlation_id: &str) -> Value {
@@ -363,50 +354,6 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sources::request::tests::headers;
-
-    #[test]
-    fn binary_mode_headers_become_attributes() {
-        let h = headers(&[
-            ("ce-specversion", "1.0"),
-            ("ce-id", "e1"),
-            ("ce-type", "t"),
-            ("ce-source", "s"),
-            ("content-type", "application/json"),
-        ]);
-        let obj = binary_cloudevent(&h).unwrap().unwrap();
-        assert_eq!(obj["id"], "e1");
-        assert_eq!(obj["specversion"], "1.0");
-        assert!(binary_cloudevent(&headers(&[("ce-id", "x")])).is_none());
-    }
-
-    #[test]
-    fn binary_mode_header_values_are_percent_decoded() {
-        let flow = crate::FlowDefaults::new("f");
-        let base = [
-            ("ce-specversion", "1.0"),
-            ("ce-id", "e1"),
-            ("ce-type", "t"),
-            ("ce-source", "s"),
-        ];
-        let with = |subject: &str| {
-            let mut h = headers(&base);
-            h.insert("ce-subject", HeaderValue::from_str(subject).unwrap());
-            input_event(&h, b"{}", flow.event())
-        };
-        let event = with("caf%C3%A9%20%22100%25%22").expect("decodes");
-        assert_eq!(event.subject(), Some("café \"100%\""));
-        // A literal `%` that starts no escape stays as it is.
-        assert_eq!(with("50%").expect("kept").subject(), Some("50%"));
-        for (value, message) in [
-            ("a%0D%0Ax-injected:%201", "control character U+000D"),
-            ("%FF", "not UTF-8"),
-        ] {
-            let error = with(value).expect_err(value);
-            assert_eq!(error.code(), "INPUT_INVALID");
-            assert!(error.to_string().contains(message), "{error}");
-        }
-    }
 
     fn sink_answer(status: StatusCode, truncated: bool) -> SinkResponse {
         SinkResponse {

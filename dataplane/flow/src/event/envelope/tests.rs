@@ -57,7 +57,7 @@ fn input(data: Json) -> InputEvent {
     InputEvent::from_json(data, flow.event().with_id("in-1").received_at(at)).expect("input")
 }
 
-fn event_json(event: &Event) -> Json {
+fn event_json(event: &CloudEvent) -> Json {
     serde_json::to_value(event).expect("serializes")
 }
 
@@ -235,7 +235,7 @@ fn text_content_types_carry_string_data_as_text() {
     let event = env
         .build(&input(json!({"note": "hi"})), json!({}))
         .expect("builds");
-    assert_eq!(event.data(), Some(&Data::String("hi".into())));
+    assert_eq!(event.data(), Some(&Data::Text("hi".into())));
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloudevents::Event;
+use crate::CloudEvent;
 use fiso_config::flow::{TemporalMode, TemporalSinkConfig};
 use fiso_runtime::Readiness;
 use serde_json::Value as Json;
@@ -192,7 +192,7 @@ impl TemporalSink {
 
     /// The workflow id of `event` (the CloudEvent as it will be sent): `workflowIdExpr`
     /// rendered against it, else `<workflowType>-<event id>`.
-    pub fn workflow_id(&self, event: &Event) -> Result<String, FlowError> {
+    pub fn workflow_id(&self, event: &CloudEvent) -> Result<String, FlowError> {
         let refused = |message: String| FlowError::Transform {
             field: "sink.config.workflowIdExpr".into(),
             message,
@@ -202,10 +202,7 @@ impl TemporalSink {
                 let envelope = serde_json::to_value(event).map_err(|e| refused(e.to_string()))?;
                 template.render(&envelope).map_err(refused)
             }
-            None => {
-                use cloudevents::event::AttributesReader;
-                Ok(format!("{}-{}", self.inner.workflow_type, event.id()))
-            }
+            None => Ok(format!("{}-{}", self.inner.workflow_type, event.id())),
         }
     }
 
@@ -214,7 +211,7 @@ impl TemporalSink {
     /// flow's policy; an already started workflow is success.
     pub async fn send(
         &self,
-        event: &Event,
+        event: &CloudEvent,
         workflow_id: String,
         params: Vec<Json>,
         ctx: &DeliveryContext,
@@ -392,14 +389,14 @@ impl Sink for TemporalSink {
     }
 
     /// The workflow id is rendered from the CloudEvent as sent; a missing field refuses it.
-    fn seal(&self, event: &Event, prepared: &mut TemporalPrepared) -> Result<(), FlowError> {
+    fn seal(&self, event: &CloudEvent, prepared: &mut TemporalPrepared) -> Result<(), FlowError> {
         prepared.workflow_id = self.workflow_id(event)?;
         Ok(())
     }
 
     async fn deliver(
         &self,
-        event: &Event,
+        event: &CloudEvent,
         prepared: TemporalPrepared,
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {

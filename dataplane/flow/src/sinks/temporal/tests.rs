@@ -97,15 +97,12 @@ fn config(extra: &str) -> TemporalSinkConfig {
     .unwrap()
 }
 
-fn cloud_event(id: &str) -> Event {
-    use cloudevents::{EventBuilder, EventBuilderV10};
-    EventBuilderV10::new()
-        .id(id)
-        .source("orders")
-        .ty("order.created")
-        .data("application/json", json!({"orderId": "A-17"}))
-        .build()
-        .unwrap()
+fn cloud_event(id: &str) -> CloudEvent {
+    crate::event::json_format::from_json(json!({
+        "specversion": "1.0", "id": id, "source": "orders", "type": "order.created",
+        "datacontenttype": "application/json", "data": {"orderId": "A-17"}
+    }))
+    .unwrap()
 }
 
 #[test]

@@ -3,12 +3,16 @@
 
 use bytes::Bytes;
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::state::KafkaSourceError;
+use crate::event::header_binding::Binding;
+use crate::event::input::EventDefaults;
+use crate::event::json_format;
+use crate::event::media_type::{MediaType, MessageMode};
 use crate::pipeline::delivery::{DeliveryContext, Origin, Outcome, CORRELATION_HEADER};
 use crate::pipeline::Pipeline;
-use crate::{FlowError, InputEvent};
+use crate::{Data, FlowError, InputEvent};
 
 /// One record through the flow: `Ok` once it was delivered or dead-lettered.
 pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), KafkaSourceError> {
@@ -39,7 +43,15 @@ pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), Kaf
             defaults = defaults.received_at(at);
         }
     }
-    let input = parse_record(&headers, &body, &kafka_id, defaults);
+    let raw: Vec<(&str, &[u8])> = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key, h.value.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let input = parse_record(&raw, m.payload(), defaults);
     let correlation_id = header(CORRELATION_HEADER)
         .filter(|v| !v.trim().is_empty())
         .or_else(|| input.as_ref().ok().map(|e| e.id().to_owned()))
@@ -86,52 +98,63 @@ pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), Kaf
     }
 }
 
-/// A record's value as JSON: a bare payload or a structured CloudEvent; with `ce_specversion`
-/// among the headers, a binary-mode CloudEvent whose attributes are the `ce_*` headers.
+/// The event of a record. The `content-type` header decides (kafka-protocol-binding §3):
+/// `application/cloudevents+json` is a structured CloudEvent, a `ce_specversion` header makes the
+/// record a binary-mode one, and anything else is a bare JSON payload — read as a structured
+/// CloudEvent when there is no `content-type` header and the value is an object with
+/// `specversion` (producers often set no headers).
 fn parse_record(
-    headers: &[(String, String)],
-    body: &[u8],
-    kafka_id: &str,
-    defaults: crate::event::input::EventDefaults<'_>,
+    headers: &[(&str, &[u8])],
+    value: Option<&[u8]>,
+    defaults: EventDefaults<'_>,
 ) -> Result<InputEvent, FlowError> {
-    let invalid = |message: String| FlowError::InvalidInput { message };
-    let value = |body: &[u8]| -> Result<Value, FlowError> {
-        serde_json::from_slice(body)
-            .map_err(|e| invalid(format!("record value is not valid JSON: {e}")))
+    let content_type = match headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+    {
+        None => None,
+        Some((_, v)) => Some(
+            std::str::from_utf8(v)
+                .map_err(|_| FlowError::invalid_input("the content-type header is not UTF-8"))?,
+        ),
     };
-    if headers.iter().any(|(k, _)| k == "ce_specversion") {
-        let mut obj = Map::new();
-        for (k, v) in headers {
-            if let Some(attr) = k.strip_prefix("ce_") {
-                obj.insert(attr.to_owned(), Value::String(v.clone()));
-            }
+    let body = value.unwrap_or_default();
+    match content_type.map(MediaType::message_mode) {
+        Some(MessageMode::Structured) => {
+            let event = json_format::from_json(parse_json(body)?)?;
+            return Ok(InputEvent::from_event(event, defaults.received_at));
         }
-        obj.entry("id")
-            .or_insert_with(|| Value::String(kafka_id.to_owned()));
-        let content_type = headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-            .map(|(_, v)| v.as_str());
-        let data = if body.is_empty() {
-            Value::Null
-        } else if content_type.is_none_or(|ct| ct.contains("json")) {
-            value(body)?
-        } else {
-            Value::String(
-                String::from_utf8(body.to_vec())
-                    .map_err(|_| invalid("binary-mode value is not UTF-8 text".into()))?,
-            )
-        };
-        if let Some(ct) = content_type {
-            obj.insert("datacontenttype".into(), Value::String(ct.to_owned()));
+        Some(MessageMode::Batched | MessageMode::UnknownFormat) => {
+            return Err(FlowError::invalid_input(format!(
+                "content-type {:?} is not an event format Fiso reads: use application/cloudevents+json, or binary mode",
+                content_type.unwrap_or_default()
+            )))
         }
-        obj.insert("data".into(), data);
-        return InputEvent::from_json(Value::Object(obj), defaults);
+        Some(MessageMode::Binary) | None => {}
+    }
+    if Binding::Kafka.is_event(headers.iter().map(|(k, _)| *k)) {
+        let event = Binding::Kafka.read(
+            headers.iter().copied(),
+            content_type,
+            Bytes::copy_from_slice(body),
+        )?;
+        return Ok(InputEvent::from_event(event, defaults.received_at));
     }
     if body.is_empty() {
-        return Err(invalid("the record has no value".into()));
+        return Err(FlowError::invalid_input("the record has no value"));
     }
-    InputEvent::from_json(value(body)?, defaults)
+    match parse_json(body)? {
+        Value::Object(map) if content_type.is_none() && map.contains_key("specversion") => {
+            let event = json_format::from_map(map)?;
+            Ok(InputEvent::from_event(event, defaults.received_at))
+        }
+        payload => Ok(InputEvent::from_payload(Data::Json(payload), defaults)),
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, FlowError> {
+    serde_json::from_slice(body)
+        .map_err(|e| FlowError::invalid_input(format!("record value is not valid JSON: {e}")))
 }
 
 #[cfg(test)]
@@ -140,15 +163,11 @@ mod tests {
     use crate::FlowDefaults;
 
     fn parse(headers: &[(&str, &str)], body: &[u8]) -> Result<InputEvent, FlowError> {
-        let headers: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let headers: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
         let defaults = FlowDefaults::new("f");
         parse_record(
             &headers,
-            body,
-            "t-0-7",
+            Some(body),
             defaults.event().with_kafka_id("t", 0, 7),
         )
     }
@@ -158,7 +177,7 @@ mod tests {
         let e = parse(&[("x", "y")], br#"{"a":1}"#).unwrap();
         assert_eq!(e.id(), "t-0-7");
         assert_eq!(e.source(), "fiso-flow/f");
-        assert_eq!(e.data(), &serde_json::json!({"a": 1}));
+        assert_eq!(e.data(), Some(&Data::Json(serde_json::json!({"a": 1}))));
     }
 
     #[test]
@@ -166,6 +185,7 @@ mod tests {
         let e = parse(
             &[
                 ("ce_specversion", "1.0"),
+                ("ce_id", "own"),
                 ("ce_type", "order.paid"),
                 ("ce_source", "/shop"),
                 ("ce_myext", "v"),
@@ -174,7 +194,7 @@ mod tests {
             br#"{"a":1}"#,
         )
         .unwrap();
-        assert_eq!(e.id(), "t-0-7", "no ce_id: the record's coordinates");
+        assert_eq!(e.id(), "own");
         assert_eq!(e.type_(), "order.paid");
         assert_eq!(e.source(), "/shop");
         assert_eq!(e.datacontenttype(), Some("application/json"));
@@ -191,8 +211,38 @@ mod tests {
             b"hello",
         )
         .unwrap();
-        assert_eq!(e.id(), "own");
-        assert_eq!(e.data(), &serde_json::json!("hello"));
+        assert_eq!(e.data(), Some(&Data::Text("hello".into())));
+    }
+
+    #[test]
+    fn a_binary_mode_event_needs_its_required_attributes() {
+        let e = parse(
+            &[
+                ("ce_specversion", "1.0"),
+                ("ce_type", "t"),
+                ("ce_source", "/s"),
+            ],
+            b"{}",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("`id`: is required"), "{e}");
+    }
+
+    #[test]
+    fn the_content_type_decides_the_mode() {
+        let structured = br#"{"specversion":"1.0","id":"s-1","source":"/s","type":"t","data":1}"#;
+        let ce = [(
+            "content-type",
+            "application/cloudevents+json; charset=UTF-8",
+        )];
+        assert_eq!(parse(&ce, structured).unwrap().id(), "s-1");
+        // Without a content-type header an object with `specversion` is a structured event...
+        assert_eq!(parse(&[], structured).unwrap().id(), "s-1");
+        // ...but with a JSON content type it is a payload.
+        let e = parse(&[("content-type", "application/json")], structured).unwrap();
+        assert_eq!(e.id(), "t-0-7");
+        let avro = [("content-type", "application/cloudevents+avro")];
+        assert_eq!(parse(&avro, b"x").unwrap_err().code(), "INPUT_INVALID");
     }
 
     #[test]
