@@ -347,6 +347,9 @@ pub fn deep_equals(a: &dyn Val, b: &dyn Val) -> bool {
             }
             true
         }
+        // A list or map equals nothing of another kind; asking a JSON one `equals` again would
+        // come straight back here.
+        (Kind::List | Kind::Map, _) | (_, Kind::List | Kind::Map) => false,
         _ => a.equals(b),
     }
 }
@@ -368,6 +371,24 @@ mod tests {
         let mut ctx = Context::with_env(env);
         ctx.add_variable_as_val("data", json_to_val(data));
         Value::resolve(program.expression(), &ctx)
+    }
+
+    #[test]
+    fn lists_and_maps_are_unequal_to_other_kinds() {
+        let data = json!({"l": [1, 2], "m": {"a": 1}, "n": null});
+        for expr in [
+            "data.l == null",
+            "null == data.l",
+            "data.m == null",
+            "data.l == 1",
+            "'x' == data.m",
+            "data.l == data.m",
+            "data.n == data.l",
+        ] {
+            assert_eq!(eval(expr, &data), Ok(Value::Bool(false)), "{expr}");
+        }
+        assert_eq!(eval("data.l != null", &data), Ok(Value::Bool(true)));
+        assert_eq!(eval("data.l == [1, 2]", &data), Ok(Value::Bool(true)));
     }
 
     #[test]
