@@ -310,4 +310,81 @@ sink: {type: http, config: {url: "http://localhost:9/"}}
             })
         );
     }
+
+    fn structured(data: serde_json::Value) -> InputEvent {
+        let mut json = json!({"specversion": "1.0", "id": "e", "source": "/s", "type": "t"});
+        json.as_object_mut()
+            .unwrap()
+            .extend(data.as_object().unwrap().clone());
+        let event = crate::event::json_format::from_json(json).expect("valid");
+        InputEvent::from_event(event, chrono::Utc::now())
+    }
+
+    fn flow_with(extra: &str) -> CompiledFlow {
+        CompiledFlow::compile(&flow(&format!(
+            "name: f\nsource: {{type: http, config: {{listenAddr: ':1'}}}}\n\
+             sink: {{type: http, config: {{url: 'http://localhost:9/'}}}}\n{extra}"
+        )))
+        .expect("compiles")
+    }
+
+    #[test]
+    fn cel_sees_text_bytes_and_no_data() {
+        let fields = flow_with(
+            "transform:\n  fields:\n    kind: \"type(data) == string ? 'text' : type(data) == bytes ? 'bytes' : type(data) == null_type ? 'none' : 'json'\"\n    size: 'data == null ? 0 : size(data)'\n",
+        );
+        for (data, kind, size) in [
+            (
+                json!({"datacontenttype": "text/plain", "data": "hello"}),
+                "text",
+                5,
+            ),
+            (json!({"data_base64": "AAEC"}), "bytes", 3),
+            (json!({}), "none", 0),
+            (json!({"data": [1, 2]}), "json", 2),
+        ] {
+            let out = fields.process(structured(data.clone())).expect("processes");
+            assert_eq!(
+                out.payload().as_ref(),
+                &json!({"kind": kind, "size": size}),
+                "{data}"
+            );
+        }
+        // Bytes written out by a field become base64 text.
+        let copy = flow_with("transform:\n  fields:\n    raw: data\n");
+        let out = copy
+            .process(structured(json!({"data_base64": "AAEC"})))
+            .expect("processes");
+        assert_eq!(out.payload().as_ref(), &json!({"raw": "AAEC"}));
+    }
+
+    #[test]
+    fn a_passthrough_keeps_data_forms_and_adds_no_content_type() {
+        let relay = flow_with("");
+        for data in [
+            json!({}),
+            json!({"data": null}),
+            json!({"data_base64": "AP8="}),
+            json!({"datacontenttype": "application/xml", "data": "<a/>"}),
+        ] {
+            let input = structured(data.clone());
+            let expected = input.event().clone();
+            let event = relay.process(input).expect("processes").into_event();
+            assert_eq!(event, expected, "{data}");
+        }
+    }
+
+    #[test]
+    fn a_bytes_data_override_stays_bytes() {
+        let flow = flow_with("cloudevents:\n  data: data\n  datacontenttype: '\"image/png\"'\n");
+        let event = flow
+            .process(structured(json!({"data_base64": "iVBORw=="})))
+            .expect("processes")
+            .into_event();
+        assert_eq!(
+            event.data(),
+            Some(&Data::Bytes(bytes::Bytes::from_static(b"\x89PNG")))
+        );
+        assert_eq!(event.datacontenttype(), Some("image/png"));
+    }
 }

@@ -391,14 +391,19 @@ async fn refusals_before_delivery_never_reach_the_sink() {
     );
 }
 
-#[tokio::test]
-async fn an_interceptor_rejection_is_the_outcome_and_nothing_is_delivered() {
+/// The chain of one `testdata/<name>.wat` interceptor.
+fn wasm_chain(name: &str) -> InterceptorChain {
     let dir = std::env::temp_dir().join(format!("fiso-pipeline-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let module = ::wat::parse_str(include_str!("../interceptor/testdata/reject.wat")).unwrap();
-    std::fs::write(dir.join("reject.wasm"), module).unwrap();
+    let wat = std::fs::read_to_string(format!(
+        "{}/src/interceptor/testdata/{name}.wat",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let module = ::wat::parse_str(wat).unwrap();
+    std::fs::write(dir.join(format!("{name}.wasm")), module).unwrap();
     let spec = InterceptorSpec::Wasm(WasmConfig {
-        module: "reject.wasm".into(),
+        module: format!("{name}.wasm"),
         runtime: WasmRuntime::Wasmtime,
         timeout: None,
         memory_limit: None,
@@ -408,7 +413,12 @@ async fn an_interceptor_rejection_is_the_outcome_and_nothing_is_delivered() {
         env: Default::default(),
         preopens: Vec::new(),
     });
-    let chain = InterceptorChain::build(&[spec], Some(&dir)).unwrap();
+    InterceptorChain::build(&[spec], Some(&dir)).unwrap()
+}
+
+#[tokio::test]
+async fn an_interceptor_rejection_is_the_outcome_and_nothing_is_delivered() {
+    let chain = wasm_chain("reject");
     let flow = pipeline(FakeSink::default(), Some(MemoryQueue::default()), chain);
     let outcome = flow
         .handle(input(serde_json::json!({"amount": 1})), &kafka_ctx())
@@ -433,4 +443,57 @@ async fn an_interceptor_rejection_is_the_outcome_and_nothing_is_delivered() {
         .lock()
         .unwrap()
         .is_empty());
+}
+
+/// A passthrough flow (no transform, no overrides) through an interceptor that echoes its
+/// input delivers every CloudEvent exactly as it came: the interceptor contract is the JSON
+/// format, so data forms and JSON-typed extensions survive it.
+#[tokio::test]
+async fn an_echo_interceptor_delivers_every_event_form_unchanged() {
+    let config: FlowConfig = serde_yaml_ng::from_str(
+        "name: relay\nsource: {type: http, config: {listenAddr: ':0', path: /r}}\n\
+         sink: {type: http, config: {url: 'http://127.0.0.1:9/in'}}\n",
+    )
+    .unwrap();
+    let parts = Parts {
+        version: "v1",
+        metrics: FlowMetrics::register(&MetricsRegistry::new()).expect("metrics"),
+        dir: None,
+        kafka_source: None,
+    };
+    let compiled = CompiledFlow::compile(&config).expect("compiles");
+    let flow: Pipeline<FakeSink, MemoryQueue> = Pipeline::assemble(
+        &config,
+        parts,
+        compiled,
+        FakeSink::default(),
+        wasm_chain("echo"),
+        None,
+    );
+    let base = serde_json::json!({"specversion": "1.0", "id": "e-1", "source": "/s", "type": "t",
+        "time": "2026-01-02T03:04:05.5+01:00", "subject": "caf\u{e9}", "n": -7, "ok": false,
+        "dataschema": "https://e.com/s.json"});
+    for data in [
+        serde_json::json!({}),
+        serde_json::json!({"data": null}),
+        serde_json::json!({"data": {"a": [1, 2.50, "x"]}}),
+        serde_json::json!({"data": "just a JSON string"}),
+        serde_json::json!({"datacontenttype": "text/plain; charset=utf-8", "data": "Hello, \u{1f30e}!\n"}),
+        serde_json::json!({"datacontenttype": "application/octet-stream", "data_base64": "AP+AgQ=="}),
+        serde_json::json!({"data_base64": "AAE="}),
+    ] {
+        let mut json = base.clone();
+        json.as_object_mut()
+            .unwrap()
+            .extend(data.as_object().unwrap().clone());
+        let event = crate::event::json_format::from_json(json.clone()).unwrap();
+        let input = InputEvent::from_event(event.clone(), chrono::Utc::now());
+        let outcome = flow.handle(Ok(input), &DeliveryContext::default()).await;
+        assert!(
+            matches!(outcome, Outcome::Delivered(_)),
+            "{json}: {outcome:?}"
+        );
+        let delivered = flow.sink.delivered.lock().unwrap().pop().unwrap().0;
+        assert_eq!(delivered, event, "{json}");
+    }
 }
