@@ -286,6 +286,18 @@ mod tests {
     }
 
     #[test]
+    fn a_binary_mode_event_without_data_has_no_value() {
+        let mut event = event();
+        event.set_data(None);
+        event.set_datacontenttype(None);
+        let r = encode(&event, ContentMode::Binary, &[], &ctx()).unwrap();
+        assert_eq!(r.value, None, "kafka-protocol-binding §3.2.2");
+        assert_eq!(r.header("content-type"), None);
+        let r = encode(&event, ContentMode::Structured, &[], &ctx()).unwrap();
+        assert!(r.value.is_some(), "structured mode is never a tombstone");
+    }
+
+    #[test]
     fn structured_mode_sends_the_whole_event_as_json() {
         let r = encode(&event(), ContentMode::Structured, &[], &ctx()).unwrap();
         assert_eq!(

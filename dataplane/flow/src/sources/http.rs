@@ -355,6 +355,86 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 mod tests {
     use super::*;
 
+    fn read(pairs: &[(&'static str, &str)], body: &'static [u8]) -> Result<InputEvent, FlowError> {
+        let flow = crate::FlowDefaults::new("f");
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(*k, HeaderValue::from_str(v).unwrap());
+        }
+        input_event(&headers, Bytes::from_static(body), flow.event())
+    }
+
+    const STRUCTURED: &[u8] =
+        br#"{"specversion":"1.0","id":"s-1","source":"/s","type":"t","data":{"a":1}}"#;
+    const BINARY: [(&str, &str); 4] = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "b-1"),
+        ("ce-source", "/b"),
+        ("ce-type", "t"),
+    ];
+
+    #[test]
+    fn the_content_type_decides_the_mode() {
+        for ct in [
+            "application/cloudevents+json",
+            "Application/CloudEvents+JSON; charset=UTF-8",
+        ] {
+            assert_eq!(
+                read(&[("content-type", ct)], STRUCTURED).unwrap().id(),
+                "s-1",
+                "{ct}"
+            );
+        }
+        // A structured request that also carries `ce-*` headers is structured.
+        let mut both = vec![("content-type", "application/cloudevents+json")];
+        both.extend(BINARY);
+        assert_eq!(read(&both, STRUCTURED).unwrap().id(), "s-1");
+        // `ce-specversion` without a CloudEvents content type: binary mode.
+        let mut binary = vec![("content-type", "application/json")];
+        binary.extend(BINARY);
+        let event = read(&binary, STRUCTURED).unwrap();
+        assert_eq!(event.id(), "b-1");
+        assert_eq!(
+            event.data().and_then(|d| match d {
+                Data::Json(j) => j.get("id").cloned(),
+                _ => None,
+            }),
+            Some(json!("s-1"))
+        );
+        // A JSON body under a JSON content type is a payload, even with `specversion`...
+        let payload = read(&[("content-type", "application/json")], STRUCTURED).unwrap();
+        assert_ne!(payload.id(), "s-1");
+        // ...and, with no content type at all, a structured event.
+        assert_eq!(read(&[], STRUCTURED).unwrap().id(), "s-1");
+    }
+
+    #[test]
+    fn unaccepted_modes_and_formats_are_invalid_input() {
+        for (ct, words) in [
+            ("application/cloudevents-batch+json", "batched mode"),
+            ("application/cloudevents+avro", "not supported"),
+        ] {
+            let error = read(&[("content-type", ct)], b"[]").unwrap_err();
+            assert_eq!(error.code(), "INPUT_INVALID");
+            assert!(error.to_string().contains(words), "{error}");
+        }
+    }
+
+    #[test]
+    fn binary_mode_bodies_keep_their_bytes() {
+        let mut headers = BINARY.to_vec();
+        headers.push(("content-type", "application/octet-stream"));
+        let event = read(&headers, b"\x00\xff").unwrap();
+        assert_eq!(
+            event.data(),
+            Some(&Data::Bytes(Bytes::from_static(b"\x00\xff")))
+        );
+        // No body, no data.
+        let event = read(&BINARY, b"").unwrap();
+        assert_eq!(event.data(), None);
+        assert_eq!(event.datacontenttype(), None);
+    }
+
     fn sink_answer(status: StatusCode, truncated: bool) -> SinkResponse {
         SinkResponse {
             status,
