@@ -78,9 +78,9 @@ pub enum Data {
 impl Data {
     /// The data of a binary-mode message body (HTTP, Kafka) whose content type is
     /// `content_type`: JSON for a JSON type (an error if it is not JSON), text for a text type
-    /// that is UTF-8, else bytes. Without a content type, bytes: nothing is assumed of them
-    /// (RFC 9110 §8.3: `application/octet-stream`), so they travel on exactly. An empty body is
-    /// no data.
+    /// that is UTF-8, else bytes. Without a content type, JSON when the body parses as JSON
+    /// (json-format §3.1.2: an absent `datacontenttype` means `application/json`; the
+    /// conformance material sends JSON without one), else bytes. An empty body is no data.
     pub fn from_body(
         body: Bytes,
         content_type: Option<&MediaType>,
@@ -102,7 +102,11 @@ impl Data {
                 Ok(text) => Data::Text(text),
                 Err(_) => Data::Bytes(body),
             },
-            Some(_) | None => Data::Bytes(body),
+            Some(_) => Data::Bytes(body),
+            None => match serde_json::from_slice(&body) {
+                Ok(json) => Data::Json(json),
+                Err(_) => Data::Bytes(body),
+            },
         }))
     }
 

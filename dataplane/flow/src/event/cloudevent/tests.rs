@@ -201,10 +201,10 @@ fn bodies_become_json_text_or_bytes_by_content_type() {
         Data::from_body(body(b"\x00\x01"), Some(&ct("application/octet-stream"))),
         Ok(Some(Data::Bytes(body(b"\x00\x01"))))
     );
-    // No content type: bytes, even when they look like JSON.
+    // No content type: JSON when it is, else bytes.
     assert_eq!(
         Data::from_body(body(b"[1]"), None),
-        Ok(Some(Data::Bytes(body(b"[1]"))))
+        Ok(Some(Data::Json(json!([1]))))
     );
     assert_eq!(
         Data::from_body(body(b"plain"), None),
