@@ -23,8 +23,11 @@ use cel::common::value::Val;
 use crate::cel::budget::Budget;
 use crate::cel::expr::CompiledExpr;
 use crate::cel::value::val_to_json;
-use crate::event::cloudevent::{check_absolute_uri, CloudEvent, Data, EventError, CORE_ATTRIBUTES};
-use crate::event::media_type::MediaType;
+use crate::event::cloudevent::{
+    check_absolute_uri, check_text, check_uri_reference, CloudEvent, Data, EventError,
+    CORE_ATTRIBUTES,
+};
+use crate::event::media_type::{self, MediaType};
 use crate::{FlowError, InputEvent, Scope};
 
 /// `datacontenttype` unless overridden.
@@ -259,14 +262,37 @@ fn compile_attribute(
         return Err(FlowError::compile(path(), "must not be empty"));
     }
     if let Some(literal) = literal_fallback(source) {
-        if name == "dataschema" {
-            check_absolute_uri(name, literal).map_err(|e| FlowError::compile(path(), e.message))?;
-        }
+        check_constant(name, literal).map_err(|message| FlowError::compile(path(), message))?;
         return Ok(Attribute::Literal(literal.to_owned()));
     }
-    CompiledExpr::compile_with(source, budget)
-        .map(Attribute::Expr)
-        .map_err(|message| FlowError::compile(path(), message))
+    let expr = CompiledExpr::compile_with(source, budget)
+        .map_err(|message| FlowError::compile(path(), message))?;
+    if let Some(Json::String(text)) = expr.constant() {
+        check_constant(name, text).map_err(|message| FlowError::compile(path(), message))?;
+    }
+    Ok(Attribute::Expr(expr))
+}
+
+/// A constant attribute obeys, at load and in `fiso validate`, the rule every event would
+/// check it against: otherwise each event would fail `CLOUDEVENT_WRAP_FAILED`.
+fn check_constant(name: &'static str, text: &str) -> Result<(), String> {
+    if text.is_empty() {
+        return match name {
+            "id" | "type" | "source" => Err("must not be empty".to_owned()),
+            // Empty optional attributes are unset.
+            _ => Ok(()),
+        };
+    }
+    let checked = match name {
+        "source" => check_uri_reference(name, text),
+        "dataschema" => check_absolute_uri(name, text),
+        "datacontenttype" => {
+            media_type::check(text).map_err(|e| EventError::new(name, e.to_string()))
+        }
+        "data" => Ok(()),
+        _ => check_text(name, text),
+    };
+    checked.map_err(|e| e.message)
 }
 
 /// A string attribute's value, or the type name of what the expression gave instead.

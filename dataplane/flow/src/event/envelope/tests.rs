@@ -257,3 +257,36 @@ fn compile_errors_have_paths() {
     assert_eq!(rendered[1], "cloudevents.type: must not be empty");
     assert!(rendered[2].starts_with("cloudevents.subject: JSONPath `$.legacy_id`"));
 }
+
+#[test]
+fn constant_attributes_are_checked_when_the_flow_loads() {
+    for (attribute, source, words) in [
+        ("source", r#""my service""#, "URI-reference"),
+        ("source", r#""""#, "must not be empty"),
+        ("datacontenttype", r#""json""#, "media type"),
+        ("dataschema", r#""/relative""#, "absolute URI"),
+        ("dataschema", "not-absolute", "absolute URI"),
+        ("subject", r#""a\nb""#, "control character"),
+    ] {
+        let mut config = CloudEventsConfig::default();
+        match attribute {
+            "source" => config.source = Some(source.into()),
+            "datacontenttype" => config.datacontenttype = Some(source.into()),
+            "dataschema" => config.dataschema = Some(source.into()),
+            _ => config.subject = Some(source.into()),
+        }
+        let errors = Envelope::compile(Some(&config)).expect_err(source);
+        let text = errors[0].to_string();
+        assert!(
+            text.starts_with(&format!("cloudevents.{attribute}:")) && text.contains(words),
+            "{source}: {text}"
+        );
+    }
+    let fine = CloudEventsConfig {
+        source: Some("order-service".into()),
+        datacontenttype: Some(r#""text/plain; charset=utf-8""#.into()),
+        subject: Some(r#""""#.into()),
+        ..Default::default()
+    };
+    assert!(Envelope::compile(Some(&fine)).is_ok());
+}
