@@ -183,6 +183,13 @@ pub enum MessageMode {
     Binary,
 }
 
+/// No content type, or a JSON one: where Fiso reads a bare body holding an object with
+/// `specversion` as the structured CloudEvent it is. Clients that hand-write events send them as
+/// `application/json`; the bindings would make that event the data of another.
+pub fn is_json_or_none(content_type: Option<&str>) -> bool {
+    content_type.is_none_or(|ct| MediaType::parse(ct).is_ok_and(|m| m.is_json()))
+}
+
 /// `datacontenttype` must be a media type (spec.md: RFC 2046).
 pub fn check(text: &str) -> Result<(), MediaTypeError> {
     MediaType::parse(text).map(drop)

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use super::request::{correlation_id, text_headers, traceparent};
 use crate::event::header_binding::Binding;
 use crate::event::json_format;
-use crate::event::media_type::{MediaType, MessageMode};
+use crate::event::media_type::{is_json_or_none, MediaType, MessageMode};
 use crate::pipeline::delivery::{
     DeliveryContext, DeliveryError, DeliveryErrorKind, Outcome, Receipt, SinkResponse,
     CORRELATION_HEADER,
@@ -273,8 +273,8 @@ fn parse_input(flow: &Pipeline, headers: &HeaderMap, body: Bytes) -> Result<Inpu
 /// Turns a request's headers and body into the flow's input event. `Content-Type` decides
 /// (http-protocol-binding §3): `application/cloudevents+json` is a structured CloudEvent, a
 /// `ce-specversion` header makes the request a binary-mode one, and anything else is a bare
-/// JSON payload — read as a structured CloudEvent when there is no `Content-Type` at all and
-/// the body is an object with `specversion`. What is not valid is [`FlowError::InvalidInput`]
+/// JSON payload — read as a structured CloudEvent when the `Content-Type` is JSON or absent and
+/// the body is an object with `specversion` ([`is_json_or_none`]). What is not valid is [`FlowError::InvalidInput`]
 /// (HTTP 400).
 ///
 /// Public so the `http_body` fuzz target can reach it without a server or a flow instance.
@@ -321,7 +321,7 @@ pub fn input_event(
         ));
     }
     match parse_json(&body)? {
-        Value::Object(map) if content_type.is_none() && map.contains_key("specversion") => {
+        Value::Object(map) if is_json_or_none(content_type) && map.contains_key("specversion") => {
             let event = json_format::from_map(map)?;
             Ok(InputEvent::from_event(event, defaults.received_at))
         }
@@ -401,11 +401,14 @@ mod tests {
             }),
             Some(json!("s-1"))
         );
-        // A JSON body under a JSON content type is a payload, even with `specversion`...
-        let payload = read(&[("content-type", "application/json")], STRUCTURED).unwrap();
-        assert_ne!(payload.id(), "s-1");
-        // ...and, with no content type at all, a structured event.
+        // A bare JSON object with `specversion` under a JSON content type, or none, is the
+        // structured event it is...
+        let hand_written = read(&[("content-type", "application/json")], STRUCTURED).unwrap();
+        assert_eq!(hand_written.id(), "s-1");
         assert_eq!(read(&[], STRUCTURED).unwrap().id(), "s-1");
+        // ...and under another content type a payload.
+        let payload = read(&[("content-type", "text/plain")], STRUCTURED).unwrap();
+        assert_ne!(payload.id(), "s-1");
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::state::KafkaSourceError;
 use crate::event::header_binding::Binding;
 use crate::event::input::EventDefaults;
 use crate::event::json_format;
-use crate::event::media_type::{MediaType, MessageMode};
+use crate::event::media_type::{is_json_or_none, MediaType, MessageMode};
 use crate::pipeline::delivery::{DeliveryContext, Origin, Outcome, CORRELATION_HEADER};
 use crate::pipeline::Pipeline;
 use crate::{Data, FlowError, InputEvent};
@@ -101,8 +101,8 @@ pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), Kaf
 /// The event of a record. The `content-type` header decides (kafka-protocol-binding §3):
 /// `application/cloudevents+json` is a structured CloudEvent, a `ce_specversion` header makes the
 /// record a binary-mode one, and anything else is a bare JSON payload — read as a structured
-/// CloudEvent when there is no `content-type` header and the value is an object with
-/// `specversion` (producers often set no headers).
+/// CloudEvent when the `content-type` header is JSON or absent and the value is an object with
+/// `specversion` ([`is_json_or_none`]: producers often set no headers).
 fn parse_record(
     headers: &[(&str, &[u8])],
     value: Option<&[u8]>,
@@ -144,7 +144,7 @@ fn parse_record(
         return Err(FlowError::invalid_input("the record has no value"));
     }
     match parse_json(body)? {
-        Value::Object(map) if content_type.is_none() && map.contains_key("specversion") => {
+        Value::Object(map) if is_json_or_none(content_type) && map.contains_key("specversion") => {
             let event = json_format::from_map(map)?;
             Ok(InputEvent::from_event(event, defaults.received_at))
         }
@@ -238,8 +238,10 @@ mod tests {
         assert_eq!(parse(&ce, structured).unwrap().id(), "s-1");
         // Without a content-type header an object with `specversion` is a structured event...
         assert_eq!(parse(&[], structured).unwrap().id(), "s-1");
-        // ...but with a JSON content type it is a payload.
+        // ...and with a JSON one; with another it is a payload.
         let e = parse(&[("content-type", "application/json")], structured).unwrap();
+        assert_eq!(e.id(), "s-1");
+        let e = parse(&[("content-type", "text/plain")], structured).unwrap();
         assert_eq!(e.id(), "t-0-7");
         let avro = [("content-type", "application/cloudevents+avro")];
         assert_eq!(parse(&avro, b"x").unwrap_err().code(), "INPUT_INVALID");
