@@ -422,3 +422,87 @@ async fn the_grpc_sink_verifies_the_server_with_the_configured_ca() {
     assert_eq!(answer.status.as_u16(), 503, "{}", answer.text());
     assert_eq!(receiver.got.lock().unwrap().len(), 1);
 }
+
+/// The Protobuf format end to end: events with every attribute type and every data form cross
+/// a gRPC source → gRPC sink flow (no transform) and reach the next gRPC server as they were
+/// sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_events_cross_a_grpc_flow_with_their_types() {
+    let receiver = Receiver::default();
+    let addr = start_receiver(receiver.clone()).await;
+    let dir = FlowDir::new();
+    dir.write(
+        "g2g.yaml",
+        &format!(
+            "name: g2g\n\
+             source:\n  type: grpc\n  config:\n    listenAddr: 127.0.0.1:0\n\
+             sink:\n  type: grpc\n  config:\n    address: {addr}\n"
+        ),
+    );
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let mut events = connect(fiso.grpc_addr("g2g").await).await;
+    let attr = |a: Attr| CloudEventAttributeValue { attr: Some(a) };
+    let timestamp = |seconds, nanos| Attr::CeTimestamp(prost_types::Timestamp { seconds, nanos });
+    let typed: Vec<(&str, CloudEventAttributeValue)> = vec![
+        ("time", attr(timestamp(1_522_949_784, 123_000_000))),
+        ("subject", attr(Attr::CeString("caf\u{e9} \"100%\"".into()))),
+        (
+            "dataschema",
+            attr(Attr::CeUri("https://e.com/schema".into())),
+        ),
+        ("flag", attr(Attr::CeBoolean(false))),
+        ("count", attr(Attr::CeInteger(i32::MIN))),
+        ("blob", attr(Attr::CeBytes(vec![0, 255, 10]))),
+        ("home", attr(Attr::CeUri("urn:example:home".into()))),
+        ("rel", attr(Attr::CeUriRef("../up?q=1#f".into()))),
+        ("due", attr(timestamp(-1, 999_999_999))),
+    ];
+    let forms = [
+        (
+            Some("text/plain; charset=utf-8"),
+            Data::TextData("Hello, \u{1f30e}!\n".into()),
+        ),
+        (
+            Some("application/json"),
+            Data::TextData(r#"{"a":[1,2.5,null]}"#.into()),
+        ),
+        (
+            Some("application/octet-stream"),
+            Data::BinaryData(vec![0, 159, 146, 150]),
+        ),
+        (None, Data::BinaryData(b"\x01\x02".to_vec())),
+        (
+            None,
+            Data::ProtoData(prost_types::Any {
+                type_url: "type.googleapis.com/shop.Order".into(),
+                value: vec![8, 1, 18, 2, 111, 107],
+            }),
+        ),
+    ];
+    let mut sent = Vec::new();
+    for (i, (content_type, data)) in forms.into_iter().enumerate() {
+        let mut ce = CloudEvent {
+            id: format!("typed-{i}"),
+            source: "/shop".into(),
+            spec_version: "1.0".into(),
+            r#type: "order.created".into(),
+            attributes: typed
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.clone()))
+                .collect(),
+            data: Some(data),
+        };
+        if let Some(ct) = content_type {
+            ce.attributes
+                .insert("datacontenttype".into(), attr(Attr::CeString(ct.into())));
+        }
+        let ack = events
+            .publish(ce.clone())
+            .await
+            .expect("published")
+            .into_inner();
+        assert_eq!(ack.outcome(), Outcome::Delivered, "{ack:?}");
+        sent.push(ce);
+    }
+    assert_eq!(*receiver.got.lock().unwrap(), sent);
+}
