@@ -1,7 +1,7 @@
 //! What a flow does to one event, without I/O: the CloudEvents model every source and sink
 //! shares ([`cloudevent`]) with its JSON format ([`json_format`]), header bindings
-//! ([`header_binding`]), Protobuf format ([`protobuf`]) and media types ([`media_type`]); the
-//! incoming event and the attributes its CEL scope exposes ([`input`]), `transform.fields`
+//! ([`header_binding`]), Protobuf format ([`protobuf`]) and media types ([`media_type`]); how a
+//! binding's message becomes an event ([`message`]); the incoming event and the attributes its CEL scope exposes ([`input`]), `transform.fields`
 //! ([`transform`]), the envelope ([`envelope`]), both compiled from a flow config
 //! ([`compiled`]), and JSON output without exponents ([`json`]).
 
@@ -13,5 +13,6 @@ pub mod input;
 pub mod json;
 pub mod json_format;
 pub mod media_type;
+pub mod message;
 pub mod protobuf;
 pub mod transform;

@@ -18,14 +18,13 @@ use serde_json::{json, Value};
 
 use super::request::{correlation_id, text_headers, traceparent};
 use crate::event::header_binding::Binding;
-use crate::event::json_format;
-use crate::event::media_type::{is_json_or_none, MediaType, MessageMode};
+use crate::event::message;
 use crate::pipeline::delivery::{
     DeliveryContext, DeliveryError, DeliveryErrorKind, Outcome, Receipt, SinkResponse,
     CORRELATION_HEADER,
 };
 use crate::pipeline::Pipeline;
-use crate::{Data, EventDefaults, FlowError, InputEvent};
+use crate::{EventDefaults, FlowError, InputEvent};
 
 /// An HTTP source: a path on the server of its listen address.
 #[derive(Debug, Clone)]
@@ -270,12 +269,8 @@ fn parse_input(flow: &Pipeline, headers: &HeaderMap, body: Bytes) -> Result<Inpu
     input_event(headers, body, flow.compiled().defaults().event())
 }
 
-/// Turns a request's headers and body into the flow's input event. `Content-Type` decides
-/// (http-protocol-binding §3): `application/cloudevents+json` is a structured CloudEvent, a
-/// `ce-specversion` header makes the request a binary-mode one, and anything else is a bare
-/// JSON payload — read as a structured CloudEvent when the `Content-Type` is JSON or absent and
-/// the body is an object with `specversion` ([`is_json_or_none`]). What is not valid is [`FlowError::InvalidInput`]
-/// (HTTP 400).
+/// Turns a request's headers and body into the flow's input event ([`message::read`]); what is
+/// not valid is [`FlowError::InvalidInput`] (HTTP 400).
 ///
 /// Public so the `http_body` fuzz target can reach it without a server or a flow instance.
 pub fn input_event(
@@ -289,49 +284,11 @@ pub fn input_event(
             FlowError::invalid_input("the Content-Type header is not printable ASCII")
         })?),
     };
-    match content_type.map(MediaType::message_mode) {
-        Some(MessageMode::Structured) => {
-            let json = parse_json(&body)?;
-            let event = json_format::from_json(json)?;
-            return Ok(InputEvent::from_event(event, defaults.received_at));
-        }
-        Some(MessageMode::Batched) => {
-            return Err(FlowError::invalid_input(
-                "batched mode (application/cloudevents-batch+json) is not accepted: send one event per request",
-            ))
-        }
-        Some(MessageMode::UnknownFormat) => {
-            return Err(FlowError::invalid_input(format!(
-                "the event format of Content-Type {:?} is not supported: send application/cloudevents+json, or binary mode",
-                content_type.unwrap_or_default()
-            )))
-        }
-        Some(MessageMode::Binary) | None => {}
-    }
-    if Binding::Http.is_event(headers.keys().map(|name| name.as_str())) {
-        let attributes = headers
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_bytes()));
-        let event = Binding::Http.read(attributes, content_type, body)?;
-        return Ok(InputEvent::from_event(event, defaults.received_at));
-    }
-    if body.is_empty() {
-        return Err(FlowError::invalid_input(
-            "the body is empty; send a JSON payload or a CloudEvent",
-        ));
-    }
-    match parse_json(&body)? {
-        Value::Object(map) if is_json_or_none(content_type) && map.contains_key("specversion") => {
-            let event = json_format::from_map(map)?;
-            Ok(InputEvent::from_event(event, defaults.received_at))
-        }
-        payload => Ok(InputEvent::from_payload(Data::Json(payload), defaults)),
-    }
-}
-
-fn parse_json(body: &[u8]) -> Result<Value, FlowError> {
-    serde_json::from_slice(body)
-        .map_err(|e| FlowError::invalid_input(format!("body is not valid JSON: {e}")))
+    let headers: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(name, value)| (name.as_str(), value.as_bytes()))
+        .collect();
+    message::read(Binding::Http, &headers, content_type, body, defaults)
 }
 
 fn error_body(code: &str, message: &str, correlation_id: &str) -> Value {
@@ -354,6 +311,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Data;
 
     fn read(pairs: &[(&'static str, &str)], body: &'static [u8]) -> Result<InputEvent, FlowError> {
         let flow = crate::FlowDefaults::new("f");

@@ -3,16 +3,14 @@
 
 use bytes::Bytes;
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use serde_json::Value;
 
 use super::state::KafkaSourceError;
 use crate::event::header_binding::Binding;
 use crate::event::input::EventDefaults;
-use crate::event::json_format;
-use crate::event::media_type::{is_json_or_none, MediaType, MessageMode};
+use crate::event::message;
 use crate::pipeline::delivery::{DeliveryContext, Origin, Outcome, CORRELATION_HEADER};
 use crate::pipeline::Pipeline;
-use crate::{Data, FlowError, InputEvent};
+use crate::{FlowError, InputEvent};
 
 /// One record through the flow: `Ok` once it was delivered or dead-lettered.
 pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), KafkaSourceError> {
@@ -98,11 +96,7 @@ pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), Kaf
     }
 }
 
-/// The event of a record. The `content-type` header decides (kafka-protocol-binding §3):
-/// `application/cloudevents+json` is a structured CloudEvent, a `ce_specversion` header makes the
-/// record a binary-mode one, and anything else is a bare JSON payload — read as a structured
-/// CloudEvent when the `content-type` header is JSON or absent and the value is an object with
-/// `specversion` ([`is_json_or_none`]: producers often set no headers).
+/// The event of a record ([`message::read`]).
 fn parse_record(
     headers: &[(&str, &[u8])],
     value: Option<&[u8]>,
@@ -118,48 +112,14 @@ fn parse_record(
                 .map_err(|_| FlowError::invalid_input("the content-type header is not UTF-8"))?,
         ),
     };
-    let body = value.unwrap_or_default();
-    match content_type.map(MediaType::message_mode) {
-        Some(MessageMode::Structured) => {
-            let event = json_format::from_json(parse_json(body)?)?;
-            return Ok(InputEvent::from_event(event, defaults.received_at));
-        }
-        Some(MessageMode::Batched | MessageMode::UnknownFormat) => {
-            return Err(FlowError::invalid_input(format!(
-                "content-type {:?} is not an event format Fiso reads: use application/cloudevents+json, or binary mode",
-                content_type.unwrap_or_default()
-            )))
-        }
-        Some(MessageMode::Binary) | None => {}
-    }
-    if Binding::Kafka.is_event(headers.iter().map(|(k, _)| *k)) {
-        let event = Binding::Kafka.read(
-            headers.iter().copied(),
-            content_type,
-            Bytes::copy_from_slice(body),
-        )?;
-        return Ok(InputEvent::from_event(event, defaults.received_at));
-    }
-    if body.is_empty() {
-        return Err(FlowError::invalid_input("the record has no value"));
-    }
-    match parse_json(body)? {
-        Value::Object(map) if is_json_or_none(content_type) && map.contains_key("specversion") => {
-            let event = json_format::from_map(map)?;
-            Ok(InputEvent::from_event(event, defaults.received_at))
-        }
-        payload => Ok(InputEvent::from_payload(Data::Json(payload), defaults)),
-    }
-}
-
-fn parse_json(body: &[u8]) -> Result<Value, FlowError> {
-    serde_json::from_slice(body)
-        .map_err(|e| FlowError::invalid_input(format!("record value is not valid JSON: {e}")))
+    let body = Bytes::copy_from_slice(value.unwrap_or_default());
+    message::read(Binding::Kafka, headers, content_type, body, defaults)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Data;
     use crate::FlowDefaults;
 
     fn parse(headers: &[(&str, &str)], body: &[u8]) -> Result<InputEvent, FlowError> {

@@ -1,0 +1,75 @@
+//! A message of the HTTP or Kafka binding as a flow's input event. The content type decides
+//! (http-protocol-binding §3, kafka-protocol-binding §3): `application/cloudevents+json` is a
+//! structured CloudEvent, a `specversion` attribute header makes a binary-mode one, and anything
+//! else is a bare JSON payload — read as the structured CloudEvent it is when the content type
+//! is JSON or absent and the body is an object with `specversion` ([`is_json_or_none`]).
+//! Batched mode and other event formats are refused. Everything not valid is
+//! [`FlowError::InvalidInput`].
+
+use bytes::Bytes;
+use serde_json::Value as Json;
+
+use super::cloudevent::Data;
+use super::header_binding::Binding;
+use super::input::EventDefaults;
+use super::json_format;
+use super::media_type::{is_json_or_none, MediaType, MessageMode};
+use crate::{FlowError, InputEvent};
+
+/// The input event of a message: its headers (name, raw value), content type and body.
+pub fn read(
+    binding: Binding,
+    headers: &[(&str, &[u8])],
+    content_type: Option<&str>,
+    body: Bytes,
+    defaults: EventDefaults<'_>,
+) -> Result<InputEvent, FlowError> {
+    let received_at = defaults.received_at;
+    match content_type.map(MediaType::message_mode) {
+        Some(MessageMode::Structured) => {
+            let event = json_format::from_json(parse_json(binding, &body)?)?;
+            return Ok(InputEvent::from_event(event, received_at));
+        }
+        Some(MessageMode::Batched) => {
+            return Err(FlowError::invalid_input(
+                "batched mode (application/cloudevents-batch+json) is not accepted: send one event per message",
+            ))
+        }
+        Some(MessageMode::UnknownFormat) => {
+            return Err(FlowError::invalid_input(format!(
+                "the event format of content type {:?} is not supported: send application/cloudevents+json, or binary mode",
+                content_type.unwrap_or_default()
+            )))
+        }
+        Some(MessageMode::Binary) | None => {}
+    }
+    if binding.is_event(headers.iter().map(|(name, _)| *name)) {
+        let event = binding.read(headers.iter().copied(), content_type, body)?;
+        return Ok(InputEvent::from_event(event, received_at));
+    }
+    if body.is_empty() {
+        return Err(FlowError::invalid_input(format!(
+            "{} is empty; send a JSON payload or a CloudEvent",
+            what(binding)
+        )));
+    }
+    match parse_json(binding, &body)? {
+        Json::Object(map) if is_json_or_none(content_type) && map.contains_key("specversion") => {
+            let event = json_format::from_map(map)?;
+            Ok(InputEvent::from_event(event, received_at))
+        }
+        payload => Ok(InputEvent::from_payload(Data::Json(payload), defaults)),
+    }
+}
+
+fn what(binding: Binding) -> &'static str {
+    match binding {
+        Binding::Http => "the body",
+        Binding::Kafka => "the record value",
+    }
+}
+
+fn parse_json(binding: Binding, body: &[u8]) -> Result<Json, FlowError> {
+    serde_json::from_slice(body)
+        .map_err(|e| FlowError::invalid_input(format!("{} is not valid JSON: {e}", what(binding))))
+}
