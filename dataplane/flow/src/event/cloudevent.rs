@@ -472,19 +472,32 @@ pub fn check_specversion(version: &str) -> Result<(), EventError> {
     }
 }
 
-/// spec.md "Type System", String: no control characters (U+0000–U+001F, U+007F–U+009F). They
-/// have no agreed representation, and a CR or LF in a header would split it.
+/// spec.md "Type System", String: no control characters (U+0000–U+001F, U+007F–U+009F) — they
+/// have no agreed representation, and a CR or LF in a header would split it — and no Unicode
+/// noncharacters (U+FDD0–U+FDEF and the last two code points of every plane). Rust strings hold
+/// no unpaired surrogates, the spec's third rule.
 pub fn check_text(name: &str, text: &str) -> Result<(), EventError> {
-    match text.chars().find(|c| c.is_control()) {
-        None => Ok(()),
-        Some(c) => Err(EventError::new(
+    let refused = |c: char| {
+        let code = u32::from(c);
+        let what = if c.is_control() {
+            "the control character"
+        } else {
+            "the Unicode noncharacter"
+        };
+        EventError::new(
             name,
-            format!(
-                "contains the control character U+{:04X}, which CloudEvents attributes must not carry",
-                u32::from(c)
-            ),
-        )),
+            format!("contains {what} U+{code:04X}, which CloudEvents attributes must not carry"),
+        )
+    };
+    match text.chars().find(|&c| c.is_control() || is_noncharacter(c)) {
+        None => Ok(()),
+        Some(c) => Err(refused(c)),
     }
+}
+
+fn is_noncharacter(c: char) -> bool {
+    let code = u32::from(c);
+    (0xFDD0..=0xFDEF).contains(&code) || code & 0xFFFE == 0xFFFE
 }
 
 /// spec.md "Type System", URI-reference (RFC 3986 §4.1).

@@ -90,8 +90,20 @@ fn strings_must_not_hold_control_characters() {
         let mut e = event();
         assert!(e.set_extension("ext", text).is_err(), "{text:?}");
     }
+    for text in [
+        "a\u{fffe}",
+        "\u{fdd0}",
+        "\u{fdef}",
+        "\u{10ffff}",
+        "\u{1ffff}",
+    ] {
+        let error = invalid(|e| e.set_subject(Some(text.into())));
+        assert!(error.message.contains("noncharacter"), "{error}");
+    }
     let mut e = event();
-    e.set_subject(Some("caf\u{e9} \u{1f600} \u{a0}".into()));
+    e.set_subject(Some(
+        "caf\u{e9} \u{1f600} \u{a0} \u{fdf0} \u{fffd} \u{102ad}".into(),
+    ));
     assert_eq!(e.validate(), Ok(()));
 }
 
