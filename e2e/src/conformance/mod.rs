@@ -132,7 +132,7 @@ mod tests {
         let vectors = all();
         let count = |t| vectors.iter().filter(|v| v.transport == t).count();
         assert!(count(Transport::Http) > 150, "{}", count(Transport::Http));
-        assert_eq!(count(Transport::Kafka), 9 + 3);
+        assert_eq!(count(Transport::Kafka), 11 + 3);
         let upstream = vectors.iter().filter(|v| v.name.starts_with("upstream/"));
         assert_eq!(upstream.count(), 4 + 3 + 15);
     }
