@@ -113,18 +113,24 @@ fn show(bytes: &[u8]) -> String {
     }
 }
 
-/// Members of `want` missing from, different in, or not expected in `got`.
-fn diff_members(want: &Map<String, Value>, got: &Map<String, Value>, out: &mut Vec<String>) {
+/// Members of `want` missing from, different in, or not expected in `got`, each named
+/// `<prefix><name>`.
+fn diff_members(
+    want: &Map<String, Value>,
+    got: &Map<String, Value>,
+    prefix: &str,
+    out: &mut Vec<String>,
+) {
     for (k, w) in want {
         match got.get(k) {
-            None => out.push(format!("missing `{k}` (want {w})")),
-            Some(g) if !json_eq(w, g) => out.push(format!("`{k}`: got {g}, want {w}")),
+            None => out.push(format!("missing `{prefix}{k}` (want {w})")),
+            Some(g) if !json_eq(w, g) => out.push(format!("`{prefix}{k}`: got {g}, want {w}")),
             Some(_) => {}
         }
     }
     for (k, g) in got {
         if !want.contains_key(k) {
-            out.push(format!("unexpected `{k}`: {g}"));
+            out.push(format!("unexpected `{prefix}{k}`: {g}"));
         }
     }
 }
@@ -166,7 +172,7 @@ pub fn structured_sink(want: &Map<String, Value>, got: &Recorded) -> Vec<String>
         want.remove("data_base64");
         event.remove("data_base64");
     }
-    diff_members(&want, &event, &mut out);
+    diff_members(&want, &event, "", &mut out);
     out
 }
 
@@ -198,9 +204,7 @@ pub fn binary_sink(want: &Map<String, Value>, got: &Recorded) -> Vec<String> {
             None => out.push("no ce-time: Fiso stamps the receive time".to_owned()),
         }
     }
-    let mut header_diff = Vec::new();
-    diff_members(&want_headers, &headers, &mut header_diff);
-    out.extend(header_diff.into_iter().map(|d| format!("header ce-{d}")));
+    diff_members(&want_headers, &headers, "ce-", &mut out);
 
     let dct = want.get("datacontenttype").and_then(Value::as_str);
     let want_ct = dct.or(want.contains_key("data").then_some("application/json"));
@@ -297,6 +301,87 @@ mod tests {
         assert!(contains_word("bad ce-id header", "id"));
         assert!(!contains_word("invalid event", "id"));
         assert!(contains_word("Extension name `com_example`", "COM_EXAMPLE"));
+    }
+
+    fn recorded(headers: &[(&str, &str)], body: &[u8]) -> Recorded {
+        let mut map = axum::http::HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                axum::http::HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        Recorded {
+            method: axum::http::Method::POST,
+            path: "/in".to_owned(),
+            query: None,
+            host: None,
+            version: axum::http::Version::HTTP_11,
+            headers: map,
+            body: bytes::Bytes::copy_from_slice(body),
+            received_at: std::time::Instant::now(),
+            status: axum::http::StatusCode::OK,
+        }
+    }
+
+    fn event(value: Value) -> Map<String, Value> {
+        value.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn binary_sink_headers_are_percent_encoded_canonical_strings() {
+        let want = event(
+            json!({"specversion": "1.0", "id": "a", "source": "/s", "type": "t",
+            "subject": "Euro €", "extint": 5, "data": {"a": 1}}),
+        );
+        let mut headers = vec![
+            ("ce-specversion", "1.0"),
+            ("ce-id", "a"),
+            ("ce-source", "/s"),
+            ("ce-type", "t"),
+            ("ce-subject", "Euro%20%E2%82%AC"),
+            ("ce-extint", "5"),
+            ("ce-time", "2024-01-01T00:00:00.5+01:00"),
+            ("content-type", "application/json"),
+        ];
+        let got = recorded(&headers, b"{ \"a\": 1 }");
+        assert_eq!(binary_sink(&want, &got), Vec::<String>::new());
+        headers[4] = ("ce-subject", "Euro%20%e2%82%ac");
+        headers.push(("ce-extra", "x"));
+        let got = recorded(&headers, b"");
+        assert_eq!(
+            binary_sink(&want, &got),
+            [
+                "`ce-subject`: got \"Euro%20%e2%82%ac\", want \"Euro%20%E2%82%AC\"",
+                "unexpected `ce-extra`: \"x\"",
+                "body is not JSON: \"\", want {\"a\":1}",
+            ]
+        );
+    }
+
+    #[test]
+    fn structured_sink_compares_values_and_bytes() {
+        let want = event(
+            json!({"specversion": "1.0", "id": "a", "source": "/s", "type": "t",
+            "time": "2024-01-01T00:00:00Z", "data_base64": "AAEC"}),
+        );
+        let ok = json!({"type": "t", "id": "a", "source": "/s", "specversion": "1.0",
+            "time": "2024-01-01T00:00:00Z", "data_base64": "AAEC"});
+        let ct = [("content-type", "application/cloudevents+json")];
+        let got = recorded(&ct, ok.to_string().as_bytes());
+        assert_eq!(structured_sink(&want, &got), Vec::<String>::new());
+        let stamped = json!({"type": "t", "id": "a", "source": "/s", "specversion": "1.0",
+            "time": "2024-01-01T00:00:00Z", "data": "\u{0}\u{1}\u{2}"});
+        let mut want = want;
+        want.remove("time");
+        let got = recorded(&ct, stamped.to_string().as_bytes());
+        assert_eq!(
+            structured_sink(&want, &got),
+            [
+                "missing `data_base64` (want \"AAEC\")",
+                "unexpected `data`: \"\\u0000\\u0001\\u0002\"",
+            ]
+        );
     }
 
     #[test]
