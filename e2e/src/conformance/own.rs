@@ -76,8 +76,13 @@ impl RawVector {
                 headers.push(("content-type".to_owned(), content_type));
                 body
             }
-            (None, body) if self.content_type.is_none() => body.unwrap_or_default(),
-            _ => return Err(format!("{name}: a structured input with a binary body")),
+            (Some(_), Some(_)) => return Err(format!("{name}: a structured input with a body")),
+            (None, _) if self.content_type.is_some() => {
+                return Err(format!(
+                    "{name}: content_type is for structured inputs (binary: a header)"
+                ))
+            }
+            (None, body) => body.unwrap_or_default(),
         };
         let expect = match (self.valid, self.invalid) {
             (Some(Value::Object(event)), None) => Expect::Valid(event),
