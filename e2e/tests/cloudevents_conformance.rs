@@ -2,7 +2,7 @@
 //! ours from every MUST of the CloudEvents 1.0.2 documents, the upstream conformance repository's
 //! feature scenarios (every `Examples` row) and its YAML events, sent exactly as its
 //! `cloudevents send` tool builds the request (`fiso_e2e::conformance` loads and checks them).
-//! The flow runs three passthrough flows (no transform, no `cloudevents:` overrides):
+//! `fiso flow` runs three passthrough flows (no transform, no `cloudevents:` overrides):
 //! - `/structured` → an HTTP sink in structured mode, `/binary` → an HTTP sink in binary mode,
 //!   both on one listen address: every HTTP vector is sent to both;
 //! - a Kafka topic → an HTTP sink in structured mode: every Kafka vector is produced to it.
