@@ -62,6 +62,40 @@ pub fn percent_encode(value: &str) -> String {
     out
 }
 
+/// http-protocol-binding §3.1.3.2 on the way in: double-quoted strings unescaped (RFC 7230
+/// §3.2.6, wherever they are in the value), then one round of percent-decoding. `None` when the
+/// value is malformed or decodes to invalid UTF-8.
+pub fn decode_header_value(value: &str) -> Option<String> {
+    let mut unquoted = String::with_capacity(value.len());
+    let mut quoted = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '\\' if quoted => unquoted.push(chars.next()?),
+            c => unquoted.push(c),
+        }
+    }
+    if quoted {
+        return None;
+    }
+    let mut bytes = Vec::with_capacity(unquoted.len());
+    let mut rest = unquoted.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        if b == b'%' {
+            let hex = tail
+                .get(..2)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+            bytes.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            rest = &tail[2..];
+        } else {
+            bytes.push(b);
+            rest = tail;
+        }
+    }
+    String::from_utf8(bytes).ok()
+}
+
 /// The canonical string of an attribute value (spec §Type System).
 pub fn canonical(value: &Value) -> String {
     match value {
@@ -284,6 +318,21 @@ mod tests {
             "Euro%20%E2%82%AC%20%F0%9F%98%80"
         );
         assert_eq!(percent_encode("a\"b%c~!"), "a%22b%25c~!");
+    }
+
+    #[test]
+    fn header_values_are_unquoted_then_percent_decoded() {
+        let decode = decode_header_value;
+        assert_eq!(decode("Euro%20%e2%82%AC").as_deref(), Some("Euro €"));
+        assert_eq!(decode(r#""a\"b""#).as_deref(), Some("a\"b"));
+        assert_eq!(
+            decode(r#"{"othervalue": 5}"#).as_deref(),
+            Some("{othervalue: 5}")
+        );
+        assert_eq!(decode("100%2541").as_deref(), Some("100%41"));
+        assert_eq!(decode("%C0%A0"), None);
+        assert_eq!(decode("%zz"), None);
+        assert_eq!(decode("\"open"), None);
     }
 
     #[test]

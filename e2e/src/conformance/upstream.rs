@@ -2,16 +2,21 @@
 //! `cloudevents send` builds the HTTP request (`pkg/http/http.go` at the vendored commit):
 //! - every value is `TrimSpace`d and left out when empty;
 //! - binary mode (also when `Mode` is absent): attributes and extensions as `ce-<name>` headers,
-//!   `datacontenttype` as `Content-Type`, the body is `Data` as is (trailing newline included);
+//!   values raw (not percent-encoded, as senders before 1.0.2 did), `datacontenttype` as
+//!   `Content-Type`, the body is `Data` as is (trailing newline included);
 //! - structured mode: a JSON object of the attributes and extensions (strings) and `data` =
 //!   `Data` parsed as JSON (re-serialised compactly), keys sorted as Go's `json.Marshal` sorts a
 //!   map, with `Content-Type: application/cloudevents+json; charset=UTF-8`;
 //! - `TransportExtensions` are extra headers in both modes.
 //!
 //! The YAML carries no expectation; ours: `specversion` other than 1.0 is refused; otherwise the
-//! event arrives with every attribute as sent, and the data of a binary request as the JSON format
-//! carries it: a JSON value when `datacontenttype` is absent or JSON, a string for UTF-8 text
-//! ([`super::check::is_text_media_type`]), `data_base64` otherwise.
+//! event arrives with every attribute as sent — a binary request's header values as a 1.0.2
+//! receiver decodes them (http-protocol-binding §3.1.3.2: double-quoted strings unescaped, then
+//! percent-decoded; so the raw `{"othervalue": 5}` is `{othervalue: 5}`, as the CloudEvents C#
+//! SDK reads it too) — and the data of a binary request as the JSON format
+//! carries it: a JSON value for a JSON `datacontenttype`, a string for UTF-8 text
+//! ([`super::check::is_text_media_type`]), `data_base64` otherwise — also without a content type,
+//! of which nothing is assumed (RFC 9110 §8.3; json-format §3.1.1: no `datacontenttype` added).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -20,7 +25,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::check::{is_json_media_type, is_text_media_type};
+use super::check::{decode_header_value, is_json_media_type, is_text_media_type};
 use super::{Expect, Message, Transport, Vector};
 
 /// `pkg/event/event.go`'s `Event`, the fields `send` uses.
@@ -110,6 +115,8 @@ fn to_vector(event: &Event, file: &str, n: usize) -> Result<Vector, String> {
     let attrs = &event.attributes;
     let mut message = Message::default();
     let mut expected = Map::new();
+    // The first binary-mode header value a receiver must refuse (§3.1.3.2), if any.
+    let mut undecodable = None;
     if structured {
         let mut env = BTreeMap::new();
         for (k, v) in attrs
@@ -135,7 +142,14 @@ fn to_vector(event: &Event, file: &str, n: usize) -> Result<Vector, String> {
         for (k, v) in attrs.context() {
             if let Some(v) = trimmed(v) {
                 message.headers.push((format!("ce-{k}"), v.clone()));
-                expected.insert(k.to_owned(), Value::String(v));
+                match decode_header_value(&v) {
+                    Some(decoded) => {
+                        expected.insert(k.to_owned(), Value::String(decoded));
+                    }
+                    None => {
+                        undecodable.get_or_insert_with(|| k.to_owned());
+                    }
+                }
             }
         }
         let content_type = trimmed(&attrs.datacontenttype);
@@ -157,10 +171,10 @@ fn to_vector(event: &Event, file: &str, n: usize) -> Result<Vector, String> {
     }
     let id = trimmed(&attrs.id).unwrap_or_default();
     let mode = if structured { "structured" } else { "binary" };
-    let expect = if attrs.specversion.trim() == "1.0" {
-        Expect::Valid(expected)
-    } else {
-        Expect::Invalid("specversion".to_owned())
+    let expect = match undecodable {
+        _ if attrs.specversion.trim() != "1.0" => Expect::Invalid("specversion".to_owned()),
+        Some(attribute) => Expect::Invalid(attribute),
+        None => Expect::Valid(expected),
     };
     Ok(Vector {
         name: format!("{file} #{n} {id} ({mode})"),
@@ -177,7 +191,7 @@ fn data_member(content_type: Option<&str>, body: &[u8]) -> Option<(&'static str,
     if body.is_empty() {
         return None;
     }
-    if content_type.is_none_or(is_json_media_type) {
+    if content_type.is_some_and(is_json_media_type) {
         if let Ok(value) = serde_json::from_slice(body) {
             return Some(("data", value));
         }
