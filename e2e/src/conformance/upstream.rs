@@ -11,12 +11,11 @@
 //!
 //! The YAML carries no expectation; ours: `specversion` other than 1.0 is refused; otherwise the
 //! event arrives with every attribute as sent — a binary request's header values as a 1.0.2
-//! receiver decodes them (http-protocol-binding §3.1.3.2: double-quoted strings unescaped, then
-//! percent-decoded; so the raw `{"othervalue": 5}` is `{othervalue: 5}`, as the CloudEvents C#
-//! SDK reads it too) — and the data of a binary request as the JSON format
-//! carries it: a JSON value for a JSON `datacontenttype`, a string for UTF-8 text
-//! ([`super::check::is_text_media_type`]), `data_base64` otherwise — also without a content type,
-//! of which nothing is assumed (RFC 9110 §8.3; json-format §3.1.1: no `datacontenttype` added).
+//! receiver decodes them ([`super::check::decode_header_value`]: the raw `{"othervalue": 5}` is
+//! not one quoted string and arrives as it is) — and the data of a binary request as the JSON
+//! format carries it: a JSON value for a JSON `datacontenttype`, or without one when it parses
+//! as JSON (json-format §3.1.2), a string for UTF-8 text ([`super::check::is_text_media_type`]),
+//! `data_base64` otherwise (no `datacontenttype` added, json-format §3.1.1).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -191,7 +190,7 @@ fn data_member(content_type: Option<&str>, body: &[u8]) -> Option<(&'static str,
     if body.is_empty() {
         return None;
     }
-    if content_type.is_some_and(is_json_media_type) {
+    if content_type.is_none_or(is_json_media_type) {
         if let Ok(value) = serde_json::from_slice(body) {
             return Some(("data", value));
         }
