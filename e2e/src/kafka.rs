@@ -197,3 +197,35 @@ pub async fn produce_many(topic: &str, partitions: i32, values: &[Vec<u8>]) -> V
         .collect()
         .await
 }
+
+/// A record to produce: its headers (name, value) and its value.
+pub type HeadersAndValue = (Vec<(String, Vec<u8>)>, Vec<u8>);
+
+/// Produces `records` to partition 0 of `topic`, in order, one at a time: a record's position
+/// is its offset.
+pub async fn produce_in_order(topic: &str, records: &[HeadersAndValue]) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer");
+    for (headers, value) in records {
+        let headers = headers.iter().fold(OwnedHeaders::new(), |h, (k, v)| {
+            h.insert(Header {
+                key: k,
+                value: Some(v),
+            })
+        });
+        producer
+            .send(
+                FutureRecord::<str, [u8]>::to(topic)
+                    .partition(0)
+                    .payload(&value[..])
+                    .headers(headers),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+    }
+}

@@ -12,13 +12,15 @@
 //! - [`cluster`]: the Kubernetes test cluster: client, per-test namespaces, CRDs, watch-based
 //!   waits;
 //! - [`operator`]: the Helm chart's manifests applied to a test namespace and `fiso-operator`
-//!   run as a child process with the chart's environment and RBAC.
+//!   run as a child process with the chart's environment and RBAC;
+//! - [`conformance`]: the CloudEvents conformance vectors and the checks of what sinks receive.
 //!
 //! Everything binds port 0 and waits on readiness signals (log lines, `/readyz`, a request
 //! reaching the sink) with generous deadlines; nothing sleeps to synchronise.
 
 mod bin;
 pub mod cluster;
+pub mod conformance;
 mod flowdir;
 pub mod infra;
 pub mod kafka;
