@@ -19,6 +19,7 @@ use std::path::Path;
 use base64::Engine as _;
 use fiso_e2e::kafka::{brokers, create_topic, kafka_source, unique};
 use fiso_e2e::{client, free_addr, send, FisoProcess, FlowDir, SinkServer};
+use fiso_flow::event::cloudevent::CORE_ATTRIBUTES;
 use serde_json::{Map, Value};
 
 /// A hop between the HTTP source and the structured HTTP sink.
@@ -80,18 +81,6 @@ fn is_json_type(ct: &str) -> bool {
 /// `event` as the structured sink must receive it after `hop`.
 fn after_hop(hop: Hop, event: &Map<String, Value>) -> Map<String, Value> {
     let mut out = event.clone();
-    let core = [
-        "specversion",
-        "id",
-        "source",
-        "type",
-        "datacontenttype",
-        "dataschema",
-        "subject",
-        "time",
-        "data",
-        "data_base64",
-    ];
     let binary = matches!(hop, Hop::KafkaBinary | Hop::Protobuf);
     if hop != Hop::KafkaStructured {
         let ct = out.get("datacontenttype").and_then(Value::as_str);
@@ -117,7 +106,9 @@ fn after_hop(hop: Hop, event: &Map<String, Value>) -> Map<String, Value> {
     }
     if hop == Hop::KafkaBinary {
         for (name, value) in out.iter_mut() {
-            if !core.contains(&name.as_str()) && !value.is_string() {
+            let member =
+                CORE_ATTRIBUTES.contains(&name.as_str()) || name == "data" || name == "data_base64";
+            if !member && !value.is_string() {
                 *value = Value::String(value.to_string());
             }
         }
