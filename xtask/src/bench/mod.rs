@@ -93,7 +93,11 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     // Every variant of a scenario under the same URL path, so the upstream does the same work.
     let link_targets = [
         ("direct", format!("http://{upstream}/api/v2/orders"), None),
-        ("nginx", format!("http://{nginx}/api/v2/orders"), None),
+        (
+            "nginx",
+            format!("http://{}/api/v2/orders", nginx.addr),
+            Some(nginx.pid),
+        ),
         (
             "fiso link",
             format!("http://{}/link/api/api/v2/orders", link.addr),
@@ -102,7 +106,11 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     ];
     let flow_targets = [
         ("direct", format!("http://{upstream}/ingest"), None),
-        ("nginx", format!("http://{nginx}/ingest"), None),
+        (
+            "nginx",
+            format!("http://{}/ingest", nginx.addr),
+            Some(nginx.pid),
+        ),
         (
             "fiso flow",
             format!("http://{}/ingest", flow.addr),

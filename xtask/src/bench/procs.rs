@@ -103,7 +103,9 @@ impl Procs {
         Ok(addr)
     }
 
-    pub fn nginx(&mut self, dir: &Path, upstream: SocketAddr) -> Result<SocketAddr> {
+    /// nginx as a reverse proxy with upstream keep-alive; `pid` is its master, whose CPU
+    /// [`cpu_seconds`] counts with its workers'.
+    pub fn nginx(&mut self, dir: &Path, upstream: SocketAddr) -> Result<Running> {
         let port = free_port()?;
         let conf = format!(
             "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
@@ -121,18 +123,18 @@ impl Procs {
         } else {
             "nginx"
         };
-        self.0.push(
-            Command::new(nginx)
-                .arg("-c")
-                .arg(&path)
-                .arg("-p")
-                .arg(dir)
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
+        let child = Command::new(nginx)
+            .arg("-c")
+            .arg(&path)
+            .arg("-p")
+            .arg(dir)
+            .stderr(Stdio::null())
+            .spawn()?;
+        let pid = child.id();
+        self.0.push(child);
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         wait_port(addr, "nginx")?;
-        Ok(addr)
+        Ok(Running { addr, pid })
     }
 
     /// `fiso link` with a target that exercises every layer: bearer auth from a file, allowed
@@ -229,9 +231,26 @@ pub fn flow_yaml(name: &str, port: u16, upstream: SocketAddr) -> String {
     )
 }
 
-/// utime + stime of `pid`, in seconds.
+/// utime + stime of `pid` and of its children (nginx's workers), in seconds.
 pub fn cpu_seconds(pid: u32) -> f64 {
-    cpu_seconds_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default())
+    let stat = |pid: &str| std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let children: f64 = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|name| name.bytes().all(|b| b.is_ascii_digit()))
+        .map(|name| stat(&name))
+        .filter(|text| parent_of(text) == Some(pid))
+        .map(|text| cpu_seconds_of(&text))
+        .sum();
+    cpu_seconds_of(&stat(&pid.to_string())) + children
+}
+
+/// The parent pid from the text of `/proc/<pid>/stat` (the 4th field).
+fn parent_of(stat: &str) -> Option<u32> {
+    let rest = stat.rsplit_once(')')?.1;
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// utime + stime from the text of `/proc/<pid>/stat`, in seconds (0 when unreadable).
@@ -273,6 +292,9 @@ mod tests {
                     250 50 0 0 20 0 9 0 12345 123456789 2048 18446744073709551615";
         assert_eq!(cpu_seconds_of(stat), 3.0);
         assert_eq!(cpu_seconds_of(""), 0.0);
+        assert_eq!(parent_of(stat), Some(1));
+        assert_eq!(parent_of("7 (nginx: worker) S 41 7 7"), Some(41));
+        assert_eq!(parent_of(""), None);
     }
 
     #[test]

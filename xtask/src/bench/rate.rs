@@ -1,7 +1,9 @@
-//! Latency at a constant request rate, with Debian `hey`: 50 workers × 20 req/s = 1000 req/s
+//! Latency at a constant request rate, with Debian `hey`: 10 workers × 100 req/s = 1000 req/s
 //! (`-q` limits each worker). wrk measures latency at saturation, where it is mostly queueing;
 //! at a fixed rate well below every variant's ceiling the difference between variants is the
-//! latency each adds to a request.
+//! latency each adds to a request. Few workers at a higher rate each: hey's workers start
+//! together, so 50 workers at 20 req/s arrive in bursts of 50 and measure the queue of a burst,
+//! not the proxy.
 
 use std::path::Path;
 use std::process::Command;
@@ -10,7 +12,7 @@ use anyhow::{Context, Result};
 
 /// Requests per second of every constant-rate measurement.
 pub const RATE: u32 = 1000;
-const WORKERS: u32 = 50;
+pub const WORKERS: u32 = 10;
 
 /// One constant-rate measurement.
 #[derive(Debug, Clone, PartialEq)]

@@ -23,10 +23,14 @@ pub fn markdown(r: &Value) -> String {
     let mut md = String::new();
     let m = &r["machine"];
     let settings = &r["settings"];
+    let (workers, per) = (
+        super::rate::WORKERS,
+        super::rate::RATE / super::rate::WORKERS,
+    );
     md.push_str(&format!(
         "Machine: {} ({} cores), Linux {}. wrk -t2 -c{CONNECTIONS}, {} s × {} rounds per variant, \
-         alternating, medians; latency at a constant {} req/s with hey (-c 50 -q 20, {} s); \
-         1 KiB JSON POST; all processes on the same cores.\n\n",
+         alternating, medians; latency at a constant {} req/s with hey (-c {workers} -q {per}, \
+         {} s); 1 KiB JSON POST; all processes on the same cores.\n\n",
         m["cpu"].as_str().unwrap_or("?"),
         m["cores"],
         m["kernel"].as_str().unwrap_or("?"),
@@ -48,7 +52,7 @@ pub fn markdown(r: &Value) -> String {
     ] {
         let s = &r[key];
         md.push_str(&format!(
-            "**{title}**\n\n| variant | req/s | p50 ms | p99 ms | errors | CPU s / 1000 req \
+            "**{title}**\n\n| variant | req/s | p50 ms | p99 ms | errors | CPU µs / req \
              | p50 ms @ 1000/s | p99 ms @ 1000/s |\n|---|---|---|---|---|---|---|---|\n"
         ));
         for v in s["variants"].as_array().into_iter().flatten() {
@@ -59,16 +63,27 @@ pub fn markdown(r: &Value) -> String {
                 num(&v["p50_ms"], 2),
                 num(&v["p99_ms"], 2),
                 v["errors"],
-                num(&v["cpu_s_per_1000"], 3),
+                num(&cpu_us_per_request(v), 1),
                 num(&v["rate_p50_ms"], 2),
                 num(&v["rate_p99_ms"], 2),
             ));
         }
+        let cpu_of = |name: &str| {
+            s["variants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|v| v["name"].as_str().is_some_and(|n| n.starts_with(name)))
+                .map_or(Value::Null, cpu_us_per_request)
+        };
         md.push_str(&format!(
-            "\nFiso / nginx throughput: {}; Fiso / direct: {}; Fiso peak RSS {}. \
-             Added latency at 1000 req/s (Fiso − direct): p50 {} ms, p99 {} ms.\n\n",
+            "\nFiso / nginx throughput: {}; Fiso / direct: {}; CPU per request: Fiso {} µs, \
+             nginx {} µs; Fiso peak RSS {}. Added latency at 1000 req/s (Fiso − direct): p50 {} \
+             ms, p99 {} ms.\n\n",
             num(&s["fiso_vs_nginx_rps"], 2),
             num(&s["fiso_vs_direct_rps"], 2),
+            num(&cpu_of("fiso"), 1),
+            num(&cpu_of("nginx"), 1),
             mib(&s["fiso_peak_rss_bytes"]),
             num(&s["added_latency_ms"]["p50"], 2),
             num(&s["added_latency_ms"]["p99"], 2),
@@ -176,6 +191,13 @@ pub fn markdown(r: &Value) -> String {
     md
 }
 
+/// A variant's CPU time per request in µs (the figure is kept as seconds per 1000 requests).
+fn cpu_us_per_request(variant: &Value) -> Value {
+    variant["cpu_s_per_1000"]
+        .as_f64()
+        .map_or(Value::Null, |s| serde_json::json!(s * 1000.0))
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -241,10 +263,11 @@ mod tests {
         let md = markdown(&report());
         for line in [
             "Machine: Test CPU (2 cores), Linux 6.1.0. wrk -t2 -c64, 8 s × 3 rounds per variant",
-            "| fiso link | 10000 | 1.23 | 5.68 | 0 | 0.046 | 0.50 | — |",
+            "| fiso link | 10000 | 1.23 | 5.68 | 0 | 45.6 | 0.50 | — |",
             "| direct | 40000 | 1.23 | 5.68 | 0 | — | 0.50 | — |",
-            "Fiso / nginx throughput: 0.50; Fiso / direct: 0.25; Fiso peak RSS 12.0 MiB. \
-             Added latency at 1000 req/s (Fiso − direct): p50 0.10 ms, p99 — ms.",
+            "Fiso / nginx throughput: 0.50; Fiso / direct: 0.25; CPU per request: Fiso 45.6 µs, \
+             nginx 45.6 µs; Fiso peak RSS 12.0 MiB. Added latency at 1000 req/s (Fiso − direct): \
+             p50 0.10 ms, p99 — ms.",
             "12.3 µs more wall time per event",
             "| bare consumer | 20000 | 50000 | 60000 | — |",
             "| flat | 1400 ns | 350 ns | 4.0× |",
