@@ -86,14 +86,18 @@ async fn counters_and_histograms_match_what_happened() {
         Some(1.0),
         "{m}"
     );
-    assert_eq!(
-        m.get(
-            "fiso_flow_events_total",
-            &[("flow", "quiet"), ("status", "success")]
-        ),
-        None,
-        "{m}"
-    );
+    // A flow's event series exist from its start, at 0, so rates and alerts see it before its
+    // first event.
+    for status in ["success", "invalid", "failed"] {
+        assert_eq!(
+            m.get(
+                "fiso_flow_events_total",
+                &[("flow", "quiet"), ("status", status)]
+            ),
+            Some(0.0),
+            "{m}"
+        );
+    }
     assert!(m.text.contains("# TYPE fiso_flow_events counter"), "{m}");
     assert!(
         m.text.trim_end().ends_with("# EOF"),

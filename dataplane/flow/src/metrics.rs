@@ -92,6 +92,24 @@ impl Phase {
 }
 
 /// Handles to the flow metric families; cheap to clone.
+/// One flow's events and per-phase durations, without a label lookup or an allocation per
+/// event.
+#[derive(Debug, Clone)]
+pub struct EventMetrics {
+    statuses: [Counter; 3],
+    phases: [Histogram; 3],
+}
+
+impl EventMetrics {
+    pub fn event(&self, status: EventStatus) {
+        self.statuses[status as usize].inc();
+    }
+
+    pub fn observe(&self, phase: Phase, took: Duration) {
+        self.phases[phase as usize].observe(took.as_secs_f64());
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct FlowMetrics {
     events: Family<StatusLabels, Counter>,
@@ -224,6 +242,36 @@ impl FlowMetrics {
                 phase: phase.label(),
             })
             .observe(took.as_secs_f64());
+    }
+
+    /// The per-event series of `flow`, resolved once (the families are never pruned, so the
+    /// handles stay the ones `/metrics` shows).
+    pub fn for_events(&self, flow: &str) -> EventMetrics {
+        let counter = |status: EventStatus| {
+            self.events
+                .get_or_create(&StatusLabels {
+                    flow: flow.to_owned(),
+                    status: status.label(),
+                })
+                .clone()
+        };
+        let histogram = |phase: Phase| {
+            self.duration
+                .get_or_create(&PhaseLabels {
+                    flow: flow.to_owned(),
+                    phase: phase.label(),
+                })
+                .clone()
+        };
+        EventMetrics {
+            statuses: [
+                EventStatus::Success,
+                EventStatus::Invalid,
+                EventStatus::Failed,
+            ]
+            .map(counter),
+            phases: [Phase::Transform, Phase::Sink, Phase::Total].map(histogram),
+        }
     }
 
     pub fn transform_error(&self, flow: &str, code: &'static str) {

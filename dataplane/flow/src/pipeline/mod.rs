@@ -27,7 +27,7 @@ use crate::interceptor::{InterceptorBuildError, InterceptorChain};
 use crate::kafka::client::{KafkaBuildError, KafkaDelivery, KafkaDeliveryError};
 use crate::kafka::dlq::DlqWriter;
 use crate::kafka::txn::TransactionalProducer;
-use crate::metrics::{EventStatus, FlowMetrics, Phase};
+use crate::metrics::{EventMetrics, EventStatus, FlowMetrics, Phase};
 use crate::retry::RetryPolicy;
 use crate::sinks::{AnySink, Sink, SinkBuildError};
 use crate::{CompiledFlow, FlowError, InputEvent};
@@ -94,6 +94,8 @@ pub struct Pipeline<S = AnySink, D = DlqWriter> {
     /// Where events the sink refused go, when the flow has a dead-letter queue.
     dlq: Option<D>,
     metrics: FlowMetrics,
+    /// This flow's per-event series, resolved when the pipeline is built.
+    events: EventMetrics,
     /// Set when a reload removes this flow: a flow of another name may take over its routes.
     retiring: AtomicBool,
     /// Whether evaluating an event's CEL may take long (loops, see
@@ -171,6 +173,8 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
         interceptors: InterceptorChain,
         dlq: Option<D>,
     ) -> Self {
+        let compiled_name = compiled.name();
+        let events = parts.metrics.for_events(compiled_name);
         Pipeline {
             heavy: compiled.is_heavy() || sink.is_heavy(),
             name: compiled.name().to_owned(),
@@ -180,6 +184,7 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
             sink,
             interceptors,
             dlq,
+            events,
             metrics: parts.metrics,
             retiring: AtomicBool::new(false),
         }
@@ -251,7 +256,7 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
                         module,
                     } => {
                         self.metrics.interceptor_rejected(&self.name);
-                        self.metrics.event(&self.name, EventStatus::Invalid);
+                        self.events.event(EventStatus::Invalid);
                         tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, status, module = %module, reason = %reason, "event rejected by an interceptor");
                         return Outcome::Rejected {
                             status,
@@ -269,33 +274,29 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
             self.sink.seal(&event, &mut prepared)?;
             Ok((event, prepared))
         });
-        self.metrics
-            .observe(&self.name, Phase::Transform, started.elapsed());
+        self.events.observe(Phase::Transform, started.elapsed());
         let (event, prepared) = match processed {
             Ok(ready) => ready,
             Err(e) => {
                 self.metrics.transform_error(&self.name, e.code());
-                self.metrics.event(&self.name, EventStatus::Invalid);
-                self.metrics
-                    .observe(&self.name, Phase::Total, started.elapsed());
+                self.events.event(EventStatus::Invalid);
+                self.events.observe(Phase::Total, started.elapsed());
                 tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, code = e.code(), error = %e, "event refused");
                 return Outcome::Invalid(e);
             }
         };
         let sink_started = Instant::now();
         let result = self.sink.deliver(&event, prepared, ctx).await;
-        self.metrics
-            .observe(&self.name, Phase::Sink, sink_started.elapsed());
-        self.metrics
-            .observe(&self.name, Phase::Total, started.elapsed());
+        self.events.observe(Phase::Sink, sink_started.elapsed());
+        self.events.observe(Phase::Total, started.elapsed());
         match result {
             Ok(receipt) => {
-                self.metrics.event(&self.name, EventStatus::Success);
+                self.events.event(EventStatus::Success);
                 Outcome::Delivered(receipt)
             }
             Err(e) => {
                 self.metrics.sink_error(&self.name);
-                self.metrics.event(&self.name, EventStatus::Failed);
+                self.events.event(EventStatus::Failed);
                 tracing::warn!(flow = %self.name, correlation_id = %ctx.correlation_id, attempts = e.attempts(), error = %e, "SINK_DELIVERY_FAILED");
                 match &self.dlq {
                     Some(dlq) => self.dead_letter(dlq, e, ctx).await,
