@@ -52,6 +52,22 @@ pub const PROFILE_SECONDS: u32 = 3;
 /// The uppercase interceptor of the engine's tests (ignores its input, answers a fixed event).
 const UPPERCASE_WAT: &str = "dataplane/flow/src/interceptor/testdata/uppercase.wat";
 
+/// The size of `fiso` as the image ships it: stripped of symbols, as the Dockerfile does (the
+/// bench's own build keeps them, and frame pointers, for perf).
+fn shipped_size(fiso: &Path, work: &Path) -> Result<u64> {
+    let stripped = work.join("fiso.stripped");
+    let status = std::process::Command::new("strip")
+        .arg("-o")
+        .arg(&stripped)
+        .arg(fiso)
+        .status()
+        .context("running strip (binutils)")?;
+    anyhow::ensure!(status.success(), "strip failed on {}", fiso.display());
+    let size = std::fs::metadata(&stripped)?.len();
+    std::fs::remove_file(&stripped)?;
+    Ok(size)
+}
+
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("kafka-fill") => return kafka::fill(&args[1..]),
@@ -194,7 +210,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let startup_runs = if quick { 1 } else { 5 };
     let startup_link = startup::median(&fiso, &dir, "link", startup_runs)?;
     let startup_flow = startup::median(&fiso, &dir, "flow", startup_runs)?;
-    let size = std::fs::metadata(&fiso)?.len();
+    let size = shipped_size(&fiso, &work)?;
     let transforms = transform::run(root, &cargo, quick)?;
     let operator = operator::run(root, &work, quick)?;
 

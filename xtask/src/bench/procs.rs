@@ -12,20 +12,25 @@ use anyhow::{bail, Context, Result};
 
 /// nginx, wrk and hey from Debian, installed when missing.
 pub fn ensure_tools() -> Result<()> {
-    let missing: Vec<&str> = [("nginx", "nginx-light"), ("wrk", "wrk"), ("hey", "hey")]
-        .into_iter()
-        .filter(|(bin, _)| {
-            !Command::new("sh")
-                .args([
-                    "-c",
-                    &format!("command -v {bin} || test -x /usr/sbin/{bin}"),
-                ])
-                .stdout(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .map(|(_, pkg)| pkg)
-        .collect();
+    let missing: Vec<&str> = [
+        ("nginx", "nginx-light"),
+        ("wrk", "wrk"),
+        ("hey", "hey"),
+        ("strip", "binutils"),
+    ]
+    .into_iter()
+    .filter(|(bin, _)| {
+        !Command::new("sh")
+            .args([
+                "-c",
+                &format!("command -v {bin} || test -x /usr/sbin/{bin}"),
+            ])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    })
+    .map(|(_, pkg)| pkg)
+    .collect();
     if missing.is_empty() {
         return Ok(());
     }
