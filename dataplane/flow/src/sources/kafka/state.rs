@@ -28,6 +28,16 @@ pub enum KafkaSourceError {
         offset: i64,
         reason: String,
     },
+    /// A record reached the consumer's main queue instead of its partition's own queue.
+    #[error(
+        "record {topic}-{partition}-{offset} arrived before its partition queue was split off; \
+         restarting from the committed offsets"
+    )]
+    Unsplit {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 /// What the consumer loop, its partition workers and the rebalance callback share.
@@ -49,21 +59,23 @@ pub(super) struct Owned {
 }
 
 impl State {
-    /// The current ownership of `partition` (taken now if it had none): its epoch and stop token.
-    pub(super) fn own(
+    /// `partition` was just assigned: a new epoch for its worker, with its stop token (a worker
+    /// of an earlier assignment still running is stopped).
+    pub(super) fn assign(
         &mut self,
         partition: i32,
         parent: &CancellationToken,
     ) -> (u64, CancellationToken) {
-        let next = self.epoch + 1;
-        let owned = self.owned.entry(partition).or_insert_with(|| Owned {
-            epoch: next,
+        self.epoch += 1;
+        let owned = Owned {
+            epoch: self.epoch,
             stop: parent.child_token(),
-        });
-        if owned.epoch == next {
-            self.epoch = next;
+        };
+        let stop = owned.stop.clone();
+        if let Some(earlier) = self.owned.insert(partition, owned) {
+            earlier.stop.cancel();
         }
-        (owned.epoch, owned.stop.clone())
+        (self.epoch, stop)
     }
 
     /// A record of `partition` is done by the worker of `epoch`: counted for the next commit
