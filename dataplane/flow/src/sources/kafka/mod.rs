@@ -37,7 +37,7 @@ mod transaction;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use fiso_config::flow::{DeliveryOrdering, KafkaSourceConfig, StartOffset};
+use fiso_config::flow::{DeliveryOrdering, KafkaSourceConfig, SourceSpec, StartOffset};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -53,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use crate::kafka::client::{client_config, find_cluster};
 use crate::metrics::FlowMetrics;
 use crate::pipeline::Pipeline;
+use crate::sources::LivePipeline;
 use partition::{concurrent_worker, partition_worker, Partition};
 use state::{lock, Done, State};
 use transaction::Transactions;
@@ -344,10 +345,11 @@ impl KafkaSource {
         &self.cfg.cluster
     }
 
-    /// Runs `flow`'s consumer until `cancel`; `ready` is called once it subscribed.
+    /// Runs `flow`'s consumer until `cancel`; `ready` is called once it subscribed. Each record
+    /// goes through the pipeline current when it is taken from its queue.
     pub async fn run(
         &self,
-        flow: &Arc<Pipeline>,
+        flow: &LivePipeline,
         cancel: &CancellationToken,
         ready: impl FnOnce(),
     ) -> Result<(), KafkaSourceError> {
@@ -355,12 +357,38 @@ impl KafkaSource {
     }
 }
 
+/// Whether a flow changing from `old` to `new` keeps its consumer: same source section, same
+/// cluster settings and no producer transaction (whose producer is the sink's, and whose
+/// offsets go with it) on either side. Then only the pipeline is swapped.
+pub fn consumer_unchanged(old: &Pipeline, new: &Pipeline) -> bool {
+    let SourceSpec::Kafka(src) = &old.config.source else {
+        return false;
+    };
+    let cluster = |p: &Pipeline| {
+        find_cluster(
+            p.config.kafka.as_ref(),
+            Some(&src.cluster),
+            "source.cluster",
+        )
+        .ok()
+        .map(|(_, c)| c.clone())
+    };
+    old.name == new.name
+        && old.config.source == new.config.source
+        && cluster(old).is_some()
+        && cluster(old) == cluster(new)
+        && old.transactions().is_none()
+        && new.transactions().is_none()
+}
+
 async fn consume(
     src: &KafkaSourceConfig,
-    flow: &Arc<Pipeline>,
+    flows: &LivePipeline,
     cancel: &CancellationToken,
     ready: impl FnOnce(),
 ) -> Result<(), KafkaSourceError> {
+    // What the consumer is built from, which a swap leaves alone (see `consumer_unchanged`).
+    let flow = &flows.load_full();
     let transactions = match flow.transactions() {
         Some(producer) => Some(Arc::new(Transactions::new(
             producer.begin().await.map_err(|e| {
@@ -375,7 +403,14 @@ async fn consume(
             "kafka_transaction needs `ordering: partition`".into(),
         ));
     }
-    let state = Arc::new(Mutex::new(State::default()));
+    let batch = src
+        .commit_batch_size
+        .unwrap_or(DEFAULT_COMMIT_BATCH_SIZE)
+        .max(1);
+    let state = Arc::new(Mutex::new(State {
+        commit_batch: batch,
+        ..State::default()
+    }));
     let failed = lock(&state).failed.clone();
     let stop = CancellationToken::new();
     let (assigned_tx, mut assigned_rx) = mpsc::unbounded_channel::<Assigned>();
@@ -396,10 +431,6 @@ async fn consume(
         transactions: transactions.as_deref(),
     };
     let interval = src.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
-    let batch = src
-        .commit_batch_size
-        .unwrap_or(DEFAULT_COMMIT_BATCH_SIZE)
-        .max(1);
     let window = max_in_flight(src) as usize;
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -416,6 +447,7 @@ async fn consume(
                 }))
             }
             Some(done) = done_rx.recv() => match done {
+                // Several workers may have seen the same batch fill up: one commit takes it.
                 Ok(()) => {
                     if lock(&state).commits.count >= batch {
                         committer.commit(CommitMode::Async).await?;
@@ -427,7 +459,7 @@ async fn consume(
             Some(a) = assigned_rx.recv() => {
                 match ordering {
                     DeliveryOrdering::Partition => tasks.spawn(partition_worker(
-                        Arc::clone(flow),
+                        Arc::clone(flows),
                         a.queue,
                         done_tx.clone(),
                         a.stop,
@@ -438,7 +470,7 @@ async fn consume(
                     // Validation refuses these with `kafka_transaction`.
                     DeliveryOrdering::Key | DeliveryOrdering::Unordered => {
                         tasks.spawn(concurrent_worker(
-                            Arc::clone(flow),
+                            Arc::clone(flows),
                             a.queue,
                             Partition::new(a.partition, a.epoch, Arc::clone(&state), done_tx.clone()),
                             a.stop,

@@ -22,12 +22,13 @@ use super::state::{lock, Done, KafkaSourceError, State};
 use super::transaction::Transactions;
 use super::PartitionQueue;
 use crate::pipeline::Pipeline;
+use crate::sources::LivePipeline;
 
 /// Processes one partition's records in order until `stop` or a record can be neither
 /// delivered nor dead-lettered (then the partition stops there). Each record is read from
 /// librdkafka's buffer in place, and released once done.
 pub(super) async fn partition_worker(
-    flow: Arc<Pipeline>,
+    flows: LivePipeline,
     queue: PartitionQueue,
     done: mpsc::UnboundedSender<Done>,
     stop: CancellationToken,
@@ -42,7 +43,7 @@ pub(super) async fn partition_worker(
             m = queue.recv() => match m {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(flow = %flow.name, error = %e, "kafka partition error");
+                    tracing::warn!(flow = %flows.load().name, error = %e, "kafka partition error");
                     continue;
                 }
             },
@@ -56,12 +57,15 @@ pub(super) async fn partition_worker(
         if stop.is_cancelled() {
             return;
         }
-        let processed = process(&flow, &message).await;
+        // A swap takes effect from the next record; this one finishes on its pipeline.
+        let processed = process(&flows.load_full(), &message).await;
         match processed {
             Ok(()) => {
-                lock(&state).done(partition, epoch, message.offset() + 1);
+                let due = lock(&state).done(partition, epoch, message.offset() + 1);
                 drop(in_transaction);
-                let _ = done.send(Ok(()));
+                if due {
+                    let _ = done.send(Ok(()));
+                }
             }
             Err(e) => {
                 let _ = done.send(Err(e));
@@ -190,8 +194,9 @@ impl Partition {
         match result {
             Ok(()) => {
                 let next = self.offsets.finish(offset);
-                lock(&self.state).done(self.partition, self.epoch, next);
-                let _ = self.done.send(Ok(()));
+                if lock(&self.state).done(self.partition, self.epoch, next) {
+                    let _ = self.done.send(Ok(()));
+                }
                 Some(lanes.leave(lane))
             }
             Err(e) => {
@@ -207,7 +212,7 @@ impl Partition {
 /// nor dead-lettered (then the partition stops there at once). Records are read from
 /// librdkafka's buffer in place, and released once done.
 pub(super) async fn concurrent_worker(
-    flow: Arc<Pipeline>,
+    flows: LivePipeline,
     queue: PartitionQueue,
     mut part: Partition,
     stop: CancellationToken,
@@ -223,7 +228,7 @@ pub(super) async fn concurrent_worker(
             Some(delivered) = running.next() => match part.finished(&mut lanes, delivered) {
                 Some(Some(next)) => {
                     let lane = lane_of(ordering, &next);
-                    running.push(deliver(Arc::clone(&flow), lane, next));
+                    running.push(deliver(flows.load_full(), lane, next));
                 }
                 Some(None) => {}
                 None => return,
@@ -232,14 +237,14 @@ pub(super) async fn concurrent_worker(
                 let m = match m {
                     Ok(m) => m,
                     Err(e) => {
-                        tracing::warn!(flow = %flow.name, error = %e, "kafka partition error");
+                        tracing::warn!(flow = %flows.load().name, error = %e, "kafka partition error");
                         continue;
                     }
                 };
                 part.offsets.receive(m.offset());
                 let lane = lane_of(ordering, &m);
                 if let Some(m) = lanes.enter(lane, m) {
-                    running.push(deliver(Arc::clone(&flow), lane, m));
+                    running.push(deliver(flows.load_full(), lane, m));
                 }
             }
         }

@@ -51,6 +51,8 @@ pub(super) struct State {
     /// by cancelling `failed`).
     pub(super) failure: Option<KafkaSourceError>,
     pub(super) failed: CancellationToken,
+    /// `commitBatchSize`.
+    pub(super) commit_batch: u32,
 }
 
 pub(super) struct Owned {
@@ -79,11 +81,13 @@ impl State {
     }
 
     /// A record of `partition` is done by the worker of `epoch`: counted for the next commit
-    /// unless the partition was revoked since.
-    pub(super) fn done(&mut self, partition: i32, epoch: u64, next: i64) {
+    /// unless the partition was revoked since. `true` when `commitBatchSize` records wait for
+    /// a commit (the worker then tells the consumer loop, which commits).
+    pub(super) fn done(&mut self, partition: i32, epoch: u64, next: i64) -> bool {
         if self.owned.get(&partition).map(|o| o.epoch) == Some(epoch) {
             self.commits.done(partition, next);
         }
+        self.commits.count >= self.commit_batch
     }
 }
 
@@ -91,8 +95,8 @@ pub(super) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A partition worker's report: `Ok` once a record is done (its offset is in the shared
-/// [`Commits`]), or why it stopped.
+/// A partition worker's report: `Ok` once a commit is due (a batch of records is done: their
+/// offsets are in the shared [`Commits`]), or why it stopped.
 pub(super) type Done = Result<(), KafkaSourceError>;
 
 /// Offsets processed but not committed yet: partition → next offset to read.
