@@ -753,3 +753,98 @@ async fn key_ordering_delivers_other_keys_past_a_slow_one_and_commits_in_order()
     let end = records.len() as i64;
     assert_eq!(committed_eventually(&group, &topic, end).await, Some(end));
 }
+
+/// A reload that changes only the transform swaps the pipeline under the running consumer:
+/// records keep flowing (the group is not left and joined again: no new "flow started"), every
+/// record is delivered, those taken after the swap are transformed the new way, and none taken
+/// after it the old way (one partition: in order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_only_the_pipeline_keeps_the_consumer() {
+    const RECORDS: i64 = 300;
+    let topic = unique("src-swap");
+    let group = unique("src-group");
+    let sink = SinkServer::ok().await;
+    let dir = FlowDir::new();
+    let yaml = |v: &str| {
+        flow_yaml(
+            "swapped",
+            &topic,
+            &group,
+            &sink.url("/events"),
+            &format!("transform:\n  fields:\n    v: '\"{v}\"'\n    n: data.n\n"),
+        )
+    };
+    dir.write("swapped.yaml", &yaml("one"));
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let started =
+        |l: &fiso_e2e::LogLine| l.is("flow started") && l.str_field("name") == Some("swapped");
+    fiso.wait_for_log(started).await;
+
+    // Records arrive all along, the reload happens in the middle of them.
+    let producing = {
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            let producer: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", brokers())
+                .create()
+                .expect("producer");
+            for n in 0..RECORDS {
+                let value = format!(r#"{{"n":{n}}}"#);
+                producer
+                    .send(
+                        FutureRecord::<str, str>::to(&topic)
+                            .partition(0)
+                            .payload(&value),
+                        Duration::from_secs(10),
+                    )
+                    .await
+                    .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    sink.wait_for_requests(50).await;
+    let mark = fiso.log_mark();
+    dir.write("swapped.yaml", &yaml("two"));
+    fiso.wait_for_log_since(mark, |l| {
+        l.is("flow swapped under its running source") && l.str_field("name") == Some("swapped")
+    })
+    .await;
+    producing.await.expect("producer task");
+
+    let received = sink.wait_for_requests(RECORDS as usize).await;
+    let longest_gap = received
+        .windows(2)
+        .map(|w| w[1].received_at - w[0].received_at)
+        .max()
+        .unwrap_or_default();
+    eprintln!("longest gap between two deliveries across the reload: {longest_gap:?}");
+    let data: Vec<Value> = received.iter().map(|r| r.json()["data"].clone()).collect();
+    let mut seen: Vec<i64> = data.iter().filter_map(|d| d["n"].as_i64()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(
+        seen,
+        (0..RECORDS).collect::<Vec<_>>(),
+        "every record delivered"
+    );
+    let first_new = data
+        .iter()
+        .position(|d| d["v"] == "two")
+        .expect("records after the swap use the new transform");
+    assert!(first_new > 0, "records before the swap use the old one");
+    assert!(
+        data[first_new..].iter().all(|d| d["v"] == "two"),
+        "no record after the swap on the old pipeline: {data:?}"
+    );
+    assert_eq!(
+        fiso.logs().matching(mark, started).len(),
+        0,
+        "the consumer was not restarted\n{}",
+        fiso.logs().tail(40)
+    );
+    assert_eq!(
+        committed_eventually(&group, &topic, RECORDS).await,
+        Some(RECORDS)
+    );
+}

@@ -3,7 +3,7 @@
 //! * `crds`  — regenerate `crds/*.yaml` (and the chart's copy) from the `fiso-config` types.
 //! * `docs`  — regenerate the README's configuration and CLI references.
 //! * `infra up|down|env` — the real servers and tools tests need (see [`infra`]).
-//! * `bench [--quick]` — benchmarks against nginx / direct, report in `target/bench/` (see
+//! * `bench [kafka] [--quick]` — benchmarks against nginx / direct (or the Kafka scenario alone), report in `target/bench/` (see
 //!   [`bench`]).
 //! * `reliability [--short | --report-only]` — the reliability suite at full scale against a release build,
 //!   report in `target/reliability/` (see [`reliability`]).
@@ -43,7 +43,7 @@ fn main() -> Result<()> {
                 .parse()?,
         ),
         _ => {
-            eprintln!("usage: cargo xtask <crds|docs|infra|ci|bench [--quick]>");
+            eprintln!("usage: cargo xtask <crds|docs|infra|ci|bench [kafka] [--quick]>");
             eprintln!("       cargo xtask fuzz [--seconds N] [target...]");
             eprintln!("       cargo xtask reliability [--short | --report-only]");
             std::process::exit(2);

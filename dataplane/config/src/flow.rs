@@ -260,9 +260,12 @@ pub struct KafkaSourceConfig {
     /// Commit as soon as this many records were processed since the last commit (default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_batch_size: Option<u32>,
-    /// Records queued per partition (default 64); one more fetch (1 MiB) is held beyond them
-    /// before the partition is paused. Unless `ordering` is `partition`, also how many records
-    /// of a partition are delivered at the same time.
+    /// Records of a partition taken out of its queue at once (default 64): unless `ordering` is
+    /// `partition`, how many are delivered at the same time. Each assigned partition has its
+    /// own librdkafka queue, fetched while it holds fewer than 4× this many records (at least
+    /// 1000) and less than `queued.max.messages.kbytes` (1024 KiB here); memory per partition
+    /// stays below that, plus one fetch (`max.partition.fetch.bytes`, 1 MiB), plus these
+    /// records. Both librdkafka limits can be set in `consumerProperties`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_in_flight_per_partition: Option<u32>,
     /// Which records of one partition may be delivered at the same time (default `partition`).

@@ -34,8 +34,9 @@ use crate::infra;
 pub const PARTITIONS: i32 = 4;
 /// Distinct record keys (like customer ids): what `ordering: key` may deliver concurrently.
 const KEYS: usize = 1000;
-/// The flow's `ordering` per Fiso variant: the default, then records of different keys at once.
-const ORDERINGS: [&str; 2] = ["partition", "key"];
+/// The flow's `ordering` per Fiso variant: the default, then records of different keys at once,
+/// then any records of a partition at once.
+const ORDERINGS: [&str; 3] = ["partition", "key", "unordered"];
 /// Fiso's defaults (`commitInterval`, `commitBatchSize`), which the bare consumer copies.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 const COMMIT_BATCH: usize = 500;
@@ -267,7 +268,7 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         report("bare consumer", &d);
         bare.push(d);
         for (ordering, runs) in ORDERINGS.iter().zip(&mut fiso) {
-            let (d, rss, _) = fiso_drain(s, brokers, &topic, ordering, false)?;
+            let (d, rss, _, _) = fiso_drain(s, brokers, &topic, ordering, false, false)?;
             report(&format!("fiso ({ordering})"), &d);
             fiso_rss = fiso_rss.max(rss);
             runs.push(d);
@@ -282,9 +283,14 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         report("sync each", &d);
         sync_each.push(d);
     }
+    println!("bench: Kafka drain with a hot reload of the transform half-way");
+    let (d, _, _, reload_gap) = fiso_drain(s, brokers, &topic, "partition", false, true)?;
+    report("fiso (reload)", &d);
+    let reload_gap_ms = reload_gap.map(|g| g.as_secs_f64() * 1e3);
+    println!("bench:   longest wait for a record after the reload: {reload_gap_ms:?} ms");
     let costs = if s.profile {
         println!("bench: Kafka drain under perf");
-        fiso_drain(s, brokers, &topic, "key", true)?.2
+        fiso_drain(s, brokers, &topic, "key", true, false)?.2
     } else {
         None
     };
@@ -310,12 +316,15 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
             summary("bare rdkafka consumer", &bare),
             summary("fiso flow (ordering: partition, the default)", &fiso[0]),
             summary("fiso flow (ordering: key)", &fiso[1]),
+            summary("fiso flow (ordering: unordered)", &fiso[2]),
             summary("Go Fiso design point (sync commit per record)", &sync_each),
         ],
         "fiso_vs_bare_rps": rate(&fiso[0]) / rate(&bare),
         "fiso_vs_sync_each_rps": rate(&fiso[0]) / rate(&sync_each),
         "fiso_key_vs_bare_rps": rate(&fiso[1]) / rate(&bare),
         "fiso_key_vs_sync_each_rps": rate(&fiso[1]) / rate(&sync_each),
+        "fiso_unordered_vs_bare_rps": rate(&fiso[2]) / rate(&bare),
+        "reload_gap_ms": reload_gap_ms,
         "fiso_peak_rss_bytes": fiso_rss,
         "profile": costs.map(|c| profile::to_json(&c)),
     }))
@@ -359,20 +368,29 @@ fn bare_drain(s: &Setup, brokers: &str, topic: &str, flags: &[&str]) -> Result<D
 }
 
 /// `fiso flow` with a Kafka → HTTP flow (`ordering` as given) into the upstream, a fresh
-/// consumer group, from spawn until the upstream counted every record. Returns the drain, the peak RSS and, with
-/// `profile`, the top costs perf saw.
+/// consumer group, from spawn until the upstream counted every record. Returns the drain, the
+/// peak RSS, with `profile` the top costs perf saw, and with `reload` (the flow's transform is
+/// changed once half the records were delivered) the longest time without a delivery from the
+/// reload on.
 fn fiso_drain(
     s: &Setup,
     brokers: &str,
     topic: &str,
     ordering: &str,
     profile: bool,
-) -> Result<(Drained, u64, Option<Profile>)> {
+    reload: bool,
+) -> Result<(Drained, u64, Option<Profile>, Option<Duration>)> {
     let group = unique("fiso");
     let flows = s.dir.join(format!("flows-{group}"));
     std::fs::create_dir_all(&flows)?;
-    std::fs::write(
-        flows.join("drain.yaml"),
+    let transform = |v: &str| {
+        if reload {
+            format!("transform:\n  fields:\n    v: '\"{v}\"'\n    order: data.order_id\n")
+        } else {
+            String::new()
+        }
+    };
+    let yaml = |transform: String| {
         format!(
             "name: drain\n\
              kafka:\n  clusters:\n    main:\n      brokers: [\"{brokers}\"]\n\
@@ -380,10 +398,11 @@ fn fiso_drain(
              \x20   consumerGroup: {group}\n    startOffset: earliest\n    ordering: {ordering}\n\
              \x20   consumerProperties:\n      session.timeout.ms: \"{SESSION_TIMEOUT_MS}\"\n\
              \x20     heartbeat.interval.ms: \"{HEARTBEAT_INTERVAL_MS}\"\n\
-             sink:\n  type: http\n  config:\n    url: http://{}/kafka\n",
+             sink:\n  type: http\n  config:\n    url: http://{}/kafka\n{transform}",
             s.upstream
-        ),
-    )?;
+        )
+    };
+    std::fs::write(flows.join("drain.yaml"), yaml(transform("one")))?;
     let before = served(s.upstream)?;
     let started = Instant::now();
     let mut procs = Procs::default();
@@ -401,10 +420,22 @@ fn fiso_drain(
         .then(|| profile::Recording::start(pid, &s.dir.join("perf-kafka.data")))
         .transpose()?;
     let mut first = None;
+    let (mut reloaded, mut gap, mut last, mut seen) = (false, None::<Duration>, Instant::now(), 0);
     let done = loop {
         let n = served(s.upstream)? - before;
         if n > 0 {
             first.get_or_insert_with(|| started.elapsed());
+        }
+        if n > seen {
+            if reloaded {
+                let waited = last.elapsed();
+                gap = Some(gap.map_or(waited, |g| g.max(waited)));
+            }
+            (seen, last) = (n, Instant::now());
+        }
+        if reload && !reloaded && n >= s.records as u64 / 2 {
+            std::fs::write(flows.join("drain.yaml"), yaml(transform("two")))?;
+            (reloaded, last) = (true, Instant::now());
         }
         if n >= s.records as u64 {
             break started.elapsed();
@@ -428,6 +459,7 @@ fn fiso_drain(
         },
         rss,
         costs,
+        gap,
     ))
 }
 

@@ -12,7 +12,7 @@
 //! ([`profile`]).
 //!
 //! `xtask bench kafka-fill|kafka-drain ...` are the Kafka scenario's producer and bare consumer,
-//! run from the release build.
+//! run from the release build; `xtask bench kafka [--quick]` runs the Kafka scenario alone.
 //!
 //! This module is the command line and the order of the scenarios; by role: [`procs`] starts
 //! the servers under test, [`wrk`] and [`rate`] load them, [`stats`] reduces the rounds to
@@ -72,6 +72,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("kafka-fill") => return kafka::fill(&args[1..]),
         Some("kafka-drain") => return kafka::drain(&args[1..]),
+        Some("kafka") => return kafka_alone(root, &args[1..]),
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -242,6 +243,41 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     std::fs::write(work.join("report.md"), &md)?;
     println!("{md}");
     println!("bench: wrote {}", work.join("report.md").display());
+    Ok(())
+}
+
+/// The Kafka scenario alone (with its profile when perf is there): its JSON to
+/// `target/bench/kafka.json`.
+fn kafka_alone(root: &Path, args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    procs::ensure_tools()?;
+    let release = build_release(root)?;
+    let work = target_dir(root).join("bench");
+    let dir = work.join("work-kafka");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let xtask = release.join("xtask");
+    let mut procs = Procs::default();
+    let upstream = procs.upstream(&xtask)?;
+    let kafka = kafka::bench(&kafka::Setup {
+        root,
+        xtask: &xtask,
+        fiso: &release.join("fiso"),
+        dir: &dir,
+        upstream,
+        records: if quick {
+            KAFKA_RECORDS.1
+        } else {
+            KAFKA_RECORDS.0
+        },
+        rounds: if quick { 1 } else { ROUNDS },
+        sync_each_seconds: if quick { 5 } else { 15 },
+        profile: profile::available(&dir).is_ok(),
+    })?;
+    drop(procs);
+    let text = serde_json::to_string_pretty(&kafka)?;
+    std::fs::write(work.join("kafka.json"), &text)?;
+    println!("{text}");
     Ok(())
 }
 

@@ -123,14 +123,17 @@ pub fn markdown(r: &Value) -> String {
         "\nThe bare consumer is rdkafka with Fiso's client settings, no processing, committing \
          asynchronously every 1 s / 500 records like Fiso: the client library's ceiling. The Go \
          Fiso design point is the same consumer committing synchronously after each record \
-         (capped at {} s). Fiso / bare consumer: {} (`ordering: key`: {}); Fiso / Go design \
-         point: {} (`ordering: key`: {}); Fiso peak RSS {}.\n\n",
+         (capped at {} s). Fiso / bare consumer: {} (`ordering: key`: {}, `unordered`: {}); \
+         Fiso / Go design point: {} (`ordering: key`: {}); Fiso peak RSS {}. A hot reload of \
+         the transform half-way through a drain: longest wait for a record {} ms.\n\n",
         k["sync_each_max_seconds"],
         num(&k["fiso_vs_bare_rps"], 2),
         num(&k["fiso_key_vs_bare_rps"], 2),
+        num(&k["fiso_unordered_vs_bare_rps"], 2),
         num(&k["fiso_vs_sync_each_rps"], 2),
         num(&k["fiso_key_vs_sync_each_rps"], 2),
         mib(&k["fiso_peak_rss_bytes"]),
+        num(&k["reload_gap_ms"], 0),
     ));
     md.push_str("**CEL transform vs hand-written serde_json** (per event, criterion medians)\n\n| shape | CEL | serde_json | ratio |\n|---|---|---|---|\n");
     for t in r["transforms"].as_array().into_iter().flatten() {

@@ -11,10 +11,15 @@ pub mod request;
 
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use fiso_config::flow::SourceSpec;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Pipeline;
+
+/// A task source's current pipeline: a Kafka source takes it per record, so a reload that
+/// leaves the consumer's settings alone swaps it under the running consumer.
+pub type LivePipeline = Arc<ArcSwap<Pipeline>>;
 
 /// A built source of any type.
 #[derive(Debug, Clone)]
@@ -56,13 +61,25 @@ impl TaskSource {
     /// stops it (the supervisor restarts it).
     pub async fn run(
         &self,
-        flow: &Arc<Pipeline>,
+        flow: &LivePipeline,
         cancel: &CancellationToken,
         ready: impl FnOnce(),
     ) -> Result<(), String> {
         match self {
             TaskSource::Kafka(k) => k.run(flow, cancel, ready).await.map_err(|e| e.to_string()),
-            TaskSource::Grpc(g) => g.run(flow, cancel, ready).await.map_err(|e| e.to_string()),
+            TaskSource::Grpc(g) => g
+                .run(&flow.load_full(), cancel, ready)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Whether a running instance of this source keeps serving when its flow's pipeline
+    /// changes from `old` to `new` (only the pipeline is swapped, see [`LivePipeline`]).
+    pub fn keeps_running(&self, old: &Pipeline, new: &Pipeline) -> bool {
+        match self {
+            TaskSource::Kafka(_) => kafka::consumer_unchanged(old, new),
+            TaskSource::Grpc(_) => false,
         }
     }
 }

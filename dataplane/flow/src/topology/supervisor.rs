@@ -1,11 +1,16 @@
 //! Failure isolation: every flow runs under its own supervisor task. A flow that fails (its
 //! listen address cannot be bound, ...) is reported unready and restarted with exponential
 //! backoff while the others keep serving.
+//!
+//! A changed flow replaces the running instance, except where its source can keep running: a
+//! Kafka consumer whose settings did not change keeps its group membership and partitions, and
+//! only the pipeline it hands records to is swapped (see [`LivePipeline`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use fiso_runtime::backoff::Restart;
 use fiso_runtime::Readiness;
 use tokio::task::JoinHandle;
@@ -15,7 +20,7 @@ use super::router::{RouteGuard, RouterError, ServerRegistry};
 use crate::metrics::FlowMetrics;
 use crate::pipeline::Pipeline;
 use crate::sources::http::HttpSource;
-use crate::sources::{AnySource, TaskSource};
+use crate::sources::{AnySource, LivePipeline, TaskSource};
 
 const RESTART_INITIAL: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(30);
@@ -25,6 +30,10 @@ struct Running {
     version: String,
     cancel: CancellationToken,
     task: JoinHandle<()>,
+    /// A task source and the pipeline it reads, which a reload may swap.
+    live: Option<(TaskSource, LivePipeline)>,
+    /// Stops the watch of this pipeline's sink connection.
+    sink_watch: CancellationToken,
 }
 
 /// The flows running in this process.
@@ -77,20 +86,31 @@ impl Supervisor {
     }
 
     /// Starts `flow`, replacing a running instance of the same name. The new instance takes
-    /// over its routes before the old one is told to stop, so no request finds no flow.
+    /// over its routes before the old one is told to stop, so no request finds no flow. A task
+    /// source that can keep running ([`TaskSource::keeps_running`]) is not restarted: its
+    /// pipeline is swapped, records in hand finish on the old one.
     pub fn start(&self, flow: Arc<Pipeline>, source: AnySource) {
+        if let AnySource::Task(source) = &source {
+            if self.swap(&flow, source) {
+                return;
+            }
+        }
         let cancel = CancellationToken::new();
-        let task = match source {
-            AnySource::Task(source) => tokio::spawn(supervise_task(
-                Arc::clone(&flow),
-                source,
-                self.readiness.clone(),
-                self.metrics.clone(),
-                cancel.clone(),
-            )),
+        let (task, live) = match source {
+            AnySource::Task(source) => {
+                let live: LivePipeline = Arc::new(ArcSwap::new(Arc::clone(&flow)));
+                let task = tokio::spawn(supervise_task(
+                    Arc::clone(&live),
+                    source.clone(),
+                    self.readiness.clone(),
+                    self.metrics.clone(),
+                    cancel.clone(),
+                ));
+                (task, Some((source, live)))
+            }
             AnySource::Route(route) => {
                 let first = self.registry.attach(&route, Arc::clone(&flow));
-                tokio::spawn(supervise(
+                let task = tokio::spawn(supervise(
                     Arc::clone(&flow),
                     route,
                     first,
@@ -98,22 +118,11 @@ impl Supervisor {
                     self.readiness.clone(),
                     self.metrics.clone(),
                     cancel.clone(),
-                ))
+                ));
+                (task, None)
             }
         };
-        // A sink that connects in the background (Temporal) reports the flow unready until it
-        // did, without holding up its source.
-        let sink_component = sink_component(&flow.name);
-        match flow.sink_connection_watch(
-            self.readiness.clone(),
-            sink_component.clone(),
-            cancel.clone(),
-        ) {
-            Some(watch) => {
-                tokio::spawn(watch);
-            }
-            None => self.readiness.remove(&sink_component),
-        }
+        let sink_watch = self.watch_sink(&flow, &cancel);
         let previous = self.lock().insert(
             flow.name.clone(),
             Running {
@@ -121,11 +130,53 @@ impl Supervisor {
                 version: flow.version.clone(),
                 cancel,
                 task,
+                live,
+                sink_watch,
             },
         );
         if let Some(old) = previous {
             old.cancel.cancel();
         }
+    }
+
+    /// Swaps `flow` in under the running instance of its name when that runs `source` and can
+    /// keep running; `false` when it must be replaced.
+    fn swap(&self, flow: &Arc<Pipeline>, source: &TaskSource) -> bool {
+        let mut running = self.lock();
+        let Some(r) = running.get_mut(&flow.name) else {
+            return false;
+        };
+        let Some((running_source, live)) = &r.live else {
+            return false;
+        };
+        if !running_source.keeps_running(&r.flow, flow) || !source.keeps_running(&r.flow, flow) {
+            return false;
+        }
+        live.store(Arc::clone(flow));
+        r.sink_watch.cancel();
+        r.sink_watch = self.watch_sink(flow, &r.cancel);
+        r.flow = Arc::clone(flow);
+        r.version = flow.version.clone();
+        tracing::info!(name = %flow.name, version = %flow.version, "flow swapped under its running source");
+        true
+    }
+
+    /// A sink that connects in the background (Temporal) reports the flow unready until it
+    /// did, without holding up its source. The token returned stops the watch.
+    fn watch_sink(&self, flow: &Pipeline, cancel: &CancellationToken) -> CancellationToken {
+        let stop = cancel.child_token();
+        let sink_component = sink_component(&flow.name);
+        match flow.sink_connection_watch(
+            self.readiness.clone(),
+            sink_component.clone(),
+            stop.clone(),
+        ) {
+            Some(watch) => {
+                tokio::spawn(watch);
+            }
+            None => self.readiness.remove(&sink_component),
+        }
+        stop
     }
 
     /// Announces that `name` is about to be stopped, so flows started before that may take
@@ -204,19 +255,19 @@ async fn supervise(
 /// A Kafka or gRPC flow: its source runs until cancelled; one that stops with an error is
 /// reported and restarted with backoff (a consumer resumes from the last committed offset).
 async fn supervise_task(
-    flow: Arc<Pipeline>,
+    flow: LivePipeline,
     source: TaskSource,
     readiness: Readiness,
     metrics: FlowMetrics,
     cancel: CancellationToken,
 ) {
-    let name = flow.name.clone();
+    let name = flow.load().name.clone();
     let mut restart = Restart::new(RESTART_INITIAL, RESTART_MAX);
     loop {
         let ready = || {
             readiness.set_ready(component(&name));
             metrics.set_up(&name, true);
-            tracing::info!(name = %name, version = %flow.version, "flow started");
+            tracing::info!(name = %name, version = %flow.load().version, "flow started");
         };
         let e = match source.run(&flow, &cancel, ready).await {
             Ok(()) => return,

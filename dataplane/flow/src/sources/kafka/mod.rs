@@ -8,12 +8,18 @@
 //! dead-lettered stops the consumer (after committing what came before it) so the supervisor
 //! restarts it from the last committed offset: nothing is ever skipped.
 //!
-//! Each assigned partition has its own worker: partitions are processed concurrently, the
-//! records of one partition in order (or, with `ordering: key | unordered`, several at a time:
-//! see `partition.rs`). At most `maxInFlightPerPartition` records are queued per partition;
-//! beyond that up to one fetch (1 MiB) is held, then a partition whose worker falls behind is
-//! paused (librdkafka stops fetching it) and resumed once its worker caught up, so one slow
-//! partition holds up neither the others nor memory.
+//! Each assigned partition gets its own librdkafka queue (split off in the rebalance callback,
+//! right after the assignment and before any of its records is fetched) and its own worker that
+//! reads it: partitions are processed concurrently, the records of one partition in order (or,
+//! with `ordering: key | unordered`, several at a time: see `partition.rs`). The consumer's main
+//! queue then carries only rebalances, errors and statistics. Flow control is librdkafka's own:
+//! a partition whose queue holds `queued.min.messages` records or `queued.max.messages.kbytes`
+//! is not fetched until its worker drained it below that, re-checked every
+//! `fetch.queue.backoff.ms` — nothing is paused and resumed, so no partition waits on a broker
+//! thread's timeout. Memory per assigned partition is bounded by
+//! `queued.max.messages.kbytes` ([`QUEUED_MAX_KBYTES`] unless `consumerProperties` says
+//! otherwise) plus one fetch (`max.partition.fetch.bytes`, 1 MiB by default) plus the
+//! `maxInFlightPerPartition` records its worker holds.
 //!
 //! On a rebalance, what was processed of the revoked partitions is committed synchronously
 //! before they are revoked and their workers stop (a record in hand is finished but no longer
@@ -28,17 +34,15 @@ mod record;
 mod state;
 mod transaction;
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use fiso_config::flow::{DeliveryOrdering, KafkaSourceConfig, StartOffset};
-use futures::future::BoxFuture;
-use futures::stream::{FuturesUnordered, StreamExt};
+use fiso_config::flow::{DeliveryOrdering, KafkaSourceConfig, SourceSpec, StartOffset};
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
@@ -49,6 +53,7 @@ use tokio_util::sync::CancellationToken;
 use crate::kafka::client::{client_config, find_cluster};
 use crate::metrics::FlowMetrics;
 use crate::pipeline::Pipeline;
+use crate::sources::LivePipeline;
 use partition::{concurrent_worker, partition_worker, Partition};
 use state::{lock, Done, State};
 use transaction::Transactions;
@@ -59,16 +64,41 @@ pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_COMMIT_BATCH_SIZE: u32 = 500;
 pub const DEFAULT_MAX_IN_FLIGHT_PER_PARTITION: u32 = 64;
 
+/// `queued.max.messages.kbytes`: what librdkafka prefetches per partition (with split
+/// partition queues the limit is per partition, not per consumer).
+pub const QUEUED_MAX_KBYTES: u32 = 1024;
+
+/// `queued.min.messages` is this many times `maxInFlightPerPartition` (at least
+/// [`QUEUED_MIN_MESSAGES`]): enough prefetched that a worker rarely finds its queue empty.
+const QUEUED_PER_IN_FLIGHT: u32 = 4;
+const QUEUED_MIN_MESSAGES: u32 = 1000;
+
+/// `fetch.queue.backoff.ms`: how soon a partition whose queue was full is fetched again once
+/// drained (librdkafka's default, 1 s, would leave a fast worker idle).
+const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
 /// How long the committed offsets of newly assigned partitions are waited for.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often librdkafka reports statistics, the source of `fiso_flow_consumer_lag`.
 const STATISTICS_INTERVAL_MS: &str = "1000";
 
+/// A partition's own librdkafka queue.
+type PartitionQueue = StreamPartitionQueue<LagContext>;
+
+/// A partition just assigned, with its queue split off: the consumer loop starts its worker.
+struct Assigned {
+    partition: i32,
+    epoch: u64,
+    stop: CancellationToken,
+    queue: PartitionQueue,
+}
+
 /// Publishes librdkafka's per-partition consumer lag (high watermark - committed offset) as
-/// `fiso_flow_consumer_lag{flow,partition}`, and hands partitions over on a rebalance: before a
-/// partition is revoked, what was processed of it is committed synchronously and its worker is
-/// stopped (the record in hand is finished but no longer committed: the new owner reads it again).
+/// `fiso_flow_consumer_lag{flow,partition}`, and hands partitions over on a rebalance: an
+/// assigned partition's queue is split off for its worker; before a partition is revoked, what
+/// was processed of it is committed synchronously and its worker is stopped (the record in hand
+/// is finished but no longer committed: the new owner reads it again).
 struct LagContext {
     flow: String,
     metrics: FlowMetrics,
@@ -77,6 +107,11 @@ struct LagContext {
     /// An integer `startOffset`: where a partition without a committed offset starts.
     start_at: Option<i64>,
     transactions: Option<Arc<Transactions>>,
+    /// The consumer itself, to split partition queues off (set once it is created).
+    consumer: OnceLock<Weak<SourceConsumer>>,
+    /// Parent of every partition worker's stop token.
+    stop: CancellationToken,
+    assigned: mpsc::UnboundedSender<Assigned>,
 }
 
 impl ClientContext for LagContext {
@@ -93,17 +128,11 @@ impl ClientContext for LagContext {
     }
 }
 
-impl ConsumerContext for LagContext {
+impl LagContext {
     /// With an integer `startOffset`, the partitions just assigned that have no committed offset
     /// are assigned again starting there (the others resume from their committed offset).
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let (Some(start), Rebalance::Assign(assigned)) = (self.start_at, rebalance) else {
-            return;
-        };
-        if assigned.count() == 0 {
-            return;
-        }
-        let committed = match consumer.committed_offsets((*assigned).clone(), COMMITTED_TIMEOUT) {
+    fn start_at(&self, consumer: &BaseConsumer<Self>, assigned: &TopicPartitionList, start: i64) {
+        let committed = match consumer.committed_offsets(assigned.clone(), COMMITTED_TIMEOUT) {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(flow = %self.flow, error = %e, "reading committed offsets failed");
@@ -132,6 +161,44 @@ impl ConsumerContext for LagContext {
                 tracing::warn!(flow = %self.flow, error = %e, "assigning at startOffset failed");
             }
         }
+    }
+
+    /// Splits the queue of every partition just assigned off the main queue and hands it to
+    /// the consumer loop. Called after the last `assign` of the rebalance (an `assign` joins
+    /// split queues back) and before librdkafka fetched any record of these partitions.
+    fn split(&self, assigned: &TopicPartitionList) {
+        let Some(consumer) = self.consumer.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        for e in assigned.elements_for_topic(&self.topic) {
+            let partition = e.partition();
+            let Some(queue) = consumer.split_partition_queue(&self.topic, partition) else {
+                tracing::warn!(flow = %self.flow, partition, "splitting a partition queue failed");
+                continue;
+            };
+            let (epoch, stop) = lock(&self.state).assign(partition, &self.stop);
+            let _ = self.assigned.send(Assigned {
+                partition,
+                epoch,
+                stop,
+                queue,
+            });
+        }
+    }
+}
+
+impl ConsumerContext for LagContext {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Assign(assigned) = rebalance else {
+            return;
+        };
+        if assigned.count() == 0 {
+            return;
+        }
+        if let Some(start) = self.start_at {
+            self.start_at(consumer, assigned, start);
+        }
+        self.split(assigned);
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -166,6 +233,7 @@ impl ConsumerContext for LagContext {
         {
             let mut state = lock(&self.state);
             for p in revoked {
+                // Its worker reads no further record of its queue.
                 if let Some(owned) = state.owned.remove(&p) {
                     owned.stop.cancel();
                 }
@@ -191,13 +259,16 @@ impl ConsumerContext for LagContext {
 
 type SourceConsumer = StreamConsumer<LagContext>;
 
-/// The consumer of `flow`'s source, configured from the flow.
+/// The consumer of `flow`'s source, configured from the flow; the partitions it is assigned
+/// arrive on `assigned`, each with its own queue.
 fn consumer(
     flow: &Pipeline,
     src: &KafkaSourceConfig,
     state: Arc<Mutex<State>>,
     transactions: Option<Arc<Transactions>>,
-) -> Result<SourceConsumer, KafkaSourceError> {
+    stop: CancellationToken,
+    assigned: mpsc::UnboundedSender<Assigned>,
+) -> Result<Arc<SourceConsumer>, KafkaSourceError> {
     let (_, cluster) = find_cluster(
         flow.config.kafka.as_ref(),
         Some(&src.cluster),
@@ -220,25 +291,42 @@ fn consumer(
         StartOffset::Offset(n) => Some(n),
         _ => None,
     };
+    let queued_min = max_in_flight(src)
+        .saturating_mul(QUEUED_PER_IN_FLIGHT)
+        .max(QUEUED_MIN_MESSAGES);
     config
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", reset)
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS);
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
+        .set("queued.min.messages", queued_min.to_string())
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     for (k, v) in &src.consumer_properties {
         config.set(k, v);
     }
     // Offsets are ours to commit: a passthrough property must not turn auto-commit back on.
     config.set("enable.auto.commit", "false");
-    Ok(config.create_with_context(LagContext {
+    let consumer: Arc<SourceConsumer> = Arc::new(config.create_with_context(LagContext {
         flow: flow.name.clone(),
         metrics: flow.metrics().clone(),
         topic: src.topic.clone(),
         state,
         start_at,
         transactions,
-    })?)
+        consumer: OnceLock::new(),
+        stop,
+        assigned,
+    })?);
+    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+    Ok(consumer)
+}
+
+fn max_in_flight(src: &KafkaSourceConfig) -> u32 {
+    src.max_in_flight_per_partition
+        .unwrap_or(DEFAULT_MAX_IN_FLIGHT_PER_PARTITION)
+        .max(1)
 }
 
 /// A Kafka source: a consumer group on one topic.
@@ -257,10 +345,11 @@ impl KafkaSource {
         &self.cfg.cluster
     }
 
-    /// Runs `flow`'s consumer until `cancel`; `ready` is called once it subscribed.
+    /// Runs `flow`'s consumer until `cancel`; `ready` is called once it subscribed. Each record
+    /// goes through the pipeline current when it is taken from its queue.
     pub async fn run(
         &self,
-        flow: &Arc<Pipeline>,
+        flow: &LivePipeline,
         cancel: &CancellationToken,
         ready: impl FnOnce(),
     ) -> Result<(), KafkaSourceError> {
@@ -268,12 +357,38 @@ impl KafkaSource {
     }
 }
 
+/// Whether a flow changing from `old` to `new` keeps its consumer: same source section, same
+/// cluster settings and no producer transaction (whose producer is the sink's, and whose
+/// offsets go with it) on either side. Then only the pipeline is swapped.
+pub fn consumer_unchanged(old: &Pipeline, new: &Pipeline) -> bool {
+    let SourceSpec::Kafka(src) = &old.config.source else {
+        return false;
+    };
+    let cluster = |p: &Pipeline| {
+        find_cluster(
+            p.config.kafka.as_ref(),
+            Some(&src.cluster),
+            "source.cluster",
+        )
+        .ok()
+        .map(|(_, c)| c.clone())
+    };
+    old.name == new.name
+        && old.config.source == new.config.source
+        && cluster(old).is_some()
+        && cluster(old) == cluster(new)
+        && old.transactions().is_none()
+        && new.transactions().is_none()
+}
+
 async fn consume(
     src: &KafkaSourceConfig,
-    flow: &Arc<Pipeline>,
+    flows: &LivePipeline,
     cancel: &CancellationToken,
     ready: impl FnOnce(),
 ) -> Result<(), KafkaSourceError> {
+    // What the consumer is built from, which a swap leaves alone (see `consumer_unchanged`).
+    let flow = &flows.load_full();
     let transactions = match flow.transactions() {
         Some(producer) => Some(Arc::new(Transactions::new(
             producer.begin().await.map_err(|e| {
@@ -288,9 +403,25 @@ async fn consume(
             "kafka_transaction needs `ordering: partition`".into(),
         ));
     }
-    let state = Arc::new(Mutex::new(State::default()));
+    let batch = src
+        .commit_batch_size
+        .unwrap_or(DEFAULT_COMMIT_BATCH_SIZE)
+        .max(1);
+    let state = Arc::new(Mutex::new(State {
+        commit_batch: batch,
+        ..State::default()
+    }));
     let failed = lock(&state).failed.clone();
-    let consumer = consumer(flow, src, Arc::clone(&state), transactions.clone())?;
+    let stop = CancellationToken::new();
+    let (assigned_tx, mut assigned_rx) = mpsc::unbounded_channel::<Assigned>();
+    let consumer = consumer(
+        flow,
+        src,
+        Arc::clone(&state),
+        transactions.clone(),
+        stop.clone(),
+        assigned_tx,
+    )?;
     consumer.subscribe(&[src.topic.as_str()])?;
     ready();
     let committer = Committer {
@@ -300,21 +431,11 @@ async fn consume(
         transactions: transactions.as_deref(),
     };
     let interval = src.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
-    let batch = src
-        .commit_batch_size
-        .unwrap_or(DEFAULT_COMMIT_BATCH_SIZE)
-        .max(1);
-    let queue = src
-        .max_in_flight_per_partition
-        .unwrap_or(DEFAULT_MAX_IN_FLIGHT_PER_PARTITION)
-        .max(1) as usize;
+    let window = max_in_flight(src) as usize;
     let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // One worker per partition: partitions are processed concurrently, each in order.
-    let stop = CancellationToken::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut workers: HashMap<i32, Worker> = HashMap::new();
-    let mut room = FuturesUnordered::new();
     let mut tasks = JoinSet::new();
     let result = loop {
         tokio::select! {
@@ -326,6 +447,7 @@ async fn consume(
                 }))
             }
             Some(done) = done_rx.recv() => match done {
+                // Several workers may have seen the same batch fill up: one commit takes it.
                 Ok(()) => {
                     if lock(&state).commits.count >= batch {
                         committer.commit(CommitMode::Async).await?;
@@ -334,75 +456,49 @@ async fn consume(
                 Err(e) => break Err(e),
             },
             _ = ticker.tick() => committer.commit(CommitMode::Async).await?,
-            Some((partition, epoch)) = room.next() => {
-                let Some(worker) = workers.get_mut(&partition).filter(|w| w.epoch == epoch) else {
-                    continue;
-                };
-                if !worker.forward() {
-                    room.push(worker.room(partition));
-                } else if std::mem::take(&mut worker.paused) {
-                    resume(&consumer, &src.topic, partition);
-                }
-            }
-            received = consumer.recv() => {
-                let message = match received {
-                    Ok(m) => m.detach(),
-                    Err(e) => {
-                        tracing::warn!(flow = %flow.name, error = %e, "kafka consumer error");
-                        continue;
+            Some(a) = assigned_rx.recv() => {
+                match ordering {
+                    DeliveryOrdering::Partition => tasks.spawn(partition_worker(
+                        Arc::clone(flows),
+                        a.queue,
+                        done_tx.clone(),
+                        a.stop,
+                        Arc::clone(&state),
+                        a.epoch,
+                        transactions.clone(),
+                    )),
+                    // Validation refuses these with `kafka_transaction`.
+                    DeliveryOrdering::Key | DeliveryOrdering::Unordered => {
+                        tasks.spawn(concurrent_worker(
+                            Arc::clone(flows),
+                            a.queue,
+                            Partition::new(a.partition, a.epoch, Arc::clone(&state), done_tx.clone()),
+                            a.stop,
+                            ordering,
+                            window,
+                        ))
                     }
                 };
-                // A partition revoked and assigned again gets a new worker (the old one stopped).
-                let partition = message.partition();
-                let (epoch, partition_stop) = lock(&state).own(partition, &stop);
-                if workers.get(&partition).is_none_or(|w| w.epoch != epoch) {
-                    let (tx, rx) = mpsc::channel(queue);
-                    match ordering {
-                        DeliveryOrdering::Partition => tasks.spawn(partition_worker(
-                            Arc::clone(flow),
-                            rx,
-                            done_tx.clone(),
-                            partition_stop,
-                            Arc::clone(&state),
-                            epoch,
-                            transactions.clone(),
-                        )),
-                        // Validation refuses these with `kafka_transaction`.
-                        DeliveryOrdering::Key | DeliveryOrdering::Unordered => {
-                            tasks.spawn(concurrent_worker(
-                                Arc::clone(flow),
-                                rx,
-                                Partition::new(partition, epoch, Arc::clone(&state), done_tx.clone()),
-                                partition_stop,
-                                ordering,
-                                queue,
-                            ))
-                        }
-                    };
-                    workers.insert(partition, Worker::new(epoch, tx));
-                }
-                let worker = workers.get_mut(&partition).expect("worker just ensured");
-                let was_held = !worker.held.is_empty();
-                worker.hold(message);
-                // Records beyond a full queue wait here, in order, until the worker made room;
-                // a partition with a whole fetch waiting is paused until they all moved on.
-                if !worker.forward() {
-                    if !was_held {
-                        room.push(worker.room(partition));
-                    }
-                    if !worker.paused && worker.held_bytes >= HOLD_BYTES {
-                        pause(&consumer, &src.topic, partition);
-                        worker.paused = true;
-                    }
-                }
             }
+            // Serves rebalances, errors and statistics; records come on the partition queues.
+            received = consumer.recv() => match received {
+                Ok(m) => {
+                    // Not split off in time: processing it here could overtake or trail its
+                    // partition's worker, so the consumer restarts from the committed offsets.
+                    break Err(KafkaSourceError::Unsplit {
+                        topic: m.topic().to_owned(),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                    });
+                }
+                Err(e) => tracing::warn!(flow = %flow.name, error = %e, "kafka consumer error"),
+            },
         }
     };
     // Workers finish the record in hand; what they finished is committed before returning, so
     // a restart resumes right after the last record delivered or dead-lettered.
     stop.cancel();
-    drop(workers);
-    drop(room);
+    drop(assigned_rx);
     while tasks.join_next().await.is_some() {}
     drop(done_tx);
     match (&result, transactions.as_deref()) {
@@ -411,93 +507,6 @@ async fn consume(
         _ => committer.commit(CommitMode::Sync).await?,
     }
     result
-}
-
-/// Bytes of records held beyond a partition's full queue before the partition is paused: one
-/// fetch at librdkafka's default `max.partition.fetch.bytes`. Pausing drops what librdkafka
-/// prefetched for the partition and resuming fetches it again, so pausing as soon as the queue
-/// is full would fetch a whole batch again for every few records let in.
-const HOLD_BYTES: usize = 1 << 20;
-
-/// A partition's worker as the consumer loop sees it.
-struct Worker {
-    epoch: u64,
-    queue: mpsc::Sender<OwnedMessage>,
-    /// Records received while the queue was full, oldest first, and their size.
-    held: VecDeque<OwnedMessage>,
-    held_bytes: usize,
-    paused: bool,
-}
-
-fn size(m: &OwnedMessage) -> usize {
-    m.payload().map_or(0, <[u8]>::len) + m.key().map_or(0, <[u8]>::len)
-}
-
-impl Worker {
-    fn new(epoch: u64, queue: mpsc::Sender<OwnedMessage>) -> Self {
-        Worker {
-            epoch,
-            queue,
-            held: VecDeque::new(),
-            held_bytes: 0,
-            paused: false,
-        }
-    }
-
-    fn hold(&mut self, m: OwnedMessage) {
-        self.held_bytes += size(&m);
-        self.held.push_back(m);
-    }
-
-    /// Moves held records into the queue; `true` once none is held.
-    fn forward(&mut self) -> bool {
-        while let Some(m) = self.held.pop_front() {
-            let bytes = size(&m);
-            match self.queue.try_send(m) {
-                Ok(()) => self.held_bytes -= bytes,
-                Err(mpsc::error::TrySendError::Full(m)) => {
-                    self.held.push_front(m);
-                    return false;
-                }
-                // The worker stopped and reported why; its records are read again.
-                Err(mpsc::error::TrySendError::Closed(_)) => {
-                    self.held.clear();
-                    self.held_bytes = 0;
-                }
-            }
-        }
-        true
-    }
-
-    /// Resolves once the queue has room again.
-    fn room(&self, partition: i32) -> BoxFuture<'static, (i32, u64)> {
-        let (queue, epoch) = (self.queue.clone(), self.epoch);
-        Box::pin(async move {
-            drop(queue.reserve().await);
-            (partition, epoch)
-        })
-    }
-}
-
-fn partition_list(topic: &str, partition: i32) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(topic, partition);
-    tpl
-}
-
-fn pause(consumer: &SourceConsumer, topic: &str, partition: i32) {
-    tracing::debug!(topic, partition, "partition paused: its worker is behind");
-    if let Err(e) = consumer.pause(&partition_list(topic, partition)) {
-        tracing::warn!(topic, partition, error = %e, "pausing a partition failed");
-    }
-}
-
-fn resume(consumer: &SourceConsumer, topic: &str, partition: i32) {
-    tracing::debug!(topic, partition, "partition resumed");
-    if let Err(e) = consumer.resume(&partition_list(topic, partition)) {
-        // Not assigned any more: the next owner reads it.
-        tracing::debug!(topic, partition, error = %e, "resuming a partition failed");
-    }
 }
 
 /// Commits what was processed and not committed yet: on the consumer, or with the open

@@ -13,20 +13,23 @@ use std::sync::{Arc, Mutex};
 
 use fiso_config::flow::DeliveryOrdering;
 use futures::stream::{FuturesUnordered, StreamExt};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::record::process;
 use super::state::{lock, Done, KafkaSourceError, State};
 use super::transaction::Transactions;
+use super::PartitionQueue;
 use crate::pipeline::Pipeline;
+use crate::sources::LivePipeline;
 
-/// Processes one partition's records in order until `stop`, its queue closes or a record can
-/// be neither delivered nor dead-lettered (then the partition stops there).
+/// Processes one partition's records in order until `stop` or a record can be neither
+/// delivered nor dead-lettered (then the partition stops there). Each record is read from
+/// librdkafka's buffer in place, and released once done.
 pub(super) async fn partition_worker(
-    flow: Arc<Pipeline>,
-    mut records: mpsc::Receiver<OwnedMessage>,
+    flows: LivePipeline,
+    queue: PartitionQueue,
     done: mpsc::UnboundedSender<Done>,
     stop: CancellationToken,
     state: Arc<Mutex<State>>,
@@ -37,9 +40,12 @@ pub(super) async fn partition_worker(
         let message = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
-            m = records.recv() => match m {
-                Some(m) => m,
-                None => return,
+            m = queue.recv() => match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(flow = %flows.load().name, error = %e, "kafka partition error");
+                    continue;
+                }
             },
         };
         let partition = message.partition();
@@ -51,12 +57,15 @@ pub(super) async fn partition_worker(
         if stop.is_cancelled() {
             return;
         }
-        let processed = process(&flow, &message).await;
+        // A swap takes effect from the next record; this one finishes on its pipeline.
+        let processed = process(&flows.load_full(), &message).await;
         match processed {
             Ok(()) => {
-                lock(&state).done(partition, epoch, message.offset() + 1);
+                let due = lock(&state).done(partition, epoch, message.offset() + 1);
                 drop(in_transaction);
-                let _ = done.send(Ok(()));
+                if due {
+                    let _ = done.send(Ok(()));
+                }
             }
             Err(e) => {
                 let _ = done.send(Err(e));
@@ -69,7 +78,7 @@ pub(super) async fn partition_worker(
 /// Records that must not overlap share a lane.
 type Lane = u64;
 
-fn lane_of(ordering: DeliveryOrdering, m: &OwnedMessage) -> Lane {
+fn lane_of(ordering: DeliveryOrdering, m: &impl Message) -> Lane {
     match ordering {
         DeliveryOrdering::Partition => 0,
         // Offsets are unique within a partition: every record its own lane.
@@ -84,14 +93,21 @@ fn lane_of(ordering: DeliveryOrdering, m: &OwnedMessage) -> Lane {
 }
 
 /// The records waiting behind the one of their lane being delivered.
-#[derive(Default)]
-struct Lanes {
-    busy: HashMap<Lane, VecDeque<OwnedMessage>>,
+struct Lanes<M> {
+    busy: HashMap<Lane, VecDeque<M>>,
 }
 
-impl Lanes {
+impl<M> Default for Lanes<M> {
+    fn default() -> Self {
+        Lanes {
+            busy: HashMap::new(),
+        }
+    }
+}
+
+impl<M> Lanes<M> {
     /// `m` back if its lane is free (it starts now); otherwise it waits its turn.
-    fn enter(&mut self, lane: Lane, m: OwnedMessage) -> Option<OwnedMessage> {
+    fn enter(&mut self, lane: Lane, m: M) -> Option<M> {
         match self.busy.entry(lane) {
             Entry::Occupied(mut waiting) => {
                 waiting.get_mut().push_back(m);
@@ -105,7 +121,7 @@ impl Lanes {
     }
 
     /// The record of `lane` finished: the next one of the lane, which starts now.
-    fn leave(&mut self, lane: Lane) -> Option<OwnedMessage> {
+    fn leave(&mut self, lane: Lane) -> Option<M> {
         let waiting = self.busy.get_mut(&lane)?;
         let next = waiting.pop_front();
         if next.is_none() {
@@ -138,7 +154,7 @@ impl Window {
 
 type Delivered = (Lane, i64, Result<(), KafkaSourceError>);
 
-async fn deliver(flow: Arc<Pipeline>, lane: Lane, m: OwnedMessage) -> Delivered {
+async fn deliver<M: Message>(flow: Arc<Pipeline>, lane: Lane, m: M) -> Delivered {
     let result = process(&flow, &m).await;
     (lane, m.offset(), result)
 }
@@ -149,7 +165,6 @@ pub(super) struct Partition {
     epoch: u64,
     state: Arc<Mutex<State>>,
     done: mpsc::UnboundedSender<Done>,
-    lanes: Lanes,
     offsets: Window,
 }
 
@@ -165,20 +180,24 @@ impl Partition {
             epoch,
             state,
             done,
-            lanes: Lanes::default(),
             offsets: Window::default(),
         }
     }
 
     /// Counts a delivered (or dead-lettered) record for the next commit and returns the record
     /// of its lane to start next; `None` when the partition must stop (reported already).
-    fn finished(&mut self, (lane, offset, result): Delivered) -> Option<Option<OwnedMessage>> {
+    fn finished<M>(
+        &mut self,
+        lanes: &mut Lanes<M>,
+        (lane, offset, result): Delivered,
+    ) -> Option<Option<M>> {
         match result {
             Ok(()) => {
                 let next = self.offsets.finish(offset);
-                lock(&self.state).done(self.partition, self.epoch, next);
-                let _ = self.done.send(Ok(()));
-                Some(self.lanes.leave(lane))
+                if lock(&self.state).done(self.partition, self.epoch, next) {
+                    let _ = self.done.send(Ok(()));
+                }
+                Some(lanes.leave(lane))
             }
             Err(e) => {
                 let _ = self.done.send(Err(e));
@@ -188,43 +207,51 @@ impl Partition {
     }
 }
 
-/// Delivers a partition's records, up to `window` at a time, until `stop` or its queue closes
-/// (then what is being delivered is finished and counted, nothing new starts) or a record can
-/// be neither delivered nor dead-lettered (then the partition stops there at once).
+/// Delivers a partition's records, up to `window` at a time, until `stop` (then what is being
+/// delivered is finished and counted, nothing new starts) or a record can be neither delivered
+/// nor dead-lettered (then the partition stops there at once). Records are read from
+/// librdkafka's buffer in place, and released once done.
 pub(super) async fn concurrent_worker(
-    flow: Arc<Pipeline>,
-    mut records: mpsc::Receiver<OwnedMessage>,
+    flows: LivePipeline,
+    queue: PartitionQueue,
     mut part: Partition,
     stop: CancellationToken,
     ordering: DeliveryOrdering,
     window: usize,
 ) {
+    let mut lanes = Lanes::default();
     let mut running = FuturesUnordered::new();
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            Some(delivered) = running.next() => match part.finished(delivered) {
+            Some(delivered) = running.next() => match part.finished(&mut lanes, delivered) {
                 Some(Some(next)) => {
                     let lane = lane_of(ordering, &next);
-                    running.push(deliver(Arc::clone(&flow), lane, next));
+                    running.push(deliver(flows.load_full(), lane, next));
                 }
                 Some(None) => {}
                 None => return,
             },
-            m = records.recv(), if part.offsets.unfinished.len() < window => {
-                let Some(m) = m else { break };
+            m = queue.recv(), if part.offsets.unfinished.len() < window => {
+                let m = match m {
+                    Ok(m) => m,
+                    Err(e) => {
+                        tracing::warn!(flow = %flows.load().name, error = %e, "kafka partition error");
+                        continue;
+                    }
+                };
                 part.offsets.receive(m.offset());
                 let lane = lane_of(ordering, &m);
-                if let Some(m) = part.lanes.enter(lane, m) {
-                    running.push(deliver(Arc::clone(&flow), lane, m));
+                if let Some(m) = lanes.enter(lane, m) {
+                    running.push(deliver(flows.load_full(), lane, m));
                 }
             }
         }
     }
     // Stopping: the records being delivered finish and are counted; none waiting starts.
     while let Some(delivered) = running.next().await {
-        if part.finished(delivered).is_none() {
+        if part.finished(&mut lanes, delivered).is_none() {
             return;
         }
     }
@@ -233,6 +260,7 @@ pub(super) async fn concurrent_worker(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::message::OwnedMessage;
     use rdkafka::Timestamp;
 
     fn record(key: Option<&str>, offset: i64) -> OwnedMessage {

@@ -2,7 +2,7 @@
 //! Kafka binding) becomes an event; `Ok` once it was delivered or dead-lettered.
 
 use bytes::Bytes;
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Headers, Message};
 
 use super::state::KafkaSourceError;
 use crate::event::header_binding::Binding;
@@ -13,7 +13,7 @@ use crate::pipeline::Pipeline;
 use crate::{FlowError, InputEvent};
 
 /// One record through the flow: `Ok` once it was delivered or dead-lettered.
-pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), KafkaSourceError> {
+pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), KafkaSourceError> {
     let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
     let kafka_id = format!("{topic}-{partition}-{offset}");
     let mut headers: Vec<(String, String)> = Vec::new();
@@ -30,6 +30,7 @@ pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), Kaf
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.clone())
     };
+    // The only copy of the payload: librdkafka's buffer is released once the record is done.
     let body = Bytes::copy_from_slice(m.payload().unwrap_or_default());
     let mut defaults = flow
         .compiled()
@@ -49,7 +50,7 @@ pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), Kaf
                 .collect()
         })
         .unwrap_or_default();
-    let input = parse_record(&raw, m.payload(), defaults);
+    let input = parse_record(&raw, body.clone(), defaults);
     let correlation_id = header(CORRELATION_HEADER)
         .filter(|v| !v.trim().is_empty())
         .or_else(|| input.as_ref().ok().map(|e| e.id().to_owned()))
@@ -99,7 +100,7 @@ pub(super) async fn process(flow: &Pipeline, m: &OwnedMessage) -> Result<(), Kaf
 /// The event of a record ([`message::read`]).
 fn parse_record(
     headers: &[(&str, &[u8])],
-    value: Option<&[u8]>,
+    body: Bytes,
     defaults: EventDefaults<'_>,
 ) -> Result<InputEvent, FlowError> {
     let content_type = match headers
@@ -112,7 +113,6 @@ fn parse_record(
                 .map_err(|_| FlowError::invalid_input("the content-type header is not UTF-8"))?,
         ),
     };
-    let body = Bytes::copy_from_slice(value.unwrap_or_default());
     message::read(Binding::Kafka, headers, content_type, body, defaults)
 }
 
@@ -127,7 +127,7 @@ mod tests {
         let defaults = FlowDefaults::new("f");
         parse_record(
             &headers,
-            Some(body),
+            Bytes::copy_from_slice(body),
             defaults.event().with_kafka_id("t", 0, 7),
         )
     }

@@ -28,6 +28,16 @@ pub enum KafkaSourceError {
         offset: i64,
         reason: String,
     },
+    /// A record reached the consumer's main queue instead of its partition's own queue.
+    #[error(
+        "record {topic}-{partition}-{offset} arrived before its partition queue was split off; \
+         restarting from the committed offsets"
+    )]
+    Unsplit {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 /// What the consumer loop, its partition workers and the rebalance callback share.
@@ -41,6 +51,8 @@ pub(super) struct State {
     /// by cancelling `failed`).
     pub(super) failure: Option<KafkaSourceError>,
     pub(super) failed: CancellationToken,
+    /// `commitBatchSize`.
+    pub(super) commit_batch: u32,
 }
 
 pub(super) struct Owned {
@@ -49,29 +61,33 @@ pub(super) struct Owned {
 }
 
 impl State {
-    /// The current ownership of `partition` (taken now if it had none): its epoch and stop token.
-    pub(super) fn own(
+    /// `partition` was just assigned: a new epoch for its worker, with its stop token (a worker
+    /// of an earlier assignment still running is stopped).
+    pub(super) fn assign(
         &mut self,
         partition: i32,
         parent: &CancellationToken,
     ) -> (u64, CancellationToken) {
-        let next = self.epoch + 1;
-        let owned = self.owned.entry(partition).or_insert_with(|| Owned {
-            epoch: next,
+        self.epoch += 1;
+        let owned = Owned {
+            epoch: self.epoch,
             stop: parent.child_token(),
-        });
-        if owned.epoch == next {
-            self.epoch = next;
+        };
+        let stop = owned.stop.clone();
+        if let Some(earlier) = self.owned.insert(partition, owned) {
+            earlier.stop.cancel();
         }
-        (owned.epoch, owned.stop.clone())
+        (self.epoch, stop)
     }
 
     /// A record of `partition` is done by the worker of `epoch`: counted for the next commit
-    /// unless the partition was revoked since.
-    pub(super) fn done(&mut self, partition: i32, epoch: u64, next: i64) {
+    /// unless the partition was revoked since. `true` when `commitBatchSize` records wait for
+    /// a commit (the worker then tells the consumer loop, which commits).
+    pub(super) fn done(&mut self, partition: i32, epoch: u64, next: i64) -> bool {
         if self.owned.get(&partition).map(|o| o.epoch) == Some(epoch) {
             self.commits.done(partition, next);
         }
+        self.commits.count >= self.commit_batch
     }
 }
 
@@ -79,8 +95,8 @@ pub(super) fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A partition worker's report: `Ok` once a record is done (its offset is in the shared
-/// [`Commits`]), or why it stopped.
+/// A partition worker's report: `Ok` once a commit is due (a batch of records is done: their
+/// offsets are in the shared [`Commits`]), or why it stopped.
 pub(super) type Done = Result<(), KafkaSourceError>;
 
 /// Offsets processed but not committed yet: partition → next offset to read.
