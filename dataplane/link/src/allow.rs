@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use crate::forward::Forward;
-use crate::layer::{answer, Concern, Next};
+use crate::layer::{Concern, Next};
 use crate::path::NormalPath;
 use crate::response::{error, ErrorCode, Request, Response};
 
@@ -93,7 +93,7 @@ impl Allow {
 }
 
 impl Concern for Allow {
-    fn call(&self, req: Request, next: Next) -> BoxFuture<'static, Response> {
+    fn call(&self, req: Request, next: &Next) -> BoxFuture<'static, Response> {
         let refused = match req.extensions().get::<Forward>() {
             Some(f) if self.allowed.allows(&f.path) => None,
             Some(f) => Some(format!(
@@ -108,7 +108,7 @@ impl Concern for Allow {
                 let response = error(ErrorCode::PathNotAllowed, message);
                 Box::pin(async move { response })
             }
-            None => Box::pin(answer(next, req)),
+            None => next.handle(req),
         }
     }
 }

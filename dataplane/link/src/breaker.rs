@@ -15,7 +15,7 @@ use fiso_config::link::{
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::layer::{answer, Concern, Next};
+use crate::layer::{Concern, Next};
 use crate::metrics::{CircuitState, LinkMetrics};
 use crate::response::{error_retry_after, ErrorCode, ProxyError, Request, Response};
 
@@ -181,7 +181,7 @@ fn lock(b: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
 }
 
 impl Concern for CircuitBreaker {
-    fn call(&self, req: Request, next: Next) -> BoxFuture<'static, Response> {
+    fn call(&self, req: Request, next: &Next) -> BoxFuture<'static, Response> {
         let breaker = Arc::clone(&self.breaker);
         let admission = lock(&breaker).admit();
         if let Admission::Rejected { retry_after } = admission {
@@ -193,8 +193,9 @@ impl Concern for CircuitBreaker {
             );
             return Box::pin(async move { response });
         }
+        let answer = next.handle(req);
         Box::pin(async move {
-            let response = answer(next, req).await;
+            let response = answer.await;
             let mut breaker = lock(&breaker);
             match upstream_failed(&response) {
                 Some(failed) => breaker.record(!failed),
@@ -265,10 +266,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn client_faults_neither_fail_nor_heal_the_target() {
-        use tower::{Layer, ServiceExt};
-
         use crate::client_fault::ClientFault;
-        use crate::layer::{leaf, ConcernLayer};
+        use crate::layer::{layer, leaf};
 
         let breaker = CircuitBreaker::new(
             "t",
@@ -294,18 +293,21 @@ mod tests {
             *r.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
             r
         };
-        let svc = ConcernLayer(breaker.clone()).layer(answers(vec![
-            upstream_500(),
-            ClientFault::Closed.response(),
-            ClientFault::Malformed.response(),
-            ClientFault::Stalled.response(),
-            upstream_500(),
-        ]));
+        let svc = layer(
+            breaker.clone(),
+            answers(vec![
+                upstream_500(),
+                ClientFault::Closed.response(),
+                ClientFault::Malformed.response(),
+                ClientFault::Stalled.response(),
+                upstream_500(),
+            ]),
+        );
         let statuses = {
             let mut out = Vec::new();
             for _ in 0..5 {
-                let r = svc.clone().oneshot(Request::new(axum::body::Body::empty()));
-                out.push(r.await.unwrap().status().as_u16());
+                let r = svc.handle(Request::new(axum::body::Body::empty()));
+                out.push(r.await.status().as_u16());
             }
             out
         };

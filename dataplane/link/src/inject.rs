@@ -5,7 +5,7 @@ use futures::future::BoxFuture;
 use http::header;
 
 use crate::auth::Credentials;
-use crate::layer::{answer, Concern, Next};
+use crate::layer::{Concern, Next};
 use crate::response::{Request, Response};
 
 /// The auth-injection concern of one target.
@@ -21,12 +21,12 @@ impl InjectAuth {
 }
 
 impl Concern for InjectAuth {
-    fn call(&self, mut req: Request, next: Next) -> BoxFuture<'static, Response> {
+    fn call(&self, mut req: Request, next: &Next) -> BoxFuture<'static, Response> {
         let (name, value) = self.credentials.header();
         let headers = req.headers_mut();
         headers.remove(header::AUTHORIZATION);
         headers.remove(&name);
         headers.insert(name, value);
-        Box::pin(answer(next, req))
+        next.handle(req)
     }
 }

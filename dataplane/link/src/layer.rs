@@ -1,86 +1,86 @@
-//! The shape every concern of the proxy shares: a tower [`Layer`] whose service hands each
-//! request to the concern together with the (boxed) service below it. A concern only says what
-//! it does with one request; readiness, cloning and boxing live here once.
+//! The shape every concern of the proxy shares: a [`Handler`] that hands each request to the
+//! concern together with the handler below it. A concern only says what it does with one
+//! request; chaining lives here once.
+//!
+//! A target's chain is built once and shared behind `Arc`s: a request walks it without cloning
+//! a service (a chain of tower `BoxCloneService`s clones every service below it at every layer).
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
+use std::future::Future;
+use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use tower::util::BoxCloneSyncService;
-use tower::{Layer, Service};
 
 use crate::response::{Request, Response};
 
-/// The services below a concern.
-pub type Next = BoxCloneSyncService<Request, Response, Infallible>;
+/// Answers requests: a concern in front of the rest of the chain, or the upstream.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, req: Request) -> BoxFuture<'static, Response>;
+}
+
+/// The handlers below a concern.
+pub type Next = Arc<dyn Handler>;
 
 /// One concern of the proxy (allowed paths, rate limit, breaker, retry, auth).
-pub trait Concern: Clone + Send + Sync + 'static {
+pub trait Concern: Send + Sync + 'static {
     /// Answers `req`, calling `next` to go on towards the upstream (or not).
-    fn call(&self, req: Request, next: Next) -> BoxFuture<'static, Response>;
+    fn call(&self, req: Request, next: &Next) -> BoxFuture<'static, Response>;
 }
 
-/// A [`Concern`] as a tower layer.
-#[derive(Clone)]
-pub struct ConcernLayer<C>(pub C);
-
-impl<C, S> Layer<S> for ConcernLayer<C>
-where
-    C: Concern,
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + Sync + 'static,
-    S::Future: Send + 'static,
-{
-    type Service = ConcernService<C>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ConcernService {
-            concern: self.0.clone(),
-            next: BoxCloneSyncService::new(inner),
-        }
-    }
-}
-
-/// The service of a [`ConcernLayer`].
-#[derive(Clone)]
-pub struct ConcernService<C> {
+struct Layered<C> {
     concern: C,
     next: Next,
 }
 
-impl<C: Concern> Service<Request> for ConcernService<C> {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // Every service below is always ready: they queue nothing.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request) -> Self::Future {
-        let answer = self.concern.call(req, self.next.clone());
-        Box::pin(async move { Ok(answer.await) })
+impl<C: Concern> Handler for Layered<C> {
+    fn handle(&self, req: Request) -> BoxFuture<'static, Response> {
+        self.concern.call(req, &self.next)
     }
 }
 
-/// What the services below answer to `req`.
-pub async fn answer(next: Next, req: Request) -> Response {
-    use tower::ServiceExt;
-    match next.oneshot(req).await {
-        Ok(response) => response,
-        Err(never) => match never {},
+/// `concern` in front of `next`.
+pub fn layer<C: Concern>(concern: C, next: Next) -> Next {
+    Arc::new(Layered { concern, next })
+}
+
+/// One layer of a chain being built.
+pub type Wrap = Box<dyn FnOnce(Next) -> Next>;
+
+/// `concern` as a layer of [`chain`].
+pub fn concern<C: Concern>(concern: C) -> Wrap {
+    Box::new(move |next| layer(concern, next))
+}
+
+/// `upstream` behind `layers`, which a request meets in the order given (`None`s skipped).
+pub fn chain(layers: impl IntoIterator<Item = Option<Wrap>>, upstream: Next) -> Next {
+    let layers: Vec<Wrap> = layers.into_iter().flatten().collect();
+    layers
+        .into_iter()
+        .rev()
+        .fold(upstream, |next, wrap| wrap(next))
+}
+
+struct Leaf<T, F> {
+    state: T,
+    f: F,
+}
+
+impl<T, F, Fut> Handler for Leaf<T, F>
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(T, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    fn handle(&self, req: Request) -> BoxFuture<'static, Response> {
+        Box::pin((self.f)(self.state.clone(), req))
     }
 }
 
-/// A leaf service (the upstream) from an async function of the request.
+/// A leaf handler (the upstream) from an async function of the request.
 pub fn leaf<T, F, Fut>(state: T, f: F) -> Next
 where
     T: Clone + Send + Sync + 'static,
-    F: Fn(T, Request) -> Fut + Clone + Send + Sync + 'static,
-    Fut: std::future::Future<Output = Response> + Send + 'static,
+    F: Fn(T, Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response> + Send + 'static,
 {
-    BoxCloneSyncService::new(tower::service_fn(move |req: Request| {
-        let (state, f) = (state.clone(), f.clone());
-        async move { Ok::<_, Infallible>(f(state, req).await) }
-    }))
+    Arc::new(Leaf { state, f })
 }

@@ -1,7 +1,7 @@
 //! Fiso-Link: the localhost egress proxy applications call instead of the outside world
 //! (`localhost:3500/link/{target}/{path}`).
 //!
-//! One tower `Layer` per concern ([`layer`] is their shared shape), stacked per target in
+//! One [`layer::Concern`] per concern ([`layer`] chains them), stacked per target in
 //! [`target`], which is the one place their order is written. The route layer ([`route`]) picks
 //! the target: 404 for an unknown one, framing and method checks in [`framing`], the path
 //! normalised by [`path`]. The concerns: allowed paths ([`allow`]), rate limit

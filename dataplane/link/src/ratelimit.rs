@@ -9,7 +9,7 @@ use fiso_config::link::RateLimitConfig;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::layer::{answer, Concern, Next};
+use crate::layer::{Concern, Next};
 use crate::metrics::LinkMetrics;
 use crate::response::{error_retry_after, ErrorCode, Request, Response};
 
@@ -68,7 +68,7 @@ impl RateLimiter {
 }
 
 impl Concern for RateLimiter {
-    fn call(&self, req: Request, next: Next) -> BoxFuture<'static, Response> {
+    fn call(&self, req: Request, next: &Next) -> BoxFuture<'static, Response> {
         let taken = self
             .bucket
             .lock()
@@ -83,7 +83,7 @@ impl Concern for RateLimiter {
             );
             return Box::pin(async move { response });
         }
-        Box::pin(async move { answer(next, req).await })
+        next.handle(req)
     }
 }
 

@@ -26,7 +26,7 @@ use http::{header, Method, StatusCode};
 use http_body_util::BodyExt;
 
 use crate::client_fault::ClientFault;
-use crate::layer::{answer, Concern, Next};
+use crate::layer::{Concern, Next};
 use crate::metrics::LinkMetrics;
 use crate::response::{error, ErrorCode, Request, Response};
 
@@ -118,19 +118,19 @@ impl Retry {
 }
 
 impl Concern for Retry {
-    fn call(&self, req: Request, next: Next) -> BoxFuture<'static, Response> {
-        let this = self.clone();
+    fn call(&self, req: Request, next: &Next) -> BoxFuture<'static, Response> {
+        if !self.policy.may_retry(&req) {
+            return next.handle(req);
+        }
+        let (this, next) = (self.clone(), Arc::clone(next));
         Box::pin(async move {
-            if !this.policy.may_retry(&req) {
-                return answer(next, req).await;
-            }
             let (parts, body) = req.into_parts();
             let buffered =
                 tokio::time::timeout(this.policy.body_timeout, replayable(&parts.headers, body));
             let body = match buffered.await {
                 Ok(Replay::Buffered(bytes)) => bytes,
                 Ok(Replay::Streaming(body)) => {
-                    return answer(next, Request::from_parts(parts, body)).await;
+                    return next.handle(Request::from_parts(parts, body)).await;
                 }
                 Ok(Replay::Broken(fault)) => return fault.response(),
                 Err(_) => {
@@ -153,7 +153,7 @@ impl Concern for Retry {
                 *req.version_mut() = parts.version;
                 *req.headers_mut() = parts.headers.clone();
                 *req.extensions_mut() = parts.extensions.clone();
-                let response = answer(next.clone(), req).await;
+                let response = next.handle(req).await;
                 if attempt >= this.policy.max_attempts || !is_retryable(&response) {
                     return response;
                 }
@@ -219,10 +219,8 @@ async fn replayable(headers: &http::HeaderMap, body: Body) -> Replay {
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    use tower::{Layer, Service, ServiceExt};
-
     use super::*;
-    use crate::layer::ConcernLayer;
+    use crate::layer::{layer, leaf};
 
     fn policy(max_attempts: u32, jitter: f64) -> RetryPolicy {
         RetryPolicy {
@@ -241,27 +239,15 @@ mod tests {
     /// When each upstream call came (tokio's paused clock) and the body it carried.
     type Calls = Arc<std::sync::Mutex<Vec<(tokio::time::Instant, Bytes)>>>;
 
-    fn upstream(
-        statuses: Vec<u16>,
-    ) -> (
-        impl Service<
-                Request,
-                Response = Response,
-                Error = std::convert::Infallible,
-                Future = BoxFuture<'static, Result<Response, std::convert::Infallible>>,
-            > + Clone
-            + Send
-            + 'static,
-        Calls,
-    ) {
+    fn upstream(statuses: Vec<u16>) -> (Next, Calls) {
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
         let n = Arc::new(AtomicU32::new(0));
         let seen = Arc::clone(&calls);
-        let svc = tower::service_fn(move |req: Request| {
+        let up = leaf((), move |(), req: Request| {
             let i = n.fetch_add(1, Ordering::SeqCst) as usize;
             let status = statuses[i.min(statuses.len() - 1)];
             let seen = Arc::clone(&seen);
-            let fut: BoxFuture<'static, _> = Box::pin(async move {
+            async move {
                 let body = req.into_body().collect().await.unwrap().to_bytes();
                 seen.lock()
                     .unwrap()
@@ -272,11 +258,10 @@ mod tests {
                     r.headers_mut()
                         .insert(header::RETRY_AFTER, http::HeaderValue::from_static("1"));
                 }
-                Ok(r)
-            });
-            fut
+                r
+            }
         });
-        (svc, calls)
+        (up, calls)
     }
 
     fn request(method: Method, body: &'static str) -> Request {
@@ -288,10 +273,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retries_with_exponential_delays_then_returns_the_last_answer() {
         let (up, calls) = upstream(vec![503]);
-        let svc =
-            ConcernLayer(Retry::new("t", policy(4, 0.0), LinkMetrics::unregistered())).layer(up);
+        let svc = layer(
+            Retry::new("t", policy(4, 0.0), LinkMetrics::unregistered()),
+            up,
+        );
         let start = tokio::time::Instant::now();
-        let response = svc.oneshot(request(Method::PUT, "payload")).await.unwrap();
+        let response = svc.handle(request(Method::PUT, "payload")).await;
         assert_eq!(response.status(), 503);
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "answer 3", "the last upstream answer, intact");
@@ -310,10 +297,12 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn retry_after_is_honoured_and_success_stops() {
         let (up, calls) = upstream(vec![429, 200]);
-        let svc =
-            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
+        let svc = layer(
+            Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered()),
+            up,
+        );
         let start = tokio::time::Instant::now();
-        let response = svc.oneshot(request(Method::GET, "")).await.unwrap();
+        let response = svc.handle(request(Method::GET, "")).await;
         assert_eq!(response.status(), 200);
         let calls = calls.lock().unwrap();
         assert_eq!(calls.len(), 2);
@@ -324,34 +313,35 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn post_is_retried_only_with_an_idempotency_key_or_when_allowed() {
         let (up, calls) = upstream(vec![502]);
-        let svc =
-            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
-        svc.clone()
-            .oneshot(request(Method::POST, "x"))
-            .await
-            .unwrap();
+        let svc = layer(
+            Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered()),
+            up,
+        );
+        svc.handle(request(Method::POST, "x")).await;
         assert_eq!(calls.lock().unwrap().len(), 1);
         let mut keyed = request(Method::POST, "x");
         keyed
             .headers_mut()
             .insert("idempotency-key", http::HeaderValue::from_static("k1"));
-        svc.oneshot(keyed).await.unwrap();
+        svc.handle(keyed).await;
         assert_eq!(calls.lock().unwrap().len(), 4);
 
         let (up, calls) = upstream(vec![502]);
         let mut p = policy(2, 0.0);
         p.non_idempotent = true;
-        let svc = ConcernLayer(Retry::new("t", p, LinkMetrics::unregistered())).layer(up);
-        svc.oneshot(request(Method::PATCH, "x")).await.unwrap();
+        let svc = layer(Retry::new("t", p, LinkMetrics::unregistered()), up);
+        svc.handle(request(Method::PATCH, "x")).await;
         assert_eq!(calls.lock().unwrap().len(), 2);
     }
 
     #[tokio::test(start_paused = true)]
     async fn client_errors_are_not_retried() {
         let (up, calls) = upstream(vec![404]);
-        let svc =
-            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
-        let response = svc.oneshot(request(Method::GET, "")).await.unwrap();
+        let svc = layer(
+            Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered()),
+            up,
+        );
+        let response = svc.handle(request(Method::GET, "")).await;
         assert_eq!(response.status(), 404);
         assert_eq!(calls.lock().unwrap().len(), 1);
     }
@@ -359,12 +349,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_beyond_the_replay_limit_streams_once() {
         let (up, calls) = upstream(vec![503]);
-        let svc =
-            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
+        let svc = layer(
+            Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered()),
+            up,
+        );
         let big = vec![b'x'; REPLAY_LIMIT + 10];
         let mut req = Request::new(Body::from(big.clone()));
         *req.method_mut() = Method::PUT;
-        let response = svc.oneshot(req).await.unwrap();
+        let response = svc.handle(req).await;
         assert_eq!(response.status(), 503);
         let calls = calls.lock().unwrap();
         assert_eq!(calls.len(), 1);
@@ -374,8 +366,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stops_arriving_is_answered_408_after_the_timeout() {
         let (up, calls) = upstream(vec![200]);
-        let svc =
-            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
+        let svc = layer(
+            Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered()),
+            up,
+        );
         // The caller sent a few bytes and then nothing more (the sender stays open).
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         tx.send(Ok(Bytes::from_static(b"partial"))).await.unwrap();
@@ -383,7 +377,7 @@ mod tests {
         let mut req = Request::new(body);
         *req.method_mut() = Method::PUT;
         let started = tokio::time::Instant::now();
-        let response = svc.oneshot(req).await.unwrap();
+        let response = svc.handle(req).await;
         assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
         assert_eq!(started.elapsed(), Duration::from_secs(30));
         assert!(
@@ -396,8 +390,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_body_that_breaks_off_is_the_clients_fault_and_never_sent() {
         let (up, calls) = upstream(vec![200]);
-        let svc =
-            ConcernLayer(Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered())).layer(up);
+        let svc = layer(
+            Retry::new("t", policy(3, 0.0), LinkMetrics::unregistered()),
+            up,
+        );
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
         tx.send(Ok(Bytes::from_static(b"partial"))).await.unwrap();
         tx.send(Err(std::io::ErrorKind::UnexpectedEof.into()))
@@ -405,7 +401,7 @@ mod tests {
             .unwrap();
         let mut req = Request::new(Body::from_stream(tokio_stream_of(rx)));
         *req.method_mut() = Method::PUT;
-        let response = svc.oneshot(req).await.unwrap();
+        let response = svc.handle(req).await;
         assert_eq!(response.status().as_u16(), 499);
         assert_eq!(response.extensions().get(), Some(&ClientFault::Closed));
         assert!(calls.lock().unwrap().is_empty(), "nothing sent upstream");

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use http::Method;
 use tokio::time::Instant;
-use tower::ServiceExt;
 
 use crate::client_fault::ClientFault;
 use crate::forward::Forward;
@@ -65,10 +64,7 @@ pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) ->
         Ok(target) => {
             let mode = target.mode();
             let name = target.name.clone();
-            let response = match target.service.clone().oneshot(req).await {
-                Ok(r) => r,
-                Err(never) => match never {},
-            };
+            let response = target.service.handle(req).await;
             (name, mode, response)
         }
         Err(refusal) => (refusal.target, "http", *refusal.response),

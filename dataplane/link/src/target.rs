@@ -1,4 +1,4 @@
-//! One target's service, built from its config: one tower layer per concern around its
+//! One target's handler chain, built from its config: one layer per concern in front of its
 //! upstream. [`Target::build`] is the one place that says in which order a request meets them
 //! (top to bottom, one layer per line); the route layer ([`crate::route`]) above it has already
 //! picked the target, checked framing and method, normalised the path ([`crate::path`], 403)
@@ -8,15 +8,13 @@ use std::sync::Arc;
 
 use fiso_config::kafka::KafkaConfig;
 use fiso_config::link::{Protocol, TargetConfig};
-use tower::util::BoxCloneSyncService;
-use tower::ServiceBuilder;
 
 use crate::allow::{Allow, AllowedPaths};
 use crate::auth::{AuthError, Credentials, VaultSettings};
 use crate::breaker::CircuitBreaker;
 use crate::inject::InjectAuth;
 use crate::kafka::{KafkaPublisher, KafkaTargetError};
-use crate::layer::{leaf, Concern, ConcernLayer, Next};
+use crate::layer::{chain, concern, leaf, Next};
 use crate::metrics::LinkMetrics;
 use crate::ratelimit::RateLimiter;
 use crate::retry::{Retry, RetryPolicy};
@@ -142,21 +140,20 @@ impl Target {
             .filter(|b| b.enabled)
             .map(|b| CircuitBreaker::new(name, b, metrics.clone()));
         let auth = credentials.map(InjectAuth::new);
-        let service = ServiceBuilder::new()
-            .layer(concern(Allow::new(allowed))) // 403
-            .option_layer(rate_limit.map(concern)) // 429 + Retry-After
-            .option_layer(breaker.map(concern)) // 503 + Retry-After; sees what retry ends with
-            .layer(concern(retry)) // each attempt goes through auth again
-            .option_layer(auth.map(concern))
-            .service(upstream);
+        let service = chain(
+            [
+                Some(concern(Allow::new(allowed))), // 403
+                rate_limit.map(concern),            // 429 + Retry-After
+                breaker.map(concern),               // 503 + Retry-After; sees what retry ends with
+                Some(concern(retry)),               // each attempt goes through auth again
+                auth.map(concern),
+            ],
+            upstream,
+        );
         Ok(Target {
             name: name.into(),
             config: cfg.clone(),
-            service: BoxCloneSyncService::new(service),
+            service,
         })
     }
-}
-
-fn concern<C: Concern>(concern: C) -> ConcernLayer<C> {
-    ConcernLayer(concern)
 }
