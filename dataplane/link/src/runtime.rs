@@ -3,6 +3,7 @@
 //! credentials; an invalid file keeps the last good config), and graceful shutdown.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -94,10 +95,14 @@ impl LinkRuntime {
             .local_addr()
             .map_err(|source| LinkError::Bind { addr, source })?;
         let stop_serving = CancellationToken::new();
-        let (routes, metrics) = (Arc::clone(&loader.routes), loader.metrics.clone());
-        let app = axum::Router::new().fallback(move |req: http::Request<Body>| {
-            let (routes, metrics) = (Arc::clone(&routes), metrics.clone());
-            async move { handle(&routes, &metrics, req).await }
+        // Every path is the proxy's: no router, and one `Arc` cloned per request.
+        let proxy = Arc::new((Arc::clone(&loader.routes), loader.metrics.clone()));
+        let app = tower::service_fn(move |req: http::Request<Body>| {
+            let proxy = Arc::clone(&proxy);
+            async move {
+                let (routes, metrics) = &*proxy;
+                Ok::<_, Infallible>(handle(routes, metrics, req).await)
+            }
         });
         let timeouts = ServerTimeouts::from_config(
             config.read_header_timeout,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -66,8 +66,8 @@ pub struct Route {
 pub type RouteTable = HashMap<String, Route>;
 pub type Routes = Arc<ArcSwap<RouteTable>>;
 
-/// The axum handler of a shared HTTP source server.
-pub async fn serve_request(State(routes): State<Routes>, req: Request) -> Response {
+/// Answers one request to a shared HTTP source server.
+pub async fn serve_request(routes: &Routes, req: Request) -> Response {
     let correlation_id = correlation_id(req.headers());
     let flow = routes.load().get(req.uri().path()).cloned();
     let mut response = match flow {

@@ -4,11 +4,12 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use arc_swap::ArcSwap;
-use axum::routing::any;
+
 use fiso_runtime::addr::{parse_listen_addr, AddrError};
 use fiso_runtime::server::ServerTimeouts;
 use tokio::sync::watch;
@@ -187,9 +188,12 @@ fn start_server(listen_addr: &str, addr: SocketAddr) -> Result<Server, RouterErr
     let listener = tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?;
     let routes: Routes = Arc::new(ArcSwap::from_pointee(RouteTable::new()));
     let cancel = CancellationToken::new();
-    let app = axum::Router::new()
-        .fallback(any(serve_request))
-        .with_state(Arc::clone(&routes));
+    // Paths are the route table's: no router, and one `Arc` cloned per request.
+    let table = Arc::clone(&routes);
+    let app = tower::service_fn(move |req| {
+        let routes = Arc::clone(&table);
+        async move { Ok::<_, Infallible>(serve_request(&routes, req).await) }
+    });
     let stop = cancel.clone();
     let (timeouts, timeouts_rx) = watch::channel(ServerTimeouts::default());
     let task = tokio::spawn(fiso_runtime::server::serve(
