@@ -27,6 +27,7 @@ use super::payload;
 use super::procs::{cpu_seconds, peak_rss, quiet, Procs};
 use super::profile::{self, Profile};
 use super::stats::median;
+use super::wrk;
 use crate::infra;
 
 /// Partitions of the benchmark topic: Fiso delivers the records of a partition one after the
@@ -37,6 +38,9 @@ const KEYS: usize = 1000;
 /// The flow's `ordering` per Fiso variant: the default, then records of different keys at once,
 /// then any records of a partition at once.
 const ORDERINGS: [&str; 3] = ["partition", "key", "unordered"];
+
+/// `maxInFlightPerPartition`'s default, the window of `ordering: key | unordered`.
+const MAX_IN_FLIGHT: u32 = 64;
 /// Fiso's defaults (`commitInterval`, `commitBatchSize`), which the bare consumer copies.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 const COMMIT_BATCH: usize = 500;
@@ -226,6 +230,8 @@ pub struct Setup<'a> {
     pub sync_each_seconds: u64,
     /// Profile one extra Fiso drain with perf.
     pub profile: bool,
+    /// Seconds of wrk per direct run of the upstream.
+    pub direct_seconds: u32,
 }
 
 /// Starts the broker if needed, fills a fresh topic, drains it `rounds` times with each variant
@@ -295,6 +301,17 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         None
     };
     delete_topic(brokers, &topic);
+    // The sink's own ceiling: the upstream driven directly at the concurrency of Fiso's
+    // deliveries (one per partition with `ordering: partition`, every partition's window
+    // otherwise).
+    let url = format!("http://{}/kafka", s.upstream);
+    std::fs::write(s.dir.join("post.lua"), wrk::script())?;
+    let direct = |connections: u32| -> Result<f64> {
+        println!("bench: the upstream directly, {connections} connections");
+        Ok(wrk::run_with(s.dir, &url, s.direct_seconds, None, connections)?.rps)
+    };
+    let (in_order, windowed) = (PARTITIONS as u32, PARTITIONS as u32 * MAX_IN_FLIGHT);
+    let (direct_in_order, direct_windowed) = (direct(in_order)?, direct(windowed)?);
 
     let summary = |name: &str, runs: &[Drained]| {
         json!({
@@ -307,6 +324,7 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         })
     };
     let rate = |runs: &[Drained]| median(runs.iter().map(Drained::rate).collect());
+    let steady = |runs: &[Drained]| median(runs.iter().map(Drained::steady_rate).collect());
     Ok(json!({
         "records": s.records,
         "partitions": PARTITIONS,
@@ -324,6 +342,17 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         "fiso_key_vs_bare_rps": rate(&fiso[1]) / rate(&bare),
         "fiso_key_vs_sync_each_rps": rate(&fiso[1]) / rate(&sync_each),
         "fiso_unordered_vs_bare_rps": rate(&fiso[2]) / rate(&bare),
+        "direct": {
+            "partition_connections": in_order,
+            "partition_rps": direct_in_order,
+            "windowed_connections": windowed,
+            "windowed_rps": direct_windowed,
+        },
+        "steady_vs_direct": {
+            "partition": steady(&fiso[0]) / direct_in_order,
+            "key": steady(&fiso[1]) / direct_windowed,
+            "unordered": steady(&fiso[2]) / direct_windowed,
+        },
         "reload_gap_ms": reload_gap_ms,
         "fiso_peak_rss_bytes": fiso_rss,
         "profile": costs.map(|c| profile::to_json(&c)),

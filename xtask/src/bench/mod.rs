@@ -200,6 +200,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         rounds,
         sync_each_seconds: if quick { 5 } else { 15 },
         profile: perf.is_ok(),
+        direct_seconds: seconds,
     })?;
     drop(kafka_procs);
     if let Some(costs) = kafka.as_object_mut().and_then(|k| k.remove("profile")) {
@@ -273,6 +274,7 @@ fn kafka_alone(root: &Path, args: &[String]) -> Result<()> {
         rounds: if quick { 1 } else { ROUNDS },
         sync_each_seconds: if quick { 5 } else { 15 },
         profile: profile::available(&dir).is_ok(),
+        direct_seconds: if quick { 2 } else { SECONDS },
     })?;
     drop(procs);
     let text = serde_json::to_string_pretty(&kafka)?;

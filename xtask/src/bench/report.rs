@@ -125,7 +125,11 @@ pub fn markdown(r: &Value) -> String {
          Fiso design point is the same consumer committing synchronously after each record \
          (capped at {} s). Fiso / bare consumer: {} (`ordering: key`: {}, `unordered`: {}); \
          Fiso / Go design point: {} (`ordering: key`: {}); Fiso peak RSS {}. A hot reload of \
-         the transform half-way through a drain: longest wait for a record {} ms.\n\n",
+         the transform half-way through a drain: longest wait for a record {} ms.\n\nThe upstream \
+         driven directly with wrk at the concurrency of Fiso's deliveries: {} req/s over {} \
+         connections (`ordering: partition`: one delivery per partition), {} req/s over {} \
+         (`key` / `unordered`: every partition's window). Fiso's drain after the first record / \
+         that rate: `partition` {}, `key` {}, `unordered` {}.\n\n",
         k["sync_each_max_seconds"],
         num(&k["fiso_vs_bare_rps"], 2),
         num(&k["fiso_key_vs_bare_rps"], 2),
@@ -134,6 +138,13 @@ pub fn markdown(r: &Value) -> String {
         num(&k["fiso_key_vs_sync_each_rps"], 2),
         mib(&k["fiso_peak_rss_bytes"]),
         num(&k["reload_gap_ms"], 0),
+        num(&k["direct"]["partition_rps"], 0),
+        k["direct"]["partition_connections"],
+        num(&k["direct"]["windowed_rps"], 0),
+        k["direct"]["windowed_connections"],
+        num(&k["steady_vs_direct"]["partition"], 2),
+        num(&k["steady_vs_direct"]["key"], 2),
+        num(&k["steady_vs_direct"]["unordered"], 2),
     ));
     md.push_str("**CEL transform vs hand-written serde_json** (per event, criterion medians)\n\n| shape | CEL | serde_json | ratio |\n|---|---|---|---|\n");
     for t in r["transforms"].as_array().into_iter().flatten() {
@@ -155,6 +166,7 @@ pub fn markdown(r: &Value) -> String {
             .unwrap_or(f64::NAN),
         r["binary_bytes"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0)
     ));
+    md.push_str(&goals(r));
     md.push_str(&operator::markdown(&r["operator"]));
     md.push('\n');
     let profiles = &r["profiles"];
@@ -191,6 +203,137 @@ pub fn markdown(r: &Value) -> String {
             costs("by_fiso_function")
         ));
     }
+    md
+}
+
+/// One goal of the hot path: what is measured, the bound, and whether it is met.
+struct Goal {
+    what: &'static str,
+    measured: Value,
+    /// `true`: the figure must be at least `bound`; `false`: at most.
+    at_least: bool,
+    bound: f64,
+    unit: &'static str,
+}
+
+/// The hot path's goals, each with this run's figure and whether it meets it.
+fn goals(r: &Value) -> String {
+    let k = &r["kafka"];
+    let mib = r["binary_bytes"]
+        .as_f64()
+        .map_or(Value::Null, |b| serde_json::json!(b / (1024.0 * 1024.0)));
+    let goals = [
+        Goal {
+            what: "Kafka drain / direct upstream, `ordering: partition`",
+            measured: k["steady_vs_direct"]["partition"].clone(),
+            at_least: true,
+            bound: 0.5,
+            unit: "×",
+        },
+        Goal {
+            what: "Kafka drain / direct upstream, `ordering: key`",
+            measured: k["steady_vs_direct"]["key"].clone(),
+            at_least: true,
+            bound: 0.5,
+            unit: "×",
+        },
+        Goal {
+            what: "Kafka drain / direct upstream, `ordering: unordered`",
+            measured: k["steady_vs_direct"]["unordered"].clone(),
+            at_least: true,
+            bound: 0.5,
+            unit: "×",
+        },
+        Goal {
+            what: "Link (every layer) / nginx, req/s",
+            measured: r["link"]["fiso_vs_nginx_rps"].clone(),
+            at_least: true,
+            bound: 1.0,
+            unit: "×",
+        },
+        Goal {
+            what: "Flow HTTP → HTTP / nginx, req/s",
+            measured: r["flow"]["fiso_vs_nginx_rps"].clone(),
+            at_least: true,
+            bound: 0.7,
+            unit: "×",
+        },
+        Goal {
+            what: "Link added latency at 1000 req/s, p50",
+            measured: r["link"]["added_latency_ms"]["p50"].clone(),
+            at_least: false,
+            bound: 0.5,
+            unit: " ms",
+        },
+        Goal {
+            what: "Link added latency at 1000 req/s, p99",
+            measured: r["link"]["added_latency_ms"]["p99"].clone(),
+            at_least: false,
+            bound: 2.0,
+            unit: " ms",
+        },
+        Goal {
+            what: "Flow added latency at 1000 req/s, p50",
+            measured: r["flow"]["added_latency_ms"]["p50"].clone(),
+            at_least: false,
+            bound: 0.5,
+            unit: " ms",
+        },
+        Goal {
+            what: "Flow added latency at 1000 req/s, p99",
+            measured: r["flow"]["added_latency_ms"]["p99"].clone(),
+            at_least: false,
+            bound: 2.0,
+            unit: " ms",
+        },
+        Goal {
+            // A consumer restart leaves the group and rejoins: seconds. A swap keeps consuming.
+            what: "Kafka hot reload: longest wait for a record",
+            measured: k["reload_gap_ms"].clone(),
+            at_least: false,
+            bound: 100.0,
+            unit: " ms",
+        },
+        Goal {
+            what: "Release binary as shipped",
+            measured: mib,
+            at_least: false,
+            bound: 40.0,
+            unit: " MiB",
+        },
+    ];
+    let mut md = String::from(
+        "**Goals of the hot path** (this run)\n\n| goal | bound | measured | met |\n|---|---|---|---|\n",
+    );
+    for g in goals {
+        let met = match g.measured.as_f64() {
+            Some(x) if g.at_least => {
+                if x >= g.bound {
+                    "yes"
+                } else {
+                    "no"
+                }
+            }
+            Some(x) => {
+                if x <= g.bound {
+                    "yes"
+                } else {
+                    "no"
+                }
+            }
+            None => "not measured",
+        };
+        md.push_str(&format!(
+            "| {} | {} {}{} | {}{} | {met} |\n",
+            g.what,
+            if g.at_least { "≥" } else { "≤" },
+            g.bound,
+            g.unit,
+            num(&g.measured, 2),
+            g.unit,
+        ));
+    }
+    md.push('\n');
     md
 }
 
@@ -240,7 +383,10 @@ mod tests {
                                     "cpu_s_per_1000": null}],
                       "fiso_vs_bare_rps": 0.8, "fiso_key_vs_bare_rps": 0.7,
                       "fiso_vs_sync_each_rps": 4.0, "fiso_key_vs_sync_each_rps": 3.5,
-                      "fiso_peak_rss_bytes": 0},
+                      "fiso_peak_rss_bytes": 0, "reload_gap_ms": 12.0,
+                      "direct": {"partition_connections": 4, "partition_rps": 8000.0,
+                                 "windowed_connections": 256, "windowed_rps": 20000.0},
+                      "steady_vs_direct": {"partition": 0.6, "key": 0.4, "unordered": null}},
             "profiles": {"unavailable": "perf is not installed"},
             "startup": {"link_ms": 4.4, "flow_10_flows_ms": 21.6},
             "binary_bytes": 25 * 1024 * 1024,
@@ -277,6 +423,14 @@ mod tests {
             "`fiso link` 4 ms, `fiso flow` with 10 flows 22 ms. Release binary as shipped (stripped, \
              as the Dockerfile does): 25.0 MiB.",
             "**Operator** (5 FlowDefinitions",
+            "8000 req/s over 4 connections",
+            "| Kafka drain / direct upstream, `ordering: partition` | ≥ 0.5× | 0.60× | yes |",
+            "| Kafka drain / direct upstream, `ordering: key` | ≥ 0.5× | 0.40× | no |",
+            "| Kafka drain / direct upstream, `ordering: unordered` | ≥ 0.5× | —× | not measured |",
+            "| Link (every layer) / nginx, req/s | ≥ 1× | 0.50× | no |",
+            "| Link added latency at 1000 req/s, p50 | ≤ 0.5 ms | 0.10 ms | yes |",
+            "| Kafka hot reload: longest wait for a record | ≤ 100 ms | 12.00 ms | yes |",
+            "| Release binary as shipped | ≤ 40 MiB | 25.00 MiB | yes |",
             "**Profiles**: not taken (perf is not installed).",
         ] {
             assert!(md.contains(line), "missing {line:?} in:\n{md}");

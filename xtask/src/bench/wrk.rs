@@ -34,11 +34,22 @@ pub struct Load {
 /// `seconds` of wrk against `url` with the script in `dir`; with `pid`, the CPU time that
 /// process spent meanwhile.
 pub fn run(dir: &Path, url: &str, seconds: u32, pid: Option<u32>) -> Result<Load> {
+    run_with(dir, url, seconds, pid, CONNECTIONS)
+}
+
+/// [`run`] over `connections` connections (one wrk thread below two).
+pub fn run_with(
+    dir: &Path,
+    url: &str,
+    seconds: u32,
+    pid: Option<u32>,
+    connections: u32,
+) -> Result<Load> {
     let cpu_before = pid.map(cpu_seconds);
     let out = Command::new("wrk")
         .args([
-            "-t2",
-            &format!("-c{CONNECTIONS}"),
+            &format!("-t{}", connections.clamp(1, 2)),
+            &format!("-c{connections}"),
             &format!("-d{seconds}s"),
             "--latency",
             "-s",
