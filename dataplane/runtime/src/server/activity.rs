@@ -61,7 +61,8 @@ impl ConnActivity {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        self.changed.notify_one();
+        // No wake-up: a busy connection has no deadline, which the watchdog finds out when the
+        // one it sleeps on comes (waking it here would re-poll the connection per request).
         InFlight(Arc::clone(self))
     }
 
@@ -109,13 +110,19 @@ impl ConnActivity {
 
     /// Resolves once the connection has outlived its deadline.
     pub(crate) async fn expired(&self, t: &ServerTimeouts) {
+        // One timer, moved to each new deadline.
+        let sleep = tokio::time::sleep_until(self.accepted);
+        tokio::pin!(sleep);
         loop {
             match self.deadline(t) {
                 None => self.changed.notified().await,
                 Some(at) => {
                     let when = self.accepted + Duration::from_millis(at);
+                    if sleep.deadline() != when {
+                        sleep.as_mut().reset(when);
+                    }
                     tokio::select! {
-                        () = tokio::time::sleep_until(when) => {
+                        () = &mut sleep => {
                             if self.deadline(t).is_some_and(|d| d <= self.now()) {
                                 return;
                             }
