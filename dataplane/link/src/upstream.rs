@@ -82,15 +82,12 @@ impl HttpUpstream {
             connect_timeout: None,
         }
         .build()
-        .map_err(|e| match e {
-            ClientBuildError::CaRead(_)
-            | ClientBuildError::CaInvalid
-            | ClientBuildError::CaEmpty
-            | ClientBuildError::CaRejected(_) => UpstreamBuildError::CaFile {
-                path: cfg.ca_file.clone().unwrap_or_default(),
+        .map_err(|e: ClientBuildError| match &cfg.ca_file {
+            Some(path) if e.is_ca_file() => UpstreamBuildError::CaFile {
+                path: path.clone(),
                 message: e.to_string(),
             },
-            other => UpstreamBuildError::Client(other.to_string()),
+            _ => UpstreamBuildError::Client(e.to_string()),
         })?;
         Ok(HttpUpstream(Arc::new(Target {
             client,

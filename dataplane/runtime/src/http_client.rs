@@ -59,6 +59,19 @@ pub enum ClientBuildError {
     Tls(#[source] rustls::Error),
 }
 
+impl ClientBuildError {
+    /// Whether the `caFile` is what is wrong.
+    pub fn is_ca_file(&self) -> bool {
+        matches!(
+            self,
+            ClientBuildError::CaRead(_)
+                | ClientBuildError::CaInvalid
+                | ClientBuildError::CaEmpty
+                | ClientBuildError::CaRejected(_)
+        )
+    }
+}
+
 /// What differs between the clients that are built.
 #[derive(Debug, Clone, Default)]
 pub struct ClientSettings<'a> {
