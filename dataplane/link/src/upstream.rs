@@ -115,11 +115,11 @@ impl Target {
             line.push_str(q);
         }
         let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(line))?;
-        Ok(Uri::builder()
+        Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
-            .build()?)
+            .build()
     }
 }
 

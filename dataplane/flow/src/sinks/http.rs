@@ -4,6 +4,7 @@
 //! encoded event as one `Bytes` body. The sink's `timeout` bounds a whole attempt: the answer's
 //! head and the (capped) reading of its body.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
@@ -113,7 +114,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A configured HTTP sink; cheap to clone (the connection pool is shared).
 #[derive(Debug, Clone)]
 pub struct HttpSink {
-    client: HttpClient<Full<Bytes>>,
+    /// Boxed: the client's pool settings are large and every sink variant would pay for them.
+    client: Arc<HttpClient<Full<Bytes>>>,
     uri: Uri,
     timeout: Duration,
     method: Method,
@@ -169,7 +171,7 @@ impl HttpSink {
             _ => HttpSinkBuildError::Client(e.to_string()),
         })?;
         Ok(HttpSink {
-            client,
+            client: Arc::new(client),
             uri,
             timeout: cfg.timeout.unwrap_or(DEFAULT_SINK_TIMEOUT),
             method,
