@@ -117,16 +117,29 @@ impl NormalPath {
     /// The path re-encoded for the upstream request line: each segment percent-encoded
     /// (RFC 3986 `pchar` kept as is), joined by `/`; a trailing slash of the request is kept.
     pub fn encoded(&self) -> String {
-        let segments: Vec<String> = self
-            .segments
-            .iter()
-            .map(|s| utf8_percent_encode(s, SEGMENT).to_string())
-            .collect();
-        let mut out = format!("/{}", segments.join("/"));
+        let mut out = String::with_capacity(self.decoded.len());
+        self.write_encoded(&mut out);
+        out
+    }
+
+    /// Appends [`encoded`](Self::encoded) to `out` (the upstream's request line is built in
+    /// one buffer).
+    pub fn write_encoded(&self, out: &mut String) {
+        out.push('/');
+        for (i, segment) in self.segments.iter().enumerate() {
+            if i > 0 {
+                out.push('/');
+            }
+            out.extend(utf8_percent_encode(segment, SEGMENT));
+        }
         if self.trailing_slash {
             out.push('/');
         }
-        out
+    }
+
+    /// Whether this is `/` itself.
+    pub fn is_root(&self) -> bool {
+        self.segments.is_empty()
     }
 
     /// The path globs are matched against: the trailing slash is dropped so `/a/` and `/a`

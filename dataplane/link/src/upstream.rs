@@ -1,6 +1,8 @@
-//! The HTTP(S) upstream of a target: a pooled reqwest client (rustls, system roots plus the
-//! target's `caFile`, HTTP/1.1 and HTTP/2 by ALPN) addressed by host name, so `Host` and TLS
-//! SNI are the configured host. Bodies stream both ways. Redirects are handed to the app, not
+//! The HTTP(S) upstream of a target: the shared pooled client of
+//! [`fiso_runtime::http_client`] (rustls, system roots plus the target's `caFile`, HTTP/1.1
+//! and HTTP/2 by ALPN) addressed by host name, so `Host` and TLS SNI are the configured host.
+//! The target's scheme, authority and base path are built once; a request only assembles its
+//! path and query onto them. Bodies stream both ways. Redirects are handed to the app, not
 //! followed. `timeout` bounds the wait for the response headers of one attempt.
 //!
 //! Hop-by-hop headers were stripped by the route layer before auth was injected; only the
@@ -8,13 +10,19 @@
 //! off, or that times out while waiting for the client's body, is the client's fault
 //! ([`ClientFault`]), not the target's.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, BodyDataStream};
+use bytes::Bytes;
 use fiso_config::link::{Protocol, TargetConfig};
-use http::header;
-use http_body::Body as _;
+use fiso_runtime::http_client::{self, ClientBuildError, ClientSettings, HttpClient};
+use futures::Stream;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{header, Uri};
+use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::error::Elapsed;
 
 use crate::client_fault::{BodyWatch, ClientFault, Watched};
@@ -28,18 +36,25 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum UpstreamBuildError {
     #[error("target has no host")]
     NoHost,
+    #[error("`{0}` is not a valid host[:port]")]
+    Authority(String),
     #[error("caFile {path}: {message}")]
     CaFile { path: String, message: String },
     #[error("HTTP client: {0}")]
     Client(String),
 }
 
+/// A target's upstream; cloning it (once per request) is one reference count.
 #[derive(Clone)]
-pub struct HttpUpstream {
-    client: reqwest::Client,
-    /// `{protocol}://{host}[:port]{basePath}`, without a trailing slash.
-    base: Arc<str>,
-    base_path_empty: bool,
+pub struct HttpUpstream(Arc<Target>);
+
+struct Target {
+    client: HttpClient<RequestBody>,
+    scheme: Scheme,
+    /// `host[:port]`: the `Host` header and the TLS server name.
+    authority: Authority,
+    /// The configured `basePath` with a leading and no trailing slash, or empty.
+    base_path: String,
     timeout: Duration,
 }
 
@@ -47,58 +62,99 @@ impl HttpUpstream {
     pub fn new(cfg: &TargetConfig) -> Result<Self, UpstreamBuildError> {
         let host = cfg.host.as_deref().ok_or(UpstreamBuildError::NoHost)?;
         let scheme = match cfg.protocol {
-            Protocol::Http => "http",
-            _ => "https",
+            Protocol::Http => Scheme::HTTP,
+            _ => Scheme::HTTPS,
         };
-        let port = cfg.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let authority = match cfg.port {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let authority = Authority::try_from(authority.as_str())
+            .map_err(|_| UpstreamBuildError::Authority(authority.clone()))?;
         let base_path = cfg.base_path.as_deref().unwrap_or("").trim_end_matches('/');
         let base_path = if base_path.is_empty() || base_path.starts_with('/') {
             base_path.to_owned()
         } else {
             format!("/{base_path}")
         };
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(90));
-        if let Some(path) = &cfg.ca_file {
-            let ca = |message: String| UpstreamBuildError::CaFile {
-                path: path.clone(),
-                message,
-            };
-            let pem = std::fs::read(path).map_err(|e| ca(e.to_string()))?;
-            let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| ca(e.to_string()))?;
-            if certs.is_empty() {
-                return Err(ca("no PEM certificate in the file".into()));
-            }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+        let client = ClientSettings {
+            ca_file: cfg.ca_file.as_deref().map(std::path::Path::new),
+            connect_timeout: None,
         }
-        let client = builder
-            .build()
-            .map_err(|e| UpstreamBuildError::Client(e.to_string()))?;
-        Ok(HttpUpstream {
+        .build()
+        .map_err(|e: ClientBuildError| match &cfg.ca_file {
+            Some(path) if e.is_ca_file() => UpstreamBuildError::CaFile {
+                path: path.clone(),
+                message: e.to_string(),
+            },
+            _ => UpstreamBuildError::Client(e.to_string()),
+        })?;
+        Ok(HttpUpstream(Arc::new(Target {
             client,
-            base: format!("{scheme}://{host}{port}{base_path}").into(),
-            base_path_empty: base_path.is_empty(),
+            scheme,
+            authority,
+            base_path,
             timeout: cfg.timeout.unwrap_or(DEFAULT_TIMEOUT),
-        })
+        })))
+    }
+}
+
+impl Target {
+    /// The upstream URI of `forward`: the prebuilt scheme and authority, the base path, the
+    /// forwarded path (`/` alone adds nothing to a base path) and the query as it came.
+    fn uri(&self, forward: &Forward) -> Result<Uri, http::Error> {
+        let query_len = forward.query.as_ref().map_or(0, |q| q.len() + 1);
+        let mut line =
+            String::with_capacity(self.base_path.len() + forward.path.as_str().len() + query_len);
+        line.push_str(&self.base_path);
+        if line.is_empty() || !forward.path.is_root() {
+            forward.path.write_encoded(&mut line);
+        }
+        if let Some(q) = &forward.query {
+            line.push('?');
+            line.push_str(q);
+        }
+        let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(line))?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+}
+
+/// The client's request body on its way upstream: none, or its frames through the
+/// [`BodyWatch`] that tells a client's failure from the upstream's.
+enum RequestBody {
+    Empty,
+    Streamed(Watched<BodyDataStream>),
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        match self.get_mut() {
+            RequestBody::Empty => Poll::Ready(None),
+            RequestBody::Streamed(stream) => Pin::new(stream)
+                .poll_next(cx)
+                .map(|chunk| chunk.map(|data| data.map(Frame::data))),
+        }
     }
 
-    fn url(&self, forward: &Forward) -> String {
-        let path = forward.path.encoded();
-        let mut url = if path == "/" && !self.base_path_empty {
-            self.base.to_string()
-        } else {
-            format!("{}{path}", self.base)
-        };
-        if let Some(q) = &forward.query {
-            url.push('?');
-            url.push_str(q);
+    fn is_end_stream(&self) -> bool {
+        matches!(self, RequestBody::Empty)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            RequestBody::Empty => SizeHint::with_exact(0),
+            RequestBody::Streamed(_) => SizeHint::default(),
         }
-        url
     }
 }
 
@@ -120,24 +176,28 @@ fn client_fault<T, E>(
 impl HttpUpstream {
     /// Sends `req` to the target and streams its answer back.
     pub async fn forward(self, req: Request) -> Response {
+        let target = &*self.0;
         let Some(forward) = req.extensions().get::<Forward>().cloned() else {
             return error(ErrorCode::NotFound, "no target for this request");
+        };
+        let uri = match target.uri(&forward) {
+            Ok(uri) => uri,
+            Err(_) => return error(ErrorCode::InvalidRequest, "the request path is not valid"),
         };
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         headers.remove(header::HOST);
         let (body, client_body) = if body.size_hint().exact() == Some(0) {
-            (reqwest::Body::from(Vec::new()), None)
+            (RequestBody::Empty, None)
         } else {
             let (stream, watch) = Watched::new(body.into_data_stream());
-            (reqwest::Body::wrap_stream(stream), Some(watch))
+            (RequestBody::Streamed(stream), Some(watch))
         };
-        let request = self
-            .client
-            .request(parts.method, self.url(&forward))
-            .headers(headers)
-            .body(body);
-        let sent = tokio::time::timeout(self.timeout, request.send()).await;
+        let mut request = http::Request::new(body);
+        *request.method_mut() = parts.method;
+        *request.uri_mut() = uri;
+        *request.headers_mut() = headers;
+        let sent = tokio::time::timeout(target.timeout, target.client.request(request)).await;
         if let Some(fault) = client_body
             .as_deref()
             .and_then(|body| client_fault(body, &sent))
@@ -152,36 +212,34 @@ impl HttpUpstream {
                     format!(
                         "target `{}` did not answer within {}",
                         forward.target,
-                        humantime::format_duration(self.timeout)
+                        humantime::format_duration(target.timeout)
                     ),
                 )
             }
-            Ok(Err(e)) if e.is_timeout() => {
+            Ok(Err(e)) if http_client::is_timeout(&e) => {
                 return error(
                     ErrorCode::UpstreamTimeout,
                     format!("target `{}` timed out", forward.target),
                 )
             }
             Ok(Err(e)) => {
-                // Without the URL: its query string may carry credentials of the app.
-                let e = e.without_url();
-                let detail = std::error::Error::source(&e)
-                    .map(|s| format!("{e}: {s}"))
-                    .unwrap_or_else(|| e.to_string());
+                // hyper's errors never name the URL, whose query may carry the app's
+                // credentials.
                 return error(
                     ErrorCode::UpstreamUnreachable,
-                    format!("cannot reach target `{}`: {detail}", forward.target),
+                    format!(
+                        "cannot reach target `{}`: error sending request: {}",
+                        forward.target,
+                        http_client::error_chain(&e)
+                    ),
                 );
             }
         };
-        let mut response = http::Response::builder()
-            .status(upstream.status())
-            .version(http::Version::HTTP_11)
-            .body(())
-            .expect("status from a valid response");
-        *response.headers_mut() = upstream.headers().clone();
+        let (parts, body) = upstream.into_parts();
+        let mut response = Response::new(Body::new(body));
+        *response.status_mut() = parts.status;
+        *response.headers_mut() = parts.headers;
         strip_hop_by_hop(response.headers_mut());
-        let (parts, ()) = response.into_parts();
-        Response::from_parts(parts, Body::from_stream(upstream.bytes_stream()))
+        response
     }
 }

@@ -10,6 +10,8 @@
 //!   [`Readiness`] registry that supervisors update as components come and go.
 //! - [`server`]: the HTTP server of the Link proxy, Flow HTTP sources and the metrics port
 //!   (a deadline for every connection, lingering close, accept backoff, graceful stop).
+//! - [`http_client`]: the pooled HTTP/1.1 + HTTP/2 client (rustls, system roots plus a
+//!   `caFile`) of the Link upstream and the Flow HTTP sink.
 //! - [`addr`]: listen addresses in the config's Go-style form (`:9090`).
 //! - [`shutdown`]: SIGTERM / SIGINT as a [`CancellationToken`](tokio_util::sync::CancellationToken).
 //! - [`watch`]: a debounced watcher for a config directory (editor saves and Kubernetes
@@ -53,6 +55,7 @@
 pub mod addr;
 pub mod backoff;
 pub mod health;
+pub mod http_client;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod logging;

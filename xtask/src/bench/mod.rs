@@ -12,7 +12,9 @@
 //! ([`profile`]).
 //!
 //! `xtask bench kafka-fill|kafka-drain ...` are the Kafka scenario's producer and bare consumer,
-//! run from the release build; `xtask bench kafka [--quick]` runs the Kafka scenario alone.
+//! run from the release build; `xtask bench kafka [--quick]` runs the Kafka scenario alone;
+//! `xtask bench http [--quick] [--baseline <fiso>]` the Link and Flow HTTP scenarios alone,
+//! optionally beside another `fiso` binary (to compare two builds in one run).
 //!
 //! This module is the command line and the order of the scenarios; by role: [`procs`] starts
 //! the servers under test, [`wrk`] and [`rate`] load them, [`stats`] reduces the rounds to
@@ -73,6 +75,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         Some("kafka-fill") => return kafka::fill(&args[1..]),
         Some("kafka-drain") => return kafka::drain(&args[1..]),
         Some("kafka") => return kafka_alone(root, &args[1..]),
+        Some("http") => return http_alone(root, &args[1..]),
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
@@ -279,6 +282,123 @@ fn kafka_alone(root: &Path, args: &[String]) -> Result<()> {
     drop(procs);
     let text = serde_json::to_string_pretty(&kafka)?;
     std::fs::write(work.join("kafka.json"), &text)?;
+    println!("{text}");
+    Ok(())
+}
+
+/// The Link and Flow HTTP → HTTP scenarios alone (no WASM, Kafka, profiles, start-up or
+/// operator), with `--baseline <fiso>` another build's `fiso` beside this one as variants
+/// `fiso link (baseline)` / `fiso flow (baseline)`: their JSON to `target/bench/http.json`.
+fn http_alone(root: &Path, args: &[String]) -> Result<()> {
+    let quick = args.iter().any(|a| a == "--quick");
+    let baseline = match args.iter().position(|a| a == "--baseline") {
+        Some(i) => Some(std::path::PathBuf::from(
+            args.get(i + 1)
+                .context("--baseline needs the path of a fiso binary")?,
+        )),
+        None => None,
+    };
+    let (seconds, rounds) = if quick { (2, 1) } else { (SECONDS, ROUNDS) };
+    let rate_seconds = if quick {
+        RATE_SECONDS.1
+    } else {
+        RATE_SECONDS.0
+    };
+    procs::ensure_tools()?;
+    let release = build_release(root)?;
+    let work = target_dir(root).join("bench");
+    let dir = work.join("work-http");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    let mut procs = Procs::default();
+    let upstream = procs.upstream(&release.join("xtask"))?;
+    let nginx = procs.nginx(&dir, upstream)?;
+    std::fs::write(dir.join("post.lua"), wrk::script())?;
+    std::fs::write(dir.join("payload.json"), payload())?;
+
+    let mut link_targets = vec![
+        (
+            "direct".to_owned(),
+            format!("http://{upstream}/api/v2/orders"),
+            None,
+        ),
+        (
+            "nginx".to_owned(),
+            format!("http://{}/api/v2/orders", nginx.addr),
+            Some(nginx.pid),
+        ),
+    ];
+    let mut flow_targets = vec![
+        (
+            "direct".to_owned(),
+            format!("http://{upstream}/ingest"),
+            None,
+        ),
+        (
+            "nginx".to_owned(),
+            format!("http://{}/ingest", nginx.addr),
+            Some(nginx.pid),
+        ),
+    ];
+    let mut builds = vec![("", release.join("fiso"))];
+    if let Some(path) = baseline {
+        builds.push((" (baseline)", path));
+    }
+    let mut pids = Vec::new();
+    for (i, (suffix, fiso)) in builds.iter().enumerate() {
+        // Each build its own config files: a link watches its file and would reload another's.
+        let own = dir.join(format!("build-{i}"));
+        std::fs::create_dir_all(&own)?;
+        let link = procs.fiso_link(fiso, &own, upstream)?;
+        let flow = procs.fiso_flow(fiso, &own.join("flows"), upstream, None)?;
+        link_targets.push((
+            format!("fiso link{suffix}"),
+            format!("http://{}/link/api/api/v2/orders", link.addr),
+            Some(link.pid),
+        ));
+        flow_targets.push((
+            format!("fiso flow{suffix}"),
+            format!("http://{}/ingest", flow.addr),
+            Some(flow.pid),
+        ));
+        pids.push((*suffix, link.pid, flow.pid));
+    }
+    let mut link_rows = Variants::default();
+    let mut flow_rows = Variants::default();
+    for round in 0..rounds {
+        println!("bench: round {}/{rounds}", round + 1);
+        for (rows, targets) in [
+            (&mut link_rows, &link_targets),
+            (&mut flow_rows, &flow_targets),
+        ] {
+            for (name, url, pid) in targets {
+                rows.push(name, wrk::run(&dir, url, seconds, *pid)?);
+            }
+            for (name, url, _) in targets {
+                rows.push_rate(
+                    name,
+                    rate::hey(&dir.join("payload.json"), url, rate_seconds)?,
+                );
+            }
+        }
+    }
+    let mut report = json!({
+        "machine": machine(),
+        "settings": {
+            "seconds": seconds, "rounds": rounds, "connections": wrk::CONNECTIONS,
+            "payload": "1 KiB JSON POST", "rate_rps": rate::RATE, "rate_seconds": rate_seconds,
+        },
+    });
+    for (suffix, link_pid, flow_pid) in pids {
+        let key = if suffix.is_empty() { "" } else { "baseline_" };
+        report[format!("{key}link")] =
+            link_rows.summary(&format!("fiso link{suffix}"), peak_rss(link_pid));
+        report[format!("{key}flow")] =
+            flow_rows.summary(&format!("fiso flow{suffix}"), peak_rss(flow_pid));
+    }
+    drop(procs);
+    let text = serde_json::to_string_pretty(&report)?;
+    std::fs::write(work.join("http.json"), &text)?;
     println!("{text}");
     Ok(())
 }

@@ -1,14 +1,24 @@
 //! HTTP sink: CloudEvents over HTTP (structured by default, binary on request), pooled
-//! HTTP/1.1 + HTTP/2 connections with rustls, retries per the flow's policy.
+//! HTTP/1.1 + HTTP/2 connections with rustls ([`fiso_runtime::http_client`]), retries per the
+//! flow's policy. The URL is parsed once; an attempt clones the prebuilt `Uri` and sends the
+//! encoded event as one `Bytes` body. The sink's `timeout` bounds a whole attempt: the answer's
+//! head and the (capped) reading of its body.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
 use fiso_config::flow::{
     ContentMode, HttpSinkConfig, DEFAULT_MAX_RESPONSE_BODY_SIZE, DEFAULT_SINK_TIMEOUT,
 };
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
+use fiso_runtime::http_client::{self, ClientSettings, HttpClient};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
+};
+use hyper::{Method, StatusCode, Uri};
 
 use super::Sink;
 use crate::cel::budget::Budget;
@@ -98,11 +108,16 @@ pub enum HttpSinkBuildError {
     Client(String),
 }
 
+/// Bounds establishing a TCP connection to the sink.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A configured HTTP sink; cheap to clone (the connection pool is shared).
 #[derive(Debug, Clone)]
 pub struct HttpSink {
-    client: reqwest::Client,
-    url: reqwest::Url,
+    /// Boxed: the client's pool settings are large and every sink variant would pay for them.
+    client: Arc<HttpClient<Full<Bytes>>>,
+    uri: Uri,
+    timeout: Duration,
     method: Method,
     headers: HeaderMap,
     mode: ContentMode,
@@ -112,8 +127,14 @@ pub struct HttpSink {
 
 impl HttpSink {
     pub fn new(cfg: &HttpSinkConfig, policy: RetryPolicy) -> Result<Self, HttpSinkBuildError> {
-        let url =
-            reqwest::Url::parse(&cfg.url).map_err(|e| HttpSinkBuildError::Url(e.to_string()))?;
+        let mut url =
+            url::Url::parse(&cfg.url).map_err(|e| HttpSinkBuildError::Url(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || !url.has_host() {
+            return Err(HttpSinkBuildError::Url(format!(
+                "`{}` is not an http(s) URL",
+                cfg.url
+            )));
+        }
         let method = Method::from_bytes(cfg.method.as_bytes())
             .map_err(|_| HttpSinkBuildError::Method(cfg.method.clone()))?;
         let mut headers = HeaderMap::new();
@@ -124,27 +145,35 @@ impl HttpSink {
                 HeaderValue::from_str(v).map_err(|_| HttpSinkBuildError::Header(k.clone()))?;
             headers.insert(name, value);
         }
-        let mut builder = reqwest::Client::builder()
-            .use_rustls_tls()
-            .timeout(cfg.timeout.unwrap_or(DEFAULT_SINK_TIMEOUT))
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &cfg.ca_file {
-            let pem =
-                std::fs::read(ca).map_err(|e| HttpSinkBuildError::Ca(format!("{ca}: {e}")))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| HttpSinkBuildError::Ca(format!("{ca}: {e}")))?
-            {
-                builder = builder.add_root_certificate(cert);
+        // Credentials in the URL become Basic auth (a configured `Authorization` wins) and
+        // leave the URL, which is logged.
+        if let Some(basic) = take_userinfo(&mut url) {
+            if !headers.contains_key(AUTHORIZATION) {
+                headers.insert(AUTHORIZATION, basic);
             }
         }
-        let client = builder
-            .build()
-            .map_err(|e| HttpSinkBuildError::Client(e.to_string()))?;
+        url.set_fragment(None);
+        let uri: Uri = url
+            .as_str()
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| HttpSinkBuildError::Url(e.to_string()))?;
+        if !headers.contains_key(ACCEPT) {
+            headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
+        }
+        let ca_file = cfg.ca_file.as_deref();
+        let client = ClientSettings {
+            ca_file: ca_file.map(std::path::Path::new),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+        }
+        .build()
+        .map_err(|e| match ca_file {
+            Some(ca) if e.is_ca_file() => HttpSinkBuildError::Ca(format!("{ca}: {e}")),
+            _ => HttpSinkBuildError::Client(e.to_string()),
+        })?;
         Ok(HttpSink {
-            client,
-            url,
+            client: Arc::new(client),
+            uri,
+            timeout: cfg.timeout.unwrap_or(DEFAULT_SINK_TIMEOUT),
             method,
             headers,
             mode: cfg.mode.unwrap_or(ContentMode::Structured),
@@ -170,46 +199,15 @@ impl HttpSink {
     ) -> Result<SinkResponse, HttpDeliveryError> {
         let (headers, body) = self.encode(event, ctx)?;
         let result = with_retries(&self.policy, |n| {
-            let request = self
-                .client
-                .request(self.method.clone(), self.url.clone())
-                .headers(headers.clone())
-                .body(body.clone());
+            let mut request = http::Request::new(Full::new(body.clone()));
+            *request.method_mut() = self.method.clone();
+            *request.uri_mut() = self.uri.clone();
+            *request.headers_mut() = headers.clone();
             async move {
                 if n > 0 {
-                    tracing::debug!(url = %self.url, attempt = n + 1, "retrying sink delivery");
+                    tracing::debug!(url = %self.uri, attempt = n + 1, "retrying sink delivery");
                 }
-                match request.send().await {
-                    Ok(mut resp) => {
-                        let status = resp.status();
-                        let retry_after = resp
-                            .headers()
-                            .get(RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| parse_retry_after(v, SystemTime::now()));
-                        let content_type = resp.headers().get(CONTENT_TYPE).cloned();
-                        let (body, truncated) =
-                            read_capped(&mut resp, self.max_response_body).await;
-                        if truncated {
-                            tracing::warn!(url = %self.url, %status, limit = self.max_response_body, "the sink's answer exceeds maxResponseBodySize; the rest is not read");
-                        }
-                        let response = SinkResponse {
-                            status,
-                            content_type,
-                            body,
-                            truncated,
-                        };
-                        if status.is_success() {
-                            Attempt::Success(response)
-                        } else if retryable(status) {
-                            Attempt::Retryable(LastFailure::Response(response), retry_after)
-                        } else {
-                            Attempt::Permanent(LastFailure::Response(response))
-                        }
-                    }
-                    Err(e) if e.is_timeout() => Attempt::Retryable(LastFailure::Timeout, None),
-                    Err(e) => Attempt::Retryable(LastFailure::Network(error_chain(&e)), None),
-                }
+                self.attempt(request).await
             }
         })
         .await;
@@ -224,6 +222,74 @@ impl HttpSink {
             Err(RetryError::Exhausted { attempts, last }) => {
                 Err(HttpDeliveryError::Exhausted { attempts, last })
             }
+        }
+    }
+
+    /// One attempt, bounded as a whole by the sink's `timeout`: when it runs out while the
+    /// answer's body is being read, the attempt keeps the status and what arrived.
+    async fn attempt(
+        &self,
+        request: http::Request<Full<Bytes>>,
+    ) -> Attempt<SinkResponse, LastFailure> {
+        let mut head: Option<Head> = None;
+        let mut body = BytesMut::new();
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let (parts, incoming) = response.into_parts();
+            head = Some(Head {
+                status: parts.status,
+                retry_after: parts
+                    .headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, SystemTime::now())),
+                content_type: parts.headers.get(CONTENT_TYPE).cloned(),
+            });
+            Ok::<_, http_client::RequestError>(
+                read_capped(incoming, self.max_response_body, &mut body).await,
+            )
+        };
+        let truncated = match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(truncated)) => truncated,
+            Ok(Err(e)) if http_client::is_timeout(&e) => {
+                return Attempt::Retryable(LastFailure::Timeout, None)
+            }
+            Ok(Err(e)) => {
+                return Attempt::Retryable(
+                    LastFailure::Network(format!(
+                        "error sending request for url ({}): {}",
+                        self.uri,
+                        http_client::error_chain(&e)
+                    )),
+                    None,
+                )
+            }
+            Err(_) if head.is_none() => return Attempt::Retryable(LastFailure::Timeout, None),
+            Err(_) => {
+                tracing::debug!("reading the sink's answer failed: timed out");
+                false
+            }
+        };
+        let Head {
+            status,
+            retry_after,
+            content_type,
+        } = head.expect("the answer's head arrived");
+        if truncated {
+            tracing::warn!(url = %self.uri, %status, limit = self.max_response_body, "the sink's answer exceeds maxResponseBodySize; the rest is not read");
+        }
+        let response = SinkResponse {
+            status,
+            content_type,
+            body: body.freeze(),
+            truncated,
+        };
+        if status.is_success() {
+            Attempt::Success(response)
+        } else if retryable(status) {
+            Attempt::Retryable(LastFailure::Response(response), retry_after)
+        } else {
+            Attempt::Permanent(LastFailure::Response(response))
         }
     }
 
@@ -305,45 +371,66 @@ impl Sink for HttpSink {
     }
 }
 
-/// The answer's body up to `cap` bytes, and whether there was more. The rest is never read, so
-/// an endless or huge answer costs at most `cap` bytes of memory; dropping the response closes
-/// its connection instead of returning it to the pool. A body that fails midway keeps what
-/// arrived (it only serves as the caller's answer or the dead letter's `fiso-response-body`).
-async fn read_capped(resp: &mut reqwest::Response, cap: usize) -> (Bytes, bool) {
-    let mut body = BytesMut::new();
+/// What an attempt keeps of the answer's head.
+struct Head {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    content_type: Option<HeaderValue>,
+}
+
+/// Reads the answer's body into `out` up to `cap` bytes; returns whether there was more. The
+/// rest is never read, so an endless or huge answer costs at most `cap` bytes of memory;
+/// dropping the body closes its connection instead of returning it to the pool. A body that
+/// fails midway keeps what arrived (it only serves as the caller's answer or the dead letter's
+/// `fiso-response-body`).
+async fn read_capped(mut body: Incoming, cap: usize, out: &mut BytesMut) -> bool {
     loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = cap - body.len();
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                let Ok(chunk) = frame.into_data() else {
+                    continue;
+                };
+                let room = cap - out.len();
                 if chunk.len() > room {
-                    body.extend_from_slice(&chunk[..room]);
-                    return (body.freeze(), true);
+                    out.extend_from_slice(&chunk[..room]);
+                    return true;
                 }
-                body.extend_from_slice(&chunk);
+                out.extend_from_slice(&chunk);
             }
-            Ok(None) => return (body.freeze(), false),
-            Err(e) => {
-                tracing::debug!(error = %error_chain(&e), "reading the sink's answer failed");
-                return (body.freeze(), false);
+            None => return false,
+            Some(Err(e)) => {
+                tracing::debug!(error = %http_client::error_chain(&e), "reading the sink's answer failed");
+                return false;
             }
         }
     }
 }
 
+/// The Basic credentials of a URL's userinfo (percent-decoded), removed from the URL.
+fn take_userinfo(url: &mut url::Url) -> Option<HeaderValue> {
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let mut credentials = format!("{}:", decode(url.username()));
+    if let Some(password) = url.password() {
+        credentials.push_str(&decode(password));
+    }
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(credentials);
+    let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
+}
+
 /// 5xx and 429 are worth retrying; other statuses are final.
 pub fn retryable(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -357,6 +444,92 @@ mod tests {
             body: Bytes::from_static(b"answer"),
             truncated: false,
         }
+    }
+
+    fn sink(yaml: &str) -> HttpSink {
+        let cfg: HttpSinkConfig = serde_yaml_ng::from_str(yaml).unwrap();
+        HttpSink::new(&cfg, RetryPolicy::default()).unwrap()
+    }
+
+    /// A server that answers every connection with `answer` and then holds it open.
+    async fn stalling_server(answer: &'static str) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = tcp.read(&mut buf).await;
+                    tcp.write_all(answer.as_bytes()).await.unwrap();
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn request(sink: &HttpSink) -> http::Request<Full<Bytes>> {
+        let mut request = http::Request::new(Full::new(Bytes::from_static(b"{}")));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = sink.uri.clone();
+        request
+    }
+
+    #[tokio::test]
+    async fn the_timeout_bounds_the_whole_attempt_and_keeps_a_head_that_arrived() {
+        let addr =
+            stalling_server("HTTP/1.1 502 Bad Gateway\r\ncontent-length: 100\r\n\r\npartial").await;
+        let slow_body = sink(&format!("url: http://{addr}/e\ntimeout: 300ms\n"));
+        match slow_body.attempt(request(&slow_body)).await {
+            Attempt::Retryable(LastFailure::Response(r), None) => {
+                assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+                assert_eq!(&r.body[..], b"partial");
+            }
+            _ => panic!("expected the 502 with the body that arrived"),
+        }
+
+        let addr = stalling_server("").await;
+        let silent = sink(&format!("url: http://{addr}/e\ntimeout: 300ms\n"));
+        assert!(matches!(
+            silent.attempt(request(&silent)).await,
+            Attempt::Retryable(LastFailure::Timeout, None)
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_network_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let gone = sink(&format!("url: http://{addr}/e\n"));
+        match gone.attempt(request(&gone)).await {
+            Attempt::Retryable(LastFailure::Network(text), None) => {
+                assert!(
+                    text.starts_with("error sending request for url (http://"),
+                    "{text}"
+                );
+                assert!(text.contains("onnection refused"), "{text}");
+            }
+            _ => panic!("expected a network error"),
+        }
+    }
+
+    #[test]
+    fn url_credentials_become_basic_auth_unless_configured() {
+        let s = sink("url: https://user:p%40ss@example.com/events#frag\n");
+        assert_eq!(s.uri, "https://example.com/events");
+        assert_eq!(s.headers[AUTHORIZATION], "Basic dXNlcjpwQHNz");
+        assert_eq!(s.headers[ACCEPT], "*/*");
+        let s = sink("url: https://user:x@example.com/\nheaders:\n  Authorization: Bearer t\n");
+        assert_eq!(s.headers[AUTHORIZATION], "Bearer t");
+        let e = HttpSink::new(
+            &serde_yaml_ng::from_str("url: ftp://example.com/\n").unwrap(),
+            RetryPolicy::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("sink.config.url:"), "{e}");
     }
 
     #[test]

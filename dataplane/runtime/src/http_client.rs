@@ -1,0 +1,291 @@
+//! The pooled HTTP client of the data plane's hot paths: the Link's HTTP(S) upstream and the
+//! Flow HTTP sink.
+//!
+//! It is hyper-util's legacy client — hyper's own connection pool, the one reqwest wraps —
+//! used directly, so a request costs no URL parsing or extra service layers: callers build
+//! their [`http::Uri`] once (or from prebuilt parts) and send an [`http::Request`].
+//!
+//! TLS is rustls with the ring provider; the trust anchors are the system roots (as
+//! `rustls-native-certs` finds them, unparsable ones skipped) plus an optional PEM bundle
+//! (`caFile`). HTTP/1.1 and HTTP/2 are offered by ALPN; plain `http://` speaks HTTP/1.1.
+//! Connections set `TCP_NODELAY` (without it a small request waits ~40 ms for the peer's
+//! delayed ACK) and TCP keepalive, and an idle pooled connection is closed after 90 s.
+//! The client never follows redirects: a 3xx is handed back like any other answer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::CertificateDer;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
+
+/// The client: cheap to clone (the pool and TLS settings are shared).
+pub type HttpClient<B> = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, B>;
+
+/// The error of one request: connect, TLS, or the exchange itself.
+pub type RequestError = hyper_util::client::legacy::Error;
+
+/// How long an unused pooled connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// TCP keepalive of every connection (probes every 15 s, 3 unanswered close it).
+const TCP_KEEPALIVE: Duration = Duration::from_secs(15);
+const TCP_KEEPALIVE_RETRIES: u32 = 3;
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBuildError {
+    /// The `caFile` could not be read (the I/O error's own words).
+    #[error("{0}")]
+    CaRead(#[source] std::io::Error),
+    /// A PEM block of the `caFile` is not a certificate rustls can decode.
+    #[error("invalid certificate encoding")]
+    CaInvalid,
+    /// The `caFile` holds no PEM certificate at all.
+    #[error("no PEM certificate in the file")]
+    CaEmpty,
+    /// A certificate of the `caFile` is not a usable trust anchor.
+    #[error("{0}")]
+    CaRejected(#[source] rustls::Error),
+    /// The system has no usable root certificate and reported why.
+    #[error("system root certificates: {0}")]
+    NativeRoots(String),
+    /// rustls refused the TLS settings.
+    #[error("TLS settings: {0}")]
+    Tls(#[source] rustls::Error),
+}
+
+impl ClientBuildError {
+    /// Whether the `caFile` is what is wrong.
+    pub fn is_ca_file(&self) -> bool {
+        matches!(
+            self,
+            ClientBuildError::CaRead(_)
+                | ClientBuildError::CaInvalid
+                | ClientBuildError::CaEmpty
+                | ClientBuildError::CaRejected(_)
+        )
+    }
+}
+
+/// What differs between the clients that are built.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSettings<'a> {
+    /// A PEM bundle trusted on top of the system roots.
+    pub ca_file: Option<&'a Path>,
+    /// The bound on establishing a TCP connection; none leaves it to the OS.
+    pub connect_timeout: Option<Duration>,
+}
+
+impl ClientSettings<'_> {
+    /// Builds a client whose request bodies are `B`.
+    pub fn build<B>(&self) -> Result<HttpClient<B>, ClientBuildError>
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut roots = native_roots()?;
+        if let Some(path) = self.ca_file {
+            for cert in read_pem_bundle(path)? {
+                roots.add(cert).map_err(ClientBuildError::CaRejected)?;
+            }
+        }
+        let tls =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(ClientBuildError::Tls)?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+
+        let mut tcp = HttpConnector::new();
+        // The TLS connector on top takes `https://`; this one must not refuse it.
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_keepalive(Some(TCP_KEEPALIVE));
+        tcp.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        tcp.set_connect_timeout(self.connect_timeout);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(tcp);
+
+        Ok(
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                .build(connector),
+        )
+    }
+}
+
+/// The system's trust anchors. Like browsers and reqwest, a certificate rustls cannot parse is
+/// skipped (system stores hold ancient ones); only a store with nothing usable is an error.
+fn native_roots() -> Result<RootCertStore, ClientBuildError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (valid, invalid) = roots.add_parsable_certificates(found.certs);
+    if valid == 0 && invalid > 0 {
+        let why = if found.errors.is_empty() {
+            "zero valid certificates found in native root store".to_owned()
+        } else {
+            found
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        return Err(ClientBuildError::NativeRoots(why));
+    }
+    Ok(roots)
+}
+
+/// Every certificate of the PEM bundle at `path` (other PEM blocks, such as keys, are skipped).
+pub fn read_pem_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientBuildError> {
+    let pem = std::fs::read(path).map_err(ClientBuildError::CaRead)?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| ClientBuildError::CaInvalid)?;
+    if certs.is_empty() {
+        return Err(ClientBuildError::CaEmpty);
+    }
+    Ok(certs)
+}
+
+/// Whether a failed request timed out somewhere below the caller (the connect timeout, the
+/// OS's own `ETIMEDOUT`, or hyper's).
+pub fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            if hyper.is_timeout() {
+                return true;
+            }
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// `error` and every error below it, joined with `: `.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use http_body_util::{BodyExt, Full};
+
+    use super::*;
+
+    #[test]
+    fn a_ca_file_must_exist_and_hold_a_certificate() {
+        let missing = ClientSettings {
+            ca_file: Some(Path::new("/nonexistent/ca.pem")),
+            ..Default::default()
+        };
+        let e = missing.build::<Full<Bytes>>().unwrap_err();
+        assert!(matches!(e, ClientBuildError::CaRead(_)), "{e}");
+        assert!(e.to_string().contains("No such file"), "{e}");
+
+        let mut empty = tempfile::NamedTempFile::new().unwrap();
+        writeln!(empty, "not a certificate").unwrap();
+        let e = ClientSettings {
+            ca_file: Some(empty.path()),
+            ..Default::default()
+        }
+        .build::<Full<Bytes>>()
+        .unwrap_err();
+        assert_eq!(e.to_string(), "no PEM certificate in the file");
+
+        let mut broken = tempfile::NamedTempFile::new().unwrap();
+        writeln!(
+            broken,
+            "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----"
+        )
+        .unwrap();
+        let e = ClientSettings {
+            ca_file: Some(broken.path()),
+            ..Default::default()
+        }
+        .build::<Full<Bytes>>()
+        .unwrap_err();
+        assert_eq!(e.to_string(), "invalid certificate encoding");
+    }
+
+    #[tokio::test]
+    async fn plain_http_round_trip_without_following_redirects() {
+        use hyper::server::conn::http1;
+        use hyper_util::rt::TokioIo;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(|req: http::Request<_>| async move {
+                let host = req.headers()[http::header::HOST].clone();
+                Ok::<_, std::convert::Infallible>(
+                    http::Response::builder()
+                        .status(302)
+                        .header(http::header::LOCATION, "/elsewhere")
+                        .body(Full::new(Bytes::from(host.as_bytes().to_vec())))
+                        .unwrap(),
+                )
+            });
+            http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), service)
+                .await
+                .unwrap();
+        });
+        let client = ClientSettings::default().build::<Full<Bytes>>().unwrap();
+        let uri: http::Uri = format!("http://{addr}/here?x=1").parse().unwrap();
+        let answer = client
+            .request(http::Request::get(uri).body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 302);
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, addr.to_string().as_bytes(), "Host = the authority");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_reads_as_such_without_the_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let client = ClientSettings::default().build::<Full<Bytes>>().unwrap();
+        let uri: http::Uri = format!("http://{addr}/p?token=secret").parse().unwrap();
+        let e = client
+            .request(http::Request::get(uri).body(Full::default()).unwrap())
+            .await
+            .unwrap_err();
+        let text = error_chain(&e);
+        assert!(text.contains("onnection refused"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(!is_timeout(&e));
+        assert!(is_timeout(&std::io::Error::from(
+            std::io::ErrorKind::TimedOut
+        )));
+    }
+}
