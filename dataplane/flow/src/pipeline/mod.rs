@@ -31,6 +31,10 @@ use crate::metrics::{EventMetrics, EventStatus, FlowMetrics, Phase};
 use crate::retry::RetryPolicy;
 use crate::sinks::{AnySink, Sink, SinkBuildError};
 use crate::{CompiledFlow, FlowError, InputEvent};
+
+/// A task source's current pipeline: a Kafka source takes it per record, so a reload that
+/// leaves the consumer's settings alone swaps it under the running consumer.
+pub type LivePipeline = Arc<arc_swap::ArcSwap<Pipeline>>;
 use dead_letter::{letter, DeadLetterQueue, Failure};
 use delivery::{DeliveryContext, DeliveryError, Outcome};
 use intercept::{intercept, Intercepted};

@@ -9,17 +9,12 @@ pub mod http;
 pub mod kafka;
 pub mod request;
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
 use fiso_config::flow::SourceSpec;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Pipeline;
 
-/// A task source's current pipeline: a Kafka source takes it per record, so a reload that
-/// leaves the consumer's settings alone swaps it under the running consumer.
-pub type LivePipeline = Arc<ArcSwap<Pipeline>>;
+pub use crate::pipeline::LivePipeline;
 
 /// A built source of any type.
 #[derive(Debug, Clone)]

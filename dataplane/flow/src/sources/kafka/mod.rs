@@ -52,8 +52,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::kafka::client::{client_config, find_cluster};
 use crate::metrics::FlowMetrics;
+use crate::pipeline::LivePipeline;
 use crate::pipeline::Pipeline;
-use crate::sources::LivePipeline;
 use partition::{concurrent_worker, partition_worker, Partition};
 use state::{lock, Done, State};
 use transaction::Transactions;

@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use fiso_config::flow::DeliveryOrdering;
 use futures::stream::{FuturesUnordered, StreamExt};
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::consumer::ConsumerContext;
 use rdkafka::message::Message;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -20,16 +22,15 @@ use tokio_util::sync::CancellationToken;
 use super::record::process;
 use super::state::{lock, Done, KafkaSourceError, State};
 use super::transaction::Transactions;
-use super::PartitionQueue;
+use crate::pipeline::LivePipeline;
 use crate::pipeline::Pipeline;
-use crate::sources::LivePipeline;
 
 /// Processes one partition's records in order until `stop` or a record can be neither
 /// delivered nor dead-lettered (then the partition stops there). Each record is read from
 /// librdkafka's buffer in place, and released once done.
-pub(super) async fn partition_worker(
+pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
     flows: LivePipeline,
-    queue: PartitionQueue,
+    queue: StreamPartitionQueue<C>,
     done: mpsc::UnboundedSender<Done>,
     stop: CancellationToken,
     state: Arc<Mutex<State>>,
@@ -211,9 +212,9 @@ impl Partition {
 /// delivered is finished and counted, nothing new starts) or a record can be neither delivered
 /// nor dead-lettered (then the partition stops there at once). Records are read from
 /// librdkafka's buffer in place, and released once done.
-pub(super) async fn concurrent_worker(
+pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
     flows: LivePipeline,
-    queue: PartitionQueue,
+    queue: StreamPartitionQueue<C>,
     mut part: Partition,
     stop: CancellationToken,
     ordering: DeliveryOrdering,
