@@ -37,10 +37,12 @@ pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
     epoch: u64,
     transactions: Option<Arc<Transactions>>,
 ) {
+    let mut rewake = rewake();
     loop {
         let message = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
+            _ = rewake.tick() => continue,
             m = queue.recv() => match m {
                 Ok(m) => m,
                 Err(e) => {
@@ -74,6 +76,19 @@ pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
             }
         }
     }
+}
+
+/// How often a partition worker reads its queue again even if it was not woken.
+///
+/// librdkafka wakes a split partition queue's reader only when the queue goes from empty to
+/// non-empty, and that edge can be missed (rust-rdkafka #665, #840): the reader would then
+/// wait forever while its partition fills up. Re-polling bounds such a stall to this.
+const REWAKE: std::time::Duration = std::time::Duration::from_millis(100);
+
+fn rewake() -> tokio::time::Interval {
+    let mut every = tokio::time::interval(REWAKE);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every
 }
 
 /// Records that must not overlap share a lane.
@@ -221,11 +236,13 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
     window: usize,
 ) {
     let mut lanes = Lanes::default();
+    let mut rewake = rewake();
     let mut running = FuturesUnordered::new();
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            _ = rewake.tick() => {}
             Some(delivered) = running.next() => match part.finished(&mut lanes, delivered) {
                 Some(Some(next)) => {
                     let lane = lane_of(ordering, &next);
