@@ -168,6 +168,32 @@ pub async fn create_topic(topic: &str, partitions: i32) {
     assert!(created.iter().all(Result::is_ok), "{created:?}");
 }
 
+/// A producer for the test broker.
+pub fn producer() -> rdkafka::producer::FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("producer")
+}
+
+/// Produces `value` to `partition` of `topic` and waits for the broker; returns its
+/// `(partition, offset)`.
+pub async fn send(
+    producer: &rdkafka::producer::FutureProducer,
+    topic: &str,
+    partition: i32,
+    value: &str,
+) -> (i32, i64) {
+    let record = rdkafka::producer::FutureRecord::<str, str>::to(topic)
+        .partition(partition)
+        .payload(value);
+    let delivery = producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+    (delivery.partition, delivery.offset)
+}
+
 /// Produces `values` to `topic` round-robin over `partitions` partitions (record `i` to
 /// partition `i % partitions`) with many sends in flight: fast enough for 100k records.
 /// Returns, per record, its `(partition, offset)`.

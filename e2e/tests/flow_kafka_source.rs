@@ -784,21 +784,9 @@ async fn a_reload_that_changes_only_the_pipeline_keeps_the_consumer() {
     let producing = {
         let topic = topic.clone();
         tokio::spawn(async move {
-            let producer: FutureProducer = ClientConfig::new()
-                .set("bootstrap.servers", brokers())
-                .create()
-                .expect("producer");
+            let producer = kafka::producer();
             for n in 0..RECORDS {
-                let value = format!(r#"{{"n":{n}}}"#);
-                producer
-                    .send(
-                        FutureRecord::<str, str>::to(&topic)
-                            .partition(0)
-                            .payload(&value),
-                        Duration::from_secs(10),
-                    )
-                    .await
-                    .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
+                kafka::send(&producer, &topic, 0, &format!(r#"{{"n":{n}}}"#)).await;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         })

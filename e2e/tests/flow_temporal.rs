@@ -8,11 +8,9 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
-use fiso_e2e::kafka::{brokers, unique};
+use fiso_e2e::kafka::{self, brokers, unique};
 use fiso_e2e::{client, eventually, infra, post_json, FisoProcess, FlowDir};
 use pretty_assertions::assert_eq;
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::ClientConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -342,22 +340,10 @@ async fn kafka_records_start_one_workflow_each_with_stable_ids() {
     let topic = unique("k2t-in");
     let group = unique("k2t-group");
     let queue = unique("tq-kafka");
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("producer");
+    let producer = kafka::producer();
     for i in 0..3 {
-        let value = json!({"n": i}).to_string();
-        let delivery = producer
-            .send(
-                FutureRecord::<str, str>::to(&topic)
-                    .partition(0)
-                    .payload(&value),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap_or_else(|(e, _)| panic!("producing to {topic}: {e}"));
-        assert_eq!((delivery.partition, delivery.offset), (0, i64::from(i)));
+        let at = kafka::send(&producer, &topic, 0, &json!({"n": i}).to_string()).await;
+        assert_eq!(at, (0, i64::from(i)));
     }
     let dir = FlowDir::new();
     dir.write(
