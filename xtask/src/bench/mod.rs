@@ -33,13 +33,14 @@ mod transform;
 pub mod upstream;
 mod wrk;
 
+use std::net::SocketAddr;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::{json, Value};
 
 use crate::measure::{build_release, machine, target_dir};
-use procs::{peak_rss, Procs};
+use procs::{peak_rss, Procs, Running};
 use stats::{Variants, WASM_VARIANT};
 
 /// Seconds of load per measurement, rounds per scenario.
@@ -79,12 +80,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         _ => {}
     }
     let quick = args.iter().any(|a| a == "--quick");
-    let (seconds, rounds) = if quick { (2, 1) } else { (SECONDS, ROUNDS) };
-    let rate_seconds = if quick {
-        RATE_SECONDS.1
-    } else {
-        RATE_SECONDS.0
-    };
+    let (seconds, rounds, rate_seconds) = timing(quick);
     procs::ensure_tools()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let release = build_release(root)?;
@@ -111,56 +107,13 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let wasm = procs.fiso_flow(&fiso, &dir.join("flows-wasm"), upstream, Some(&uppercase))?;
 
     // Every variant of a scenario under the same URL path, so the upstream does the same work.
-    let link_targets = [
-        ("direct", format!("http://{upstream}/api/v2/orders"), None),
-        (
-            "nginx",
-            format!("http://{}/api/v2/orders", nginx.addr),
-            Some(nginx.pid),
-        ),
-        (
-            "fiso link",
-            format!("http://{}/link/api/api/v2/orders", link.addr),
-            Some(link.pid),
-        ),
-    ];
-    let flow_targets = [
-        ("direct", format!("http://{upstream}/ingest"), None),
-        (
-            "nginx",
-            format!("http://{}/ingest", nginx.addr),
-            Some(nginx.pid),
-        ),
-        (
-            "fiso flow",
-            format!("http://{}/ingest", flow.addr),
-            Some(flow.pid),
-        ),
-        (
-            WASM_VARIANT,
-            format!("http://{}/ingest", wasm.addr),
-            Some(wasm.pid),
-        ),
-    ];
-    let mut link_rows = Variants::default();
-    let mut flow_rows = Variants::default();
-    for round in 0..rounds {
-        println!("bench: round {}/{rounds}", round + 1);
-        for (rows, targets) in [
-            (&mut link_rows, &link_targets[..]),
-            (&mut flow_rows, &flow_targets[..]),
-        ] {
-            for (name, url, pid) in targets {
-                rows.push(name, wrk::run(&dir, url, seconds, *pid)?);
-            }
-            for (name, url, _) in targets {
-                rows.push_rate(
-                    name,
-                    rate::hey(&dir.join("payload.json"), url, rate_seconds)?,
-                );
-            }
-        }
-    }
+    let mut link_targets = references(upstream, &nginx, LINK_PATH);
+    link_targets.push(fiso_target("fiso link", &link, LINK_PATH));
+    let mut flow_targets = references(upstream, &nginx, FLOW_PATH);
+    flow_targets.push(fiso_target("fiso flow", &flow, FLOW_PATH));
+    flow_targets.push(fiso_target(WASM_VARIANT, &wasm, FLOW_PATH));
+    let load = Load::new(&dir, rounds, seconds, rate_seconds);
+    let (link_rows, flow_rows) = load.run(&link_targets, &flow_targets)?;
     let link_rss = peak_rss(link.pid);
     let flow_rss = peak_rss(flow.pid);
     let wasm_rss = peak_rss(wasm.pid);
@@ -298,12 +251,7 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
         )),
         None => None,
     };
-    let (seconds, rounds) = if quick { (2, 1) } else { (SECONDS, ROUNDS) };
-    let rate_seconds = if quick {
-        RATE_SECONDS.1
-    } else {
-        RATE_SECONDS.0
-    };
+    let (seconds, rounds, rate_seconds) = timing(quick);
     procs::ensure_tools()?;
     let release = build_release(root)?;
     let work = target_dir(root).join("bench");
@@ -316,30 +264,8 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
     std::fs::write(dir.join("post.lua"), wrk::script())?;
     std::fs::write(dir.join("payload.json"), payload())?;
 
-    let mut link_targets = vec![
-        (
-            "direct".to_owned(),
-            format!("http://{upstream}/api/v2/orders"),
-            None,
-        ),
-        (
-            "nginx".to_owned(),
-            format!("http://{}/api/v2/orders", nginx.addr),
-            Some(nginx.pid),
-        ),
-    ];
-    let mut flow_targets = vec![
-        (
-            "direct".to_owned(),
-            format!("http://{upstream}/ingest"),
-            None,
-        ),
-        (
-            "nginx".to_owned(),
-            format!("http://{}/ingest", nginx.addr),
-            Some(nginx.pid),
-        ),
-    ];
+    let mut link_targets = references(upstream, &nginx, LINK_PATH);
+    let mut flow_targets = references(upstream, &nginx, FLOW_PATH);
     let mut builds = vec![("", release.join("fiso"))];
     if let Some(path) = baseline {
         builds.push((" (baseline)", path));
@@ -351,37 +277,12 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
         std::fs::create_dir_all(&own)?;
         let link = procs.fiso_link(fiso, &own, upstream)?;
         let flow = procs.fiso_flow(fiso, &own.join("flows"), upstream, None)?;
-        link_targets.push((
-            format!("fiso link{suffix}"),
-            format!("http://{}/link/api/api/v2/orders", link.addr),
-            Some(link.pid),
-        ));
-        flow_targets.push((
-            format!("fiso flow{suffix}"),
-            format!("http://{}/ingest", flow.addr),
-            Some(flow.pid),
-        ));
+        link_targets.push(fiso_target(&format!("fiso link{suffix}"), &link, LINK_PATH));
+        flow_targets.push(fiso_target(&format!("fiso flow{suffix}"), &flow, FLOW_PATH));
         pids.push((*suffix, link.pid, flow.pid));
     }
-    let mut link_rows = Variants::default();
-    let mut flow_rows = Variants::default();
-    for round in 0..rounds {
-        println!("bench: round {}/{rounds}", round + 1);
-        for (rows, targets) in [
-            (&mut link_rows, &link_targets),
-            (&mut flow_rows, &flow_targets),
-        ] {
-            for (name, url, pid) in targets {
-                rows.push(name, wrk::run(&dir, url, seconds, *pid)?);
-            }
-            for (name, url, _) in targets {
-                rows.push_rate(
-                    name,
-                    rate::hey(&dir.join("payload.json"), url, rate_seconds)?,
-                );
-            }
-        }
-    }
+    let load = Load::new(&dir, rounds, seconds, rate_seconds);
+    let (link_rows, flow_rows) = load.run(&link_targets, &flow_targets)?;
     let mut report = json!({
         "machine": machine(),
         "settings": {
@@ -401,6 +302,91 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
     std::fs::write(work.join("http.json"), &text)?;
     println!("{text}");
     Ok(())
+}
+
+/// Seconds per wrk run, rounds, seconds per constant-rate run (short with `--quick`).
+fn timing(quick: bool) -> (u32, usize, u32) {
+    if quick {
+        (2, 1, RATE_SECONDS.1)
+    } else {
+        (SECONDS, ROUNDS, RATE_SECONDS.0)
+    }
+}
+
+/// The path the Link scenario requests (after `/link/api` through the Link).
+const LINK_PATH: &str = "/api/v2/orders";
+/// The path the Flow scenario requests.
+const FLOW_PATH: &str = "/ingest";
+
+/// A variant of a scenario: its name, the URL it is loaded at, the process whose CPU counts.
+type Target = (String, String, Option<u32>);
+
+/// What Fiso is measured beside: the upstream directly, and nginx in front of it.
+fn references(upstream: SocketAddr, nginx: &Running, path: &str) -> Vec<Target> {
+    vec![
+        (
+            "direct".to_owned(),
+            format!("http://{upstream}{path}"),
+            None,
+        ),
+        (
+            "nginx".to_owned(),
+            format!("http://{}{path}", nginx.addr),
+            Some(nginx.pid),
+        ),
+    ]
+}
+
+/// A Fiso process as a variant: the Link's URL carries `/link/api` before `path`.
+fn fiso_target(name: &str, fiso: &Running, path: &str) -> Target {
+    let prefix = if name.starts_with("fiso link") {
+        "/link/api"
+    } else {
+        ""
+    };
+    (
+        name.to_owned(),
+        format!("http://{}{prefix}{path}", fiso.addr),
+        Some(fiso.pid),
+    )
+}
+
+/// How the HTTP scenarios are loaded.
+struct Load<'a> {
+    dir: &'a Path,
+    rounds: usize,
+    seconds: u32,
+    rate_seconds: u32,
+}
+
+impl<'a> Load<'a> {
+    fn new(dir: &'a Path, rounds: usize, seconds: u32, rate_seconds: u32) -> Self {
+        Load {
+            dir,
+            rounds,
+            seconds,
+            rate_seconds,
+        }
+    }
+
+    /// The Link and the Flow variants' figures: `rounds` rounds, each loading every variant of
+    /// both scenarios in turn (saturation with wrk, then the constant rate with hey).
+    fn run(&self, link: &[Target], flow: &[Target]) -> Result<(Variants, Variants)> {
+        let (mut link_rows, mut flow_rows) = (Variants::default(), Variants::default());
+        for round in 0..self.rounds {
+            println!("bench: round {}/{}", round + 1, self.rounds);
+            for (rows, targets) in [(&mut link_rows, link), (&mut flow_rows, flow)] {
+                for (name, url, pid) in targets {
+                    rows.push(name, wrk::run(self.dir, url, self.seconds, *pid)?);
+                }
+                for (name, url, _) in targets {
+                    let hey = rate::hey(&self.dir.join("payload.json"), url, self.rate_seconds)?;
+                    rows.push_rate(name, hey);
+                }
+            }
+        }
+        Ok((link_rows, flow_rows))
+    }
 }
 
 /// The 1 KiB JSON body every request carries.
