@@ -13,7 +13,7 @@
 //! The client never follows redirects: a 3xx is handed back like any other answer.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -127,7 +127,18 @@ impl ClientSettings<'_> {
 
 /// The system's trust anchors. Like browsers and reqwest, a certificate rustls cannot parse is
 /// skipped (system stores hold ancient ones); only a store with nothing usable is an error.
+///
+/// Read once per process: the store is a few hundred certificates parsed from disk, and a
+/// reload builds clients while requests are served.
 fn native_roots() -> Result<RootCertStore, ClientBuildError> {
+    static ROOTS: OnceLock<Result<RootCertStore, String>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| load_native_roots().map_err(|e| e.to_string()))
+        .clone()
+        .map_err(ClientBuildError::NativeRoots)
+}
+
+fn load_native_roots() -> Result<RootCertStore, String> {
     let found = rustls_native_certs::load_native_certs();
     let mut roots = RootCertStore::empty();
     let (valid, invalid) = roots.add_parsable_certificates(found.certs);
@@ -142,7 +153,7 @@ fn native_roots() -> Result<RootCertStore, ClientBuildError> {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        return Err(ClientBuildError::NativeRoots(why));
+        return Err(why);
     }
     Ok(roots)
 }

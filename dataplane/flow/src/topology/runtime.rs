@@ -66,8 +66,15 @@ impl FlowRuntime {
         let reloads = ReloadLoop::spawn(watcher, {
             let directory = Arc::clone(&directory);
             move || {
-                directory.reload();
-                std::future::ready(())
+                // Off the async workers: a rebuild (files, CEL, TLS roots) would hold up the
+                // flows' tasks queued on the worker it ran on.
+                let directory = Arc::clone(&directory);
+                async move {
+                    let rebuilt = tokio::task::spawn_blocking(move || directory.reload()).await;
+                    if let Err(e) = rebuilt {
+                        tracing::error!(error = %e, "the reload task ended abnormally");
+                    }
+                }
             }
         });
         Ok(FlowRuntime {
