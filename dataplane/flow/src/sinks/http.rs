@@ -451,7 +451,8 @@ mod tests {
         HttpSink::new(&cfg, RetryPolicy::default()).unwrap()
     }
 
-    /// A server that answers every connection with `answer` and then holds it open.
+    /// A server that answers every connection with `answer` and then holds it open without a
+    /// further byte: an in-process fake, for a stall no real server produces on demand.
     async fn stalling_server(answer: &'static str) -> std::net::SocketAddr {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -463,7 +464,7 @@ mod tests {
                     let mut buf = [0u8; 4096];
                     let _ = tcp.read(&mut buf).await;
                     tcp.write_all(answer.as_bytes()).await.unwrap();
-                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    std::future::pending::<()>().await;
                 });
             }
         });
