@@ -141,6 +141,10 @@ impl JsonSchema for SourceSpec {
 
 pub const DEFAULT_MAX_BODY_SIZE: ByteSize = ByteSize::mib(1);
 
+/// Largest `maxInFlightPerPartition`: bounds what one partition holds in memory and keeps
+/// librdkafka's `queued.min.messages` (4× it) within that property's range.
+pub const MAX_IN_FLIGHT_PER_PARTITION: u32 = 10_000;
+
 /// HTTP source: request-response ingestion on `listenAddr` + `path` (POST only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -260,8 +264,8 @@ pub struct KafkaSourceConfig {
     /// Commit as soon as this many records were processed since the last commit (default 500).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit_batch_size: Option<u32>,
-    /// Records of a partition taken out of its queue at once (default 64): unless `ordering` is
-    /// `partition`, how many are delivered at the same time. Each assigned partition has its
+    /// Records of a partition taken out of its queue at once (default 64, at most 10000): unless
+    /// `ordering` is `partition`, how many are delivered at the same time. Each assigned partition has its
     /// own librdkafka queue, fetched while it holds fewer than 4× this many records (at least
     /// 1000) and less than `queued.max.messages.kbytes` (1024 KiB here); memory per partition
     /// stays below that, plus one fetch (`max.partition.fetch.bytes`, 1 MiB), plus these

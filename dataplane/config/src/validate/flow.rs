@@ -5,6 +5,7 @@ use crate::diagnostic::Diagnostic;
 use crate::flow::{
     CelBudget, CommitPolicy, DeliveryOrdering, ErrorHandling, FlowConfig, InterceptorSpec,
     SinkSpec, SourceSpec, TemporalMode, DEFAULT_INITIAL_INTERVAL, DEFAULT_MAX_INTERVAL,
+    MAX_IN_FLIGHT_PER_PARTITION,
 };
 use crate::kafka::KafkaConfig;
 use crate::validate::rules;
@@ -128,11 +129,16 @@ fn source(src: &SourceSpec, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {
                     "must be at least 1",
                 ));
             }
-            if c.max_in_flight_per_partition == Some(0) {
-                out.push(Diagnostic::error(
+            match c.max_in_flight_per_partition {
+                Some(0) => out.push(Diagnostic::error(
                     "source.config.maxInFlightPerPartition",
                     "must be at least 1",
-                ));
+                )),
+                Some(n) if n > MAX_IN_FLIGHT_PER_PARTITION => out.push(Diagnostic::error(
+                    "source.config.maxInFlightPerPartition",
+                    format!("must be at most {MAX_IN_FLIGHT_PER_PARTITION}"),
+                )),
+                _ => {}
             }
             out.extend(rules::nonzero_duration(
                 "source.config.commitInterval",
@@ -507,6 +513,29 @@ mod tests {
                 "celBudget.bytes"
             ]
         );
+    }
+
+    #[test]
+    fn max_in_flight_per_partition_is_between_one_and_its_ceiling() {
+        let flow = |n: u32| {
+            findings(&format!(
+                "name: f\nkafka:\n  clusters:\n    main:\n      brokers: [\"k:9092\"]\n\
+                 source:\n  type: kafka\n  config:\n    cluster: main\n    topic: t\n\
+                 \x20   maxInFlightPerPartition: {n}\nsink:\n  type: http\n  config:\n    url: http://x\n"
+            ))
+        };
+        assert_eq!(paths(&flow(1)), Vec::<&str>::new());
+        assert_eq!(
+            paths(&flow(MAX_IN_FLIGHT_PER_PARTITION)),
+            Vec::<&str>::new()
+        );
+        for n in [0, MAX_IN_FLIGHT_PER_PARTITION + 1] {
+            assert_eq!(
+                paths(&flow(n)),
+                ["source.config.maxInFlightPerPartition"],
+                "{n}"
+            );
+        }
     }
 
     #[test]

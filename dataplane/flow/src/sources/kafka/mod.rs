@@ -37,7 +37,9 @@ mod transaction;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use fiso_config::flow::{DeliveryOrdering, KafkaSourceConfig, SourceSpec, StartOffset};
+use fiso_config::flow::{
+    DeliveryOrdering, KafkaSourceConfig, SourceSpec, StartOffset, MAX_IN_FLIGHT_PER_PARTITION,
+};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -326,7 +328,7 @@ fn consumer(
 fn max_in_flight(src: &KafkaSourceConfig) -> u32 {
     src.max_in_flight_per_partition
         .unwrap_or(DEFAULT_MAX_IN_FLIGHT_PER_PARTITION)
-        .max(1)
+        .clamp(1, MAX_IN_FLIGHT_PER_PARTITION)
 }
 
 /// A Kafka source: a consumer group on one topic.
