@@ -210,24 +210,24 @@ mod tests {
 
     use super::*;
 
+    fn build_with_ca(path: &Path) -> ClientBuildError {
+        ClientSettings {
+            ca_file: Some(path),
+            ..Default::default()
+        }
+        .build::<Full<Bytes>>()
+        .unwrap_err()
+    }
+
     #[test]
     fn a_ca_file_must_exist_and_hold_a_certificate() {
-        let missing = ClientSettings {
-            ca_file: Some(Path::new("/nonexistent/ca.pem")),
-            ..Default::default()
-        };
-        let e = missing.build::<Full<Bytes>>().unwrap_err();
+        let e = build_with_ca(Path::new("/nonexistent/ca.pem"));
         assert!(matches!(e, ClientBuildError::CaRead(_)), "{e}");
         assert!(e.to_string().contains("No such file"), "{e}");
 
         let mut empty = tempfile::NamedTempFile::new().unwrap();
         writeln!(empty, "not a certificate").unwrap();
-        let e = ClientSettings {
-            ca_file: Some(empty.path()),
-            ..Default::default()
-        }
-        .build::<Full<Bytes>>()
-        .unwrap_err();
+        let e = build_with_ca(empty.path());
         assert_eq!(e.to_string(), "no PEM certificate in the file");
 
         let mut broken = tempfile::NamedTempFile::new().unwrap();
@@ -236,12 +236,7 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----"
         )
         .unwrap();
-        let e = ClientSettings {
-            ca_file: Some(broken.path()),
-            ..Default::default()
-        }
-        .build::<Full<Bytes>>()
-        .unwrap_err();
+        let e = build_with_ca(broken.path());
         assert_eq!(e.to_string(), "invalid certificate encoding");
     }
 

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Pipeline;
 
-pub use crate::pipeline::LivePipeline;
+use crate::pipeline::LivePipeline;
 
 /// A built source of any type.
 #[derive(Debug, Clone)]

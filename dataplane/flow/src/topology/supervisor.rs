@@ -18,9 +18,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::router::{RouteGuard, RouterError, ServerRegistry};
 use crate::metrics::FlowMetrics;
+use crate::pipeline::LivePipeline;
 use crate::pipeline::Pipeline;
 use crate::sources::http::HttpSource;
-use crate::sources::{AnySource, LivePipeline, TaskSource};
+use crate::sources::{AnySource, TaskSource};
 
 const RESTART_INITIAL: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(30);
