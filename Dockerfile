@@ -1,16 +1,24 @@
-# The Fiso data-plane image: one binary, `fiso flow` by default (`fiso link` / `fiso run` are
-# the other entry points as they land). Built from source; needs no cmake or protoc.
+# The Fiso images, the same files and settings as `cargo xtask image` writes without Docker
+# (a test in xtask/src/image/tests.rs keeps the two in step):
+#   docker build -t fiso .                          the data plane (`fiso`; the default target)
+#   docker build --target operator -t fiso-operator .
+# Each final image is FROM scratch: the binary, exactly the shared libraries it loads, the CA
+# bundle, /etc/passwd naming user 65532, and an empty /tmp. Builds need no cmake or protoc.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p fiso && strip target/release/fiso
+RUN cargo build --release -p fiso --bin fiso -p fiso-operator --bin fiso-operator \
+    && cargo xtask image rootfs target/release /out
 
-FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
-    && rm -rf /var/lib/apt/lists/* \
-    && useradd --uid 65532 --no-create-home fiso
-COPY --from=build /src/target/release/fiso /usr/local/bin/fiso
-USER 65532
+FROM scratch AS operator
+COPY --from=build /out/operator/ /
+USER 65532:65532
+EXPOSE 8443 8080 9090
+ENTRYPOINT ["/usr/local/bin/fiso-operator"]
+
+FROM scratch AS fiso
+COPY --from=build /out/fiso/ /
+USER 65532:65532
 ENV FISO_CONFIG_DIR=/etc/fiso/flows FISO_METRICS_ADDR=:9090
 EXPOSE 8081 3500 9090
 ENTRYPOINT ["/usr/local/bin/fiso"]

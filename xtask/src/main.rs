@@ -7,6 +7,8 @@
 //!   [`bench`]).
 //! * `reliability [--short | --report-only]` — the reliability suite at full scale against a release build,
 //!   report in `target/reliability/` (see [`reliability`]).
+//! * `image [--profile P] [--no-import] [name...]` — the data-plane, operator and test-kit
+//!   images as OCI archives in `target/images/`, imported into the test node (see [`image`]).
 //! * `ci`    — everything CI checks: fmt, clippy, CRD drift, the whole test suite against the
 //!   real servers (`infra up` before the tests, `infra down` after, also on failure).
 //! * `fuzz [--seconds N] [target...]` — the cargo-fuzz targets of `fuzz/` (default 30 s each),
@@ -15,6 +17,7 @@
 mod bench;
 mod ci;
 mod fuzz;
+mod image;
 mod infra;
 mod measure;
 mod reliability;
@@ -32,6 +35,7 @@ fn main() -> Result<()> {
         "docs" => write_docs(),
         "infra" => infra::main(&infra::Ctx::new(&root()), &args[1..]),
         "ci" => ci::main(&root()),
+        "image" => image::main(&root(), &args[1..]),
         "bench" => bench::main(&root(), &args[1..]),
         "reliability" => reliability::main(&root(), &args[1..]),
         "fuzz" => fuzz::main(&root(), &args[1..]),
@@ -44,6 +48,7 @@ fn main() -> Result<()> {
         ),
         _ => {
             eprintln!("usage: cargo xtask <crds|docs|infra|ci|bench [kafka] [--quick]>");
+            eprintln!("       cargo xtask image [--profile release|dev] [--no-import] [fiso|operator|testkit...]");
             eprintln!("       cargo xtask fuzz [--seconds N] [target...]");
             eprintln!("       cargo xtask reliability [--short | --report-only]");
             std::process::exit(2);

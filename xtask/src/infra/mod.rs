@@ -18,7 +18,7 @@ mod kube_tools;
 mod kubernetes;
 mod openbao;
 mod pip;
-mod process;
+pub(crate) mod process;
 mod temporal;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,276 @@
+//! `cargo xtask image`: the data-plane and operator images (and the e2e suite's test-kit
+//! image), built from the workspace's binaries without a container engine.
+//!
+//! * `image [--profile release|dev] [--no-import] [fiso|operator|testkit ...]` — builds the
+//!   binaries, writes OCI image-layout archives to `target/images/<name>.tar` and imports them
+//!   into the test node's containerd (`cargo xtask infra up node`).
+//! * `image rootfs <bin-dir> <out-dir>` — writes each image's files as a directory tree
+//!   (`<out-dir>/fiso/…`, `<out-dir>/operator/…`); the root `Dockerfile` copies these into
+//!   `FROM scratch` stages, so both ways give the same files by construction.
+//!
+//! An image holds its binary (stripped), exactly the shared libraries `ldd` says it loads, the
+//! CA bundle, `/etc/passwd` and `/etc/group` naming the non-root user 65532, and an empty
+//! `/tmp`. Nothing is written at run time, so the root filesystem can be mounted read-only.
+
+pub mod oci;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::infra::process::output;
+use oci::File;
+
+/// The user every image runs as (distroless's `nonroot`).
+pub const USER: &str = "65532:65532";
+/// Registry part of the references images are imported under.
+pub const REGISTRY: &str = "fiso.local";
+/// CA bundle copied into images, where rustls-native-certs (via openssl-probe) finds it.
+const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// One image: its name, the binary it runs and its config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Spec {
+    /// `fiso`, `operator`, `testkit`: the image's name in `target/images` and in
+    /// `<REGISTRY>/<repository>`.
+    pub name: &'static str,
+    pub repository: &'static str,
+    /// Cargo package and binary name.
+    pub package: &'static str,
+    pub binary: &'static str,
+    pub config: oci::Config,
+}
+
+impl Spec {
+    /// Where the binary lives in the image.
+    pub fn binary_path(&self) -> String {
+        format!("/usr/local/bin/{}", self.binary)
+    }
+
+    /// `fiso.local/<repository>:<version>`.
+    pub fn reference(&self) -> String {
+        format!("{REGISTRY}/{}:{}", self.repository, version())
+    }
+}
+
+/// The workspace version, the images' tag (and the chart's appVersion).
+pub fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+fn config(binary: &str, cmd: &[&str], env: &[&str], ports: &[u16]) -> oci::Config {
+    oci::Config {
+        entrypoint: vec![format!("/usr/local/bin/{binary}")],
+        cmd: cmd.iter().map(|s| (*s).to_owned()).collect(),
+        user: Some(USER.to_owned()),
+        env: env.iter().map(|s| (*s).to_owned()).collect(),
+        exposed_ports: ports.to_vec(),
+        workdir: None,
+        labels: BTreeMap::new(),
+    }
+}
+
+/// Every image, the published ones first.
+pub fn specs() -> Vec<Spec> {
+    vec![
+        Spec {
+            name: "fiso",
+            repository: "fiso",
+            package: "fiso",
+            binary: "fiso",
+            config: config(
+                "fiso",
+                &["flow"],
+                &["FISO_CONFIG_DIR=/etc/fiso/flows", "FISO_METRICS_ADDR=:9090"],
+                &[8081, 3500, 9090],
+            ),
+        },
+        Spec {
+            name: "operator",
+            repository: "fiso-operator",
+            package: "fiso-operator",
+            binary: "fiso-operator",
+            config: config("fiso-operator", &[], &[], &[8443, 8080, 9090]),
+        },
+        Spec {
+            name: "testkit",
+            repository: "fiso-testkit",
+            package: "fiso-e2e",
+            binary: "fiso-testkit",
+            config: config("fiso-testkit", &[], &[], &[8080]),
+        },
+    ]
+}
+
+/// The images that the root `Dockerfile` also builds.
+pub fn published() -> Vec<Spec> {
+    specs()
+        .into_iter()
+        .filter(|s| s.name != "testkit")
+        .collect()
+}
+
+/// `cargo xtask image …`.
+pub fn main(root: &Path, args: &[String]) -> Result<()> {
+    if args.first().map(String::as_str) == Some("rootfs") {
+        let [bin_dir, out] = &args[1..] else {
+            bail!("usage: cargo xtask image rootfs <bin-dir> <out-dir>");
+        };
+        return write_rootfs(Path::new(bin_dir), Path::new(out));
+    }
+    let mut profile = "release".to_owned();
+    let mut import = true;
+    let mut names = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "--profile" => {
+                profile = rest.next().context("--profile needs a value")?.clone();
+            }
+            "--no-import" => import = false,
+            name => names.push(name.to_owned()),
+        }
+    }
+    let chosen = select(&names)?;
+    let bin_dir = build(root, &profile, &chosen)?;
+    let out_dir = root.join("target/images");
+    std::fs::create_dir_all(&out_dir)?;
+    for spec in &chosen {
+        let t0 = std::time::Instant::now();
+        let archive = out_dir.join(format!("{}.tar", spec.name));
+        image(spec, &bin_dir, &out_dir)?.write_archive(&archive)?;
+        let size = std::fs::metadata(&archive)?.len();
+        println!(
+            "image: {} → {} ({:.1} MiB, {:.1?})",
+            spec.reference(),
+            archive.display(),
+            size as f64 / f64::from(1 << 20),
+            t0.elapsed()
+        );
+        if import {
+            bail!(
+                "importing {} needs the test node, which `cargo xtask infra` does not start \
+                 yet; pass --no-import",
+                archive.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn select(names: &[String]) -> Result<Vec<Spec>> {
+    let all = specs();
+    if names.is_empty() {
+        return Ok(published());
+    }
+    names
+        .iter()
+        .map(|n| {
+            all.iter().find(|s| s.name == n).cloned().with_context(|| {
+                let known: Vec<_> = all.iter().map(|s| s.name).collect();
+                format!("unknown image {n:?} (known: {})", known.join(", "))
+            })
+        })
+        .collect()
+}
+
+/// `cargo build` of the chosen images' binaries; returns the directory they are in.
+fn build(root: &Path, profile: &str, specs: &[Spec]) -> Result<PathBuf> {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(root).args(["build", "--profile", profile]);
+    for spec in specs {
+        cmd.args(["-p", spec.package, "--bin", spec.binary]);
+    }
+    let status = cmd.status().context("starting cargo build")?;
+    if !status.success() {
+        bail!("cargo build of the images' binaries failed ({status})");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join(if profile == "dev" { "debug" } else { profile }))
+}
+
+/// The image of `spec` from the binary in `bin_dir`; a stripped copy of it goes to `work`.
+pub fn image(spec: &Spec, bin_dir: &Path, work: &Path) -> Result<oci::Image> {
+    Ok(oci::Image {
+        reference: spec.reference(),
+        config: spec.config.clone(),
+        files: files(spec, bin_dir, work)?,
+    })
+}
+
+/// The files of `spec`'s image.
+pub fn files(spec: &Spec, bin_dir: &Path, work: &Path) -> Result<Vec<File>> {
+    let binary = bin_dir.join(spec.binary);
+    if !binary.is_file() {
+        bail!("{} is missing: build it first", binary.display());
+    }
+    let stripped = work.join(format!("{}.stripped", spec.binary));
+    output(
+        "strip",
+        Command::new("strip").arg("-o").arg(&stripped).arg(&binary),
+    )?;
+    let mut files = vec![
+        File::copy(spec.binary_path(), stripped, 0o755),
+        File::bytes(
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/sbin/nologin\nfiso:x:65532:65532:fiso:/nonexistent:/sbin/nologin\n",
+            0o644,
+        ),
+        File::bytes("/etc/group", "root:x:0:\nfiso:x:65532:\n", 0o644),
+        File::copy(CA_BUNDLE, CA_BUNDLE, 0o644),
+        File::dir("/tmp", 0o1777),
+    ];
+    for lib in shared_libraries(&binary)? {
+        let path = lib.display().to_string();
+        let real =
+            std::fs::canonicalize(&lib).with_context(|| format!("resolving {}", lib.display()))?;
+        files.push(File::copy(path, real, 0o755));
+    }
+    Ok(files)
+}
+
+/// The shared libraries `binary` loads, as `ldd` resolves them on this machine (the dynamic
+/// loader included; the kernel's vDSO excluded).
+fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
+    let text = output("ldd", Command::new("ldd").arg(binary))?;
+    let mut libs = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
+        };
+        match path {
+            Some(p) if p.starts_with('/') => libs.push(PathBuf::from(p)),
+            Some("not") => bail!("{}: {line}", binary.display()),
+            _ => {}
+        }
+    }
+    libs.sort();
+    libs.dedup();
+    Ok(libs)
+}
+
+/// Every published image's files under `out/<name>/` (for the `Dockerfile`).
+fn write_rootfs(bin_dir: &Path, out: &Path) -> Result<()> {
+    for spec in published() {
+        let dir = out.join(spec.name);
+        let work = out.join(format!(".{}-work", spec.name));
+        std::fs::create_dir_all(&work)?;
+        for file in files(&spec, bin_dir, &work)? {
+            oci::materialize(&file, &dir)?;
+        }
+        std::fs::remove_dir_all(&work)?;
+        println!("image: {} files in {}", spec.name, dir.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
