@@ -57,8 +57,14 @@ const NETNS_DIR: &str = "/run/netns";
 const SHIM_SOCKET_DIR: &str = "/run/containerd/s";
 /// The cgroup containerd puts containers in when the kubelet names no parent (no QoS cgroups).
 const CONTAINERS_CGROUP: &str = "k8s.io";
-/// Where kubelet 1.20 writes container logs (fixed).
-const POD_LOG_DIRS: [&str; 2] = ["/var/log/pods", "/var/log/containers"];
+/// Where kubelet 1.20 writes container logs, and its device-plugin socket (fixed).
+const KUBELET_FIXED_DIRS: [&str; 3] = [
+    "/var/log/pods",
+    "/var/log/containers",
+    "/var/lib/kubelet/device-plugins",
+];
+/// Where the CNI library caches each attachment's result (fixed in containerd 1.6).
+const CNI_CACHE_DIR: &str = "/var/lib/cni/results";
 const PAUSE_IMAGE: &str = "fiso.local/pause:3.2";
 /// A busybox image for tests: `command: [/bin/busybox, httpd, ...]`, `exec -- /bin/busybox sh`.
 pub const BUSYBOX_IMAGE: &str = "fiso.local/busybox:1.35";
@@ -519,7 +525,7 @@ conntrack:
             }
         }
         // Only if empty: `ip netns` users other than containerd may keep theirs there.
-        let _ = std::fs::remove_dir(NETNS_DIR);
+        remove_if_empty(Some(Path::new(NETNS_DIR)));
         if Path::new("/sys/class/net").join(BRIDGE).exists() {
             ip(&["link", "delete", BRIDGE])?;
         }
@@ -535,9 +541,24 @@ conntrack:
             )?;
         }
         remove_dir_all(Path::new(RUN_DIR))?;
-        for dir in POD_LOG_DIRS {
+        for dir in KUBELET_FIXED_DIRS {
             remove_dir_all(Path::new(dir))?;
         }
+        remove_if_empty(Some(Path::new("/var/lib/kubelet")));
+        // Our network's attachments (`fiso-<id>-eth0`) and their loopbacks.
+        for entry in std::fs::read_dir(CNI_CACHE_DIR)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("fiso-") || name.starts_with("cni-loopback-") {
+                std::fs::remove_file(entry.path())
+                    .with_context(|| format!("removing {}", entry.path().display()))?;
+            }
+        }
+        remove_if_empty(Some(Path::new(CNI_CACHE_DIR)));
+        remove_if_empty(Path::new(CNI_CACHE_DIR).parent());
         Ok(())
     }
 }
@@ -809,11 +830,16 @@ fn remove_stale_sockets(dir: &Path) -> Result<()> {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }
-    let _ = std::fs::remove_dir(dir);
-    if let Some(parent) = dir.parent() {
-        let _ = std::fs::remove_dir(parent);
-    }
+    remove_if_empty(Some(dir));
+    remove_if_empty(dir.parent());
     Ok(())
+}
+
+/// Removes `dir` if it exists and is empty (a directory the node's parts create on first use).
+fn remove_if_empty(dir: Option<&Path>) {
+    if let Some(dir) = dir {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
 
 /// Removes a cgroup directory and its children (cgroupfs removes a group with `rmdir` alone,
