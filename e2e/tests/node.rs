@@ -38,6 +38,7 @@ async fn run_in_pod(client: &kube::Client, namespace: &str, name: &str, script: 
         "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
             "containers": [{
                 "name": "main",
                 "image": var("FISO_E2E_BUSYBOX_IMAGE"),
@@ -79,6 +80,7 @@ metadata:
   name: web
   labels: {{app: web}}
 spec:
+  terminationGracePeriodSeconds: 1
   containers:
   - name: httpd
     image: {image}
@@ -120,10 +122,12 @@ spec:
         .and_then(|s| s.cluster_ip)
         .expect("a ClusterIP Service has an IP");
 
-    // Until kube-proxy has programmed a ClusterIP, connections to it follow the default route
-    // and hang: retry them after a second.
+    // Until kube-proxy has programmed a ClusterIP, connections to it follow the default route,
+    // where they may hang or be answered by whatever is there: each attempt on a new
+    // connection, given up after a second.
     let http = fiso_e2e::client_builder()
         .connect_timeout(Duration::from_secs(1))
+        .pool_max_idle_per_host(0)
         .build()
         .expect("an HTTP client");
     let get = |url: String| {

@@ -504,10 +504,17 @@ conntrack:
                 )?;
             }
         }
-        for pid in shim_pids() {
+        let shims = shim_pids();
+        for pid in &shims {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
-        remove_stale_sockets(Path::new(SHIM_SOCKET_DIR))?;
+        // A dying shim still holds its socket open (also for a while as a zombie: its threads
+        // exit after its main thread).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while shims.iter().any(|p| pid_alive(*p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        remove_stale_sockets(Path::new(SHIM_SOCKET_DIR), deadline)?;
         for hierarchy in std::fs::read_dir("/sys/fs/cgroup")
             .into_iter()
             .flatten()
@@ -816,17 +823,25 @@ fn unescape_mount_path(raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Removes the unix sockets in `dir` nobody listens on (a killed shim leaves its own), then
-/// `dir` and its parent if that leaves them empty.
-fn remove_stale_sockets(dir: &Path) -> Result<()> {
+/// Removes the unix sockets in `dir` nobody listens on (a killed shim leaves its own), waiting
+/// until `deadline` for listeners to go away, then `dir` and its parent if that leaves them
+/// empty.
+fn remove_stale_sockets(dir: &Path, deadline: Instant) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_socket = entry.file_type().is_ok_and(|t| t.is_socket());
-        if is_socket && std::os::unix::net::UnixStream::connect(&path).is_err() {
+        if !entry.file_type().is_ok_and(|t| t.is_socket()) {
+            continue;
+        }
+        let mut listened = std::os::unix::net::UnixStream::connect(&path).is_ok();
+        while listened && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            listened = std::os::unix::net::UnixStream::connect(&path).is_ok();
+        }
+        if !listened {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
         }
     }
