@@ -10,7 +10,7 @@
 //!   response's status and body;
 //! * anything else — recorded, answered 200 `{"ok":true}`.
 //!
-//! Bounded like any server the suite runs: bodies up to 1 MiB, the last 1000 requests kept.
+//! Bounded like any server the suite runs: bodies up to 1 MiB, the last 10 000 requests kept.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 const MAX_BODY: usize = 1 << 20;
-const KEPT: usize = 1000;
+const KEPT: usize = 10_000;
 
 #[derive(Clone)]
 struct Kit {
