@@ -11,6 +11,13 @@
 # Vendored from the team's shared tools (../shared/tools/local-k8s.sh); driven by
 # `cargo xtask infra up|down` (xtask/src/infra/kubernetes.rs), which sets K8S_DIR=target/infra/kubernetes.
 #
+# A node (kubelet, kube-proxy, kube-scheduler, containerd) is run by xtask/src/infra/node.rs; this
+# script builds its binaries (BUILD_NODE=1) and, when ADVERTISE_ADDRESS is set, prepares the
+# control plane for it: the API server listens on every address and advertises ADVERTISE_ADDRESS
+# (an address of the node that pods can reach) as the `kubernetes` Service's endpoint, serves a
+# certificate valid for it, authorizes kubelets (Node,RBAC) and reaches them by InternalIP with a
+# client certificate; the PKI holds client certificates and kubeconfigs for the node's parts.
+#
 # Usage:  local-k8s.sh [start|stop|build]
 #   start (default): build binaries if not cached, generate PKI, start etcd + apiserver (+kcm),
 #                    wait for /readyz, write $K8S_DIR/kubeconfig.  Prints "export KUBECONFIG=...".
@@ -27,13 +34,17 @@ ETCD_PEER_PORT="${ETCD_PEER_PORT:-23800}"
 APISERVER_PORT="${APISERVER_PORT:-16443}"
 START_KCM="${START_KCM:-0}"          # 1 = also run kube-controller-manager (GC, Deployments->ReplicaSets, default SA, SA tokens)
 BUILD_KCM="${BUILD_KCM:-$START_KCM}"
+BUILD_NODE="${BUILD_NODE:-0}"        # 1 = also build kubelet, kube-scheduler, kube-proxy (a node)
 SERVICE_CIDR="${SERVICE_CIDR:-10.0.0.0/24}"
+ADVERTISE_ADDRESS="${ADVERTISE_ADDRESS:-}"  # empty = 127.0.0.1 only, no `kubernetes` endpoints
+NODE_NAME="${NODE_NAME:-local-node}"        # the kubelet's node name (its certificates' names)
 
 log() { echo "[local-k8s $(date +%T)] $*" >&2; }
 
 build() {
   local want=(kube-apiserver)
   [ "$BUILD_KCM" = 1 ] && want+=(kube-controller-manager)
+  [ "$BUILD_NODE" = 1 ] && want+=(kube-scheduler kubelet kube-proxy)
   local missing=()
   for b in "${want[@]}"; do [ -x "$K8S_CACHE/bin/$b" ] || missing+=("$b"); done
   if ! command -v etcd >/dev/null || ! command -v go >/dev/null || ! command -v openssl >/dev/null || ! command -v curl >/dev/null; then
@@ -95,7 +106,7 @@ build() {
   done
   mkdir -p "$K8S_CACHE/bin"
   for b in "${missing[@]}"; do
-    log "go build ./cmd/$b (cold, 2 cores: kube-apiserver 5-9 min, then kube-controller-manager ~1 min)"
+    log "go build ./cmd/$b (cold, 2 cores: kube-apiserver 5-9 min, then ~1 min each)"
     go build -trimpath -ldflags "$LD" -o "$K8S_CACHE/bin/$b.tmp" "./cmd/$b"
     mv "$K8S_CACHE/bin/$b.tmp" "$K8S_CACHE/bin/$b"
   done
@@ -103,31 +114,49 @@ build() {
   rm -rf "$work"
 }
 
+# sign <name> <subject> <extension lines...>: <name>.key + <name>.crt signed by the CA, once.
+sign() {
+  local name=$1 subject=$2; shift 2
+  [ -f "$name.crt" ] && return 0
+  openssl req -new -nodes -newkey rsa:2048 -keyout "$name.key" -subj "$subject" -out "$name.csr" 2>/dev/null
+  printf '%s\n' "$@" > "$name.ext"
+  openssl x509 -req -in "$name.csr" -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile "$name.ext" -out "$name.crt" 2>/dev/null
+}
+
 pki() {
   local d="$K8S_DIR/pki"
   mkdir -p "$d"; cd "$d"
-  [ -f admin.crt ] && return 0
-  log "generating PKI in $d"
-  openssl genrsa -out ca.key 2048 2>/dev/null
-  openssl req -x509 -new -nodes -key ca.key -subj "/CN=local-k8s-ca" -days 3650 -out ca.crt
-  # kube-apiserver serving cert
-  openssl req -new -nodes -newkey rsa:2048 -keyout apiserver.key -subj "/CN=kube-apiserver" -out apiserver.csr 2>/dev/null
-  printf '%s\n' "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
-    "extendedKeyUsage=serverAuth" "keyUsage=critical,digitalSignature,keyEncipherment" > apiserver.ext
-  openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile apiserver.ext -out apiserver.crt 2>/dev/null
+  if [ ! -f ca.crt ]; then
+    log "generating PKI in $d"
+    openssl genrsa -out ca.key 2048 2>/dev/null
+    openssl req -x509 -new -nodes -key ca.key -subj "/CN=local-k8s-ca" -days 3650 -out ca.crt
+    # service-account token signing key pair
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  fi
+  local server=(extendedKeyUsage=serverAuth keyUsage=critical,digitalSignature,keyEncipherment)
+  local client=(extendedKeyUsage=clientAuth keyUsage=critical,digitalSignature,keyEncipherment)
+  # kube-apiserver serving cert, re-issued when the addresses it must be valid for change
+  local san="subjectAltName=IP:127.0.0.1,IP:10.0.0.1${ADVERTISE_ADDRESS:+,IP:$ADVERTISE_ADDRESS},DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+  [ "$(head -n1 apiserver.ext 2>/dev/null)" = "$san" ] || rm -f apiserver.crt
+  sign apiserver "/CN=kube-apiserver" "$san" "${server[@]}"
   # admin client cert (group system:masters => cluster-admin under RBAC)
-  openssl req -new -nodes -newkey rsa:2048 -keyout admin.key -subj "/O=system:masters/CN=admin" -out admin.csr 2>/dev/null
-  printf '%s\n' "extendedKeyUsage=clientAuth" "keyUsage=critical,digitalSignature,keyEncipherment" > client.ext
-  openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile client.ext -out admin.crt 2>/dev/null
-  # service-account token signing key pair
-  openssl genrsa -out sa.key 2048 2>/dev/null
-  openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  sign admin "/O=system:masters/CN=admin" "${client[@]}"
+  # The node's parts, each as the user the bootstrap RBAC policy (or the Node authorizer) expects.
+  sign apiserver-kubelet-client "/O=system:masters/CN=kube-apiserver-kubelet-client" "${client[@]}"
+  sign kube-proxy "/CN=system:kube-proxy" "${client[@]}"
+  sign kube-scheduler "/CN=system:kube-scheduler" "${client[@]}"
+  local kubelet_san="subjectAltName=DNS:$NODE_NAME${ADVERTISE_ADDRESS:+,IP:$ADVERTISE_ADDRESS}"
+  [ "$(head -n1 kubelet.ext 2>/dev/null)" = "$kubelet_san" ] || rm -f kubelet.crt kubelet-client.crt
+  sign kubelet "/CN=$NODE_NAME" "$kubelet_san" "${server[@]}"
+  sign kubelet-client "/O=system:nodes/CN=system:node:$NODE_NAME" "${client[@]}"
   cd - >/dev/null
 }
 
+# kubeconfig <file> <cert>: a kubeconfig for the client certificate pki/<cert>.crt.
 kubeconfig() {
-  local d="$K8S_DIR/pki"
-  cat > "$K8S_DIR/kubeconfig" <<EOF
+  local d="$K8S_DIR/pki" file=$1 cert=$2
+  cat > "$file.tmp" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
@@ -136,15 +165,24 @@ clusters:
     server: https://127.0.0.1:$APISERVER_PORT
     certificate-authority-data: $(base64 -w0 "$d/ca.crt")
 users:
-- name: admin
+- name: $cert
   user:
-    client-certificate-data: $(base64 -w0 "$d/admin.crt")
-    client-key-data: $(base64 -w0 "$d/admin.key")
+    client-certificate-data: $(base64 -w0 "$d/$cert.crt")
+    client-key-data: $(base64 -w0 "$d/$cert.key")
 contexts:
 - name: local
-  context: {cluster: local, user: admin, namespace: default}
+  context: {cluster: local, user: $cert, namespace: default}
 current-context: local
 EOF
+  mv "$file.tmp" "$file"
+}
+
+kubeconfigs() {
+  kubeconfig "$K8S_DIR/kubeconfig" admin
+  local c
+  for c in kubelet-client kube-proxy kube-scheduler; do
+    kubeconfig "$K8S_DIR/$c.kubeconfig" "$c"
+  done
 }
 
 wait_for() {  # wait_for <seconds> <description> <command...>
@@ -156,7 +194,7 @@ wait_for() {  # wait_for <seconds> <description> <command...>
 start() {
   build
   mkdir -p "$K8S_DIR/logs"
-  pki; kubeconfig
+  pki; kubeconfigs
   local d="$K8S_DIR/pki"
 
   log "starting etcd on 127.0.0.1:$ETCD_PORT"
@@ -169,22 +207,36 @@ start() {
   echo $! > "$K8S_DIR/etcd.pid"
   wait_for 30 etcd curl -sf "http://127.0.0.1:$ETCD_PORT/health"
 
-  local admission=()
+  local admission=() node=()
   # Without kube-controller-manager nobody creates the "default" ServiceAccount or its token,
   # and the ServiceAccount admission plugin would reject every Pod (envtest disables it too).
   [ "$START_KCM" = 1 ] || admission=(--disable-admission-plugins=ServiceAccount)
+  if [ -n "$ADVERTISE_ADDRESS" ]; then
+    # Pods reach the API server through the `kubernetes` Service (10.0.0.1:443), whose endpoint
+    # is the advertised address: listen there too. Kubelets are reached by InternalIP, with a
+    # client certificate, and their serving certificates are checked against the CA.
+    node=(--advertise-address="$ADVERTISE_ADDRESS" --bind-address=0.0.0.0
+          --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction
+          --kubelet-preferred-address-types=InternalIP --kubelet-certificate-authority="$d/ca.crt"
+          --kubelet-client-certificate="$d/apiserver-kubelet-client.crt"
+          --kubelet-client-key="$d/apiserver-kubelet-client.key")
+  else
+    # 127.0.0.1 cannot be an endpoint, so the `kubernetes` Service gets none.
+    node=(--advertise-address=127.0.0.1 --bind-address=127.0.0.1 --endpoint-reconciler-type=none
+          --authorization-mode=RBAC)
+  fi
   log "starting kube-apiserver v$K8S_VERSION on https://127.0.0.1:$APISERVER_PORT"
   "$K8S_CACHE/bin/kube-apiserver" \
     --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
-    --advertise-address=127.0.0.1 --bind-address=127.0.0.1 --secure-port="$APISERVER_PORT" --insecure-port=0 \
-    --endpoint-reconciler-type=none \
+    --secure-port="$APISERVER_PORT" --insecure-port=0 \
+    "${node[@]}" \
     --cert-dir="$d" --tls-cert-file="$d/apiserver.crt" --tls-private-key-file="$d/apiserver.key" \
     --client-ca-file="$d/ca.crt" \
     --service-account-key-file="$d/sa.pub" --service-account-signing-key-file="$d/sa.key" \
     --service-account-issuer=https://kubernetes.default.svc.cluster.local \
     --api-audiences=https://kubernetes.default.svc.cluster.local \
     --service-cluster-ip-range="$SERVICE_CIDR" \
-    --authorization-mode=RBAC --allow-privileged=true --profiling=false \
+    --allow-privileged=true --profiling=false \
     "${admission[@]}" \
     > "$K8S_DIR/logs/kube-apiserver.log" 2>&1 &
   echo $! > "$K8S_DIR/kube-apiserver.pid"
@@ -194,13 +246,14 @@ start() {
   wait_for 60 "namespace default" "${api[@]}" "$url/api/v1/namespaces/default"
 
   if [ "$START_KCM" = 1 ]; then
+    # nodelifecycle lifts a Ready node's not-ready taint (and evicts pods from a node that left).
     log "starting kube-controller-manager"
     "$K8S_CACHE/bin/kube-controller-manager" \
       --kubeconfig="$K8S_DIR/kubeconfig" --authentication-kubeconfig="$K8S_DIR/kubeconfig" \
       --authorization-kubeconfig="$K8S_DIR/kubeconfig" \
       --bind-address=127.0.0.1 --port=0 --secure-port=0 --leader-elect=false \
       --service-account-private-key-file="$d/sa.key" --root-ca-file="$d/ca.crt" \
-      --service-cluster-ip-range="$SERVICE_CIDR" --controllers='*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-bootstrapsigner,-tokencleaner' \
+      --service-cluster-ip-range="$SERVICE_CIDR" --controllers='*,-nodeipam,-cloud-node-lifecycle,-route,-service,-attachdetach,-persistentvolume-binder,-persistentvolume-expander,-bootstrapsigner,-tokencleaner' \
       > "$K8S_DIR/logs/kube-controller-manager.log" 2>&1 &
     echo $! > "$K8S_DIR/kube-controller-manager.pid"
     wait_for 60 "default ServiceAccount" "${api[@]}" "$url/api/v1/namespaces/default/serviceaccounts/default"

@@ -1,14 +1,21 @@
-//! A real Kubernetes control plane on 127.0.0.1: etcd + kube-apiserver v1.20.2 +
-//! kube-controller-manager (garbage collection, default ServiceAccounts), no kubelet. Built from
-//! Debian's source package by `xtask/infra/local-k8s.sh` (cold ~9 min on 2 cores, cached in
-//! `/var/cache/local-k8s`); per-run state (PKI, etcd data, logs, kubeconfig, PID files) in
+//! A real Kubernetes control plane: etcd + kube-apiserver v1.20.2 + kube-controller-manager
+//! (garbage collection, default ServiceAccounts, node lifecycle). Built from Debian's source
+//! package by `xtask/infra/local-k8s.sh` (cold ~9 min on 2 cores, cached in
+//! `/var/cache/local-k8s`); per-run state (PKI, etcd data, logs, kubeconfigs, PID files) in
 //! `target/infra/kubernetes`.
+//!
+//! Clients use `https://127.0.0.1:26443`. The API server also listens on the node's bridge
+//! address, which it advertises as the `kubernetes` Service's endpoint, so pods of the
+//! [`super::node`] reach it in-cluster (10.0.0.1:443); the PKI holds the node's certificates.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+use serde_json::Value;
+
+use super::node;
 use super::process::{alive_pid, ensure_port_free, pid_alive, run_logged};
 use super::{Component, Ctx};
 
@@ -33,6 +40,56 @@ impl Kubernetes {
         Self::state_dir(ctx).join("kubeconfig")
     }
 
+    /// The CA, serving and client certificates.
+    pub(super) fn pki_dir(ctx: &Ctx) -> PathBuf {
+        Self::state_dir(ctx).join("pki")
+    }
+
+    /// The kubeconfig of a node part (`kubelet-client`, `kube-proxy`, `kube-scheduler`).
+    pub(super) fn component_kubeconfig(ctx: &Ctx, component: &str) -> PathBuf {
+        Self::state_dir(ctx).join(format!("{component}.kubeconfig"))
+    }
+
+    /// Where the script caches the binaries it builds.
+    pub(super) fn cache_bin() -> PathBuf {
+        PathBuf::from(format!("{CACHE_ROOT}/v{VERSION}/bin"))
+    }
+
+    /// `local-k8s.sh build` (with the node's binaries when `node`), one build at a time on the
+    /// machine, whichever checkout asks.
+    pub(super) fn build(ctx: &Ctx, node: bool, log: &std::path::Path) -> Result<()> {
+        std::fs::create_dir_all(CACHE_ROOT).with_context(|| format!("creating {CACHE_ROOT}"))?;
+        let lock = format!("{CACHE_ROOT}/.build.lock");
+        let mut cmd = Self::script_cmd(ctx, &["flock", &lock], "build");
+        if node {
+            cmd.env("BUILD_NODE", "1");
+        }
+        run_logged("local-k8s.sh build", &mut cmd, log)
+    }
+
+    /// `GET path` as the admin, parsed; `None` when the API server does not answer 2xx.
+    pub(super) fn api_get(ctx: &Ctx, path: &str) -> Option<Value> {
+        let out = Self::curl(ctx, path).ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).ok())
+            .flatten()
+    }
+
+    fn curl(ctx: &Ctx, path: &str) -> std::io::Result<std::process::Output> {
+        let pki = Self::pki_dir(ctx);
+        Command::new("curl")
+            .args(["-sf", "--max-time", "5"])
+            .arg("--cacert")
+            .arg(pki.join("ca.crt"))
+            .arg("--cert")
+            .arg(pki.join("admin.crt"))
+            .arg("--key")
+            .arg(pki.join("admin.key"))
+            .arg(format!("https://127.0.0.1:{APISERVER_PORT}{path}"))
+            .output()
+    }
+
     fn script() -> PathBuf {
         crate::root().join("xtask/infra/local-k8s.sh")
     }
@@ -44,7 +101,7 @@ impl Kubernetes {
     fn binaries_cached() -> bool {
         ["kube-apiserver", "kube-controller-manager"]
             .iter()
-            .all(|b| PathBuf::from(format!("{CACHE_ROOT}/v{VERSION}/bin/{b}")).is_file())
+            .all(|b| Self::cache_bin().join(b).is_file())
     }
 
     /// `bash local-k8s.sh <verb>`, optionally behind a wrapper command (`flock <lock>`).
@@ -64,24 +121,15 @@ impl Kubernetes {
             .env("BUILD_KCM", "1")
             .env("ETCD_PORT", ETCD_PORT.to_string())
             .env("ETCD_PEER_PORT", ETCD_PEER_PORT.to_string())
-            .env("APISERVER_PORT", APISERVER_PORT.to_string());
+            .env("APISERVER_PORT", APISERVER_PORT.to_string())
+            .env("ADVERTISE_ADDRESS", node::GATEWAY.to_string())
+            .env("NODE_NAME", node::NODE_NAME);
         cmd
     }
 
     /// `/readyz` answers 200 to the admin client certificate.
     fn ready(ctx: &Ctx) -> bool {
-        let pki = Self::state_dir(ctx).join("pki");
-        Command::new("curl")
-            .args(["-sf", "--max-time", "5"])
-            .arg("--cacert")
-            .arg(pki.join("ca.crt"))
-            .arg("--cert")
-            .arg(pki.join("admin.crt"))
-            .arg("--key")
-            .arg(pki.join("admin.key"))
-            .arg(format!("https://127.0.0.1:{APISERVER_PORT}/readyz"))
-            .output()
-            .is_ok_and(|o| o.status.success())
+        Self::curl(ctx, "/readyz").is_ok_and(|o| o.status.success())
     }
 }
 
@@ -98,14 +146,7 @@ impl Component for Kubernetes {
                 Self::script_log(ctx).display()
             );
         }
-        std::fs::create_dir_all(CACHE_ROOT).with_context(|| format!("creating {CACHE_ROOT}"))?;
-        // One build at a time, whichever checkout asks.
-        let lock = format!("{CACHE_ROOT}/.build.lock");
-        run_logged(
-            "local-k8s.sh build",
-            &mut Self::script_cmd(ctx, &["flock", &lock], "build"),
-            &Self::script_log(ctx),
-        )
+        Self::build(ctx, false, &Self::script_log(ctx))
     }
 
     fn is_up(&self, ctx: &Ctx) -> bool {

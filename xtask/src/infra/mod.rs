@@ -16,6 +16,7 @@
 mod kafka;
 mod kube_tools;
 mod kubernetes;
+pub mod node;
 mod openbao;
 mod pip;
 pub(crate) mod process;
@@ -96,6 +97,11 @@ pub trait Component {
         Ok(())
     }
 
+    /// Components that must be up before this one; `up` of this one alone brings them up too.
+    fn requires(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Variables tests need while this component is up.
     fn env(&self, ctx: &Ctx) -> Vec<(&'static str, String)>;
 
@@ -144,6 +150,7 @@ fn components() -> Vec<Box<dyn Component>> {
     vec![
         Box::new(kube_tools::KubeTools),
         Box::new(kubernetes::Kubernetes),
+        Box::new(node::Node),
         Box::new(kafka::Kafka),
         Box::new(openbao::OpenBao),
         Box::new(temporal::Temporal),
@@ -166,6 +173,24 @@ fn select(names: &[String]) -> Result<Vec<Box<dyn Component>>> {
         .into_iter()
         .filter(|c| names.is_empty() || names.iter().any(|n| n == c.name()))
         .collect())
+}
+
+/// `names` plus the components they require, transitively (empty stays empty: all).
+fn with_requirements(names: &[String]) -> Vec<String> {
+    let all = components();
+    let mut wanted = names.to_vec();
+    let mut i = 0;
+    while let Some(name) = wanted.get(i).cloned() {
+        if let Some(c) = all.iter().find(|c| c.name() == name) {
+            for required in c.requires() {
+                if !wanted.iter().any(|w| w == required) {
+                    wanted.push((*required).to_owned());
+                }
+            }
+        }
+        i += 1;
+    }
+    wanted
 }
 
 /// `cargo xtask infra <up|down|env> [names...]`.
@@ -196,7 +221,7 @@ pub fn up(ctx: &Ctx, names: &[String], started: &mut Vec<&'static str>) -> Resul
     for dir in [ctx.bin_dir(), ctx.cache_dir(), ctx.logs_dir()] {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    for c in select(names)? {
+    for c in select(&with_requirements(names))? {
         let name = c.name();
         let result = c
             .install(ctx)
