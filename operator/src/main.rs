@@ -67,6 +67,7 @@ async fn run() -> anyhow::Result<()> {
         leader_election = config.leader_election,
         namespace = %config.namespace,
         image = %webhook_config.image,
+        sidecar_mode = webhook_config.sidecar_mode.as_str(),
         "fiso-operator starting"
     );
     let servers = CancellationToken::new();
