@@ -57,15 +57,6 @@ impl std::str::FromStr for SidecarModeSetting {
     }
 }
 
-impl From<SidecarMode> for SidecarModeSetting {
-    fn from(mode: SidecarMode) -> Self {
-        match mode {
-            SidecarMode::Native => SidecarModeSetting::Native,
-            SidecarMode::Container => SidecarModeSetting::Container,
-        }
-    }
-}
-
 /// The Kubernetes version an API server reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerVersion {
