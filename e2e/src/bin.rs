@@ -24,18 +24,7 @@ pub fn fiso_bin() -> PathBuf {
 /// `cargo build -p <package> --bin <bin> --profile <ours>`, returning the executable cargo
 /// reports.
 pub(crate) fn build_bin(package: &str, bin: &str) -> PathBuf {
-    // Cargo passes itself to the processes it runs; a test binary started by hand falls back to
-    // the cargo that compiled it.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let mut cmd = Command::new(cargo);
-    // What cargo set for this test process describes this package, not the build; build
-    // scripts that track such a variable (ring tracks `CARGO_MANIFEST_DIR`) would otherwise see
-    // it change between this build and a plain `cargo build`, and both would rebuild each time.
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(set_by_cargo_for_tests) {
-            cmd.env_remove(name);
-        }
-    }
+    let mut cmd = cargo_command();
     let output = cmd
         .args([
             "build",
@@ -46,7 +35,6 @@ pub(crate) fn build_bin(package: &str, bin: &str) -> PathBuf {
             "--message-format=json",
         ])
         .args(["--profile", &test_profile()])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("running cargo to build {bin}: {e}"));
@@ -63,6 +51,25 @@ pub(crate) fn build_bin(package: &str, bin: &str) -> PathBuf {
         .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == bin)
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from))
         .unwrap_or_else(|| panic!("cargo reported no {bin} executable:\n{stdout}"))
+}
+
+/// The cargo that runs these tests, in the e2e crate's directory, without the variables that
+/// describe this test process rather than a build.
+pub(crate) fn cargo_command() -> Command {
+    // Cargo passes itself to the processes it runs; a test binary started by hand falls back to
+    // the cargo that compiled it.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut cmd = Command::new(cargo);
+    // What cargo set for this test process describes this package, not the build; build
+    // scripts that track such a variable (ring tracks `CARGO_MANIFEST_DIR`) would otherwise see
+    // it change between this build and a plain `cargo build`, and both would rebuild each time.
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(set_by_cargo_for_tests) {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
 }
 
 /// Variables cargo sets when it runs a test binary (besides `CARGO` and the library path).
@@ -83,7 +90,7 @@ fn set_by_cargo_for_tests(name: &str) -> bool {
 
 /// The cargo profile this test binary was built with, from its output directory
 /// (`target/debug/deps/<test>` → `dev`, `target/release/deps/<test>` → `release`).
-fn test_profile() -> String {
+pub(crate) fn test_profile() -> String {
     let exe = std::env::current_exe().expect("test binary path");
     profile_of(&exe)
 }

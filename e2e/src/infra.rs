@@ -82,6 +82,27 @@ pub fn kubeconfig_path() -> PathBuf {
     existing_path(KUBECONFIG_VAR)
 }
 
+/// The kube-apiserver log of the test cluster: `FISO_E2E_APISERVER_LOG`, else where
+/// `local-k8s.sh` (and so `cargo xtask infra up`) writes it, `logs/kube-apiserver.log` beside the
+/// kubeconfig. Panics when it does not exist.
+pub fn apiserver_log_path() -> PathBuf {
+    let path = std::env::var_os("FISO_E2E_APISERVER_LOG")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            kubeconfig_path()
+                .parent()
+                .expect("the kubeconfig is in a directory")
+                .join("logs/kube-apiserver.log")
+        });
+    assert!(
+        path.exists(),
+        "the API server log {} does not exist; set FISO_E2E_APISERVER_LOG",
+        path.display()
+    );
+    path
+}
+
 /// The Helm chart under test.
 pub fn chart_dir() -> PathBuf {
     workspace_root().join("charts/fiso")

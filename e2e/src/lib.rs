@@ -13,6 +13,8 @@
 //!   waits;
 //! - [`operator`]: the Helm chart's manifests applied to a test namespace and `fiso-operator`
 //!   run as a child process with the chart's environment and RBAC;
+//! - [`pods`]: the images in the test node, the chart installed with `helm install`, pods run
+//!   by kubelet;
 //! - [`conformance`]: the CloudEvents conformance vectors and the checks of what sinks receive.
 //!
 //! Everything binds port 0 and waits on readiness signals (log lines, `/readyz`, a request
@@ -28,6 +30,7 @@ pub mod link;
 mod logs;
 mod metrics;
 pub mod operator;
+pub mod pods;
 mod process;
 pub mod reliability;
 mod sink;

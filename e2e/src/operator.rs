@@ -27,12 +27,11 @@ use crate::infra::{chart_dir, helm, kubeconfig_path, run};
 use crate::logs::Logs;
 use crate::metrics::Metrics;
 
-/// The chart values every test install uses: the API server is 1.20 (no native sidecars), the
-/// webhook is reached at 127.0.0.1 (so its certificate must name it), and it must only ever see
-/// the pods of its own test's application namespace.
+/// The chart values every test install uses: the webhook is reached at 127.0.0.1 (so its
+/// certificate must name it), and it must only ever see the pods of its own test's application
+/// namespace. The sidecar mode is the chart's default (`auto`, which follows the API server).
 fn test_values(app_namespace: &str) -> Vec<String> {
     vec![
-        "sidecar.mode=container".into(),
         "webhook.failurePolicy=Fail".into(),
         "webhook.certs.selfSigned.extraDnsNames={127.0.0.1}".into(),
         format!("webhook.namespaceSelector.matchLabels.{TEST_LABEL}={app_namespace}"),
@@ -131,10 +130,10 @@ impl Install {
         parse_documents(&run(&mut cmd, None))
     }
 
-    /// The operator container's environment from the chart's Deployment, with the downward
-    /// API resolved for a pod named `pod_name`.
-    pub fn deployment_env(&self, pod_name: &str) -> Vec<(String, String)> {
-        let docs = self.render(&[]);
+    /// The operator container's environment from the chart's Deployment (rendered with `extra`
+    /// `--set` values), with the downward API resolved for a pod named `pod_name`.
+    pub fn deployment_env(&self, pod_name: &str, extra: &[&str]) -> Vec<(String, String)> {
+        let docs = self.render(extra);
         let deployment = docs
             .iter()
             .find(|d| d["kind"] == "Deployment")
@@ -161,7 +160,27 @@ impl Install {
     /// Starts `fiso-operator` as the chart's Deployment would run it in a pod named
     /// `pod_name`, listening on 127.0.0.1 ports chosen by the OS.
     pub async fn start_operator(&self, pod_name: &str) -> OperatorProcess {
-        let mut env = self.deployment_env(pod_name);
+        OperatorProcess::start(pod_name, self.operator_env(pod_name, &[])).await
+    }
+
+    /// Runs `fiso-operator` as [`Install::start_operator`] would, with `extra` `--set` values,
+    /// for a start-up that must fail: waits (up to [`K8S_DEADLINE`]) for the process to exit and
+    /// returns its status and logs.
+    pub async fn run_operator_to_exit(&self, pod_name: &str, extra: &[&str]) -> (ExitStatus, Logs) {
+        let (mut child, _, logs) = spawn_operator(self.operator_env(pod_name, extra));
+        match tokio::time::timeout(K8S_DEADLINE, child.wait()).await {
+            Ok(status) => (status.expect("waiting for fiso-operator"), logs),
+            Err(_) => panic!(
+                "fiso-operator {pod_name} was expected to exit but still runs\n{}",
+                logs.tail(40)
+            ),
+        }
+    }
+
+    /// The environment of the chart's Deployment for `pod_name`, on 127.0.0.1 ports chosen by
+    /// the OS, authenticated as the chart's ServiceAccount.
+    fn operator_env(&self, pod_name: &str, extra: &[&str]) -> Vec<(String, String)> {
+        let mut env = self.deployment_env(pod_name, extra);
         for (k, v) in [
             ("FISO_WEBHOOK_ADDR", "127.0.0.1:0"),
             ("FISO_HEALTH_ADDR", "127.0.0.1:0"),
@@ -174,7 +193,7 @@ impl Install {
             slot.1 = v.to_owned();
         }
         env.push(("KUBECONFIG".into(), self.kubeconfig.display().to_string()));
-        OperatorProcess::start(pod_name, env).await
+        env
     }
 
     /// The chart's MutatingWebhookConfiguration.
@@ -343,24 +362,30 @@ pub struct OperatorProcess {
     pub webhook_addr: SocketAddr,
 }
 
+/// Spawns `fiso-operator` with exactly `env` (plus PATH and JSON logs), its stderr captured.
+fn spawn_operator(env: Vec<(String, String)>) -> (Child, u32, Logs) {
+    let mut cmd = Command::new(operator_bin());
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env)
+        .env("FISO_LOG_FORMAT", "json")
+        .env("FISO_LOG_LEVEL", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd.spawn().expect("spawning fiso-operator");
+    let pid = child.id().expect("a running child has a pid");
+    let logs = Logs::capture(child.stderr.take().expect("stderr is piped"));
+    (child, pid, logs)
+}
+
 impl OperatorProcess {
     async fn start(pod_name: &str, env: Vec<(String, String)>) -> OperatorProcess {
-        let mut cmd = Command::new(operator_bin());
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(env)
-            .env("FISO_LOG_FORMAT", "json")
-            .env("FISO_LOG_LEVEL", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for var in PROXY_VARS {
-            cmd.env_remove(var);
-        }
-        let mut child = cmd.spawn().expect("spawning fiso-operator");
-        let pid = child.id().expect("a running child has a pid");
-        let logs = Logs::capture(child.stderr.take().expect("stderr is piped"));
+        let (child, pid, logs) = spawn_operator(env);
         let addr = |message: &'static str| {
             let logs = logs.clone();
             async move {

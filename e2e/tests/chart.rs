@@ -133,7 +133,7 @@ fn default_install_is_the_seed_layout() {
         ("FISO_ENABLE_LEADER_ELECTION", "true"),
         ("FISO_LINK_IMAGE", "ghcr.io/lsm/fiso:0.1.0"),
         ("FISO_WEBHOOK_ADDR", ":8443"),
-        ("FISO_SIDECAR_MODE", "native"),
+        ("FISO_SIDECAR_MODE", "auto"),
         ("FISO_WEBHOOK_SELF_SIGNED", "true"),
         ("FISO_WEBHOOK_SERVICE", "fiso-operator"),
         ("FISO_WEBHOOK_CONFIGURATION", "fiso-operator"),

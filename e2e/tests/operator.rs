@@ -348,6 +348,77 @@ async fn webhook_with_the_operator_ca_injects_opted_in_pods_once() {
     );
 }
 
+/// `sidecar.mode=auto` (the chart's default) reads the API server's `/version` at start: this
+/// 1.20 server has no native sidecars, so pods get a regular container. `native` forced on it
+/// is refused at start with the reason, before the webhook serves anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecar_mode_follows_the_api_server() {
+    let (install, operator) = install_with_webhook("mode").await;
+    let listening = operator
+        .logs()
+        .lines()
+        .into_iter()
+        .find(|l| l.is("sidecar-injection webhook listening"))
+        .expect("the webhook logged how it listens");
+    assert_eq!(
+        listening.str_field("requested_mode"),
+        Some("auto"),
+        "{}",
+        listening.raw
+    );
+    assert_eq!(
+        listening.str_field("mode"),
+        Some("container"),
+        "{}",
+        listening.raw
+    );
+    assert!(
+        listening
+            .str_field("server")
+            .is_some_and(|v| v.starts_with("v1.20.")),
+        "{}",
+        listening.raw
+    );
+
+    let pods: Api<Pod> = Api::namespaced(install.client.clone(), &install.app.name);
+    let injected = pods
+        .create(
+            &PostParams::default(),
+            &pod("app", &[("fiso.io/inject", "true")]),
+        )
+        .await
+        .expect("the annotated pod is admitted");
+    assert!(is_injected(&injected));
+    let spec = injected.spec.as_ref().expect("spec");
+    let names: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["app", "fiso"], "a regular container");
+    assert!(spec.init_containers.is_none(), "{:?}", spec.init_containers);
+    assert_eq!(spec.containers[1].restart_policy, None);
+
+    let (status, logs) = install
+        .run_operator_to_exit("fiso-operator-native", &["sidecar.mode=native"])
+        .await;
+    assert_eq!(status.code(), Some(1), "{}", logs.tail(20));
+    let stopped = logs
+        .lines()
+        .into_iter()
+        .find(|l| l.is("fiso-operator stopped"))
+        .unwrap_or_else(|| panic!("no `fiso-operator stopped` line:\n{}", logs.tail(20)));
+    assert_eq!(stopped.level(), Some("ERROR"));
+    let error = stopped.str_field("error").unwrap_or_default();
+    for part in ["FISO_SIDECAR_MODE is `native`", "v1.20.", "1.29", "`auto`"] {
+        assert!(error.contains(part), "`{part}` in: {error}");
+    }
+    assert!(
+        !logs
+            .lines()
+            .iter()
+            .any(|l| l.is("webhook listening (POST /mutate)")),
+        "nothing was served:\n{}",
+        logs.tail(20)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmaps_are_rendered_owned_rerendered_and_garbage_collected() {
     let (install, operator) = install_with_webhook("render").await;

@@ -10,8 +10,14 @@
 //!   /etc/fiso/secrets/<name>/<key>` — where the webhook mounts that Secret. Secret values are
 //!   never read, let alone copied.
 //!
-//! A missing or invalid resource is left out (and reported in [`Rendered::omitted`]) rather
-//! than failing the whole ConfigMap: the pod keeps running what is valid.
+//! One bad resource never fails the whole ConfigMap; each problem is reported in
+//! [`Rendered::omitted`]:
+//! * a missing resource is left out;
+//! * an invalid FlowDefinition is rendered anyway: the sidecar refuses the file with the same
+//!   checks, keeps running the flow's last good version (or nothing, in a new pod), and reports
+//!   the problem on `/readyz` — where whoever looks at the pod sees it;
+//! * an invalid LinkTarget is left out: the link config is one file, and one bad target in it
+//!   would make the sidecar refuse every target.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -81,7 +87,8 @@ pub struct Source {
 pub enum Omission {
     /// No such resource in the pod's namespace.
     Missing,
-    /// It fails validation; the text lists every error.
+    /// It fails validation; the text lists every error. A FlowDefinition is rendered anyway
+    /// (the sidecar refuses it and reports why), a LinkTarget is left out.
     Invalid(String),
 }
 
@@ -113,7 +120,8 @@ pub struct Rendered {
     pub owner_references: Vec<OwnerReference>,
     /// The resources included, with the generation rendered.
     pub sources: Vec<Source>,
-    /// Selected resources left out, and why.
+    /// Selected resources that are missing (left out) or invalid (see the module's header), and
+    /// why.
     pub omitted: Vec<Omitted>,
     /// Problems between the included files that `fiso validate` would report for this set as a
     /// project (two flows with one name, two flows on one HTTP path, ...). Rendered anyway: the
@@ -141,6 +149,7 @@ pub fn render<'a>(
 
     let mut out = Rendered::default();
     let mut manifests = Manifests::default();
+    let mut invalid_flows = BTreeSet::new();
     for name in &selection.flows {
         match pick(
             SourceKind::Flow,
@@ -152,7 +161,14 @@ pub fn render<'a>(
                 out.include(SourceKind::Flow, fd);
                 manifests.flows.push(fd.clone());
             }
-            Err(o) => out.omitted.push(o),
+            Err(o) => {
+                if let (Omission::Invalid(_), Some(fd)) = (&o.why, flows.get(name)) {
+                    out.include(SourceKind::Flow, *fd);
+                    manifests.flows.push((*fd).clone());
+                    invalid_flows.insert(name.clone());
+                }
+                out.omitted.push(o);
+            }
         }
     }
     for name in &selection.links {
@@ -175,10 +191,12 @@ pub fn render<'a>(
     for (fd, config) in manifests.flows.iter().zip(&flow_configs) {
         let name = fd.name_any();
         let text = yaml(&name, config)?;
-        flow_files.push(SourceFile {
-            path: flow_path(&name),
-            text: text.clone(),
-        });
+        if !invalid_flows.contains(&name) {
+            flow_files.push(SourceFile {
+                path: flow_path(&name),
+                text: text.clone(),
+            });
+        }
         out.data.insert(flow_key(&name), text);
     }
     keep_conflicting_clusters(&mut link, &manifests.targets);
@@ -194,7 +212,8 @@ pub fn render<'a>(
     };
     out.data.insert(LINK_CONFIG_KEY.to_owned(), text);
 
-    // Every file here validated on its own; what is left are problems between them.
+    // Every valid file here validated on its own; what is left are problems between them (an
+    // invalid flow's own errors are already in `omitted`).
     let (_, diags) = check_project(&flow_files, Some(&link_file));
     out.conflicts = diags.errors().map(ToString::to_string).collect();
     Ok(out)

@@ -2,8 +2,9 @@
 //! ConfigMaps) and the sidecar-injection webhook, configured by environment variables (see
 //! [`fiso_operator::config`] and [`fiso_operator::webhook::WebhookConfig`]).
 //!
-//! Exit status: 0 after SIGTERM / SIGINT; 1 when start-up fails, the controllers fail (e.g.
-//! the CRDs are not installed) or leadership is lost — Kubernetes restarts the container,
+//! Exit status: 0 after SIGTERM / SIGINT; 1 when start-up fails (e.g. a forced native sidecar
+//! mode on an API server older than 1.29: readiness never turns green), the controllers fail
+//! (e.g. the CRDs are not installed) or leadership is lost — Kubernetes restarts the container,
 //! which comes back as a candidate.
 
 use std::process::ExitCode;
@@ -67,6 +68,7 @@ async fn run() -> anyhow::Result<()> {
         leader_election = config.leader_election,
         namespace = %config.namespace,
         image = %webhook_config.image,
+        sidecar_mode = webhook_config.sidecar_mode.as_str(),
         "fiso-operator starting"
     );
     let servers = CancellationToken::new();
@@ -85,7 +87,8 @@ async fn run() -> anyhow::Result<()> {
     };
 
     // The controllers cannot work without the API; the webhook can (it then mounts no
-    // Secrets and cannot manage its own certificate), so webhook-only mode tolerates that.
+    // Secrets, cannot manage its own certificate and needs a forced FISO_SIDECAR_MODE, having
+    // no server version to follow), so webhook-only mode tolerates that.
     let client = match kube::Client::try_default().await {
         Ok(c) => Some(c),
         Err(e) if config.mode == Mode::WebhookOnly => {

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use fiso_operator::webhook::certs::{self, Issued};
 use fiso_operator::webhook::{
-    self, BoundWebhook, Outcome, SidecarMode, WebhookConfig, WebhookMetrics,
+    self, BoundWebhook, Outcome, SidecarModeSetting, WebhookConfig, WebhookMetrics,
 };
 use fiso_runtime::metrics::ReloadResult;
 use http_body_util::{BodyExt, Full};
@@ -112,7 +112,8 @@ async fn start(dir: &Path, metrics: WebhookMetrics, shutdown: CancellationToken)
     let config = WebhookConfig {
         cert_reload_interval: Duration::from_millis(50),
         image: "registry.local/fiso:test".into(),
-        sidecar_mode: SidecarMode::Native,
+        // No API server to follow: forced.
+        sidecar_mode: SidecarModeSetting::Native,
         metrics,
         ..WebhookConfig::for_cert_dir(dir)
     };
@@ -319,7 +320,10 @@ async fn rotated_certificate_files_are_served_without_restart() {
 #[tokio::test]
 async fn missing_certificate_files_fail_start_up() {
     let dir = tempfile::tempdir().unwrap();
-    let config = WebhookConfig::for_cert_dir(dir.path());
+    let config = WebhookConfig {
+        sidecar_mode: SidecarModeSetting::Container,
+        ..WebhookConfig::for_cert_dir(dir.path())
+    };
     let err = webhook::run(config, None, CancellationToken::new())
         .await
         .unwrap_err();
@@ -335,10 +339,30 @@ async fn missing_certificate_files_fail_start_up() {
             webhook_configuration_name: "fiso-operator".into(),
             check_interval: Duration::from_secs(60),
         }),
+        sidecar_mode: SidecarModeSetting::Container,
         ..Default::default()
     };
     let err = webhook::run(self_signed, None, CancellationToken::new())
         .await
         .unwrap_err();
     assert_eq!(err.code(), "WEBHOOK_CONFIG_INVALID", "{err}");
+}
+
+/// `auto` follows the API server's version; without API access there is nothing to follow,
+/// and start-up says so instead of guessing.
+#[tokio::test]
+async fn auto_sidecar_mode_without_api_access_fails_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let issued = certs::issue(&names(), SystemTime::now(), None).unwrap();
+    write_pair(dir.path(), &issued);
+    let config = WebhookConfig::for_cert_dir(dir.path());
+    assert_eq!(config.sidecar_mode, SidecarModeSetting::Auto);
+    let err = webhook::run(config, None, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "WEBHOOK_SIDECAR_MODE_UNSUPPORTED", "{err}");
+    assert!(
+        err.to_string().contains("no Kubernetes API access"),
+        "{err}"
+    );
 }

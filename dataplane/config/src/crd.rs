@@ -45,32 +45,53 @@ pub fn all(
     use kube_core::CustomResourceExt;
     vec![FlowDefinition::crd(), LinkTarget::crd()]
         .into_iter()
-        .map(without_null_enum_values)
+        .map(for_every_api_server)
         .collect()
 }
 
-/// schemars lists `null` among the `enum` values of an optional enum (next to
-/// `nullable: true`). kube-apiserver < 1.25 cannot decode a `null` enum value and rejects the
-/// whole CRD with a misleading error; `nullable: true` alone already admits `null`.
-fn without_null_enum_values(
+/// Rewrites the derived schema into one that every supported API server (1.20 to current)
+/// accepts and publishes without errors, node by node:
+///
+/// - schemars lists `null` among the `enum` values of an optional enum (next to
+///   `nullable: true`). kube-apiserver < 1.25 cannot decode a `null` enum value and rejects the
+///   whole CRD with a misleading error; `nullable: true` alone already admits `null`.
+/// - `x-kubernetes-int-or-string: true` (sizes, Kafka start offsets) becomes
+///   `x-kubernetes-preserve-unknown-fields: true`. kube-apiserver 1.20 builds a CRD's
+///   server-side-apply models by stripping value validations and *then* unfolding every
+///   int-or-string node into `anyOf: [{type: integer}, {type: string}]`. The models are an
+///   OpenAPI v2 document, where `anyOf` is invalid, so the CRD gets none ("error building
+///   openapi models ... has invalid property: anyOf") and server-side apply merges it untyped.
+///   1.21 unfolds first (kubernetes/kubernetes#97172); on 1.20 only leaving the extension out
+///   avoids it, and preserve-unknown-fields is the one other structural way to leave `type` out.
+///   Every server publishes both as an untyped field. The API server then admits a value that
+///   is neither an integer nor a string (say `true`); deserialisation refuses it, and the
+///   operator reports it in the resource's status like any other invalid value.
+fn for_every_api_server(
     crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 ) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
-    fn strip(v: &mut serde_json::Value) {
+    fn rewrite(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
                 if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
                     values.retain(|e| !e.is_null());
                 }
-                map.values_mut().for_each(strip);
+                if map.remove(INT_OR_STRING) == Some(serde_json::Value::Bool(true)) {
+                    map.insert(PRESERVE_UNKNOWN_FIELDS.into(), true.into());
+                }
+                map.values_mut().for_each(rewrite);
             }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(rewrite),
             _ => {}
         }
     }
     let mut json = serde_json::to_value(&crd).expect("CRD serialises");
-    strip(&mut json);
+    rewrite(&mut json);
     serde_json::from_value(json).expect("CRD deserialises")
 }
+
+/// The marker the config types' schema uses (and the reference docs show as "int or string").
+const INT_OR_STRING: &str = "x-kubernetes-int-or-string";
+const PRESERVE_UNKNOWN_FIELDS: &str = "x-kubernetes-preserve-unknown-fields";
 
 /// The checked-in YAML file name of each CRD, paired with its rendered text.
 pub fn rendered() -> Vec<(String, String)> {

@@ -23,8 +23,18 @@ fn checked_in_crds_match_types() {
     }
 }
 
-/// Walks every schema node: each has a type (or is int-or-string), and none uses constructs
-/// that make a schema non-structural or free-form.
+/// Whether `obj` is how the CRDs write an int-or-string field: an untyped leaf that keeps
+/// whatever value it is given (see `fiso_config::crd::all`).
+fn is_untyped_leaf(obj: &serde_json::Map<String, Value>) -> bool {
+    obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true))
+        && ["type", "properties", "items", "additionalProperties"]
+            .iter()
+            .all(|k| !obj.contains_key(*k))
+}
+
+/// Walks every schema node: each has a type (or is an untyped int-or-string leaf), and none
+/// uses constructs that make a schema non-structural or free-form, or that kube-apiserver 1.20
+/// cannot publish (`x-kubernetes-int-or-string`).
 fn assert_structural(node: &Value, path: &str) {
     let obj = node
         .as_object()
@@ -34,10 +44,15 @@ fn assert_structural(node: &Value, path: &str) {
         "oneOf",
         "allOf",
         "not",
-        "x-kubernetes-preserve-unknown-fields",
+        "x-kubernetes-int-or-string",
     ] {
         assert!(!obj.contains_key(banned), "{path}: uses `{banned}`");
     }
+    let untyped_leaf = is_untyped_leaf(obj);
+    assert!(
+        untyped_leaf || !obj.contains_key("x-kubernetes-preserve-unknown-fields"),
+        "{path}: free-form (x-kubernetes-preserve-unknown-fields on a typed node)"
+    );
     if obj.get("anyOf").is_some() {
         panic!("{path}: anyOf");
     }
@@ -47,8 +62,7 @@ fn assert_structural(node: &Value, path: &str) {
             "{path}: `null` in enum (kube-apiserver < 1.25 rejects the whole CRD)"
         );
     }
-    let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
-    assert!(obj.contains_key("type") || int_or_string, "{path}: no type");
+    assert!(obj.contains_key("type") || untyped_leaf, "{path}: no type");
     if let Some(Value::Object(props)) = obj.get("properties") {
         for (k, v) in props {
             assert_structural(v, &format!("{path}.{k}"));
@@ -99,6 +113,69 @@ fn schemas_are_structural_and_complete() {
             serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap();
         let spec = &schema["properties"]["spec"];
         assert_structural(spec, &format!("{name}.spec"));
+    }
+}
+
+/// The schema nodes under `node` (with their paths) for which `pick` holds.
+fn nodes_where<'a>(
+    node: &'a Value,
+    path: &str,
+    pick: &dyn Fn(&serde_json::Map<String, Value>) -> bool,
+) -> Vec<(String, &'a Value)> {
+    let Some(obj) = node.as_object() else {
+        return vec![];
+    };
+    let mut found = Vec::new();
+    if pick(obj) {
+        found.push((path.to_owned(), node));
+    }
+    if let Some(Value::Object(props)) = obj.get("properties") {
+        for (k, v) in props {
+            found.extend(nodes_where(v, &format!("{path}.{k}"), pick));
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        found.extend(nodes_where(items, &format!("{path}[]"), pick));
+    }
+    if let Some(additional) = obj.get("additionalProperties") {
+        found.extend(nodes_where(additional, &format!("{path}.*"), pick));
+    }
+    found
+}
+
+/// The untyped leaves are exactly the int-or-string fields of the config types (sizes in both
+/// kinds, the Kafka start offset in flows), and keep their description (what `kubectl explain`
+/// shows) and nullability.
+#[test]
+fn only_int_or_string_fields_are_untyped() {
+    use kube_core::CustomResourceExt;
+    let derived = [
+        fiso_config::crd::FlowDefinition::crd(),
+        fiso_config::crd::LinkTarget::crd(),
+    ];
+    for (published, derived) in fiso_config::crd::all().iter().zip(&derived) {
+        let schema = |crd: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition| {
+            let version = &crd.spec.versions[0];
+            serde_json::to_value(&version.schema.as_ref().unwrap().open_api_v3_schema).unwrap()
+        };
+        let (published, derived) = (schema(published), schema(derived));
+        let untyped = nodes_where(&published, "", &is_untyped_leaf);
+        let int_or_string = nodes_where(&derived, "", &|o| {
+            o.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true))
+        });
+        let paths = |nodes: &[(String, &Value)]| -> Vec<String> {
+            nodes.iter().map(|(p, _)| p.clone()).collect()
+        };
+        assert_eq!(paths(&untyped), paths(&int_or_string));
+        assert!(
+            untyped.iter().any(|(p, _)| p.ends_with(".maxOutputSize")),
+            "{:?}",
+            paths(&untyped)
+        );
+        for ((path, node), (_, original)) in untyped.iter().zip(&int_or_string) {
+            assert_eq!(node["description"], original["description"], "{path}");
+            assert_eq!(node["nullable"], original["nullable"], "{path}");
+        }
     }
 }
 

@@ -138,7 +138,7 @@ targets:
 }
 
 #[test]
-fn missing_and_invalid_resources_are_omitted_and_reported() {
+fn missing_resources_are_omitted_invalid_flows_rendered_and_both_reported() {
     let good = flow("good", "http://svc:8080/in");
     let bad = flow("bad", "not a url");
     let other_ns = {
@@ -154,13 +154,16 @@ fn missing_and_invalid_resources_are_omitted_and_reported() {
     .unwrap();
     assert_eq!(
         r.data.keys().collect::<Vec<_>>(),
-        vec!["flow-good.yaml", LINK_CONFIG_KEY]
+        vec!["flow-bad.yaml", "flow-good.yaml", LINK_CONFIG_KEY],
+        "the sidecar gets the invalid flow too: it refuses it, keeps the last good version and \
+         reports why on /readyz"
     );
+    assert!(r.conflicts.is_empty(), "{:?}", r.conflicts);
     assert_eq!(
         r.data[LINK_CONFIG_KEY],
         "listenAddr: 127.0.0.1:3500\nmetricsAddr: :9091\ntargets: []\n"
     );
-    assert_eq!(r.owner_references.len(), 1);
+    assert_eq!(r.owner_references.len(), 2);
     let omitted: Vec<String> = r.omitted.iter().map(ToString::to_string).collect();
     assert_eq!(omitted.len(), 4, "{omitted:?}");
     assert!(

@@ -400,7 +400,7 @@ impl Renderer {
             .collect();
         let reported = self.applied.get(selection).map(|a| &a.problems);
         if !problems.is_empty() && reported != Some(&problems) {
-            let note = format!("rendered without: {}", problems.join("; "));
+            let note = format!("rendered with problems: {}", problems.join("; "));
             self.publish(
                 &applied.object_ref(&()),
                 EventType::Warning,

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::links::LinkSecrets;
 use super::patch::injection_patch;
-use super::WebhookConfig;
+use super::{SidecarMode, WebhookConfig};
 use crate::selection::{Selection, STATUS_ANNOTATION, STATUS_INJECTED};
 
 /// What happened to one admission; the `result` label of the webhook metrics.
@@ -112,6 +112,7 @@ pub fn plan(req: &AdmissionRequest<DynamicObject>) -> Plan {
 pub fn respond(
     req: &AdmissionRequest<DynamicObject>,
     config: &WebhookConfig,
+    mode: SidecarMode,
     secrets: &LinkSecrets,
 ) -> (AdmissionResponse, Outcome) {
     let allow = AdmissionResponse::from(req);
@@ -129,7 +130,7 @@ pub fn respond(
             )
         }
     };
-    let patch = match injection_patch(&pod, &selection, &secrets.secrets, config) {
+    let patch = match injection_patch(&pod, &selection, &secrets.secrets, config, mode) {
         Ok(patch) => patch,
         Err(e) => return (deny(allow, e.to_string()), Outcome::Denied),
     };
@@ -149,10 +150,11 @@ pub fn respond(
 pub fn mutate(
     review: AdmissionReview<DynamicObject>,
     config: &WebhookConfig,
+    mode: SidecarMode,
     secrets: &LinkSecrets,
 ) -> AdmissionReview<DynamicObject> {
     match review.try_into() {
-        Ok(req) => respond(&req, config, secrets).0.into_review(),
+        Ok(req) => respond(&req, config, mode, secrets).0.into_review(),
         Err(_) => AdmissionResponse::invalid(ReviewError::NoRequest).into_review(),
     }
 }
@@ -187,7 +189,6 @@ mod tests {
     use super::*;
     use crate::selection::{flow_key, flow_path, Selection, LINK_CONFIG_KEY};
     use crate::webhook::patch::{secret_volume_name, CONFIG_VOLUME};
-    use crate::webhook::SidecarMode;
 
     fn review(object: Value) -> AdmissionReview<DynamicObject> {
         review_with(
@@ -228,10 +229,9 @@ mod tests {
         })
     }
 
-    fn config(mode: SidecarMode) -> WebhookConfig {
+    fn config() -> WebhookConfig {
         WebhookConfig {
             image: "registry.local/fiso:1.0".into(),
-            sidecar_mode: mode,
             ..Default::default()
         }
     }
@@ -274,7 +274,8 @@ mod tests {
         })));
         let output = mutate(
             input.clone(),
-            &config(SidecarMode::Native),
+            &config(),
+            SidecarMode::Native,
             &secrets(&["crm-token"]),
         );
         let resp = response(&output);
@@ -376,7 +377,8 @@ mod tests {
         ));
         let output = mutate(
             input.clone(),
-            &config(SidecarMode::Container),
+            &config(),
+            SidecarMode::Container,
             &LinkSecrets::default(),
         );
         let pod = admitted(&input, &output);
@@ -407,14 +409,16 @@ mod tests {
         let input = review(annotated_pod(json!({"fiso.io/inject": "true"})));
         let first = mutate(
             input.clone(),
-            &config(SidecarMode::Native),
+            &config(),
+            SidecarMode::Native,
             &LinkSecrets::default(),
         );
         let injected = admitted(&input, &first);
 
         let second = mutate(
             review(injected),
-            &config(SidecarMode::Native),
+            &config(),
+            SidecarMode::Native,
             &LinkSecrets::default(),
         );
         assert!(response(&second).allowed);
@@ -429,7 +433,8 @@ mod tests {
             pod["metadata"]["annotations"] = annotations.clone();
             let output = mutate(
                 review(pod),
-                &config(SidecarMode::Native),
+                &config(),
+                SidecarMode::Native,
                 &LinkSecrets::default(),
             );
             assert!(response(&output).allowed, "{annotations}");
@@ -451,7 +456,8 @@ mod tests {
         let input = review(pod);
         let output = mutate(
             input.clone(),
-            &config(SidecarMode::Native),
+            &config(),
+            SidecarMode::Native,
             &LinkSecrets::default(),
         );
         let pod = admitted(&input, &output);
@@ -489,7 +495,8 @@ mod tests {
         .unwrap();
         let out = mutate(
             no_request,
-            &config(SidecarMode::Native),
+            &config(),
+            SidecarMode::Native,
             &LinkSecrets::default(),
         );
         assert!(!response(&out).allowed);
@@ -502,7 +509,8 @@ mod tests {
         );
         let out = mutate(
             deployment,
-            &config(SidecarMode::Native),
+            &config(),
+            SidecarMode::Native,
             &LinkSecrets::default(),
         );
         let resp = response(&out);
@@ -517,7 +525,8 @@ mod tests {
         let no_object = review(Value::Null);
         let out = mutate(
             no_object,
-            &config(SidecarMode::Native),
+            &config(),
+            SidecarMode::Native,
             &LinkSecrets::default(),
         );
         assert!(!response(&out).allowed);
@@ -532,7 +541,8 @@ mod tests {
         );
         let out = mutate(
             update,
-            &config(SidecarMode::Native),
+            &config(),
+            SidecarMode::Native,
             &LinkSecrets::default(),
         );
         assert!(response(&out).allowed && response(&out).patch.is_none());
@@ -541,7 +551,8 @@ mod tests {
         pod["spec"]["containers"][0]["name"] = json!("fiso");
         let out = mutate(
             review(pod),
-            &config(SidecarMode::Native),
+            &config(),
+            SidecarMode::Native,
             &LinkSecrets::default(),
         );
         assert!(!response(&out).allowed);
@@ -560,7 +571,7 @@ mod tests {
             secrets: Default::default(),
             warnings: vec!["LinkTarget shop/crm not found".into()],
         };
-        let output = mutate(input, &config(SidecarMode::Native), &links);
+        let output = mutate(input, &config(), SidecarMode::Native, &links);
         assert_eq!(
             response(&output).warnings.as_deref(),
             Some(&links.warnings[..])

@@ -10,6 +10,8 @@
 //!   patched into the `MutatingWebhookConfiguration`.
 //! - [`server`]: the HTTPS server.
 //! - [`metrics`]: admissions by result, their latency, certificate reloads.
+//! - [`mode`]: native sidecar or regular container, from `FISO_SIDECAR_MODE` and the API
+//!   server's version.
 //!
 //! The binary calls [`WebhookConfig::from_env`] and [`run`]; tests call [`run`] with a
 //! certificate directory and `127.0.0.1:0`, or [`mutate`] directly.
@@ -18,6 +20,7 @@ pub mod admission;
 pub mod certs;
 pub mod links;
 pub mod metrics;
+pub mod mode;
 pub mod patch;
 pub mod server;
 pub mod tls;
@@ -35,6 +38,7 @@ use tokio_util::sync::CancellationToken;
 pub use admission::{mutate, Outcome};
 pub use links::LinkSecrets;
 pub use metrics::WebhookMetrics;
+pub use mode::SidecarModeSetting;
 
 /// Default of `FISO_WEBHOOK_ADDR`.
 pub const DEFAULT_ADDR: &str = ":8443";
@@ -59,12 +63,11 @@ pub const DEFAULT_SELF_SIGNED_CHECK_INTERVAL: Duration = Duration::from_secs(60)
 const SERVICE_ACCOUNT_NAMESPACE_FILE: &str =
     "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
 
-/// How the data plane joins the pod.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How the data plane joins the pod (what [`mode::resolve`] made of `FISO_SIDECAR_MODE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SidecarMode {
     /// Kubernetes ≥ 1.29 native sidecar: the first `initContainers` entry, with
     /// `restartPolicy: Always`. It starts before, and stops after, the app containers.
-    #[default]
     Native,
     /// A regular container appended to `containers` (older API servers drop the native
     /// sidecar field).
@@ -76,20 +79,6 @@ impl SidecarMode {
         match self {
             SidecarMode::Native => "native",
             SidecarMode::Container => "container",
-        }
-    }
-}
-
-impl std::str::FromStr for SidecarMode {
-    type Err = WebhookError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "native" => Ok(SidecarMode::Native),
-            "container" => Ok(SidecarMode::Container),
-            other => Err(WebhookError::Config(format!(
-                "FISO_SIDECAR_MODE must be `native` or `container`, not `{other}`"
-            ))),
         }
     }
 }
@@ -178,8 +167,11 @@ pub struct WebhookConfig {
     pub cert_reload_interval: Duration,
     /// Data-plane image injected into pods (`FISO_LINK_IMAGE`).
     pub image: String,
-    /// `FISO_SIDECAR_MODE`: `native` (default) or `container`.
-    pub sidecar_mode: SidecarMode,
+    /// `FISO_SIDECAR_MODE`: `auto` (default), `native` or `container`; [`run`] resolves it
+    /// against the API server's version before serving.
+    pub sidecar_mode: SidecarModeSetting,
+    /// How long [`run`] keeps retrying the API server's `/version` when the mode depends on it.
+    pub version_deadline: Duration,
     /// `FISO_WEBHOOK_SELF_SIGNED=true` and its settings.
     pub self_signed: Option<SelfSigned>,
     /// `FISO_SIDECAR_{CPU,MEMORY}_{REQUEST,LIMIT}`; an empty value removes that entry.
@@ -196,7 +188,8 @@ impl Default for WebhookConfig {
             key_file: DEFAULT_KEY_FILE.into(),
             cert_reload_interval: DEFAULT_CERT_RELOAD_INTERVAL,
             image: DEFAULT_IMAGE.into(),
-            sidecar_mode: SidecarMode::Native,
+            sidecar_mode: SidecarModeSetting::Auto,
+            version_deadline: mode::DEFAULT_VERSION_DEADLINE,
             self_signed: None,
             resources: SidecarResources::default(),
             metrics: WebhookMetrics::default(),
@@ -234,7 +227,7 @@ impl WebhookConfig {
             .map_err(|e| WebhookError::Config(format!("FISO_WEBHOOK_ADDR: {e}")))?;
         let sidecar_mode = match get("FISO_SIDECAR_MODE").filter(|v| !v.is_empty()) {
             Some(v) => v.parse()?,
-            None => SidecarMode::default(),
+            None => SidecarModeSetting::default(),
         };
         let defaults = SidecarResources::default();
         let resource = |key: &str, default: Option<String>| match get(key) {
@@ -295,6 +288,7 @@ impl WebhookConfig {
             cert_reload_interval: DEFAULT_CERT_RELOAD_INTERVAL,
             image: or("FISO_LINK_IMAGE", DEFAULT_IMAGE),
             sidecar_mode,
+            version_deadline: mode::DEFAULT_VERSION_DEADLINE,
             self_signed,
             resources,
             metrics: WebhookMetrics::default(),
@@ -327,6 +321,9 @@ pub enum WebhookError {
     Tls(#[from] tls::TlsError),
     #[error(transparent)]
     Certificate(#[from] certs::CertError),
+    /// The sidecar mode cannot work with (or be chosen for) this API server.
+    #[error("sidecar mode: {0}")]
+    SidecarMode(String),
     #[error("{action}: {source}")]
     Kube {
         action: String,
@@ -345,6 +342,7 @@ impl WebhookError {
             WebhookError::Bind { .. } => "WEBHOOK_BIND_FAILED",
             WebhookError::Tls(_) => "WEBHOOK_TLS_INVALID",
             WebhookError::Certificate(_) => "WEBHOOK_CERTIFICATE_FAILED",
+            WebhookError::SidecarMode(_) => "WEBHOOK_SIDECAR_MODE_UNSUPPORTED",
             WebhookError::Kube { .. } => "WEBHOOK_KUBE_API_FAILED",
             WebhookError::Task(_) => "WEBHOOK_TASK_FAILED",
         }
@@ -372,11 +370,12 @@ impl BoundWebhook {
     }
 }
 
-/// Loads (or, in self-signed mode, creates) the serving certificate, binds `config.addr` and
-/// serves `POST /mutate` until `shutdown` is cancelled.
+/// Loads (or, in self-signed mode, creates) the serving certificate, decides the sidecar mode
+/// (see [`mode`]), binds `config.addr` and serves `POST /mutate` until `shutdown` is cancelled.
 ///
-/// `client` reads the LinkTargets a pod selects (to mount the Secrets they reference) and is
-/// required in self-signed mode; without it, pods get no Secret volumes.
+/// `client` reads the LinkTargets a pod selects (to mount the Secrets they reference) and the
+/// API server's version, and is required in self-signed mode and for `FISO_SIDECAR_MODE=auto`;
+/// without it, pods get no Secret volumes.
 pub async fn run(
     config: WebhookConfig,
     client: Option<kube::Client>,
@@ -403,7 +402,7 @@ mod tests {
         assert_eq!(c.addr, "0.0.0.0:8443".parse().unwrap());
         assert_eq!(c.cert_file, PathBuf::from("/etc/fiso/tls/tls.crt"));
         assert_eq!(c.key_file, PathBuf::from("/etc/fiso/tls/tls.key"));
-        assert_eq!(c.sidecar_mode, SidecarMode::Native);
+        assert_eq!(c.sidecar_mode, SidecarModeSetting::Auto);
         assert_eq!(c.image, DEFAULT_IMAGE);
         assert!(c.self_signed.is_none());
         let r = c.resources.requirements();
@@ -427,7 +426,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(c.addr, "127.0.0.1:0".parse().unwrap());
-        assert_eq!(c.sidecar_mode, SidecarMode::Container);
+        assert_eq!(c.sidecar_mode, SidecarModeSetting::Container);
         assert_eq!(c.image, "registry.local/fiso:1.2.3");
         let r = c.resources.requirements();
         assert_eq!(r.limits.as_ref().unwrap()["cpu"].0, "500m");

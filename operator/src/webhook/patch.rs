@@ -53,6 +53,7 @@ pub fn injection_patch(
     selection: &Selection,
     secrets: &BTreeSet<String>,
     config: &WebhookConfig,
+    mode: SidecarMode,
 ) -> Result<Patch, InjectError> {
     let spec = pod
         .get("spec")
@@ -102,8 +103,8 @@ pub fn injection_patch(
     );
     let volumes: Vec<Value> = volumes.iter().map(to_json).collect();
     append(&mut ops, pod, &["spec", "volumes"], volumes);
-    let container = to_json(&sidecar_container(config, secrets));
-    match config.sidecar_mode {
+    let container = to_json(&sidecar_container(config, mode, secrets));
+    match mode {
         SidecarMode::Native => prepend(&mut ops, pod, &["spec", "initContainers"], container),
         SidecarMode::Container => append(&mut ops, pod, &["spec", "containers"], vec![container]),
     }
@@ -111,7 +112,11 @@ pub fn injection_patch(
 }
 
 /// The data-plane container.
-pub fn sidecar_container(config: &WebhookConfig, secrets: &BTreeSet<String>) -> Container {
+pub fn sidecar_container(
+    config: &WebhookConfig,
+    mode: SidecarMode,
+    secrets: &BTreeSet<String>,
+) -> Container {
     let port = |name: &str, port: i32| ContainerPort {
         name: Some(name.into()),
         container_port: port,
@@ -181,7 +186,7 @@ pub fn sidecar_container(config: &WebhookConfig, secrets: &BTreeSet<String>) -> 
             ..Default::default()
         }),
         volume_mounts: Some(mounts),
-        restart_policy: (config.sidecar_mode == SidecarMode::Native).then(|| "Always".into()),
+        restart_policy: (mode == SidecarMode::Native).then(|| "Always".into()),
         ..Default::default()
     }
 }
@@ -316,10 +321,9 @@ mod tests {
         doc
     }
 
-    fn config(mode: SidecarMode) -> WebhookConfig {
+    fn config() -> WebhookConfig {
         WebhookConfig {
             image: "fiso:test".into(),
-            sidecar_mode: mode,
             ..Default::default()
         }
     }
@@ -332,7 +336,7 @@ mod tests {
         });
         let sel = selection("orders", "");
         let patch =
-            injection_patch(&pod, &sel, &BTreeSet::new(), &config(SidecarMode::Native)).unwrap();
+            injection_patch(&pod, &sel, &BTreeSet::new(), &config(), SidecarMode::Native).unwrap();
         let out = apply(&pod, &patch);
         assert_eq!(out["metadata"]["annotations"]["fiso.io/status"], "injected");
         assert_eq!(out["metadata"]["labels"]["fiso.io/selection"], sel.id());
@@ -352,7 +356,8 @@ mod tests {
             &pod,
             &selection("", ""),
             &BTreeSet::new(),
-            &config(SidecarMode::Container),
+            &config(),
+            SidecarMode::Container,
         )
         .unwrap();
         let text = serde_json::to_string(&patch).unwrap();
@@ -383,7 +388,8 @@ mod tests {
                 &with_container,
                 &sel,
                 &BTreeSet::new(),
-                &config(SidecarMode::Native)
+                &config(),
+                SidecarMode::Native
             ),
             Err(InjectError::ContainerExists)
         );
@@ -393,7 +399,8 @@ mod tests {
                 &with_volume,
                 &sel,
                 &BTreeSet::new(),
-                &config(SidecarMode::Native)
+                &config(),
+                SidecarMode::Native
             ),
             Err(InjectError::VolumeExists("fiso-config".into()))
         );
@@ -402,7 +409,8 @@ mod tests {
                 &json!({}),
                 &sel,
                 &BTreeSet::new(),
-                &config(SidecarMode::Native)
+                &config(),
+                SidecarMode::Native
             ),
             Err(InjectError::NoSpec)
         );

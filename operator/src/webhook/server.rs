@@ -27,6 +27,7 @@ use super::admission::{self, Outcome, Plan};
 use super::certs::{self, Issued};
 use super::links::{self, LinkSecrets};
 use super::metrics::WebhookMetrics;
+use super::mode;
 use super::tls::{self, CertFiles, CertStore};
 use super::{BoundWebhook, SelfSigned, SidecarMode, WebhookConfig, WebhookError};
 
@@ -39,6 +40,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 struct AppState {
     config: WebhookConfig,
+    /// `config.sidecar_mode` resolved against the API server.
+    mode: SidecarMode,
     client: Option<kube::Client>,
 }
 
@@ -49,7 +52,14 @@ pub(super) async fn start(
     shutdown: CancellationToken,
 ) -> Result<BoundWebhook, WebhookError> {
     let metrics = config.metrics.clone();
-    // The certificate first, so that a bound port always serves a valid one.
+    // A mode this API server cannot run fails start-up (before any side effect), not every pod.
+    let (mode, version) = mode::resolve(
+        config.sidecar_mode,
+        client.as_ref(),
+        config.version_deadline,
+    )
+    .await?;
+    // The certificate before binding, so that a bound port always serves a valid one.
     let (key, ca_bundle, source) = load_certificate(&config, client.as_ref()).await?;
     let store = CertStore::new(key);
     metrics.cert_reload(ReloadResult::Success);
@@ -66,16 +76,19 @@ pub(super) async fn start(
     })?;
     tracing::info!(
         addr = %local_addr,
-        mode = config.sidecar_mode.as_str(),
+        mode = mode.as_str(),
+        requested_mode = config.sidecar_mode.as_str(),
+        server = version.as_ref().map_or("unknown", |v| v.git_version.as_str()),
         image = %config.image,
         self_signed = config.self_signed.is_some(),
         "sidecar-injection webhook listening"
     );
-    if let (SidecarMode::Native, Some(client)) = (config.sidecar_mode, &client) {
-        warn_if_native_sidecars_unsupported(client).await;
-    }
     let certificates = source.keep_current(store, metrics, shutdown.child_token());
-    let router = router(Arc::new(AppState { config, client }));
+    let router = router(Arc::new(AppState {
+        config,
+        mode,
+        client,
+    }));
     let handle = tokio::spawn(async move {
         serve(listener, acceptor, router, shutdown).await;
         certificates
@@ -144,30 +157,6 @@ impl CertSource {
             )),
         }
     }
-}
-
-/// Native sidecars are on by default from Kubernetes 1.29; older API servers drop
-/// `restartPolicy` and then refuse the probes of what became a plain init container.
-async fn warn_if_native_sidecars_unsupported(client: &kube::Client) {
-    let version = tokio::time::timeout(Duration::from_secs(5), client.apiserver_version()).await;
-    let Ok(Ok(info)) = version else { return };
-    let number = |s: &str| -> Option<u32> {
-        s.trim_end_matches(|c: char| !c.is_ascii_digit())
-            .parse()
-            .ok()
-    };
-    if let (Some(major), Some(minor)) = (number(&info.major), number(&info.minor)) {
-        if !native_sidecars_supported(major, minor) {
-            tracing::warn!(
-                server = %info.git_version,
-                "FISO_SIDECAR_MODE is native but this API server predates native sidecars (1.29); injected pods will be rejected: set FISO_SIDECAR_MODE=container"
-            );
-        }
-    }
-}
-
-fn native_sidecars_supported(major: u32, minor: u32) -> bool {
-    (major, minor) >= (1, 29)
 }
 
 fn router(state: Arc<AppState>) -> Router {
@@ -254,7 +243,7 @@ async fn admit(state: &AppState, body: &[u8]) -> (Response, Outcome) {
         },
         _ => LinkSecrets::default(),
     };
-    let (response, outcome) = admission::respond(&req, &state.config, &secrets);
+    let (response, outcome) = admission::respond(&req, &state.config, state.mode, &secrets);
     log(&req, outcome, &response.result.message);
     (review_response(response), outcome)
 }
@@ -284,19 +273,5 @@ fn log(req: &AdmissionRequest<DynamicObject>, outcome: Outcome, message: &str) {
         Outcome::Denied | Outcome::Invalid => {
             tracing::warn!(%namespace, %pod, uid = %req.uid, reason = %message, "pod refused")
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn native_sidecars_from_1_29() {
-        assert!(!native_sidecars_supported(1, 20));
-        assert!(!native_sidecars_supported(1, 28));
-        assert!(native_sidecars_supported(1, 29));
-        assert!(native_sidecars_supported(1, 33));
-        assert!(native_sidecars_supported(2, 0));
     }
 }

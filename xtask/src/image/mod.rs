@@ -141,6 +141,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         let t0 = std::time::Instant::now();
         let archive = out_dir.join(format!("{}.tar", spec.name));
         image(spec, &bin_dir, &out_dir)?.write_archive(&archive)?;
+        std::fs::remove_file(out_dir.join(format!("{}.stripped", spec.binary)))?;
         let size = std::fs::metadata(&archive)?.len();
         println!(
             "image: {} → {} ({:.1} MiB, {:.1?})",

@@ -174,7 +174,7 @@ async fn a_missing_resource_is_left_out_and_reported_once() {
     assert_eq!(event["regarding"]["name"], sel.configmap_name());
     let note = event["note"].as_str().unwrap();
     assert!(
-        note.starts_with("rendered without: ") && note.contains("gone"),
+        note.starts_with("rendered with problems: ") && note.contains("gone"),
         "{note}"
     );
 
