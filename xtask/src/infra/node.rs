@@ -23,9 +23,10 @@
 //!   iptables chains of kube-proxy and the kubelet, mounts and state. `up` does the same first,
 //!   so it recovers from a crash.
 //!
-//! Measured on this machine (2 cores): cold `up node` — apt installs ~9 s, building kubelet,
-//! kube-proxy and kube-scheduler ~75 s with the Go cache the API server's build left, node Ready
-//! ~10 s later; warm (`down` then `up node`): ~10 s.
+//! Measured on this machine (2 cores). Cold (packages missing, binaries not built): apt ~9 s;
+//! building kubelet, kube-proxy and kube-scheduler ~75 s on the Go cache the API server's build
+//! left (source download and openapi-gen ~20 s of it; ~40 s when their own objects are cached);
+//! then the node is Ready ~17 s after start. Warm (`down` then `up node`): ~6.5 s.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
