@@ -12,6 +12,12 @@ pub const KUBECONFIG_VAR: &str = "FISO_E2E_KUBECONFIG";
 pub const HELM_VAR: &str = "FISO_E2E_HELM";
 /// The `kubectl` binary.
 pub const KUBECTL_VAR: &str = "FISO_E2E_KUBECTL";
+/// The name of the test cluster's node (kubelet + containerd on this machine).
+pub const NODE_VAR: &str = "FISO_E2E_NODE";
+/// A busybox image on the node (`ENTRYPOINT ["/bin/busybox"]`: `/bin/busybox <applet> ...`).
+pub const BUSYBOX_IMAGE_VAR: &str = "FISO_E2E_BUSYBOX_IMAGE";
+/// The node's containerd socket (`ctr --address ... -n k8s.io`).
+pub const CONTAINERD_ADDRESS_VAR: &str = "FISO_E2E_CONTAINERD_ADDRESS";
 
 /// The workspace root.
 pub fn workspace_root() -> &'static Path {

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use fiso_e2e::cluster::{self, apply, wait_for, TestNamespace};
-use fiso_e2e::infra::{kubeconfig_path, kubectl, run, var};
+use fiso_e2e::infra::{kubeconfig_path, kubectl, run, var, BUSYBOX_IMAGE_VAR, NODE_VAR};
 use fiso_e2e::{eventually, DEADLINE};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::Api;
@@ -41,7 +41,7 @@ async fn run_in_pod(client: &kube::Client, namespace: &str, name: &str, script: 
             "terminationGracePeriodSeconds": 1,
             "containers": [{
                 "name": "main",
-                "image": var("FISO_E2E_BUSYBOX_IMAGE"),
+                "image": var(BUSYBOX_IMAGE_VAR),
                 "command": ["/bin/busybox", "sh", "-c", script],
             }],
         },
@@ -65,7 +65,7 @@ async fn run_in_pod(client: &kube::Client, namespace: &str, name: &str, script: 
 async fn a_pod_answers_on_its_ip_and_through_a_service_from_the_host_and_from_pods() {
     let client = cluster::client().await;
     let ns = TestNamespace::create(&client, "node-web").await;
-    let image = var("FISO_E2E_BUSYBOX_IMAGE");
+    let image = var(BUSYBOX_IMAGE_VAR);
     let script = format!(
         "mkdir -p /tmp/www && echo '{PAGE}' > /tmp/www/index.html && echo serving && \
          exec /bin/busybox httpd -f -p 8080 -h /tmp/www"
@@ -105,7 +105,7 @@ spec:
         .expect("the pod exists");
     assert_eq!(
         web.spec.as_ref().and_then(|s| s.node_name.as_deref()),
-        Some(var("FISO_E2E_NODE").as_str()),
+        Some(var(NODE_VAR).as_str()),
         "scheduled onto the node"
     );
     let pod_ip = web

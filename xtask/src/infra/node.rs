@@ -37,7 +37,9 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use super::kubernetes::Kubernetes;
-use super::process::{alive_pid, output, pid_alive, run_logged, spawn_server, stop_server};
+use super::process::{
+    alive_pid, ensure_port_free, output, pid_alive, run_logged, spawn_server, stop_server,
+};
 use super::{Component, Ctx};
 use crate::image::oci;
 
@@ -80,6 +82,9 @@ const APT_PACKAGES: [&str; 6] = [
 const BINARIES: [&str; 3] = ["kubelet", "kube-proxy", "kube-scheduler"];
 /// In start order (`down` stops them in reverse).
 const PROCESSES: [&str; 4] = ["containerd", "kubelet", "kube-proxy", "kube-scheduler"];
+/// Fixed ports on 127.0.0.1: the kubelet's healthz, kube-proxy's metrics and healthz (the
+/// kubelet's API, 10250, listens on the bridge address only).
+const LOCAL_PORTS: [u16; 3] = [10248, 10249, 10256];
 /// How long the node may take to register and turn Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -641,6 +646,9 @@ impl Component for Node {
         }
         // Leftovers of a crashed run would hold the bridge, ports and mounts.
         self.stop(ctx)?;
+        for port in LOCAL_PORTS {
+            ensure_port_free(port, "the test node")?;
+        }
         std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
         // Pods' traffic to Services and to each other crosses the host and the bridge.
         for (key, value) in [
