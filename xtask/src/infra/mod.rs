@@ -97,7 +97,8 @@ pub trait Component {
         Ok(())
     }
 
-    /// Components that must be up before this one; `up` of this one alone brings them up too.
+    /// Components that must be up before this one; `up` of this one alone brings them up too,
+    /// and `down` of one of them stops this one first.
     fn requires(&self) -> &'static [&'static str] {
         &[]
     }
@@ -177,14 +178,32 @@ fn select(names: &[String]) -> Result<Vec<Box<dyn Component>>> {
 
 /// `names` plus the components they require, transitively (empty stays empty: all).
 fn with_requirements(names: &[String]) -> Vec<String> {
+    closure(names, |c, name| c.name() == name, |c| c.requires().to_vec())
+}
+
+/// `names` plus the components that require them, transitively (empty stays empty: all).
+fn with_dependents(names: &[String]) -> Vec<String> {
+    closure(
+        names,
+        |c, name| c.requires().contains(&name),
+        |c| vec![c.name()],
+    )
+}
+
+/// Grows `names`: for each name, the components `related` to it add what `add` says.
+fn closure(
+    names: &[String],
+    related: impl Fn(&dyn Component, &str) -> bool,
+    add: impl Fn(&dyn Component) -> Vec<&'static str>,
+) -> Vec<String> {
     let all = components();
     let mut wanted = names.to_vec();
     let mut i = 0;
     while let Some(name) = wanted.get(i).cloned() {
-        if let Some(c) = all.iter().find(|c| c.name() == name) {
-            for required in c.requires() {
-                if !wanted.iter().any(|w| w == required) {
-                    wanted.push((*required).to_owned());
+        for c in all.iter().filter(|c| related(c.as_ref(), &name)) {
+            for more in add(c.as_ref()) {
+                if !wanted.iter().any(|w| w == more) {
+                    wanted.push(more.to_owned());
                 }
             }
         }
@@ -271,7 +290,11 @@ pub fn with_servers<T>(ctx: &Ctx, names: &[&str], work: impl FnOnce() -> Result<
 /// Stop the selected components (all when `names` is empty), in reverse start order.
 pub fn down(ctx: &Ctx, names: &[String]) -> Result<()> {
     let mut first_error = None;
-    for c in select(names)?.into_iter().rev().filter(|c| !c.is_tool()) {
+    for c in select(&with_dependents(names))?
+        .into_iter()
+        .rev()
+        .filter(|c| !c.is_tool())
+    {
         match c.stop(ctx) {
             Ok(()) => println!("infra: {} down", c.name()),
             Err(e) => {
@@ -338,4 +361,28 @@ fn shell_exports(ctx: &Ctx) -> Result<String> {
         ctx.bin_dir().display()
     ));
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn up_brings_requirements_and_down_takes_dependents() {
+        assert_eq!(
+            with_requirements(&names(&["node"])),
+            names(&["node", "kubernetes"])
+        );
+        assert_eq!(with_requirements(&names(&["kafka"])), names(&["kafka"]));
+        assert_eq!(
+            with_dependents(&names(&["kubernetes"])),
+            names(&["kubernetes", "node"])
+        );
+        assert_eq!(with_dependents(&names(&["node"])), names(&["node"]));
+        assert!(with_requirements(&[]).is_empty() && with_dependents(&[]).is_empty());
+    }
 }
