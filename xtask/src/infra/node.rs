@@ -20,14 +20,16 @@
 //!   kubelet 1.20 always writes them).
 //! * `down` stops everything by PID and removes what it left: containers (runc), shims and their
 //!   sockets, the containers' cgroups, the pods' network namespaces, the bridge, the `KUBE-*`
-//!   iptables chains of kube-proxy and the kubelet, mounts and state. `up` does the same first,
-//!   so it recovers from a crash.
+//!   iptables chains of kube-proxy and the kubelet, mounts and state; it puts back the kernel
+//!   settings the node changed (forwarding, and the kubelet's `kernel.panic` & co). `up` does
+//!   the same first, so it recovers from a crash.
 //!
 //! Measured on this machine (2 cores). Cold (packages missing, binaries not built): apt ~9 s;
 //! building kubelet, kube-proxy and kube-scheduler ~75 s on the Go cache the API server's build
 //! left (source download and openapi-gen ~20 s of it; ~40 s when their own objects are cached);
 //! then the node is Ready ~17 s after start (its first registration with a fresh control
-//! plane). Warm (`down` then `up node`, the API server still knowing the node): ~6.5 s.
+//! plane). Warm (`down` then `up node`, the API server still knowing the node): 6–11 s (until
+//! the new kubelet's first heartbeat).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -86,6 +88,16 @@ const PROCESSES: [&str; 4] = ["containerd", "kubelet", "kube-proxy", "kube-sched
 /// Fixed ports on 127.0.0.1: the kubelet's healthz, kube-proxy's metrics and healthz (the
 /// kubelet's API, 10250, listens on the bridge address only).
 const LOCAL_PORTS: [u16; 3] = [10248, 10249, 10256];
+/// Kernel settings the node changes: forwarding and bridge netfilter for pod traffic (set at
+/// start), and what the kubelet sets on its own start (`protectKernelDefaults: false`). Their
+/// values before the first start are saved and put back by `down`.
+const SYSCTLS: [&str; 5] = [
+    "net/ipv4/ip_forward",
+    "net/bridge/bridge-nf-call-iptables",
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+];
 /// How long the node may take to register and turn Ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -315,6 +327,8 @@ enforceNodeAllocatable: []
 failSwapOn: false
 # Mounted ConfigMap and Secret updates reach pods within a few seconds (tests measure it).
 syncFrequency: 5s
+# A restarted kubelet's first heartbeat, which `infra up` waits for, comes sooner.
+nodeStatusUpdateFrequency: 4s
 # A shared, half-full disk must neither evict pods nor garbage-collect the imported images
 # (no registry to pull them again).
 evictionHard:
@@ -573,11 +587,45 @@ conntrack:
         }
         remove_if_empty(Some(Path::new(CNI_CACHE_DIR)));
         remove_if_empty(Path::new(CNI_CACHE_DIR).parent());
-        Ok(())
+        Self::restore_sysctls(ctx)
     }
 }
 
 impl Node {
+    /// `key=value` lines of [`SYSCTLS`] as they were before the node changed them.
+    fn saved_sysctls(ctx: &Ctx) -> PathBuf {
+        Self::state_dir(ctx).join("sysctl.saved")
+    }
+
+    /// Saves [`SYSCTLS`] unless already saved (a start after a crash finds them changed).
+    fn save_sysctls(ctx: &Ctx) -> Result<()> {
+        let file = Self::saved_sysctls(ctx);
+        if file.exists() {
+            return Ok(());
+        }
+        let mut saved = String::new();
+        for key in SYSCTLS {
+            let path = Path::new("/proc/sys").join(key);
+            let value = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            saved.push_str(&format!("{key}={}\n", value.trim()));
+        }
+        std::fs::write(&file, saved).with_context(|| format!("writing {}", file.display()))
+    }
+
+    fn restore_sysctls(ctx: &Ctx) -> Result<()> {
+        let file = Self::saved_sysctls(ctx);
+        let Ok(saved) = std::fs::read_to_string(&file) else {
+            return Ok(());
+        };
+        for (key, value) in saved.lines().filter_map(|l| l.split_once('=')) {
+            let path = Path::new("/proc/sys").join(key);
+            std::fs::write(&path, value)
+                .with_context(|| format!("restoring {}", path.display()))?;
+        }
+        std::fs::remove_file(&file).with_context(|| format!("removing {}", file.display()))
+    }
+
     /// Removes the `KUBE-*` chains and every rule using them (kube-proxy's Services, the
     /// kubelet's marks and firewall; what `kube-proxy --cleanup` does for its own, without
     /// needing `ipset`), table by table with `iptables-restore`, keeping every other rule.
@@ -651,6 +699,7 @@ impl Component for Node {
             ensure_port_free(port, "the test node")?;
         }
         std::fs::create_dir_all(RUN_DIR).with_context(|| format!("creating {RUN_DIR}"))?;
+        Self::save_sysctls(ctx)?;
         // Pods' traffic to Services and to each other crosses the host and the bridge.
         for (key, value) in [
             ("net/ipv4/ip_forward", "1"),
