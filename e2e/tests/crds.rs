@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use fiso_e2e::cluster::{self, delete_quietly, unique_name, TestNamespace, K8S_DEADLINE};
+use fiso_e2e::cluster::{self, unique_name, TestNamespace, K8S_DEADLINE};
 use fiso_e2e::infra::{apiserver_log_path, kubectl, run, workspace_root};
 use serde_json::Value;
 
@@ -75,10 +75,20 @@ impl Crds {
 }
 
 impl Drop for Crds {
+    /// Waits for the deletion: until its group is gone, `kubectl` resolves a kind such as
+    /// `flowdefinition` to any group serving it.
     fn drop(&mut self) {
-        for name in &self.0 {
-            delete_quietly(&["crd", name]);
-        }
+        let _ = kubectl()
+            .args([
+                "delete",
+                "--ignore-not-found",
+                "--wait=true",
+                "--timeout=60s",
+            ])
+            .args(self.0.iter().map(|n| format!("crd/{n}")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -124,8 +134,13 @@ fn property_names(schema: &Value, path: &str) -> Vec<String> {
 async fn crds_publish_cleanly_and_kubectl_explain_describes_them() {
     // The project's own CRDs, as users install them.
     cluster::install_crds();
+    // With the group: the copies below (or another run's, being deleted) serve the same kinds.
     let explained = run(
-        kubectl().args(["explain", "flowdefinition.spec.source"]),
+        kubectl().args([
+            "explain",
+            "flowdefinition.spec.source",
+            "--api-version=fiso.io/v1alpha1",
+        ]),
         None,
     );
     for field in ["config", "type", "Where events come from"] {

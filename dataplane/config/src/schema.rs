@@ -3,7 +3,9 @@
 use schemars::{json_schema, Schema, SchemaGenerator};
 use serde_json::{Map, Value};
 
-/// `x-kubernetes-int-or-string`: the only structural way to accept both.
+/// `x-kubernetes-int-or-string`: the structural way to say "an integer or a string" (the
+/// reference docs show it as such). The CRDs replace it with an untyped leaf, which
+/// kube-apiserver 1.20 can publish (see `crd::all`).
 pub(crate) fn int_or_string(description: &str) -> Schema {
     json_schema!({
         "description": description,
