@@ -279,7 +279,8 @@ async fn webhook_with_the_operator_ca_injects_opted_in_pods_once() {
         .flatten()
         .map(|m| m.mount_path.as_str())
         .collect();
-    assert!(mounts.contains(&"/etc/fiso"), "{mounts:?}");
+    assert!(mounts.contains(&"/etc/fiso/flows"), "{mounts:?}");
+    assert!(mounts.contains(&"/etc/fiso/link"), "{mounts:?}");
     assert!(
         mounts
             .iter()

@@ -21,17 +21,19 @@ pub const SELECTION_LABEL: &str = "fiso.io/selection";
 /// Label on every ConfigMap the operator renders.
 pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "fiso-operator");
 
-/// Where the rendered ConfigMap is mounted in the sidecar.
-pub const CONFIG_MOUNT_PATH: &str = "/etc/fiso";
-/// `FISO_CONFIG_DIR` of the sidecar.
+/// `FISO_CONFIG_DIR` of the sidecar: the rendered ConfigMap's flow files are mounted here.
 pub const FLOWS_DIR: &str = "/etc/fiso/flows";
+/// Where the rendered ConfigMap's link config is mounted (as [`LINK_CONFIG_FILE`]).
+pub const LINK_DIR: &str = "/etc/fiso/link";
+/// File name of the link config in [`LINK_DIR`].
+pub const LINK_CONFIG_FILE: &str = "config.yaml";
 /// `FISO_LINK_CONFIG` of the sidecar.
 pub const LINK_CONFIG_PATH: &str = "/etc/fiso/link/config.yaml";
 /// Kubernetes Secrets referenced by LinkTargets are mounted under `<this>/<secret name>/`.
 pub const SECRETS_MOUNT_ROOT: &str = "/etc/fiso/secrets";
 
-/// ConfigMap key of the link config (keys cannot contain `/`; the volume's `items` map keys to
-/// the `flows/<name>.yaml` and `link/config.yaml` paths the data plane loads).
+/// ConfigMap key of the link config (keys cannot contain `/`; the volumes' `items` map keys to
+/// the file names the data plane loads).
 pub const LINK_CONFIG_KEY: &str = "link-config.yaml";
 
 /// The flows and link targets one pod runs.
@@ -115,9 +117,14 @@ pub fn flow_key(flow: &str) -> String {
     format!("flow-{flow}.yaml")
 }
 
-/// Path (inside the mount) the volume's `items` give a flow's file.
+/// File name of a flow in [`FLOWS_DIR`].
+pub fn flow_file(flow: &str) -> String {
+    format!("{flow}.yaml")
+}
+
+/// A flow's file as a local project names it (`flows/<name>.yaml`), in diagnostics.
 pub fn flow_path(flow: &str) -> String {
-    format!("flows/{flow}.yaml")
+    format!("flows/{}", flow_file(flow))
 }
 
 /// Where a Secret key referenced by a LinkTarget appears in the sidecar.

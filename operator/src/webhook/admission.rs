@@ -187,8 +187,8 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::selection::{flow_key, flow_path, Selection, LINK_CONFIG_KEY};
-    use crate::webhook::patch::{secret_volume_name, CONFIG_VOLUME};
+    use crate::selection::{flow_key, Selection, LINK_CONFIG_KEY};
+    use crate::webhook::patch::{secret_volume_name, FLOWS_VOLUME, LINK_VOLUME};
 
     fn review(object: Value) -> AdmissionReview<DynamicObject> {
         review_with(
@@ -338,7 +338,8 @@ mod tests {
         assert_eq!(
             fiso["volumeMounts"],
             json!([
-                {"name": "fiso-config", "mountPath": "/etc/fiso", "readOnly": true},
+                {"name": "fiso-flows", "mountPath": "/etc/fiso/flows", "readOnly": true},
+                {"name": "fiso-link", "mountPath": "/etc/fiso/link", "readOnly": true},
                 {"name": "fiso-secret-crm-token", "mountPath": "/etc/fiso/secrets/crm-token", "readOnly": true}
             ])
         );
@@ -347,25 +348,35 @@ mod tests {
         assert_eq!(containers.len(), 1, "the app containers are untouched");
 
         let volumes = pod["spec"]["volumes"].as_array().unwrap();
-        assert_eq!(volumes.len(), 3);
+        assert_eq!(volumes.len(), 4);
         assert_eq!(volumes[0]["name"], "data");
         assert_eq!(
             volumes[1],
             json!({
-                "name": CONFIG_VOLUME,
+                "name": FLOWS_VOLUME,
                 "configMap": {
                     "name": selection.configmap_name(),
                     "optional": true,
                     "items": [
-                        {"key": flow_key("orders"), "path": flow_path("orders")},
-                        {"key": flow_key("payments"), "path": flow_path("payments")},
-                        {"key": LINK_CONFIG_KEY, "path": "link/config.yaml"}
+                        {"key": flow_key("orders"), "path": "orders.yaml"},
+                        {"key": flow_key("payments"), "path": "payments.yaml"}
                     ]
                 }
             })
         );
         assert_eq!(
             volumes[2],
+            json!({
+                "name": LINK_VOLUME,
+                "configMap": {
+                    "name": selection.configmap_name(),
+                    "optional": true,
+                    "items": [{"key": LINK_CONFIG_KEY, "path": "config.yaml"}]
+                }
+            })
+        );
+        assert_eq!(
+            volumes[3],
             json!({"name": secret_volume_name("crm-token"), "secret": {"secretName": "crm-token"}})
         );
     }
@@ -399,8 +410,8 @@ mod tests {
         assert_eq!(init[0]["name"], "migrate");
         assert_eq!(
             pod["spec"]["volumes"].as_array().unwrap().len(),
-            2,
-            "no secret volumes"
+            3,
+            "the pod's own, the flows', the link config's; no secret volumes"
         );
     }
 

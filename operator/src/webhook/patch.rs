@@ -18,22 +18,22 @@ use sha2::{Digest, Sha256};
 
 use super::{SidecarMode, WebhookConfig};
 use crate::selection::{
-    flow_key, flow_path, Selection, CONFIG_MOUNT_PATH, FLOWS_DIR, LINK_CONFIG_KEY,
-    LINK_CONFIG_PATH, SECRETS_MOUNT_ROOT, SELECTION_LABEL, STATUS_ANNOTATION, STATUS_INJECTED,
+    flow_file, flow_key, Selection, FLOWS_DIR, LINK_CONFIG_FILE, LINK_CONFIG_KEY, LINK_CONFIG_PATH,
+    LINK_DIR, SECRETS_MOUNT_ROOT, SELECTION_LABEL, STATUS_ANNOTATION, STATUS_INJECTED,
 };
 
 /// Name of the injected container.
 pub const CONTAINER_NAME: &str = "fiso";
-/// Volume holding the rendered ConfigMap.
-pub const CONFIG_VOLUME: &str = "fiso-config";
+/// Volume of the rendered ConfigMap's flow files, mounted as the flow directory.
+pub const FLOWS_VOLUME: &str = "fiso-flows";
+/// Volume of the rendered ConfigMap's link config, mounted as the link config's directory.
+pub const LINK_VOLUME: &str = "fiso-link";
 /// Link proxy port (`proxy`).
 pub const PROXY_PORT: i32 = 3500;
 /// Metrics and health port (`metrics`).
 pub const METRICS_PORT: i32 = 9090;
 /// The distroless `nonroot` user.
 pub const RUN_AS_USER: i64 = 65532;
-/// Where the rendered link config sits inside the ConfigMap volume.
-const LINK_CONFIG_ITEM_PATH: &str = "link/config.yaml";
 
 /// Why a pod that asked for injection cannot get it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,7 +103,12 @@ pub fn injection_patch(
     );
     let volumes: Vec<Value> = volumes.iter().map(to_json).collect();
     append(&mut ops, pod, &["spec", "volumes"], volumes);
-    let container = to_json(&sidecar_container(config, mode, secrets));
+    let container = to_json(&sidecar_container(
+        config,
+        mode,
+        !selection.flows.is_empty(),
+        secrets,
+    ));
     match mode {
         SidecarMode::Native => prepend(&mut ops, pod, &["spec", "initContainers"], container),
         SidecarMode::Container => append(&mut ops, pod, &["spec", "containers"], vec![container]),
@@ -111,10 +116,11 @@ pub fn injection_patch(
     Ok(Patch(ops))
 }
 
-/// The data-plane container.
+/// The data-plane container (`has_flows`: the pod selects flows, so the flow volume exists).
 pub fn sidecar_container(
     config: &WebhookConfig,
     mode: SidecarMode,
+    has_flows: bool,
     secrets: &BTreeSet<String>,
 ) -> Container {
     let port = |name: &str, port: i32| ContainerPort {
@@ -138,17 +144,22 @@ pub fn sidecar_container(
         failure_threshold: Some(failures),
         ..Default::default()
     };
-    let mut mounts = vec![VolumeMount {
-        name: CONFIG_VOLUME.into(),
-        mount_path: CONFIG_MOUNT_PATH.into(),
+    let mount = |name: String, path: String| VolumeMount {
+        name,
+        mount_path: path,
         read_only: Some(true),
         ..Default::default()
-    }];
-    mounts.extend(secrets.iter().map(|secret| VolumeMount {
-        name: secret_volume_name(secret),
-        mount_path: format!("{SECRETS_MOUNT_ROOT}/{secret}"),
-        read_only: Some(true),
-        ..Default::default()
+    };
+    let mut mounts = Vec::new();
+    if has_flows {
+        mounts.push(mount(FLOWS_VOLUME.into(), FLOWS_DIR.into()));
+    }
+    mounts.push(mount(LINK_VOLUME.into(), LINK_DIR.into()));
+    mounts.extend(secrets.iter().map(|secret| {
+        mount(
+            secret_volume_name(secret),
+            format!("{SECRETS_MOUNT_ROOT}/{secret}"),
+        )
     }));
     Container {
         name: CONTAINER_NAME.into(),
@@ -191,25 +202,15 @@ pub fn sidecar_container(
     }
 }
 
-/// The ConfigMap volume (optional: the operator may render it after the pod is admitted) and
-/// one volume per referenced Secret.
+/// The rendered ConfigMap as two volumes (optional: the operator may render it after the pod is
+/// admitted), and one volume per referenced Secret. Each ConfigMap volume is mounted as the very
+/// directory the data plane watches, so kubelet's atomic update (a new `..data` inside that
+/// directory) is what the sidecar's watcher sees, and a flow dropped from the ConfigMap
+/// disappears from the directory. The flow volume only exists when the pod selects flows: with
+/// no `items` a volume would project every key, the link config among the flow files.
 pub fn volumes(selection: &Selection, secrets: &BTreeSet<String>) -> Vec<Volume> {
-    let mut items: Vec<KeyToPath> = selection
-        .flows
-        .iter()
-        .map(|flow| KeyToPath {
-            key: flow_key(flow),
-            path: flow_path(flow),
-            mode: None,
-        })
-        .collect();
-    items.push(KeyToPath {
-        key: LINK_CONFIG_KEY.into(),
-        path: LINK_CONFIG_ITEM_PATH.into(),
-        mode: None,
-    });
-    let mut volumes = vec![Volume {
-        name: CONFIG_VOLUME.into(),
+    let config_map = |name: &str, items: Vec<KeyToPath>| Volume {
+        name: name.into(),
         config_map: Some(ConfigMapVolumeSource {
             name: selection.configmap_name(),
             items: Some(items),
@@ -217,7 +218,25 @@ pub fn volumes(selection: &Selection, secrets: &BTreeSet<String>) -> Vec<Volume>
             default_mode: None,
         }),
         ..Default::default()
-    }];
+    };
+    let item = |key: String, path: String| KeyToPath {
+        key,
+        path,
+        mode: None,
+    };
+    let mut volumes = Vec::new();
+    if !selection.flows.is_empty() {
+        let items = selection
+            .flows
+            .iter()
+            .map(|flow| item(flow_key(flow), flow_file(flow)))
+            .collect();
+        volumes.push(config_map(FLOWS_VOLUME, items));
+    }
+    volumes.push(config_map(
+        LINK_VOLUME,
+        vec![item(LINK_CONFIG_KEY.into(), LINK_CONFIG_FILE.into())],
+    ));
     volumes.extend(secrets.iter().map(|secret| Volume {
         name: secret_volume_name(secret),
         secret: Some(SecretVolumeSource {
@@ -342,7 +361,8 @@ mod tests {
         assert_eq!(out["metadata"]["labels"]["fiso.io/selection"], sel.id());
         assert_eq!(out["spec"]["initContainers"][0]["name"], "fiso");
         assert_eq!(out["spec"]["initContainers"][0]["restartPolicy"], "Always");
-        assert_eq!(out["spec"]["volumes"][0]["name"], CONFIG_VOLUME);
+        assert_eq!(out["spec"]["volumes"][0]["name"], FLOWS_VOLUME);
+        assert_eq!(out["spec"]["volumes"][1]["name"], LINK_VOLUME);
         assert_eq!(out["spec"]["containers"].as_array().unwrap().len(), 1);
     }
 
@@ -393,7 +413,7 @@ mod tests {
             ),
             Err(InjectError::ContainerExists)
         );
-        let with_volume = json!({"spec": {"containers": [], "volumes": [{"name": "fiso-config"}]}});
+        let with_volume = json!({"spec": {"containers": [], "volumes": [{"name": "fiso-link"}]}});
         assert_eq!(
             injection_patch(
                 &with_volume,
@@ -402,7 +422,7 @@ mod tests {
                 &config(),
                 SidecarMode::Native
             ),
-            Err(InjectError::VolumeExists("fiso-config".into()))
+            Err(InjectError::VolumeExists("fiso-link".into()))
         );
         assert_eq!(
             injection_patch(

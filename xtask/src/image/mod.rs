@@ -151,11 +151,8 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
             t0.elapsed()
         );
         if import {
-            bail!(
-                "importing {} needs the test node, which `cargo xtask infra` does not start \
-                 yet; pass --no-import",
-                archive.display()
-            );
+            crate::infra::node::import_image(&crate::infra::Ctx::new(root), &archive)?;
+            println!("image: imported {} into the node", spec.reference());
         }
     }
     Ok(())
@@ -177,16 +174,21 @@ fn select(names: &[String]) -> Result<Vec<Spec>> {
         .collect()
 }
 
-/// `cargo build` of the chosen images' binaries; returns the directory they are in.
+/// `cargo build` of the chosen images' binaries, one package at a time (as the e2e suite
+/// builds them, so neither invalidates the other's build by unifying features differently);
+/// returns the directory they are in.
 fn build(root: &Path, profile: &str, specs: &[Spec]) -> Result<PathBuf> {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(root).args(["build", "--profile", profile]);
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     for spec in specs {
-        cmd.args(["-p", spec.package, "--bin", spec.binary]);
-    }
-    let status = cmd.status().context("starting cargo build")?;
-    if !status.success() {
-        bail!("cargo build of the images' binaries failed ({status})");
+        let status = Command::new(&cargo)
+            .current_dir(root)
+            .args(["build", "--profile", profile])
+            .args(["-p", spec.package, "--bin", spec.binary])
+            .status()
+            .context("starting cargo build")?;
+        if !status.success() {
+            bail!("cargo build of {} failed ({status})", spec.binary);
+        }
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -1,7 +1,13 @@
 //! `fiso run`: the whole data plane of a pod, as the injected sidecar runs it — the flows of
 //! `FISO_CONFIG_DIR` and the link proxy of `FISO_LINK_CONFIG`, one metrics / health server.
+//!
+//! In a pod the configuration arrives after the process starts: the webhook mounts the
+//! ConfigMap `optional`, and kubelet fills the volumes in once the operator has rendered it.
+//! An empty flow directory is watched like any other; a link config whose directory exists
+//! but whose file does not yet is waited for (the `link` component is not ready meanwhile), and
+//! the proxy starts when it appears.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -13,6 +19,8 @@ use fiso_link::LinkRuntime;
 use fiso_runtime::health::{serve, HealthState};
 use fiso_runtime::logging::LogSettings;
 use fiso_runtime::shutdown::shutdown_signal;
+use fiso_runtime::watch::watch_dir;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cmd::flow::tokio_runtime;
@@ -51,18 +59,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             tracing::info!(dir = %args.config_dir.display(), "no flow directory: running without flows");
             None
         };
-        let link = if args.link_config.is_file() {
-            Some(LinkRuntime::start(&args.link_config, &obs).await?)
-        } else {
-            tracing::info!(file = %args.link_config.display(), "no link config: running without the link proxy");
-            None
-        };
+        let link = Link::start(&args.link_config, &obs).await?;
         obs.readiness.mark_started();
         shutdown.cancelled().await;
         obs.readiness.set_not_ready("shutdown", "the process is stopping");
-        if let Some(link) = link {
-            link.shutdown().await;
-        }
+        link.shutdown().await?;
         if let Some(flows) = flows {
             flows.shutdown().await;
         }
@@ -71,4 +72,78 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Readiness component of the link proxy (while its config is awaited).
+const LINK_COMPONENT: &str = "link";
+
+/// How soon after its file appears the link config is read.
+const LINK_CONFIG_SETTLE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The link proxy: running, waiting for its config file, or not configured.
+enum Link {
+    Running(LinkRuntime),
+    Waiting {
+        task: JoinHandle<Result<Option<LinkRuntime>>>,
+        stop: CancellationToken,
+    },
+    Absent,
+}
+
+impl Link {
+    async fn start(path: &Path, obs: &Observability) -> Result<Self> {
+        if path.is_file() {
+            return Ok(Link::Running(LinkRuntime::start(path, obs).await?));
+        }
+        let Some(dir) = path.parent().filter(|d| d.is_dir()) else {
+            tracing::info!(file = %path.display(), "no link config: running without the link proxy");
+            return Ok(Link::Absent);
+        };
+        let mut changes = watch_dir(dir, LINK_CONFIG_SETTLE)?;
+        obs.readiness
+            .set_not_ready(LINK_COMPONENT, format!("waiting for {}", path.display()));
+        tracing::info!(file = %path.display(), "waiting for the link config");
+        let stop = CancellationToken::new();
+        let task = tokio::spawn({
+            let (path, obs, stop) = (path.to_owned(), obs.clone(), stop.clone());
+            async move {
+                // Checked before every wait: the file may have appeared before the watch began.
+                while !path.is_file() {
+                    tokio::select! {
+                        changed = changes.changed() => {
+                            if changed.is_none() {
+                                anyhow::bail!("the watch of {} stopped", path.display());
+                            }
+                        }
+                        () = stop.cancelled() => return Ok(None),
+                    }
+                }
+                match LinkRuntime::start(&path, &obs).await {
+                    Ok(link) => Ok(Some(link)),
+                    Err(e) => {
+                        // The flows keep running; the pod's readiness says why the link does not.
+                        tracing::error!(file = %path.display(), error = %e, "cannot start the link proxy");
+                        obs.readiness.set_not_ready(LINK_COMPONENT, e.to_string());
+                        Ok(None)
+                    }
+                }
+            }
+        });
+        Ok(Link::Waiting { task, stop })
+    }
+
+    async fn shutdown(self) -> Result<()> {
+        let running = match self {
+            Link::Running(link) => Some(link),
+            Link::Waiting { task, stop } => {
+                stop.cancel();
+                task.await??
+            }
+            Link::Absent => None,
+        };
+        if let Some(link) = running {
+            link.shutdown().await;
+        }
+        Ok(())
+    }
 }
