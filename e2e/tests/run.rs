@@ -84,3 +84,52 @@ async fn serves_link_targets_next_to_the_flows() {
     fiso.send_signal(libc::SIGTERM);
     assert!(fiso.wait_exit().await.success());
 }
+
+/// In a pod the ConfigMap's files arrive after the sidecar starts (kubelet fills an `optional`
+/// volume once the operator has rendered it, with its atomic `..data` swap): the link proxy is
+/// not ready meanwhile, and starts when its file appears.
+#[tokio::test]
+async fn starts_the_link_proxy_when_its_config_arrives() {
+    let upstream = SinkServer::ok().await;
+    let volume = tempfile::tempdir().unwrap();
+    let flows = FlowDir::new();
+    let mut fiso = FisoProcess::start_run(&flows.path(), &volume.path().join("config.yaml")).await;
+    let report = fiso.wait_for_readyz(StatusCode::SERVICE_UNAVAILABLE).await;
+    assert!(
+        report["components"]["link"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("waiting for")),
+        "{report}"
+    );
+
+    // What kubelet's atomic writer does: a timestamped directory, `..data` renamed onto it,
+    // the visible name a symlink through `..data`.
+    let stamped = volume.path().join("..2026_12_03_07_00_00.1");
+    std::fs::create_dir(&stamped).unwrap();
+    std::fs::write(
+        stamped.join("config.yaml"),
+        format!(
+            "listenAddr: 127.0.0.1:0\ntargets:\n  - name: crm\n    protocol: http\n    host: localhost\n    port: {}\n",
+            upstream.addr().port()
+        ),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(
+        stamped.file_name().unwrap(),
+        volume.path().join("..data_tmp"),
+    )
+    .unwrap();
+    std::fs::rename(
+        volume.path().join("..data_tmp"),
+        volume.path().join("..data"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..data/config.yaml", volume.path().join("config.yaml")).unwrap();
+
+    fiso.wait_for_readyz(StatusCode::OK).await;
+    let proxy = fiso.link_addr().await;
+    let answer = send(client().get(format!("http://{proxy}/link/crm/v1/contacts"))).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    fiso.send_signal(libc::SIGTERM);
+    assert!(fiso.wait_exit().await.success());
+}
