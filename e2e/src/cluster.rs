@@ -1,5 +1,5 @@
 //! The Kubernetes test cluster of `cargo xtask infra up` (etcd + kube-apiserver 1.20 +
-//! kube-controller-manager, no kubelet): a client, per-test namespaces, the CRDs, and waits on
+//! kube-controller-manager, and the node's kubelet): a client, per-test namespaces, the CRDs, and waits on
 //! object conditions with deadlines (watch-based, never sleeps).
 
 use std::collections::BTreeMap;

@@ -1,10 +1,11 @@
-//! The operator as the chart deploys it, minus the kubelet: [`Install`] applies the chart's
+//! The operator as the chart deploys it, but as a process of the test: [`Install`] applies the chart's
 //! manifests (ServiceAccount, RBAC, Service, MutatingWebhookConfiguration) to a fresh operator
 //! namespace, and [`Install::start_operator`] runs the `fiso-operator` binary as a child process
 //! with the environment of the chart's Deployment, authenticated as the chart's ServiceAccount
 //! (impersonation), so the chart's RBAC is what the operator really gets. The webhook listens on
 //! 127.0.0.1:0; [`Install::register_webhook`] points the chart's MutatingWebhookConfiguration
-//! at it with `clientConfig.url` (there is no Service routing without kubelet and kube-proxy).
+//! at it with `clientConfig.url`, since the process is not behind the chart's Service
+//! ([`crate::pods`] installs the chart for real, in pods).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,6 +1,8 @@
 //! The operator against a real API server (kube-apiserver 1.20 + kube-controller-manager from
-//! `cargo xtask infra up`; no kubelet, so pods stay Pending and injection is asserted on the
-//! Pod object). Each test installs the chart's manifests into its own namespaces and runs the
+//! `cargo xtask infra up`). The operator runs as a process beside the API server, its logs and
+//! metrics at hand; test pods name an image that does not exist, so they stay Pending and
+//! injection is asserted on the Pod object (`tests/pods.rs` runs everything in pods, from
+//! images). Each test installs the chart's manifests into its own namespaces and runs the
 //! `fiso-operator` binary with the chart's environment and RBAC (see `fiso_e2e::operator`).
 
 use std::collections::BTreeMap;
@@ -288,7 +290,7 @@ async fn webhook_with_the_operator_ca_injects_opted_in_pods_once() {
         "{mounts:?}"
     );
     assert!(annotated.labels().contains_key("fiso.io/selection"));
-    // No kubelet: the pod is only an object.
+    // Its image does not exist: the pod is only an object.
     assert_eq!(
         annotated.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Pending")
@@ -310,7 +312,7 @@ async fn webhook_with_the_operator_ca_injects_opted_in_pods_once() {
         .all(|v| v.config_map.is_none()));
 
     // A second admission of the injected pod (re-created from what the API server stored) is
-    // a no-op: still exactly one sidecar and one config volume.
+    // a no-op: still exactly one sidecar and its two config volumes (flows, link config).
     let mut again = serde_json::to_value(&annotated).unwrap();
     let meta = again["metadata"].as_object_mut().unwrap();
     for k in [
@@ -339,7 +341,7 @@ async fn webhook_with_the_operator_ca_injects_opted_in_pods_once() {
             .flatten()
             .filter(|v| v.config_map.is_some())
             .count(),
-        1
+        2
     );
 
     let metrics = operator.metrics().await;

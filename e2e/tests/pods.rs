@@ -158,9 +158,9 @@ async fn link_call(
         .and_then(|r| r["headers"]["authorization"].as_str().map(str::to_owned))
 }
 
-/// Repeats `attempt` (numbered from 0) until it yields, up to [`K8S_DEADLINE`]; returns the
-/// value and the time since `since`.
-async fn until<T, F, Fut>(what: &str, since: Instant, mut attempt: F) -> (T, Duration)
+/// Repeats `attempt` (numbered from 1) until it yields, up to [`K8S_DEADLINE`]; prints the time
+/// since `since` and returns the value.
+async fn until<T, F, Fut>(what: &str, since: Instant, mut attempt: F) -> T
 where
     F: FnMut(usize) -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
@@ -172,9 +172,8 @@ where
     })
     .await
     .unwrap_or_else(|| panic!("not within {K8S_DEADLINE:?}: {what}"));
-    let took = since.elapsed();
-    eprintln!("{what}: {took:.1?}");
-    (found, took)
+    eprintln!("{what}: {:.1?}", since.elapsed());
+    found
 }
 
 async fn lease_holder(client: &Client, namespace: &str, name: &str) -> Option<String> {
@@ -226,7 +225,7 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
         );
     }
     let lease = format!("{fullname}-leader");
-    let (leader, _) = until("a replica holds the Lease", Instant::now(), |_| {
+    let leader = until("a replica holds the Lease", Instant::now(), |_| {
         let (client, system, lease) = (client.clone(), system.name.clone(), lease.clone());
         async move { lease_holder(&client, &system, &lease).await }
     })
@@ -284,7 +283,7 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
     // An order through the flow reaches the world, transformed and wrapped. The pod can be
     // Ready before its ConfigMap is rendered (the volume is optional; kubelet fills it in on a
     // later sync), so the flow's first appearance is waited for.
-    let (event, _) = until("the first order delivered", Instant::now(), |n| {
+    let event = until("the first order delivered", Instant::now(), |n| {
         let (http, id) = (http.clone(), format!("A-{n}"));
         async move {
             post_order(&http, app_flow, &id).await?;
@@ -302,7 +301,7 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
     );
 
     // The application calls the Link; the upstream gets the Secret's credential.
-    let (auth, _) = until("the first Link call", Instant::now(), |n| {
+    let auth = until("the first Link call", Instant::now(), |n| {
         link_call(&http, app, world, n)
     })
     .await;
@@ -314,7 +313,7 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
         .delete(&leader_pod, &DeleteParams::default())
         .await
         .expect("deleting the leader");
-    let (new_leader, took) = until("the other replica takes the Lease", Instant::now(), |_| {
+    let new_leader = until("the other replica takes the Lease", Instant::now(), |_| {
         let (client, system, lease, leader) = (
             client.clone(),
             system.name.clone(),
@@ -328,7 +327,7 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
         }
     })
     .await;
-    eprintln!("lease moved from {leader} to {new_leader} in {took:.1?}");
+    eprintln!("lease moved from {leader} to {new_leader}");
 
     // Editing the flow reaches the running sidecar: operator → ConfigMap → kubelet's volume
     // update → hot reload. No restart.
@@ -342,7 +341,7 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
         )
         .await
         .expect("editing the FlowDefinition");
-    let (event, took) = until(
+    let event = until(
         "FlowDefinition edit → new transform in the running pod",
         edited,
         |n| {
@@ -358,7 +357,6 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
     )
     .await;
     assert_eq!(event["data"]["total"].as_f64(), Some(10.0));
-    println!("apply → new behaviour (FlowDefinition edit): {took:.1?}");
 
     // Rotating the Secret reaches the Link without a restart.
     let rotated = Instant::now();
@@ -376,7 +374,7 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
         ]),
         None,
     );
-    let (_, took) = until(
+    until(
         "Secret rotation → new credential upstream",
         rotated,
         |n| {
@@ -389,7 +387,6 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
         },
     )
     .await;
-    println!("apply → new behaviour (Secret rotation): {took:.1?}");
 
     // Deleting the flow removes it from the running sidecar.
     let deleted = Instant::now();
@@ -397,7 +394,7 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
         .delete("order-events", &DeleteParams::default())
         .await
         .expect("deleting the FlowDefinition");
-    let (_, took) = until(
+    until(
         "FlowDefinition deleted → flow gone from the pod",
         deleted,
         |n| {
@@ -411,7 +408,6 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
         },
     )
     .await;
-    println!("apply → new behaviour (FlowDefinition deleted): {took:.1?}");
 
     let after = wait_for_pod(&client, ns, APP, "still the same pod", |p| {
         p.metadata.uid == uid
@@ -450,7 +446,7 @@ spec:
     })
     .await;
     let readyz = pod_addr(&broken_pod, SIDECAR_HEALTH_PORT);
-    let (report, _) = until(
+    let report = until(
         "the sidecar reports the invalid flow",
         Instant::now(),
         |_| {
