@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::LazyLock;
 
 use fiso_operator::webhook::admission::{parse, respond, to_wire, Outcome};
-use fiso_operator::webhook::{LinkSecrets, WebhookConfig};
+use fiso_operator::webhook::{LinkSecrets, SidecarMode, WebhookConfig};
 
 static CONFIG: LazyLock<WebhookConfig> = LazyLock::new(WebhookConfig::default);
 
@@ -21,17 +21,20 @@ pub fn run(data: &[u8]) {
         secrets: BTreeSet::from(["payments-token".to_owned()]),
         warnings: vec!["LinkTarget missing not found".to_owned()],
     };
-    let (response, outcome) = respond(&req, &CONFIG, &secrets);
-    if outcome == Outcome::Injected {
-        let patch = response
-            .patch
-            .as_deref()
-            .expect("an injection carries a patch");
-        let patch: json_patch::Patch =
-            serde_json::from_slice(patch).expect("the patch is a JSON Patch");
-        let mut pod = serde_json::to_value(req.object.as_ref().expect("a pod was injected"))
-            .expect("the pod serialises");
-        json_patch::patch(&mut pod, &patch).expect("the patch applies to its pod");
+    // Both shapes of the sidecar: an init container (native) and a regular container.
+    for mode in [SidecarMode::Native, SidecarMode::Container] {
+        let (response, outcome) = respond(&req, &CONFIG, mode, &secrets);
+        if outcome == Outcome::Injected {
+            let patch = response
+                .patch
+                .as_deref()
+                .expect("an injection carries a patch");
+            let patch: json_patch::Patch =
+                serde_json::from_slice(patch).expect("the patch is a JSON Patch");
+            let mut pod = serde_json::to_value(req.object.as_ref().expect("a pod was injected"))
+                .expect("the pod serialises");
+            json_patch::patch(&mut pod, &patch).expect("the patch applies to its pod");
+        }
+        let _ = to_wire(&response.into_review());
     }
-    let _ = to_wire(&response.into_review());
 }
