@@ -176,6 +176,23 @@ where
     found
 }
 
+/// The sidecar's `/readyz` at `addr`, when it has a warning naming `file` and `problem`.
+async fn readyz_warning(
+    http: &reqwest::Client,
+    addr: SocketAddr,
+    file: &str,
+    problem: &str,
+) -> Option<Value> {
+    let answer = http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .ok()?;
+    let body: Value = serde_json::from_slice(&answer.bytes().await.ok()?).ok()?;
+    let warnings = body["warnings"].to_string();
+    (warnings.contains(file) && warnings.contains(problem)).then_some(body)
+}
+
 async fn lease_holder(client: &Client, namespace: &str, name: &str) -> Option<String> {
     Api::<Lease>::namespaced(client.clone(), namespace)
         .get_opt(name)
@@ -388,6 +405,30 @@ async fn the_chart_and_its_examples_run_the_loop_in_pods() {
     )
     .await;
 
+    // Breaking the flow keeps its last good version running; the sidecar says why.
+    flows
+        .patch(
+            "order-events",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"transform": {"fields": {"total": "data.price *"}}}})),
+        )
+        .await
+        .expect("breaking the FlowDefinition");
+    let app_health = pod_addr(&app_pod, SIDECAR_HEALTH_PORT);
+    until(
+        "broken edit → reported on /readyz",
+        Instant::now(),
+        |_| readyz_warning(&http, app_health, "order-events", "transform.fields.total"),
+    )
+    .await;
+    post_order(&http, app_flow, "D-1")
+        .await
+        .expect("the last good version still serves");
+    let event = fiso_e2e::eventually(K8S_DEADLINE, || delivered(&http, world, "D-1"))
+        .await
+        .expect("delivered by the last good version");
+    assert_eq!(event["data"]["status"], "confirmed");
+
     // Deleting the flow removes it from the running sidecar.
     let deleted = Instant::now();
     flows
@@ -449,20 +490,7 @@ spec:
     let report = until(
         "the sidecar reports the invalid flow",
         Instant::now(),
-        |_| {
-            let http = http.clone();
-            async move {
-                let answer = http
-                    .get(format!("http://{readyz}/readyz"))
-                    .send()
-                    .await
-                    .ok()?;
-                let body: Value = serde_json::from_slice(&answer.bytes().await.ok()?).ok()?;
-                let text = body.to_string();
-                (text.contains("broken-events") && text.contains("transform.fields.total"))
-                    .then_some(body)
-            }
-        },
+        |_| readyz_warning(&http, readyz, "broken-events", "transform.fields.total"),
     )
     .await;
     eprintln!("/readyz of the pod with an invalid flow: {report}");
