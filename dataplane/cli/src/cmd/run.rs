@@ -32,7 +32,8 @@ pub struct RunArgs {
     /// Directory of flow files (may be absent when the pod selects no flows).
     #[arg(long, env = "FISO_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
-    /// Link config file (may be absent when the pod selects no link targets).
+    /// Link config file. When it is absent but its directory exists (a ConfigMap volume kubelet
+    /// has not filled yet), the link proxy is not ready until the file appears, then starts.
     #[arg(long, env = "FISO_LINK_CONFIG", default_value = DEFAULT_LINK_CONFIG)]
     pub link_config: PathBuf,
     /// Metrics and health server shared by flows and link.
