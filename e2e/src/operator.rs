@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::{Arc, OnceLock};
 
 use fiso_config::crd::{FlowDefinition, LinkTarget, Phase, ResourceStatus};
@@ -341,16 +341,6 @@ fn write_impersonating_kubeconfig(admin: &Path, user: &str, to: &Path) {
     std::fs::write(to, serde_yaml_ng::to_string(&config).expect("YAML")).expect("writing");
 }
 
-/// Environment variables that would route the operator's API calls through a proxy.
-const PROXY_VARS: [&str; 6] = [
-    "HTTP_PROXY",
-    "http_proxy",
-    "HTTPS_PROXY",
-    "https_proxy",
-    "ALL_PROXY",
-    "all_proxy",
-];
-
 /// A running `fiso-operator`; killed when dropped (its logs are printed if the test failed).
 pub struct OperatorProcess {
     pub pod_name: String,
@@ -370,14 +360,8 @@ fn spawn_operator(env: Vec<(String, String)>) -> (Child, u32, Logs) {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .envs(env)
         .env("FISO_LOG_FORMAT", "json")
-        .env("FISO_LOG_LEVEL", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for var in PROXY_VARS {
-        cmd.env_remove(var);
-    }
+        .env("FISO_LOG_LEVEL", "info");
+    crate::process::captured(&mut cmd);
     let mut child = cmd.spawn().expect("spawning fiso-operator");
     let pid = child.id().expect("a running child has a pid");
     let logs = Logs::capture(child.stderr.take().expect("stderr is piped"));

@@ -14,7 +14,8 @@ use crate::logs::{LogLine, Logs};
 use crate::metrics::Metrics;
 use crate::{client, eventually, Answer, DEADLINE};
 
-/// Environment variables that would send the child's sink requests through a proxy.
+/// Environment variables that would send a child's requests (to sinks, to the API server)
+/// through a proxy.
 const PROXY_VARS: [&str; 6] = [
     "HTTP_PROXY",
     "http_proxy",
@@ -23,6 +24,19 @@ const PROXY_VARS: [&str; 6] = [
     "ALL_PROXY",
     "all_proxy",
 ];
+
+/// A child process of a test: no stdin, stdout dropped, stderr (its logs) piped for capture,
+/// no proxy, killed when its handle is dropped.
+pub(crate) fn captured(cmd: &mut Command) -> &mut Command {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
 
 /// A running `fiso flow`; killed when dropped (its logs are printed if the test failed).
 pub struct FisoProcess {
@@ -133,14 +147,8 @@ impl FisoProcess {
             .args(["--metrics-addr", "127.0.0.1:0"])
             .env("FISO_LOG_FORMAT", "json")
             .env("FISO_LOG_LEVEL", "info")
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        for var in PROXY_VARS {
-            cmd.env_remove(var);
-        }
+            .envs(env);
+        captured(&mut cmd);
         if let Some(n) = nofile {
             // SAFETY: between fork and exec the closure only calls setrlimit(2), which is
             // async-signal-safe, and allocates nothing.
