@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use fiso_e2e::cluster::{self, unique_name, TestNamespace, K8S_DEADLINE};
+use fiso_e2e::eventually;
 use fiso_e2e::infra::{apiserver_log_path, kubectl, run, workspace_root};
 use serde_json::Value;
 
@@ -135,14 +136,20 @@ async fn crds_publish_cleanly_and_kubectl_explain_describes_them() {
     // The project's own CRDs, as users install them.
     cluster::install_crds();
     // With the group: the copies below (or another run's, being deleted) serve the same kinds.
-    let explained = run(
-        kubectl().args([
-            "explain",
-            "flowdefinition.spec.source",
-            "--api-version=fiso.io/v1alpha1",
-        ]),
-        None,
-    );
+    // `kubectl explain` reads the published OpenAPI document, which a freshly installed CRD
+    // reaches some time after it is `Established`.
+    let explained = eventually(K8S_DEADLINE, || async {
+        let out = kubectl()
+            .args(["explain", "flowdefinition.spec.source"])
+            .arg("--api-version=fiso.io/v1alpha1")
+            .output()
+            .expect("running kubectl explain");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    })
+    .await
+    .expect("kubectl explain never found FlowDefinition in the published OpenAPI document");
     for field in ["config", "type", "Where events come from"] {
         assert!(explained.contains(field), "`{field}` in:\n{explained}");
     }
