@@ -1,7 +1,8 @@
 //! `fiso-config`: the one schema Fiso reads, whether it comes from a local YAML file
 //! (`fiso/flows/*.yaml`, `fiso/link/config.yaml`) or from a Kubernetes custom resource.
 //!
-//! * [`flow`] and [`link`] are the serde + schemars types of a flow file and the link config.
+//! * [`flow`] and [`link`] are the serde + schemars types of a flow file and the link config;
+//!   [`apps`] those of the Wasmer/WASIX apps files and the all-in-one file.
 //! * [`crd`] derives the `FlowDefinition` / `LinkTarget` kinds (`fiso.io/v1alpha1`) from those
 //!   same types, so a custom resource the API server admits is a config the data plane can run.
 //! * [`parse`] turns YAML text into those types with file / line / column on every error.
@@ -9,6 +10,7 @@
 //!
 //! No I/O and no async runtime live here: callers hand in text and get values or diagnostics.
 
+pub mod apps;
 pub mod cel_check;
 pub mod common;
 pub mod crd;
@@ -23,6 +25,7 @@ pub mod reference;
 mod schema;
 pub mod validate;
 
+pub use apps::{AioConfig, AppsConfig};
 pub use diagnostic::{Diagnostic, Diagnostics, Severity};
 pub use flow::FlowConfig;
 pub use link::LinkConfig;

@@ -17,6 +17,8 @@
 //! - [`watch`]: a debounced watcher for a config directory (editor saves and Kubernetes
 //!   ConfigMap volume swaps alike) and content-hashed snapshots to diff reloads against.
 //! - [`reload`]: the loop that reloads after every change the watcher reports, until stopped.
+//! - [`apps`]: the [`AppDirectory`](apps::AppDirectory) through which flows and the Link call
+//!   the Wasmer/WASIX apps of the same process by name.
 //! - [`backoff`]: retry delay shapes, `Retry-After`, and [`backoff::Restart`], the doubling
 //!   delay between restarts of something that keeps failing.
 //!
@@ -53,6 +55,7 @@
 //! ```
 
 pub mod addr;
+pub mod apps;
 pub mod backoff;
 pub mod health;
 pub mod http_client;
@@ -69,10 +72,13 @@ pub use health::{ConfigInfo, HealthState, Readiness};
 pub use metrics::MetricsRegistry;
 
 /// What the data-plane components of one process share: one metrics registry, one readiness
-/// report and one `/config` document behind one metrics / health server.
+/// report and one `/config` document behind one metrics / health server, and the apps the
+/// flows and the Link may call.
 #[derive(Clone, Default)]
 pub struct Observability {
     pub metrics: MetricsRegistry,
     pub readiness: Readiness,
     pub config: ConfigInfo,
+    /// The apps of this process (empty unless it runs apps).
+    pub apps: apps::AppDirectory,
 }

@@ -1,15 +1,17 @@
 //! Semantic validation: everything deserialisation can't see. Every check runs and **all**
 //! findings are returned, each with its field path and a fix hint.
 //!
-//! * [`flow`] checks one flow, [`link`] the link config and its targets,
+//! * [`flow`] checks one flow, [`link`] the link config and its targets, [`apps`] apps files,
 //! * [`project`] loads a whole project (many flow files + a link file) and adds the checks that
 //!   span files (duplicate names, HTTP path collisions on a shared `listenAddr`).
 
+pub mod apps;
 pub mod flow;
 pub mod link;
 pub mod project;
 mod rules;
 
+pub use apps::{check_apps, validate_app, validate_apps, LoadedApps};
 pub use flow::validate_flow;
 pub use link::{validate_link, validate_target};
 pub use project::{check_project, LoadedFlow, LoadedLink, Project, SourceFile};
