@@ -55,7 +55,7 @@ fn rand_u32() -> u32 {
 }
 
 /// Installs the CRDs from `crds/` (server-side apply, so concurrent tests agree) and waits
-/// until both are established.
+/// until all are established.
 pub fn install_crds() {
     let dir = workspace_root().join("crds");
     run(
@@ -72,6 +72,7 @@ pub fn install_crds() {
             "--timeout=60s",
             "crd/flowdefinitions.fiso.io",
             "crd/linktargets.fiso.io",
+            "crd/wasmapps.fiso.io",
         ]),
         None,
     );

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::{Arc, OnceLock};
 
-use fiso_config::crd::{FlowDefinition, LinkTarget, Phase, ResourceStatus};
+use fiso_config::crd::{FlowDefinition, LinkTarget, Phase, ResourceStatus, WasmApp};
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::api::{Api, PostParams};
@@ -534,6 +534,12 @@ impl HasStatus for FlowDefinition {
 }
 
 impl HasStatus for LinkTarget {
+    fn status(&self) -> Option<&ResourceStatus> {
+        self.status.as_ref()
+    }
+}
+
+impl HasStatus for WasmApp {
     fn status(&self) -> Option<&ResourceStatus> {
         self.status.as_ref()
     }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use fiso_config::crd::{FlowDefinition, LinkTarget, Phase, ResourceStatus};
+use fiso_config::crd::{FlowDefinition, LinkTarget, Phase, ResourceStatus, WasmApp};
 use fiso_e2e::cluster::{wait_for, K8S_DEADLINE};
 use fiso_e2e::fiso_bin;
 use fiso_e2e::infra::{chart_dir, kubectl, run};
@@ -770,4 +770,96 @@ async fn chart_examples_work_together() {
     let data = cm.data.expect("data");
     assert!(data["flow-order-events.yaml"].contains("order_id"));
     assert!(data["link-config.yaml"].contains("/etc/fiso/secrets/crm-api-token/token"));
+}
+
+/// A WasmApp is validated like the other kinds, rendered into the ConfigMap of the pods that
+/// select it (`fiso.io/apps`) as an apps file `fiso validate` accepts, and its module
+/// ConfigMap is mounted into the sidecar where that file says the module is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wasm_apps_are_validated_rendered_and_their_modules_mounted() {
+    let (install, _operator) = install_with_webhook("apps").await;
+    let ns = &install.app.name;
+    let client = &install.client;
+    let apps: Api<WasmApp> = Api::namespaced(client.clone(), ns);
+    create(
+        &apps,
+        "apiVersion: fiso.io/v1alpha1\nkind: WasmApp\nmetadata: {name: enrich}\nspec:\n  moduleConfigMap: {name: enrich-wasm, key: app.wasm}\n  memoryMB: 32\n  healthCheck: /health\n",
+    )
+    .await;
+    create(
+        &apps,
+        "apiVersion: fiso.io/v1alpha1\nkind: WasmApp\nmetadata: {name: nomodule}\nspec: {execution: pooled}\n",
+    )
+    .await;
+    wait_for_phase(&apps, "enrich", Phase::Ready).await;
+    let error = wait_for_phase(&apps, "nomodule", Phase::Error).await;
+    assert!(
+        error
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("the WasmApp has no module"),
+        "{error:?}"
+    );
+
+    let injected = Api::<Pod>::namespaced(client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &pod(
+                "app",
+                &[("fiso.io/inject", "true"), ("fiso.io/apps", "enrich")],
+            ),
+        )
+        .await
+        .expect("creating the pod");
+    let spec = serde_json::to_value(injected.spec.as_ref().expect("spec")).unwrap();
+    let module_volume = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "fiso-module-enrich")
+        .unwrap_or_else(|| panic!("no module volume in {spec:#}"));
+    assert_eq!(
+        module_volume["configMap"],
+        json!({"name": "enrich-wasm", "items": [{"key": "app.wasm", "path": "app.wasm"}], "optional": false, "defaultMode": 420})
+    );
+    let sidecar = spec["initContainers"]
+        .as_array()
+        .into_iter()
+        .chain(spec["containers"].as_array())
+        .flatten()
+        .find(|c| c["name"] == "fiso")
+        .expect("the sidecar");
+    assert!(
+        sidecar["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "FISO_APPS_CONFIG", "value": "/etc/fiso/apps/config.yaml"})),
+        "{sidecar:#}"
+    );
+
+    let name = mounted_configmap(&injected);
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let cm = wait_for(&configmaps, &name, "rendered", |c: Option<&ConfigMap>| {
+        c.is_some()
+    })
+    .await
+    .expect("ConfigMap");
+    let data = cm.data.clone().expect("data");
+    let apps_file: Value = serde_yaml_ng::from_str(&data["apps-config.yaml"]).expect("apps YAML");
+    assert_eq!(apps_file["apps"][0]["name"], "enrich");
+    assert_eq!(
+        apps_file["apps"][0]["module"],
+        "/etc/fiso/modules/enrich/app.wasm"
+    );
+    assert_eq!(cm.annotations()["fiso.io/apps"], "enrich");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    std::fs::write(dir.path().join("apps/apps.yaml"), &data["apps-config.yaml"]).unwrap();
+    run(
+        std::process::Command::new(fiso_bin())
+            .arg("validate")
+            .arg(dir.path()),
+        None,
+    );
 }

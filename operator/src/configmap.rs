@@ -9,6 +9,9 @@
 //!   Kubernetes Secret reference (`auth.secretRef {name, key}`) becomes `filePath:
 //!   /etc/fiso/secrets/<name>/<key>` — where the webhook mounts that Secret. Secret values are
 //!   never read, let alone copied.
+//! * `apps-config.yaml` ([`APPS_CONFIG_KEY`]), only when the pod selects apps: an apps file of
+//!   the selected, valid WasmApps. A `moduleConfigMap {name, key}` becomes `module:
+//!   /etc/fiso/modules/<app>/<key>` — where the webhook mounts that ConfigMap key.
 //!
 //! One bad resource never fails the whole ConfigMap; each problem is reported in
 //! [`Rendered::omitted`]:
@@ -16,12 +19,13 @@
 //! * an invalid FlowDefinition is rendered anyway: the sidecar refuses the file with the same
 //!   checks, keeps running the flow's last good version (or nothing, in a new pod), and reports
 //!   the problem on `/readyz` — where whoever looks at the pod sees it;
-//! * an invalid LinkTarget is left out: the link config is one file, and one bad target in it
-//!   would make the sidecar refuse every target.
+//! * an invalid LinkTarget or WasmApp is left out: the link config and the apps file are one
+//!   file each, and one bad entry in it would make the sidecar refuse all of them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use fiso_config::crd::{FlowDefinition, LinkTarget};
+use fiso_config::apps::AppsConfig;
+use fiso_config::crd::{FlowDefinition, LinkTarget, WasmApp};
 use fiso_config::link::{AuthType, SecretRef};
 use fiso_config::manifests::{import, Manifests};
 use fiso_config::validate::{check_project, SourceFile};
@@ -31,8 +35,9 @@ use kube::ResourceExt;
 
 use crate::error::Error;
 use crate::selection::{
-    flow_key, flow_path, secret_file, Selection, FLOWS_ANNOTATION, INJECT_ANNOTATION,
-    LINKS_ANNOTATION, LINK_CONFIG_KEY, LINK_CONFIG_PATH, MANAGED_BY_LABEL, SELECTION_LABEL,
+    flow_key, flow_path, secret_file, Selection, APPS_ANNOTATION, APPS_CONFIG_KEY,
+    APPS_CONFIG_PATH, FLOWS_ANNOTATION, INJECT_ANNOTATION, LINKS_ANNOTATION, LINK_CONFIG_KEY,
+    LINK_CONFIG_PATH, MANAGED_BY_LABEL, SELECTION_LABEL,
 };
 use crate::validation;
 
@@ -41,11 +46,12 @@ use crate::validation;
 /// a resource's current generation has reached every ConfigMap that selects it.
 pub const RENDERED_FROM_ANNOTATION: &str = "fiso.io/rendered-from";
 
-/// The two kinds a selection names.
+/// The kinds a selection names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourceKind {
     Flow,
     Link,
+    App,
 }
 
 impl SourceKind {
@@ -54,6 +60,7 @@ impl SourceKind {
         match self {
             SourceKind::Flow => "FlowDefinition",
             SourceKind::Link => "LinkTarget",
+            SourceKind::App => "WasmApp",
         }
     }
 
@@ -61,6 +68,7 @@ impl SourceKind {
         match kind {
             "FlowDefinition" => Some(SourceKind::Flow),
             "LinkTarget" => Some(SourceKind::Link),
+            "WasmApp" => Some(SourceKind::App),
             _ => None,
         }
     }
@@ -70,6 +78,7 @@ impl SourceKind {
         match self {
             SourceKind::Flow => selection.includes_flow(name),
             SourceKind::Link => selection.includes_link(name),
+            SourceKind::App => selection.includes_app(name),
         }
     }
 }
@@ -113,7 +122,8 @@ impl std::fmt::Display for Omitted {
 /// The rendered content of one selection's ConfigMap.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Rendered {
-    /// ConfigMap data: [`flow_key`] → flow file, [`LINK_CONFIG_KEY`] → link config.
+    /// ConfigMap data: [`flow_key`] → flow file, [`LINK_CONFIG_KEY`] → link config,
+    /// [`APPS_CONFIG_KEY`] → apps file.
     pub data: BTreeMap<String, String>,
     /// One per resource included (`controller: false`), so the ConfigMap is garbage-collected
     /// once every resource it came from is deleted.
@@ -134,6 +144,7 @@ pub fn render<'a>(
     selection: &Selection,
     flows: impl IntoIterator<Item = &'a FlowDefinition>,
     links: impl IntoIterator<Item = &'a LinkTarget>,
+    apps: impl IntoIterator<Item = &'a WasmApp>,
 ) -> Result<Rendered, Error> {
     let ns = selection.namespace.as_str();
     let flows: BTreeMap<String, &FlowDefinition> = flows
@@ -145,6 +156,11 @@ pub fn render<'a>(
         .into_iter()
         .filter(|lt| lt.namespace().as_deref() == Some(ns))
         .map(|lt| (lt.name_any(), lt))
+        .collect();
+    let apps: BTreeMap<String, &WasmApp> = apps
+        .into_iter()
+        .filter(|app| app.namespace().as_deref() == Some(ns))
+        .map(|app| (app.name_any(), app))
         .collect();
 
     let mut out = Rendered::default();
@@ -211,6 +227,28 @@ pub fn render<'a>(
         text: text.clone(),
     };
     out.data.insert(LINK_CONFIG_KEY.to_owned(), text);
+
+    let mut apps_file = AppsConfig::default();
+    for name in &selection.apps {
+        match pick(
+            SourceKind::App,
+            name,
+            apps.get(name).copied(),
+            validation::check_app,
+        ) {
+            Ok(app) => {
+                out.include(SourceKind::App, app);
+                apps_file.apps.push(validation::app_config(app));
+            }
+            Err(o) => out.omitted.push(o),
+        }
+    }
+    if !selection.apps.is_empty() {
+        out.data.insert(
+            APPS_CONFIG_KEY.to_owned(),
+            yaml(APPS_CONFIG_PATH, &apps_file)?,
+        );
+    }
 
     // Every valid file here validated on its own; what is left are problems between them (an
     // invalid flow's own errors are already in `omitted`).
@@ -319,7 +357,7 @@ pub fn secrets_for<'a>(
 }
 
 /// The ConfigMap to server-side apply for `selection`. Its annotations name the selection
-/// (`fiso.io/flows`, `fiso.io/links`) and what was rendered ([`RENDERED_FROM_ANNOTATION`]), so
+/// (`fiso.io/flows`, `fiso.io/links`, `fiso.io/apps`) and what was rendered ([`RENDERED_FROM_ANNOTATION`]), so
 /// it describes itself to `kubectl` users and to the controllers.
 pub fn configmap(selection: &Selection, rendered: &Rendered) -> ConfigMap {
     let join = |names: &BTreeSet<String>| names.iter().cloned().collect::<Vec<_>>().join(",");
@@ -327,7 +365,7 @@ pub fn configmap(selection: &Selection, rendered: &Rendered) -> ConfigMap {
         (MANAGED_BY_LABEL.0.to_owned(), MANAGED_BY_LABEL.1.to_owned()),
         (SELECTION_LABEL.to_owned(), selection.id()),
     ]);
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (FLOWS_ANNOTATION.to_owned(), join(&selection.flows)),
         (LINKS_ANNOTATION.to_owned(), join(&selection.links)),
         (
@@ -335,6 +373,9 @@ pub fn configmap(selection: &Selection, rendered: &Rendered) -> ConfigMap {
             format_sources(&rendered.sources),
         ),
     ]);
+    if !selection.apps.is_empty() {
+        annotations.insert(APPS_ANNOTATION.to_owned(), join(&selection.apps));
+    }
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(selection.configmap_name()),

@@ -25,17 +25,24 @@ use crate::error::{Error, ErrorCode};
 pub enum Kind {
     FlowDefinition,
     LinkTarget,
+    WasmApp,
     /// The renderer, which reconciles one ConfigMap per selection.
     ConfigMap,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::FlowDefinition, Kind::LinkTarget, Kind::ConfigMap];
+    pub const ALL: [Kind; 4] = [
+        Kind::FlowDefinition,
+        Kind::LinkTarget,
+        Kind::WasmApp,
+        Kind::ConfigMap,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::FlowDefinition => "FlowDefinition",
             Kind::LinkTarget => "LinkTarget",
+            Kind::WasmApp => "WasmApp",
             Kind::ConfigMap => "ConfigMap",
         }
     }

@@ -12,6 +12,8 @@ pub const INJECT_ANNOTATION: &str = "fiso.io/inject";
 pub const FLOWS_ANNOTATION: &str = "fiso.io/flows";
 /// Comma-separated LinkTarget names (same namespace).
 pub const LINKS_ANNOTATION: &str = "fiso.io/links";
+/// Comma-separated WasmApp names (same namespace).
+pub const APPS_ANNOTATION: &str = "fiso.io/apps";
 /// Set to `injected` by the webhook; a second admission is a no-op.
 pub const STATUS_ANNOTATION: &str = "fiso.io/status";
 pub const STATUS_INJECTED: &str = "injected";
@@ -35,13 +37,23 @@ pub const SECRETS_MOUNT_ROOT: &str = "/etc/fiso/secrets";
 /// ConfigMap key of the link config (keys cannot contain `/`; the volumes' `items` map keys to
 /// the file names the data plane loads).
 pub const LINK_CONFIG_KEY: &str = "link-config.yaml";
+/// ConfigMap key of the apps file (only when the pod selects apps).
+pub const APPS_CONFIG_KEY: &str = "apps-config.yaml";
+/// Where the rendered ConfigMap's apps file is mounted (as [`APPS_CONFIG_FILE`]).
+pub const APPS_DIR: &str = "/etc/fiso/apps";
+pub const APPS_CONFIG_FILE: &str = "config.yaml";
+/// `FISO_APPS_CONFIG` of the sidecar.
+pub const APPS_CONFIG_PATH: &str = "/etc/fiso/apps/config.yaml";
+/// A WasmApp's `moduleConfigMap` is mounted under `<this>/<app name>/`.
+pub const MODULES_MOUNT_ROOT: &str = "/etc/fiso/modules";
 
-/// The flows and link targets one pod runs.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// The flows, link targets and apps one pod runs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Selection {
     pub namespace: String,
     pub flows: BTreeSet<String>,
     pub links: BTreeSet<String>,
+    pub apps: BTreeSet<String>,
 }
 
 impl Selection {
@@ -69,6 +81,7 @@ impl Selection {
             namespace: namespace.to_owned(),
             flows: names(FLOWS_ANNOTATION),
             links: names(LINKS_ANNOTATION),
+            apps: names(APPS_ANNOTATION),
         })
     }
 
@@ -94,6 +107,19 @@ impl Selection {
                 .join(",")
                 .as_bytes(),
         );
+        // Only when there are apps: a selection without apps keeps the id (and ConfigMap) it
+        // had before apps existed.
+        if !self.apps.is_empty() {
+            h.update(b";apps=");
+            h.update(
+                self.apps
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    .as_bytes(),
+            );
+        }
         let digest = h.finalize();
         digest.iter().take(5).map(|b| format!("{b:02x}")).collect()
     }
@@ -110,6 +136,10 @@ impl Selection {
     pub fn includes_link(&self, name: &str) -> bool {
         self.links.contains(name)
     }
+
+    pub fn includes_app(&self, name: &str) -> bool {
+        self.apps.contains(name)
+    }
 }
 
 /// ConfigMap key of a flow's file.
@@ -125,6 +155,11 @@ pub fn flow_file(flow: &str) -> String {
 /// A flow's file as a local project names it (`flows/<name>.yaml`), in diagnostics.
 pub fn flow_path(flow: &str) -> String {
     format!("flows/{}", flow_file(flow))
+}
+
+/// Where the module of WasmApp `app` (ConfigMap key `key`) appears in the sidecar.
+pub fn module_file(app: &str, key: &str) -> String {
+    format!("{MODULES_MOUNT_ROOT}/{app}/{key}")
 }
 
 /// Where a Secret key referenced by a LinkTarget appears in the sidecar.
@@ -180,5 +215,33 @@ mod tests {
         )
         .unwrap();
         assert_ne!(a.id(), c.id(), "flows and links with the same names differ");
+        let d = Selection::from_annotations(
+            "ns",
+            &ann(&[
+                (INJECT_ANNOTATION, "true"),
+                (FLOWS_ANNOTATION, "x,y"),
+                (APPS_ANNOTATION, "enrich"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(d.apps.iter().collect::<Vec<_>>(), vec!["enrich"]);
+        assert_ne!(a.id(), d.id(), "apps are part of the selection");
+    }
+
+    #[test]
+    fn ids_of_selections_without_apps_are_unchanged() {
+        // The id a pod selecting flow `orders` and link `crm` had before apps existed: its
+        // ConfigMap keeps its name across the upgrade.
+        let s = Selection {
+            namespace: "ns".into(),
+            flows: ["orders".into()].into(),
+            links: ["crm".into()].into(),
+            apps: Default::default(),
+        };
+        let mut h = Sha256::new();
+        h.update(b"flows=orders;links=crm");
+        let digest = h.finalize();
+        let old: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+        assert_eq!(s.id(), old);
     }
 }

@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
-use fiso_config::crd::{FlowDefinition, LinkTarget};
+use fiso_config::crd::{FlowDefinition, LinkTarget, WasmApp};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use kube::client::Body;
@@ -41,6 +41,22 @@ spec:
     type: http
     config:
       url: "{sink_url}"
+"#
+    ))
+}
+
+/// A long-running WasmApp in namespace `apps` whose module is key `app.wasm` of ConfigMap
+/// `module_config_map`.
+pub fn app(name: &str, module_config_map: &str) -> WasmApp {
+    resource(&format!(
+        r#"
+apiVersion: fiso.io/v1alpha1
+kind: WasmApp
+metadata:
+  name: {name}
+spec:
+  moduleConfigMap: {{name: "{module_config_map}", key: app.wasm}}
+  healthCheck: /health
 "#
     ))
 }

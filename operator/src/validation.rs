@@ -2,12 +2,16 @@
 //! (`fiso_config::validate` with [`Origin::Resource`]). Field paths are those of the resource
 //! (`spec.sink.config.url`), so `kubectl explain` and the status message agree.
 
-use fiso_config::crd::{FlowDefinition, LinkTarget};
+use fiso_config::apps::AppConfig;
+use fiso_config::crd::{FlowDefinition, LinkTarget, WasmApp};
 use fiso_config::diagnostic::{join_path, Diagnostic};
 use fiso_config::flow::FlowConfig;
 use fiso_config::link::TargetConfig;
-use fiso_config::validate::{validate_flow, validate_target, Origin};
+use fiso_config::manifests::import_app;
+use fiso_config::validate::{validate_app, validate_flow, validate_target, Origin};
 use kube::ResourceExt;
+
+use crate::selection::module_file;
 
 /// The flow a FlowDefinition stands for, named as the data plane will name it: `spec.name`
 /// when set, else `metadata.name` (exactly what `fiso_config::manifests::import` does).
@@ -24,6 +28,46 @@ pub fn target_config(lt: &LinkTarget) -> TargetConfig {
         name: lt.spec.name.clone().or_else(|| Some(lt.name_any())),
         ..lt.spec.clone()
     }
+}
+
+/// The app a WasmApp stands for in the sidecar (see [`flow_config`]): a `moduleConfigMap`
+/// becomes the path where the webhook mounts it.
+pub fn app_config(app: &WasmApp) -> AppConfig {
+    let mut config = import_app(app);
+    if let Some(cm) = config.module_config_map.take() {
+        if config.module.is_empty() {
+            config.module = module_file(&config.name, &cm.key);
+        }
+    }
+    config
+}
+
+/// Every finding (errors and warnings) for a WasmApp.
+pub fn check_app(app: &WasmApp) -> Vec<Diagnostic> {
+    let named_by_metadata = app.spec.name.is_empty();
+    let mut out: Vec<Diagnostic> = validate_app(&app_config(app))
+        .into_iter()
+        .map(|d| to_resource_path(d, named_by_metadata))
+        .collect();
+    if app.spec.module_config_map.is_some() && !app.spec.module.is_empty() {
+        out.push(
+            Diagnostic::error(
+                "spec.module",
+                "give `module` (a file the pod provides) or `moduleConfigMap`, not both",
+            )
+            .hint(
+                "a module shipped in a ConfigMap: moduleConfigMap: {name: my-app, key: app.wasm}",
+            ),
+        );
+    }
+    if app.spec.module.is_empty() && app.spec.module_config_map.is_none() {
+        out.retain(|d| d.path != "spec.module");
+        out.push(
+            Diagnostic::error("spec", "the WasmApp has no module")
+                .hint("moduleConfigMap: {name: my-app, key: app.wasm} (binaryData), or module: <path in the pod>"),
+        );
+    }
+    out
 }
 
 /// Every finding (errors and warnings) for a FlowDefinition.

@@ -116,14 +116,42 @@ impl Execution {
     }
 }
 
-/// One app.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+/// One app; in Kubernetes, the spec of a `WasmApp`.
+#[derive(
+    Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, kube_derive::CustomResource,
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[kube(
+    group = "fiso.io",
+    version = "v1alpha1",
+    kind = "WasmApp",
+    namespaced,
+    shortname = "wapp",
+    status = "crate::crd::ResourceStatus",
+    printcolumn = r#"{"name":"Execution","type":"string","jsonPath":".spec.execution"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    crates(
+        kube_core = "::kube_core",
+        k8s_openapi = "::k8s_openapi",
+        schemars = "::schemars",
+        serde = "::serde",
+        serde_json = "::serde_json"
+    )
+)]
 pub struct AppConfig {
     /// Unique name: the `app` label of its metrics and what a Flow or Link target names.
+    /// Required in a file; in a WasmApp it defaults to `metadata.name`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
-    /// Path of the `.wasm` module (WASI preview 1 / WASIX).
+    /// Path of the `.wasm` module (WASI preview 1 / WASIX). In a WasmApp, leave it out and give
+    /// `moduleConfigMap` instead, or name a file the pod provides (an image volume, say).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub module: String,
+    /// WasmApp only: the ConfigMap key (`binaryData`) holding the module. The operator mounts it
+    /// into the data-plane sidecar and sets `module` to where it appears.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module_config_map: Option<ConfigMapKey>,
     /// `longRunning` (default), `pooled` or `perRequest`.
     #[serde(default)]
     pub execution: Execution,
@@ -158,6 +186,14 @@ pub struct AppConfig {
     /// run at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool_size: Option<u32>,
+}
+
+/// A key of a ConfigMap in the resource's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ConfigMapKey {
+    pub name: String,
+    pub key: String,
 }
 
 impl AppConfig {
@@ -223,14 +259,13 @@ impl JsonSchema for Preopens {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Preopens".into()
     }
-    fn json_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        let list = gen.subschema_for::<Vec<Preopen>>();
+    /// Untyped, like the CRDs' int-or-string fields: a Kubernetes structural schema cannot say
+    /// "a list or a map" (`anyOf` members may not carry types), so the API server admits any
+    /// value and deserialisation refuses what is neither.
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         schemars::json_schema!({
             "description": "A list of {hostPath, guestPath}, or a map of guest path to host path.",
-            "anyOf": [
-                list,
-                {"type": "object", "additionalProperties": {"type": "string"}}
-            ]
+            "x-kubernetes-preserve-unknown-fields": true
         })
     }
 }

@@ -1,13 +1,15 @@
-//! The custom resources `FlowDefinition` and `LinkTarget` (`fiso.io/v1alpha1`).
+//! The custom resources `FlowDefinition`, `LinkTarget` and `WasmApp` (`fiso.io/v1alpha1`).
 //!
-//! Both are derived (`kube::CustomResource`) from the very types a local file loads:
-//! `FlowDefinition.spec` is a [`FlowConfig`](crate::flow::FlowConfig) and `LinkTarget.spec` a
-//! [`TargetConfig`](crate::link::TargetConfig).
+//! Each is derived (`kube::CustomResource`) from the very type a local file loads:
+//! `FlowDefinition.spec` is a [`FlowConfig`](crate::flow::FlowConfig), `LinkTarget.spec` a
+//! [`TargetConfig`](crate::link::TargetConfig) and `WasmApp.spec` an
+//! [`AppConfig`](crate::apps::AppConfig) (one entry of an apps file).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::apps::WasmApp;
 pub use crate::flow::FlowDefinition;
 pub use crate::link::LinkTarget;
 
@@ -22,7 +24,7 @@ pub enum Phase {
     Error,
 }
 
-/// `.status` of both kinds, written by the operator.
+/// `.status` of every kind, written by the operator.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceStatus {
@@ -38,12 +40,12 @@ pub struct ResourceStatus {
     pub observed_generation: Option<i64>,
 }
 
-/// Both CRDs, in a stable order, for `cargo xtask crds` and the drift test.
+/// Every CRD, in a stable order, for `cargo xtask crds` and the drift test.
 pub fn all(
 ) -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
     use kube_core::CustomResourceExt;
-    vec![FlowDefinition::crd(), LinkTarget::crd()]
+    vec![FlowDefinition::crd(), LinkTarget::crd(), WasmApp::crd()]
         .into_iter()
         .map(for_every_api_server)
         .collect()
@@ -99,8 +101,34 @@ pub fn rendered() -> Vec<(String, String)> {
         .into_iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            let yaml = serde_yaml_ng::to_string(&crd).expect("CRD serialises");
+            let json = serde_json::to_value(&crd).expect("CRD serialises");
+            let yaml = serde_yaml_ng::to_string(&yaml_value(json)).expect("CRD serialises");
             (format!("{name}.yaml"), yaml)
         })
         .collect()
+}
+
+/// `value` as YAML. Numbers are converted by value: serde_json's `arbitrary_precision` (on in
+/// this workspace) hands a number to any other serializer as a one-entry map, which would put
+/// `{$serde_json::private::Number: '0'}` where a schema says `default: 0`.
+fn yaml_value(value: serde_json::Value) -> serde_yaml_ng::Value {
+    use serde_json::Value as J;
+    use serde_yaml_ng::Value as Y;
+    match value {
+        J::Null => Y::Null,
+        J::Bool(b) => Y::Bool(b),
+        J::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => Y::Number(u.into()),
+            (_, Some(i), _) => Y::Number(i.into()),
+            (_, _, Some(f)) => Y::Number(f.into()),
+            _ => Y::String(n.to_string()),
+        },
+        J::String(s) => Y::String(s),
+        J::Array(items) => Y::Sequence(items.into_iter().map(yaml_value).collect()),
+        J::Object(map) => Y::Mapping(
+            map.into_iter()
+                .map(|(k, v)| (Y::String(k), yaml_value(v)))
+                .collect(),
+        ),
+    }
 }

@@ -6,7 +6,8 @@
 use indexmap::IndexMap;
 use serde::Deserialize;
 
-use crate::crd::{FlowDefinition, LinkTarget};
+use crate::apps::AppConfig;
+use crate::crd::{FlowDefinition, LinkTarget, WasmApp};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::flow::FlowConfig;
 use crate::kafka::{KafkaCluster, KafkaConfig};
@@ -18,6 +19,7 @@ use crate::validate::Project;
 pub struct Manifests {
     pub flows: Vec<FlowDefinition>,
     pub targets: Vec<LinkTarget>,
+    pub apps: Vec<WasmApp>,
 }
 
 /// Turns a validated project into custom resources in `namespace`.
@@ -141,6 +143,16 @@ pub fn import(manifests: &Manifests) -> (Vec<FlowConfig>, LinkConfig) {
     (flows, link)
 }
 
+/// The app a WasmApp stands for, named after its resource unless `spec.name` says otherwise.
+/// `moduleConfigMap` stays as it is: where the module appears is the operator's business.
+pub fn import_app(app: &WasmApp) -> AppConfig {
+    let mut config = app.spec.clone();
+    if config.name.is_empty() {
+        config.name = app.metadata.name.clone().unwrap_or_default();
+    }
+    config
+}
+
 /// Multi-document YAML, flows first, each document in `kubectl apply` form.
 pub fn to_yaml(m: &Manifests) -> Result<String, serde_yaml_ng::Error> {
     let mut docs = Vec::new();
@@ -150,10 +162,13 @@ pub fn to_yaml(m: &Manifests) -> Result<String, serde_yaml_ng::Error> {
     for lt in &m.targets {
         docs.push(serde_yaml_ng::to_string(lt)?);
     }
+    for app in &m.apps {
+        docs.push(serde_yaml_ng::to_string(app)?);
+    }
     Ok(docs.join("---\n"))
 }
 
-/// Reads the output of [`to_yaml`] (or any multi-document file of these two kinds).
+/// Reads the output of [`to_yaml`] (or any multi-document file of these kinds).
 pub fn from_yaml(text: &str) -> Result<Manifests, String> {
     #[derive(Deserialize)]
     struct Head {
@@ -172,6 +187,9 @@ pub fn from_yaml(text: &str) -> Result<Manifests, String> {
                 .push(serde_yaml_ng::from_value(value).map_err(|e| e.to_string())?),
             "LinkTarget" => out
                 .targets
+                .push(serde_yaml_ng::from_value(value).map_err(|e| e.to_string())?),
+            "WasmApp" => out
+                .apps
                 .push(serde_yaml_ng::from_value(value).map_err(|e| e.to_string())?),
             other => return Err(format!("unexpected kind `{other}`")),
         }

@@ -1,7 +1,7 @@
 //! Rendering selections into ConfigMaps: files, owners, omissions, secrets, the rendered-from annotation.
 
 use super::*;
-use crate::testing::{flow, link, resource};
+use crate::testing::{app, flow, link, resource};
 use pretty_assertions::assert_eq;
 
 fn selection(flows: &[&str], links: &[&str]) -> Selection {
@@ -9,13 +9,14 @@ fn selection(flows: &[&str], links: &[&str]) -> Selection {
         namespace: "apps".into(),
         flows: flows.iter().map(|s| (*s).to_owned()).collect(),
         links: links.iter().map(|s| (*s).to_owned()).collect(),
+        apps: Default::default(),
     }
 }
 
 #[test]
 fn flow_file_is_the_local_file() {
     let fd = flow("orders", "http://orders:8080/in");
-    let r = render(&selection(&["orders"], &[]), [&fd], []).unwrap();
+    let r = render(&selection(&["orders"], &[]), [&fd], [], []).unwrap();
     assert_eq!(
         r.data,
         BTreeMap::from([
@@ -60,7 +61,7 @@ sink:
 fn owner_references_name_every_included_resource() {
     let fd = flow("orders", "http://orders:8080/in");
     let lt = link("crm", "api.example.com");
-    let r = render(&selection(&["orders"], &["crm"]), [&fd], [&lt]).unwrap();
+    let r = render(&selection(&["orders"], &["crm"]), [&fd], [&lt], []).unwrap();
     assert_eq!(
         r.owner_references,
         vec![
@@ -105,7 +106,7 @@ spec:
 "#,
     );
     let stripe = link("stripe", "api.stripe.com");
-    let r = render(&selection(&[], &["crm", "stripe"]), [], [&crm, &stripe]).unwrap();
+    let r = render(&selection(&[], &["crm", "stripe"]), [], [&crm, &stripe], []).unwrap();
     assert_eq!(
         r.data[LINK_CONFIG_KEY],
         "listenAddr: 127.0.0.1:3500
@@ -150,6 +151,7 @@ fn missing_resources_are_omitted_invalid_flows_rendered_and_both_reported() {
         &selection(&["bad", "elsewhere", "good", "missing"], &["nolink"]),
         [&good, &bad, &other_ns],
         [],
+        [],
     )
     .unwrap();
     assert_eq!(
@@ -185,7 +187,7 @@ fn conflicts_between_selected_flows_are_reported() {
             c.path = "/same".into();
         }
     }
-    let r = render(&selection(&["a", "b"], &[]), [&a, &b], []).unwrap();
+    let r = render(&selection(&["a", "b"], &[]), [&a, &b], [], []).unwrap();
     assert_eq!(r.data.len(), 3, "both flows and the link config");
     assert_eq!(r.conflicts.len(), 1, "{:?}", r.conflicts);
 }
@@ -210,7 +212,7 @@ spec:
         ))
     };
     let (a, b) = (kafka("a", "k1:9092"), kafka("b", "k2:9092"));
-    let r = render(&selection(&[], &["a", "b"]), [], [&a, &b]).unwrap();
+    let r = render(&selection(&[], &["a", "b"]), [], [&a, &b], []).unwrap();
     let cfg = fiso_config::parse::parse_link("l", &r.data[LINK_CONFIG_KEY]).unwrap();
     assert_eq!(
         cfg.kafka.as_ref().unwrap().clusters["main"].brokers,
@@ -234,7 +236,7 @@ spec:
 fn configmap_describes_its_selection() {
     let fd = flow("orders", "http://orders:8080/in");
     let sel = selection(&["orders", "gone"], &[]);
-    let r = render(&sel, [&fd], []).unwrap();
+    let r = render(&sel, [&fd], [], []).unwrap();
     let cm = configmap(&sel, &r);
     assert_eq!(
         cm.metadata.name.as_deref(),
@@ -272,4 +274,33 @@ fn sources_round_trip() {
     assert_eq!(parse_sources(&format_sources(&s)), s);
     assert_eq!(parse_sources(""), vec![]);
     assert_eq!(parse_sources("Pod/x@1,FlowDefinition/y"), vec![]);
+}
+
+#[test]
+fn apps_file_holds_the_valid_apps_with_their_module_mount_paths() {
+    let enrich = app("enrich", "enrich-wasm");
+    let mut both: WasmApp = app("both", "both-wasm");
+    both.spec.module = "/opt/both.wasm".into();
+    let mut sel = selection(&[], &[]);
+    sel.apps = ["both".into(), "enrich".into(), "ghost".into()].into();
+    let r = render(&sel, [], [], [&enrich, &both]).unwrap();
+    assert_eq!(
+        r.data[APPS_CONFIG_KEY],
+        "apps:\n- name: enrich\n  module: /etc/fiso/modules/enrich/app.wasm\n  execution: longRunning\n  port: 0\n  healthCheck: /health\ndefaultPortRange:\n  min: 9000\n  max: 9999\nlistenHost: 127.0.0.1\nmetricsAddr: :9092\n"
+    );
+    let omitted: Vec<String> = r.omitted.iter().map(ToString::to_string).collect();
+    assert_eq!(omitted.len(), 2, "{omitted:?}");
+    assert!(
+        omitted[0].starts_with("WasmApp `both` is invalid: spec.module: give `module`"),
+        "{omitted:?}"
+    );
+    assert_eq!(omitted[1], "WasmApp `ghost` does not exist");
+    assert_eq!(format_sources(&r.sources), "WasmApp/enrich@1");
+    let cm = configmap(&sel, &r);
+    assert_eq!(cm.annotations()[APPS_ANNOTATION], "both,enrich,ghost");
+    assert_eq!(configmap_selection(&cm), Some(sel));
+
+    // No apps selected: no apps file.
+    let r = render(&selection(&[], &[]), [], [], [&enrich]).unwrap();
+    assert!(!r.data.contains_key(APPS_CONFIG_KEY));
 }

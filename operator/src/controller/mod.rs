@@ -1,7 +1,8 @@
 //! The controllers: one kube-runtime `Controller` per kind (validation and status) and the
 //! renderer (one ConfigMap per selection in use).
 //!
-//! * [`flow`] / [`link`]: `FlowDefinition` / `LinkTarget` reconcilers, both the generic
+//! * [`flow`] / [`link`] / [`app`]: `FlowDefinition` / `LinkTarget` / `WasmApp` reconcilers,
+//!   all the generic
 //!   [`resource::reconcile`]: validate, read the rendered ConfigMaps, server-side apply the
 //!   status, publish events for transitions.
 //! * [`renderer`]: watches the pods the webhook labelled and the two kinds; renders (with
@@ -13,6 +14,7 @@
 //! condition follows the ConfigMaps without the two sides sharing memory (and stays right
 //! across restarts and leader changes).
 
+pub mod app;
 pub mod flow;
 pub mod link;
 pub mod renderer;
@@ -23,7 +25,7 @@ pub mod usage;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fiso_config::crd::{FlowDefinition, LinkTarget};
+use fiso_config::crd::{FlowDefinition, LinkTarget, WasmApp};
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
@@ -103,7 +105,7 @@ pub fn managed_selector() -> String {
     format!("{}={}", MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1)
 }
 
-/// Runs the FlowDefinition and LinkTarget controllers and the renderer until `shutdown`
+/// Runs the FlowDefinition, LinkTarget and WasmApp controllers and the renderer until `shutdown`
 /// is cancelled; in-flight reconciles finish first. Fails at once if the CRDs are not served.
 pub async fn run_controllers(
     client: Client,
@@ -112,11 +114,13 @@ pub async fn run_controllers(
 ) -> Result<()> {
     ensure_served::<FlowDefinition>(&client).await?;
     ensure_served::<LinkTarget>(&client).await?;
+    ensure_served::<WasmApp>(&client).await?;
     let ctx = Context::new(client, settings);
     tracing::info!("controllers starting");
     tokio::join!(
         flow::run(ctx.clone(), shutdown.clone()),
         link::run(ctx.clone(), shutdown.clone()),
+        app::run(ctx.clone(), shutdown.clone()),
         renderer::run(ctx, shutdown),
     );
     tracing::info!("controllers stopped");

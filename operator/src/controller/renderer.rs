@@ -1,20 +1,21 @@
 //! The renderer: the loop that keeps one ConfigMap per selection in use equal to what
-//! [`configmap`](crate::configmap) makes of the current FlowDefinitions and LinkTargets. This
+//! [`configmap`](crate::configmap) makes of the current FlowDefinitions, LinkTargets and
+//! WasmApps. This
 //! is the I/O half (watches, work queue, server-side apply, deletes, events, retries); what a
 //! ConfigMap holds is decided without I/O in `configmap`.
 //!
-//! Inputs are three watches — pods labelled `fiso.io/selection` (metadata only), FlowDefinitions
-//! and LinkTargets (reflected into stores) — and a periodic resync. Work items are selections,
+//! Inputs are four watches — pods labelled `fiso.io/selection` (metadata only), FlowDefinitions,
+//! LinkTargets and WasmApps (reflected into stores) — and a periodic resync. Work items are selections,
 //! deduplicated and debounced by kube-runtime's scheduler and rendered one at a time:
 //!
 //! * a pod whose selection no other pod uses yet → render that selection;
-//! * a FlowDefinition / LinkTarget created, changed or deleted → render every selection in use
+//! * a FlowDefinition / LinkTarget / WasmApp created, changed or deleted → render every selection in use
 //!   that names it (a deleted resource drops out of the files; garbage collection removes the
 //!   ConfigMap itself only when all of its owners are gone);
 //! * resync → re-apply ConfigMaps that were edited or deleted behind our back, and delete
 //!   those no pod has used for `prune_after`.
 //!
-//! Nothing is rendered before both stores have their first complete list: rendering from a
+//! Nothing is rendered before every store has their first complete list: rendering from a
 //! half-filled store would drop flows from running pods after every operator restart.
 
 use std::collections::{HashMap, HashSet};
@@ -22,7 +23,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fiso_config::crd::{FlowDefinition, LinkTarget};
+use fiso_config::crd::{FlowDefinition, LinkTarget, WasmApp};
 use fiso_runtime::backoff::Restart;
 use futures::channel::mpsc;
 use futures::stream::{self, BoxStream};
@@ -51,6 +52,7 @@ enum Input {
     Pod(Event<PartialObjectMeta<Pod>>),
     Flow(Event<FlowDefinition>),
     Link(Event<LinkTarget>),
+    App(Event<WasmApp>),
     /// A watch failed; it retries with backoff by itself.
     WatchFailed(&'static str, watcher::Error),
 }
@@ -71,6 +73,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let (flows, flow_writer) = reflector::store::<FlowDefinition>();
     let (links, link_writer) = reflector::store::<LinkTarget>();
+    let (apps, app_writer) = reflector::store::<WasmApp>();
     let inputs: Vec<BoxStream<'static, Input>> = vec![
         watcher(
             Api::<PartialObjectMeta<Pod>>::all(client.clone()),
@@ -90,6 +93,7 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
             "LinkTarget",
             Input::Link,
         ),
+        reflected(app_writer, Api::all(client.clone()), "WasmApp", Input::App),
     ];
     let mut inputs = stream::select_all(inputs);
 
@@ -99,9 +103,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
         tokio::time::interval_at(Instant::now() + ctx.settings.resync, ctx.settings.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    let mut r = Renderer::new(ctx, flows, links, queue_tx);
+    let mut r = Renderer::new(ctx, flows, links, apps, queue_tx);
     loop {
-        let ready = r.flows_synced && r.links_synced;
+        let ready = r.flows_synced && r.links_synced && r.apps_synced;
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -164,6 +168,7 @@ struct Renderer {
     ctx: Arc<Context>,
     flows: Store<FlowDefinition>,
     links: Store<LinkTarget>,
+    apps: Store<WasmApp>,
     queue: mpsc::UnboundedSender<ScheduleRequest<Selection>>,
     usage: Usage,
     applied: HashMap<Selection, Applied>,
@@ -175,6 +180,7 @@ struct Renderer {
     warned_pods: HashSet<String>,
     flows_synced: bool,
     links_synced: bool,
+    apps_synced: bool,
 }
 
 impl Renderer {
@@ -182,12 +188,14 @@ impl Renderer {
         ctx: Arc<Context>,
         flows: Store<FlowDefinition>,
         links: Store<LinkTarget>,
+        apps: Store<WasmApp>,
         queue: mpsc::UnboundedSender<ScheduleRequest<Selection>>,
     ) -> Self {
         Renderer {
             ctx,
             flows,
             links,
+            apps,
             queue,
             usage: Usage::default(),
             applied: HashMap::new(),
@@ -196,6 +204,7 @@ impl Renderer {
             warned_pods: HashSet::new(),
             flows_synced: false,
             links_synced: false,
+            apps_synced: false,
         }
     }
 
@@ -242,6 +251,16 @@ impl Renderer {
                 }
                 Event::InitDone => {
                     self.links_synced = true;
+                    self.schedule_all();
+                }
+                Event::Init | Event::InitApply(_) => {}
+            },
+            Input::App(event) => match event {
+                Event::Apply(app) | Event::Delete(app) => {
+                    self.schedule_selecting(SourceKind::App, &app)
+                }
+                Event::InitDone => {
+                    self.apps_synced = true;
                     self.schedule_all();
                 }
                 Event::Init | Event::InitApply(_) => {}
@@ -358,10 +377,16 @@ impl Renderer {
             .iter()
             .filter_map(|n| self.links.get(&ObjectRef::new(n).within(ns)))
             .collect();
+        let apps: Vec<_> = selection
+            .apps
+            .iter()
+            .filter_map(|n| self.apps.get(&ObjectRef::new(n).within(ns)))
+            .collect();
         let rendered = render(
             selection,
             flows.iter().map(AsRef::as_ref),
             links.iter().map(AsRef::as_ref),
+            apps.iter().map(AsRef::as_ref),
         )?;
         if rendered.sources.is_empty() {
             return self.remove(selection, &rendered).await;

@@ -87,6 +87,7 @@ fn selected_by<K: FisoResource>(cm: ConfigMap) -> Vec<ObjectRef<K>> {
     let names = match K::SOURCE {
         SourceKind::Flow => &selection.flows,
         SourceKind::Link => &selection.links,
+        SourceKind::App => &selection.apps,
     };
     names
         .iter()

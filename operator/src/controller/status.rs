@@ -147,6 +147,7 @@ pub fn build(
                 match kind {
                     SourceKind::Flow => crate::selection::FLOWS_ANNOTATION,
                     SourceKind::Link => crate::selection::LINKS_ANNOTATION,
+                    SourceKind::App => crate::selection::APPS_ANNOTATION,
                 }
             ),
         ),

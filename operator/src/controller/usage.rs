@@ -153,6 +153,7 @@ mod tests {
             namespace: ns.into(),
             flows: flows.iter().map(|s| (*s).to_owned()).collect(),
             links: links.iter().map(|s| (*s).to_owned()).collect(),
+            apps: Default::default(),
         }
     }
 

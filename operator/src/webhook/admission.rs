@@ -7,8 +7,8 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::{DynamicObject, Status};
 use serde_json::Value;
 
-use super::links::LinkSecrets;
 use super::patch::injection_patch;
+use super::references::References;
 use super::{SidecarMode, WebhookConfig};
 use crate::selection::{Selection, STATUS_ANNOTATION, STATUS_INJECTED};
 
@@ -113,7 +113,7 @@ pub fn respond(
     req: &AdmissionRequest<DynamicObject>,
     config: &WebhookConfig,
     mode: SidecarMode,
-    secrets: &LinkSecrets,
+    secrets: &References,
 ) -> (AdmissionResponse, Outcome) {
     let allow = AdmissionResponse::from(req);
     let selection = match plan(req) {
@@ -130,7 +130,7 @@ pub fn respond(
             )
         }
     };
-    let patch = match injection_patch(&pod, &selection, &secrets.secrets, config, mode) {
+    let patch = match injection_patch(&pod, &selection, secrets, config, mode) {
         Ok(patch) => patch,
         Err(e) => return (deny(allow, e.to_string()), Outcome::Denied),
     };
@@ -145,13 +145,13 @@ pub fn respond(
 }
 
 /// The whole round trip without API lookups: `secrets` are the Kubernetes Secrets referenced by
-/// the selected LinkTargets (the server resolves them; pass `&LinkSecrets::default()` for none).
+/// the selected LinkTargets (the server resolves them; pass `&References::default()` for none).
 /// A review without a `request` gets an invalid-request response.
 pub fn mutate(
     review: AdmissionReview<DynamicObject>,
     config: &WebhookConfig,
     mode: SidecarMode,
-    secrets: &LinkSecrets,
+    secrets: &References,
 ) -> AdmissionReview<DynamicObject> {
     match review.try_into() {
         Ok(req) => respond(&req, config, mode, secrets).0.into_review(),
@@ -258,8 +258,9 @@ mod tests {
         pod
     }
 
-    fn secrets(names: &[&str]) -> LinkSecrets {
-        LinkSecrets {
+    fn secrets(names: &[&str]) -> References {
+        References {
+            modules: Default::default(),
             secrets: names.iter().map(|s| (*s).to_owned()).collect(),
             warnings: vec![],
         }
@@ -287,6 +288,7 @@ mod tests {
             namespace: "shop".into(),
             flows: ["orders".into(), "payments".into()].into(),
             links: ["crm".into(), "erp".into()].into(),
+            apps: Default::default(),
         };
         assert_eq!(pod["metadata"]["annotations"]["fiso.io/status"], "injected");
         assert_eq!(
@@ -390,7 +392,7 @@ mod tests {
             input.clone(),
             &config(),
             SidecarMode::Container,
-            &LinkSecrets::default(),
+            &References::default(),
         );
         let pod = admitted(&input, &output);
         let containers = pod["spec"]["containers"].as_array().unwrap();
@@ -422,7 +424,7 @@ mod tests {
             input.clone(),
             &config(),
             SidecarMode::Native,
-            &LinkSecrets::default(),
+            &References::default(),
         );
         let injected = admitted(&input, &first);
 
@@ -430,7 +432,7 @@ mod tests {
             review(injected),
             &config(),
             SidecarMode::Native,
-            &LinkSecrets::default(),
+            &References::default(),
         );
         assert!(response(&second).allowed);
         assert!(ops(&second).0.is_empty());
@@ -446,7 +448,7 @@ mod tests {
                 review(pod),
                 &config(),
                 SidecarMode::Native,
-                &LinkSecrets::default(),
+                &References::default(),
             );
             assert!(response(&output).allowed, "{annotations}");
             assert!(response(&output).patch.is_none(), "{annotations}");
@@ -469,13 +471,14 @@ mod tests {
             input.clone(),
             &config(),
             SidecarMode::Native,
-            &LinkSecrets::default(),
+            &References::default(),
         );
         let pod = admitted(&input, &output);
         let selection = Selection {
             namespace: "shop".into(),
             flows: ["orders".into()].into(),
             links: Default::default(),
+            apps: Default::default(),
         };
         assert_eq!(
             pod["metadata"]["labels"]["fiso.io/selection"],
@@ -508,7 +511,7 @@ mod tests {
             no_request,
             &config(),
             SidecarMode::Native,
-            &LinkSecrets::default(),
+            &References::default(),
         );
         assert!(!response(&out).allowed);
         assert!(response(&out).result.message.contains("no `request`"));
@@ -522,7 +525,7 @@ mod tests {
             deployment,
             &config(),
             SidecarMode::Native,
-            &LinkSecrets::default(),
+            &References::default(),
         );
         let resp = response(&out);
         assert!(!resp.allowed);
@@ -538,7 +541,7 @@ mod tests {
             no_object,
             &config(),
             SidecarMode::Native,
-            &LinkSecrets::default(),
+            &References::default(),
         );
         assert!(!response(&out).allowed);
     }
@@ -554,7 +557,7 @@ mod tests {
             update,
             &config(),
             SidecarMode::Native,
-            &LinkSecrets::default(),
+            &References::default(),
         );
         assert!(response(&out).allowed && response(&out).patch.is_none());
 
@@ -564,7 +567,7 @@ mod tests {
             review(pod),
             &config(),
             SidecarMode::Native,
-            &LinkSecrets::default(),
+            &References::default(),
         );
         assert!(!response(&out).allowed);
         assert!(response(&out)
@@ -578,7 +581,8 @@ mod tests {
         let input = review(annotated_pod(
             json!({"fiso.io/inject": "true", "fiso.io/links": "crm"}),
         ));
-        let links = LinkSecrets {
+        let links = References {
+            modules: Default::default(),
             secrets: Default::default(),
             warnings: vec!["LinkTarget shop/crm not found".into()],
         };

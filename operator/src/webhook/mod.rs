@@ -3,7 +3,8 @@
 //!
 //! - [`patch`]: the JSON Patch for one Pod (pure).
 //! - [`admission`]: an `AdmissionReview` in, an `AdmissionReview` out (pure; [`mutate`]).
-//! - [`links`]: the Kubernetes Secrets the selected LinkTargets reference (API reads).
+//! - [`references`]: the Secrets of the selected LinkTargets and the module ConfigMaps of the
+//!   selected WasmApps (API reads).
 //! - [`tls`]: rustls (ring) serving config whose certificate can be swapped at run time, and
 //!   reloading of certificate files (cert-manager rotates them).
 //! - [`certs`]: the self-signed mode: a CA and serving certificate kept in a Secret, and the CA
@@ -18,10 +19,10 @@
 
 pub mod admission;
 pub mod certs;
-pub mod links;
 pub mod metrics;
 pub mod mode;
 pub mod patch;
+pub mod references;
 pub mod server;
 pub mod tls;
 
@@ -36,9 +37,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use admission::{mutate, Outcome};
-pub use links::LinkSecrets;
 pub use metrics::WebhookMetrics;
 pub use mode::SidecarModeSetting;
+pub use references::References;
 
 /// Default of `FISO_WEBHOOK_ADDR`.
 pub const DEFAULT_ADDR: &str = ":8443";

@@ -4,8 +4,6 @@
 //! which would drop fields this build's `k8s-openapi` does not know). Maps and arrays the Pod
 //! lacks are added whole; existing ones get members appended.
 
-use std::collections::BTreeSet;
-
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
@@ -16,10 +14,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{SidecarMode, WebhookConfig};
+use super::{References, SidecarMode, WebhookConfig};
 use crate::selection::{
-    flow_file, flow_key, Selection, FLOWS_DIR, LINK_CONFIG_FILE, LINK_CONFIG_KEY, LINK_CONFIG_PATH,
-    LINK_DIR, SECRETS_MOUNT_ROOT, SELECTION_LABEL, STATUS_ANNOTATION, STATUS_INJECTED,
+    flow_file, flow_key, Selection, APPS_CONFIG_FILE, APPS_CONFIG_KEY, APPS_CONFIG_PATH, APPS_DIR,
+    FLOWS_DIR, LINK_CONFIG_FILE, LINK_CONFIG_KEY, LINK_CONFIG_PATH, LINK_DIR, MODULES_MOUNT_ROOT,
+    SECRETS_MOUNT_ROOT, SELECTION_LABEL, STATUS_ANNOTATION, STATUS_INJECTED,
 };
 
 /// Name of the injected container.
@@ -28,6 +27,8 @@ pub const CONTAINER_NAME: &str = "fiso";
 pub const FLOWS_VOLUME: &str = "fiso-flows";
 /// Volume of the rendered ConfigMap's link config, mounted as the link config's directory.
 pub const LINK_VOLUME: &str = "fiso-link";
+/// Volume of the rendered ConfigMap's apps file (when the pod selects apps).
+pub const APPS_VOLUME: &str = "fiso-apps";
 /// Link proxy port (`proxy`).
 pub const PROXY_PORT: i32 = 3500;
 /// Metrics and health port (`metrics`).
@@ -47,11 +48,11 @@ pub enum InjectError {
 }
 
 /// The operations that inject the data plane for `selection` into `pod` (the Pod's JSON),
-/// mounting the Kubernetes `secrets` its LinkTargets reference.
+/// mounting what its resources reference (`refs`: Secrets, module ConfigMaps).
 pub fn injection_patch(
     pod: &Value,
     selection: &Selection,
-    secrets: &BTreeSet<String>,
+    refs: &References,
     config: &WebhookConfig,
     mode: SidecarMode,
 ) -> Result<Patch, InjectError> {
@@ -77,7 +78,7 @@ pub fn injection_patch(
     {
         return Err(InjectError::ContainerExists);
     }
-    let volumes = volumes(selection, secrets);
+    let volumes = volumes(selection, refs);
     let existing_volumes = names("volumes");
     if let Some(clash) = volumes
         .iter()
@@ -103,12 +104,7 @@ pub fn injection_patch(
     );
     let volumes: Vec<Value> = volumes.iter().map(to_json).collect();
     append(&mut ops, pod, &["spec", "volumes"], volumes);
-    let container = to_json(&sidecar_container(
-        config,
-        mode,
-        !selection.flows.is_empty(),
-        secrets,
-    ));
+    let container = to_json(&sidecar_container(config, mode, selection, refs));
     match mode {
         SidecarMode::Native => prepend(&mut ops, pod, &["spec", "initContainers"], container),
         SidecarMode::Container => append(&mut ops, pod, &["spec", "containers"], vec![container]),
@@ -116,12 +112,12 @@ pub fn injection_patch(
     Ok(Patch(ops))
 }
 
-/// The data-plane container (`has_flows`: the pod selects flows, so the flow volume exists).
+/// The data-plane container, mounting the [`volumes`] of `selection` and `refs`.
 pub fn sidecar_container(
     config: &WebhookConfig,
     mode: SidecarMode,
-    has_flows: bool,
-    secrets: &BTreeSet<String>,
+    selection: &Selection,
+    refs: &References,
 ) -> Container {
     let port = |name: &str, port: i32| ContainerPort {
         name: Some(name.into()),
@@ -151,14 +147,29 @@ pub fn sidecar_container(
         ..Default::default()
     };
     let mut mounts = Vec::new();
-    if has_flows {
+    if !selection.flows.is_empty() {
         mounts.push(mount(FLOWS_VOLUME.into(), FLOWS_DIR.into()));
     }
     mounts.push(mount(LINK_VOLUME.into(), LINK_DIR.into()));
-    mounts.extend(secrets.iter().map(|secret| {
+    mounts.extend(refs.secrets.iter().map(|secret| {
         mount(
             secret_volume_name(secret),
             format!("{SECRETS_MOUNT_ROOT}/{secret}"),
+        )
+    }));
+    let mut envs = vec![
+        env("FISO_CONFIG_DIR", FLOWS_DIR),
+        env("FISO_LINK_CONFIG", LINK_CONFIG_PATH),
+        env("FISO_METRICS_ADDR", &format!(":{METRICS_PORT}")),
+    ];
+    if !selection.apps.is_empty() {
+        mounts.push(mount(APPS_VOLUME.into(), APPS_DIR.into()));
+        envs.push(env("FISO_APPS_CONFIG", APPS_CONFIG_PATH));
+    }
+    mounts.extend(refs.modules.keys().map(|app| {
+        mount(
+            module_volume_name(app),
+            format!("{MODULES_MOUNT_ROOT}/{app}"),
         )
     }));
     Container {
@@ -169,11 +180,7 @@ pub fn sidecar_container(
             port("proxy", PROXY_PORT),
             port("metrics", METRICS_PORT),
         ]),
-        env: Some(vec![
-            env("FISO_CONFIG_DIR", FLOWS_DIR),
-            env("FISO_LINK_CONFIG", LINK_CONFIG_PATH),
-            env("FISO_METRICS_ADDR", &format!(":{METRICS_PORT}")),
-        ]),
+        env: Some(envs),
         resources: Some(config.resources.requirements()),
         // Native sidecars hold back the app containers until the startup probe passes, so
         // the proxy is listening before the app's first request.
@@ -202,22 +209,27 @@ pub fn sidecar_container(
     }
 }
 
-/// The rendered ConfigMap as two volumes (optional: the operator may render it after the pod is
-/// admitted), and one volume per referenced Secret. Each ConfigMap volume is mounted as the very
+/// The rendered ConfigMap as two volumes, three with apps (optional: the operator may render it
+/// after the pod is admitted), one volume per referenced Secret and one per app module
+/// ConfigMap (projecting only the module's key; not optional: an app without its module
+/// cannot start, and kubelet says why in the pod's events). Each ConfigMap volume is mounted as the very
 /// directory the data plane watches, so kubelet's atomic update (a new `..data` inside that
 /// directory) is what the sidecar's watcher sees, and a flow dropped from the ConfigMap
 /// disappears from the directory. The flow volume only exists when the pod selects flows: with
 /// no `items` a volume would project every key, the link config among the flow files.
-pub fn volumes(selection: &Selection, secrets: &BTreeSet<String>) -> Vec<Volume> {
-    let config_map = |name: &str, items: Vec<KeyToPath>| Volume {
-        name: name.into(),
+pub fn volumes(selection: &Selection, refs: &References) -> Vec<Volume> {
+    let config_map_volume = |name: String, config_map: String, items, optional| Volume {
+        name,
         config_map: Some(ConfigMapVolumeSource {
-            name: selection.configmap_name(),
+            name: config_map,
             items: Some(items),
-            optional: Some(true),
+            optional: Some(optional),
             default_mode: None,
         }),
         ..Default::default()
+    };
+    let config_map = |name: &str, items: Vec<KeyToPath>| {
+        config_map_volume(name.into(), selection.configmap_name(), items, true)
     };
     let item = |key: String, path: String| KeyToPath {
         key,
@@ -237,7 +249,21 @@ pub fn volumes(selection: &Selection, secrets: &BTreeSet<String>) -> Vec<Volume>
         LINK_VOLUME,
         vec![item(LINK_CONFIG_KEY.into(), LINK_CONFIG_FILE.into())],
     ));
-    volumes.extend(secrets.iter().map(|secret| Volume {
+    if !selection.apps.is_empty() {
+        volumes.push(config_map(
+            APPS_VOLUME,
+            vec![item(APPS_CONFIG_KEY.into(), APPS_CONFIG_FILE.into())],
+        ));
+    }
+    volumes.extend(refs.modules.iter().map(|(app, module)| {
+        config_map_volume(
+            module_volume_name(app),
+            module.name.clone(),
+            vec![item(module.key.clone(), module.key.clone())],
+            false,
+        )
+    }));
+    volumes.extend(refs.secrets.iter().map(|secret| Volume {
         name: secret_volume_name(secret),
         secret: Some(SecretVolumeSource {
             secret_name: Some(secret.clone()),
@@ -250,7 +276,16 @@ pub fn volumes(selection: &Selection, secrets: &BTreeSet<String>) -> Vec<Volume>
 
 /// `fiso-secret-<name>` when that is a valid volume name (a DNS label), else a stable hash.
 pub fn secret_volume_name(secret: &str) -> String {
-    let readable = format!("fiso-secret-{secret}");
+    volume_name("fiso-secret", secret)
+}
+
+/// `fiso-module-<app>` when that is a valid volume name (a DNS label), else a stable hash.
+pub fn module_volume_name(app: &str) -> String {
+    volume_name("fiso-module", app)
+}
+
+fn volume_name(prefix: &str, name: &str) -> String {
+    let readable = format!("{prefix}-{name}");
     let is_label = readable.len() <= 63
         && readable
             .bytes()
@@ -259,9 +294,9 @@ pub fn secret_volume_name(secret: &str) -> String {
     if is_label {
         return readable;
     }
-    let digest = Sha256::digest(secret.as_bytes());
+    let digest = Sha256::digest(name.as_bytes());
     let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("fiso-secret-{hex}")
+    format!("{prefix}-{hex}")
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Value {
@@ -354,8 +389,14 @@ mod tests {
             "spec": {"containers": [{"name": "app", "image": "app"}]}
         });
         let sel = selection("orders", "");
-        let patch =
-            injection_patch(&pod, &sel, &BTreeSet::new(), &config(), SidecarMode::Native).unwrap();
+        let patch = injection_patch(
+            &pod,
+            &sel,
+            &References::default(),
+            &config(),
+            SidecarMode::Native,
+        )
+        .unwrap();
         let out = apply(&pod, &patch);
         assert_eq!(out["metadata"]["annotations"]["fiso.io/status"], "injected");
         assert_eq!(out["metadata"]["labels"]["fiso.io/selection"], sel.id());
@@ -375,7 +416,7 @@ mod tests {
         let patch = injection_patch(
             &pod,
             &selection("", ""),
-            &BTreeSet::new(),
+            &References::default(),
             &config(),
             SidecarMode::Container,
         )
@@ -407,7 +448,7 @@ mod tests {
             injection_patch(
                 &with_container,
                 &sel,
-                &BTreeSet::new(),
+                &References::default(),
                 &config(),
                 SidecarMode::Native
             ),
@@ -418,7 +459,7 @@ mod tests {
             injection_patch(
                 &with_volume,
                 &sel,
-                &BTreeSet::new(),
+                &References::default(),
                 &config(),
                 SidecarMode::Native
             ),
@@ -428,7 +469,7 @@ mod tests {
             injection_patch(
                 &json!({}),
                 &sel,
-                &BTreeSet::new(),
+                &References::default(),
                 &config(),
                 SidecarMode::Native
             ),
@@ -444,5 +485,78 @@ mod tests {
             assert!(name.len() <= 63 && !name.contains('.'), "{name}");
             assert_ne!(name, secret_volume_name("other"));
         }
+    }
+
+    #[test]
+    fn apps_get_their_file_their_modules_and_the_sidecar_is_told() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "app"}]}});
+        let mut sel = selection("", "");
+        sel.apps = ["enrich".into(), "local".into()].into();
+        let refs = References {
+            modules: [(
+                "enrich".to_owned(),
+                fiso_config::apps::ConfigMapKey {
+                    name: "enrich-wasm".into(),
+                    key: "app.wasm".into(),
+                },
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let out = apply(
+            &pod,
+            &injection_patch(&pod, &sel, &refs, &config(), SidecarMode::Native).unwrap(),
+        );
+        let volumes = &out["spec"]["volumes"];
+        assert_eq!(
+            volumes[1],
+            json!({"name": APPS_VOLUME, "configMap": {"name": sel.configmap_name(), "optional": true,
+                "items": [{"key": APPS_CONFIG_KEY, "path": "config.yaml"}]}})
+        );
+        assert_eq!(
+            volumes[2],
+            json!({"name": "fiso-module-enrich", "configMap": {"name": "enrich-wasm", "optional": false,
+                "items": [{"key": "app.wasm", "path": "app.wasm"}]}})
+        );
+        let sidecar = &out["spec"]["initContainers"][0];
+        let mounts: Vec<(&str, &str)> = sidecar["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["name"].as_str().unwrap(),
+                    m["mountPath"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                (LINK_VOLUME, LINK_DIR),
+                (APPS_VOLUME, APPS_DIR),
+                ("fiso-module-enrich", "/etc/fiso/modules/enrich"),
+            ]
+        );
+        assert!(sidecar["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "FISO_APPS_CONFIG", "value": APPS_CONFIG_PATH})));
+
+        // Without apps: no apps volume, no FISO_APPS_CONFIG.
+        let plain = selection("orders", "");
+        let out = apply(
+            &pod,
+            &injection_patch(
+                &pod,
+                &plain,
+                &References::default(),
+                &config(),
+                SidecarMode::Native,
+            )
+            .unwrap(),
+        );
+        assert!(!out.to_string().contains("FISO_APPS_CONFIG"));
+        assert!(!out.to_string().contains(APPS_VOLUME));
     }
 }

@@ -25,9 +25,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::admission::{self, Outcome, Plan};
 use super::certs::{self, Issued};
-use super::links::{self, LinkSecrets};
 use super::metrics::WebhookMetrics;
 use super::mode;
+use super::references::{self, References};
 use super::tls::{self, CertFiles, CertStore};
 use super::{BoundWebhook, SelfSigned, SidecarMode, WebhookConfig, WebhookError};
 
@@ -233,15 +233,17 @@ async fn admit(state: &AppState, body: &[u8]) -> (Response, Outcome) {
         }
     };
     let secrets = match (admission::plan(&req), &state.client) {
-        (Plan::Inject(selection), Some(client)) => match links::resolve(client, &selection).await {
-            Ok(secrets) => secrets,
-            Err(e) => {
-                let response = admission::denied(&req, format!("fiso: {e}"));
-                log(&req, Outcome::Denied, &response.result.message);
-                return (review_response(response), Outcome::Denied);
+        (Plan::Inject(selection), Some(client)) => {
+            match references::resolve(client, &selection).await {
+                Ok(secrets) => secrets,
+                Err(e) => {
+                    let response = admission::denied(&req, format!("fiso: {e}"));
+                    log(&req, Outcome::Denied, &response.result.message);
+                    return (review_response(response), Outcome::Denied);
+                }
             }
-        },
-        _ => LinkSecrets::default(),
+        }
+        _ => References::default(),
     };
     let (response, outcome) = admission::respond(&req, &state.config, state.mode, &secrets);
     log(&req, outcome, &response.result.message);

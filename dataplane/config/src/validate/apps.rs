@@ -70,7 +70,15 @@ pub fn validate_apps(cfg: &AppsConfig) -> Vec<Diagnostic> {
 pub fn validate_app(app: &AppConfig) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     out.extend(rules::dns_label("name", "app name", &app.name));
-    if app.module.trim().is_empty() {
+    if app.module_config_map.is_some() {
+        out.push(
+            Diagnostic::error(
+                "moduleConfigMap",
+                "only a WasmApp resource takes its module from a ConfigMap",
+            )
+            .hint("in a file, give the module's path: module: /apps/api.wasm"),
+        );
+    } else if app.module.trim().is_empty() {
         out.push(
             Diagnostic::error("module", "the app has no module")
                 .hint("e.g. module: /apps/api.wasm"),

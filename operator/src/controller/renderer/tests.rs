@@ -21,6 +21,7 @@ fn selection(flows: &[&str]) -> Selection {
         namespace: "apps".into(),
         flows: flows.iter().map(|s| (*s).to_owned()).collect(),
         links: Default::default(),
+        apps: Default::default(),
     }
 }
 
@@ -71,11 +72,13 @@ impl Fixture {
             flow_writer.apply_watcher_event(&Event::Apply(fd));
         }
         let (link_store, _) = reflector::store::<LinkTarget>();
+        let (app_store, _) = reflector::store::<WasmApp>();
         let (queue, scheduled) = mpsc::unbounded();
         let mut renderer = Renderer::new(
             Context::new(client, settings),
             flow_store,
             link_store,
+            app_store,
             queue,
         );
         renderer

@@ -28,8 +28,9 @@ fn rendered(generation: i64) -> Value {
         namespace: "apps".into(),
         flows: ["orders".to_owned()].into(),
         links: Default::default(),
+        apps: Default::default(),
     };
-    let cm = configmap(&sel, &render(&sel, [&orders(generation)], []).unwrap());
+    let cm = configmap(&sel, &render(&sel, [&orders(generation)], [], []).unwrap());
     json!({"apiVersion": "v1", "kind": "ConfigMapList", "metadata": {}, "items": [cm]})
 }
 

@@ -19,6 +19,7 @@ fn rendered_cm(flows: &[&str], gen: i64) -> ConfigMap {
         namespace: "apps".into(),
         flows: flows.iter().map(|s| (*s).to_owned()).collect(),
         links: Default::default(),
+        apps: Default::default(),
     };
     let fds: Vec<_> = flows
         .iter()
@@ -28,7 +29,7 @@ fn rendered_cm(flows: &[&str], gen: i64) -> ConfigMap {
             fd
         })
         .collect();
-    configmap(&sel, &render(&sel, &fds, []).unwrap())
+    configmap(&sel, &render(&sel, &fds, [], []).unwrap())
 }
 
 #[test]
