@@ -112,7 +112,14 @@ impl Connector {
                     return;
                 }
                 Err(e) => {
-                    let reason = format!("Temporal at {} is not reachable: {e}", self.host_port);
+                    let reason = match &e {
+                        ConnectError::Token(e) => {
+                            format!("no access token for Temporal at {}: {e}", self.host_port)
+                        }
+                        ConnectError::Connect(_) => {
+                            format!("Temporal at {} is not reachable: {e}", self.host_port)
+                        }
+                    };
                     tracing::warn!(component = %component, retry_in = ?restart.delay(), "{reason}");
                     readiness.set_not_ready(component.clone(), reason);
                 }
