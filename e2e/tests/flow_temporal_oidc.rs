@@ -6,7 +6,9 @@
 //! The dev server accepts any bearer token and shows none, so fiso talks to it through a
 //! recording proxy in this file: an HTTP/2 (h2c) pass-through that keeps each gRPC call's path
 //! and `authorization` metadata and forwards the call unchanged, trailers included. What a call
-//! carried is read there; that the call worked is read on Temporal.
+//! carried is read there; that the call worked is read on Temporal. To stand for a server that
+//! revokes a token, the proxy can answer a call bearing a given token with `UNAUTHENTICATED`
+//! itself (Temporal's own authorizer is not available in the dev server).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -40,6 +42,8 @@ struct Proxy {
     upstream: String,
     client: Client<HttpConnector, Body>,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// `authorization` values answered with `UNAUTHENTICATED` instead of being forwarded.
+    revoked: Arc<Mutex<Vec<String>>>,
 }
 
 impl Proxy {
@@ -51,6 +55,7 @@ impl Proxy {
                 .http2_only(true)
                 .build_http(),
             calls: Arc::default(),
+            revoked: Arc::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -79,14 +84,24 @@ impl Proxy {
 
 async fn forward(State(proxy): State<Proxy>, mut request: Request) -> Response {
     let path = request.uri().path().to_owned();
+    let authorization = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     proxy.calls.lock().expect("calls").push(Call {
         path: path.clone(),
-        authorization: request
-            .headers()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        authorization: authorization.clone(),
     });
+    if authorization.is_some_and(|a| proxy.revoked.lock().expect("revoked").contains(&a)) {
+        // A gRPC trailers-only answer, as Temporal's authorizer gives.
+        return Response::builder()
+            .header("content-type", "application/grpc")
+            .header("grpc-status", "16")
+            .header("grpc-message", "token revoked")
+            .body(Body::empty())
+            .expect("a response");
+    }
     let uri: Uri = format!("http://{}{}", proxy.upstream, path)
         .parse()
         .expect("upstream URI");
@@ -300,4 +315,40 @@ async fn a_wrong_client_secret_fails_delivery_clearly_without_the_secret() {
     for (what, text) in [("answer", &text), ("readyz", &reason), ("logs", &logs)] {
         assert!(!text.contains(wrong), "the secret is in the {what}: {text}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_without_expiry_is_replaced_once_temporal_refuses_it() {
+    let (proxy_addr, proxy) = Proxy::start().await;
+    let dir = FlowDir::new();
+    let auth =
+        "        clientID: fiso-e2e-no-expiry\n        clientSecretEnv: TEMPORAL_CLIENT_SECRET\n";
+    dir.write(
+        "oidc.yaml",
+        &flow("t-oidc-revoked", proxy_addr, &unique("tq-oidc"), auth),
+    );
+    let secret = infra::var("FISO_E2E_OAUTH2_CLIENT_SECRET");
+    let (fiso, url) = start(&dir, &[("TEMPORAL_CLIENT_SECRET", &secret)]).await;
+
+    assert_started(&send(&fiso, &url, &unique("o")).await).await;
+    assert_started(&send(&fiso, &url, &unique("o")).await).await;
+    let tokens = proxy.start_tokens();
+    assert_eq!(tokens.len(), 2);
+    let first = tokens[0].clone().expect("a bearer token");
+    assert_eq!(
+        tokens[1].as_deref(),
+        Some(first.as_str()),
+        "kept without expires_in"
+    );
+
+    proxy.revoked.lock().unwrap().push(first.clone());
+    let workflow = send(&fiso, &url, &unique("o")).await;
+    assert_started(&workflow).await;
+    let tokens = proxy.start_tokens();
+    // The refused call, then the same call with a new token, within one delivery attempt.
+    assert_eq!(tokens.len(), 4, "{tokens:?}");
+    assert_eq!(tokens[2].as_deref(), Some(first.as_str()));
+    let second = tokens[3].clone().expect("a bearer token");
+    assert_ne!(second, first);
+    assert!(claims(&second)["jti"] != claims(&first)["jti"]);
 }
