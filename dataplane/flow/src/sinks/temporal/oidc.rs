@@ -370,7 +370,225 @@ impl TokenSource {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex as StdMutex};
+
+    use axum::http::HeaderMap;
+    use axum::response::IntoResponse;
+
     use super::*;
+
+    const SECRET: &str = "s3cret/+&";
+
+    /// One request the scripted endpoint saw: Basic credentials, form body.
+    #[derive(Debug, Clone)]
+    struct Seen {
+        basic: Option<String>,
+        form: String,
+    }
+
+    /// A token endpoint on 127.0.0.1:0 that answers `answer(request number, seen)`.
+    async fn endpoint(
+        answer: impl Fn(usize, &Seen) -> (u16, String) + Send + Sync + 'static,
+    ) -> (String, Arc<StdMutex<Vec<Seen>>>) {
+        let seen = Arc::new(StdMutex::new(Vec::new()));
+        let log = seen.clone();
+        let answer = Arc::new(answer);
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let (log, answer) = (log.clone(), answer.clone());
+                async move {
+                    let s = Seen {
+                        basic: headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned),
+                        form: body,
+                    };
+                    let n = {
+                        let mut log = log.lock().unwrap();
+                        log.push(s.clone());
+                        log.len()
+                    };
+                    let (status, body) = answer(n, &s);
+                    (
+                        StatusCode::from_u16(status).unwrap(),
+                        [("content-type", "application/json")],
+                        body,
+                    )
+                        .into_response()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/token", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    fn source(url: &str, var: &str) -> TokenSource {
+        std::env::set_var(var, SECRET);
+        TokenSource::new(&OidcClientCredentials {
+            token_url: url.to_owned(),
+            client_id: "fiso client".into(),
+            client_secret_env: Some(var.into()),
+            client_secret_file: None,
+            scopes: vec!["a".into(), "b".into()],
+        })
+        .unwrap()
+    }
+
+    const OK: &str = r#"{"access_token":"tok-1","token_type":"Bearer","expires_in":3600}"#;
+
+    #[tokio::test]
+    async fn basic_first_cached_then_reused() {
+        let (url, seen) = endpoint(|_, _| (200, OK.into())).await;
+        let s = source(&url, "FISO_TEST_OIDC_BASIC");
+        assert_eq!(s.token().await.unwrap(), "tok-1");
+        assert_eq!(s.token().await.unwrap(), "tok-1");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1, "one fetch: {seen:?}");
+        // RFC 6749 2.3.1: id and secret form-encoded, then Basic.
+        let expected =
+            base64::engine::general_purpose::STANDARD.encode("fiso+client:s3cret%2F%2B%26");
+        assert_eq!(
+            seen[0].basic.as_deref(),
+            Some(format!("Basic {expected}").as_str())
+        );
+        assert_eq!(seen[0].form, "grant_type=client_credentials&scope=a+b");
+    }
+
+    #[tokio::test]
+    async fn a_refused_basic_login_falls_back_to_the_form_and_remembers_it() {
+        let (url, seen) = endpoint(|_, s| {
+            if s.basic.is_some() {
+                (401, r#"{"error":"invalid_client"}"#.into())
+            } else {
+                (200, r#"{"access_token":"tok-2"}"#.into())
+            }
+        })
+        .await;
+        let s = source(&url, "FISO_TEST_OIDC_FORM");
+        assert_eq!(s.token().await.unwrap(), "tok-2");
+        s.invalidate("tok-2").await;
+        assert_eq!(s.token().await.unwrap(), "tok-2");
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 3, "{seen:?}");
+        assert!(seen[1].basic.is_none() && seen[2].basic.is_none());
+        assert!(
+            seen[1].form.contains("client_id=fiso+client"),
+            "{:?}",
+            seen[1]
+        );
+        assert!(
+            seen[1].form.contains("client_secret=s3cret%2F%2B%26"),
+            "{:?}",
+            seen[1]
+        );
+    }
+
+    #[tokio::test]
+    async fn endpoint_errors_are_clear_and_never_hold_the_secret() {
+        let (url, _) = endpoint(|_, _| {
+            (
+                400,
+                format!(
+                    r#"{{"error":"invalid_client","error_description":"secret {SECRET} is wrong"}}"#
+                ),
+            )
+        })
+        .await;
+        let e = source(&url, "FISO_TEST_OIDC_400")
+            .token()
+            .await
+            .unwrap_err();
+        let text = e.to_string();
+        assert!(!text.contains(SECRET), "{text}");
+        assert_eq!(
+            text,
+            format!("token endpoint {url} answered 400 Bad Request: invalid_client: secret <redacted> is wrong")
+        );
+        assert!(!e.is_transient());
+
+        let (url, _) = endpoint(|_, _| (503, "busy".into())).await;
+        let e = source(&url, "FISO_TEST_OIDC_503")
+            .token()
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("token endpoint {url} answered 503 Service Unavailable")
+        );
+        assert!(e.is_transient());
+
+        let (url, _) = endpoint(|_, _| (200, "<html>login</html>".into())).await;
+        let e = source(&url, "FISO_TEST_OIDC_HTML")
+            .token()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().ends_with("not a JSON token answer"), "{e}");
+        assert!(!e.is_transient());
+
+        let (url, _) = endpoint(|_, _| (200, r#"{"token_type":"Bearer"}"#.into())).await;
+        let e = source(&url, "FISO_TEST_OIDC_NOTOKEN")
+            .token()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().ends_with("no `access_token`"), "{e}");
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let e = source(&format!("http://{closed}/token"), "FISO_TEST_OIDC_DOWN")
+            .token()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, TokenError::Unreachable { .. }), "{e}");
+        assert!(e.is_transient());
+    }
+
+    #[tokio::test]
+    async fn the_answer_is_read_up_to_its_bound() {
+        // A valid answer of exactly MAX_RESPONSE_BYTES, then one byte more.
+        let sized = |n: usize| {
+            let head = r#"{"access_token":"tok-big","pad":""#;
+            let tail = r#""}"#;
+            format!("{head}{}{tail}", "x".repeat(n - head.len() - tail.len()))
+        };
+        let (url, _) = endpoint(move |_, _| (200, sized(MAX_RESPONSE_BYTES))).await;
+        assert_eq!(
+            source(&url, "FISO_TEST_OIDC_AT").token().await.unwrap(),
+            "tok-big"
+        );
+        let (url, _) = endpoint(move |_, _| (200, sized(MAX_RESPONSE_BYTES + 1))).await;
+        let e = source(&url, "FISO_TEST_OIDC_OVER")
+            .token()
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than 65536 bytes"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_or_empty_secret_fails_the_build() {
+        let cfg = |env: Option<&str>, file: Option<&str>| OidcClientCredentials {
+            token_url: "https://idp/token".into(),
+            client_id: "c".into(),
+            client_secret_env: env.map(Into::into),
+            client_secret_file: file.map(Into::into),
+            scopes: vec![],
+        };
+        let err = |c| TokenSource::new(&c).unwrap_err().to_string();
+        assert_eq!(
+            err(cfg(Some("FISO_TEST_OIDC_UNSET_VAR"), None)),
+            "sink.config.auth: oidc: `clientSecretEnv`: $FISO_TEST_OIDC_UNSET_VAR is not set"
+        );
+        assert!(err(cfg(None, Some("/nonexistent/secret")))
+            .contains("`clientSecretFile`: /nonexistent/secret"));
+        assert!(err(cfg(None, None)).contains("exactly one"));
+        std::env::set_var("FISO_TEST_OIDC_EMPTY", " \n");
+        assert!(err(cfg(Some("FISO_TEST_OIDC_EMPTY"), None)).contains("empty"));
+    }
 
     #[test]
     fn refresh_margin_is_a_tenth_of_the_lifetime_at_most_a_minute() {
