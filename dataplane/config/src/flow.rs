@@ -566,7 +566,7 @@ pub struct TemporalAuth {
     /// An access token from an OAuth2 token endpoint (client-credentials grant), cached and
     /// refreshed before it expires. Excludes the API-key fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oidc: Option<OidcClientCredentials>,
+    pub oidc: Option<Box<OidcClientCredentials>>,
 }
 
 /// OAuth2 client-credentials grant (RFC 6749 section 4.4), field names as upstream writes them.
