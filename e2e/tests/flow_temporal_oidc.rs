@@ -312,7 +312,20 @@ async fn a_wrong_client_secret_fails_delivery_clearly_without_the_secret() {
     assert!(reason.contains("invalid_client"), "{readyz}");
 
     let logs = fiso.logs().tail(10_000);
-    for (what, text) in [("answer", &text), ("readyz", &reason), ("logs", &logs)] {
+    let metrics = client()
+        .get(format!("http://{}/metrics", fiso.metrics_addr()))
+        .send()
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    for (what, text) in [
+        ("answer", &text),
+        ("readyz", &reason),
+        ("logs", &logs),
+        ("metrics", &metrics),
+    ] {
         assert!(!text.contains(wrong), "the secret is in the {what}: {text}");
     }
 }
