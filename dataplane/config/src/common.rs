@@ -37,6 +37,9 @@ pub struct TlsConfig {
     /// Turn TLS on. Setting any file below without `enabled: true` is a validation error.
     #[serde(default)]
     pub enabled: bool,
+    /// Plaintext, written the upstream way (`tls: {disabled: true}`); excludes every other field.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
     /// PEM file with extra CA certificates trusted in addition to the system roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,

@@ -552,7 +552,8 @@ pub struct TemporalParam {
     pub expr: String,
 }
 
-/// Temporal API-key authentication.
+/// Temporal authentication: a static API key, or OAuth2 client credentials (`oidc`). Either
+/// way the credential is sent as `authorization: Bearer ...` on every call.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct TemporalAuth {
@@ -562,6 +563,30 @@ pub struct TemporalAuth {
     /// File holding the API key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<String>,
+    /// An access token from an OAuth2 token endpoint (client-credentials grant), cached and
+    /// refreshed before it expires. Excludes the API-key fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<Box<OidcClientCredentials>>,
+}
+
+/// OAuth2 client-credentials grant (RFC 6749 section 4.4), field names as upstream writes them.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct OidcClientCredentials {
+    /// The token endpoint, e.g. `https://idp.example.com/oauth2/token`.
+    #[serde(rename = "tokenURL")]
+    pub token_url: String,
+    #[serde(rename = "clientID")]
+    pub client_id: String,
+    /// Environment variable holding the client secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    /// File holding the client secret (a mounted Secret); read once when the sink is built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<String>,
+    /// Scopes requested (`scope`, space-separated); none sends no `scope` parameter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
 }
 
 /// Temporal sink.

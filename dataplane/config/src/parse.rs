@@ -73,14 +73,10 @@ fn hint_for(path: &str, message: &str) -> Option<String> {
                 "v0.8 replaced `transform.{field}` with `transform.fields` (one CEL expression per output field; `$.x` becomes `data.x`, string literals are quoted)"
             ));
         }
-        let expected = message
-            .split_once("expected one of ")
-            .map(|(_, rest)| rest)
-            .or_else(|| message.split_once("expected ").map(|(_, rest)| rest))?;
-        let candidates: Vec<&str> = expected
-            .split(", ")
-            .filter_map(|c| c.trim().strip_prefix('`')?.strip_suffix('`'))
-            .collect();
+        // serde lists them as "expected `a`", "expected `a` or `b`" or
+        // "expected one of `a`, `b`, `c`": every other piece between backticks is a name.
+        let (_, expected) = message.split_once("expected ")?;
+        let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         let best = candidates
             .iter()
             .map(|c| {
@@ -93,7 +89,11 @@ fn hint_for(path: &str, message: &str) -> Option<String> {
             .max_by(|a, b| a.0.total_cmp(&b.0));
         return Some(match best {
             Some((_, c)) => format!("did you mean `{c}`?"),
-            None => format!("remove `{field}`; allowed here: {}", candidates.join(", ")),
+            None if candidates.is_empty() => format!("remove `{field}`"),
+            None => format!(
+                "remove `{field}`; allowed here: `{}`",
+                candidates.join("`, `")
+            ),
         });
     }
     if let Some(field) = between(message, "missing field `", "`") {
@@ -160,6 +160,51 @@ mod tests {
         assert!(d.message.contains("invalid type"), "{d}");
         let d = err("name: a\nsource:\n  type: http\n  config: {}\n");
         assert!(d.message.contains("missing field `listenAddr`"), "{d}");
+    }
+
+    const TEMPORAL: &str = "name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":1\"\nsink:\n  type: temporal\n  config:\n    hostPort: t:7233\n    taskQueue: q\n    workflowType: W\n";
+
+    #[test]
+    fn unknown_auth_field_lists_the_allowed_ones_in_backticks() {
+        let d = err(&format!("{TEMPORAL}    auth:\n      token: x\n"));
+        assert_eq!(d.path, "sink.config.auth.token");
+        assert_eq!(
+            d.hint.as_deref(),
+            Some("remove `token`; allowed here: `apiKeyEnv`, `apiKeyFile`, `oidc`")
+        );
+        let d = err(&format!(
+            "{TEMPORAL}    auth:\n      oidc:\n        tokenURL: http://idp/token\n        clientID: c\n        secret: x\n"
+        ));
+        assert_eq!(d.path, "sink.config.auth.oidc.secret");
+        assert_eq!(
+            d.hint.as_deref(),
+            Some("remove `secret`; allowed here: `tokenURL`, `clientID`, `clientSecretEnv`, `clientSecretFile`, `scopes`")
+        );
+    }
+
+    #[test]
+    fn two_allowed_fields_are_listed_in_backticks() {
+        // serde words a two-field list "expected `a` or `b`".
+        assert_eq!(
+            hint_for(
+                "x.y",
+                "unknown field `zzz`, expected `apiKeyEnv` or `apiKeyFile`"
+            )
+            .as_deref(),
+            Some("remove `zzz`; allowed here: `apiKeyEnv`, `apiKeyFile`")
+        );
+        assert_eq!(
+            hint_for(
+                "x.y",
+                "unknown field `apiKeyFle`, expected `apiKeyEnv` or `apiKeyFile`"
+            )
+            .as_deref(),
+            Some("did you mean `apiKeyFile`?")
+        );
+        assert_eq!(
+            hint_for("x.y", "unknown field `zzz`, there are no fields").as_deref(),
+            None
+        );
     }
 
     #[test]

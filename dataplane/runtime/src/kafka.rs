@@ -279,6 +279,7 @@ mod tests {
             cert_file: Some("/c.pem".into()),
             key_file: Some("/k.pem".into()),
             skip_verify: true,
+            ..TlsConfig::default()
         });
         let c = client_config(&k).unwrap();
         assert_eq!(get(&c, "security.protocol"), Some("SSL"));

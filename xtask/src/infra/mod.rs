@@ -17,6 +17,7 @@ mod kafka;
 mod kube_tools;
 mod kubernetes;
 pub mod node;
+mod oauth2;
 mod openbao;
 mod pip;
 pub(crate) mod process;
@@ -155,6 +156,7 @@ fn components() -> Vec<Box<dyn Component>> {
         Box::new(kafka::Kafka),
         Box::new(openbao::OpenBao),
         Box::new(temporal::Temporal),
+        Box::new(oauth2::OAuth2),
     ]
 }
 

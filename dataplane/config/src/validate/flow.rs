@@ -4,8 +4,8 @@ use crate::cel_check;
 use crate::diagnostic::Diagnostic;
 use crate::flow::{
     CelBudget, CommitPolicy, DeliveryOrdering, ErrorHandling, FlowConfig, InterceptorSpec,
-    SinkSpec, SourceSpec, TemporalMode, DEFAULT_INITIAL_INTERVAL, DEFAULT_MAX_INTERVAL,
-    MAX_IN_FLIGHT_PER_PARTITION,
+    SinkSpec, SourceSpec, TemporalAuth, TemporalMode, DEFAULT_INITIAL_INTERVAL,
+    DEFAULT_MAX_INTERVAL, MAX_IN_FLIGHT_PER_PARTITION,
 };
 use crate::kafka::KafkaConfig;
 use crate::validate::rules;
@@ -308,12 +308,7 @@ fn sink(sink: &SinkSpec, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {
                 out.extend(rules::tls("sink.config.tls", t));
             }
             if let Some(a) = &c.auth {
-                if a.api_key_env.is_some() == a.api_key_file.is_some() {
-                    out.push(Diagnostic::error(
-                        "sink.config.auth",
-                        "set exactly one of `apiKeyEnv` or `apiKeyFile`",
-                    ));
-                }
+                out.extend(temporal_auth("sink.config.auth", a));
             }
         }
         SinkSpec::Kafka(c) => {
@@ -325,6 +320,64 @@ fn sink(sink: &SinkSpec, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {
                 out.extend(rules::cel("sink.config.key", key));
             }
         }
+    }
+    out
+}
+
+/// Exactly one credential: an API key (from env or file) or `oidc` (with exactly one secret).
+fn temporal_auth(path: &str, a: &TemporalAuth) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    let api_key = a.api_key_env.is_some() || a.api_key_file.is_some();
+    let Some(o) = &a.oidc else {
+        if a.api_key_env.is_some() == a.api_key_file.is_some() {
+            out.push(
+                Diagnostic::error(path, "set exactly one of `apiKeyEnv` or `apiKeyFile`")
+                    .hint("or use `oidc:` for OAuth2 client credentials"),
+            );
+        }
+        return out;
+    };
+    if api_key {
+        out.push(
+            Diagnostic::error(
+                path,
+                "`oidc` and `apiKeyEnv` / `apiKeyFile` exclude each other",
+            )
+            .hint("keep one way of authenticating"),
+        );
+    }
+    let oidc = format!("{path}.oidc");
+    match url::Url::parse(&o.token_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            if u.scheme() == "http" {
+                out.push(Diagnostic::warning(
+                    format!("{oidc}.tokenURL"),
+                    "the client secret and tokens travel in clear text over http",
+                ));
+            }
+        }
+        _ => out.push(
+            Diagnostic::error(
+                format!("{oidc}.tokenURL"),
+                format!("`{}` is not an http(s) URL", o.token_url),
+            )
+            .hint("e.g. https://idp.example.com/oauth2/token"),
+        ),
+    }
+    if o.client_id.trim().is_empty() {
+        out.push(Diagnostic::error(
+            format!("{oidc}.clientID"),
+            "must not be empty",
+        ));
+    }
+    if o.client_secret_env.is_some() == o.client_secret_file.is_some() {
+        out.push(
+            Diagnostic::error(
+                oidc,
+                "set exactly one of `clientSecretEnv` or `clientSecretFile`",
+            )
+            .hint("e.g. clientSecretFile: /var/run/secrets/temporal/client-secret"),
+        );
     }
     out
 }
@@ -608,6 +661,57 @@ errorHandling:
         );
         assert!(paths(&findings(&flow("64KiB"))).is_empty());
         assert!(paths(&findings(&flow("2097152"))).is_empty());
+    }
+
+    const TEMPORAL: &str = "name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\nsink:\n  type: temporal\n  config:\n    hostPort: t:7233\n    taskQueue: q\n    workflowType: W\n";
+
+    #[test]
+    fn temporal_oidc_needs_exactly_one_secret_and_no_api_key() {
+        let oidc = |extra: &str| {
+            findings(&format!(
+                "{TEMPORAL}    auth:\n{extra}      oidc:\n        tokenURL: https://idp.example.com/token\n        clientID: fiso\n        scopes: [temporal]\n"
+            ))
+        };
+        let secret_env = "        clientSecretEnv: SECRET\n";
+        let ok = findings(&format!(
+            "{TEMPORAL}    auth:\n      oidc:\n        tokenURL: https://idp.example.com/token\n        clientID: fiso\n{secret_env}"
+        ));
+        assert!(ok.is_empty(), "{ok:#?}");
+        assert_eq!(paths(&oidc("")), vec!["sink.config.auth.oidc"]);
+        let both = findings(&format!(
+            "{TEMPORAL}    auth:\n      oidc:\n        tokenURL: https://idp.example.com/token\n        clientID: fiso\n{secret_env}        clientSecretFile: /s\n"
+        ));
+        assert_eq!(paths(&both), vec!["sink.config.auth.oidc"]);
+        assert_eq!(
+            paths(&oidc("      apiKeyEnv: KEY\n")),
+            vec!["sink.config.auth", "sink.config.auth.oidc"]
+        );
+        let bad_url = findings(&format!(
+            "{TEMPORAL}    auth:\n      oidc:\n        tokenURL: idp/token\n        clientID: ''\n{secret_env}"
+        ));
+        assert_eq!(
+            paths(&bad_url),
+            vec![
+                "sink.config.auth.oidc.tokenURL",
+                "sink.config.auth.oidc.clientID"
+            ]
+        );
+        let plain = findings(&format!(
+            "{TEMPORAL}    auth:\n      oidc:\n        tokenURL: http://idp:8080/token\n        clientID: fiso\n{secret_env}"
+        ));
+        assert!(plain.iter().all(|d| !d.is_error()), "{plain:#?}");
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain[0].path, "sink.config.auth.oidc.tokenURL");
+    }
+
+    #[test]
+    fn tls_disabled_is_plaintext_and_excludes_other_settings() {
+        assert!(findings(&format!("{TEMPORAL}    tls:\n      disabled: true\n")).is_empty());
+        let ds = findings(&format!(
+            "{TEMPORAL}    tls:\n      disabled: true\n      enabled: true\n"
+        ));
+        assert_eq!(paths(&ds), vec!["sink.config.tls.disabled"]);
+        assert!(ds[0].is_error());
     }
 
     #[test]

@@ -69,6 +69,16 @@ pub(crate) fn cel(path: &str, expr: &str) -> Option<Diagnostic> {
 pub(crate) fn tls(path: &str, tls: &TlsConfig) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     let any_file = tls.ca_file.is_some() || tls.cert_file.is_some() || tls.key_file.is_some();
+    if tls.disabled && (tls.enabled || any_file || tls.skip_verify) {
+        out.push(
+            Diagnostic::error(
+                format!("{path}.disabled"),
+                "`disabled: true` turns TLS off, but other TLS settings are set",
+            )
+            .hint("remove `disabled: true` to use TLS, or remove the other TLS settings"),
+        );
+        return out;
+    }
     if !tls.enabled && (any_file || tls.skip_verify) {
         out.push(
             Diagnostic::error(

@@ -7,12 +7,31 @@ use temporalio_client::tonic::{Code, Status};
 use temporalio_common::protos::temporal::api::errordetails::v1::WorkflowExecutionAlreadyStartedFailure;
 use temporalio_common::protos::utilities::decode_status_detail;
 
+use super::connection::ConnectError;
 use super::error::TemporalFailure;
+use super::oidc::TokenError;
 use crate::retry::Attempt;
 
 pub(super) type Failure = (TemporalFailure, String);
 
-pub(super) fn classify_connect<T>(e: &ClientConnectError) -> Attempt<T, Failure> {
+pub(super) fn classify_connect<T>(e: &ConnectError) -> Attempt<T, Failure> {
+    match e {
+        ConnectError::Token(e) => classify_token(e),
+        ConnectError::Connect(e) => classify_client_connect(e),
+    }
+}
+
+/// A token endpoint that is down or busy is retried like an unreachable Temporal; a refusal
+/// (`invalid_client`, a wrong URL, an unusable answer) is final.
+pub(super) fn classify_token<T>(e: &TokenError) -> Attempt<T, Failure> {
+    if e.is_transient() {
+        Attempt::Retryable((TemporalFailure::Unavailable, e.to_string()), None)
+    } else {
+        Attempt::Permanent((TemporalFailure::Rejected, e.to_string()))
+    }
+}
+
+fn classify_client_connect<T>(e: &ClientConnectError) -> Attempt<T, Failure> {
     let failure = (TemporalFailure::Unavailable, connect_message(e));
     match e {
         ClientConnectError::InvalidUri(_)

@@ -12,6 +12,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use super::classify::connect_message;
+use super::oidc::{TokenError, TokenSource};
 
 /// Time allowed for establishing the TCP / TLS connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -28,18 +29,53 @@ pub(super) struct Connector {
     pub(super) tls: Option<TlsOptions>,
     /// Never logged nor put in errors.
     pub(super) api_key: Option<String>,
+    /// `auth.oidc`: the bearer token's source (instead of `api_key`).
+    pub(super) oidc: Option<TokenSource>,
     pub(super) connection: OnceCell<Connection>,
 }
 
+/// Why there is no connection to make a call on.
+#[derive(Debug)]
+pub(super) enum ConnectError {
+    Token(TokenError),
+    Connect(ClientConnectError),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Token(e) => write!(f, "{e}"),
+            ConnectError::Connect(e) => f.write_str(&connect_message(e)),
+        }
+    }
+}
+
 impl Connector {
+    /// The bearer token of `auth.oidc` (fetched or cached), if the sink uses it.
+    pub(super) async fn token(&self) -> Result<Option<String>, TokenError> {
+        match &self.oidc {
+            Some(source) => source.token().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The shared connection, made on first use; a failed attempt is retried by the next caller.
-    pub(super) async fn connection(&self) -> Result<Connection, ClientConnectError> {
+    /// With `auth.oidc` the connect call carries the current token.
+    pub(super) async fn connection(&self) -> Result<Connection, ConnectError> {
+        if let Some(c) = self.connection.get() {
+            return Ok(c.clone());
+        }
+        let token = self.token().await.map_err(ConnectError::Token)?;
+        self.connect(token).await.map_err(ConnectError::Connect)
+    }
+
+    async fn connect(&self, token: Option<String>) -> Result<Connection, ClientConnectError> {
         self.connection
             .get_or_try_init(|| async {
                 let options = ConnectionOptions::new(self.target.clone())
                     .identity(self.identity.clone())
                     .maybe_tls_options(self.tls.clone())
-                    .maybe_api_key(self.api_key.clone())
+                    .maybe_api_key(token.or_else(|| self.api_key.clone()))
                     .connect_timeout(CONNECT_TIMEOUT)
                     // The flow's retry policy decides; connect fails fast.
                     .retry_options(RetryOptions::builder().max_retries(1).build())
@@ -76,11 +112,14 @@ impl Connector {
                     return;
                 }
                 Err(e) => {
-                    let reason = format!(
-                        "Temporal at {} is not reachable: {}",
-                        self.host_port,
-                        connect_message(&e)
-                    );
+                    let reason = match &e {
+                        ConnectError::Token(e) => {
+                            format!("no access token for Temporal at {}: {e}", self.host_port)
+                        }
+                        ConnectError::Connect(_) => {
+                            format!("Temporal at {} is not reachable: {e}", self.host_port)
+                        }
+                    };
                     tracing::warn!(component = %component, retry_in = ?restart.delay(), "{reason}");
                     readiness.set_not_ready(component.clone(), reason);
                 }

@@ -27,7 +27,7 @@ use fiso_runtime::Readiness;
 use serde_json::Value as Json;
 use temporalio_client::grpc::WorkflowService;
 use temporalio_client::request_extensions::NoRetryOnMatching;
-use temporalio_client::tonic::Status;
+use temporalio_client::tonic::{Code, Status};
 use temporalio_client::{Connection, Url};
 use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads, WorkflowType};
 use temporalio_common::protos::temporal::api::enums::v1::TaskQueueKind;
@@ -49,14 +49,16 @@ use crate::{FlowError, InputEvent, Scope};
 mod classify;
 mod connection;
 mod error;
+mod oidc;
 #[cfg(test)]
 mod tests;
 mod tls;
 mod workflow_id;
 
-use classify::{classify_call, classify_connect};
+use classify::{classify_call, classify_connect, classify_token};
 use connection::Connector;
 pub use error::{TemporalBuildError, TemporalDelivery, TemporalDeliveryError, TemporalFailure};
+use oidc::TokenSource;
 use tls::{api_key, tls_options};
 pub use workflow_id::WorkflowIdTemplate;
 
@@ -99,6 +101,7 @@ impl std::fmt::Debug for TemporalSink {
                 "api_key",
                 &i.connector.api_key.as_ref().map(|_| "<redacted>"),
             )
+            .field("oidc", &i.connector.oidc)
             .field("connected", &i.connector.connection.initialized())
             .finish_non_exhaustive()
     }
@@ -136,7 +139,13 @@ impl TemporalSink {
                     .map_err(|message| TemporalBuildError::Param { index, message })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let api_key = cfg.auth.as_ref().map(api_key).transpose()?;
+        let (api_key, oidc) = match &cfg.auth {
+            Some(auth) => match &auth.oidc {
+                Some(o) => (None, Some(TokenSource::new(o)?)),
+                None => (Some(api_key(auth)?), None),
+            },
+            None => (None, None),
+        };
         let identity = match std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")) {
             Ok(host) if !host.is_empty() => format!("fiso-flow@{host}"),
             _ => "fiso-flow".to_owned(),
@@ -150,6 +159,7 @@ impl TemporalSink {
                     identity: identity.clone(),
                     tls,
                     api_key,
+                    oidc,
                     connection: OnceCell::new(),
                 },
                 host_port: cfg.host_port.clone(),
@@ -251,16 +261,30 @@ impl TemporalSink {
                     Ok(c) => c,
                     Err(e) => return classify_connect(&e),
                 };
-                let call = match inner.mode {
-                    TemporalMode::Start => {
-                        self.start(connection, workflow_id, payloads, request_id)
-                            .await
-                    }
-                    TemporalMode::Signal => {
-                        self.signal_with_start(connection, workflow_id, payloads, request_id)
-                            .await
-                    }
+                let token = match inner.connector.token().await {
+                    Ok(t) => t,
+                    Err(e) => return classify_token(&e),
                 };
+                let mut call = self
+                    .call(connection.clone(), &workflow_id, &payloads, &request_id, token.as_deref())
+                    .await;
+                // A token Temporal refuses (revoked, or kept for want of `expires_in`) is
+                // replaced once, at once.
+                if let (Some(source), Some(stale), Err(status)) =
+                    (&inner.connector.oidc, &token, &call)
+                {
+                    if status.code() == Code::Unauthenticated {
+                        tracing::info!(host_port = %inner.host_port, "Temporal refused the access token; fetching a new one");
+                        source.invalidate(stale).await;
+                        let fresh = match source.token().await {
+                            Ok(t) => t,
+                            Err(e) => return classify_token(&e),
+                        };
+                        call = self
+                            .call(connection, &workflow_id, &payloads, &request_id, Some(&fresh))
+                            .await;
+                    }
+                }
                 classify_call(call)
             }
         })
@@ -282,12 +306,39 @@ impl TemporalSink {
         }
     }
 
+    /// One start or signal-with-start call, per the sink's mode.
+    async fn call(
+        &self,
+        connection: Connection,
+        workflow_id: &str,
+        payloads: &Payloads,
+        request_id: &str,
+        token: Option<&str>,
+    ) -> Result<(String, bool), Status> {
+        let (workflow_id, payloads, request_id) = (
+            workflow_id.to_owned(),
+            payloads.clone(),
+            request_id.to_owned(),
+        );
+        match self.inner.mode {
+            TemporalMode::Start => {
+                self.start(connection, workflow_id, payloads, request_id, token)
+                    .await
+            }
+            TemporalMode::Signal => {
+                self.signal_with_start(connection, workflow_id, payloads, request_id, token)
+                    .await
+            }
+        }
+    }
+
     async fn start(
         &self,
         connection: Connection,
         workflow_id: String,
         input: Payloads,
         request_id: String,
+        token: Option<&str>,
     ) -> Result<(String, bool), Status> {
         let inner = &self.inner;
         let request = StartWorkflowExecutionRequest {
@@ -304,7 +355,7 @@ impl TemporalSink {
         };
         let mut service = connection;
         service
-            .start_workflow_execution(call(request))
+            .start_workflow_execution(request_of(request, token))
             .await
             .map(|r| {
                 let r = r.into_inner();
@@ -318,6 +369,7 @@ impl TemporalSink {
         workflow_id: String,
         signal_input: Payloads,
         request_id: String,
+        token: Option<&str>,
     ) -> Result<(String, bool), Status> {
         let inner = &self.inner;
         let request = SignalWithStartWorkflowExecutionRequest {
@@ -335,7 +387,7 @@ impl TemporalSink {
         };
         let mut service = connection;
         service
-            .signal_with_start_workflow_execution(call(request))
+            .signal_with_start_workflow_execution(request_of(request, token))
             .await
             .map(|r| {
                 let r = r.into_inner();
@@ -439,9 +491,13 @@ fn task_queue(name: &str) -> TaskQueue {
     }
 }
 
-/// A request with the client's own retries off (the flow's policy retries) and a deadline.
-fn call<T>(message: T) -> temporalio_client::tonic::Request<T> {
+/// A request with the client's own retries off (the flow's policy retries), a deadline, and
+/// the `auth.oidc` bearer token when there is one.
+fn request_of<T>(message: T, token: Option<&str>) -> temporalio_client::tonic::Request<T> {
     let mut request = temporalio_client::tonic::Request::new(message);
+    if let Some(value) = token.and_then(|t| format!("Bearer {t}").parse().ok()) {
+        request.metadata_mut().insert("authorization", value);
+    }
     request.set_timeout(CALL_TIMEOUT);
     request.extensions_mut().insert(NoRetryOnMatching {
         predicate: |_| true,
