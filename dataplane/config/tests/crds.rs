@@ -185,7 +185,14 @@ fn short_names() {
         .into_iter()
         .map(|c| c.spec.names.short_names.unwrap_or_default())
         .collect();
-    assert_eq!(names, vec![vec!["fd".to_owned()], vec!["lt".to_owned()]]);
+    assert_eq!(
+        names,
+        vec![
+            vec!["fd".to_owned()],
+            vec!["lt".to_owned()],
+            vec!["wapp".to_owned()]
+        ]
+    );
 }
 
 /// The operator reads CRs as the API server sends them: JSON with sorted keys, so `config` comes
