@@ -28,7 +28,20 @@ impl Link {
 
     /// `fiso link` with a whole config file (`listenAddr` should be `127.0.0.1:0`).
     pub async fn start_with_config(text: &str, env: Vec<(String, String)>) -> Link {
+        Self::start_with_files(text, &[], env).await
+    }
+
+    /// [`Self::start_with_config`] with `files` (name, content) written next to the config
+    /// first (interceptor modules, which resolve against the config's directory).
+    pub async fn start_with_files(
+        text: &str,
+        files: &[(&str, Vec<u8>)],
+        env: Vec<(String, String)>,
+    ) -> Link {
         let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, text).unwrap();
         let fiso = FisoProcess::start_link_with_env(&config, env).await;

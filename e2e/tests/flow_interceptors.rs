@@ -14,10 +14,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 
-/// The WASM binary of the engine's test module `name` (`.../interceptor/testdata/<name>.wat`).
+/// The WASM binary of the engine's test module `name` (`dataplane/wasm/testdata/<name>.wat`).
 fn module(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../dataplane/flow/src/interceptor/testdata")
+        .join("../dataplane/wasm/testdata")
         .join(format!("{name}.wat"));
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -60,8 +60,9 @@ fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
     // The optional `runtime: wasmer` backend (cargo feature `fiso-flow/wasmer`, off by default,
     // so the steps above never build it, and `fiso validate`'s "built without wasmer" error
     // stays tested end to end). Only the libraries' unit tests run with it: the feature is code
-    // of fiso-flow's interceptor module alone. Wasmer's dependencies turn on features of some
-    // shared crates, so part of the tree is compiled a second time (about 5 of CI's minutes).
+    // of the engine (fiso-wasm) alone; the flow's interceptor tests run its contract on it.
+    // Wasmer's dependencies turn on features of some shared crates, so part of the tree is
+    // compiled a second time (about 5 of CI's minutes).
     steps.time("wasmer: build + clippy + interceptor tests", || {
         run(cargo.linted().args([
             "test",
@@ -70,7 +71,10 @@ fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
             "fiso-flow/wasmer",
             "--lib",
             "interceptor",
-        ]))
+        ]))?;
+        run(cargo
+            .linted()
+            .args(["test", "-p", "fiso-wasm", "--features", "wasmer", "--lib"]))
     })
 }
 

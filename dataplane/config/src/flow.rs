@@ -386,6 +386,15 @@ pub enum WasmRuntime {
     Wasmtime,
     /// Needs a build with the cargo feature `wasmer`.
     Wasmer,
+    /// Upstream Fiso's default (Go) runtime: accepted for existing files and run on wasmtime,
+    /// with a warning.
+    Wazero,
+}
+
+impl WasmRuntime {
+    /// The warning `runtime: wazero` earns (at load and from `fiso validate`).
+    pub const WAZERO_WARNING: &'static str =
+        "runtime: wazero (upstream Fiso's Go runtime) is not available in Fiso; the module runs on wasmtime with the same contract and limits";
 }
 
 /// A WASI command module: event JSON on stdin, event JSON on stdout.

@@ -9,8 +9,8 @@ use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::common::{duration, Backoff};
-use crate::flow::{InterceptorSpec, RequiredAcks};
+use crate::common::{duration, Backoff, ByteSize};
+use crate::flow::{Preopen, RequiredAcks, WasmConfig, WasmRuntime};
 use crate::kafka::{KafkaCluster, KafkaConfig};
 
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:3500";
@@ -156,9 +156,124 @@ pub struct TargetConfig {
     /// Kafka publishing settings (`protocol: kafka`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kafka: Option<KafkaTargetConfig>,
-    /// WASM interceptors applied to request bodies.
+    /// WASM interceptors run on the request (`phase: outbound`, after the allowed-path check,
+    /// before auth injection) or on the upstream's answer (`phase: inbound`), in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub interceptors: Vec<InterceptorSpec>,
+    pub interceptors: Vec<LinkInterceptorSpec>,
+}
+
+/// `interceptors[]` of a link target: `{type: wasm, config}`. Its own type (not the flow's
+/// `InterceptorSpec`): a link interceptor has a `phase` and an input limit, a flow's has not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    content = "config",
+    rename_all = "lowercase",
+    deny_unknown_fields
+)]
+pub enum LinkInterceptorSpec {
+    Wasm(LinkWasmConfig),
+}
+
+impl JsonSchema for LinkInterceptorSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LinkInterceptorSpec".into()
+    }
+    fn json_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        crate::schema::tagged_union(
+            "Interceptor run on a link target's requests (outbound) or answers (inbound).",
+            vec![("wasm", crate::schema::object_schema::<LinkWasmConfig>(gen))],
+            true,
+        )
+    }
+}
+
+/// Which message a link interceptor sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum InterceptorPhase {
+    /// The app's request, before it goes upstream (and before auth injection).
+    #[default]
+    Outbound,
+    /// The upstream's answer, before it reaches the app.
+    Inbound,
+}
+
+impl InterceptorPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterceptorPhase::Outbound => "outbound",
+            InterceptorPhase::Inbound => "inbound",
+        }
+    }
+}
+
+/// Default `maxInputSize` of a link interceptor: the largest body it is given (4MiB).
+pub const DEFAULT_INTERCEPTOR_MAX_INPUT: u64 = 4 << 20;
+/// Largest accepted `maxInputSize`: the body is buffered in host memory.
+pub const MAX_INTERCEPTOR_MAX_INPUT: u64 = 64 << 20;
+
+/// A WASI command module run on a link target's request or answer: HTTP message JSON on
+/// stdin, changes on stdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LinkWasmConfig {
+    /// Path of the `.wasm` module.
+    pub module: String,
+    /// `outbound` (the request, default) or `inbound` (the upstream's answer).
+    #[serde(default)]
+    pub phase: InterceptorPhase,
+    #[serde(default)]
+    pub runtime: WasmRuntime,
+    /// Wall-clock limit per request (default 5s).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "duration")]
+    #[schemars(with = "Option<String>")]
+    pub timeout: Option<Duration>,
+    /// Linear-memory limit (default 64MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_limit: Option<ByteSize>,
+    /// Optional instruction budget per request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Largest accepted stdout (default 4MiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_size: Option<ByteSize>,
+    /// Largest body given to the module (default 4MiB, at most 64MiB): a larger request body
+    /// is refused with 413, a larger upstream answer with 502.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_input_size: Option<ByteSize>,
+    /// On module failure pass the message on unchanged (counted) instead of answering 502.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_open: bool,
+    /// Environment variables visible to the guest.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub env: IndexMap<String, String>,
+    /// Read-only host directories visible to the guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preopens: Vec<Preopen>,
+}
+
+impl LinkWasmConfig {
+    /// What the engine needs to load the module.
+    pub fn engine(&self) -> WasmConfig {
+        WasmConfig {
+            module: self.module.clone(),
+            runtime: self.runtime,
+            timeout: self.timeout,
+            memory_limit: self.memory_limit,
+            fuel: self.fuel,
+            max_output_size: self.max_output_size,
+            fail_open: self.fail_open,
+            env: self.env.clone(),
+            preopens: self.preopens.clone(),
+        }
+    }
+
+    /// `maxInputSize` in bytes, with its default.
+    pub fn max_input(&self) -> u64 {
+        self.max_input_size
+            .map_or(DEFAULT_INTERCEPTOR_MAX_INPUT, |b| b.bytes())
+    }
 }
 
 /// Credential kind injected into upstream requests.

@@ -73,6 +73,11 @@ fn hint_for(path: &str, message: &str) -> Option<String> {
                 "v0.8 replaced `transform.{field}` with `transform.fields` (one CEL expression per output field; `$.x` becomes `data.x`, string literals are quoted)"
             ));
         }
+        if (field == "phase" || field == "maxInputSize") && path.starts_with("interceptors[") {
+            return Some(format!(
+                "`{field}` applies to a link target's interceptors only; a flow's interceptors run on each event before the sink"
+            ));
+        }
         // serde lists them as "expected `a`", "expected `a` or `b`" or
         // "expected one of `a`, `b`, `c`": every other piece between backticks is a name.
         let (_, expected) = message.split_once("expected ")?;
@@ -99,12 +104,7 @@ fn hint_for(path: &str, message: &str) -> Option<String> {
     if let Some(field) = between(message, "missing field `", "`") {
         return Some(format!("add `{field}:` here"));
     }
-    if let Some(variant) = between(message, "unknown variant `", "`") {
-        if variant == "wazero" {
-            return Some(
-                "wazero is the Go runtime of upstream Fiso; use `runtime: wasmtime`".into(),
-            );
-        }
+    if between(message, "unknown variant `", "`").is_some() {
         return Some("use one of the values listed".into());
     }
     if message.contains("invalid type") {
@@ -149,6 +149,45 @@ mod tests {
         ));
         assert_eq!(d.path, "transform.cel");
         assert!(d.hint.unwrap().contains("transform.fields"));
+    }
+
+    #[test]
+    fn a_flow_interceptor_has_no_phase() {
+        let d = err(&format!(
+            "name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":1\"\ninterceptors:\n  - type: wasm\n    config: {{module: m.wasm, phase: inbound}}\n{SINK}"
+        ));
+        assert_eq!(d.path, "interceptors[0].config.phase");
+        assert!(
+            d.hint
+                .as_deref()
+                .unwrap()
+                .contains("link target's interceptors only"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn runtime_wazero_is_accepted_with_a_warning() {
+        let flow = parse_flow(
+            "f.yaml",
+            &format!("name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":1\"\ninterceptors:\n  - type: wasm\n    config: {{module: m.wasm, runtime: wazero}}\n{SINK}"),
+        )
+        .unwrap();
+        let flow_diags = crate::validate::validate_flow(&flow, crate::validate::Origin::File);
+        let link = parse_link(
+            "l.yaml",
+            "targets:\n  - name: t\n    host: h.example\n    interceptors:\n      - type: wasm\n        config: {module: m.wasm, runtime: wazero, phase: inbound}\n",
+        )
+        .unwrap();
+        let link_diags = crate::validate::validate_link(&link);
+        for (diags, path) in [
+            (flow_diags, "interceptors[0].config.runtime"),
+            (link_diags, "targets[0].interceptors[0].config.runtime"),
+        ] {
+            assert!(diags.iter().all(|d| !d.is_error()), "{diags:?}");
+            let warning = diags.iter().find(|d| d.path == path).expect("a warning");
+            assert!(warning.message.contains("runs on wasmtime"), "{warning}");
+        }
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! One [`layer::Concern`] per concern ([`layer`] chains them), stacked per target in
 //! [`target`], which is the one place their order is written. The route layer ([`route`]) picks
 //! the target: 404 for an unknown one, framing and method checks in [`framing`], the path
-//! normalised by [`path`]. The concerns: allowed paths ([`allow`]), rate limit
-//! ([`ratelimit`]), circuit breaker ([`breaker`]), retry ([`retry`]), auth injection
+//! normalised by [`path`]. The concerns: allowed paths ([`allow`]), WASM interceptors
+//! ([`intercept`]), rate limit ([`ratelimit`]), circuit breaker ([`breaker`]), retry
+//! ([`retry`]), auth injection
 //! ([`inject`], credentials from [`auth`]); the upstream is HTTP(S) ([`upstream`]) or a Kafka
 //! topic ([`kafka`]). [`runtime`] serves the route table and hot-reloads it.
 
@@ -16,6 +17,7 @@ pub mod client_fault;
 pub mod forward;
 pub mod framing;
 pub mod inject;
+pub mod intercept;
 pub mod kafka;
 pub mod layer;
 pub mod metrics;

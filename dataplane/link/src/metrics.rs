@@ -36,6 +36,12 @@ struct TargetLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    target: Arc<str>,
+    phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RetryLabels {
     target: Arc<str>,
     attempt: u32,
@@ -86,6 +92,10 @@ pub struct LinkMetrics {
     retries: Family<RetryLabels, Counter>,
     rate_limited: Family<TargetLabel, Counter>,
     auth_refresh: Family<StatusLabels, Counter>,
+    interceptor_duration: Family<PhaseLabels, Histogram, fn() -> Histogram>,
+    interceptor_rejections: Family<PhaseLabels, Counter>,
+    interceptor_fail_open: Family<PhaseLabels, Counter>,
+    interceptor_errors: Family<PhaseLabels, Counter>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -102,6 +112,10 @@ impl LinkMetrics {
             retries: Family::default(),
             rate_limited: Family::default(),
             auth_refresh: Family::default(),
+            interceptor_duration: Family::new_with_constructor(duration_histogram),
+            interceptor_rejections: Family::default(),
+            interceptor_fail_open: Family::default(),
+            interceptor_errors: Family::default(),
         }
     }
 
@@ -136,6 +150,26 @@ impl LinkMetrics {
             "fiso_link_auth_refresh_total",
             "Background refreshes of target credentials",
             m.auth_refresh.clone(),
+        )?;
+        registry.register(
+            "fiso_link_interceptor_duration_seconds",
+            "Time a WASM interceptor module ran on one request or answer, by phase",
+            m.interceptor_duration.clone(),
+        )?;
+        registry.register(
+            "fiso_link_interceptor_rejections_total",
+            "Requests or answers an interceptor rejected (the app got the module's status)",
+            m.interceptor_rejections.clone(),
+        )?;
+        registry.register(
+            "fiso_link_interceptor_fail_open_total",
+            "Interceptor failures passed over because of `failOpen: true` (the message went on unchanged)",
+            m.interceptor_fail_open.clone(),
+        )?;
+        registry.register(
+            "fiso_link_interceptor_errors_total",
+            "Interceptor failures answered with 502 INTERCEPTOR_FAILED",
+            m.interceptor_errors.clone(),
         )?;
         Ok(m)
     }
@@ -197,6 +231,48 @@ impl LinkMetrics {
                 status,
             })
             .inc();
+    }
+
+    fn phase(target: &Arc<str>, phase: &'static str) -> PhaseLabels {
+        PhaseLabels {
+            target: Arc::clone(target),
+            phase,
+        }
+    }
+
+    /// One run of an interceptor module (whatever its outcome).
+    pub fn interceptor_call(&self, target: &Arc<str>, phase: &'static str, seconds: f64) {
+        self.interceptor_duration
+            .get_or_create(&Self::phase(target, phase))
+            .observe(seconds);
+    }
+
+    pub fn interceptor_rejected(&self, target: &Arc<str>, phase: &'static str) {
+        self.interceptor_rejections
+            .get_or_create(&Self::phase(target, phase))
+            .inc();
+    }
+
+    pub fn interceptor_failed_open(&self, target: &Arc<str>, phase: &'static str) {
+        self.interceptor_fail_open
+            .get_or_create(&Self::phase(target, phase))
+            .inc();
+    }
+
+    pub fn interceptor_error(&self, target: &Arc<str>, phase: &'static str) {
+        self.interceptor_errors
+            .get_or_create(&Self::phase(target, phase))
+            .inc();
+    }
+
+    /// `(rejections, fail-open, errors)` of `target`'s `phase` interceptors (for tests).
+    pub fn interceptor_counts(&self, target: &str, phase: &'static str) -> (u64, u64, u64) {
+        let labels = Self::phase(&target.into(), phase);
+        (
+            self.interceptor_rejections.get_or_create(&labels).get(),
+            self.interceptor_fail_open.get_or_create(&labels).get(),
+            self.interceptor_errors.get_or_create(&labels).get(),
+        )
     }
 
     /// Current value of `fiso_link_circuit_state{target}` (for tests).

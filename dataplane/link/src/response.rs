@@ -36,6 +36,12 @@ pub enum ErrorCode {
     /// A transfer coding the proxy does not implement (anything but `chunked`).
     NotImplemented,
     KafkaPublishFailed,
+    /// A WASM interceptor failed (trap, timeout, fuel, memory, bad or too large output).
+    InterceptorFailed,
+    /// A WASM interceptor rejected the message; the answer carries the module's status.
+    InterceptorRejected,
+    /// The upstream's answer is larger than an inbound interceptor's `maxInputSize`.
+    InterceptorInputTooLarge,
 }
 
 impl ErrorCode {
@@ -56,6 +62,9 @@ impl ErrorCode {
             ErrorCode::ClientClosedRequest => "CLIENT_CLOSED_REQUEST",
             ErrorCode::NotImplemented => "NOT_IMPLEMENTED",
             ErrorCode::KafkaPublishFailed => "KAFKA_PUBLISH_FAILED",
+            ErrorCode::InterceptorFailed => "INTERCEPTOR_FAILED",
+            ErrorCode::InterceptorRejected => "INTERCEPTOR_REJECTED",
+            ErrorCode::InterceptorInputTooLarge => "INTERCEPTOR_INPUT_TOO_LARGE",
         }
     }
 
@@ -70,9 +79,12 @@ impl ErrorCode {
             ErrorCode::CircuitOpen | ErrorCode::TargetUnavailable => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
-            ErrorCode::UpstreamUnreachable | ErrorCode::KafkaPublishFailed => {
-                StatusCode::BAD_GATEWAY
-            }
+            ErrorCode::UpstreamUnreachable
+            | ErrorCode::KafkaPublishFailed
+            | ErrorCode::InterceptorFailed
+            | ErrorCode::InterceptorInputTooLarge => StatusCode::BAD_GATEWAY,
+            // The nominal status; the answer carries the one the module chose (400..=599).
+            ErrorCode::InterceptorRejected => StatusCode::FORBIDDEN,
             ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::ClientClosedRequest => CLIENT_CLOSED_REQUEST,

@@ -229,7 +229,7 @@ impl Loader {
         match read_config(&self.path) {
             Ok((hash, config)) => {
                 let unchanged = self.current.lock().await.as_ref().map(|(h, _)| h) == Some(&hash);
-                if unchanged {
+                if unchanged && !self.modules_changed().await {
                     return;
                 }
                 self.obs.readiness.clear_warning(&format!("config/{file}"));
@@ -247,6 +247,25 @@ impl Loader {
         }
     }
 
+    /// Whether an interceptor module of a running target changed on disk (its target is then
+    /// rebuilt, like a target whose config changed).
+    async fn modules_changed(&self) -> bool {
+        let running = self.routes.snapshot();
+        tokio::task::spawn_blocking(move || {
+            running.values().any(|route| match route {
+                Route::Ready(t) => t.modules_changed(),
+                Route::Broken(_) => false,
+            })
+        })
+        .await
+        .unwrap_or(true)
+    }
+
+    /// The directory relative interceptor module paths resolve against.
+    fn base_dir(&self) -> Option<&Path> {
+        self.path.parent().filter(|p| !p.as_os_str().is_empty())
+    }
+
     /// Builds what changed; a target that fails to build keeps its previous version, or is
     /// answered with 503 when it had none.
     async fn apply(&self, hash: String, config: LinkConfig) {
@@ -259,7 +278,7 @@ impl Loader {
             let name = target.name.clone().unwrap_or_default();
             let old = running.get(&name);
             if let (Some(Route::Ready(t)), Some(prev)) = (old, &previous) {
-                if unchanged(t, target, prev, &config) {
+                if unchanged(t, target, prev, &config) && !t.modules_changed() {
                     table.insert(name, Route::Ready(t.clone()));
                     kept += 1;
                     continue;
@@ -272,6 +291,7 @@ impl Loader {
                 config.kafka.as_ref(),
                 &self.vault,
                 &self.metrics,
+                self.base_dir(),
             )
             .await
             {

@@ -4,6 +4,7 @@
 //! picked the target, checked framing and method, normalised the path ([`crate::path`], 403)
 //! and stripped hop-by-hop headers.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fiso_config::kafka::KafkaConfig;
@@ -13,6 +14,7 @@ use crate::allow::{Allow, AllowedPaths};
 use crate::auth::{AuthError, Credentials, VaultSettings};
 use crate::breaker::CircuitBreaker;
 use crate::inject::InjectAuth;
+use crate::intercept::Intercept;
 use crate::kafka::{KafkaPublisher, KafkaTargetError};
 use crate::layer::{chain, concern, leaf, Next};
 use crate::metrics::LinkMetrics;
@@ -41,8 +43,11 @@ pub enum TargetError {
     },
     #[error("target `{target}`: a kafka target needs a `kafka:` section")]
     NoKafkaSection { target: String },
-    #[error("target `{0}`: interceptors are not available in this build of fiso; remove `interceptors:` from the target")]
-    InterceptorsUnavailable(String),
+    #[error("target `{target}`: {source}")]
+    Interceptor {
+        target: String,
+        source: fiso_wasm::InterceptorBuildError,
+    },
 }
 
 /// A built target: its config (to tell whether a reload changed it) and its service.
@@ -51,6 +56,8 @@ pub struct Target {
     pub name: Arc<str>,
     pub config: TargetConfig,
     pub service: Next,
+    /// Its WASM interceptors, to tell whether a module file changed.
+    interceptors: Option<Intercept>,
 }
 
 impl Target {
@@ -61,24 +68,60 @@ impl Target {
         }
     }
 
-    /// Builds `cfg` (named `name`); credentials are read now, so a missing secret fails the
-    /// target here rather than its first request.
+    /// Whether an interceptor module file changed since the target was built (blocking: reads
+    /// and hashes the files).
+    pub fn modules_changed(&self) -> bool {
+        self.interceptors
+            .as_ref()
+            .is_some_and(Intercept::modules_changed)
+    }
+
+    /// Builds `cfg` (named `name`); credentials are read and interceptor modules compiled now,
+    /// so a missing secret or module fails the target here rather than its first request.
+    /// Relative module paths resolve against `base_dir` (the link config's directory).
     pub async fn build(
         name: &str,
         cfg: &TargetConfig,
         kafka: Option<&KafkaConfig>,
         vault: &VaultSettings,
         metrics: &LinkMetrics,
+        base_dir: Option<&Path>,
     ) -> Result<Target, TargetError> {
         let target = || name.to_owned();
-        if !cfg.interceptors.is_empty() {
-            return Err(TargetError::InterceptorsUnavailable(target()));
-        }
         let allowed =
             AllowedPaths::new(&cfg.allowed_paths).map_err(|source| TargetError::AllowedPaths {
                 target: target(),
                 source,
             })?;
+        let interceptors = if cfg.interceptors.is_empty() {
+            None
+        } else {
+            // Compiling is CPU work of up to seconds: off the async workers.
+            let (specs, dir, allowed, metrics) = (
+                cfg.interceptors.clone(),
+                base_dir.map(PathBuf::from),
+                Arc::new(allowed.clone()),
+                metrics.clone(),
+            );
+            let body_timeout = cfg.timeout.unwrap_or(DEFAULT_TIMEOUT);
+            let owner = name.to_owned();
+            tokio::task::spawn_blocking(move || {
+                Intercept::load(
+                    &owner,
+                    &specs,
+                    dir.as_deref(),
+                    allowed,
+                    body_timeout,
+                    metrics,
+                )
+            })
+            .await
+            .expect("loading interceptors does not panic")
+            .map_err(|source| TargetError::Interceptor {
+                target: target(),
+                source,
+            })?
+        };
         let refresh_metrics = metrics.clone();
         let refresh_target: Arc<str> = name.into();
         let credentials = match &cfg.auth {
@@ -140,9 +183,16 @@ impl Target {
             .filter(|b| b.enabled)
             .map(|b| CircuitBreaker::new(name, b, metrics.clone()));
         let auth = credentials.map(InjectAuth::new);
+        // Interceptors sit under the allowed-path check (a module only sees requests the target
+        // may receive, and its rewritten path is checked again), above rate limit, breaker and
+        // retry: a module runs once per client request, not once per retry attempt, its
+        // rejections and failures are not the upstream's and never trip the breaker, and its
+        // inbound half sees the answer retry ended with. Above auth injection, so it never
+        // sees the credential.
         let service = chain(
             [
                 Some(concern(Allow::new(allowed))), // 403
+                interceptors.clone().map(concern),  // outbound ↓ / inbound ↑ (WASM)
                 rate_limit.map(concern),            // 429 + Retry-After
                 breaker.map(concern),               // 503 + Retry-After; sees what retry ends with
                 Some(concern(retry)),               // each attempt goes through auth again
@@ -154,6 +204,7 @@ impl Target {
             name: name.into(),
             config: cfg.clone(),
             service,
+            interceptors,
         })
     }
 }

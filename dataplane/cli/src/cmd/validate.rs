@@ -92,6 +92,26 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
             diags.push(d);
         }
     }
+    // The link's interceptor modules too (relative paths resolve against the link file's
+    // directory, as `fiso link` resolves them).
+    if let Some(link) = &project.link {
+        let dir = std::path::Path::new(&link.file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty());
+        for (t, target) in link.config.targets.iter().enumerate() {
+            for (i, spec) in target.interceptors.iter().enumerate() {
+                let fiso_config::link::LinkInterceptorSpec::Wasm(config) = spec;
+                if let Err(e) = fiso_wasm::Module::load(&config.engine(), dir) {
+                    let mut d = fiso_config::Diagnostic::error(
+                        format!("targets[{t}].interceptors[{i}].config.module"),
+                        format!("interceptors[{i}] (module `{}`): {e}", config.module),
+                    );
+                    d.file = Some(link.file.clone());
+                    diags.push(d);
+                }
+            }
+        }
+    }
     let errors = diags.errors().count();
     let warnings = diags.warnings().count();
     match args.format {

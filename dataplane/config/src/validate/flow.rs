@@ -197,35 +197,7 @@ fn cloudevent_attribute(attr: &str, expr: &str) -> Option<Diagnostic> {
 
 fn interceptor(path: &str, ic: &InterceptorSpec) -> Vec<Diagnostic> {
     let InterceptorSpec::Wasm(w) = ic;
-    let mut out = Vec::new();
-    if w.module.trim().is_empty() {
-        out.push(Diagnostic::error(
-            format!("{path}.module"),
-            "module path is empty",
-        ));
-    }
-    out.extend(rules::nonzero_duration(
-        &format!("{path}.timeout"),
-        w.timeout,
-    ));
-    if w.memory_limit.is_some_and(|m| m.bytes() < 64 * 1024) {
-        out.push(
-            Diagnostic::error(
-                format!("{path}.memoryLimit"),
-                "must be at least one WASM page (64KiB)",
-            )
-            .hint("e.g. \"64MiB\""),
-        );
-    }
-    for (i, p) in w.preopens.iter().enumerate() {
-        if !p.guest_path.starts_with('/') {
-            out.push(Diagnostic::error(
-                format!("{path}.preopens[{i}].guestPath"),
-                "guest path must be absolute",
-            ));
-        }
-    }
-    out
+    rules::wasm_module(path, w)
 }
 
 fn sink(sink: &SinkSpec, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {

@@ -7,8 +7,8 @@ use globset::GlobBuilder;
 use crate::diagnostic::Diagnostic;
 use crate::kafka::KafkaConfig;
 use crate::link::{
-    AuthConfig, AuthType, KeyType, LinkConfig, Protocol, TargetConfig, DEFAULT_RETRY_INITIAL,
-    DEFAULT_RETRY_MAX,
+    AuthConfig, AuthType, KeyType, LinkConfig, LinkInterceptorSpec, Protocol, TargetConfig,
+    DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, MAX_INTERCEPTOR_MAX_INPUT,
 };
 use crate::validate::rules;
 use crate::validate::Origin;
@@ -168,6 +168,26 @@ pub fn validate_target(
     }
     for (i, glob) in t.allowed_paths.iter().enumerate() {
         out.extend(allowed_path(&format!("allowedPaths[{i}]"), glob));
+    }
+    for (i, ic) in t.interceptors.iter().enumerate() {
+        out.extend(interceptor(&format!("interceptors[{i}].config"), ic));
+    }
+    out
+}
+
+fn interceptor(path: &str, ic: &LinkInterceptorSpec) -> Vec<Diagnostic> {
+    let LinkInterceptorSpec::Wasm(w) = ic;
+    let mut out = rules::wasm_module(path, &w.engine());
+    if w.max_input_size
+        .is_some_and(|m| m.bytes() == 0 || m.bytes() > MAX_INTERCEPTOR_MAX_INPUT)
+    {
+        out.push(
+            Diagnostic::error(
+                format!("{path}.maxInputSize"),
+                "must be between 1 byte and 64MiB (the body is held in memory)",
+            )
+            .hint("e.g. \"4MiB\" (the default)"),
+        );
     }
     out
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::cel_check;
 use crate::common::TlsConfig;
 use crate::diagnostic::Diagnostic;
+use crate::flow::{WasmConfig, WasmRuntime};
 use crate::kafka::{KafkaCluster, KafkaConfig};
 
 /// Names that end up as Kubernetes object names and URL segments.
@@ -262,4 +263,40 @@ pub(crate) fn http_url(path: &str, value: &str) -> Option<Diagnostic> {
                 .hint("e.g. http://order-service:8080/events"),
         ),
     }
+}
+
+/// A WASM module's settings (flow and link interceptors); `path` is its `config`.
+pub(crate) fn wasm_module(path: &str, w: &WasmConfig) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    if w.module.trim().is_empty() {
+        out.push(Diagnostic::error(
+            format!("{path}.module"),
+            "module path is empty",
+        ));
+    }
+    if w.runtime == WasmRuntime::Wazero {
+        out.push(
+            Diagnostic::warning(format!("{path}.runtime"), WasmRuntime::WAZERO_WARNING)
+                .hint("write `runtime: wasmtime` (the default) to silence this warning"),
+        );
+    }
+    out.extend(nonzero_duration(&format!("{path}.timeout"), w.timeout));
+    if w.memory_limit.is_some_and(|m| m.bytes() < 64 * 1024) {
+        out.push(
+            Diagnostic::error(
+                format!("{path}.memoryLimit"),
+                "must be at least one WASM page (64KiB)",
+            )
+            .hint("e.g. \"64MiB\""),
+        );
+    }
+    for (i, p) in w.preopens.iter().enumerate() {
+        if !p.guest_path.starts_with('/') {
+            out.push(Diagnostic::error(
+                format!("{path}.preopens[{i}].guestPath"),
+                "guest path must be absolute",
+            ));
+        }
+    }
+    out
 }

@@ -50,7 +50,8 @@
 //!
 //! ## Rejection
 //!
-//! Instead of an event a module may reject it:
+//! Instead of an event a module may reject it (the shape every interceptor contract shares,
+//! [`fiso_wasm::output`]):
 //!
 //! ```json
 //! {"reject": {"status": 422, "reason": "missing customer id"}}
@@ -66,6 +67,7 @@
 //! stderr is captured (the first 4 KiB appear in error messages); a non-zero exit code, a trap,
 //! the timeout, the memory limit, the fuel budget or the stdout limit fail the event.
 
+use fiso_wasm::output::{self, check_headers, Output};
 use serde_json::{Map, Value};
 
 /// Attributes an interceptor may echo but not change.
@@ -84,73 +86,18 @@ pub enum Answer {
     Reject { status: u16, reason: String },
 }
 
-/// Default rejection reason when a module gives none.
-pub const DEFAULT_REJECT_REASON: &str = "rejected by interceptor";
+pub use fiso_wasm::output::DEFAULT_REJECT_REASON;
 
 /// Decodes the stdout of a module and merges it over `input` (an object in the input shape).
 ///
 /// The error is a human-readable reason; the caller adds the module name and the code.
 pub fn decode_output(input: &Map<String, Value>, stdout: &[u8]) -> Result<Answer, String> {
-    if stdout.iter().all(u8::is_ascii_whitespace) {
-        return Err("the module wrote nothing to stdout".into());
+    match output::parse(stdout)? {
+        Output::Reject { status, reason } => Ok(Answer::Reject { status, reason }),
+        Output::Changes(changes) => merge(input.clone(), changes)
+            .map(Value::Object)
+            .map(Answer::Event),
     }
-    let value: Value = serde_json::from_slice(stdout).map_err(|e| {
-        format!(
-            "stdout is not one JSON value: {e} (starts with {})",
-            preview(stdout)
-        )
-    })?;
-    let Value::Object(changes) = value else {
-        return Err(format!(
-            "stdout must be a JSON object, got {}",
-            kind_of(&value)
-        ));
-    };
-    if let Some(reject) = changes.get("reject") {
-        if changes.len() != 1 {
-            return Err("`reject` must be the only top-level key".into());
-        }
-        return decode_reject(reject);
-    }
-    merge(input.clone(), changes)
-        .map(Value::Object)
-        .map(Answer::Event)
-}
-
-fn decode_reject(reject: &Value) -> Result<Answer, String> {
-    let Value::Object(body) = reject else {
-        return Err("`reject` must be an object {\"status\", \"reason\"}".into());
-    };
-    if let Some(key) = body.keys().find(|k| *k != "status" && *k != "reason") {
-        return Err(format!(
-            "`reject.{key}` is not a known key (status, reason)"
-        ));
-    }
-    let status = body
-        .get("status")
-        .and_then(Value::as_u64)
-        .filter(|s| (400..=599).contains(s))
-        .ok_or_else(|| {
-            format!(
-                "`reject.status` must be an integer in 400..=599, got {}",
-                body.get("status")
-                    .map_or("nothing".into(), Value::to_string)
-            )
-        })?;
-    let reason = match body.get("reason") {
-        None | Some(Value::Null) => DEFAULT_REJECT_REASON.to_owned(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => {
-            return Err(format!(
-                "`reject.reason` must be a string, got {}",
-                kind_of(other)
-            ))
-        }
-    };
-    Ok(Answer::Reject {
-        status: status as u16,
-        reason,
-    })
 }
 
 fn merge(
@@ -228,19 +175,6 @@ fn set_or_remove(event: &mut Map<String, Value>, key: String, value: Value) {
     }
 }
 
-fn check_headers(value: &Value) -> Result<(), String> {
-    let Value::Object(headers) = value else {
-        return Err(format!(
-            "`headers` must be an object of strings, got {}",
-            kind_of(value)
-        ));
-    };
-    match headers.iter().find(|(_, v)| !v.is_string()) {
-        Some((name, v)) => Err(format!("header `{name}` must be a string, got {v}")),
-        None => Ok(()),
-    }
-}
-
 /// A CloudEvents extension: `[a-z0-9]+` name; Boolean, Integer (32-bit) or String value.
 fn check_extension(name: &str, value: &Value) -> Result<(), String> {
     if name.is_empty()
@@ -264,25 +198,6 @@ fn check_extension(name: &str, value: &Value) -> Result<(), String> {
             "extension `{name}` must be a string, a boolean or a 32-bit integer, got {value}"
         ))
     }
-}
-
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-/// The first bytes of a module's output, quoted, for error messages.
-pub(crate) fn preview(bytes: &[u8]) -> String {
-    const MAX: usize = 64;
-    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(MAX)]);
-    let more = if bytes.len() > MAX { "…" } else { "" };
-    format!("{text:?}{more}")
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! Engine tests. Guest modules are built from the WAT sources of `testdata/` (no wasm32 target
-//! needed); each is written to a temporary `.wasm` file and loaded like a configured module.
+//! The Flow contract on the engine. Guest modules are built from the WAT sources of
+//! `dataplane/wasm/testdata/` (no wasm32 target needed); each is written to a temporary `.wasm`
+//! file and loaded like a configured module. What only concerns the engine (env, preopens, load
+//! errors, module changes, cancellation) is tested in `fiso-wasm`.
 //!
 //! The contract tests are written once, as `async fn test(rt: WasmRuntime)`, and run on every
 //! backend of the build by [`on_every_runtime!`]: `on_wasmtime::<test>` and, with the cargo
@@ -9,27 +11,27 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use fiso_config::common::ByteSize;
-use fiso_config::flow::{InterceptorSpec, Preopen, WasmConfig, WasmRuntime};
+use fiso_config::flow::{InterceptorSpec, WasmConfig, WasmRuntime};
 use serde_json::{json, Value};
 
 use super::*;
 
 fn wat(name: &str) -> &'static str {
     match name {
-        "echo" => include_str!("testdata/echo.wat"),
-        "uppercase" => include_str!("testdata/uppercase.wat"),
-        "reject" => include_str!("testdata/reject.wat"),
-        "garbage" => include_str!("testdata/garbage.wat"),
-        "trap" => include_str!("testdata/trap.wat"),
-        "exit" => include_str!("testdata/exit.wat"),
-        "loop" => include_str!("testdata/loop.wat"),
-        "grow" => include_str!("testdata/grow.wat"),
-        "big_output" => include_str!("testdata/big_output.wat"),
-        "sleep" => include_str!("testdata/sleep.wat"),
-        "env" => include_str!("testdata/env.wat"),
-        "library" => include_str!("testdata/library.wat"),
-        "wasix" => include_str!("testdata/wasix.wat"),
-        "preopen" => include_str!("testdata/preopen.wat"),
+        "echo" => include_str!("../../../wasm/testdata/echo.wat"),
+        "uppercase" => include_str!("../../../wasm/testdata/uppercase.wat"),
+        "reject" => include_str!("../../../wasm/testdata/reject.wat"),
+        "garbage" => include_str!("../../../wasm/testdata/garbage.wat"),
+        "trap" => include_str!("../../../wasm/testdata/trap.wat"),
+        "exit" => include_str!("../../../wasm/testdata/exit.wat"),
+        "loop" => include_str!("../../../wasm/testdata/loop.wat"),
+        "grow" => include_str!("../../../wasm/testdata/grow.wat"),
+        "big_output" => include_str!("../../../wasm/testdata/big_output.wat"),
+        "sleep" => include_str!("../../../wasm/testdata/sleep.wat"),
+        "env" => include_str!("../../../wasm/testdata/env.wat"),
+        "library" => include_str!("../../../wasm/testdata/library.wat"),
+        "wasix" => include_str!("../../../wasm/testdata/wasix.wat"),
+        "preopen" => include_str!("../../../wasm/testdata/preopen.wat"),
         other => panic!("no testdata/{other}.wat"),
     }
 }
@@ -72,12 +74,10 @@ on_every_runtime! {
     #[tokio::test] the_memory_limit_is_enforced,
     #[tokio::test] stdout_beyond_max_output_size_fails,
     #[tokio::test] fail_open_passes_the_event_on_unchanged,
-    #[tokio::test] env_and_args_reach_the_guest_and_nothing_else,
-    #[tokio::test] preopens_are_readable_and_nothing_is_writable,
     #[tokio::test] a_thousand_sequential_events_reuse_instance_slots,
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     concurrent_events_beyond_the_slot_count_wait_for_a_slot,
-    #[tokio::test] load_errors_are_config_errors_naming_the_module,
+    #[tokio::test] a_load_error_names_the_interceptor,
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)] per_event_cost,
 }
 
@@ -280,40 +280,6 @@ async fn fail_open_passes_the_event_on_unchanged(rt: WasmRuntime) {
     );
 }
 
-async fn env_and_args_reach_the_guest_and_nothing_else(rt: WasmRuntime) {
-    let chain = chain(rt, "env", |c| {
-        c.env.insert("GREETING".into(), "hello".into());
-        c.env.insert("TARGET".into(), "world".into());
-    });
-    let out = chain.interceptors()[0].run_raw(Vec::new()).await.unwrap();
-    assert_eq!(out, b"GREETING=hello\0TARGET=world\0");
-}
-
-async fn preopens_are_readable_and_nothing_is_writable(rt: WasmRuntime) {
-    let host = std::env::temp_dir().join(format!(
-        "fiso-interceptor-preopen-{}-{rt:?}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&host).unwrap();
-    std::fs::write(host.join("hello.txt"), "hello from the host").unwrap();
-    let chain = chain(rt, "preopen", |c| {
-        c.preopens = vec![Preopen {
-            host_path: host.display().to_string(),
-            guest_path: "/data".into(),
-        }];
-    });
-    let out = chain.interceptors()[0].run_raw(Vec::new()).await.unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out),
-        "hello from the host denied denied denied denied"
-    );
-    assert_eq!(
-        std::fs::read_to_string(host.join("hello.txt")).unwrap(),
-        "hello from the host"
-    );
-    assert!(!host.join("new.txt").exists());
-}
-
 async fn a_thousand_sequential_events_reuse_instance_slots(rt: WasmRuntime) {
     // More events than slots: a leaked slot would make this fail.
     let chain = chain(rt, "echo", |_| {});
@@ -325,20 +291,9 @@ async fn a_thousand_sequential_events_reuse_instance_slots(rt: WasmRuntime) {
     }
 }
 
-/// Guests that may run at the same time on `rt`.
-fn instance_slots(rt: WasmRuntime) -> usize {
-    match rt {
-        WasmRuntime::Wasmtime => wasmtime::POOL_SLOTS as usize,
-        #[cfg(feature = "wasmer")]
-        WasmRuntime::Wasmer => wasmer::MAX_INSTANCES,
-        #[cfg(not(feature = "wasmer"))]
-        WasmRuntime::Wasmer => unreachable!("no wasmer backend in this build"),
-    }
-}
-
 async fn concurrent_events_beyond_the_slot_count_wait_for_a_slot(rt: WasmRuntime) {
     let chain = std::sync::Arc::new(chain(rt, "echo", |_| {}));
-    let tasks: Vec<_> = (0..(instance_slots(rt) * 2))
+    let tasks: Vec<_> = (0..(fiso_wasm::instance_slots(rt) * 2))
         .map(|_| {
             let chain = chain.clone();
             tokio::spawn(async move { chain.apply(event()).await })
@@ -349,30 +304,6 @@ async fn concurrent_events_beyond_the_slot_count_wait_for_a_slot(rt: WasmRuntime
     }
 }
 
-/// wasmer runs a guest on a blocking thread: an event whose caller gave up must still stop its
-/// guest at the deadline, not leave it spinning.
-#[cfg(feature = "wasmer")]
-#[tokio::test]
-async fn a_cancelled_wasmer_event_still_stops_its_guest() {
-    let chain = chain(WasmRuntime::Wasmer, "loop", |c| {
-        c.timeout = Some(Duration::from_millis(200))
-    });
-    let Backend::Wasmer(module) = &chain.interceptors()[0].backend else {
-        unreachable!("runtime: wasmer")
-    };
-    let cancelled = tokio::time::timeout(Duration::from_millis(20), chain.apply(event())).await;
-    assert!(cancelled.is_err(), "{cancelled:?}");
-    assert_eq!(module.runs_in_flight(), 1);
-    let started = Instant::now();
-    while module.runs_in_flight() > 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(2),
-            "the guest still runs"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 #[test]
 fn apply_is_send() {
     fn assert_send<T: Send>(_: T) {}
@@ -380,97 +311,24 @@ fn apply_is_send() {
     assert_send(chain.apply(event()));
 }
 
-async fn load_errors_are_config_errors_naming_the_module(rt: WasmRuntime) {
+async fn a_load_error_names_the_interceptor(rt: WasmRuntime) {
     let (dir, _) = module_file("echo");
-    let build = |c: WasmConfig| {
-        InterceptorChain::build(&[InterceptorSpec::Wasm(c)], Some(&dir)).unwrap_err()
-    };
-    let missing = build(config(rt, "missing.wasm"));
-    assert_eq!(missing.code(), "CONFIG_INVALID");
-    assert!(
-        matches!(missing.kind, BuildErrorKind::Read { .. }),
-        "{missing}"
-    );
-    assert!(missing
-        .to_string()
-        .starts_with("interceptors[0] (module `missing.wasm`)"));
-
-    std::fs::write(dir.join("text.wasm"), "hello").unwrap();
-    let invalid = build(config(rt, "text.wasm"));
-    assert!(
-        matches!(invalid.kind, BuildErrorKind::Compile(_)),
-        "{invalid}"
-    );
-
-    let (_, library) = module_file("library");
-    let err = build(config(rt, &library));
-    assert!(matches!(err.kind, BuildErrorKind::NotCommand(_)), "{err}");
-    let (_, wasix) = module_file("wasix");
-    let err = build(config(rt, &wasix));
-    assert!(
-        matches!(&err.kind, BuildErrorKind::NotCommand(m) if m.contains("sock_open")),
-        "{err}"
-    );
-
     let (_, echo) = module_file("echo");
-    let too_big = build(WasmConfig {
-        memory_limit: Some(ByteSize::mib(2048)),
-        ..config(rt, &echo)
-    });
-    assert!(
-        matches!(too_big.kind, BuildErrorKind::Limit(_)),
-        "{too_big}"
-    );
-    let zero = build(WasmConfig {
-        timeout: Some(Duration::ZERO),
-        ..config(rt, &echo)
-    });
-    assert!(matches!(zero.kind, BuildErrorKind::Limit(_)), "{zero}");
-    let preopen = build(WasmConfig {
-        preopens: vec![Preopen {
-            host_path: "no-such-dir".into(),
-            guest_path: "/data".into(),
-        }],
-        ..config(rt, &echo)
-    });
-    assert!(
-        matches!(preopen.kind, BuildErrorKind::Preopen { .. }),
-        "{preopen}"
-    );
-}
-
-#[cfg(not(feature = "wasmer"))]
-#[test]
-fn runtime_wasmer_needs_the_feature() {
-    let (dir, echo) = module_file("echo");
     let err = InterceptorChain::build(
-        &[InterceptorSpec::Wasm(config(WasmRuntime::Wasmer, &echo))],
+        &[
+            InterceptorSpec::Wasm(config(rt, &echo)),
+            InterceptorSpec::Wasm(config(rt, "missing.wasm")),
+        ],
         Some(&dir),
     )
     .unwrap_err();
-    assert!(matches!(err.kind, BuildErrorKind::WasmerNotBuilt));
-    let text = err.to_string();
+    assert_eq!(err.code(), "CONFIG_INVALID");
+    assert!(matches!(err.kind, BuildErrorKind::Read { .. }), "{err}");
     assert!(
-        text.contains("runtime: wasmer is not available in this build: it needs the `wasmer` cargo feature (cargo build -p fiso --features wasmer)"),
-        "{text}"
+        err.to_string()
+            .starts_with("interceptors[1] (module `missing.wasm`)"),
+        "{err}"
     );
-    assert!(!text.contains("not implemented"), "{text}");
-}
-
-#[test]
-fn a_changed_module_file_is_detected() {
-    let dir = std::env::temp_dir().join(format!("fiso-interceptor-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("m.wasm");
-    std::fs::write(&path, ::wat::parse_str(wat("echo")).unwrap()).unwrap();
-    let chain = chain_of(vec![config(WasmRuntime::Wasmtime, "m.wasm")], &dir);
-    let before = chain.interceptors()[0].content_hash();
-    assert!(!chain.modules_changed());
-    std::fs::write(&path, ::wat::parse_str(wat("uppercase")).unwrap()).unwrap();
-    assert!(chain.modules_changed());
-    let reloaded = chain_of(vec![config(WasmRuntime::Wasmtime, "m.wasm")], &dir);
-    assert_ne!(reloaded.interceptors()[0].content_hash(), before);
-    assert!(!reloaded.modules_changed());
 }
 
 /// Not an assertion: prints the per-event cost of the echo module (`cargo test -p fiso-flow

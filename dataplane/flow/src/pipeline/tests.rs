@@ -391,12 +391,12 @@ async fn refusals_before_delivery_never_reach_the_sink() {
     );
 }
 
-/// The chain of one `testdata/<name>.wat` interceptor.
+/// The chain of one `dataplane/wasm/testdata/<name>.wat` interceptor.
 fn wasm_chain(name: &str) -> InterceptorChain {
     let dir = std::env::temp_dir().join(format!("fiso-pipeline-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let wat = std::fs::read_to_string(format!(
-        "{}/src/interceptor/testdata/{name}.wat",
+        "{}/../wasm/testdata/{name}.wat",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap();

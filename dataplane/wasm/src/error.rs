@@ -1,13 +1,13 @@
-//! Interceptor errors: loading a module ([`InterceptorBuildError`], a config problem) and running
-//! one on an event ([`InterceptorError`], code `INTERCEPTOR_FAILED`).
+//! Errors of a WASM module: loading one ([`InterceptorBuildError`], a config problem) and running
+//! one ([`InterceptorError`], code `INTERCEPTOR_FAILED`).
 
 use std::time::Duration;
 
-/// An interceptor of the flow config could not be set up; the flow cannot start (or reload).
+/// An interceptor of a flow or link target could not be set up; it cannot start (or reload).
 #[derive(Debug, thiserror::Error)]
 #[error("interceptors[{index}] (module `{module}`): {kind}")]
 pub struct InterceptorBuildError {
-    /// Position in the flow's `interceptors` list.
+    /// Position in the `interceptors` list.
     pub index: usize,
     /// The `module` path as configured.
     pub module: String,
@@ -44,8 +44,8 @@ pub enum BuildErrorKind {
     Engine(String),
 }
 
-/// An interceptor failed on one event. Code `INTERCEPTOR_FAILED`; with `failOpen: true` the chain
-/// passes the event on unchanged instead of returning this.
+/// An interceptor failed on one call. Code `INTERCEPTOR_FAILED`; with `failOpen: true` the caller
+/// passes its input on unchanged instead of returning this.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("interceptor `{module}` failed: {kind}")]
 pub struct InterceptorError {
@@ -60,7 +60,7 @@ impl InterceptorError {
         "INTERCEPTOR_FAILED"
     }
 
-    pub(crate) fn new(module: &str, kind: FailureKind) -> Self {
+    pub fn new(module: &str, kind: FailureKind) -> Self {
         InterceptorError {
             module: module.to_owned(),
             kind,
@@ -68,7 +68,7 @@ impl InterceptorError {
     }
 }
 
-/// Why a module failed on an event. Messages name the cause; `stderr` is the start of what the
+/// Why a module failed on one call. Messages name the cause; `stderr` is the start of what the
 /// guest wrote to stderr (a Rust panic message, a Go stack trace), empty if nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FailureKind {

@@ -1,4 +1,4 @@
-//! The per-event limits of one interceptor, with the defaults of the config reference.
+//! The per-call limits of one module, with the defaults of the config reference.
 
 use std::time::Duration;
 
