@@ -15,7 +15,8 @@
 //!   run as a child process with the chart's environment and RBAC;
 //! - [`pods`]: the images in the test node, the chart installed with `helm install`, pods run
 //!   by kubelet;
-//! - [`conformance`]: the CloudEvents conformance vectors and the checks of what sinks receive.
+//! - [`conformance`]: the CloudEvents conformance vectors and the checks of what sinks receive;
+//! - [`guests`]: the C test guests of the Wasmer/WASIX apps, compiled here with clang.
 //!
 //! Everything binds port 0 and waits on readiness signals (log lines, `/readyz`, a request
 //! reaching the sink) with generous deadlines; nothing sleeps to synchronise.
@@ -24,6 +25,7 @@ mod bin;
 pub mod cluster;
 pub mod conformance;
 mod flowdir;
+pub mod guests;
 pub mod infra;
 pub mod kafka;
 pub mod link;

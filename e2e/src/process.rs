@@ -94,6 +94,12 @@ impl FisoProcess {
         Self::spawn(&args, std::iter::empty::<(&str, &str)>()).await
     }
 
+    /// `fiso <args>` (a data-plane verb: `wasmer`, `run`, ...) with the metrics server on a free
+    /// port and JSON logs, returned once started.
+    pub async fn start_args(args: &[&OsStr]) -> FisoProcess {
+        Self::spawn(args, std::iter::empty::<(&str, &str)>()).await
+    }
+
     /// `fiso link --config <config>` (its `listenAddr` should be `127.0.0.1:0`), returned once
     /// started.
     pub async fn start_link(config: &Path) -> FisoProcess {

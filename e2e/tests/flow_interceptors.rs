@@ -273,20 +273,19 @@ fn transform_test_runs_the_interceptors_and_validate_loads_them() {
         ),
     )
     .unwrap();
+    // The shipped binary has the `wasmer` feature (a default): the same module validates under
+    // wasmer. A build without it refuses the flow; that error is the `fiso-flow` unit test
+    // `runtime_wasmer_needs_the_feature`, run by CI's build without the feature.
     let out = std::process::Command::new(fiso_bin())
         .arg("validate")
         .arg(dir.path())
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let text = format!(
+    assert!(
+        out.status.success(),
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.contains("--features") && text.contains("wasmer"),
-        "{text}"
     );
 }

@@ -36,6 +36,9 @@ enum Command {
     Link(cmd::link::LinkArgs),
     /// Run the whole data plane of a pod (flows + link), as the injected sidecar does.
     Run(cmd::run::RunArgs),
+    /// Run Wasmer/WASIX apps (upstream's fiso-wasmer): long-running servers and per-request
+    /// modules, supervised and hot-reloaded.
+    Wasmer(cmd::wasmer::WasmerArgs),
     /// Run the project's flows locally with pretty logs and live reload (no Docker needed).
     Dev(cmd::dev::DevArgs),
     /// Show the logs `fiso dev` wrote (fiso/.dev/*.log).
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Dev(args) => cmd::dev::run(args),
         Command::Link(args) => cmd::link::run(args),
         Command::Run(args) => cmd::run::run(args),
+        Command::Wasmer(args) => cmd::wasmer::run(args),
         Command::Logs(args) => cmd::logs::run(args),
         Command::Produce(args) => cmd::produce::run(args),
         Command::Consume(args) => cmd::consume::run(args),

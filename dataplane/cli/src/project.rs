@@ -1,9 +1,10 @@
-//! Finding and reading a project's config files: `<dir>/flows/*.yaml` and `<dir>/link/config.yaml`.
+//! Finding and reading a project's config files: `<dir>/flows/*.yaml`, `<dir>/link/config.yaml`
+//! and the Wasmer/WASIX apps files `<dir>/apps/*.yaml`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use fiso_config::validate::{check_project, Project, SourceFile};
+use fiso_config::validate::{check_apps, check_project, Project, SourceFile};
 use fiso_config::{Diagnostic, Diagnostics};
 use fiso_runtime::watch::{is_yaml, read_config_file, snapshot};
 
@@ -15,6 +16,8 @@ pub const DEFAULT_DIR: &str = "fiso";
 pub struct ProjectFiles {
     pub flows: Vec<SourceFile>,
     pub link: Option<SourceFile>,
+    /// Apps files (`apps/*.yaml`, or one file with top-level `apps:`).
+    pub apps: Vec<SourceFile>,
     /// Flow files that could not be read: errors of their own, as the data plane reports them.
     pub unreadable: Vec<Unreadable>,
 }
@@ -24,9 +27,11 @@ pub type Unreadable = (String, String);
 
 impl ProjectFiles {
     /// Reads what `target` points at:
-    /// * a project dir (has `flows/` or `link/`): its flows and `link/config.yaml`;
+    /// * a project dir (has `flows/`, `link/` or `apps/`): its flows, `link/config.yaml` and
+    ///   `apps/*.yaml`;
     /// * any other dir: its `*.yaml` / `*.yml` files as flows;
-    /// * a file: one flow, or the link config when it is `link/config.yaml`.
+    /// * a file: one flow, the link config when it is `link/config.yaml`, an apps file when it
+    ///   is in `apps/` or has a top-level `apps:`.
     pub fn read(target: &Path) -> Result<Self> {
         if !target.exists() {
             bail!(
@@ -41,6 +46,12 @@ impl ProjectFiles {
                     .parent()
                     .and_then(Path::file_name)
                     .is_some_and(|d| d == "link");
+            if is_apps_file(target, &file.text) {
+                return Ok(ProjectFiles {
+                    apps: vec![file],
+                    ..ProjectFiles::default()
+                });
+            }
             return Ok(if is_link {
                 ProjectFiles {
                     link: Some(file),
@@ -55,7 +66,8 @@ impl ProjectFiles {
         }
         let flows_dir = target.join("flows");
         let link_file = target.join("link").join("config.yaml");
-        if flows_dir.is_dir() || link_file.is_file() {
+        let apps_dir = target.join("apps");
+        if flows_dir.is_dir() || link_file.is_file() || apps_dir.is_dir() {
             let (flows, unreadable) = if flows_dir.is_dir() {
                 read_flow_dir(&flows_dir)?
             } else {
@@ -65,9 +77,15 @@ impl ProjectFiles {
                 .is_file()
                 .then(|| read_source(&link_file))
                 .transpose()?;
+            let apps = if apps_dir.is_dir() {
+                read_yaml_dir(&apps_dir)?
+            } else {
+                Vec::new()
+            };
             return Ok(ProjectFiles {
                 flows,
                 link,
+                apps,
                 unreadable,
             });
         }
@@ -75,16 +93,33 @@ impl ProjectFiles {
         Ok(ProjectFiles {
             flows,
             link: None,
+            apps: Vec::new(),
             unreadable,
         })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty() && self.link.is_none() && self.unreadable.is_empty()
+        self.flows.is_empty()
+            && self.link.is_none()
+            && self.apps.is_empty()
+            && self.unreadable.is_empty()
     }
 
     pub fn check(&self) -> (Project, Diagnostics) {
         let (project, mut diags) = check_project(&self.flows, self.link.as_ref());
+        let (_, apps_diags) = check_apps(&self.apps);
+        diags.extend(apps_diags);
+        if !fiso_apps::AVAILABLE {
+            for f in &self.apps {
+                let mut d = Diagnostic::error(
+                    "apps",
+                    "this build has no wasmer: apps need the `wasmer` cargo feature of the fiso binary",
+                )
+                .hint("build with `cargo build -p fiso --features wasmer` (on by default)");
+                d.file = Some(f.path.clone());
+                diags.push(d);
+            }
+        }
         for (path, problem) in &self.unreadable {
             let mut d = Diagnostic::error("", problem.clone());
             d.file = Some(path.clone());
@@ -92,6 +127,14 @@ impl ProjectFiles {
         }
         (project, diags)
     }
+}
+
+/// A file in an `apps/` directory, or one whose top level declares `apps:`.
+fn is_apps_file(path: &Path, text: &str) -> bool {
+    path.parent()
+        .and_then(Path::file_name)
+        .is_some_and(|d| d == "apps")
+        || text.lines().any(|l| l.starts_with("apps:"))
 }
 
 /// One file, read as the data plane reads it (size bound, UTF-8).

@@ -1,4 +1,5 @@
-//! `fiso dev`: the project's flows and link proxy in one process, pretty logs (also written to
+//! `fiso dev`: the project's flows, link proxy and apps (`fiso/apps/*.yaml`, when the directory
+//! exists) in one process, pretty logs (also written to
 //! `fiso/.dev/dev.log` for `fiso logs`), live reload, the sample service next to them, and the
 //! URLs and a `curl` to try it. `--docker` writes a compose file and image instead.
 
@@ -15,6 +16,7 @@ use fiso_runtime::logging::{LogFormat, LogSettings};
 use fiso_runtime::shutdown::shutdown_signal;
 use tokio_util::sync::CancellationToken;
 
+use crate::cmd::apps::{AppsSource, RunningApps};
 use crate::cmd::flow::tokio_runtime;
 use crate::cmd::logs::DEV_LOG;
 use crate::project::{ProjectFiles, DEFAULT_DIR};
@@ -89,6 +91,12 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
             health_stop.clone(),
         )
         .await?;
+        let apps_dir = args.dir.join("apps");
+        let apps = if apps_dir.is_dir() {
+            Some(RunningApps::start(AppsSource::Dir(apps_dir), &obs).await?)
+        } else {
+            None
+        };
         let runtime = FlowRuntime::start(&flows_dir, &obs)?;
         let link_config = args.dir.join("link").join("config.yaml");
         let link = if link_config.is_file() {
@@ -115,6 +123,9 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
             link.shutdown().await;
         }
         runtime.shutdown().await;
+        if let Some(apps) = apps {
+            apps.shutdown().await;
+        }
         health_stop.cancel();
         let _ = health.handle.await;
         anyhow::Ok(())

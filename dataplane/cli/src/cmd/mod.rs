@@ -1,5 +1,6 @@
 //! One module per verb.
 
+pub mod apps;
 pub mod completions;
 pub mod consume;
 pub mod dev;
@@ -14,6 +15,7 @@ pub mod reference;
 pub mod run;
 pub mod transform;
 pub mod validate;
+pub mod wasmer;
 
 /// `--format` of the commands that print a report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

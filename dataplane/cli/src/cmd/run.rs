@@ -1,5 +1,7 @@
 //! `fiso run`: the whole data plane of a pod, as the injected sidecar runs it — the flows of
-//! `FISO_CONFIG_DIR` and the link proxy of `FISO_LINK_CONFIG`, one metrics / health server.
+//! `FISO_CONFIG_DIR`, the link proxy of `FISO_LINK_CONFIG` and the Wasmer/WASIX apps of
+//! `FISO_APPS_CONFIG`, one metrics / health server. `--config aio.yaml` reads all three from
+//! upstream's all-in-one file instead (`flow:` / `link:` / `wasmer:`).
 //!
 //! In a pod the configuration arrives after the process starts: the webhook mounts the
 //! ConfigMap `optional`, and kubelet fills the volumes in once the operator has rendered it.
@@ -23,7 +25,9 @@ use fiso_runtime::watch::watch_dir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::cmd::apps::{AppsSource, RunningApps};
 use crate::cmd::flow::tokio_runtime;
+use fiso_config::apps::AioLink;
 
 pub use fiso_link::DEFAULT_LINK_CONFIG;
 
@@ -36,13 +40,81 @@ pub struct RunArgs {
     /// has not filled yet), the link proxy is not ready until the file appears, then starts.
     #[arg(long, env = "FISO_LINK_CONFIG", default_value = DEFAULT_LINK_CONFIG)]
     pub link_config: PathBuf,
-    /// Metrics and health server shared by flows and link.
-    #[arg(long, env = "FISO_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
-    pub metrics_addr: String,
+    /// Apps file (Wasmer/WASIX apps run next to the flows and the link; flows and link targets
+    /// reach them by name). Watched, as are the modules it names.
+    #[arg(long, env = "FISO_APPS_CONFIG")]
+    pub apps_config: Option<PathBuf>,
+    /// Upstream's all-in-one file: `flow: {configDir, metricsAddr}`, `link: {configPath}` or the
+    /// link config inline, `wasmer: {apps, defaultPortRange}`. Replaces `--config-dir`,
+    /// `--link-config` and `--apps-config`; relative paths are from the file's directory.
+    #[arg(long, env = "FISO_AIO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Metrics and health server shared by flows, link and apps (default `:9090`, or the
+    /// all-in-one file's `flow.metricsAddr`).
+    #[arg(long, env = "FISO_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+}
+
+/// What `fiso run` runs, from its options or from an all-in-one file.
+struct Plan {
+    config_dir: PathBuf,
+    link_config: PathBuf,
+    apps: Option<AppsSource>,
+    metrics_addr: String,
+    /// The inline `link:` of an all-in-one file, written where `link_config` points.
+    _inline_link: Option<aio::InlineLink>,
+}
+
+impl Plan {
+    fn new(args: RunArgs) -> Result<Self> {
+        let Some(file) = args.config else {
+            return Ok(Plan {
+                config_dir: args.config_dir,
+                link_config: args.link_config,
+                apps: args.apps_config.map(AppsSource::File),
+                metrics_addr: args
+                    .metrics_addr
+                    .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned()),
+                _inline_link: None,
+            });
+        };
+        let aio = aio::load(&file)?;
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let flow = aio.flow.unwrap_or_default();
+        let config_dir = base.join(flow.config_dir.as_deref().unwrap_or(DEFAULT_CONFIG_DIR));
+        let (link_config, inline_link) = match aio.link {
+            Some(AioLink::Path(p)) => (base.join(p), None),
+            Some(AioLink::Inline(config)) => {
+                let inline = aio::InlineLink::write(&config)?;
+                (inline.path(), Some(inline))
+            }
+            // A path that does not exist: no link proxy.
+            None => (base.join(".fiso-no-link/none.yaml"), None),
+        };
+        Ok(Plan {
+            config_dir,
+            link_config,
+            apps: aio.wasmer.is_some().then(|| AppsSource::Aio(file.clone())),
+            metrics_addr: args
+                .metrics_addr
+                .or(flow.metrics_addr)
+                .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned()),
+            _inline_link: inline_link,
+        })
+    }
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let _logs = LogSettings::from_env()?.init()?;
+    let plan = Plan::new(args)?;
+    // An invalid apps config, or one this build cannot run, fails before anything listens.
+    if let Some(apps) = &plan.apps {
+        apps.load()?;
+    }
+    let args = &plan;
     tokio_runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         let obs = Observability::default();
@@ -54,6 +126,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         )
         .await?;
         tracing::info!(addr = %health.local_addr, "metrics server listening");
+        // Apps first: flows and link targets that name an app find it from their first event.
+        let apps = match &args.apps {
+            Some(source) => Some(RunningApps::start(source.clone(), &obs).await?),
+            None => None,
+        };
         let flows = if args.config_dir.is_dir() {
             Some(FlowRuntime::start(&args.config_dir, &obs)?)
         } else {
@@ -67,6 +144,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         link.shutdown().await?;
         if let Some(flows) = flows {
             flows.shutdown().await;
+        }
+        if let Some(apps) = apps {
+            apps.shutdown().await;
         }
         health_stop.cancel();
         let _ = health.handle.await;
@@ -146,5 +226,52 @@ impl Link {
             link.shutdown().await;
         }
         Ok(())
+    }
+}
+
+/// Upstream's all-in-one file.
+mod aio {
+    use std::path::{Path, PathBuf};
+
+    use anyhow::{bail, Context, Result};
+    use fiso_config::apps::AioConfig;
+    use fiso_config::LinkConfig;
+
+    pub(super) fn load(path: &Path) -> Result<AioConfig> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        match fiso_config::parse::parse::<AioConfig>(&path.display().to_string(), &text) {
+            Ok(c) => Ok(c),
+            Err(d) => bail!("invalid all-in-one config:\n{d}"),
+        }
+    }
+
+    /// An inline `link:` written to a private file for the link runtime, removed when dropped.
+    /// Read at start: edit a `configPath` file instead to reload the link without a restart.
+    pub(super) struct InlineLink {
+        dir: PathBuf,
+    }
+
+    impl InlineLink {
+        pub(super) fn write(config: &LinkConfig) -> Result<Self> {
+            let dir = std::env::temp_dir().join(format!("fiso-aio-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let inline = InlineLink { dir };
+            let text =
+                serde_yaml_ng::to_string(config).context("writing the inline link config")?;
+            std::fs::write(inline.path(), text)
+                .with_context(|| format!("writing {}", inline.path().display()))?;
+            Ok(inline)
+        }
+
+        pub(super) fn path(&self) -> PathBuf {
+            self.dir.join("link.yaml")
+        }
+    }
+
+    impl Drop for InlineLink {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }

@@ -15,7 +15,8 @@ use crate::style;
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Project directory (holding flows/ and link/), a directory of flow files, or one file.
+    /// Project directory (holding flows/, link/ and apps/), a directory of flow files, or one
+    /// file (a flow, the link config or an apps file).
     /// Default: ./fiso if it exists, else the current directory.
     pub dir: Option<PathBuf>,
     /// Output format.
@@ -28,6 +29,7 @@ struct JsonReport<'a> {
     valid: bool,
     flows: Vec<&'a str>,
     link: Option<&'a str>,
+    apps: Vec<&'a str>,
     errors: usize,
     warnings: usize,
     diagnostics: &'a Diagnostics,
@@ -38,7 +40,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     let files = ProjectFiles::read(&target)?;
     if files.is_empty() {
         bail!(
-            "no flow files or link config found in {}; run `fiso init` or pass the project directory",
+            "no flow files, link config or apps files found in {}; run `fiso init` or pass the project directory",
             target.display()
         );
     }
@@ -120,6 +122,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
                 valid: errors == 0,
                 flows: project.flows.iter().map(|f| f.file.as_str()).collect(),
                 link: project.link.as_ref().map(|l| l.file.as_str()),
+                apps: files.apps.iter().map(|f| f.path.as_str()).collect(),
                 errors,
                 warnings,
                 diagnostics: &diags,
@@ -141,8 +144,13 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
                 } else {
                     ""
                 };
+                let apps = match files.apps.len() {
+                    0 => String::new(),
+                    1 => " and 1 apps file".to_owned(),
+                    n => format!(" and {n} apps files"),
+                };
                 println!(
-                    "{} {flows} flow{}{link} valid{}",
+                    "{} {flows} flow{}{link}{apps} valid{}",
                     style::ok("✓"),
                     if flows == 1 { "" } else { "s" },
                     if warnings > 0 {
