@@ -5,11 +5,12 @@
 //! returns must apply to the pod it was computed for (the API server would refuse the pod
 //! otherwise).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
 
+use fiso_config::apps::ConfigMapKey;
 use fiso_operator::webhook::admission::{parse, respond, to_wire, Outcome};
-use fiso_operator::webhook::{LinkSecrets, SidecarMode, WebhookConfig};
+use fiso_operator::webhook::{References, SidecarMode, WebhookConfig};
 
 static CONFIG: LazyLock<WebhookConfig> = LazyLock::new(WebhookConfig::default);
 
@@ -17,8 +18,15 @@ pub fn run(data: &[u8]) {
     let Ok(req) = parse(data) else {
         return;
     };
-    let secrets = LinkSecrets {
+    let secrets = References {
         secrets: BTreeSet::from(["payments-token".to_owned()]),
+        modules: BTreeMap::from([(
+            "enrich".to_owned(),
+            ConfigMapKey {
+                name: "enrich-wasm".to_owned(),
+                key: "app.wasm".to_owned(),
+            },
+        )]),
         warnings: vec!["LinkTarget missing not found".to_owned()],
     };
     // Both shapes of the sidecar: an init container (native) and a regular container.
