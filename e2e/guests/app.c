@@ -3,6 +3,8 @@
  *   GET  /health  200 "ok"
  *   GET  /hello   200 "hello from $FISO_APP_NAME v$VERSION"
  *   POST /echo    200, the request body
+ *   POST /process 200 {"enrichedby":"$FISO_APP_NAME"}: as a flow's `wasmer-app` interceptor,
+ *                 adds that CloudEvents extension to every event
  *   GET  /db      connects to 127.0.0.1:$UPSTREAM_PORT, sends "ping\n", answers what came back
  *   GET  /exit    answers 200, then exits with code 3
  *   GET  /grow    grows its linear memory until that fails (the memory limit stops it)
@@ -117,6 +119,10 @@ int main(void) {
             reply(fd, 200, msg, (size_t)n);
         } else if (strncmp(req, "POST /echo ", 11) == 0) {
             reply(fd, 200, body, body_len);
+        } else if (strncmp(req, "POST /process ", 14) == 0) {
+            char msg[128];
+            int n = snprintf(msg, sizeof msg, "{\"enrichedby\":\"%s\"}", name ? name : "?");
+            reply(fd, 200, msg, (size_t)n);
         } else if (strncmp(req, "GET /db ", 8) == 0) {
             db(fd);
         } else if (strncmp(req, "GET /exit ", 10) == 0) {

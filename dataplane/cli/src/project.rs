@@ -1,9 +1,12 @@
 //! Finding and reading a project's config files: `<dir>/flows/*.yaml`, `<dir>/link/config.yaml`
 //! and the Wasmer/WASIX apps files `<dir>/apps/*.yaml`.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use fiso_config::flow::InterceptorSpec;
+use fiso_config::link::Protocol;
 use fiso_config::validate::{check_apps, check_project, Project, SourceFile};
 use fiso_config::{Diagnostic, Diagnostics};
 use fiso_runtime::watch::{is_yaml, read_config_file, snapshot};
@@ -107,8 +110,13 @@ impl ProjectFiles {
 
     pub fn check(&self) -> (Project, Diagnostics) {
         let (project, mut diags) = check_project(&self.flows, self.link.as_ref());
-        let (_, apps_diags) = check_apps(&self.apps);
+        let (apps, apps_diags) = check_apps(&self.apps);
         diags.extend(apps_diags);
+        let names: BTreeSet<&str> = apps
+            .iter()
+            .flat_map(|a| a.config.apps.iter().map(|app| app.name.as_str()))
+            .collect();
+        diags.extend(app_references(&project, &names, !self.apps.is_empty()));
         if !fiso_apps::AVAILABLE {
             for f in &self.apps {
                 let mut d = Diagnostic::error(
@@ -127,6 +135,48 @@ impl ProjectFiles {
         }
         (project, diags)
     }
+}
+
+/// Flows' `wasmer-app` interceptors and link targets' `protocol: app` naming an app: an error
+/// when the project's apps files do not define it, a warning when the project has none (the app
+/// may come from elsewhere: `--apps-config`, a WasmApp in the pod).
+fn app_references(project: &Project, apps: &BTreeSet<&str>, has_apps: bool) -> Vec<Diagnostic> {
+    let mut refs: Vec<(String, String, String)> = Vec::new();
+    for flow in &project.flows {
+        for (i, spec) in flow.config.interceptors.iter().enumerate() {
+            if let InterceptorSpec::WasmerApp(a) = spec {
+                refs.push((
+                    flow.file.clone(),
+                    format!("interceptors[{i}].config.app"),
+                    a.app.clone(),
+                ));
+            }
+        }
+    }
+    if let Some(link) = &project.link {
+        for (i, t) in link.config.targets.iter().enumerate() {
+            if let Some(app) = t.app.as_ref().filter(|_| t.protocol == Protocol::App) {
+                refs.push((link.file.clone(), format!("targets[{i}].app"), app.clone()));
+            }
+        }
+    }
+    refs.into_iter()
+        .filter(|(_, _, app)| !apps.contains(app.as_str()))
+        .map(|(file, path, app)| {
+            let mut d = if has_apps {
+                Diagnostic::error(path, format!("no app named `{app}` in the apps files"))
+                    .hint("define it under `apps:` in apps/*.yaml")
+            } else {
+                Diagnostic::warning(
+                    path,
+                    format!("app `{app}` is not defined in this project: it must run in the same process"),
+                )
+                .hint("add apps/*.yaml, or run with `fiso run --apps-config`")
+            };
+            d.file = Some(file);
+            d
+        })
+        .collect()
 }
 
 /// A file in an `apps/` directory, or one whose top level declares `apps:`.

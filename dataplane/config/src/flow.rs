@@ -353,7 +353,7 @@ impl CloudEventsConfig {
 // ---------------------------------------------------------------------------------------------
 // Interceptors
 
-/// `interceptors[]: {type: wasm, config}`.
+/// `interceptors[]: {type: wasm | wasmer-app, config}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(
     tag = "type",
@@ -363,6 +363,33 @@ impl CloudEventsConfig {
 )]
 pub enum InterceptorSpec {
     Wasm(WasmConfig),
+    #[serde(rename = "wasmer-app")]
+    WasmerApp(AppInterceptorConfig),
+}
+
+/// `path` of a `wasmer-app` interceptor when unset.
+pub const DEFAULT_APP_INTERCEPTOR_PATH: &str = "/process";
+
+/// An app of this process (`apps:`) as an interceptor: Fiso POSTs the event (what a WASM
+/// interceptor reads on stdin) to the app and takes its answer as that interceptor's stdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AppInterceptorConfig {
+    /// The app's `name`.
+    pub app: String,
+    /// Path POSTed to (default `/process`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// On failure (app missing, not ready, timed out, non-2xx or invalid answer) pass the event
+    /// on unchanged (counted) instead of failing it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fail_open: bool,
+}
+
+impl AppInterceptorConfig {
+    pub fn path(&self) -> &str {
+        self.path.as_deref().unwrap_or(DEFAULT_APP_INTERCEPTOR_PATH)
+    }
 }
 
 impl JsonSchema for InterceptorSpec {
@@ -372,7 +399,13 @@ impl JsonSchema for InterceptorSpec {
     fn json_schema(gen: &mut schemars::SchemaGenerator) -> schemars::Schema {
         crate::schema::tagged_union(
             "Interceptor run on each event before the sink.",
-            vec![("wasm", crate::schema::object_schema::<WasmConfig>(gen))],
+            vec![
+                ("wasm", crate::schema::object_schema::<WasmConfig>(gen)),
+                (
+                    "wasmer-app",
+                    crate::schema::object_schema::<AppInterceptorConfig>(gen),
+                ),
+            ],
             true,
         )
     }

@@ -80,6 +80,8 @@ pub enum Protocol {
     #[default]
     Https,
     Kafka,
+    /// An app of this process (`apps:`), named by `app`.
+    App,
 }
 
 impl Protocol {
@@ -88,6 +90,7 @@ impl Protocol {
             Protocol::Http => "http",
             Protocol::Https => "https",
             Protocol::Kafka => "kafka",
+            Protocol::App => "app",
         }
     }
 }
@@ -121,9 +124,13 @@ pub struct TargetConfig {
     /// LinkTarget it defaults to `metadata.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    /// `http`, `https` (default) or `kafka`.
+    /// `http`, `https` (default), `kafka`, or `app` (an app of this process, see `app`).
     #[serde(default)]
     pub protocol: Protocol,
+    /// `protocol: app`: the `name` of the app requests go to (`/link/<target>/<path>` becomes
+    /// `<basePath>/<path>` on the app).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
     /// Upstream host name (also the TLS SNI and `Host` header). Required for http/https.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,

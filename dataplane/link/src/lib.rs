@@ -11,6 +11,7 @@
 //! topic ([`kafka`]). [`runtime`] serves the route table and hot-reloads it.
 
 pub mod allow;
+pub mod app;
 pub mod auth;
 pub mod breaker;
 pub mod client_fault;

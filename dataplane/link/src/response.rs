@@ -42,6 +42,16 @@ pub enum ErrorCode {
     InterceptorRejected,
     /// The upstream's answer is larger than an inbound interceptor's `maxInputSize`.
     InterceptorInputTooLarge,
+    /// `protocol: app`: no app of that name runs in this process.
+    AppNotFound,
+    /// `protocol: app`: the app is starting, failing its health check or crash-looping.
+    AppNotReady,
+    /// `protocol: app`: the app did not answer within its `timeout`.
+    AppTimeout,
+    /// `protocol: app`: the app's answer is larger than the apps' response limit.
+    AppResponseTooLarge,
+    /// `protocol: app`: the call failed (connection refused or reset, trap, exit, bad answer).
+    AppFailed,
 }
 
 impl ErrorCode {
@@ -65,6 +75,11 @@ impl ErrorCode {
             ErrorCode::InterceptorFailed => "INTERCEPTOR_FAILED",
             ErrorCode::InterceptorRejected => "INTERCEPTOR_REJECTED",
             ErrorCode::InterceptorInputTooLarge => "INTERCEPTOR_INPUT_TOO_LARGE",
+            ErrorCode::AppNotFound => "APP_NOT_FOUND",
+            ErrorCode::AppNotReady => "APP_NOT_READY",
+            ErrorCode::AppTimeout => "APP_TIMEOUT",
+            ErrorCode::AppResponseTooLarge => "APP_RESPONSE_TOO_LARGE",
+            ErrorCode::AppFailed => "APP_FAILED",
         }
     }
 
@@ -76,16 +91,19 @@ impl ErrorCode {
             ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::CircuitOpen | ErrorCode::TargetUnavailable => {
+            ErrorCode::CircuitOpen | ErrorCode::TargetUnavailable | ErrorCode::AppNotReady => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ErrorCode::UpstreamUnreachable
             | ErrorCode::KafkaPublishFailed
             | ErrorCode::InterceptorFailed
-            | ErrorCode::InterceptorInputTooLarge => StatusCode::BAD_GATEWAY,
+            | ErrorCode::InterceptorInputTooLarge
+            | ErrorCode::AppNotFound
+            | ErrorCode::AppResponseTooLarge
+            | ErrorCode::AppFailed => StatusCode::BAD_GATEWAY,
             // The nominal status; the answer carries the one the module chose (400..=599).
             ErrorCode::InterceptorRejected => StatusCode::FORBIDDEN,
-            ErrorCode::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorCode::UpstreamTimeout | ErrorCode::AppTimeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorCode::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             ErrorCode::ClientClosedRequest => CLIENT_CLOSED_REQUEST,
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,

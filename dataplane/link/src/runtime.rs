@@ -292,6 +292,7 @@ impl Loader {
                 &self.vault,
                 &self.metrics,
                 self.base_dir(),
+                &self.obs.apps,
             )
             .await
             {

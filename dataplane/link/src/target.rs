@@ -9,8 +9,10 @@ use std::sync::Arc;
 
 use fiso_config::kafka::KafkaConfig;
 use fiso_config::link::{Protocol, TargetConfig};
+use fiso_runtime::apps::AppDirectory;
 
 use crate::allow::{Allow, AllowedPaths};
+use crate::app::AppUpstream;
 use crate::auth::{AuthError, Credentials, VaultSettings};
 use crate::breaker::CircuitBreaker;
 use crate::inject::InjectAuth;
@@ -43,6 +45,8 @@ pub enum TargetError {
     },
     #[error("target `{target}`: a kafka target needs a `kafka:` section")]
     NoKafkaSection { target: String },
+    #[error("target `{target}`: an app target needs `app:` (the name of an app of this process)")]
+    NoApp { target: String },
     #[error("target `{target}`: {source}")]
     Interceptor {
         target: String,
@@ -64,7 +68,8 @@ impl Target {
     pub fn mode(&self) -> &'static str {
         match self.config.protocol {
             Protocol::Kafka => "kafka",
-            _ => "http",
+            Protocol::App => "app",
+            Protocol::Http | Protocol::Https => "http",
         }
     }
 
@@ -86,6 +91,7 @@ impl Target {
         vault: &VaultSettings,
         metrics: &LinkMetrics,
         base_dir: Option<&Path>,
+        apps: &AppDirectory,
     ) -> Result<Target, TargetError> {
         let target = || name.to_owned();
         let allowed =
@@ -159,6 +165,17 @@ impl Target {
                     source,
                 })?;
                 leaf(http, HttpUpstream::forward)
+            }
+            Protocol::App => {
+                let app = cfg
+                    .app
+                    .as_deref()
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| TargetError::NoApp { target: target() })?;
+                leaf(
+                    AppUpstream::new(cfg, app, apps.clone()),
+                    AppUpstream::forward,
+                )
             }
         };
         // Kafka publishes are acknowledged or not: retrying an unacknowledged POST is what

@@ -94,6 +94,10 @@ pub enum FailureKind {
     InvalidOutput(String),
     #[error("invalid input event: {0}")]
     InvalidInput(String),
+    /// A flow's `wasmer-app` interceptor: the app could not be called or did not answer 2xx
+    /// (the message starts with the app's error code, e.g. `APP_NOT_READY`).
+    #[error("{0}")]
+    App(String),
 }
 
 fn stderr_suffix(stderr: &str) -> String {

@@ -108,7 +108,21 @@ fn intercept(
 ) -> Result<serde_json::Value> {
     use fiso_flow::interceptor::{ChainOutcome, InterceptorChain};
     let dir = file.parent().filter(|d| !d.as_os_str().is_empty());
-    let chain = InterceptorChain::build(&flow.interceptors, dir)?;
+    // Apps are processes of `fiso run` / `fiso dev`; this command runs nothing long-lived.
+    if let Some((i, app)) = flow
+        .interceptors
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| match s {
+            fiso_config::flow::InterceptorSpec::WasmerApp(a) => Some((i, &a.app)),
+            fiso_config::flow::InterceptorSpec::Wasm(_) => None,
+        })
+    {
+        anyhow::bail!(
+            "interceptors[{i}] is the app `{app}` (type: wasmer-app), and `fiso transform test` does not start apps; run the flow with `fiso dev` or `fiso run --apps-config` and send it the event"
+        );
+    }
+    let chain = InterceptorChain::build(&flow.interceptors, dir, &Default::default())?;
     let mut input = cloudevent;
     input["headers"] = serde_json::json!({});
     let outcome = crate::cmd::flow::tokio_runtime()?.block_on(chain.apply(input))?;

@@ -83,9 +83,11 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         let dir = std::path::Path::new(&flow.file)
             .parent()
             .filter(|d| !d.as_os_str().is_empty());
-        if let Err(e) =
-            fiso_flow::interceptor::InterceptorChain::build(&flow.config.interceptors, dir)
-        {
+        if let Err(e) = fiso_flow::interceptor::InterceptorChain::build(
+            &flow.config.interceptors,
+            dir,
+            &Default::default(),
+        ) {
             let mut d = fiso_config::Diagnostic::error(
                 format!("interceptors[{}].config.module", e.index),
                 e.to_string(),

@@ -196,8 +196,25 @@ fn cloudevent_attribute(attr: &str, expr: &str) -> Option<Diagnostic> {
 }
 
 fn interceptor(path: &str, ic: &InterceptorSpec) -> Vec<Diagnostic> {
-    let InterceptorSpec::Wasm(w) = ic;
-    rules::wasm_module(path, w)
+    match ic {
+        InterceptorSpec::Wasm(w) => rules::wasm_module(path, w),
+        InterceptorSpec::WasmerApp(a) => {
+            let mut out: Vec<Diagnostic> =
+                rules::dns_label(&format!("{path}.app"), "app name", &a.app)
+                    .into_iter()
+                    .collect();
+            if !a.path().starts_with('/') || a.path().chars().any(char::is_whitespace) {
+                out.push(
+                    Diagnostic::error(
+                        format!("{path}.path"),
+                        format!("`{}` is not an HTTP path", a.path()),
+                    )
+                    .hint("e.g. path: /process"),
+                );
+            }
+            out
+        }
+    }
 }
 
 fn sink(sink: &SinkSpec, kafka: Option<&KafkaConfig>) -> Vec<Diagnostic> {

@@ -62,6 +62,35 @@ pub fn validate_link(cfg: &LinkConfig) -> Vec<Diagnostic> {
     out
 }
 
+/// `protocol: app`: the app's name; what only a network upstream has is refused, not ignored.
+fn app_target(t: &TargetConfig) -> Vec<Diagnostic> {
+    let mut out = Vec::new();
+    match t.app.as_deref() {
+        None | Some("") => out.push(
+            Diagnostic::error("app", "an app target needs the app's name")
+                .hint("e.g. app: enrich (an app of `apps:` in the same process)"),
+        ),
+        Some(app) => out.extend(rules::dns_label("app", "app name", app)),
+    }
+    for (field, set) in [
+        ("host", t.host.is_some()),
+        ("port", t.port.is_some()),
+        ("caFile", t.ca_file.is_some()),
+        ("kafka", t.kafka.is_some()),
+    ] {
+        if set {
+            out.push(
+                Diagnostic::error(
+                    field,
+                    format!("`{field}` does not apply to `protocol: app`: requests go to the app in this process"),
+                )
+                .hint(format!("remove `{field}`")),
+            );
+        }
+    }
+    out
+}
+
 /// Validates one target; `clusters` are the link-level Kafka clusters (none for a LinkTarget).
 pub fn validate_target(
     t: &TargetConfig,
@@ -97,6 +126,13 @@ pub fn validate_target(
             }
         }
         Protocol::Kafka => out.extend(kafka_target(t, origin, clusters)),
+        Protocol::App => out.extend(app_target(t)),
+    }
+    if t.app.is_some() && t.protocol != Protocol::App {
+        out.push(
+            Diagnostic::error("app", "`app` applies only to `protocol: app`")
+                .hint("remove `app:` or set `protocol: app`"),
+        );
     }
     if t.port == Some(0) {
         out.push(Diagnostic::error(

@@ -1,5 +1,6 @@
-//! WASM interceptors: WASI command modules that see each event (stdin → stdout JSON) before the
-//! sink, and may change it or reject it.
+//! Interceptors: WASI command modules that see each event (stdin → stdout JSON) before the
+//! sink, and may change it or reject it — or an app of this process (`type: wasmer-app`), sent
+//! the same JSON in a POST and answering what a module would write to stdout.
 //!
 //! * [`protocol`]: the contract between Fiso-Flow and a module (what goes in, what may come
 //!   back) and its validation.
@@ -7,10 +8,13 @@
 //!   applied per event ([`InterceptorChain::apply`]), with `failOpen` handled per interceptor.
 //! * [`Interceptor`]: one loaded module with its limits, run by the engine of `fiso-wasm`
 //!   (wasmtime, or wasmer with the cargo feature `wasmer`; `runtime: wazero` runs on wasmtime).
+//! * [`app`]: the `wasmer-app` step, through the process's
+//!   [`AppDirectory`](fiso_runtime::apps::AppDirectory).
 //!
 //! Loading (reading and compiling a module) is blocking CPU work: call
 //! [`InterceptorChain::build`] at flow start / reload, from `spawn_blocking` when on a runtime.
 
+pub mod app;
 pub mod protocol;
 
 #[cfg(test)]
@@ -20,7 +24,10 @@ use std::fmt;
 use std::path::Path;
 
 use fiso_config::flow::InterceptorSpec;
+use fiso_runtime::apps::AppDirectory;
 use serde_json::{Map, Value};
+
+use app::AppStep;
 
 pub use fiso_wasm::{
     BuildErrorKind, FailureKind, InterceptorBuildError, InterceptorError, Limits,
@@ -31,7 +38,37 @@ pub use protocol::Answer;
 /// A flow's interceptors, in config order.
 #[derive(Default)]
 pub struct InterceptorChain {
-    interceptors: Vec<Interceptor>,
+    steps: Vec<Step>,
+}
+
+/// One entry of `interceptors`.
+enum Step {
+    Module(Interceptor),
+    App(AppStep),
+}
+
+impl Step {
+    /// What errors and logs call it: the `module` path, or `app/<name>`.
+    fn label(&self) -> &str {
+        match self {
+            Step::Module(m) => m.module(),
+            Step::App(a) => a.label(),
+        }
+    }
+
+    fn fail_open(&self) -> bool {
+        match self {
+            Step::Module(m) => m.fail_open(),
+            Step::App(a) => a.fail_open(),
+        }
+    }
+
+    async fn run(&self, event: &Map<String, Value>) -> Result<Answer, InterceptorError> {
+        match self {
+            Step::Module(m) => run(m, event).await,
+            Step::App(a) => a.run(event).await,
+        }
+    }
 }
 
 /// What the chain decided for an event.
@@ -55,40 +92,50 @@ pub enum ChainOutcome {
 
 impl InterceptorChain {
     /// Loads every interceptor of `specs`; relative module and preopen paths resolve against
-    /// `base_dir` (the directory of the flow file). Blocking: reads and compiles the modules
-    /// (cached by content hash, so a reload with unchanged modules does not recompile).
+    /// `base_dir` (the directory of the flow file); `wasmer-app` steps call their app through
+    /// `apps` (looked up per event, so an app may start, restart or reload after the flow).
+    /// Blocking: reads and compiles the modules (cached by content hash, so a reload with
+    /// unchanged modules does not recompile).
     pub fn build(
         specs: &[InterceptorSpec],
         base_dir: Option<&Path>,
+        apps: &AppDirectory,
     ) -> Result<Self, InterceptorBuildError> {
-        let interceptors = specs
+        let steps = specs
             .iter()
             .enumerate()
             .map(|(index, spec)| match spec {
-                InterceptorSpec::Wasm(config) => {
-                    Interceptor::load(config, base_dir).map_err(|kind| InterceptorBuildError {
+                InterceptorSpec::Wasm(config) => Interceptor::load(config, base_dir)
+                    .map(Step::Module)
+                    .map_err(|kind| InterceptorBuildError {
                         index,
                         module: config.module.clone(),
                         kind,
-                    })
+                    }),
+                InterceptorSpec::WasmerApp(config) => {
+                    Ok(Step::App(AppStep::new(config, apps.clone())))
                 }
             })
             .collect::<Result<_, _>>()?;
-        Ok(InterceptorChain { interceptors })
+        Ok(InterceptorChain { steps })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.interceptors.is_empty()
+        self.steps.is_empty()
     }
 
-    pub fn interceptors(&self) -> &[Interceptor] {
-        &self.interceptors
+    /// The WASM modules of the chain (not its app steps), in order.
+    pub fn modules(&self) -> impl Iterator<Item = &Interceptor> {
+        self.steps.iter().filter_map(|s| match s {
+            Step::Module(m) => Some(m),
+            Step::App(_) => None,
+        })
     }
 
     /// Whether a module file changed on disk since it was loaded (or can no longer be read):
     /// the caller then rebuilds the chain. Blocking (reads and hashes the files).
     pub fn modules_changed(&self) -> bool {
-        self.interceptors.iter().any(|i| i.is_stale())
+        self.modules().any(|i| i.is_stale())
     }
 
     /// Runs `event` (a JSON object in the [`protocol`] input shape; a missing `headers` is taken
@@ -99,7 +146,7 @@ impl InterceptorChain {
         let mut event = match event {
             Value::Object(map) => map,
             other => {
-                let module = self.interceptors.first().map_or("", |i| i.module());
+                let module = self.steps.first().map_or("", |s| s.label());
                 return Err(InterceptorError::new(
                     module,
                     FailureKind::InvalidInput(format!(
@@ -111,21 +158,21 @@ impl InterceptorChain {
         if !event.contains_key("headers") {
             event.insert("headers".into(), Value::Object(Map::new()));
         }
-        for interceptor in &self.interceptors {
-            match run(interceptor, &event).await {
+        for step in &self.steps {
+            match step.run(&event).await {
                 Ok(Answer::Event(Value::Object(next))) => event = next,
                 Ok(Answer::Event(_)) => unreachable!("protocol::decode_output returns objects"),
                 Ok(Answer::Reject { status, reason }) => {
                     return Ok(ChainOutcome::Rejected {
                         status,
                         reason,
-                        module: interceptor.module().to_owned(),
+                        module: step.label().to_owned(),
                         failed_open,
                     })
                 }
-                Err(e) if interceptor.fail_open() => {
+                Err(e) if step.fail_open() => {
                     tracing::warn!(
-                        module = interceptor.module(),
+                        module = step.label(),
                         code = e.code(),
                         error = %e,
                         "interceptor failed; failOpen: passing the event on unchanged"
@@ -144,7 +191,12 @@ impl InterceptorChain {
 
 impl fmt::Debug for InterceptorChain {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(&self.interceptors).finish()
+        f.debug_list()
+            .entries(self.steps.iter().map(|s| match s {
+                Step::Module(m) => format!("{m:?}"),
+                Step::App(a) => a.label().to_owned(),
+            }))
+            .finish()
     }
 }
 
@@ -164,9 +216,9 @@ pub async fn run(
 /// so that a reload notices a rewritten module even when the flow file is unchanged.
 pub fn modules_fingerprint(specs: &[InterceptorSpec], base_dir: Option<&Path>) -> String {
     fiso_wasm::fingerprint(
-        specs.iter().map(|spec| {
-            let InterceptorSpec::Wasm(config) = spec;
-            config.module.as_str()
+        specs.iter().filter_map(|spec| match spec {
+            InterceptorSpec::Wasm(config) => Some(config.module.as_str()),
+            InterceptorSpec::WasmerApp(_) => None,
         }),
         base_dir,
     )

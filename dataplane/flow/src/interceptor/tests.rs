@@ -97,7 +97,7 @@ fn config(rt: WasmRuntime, module: &str) -> WasmConfig {
 
 fn chain_of(configs: Vec<WasmConfig>, base: &std::path::Path) -> InterceptorChain {
     let specs: Vec<_> = configs.into_iter().map(InterceptorSpec::Wasm).collect();
-    InterceptorChain::build(&specs, Some(base)).unwrap()
+    InterceptorChain::build(&specs, Some(base), &Default::default()).unwrap()
 }
 
 /// A chain of one testdata module, tweaked by `f`.
@@ -320,6 +320,7 @@ async fn a_load_error_names_the_interceptor(rt: WasmRuntime) {
             InterceptorSpec::Wasm(config(rt, "missing.wasm")),
         ],
         Some(&dir),
+        &Default::default(),
     )
     .unwrap_err();
     assert_eq!(err.code(), "CONFIG_INVALID");

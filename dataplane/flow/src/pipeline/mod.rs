@@ -66,6 +66,8 @@ pub struct Parts<'a> {
     /// The cluster the source consumes, when the source is Kafka: dead letters go there unless
     /// the config names another, and `kafka_transaction` commits the source's offsets.
     pub kafka_source: Option<&'a str>,
+    /// The apps of this process, for `wasmer-app` interceptors.
+    pub apps: &'a fiso_runtime::apps::AppDirectory,
 }
 
 /// The producer's `transactional.id`: `errorHandling.transactionalId` suffixed with the
@@ -133,7 +135,7 @@ impl Pipeline {
             }
             _ => None,
         };
-        let interceptors = InterceptorChain::build(&config.interceptors, parts.dir)?;
+        let interceptors = InterceptorChain::build(&config.interceptors, parts.dir, parts.apps)?;
         let compiled = CompiledFlow::compile(config).map_err(BuildError::Compile)?;
         let sink = crate::sinks::build(
             &config.sink,

@@ -146,6 +146,7 @@ fn pipeline(
         metrics: FlowMetrics::register(&MetricsRegistry::new()).expect("metrics"),
         dir: None,
         kafka_source: None,
+        apps: &Default::default(),
     };
     Pipeline::assemble(&config, parts, compiled, sink, interceptors, dlq)
 }
@@ -413,7 +414,7 @@ fn wasm_chain(name: &str) -> InterceptorChain {
         env: Default::default(),
         preopens: Vec::new(),
     });
-    InterceptorChain::build(&[spec], Some(&dir)).unwrap()
+    InterceptorChain::build(&[spec], Some(&dir), &Default::default()).unwrap()
 }
 
 #[tokio::test]
@@ -460,6 +461,7 @@ async fn an_echo_interceptor_delivers_every_event_form_unchanged() {
         metrics: FlowMetrics::register(&MetricsRegistry::new()).expect("metrics"),
         dir: None,
         kafka_source: None,
+        apps: &Default::default(),
     };
     let compiled = CompiledFlow::compile(&config).expect("compiles");
     let flow: Pipeline<FakeSink, MemoryQueue> = Pipeline::assemble(

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use fiso_config::validate::{check_project, SourceFile};
+use fiso_runtime::apps::AppDirectory;
 use fiso_runtime::watch::{is_yaml, snapshot, version_document, ConfigFile, Snapshot, Unreadable};
 use fiso_runtime::{ConfigInfo, MetricsRegistry, Readiness};
 use serde_json::json;
@@ -43,6 +44,7 @@ pub struct FlowDirectory {
     registry: MetricsRegistry,
     readiness: Readiness,
     config_info: ConfigInfo,
+    apps: AppDirectory,
     last_good: Mutex<BTreeMap<String, Good>>,
     first_load: std::sync::atomic::AtomicBool,
 }
@@ -55,6 +57,7 @@ impl FlowDirectory {
         registry: MetricsRegistry,
         readiness: Readiness,
         config_info: ConfigInfo,
+        apps: AppDirectory,
     ) -> Self {
         FlowDirectory {
             dir: dir.into(),
@@ -63,6 +66,7 @@ impl FlowDirectory {
             registry,
             readiness,
             config_info,
+            apps,
             last_good: Mutex::new(BTreeMap::new()),
             first_load: std::sync::atomic::AtomicBool::new(true),
         }
@@ -156,6 +160,7 @@ impl FlowDirectory {
                 metrics: self.metrics.clone(),
                 dir: Some(&self.dir),
                 kafka_source: source.kafka_cluster(),
+                apps: &self.apps,
             };
             match Pipeline::build(&flow.config, parts) {
                 Ok(pipeline) => {

@@ -230,6 +230,7 @@ mod tests {
             metrics,
             dir: None,
             kafka_source: None,
+            apps: &Default::default(),
         };
         Pipeline::build(&config, parts).expect("flow builds")
     }

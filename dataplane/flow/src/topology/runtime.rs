@@ -60,6 +60,7 @@ impl FlowRuntime {
             obs.metrics.clone(),
             obs.readiness.clone(),
             obs.config.clone(),
+            obs.apps.clone(),
         ));
         let watcher = watch_dir(&dir, RELOAD_DEBOUNCE)?;
         directory.reload();

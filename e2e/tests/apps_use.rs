@@ -1,0 +1,144 @@
+//! Flows and the Link using the apps of their process (`fiso run --apps-config`): a flow's
+//! `type: wasmer-app` interceptor (the event POSTed to the app's `/process`, its answer merged
+//! like a WASM module's stdout) and link targets with `protocol: app` (a long-running app over
+//! loopback HTTP, a pooled app over stdin/stdout), with the failures a missing app gives.
+
+use fiso_e2e::{
+    client, free_addr, guests, post_json, send, FisoProcess, FlowDir, HttpFlow, SinkServer,
+};
+use reqwest::StatusCode;
+
+/// `flow` with `interceptors` (YAML list items) before its sink.
+fn with_interceptors(flow: &HttpFlow, interceptors: &str) -> String {
+    flow.yaml()
+        .replacen("sink:", &format!("interceptors:\n{interceptors}sink:"), 1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flows_and_link_targets_call_the_apps_of_their_process() {
+    let api = guests::build("app", &[]);
+    let func = guests::build("fn", &[]);
+    let port = free_addr().port();
+    let sink = SinkServer::ok().await;
+    let flows = FlowDir::new();
+    for (name, interceptor) in [
+        ("orders", "  - {type: wasmer-app, config: {app: api}}\n"),
+        ("lost", "  - {type: wasmer-app, config: {app: ghost}}\n"),
+        (
+            "lenient",
+            "  - {type: wasmer-app, config: {app: ghost, failOpen: true}}\n",
+        ),
+    ] {
+        let flow =
+            HttpFlow::named(name, "127.0.0.1:0", &sink).with("errorHandling:\n  maxRetries: 0");
+        flows.write(
+            &format!("{name}.yaml"),
+            &with_interceptors(&flow, interceptor),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("link.yaml");
+    std::fs::write(
+        &link,
+        "listenAddr: 127.0.0.1:0\ntargets:\n  - {name: api, protocol: app, app: api}\n  - {name: fn, protocol: app, app: fn, basePath: /v1}\n  - {name: ghost, protocol: app, app: ghost}\n",
+    )
+    .unwrap();
+    let apps = dir.path().join("apps.yaml");
+    std::fs::write(
+        &apps,
+        format!(
+            "defaultPortRange: {{min: {port}, max: {port}}}\napps:\n  - {{name: api, module: {}, healthCheck: /health, healthCheckInterval: 100ms}}\n  - {{name: fn, module: {}, execution: pooled, poolSize: 2}}\n",
+            api.display(),
+            func.display()
+        ),
+    )
+    .unwrap();
+    let fiso = FisoProcess::start_args(&[
+        "run".as_ref(),
+        "--config-dir".as_ref(),
+        flows.path().as_os_str(),
+        "--link-config".as_ref(),
+        link.as_os_str(),
+        "--apps-config".as_ref(),
+        apps.as_os_str(),
+    ])
+    .await;
+    let ready = fiso.wait_for_readyz(StatusCode::OK).await;
+    for c in ["app/api", "app/fn", "link"] {
+        assert_eq!(ready["components"][c]["ready"], true, "{c}: {ready}");
+    }
+    let flow = fiso.http_addr("127.0.0.1:0").await;
+    let link = fiso.link_addr().await;
+    let http = client();
+
+    // The interceptor: the app's answer is merged into the event the sink gets.
+    let answer = post_json(
+        &http,
+        &format!("http://{flow}/orders"),
+        &serde_json::json!({"id": 1}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let delivered = sink.wait_for_requests(1).await[0].json();
+    assert_eq!(delivered["enrichedby"], "api", "{delivered}");
+    assert_eq!(delivered["data"]["id"], 1);
+
+    // An app that is not there fails the event; with failOpen the event goes on unchanged.
+    let answer = post_json(
+        &http,
+        &format!("http://{flow}/lost"),
+        &serde_json::json!({"id": 2}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text());
+    assert_eq!(
+        answer.json()["error"]["code"],
+        "INTERCEPTOR_FAILED",
+        "{}",
+        answer.text()
+    );
+    assert!(answer.text().contains("APP_NOT_FOUND"), "{}", answer.text());
+    let answer = post_json(
+        &http,
+        &format!("http://{flow}/lenient"),
+        &serde_json::json!({"id": 3}),
+    )
+    .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let delivered = sink.wait_for_requests(2).await[1].json();
+    assert_eq!(delivered["data"]["id"], 3);
+    assert!(delivered.get("enrichedby").is_none(), "{delivered}");
+
+    // A long-running app behind a link target: path, method and body reach it.
+    let hello = send(http.get(format!("http://{link}/link/api/hello"))).await;
+    assert_eq!(
+        (hello.status, hello.text()),
+        (StatusCode::OK, "hello from api v1".to_owned())
+    );
+    let echo = send(
+        http.post(format!("http://{link}/link/api/echo"))
+            .body("ping"),
+    )
+    .await;
+    assert_eq!(
+        (echo.status, echo.text()),
+        (StatusCode::OK, "ping".to_owned())
+    );
+
+    // A pooled app: one run per request, the request document on its stdin (basePath applied).
+    let run = send(
+        http.post(format!("http://{link}/link/fn/items?q=1"))
+            .body("hi"),
+    )
+    .await;
+    assert_eq!(run.status, StatusCode::CREATED, "{}", run.text());
+    assert_eq!(run.header("x-app"), Some("fn"));
+    let doc = run.json();
+    assert_eq!(doc["method"], "POST", "{doc}");
+    assert!(doc.to_string().contains("/v1/items"), "{doc}");
+
+    // A target whose app does not run here.
+    let ghost = send(http.get(format!("http://{link}/link/ghost/x"))).await;
+    assert_eq!(ghost.status, StatusCode::BAD_GATEWAY, "{}", ghost.text());
+    assert_eq!(ghost.json()["error"]["code"], "APP_NOT_FOUND");
+}
