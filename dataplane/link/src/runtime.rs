@@ -2,7 +2,7 @@
 //! which is watched and hot-reloaded (unchanged targets keep their state — breaker, rate limit,
 //! credentials; an invalid file keeps the last good config), and graceful shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -250,15 +250,7 @@ impl Loader {
     /// Whether an interceptor module of a running target changed on disk (its target is then
     /// rebuilt, like a target whose config changed).
     async fn modules_changed(&self) -> bool {
-        let running = self.routes.snapshot();
-        tokio::task::spawn_blocking(move || {
-            running.values().any(|route| match route {
-                Route::Ready(t) => t.modules_changed(),
-                Route::Broken(_) => false,
-            })
-        })
-        .await
-        .unwrap_or(true)
+        !stale_modules(&self.routes.snapshot()).await.is_empty()
     }
 
     /// The directory relative interceptor module paths resolve against.
@@ -272,13 +264,14 @@ impl Loader {
         let mut current = self.current.lock().await;
         let previous = current.as_ref().map(|(_, c)| c.clone());
         let running = self.routes.snapshot();
+        let stale = stale_modules(&running).await;
         let mut table = HashMap::new();
         let (mut started, mut replaced, mut kept) = (Vec::new(), Vec::new(), 0);
         for target in &config.targets {
             let name = target.name.clone().unwrap_or_default();
             let old = running.get(&name);
             if let (Some(Route::Ready(t)), Some(prev)) = (old, &previous) {
-                if unchanged(t, target, prev, &config) && !t.modules_changed() {
+                if unchanged(t, target, prev, &config) && !stale.contains(&name) {
                     table.insert(name, Route::Ready(t.clone()));
                     kept += 1;
                     continue;
@@ -363,6 +356,21 @@ impl Loader {
             }),
         );
     }
+}
+
+/// The running targets whose interceptor module files changed since they were built (read and
+/// hashed off the async workers).
+async fn stale_modules(running: &Arc<HashMap<String, Route>>) -> HashSet<String> {
+    let running = Arc::clone(running);
+    tokio::task::spawn_blocking(move || {
+        running
+            .iter()
+            .filter(|(_, route)| matches!(route, Route::Ready(t) if t.modules_changed()))
+            .map(|(name, _)| name.clone())
+            .collect()
+    })
+    .await
+    .unwrap_or_default()
 }
 
 /// Whether a running target can stay as it is under the new config.

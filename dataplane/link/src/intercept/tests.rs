@@ -470,3 +470,32 @@ fn a_changed_module_file_is_noticed() {
     fixed("changing", r#"{"payload":1}"#);
     assert!(s.intercept.modules_changed());
 }
+
+/// Not an assertion: prints what an echo interceptor adds per request (`cargo test -p fiso-link
+/// --lib intercept::tests::per_request_cost -- --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn per_request_cost() {
+    const N: u32 = 1000;
+    let body = r#"{"order":{"id":"ORD-1","items":[{"sku":"A-1","qty":2}]}}"#;
+    let s = setup(
+        vec![spec(testdata("echo"), InterceptorPhase::Outbound)],
+        &[],
+        Upstream::new(200, "{}"),
+    );
+    let bare = leaf(Upstream::new(200, "{}"), Upstream::answer);
+    let mut per = Vec::new();
+    for service in [&bare, &s.service] {
+        for _ in 0..50 {
+            service.handle(request(Method::POST, "/", body)).await;
+        }
+        let started = Instant::now();
+        for _ in 0..N {
+            service.handle(request(Method::POST, "/", body)).await;
+        }
+        per.push(started.elapsed() / N);
+    }
+    println!(
+        "per request: {:?} without interceptors, {:?} with one echo interceptor",
+        per[0], per[1]
+    );
+}
