@@ -81,12 +81,20 @@ pub fn ensure_toolchain() {
     if missing.is_empty() {
         return;
     }
-    let status = Command::new("apt-get")
-        .args(["install", "-y", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()
-        .expect("running apt-get");
+    let install = || {
+        Command::new("apt-get")
+            .args(["install", "-y", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .expect("running apt-get")
+    };
+    let mut status = install();
+    if !status.success() {
+        // A fresh machine has no package lists yet.
+        let _ = Command::new("apt-get").arg("update").status();
+        status = install();
+    }
     assert!(
         status.success(),
         "installing {missing:?} failed; run `apt-get update` and `apt-get install {}`",

@@ -6,8 +6,9 @@
 //! so the lint and the tests share one compilation instead of a `check` build and a `test`
 //! build. The test run then finds everything fresh. The fuzz targets' checked-in inputs are
 //! replayed by `fuzz/targets`' tests inside that run (coverage-guided fuzzing, which needs its
-//! own instrumented build, stays in `cargo xtask fuzz`). The optional `wasmer` interceptor
-//! backend is linted and tested last, on the libraries only: it is code of `fiso-flow` alone.
+//! own instrumented build, stays in `cargo xtask fuzz`). The `wasmer` feature is a default of
+//! the fiso binary, so that build includes it; the refusals of a build without it are tested
+//! last, on the two libraries that have them.
 
 mod steps;
 mod test_output;
@@ -57,24 +58,22 @@ fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
             .env("PATH", infra::path_with_bin(&ctx));
         run_tests(test, &binaries, steps)
     })?;
-    // The optional `runtime: wasmer` backend (cargo feature `fiso-flow/wasmer`, off by default,
-    // so the steps above never build it, and `fiso validate`'s "built without wasmer" error
-    // stays tested end to end). Only the libraries' unit tests run with it: the feature is code
-    // of the engine (fiso-wasm) alone; the flow's interceptor tests run its contract on it.
-    // Wasmer's dependencies turn on features of some shared crates, so part of the tree is
-    // compiled a second time (about 5 of CI's minutes).
-    steps.time("wasmer: build + clippy + interceptor tests", || {
+    // `wasmer` is a default feature of the fiso binary, so the steps above build and test the
+    // wasmer interceptors and the apps runtime. What only a build without it has — the engine's,
+    // fiso-flow's and fiso-apps' "this build has no wasmer" refusals — is tested here, on those
+    // libraries alone (their own feature resolution: about a minute of rebuilds).
+    steps.time("without wasmer: the \"no wasmer\" refusals", || {
         run(cargo.linted().args([
             "test",
-            "--workspace",
-            "--features",
-            "fiso-flow/wasmer",
+            "-p",
+            "fiso-flow",
+            "-p",
+            "fiso-apps",
+            "-p",
+            "fiso-wasm",
             "--lib",
-            "interceptor",
-        ]))?;
-        run(cargo
-            .linted()
-            .args(["test", "-p", "fiso-wasm", "--features", "wasmer", "--lib"]))
+            "wasmer",
+        ]))
     })
 }
 

@@ -1,14 +1,15 @@
-//! The guest's network: the host's, through wasix's `LocalNetworking`, except that a listener
+//! The guest's network: the host's, through wasix's `LocalNetworking` (crate `virtual-net`,
+//! feature `host-net`; the same crate wasmer-wasix uses), except that a listener
 //! asking for "any address" (`0.0.0.0`, `::`) is bound to the app's `listenHost` instead, so a
 //! guest written to listen everywhere is still reachable only where the config allows
 //! (loopback by default). Outbound connections (a database, an API) are the host's.
 
 use std::net::{IpAddr, SocketAddr};
 
-use wasmer_wasix::virtual_net::{
+use virtual_net::host::LocalNetworking;
+use virtual_net::{
     NetworkError, VirtualNetworking, VirtualTcpListener, VirtualTcpSocket, VirtualUdpSocket,
 };
-use wasmer_wasix::LocalNetworking;
 
 type Result<T> = std::result::Result<T, NetworkError>;
 

@@ -75,7 +75,14 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         diags.push(d);
     }
     // Interceptor modules are loaded as the data plane would: a missing file, a module that is
-    // not a WASI command, or `runtime: wasmer` in a build without it is reported here.
+    // not a WASI command, or `runtime: wasmer` in a build without it is reported here. Inside a
+    // Tokio runtime, as in the data plane: wasmer-wasix looks one up while building a guest
+    // environment.
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let _io = io.enter();
     for flow in &project.flows {
         if flow.config.interceptors.is_empty() {
             continue;
