@@ -90,7 +90,12 @@ async fn flows_and_link_targets_call_the_apps_of_their_process() {
         &serde_json::json!({"id": 2}),
     )
     .await;
-    assert_eq!(answer.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", answer.text());
+    assert_eq!(
+        answer.status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "{}",
+        answer.text()
+    );
     assert_eq!(
         answer.json()["error"]["code"],
         "INTERCEPTOR_FAILED",

@@ -652,6 +652,24 @@ errorHandling:
         assert!(paths(&findings(&flow("2097152"))).is_empty());
     }
 
+    #[test]
+    fn wasmer_app_interceptors_name_an_app_and_post_to_a_path() {
+        let flow = |config: &str| {
+            format!("name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\ninterceptors:\n  - type: wasmer-app\n    config: {config}\nsink:\n  type: http\n  config:\n    url: http://x:1\n")
+        };
+        assert!(paths(&findings(&flow("{app: enrich}"))).is_empty());
+        assert!(paths(&findings(&flow(
+            "{app: enrich, path: /v1/process, failOpen: true}"
+        )))
+        .is_empty());
+        assert_eq!(
+            paths(&findings(&flow("{app: Enrich_1, path: process}"))),
+            vec!["interceptors[0].config.app", "interceptors[0].config.path"]
+        );
+        let e = parse_flow("f.yaml", &flow("{app: x, module: m.wasm}")).unwrap_err();
+        assert!(e.0[0].message.contains("unknown field `module`"), "{e}");
+    }
+
     const TEMPORAL: &str = "name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\nsink:\n  type: temporal\n  config:\n    hostPort: t:7233\n    taskQueue: q\n    workflowType: W\n";
 
     #[test]

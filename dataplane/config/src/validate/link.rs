@@ -565,6 +565,29 @@ targets:
     }
 
     #[test]
+    fn app_targets_name_an_app_and_nothing_of_a_network_upstream() {
+        let errors = |fields: &str| -> Vec<String> {
+            let yaml = format!("targets:\n  - {{name: t, {fields}}}\n");
+            validate_link(&parse_link("l.yaml", &yaml).expect("parses"))
+                .into_iter()
+                .filter(Diagnostic::is_error)
+                .map(|d| d.path)
+                .collect()
+        };
+        assert!(errors("protocol: app, app: enrich, basePath: /v1").is_empty());
+        assert_eq!(errors("protocol: app"), ["targets[0].app"]);
+        assert_eq!(errors("protocol: app, app: Not_A_Name"), ["targets[0].app"]);
+        assert_eq!(
+            errors("protocol: app, app: enrich, host: x.example.com, port: 80"),
+            ["targets[0].host", "targets[0].port"]
+        );
+        assert_eq!(
+            errors("protocol: https, host: x.example.com, app: enrich"),
+            ["targets[0].app"]
+        );
+    }
+
+    #[test]
     fn hosts_that_are_not_hosts_are_refused() {
         for host in [
             r#""api.example.com\r\nX-Injected: 1""#,
