@@ -19,8 +19,10 @@
 mod error;
 mod limits;
 pub mod output;
+/// The wasmer backend; its run pieces ([`wasmer::run`], [`wasmer::tunables`], [`wasmer::fs`],
+/// [`wasmer::stdio`]) also run the Wasmer/WASIX apps of `fiso-apps`.
 #[cfg(feature = "wasmer")]
-mod wasmer;
+pub mod wasmer;
 pub mod wasmtime;
 
 #[cfg(test)]

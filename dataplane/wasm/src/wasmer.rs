@@ -31,10 +31,10 @@
 //!   sockets, `proc_fork`) are refused like any other: extra threads would escape the limits,
 //!   and interceptors have no network.
 
-mod fs;
-mod run;
-mod stdio;
-mod tunables;
+pub mod fs;
+pub mod run;
+pub mod stdio;
+pub mod tunables;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -278,6 +278,11 @@ impl Config {
                 wanted,
             }),
             Some(Stop::OutputTooLarge) => Err(FailureKind::OutputTooLarge(self.limits.max_output)),
+            // Only the apps' supervisor stops a guest that way; an interceptor run is never told to.
+            Some(Stop::Shutdown) => Err(FailureKind::Trap {
+                message: "stopped by Fiso".into(),
+                stderr: String::new(),
+            }),
             None => result.map(|()| stdout.take()),
         }
     }

@@ -4,21 +4,17 @@
 //!
 //! * **Compilation**: once per module content ([`compile`], cached by SHA-256 while in use),
 //!   with the `Metering` middleware (an unlimited budget) so that a guest can be stopped from
-//!   outside by forcing its points to 0 ([`run`]); a guest blocked in a host call is woken by a
+//!   outside by forcing its points to 0 ([`Run`]); a guest blocked in a host call is woken by a
 //!   SIGKILL to its WASIX process.
 //! * **Memory**: `memoryMB` through per-run tunables ([`tunables`]); growing past it stops the
 //!   guest with [`Exit::MemoryLimit`].
-//! * **Networking**: wasix's host networking (`host-vnet`) behind [`net::HostNet`], which binds
+//! * **Networking**: the host network (`virtual-net`'s `host-net`) behind [`net::HostNet`], which binds
 //!   a listener asking for "any address" to the app's `listenHost` (loopback by default).
 //! * **Imports**: WASI preview 1 and WASIX 32-bit (`wasix_32v1`); anything else is refused at
 //!   load with the import named.
 
-mod fs;
 mod logs;
 mod net;
-pub(crate) mod run;
-mod stdio;
-mod tunables;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,9 +29,11 @@ use wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager;
 use wasmer_wasix::virtual_fs::VirtualFile;
 use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiError};
 
+use fiso_wasm::wasmer::run::{Disarm, Run, Stop, Watchdog};
+pub(crate) use fiso_wasm::wasmer::stdio::Capture;
+use fiso_wasm::wasmer::{fs, tunables};
+
 pub(crate) use self::logs::LogLines;
-use self::run::{Disarm, Run, Stop, Watchdog};
-pub(crate) use self::stdio::Capture;
 
 const IMPORT_MODULES: [&str; 2] = ["wasi_snapshot_preview1", "wasix_32v1"];
 
@@ -258,5 +256,5 @@ fn exit_code(e: &RuntimeError) -> Option<i32> {
     }
 }
 
-pub(crate) use self::run::Run as RunHandle;
-pub(crate) use self::run::Stop as StopReason;
+pub(crate) use fiso_wasm::wasmer::run::Run as RunHandle;
+pub(crate) use fiso_wasm::wasmer::run::Stop as StopReason;

@@ -21,7 +21,7 @@ use wasmer_wasix::virtual_fs::{
 
 /// Builds the root filesystem for `preopens` (host directory, guest path). `io` runs the host
 /// filesystem's blocking calls.
-pub(super) fn root(
+pub fn root(
     preopens: &[(PathBuf, String)],
     io: tokio::runtime::Handle,
 ) -> Result<Arc<ReadOnlyFs>, String> {
@@ -52,7 +52,7 @@ pub(super) fn root(
 
 /// The absolute path in the guest's root that a preopen's `guestPath` names (`data`, `./data`
 /// and `/data` are the same directory).
-pub(super) fn guest_path(guest: &str) -> PathBuf {
+pub fn guest_path(guest: &str) -> PathBuf {
     let mut path = PathBuf::from("/");
     for component in Path::new(guest).components() {
         match component {
@@ -83,7 +83,7 @@ fn create_dir_all(fs: &TmpFileSystem, path: &Path) -> virtual_fs::Result<()> {
 /// A filesystem that only reads. Over a host directory (`host_root`), it also refuses paths that
 /// resolve (through symlinks) outside that directory, as wasmtime's capability-based preopens do.
 #[derive(Debug)]
-pub(super) struct ReadOnlyFs {
+pub struct ReadOnlyFs {
     inner: Box<dyn FileSystem + Send + Sync>,
     host_root: Option<PathBuf>,
 }

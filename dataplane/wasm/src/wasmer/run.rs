@@ -5,12 +5,15 @@
 //! checks and decrements at each basic block, trapping when the points run out. Forcing that
 //! global to 0 therefore makes the guest trap at its next branch, call or loop header; a guest
 //! blocked in a WASI host call (`poll_oneoff`) is woken by a SIGKILL to its WASIX process
-//! instead. [`Run`] is the per-event handle that does both; the [`Watchdog`] thread calls it at
-//! the deadline, the memory limit and the stdout limit call it from the guest's own thread.
+//! instead. [`Run`] is the per-run handle that does both; the [`Watchdog`] thread calls it at
+//! the deadline (an interceptor's event, a pooled app's run), the memory limit and the output
+//! limit call it from the guest's own thread, and the apps' supervisor calls it to stop a
+//! long-running app (`fiso-apps` runs its guests with these same pieces).
+//!
 
 use std::collections::HashMap;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -23,20 +26,24 @@ const REWRITE_EVERY: Duration = Duration::from_millis(1);
 
 /// Why a run was stopped from outside; the first reason wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Stop {
+pub enum Stop {
     Timeout,
     /// `memory.grow` (or the initial memory) asked for this many bytes, above `memoryLimit`.
     MemoryLimit(u64),
     OutputTooLarge,
+    /// Fiso stops the app: shutdown, reload, or its removal from the config.
+    Shutdown,
 }
 
 /// One guest run (one event).
 #[derive(Default)]
-pub(super) struct Run {
+pub struct Run {
     points: Mutex<Option<PointsPtr>>,
     stopped: OnceLock<Stop>,
     /// Set once instantiated, to wake the guest from a blocking host call.
     process: OnceLock<WasiProcess>,
+    /// Current size of the guest's linear memory, in bytes (an app's `fiso_app_memory_bytes` gauge).
+    pub memory: AtomicU64,
 }
 
 impl std::fmt::Debug for Run {
@@ -60,7 +67,7 @@ impl Run {
     /// # Safety
     /// `points` must point to the `i64` value of a global owned by the store this run executes
     /// in, and [`Run::disarm`] must be called before that store is dropped (see [`Disarm`]).
-    pub(super) unsafe fn arm(&self, points: NonNull<i64>) {
+    pub unsafe fn arm(&self, points: NonNull<i64>) {
         let mut slot = self.lock_points();
         *slot = Some(PointsPtr(points));
         if self.stopped.get().is_some() {
@@ -70,11 +77,11 @@ impl Run {
     }
 
     /// Forgets the points global: nothing writes to it any more.
-    pub(super) fn disarm(&self) {
+    pub fn disarm(&self) {
         *self.lock_points() = None;
     }
 
-    pub(super) fn set_process(&self, process: WasiProcess) {
+    pub fn set_process(&self, process: WasiProcess) {
         let process = self.process.get_or_init(|| process);
         if self.stopped.get().is_some() {
             process.signal_process(Signal::Sigkill);
@@ -83,7 +90,7 @@ impl Run {
 
     /// Makes the guest trap at its next basic block and wakes it from a blocking host call.
     /// Idempotent; keeps the first reason.
-    pub(super) fn stop(&self, reason: Stop) {
+    pub fn stop(&self, reason: Stop) {
         let _ = self.stopped.set(reason);
         exhaust(&self.lock_points());
         if let Some(process) = self.process.get() {
@@ -91,7 +98,7 @@ impl Run {
         }
     }
 
-    pub(super) fn stopped(&self) -> Option<Stop> {
+    pub fn stopped(&self) -> Option<Stop> {
         self.stopped.get().copied()
     }
 
@@ -112,7 +119,7 @@ fn exhaust(points: &Option<PointsPtr>) {
 }
 
 /// Calls [`Run::disarm`] when dropped: declare it after the `Store` so that it runs first.
-pub(super) struct Disarm<'a>(pub(super) &'a Run);
+pub struct Disarm<'a>(pub &'a Run);
 
 impl Drop for Disarm<'_> {
     fn drop(&mut self) {
@@ -123,7 +130,7 @@ impl Drop for Disarm<'_> {
 /// One process-wide thread that stops runs at their deadline. It sleeps until the earliest
 /// deadline (not on a fixed tick), then rewrites the points of every expired run every
 /// [`REWRITE_EVERY`] until the run ends and unregisters.
-pub(super) struct Watchdog {
+pub struct Watchdog {
     runs: Mutex<Watched>,
     wake: Condvar,
 }
@@ -135,7 +142,7 @@ struct Watched {
 }
 
 /// Unregisters a run from the watchdog when dropped.
-pub(super) struct Watch {
+pub struct Watch {
     watchdog: &'static Watchdog,
     id: u64,
 }
@@ -147,7 +154,7 @@ impl Drop for Watch {
 }
 
 impl Watchdog {
-    pub(super) fn get() -> Result<&'static Watchdog, String> {
+    pub fn get() -> Result<&'static Watchdog, String> {
         static WATCHDOG: OnceLock<Result<&'static Watchdog, String>> = OnceLock::new();
         WATCHDOG
             .get_or_init(|| {
@@ -165,7 +172,7 @@ impl Watchdog {
     }
 
     /// Stops `run` at `deadline` unless the returned guard was dropped before.
-    pub(super) fn watch(&'static self, deadline: Instant, run: Arc<Run>) -> Watch {
+    pub fn watch(&'static self, deadline: Instant, run: Arc<Run>) -> Watch {
         let mut watched = self.lock();
         let id = watched.next_id;
         watched.next_id += 1;

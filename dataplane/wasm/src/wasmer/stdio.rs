@@ -12,7 +12,7 @@ use super::run::{Run, Stop};
 
 /// What a guest writes to stdout or stderr, kept in host memory.
 #[derive(Debug, Clone)]
-pub(super) struct Capture {
+pub struct Capture {
     buf: Arc<Mutex<Vec<u8>>>,
     limit: usize,
     /// `Some` for stdout: going past `limit` fails the write and stops the run (the event fails
@@ -22,7 +22,7 @@ pub(super) struct Capture {
 }
 
 impl Capture {
-    pub(super) fn stdout(limit: u64, run: Arc<Run>) -> Self {
+    pub fn stdout(limit: u64, run: Arc<Run>) -> Self {
         Capture {
             buf: Arc::default(),
             limit: usize::try_from(limit).unwrap_or(usize::MAX),
@@ -30,7 +30,7 @@ impl Capture {
         }
     }
 
-    pub(super) fn stderr(keep: usize) -> Self {
+    pub fn stderr(keep: usize) -> Self {
         Capture {
             buf: Arc::default(),
             limit: keep,
@@ -38,11 +38,11 @@ impl Capture {
         }
     }
 
-    pub(super) fn take(&self) -> Vec<u8> {
+    pub fn take(&self) -> Vec<u8> {
         std::mem::take(&mut *self.buf.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    pub(super) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         let buf = self.buf.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&buf).into_owned()
     }
@@ -55,7 +55,7 @@ impl Capture {
                 run.stop(Stop::OutputTooLarge);
                 Err(io::Error::new(
                     io::ErrorKind::StorageFull,
-                    "stdout is larger than maxOutputSize",
+                    "stdout is larger than its limit",
                 ))
             }
             _ => {

@@ -1,8 +1,10 @@
-//! Per-run [`Tunables`]: the `memoryLimit` (as in wasmer's `tunables_limit_memory` example, but
+//! Per-run [`Tunables`]: the `memoryMB` limit (as in wasmer's `tunables_limit_memory` example, but
 //! a growth past the limit stops the guest instead of returning -1, like wasmtime's limiter),
-//! and the hook that hands the metering global of the new instance to its [`Run`].
+//! and the hook that hands the metering global of the new instance to its [`Run`]. The
+//! memory's current size is kept in [`Run::memory`] (the apps' memory gauge).
 
 use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,14 +24,14 @@ use super::run::{Run, Stop};
 /// The export the `Metering` middleware gives its remaining-points global.
 const REMAINING_POINTS: &str = "wasmer_metering_remaining_points";
 
-pub(super) struct RunTunables {
+pub struct RunTunables {
     base: BaseTunables,
     memory_limit: u64,
     run: Arc<Run>,
 }
 
 impl RunTunables {
-    pub(super) fn new(memory_limit: u64, run: Arc<Run>) -> Self {
+    pub fn new(memory_limit: u64, run: Arc<Run>) -> Self {
         RunTunables {
             base: BaseTunables::for_target(&wasmer::sys::Target::default()),
             memory_limit,
@@ -79,6 +81,7 @@ impl Tunables for RunTunables {
         style: &MemoryStyle,
     ) -> Result<VMMemory, MemoryError> {
         self.admit(ty)?;
+        self.run.memory.store(bytes(ty.minimum), Ordering::Relaxed);
         Ok(self.limited(self.base.create_host_memory(ty, style)?))
     }
 
@@ -89,6 +92,7 @@ impl Tunables for RunTunables {
         vm_definition_location: NonNull<VMMemoryDefinition>,
     ) -> Result<VMMemory, MemoryError> {
         self.admit(ty)?;
+        self.run.memory.store(bytes(ty.minimum), Ordering::Relaxed);
         // SAFETY: forwarded from the caller's contract.
         let memory = unsafe {
             self.base
@@ -185,7 +189,11 @@ impl LinearMemory for LimitedMemory {
                 current,
                 attempted_delta: delta,
             })?;
-        self.inner.grow(delta)
+        let grown = self.inner.grow(delta)?;
+        self.run
+            .memory
+            .store(bytes(self.inner.size()), Ordering::Relaxed);
+        Ok(grown)
     }
 
     fn grow_at_least(&mut self, min_size: u64) -> Result<(), MemoryError> {
@@ -197,7 +205,11 @@ impl LinearMemory for LimitedMemory {
                     (min_size.saturating_sub(bytes(current)) / WASM_PAGE_SIZE as u64) as u32,
                 ),
             })?;
-        self.inner.grow_at_least(min_size)
+        self.inner.grow_at_least(min_size)?;
+        self.run
+            .memory
+            .store(bytes(self.inner.size()), Ordering::Relaxed);
+        Ok(())
     }
 
     fn reset(&mut self) -> Result<(), MemoryError> {
