@@ -12,9 +12,10 @@
 use bytes::Bytes;
 use fiso_config::flow::AppInterceptorConfig;
 use fiso_runtime::apps::AppDirectory;
+use fiso_wasm::{FailureKind, InterceptorError, DEFAULT_MAX_OUTPUT};
 use serde_json::{Map, Value};
 
-use super::{protocol, Answer, FailureKind, InterceptorError, DEFAULT_MAX_OUTPUT};
+use super::protocol::{self, Answer};
 
 /// Longest part of a non-2xx answer quoted in the error.
 const QUOTED_ANSWER: usize = 200;

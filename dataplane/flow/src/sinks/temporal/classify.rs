@@ -7,12 +7,27 @@ use temporalio_client::tonic::{Code, Status};
 use temporalio_common::protos::temporal::api::errordetails::v1::WorkflowExecutionAlreadyStartedFailure;
 use temporalio_common::protos::utilities::decode_status_detail;
 
-use super::connection::ConnectError;
 use super::error::TemporalFailure;
 use super::oidc::TokenError;
 use crate::retry::Attempt;
 
 pub(super) type Failure = (TemporalFailure, String);
+
+/// Why there is no connection to make a call on (classified here, made by `connection`).
+#[derive(Debug)]
+pub(super) enum ConnectError {
+    Token(TokenError),
+    Connect(ClientConnectError),
+}
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnectError::Token(e) => write!(f, "{e}"),
+            ConnectError::Connect(e) => f.write_str(&connect_message(e)),
+        }
+    }
+}
 
 pub(super) fn classify_connect<T>(e: &ConnectError) -> Attempt<T, Failure> {
     match e {

@@ -11,7 +11,7 @@ use temporalio_client::{Connection, ConnectionOptions, RetryOptions, TlsOptions,
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use super::classify::connect_message;
+use super::classify::ConnectError;
 use super::oidc::{TokenError, TokenSource};
 
 /// Time allowed for establishing the TCP / TLS connection.
@@ -32,22 +32,6 @@ pub(super) struct Connector {
     /// `auth.oidc`: the bearer token's source (instead of `api_key`).
     pub(super) oidc: Option<TokenSource>,
     pub(super) connection: OnceCell<Connection>,
-}
-
-/// Why there is no connection to make a call on.
-#[derive(Debug)]
-pub(super) enum ConnectError {
-    Token(TokenError),
-    Connect(ClientConnectError),
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Token(e) => write!(f, "{e}"),
-            ConnectError::Connect(e) => f.write_str(&connect_message(e)),
-        }
-    }
 }
 
 impl Connector {
