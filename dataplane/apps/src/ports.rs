@@ -15,6 +15,8 @@ pub(crate) struct Ports {
     given: HashSet<u16>,
 }
 
+// Only apps that run take ports: a build without wasmer starts none.
+#[cfg_attr(not(feature = "wasmer"), allow(dead_code))]
 impl Ports {
     /// Marks a configured port as taken, so automatic allocation skips it.
     pub(crate) fn reserve(&mut self, port: u16) {
