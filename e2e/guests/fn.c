@@ -1,6 +1,6 @@
 /* A pooled / perRequest app for the e2e tests: reads the request document from stdin and
- * answers it back as the JSON body, with the app name in a header. A request whose body is
- * "fail" exits with code 2 instead. */
+ * answers it back as the JSON body, with the app name and `$GREETING` in headers. A request
+ * whose body is "fail" exits with code 2 instead. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +15,8 @@ int main(void) {
         return 2;
     }
     const char *name = getenv("FISO_APP_NAME");
-    printf("{\"status\":201,\"headers\":{\"x-app\":\"%s\"},\"body\":%s}", name ? name : "?", in);
+    const char *greeting = getenv("GREETING");
+    printf("{\"status\":201,\"headers\":{\"x-app\":\"%s\",\"x-greeting\":\"%s\"},\"body\":%s}",
+           name ? name : "?", greeting ? greeting : "", in);
     return 0;
 }

@@ -147,3 +147,120 @@ async fn flows_and_link_targets_call_the_apps_of_their_process() {
     assert_eq!(ghost.status, StatusCode::BAD_GATEWAY, "{}", ghost.text());
     assert_eq!(ghost.json()["error"]["code"], "APP_NOT_FOUND");
 }
+
+/// `apps.yaml` with a pooled app `fn` (`poolSize: 2`, `$GREETING` = `greeting`), a perRequest
+/// app `once`, and a pooled app `tight` whose `memoryMB` is below the guest's initial memory (its
+/// 1 MiB buffer), all of the `fn` guest.
+fn pooled_apps_yaml(module: &std::path::Path, greeting: &str) -> String {
+    format!(
+        "apps:\n  - {{name: fn, module: {m}, execution: pooled, poolSize: 2, env: {{GREETING: {greeting}}}}}\n  - {{name: once, module: {m}, execution: perRequest}}\n  - {{name: tight, module: {m}, execution: pooled, memoryMB: 1}}\n",
+        m = module.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pooled_app_keeps_warm_instances_and_replaces_them_on_reload() {
+    let func = guests::build("fn", &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("link.yaml");
+    std::fs::write(
+        &link,
+        "listenAddr: 127.0.0.1:0\ntargets:\n  - {name: fn, protocol: app, app: fn}\n  - {name: once, protocol: app, app: once}\n  - {name: tight, protocol: app, app: tight}\n",
+    )
+    .unwrap();
+    let apps = dir.path().join("apps.yaml");
+    std::fs::write(&apps, pooled_apps_yaml(&func, "one")).unwrap();
+    let flows = FlowDir::new();
+    let fiso = FisoProcess::start_args(&[
+        "run".as_ref(),
+        "--config-dir".as_ref(),
+        flows.path().as_os_str(),
+        "--link-config".as_ref(),
+        link.as_os_str(),
+        "--apps-config".as_ref(),
+        apps.as_os_str(),
+    ])
+    .await;
+    let link = fiso.link_addr().await;
+    let http = client();
+    let call = |target: &'static str| {
+        let http = http.clone();
+        async move {
+            let answer = send(
+                http.post(format!("http://{link}/link/{target}/run"))
+                    .body("hi"),
+            )
+            .await;
+            assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.text());
+            answer
+        }
+    };
+    let warm = [("app", "fn")];
+    let runs = |instance| [("app", "fn"), ("instance", instance)];
+
+    // Up to poolSize instances are instantiated ahead; each serves one request and is replaced.
+    fiso.wait_for_metric("fiso_app_warm_instances", &warm, 2.0)
+        .await;
+    for _ in 0..2 {
+        assert_eq!(call("fn").await.header("x-greeting"), Some("one"));
+    }
+    let metrics = fiso.metrics().await;
+    assert_eq!(metrics.get("fiso_app_runs_total", &runs("warm")), Some(2.0));
+    assert_eq!(metrics.get("fiso_app_runs_total", &runs("cold")), None);
+    fiso.wait_for_metric("fiso_app_warm_instances", &warm, 2.0)
+        .await;
+
+    // A reload drops the instances prepared with the old config: the next run has the new env.
+    let reloaded = fiso.logs().mark();
+    std::fs::write(&apps, pooled_apps_yaml(&func, "two")).unwrap();
+    fiso.wait_for_log_since(reloaded, |l| {
+        l.is("app reloaded") && l.str_field("app") == Some("fn")
+    })
+    .await;
+    fiso.wait_for_metric("fiso_app_warm_instances", &warm, 2.0)
+        .await;
+    assert_eq!(call("fn").await.header("x-greeting"), Some("two"));
+    fiso.wait_for_metric("fiso_app_runs_total", &runs("warm"), 3.0)
+        .await;
+
+    // A perRequest app keeps none: each request instantiates its own.
+    assert_eq!(call("once").await.header("x-app"), Some("once"));
+    let metrics = fiso.metrics().await;
+    let once = |instance| [("app", "once"), ("instance", instance)];
+    assert_eq!(metrics.get("fiso_app_runs_total", &once("cold")), Some(1.0));
+    assert_eq!(
+        metrics.get("fiso_app_warm_instances", &[("app", "once")]),
+        None
+    );
+
+    // An instance that cannot be prepared (above memoryMB at instantiation) is logged once and
+    // not retried in a loop; a request instantiates its own and answers with the failure.
+    let cannot_prepare = |l: &fiso_e2e::LogLine| {
+        l.str_field("app") == Some("tight")
+            && l.message()
+                .is_some_and(|m| m.starts_with("cannot prepare a warm instance"))
+    };
+    let warning = fiso.wait_for_log(cannot_prepare).await;
+    assert!(
+        warning.message().unwrap().contains("memory limit exceeded"),
+        "{warning:?}"
+    );
+    let tight = send(
+        http.post(format!("http://{link}/link/tight/run"))
+            .body("hi"),
+    )
+    .await;
+    assert_eq!(tight.status, StatusCode::BAD_GATEWAY, "{}", tight.text());
+    assert_eq!(tight.json()["error"]["code"], "APP_FAILED");
+    assert!(
+        tight.text().contains("memory limit exceeded"),
+        "{}",
+        tight.text()
+    );
+    assert_eq!(fiso.logs().matching(0, cannot_prepare).len(), 1);
+    let metrics = fiso.metrics().await;
+    assert_eq!(
+        metrics.get("fiso_app_warm_instances", &[("app", "tight")]),
+        Some(0.0)
+    );
+}

@@ -8,7 +8,8 @@
 //!
 //! * `longRunning` ([`long_running`]): a supervised WASIX server on `$PORT`.
 //! * `pooled` / `perRequest` ([`pooled`]): one run per request over stdin/stdout
-//!   ([`framing`]).
+//!   ([`framing`]); a `pooled` app keeps up to `poolSize` instances instantiated ahead
+//!   ([`warm`]).
 //!
 //! The guest environment: `PORT` (long-running apps) and `FISO_APP_NAME`, then the app's `env`;
 //! `preopens` mounted read-only; host networking (outbound connections, listeners on
@@ -28,6 +29,8 @@ mod engine;
 mod long_running;
 #[cfg(feature = "wasmer")]
 mod pooled;
+#[cfg(feature = "wasmer")]
+mod warm;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -374,12 +377,22 @@ impl Apps {
                     (Execution::PerRequest, None) => pooled::PER_REQUEST_MAX,
                     _ => app.pool_size() as usize,
                 };
+                let warm = (app.execution == Execution::Pooled).then(|| {
+                    warm::WarmPool::start(
+                        &app.name,
+                        guest.clone(),
+                        slots,
+                        pooled::STDOUT_LIMIT,
+                        self.metrics.clone(),
+                    )
+                });
                 self.obs.apps.insert(Arc::new(pooled::PooledApp {
                     name: app.name.clone(),
                     execution: app.execution.as_str(),
                     guest,
                     timeout: app.timeout(),
                     slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+                    warm,
                     metrics: self.metrics.clone(),
                 }));
                 self.obs.readiness.set_ready(format!("app/{}", app.name));

@@ -25,6 +25,13 @@ pub struct StatusLabels {
     pub status: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunLabels {
+    pub app: String,
+    /// `warm` (instantiated ahead by the pool) or `cold` (instantiated for the request).
+    pub instance: &'static str,
+}
+
 #[derive(Debug, Clone)]
 pub struct AppMetrics {
     up: Family<AppLabel, Gauge>,
@@ -32,6 +39,8 @@ pub struct AppMetrics {
     health_checks: Family<ResultLabels, Counter>,
     requests: Family<StatusLabels, Counter>,
     memory: Family<AppLabel, Gauge>,
+    warm: Family<AppLabel, Gauge>,
+    runs: Family<RunLabels, Counter>,
 }
 
 impl AppMetrics {
@@ -43,6 +52,8 @@ impl AppMetrics {
             health_checks: Family::default(),
             requests: Family::default(),
             memory: Family::default(),
+            warm: Family::default(),
+            runs: Family::default(),
         };
         registry.register(
             "fiso_app_up",
@@ -68,6 +79,17 @@ impl AppMetrics {
             "fiso_app_memory_bytes",
             "Linear memory of the app's running instance (the latest run of a pooled app)",
             m.memory.clone(),
+        )?;
+        registry.register(
+            "fiso_app_warm_instances",
+            "Instances of a pooled app instantiated ahead and waiting for a request",
+            m.warm.clone(),
+        )?;
+        registry.register(
+            "fiso_app_runs_total",
+            "Runs of a pooled or perRequest app, by instance (warm: prepared ahead, cold: \
+             instantiated for the request)",
+            m.runs.clone(),
         )?;
         Ok(m)
     }
@@ -105,6 +127,19 @@ impl AppMetrics {
             .get_or_create(&Self::label(app))
             .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
+    pub fn set_warm(&self, app: &str, instances: usize) {
+        self.warm
+            .get_or_create(&Self::label(app))
+            .set(i64::try_from(instances).unwrap_or(i64::MAX));
+    }
+    pub fn run(&self, app: &str, warm: bool) {
+        self.runs
+            .get_or_create(&RunLabels {
+                app: app.to_owned(),
+                instance: if warm { "warm" } else { "cold" },
+            })
+            .inc();
+    }
     /// Makes every family show the app (at 0) as soon as it is declared.
     pub fn declare(&self, app: &str) {
         self.set_up(app, false);
@@ -117,6 +152,13 @@ impl AppMetrics {
         self.up.remove(&l);
         self.restarts.remove(&l);
         self.memory.remove(&l);
+        self.warm.remove(&l);
+        for instance in ["warm", "cold"] {
+            self.runs.remove(&RunLabels {
+                app: app.to_owned(),
+                instance,
+            });
+        }
         for result in ["ok", "failed"] {
             self.health_checks.remove(&ResultLabels {
                 app: app.to_owned(),

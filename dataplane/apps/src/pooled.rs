@@ -2,8 +2,10 @@
 //! stdin and the response on stdout in the [`framing`](crate::framing) documents.
 //!
 //! The module is compiled once (at start and on reload). A `pooled` app runs at most
-//! `poolSize` requests at once, a `perRequest` app at most `poolSize` if set, else
-//! [`PER_REQUEST_MAX`]; a request waits for a slot within its `timeout`. Each run has the
+//! `poolSize` requests at once and keeps up to `poolSize` instances instantiated ahead
+//! ([`warm`](crate::warm)); a `perRequest` app instantiates the module for each request and runs
+//! at most `poolSize` if set, else [`PER_REQUEST_MAX`]. A request waits for a slot within its
+//! `timeout`. Each run has the
 //! app's `timeout` (the watchdog stops the guest at the deadline), its `memoryMB`, a stdout
 //! bounded to the response limit, and its stderr logged as the app's log lines.
 
@@ -14,14 +16,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use fiso_runtime::apps::{AppClient, AppError, AppFuture, AppState, MAX_BODY};
 use tokio::sync::Semaphore;
-use wasmer_wasix::virtual_fs::StaticFile;
 
-use crate::engine::{Capture, Exit, Guest, LogLines, RunHandle, Stdio};
+use crate::engine::{Exit, Guest, RunHandle};
 use crate::framing::{self, FramingError};
 use crate::metrics::AppMetrics;
+use crate::warm::{Ready, WarmPool};
 
 /// Concurrent runs of a `perRequest` app without `poolSize`.
 pub(crate) const PER_REQUEST_MAX: usize = 64;
+
+/// A run's stdout: the largest response body, base64-encoded, and the document around it.
+pub(crate) const STDOUT_LIMIT: u64 = (MAX_BODY / 3 * 4 + framing::OVERHEAD) as u64;
 
 pub(crate) struct PooledApp {
     pub(crate) name: String,
@@ -29,6 +34,8 @@ pub(crate) struct PooledApp {
     pub(crate) guest: Arc<Guest>,
     pub(crate) timeout: Duration,
     pub(crate) slots: Arc<Semaphore>,
+    /// `pooled` only.
+    pub(crate) warm: Option<Arc<WarmPool>>,
     pub(crate) metrics: AppMetrics,
 }
 
@@ -55,24 +62,33 @@ impl PooledApp {
                 message,
             })?
             .watchdog;
-        let stdout_limit = MAX_BODY / 3 * 4 + framing::OVERHEAD;
+        let pool = self.warm.clone();
+        let warm = pool.as_ref().and_then(WarmPool::take);
+        self.metrics.run(&self.name, warm.is_some());
         // If the caller gives up, the guest still ends at its deadline and frees its slot then.
         let (exit, stdout, memory) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let run = Arc::new(RunHandle::default());
+            let run = match &warm {
+                Some(ready) => ready.instance.run().clone(),
+                None => Arc::new(RunHandle::default()),
+            };
             let _watch = watchdog.watch(deadline, run.clone());
-            let stdout = Capture::stdout(stdout_limit as u64, run.clone());
-            let stderr = LogLines::new(&guest.app, "stderr");
-            let exit = guest.run(
-                &run,
-                Stdio {
-                    stdin: Box::new(StaticFile::new(stdin)),
-                    stdout: Box::new(stdout.clone()),
-                    stderr: Box::new(stderr.clone()),
-                },
-            );
-            stderr.flush_rest();
-            (exit, stdout.take(), run.memory.load(Ordering::Relaxed))
+            let ready = match warm {
+                Some(ready) => Ok(ready),
+                None => Ready::instantiate(&guest, run.clone(), STDOUT_LIMIT).inspect(|_| {
+                    if let Some(pool) = &pool {
+                        pool.recovered();
+                    }
+                }),
+            };
+            match ready {
+                Ok(ready) => {
+                    let stdout = ready.stdout.clone();
+                    let exit = ready.start(&stdin);
+                    (exit, stdout.take(), run.memory.load(Ordering::Relaxed))
+                }
+                Err(exit) => (exit, Vec::new(), run.memory.load(Ordering::Relaxed)),
+            }
         })
         .await
         .map_err(|e| AppError::Failed {

@@ -23,13 +23,13 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use wasmer::sys::wasmparser::Operator;
 use wasmer::sys::{CompilerConfig, Cranelift, EngineBuilder, NativeEngineExt};
-use wasmer::{Engine, ExternType, Module, RuntimeError, Store};
+use wasmer::{Engine, ExternType, Function, Module, RuntimeError, Store};
 use wasmer_middlewares::Metering;
 use wasmer_wasix::runtime::task_manager::tokio::TokioTaskManager;
 use wasmer_wasix::virtual_fs::VirtualFile;
-use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiError};
+use wasmer_wasix::{PluggableRuntime, WasiEnv, WasiError, WasiFunctionEnv};
 
-use fiso_wasm::wasmer::run::{Disarm, Run, Stop, Watchdog};
+use fiso_wasm::wasmer::run::{Run, Stop, Watchdog};
 pub(crate) use fiso_wasm::wasmer::stdio::Capture;
 use fiso_wasm::wasmer::{fs, tunables};
 
@@ -193,26 +193,40 @@ pub(crate) struct Stdio {
 impl Guest {
     /// Runs the guest to its end on this thread. `run` is the handle that stops it.
     pub(crate) fn run(&self, run: &Arc<Run>, stdio: Stdio) -> Exit {
-        let _io = self.io.enter();
-        let mut engine = self.compiled.engine.clone();
-        engine.set_tunables(tunables::RunTunables::new(self.memory_limit, run.clone()));
-        let mut store = Store::new(engine);
-        // Dropped before `store`: nothing writes to the store's metering global once it is gone.
-        let _disarm = Disarm(run);
-        let result = self.execute(&mut store, run, stdio);
-        match run.stopped() {
-            Some(Stop::Timeout) => Exit::Timeout,
-            Some(Stop::MemoryLimit(wanted)) => Exit::MemoryLimit {
-                limit: self.memory_limit,
-                wanted,
-            },
-            Some(Stop::OutputTooLarge) => Exit::OutputTooLarge,
-            Some(Stop::Shutdown) => Exit::Stopped,
-            None => result,
+        match self.instantiate(run.clone(), stdio) {
+            Ok(instance) => instance.start(),
+            Err(exit) => exit,
         }
     }
 
-    fn execute(&self, store: &mut Store, run: &Run, stdio: Stdio) -> Exit {
+    /// Instantiates the guest on this thread without starting it: what a pooled app keeps warm.
+    /// `run` stops it, during instantiation or later.
+    pub(crate) fn instantiate(&self, run: Arc<Run>, stdio: Stdio) -> Result<Instance, Exit> {
+        let _io = self.io.enter();
+        let mut engine = self.compiled.engine.clone();
+        engine.set_tunables(tunables::RunTunables::new(self.memory_limit, run.clone()));
+        let mut armed = Armed {
+            store: Store::new(engine),
+            run,
+        };
+        let instantiated = self.build(&mut armed.store, &armed.run, stdio);
+        let (start, env) = instantiated.map_err(|e| outcome(&armed.run, self.memory_limit, e))?;
+        Ok(Instance {
+            armed,
+            start,
+            env,
+            io: self.io.clone(),
+            memory_limit: self.memory_limit,
+            started: false,
+        })
+    }
+
+    fn build(
+        &self,
+        store: &mut Store,
+        run: &Run,
+        stdio: Stdio,
+    ) -> Result<(Function, WasiFunctionEnv), Exit> {
         let mut builder = WasiEnv::builder(&self.app)
             .runtime(self.wasi.clone())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -221,30 +235,91 @@ impl Guest {
             .stderr(stdio.stderr)
             .fs(Box::new(self.fs.clone()));
         for guest in &self.preopens {
-            if let Err(e) = builder
+            builder
                 .add_preopen_build(|p| p.directory(fs::guest_path(guest)).alias(guest).read(true))
-            {
-                return Exit::Instantiate(format!("preopen {guest}: {e}"));
-            }
+                .map_err(|e| Exit::Instantiate(format!("preopen {guest}: {e}")))?;
         }
-        let (instance, env) = match builder.instantiate(self.compiled.module.clone(), &mut *store) {
-            Ok(x) => x,
-            Err(e) => return Exit::Instantiate(e.to_string()),
-        };
+        let (instance, env) = builder
+            .instantiate(self.compiled.module.clone(), &mut *store)
+            .map_err(|e| Exit::Instantiate(e.to_string()))?;
         run.set_process(env.data(store).process.clone());
-        let start = match instance.exports.get_function("_start") {
-            Ok(f) => f.clone(),
-            Err(e) => return Exit::Instantiate(e.to_string()),
-        };
-        let result = start.call(&mut *store, &[]);
+        let start = instance
+            .exports
+            .get_function("_start")
+            .map_err(|e| Exit::Instantiate(e.to_string()))?
+            .clone();
+        Ok((start, env))
+    }
+}
+
+/// A store whose metering global a [`Run`] may write to: dropping it disarms the run first.
+struct Armed {
+    store: Store,
+    run: Arc<Run>,
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        // Runs before the fields are dropped: nothing writes to the store's global once it is gone.
+        self.run.disarm();
+    }
+}
+
+/// An instantiated guest whose `_start` has not run yet. It may move to another thread before
+/// it starts; dropping it unstarted releases its process like an exit.
+pub(crate) struct Instance {
+    armed: Armed,
+    start: Function,
+    env: WasiFunctionEnv,
+    io: tokio::runtime::Handle,
+    memory_limit: u64,
+    started: bool,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if !self.started {
+            let _io = self.io.enter();
+            self.env.on_exit(&mut self.armed.store, Some(0.into()));
+        }
+    }
+}
+
+impl Instance {
+    /// Runs `_start` to its end on this thread.
+    pub(crate) fn start(mut self) -> Exit {
+        let _io = self.io.enter();
+        self.started = true;
+        let store = &mut self.armed.store;
+        let result = self.start.call(&mut *store, &[]);
         let exit = result.as_ref().err().and_then(exit_code);
         // What wasmer's own runners do after `_start`: close the guest's files and sockets.
-        env.on_exit(&mut *store, Some(exit.unwrap_or_default().into()));
-        match (result, exit) {
+        self.env
+            .on_exit(&mut *store, Some(exit.unwrap_or_default().into()));
+        let exit = match (result, exit) {
             (Ok(_), _) => Exit::Code(0),
             (Err(_), Some(code)) => Exit::Code(code),
             (Err(e), None) => Exit::Trap(e.message()),
-        }
+        };
+        outcome(&self.armed.run, self.memory_limit, exit)
+    }
+
+    pub(crate) fn run(&self) -> &Arc<Run> {
+        &self.armed.run
+    }
+}
+
+/// How a run ended: the reason it was stopped from outside, if any, else its own `exit`.
+fn outcome(run: &Run, memory_limit: u64, exit: Exit) -> Exit {
+    match run.stopped() {
+        Some(Stop::Timeout) => Exit::Timeout,
+        Some(Stop::MemoryLimit(wanted)) => Exit::MemoryLimit {
+            limit: memory_limit,
+            wanted,
+        },
+        Some(Stop::OutputTooLarge) => Exit::OutputTooLarge,
+        Some(Stop::Shutdown) => Exit::Stopped,
+        None => exit,
     }
 }
 
