@@ -681,6 +681,15 @@ async fn fiso_export_output_applies_and_becomes_ready() {
             .current_dir(project.path()),
         None,
     );
+    // An app: its module is shipped in a ConfigMap next to its WasmApp.
+    let apps_dir = project.path().join("fiso/apps");
+    std::fs::create_dir_all(&apps_dir).unwrap();
+    std::fs::copy(fiso_e2e::guests::build("fn", &[]), apps_dir.join("fn.wasm")).unwrap();
+    std::fs::write(
+        apps_dir.join("apps.yaml"),
+        "apps:\n  - {name: enrich, module: fn.wasm, execution: pooled}\n",
+    )
+    .unwrap();
     let manifests = run(
         std::process::Command::new(fiso_bin())
             .args(["export", "--namespace", ns])
@@ -702,6 +711,20 @@ async fn fiso_export_output_applies_and_becomes_ready() {
     let links: Api<LinkTarget> = Api::namespaced(install.client.clone(), ns);
     wait_for_phase(&flows, "example-flow", Phase::Ready).await;
     wait_for_phase(&links, "external-api", Phase::Ready).await;
+    assert!(
+        applied.contains("configmap/enrich-module created"),
+        "{applied}"
+    );
+    let apps: Api<WasmApp> = Api::namespaced(install.client.clone(), ns);
+    wait_for_phase(&apps, "enrich", Phase::Ready).await;
+    let module = Api::<ConfigMap>::namespaced(install.client.clone(), ns)
+        .get("enrich-module")
+        .await
+        .unwrap();
+    assert_eq!(
+        module.binary_data.unwrap()["module.wasm"].0,
+        std::fs::read(apps_dir.join("fn.wasm")).unwrap()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

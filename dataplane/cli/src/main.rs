@@ -28,7 +28,7 @@ enum Command {
     /// Work with transforms.
     #[command(subcommand)]
     Transform(cmd::transform::TransformCommand),
-    /// Convert local flows and link targets into FlowDefinition / LinkTarget manifests.
+    /// Convert local flows, link targets and apps into FlowDefinition / LinkTarget / WasmApp manifests.
     Export(cmd::export::ExportArgs),
     /// Run the flow data plane: every flow in FISO_CONFIG_DIR, hot-reloaded.
     Flow(cmd::flow::FlowArgs),

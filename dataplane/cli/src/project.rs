@@ -109,7 +109,7 @@ impl ProjectFiles {
     }
 
     pub fn check(&self) -> (Project, Diagnostics) {
-        let (project, mut diags) = check_project(&self.flows, self.link.as_ref());
+        let (mut project, mut diags) = check_project(&self.flows, self.link.as_ref());
         let (apps, apps_diags) = check_apps(&self.apps);
         diags.extend(apps_diags);
         let names: BTreeSet<&str> = apps
@@ -117,6 +117,7 @@ impl ProjectFiles {
             .flat_map(|a| a.config.apps.iter().map(|app| app.name.as_str()))
             .collect();
         diags.extend(app_references(&project, &names, !self.apps.is_empty()));
+        project.apps = apps;
         if !fiso_apps::AVAILABLE {
             for f in &self.apps {
                 let mut d = Diagnostic::error(

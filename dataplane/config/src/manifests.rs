@@ -3,16 +3,28 @@
 //! Export is fail-closed: anything a custom resource cannot carry is an error with its field path.
 //! [`import`] is the exact inverse for everything export accepts, so a round trip is lossless.
 
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use indexmap::IndexMap;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
 use serde::Deserialize;
 
-use crate::apps::AppConfig;
+use crate::apps::{AppConfig, AppsConfig, ConfigMapKey};
 use crate::crd::{FlowDefinition, LinkTarget, WasmApp};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::flow::FlowConfig;
 use crate::kafka::{KafkaCluster, KafkaConfig};
 use crate::link::{LinkConfig, Protocol, TargetConfig, DEFAULT_LISTEN_ADDR, DEFAULT_METRICS_ADDR};
-use crate::validate::Project;
+use crate::validate::{LoadedApps, Project};
+
+/// The largest module `fiso export` ships in a ConfigMap: the API server refuses a ConfigMap
+/// whose values add up to more than 1 MiB.
+pub const MAX_CONFIGMAP_MODULE: usize = 1024 * 1024;
+/// The key of an exported module in its ConfigMap's `binaryData`.
+pub const MODULE_KEY: &str = "module.wasm";
 
 /// The custom resources of one project.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +32,8 @@ pub struct Manifests {
     pub flows: Vec<FlowDefinition>,
     pub targets: Vec<LinkTarget>,
     pub apps: Vec<WasmApp>,
+    /// The ConfigMaps the apps' modules are shipped in (`<app>-module`).
+    pub modules: Vec<ConfigMap>,
 }
 
 /// Turns a validated project into custom resources in `namespace`.
@@ -98,10 +112,109 @@ pub fn export(project: &Project, namespace: &str) -> Result<Manifests, Diagnosti
             out.targets.push(lt);
         }
     }
+    for file in &project.apps {
+        export_apps(file, namespace, &mut out, &mut diags);
+    }
     if diags.has_errors() {
         Err(diags)
     } else {
         Ok(out)
+    }
+}
+
+/// The apps of one apps file as WasmApps, each module read from this machine into a ConfigMap
+/// of its own (`moduleConfigMap`), which the operator mounts into the pods that use the app.
+fn export_apps(file: &LoadedApps, namespace: &str, out: &mut Manifests, diags: &mut Diagnostics) {
+    let mut error = |path: String, message: String, hint: &str| {
+        let mut d = Diagnostic::error(path, message).hint(hint.to_owned());
+        d.file = Some(file.file.clone());
+        diags.push(d);
+    };
+    let cfg = &file.config;
+    let defaults = AppsConfig::default();
+    if cfg.default_port_range != defaults.default_port_range {
+        error(
+            "defaultPortRange".into(),
+            "a port range cannot be expressed in a WasmApp: the sidecar gives apps ports from the default range".into(),
+            "remove defaultPortRange, or give each app its `port`",
+        );
+    }
+    if cfg.listen_host != defaults.listen_host {
+        error(
+            "listenHost".into(),
+            format!("`{}` cannot be expressed in a WasmApp: apps in a pod listen on loopback, reached through the sidecar", cfg.listen_host),
+            "remove listenHost before exporting",
+        );
+    }
+    if cfg.metrics_addr != defaults.metrics_addr {
+        error(
+            "metricsAddr".into(),
+            format!("`{}` cannot be expressed in a WasmApp: the sidecar's metrics port is set by the operator", cfg.metrics_addr),
+            "remove metricsAddr before exporting",
+        );
+    }
+    let dir = Path::new(&file.file).parent().unwrap_or(Path::new(""));
+    for (i, app) in cfg.apps.iter().enumerate() {
+        let path = format!("apps[{i}]");
+        if !app.preopens.is_empty() {
+            error(
+                format!("{path}.preopens"),
+                "directories of this machine cannot be carried into the cluster".into(),
+                "remove preopens, or write a WasmApp of your own whose preopens name directories the pod mounts",
+            );
+        }
+        let module = dir.join(&app.module);
+        let bytes = match std::fs::read(&module) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                error(
+                    format!("{path}.module"),
+                    format!("cannot read {}: {e}", module.display()),
+                    "build the module before exporting",
+                );
+                continue;
+            }
+        };
+        if bytes.len() > MAX_CONFIGMAP_MODULE {
+            error(
+                format!("{path}.module"),
+                format!(
+                    "{} is {} bytes; a ConfigMap holds at most {MAX_CONFIGMAP_MODULE}",
+                    module.display(),
+                    bytes.len()
+                ),
+                "ship the module in the image (or an image volume) and write a WasmApp of your own with `module: <its path in the pod>`",
+            );
+            continue;
+        }
+        let config_map = format!("{}-module", app.name);
+        let mut wasm_app = WasmApp::new(
+            &app.name,
+            AppConfig {
+                name: String::new(),
+                module: String::new(),
+                module_config_map: Some(ConfigMapKey {
+                    name: config_map.clone(),
+                    key: MODULE_KEY.to_owned(),
+                }),
+                ..app.clone()
+            },
+        );
+        wasm_app.metadata.namespace = Some(namespace.to_owned());
+        out.apps.push(wasm_app);
+        out.modules.push(ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(config_map),
+                namespace: Some(namespace.to_owned()),
+                labels: Some(BTreeMap::from([(
+                    "fiso.io/app".to_owned(),
+                    app.name.clone(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            binary_data: Some(BTreeMap::from([(MODULE_KEY.to_owned(), ByteString(bytes))])),
+            ..ConfigMap::default()
+        });
     }
 }
 
@@ -162,6 +275,9 @@ pub fn to_yaml(m: &Manifests) -> Result<String, serde_yaml_ng::Error> {
     for lt in &m.targets {
         docs.push(serde_yaml_ng::to_string(lt)?);
     }
+    for module in &m.modules {
+        docs.push(serde_yaml_ng::to_string(module)?);
+    }
     for app in &m.apps {
         docs.push(serde_yaml_ng::to_string(app)?);
     }
@@ -190,6 +306,9 @@ pub fn from_yaml(text: &str) -> Result<Manifests, String> {
                 .push(serde_yaml_ng::from_value(value).map_err(|e| e.to_string())?),
             "WasmApp" => out
                 .apps
+                .push(serde_yaml_ng::from_value(value).map_err(|e| e.to_string())?),
+            "ConfigMap" => out
+                .modules
                 .push(serde_yaml_ng::from_value(value).map_err(|e| e.to_string())?),
             other => return Err(format!("unexpected kind `{other}`")),
         }

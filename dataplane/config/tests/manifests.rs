@@ -1,7 +1,9 @@
 //! `fiso export` round trip: local configs → manifests YAML → back, losslessly; and fail-closed
 //! on what a custom resource cannot carry.
 
-use fiso_config::manifests::{export, from_yaml, import, to_yaml};
+use fiso_config::manifests::{
+    export, from_yaml, import, to_yaml, MAX_CONFIGMAP_MODULE, MODULE_KEY,
+};
 use fiso_config::validate::{check_project, SourceFile};
 
 const FLOW: &str = r#"name: order-events
@@ -81,4 +83,89 @@ fn export_fails_closed_with_field_paths() {
         vec!["listenAddr", "targets[0].auth.secretRef.envVar"]
     );
     assert!(err.iter().all(|d| d.hint.is_some() && d.file.is_some()));
+}
+
+/// A project with the apps file `apps/apps.yaml` (`yaml`) and `module` as `apps/fn.wasm`.
+fn apps_project(
+    dir: &std::path::Path,
+    yaml: &str,
+    module: &[u8],
+) -> fiso_config::validate::Project {
+    std::fs::create_dir_all(dir.join("apps")).unwrap();
+    std::fs::write(dir.join("apps/fn.wasm"), module).unwrap();
+    let file = dir.join("apps/apps.yaml");
+    let (apps, diags) = fiso_config::validate::check_apps(&[src(file.to_str().unwrap(), yaml)]);
+    assert!(!diags.has_errors(), "{diags}");
+    fiso_config::validate::Project {
+        apps,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn apps_export_as_wasm_apps_with_their_module_in_a_config_map() {
+    let dir = tempfile::tempdir().unwrap();
+    // A module exactly at the ConfigMap bound is carried.
+    let module: Vec<u8> = (0..MAX_CONFIGMAP_MODULE).map(|i| i as u8).collect();
+    let yaml = "apps:\n  - {name: enrich, module: fn.wasm, execution: pooled, poolSize: 2, memoryMB: 32, env: {MODE: fast}}\n";
+    let project = apps_project(dir.path(), yaml, &module);
+    let manifests = export(&project, "team-a").unwrap();
+    let text = to_yaml(&manifests).unwrap();
+    assert!(
+        text.contains("kind: ConfigMap") && text.contains("kind: WasmApp"),
+        "{}",
+        &text[..400]
+    );
+    let back = from_yaml(&text).unwrap();
+    assert_eq!(back.apps.len(), 1);
+    let app = &back.apps[0];
+    assert_eq!(app.metadata.name.as_deref(), Some("enrich"));
+    assert_eq!(app.metadata.namespace.as_deref(), Some("team-a"));
+    let cm = app.spec.module_config_map.clone().unwrap();
+    assert_eq!(
+        (cm.name.as_str(), cm.key.as_str()),
+        ("enrich-module", MODULE_KEY)
+    );
+    assert!(app.spec.module.is_empty());
+    let shipped = &back.modules[0];
+    assert_eq!(shipped.metadata.name.as_deref(), Some("enrich-module"));
+    assert_eq!(shipped.metadata.namespace.as_deref(), Some("team-a"));
+    assert_eq!(shipped.binary_data.as_ref().unwrap()[MODULE_KEY].0, module);
+    // Everything else of the app is kept as it was.
+    let local = &project.apps[0].config.apps[0];
+    let imported = fiso_config::manifests::import_app(app);
+    assert_eq!(
+        fiso_config::apps::AppConfig {
+            module: local.module.clone(),
+            module_config_map: None,
+            ..imported
+        },
+        *local
+    );
+}
+
+#[test]
+fn apps_export_fails_closed_with_field_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = "listenHost: 0.0.0.0\napps:\n  - {name: big, module: fn.wasm}\n  - {name: files, module: fn.wasm, preopens: {/data: /srv/data}}\n  - {name: gone, module: missing.wasm}\n";
+    let project = apps_project(dir.path(), yaml, &vec![0; MAX_CONFIGMAP_MODULE + 1]);
+    let err = export(&project, "ns").unwrap_err();
+    let paths: Vec<&str> = err.iter().map(|d| d.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "listenHost",
+            "apps[0].module",
+            "apps[1].preopens",
+            "apps[1].module",
+            "apps[2].module"
+        ]
+    );
+    assert!(err.iter().all(|d| d.hint.is_some() && d.file.is_some()));
+    let too_big = err.iter().nth(1).unwrap();
+    assert!(
+        too_big.message.contains("at most 1048576"),
+        "{}",
+        too_big.message
+    );
 }

@@ -12,7 +12,7 @@ use crate::style;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Project directory holding flows/ and link/.
+    /// Project directory holding flows/, link/ and apps/.
     #[arg(long, default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
     /// Namespace of the generated resources.
@@ -27,7 +27,7 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
     let files = ProjectFiles::read(&args.dir)?;
     if files.is_empty() {
         bail!(
-            "nothing to export in {}: no flows/ or link/config.yaml",
+            "nothing to export in {}: no flows/, link/config.yaml or apps/",
             args.dir.display()
         );
     }
@@ -52,10 +52,11 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
         Some(path) => {
             std::fs::write(path, &yaml).with_context(|| format!("writing {}", path.display()))?;
             eprintln!(
-                "{} wrote {} FlowDefinition(s) and {} LinkTarget(s) to {}",
+                "{} wrote {} FlowDefinition(s), {} LinkTarget(s) and {} WasmApp(s) with their module ConfigMaps to {}",
                 style::ok("✓"),
                 m.flows.len(),
                 m.targets.len(),
+                m.apps.len(),
                 path.display()
             );
         }

@@ -43,6 +43,8 @@ pub struct LoadedLink {
 pub struct Project {
     pub flows: Vec<LoadedFlow>,
     pub link: Option<LoadedLink>,
+    /// The apps files ([`check_apps`](super::check_apps)); [`check_project`] leaves it empty.
+    pub apps: Vec<super::apps::LoadedApps>,
 }
 
 /// Parses and validates every file, returning what parsed plus **all** findings, each located.
