@@ -56,8 +56,36 @@ enum Command {
     HelpReference,
 }
 
+impl Command {
+    /// The commands that run a data plane. Rust ignores SIGPIPE so that a write to a peer that
+    /// went away is an error, not the end of the process: servers keep that.
+    fn serves(&self) -> bool {
+        matches!(
+            self,
+            Command::Flow(_)
+                | Command::Dev(_)
+                | Command::Link(_)
+                | Command::Run(_)
+                | Command::Wasmer(_)
+        )
+    }
+}
+
+/// Lets a closed stdout (`fiso doctor | head -1`) end the process quietly, as it ends `cat`,
+/// instead of a "Broken pipe" error or panic from the next write.
+fn end_quietly_on_closed_pipe() {
+    // SAFETY: called at the start of `main`, before any other thread exists; `SIG_DFL` is a
+    // valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.command.serves() {
+        end_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Command::Init(args) => cmd::init::run(args),
         Command::Validate(args) => cmd::validate::run(args),

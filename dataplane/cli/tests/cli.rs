@@ -399,3 +399,54 @@ sink:
         text(&o)
     );
 }
+
+/// `fiso <args> | head -0`: stdout is a pipe whose reader is already gone.
+fn into_closed_pipe(dir: &Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    Command::new(env!("CARGO_BIN_EXE_fiso"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_BACKTRACE", "1")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("fiso runs")
+}
+
+#[test]
+fn commands_end_quietly_when_their_output_pipe_closes() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    assert!(fiso(dir.path(), &["init", "--defaults"]).status.success());
+    let commands: [&[&str]; 6] = [
+        &["completions", "bash"],
+        &["doctor"],
+        &["validate"],
+        &["export"],
+        &[
+            "transform",
+            "test",
+            "--flow",
+            "fiso/flows/example-flow.yaml",
+            "--input",
+            r#"{"order_id":"A-1"}"#,
+        ],
+        &["help-reference"],
+    ];
+    for args in commands {
+        let o = into_closed_pipe(dir.path(), args);
+        // Like `cat`: killed by SIGPIPE at the first write, nothing said.
+        assert_eq!(
+            o.status.signal(),
+            Some(libc::SIGPIPE),
+            "fiso {args:?}: {:?}",
+            o.status
+        );
+        assert!(
+            o.stderr.is_empty(),
+            "fiso {args:?} wrote to stderr: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}
