@@ -42,7 +42,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(run());
     if let Err(e) = &result {
-        tracing::error!(error = format!("{e:#}"), "fiso-operator stopped");
+        tracing::error!(
+            error = fiso_runtime::error_text::chain(e.as_ref()),
+            "fiso-operator stopped"
+        );
     }
     drop(logs);
     if result.is_ok() {

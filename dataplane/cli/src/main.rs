@@ -106,7 +106,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("{} {err:#}", style::error("error:"));
+            eprintln!(
+                "{} {}",
+                style::error("error:"),
+                fiso_runtime::error_text::chain(err.as_ref())
+            );
             ExitCode::FAILURE
         }
     }

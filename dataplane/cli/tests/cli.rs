@@ -450,3 +450,21 @@ fn commands_end_quietly_when_their_output_pipe_closes() {
         );
     }
 }
+
+#[test]
+fn an_error_says_its_cause_once_and_how_to_fix_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = fiso(dir.path(), &["link", "--config", "missing.yaml"]);
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        stderr.matches("No such file or directory").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(stderr.contains("reading missing.yaml"), "{stderr}");
+    assert!(
+        stderr.contains("`--config <file>` or `FISO_LINK_CONFIG`"),
+        "{stderr}"
+    );
+}

@@ -19,6 +19,7 @@
 //! - [`reload`]: the loop that reloads after every change the watcher reports, until stopped.
 //! - [`apps`]: the [`AppDirectory`](apps::AppDirectory) through which flows and the Link call
 //!   the Wasmer/WASIX apps of the same process by name.
+//! - [`error_text`]: an error and its causes as one line, each cause said once.
 //! - [`backoff`]: retry delay shapes, `Retry-After`, and [`backoff::Restart`], the doubling
 //!   delay between restarts of something that keeps failing.
 //!
@@ -57,6 +58,7 @@
 pub mod addr;
 pub mod apps;
 pub mod backoff;
+pub mod error_text;
 pub mod health;
 pub mod http_client;
 #[cfg(feature = "kafka")]

@@ -227,8 +227,9 @@ async fn watch_and_reload(
             },
             Err(e) => {
                 reloads.failure(COMPONENT);
-                tracing::error!("apps config not reloaded, the running apps are kept: {e:#}");
-                obs.readiness.set_warning(COMPONENT, format!("{e:#}"));
+                let e = fiso_runtime::error_text::chain(e.as_ref());
+                tracing::error!("apps config not reloaded, the running apps are kept: {e}");
+                obs.readiness.set_warning(COMPONENT, e);
             }
         }
     }

@@ -98,7 +98,10 @@ fn structure_and_config(r: &mut Report, dir: &Path) -> Option<Project> {
         Ok(f) => f,
         Err(e) => {
             r.fail(
-                format!("cannot read the project: {e:#}"),
+                format!(
+                    "cannot read the project: {}",
+                    fiso_runtime::error_text::chain(e.as_ref())
+                ),
                 "check file permissions",
             );
             return None;

@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
+use fiso_link::runtime::LinkError;
 use fiso_link::DEFAULT_LINK_CONFIG;
+use fiso_runtime::error_text;
 use fiso_runtime::logging::LogSettings;
 use fiso_runtime::shutdown::shutdown_signal;
 
@@ -24,9 +26,16 @@ pub struct LinkArgs {
 
 pub fn run(args: LinkArgs) -> Result<ExitCode> {
     let _logs = LogSettings::from_env()?.init()?;
-    tokio_runtime()?.block_on(async {
+    let result = tokio_runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         fiso_link::runtime::run(args.config, args.metrics_addr.as_deref(), shutdown).await
-    })?;
+    });
+    match result {
+        Err(e @ LinkError::Read { .. }) => bail!(
+            "{}; give the link config with `--config <file>` or `FISO_LINK_CONFIG`",
+            error_text::chain(&e)
+        ),
+        other => other?,
+    }
     Ok(ExitCode::SUCCESS)
 }
