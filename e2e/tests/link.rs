@@ -331,6 +331,24 @@ async fn the_rate_limit_answers_429_with_retry_after() {
         .await;
 }
 
+#[tokio::test]
+async fn a_rate_of_zero_is_no_limit() {
+    let upstream = SinkServer::ok().await;
+    let link = Link::start(&http_target(
+        "open",
+        upstream.addr(),
+        "    rateLimit:\n      requestsPerSecond: 0\n",
+    ))
+    .await;
+    for _ in 0..20 {
+        assert_eq!(
+            send(client().get(link.url("/link/open/x"))).await.status,
+            StatusCode::OK
+        );
+    }
+    assert_eq!(upstream.count(), 20);
+}
+
 /// An upstream that counts the bytes of each request body as they stream in, and answers a
 /// GET with `size` bytes streamed out.
 async fn counting_upstream(size: u64) -> SocketAddr {

@@ -407,10 +407,18 @@ pub struct RetryConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RateLimitConfig {
+    /// Requests per second; `0` means no limit, as upstream.
     pub requests_per_second: f64,
     /// Bucket size (default: `requestsPerSecond` rounded up).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<u32>,
+}
+
+impl RateLimitConfig {
+    /// Whether requests are limited at all (`requestsPerSecond: 0` is no limit).
+    pub fn limits(&self) -> bool {
+        self.requests_per_second > 0.0
+    }
 }
 
 /// Kafka publishing for `protocol: kafka` targets.

@@ -193,6 +193,7 @@ impl Target {
         let rate_limit = cfg
             .rate_limit
             .as_ref()
+            .filter(|r| r.limits())
             .map(|r| RateLimiter::new(name, r, metrics.clone()));
         let breaker = cfg
             .circuit_breaker

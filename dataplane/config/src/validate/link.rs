@@ -192,11 +192,14 @@ pub fn validate_target(
         ));
     }
     if let Some(rl) = &t.rate_limit {
-        if !(rl.requests_per_second.is_finite() && rl.requests_per_second > 0.0) {
-            out.push(Diagnostic::error(
-                "rateLimit.requestsPerSecond",
-                "must be greater than zero",
-            ));
+        if !(rl.requests_per_second.is_finite() && rl.requests_per_second >= 0.0) {
+            out.push(
+                Diagnostic::error(
+                    "rateLimit.requestsPerSecond",
+                    "must be a number of requests per second, at least zero",
+                )
+                .hint("0 means no limit"),
+            );
         }
         if rl.burst == Some(0) {
             out.push(Diagnostic::error("rateLimit.burst", "must be at least 1"));
@@ -520,6 +523,18 @@ mod tests {
             .filter(Diagnostic::is_error)
             .map(|d| d.path)
             .collect()
+    }
+
+    #[test]
+    fn a_rate_of_zero_is_no_limit_and_a_negative_one_is_refused() {
+        let target = |rps: &str| {
+            format!("targets:\n  - {{name: a, host: h, rateLimit: {{requestsPerSecond: {rps}}}}}\n")
+        };
+        assert!(errors(&target("0")).is_empty());
+        assert_eq!(
+            errors(&target("-1")),
+            vec!["targets[0].rateLimit.requestsPerSecond"]
+        );
     }
 
     #[test]
