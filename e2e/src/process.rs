@@ -94,6 +94,24 @@ impl FisoProcess {
         Self::spawn(&args, std::iter::empty::<(&str, &str)>()).await
     }
 
+    /// `fiso run` with flows, link and apps (the all-in-one mode), returned once started.
+    pub async fn start_run_with_apps(
+        config_dir: &Path,
+        link_config: &Path,
+        apps_config: &Path,
+    ) -> FisoProcess {
+        let args: [&OsStr; 7] = [
+            "run".as_ref(),
+            "--config-dir".as_ref(),
+            config_dir.as_os_str(),
+            "--link-config".as_ref(),
+            link_config.as_os_str(),
+            "--apps-config".as_ref(),
+            apps_config.as_os_str(),
+        ];
+        Self::spawn(&args, std::iter::empty::<(&str, &str)>()).await
+    }
+
     /// `fiso <args>` (a data-plane verb: `wasmer`, `run`, ...) with the metrics server on a free
     /// port and JSON logs, returned once started.
     pub async fn start_args(args: &[&OsStr]) -> FisoProcess {

@@ -290,16 +290,7 @@ async fn fiso_run_runs_flows_link_and_apps_together() {
     let apps = dir.path().join("apps.yaml");
     std::fs::write(&apps, apps_yaml(&module, port, "")).unwrap();
 
-    let fiso = FisoProcess::start_args(&[
-        "run".as_ref(),
-        "--config-dir".as_ref(),
-        flows.path().as_os_str(),
-        "--link-config".as_ref(),
-        link.as_os_str(),
-        "--apps-config".as_ref(),
-        apps.as_os_str(),
-    ])
-    .await;
+    let fiso = FisoProcess::start_run_with_apps(&flows.path(), &link, &apps).await;
     let ready = fiso.wait_for_readyz(StatusCode::OK).await;
     for c in ["flow/orders", "link", "app/api"] {
         assert_eq!(ready["components"][c]["ready"], true, "{c}: {ready}");

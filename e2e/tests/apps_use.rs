@@ -53,16 +53,7 @@ async fn flows_and_link_targets_call_the_apps_of_their_process() {
         ),
     )
     .unwrap();
-    let fiso = FisoProcess::start_args(&[
-        "run".as_ref(),
-        "--config-dir".as_ref(),
-        flows.path().as_os_str(),
-        "--link-config".as_ref(),
-        link.as_os_str(),
-        "--apps-config".as_ref(),
-        apps.as_os_str(),
-    ])
-    .await;
+    let fiso = FisoProcess::start_run_with_apps(&flows.path(), &link, &apps).await;
     let ready = fiso.wait_for_readyz(StatusCode::OK).await;
     for c in ["app/api", "app/fn", "link"] {
         assert_eq!(ready["components"][c]["ready"], true, "{c}: {ready}");
@@ -171,16 +162,7 @@ async fn a_pooled_app_keeps_warm_instances_and_replaces_them_on_reload() {
     let apps = dir.path().join("apps.yaml");
     std::fs::write(&apps, pooled_apps_yaml(&func, "one")).unwrap();
     let flows = FlowDir::new();
-    let fiso = FisoProcess::start_args(&[
-        "run".as_ref(),
-        "--config-dir".as_ref(),
-        flows.path().as_os_str(),
-        "--link-config".as_ref(),
-        link.as_os_str(),
-        "--apps-config".as_ref(),
-        apps.as_os_str(),
-    ])
-    .await;
+    let fiso = FisoProcess::start_run_with_apps(&flows.path(), &link, &apps).await;
     let link = fiso.link_addr().await;
     let http = client();
     let call = |target: &'static str| {
