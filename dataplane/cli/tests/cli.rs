@@ -468,3 +468,57 @@ fn an_error_says_its_cause_once_and_how_to_fix_it() {
         "{stderr}"
     );
 }
+
+/// Upstream flow files: extension functions, bare hyphenated cloudevents words and a number
+/// where a string attribute belongs all validate and run.
+#[test]
+fn upstream_flow_files_validate_and_transform() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("upstream.yaml"),
+        r#"name: upstream
+source:
+  type: http
+  config:
+    listenAddr: ":8081"
+transform:
+  fields:
+    biggest: "math.greatest(data.a, data.b)"
+    encoded: "base64.encode(bytes(data.name))"
+    shout: "data.name.upperAscii()"
+cloudevents:
+  subject: custom-subject
+  source: new-source
+  id: data.count
+sink:
+  type: http
+  config:
+    url: http://localhost:8082
+"#,
+    )
+    .unwrap();
+    let o = fiso(dir.path(), &["validate", "upstream.yaml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = fiso(
+        dir.path(),
+        &[
+            "transform",
+            "test",
+            "--flow",
+            "upstream.yaml",
+            "--input",
+            r#"{"a":3,"b":7,"name":"ann","count":42}"#,
+            "--format",
+            "json",
+        ],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["transformed"],
+        serde_json::json!({"biggest": 7, "encoded": "YW5u", "shout": "ANN"})
+    );
+    assert_eq!(v["cloudevent"]["subject"], "custom-subject");
+    assert_eq!(v["cloudevent"]["source"], "new-source");
+    assert_eq!(v["cloudevent"]["id"], "42");
+}

@@ -8,6 +8,28 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// Variables every flow expression can use (DESIGN.md, "CEL scope").
 pub const SCOPE_VARIABLES: [&str; 6] = ["data", "id", "source", "type", "subject", "time"];
 
+/// Namespaces of qualified functions (`math.ceil(x)`, `base64.encode(b)`), which are not
+/// variables: the runtime registers them (`strings` and `math` extensions, `base64`,
+/// `optional`).
+pub const FUNCTION_NAMESPACES: [&str; 4] = ["math", "strings", "base64", "optional"];
+
+/// Identifiers that name types (`type(x) == int`), not variables.
+pub const TYPE_NAMES: [&str; 13] = [
+    "int",
+    "uint",
+    "double",
+    "bool",
+    "string",
+    "bytes",
+    "list",
+    "map",
+    "null_type",
+    "type",
+    "dyn",
+    "optional_type",
+    "google",
+];
+
 /// Macros that bind their own variables (`data.items.map(i, i.price)`).
 const BINDING_MACROS: [&str; 5] = [".map(", ".filter(", ".all(", ".exists(", ".exists_one("];
 
@@ -212,7 +234,8 @@ pub fn check(expr: &str) -> Result<(), CelProblem> {
     let mut unknown: Vec<&str> = refs
         .variables()
         .into_iter()
-        .filter(|v| !SCOPE_VARIABLES.contains(v))
+        .filter(|v| !SCOPE_VARIABLES.contains(v) && !TYPE_NAMES.contains(v))
+        .filter(|v| !(FUNCTION_NAMESPACES.contains(v) && expr.contains(&format!("{v}."))))
         .collect();
     unknown.sort_unstable();
     if unknown.is_empty() {
@@ -230,6 +253,50 @@ pub fn check(expr: &str) -> Result<(), CelProblem> {
                 unknown[0]
             )),
         })
+    }
+}
+
+/// What `expr` evidently gives when that is not a string: a number, bool or bytes literal, an
+/// arithmetic, comparison or logical operator, or a conversion to a non-string type. `None`
+/// when it may well be a string (a field read, a concatenation, a ternary, a call) or does not
+/// compile. A CloudEvent string attribute gets the string form of such a value, as upstream.
+pub fn evident_non_string(expr: &str) -> Option<&'static str> {
+    use cel::common::ast::{operators, Expr, LiteralValue};
+    let program = compile(expr).ok()?;
+    match &program.expression().expr {
+        Expr::Literal(LiteralValue::Int(_)) => Some("int"),
+        Expr::Literal(LiteralValue::UInt(_)) => Some("uint"),
+        Expr::Literal(LiteralValue::Double(_)) => Some("double"),
+        Expr::Literal(LiteralValue::Boolean(_)) => Some("bool"),
+        Expr::Literal(LiteralValue::Bytes(_)) => Some("bytes"),
+        Expr::List(_) => Some("list"),
+        Expr::Map(_) => Some("map"),
+        Expr::Call(call) => match call.func_name.as_str() {
+            operators::SUBSTRACT
+            | operators::MULTIPLY
+            | operators::DIVIDE
+            | operators::MODULO
+            | operators::NEGATE => Some("number"),
+            operators::EQUALS
+            | operators::NOT_EQUALS
+            | operators::LESS
+            | operators::LESS_EQUALS
+            | operators::GREATER
+            | operators::GREATER_EQUALS
+            | operators::LOGICAL_AND
+            | operators::LOGICAL_OR
+            | operators::LOGICAL_NOT
+            | operators::IN
+            | operators::HAS => Some("bool"),
+            "size" | "int" => Some("int"),
+            "uint" => Some("uint"),
+            "double" => Some("double"),
+            "bool" => Some("bool"),
+            "timestamp" => Some("timestamp"),
+            "duration" => Some("duration"),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -268,20 +335,23 @@ const RESERVED: [&str; 21] = [
 ];
 
 /// The compatibility rule for `cloudevents.*` values: `Some(literal)` when `expr` is a bare
-/// identifier-like word (identifiers joined by `.` or `-`, like `order.created` or
-/// `order-service`) none of whose root identifiers is a scope variable. Such a value would fail
-/// on every event as CEL, so it is read as the string it spells; the validator warns that it
-/// should be quoted (`'"order.created"'`). The runtime uses this same function.
+/// identifier-like word (identifiers joined by `.` or `-`, like `order.created`,
+/// `order-service` or `custom-subject`) with at least one root identifier that is not a scope
+/// variable. As CEL such a value reads an unknown variable and would fail on every event, so it
+/// is read as the string it spells, as upstream did; the validator warns that it should be
+/// quoted (`'"order.created"'`). The runtime uses this same function.
 pub fn literal_fallback(expr: &str) -> Option<&str> {
     let text = expr.trim();
+    let mut unknown_root = false;
     for part in text.split('-') {
         let mut segments = part.split('.');
         let root = segments.next()?;
-        if !is_word(root) || SCOPE_VARIABLES.contains(&root) || !segments.all(is_word) {
+        if !is_word(root) || !segments.all(is_word) {
             return None;
         }
+        unknown_root |= !SCOPE_VARIABLES.contains(&root);
     }
-    Some(text)
+    unknown_root.then_some(text)
 }
 
 fn is_word(segment: &str) -> bool {
@@ -349,5 +419,25 @@ mod tests {
         assert_eq!(literal_fallback("\"x\""), None);
         assert_eq!(literal_fallback("$.legacy_id"), None);
         assert_eq!(literal_fallback("true"), None);
+        // Hyphenated words whose parts include scope variables, as upstream files write them.
+        assert_eq!(literal_fallback("custom-subject"), Some("custom-subject"));
+        assert_eq!(literal_fallback("new-source"), Some("new-source"));
+        assert_eq!(literal_fallback("subject-source"), None);
+        assert_eq!(literal_fallback("data - 1"), None);
+    }
+
+    #[test]
+    fn extension_namespaces_and_type_names_are_not_variables() {
+        for e in [
+            "math.greatest(data.a, data.b)",
+            "base64.encode(bytes(data.s))",
+            "strings.quote(data.s)",
+            "type(data.n) == int",
+            "data.name.upperAscii()",
+        ] {
+            assert_eq!(check(e), Ok(()), "{e}");
+        }
+        // A namespace alone is still an unknown variable.
+        assert!(check("math + 1").is_err());
     }
 }

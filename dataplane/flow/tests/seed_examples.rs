@@ -581,12 +581,16 @@ fn cloudevents_error_paths() {
     assert_eq!(error.code(), "CLOUDEVENT_WRAP_FAILED");
     assert_eq!(error.to_string(), "cloudevents.type: must not be empty");
 
-    let wrong_type = flow("e2", "cloudevents:\n  subject: 'data.customerId'\n");
-    let error = process(&wrong_type, json!({"customerId": 42})).expect_err("int subject");
+    // A number where a string belongs is its string form, as upstream.
+    let int_subject = flow("e2", "cloudevents:\n  subject: 'data.customerId'\n");
+    let event = event_json(&process(&int_subject, json!({"customerId": 42})).expect("int subject"));
+    assert_eq!(event["subject"], json!("42"));
+    let null_id = flow("e2b", "cloudevents:\n  id: 'data.customerId'\n");
+    let error = process(&null_id, json!({"customerId": null})).expect_err("null id");
     assert_eq!(error.code(), "CLOUDEVENT_WRAP_FAILED");
     assert_eq!(
         error.to_string(),
-        "cloudevents.subject: must be a string, not int (convert it with string(...))"
+        "cloudevents.id: must be a string, not null (convert it with string(...))"
     );
 
     let missing = flow(

@@ -31,11 +31,11 @@ pub fn validate_flow(flow: &FlowConfig, origin: Origin) -> Vec<Diagnostic> {
     if let Some(t) = &flow.transform {
         if t.fields.is_empty() {
             out.push(
-                Diagnostic::warning(
+                Diagnostic::error(
                     "transform.fields",
-                    "no fields: the transform passes the payload through",
+                    "a transform needs at least one field (as upstream)",
                 )
-                .hint("remove `transform:` or add fields"),
+                .hint("add fields, or remove `transform:` to pass the payload through unchanged"),
             );
         }
         for (key, expr) in &t.fields {
@@ -192,7 +192,19 @@ fn cloudevent_attribute(attr: &str, expr: &str) -> Option<Diagnostic> {
                 .hint("e.g. type: '\"order.created\"'"),
         );
     }
-    rules::cel(&path, expr)
+    if let Some(problem) = rules::cel(&path, expr) {
+        return Some(problem);
+    }
+    let type_name = (attr != "data")
+        .then(|| cel_check::evident_non_string(expr))
+        .flatten()?;
+    Some(
+        Diagnostic::warning(
+            path,
+            format!("`{expr}` gives a {type_name}, not a string; each event gets its string form, as upstream"),
+        )
+        .hint(format!("say so with string(...): {attr}: 'string({expr})'")),
+    )
 }
 
 fn interceptor(path: &str, ic: &InterceptorSpec) -> Vec<Diagnostic> {
@@ -637,6 +649,42 @@ errorHandling:
         assert!(ds.iter().all(|d| !d.is_error()), "{ds:#?}");
         assert_eq!(ds.len(), 2);
         assert!(ds[0].message.contains("literal string \"order.created\""));
+    }
+
+    #[test]
+    fn a_transform_without_fields_is_an_error() {
+        let ds = findings("name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\ntransform:\n  fields: {}\nsink:\n  type: http\n  config:\n    url: http://x:1\n");
+        assert_eq!(paths(&ds), vec!["transform.fields"]);
+        assert!(ds[0].is_error());
+    }
+
+    #[test]
+    fn evidently_non_string_attributes_warn() {
+        let flow = |subject: &str| {
+            format!("name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\ncloudevents:\n  subject: '{subject}'\nsink:\n  type: http\n  config:\n    url: http://x:1\n")
+        };
+        for (subject, type_name) in [
+            ("data.count + 0 > 1", "bool"),
+            ("size(data.items)", "int"),
+            ("7", "int"),
+        ] {
+            let ds = findings(&flow(subject));
+            assert_eq!(ds.len(), 1, "{subject}: {ds:#?}");
+            assert!(!ds[0].is_error());
+            assert_eq!(ds[0].path, "cloudevents.subject");
+            assert!(
+                ds[0].message.contains(&format!("gives a {type_name}")),
+                "{}",
+                ds[0].message
+            );
+        }
+        for subject in [
+            "data.count",
+            "string(data.count)",
+            r#"data.a + "-" + data.b"#,
+        ] {
+            assert!(findings(&flow(subject)).is_empty(), "{subject}");
+        }
     }
 
     #[test]

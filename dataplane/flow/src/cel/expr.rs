@@ -43,25 +43,7 @@ use crate::cel::functions;
 /// levels cover real mappings (`data.orders.map(o, o.items.filter(i, i.tags.exists(..)))`).
 const MAX_COMPREHENSION_NESTING: usize = 3;
 
-/// Namespaces of qualified functions (`math.ceil(x)`), which are not variables.
-const NAMESPACES: [&str; 4] = ["math", "strings", "base64", "optional"];
-
-/// Identifiers that name types (`type(x) == int`), not variables.
-const TYPE_NAMES: [&str; 13] = [
-    "int",
-    "uint",
-    "double",
-    "bool",
-    "string",
-    "bytes",
-    "list",
-    "map",
-    "null_type",
-    "type",
-    "dyn",
-    "optional_type",
-    "google",
-];
+use fiso_config::cel_check::{FUNCTION_NAMESPACES as NAMESPACES, TYPE_NAMES};
 
 #[cfg(test)]
 thread_local! {

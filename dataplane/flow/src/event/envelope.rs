@@ -295,7 +295,10 @@ fn check_constant(name: &'static str, text: &str) -> Result<(), String> {
     checked.map_err(|e| e.message)
 }
 
-/// A string attribute's value, or the type name of what the expression gave instead.
+/// A string attribute's value: a string, null, or what a non-string value reads as. Like
+/// upstream, a number, bool, timestamp, duration, list or map becomes its string form (JSON
+/// text for lists and maps) rather than failing every event; `fiso validate` warns where it can
+/// tell. What has no string form (a type) keeps its type name for the error.
 enum Text {
     String(String),
     Null,
@@ -308,7 +311,10 @@ fn text_of(val: &dyn Val) -> Text {
     } else if val.downcast_ref::<CelNull>().is_some() {
         Text::Null
     } else {
-        Text::Other(val.get_type().name().to_owned())
+        match val_to_json(val) {
+            Ok(json) => json_text(json),
+            Err(_) => Text::Other(val.get_type().name().to_owned()),
+        }
     }
 }
 
@@ -335,17 +341,12 @@ fn eval_text(
     }
 }
 
-/// [`text_of`] for a field read straight from the JSON, with CEL's type names.
+/// [`text_of`] for a JSON value (a field read straight from the event, or a CEL result).
 fn json_text(json: Json) -> Text {
     match json {
         Json::String(text) => Text::String(text),
         Json::Null => Text::Null,
-        Json::Bool(_) => Text::Other("bool".to_owned()),
-        Json::Number(n) if n.is_i64() => Text::Other("int".to_owned()),
-        Json::Number(n) if n.is_u64() => Text::Other("uint".to_owned()),
-        Json::Number(_) => Text::Other("double".to_owned()),
-        Json::Array(_) => Text::Other("list".to_owned()),
-        Json::Object(_) => Text::Other("map".to_owned()),
+        other => Text::String(other.to_string()),
     }
 }
 
