@@ -198,7 +198,7 @@ fn export_writes_manifests_and_fails_closed() {
     .success());
     let o = fiso(
         dir.path(),
-        &["export", "--namespace", "shop", "-o", "out.yaml"],
+        &["export", "--namespace", "shop", "--file", "out.yaml"],
     );
     assert!(o.status.success(), "{}", text(&o));
     let yaml = std::fs::read_to_string(dir.path().join("out.yaml")).unwrap();
@@ -521,4 +521,40 @@ sink:
     assert_eq!(v["cloudevent"]["subject"], "custom-subject");
     assert_eq!(v["cloudevent"]["source"], "new-source");
     assert_eq!(v["cloudevent"]["id"], "42");
+}
+
+/// `fiso export` follows kubectl: `-o yaml|json`, the namespace `init --k8s` writes (kubectl's
+/// `default`), and namespace names Kubernetes accepts.
+#[test]
+fn export_follows_kubectl_conventions() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(fiso(dir.path(), &["init", "--defaults", "--k8s"])
+        .status
+        .success());
+    let o = fiso(dir.path(), &["export", "-o", "json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!dir.path().join("json").exists(), "-o is a format, not a file");
+    let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list["kind"], "List");
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 2, "{list:#}");
+    let kinds: Vec<&str> = items.iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["FlowDefinition", "LinkTarget"]);
+    // The namespace `init --k8s` put its Deployment in.
+    let k8s = std::fs::read_to_string(dir.path().join("fiso/k8s/deployment.yaml")).unwrap();
+    assert!(k8s.contains("namespace: default"), "{k8s}");
+    assert!(items.iter().all(|i| i["metadata"]["namespace"] == "default"));
+
+    let o = fiso(dir.path(), &["export"]);
+    let yaml = fiso_config::manifests::from_yaml(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    assert_eq!(yaml.flows.len(), 1);
+
+    for bad in ["Shop", "shop_1", "shop-", "fiso-resources.yaml"] {
+        let o = fiso(dir.path(), &["export", "-n", bad]);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {}", text(&o));
+        assert!(text(&o).contains("is not a namespace name"), "{}", text(&o));
+    }
+    let o = fiso(dir.path(), &["export", "-o", "out.yaml"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("possible values: yaml, json"), "{}", text(&o));
 }

@@ -284,6 +284,25 @@ pub fn to_yaml(m: &Manifests) -> Result<String, serde_yaml_ng::Error> {
     Ok(docs.join("---\n"))
 }
 
+/// The resources as one kubectl `List` (what `kubectl get -o json` prints and `kubectl apply`
+/// takes), in [`to_yaml`]'s order.
+pub fn to_json(m: &Manifests) -> Result<serde_json::Value, serde_json::Error> {
+    let mut items = Vec::new();
+    for fd in &m.flows {
+        items.push(serde_json::to_value(fd)?);
+    }
+    for lt in &m.targets {
+        items.push(serde_json::to_value(lt)?);
+    }
+    for module in &m.modules {
+        items.push(serde_json::to_value(module)?);
+    }
+    for app in &m.apps {
+        items.push(serde_json::to_value(app)?);
+    }
+    Ok(serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}))
+}
+
 /// Reads the output of [`to_yaml`] (or any multi-document file of these kinds).
 pub fn from_yaml(text: &str) -> Result<Manifests, String> {
     #[derive(Deserialize)]

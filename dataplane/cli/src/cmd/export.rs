@@ -1,13 +1,16 @@
-//! `fiso export [--dir fiso] [--namespace fiso-system] [-o FILE]`.
+//! `fiso export [--dir fiso] [-n default] [-o yaml|json] [--file FILE]`, with kubectl's
+//! conventions: `-o` is the output format, the namespace defaults to kubectl's (and `init
+//! --k8s`'s) `default`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use fiso_config::manifests;
 
 use crate::project::{ProjectFiles, DEFAULT_DIR};
+use crate::scaffold::k8s::NAMESPACE;
 use crate::style;
 
 #[derive(Debug, Args)]
@@ -15,12 +18,39 @@ pub struct ExportArgs {
     /// Project directory holding flows/, link/ and apps/.
     #[arg(long, default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
-    /// Namespace of the generated resources.
-    #[arg(long, short = 'n', default_value = "fiso-system")]
+    /// Namespace of the generated resources (as `fiso init --k8s` and kubectl default).
+    #[arg(long, short = 'n', default_value = NAMESPACE, value_parser = namespace)]
     pub namespace: String,
+    /// Output format: multi-document YAML, or one JSON `List` (as `kubectl get -o json`).
+    #[arg(long, short = 'o', value_enum, default_value_t = Format::Yaml)]
+    pub output: Format,
     /// Write to FILE instead of standard output.
-    #[arg(long, short = 'o', value_name = "FILE")]
-    pub output: Option<PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Yaml,
+    Json,
+}
+
+/// A namespace name as Kubernetes takes it (an RFC 1123 label).
+fn namespace(name: &str) -> Result<String, String> {
+    let valid = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if valid {
+        Ok(name.to_owned())
+    } else {
+        Err(format!(
+            "`{name}` is not a namespace name: use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ))
+    }
 }
 
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
@@ -47,10 +77,13 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
             bail!("some settings cannot be expressed as Kubernetes resources (see above)");
         }
     };
-    let yaml = manifests::to_yaml(&m)?;
-    match &args.output {
+    let text = match args.output {
+        Format::Yaml => manifests::to_yaml(&m)?,
+        Format::Json => format!("{:#}\n", manifests::to_json(&m)?),
+    };
+    match &args.file {
         Some(path) => {
-            std::fs::write(path, &yaml).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
             eprintln!(
                 "{} wrote {} FlowDefinition(s), {} LinkTarget(s) and {} WasmApp(s) with their module ConfigMaps to {}",
                 style::ok("✓"),
@@ -60,7 +93,7 @@ pub fn run(args: ExportArgs) -> Result<ExitCode> {
                 path.display()
             );
         }
-        None => print!("{yaml}"),
+        None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,7 @@
 //!
 //! Generation is pure (options → files) so every combination is tested to pass `fiso validate`.
 
-mod k8s;
+pub(crate) mod k8s;
 mod service;
 mod templates;
 
