@@ -533,7 +533,10 @@ fn export_follows_kubectl_conventions() {
         .success());
     let o = fiso(dir.path(), &["export", "-o", "json"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert!(!dir.path().join("json").exists(), "-o is a format, not a file");
+    assert!(
+        !dir.path().join("json").exists(),
+        "-o is a format, not a file"
+    );
     let list: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(list["kind"], "List");
     let items = list["items"].as_array().unwrap();
@@ -543,7 +546,9 @@ fn export_follows_kubectl_conventions() {
     // The namespace `init --k8s` put its Deployment in.
     let k8s = std::fs::read_to_string(dir.path().join("fiso/k8s/deployment.yaml")).unwrap();
     assert!(k8s.contains("namespace: default"), "{k8s}");
-    assert!(items.iter().all(|i| i["metadata"]["namespace"] == "default"));
+    assert!(items
+        .iter()
+        .all(|i| i["metadata"]["namespace"] == "default"));
 
     let o = fiso(dir.path(), &["export"]);
     let yaml = fiso_config::manifests::from_yaml(&String::from_utf8_lossy(&o.stdout)).unwrap();
@@ -556,5 +561,85 @@ fn export_follows_kubectl_conventions() {
     }
     let o = fiso(dir.path(), &["export", "-o", "out.yaml"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("possible values: yaml, json"), "{}", text(&o));
+    assert!(
+        text(&o).contains("possible values: yaml, json"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// `--input-file` takes JSON Lines (one result per line, a bad line fails alone), and
+/// `--format json` reports failures as JSON too.
+#[test]
+fn transform_test_takes_json_lines_and_reports_failures_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("flow.yaml"),
+        "name: f\nsource:\n  type: http\n  config:\n    listenAddr: \":8081\"\ntransform:\n  fields:\n    total: \"data.price * 2.0\"\nsink:\n  type: http\n  config:\n    url: http://localhost:8082\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("events.jsonl"),
+        "{\"price\": 1.5}\n\n{\"cost\": 1}\n{\"price\": 4.0}\n",
+    )
+    .unwrap();
+    let args = |format: &str| {
+        [
+            "transform",
+            "test",
+            "--flow",
+            "flow.yaml",
+            "--input-file",
+            "events.jsonl",
+            "--format",
+        ]
+        .into_iter()
+        .chain([format])
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
+    };
+    let run = |format: &str| {
+        let args = args(format);
+        fiso(
+            dir.path(),
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    };
+    let o = run("json");
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[0]["transformed"]["total"], 3.0);
+    assert_eq!(lines[1]["event"], 3, "numbered by line");
+    assert!(
+        lines[1]["error"].as_str().unwrap().contains("price"),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2]["transformed"]["total"], 8.0);
+
+    let o = run("human");
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(text(&o).matches("Transformed payload:").count(), 2);
+    assert!(text(&o).contains("Event 3:"), "{}", text(&o));
+
+    let o = fiso(
+        dir.path(),
+        &[
+            "transform",
+            "test",
+            "--flow",
+            "flow.yaml",
+            "--input",
+            r#"{"cost":1}"#,
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["error"].as_str().unwrap().contains("price"), "{v}");
 }

@@ -1,5 +1,6 @@
-//! `fiso transform test --flow FILE --input JSON|FILE`: run a flow's transform and envelope on
-//! one input, exactly as the running flow would, without starting anything.
+//! `fiso transform test --flow FILE --input JSON|FILE` (or `--input-file EVENTS.jsonl`): run a
+//! flow's transform and envelope on each input, exactly as the running flow would, without
+//! starting anything.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,8 +28,16 @@ pub struct TestArgs {
     pub flow: PathBuf,
     /// Input event: inline JSON, or a file holding JSON (pretty-printed is fine). A structured
     /// CloudEvent (with `specversion`) keeps its own attributes.
-    #[arg(long)]
-    pub input: String,
+    #[arg(
+        long,
+        required_unless_present = "input_file",
+        conflicts_with = "input_file"
+    )]
+    pub input: Option<String>,
+    /// Many input events: a JSON Lines file (one event per line; any sequence of JSON values
+    /// works), each run on its own; one result per event (with `--format json`, one line each).
+    #[arg(long, value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
     /// Output format: readable sections, or one JSON object `{"transformed", "cloudevent"}`.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
@@ -54,7 +63,92 @@ fn test(args: TestArgs) -> Result<ExitCode> {
         bail!("the flow is invalid (see above)");
     }
     let flow = &project.flows[0].config;
-    let input = read_input(&args.input)?;
+    let Some(path) = &args.input_file else {
+        let result = read_input(args.input.as_deref().unwrap_or_default())
+            .and_then(|input| run_one(flow, &args.flow, input));
+        return match (result, args.format) {
+            (Ok(result), format) => {
+                print_result(&result, format, true)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            // Tools reading the JSON get the failure as JSON too.
+            (Err(e), Format::Json) => {
+                let message = fiso_runtime::error_text::chain(e.as_ref());
+                println!("{}", serde_json::json!({"error": message}));
+                Ok(ExitCode::FAILURE)
+            }
+            (Err(e), Format::Human) => Err(e),
+        };
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut failed = 0;
+    let mut count = 0;
+    for (event, input) in events(&text) {
+        count += 1;
+        let result = input
+            .map_err(|e| anyhow::anyhow!("not valid JSON: {e}"))
+            .and_then(|input| run_one(flow, &args.flow, input));
+        match result {
+            Ok(result) => print_result(&result, args.format, false)?,
+            Err(e) => {
+                failed += 1;
+                let message = fiso_runtime::error_text::chain(e.as_ref());
+                match args.format {
+                    Format::Json => {
+                        println!("{}", serde_json::json!({"event": event, "error": message}))
+                    }
+                    Format::Human => {
+                        println!("{} {message}", style::error(&format!("Event {event}:")))
+                    }
+                }
+            }
+        }
+    }
+    if count == 0 {
+        bail!("{} holds no JSON events", path.display());
+    }
+    Ok(if failed > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// The events of an `--input-file`, numbered: JSON Lines (numbered by line; a bad line fails
+/// alone), or, when the first line is not a JSON document of its own, the JSON values of the
+/// whole text in turn (a pretty-printed document; numbered from 1, and a syntax error ends it).
+fn events(text: &str) -> Vec<(usize, serde_json::Result<serde_json::Value>)> {
+    let lines: Vec<(usize, &str)> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(n, l)| (n + 1, l))
+        .collect();
+    let jsonl = lines
+        .first()
+        .is_some_and(|(_, l)| serde_json::from_str::<serde_json::Value>(l).is_ok());
+    if jsonl {
+        lines
+            .into_iter()
+            .map(|(n, l)| (n, serde_json::from_str(l)))
+            .collect()
+    } else {
+        serde_json::Deserializer::from_str(text)
+            .into_iter()
+            .enumerate()
+            .map(|(n, v)| (n + 1, v))
+            .collect()
+    }
+}
+
+/// What one input becomes: `{"transformed", "cloudevent"}`, plus `"intercepted"` when the flow
+/// has interceptors.
+fn run_one(
+    flow: &fiso_config::FlowConfig,
+    file: &std::path::Path,
+    input: serde_json::Value,
+) -> Result<serde_json::Value> {
     // On the stack, within the bounds and the budget, that a running flow has.
     let processed = on_eval_stack(|| {
         let compiled = CompiledFlow::compile(flow).map_err(|errs| {
@@ -69,34 +163,37 @@ fn test(args: TestArgs) -> Result<ExitCode> {
     })
     .context("starting the evaluation thread")??;
     let cloudevent = serde_json::to_value(processed.event())?;
-    let intercepted = if flow.interceptors.is_empty() {
-        None
-    } else {
-        Some(intercept(flow, &args.flow, cloudevent.clone())?)
-    };
-    match args.format {
-        Format::Json => {
-            let mut out = serde_json::json!({
-                "transformed": processed.payload(),
-                "cloudevent": cloudevent,
-            });
-            if let Some(i) = &intercepted {
-                out["intercepted"] = i.clone();
-            }
-            println!("{}", json::to_string_pretty_plain(&out)?);
-        }
+    let mut out = serde_json::json!({
+        "transformed": processed.payload(),
+        "cloudevent": cloudevent,
+    });
+    if !flow.interceptors.is_empty() {
+        out["intercepted"] = intercept(flow, file, cloudevent)?;
+    }
+    Ok(out)
+}
+
+/// One result: pretty JSON or readable sections for a single input, one JSON line or sections
+/// for each of many.
+fn print_result(result: &serde_json::Value, format: Format, single: bool) -> Result<()> {
+    match format {
+        Format::Json if single => println!("{}", json::to_string_pretty_plain(result)?),
+        Format::Json => println!("{result}"),
         Format::Human => {
             println!("{}", style::ok("Transformed payload:"));
-            println!("{}", json::to_string_pretty_plain(&processed.payload())?);
+            println!("{}", json::to_string_pretty_plain(&result["transformed"])?);
             println!("\n{}", style::ok("CloudEvent:"));
-            println!("{}", json::to_string_pretty_plain(&cloudevent)?);
-            if let Some(i) = &intercepted {
+            println!("{}", json::to_string_pretty_plain(&result["cloudevent"])?);
+            if let Some(i) = result.get("intercepted") {
                 println!("\n{}", style::ok("After the interceptors:"));
                 println!("{}", json::to_string_pretty_plain(i)?);
             }
+            if !single {
+                println!();
+            }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Runs the flow's interceptors on `cloudevent` (with no headers) as the flow would: the event
