@@ -106,7 +106,7 @@ fn produce_then_consume_round_trip() {
         assert_eq!(&record["value"], value);
     }
 
-    // Without --max-messages and --follow it stops at the end of the topic.
+    // With --exit-at-end it stops at the end of the topic.
     let again = fiso(&[
         "consume",
         "--brokers",
@@ -114,10 +114,106 @@ fn produce_then_consume_round_trip() {
         "--topic",
         &topic,
         "--from-beginning",
+        "--exit-at-end",
         "--format",
         "json",
     ]);
     assert_eq!(String::from_utf8_lossy(&again.stdout).lines().count(), 3);
+}
+
+/// `consume` waits for records, on a topic that does not exist yet too, like kcat -C; and
+/// `produce --raw` sends values that are not JSON (a poison record) as they are.
+#[test]
+fn consume_waits_for_records_and_produce_sends_raw_values() {
+    let brokers = brokers();
+    let topic = format!(
+        "fiso-e2e-wait-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let consumer = Command::new(fiso_bin())
+        .args([
+            "consume",
+            "--brokers",
+            &brokers,
+            "--topic",
+            &topic,
+            "--from-beginning",
+            "--max-messages",
+            "2",
+            "--format",
+            "json",
+        ])
+        .env_remove("FISO_KAFKA_BROKERS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running fiso consume");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("poison.txt");
+    std::fs::write(&file, "not json {\n\n{\"ok\":true}\n").unwrap();
+    let produced = fiso(&[
+        "produce",
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+        "--file",
+        file.to_str().unwrap(),
+        "--raw",
+        "--key",
+        "one-partition",
+    ]);
+    assert!(String::from_utf8_lossy(&produced.stdout).contains("sent 2 message(s)"));
+    // Only the two records end it: it waited for the topic and for them.
+    let out = consumer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let values: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["value"].clone())
+        .collect();
+    assert_eq!(values, vec![json!("not json {"), json!({"ok": true})]);
+
+    // --timeout ends the wait once nothing arrived for that long (here after the two records,
+    // short of --max-messages).
+    let idle = fiso(&[
+        "consume",
+        "--brokers",
+        &brokers,
+        "--topic",
+        &topic,
+        "--from-beginning",
+        "--max-messages",
+        "5",
+        "--timeout",
+        "1s",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&idle.stdout).lines().count(), 2);
+
+    // Without JSON, and without --raw, produce says how to send it.
+    let refused = Command::new(fiso_bin())
+        .args([
+            "produce",
+            "--brokers",
+            &brokers,
+            "--topic",
+            &topic,
+            "--file",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--raw"));
 }
 
 #[test]

@@ -1,9 +1,11 @@
-//! `fiso consume --topic T [--from-beginning] [--max-messages N] [--follow] [--group G]
-//! [--format json|pretty]`: print a topic's records (key, headers, partition, offset, value).
+//! `fiso consume --topic T [--from-beginning] [--max-messages N] [--exit-at-end] [--timeout D]
+//! [--group G] [--format json|pretty]`: print a topic's records (key, headers, partition,
+//! offset, value).
 //!
 //! Without `--group` the partitions are assigned directly (no group join, nothing committed);
-//! with `--group` the consumer joins that group and commits what it printed. Without `--follow`
-//! it stops once every partition is read to its end (or after `--max-messages`).
+//! with `--group` the consumer joins that group and commits what it printed. Like kcat -C and
+//! kafka-console-consumer it waits for records until Ctrl-C, `--max-messages` or `--timeout`;
+//! `--exit-at-end` stops once every partition is read to its end.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Map, Value};
@@ -42,8 +44,17 @@ pub struct ConsumeArgs {
     /// Stop after this many records.
     #[arg(long, short = 'n')]
     pub max_messages: Option<usize>,
-    /// Keep waiting for new records (until Ctrl-C or --max-messages).
-    #[arg(long, short = 'f')]
+    /// Stop once every partition is read to its end (kcat's `-e`). By default `consume` waits
+    /// for records until Ctrl-C, `--max-messages` or `--timeout`, like kcat -C and
+    /// kafka-console-consumer.
+    #[arg(long, short = 'e')]
+    pub exit_at_end: bool,
+    /// Stop when no record arrived for this long, e.g. `10s` (kafka-console-consumer's
+    /// `--timeout-ms`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+    /// Wait for new records: the default (kept for earlier scripts).
+    #[arg(long, short = 'f', hide = true, conflicts_with = "exit_at_end")]
     pub follow: bool,
     /// Consumer group to join and commit offsets for (default: none, nothing committed).
     #[arg(long, short = 'g')]
@@ -149,11 +160,13 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
         .filter(|t| t.name() == args.topic && t.error().is_none())
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
-    if partitions.is_empty() && !args.follow {
+    if partitions.is_empty() && args.exit_at_end {
         bail!("topic {} does not exist on {brokers}", args.topic);
     }
 
-    if args.group.is_some() {
+    // A topic that does not exist yet is subscribed to (with the throwaway group, which commits
+    // nothing): its partitions come when it is created.
+    if args.group.is_some() || partitions.is_empty() {
         consumer
             .subscribe(&[&args.topic])
             .with_context(|| format!("subscribing to {}", args.topic))?;
@@ -176,13 +189,19 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
     let mut at_end: BTreeSet<i32> = BTreeSet::new();
     // A group member gets its partitions only after the join; give it time before "at end".
     let started = Instant::now();
+    let mut last_record = Instant::now();
+    let mut said_waiting = false;
     loop {
         if args.max_messages.is_some_and(|max| seen >= max) {
+            break;
+        }
+        if args.timeout.is_some_and(|t| last_record.elapsed() >= t) {
             break;
         }
         match consumer.poll(Duration::from_millis(200)) {
             None => {}
             Some(Ok(msg)) => {
+                last_record = Instant::now();
                 at_end.remove(&msg.partition());
                 let record = record_json(&msg);
                 match args.format {
@@ -200,9 +219,18 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
             }
+            // Subscribed before the topic exists: it is not an error to wait for it.
+            Some(Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) if !args.exit_at_end => {
+                if !said_waiting {
+                    eprintln!("waiting for topic {} to be created", args.topic);
+                    said_waiting = true;
+                }
+            }
             Some(Err(e)) => bail!("consuming {} from {brokers}: {e}", args.topic),
         }
-        if !args.follow {
+        if args.exit_at_end {
             let assigned = if args.group.is_some() {
                 consumer.assignment().map(|a| a.count()).unwrap_or(0)
             } else {
@@ -225,7 +253,7 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
             if args.from_beginning {
                 ""
             } else {
-                " (new ones only; add --from-beginning or --follow)"
+                " (new ones only; add --from-beginning)"
             }
         );
     }

@@ -38,6 +38,10 @@ pub struct ProduceArgs {
     /// File of events: one JSON document (may span lines) or JSON Lines.
     #[arg(long, short = 'f')]
     pub file: Option<PathBuf>,
+    /// Send the values as they are, not parsed as JSON: `--json` is one value, and each
+    /// non-empty line of `--file` is one (to test how a flow handles poison records).
+    #[arg(long)]
+    pub raw: bool,
     /// Record key of every message.
     #[arg(long, short = 'k')]
     pub key: Option<String>,
@@ -153,25 +157,52 @@ impl Deliveries {
     }
 }
 
-pub fn run(args: ProduceArgs) -> Result<ExitCode> {
-    let events = match (&args.json, &args.file) {
-        (Some(json), _) => vec![serde_json::from_str::<Value>(json).context("--json")?],
+/// The record values to send, in order.
+fn payloads(args: &ProduceArgs) -> Result<Vec<String>> {
+    let text = match (&args.json, &args.file) {
+        (Some(json), _) => json.clone(),
         (None, Some(file)) => {
-            let text = std::fs::read_to_string(file)
-                .with_context(|| format!("reading {}", file.display()))?;
-            parse_events(&text).with_context(|| format!("{}", file.display()))?
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?
         }
         (None, None) => bail!("nothing to send: pass --json '{{...}}' or --file events.jsonl"),
     };
+    if args.raw {
+        let values: Vec<String> = match &args.json {
+            Some(value) => vec![value.clone()],
+            None => text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_owned)
+                .collect(),
+        };
+        if values.is_empty() {
+            bail!("nothing to send: the file has no non-empty line");
+        }
+        return Ok(values);
+    }
+    let events = match (&args.json, &args.file) {
+        (Some(_), _) => vec![serde_json::from_str::<Value>(&text)
+            .context("--json is not valid JSON (send it as it is with --raw)")?],
+        (None, file) => parse_events(&text).with_context(|| {
+            format!(
+                "{} (send lines as they are with --raw)",
+                file.as_deref().unwrap_or(Path::new("-")).display()
+            )
+        })?,
+    };
+    Ok(events
+        .iter()
+        .map(serde_json::to_string)
+        .collect::<Result<_, _>>()?)
+}
+
+pub fn run(args: ProduceArgs) -> Result<ExitCode> {
+    let payloads = payloads(&args)?;
     let headers = args
         .headers
         .iter()
         .map(|h| parse_header(h))
         .collect::<Result<Vec<_>>>()?;
-    let payloads: Vec<String> = events
-        .iter()
-        .map(serde_json::to_string)
-        .collect::<Result<_, _>>()?;
     let total = args.count.unwrap_or(payloads.len());
 
     let cluster = resolve_cluster(args.brokers.as_deref());
