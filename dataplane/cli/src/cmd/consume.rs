@@ -222,12 +222,13 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
             // Subscribed before the topic exists: it is not an error to wait for it.
             Some(Err(KafkaError::MessageConsumption(
                 RDKafkaErrorCode::UnknownTopicOrPartition,
-            ))) if !args.exit_at_end => {
-                if !said_waiting {
-                    eprintln!("waiting for topic {} to be created", args.topic);
-                    said_waiting = true;
-                }
+            ))) if !args.exit_at_end && !said_waiting => {
+                eprintln!("waiting for topic {} to be created", args.topic);
+                said_waiting = true;
             }
+            Some(Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) if !args.exit_at_end => {}
             Some(Err(e)) => bail!("consuming {} from {brokers}: {e}", args.topic),
         }
         if args.exit_at_end {
