@@ -115,3 +115,41 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// `-f` is `--follow` wherever it exists, `-n` the namespace, `-c` a count, and so on: a
+    /// short flag means one thing in every subcommand.
+    #[test]
+    fn short_flags_mean_the_same_thing_everywhere() {
+        let mut meanings: BTreeMap<char, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+        let mut pending = vec![(String::new(), Cli::command())];
+        while let Some((path, command)) = pending.pop() {
+            let path = format!("{path} {}", command.get_name());
+            for arg in command.get_arguments() {
+                if let (Some(short), Some(long)) = (arg.get_short(), arg.get_long()) {
+                    let meaning = match long {
+                        "max-messages" | "count" => "count",
+                        other => other,
+                    };
+                    meanings
+                        .entry(short)
+                        .or_default()
+                        .entry(meaning.to_owned())
+                        .or_default()
+                        .push(path.clone());
+                }
+            }
+            pending.extend(command.get_subcommands().map(|c| (path.clone(), c.clone())));
+        }
+        for (short, longs) in meanings {
+            assert_eq!(longs.len(), 1, "-{short} means {longs:?}");
+        }
+    }
+}

@@ -221,6 +221,27 @@ fn export_writes_manifests_and_fails_closed() {
     );
 }
 
+/// `[env: FISO_CONFIG_DIR=]` read as if the variable were set to nothing; values may also be
+/// secrets: help names the variables only.
+#[test]
+fn help_names_environment_variables_without_values() {
+    let dir = tempfile::tempdir().unwrap();
+    for command in ["run", "flow", "link", "wasmer", "consume", "produce"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_fiso"))
+            .args([command, "--help"])
+            .current_dir(dir.path())
+            .env("FISO_KAFKA_BROKERS", "secret-broker:9092")
+            .output()
+            .unwrap();
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(help.contains("[env: FISO_"), "{command}: {help}");
+        assert!(
+            !help.contains("=]") && !help.contains("secret-broker"),
+            "{command}: {help}"
+        );
+    }
+}
+
 #[test]
 fn readme_cli_reference_is_current() {
     let dir = tempfile::tempdir().unwrap();

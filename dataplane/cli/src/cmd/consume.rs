@@ -42,7 +42,7 @@ pub struct ConsumeArgs {
     #[arg(long)]
     pub from_beginning: bool,
     /// Stop after this many records.
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'c')]
     pub max_messages: Option<usize>,
     /// Stop once every partition is read to its end (kcat's `-e`). By default `consume` waits
     /// for records until Ctrl-C, `--max-messages` or `--timeout`, like kcat -C and
@@ -64,7 +64,7 @@ pub struct ConsumeArgs {
     pub format: ConsumeFormat,
     /// Bootstrap brokers, comma-separated (default: the project's first Kafka cluster, else
     /// localhost:9092).
-    #[arg(long, short = 'b', env = "FISO_KAFKA_BROKERS")]
+    #[arg(long, short = 'b', env = "FISO_KAFKA_BROKERS", hide_env_values = true)]
     pub brokers: Option<String>,
 }
 

@@ -12,10 +12,10 @@ use fiso_runtime::shutdown::shutdown_signal;
 #[derive(Debug, Args)]
 pub struct FlowArgs {
     /// Directory of flow files; watched and hot-reloaded.
-    #[arg(long, env = "FISO_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
+    #[arg(long, env = "FISO_CONFIG_DIR", hide_env_values = true, default_value = DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
     /// Metrics and health server (`/metrics`, `/healthz`, `/readyz`, `/config`).
-    #[arg(long, env = "FISO_METRICS_ADDR", default_value = DEFAULT_METRICS_ADDR)]
+    #[arg(long, env = "FISO_METRICS_ADDR", hide_env_values = true, default_value = DEFAULT_METRICS_ADDR)]
     pub metrics_addr: String,
 }
 

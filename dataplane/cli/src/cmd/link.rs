@@ -17,10 +17,10 @@ use crate::cmd::flow::tokio_runtime;
 pub struct LinkArgs {
     /// Link config file (listenAddr, metricsAddr, kafka clusters, targets); watched and
     /// hot-reloaded.
-    #[arg(long = "config", env = "FISO_LINK_CONFIG", default_value = DEFAULT_LINK_CONFIG)]
+    #[arg(long = "config", env = "FISO_LINK_CONFIG", hide_env_values = true, default_value = DEFAULT_LINK_CONFIG)]
     pub config: PathBuf,
     /// Metrics and health server (default: the config's `metricsAddr`).
-    #[arg(long, env = "FISO_METRICS_ADDR")]
+    #[arg(long, env = "FISO_METRICS_ADDR", hide_env_values = true)]
     pub metrics_addr: Option<String>,
 }
 

@@ -51,8 +51,8 @@ pub struct LogsArgs {
     /// Which service's log.
     #[arg(long, short = 's', value_enum, default_value_t = Service::Flow)]
     pub service: Service,
-    /// How many of the last lines to show.
-    #[arg(long, short = 'n', default_value_t = 100)]
+    /// How many of the last lines to show (`--lines` as `tail` says it).
+    #[arg(long, alias = "lines", default_value_t = 100)]
     pub tail: usize,
     /// Print the raw JSON lines.
     #[arg(long)]

@@ -36,7 +36,7 @@ pub struct ProduceArgs {
     #[arg(long, conflicts_with = "file")]
     pub json: Option<String>,
     /// File of events: one JSON document (may span lines) or JSON Lines.
-    #[arg(long, short = 'f')]
+    #[arg(long)]
     pub file: Option<PathBuf>,
     /// Send the values as they are, not parsed as JSON: `--json` is one value, and each
     /// non-empty line of `--file` is one (to test how a flow handles poison records).
@@ -49,14 +49,14 @@ pub struct ProduceArgs {
     #[arg(long = "header", short = 'H', value_name = "NAME=VALUE")]
     pub headers: Vec<String>,
     /// Number of messages to send, cycling through the input events (default: each event once).
-    #[arg(long, short = 'n')]
+    #[arg(long, short = 'c')]
     pub count: Option<usize>,
     /// Pause between messages, e.g. `100ms`, `1s`.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub rate: Option<Duration>,
     /// Bootstrap brokers, comma-separated (default: the project's first Kafka cluster, else
     /// localhost:9092).
-    #[arg(long, short = 'b', env = "FISO_KAFKA_BROKERS")]
+    #[arg(long, short = 'b', env = "FISO_KAFKA_BROKERS", hide_env_values = true)]
     pub brokers: Option<String>,
 }
 

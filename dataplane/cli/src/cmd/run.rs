@@ -34,24 +34,24 @@ pub use fiso_link::DEFAULT_LINK_CONFIG;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Directory of flow files (may be absent when the pod selects no flows).
-    #[arg(long, env = "FISO_CONFIG_DIR", default_value = DEFAULT_CONFIG_DIR)]
+    #[arg(long, env = "FISO_CONFIG_DIR", hide_env_values = true, default_value = DEFAULT_CONFIG_DIR)]
     pub config_dir: PathBuf,
     /// Link config file. When it is absent but its directory exists (a ConfigMap volume kubelet
     /// has not filled yet), the link proxy is not ready until the file appears, then starts.
-    #[arg(long, env = "FISO_LINK_CONFIG", default_value = DEFAULT_LINK_CONFIG)]
+    #[arg(long, env = "FISO_LINK_CONFIG", hide_env_values = true, default_value = DEFAULT_LINK_CONFIG)]
     pub link_config: PathBuf,
     /// Apps file (Wasmer/WASIX apps run next to the flows and the link; flows and link targets
     /// reach them by name). Watched, as are the modules it names.
-    #[arg(long, env = "FISO_APPS_CONFIG")]
+    #[arg(long, env = "FISO_APPS_CONFIG", hide_env_values = true)]
     pub apps_config: Option<PathBuf>,
     /// Upstream's all-in-one file: `flow: {configDir, metricsAddr}`, `link: {configPath}` or the
     /// link config inline, `wasmer: {apps, defaultPortRange}`. Replaces `--config-dir`,
     /// `--link-config` and `--apps-config`; relative paths are from the file's directory.
-    #[arg(long, env = "FISO_AIO_CONFIG")]
+    #[arg(long, env = "FISO_AIO_CONFIG", hide_env_values = true)]
     pub config: Option<PathBuf>,
     /// Metrics and health server shared by flows, link and apps (default `:9090`, or the
     /// all-in-one file's `flow.metricsAddr`).
-    #[arg(long, env = "FISO_METRICS_ADDR")]
+    #[arg(long, env = "FISO_METRICS_ADDR", hide_env_values = true)]
     pub metrics_addr: Option<String>,
 }
 

@@ -18,10 +18,10 @@ use crate::cmd::flow::tokio_runtime;
 #[derive(Debug, Args)]
 pub struct WasmerArgs {
     /// Apps file (`apps:`, `defaultPortRange`, ...); watched, as are the modules it names.
-    #[arg(long, env = "FISO_APPS_CONFIG")]
+    #[arg(long, env = "FISO_APPS_CONFIG", hide_env_values = true)]
     pub config: PathBuf,
     /// Metrics and health server (default: the file's `metricsAddr`, `:9092`).
-    #[arg(long, env = "FISO_METRICS_ADDR")]
+    #[arg(long, env = "FISO_METRICS_ADDR", hide_env_values = true)]
     pub metrics_addr: Option<String>,
 }
 
