@@ -116,8 +116,8 @@ pub fn parse_bounded<T: Send>(
     })
 }
 
-/// The parser's errors, each with its position, without quoting the source (which may be
-/// long); at most the first three.
+/// The parser's errors, each with its position and in words rather than the grammar's token
+/// list, without quoting the source (which may be long); at most the first three.
 pub fn describe_syntax(errors: cel::ParseErrors) -> String {
     let messages: Vec<String> = errors
         .errors
@@ -125,10 +125,11 @@ pub fn describe_syntax(errors: cel::ParseErrors) -> String {
         .take(3)
         .map(|e| {
             let (line, column) = e.pos;
+            let msg = explain_syntax(&e.msg);
             if line > 1 {
-                format!("invalid CEL at line {line}, column {column}: {}", e.msg)
+                format!("invalid CEL at line {line}, column {column}: {msg}")
             } else {
-                format!("invalid CEL at column {column}: {}", e.msg)
+                format!("invalid CEL at column {column}: {msg}")
             }
         })
         .collect();
@@ -136,6 +137,55 @@ pub fn describe_syntax(errors: cel::ParseErrors) -> String {
         "invalid CEL".to_owned()
     } else {
         messages.join("; ")
+    }
+}
+
+/// One message of the CEL parser (ANTLR's words) as a person would say it: what was found
+/// where, and what kind of thing was expected, without the grammar's token names.
+fn explain_syntax(msg: &str) -> String {
+    let msg = msg.strip_prefix("Syntax error: ").unwrap_or(msg);
+    let (head, expecting) = match msg.split_once(" expecting ") {
+        Some((head, expected)) => (head, Some(expected)),
+        None => (msg, None),
+    };
+    let quoted = |prefix: &str| {
+        head.strip_prefix(prefix)
+            .map(|rest| rest.trim_matches('\''))
+            .map(str::to_owned)
+    };
+    let found = quoted("mismatched input ")
+        .or_else(|| quoted("extraneous input "))
+        .or_else(|| quoted("no viable alternative at input "))
+        .or_else(|| quoted("token recognition error at: "));
+    let wanted = match expecting {
+        Some(set) if set.contains("IDENTIFIER") => Some(
+            "a value (a field like data.x, a literal or a parenthesised expression)".to_owned(),
+        ),
+        Some(set) => {
+            let tokens: Vec<&str> = set
+                .trim_matches(|c| c == '{' || c == '}')
+                .split(", ")
+                .filter(|t| t.starts_with('\''))
+                .map(|t| t.trim_matches('\''))
+                .collect();
+            (!tokens.is_empty()).then(|| {
+                tokens
+                    .iter()
+                    .map(|t| format!("`{t}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            })
+        }
+        None => None,
+    };
+    match (found.as_deref(), wanted) {
+        (Some("<EOF>"), Some(wanted)) => {
+            format!("the expression ends where {wanted} should follow")
+        }
+        (Some("<EOF>"), None) => "the expression ends too early".to_owned(),
+        (Some(found), Some(wanted)) => format!("unexpected `{found}`; expected {wanted}"),
+        (Some(found), None) => format!("unexpected `{found}`"),
+        (None, _) => msg.to_owned(),
     }
 }
 
@@ -222,9 +272,7 @@ pub fn check(expr: &str) -> Result<(), CelProblem> {
         },
         ParseFailure::Syntax(e) => CelProblem {
             message: format!("invalid CEL expression `{}`: {e}", excerpt(expr)),
-            hint: Some(
-                "string literals must be quoted inside the YAML value, e.g. '\"pending\"'".into(),
-            ),
+            hint: Some(syntax_hint(expr).into()),
         },
     })?;
     if BINDING_MACROS.iter().any(|m| expr.contains(m)) {
@@ -297,6 +345,23 @@ pub fn evident_non_string(expr: &str) -> Option<&'static str> {
             _ => None,
         },
         _ => None,
+    }
+}
+
+/// The likely fix for an expression that does not parse: quoting, when it reads like text
+/// written bare (words separated by spaces, or characters CEL has no use for); else where the
+/// syntax is described.
+fn syntax_hint(expr: &str) -> &'static str {
+    let text_like = expr.split_whitespace().count() > 1
+        && expr.split_whitespace().all(|w| {
+            w.chars()
+                .all(|c| c.is_alphanumeric() || "_.,:;'!?".contains(c))
+        })
+        || expr.contains(['#', '@', '$', '`']);
+    if text_like {
+        "a string literal must be quoted inside the YAML value, e.g. '\"pending review\"'"
+    } else {
+        "CEL syntax: operators + - * / % == != < <= > >= && || ! ?:, fields data.x or data[\"x-y\"], calls size(data.items); see the README's \"Transforms and CloudEvents\""
     }
 }
 
@@ -390,6 +455,37 @@ mod tests {
         ] {
             assert_eq!(check(e), Ok(()), "{e}");
         }
+    }
+
+    #[test]
+    fn syntax_errors_are_said_in_words() {
+        let p = check("data.price *").unwrap_err();
+        assert_eq!(
+            p.message,
+            "invalid CEL expression `data.price *`: invalid CEL at column 13: the expression ends where a value (a field like data.x, a literal or a parenthesised expression) should follow"
+        );
+        assert!(p.hint.unwrap().starts_with("CEL syntax"));
+        let p = check("data.a == )").unwrap_err();
+        assert!(p.message.ends_with("unexpected `)`; expected a value (a field like data.x, a literal or a parenthesised expression)"), "{}", p.message);
+        for e in [
+            "data.price *",
+            "data.a ++ 1",
+            "data.a == )",
+            "(data.a",
+            "pending review",
+        ] {
+            let p = check(e).unwrap_err();
+            assert!(
+                !p.message.contains("NUM_FLOAT") && !p.message.contains("IDENTIFIER"),
+                "{}",
+                p.message
+            );
+        }
+        let p = check("pending review").unwrap_err();
+        assert!(
+            p.hint.unwrap().contains("quoted"),
+            "text written bare gets the quoting hint"
+        );
     }
 
     #[test]
