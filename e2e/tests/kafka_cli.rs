@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Output};
 
 use fiso_e2e::fiso_bin;
-use fiso_e2e::kafka::brokers;
+use fiso_e2e::kafka::{brokers, unique};
 use serde_json::{json, Value};
 
 fn fiso(args: &[&str]) -> Output {
@@ -28,14 +28,7 @@ fn fiso(args: &[&str]) -> Output {
 #[test]
 fn produce_then_consume_round_trip() {
     let brokers = brokers();
-    let topic = format!(
-        "fiso-e2e-cli-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let topic = unique("fiso-e2e-cli");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("orders.jsonl");
     std::fs::write(
@@ -126,14 +119,7 @@ fn produce_then_consume_round_trip() {
 #[test]
 fn consume_waits_for_records_and_produce_sends_raw_values() {
     let brokers = brokers();
-    let topic = format!(
-        "fiso-e2e-wait-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
+    let topic = unique("fiso-e2e-wait");
     let consumer = Command::new(fiso_bin())
         .args([
             "consume",
