@@ -33,6 +33,12 @@ async fn runs_without_a_flow_directory() {
     )
     .await;
     fiso.wait_for_readyz(StatusCode::OK).await;
+    // Nothing at all is configured: it says so, and how to give it something.
+    let nothing = fiso
+        .wait_for_log(|l| l.message().is_some_and(|m| m.starts_with("nothing to run")))
+        .await;
+    assert_eq!(nothing.level(), Some("WARN"));
+    assert!(nothing.message().unwrap().contains("--config-dir"));
     fiso.send_signal(libc::SIGTERM);
     assert!(fiso.wait_exit().await.success());
 }

@@ -138,6 +138,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             None
         };
         let link = Link::start(&args.link_config, &obs).await?;
+        if flows.is_none() && apps.is_none() && matches!(link, Link::Absent) {
+            tracing::warn!(
+                flows = %args.config_dir.display(),
+                link = %args.link_config.display(),
+                "nothing to run: no flow directory, no link config and no apps; give them with \
+                 --config-dir, --link-config and --apps-config (or FISO_CONFIG_DIR, \
+                 FISO_LINK_CONFIG, FISO_APPS_CONFIG), or an all-in-one file with --config"
+            );
+        }
         obs.readiness.mark_started();
         shutdown.cancelled().await;
         obs.readiness.set_not_ready("shutdown", "the process is stopping");
