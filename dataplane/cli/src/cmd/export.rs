@@ -37,14 +37,7 @@ pub enum Format {
 
 /// A namespace name as Kubernetes takes it (an RFC 1123 label).
 fn namespace(name: &str) -> Result<String, String> {
-    let valid = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if valid {
+    if fiso_config::validate::is_dns_label(name) {
         Ok(name.to_owned())
     } else {
         Err(format!(

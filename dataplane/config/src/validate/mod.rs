@@ -15,7 +15,7 @@ pub use apps::{check_apps, validate_app, validate_apps, LoadedApps};
 pub use flow::validate_flow;
 pub use link::{validate_link, validate_target};
 pub use project::{check_project, LoadedFlow, LoadedLink, Project, SourceFile};
-pub use rules::normalize_listen_addr;
+pub use rules::{is_dns_label, normalize_listen_addr};
 
 /// Where a config comes from: a local file or a Kubernetes custom resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,17 +11,22 @@ use crate::kafka::{KafkaCluster, KafkaConfig};
 
 /// Names that end up as Kubernetes object names and URL segments.
 pub(crate) fn dns_label(path: &str, what: &str, name: &str) -> Option<Diagnostic> {
-    let ok = !name.is_empty()
+    (!is_dns_label(name)).then(|| {
+        Diagnostic::error(path, format!("{what} `{name}` is not a valid name"))
+            .hint("use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit (it becomes a Kubernetes object name)")
+    })
+}
+
+/// An RFC 1123 label, as Kubernetes names and namespaces are: 1-63 lowercase letters, digits
+/// and '-', starting and ending with a letter or digit.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= 63
         && name
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !name.starts_with('-')
-        && !name.ends_with('-');
-    (!ok).then(|| {
-        Diagnostic::error(path, format!("{what} `{name}` is not a valid name"))
-            .hint("use 1-63 lowercase letters, digits and '-', starting and ending with a letter or digit (it becomes a Kubernetes object name)")
-    })
+        && !name.ends_with('-')
 }
 
 /// `:8081`, `0.0.0.0:8081`, `127.0.0.1:3500`, `[::1]:9090`, `localhost:8081`.
