@@ -164,8 +164,19 @@ fn export_apps(file: &LoadedApps, namespace: &str, out: &mut Manifests, diags: &
             );
         }
         let module = dir.join(&app.module);
-        let bytes = match std::fs::read(&module) {
-            Ok(bytes) => bytes,
+        let bytes = match read_at_most(&module, MAX_CONFIGMAP_MODULE) {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(size)) => {
+                error(
+                    format!("{path}.module"),
+                    format!(
+                        "{} is {size} bytes; a ConfigMap holds at most {MAX_CONFIGMAP_MODULE}",
+                        module.display()
+                    ),
+                    "ship the module in the image (or an image volume) and write a WasmApp of your own with `module: <its path in the pod>`",
+                );
+                continue;
+            }
             Err(e) => {
                 error(
                     format!("{path}.module"),
@@ -175,18 +186,6 @@ fn export_apps(file: &LoadedApps, namespace: &str, out: &mut Manifests, diags: &
                 continue;
             }
         };
-        if bytes.len() > MAX_CONFIGMAP_MODULE {
-            error(
-                format!("{path}.module"),
-                format!(
-                    "{} is {} bytes; a ConfigMap holds at most {MAX_CONFIGMAP_MODULE}",
-                    module.display(),
-                    bytes.len()
-                ),
-                "ship the module in the image (or an image volume) and write a WasmApp of your own with `module: <its path in the pod>`",
-            );
-            continue;
-        }
         let config_map = format!("{}-module", app.name);
         let mut wasm_app = WasmApp::new(
             &app.name,
@@ -216,6 +215,24 @@ fn export_apps(file: &LoadedApps, namespace: &str, out: &mut Manifests, diags: &
             ..ConfigMap::default()
         });
     }
+}
+
+/// The bytes of `path` when it holds at most `limit`, else its size: a module too large for a
+/// ConfigMap is refused without being read into memory.
+fn read_at_most(path: &Path, limit: usize) -> std::io::Result<Result<Vec<u8>, u64>> {
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let size = file.metadata()?.len();
+    if size > limit as u64 {
+        return Ok(Err(size));
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(limit as u64 + 1).read_to_end(&mut bytes)?;
+    // The file grew after its size was read.
+    if bytes.len() > limit {
+        return Ok(Err(bytes.len() as u64));
+    }
+    Ok(Ok(bytes))
 }
 
 /// Custom resources back to local configs: flows named after their resource, and a link
