@@ -34,6 +34,12 @@ async fn dev_runs_the_scaffold_and_prints_a_working_url() {
         .replace("\":8081\"", "\"127.0.0.1:0\"")
         .replace("http://localhost:8082/events", &sink.url("/events"));
     std::fs::write(&flow, text).unwrap();
+    // A broken file next to it: reported at start, and it does not stop the others.
+    std::fs::write(
+        dir.path().join("fiso/flows/broken.yaml"),
+        "name: broken\nsource: [oops\n",
+    )
+    .unwrap();
 
     let mut child = Command::new(fiso_bin())
         .args(["dev", "--metrics-addr", "127.0.0.1:0", "--no-service"])
@@ -63,6 +69,10 @@ async fn dev_runs_the_scaffold_and_prints_a_working_url() {
     }
     let banner = banner.join("\n");
     assert!(banner.contains("flow example-flow"), "{banner}");
+    assert!(
+        banner.contains("✗ fiso/flows/broken.yaml: not started, 1 error (above)"),
+        "{banner}"
+    );
     assert!(banner.contains("-d @fiso/sample-event.json"), "{banner}");
     assert!(
         banner.contains("link external-api") && banner.contains("/link/external-api/"),
@@ -82,6 +92,10 @@ async fn dev_runs_the_scaffold_and_prints_a_working_url() {
     let logs = fiso(dir.path(), &["logs", "--tail", "50"]);
     let logs = String::from_utf8_lossy(&logs.stdout).to_string();
     assert!(logs.contains("flow started"), "{logs}");
+    assert!(
+        !has_a_long_hash(&logs),
+        "versions are short in the default view:\n{logs}"
+    );
     let link_logs = fiso(dir.path(), &["logs", "--service", "link", "--tail", "50"]);
     let link_logs = String::from_utf8_lossy(&link_logs.stdout).to_string();
     assert!(link_logs.contains("link proxy listening"), "{link_logs}");
@@ -93,4 +107,10 @@ async fn dev_runs_the_scaffold_and_prints_a_working_url() {
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+/// Whether `text` holds a run of 32 or more hex digits (a full content hash).
+fn has_a_long_hash(text: &str) -> bool {
+    text.split(|c: char| !c.is_ascii_hexdigit())
+        .any(|run| run.len() >= 32)
 }

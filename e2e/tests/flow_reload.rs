@@ -24,11 +24,18 @@ fn versioned_flow(name: &str, sink: &SinkServer, literal: &str) -> String {
         .yaml()
 }
 
-/// `flows reloaded` listing `name` under `kind` (`started`, `replaced`, `stopped`).
+/// `flows reloaded: …` saying that `name` was `kind` (`started`, `replaced`, `stopped`), in
+/// words: `flows reloaded: replaced `r`; started `a`, `b``.
 fn reloaded(kind: &'static str, name: &str) -> impl Fn(&LogLine) -> bool {
-    let quoted = format!("\"{name}\"");
+    let quoted = format!("`{name}`");
     move |l: &LogLine| {
-        l.is("flows reloaded") && l.str_field(kind).is_some_and(|v| v.contains(&quoted))
+        l.message()
+            .and_then(|m| m.strip_prefix("flows reloaded: "))
+            .is_some_and(|changes| {
+                changes
+                    .split("; ")
+                    .any(|c| c.starts_with(kind) && c.contains(&quoted))
+            })
     }
 }
 
@@ -121,6 +128,10 @@ async fn added_changed_invalid_fixed_and_removed_files_take_effect() {
     dir.write("r.yaml", &versioned_flow("r", &sink, "three"));
     fiso.wait_for_log_since(mark, reloaded("replaced", "r"))
         .await;
+    fiso.wait_for_log_since(mark, |l| {
+        l.is("flow config is valid again") && l.str_field("file") == Some("r.yaml")
+    })
+    .await;
     assert_eq!(deliver(&r, &sink, 4).await, json!({"v": "three", "n": 4}));
     let (_, body) = fiso.readyz().await;
     assert!(body.get("warnings").is_none(), "{body}");

@@ -221,10 +221,64 @@ async fn https_upstream_is_verified_against_the_target_ca_by_host_name() {
     let answer = send(client().get(link.url("/link/untrusted/secure"))).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text());
     assert_eq!(answer.json()["error"]["code"], "UPSTREAM_UNREACHABLE");
+    assert_eq!(
+        answer.json()["error"]["message"],
+        "cannot reach target `untrusted`: the TLS certificate of `localhost` is not trusted (unknown issuer; add its CA with `caFile`)"
+    );
     // The certificate names `localhost` only: reaching it as 127.0.0.1 fails verification.
     let answer = send(client().get(link.url("/link/by-ip/secure"))).await;
     assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text());
+    assert_eq!(
+        answer.json()["error"]["message"],
+        "cannot reach target `by-ip`: the TLS certificate of `127.0.0.1` is not valid for that name"
+    );
     assert_eq!(upstream.count(), 1);
+}
+
+/// A target that cannot be reached says why in words, in the answer and in a warn log line;
+/// the whole error chain is for debug logs only.
+#[tokio::test]
+async fn an_unreachable_target_says_why_in_words_and_logs_it() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let link = Link::start(&format!(
+        "  - name: nowhere\n    protocol: http\n    host: fiso-test.invalid\n\
+         \x20 - name: refused\n    protocol: http\n    host: 127.0.0.1\n    port: {port}\n"
+    ))
+    .await;
+    for (target, words) in [
+        ("nowhere", "DNS name `fiso-test.invalid` not found ("),
+        (
+            "refused",
+            &*format!("connection refused at 127.0.0.1:{port} (nothing listens there?)"),
+        ),
+    ] {
+        let answer = send(client().get(link.url(&format!("/link/{target}/x")))).await;
+        assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{}", answer.text());
+        assert_eq!(answer.json()["error"]["code"], "UPSTREAM_UNREACHABLE");
+        let message = answer.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let expected = format!("cannot reach target `{target}`: {words}");
+        assert!(message.starts_with(&expected), "{message}");
+        assert!(!message.contains("client error"), "{message}");
+        let logged = link
+            .fiso
+            .logs()
+            .wait_for(
+                |l| l.is("cannot reach target") && l.str_field("target_name") == Some(target),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        assert_eq!(logged.level(), Some("WARN"));
+        assert!(
+            logged.str_field("error").unwrap().starts_with(words),
+            "{logged:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -446,7 +500,12 @@ async fn hot_reload_under_load_fails_no_request_and_keeps_the_last_good_config()
     }
     let reloads = |n: usize| {
         let logs = link.fiso.logs();
-        logs.matching(0, |l| l.is("link targets reloaded")).len() >= n
+        logs.matching(0, |l| {
+            l.message()
+                .is_some_and(|m| m.starts_with("link targets reloaded: "))
+        })
+        .len()
+            >= n
     };
     let versions = [
         format!(

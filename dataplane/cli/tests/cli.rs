@@ -490,6 +490,72 @@ fn an_error_says_its_cause_once_and_how_to_fix_it() {
     );
 }
 
+/// A port that `fiso dev` needs and another process holds says so, and how to get past it.
+#[test]
+fn a_taken_port_in_fiso_dev_says_how_to_get_past_it() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(fiso(dir.path(), &["init", "--defaults"]).status.success());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let o = fiso(
+        dir.path(),
+        &["dev", "--no-service", "--metrics-addr", &addr],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the port is taken"), "{stderr}");
+    assert!(
+        stderr.contains("pass --metrics-addr to use another port"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.matches("in use").count(), 1, "{stderr}");
+}
+
+/// `fiso dev --docker` writes an image that carries its own libraries (it runs in an otherwise
+/// empty root: no dependency on a base image's glibc) and a compose file whose ports don't
+/// clash: the data plane (flows, link and apps in `fiso run`) keeps :9090, Prometheus moves.
+#[test]
+fn dev_docker_writes_a_self_contained_image_and_a_compose_file_without_port_clashes() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(fiso(dir.path(), &["init", "--defaults"]).status.success());
+    let o = fiso(dir.path(), &["dev", "--docker"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let image = dir.path().join("fiso/.docker");
+    let dockerfile = std::fs::read_to_string(image.join("Dockerfile")).unwrap();
+    assert!(dockerfile.contains("\nFROM scratch\n"), "{dockerfile}");
+    // The image's root alone runs the binary: its loader and libraries are in it.
+    let ran = Command::new("chroot")
+        .arg(image.join("rootfs"))
+        .args(["/usr/local/bin/fiso", "--version"])
+        .output()
+        .expect("chroot runs");
+    assert!(ran.status.success(), "{}", text(&ran));
+    assert!(String::from_utf8_lossy(&ran.stdout).starts_with("fiso "));
+
+    let compose: serde_json::Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(dir.path().join("fiso/docker-compose.yml")).unwrap(),
+    )
+    .unwrap();
+    let services = compose["services"].as_object().unwrap();
+    let fiso_command = services["fiso"]["command"].as_array().unwrap();
+    assert_eq!(fiso_command[0], "run", "{compose:#}");
+    assert!(
+        fiso_command.contains(&"/etc/fiso/project/link/config.yaml".into()),
+        "the link runs too: {compose:#}"
+    );
+    assert!(
+        services["prometheus"]["command"]
+            .as_array()
+            .unwrap()
+            .contains(&"--web.listen-address=:9091".into()),
+        "{compose:#}"
+    );
+}
+
 /// Upstream flow files: extension functions, bare hyphenated cloudevents words and a number
 /// where a string attribute belongs all validate and run.
 #[test]
@@ -663,4 +729,29 @@ fn transform_test_takes_json_lines_and_reports_failures_as_json() {
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(v["error"].as_str().unwrap().contains("price"), "{v}");
+}
+
+/// With `--format json`, a failure before any check (no project, no flow file) is JSON too.
+#[test]
+fn json_output_covers_failures_before_any_check() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["validate", "--format", "json"][..],
+        &[
+            "transform",
+            "test",
+            "--flow",
+            "missing.yaml",
+            "--input",
+            "{}",
+            "--format",
+            "json",
+        ][..],
+    ] {
+        let o = fiso(dir.path(), args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: stdout is not JSON ({e}): {o:?}"));
+        assert!(!v["error"].as_str().unwrap().is_empty(), "{v}");
+    }
 }

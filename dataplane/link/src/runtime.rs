@@ -14,7 +14,7 @@ use fiso_config::link::{LinkConfig, Protocol, TargetConfig};
 use fiso_runtime::addr::{parse_listen_addr, AddrError};
 use fiso_runtime::health::{serve, HealthState, ServeError};
 use fiso_runtime::metrics::MetricsError;
-use fiso_runtime::reload::ReloadLoop;
+use fiso_runtime::reload::{changes_in_words, ReloadLoop};
 use fiso_runtime::server::ServerTimeouts;
 use fiso_runtime::watch::{watch_dir, WatchError};
 use fiso_runtime::Observability;
@@ -47,7 +47,10 @@ pub enum LinkError {
     Invalid(String),
     #[error("link listenAddr: {0}")]
     Addr(#[from] AddrError),
-    #[error("link proxy cannot listen on {addr}: {source}")]
+    #[error(
+        "link proxy cannot listen on {addr}: {source}{}",
+        fiso_runtime::addr::bind_hint(source)
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
@@ -316,12 +319,25 @@ impl Loader {
                 }
             }
         }
-        let stopped: Vec<&String> = running.keys().filter(|n| !table.contains_key(*n)).collect();
+        let stopped: Vec<String> = running
+            .keys()
+            .filter(|n| !table.contains_key(*n))
+            .cloned()
+            .collect();
         for name in &stopped {
             self.obs.readiness.remove(&format!("link/target/{name}"));
         }
         if previous.is_some() {
-            tracing::info!(?started, ?replaced, ?stopped, kept, "link targets reloaded");
+            let changes = changes_in_words(&[
+                ("added", &started[..]),
+                ("changed", &replaced[..]),
+                ("removed", &stopped[..]),
+            ]);
+            if changes.is_empty() {
+                tracing::info!(kept, "link targets reloaded: nothing changed");
+            } else {
+                tracing::info!(kept, "link targets reloaded: {changes}");
+            }
         } else {
             tracing::info!(targets = table.len(), "link targets loaded");
         }

@@ -100,6 +100,19 @@ impl HttpUpstream {
 }
 
 impl Target {
+    /// The host and port connections go to, to name them in an error.
+    fn host_and_port(&self) -> (&str, u16) {
+        let default = if self.scheme == Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        (
+            self.authority.host(),
+            self.authority.port_u16().unwrap_or(default),
+        )
+    }
+
     /// The upstream URI of `forward`: the prebuilt scheme and authority, the base path, the
     /// forwarded path (`/` alone adds nothing to a base path) and the query as it came.
     fn uri(&self, forward: &Forward) -> Result<Uri, http::Error> {
@@ -223,15 +236,13 @@ impl HttpUpstream {
                 )
             }
             Ok(Err(e)) => {
-                // hyper's errors never name the URL, whose query may carry the app's
-                // credentials.
+                // Named by host and port only: the URL's query may carry the app's credentials.
+                let why = http_client::failure_in_words(&e, target.host_and_port());
+                tracing::warn!(target_name = %forward.target, error = %why, "cannot reach target");
+                tracing::debug!(target_name = %forward.target, error = %http_client::error_chain(&e), "cannot reach target (the whole chain)");
                 return error(
                     ErrorCode::UpstreamUnreachable,
-                    format!(
-                        "cannot reach target `{}`: error sending request: {}",
-                        forward.target,
-                        http_client::error_chain(&e)
-                    ),
+                    format!("cannot reach target `{}`: {why}", forward.target),
                 );
             }
         };

@@ -20,6 +20,15 @@ pub fn parse_listen_addr(addr: &str) -> Result<SocketAddr, AddrError> {
         })
 }
 
+/// What to add to a failed bind's message: a taken port, the usual cause, says what to check.
+pub fn bind_hint(error: &std::io::Error) -> &'static str {
+    if error.kind() == std::io::ErrorKind::AddrInUse {
+        " (the port is taken: is another fiso, or another program, listening there?)"
+    } else {
+        ""
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,7 +28,7 @@ use crate::metrics::{self, MetricsRegistry};
 pub enum ServeError {
     #[error(transparent)]
     Addr(#[from] AddrError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}{}", crate::addr::bind_hint(source))]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -334,6 +334,29 @@ pub async fn serve(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn a_taken_port_is_said_to_be_taken() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap().to_string();
+        let registry = crate::MetricsRegistry::new();
+        let Err(e) = serve(
+            &addr,
+            HealthState::new(registry, Readiness::default()),
+            CancellationToken::new(),
+        )
+        .await
+        else {
+            panic!("{addr} is taken, yet served");
+        };
+        let text = crate::error_text::chain(&e);
+        assert!(
+            text.starts_with(&format!("cannot listen on {addr}: ")),
+            "{text}"
+        );
+        assert!(text.contains("the port is taken"), "{text}");
+        assert_eq!(text.matches("in use").count(), 1, "{text}");
+    }
 
     #[test]
     fn ready_needs_startup_and_every_component() {

@@ -190,6 +190,72 @@ pub fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// The host and port a request to `uri` connects to (the scheme's port when none is written).
+pub fn host_and_port(uri: &http::Uri) -> (&str, u16) {
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    (uri.host().unwrap_or("the target"), port)
+}
+
+/// What made a request to `host:port` fail, in words a user can act on: the DNS name that was
+/// not found, the address that refused the connection, the certificate that is not trusted.
+/// Only the host and port are named (a URL's user info and query may hold credentials); the
+/// whole chain is [`error_chain`], for debug logs. Falls back to that chain when no cause is
+/// recognised.
+pub fn failure_in_words(
+    error: &(dyn std::error::Error + 'static),
+    (host, port): (&str, u16),
+) -> String {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        // hyper-util's connector words a resolver failure "dns error" over the resolver's text.
+        if e.to_string() == "dns error" {
+            let why = e.source().map(ToString::to_string).unwrap_or_default();
+            return format!("DNS name `{host}` not found ({why})");
+        }
+        let io = e.downcast_ref::<std::io::Error>();
+        if io.is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused) {
+            return format!("connection refused at {host}:{port} (nothing listens there?)");
+        }
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return tls_failure_in_words(tls, host);
+        }
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() {
+                return format!("{host}:{port} closed the connection before answering");
+            }
+        }
+        // An io::Error's `source()` skips the error it wraps (tokio-rustls wraps the handshake's
+        // rustls error, the TLS connector wraps that io::Error again): go through it instead.
+        next = match io.and_then(|io| io.get_ref()) {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    error_chain(error)
+}
+
+fn tls_failure_in_words(error: &rustls::Error, host: &str) -> String {
+    use rustls::CertificateError as Cert;
+    match error {
+        rustls::Error::InvalidCertificate(Cert::UnknownIssuer) => format!(
+            "the TLS certificate of `{host}` is not trusted (unknown issuer; add its CA with `caFile`)"
+        ),
+        rustls::Error::InvalidCertificate(
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. },
+        ) => format!("the TLS certificate of `{host}` is not valid for that name"),
+        rustls::Error::InvalidCertificate(Cert::Expired | Cert::ExpiredContext { .. }) => {
+            format!("the TLS certificate of `{host}` has expired")
+        }
+        rustls::Error::InvalidCertificate(other) => {
+            format!("the TLS certificate of `{host}` is rejected: {other:?}")
+        }
+        other => format!("the TLS handshake with `{host}` failed: {other}"),
+    }
+}
+
 /// `error` and every error below it, joined with `: `.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
@@ -283,15 +349,43 @@ mod tests {
         let client = ClientSettings::default().build::<Full<Bytes>>().unwrap();
         let uri: http::Uri = format!("http://{addr}/p?token=secret").parse().unwrap();
         let e = client
-            .request(http::Request::get(uri).body(Full::default()).unwrap())
+            .request(
+                http::Request::get(uri.clone())
+                    .body(Full::default())
+                    .unwrap(),
+            )
             .await
             .unwrap_err();
         let text = error_chain(&e);
         assert!(text.contains("onnection refused"), "{text}");
         assert!(!text.contains("secret"), "{text}");
+        assert_eq!(
+            failure_in_words(&e, host_and_port(&uri)),
+            format!("connection refused at {addr} (nothing listens there?)")
+        );
         assert!(!is_timeout(&e));
         assert!(is_timeout(&std::io::Error::from(
             std::io::ErrorKind::TimedOut
         )));
+    }
+
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_said_in_words() {
+        let client = ClientSettings::default().build::<Full<Bytes>>().unwrap();
+        // `.invalid` never resolves (RFC 6761).
+        let uri: http::Uri = "http://fiso-test.invalid:8080/p".parse().unwrap();
+        let e = client
+            .request(
+                http::Request::get(uri.clone())
+                    .body(Full::default())
+                    .unwrap(),
+            )
+            .await
+            .unwrap_err();
+        let text = failure_in_words(&e, host_and_port(&uri));
+        assert!(
+            text.starts_with("DNS name `fiso-test.invalid` not found ("),
+            "{text}"
+        );
     }
 }

@@ -84,6 +84,20 @@ impl ReloadLoop {
     }
 }
 
+/// What a reload changed, in words for its log line: `replaced `orders`; started `a`, `b``.
+/// `changes` pairs a verb with the names it applies to; verbs with no names are left out.
+pub fn changes_in_words(changes: &[(&str, &[impl AsRef<str>])]) -> String {
+    changes
+        .iter()
+        .filter(|(_, names)| !names.is_empty())
+        .map(|(verb, names)| {
+            let names: Vec<String> = names.iter().map(|n| format!("`{}`", n.as_ref())).collect();
+            format!("{verb} {}", names.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -164,5 +178,19 @@ mod tests {
             .expect("the loop ended")
             .expect("no panic");
         assert_eq!(done.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn changes_are_said_in_words() {
+        let none: &[&str] = &[];
+        assert_eq!(
+            changes_in_words(&[
+                ("started", &["a", "b"][..]),
+                ("replaced", none),
+                ("stopped", &["c"][..])
+            ]),
+            "started `a`, `b`; stopped `c`"
+        );
+        assert_eq!(changes_in_words(&[("started", none)]), "");
     }
 }

@@ -23,12 +23,9 @@ use anyhow::{bail, Context, Result};
 use crate::infra::process::output;
 use oci::File;
 
-/// The user every image runs as (distroless's `nonroot`).
-pub const USER: &str = "65532:65532";
+pub use fiso_rootfs::USER;
 /// Registry part of the references images are imported under.
 pub const REGISTRY: &str = "fiso.local";
-/// CA bundle copied into images, where rustls-native-certs (via openssl-probe) finds it.
-const CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// One image: its name, the binary it runs and its config.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,48 +213,8 @@ pub fn files(spec: &Spec, bin_dir: &Path, work: &Path) -> Result<Vec<File>> {
         "strip",
         Command::new("strip").arg("-o").arg(&stripped).arg(&binary),
     )?;
-    let mut files = vec![
-        File::copy(spec.binary_path(), stripped, 0o755),
-        File::bytes(
-            "/etc/passwd",
-            "root:x:0:0:root:/root:/sbin/nologin\nfiso:x:65532:65532:fiso:/nonexistent:/sbin/nologin\n",
-            0o644,
-        ),
-        File::bytes("/etc/group", "root:x:0:\nfiso:x:65532:\n", 0o644),
-        File::copy(CA_BUNDLE, CA_BUNDLE, 0o644),
-        File::dir("/tmp", 0o1777),
-    ];
-    for lib in shared_libraries(&binary)? {
-        let path = lib.display().to_string();
-        let real =
-            std::fs::canonicalize(&lib).with_context(|| format!("resolving {}", lib.display()))?;
-        files.push(File::copy(path, real, 0o755));
-    }
-    Ok(files)
-}
-
-/// The shared libraries `binary` loads, as `ldd` resolves them on this machine (the dynamic
-/// loader included; the kernel's vDSO excluded).
-fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
-    let text = output("ldd", Command::new("ldd").arg(binary))?;
-    let mut libs = Vec::new();
-    for line in text.lines().map(str::trim) {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line
-                .split_whitespace()
-                .next()
-                .filter(|p| p.starts_with('/')),
-        };
-        match path {
-            Some(p) if p.starts_with('/') => libs.push(PathBuf::from(p)),
-            Some("not") => bail!("{}: {line}", binary.display()),
-            _ => {}
-        }
-    }
-    libs.sort();
-    libs.dedup();
-    Ok(libs)
+    // ldd reads the stripped binary's dynamic section as well as the original's.
+    Ok(fiso_rootfs::scratch_image(&stripped, &spec.binary_path())?)
 }
 
 /// Every published image's files under `out/<name>/` (for the `Dockerfile`).

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File as FsFile;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -34,55 +34,7 @@ pub struct Config {
     pub labels: BTreeMap<String, String>,
 }
 
-/// Where a file's bytes come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    Path(PathBuf),
-    Bytes(Vec<u8>),
-}
-
-/// One entry of the layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Entry {
-    File { source: Source, mode: u32 },
-    Dir { mode: u32 },
-}
-
-/// A file or directory at an absolute path in the image.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct File {
-    pub path: String,
-    pub entry: Entry,
-}
-
-impl File {
-    pub fn copy(path: impl Into<String>, from: impl Into<PathBuf>, mode: u32) -> Self {
-        File {
-            path: path.into(),
-            entry: Entry::File {
-                source: Source::Path(from.into()),
-                mode,
-            },
-        }
-    }
-
-    pub fn bytes(path: impl Into<String>, bytes: impl Into<Vec<u8>>, mode: u32) -> Self {
-        File {
-            path: path.into(),
-            entry: Entry::File {
-                source: Source::Bytes(bytes.into()),
-                mode,
-            },
-        }
-    }
-
-    pub fn dir(path: impl Into<String>, mode: u32) -> Self {
-        File {
-            path: path.into(),
-            entry: Entry::Dir { mode },
-        }
-    }
-}
+pub use fiso_rootfs::{materialize, Entry, File, Source};
 
 /// An image: its reference (`fiso.local/fiso:dev`), config and files.
 #[derive(Debug, Clone)]
@@ -187,7 +139,7 @@ impl Image {
     fn normalized_files(&self) -> Result<BTreeMap<String, Entry>> {
         let mut entries = BTreeMap::new();
         for file in &self.files {
-            let path = relative(&file.path)?;
+            let path = fiso_rootfs::relative(&file.path)?;
             if entries.insert(path.clone(), file.entry.clone()).is_some() {
                 bail!("{} is in image {} twice", file.path, self.reference);
             }
@@ -218,49 +170,6 @@ impl Image {
         }
         Ok(entries)
     }
-}
-
-/// Writes `file` under the directory `root` (its mode included), for builds that copy a tree
-/// into an image (the `Dockerfile`).
-pub fn materialize(file: &File, root: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-
-    let path = root.join(relative(&file.path)?);
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    let mode = match &file.entry {
-        Entry::Dir { mode } => {
-            std::fs::create_dir_all(&path)?;
-            *mode
-        }
-        Entry::File { source, mode } => {
-            match source {
-                Source::Path(from) => std::fs::copy(from, &path).map(drop),
-                Source::Bytes(bytes) => std::fs::write(&path, bytes),
-            }
-            .with_context(|| format!("writing {}", path.display()))?;
-            *mode
-        }
-    };
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("setting the mode of {}", path.display()))
-}
-
-/// `/usr/local/bin/fiso` → `usr/local/bin/fiso`, refusing `..` and relative paths.
-fn relative(path: &str) -> Result<String> {
-    let Some(rest) = path.strip_prefix('/') else {
-        bail!("image path {path:?} is not absolute");
-    };
-    let rest = rest.trim_end_matches('/');
-    if rest.is_empty()
-        || rest
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        bail!("image path {path:?} is not a plain absolute path");
-    }
-    Ok(rest.to_owned())
 }
 
 fn tar_header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

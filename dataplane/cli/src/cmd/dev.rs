@@ -44,7 +44,9 @@ pub struct DevArgs {
     /// Do not start the sample service.
     #[arg(long)]
     pub no_service: bool,
-    /// Write fiso/docker-compose.yml and the data-plane image instead of running locally.
+    /// Write fiso/docker-compose.yml and a FROM-scratch data-plane image (this binary and the
+    /// libraries it loads) instead of running locally. Linux hosts: the compose file uses host
+    /// networking so the addresses in the project keep working.
     #[arg(long)]
     pub docker: bool,
     /// Create the default project first (`fiso init --defaults`) when there is none.
@@ -68,6 +70,18 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
     for d in diags.iter() {
         eprintln!("{d}");
     }
+    let invalid_flows: Vec<(&str, usize)> = files
+        .flows
+        .iter()
+        .map(|f| {
+            let errors = diags
+                .errors()
+                .filter(|d| d.file.as_deref() == Some(f.path.as_str()))
+                .count();
+            (f.path.as_str(), errors)
+        })
+        .filter(|(_, errors)| *errors > 0)
+        .collect();
     if args.docker {
         return docker::write(&args.dir, &project);
     }
@@ -90,7 +104,8 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
             HealthState::new(obs.metrics.clone(), obs.readiness.clone()).with_config(obs.config.clone()),
             health_stop.clone(),
         )
-        .await?;
+        .await
+        .map_err(|e| with_port_fix(e, "stop it, or pass --metrics-addr to use another port"))?;
         let apps_dir = args.dir.join("apps");
         let apps = if apps_dir.is_dir() {
             Some(RunningApps::start(AppsSource::Dir(apps_dir), &obs).await?)
@@ -100,13 +115,15 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
         let runtime = FlowRuntime::start(&flows_dir, &obs)?;
         let link_config = args.dir.join("link").join("config.yaml");
         let link = if link_config.is_file() {
-            Some(LinkRuntime::start(&link_config, &obs).await?)
+            Some(LinkRuntime::start(&link_config, &obs).await.map_err(|e| {
+                with_port_fix(e, &format!("stop it, or change listenAddr in {}", link_config.display()))
+            })?)
         } else {
             None
         };
         obs.readiness.mark_started();
         let mut service = if args.no_service { None } else { start_service(&args.dir, &dev_dir).await };
-        banner(&project, &runtime, link.as_ref(), health.local_addr, &args.dir);
+        banner(&project, &invalid_flows, &runtime, link.as_ref(), health.local_addr, &args.dir);
         tokio::select! {
             _ = shutdown.cancelled() => {}
             exited = wait_child(&mut service) => {
@@ -131,6 +148,23 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `error`, and when a port was taken what the user can do about it in `fiso dev`.
+fn with_port_fix<E>(error: E, fix: &str) -> anyhow::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+        {
+            return anyhow::anyhow!("{}; {fix}", fiso_runtime::error_text::chain(&error));
+        }
+        next = e.source();
+    }
+    error.into()
 }
 
 async fn wait_child(child: &mut Option<tokio::process::Child>) -> Option<std::process::ExitStatus> {
@@ -187,6 +221,7 @@ async fn start_service(dir: &Path, dev_dir: &Path) -> Option<tokio::process::Chi
 
 fn banner(
     project: &fiso_config::validate::Project,
+    invalid_flows: &[(&str, usize)],
     runtime: &FlowRuntime,
     link: Option<&LinkRuntime>,
     metrics: std::net::SocketAddr,
@@ -215,6 +250,13 @@ fn banner(
         if let SinkSpec::Http(s) = &f.config.sink {
             say!("  {:<29} → {}", "", s.url);
         }
+    }
+    for (file, errors) in invalid_flows {
+        let plural = if *errors == 1 { "" } else { "s" };
+        say!(
+            "  {} {file}: not started, {errors} error{plural} (above); it starts once the file is fixed",
+            style::error("✗")
+        );
     }
     if let (Some(link), Some(cfg)) = (link, &project.link) {
         for t in &cfg.config.targets {

@@ -25,3 +25,21 @@ pub enum Format {
     /// One JSON document, for tools.
     Json,
 }
+
+impl Format {
+    /// `outcome` as the command reports it: with `--format json` a failure is printed as
+    /// `{"error": …}` on stdout (exit code 1), so tools reading the JSON get failures too.
+    pub fn report(
+        self,
+        outcome: anyhow::Result<std::process::ExitCode>,
+    ) -> anyhow::Result<std::process::ExitCode> {
+        match (outcome, self) {
+            (Err(e), Format::Json) => {
+                let message = fiso_runtime::error_text::chain(e.as_ref());
+                println!("{}", serde_json::json!({ "error": message }));
+                Ok(std::process::ExitCode::FAILURE)
+            }
+            (outcome, _) => outcome,
+        }
+    }
+}

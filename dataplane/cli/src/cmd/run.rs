@@ -40,8 +40,8 @@ pub struct RunArgs {
     /// has not filled yet), the link proxy is not ready until the file appears, then starts.
     #[arg(long, env = "FISO_LINK_CONFIG", hide_env_values = true, default_value = DEFAULT_LINK_CONFIG)]
     pub link_config: PathBuf,
-    /// Apps file (Wasmer/WASIX apps run next to the flows and the link; flows and link targets
-    /// reach them by name). Watched, as are the modules it names.
+    /// Apps file, or a directory of them (Wasmer/WASIX apps run next to the flows and the link;
+    /// flows and link targets reach them by name). Watched, as are the modules it names.
     #[arg(long, env = "FISO_APPS_CONFIG", hide_env_values = true)]
     pub apps_config: Option<PathBuf>,
     /// Upstream's all-in-one file: `flow: {configDir, metricsAddr}`, `link: {configPath}` or the
@@ -71,7 +71,13 @@ impl Plan {
             return Ok(Plan {
                 config_dir: args.config_dir,
                 link_config: args.link_config,
-                apps: args.apps_config.map(AppsSource::File),
+                apps: args.apps_config.map(|path| {
+                    if path.is_dir() {
+                        AppsSource::Dir(path)
+                    } else {
+                        AppsSource::File(path)
+                    }
+                }),
                 metrics_addr: args
                     .metrics_addr
                     .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_owned()),

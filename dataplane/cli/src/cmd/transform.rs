@@ -45,7 +45,10 @@ pub struct TestArgs {
 
 pub fn run(cmd: TransformCommand) -> Result<ExitCode> {
     match cmd {
-        TransformCommand::Test(args) => test(args),
+        TransformCommand::Test(args) => {
+            let format = args.format;
+            format.report(test(args))
+        }
     }
 }
 
@@ -65,20 +68,9 @@ fn test(args: TestArgs) -> Result<ExitCode> {
     let flow = &project.flows[0].config;
     let Some(path) = &args.input_file else {
         let result = read_input(args.input.as_deref().unwrap_or_default())
-            .and_then(|input| run_one(flow, &args.flow, input));
-        return match (result, args.format) {
-            (Ok(result), format) => {
-                print_result(&result, format, true)?;
-                Ok(ExitCode::SUCCESS)
-            }
-            // Tools reading the JSON get the failure as JSON too.
-            (Err(e), Format::Json) => {
-                let message = fiso_runtime::error_text::chain(e.as_ref());
-                println!("{}", serde_json::json!({"error": message}));
-                Ok(ExitCode::FAILURE)
-            }
-            (Err(e), Format::Human) => Err(e),
-        };
+            .and_then(|input| run_one(flow, &args.flow, input))?;
+        print_result(&result, args.format, true)?;
+        return Ok(ExitCode::SUCCESS);
     };
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -36,6 +36,11 @@ struct JsonReport<'a> {
 }
 
 pub fn run(args: ValidateArgs) -> Result<ExitCode> {
+    let format = args.format;
+    format.report(validate(args))
+}
+
+fn validate(args: ValidateArgs) -> Result<ExitCode> {
     let target = args.dir.unwrap_or_else(default_target);
     let files = ProjectFiles::read(&target)?;
     if files.is_empty() {

@@ -51,7 +51,10 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: ByteSize = ByteSize::mib(4);
 pub enum GrpcSourceError {
     #[error("grpc source: {0}")]
     Config(String),
-    #[error("grpc source cannot listen on {addr}: {source}")]
+    #[error(
+        "grpc source cannot listen on {addr}: {source}{}",
+        fiso_runtime::addr::bind_hint(source)
+    )]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 
 use fiso_config::validate::{check_project, SourceFile};
 use fiso_runtime::apps::AppDirectory;
+use fiso_runtime::reload::changes_in_words;
 use fiso_runtime::watch::{is_yaml, snapshot, version_document, ConfigFile, Snapshot, Unreadable};
 use fiso_runtime::{ConfigInfo, MetricsRegistry, Readiness};
 use serde_json::json;
@@ -46,6 +47,8 @@ pub struct FlowDirectory {
     config_info: ConfigInfo,
     apps: AppDirectory,
     last_good: Mutex<BTreeMap<String, Good>>,
+    /// Files whose last reload reported a problem, to say when one is fixed.
+    failing: Mutex<BTreeSet<String>>,
     first_load: std::sync::atomic::AtomicBool,
 }
 
@@ -68,6 +71,7 @@ impl FlowDirectory {
             config_info,
             apps,
             last_good: Mutex::new(BTreeMap::new()),
+            failing: Mutex::new(BTreeSet::new()),
             first_load: std::sync::atomic::AtomicBool::new(true),
         }
     }
@@ -140,7 +144,9 @@ impl FlowDirectory {
         for flow in &project.flows {
             let name = flow.name().to_owned();
             let (hash, _) = &candidates[&flow.file];
-            let mut version = format!("{}:{hash}", flow.file);
+            // A short hash names the version in logs; consecutive versions of one file never
+            // share 12 hex digits by chance in practice.
+            let mut version = format!("{}@{}", flow.file, &hash[..hash.len().min(12)]);
             if !flow.config.interceptors.is_empty() {
                 // A rewritten module is a new version of the flow too.
                 version.push_str(&format!(
@@ -314,8 +320,20 @@ impl FlowDirectory {
         doc["problems"] = json!(report.problems);
         doc["flows"] = json!(self.supervisor.versions());
         self.config_info.set_section("flow", doc);
-        if !(report.started.is_empty() && report.replaced.is_empty() && report.stopped.is_empty()) {
-            tracing::info!(started = ?report.started, replaced = ?report.replaced, stopped = ?report.stopped, "flows reloaded");
+        let changes = changes_in_words(&[
+            ("started", &report.started[..]),
+            ("replaced", &report.replaced[..]),
+            ("stopped", &report.stopped[..]),
+        ]);
+        if !changes.is_empty() {
+            tracing::info!("flows reloaded: {changes}");
         }
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        for file in failing.iter() {
+            if !report.problems.contains_key(file) && files.iter().any(|f| &f.name == file) {
+                tracing::info!(file = %file, "flow config is valid again");
+            }
+        }
+        *failing = report.problems.keys().cloned().collect();
     }
 }

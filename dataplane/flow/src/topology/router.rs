@@ -23,7 +23,10 @@ use crate::sources::http::{serve_request, HttpSource, Route, RouteTable, Routes}
 pub enum RouterError {
     #[error(transparent)]
     Addr(#[from] AddrError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error(
+        "cannot listen on {addr}: {source}{}",
+        fiso_runtime::addr::bind_hint(source)
+    )]
     Bind {
         addr: String,
         source: std::io::Error,
