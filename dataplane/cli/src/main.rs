@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 failure (invalid config, failed command), 2 usage error.
 
 mod cmd;
+mod lines;
 mod project;
 mod scaffold;
 mod style;
@@ -39,9 +40,10 @@ enum Command {
     /// Run Wasmer/WASIX apps (upstream's fiso-wasmer): long-running servers and per-request
     /// modules, supervised and hot-reloaded.
     Wasmer(cmd::wasmer::WasmerArgs),
-    /// Run the project's flows locally with pretty logs and live reload (no Docker needed).
+    /// Run the project's flows, link and your app (`-- CMD`) locally with pretty logs and live
+    /// reload (no Docker needed).
     Dev(cmd::dev::DevArgs),
-    /// Show the logs `fiso dev` wrote (fiso/.dev/*.log).
+    /// Show what `fiso dev` logged: the flows', the link's or an app's output (fiso/.dev/).
     Logs(cmd::logs::LogsArgs),
     /// Send test events to a Kafka topic (waits for every delivery report).
     Produce(cmd::produce::ProduceArgs),

@@ -70,7 +70,7 @@ impl ProjectFiles {
         let flows_dir = target.join("flows");
         let link_file = target.join("link").join("config.yaml");
         let apps_dir = target.join("apps");
-        if flows_dir.is_dir() || link_file.is_file() || apps_dir.is_dir() {
+        if is_project_dir(target) {
             let (flows, unreadable) = if flows_dir.is_dir() {
                 read_flow_dir(&flows_dir)?
             } else {
@@ -230,12 +230,105 @@ fn display_path(p: &Path) -> String {
     s.strip_prefix("./").map(str::to_owned).unwrap_or(s)
 }
 
-/// `DIR` argument default: `./fiso` when it exists, else the current directory.
+/// A project directory: it has `flows/`, `link/config.yaml` or `apps/`.
+pub fn is_project_dir(dir: &Path) -> bool {
+    dir.join("flows").is_dir()
+        || dir.join("link").join("config.yaml").is_file()
+        || dir.join("apps").is_dir()
+}
+
+/// The project every command works on when none is named, found as `git` finds its
+/// repository: `./fiso` when it exists; else the current directory or the nearest directory
+/// above it that is a project (so commands run inside `fiso/` or `fiso/flows/` find it). The
+/// path is relative to the current directory (`fiso`, `.`, `..`), so messages name files as
+/// the user reaches them. `None` outside any project.
+pub fn find() -> Option<PathBuf> {
+    find_from(&std::env::current_dir().ok()?)
+}
+
+fn find_from(cwd: &Path) -> Option<PathBuf> {
+    if cwd.join(DEFAULT_DIR).is_dir() {
+        return Some(PathBuf::from(DEFAULT_DIR));
+    }
+    if is_project_dir(cwd) {
+        return Some(PathBuf::from("."));
+    }
+    // Above the current directory only `flows/` or `link/config.yaml` mark a project: an
+    // `apps/` directory somewhere up the tree (`/apps` in many images) is too common a name.
+    cwd.ancestors()
+        .skip(1)
+        .position(|dir| {
+            dir.join("flows").is_dir() || dir.join("link").join("config.yaml").is_file()
+        })
+        .map(|up| (0..=up).map(|_| "..").collect())
+}
+
+/// `DIR` argument default: the project [`find`] finds, else the current directory.
 pub fn default_target() -> PathBuf {
-    let d = PathBuf::from(DEFAULT_DIR);
-    if d.is_dir() {
-        d
+    find().unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// A relative path given on the command line that does not exist here, read from the
+/// directory the project's paths are written from (the one holding `fiso/`): inside the
+/// project, `fiso transform test --flow fiso/flows/x.yaml`, as the scaffold's comments and
+/// `fiso dev` print it, names the same file as from above it.
+pub fn resolve_arg(path: &Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        return path.to_path_buf();
+    }
+    let Some(project) = find().filter(|p| p != Path::new(DEFAULT_DIR)) else {
+        return path.to_path_buf();
+    };
+    let name = project
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(ToOwned::to_owned));
+    match name.and_then(|n| path.strip_prefix(&n).ok().map(Path::to_path_buf)) {
+        Some(inside) if project.join(&inside).exists() => display_join(&project, &inside),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// `dir.join(rest)` without a leading `./`.
+fn display_join(dir: &Path, rest: &Path) -> PathBuf {
+    if dir == Path::new(".") {
+        rest.to_path_buf()
     } else {
-        PathBuf::from(".")
+        dir.join(rest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_project_from_inside_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let project = root.join("fiso");
+        std::fs::create_dir_all(project.join("flows/nested")).unwrap();
+        std::fs::create_dir_all(project.join("link")).unwrap();
+        std::fs::write(project.join("link/config.yaml"), "targets: []\n").unwrap();
+        assert_eq!(find_from(root), Some(PathBuf::from("fiso")));
+        assert_eq!(find_from(&project), Some(PathBuf::from(".")));
+        assert_eq!(find_from(&project.join("flows")), Some(PathBuf::from("..")));
+        assert_eq!(find_from(&project.join("link")), Some(PathBuf::from("..")));
+        assert_eq!(
+            find_from(&project.join("flows/nested")),
+            Some(PathBuf::from("../.."))
+        );
+        let elsewhere = root.join("elsewhere");
+        std::fs::create_dir_all(elsewhere.join("apps")).unwrap();
+        assert_eq!(
+            find_from(&elsewhere),
+            Some(PathBuf::from(".")),
+            "apps/ marks the current dir"
+        );
+        assert_eq!(
+            find_from(&elsewhere.join("apps")),
+            None,
+            "but not a directory above"
+        );
     }
 }

@@ -303,7 +303,95 @@ fn doctor_reports_busy_ports_and_unreachable_dependencies() {
         "{out}"
     );
     assert!(out.contains("→ start the broker"), "{out}");
+    assert!(
+        out.contains(&format!("`lsof -i :{busy_port}`")),
+        "the hint names the real port:\n{out}"
+    );
+    assert!(!out.contains("PORT"), "{out}");
+
+    let o = fiso(dir.path(), &["doctor", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["ok"], false);
+    assert_eq!(v["failures"], 2, "{v:#}");
+    let busy_check = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "port" && c["target"] == format!("127.0.0.1:{busy_port}"))
+        .expect("a check of the busy port");
+    assert_eq!(busy_check["status"], "fail");
+    assert!(busy_check["hint"]
+        .as_str()
+        .unwrap()
+        .contains("source.config.listenAddr in fiso/flows/a.yaml"));
     drop((busy, sink));
+}
+
+#[test]
+fn commands_run_inside_the_project_find_it() {
+    let dir = tempfile::tempdir().unwrap();
+    assert!(fiso(dir.path(), &["init", "--defaults"]).status.success());
+    let project = dir.path().join("fiso");
+    for inside in [
+        project.clone(),
+        project.join("flows"),
+        project.join("user-service"),
+    ] {
+        let o = fiso(&inside, &["validate"]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(
+            text(&o).contains("1 flow and the link config valid"),
+            "validate in {}: {}",
+            inside.display(),
+            text(&o)
+        );
+        let o = fiso(&inside, &["export"]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("kind: FlowDefinition") && text(&o).contains("kind: LinkTarget"));
+        let o = fiso(&inside, &["doctor", "--format", "json"]);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let check = |name: &str| {
+            v["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("{name} in {v:#}"))
+                .clone()
+        };
+        assert_eq!(check("project")["status"], "ok", "{v:#}");
+        assert_eq!(check("config")["status"], "ok", "{v:#}");
+        assert!(check("config")["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 flow + link"));
+        // The paths the scaffold's comments give work from inside too.
+        let o = fiso(
+            &inside,
+            &[
+                "transform",
+                "test",
+                "--flow",
+                "fiso/flows/example-flow.yaml",
+                "--input",
+                "fiso/sample-event.json",
+            ],
+        );
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("Ada Lovelace"), "{}", text(&o));
+        let o = fiso(&inside, &["logs"]);
+        assert!(
+            text(&o).contains("start the services with `fiso dev` first")
+                && text(&o).contains(".dev/dev.log"),
+            "{}",
+            text(&o)
+        );
+        // `init` would nest a second project.
+        let o = fiso(&inside, &["init", "--defaults"]);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(text(&o).contains("inside the Fiso project"), "{}", text(&o));
+    }
 }
 
 #[test]

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 pub fn shutdown_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
-    let wait = signals();
+    let wait = next_signal();
     tokio::spawn(async move {
         let name = wait.await;
         tracing::info!(signal = name, "shutting down");
@@ -19,8 +19,11 @@ pub fn shutdown_signal() -> CancellationToken {
     token
 }
 
+/// Completes at the next SIGTERM or SIGINT (its name). The handlers are installed when this is
+/// called, so a signal that arrives before the future is polled is not missed; `fiso dev`
+/// takes a second Ctrl-C as "stop now".
 #[cfg(unix)]
-fn signals() -> impl std::future::Future<Output = &'static str> + Send + 'static {
+pub fn next_signal() -> impl std::future::Future<Output = &'static str> + Send + 'static {
     use tokio::signal::unix::{signal, SignalKind};
 
     let install = |kind, name| {
@@ -47,8 +50,9 @@ fn signals() -> impl std::future::Future<Output = &'static str> + Send + 'static
     }
 }
 
+/// Completes at the next Ctrl-C.
 #[cfg(not(unix))]
-fn signals() -> impl std::future::Future<Output = &'static str> + Send + 'static {
+pub fn next_signal() -> impl std::future::Future<Output = &'static str> + Send + 'static {
     async {
         match tokio::signal::ctrl_c().await {
             Ok(()) => "Ctrl-C",

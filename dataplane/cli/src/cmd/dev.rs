@@ -1,15 +1,19 @@
 //! `fiso dev`: the project's flows, link proxy and apps (`fiso/apps/*.yaml`, when the directory
-//! exists) in one process, pretty logs (also written to
-//! `fiso/.dev/dev.log` for `fiso logs`), live reload, the sample service next to them, and the
-//! URLs and a `curl` to try it. `--docker` writes a compose file and image instead.
+//! exists) in one process, pretty logs (also written to `fiso/.dev/dev.log` for `fiso logs`),
+//! live reload, and the URLs and a `curl` to try it. Next to it runs your app
+//! (`fiso dev -- <command>`, as `dapr run -- …` does) or else the scaffold's sample service,
+//! output inline. `--docker` writes a compose file and image instead.
 
+use std::ffi::OsString;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{ExitCode, Stdio};
+use std::process::{ExitCode, ExitStatus};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use fiso_config::flow::{SinkSpec, SourceSpec};
-use fiso_flow::topology::runtime::{FlowRuntime, Observability};
+use fiso_config::validate::Project;
+use fiso_flow::topology::runtime::{FlowRuntime, Observability, DEFAULT_METRICS_ADDR};
 use fiso_link::LinkRuntime;
 use fiso_runtime::health::{serve, HealthState};
 use fiso_runtime::logging::{LogFormat, LogSettings};
@@ -18,11 +22,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cmd::apps::{AppsSource, RunningApps};
 use crate::cmd::flow::tokio_runtime;
-use crate::cmd::logs::DEV_LOG;
 use crate::project::{ProjectFiles, DEFAULT_DIR};
 use crate::style;
 
+pub mod app;
 mod docker;
+pub mod state;
+
+use app::{AppSpec, RunningApp};
 
 /// `println!` that ignores a closed stdout: `fiso dev | head` or a caller that stops reading
 /// after the URL must not take the running data plane down.
@@ -34,12 +41,14 @@ macro_rules! say {
 }
 
 #[derive(Debug, Args)]
+#[command(after_help = APP_HELP)]
 pub struct DevArgs {
-    /// Project directory created by `fiso init`.
-    #[arg(long, default_value = DEFAULT_DIR)]
-    pub dir: PathBuf,
-    /// Metrics and health server.
-    #[arg(long, default_value = ":9090")]
+    /// Project directory created by `fiso init`. Default: ./fiso, or the project the current
+    /// directory is in.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Metrics and health server, shared by flows, link and apps.
+    #[arg(long, env = "FISO_METRICS_ADDR", hide_env_values = true, default_value = DEFAULT_METRICS_ADDR)]
     pub metrics_addr: String,
     /// Do not start the sample service.
     #[arg(long)]
@@ -52,20 +61,65 @@ pub struct DevArgs {
     /// Create the default project first (`fiso init --defaults`) when there is none.
     #[arg(long)]
     pub init: bool,
+    /// Your app's name: its output's `[NAME]` prefix and `fiso logs --service NAME`.
+    /// Default: the command's file name.
+    #[arg(long, value_name = "NAME", requires = "command")]
+    pub app_name: Option<String>,
+    /// How long your app has to stop after SIGTERM before it is killed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub stop_timeout: std::time::Duration,
+    /// Your app, run next to the data plane once it is up (instead of the sample service).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+const APP_HELP: &str = "\
+Your app: `fiso dev -- <command> [args…]` runs it next to the data plane, as `dapr run -- …` does.
+  * Its output is shown as `[NAME] …` and kept for `fiso logs --service NAME`.
+  * Its environment adds PORT (the port of the flows' local HTTP sink, the one the app serves;
+    unless PORT is set already), FISO_LINK_URL (http://127.0.0.1:3500/link with the link's real
+    address) and FISO_LINK_PORT.
+  * When it exits, fiso dev stops and exits with its status (128+N for signal N).
+  * Ctrl-C stops it first: SIGTERM to its process group, SIGKILL after --stop-timeout or at a
+    second Ctrl-C.
+Without a command, fiso dev runs the scaffold's sample service (fiso/user-service) the same way,
+except that the data plane outlives it.
+A `fiso dev` killed outright (SIGKILL) has its app sent SIGTERM (Linux); what the app itself
+started is then the app's to stop.";
+
+/// What an app is to the session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// `fiso dev -- <command>`: the session ends with it.
+    User,
+    /// The scaffold's sample service: the data plane outlives it.
+    Sample,
 }
 
 pub fn run(args: DevArgs) -> Result<ExitCode> {
-    let flows_dir = args.dir.join("flows");
-    if args.init && !args.dir.exists() && args.dir == Path::new(DEFAULT_DIR) {
-        crate::cmd::init::run(crate::cmd::init::InitArgs::defaults())?;
-    }
+    let dir = match args.dir.clone().or_else(crate::project::find) {
+        Some(dir) => dir,
+        None if args.init => {
+            crate::cmd::init::run(crate::cmd::init::InitArgs::defaults())?;
+            PathBuf::from(DEFAULT_DIR)
+        }
+        None => bail!(
+            "no Fiso project here (no ./{DEFAULT_DIR}, and the current directory is not inside one): run `fiso init` or `fiso dev --init`, or pass --dir"
+        ),
+    };
+    let flows_dir = dir.join("flows");
     if !flows_dir.is_dir() {
         bail!(
             "{} not found: run `fiso init` first (or pass --dir)",
             flows_dir.display()
         );
     }
-    let files = ProjectFiles::read(&args.dir)?;
+    let user_app = if args.command.is_empty() {
+        None
+    } else {
+        Some(AppSpec::new(args.app_name.clone(), args.command.clone())?)
+    };
+    let files = ProjectFiles::read(&dir)?;
     let (project, diags) = files.check();
     for d in diags.iter() {
         eprintln!("{d}");
@@ -83,11 +137,10 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
         .filter(|(_, errors)| *errors > 0)
         .collect();
     if args.docker {
-        return docker::write(&args.dir, &project);
+        return docker::write(&dir, &project);
     }
-    let dev_dir = args.dir.join(".dev");
-    std::fs::create_dir_all(&dev_dir).with_context(|| format!("creating {}", dev_dir.display()))?;
-    let log_file = dev_dir.join(DEV_LOG);
+    let session = state::Session::acquire(&dir)?;
+    let log_file = state::data_plane_log(&dir);
     // A fresh log per session, so `fiso logs` shows this run.
     let _ = std::fs::remove_file(&log_file);
     let _logs = LogSettings::from_env()?
@@ -106,14 +159,14 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
         )
         .await
         .map_err(|e| with_port_fix(e, "stop it, or pass --metrics-addr to use another port"))?;
-        let apps_dir = args.dir.join("apps");
+        let apps_dir = dir.join("apps");
         let apps = if apps_dir.is_dir() {
             Some(RunningApps::start(AppsSource::Dir(apps_dir), &obs).await?)
         } else {
             None
         };
         let runtime = FlowRuntime::start(&flows_dir, &obs)?;
-        let link_config = args.dir.join("link").join("config.yaml");
+        let link_config = dir.join("link").join("config.yaml");
         let link = if link_config.is_file() {
             Some(LinkRuntime::start(&link_config, &obs).await.map_err(|e| {
                 with_port_fix(e, &format!("stop it, or change listenAddr in {}", link_config.display()))
@@ -122,19 +175,79 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
             None
         };
         obs.readiness.mark_started();
-        let mut service = if args.no_service { None } else { start_service(&args.dir, &dev_dir).await };
-        banner(&project, &invalid_flows, &runtime, link.as_ref(), health.local_addr, &args.dir);
-        tokio::select! {
-            _ = shutdown.cancelled() => {}
-            exited = wait_child(&mut service) => {
-                if let Some(status) = exited {
-                    eprintln!("{} the sample service exited ({status}); see {}", style::warning("!"), dev_dir.join("user-service.log").display());
+
+        let port = app_port(&project).filter(|_| std::env::var_os("PORT").is_none());
+        let app = match user_app {
+            Some(spec) => Some((spec, Role::User)),
+            None if args.no_service => None,
+            None => sample_service(&dir).map(|spec| (spec, Role::Sample)),
+        }
+        .map(|(mut spec, role)| {
+            spec.env = app_env(port, link.as_ref().map(LinkRuntime::local_addr));
+            spec.stop_timeout = args.stop_timeout;
+            (spec, role)
+        });
+        banner(&project, &invalid_flows, &runtime, link.as_ref(), health.local_addr, &dir, app.as_ref().map(|(s, _)| s));
+        if app.is_none() && !args.no_service && dir.join("temporal-worker").is_dir() {
+            say!(
+                "{} run the Temporal worker with it: fiso dev --app-name worker -- python3 {}",
+                style::dim("→"),
+                dir.join("temporal-worker").join("worker.py").display()
+            );
+        }
+        // Spawned here, on the `block_on` thread (see `RunningApp::spawn`).
+        let mut failed = None;
+        let mut running = match app {
+            Some((spec, role)) => match RunningApp::spawn(&spec, state::service_log(&dir, &spec.name)) {
+                Ok(app) => Some((app, role)),
+                Err(e) if role == Role::Sample => {
+                    say!(
+                        "{} could not start the sample service: {}; run it yourself, or pass --no-service",
+                        style::warning("!"),
+                        fiso_runtime::error_text::chain(e.as_ref())
+                    );
+                    None
                 }
-                shutdown.cancelled().await;
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        session.publish(&state::SessionInfo {
+            pid: Some(std::process::id()),
+            metrics_addr: Some(health.local_addr),
+            apps: running
+                .iter()
+                .map(|(a, _)| state::AppInfo { name: a.name.clone(), pid: a.pid, port })
+                .collect(),
+        })?;
+        let mut code = ExitCode::SUCCESS;
+        if failed.is_none() {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                status = wait_app(&mut running) => {
+                    let (app, role) = running.take().expect("an app exited");
+                    let name = app.name.clone();
+                    app.stop(interrupted()).await;
+                    say!("{} [{name}] {}", style::warning("!"), app::describe(status));
+                    if role == Role::User {
+                        code = ExitCode::from(app::exit_code(status));
+                    } else {
+                        say!("  the data plane keeps running; see `fiso logs --service {name}`");
+                        shutdown.cancelled().await;
+                    }
+                }
             }
         }
-        if let Some(child) = service.as_mut() {
-            let _ = child.kill().await;
+        if let Some((app, _)) = running {
+            let name = app.name.clone();
+            // Listening before saying so: a Ctrl-C right after the message counts.
+            let again = interrupted();
+            say!("{} [{name}] stopping (SIGTERM; Ctrl-C again to kill it now)", style::dim("→"));
+            let status = app.stop(again).await;
+            say!("{} [{name}] stopped ({})", style::dim("→"), app::describe(status));
         }
         if let Some(link) = link {
             link.shutdown().await;
@@ -145,9 +258,11 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
         }
         health_stop.cancel();
         let _ = health.handle.await;
-        anyhow::Ok(())
-    })?;
-    Ok(ExitCode::SUCCESS)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(code),
+        }
+    })
 }
 
 /// `error`, and when a port was taken what the user can do about it in `fiso dev`.
@@ -167,56 +282,74 @@ where
     error.into()
 }
 
-async fn wait_child(child: &mut Option<tokio::process::Child>) -> Option<std::process::ExitStatus> {
-    match child {
-        Some(c) => c.wait().await.ok(),
+/// Completes at the next SIGINT or SIGTERM from now (the first one started the shutdown).
+fn interrupted() -> impl std::future::Future<Output = ()> {
+    let next = fiso_runtime::shutdown::next_signal();
+    async move {
+        next.await;
+    }
+}
+
+async fn wait_app(app: &mut Option<(RunningApp, Role)>) -> ExitStatus {
+    match app {
+        Some((a, _)) => a.wait().await,
         None => std::future::pending().await,
     }
 }
 
-/// Starts `user-service/main.py` when the project has one and `python3` is available.
-async fn start_service(dir: &Path, dev_dir: &Path) -> Option<tokio::process::Child> {
+/// The scaffold's sample service, when the project has one: `python3 user-service/main.py`.
+pub fn sample_service(dir: &Path) -> Option<AppSpec> {
     let script = dir.join("user-service").join("main.py");
-    if !script.is_file() {
-        let worker = dir.join("temporal-worker");
-        if worker.is_dir() {
-            say!(
-                "{} start the Temporal worker yourself: see {}",
-                style::dim("→"),
-                worker.join("README.md").display()
-            );
-        }
-        return None;
+    script.is_file().then(|| AppSpec {
+        name: SAMPLE_SERVICE.to_owned(),
+        command: vec!["python3".into(), script.into_os_string()],
+        env: Vec::new(),
+        stop_timeout: app::STOP_TIMEOUT,
+    })
+}
+
+/// The name the sample service runs under.
+pub const SAMPLE_SERVICE: &str = "user-service";
+
+/// The port the app is to serve (`PORT`): the one port every flow's HTTP sink on this machine
+/// points at, if they agree on one.
+pub fn app_port(project: &Project) -> Option<u16> {
+    let mut ports = project.flows.iter().filter_map(|f| match &f.config.sink {
+        SinkSpec::Http(h) => local_port(&h.url),
+        _ => None,
+    });
+    let first = ports.next()?;
+    ports.all(|p| p == first).then_some(first)
+}
+
+/// The port of a URL on this machine (`localhost`, a loopback or unspecified address).
+pub fn local_port(url: &str) -> Option<u16> {
+    let url = url::Url::parse(url).ok()?;
+    let local = match url.host()? {
+        url::Host::Domain(d) => d.eq_ignore_ascii_case("localhost"),
+        url::Host::Ipv4(ip) => ip.is_loopback() || ip.is_unspecified(),
+        url::Host::Ipv6(ip) => ip.is_loopback() || ip.is_unspecified(),
+    };
+    local.then(|| url.port_or_known_default()).flatten()
+}
+
+/// The environment an app gets: where to serve, where the link proxy is.
+fn app_env(port: Option<u16>, link: Option<SocketAddr>) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if let Some(port) = port {
+        env.push(("PORT".to_owned(), port.to_string()));
     }
-    let log_path = dev_dir.join("user-service.log");
-    let log = std::fs::File::create(&log_path).ok()?;
-    let err = log.try_clone().ok()?;
-    match tokio::process::Command::new("python3")
-        .arg(&script)
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err)
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(child) => {
-            say!(
-                "{} user-service started (python3 {}, log {})",
-                style::ok("✓"),
-                script.display(),
-                log_path.display()
-            );
-            Some(child)
+    if let Some(mut link) = link {
+        // A proxy listening on every interface is reached on loopback.
+        match link.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => link.set_ip(Ipv4Addr::LOCALHOST.into()),
+            IpAddr::V6(ip) if ip.is_unspecified() => link.set_ip(Ipv6Addr::LOCALHOST.into()),
+            _ => {}
         }
-        Err(e) => {
-            say!(
-                "{} could not start the sample service ({e}); run it yourself: python3 {}",
-                style::warning("!"),
-                script.display()
-            );
-            None
-        }
+        env.push(("FISO_LINK_URL".to_owned(), format!("http://{link}/link")));
+        env.push(("FISO_LINK_PORT".to_owned(), link.port().to_string()));
     }
+    env
 }
 
 fn banner(
@@ -224,8 +357,9 @@ fn banner(
     invalid_flows: &[(&str, usize)],
     runtime: &FlowRuntime,
     link: Option<&LinkRuntime>,
-    metrics: std::net::SocketAddr,
+    metrics: SocketAddr,
     dir: &Path,
+    app: Option<&AppSpec>,
 ) {
     say!("\n{}", style::ok("Fiso dev is running"));
     let mut curl = None;
@@ -273,6 +407,15 @@ fn banner(
         }
     }
     say!("  metrics                        http://localhost:{}/metrics  (/healthz, /readyz, /config)", metrics.port());
+    if let Some(app) = app {
+        let port = app
+            .env
+            .iter()
+            .find(|(k, _)| k == "PORT")
+            .map(|(_, v)| format!("  (PORT={v})"))
+            .unwrap_or_default();
+        say!("  app  {:<24}  {}{port}", app.name, app.command_line());
+    }
     if let Some(url) = curl {
         let sample = dir.join("sample-event.json");
         let body = if sample.is_file() {
@@ -282,5 +425,8 @@ fn banner(
         };
         say!("\nTry it:\n  curl -X POST {url} -H 'Content-Type: application/json' -d {body}");
     }
-    say!("\nEdit files under {}/flows: changes apply live. Logs: `fiso logs --follow`. Stop with Ctrl-C.\n", dir.display());
+    let app_logs = app
+        .map(|a| format!(", `fiso logs --service {}`", a.name))
+        .unwrap_or_default();
+    say!("\nEdit files under {}: changes apply live. Logs: `fiso logs --follow`{app_logs}. Stop with Ctrl-C.\n", dir.join("flows").display());
 }

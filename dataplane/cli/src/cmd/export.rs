@@ -15,9 +15,10 @@ use crate::style;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Project directory holding flows/, link/ and apps/.
-    #[arg(long, default_value = DEFAULT_DIR)]
-    pub dir: PathBuf,
+    /// Project directory holding flows/, link/ and apps/. Default: ./fiso, or the project the
+    /// current directory is in.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
     /// Namespace of the generated resources (as `fiso init --k8s` and kubectl default).
     #[arg(long, short = 'n', default_value = NAMESPACE, value_parser = namespace)]
     pub namespace: String,
@@ -47,11 +48,16 @@ fn namespace(name: &str) -> Result<String, String> {
 }
 
 pub fn run(args: ExportArgs) -> Result<ExitCode> {
-    let files = ProjectFiles::read(&args.dir)?;
+    let dir = args
+        .dir
+        .clone()
+        .or_else(crate::project::find)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
+    let files = ProjectFiles::read(&dir)?;
     if files.is_empty() {
         bail!(
             "nothing to export in {}: no flows/, link/config.yaml or apps/",
-            args.dir.display()
+            dir.display()
         );
     }
     let (project, diags) = files.check();

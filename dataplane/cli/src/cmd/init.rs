@@ -31,7 +31,7 @@ pub struct InitArgs {
     /// Also write FlowDefinition / LinkTarget manifests and an annotated Deployment.
     #[arg(long)]
     pub k8s: bool,
-    /// Overwrite files of an existing ./fiso directory.
+    /// Overwrite files of an existing ./fiso directory (or write one inside another project).
     #[arg(long)]
     pub force: bool,
 }
@@ -63,6 +63,15 @@ impl InitArgs {
 pub fn run(args: InitArgs) -> Result<ExitCode> {
     if Path::new(DEFAULT_DIR).exists() && !args.force {
         bail!("./{DEFAULT_DIR} already exists; use --force to overwrite its generated files");
+    }
+    // Inside a project, `init` would write a second one into it (fiso/flows/fiso/...).
+    if let Some(project) = crate::project::find().filter(|p| p != Path::new(DEFAULT_DIR)) {
+        if !args.force {
+            bail!(
+                "the current directory is inside the Fiso project {}; run `fiso init` in the directory that is to hold ./{DEFAULT_DIR} (or use --force)",
+                project.canonicalize().unwrap_or(project).display()
+            );
+        }
     }
     let opts = if args.interactive() {
         let stdin = std::io::stdin();

@@ -1,35 +1,39 @@
-//! `fiso logs [--follow] [--service flow|link] [--tail N]`: the logs `fiso dev` writes to
-//! `fiso/.dev/<service>.log` (JSON lines), shown one event per line.
+//! `fiso logs [--follow] [--service flow|link|APP] [--tail N]`: what `fiso dev` wrote to
+//! `<project>/.dev/`: the data plane's log (JSON lines, shown one event per line, split into
+//! the flows' and the link's) or an app's output (`.dev/services/<name>.log`, as it came).
 
-use std::io::{BufRead, BufReader, Seek, SeekFrom};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde_json::Value;
 
+use crate::cmd::dev::{app, state};
+use crate::lines::{read_lines, Line, LineSplitter};
 use crate::project::DEFAULT_DIR;
 
-/// Where `fiso dev` writes its logs, relative to the working directory.
-pub fn dev_log_dir() -> PathBuf {
-    Path::new(DEFAULT_DIR).join(".dev")
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Service {
-    #[value(alias = "fiso-flow")]
+/// Which part of the data plane's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
     Flow,
-    #[value(alias = "fiso-link")]
     Link,
 }
 
-/// `fiso dev` runs flows and link in one process, logging to this one file.
-pub const DEV_LOG: &str = "dev.log";
+impl Component {
+    fn parse(name: &str) -> Option<Self> {
+        match name {
+            "flow" | "fiso-flow" => Some(Component::Flow),
+            "link" | "fiso-link" => Some(Component::Link),
+            _ => None,
+        }
+    }
 
-impl Service {
-    /// Whether a JSON log line came from this service (by the crate in its `target`).
+    /// Whether a JSON log line came from this component (by the crate in its `target`).
     pub fn wrote(self, line: &str) -> bool {
         let from_link = serde_json::from_str::<Value>(line)
             .ok()
@@ -39,7 +43,7 @@ impl Service {
                     .map(|t| t.starts_with("fiso_link"))
             })
             .unwrap_or(false);
-        from_link == (self == Service::Link)
+        from_link == (self == Component::Link)
     }
 }
 
@@ -48,66 +52,121 @@ pub struct LogsArgs {
     /// Keep printing new lines as they are written.
     #[arg(long, short = 'f')]
     pub follow: bool,
-    /// Which service's log.
-    #[arg(long, short = 's', value_enum, default_value_t = Service::Flow)]
-    pub service: Service,
+    /// Which log: `flow` or `link` (the data plane; also `fiso-flow`, `fiso-link`), or an app
+    /// `fiso dev` ran (`user-service`, or the NAME of `fiso dev -- …`).
+    #[arg(long, short = 's', value_name = "SERVICE", default_value = "flow")]
+    pub service: String,
     /// How many of the last lines to show (`--lines` as `tail` says it).
     #[arg(long, alias = "lines", default_value_t = 100)]
     pub tail: usize,
-    /// Print the raw JSON lines.
+    /// Print the data plane's raw JSON lines.
     #[arg(long)]
     pub raw: bool,
+    /// Project directory. Default: ./fiso, or the project the current directory is in.
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// What is read, and how each line is shown.
+enum Source {
+    DataPlane(Component),
+    App,
 }
 
 pub fn run(args: LogsArgs) -> Result<ExitCode> {
-    let path = dev_log_dir().join(DEV_LOG);
-    if !path.is_file() {
-        bail!(
-            "no log at {}; start the services with `fiso dev` first",
-            path.display()
-        );
-    }
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = BufReader::new(file);
-    let mut lines: Vec<String> = Vec::new();
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 0 {
-        if !args.service.wrote(&line) {
-            line.clear();
-            continue;
+    let project = args
+        .dir
+        .clone()
+        .or_else(crate::project::find)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR));
+    let (source, files) = match Component::parse(&args.service) {
+        Some(component) => {
+            let path = state::data_plane_log(&project);
+            if !path.is_file() {
+                bail!(
+                    "no log at {}; start the services with `fiso dev` first",
+                    path.display()
+                );
+            }
+            (Source::DataPlane(component), vec![path])
         }
-        lines.push(std::mem::take(&mut line));
-        if lines.len() > args.tail {
-            lines.remove(0);
+        None => {
+            let path = state::service_log(&project, &args.service);
+            if !path.is_file() {
+                let mut known = vec!["flow".to_owned(), "link".to_owned()];
+                known.extend(state::services(&project));
+                bail!(
+                    "no service `{}` has a log in {}; known: {}",
+                    args.service,
+                    state::dir(&project).display(),
+                    known.join(", ")
+                );
+            }
+            (Source::App, vec![app::rotated(&path), path])
         }
+    };
+    let show = |line: &Line| -> Option<String> {
+        match source {
+            Source::DataPlane(c) if !c.wrote(&line.text) => None,
+            Source::DataPlane(_) if line.cut == 0 => Some(render(&line.text, args.raw)),
+            // A cut JSON line is no longer JSON: shown as it is.
+            Source::DataPlane(_) | Source::App => Some(line.display()),
+        }
+    };
+    let mut last: VecDeque<String> = VecDeque::new();
+    for path in &files {
+        let Ok(file) = File::open(path) else { continue };
+        read_lines(file, |line| {
+            if let Some(text) = show(&line) {
+                last.push_back(text);
+                if last.len() > args.tail {
+                    last.pop_front();
+                }
+            }
+        })
+        .with_context(|| format!("reading {}", path.display()))?;
     }
-    for l in &lines {
-        println!("{}", render(l, args.raw));
+    for l in &last {
+        println!("{l}");
     }
     if args.follow {
-        let mut pos = reader.stream_position()?;
-        loop {
-            // Polling keeps this free of platform watch APIs; 200ms is imperceptible for a log tail.
-            std::thread::sleep(Duration::from_millis(200));
-            let mut file = std::fs::File::open(&path)?;
-            let len = file.metadata()?.len();
-            if len < pos {
-                pos = 0; // truncated or rotated by a new `fiso dev`
+        let path = files.last().expect("a log file");
+        follow(path, |line| {
+            if let Some(text) = show(&line) {
+                println!("{text}");
             }
-            file.seek(SeekFrom::Start(pos))?;
-            let mut r = BufReader::new(file);
-            while r.read_line(&mut line)? > 0 {
-                if line.ends_with('\n') {
-                    if args.service.wrote(&line) {
-                        println!("{}", render(&line, args.raw));
-                    }
-                    pos += line.len() as u64;
-                }
-                line.clear();
-            }
-        }
+        })?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints what is appended to `path` from its current end, forever. A file that shrank was
+/// replaced (a new session, or an app log cut over): it is read again from its start.
+fn follow(path: &Path, mut line: impl FnMut(Line)) -> Result<()> {
+    let mut pos = std::fs::metadata(path)?.len();
+    let mut splitter = LineSplitter::default();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        // Polling keeps this free of platform watch APIs; 200ms is imperceptible for a log tail.
+        std::thread::sleep(Duration::from_millis(200));
+        let Ok(mut file) = File::open(path) else {
+            continue;
+        };
+        let len = file.metadata()?.len();
+        if len < pos {
+            pos = 0;
+            splitter = LineSplitter::default();
+        }
+        file.seek(SeekFrom::Start(pos))?;
+        loop {
+            let n = file.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            pos += n as u64;
+            splitter.push(&buf[..n], &mut line);
+        }
+    }
 }
 
 /// `2026-11-26T14:00:00Z  INFO flow started name=orders` from a tracing JSON line.

@@ -60,8 +60,9 @@ pub struct ProduceArgs {
     pub brokers: Option<String>,
 }
 
-/// The cluster to talk to: `--brokers`, else the first `kafka.clusters` entry in
-/// `./fiso/flows/*.yaml`, else `localhost:9092`.
+/// The cluster to talk to: `--brokers`, else the first `kafka.clusters` entry in the
+/// project's `flows/*.yaml` (`./fiso`, or the project the current directory is in), else
+/// `localhost:9092`.
 pub fn resolve_cluster(brokers: Option<&str>) -> KafkaCluster {
     if let Some(b) = brokers {
         return KafkaCluster {
@@ -69,7 +70,8 @@ pub fn resolve_cluster(brokers: Option<&str>) -> KafkaCluster {
             ..KafkaCluster::default()
         };
     }
-    project_cluster(&Path::new(DEFAULT_DIR).join("flows")).unwrap_or_else(|| KafkaCluster {
+    let project = crate::project::find().unwrap_or_else(|| DEFAULT_DIR.into());
+    project_cluster(&project.join("flows")).unwrap_or_else(|| KafkaCluster {
         brokers: vec!["localhost:9092".into()],
         ..KafkaCluster::default()
     })

@@ -12,7 +12,7 @@ use fiso_config::validate::SourceFile;
 use fiso_flow::{json, CompiledFlow, InputEvent};
 
 use crate::cmd::Format;
-use crate::project::ProjectFiles;
+use crate::project::{resolve_arg, ProjectFiles};
 use crate::style;
 
 #[derive(Debug, Subcommand)]
@@ -52,7 +52,10 @@ pub fn run(cmd: TransformCommand) -> Result<ExitCode> {
     }
 }
 
-fn test(args: TestArgs) -> Result<ExitCode> {
+fn test(mut args: TestArgs) -> Result<ExitCode> {
+    // Inside the project, the paths the scaffold's comments give (`fiso/flows/…`) work too.
+    args.flow = resolve_arg(&args.flow);
+    args.input_file = args.input_file.as_deref().map(resolve_arg);
     let files = ProjectFiles::read(&args.flow)?;
     let Some(file) = files.flows.first() else {
         bail!("{} is not a flow file", args.flow.display());
@@ -231,11 +234,11 @@ fn read_input(arg: &str) -> Result<serde_json::Value> {
     if let Ok(v) = serde_json::from_str(arg) {
         return Ok(v);
     }
-    let path = std::path::Path::new(arg);
+    let path = resolve_arg(std::path::Path::new(arg));
     if !path.is_file() {
         bail!("--input is neither valid JSON nor a readable file: {arg}");
     }
     let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
 }

@@ -10,14 +10,14 @@ use fiso_config::Diagnostics;
 use serde::Serialize;
 
 use crate::cmd::Format;
-use crate::project::{default_target, ProjectFiles};
+use crate::project::{default_target, resolve_arg, ProjectFiles};
 use crate::style;
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
     /// Project directory (holding flows/, link/ and apps/), a directory of flow files, or one
     /// file (a flow, the link config or an apps file).
-    /// Default: ./fiso if it exists, else the current directory.
+    /// Default: ./fiso, or the project the current directory is in, else the current directory.
     pub dir: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -41,7 +41,10 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
 }
 
 fn validate(args: ValidateArgs) -> Result<ExitCode> {
-    let target = args.dir.unwrap_or_else(default_target);
+    let target = args
+        .dir
+        .map(|d| resolve_arg(&d))
+        .unwrap_or_else(default_target);
     let files = ProjectFiles::read(&target)?;
     if files.is_empty() {
         bail!(

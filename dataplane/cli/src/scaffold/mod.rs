@@ -111,7 +111,7 @@ pub fn generate(opts: &Options) -> Vec<File> {
             templates::flow(opts, &name),
         ),
         File::new("fiso/link/config.yaml", templates::LINK_CONFIG),
-        File::new("fiso/prometheus.yml", templates::PROMETHEUS),
+        File::new("fiso/prometheus.yml", templates::prometheus()),
         File::new("fiso/sample-event.json", templates::SAMPLE_EVENT),
     ];
     files.extend(service::files(opts));
@@ -190,6 +190,35 @@ mod tests {
             );
             assert!(files.iter().any(|f| f.path == "fiso/k8s/deployment.yaml"));
         }
+    }
+
+    /// Prometheus scrapes what `fiso dev` serves by default: flows and link on one endpoint.
+    #[test]
+    fn prometheus_scrapes_where_fiso_dev_serves_metrics() {
+        use clap::CommandFactory;
+        let cli = crate::Cli::command();
+        let dev = cli.find_subcommand("dev").expect("fiso dev");
+        let default = dev
+            .get_arguments()
+            .find(|a| a.get_id() == "metrics_addr")
+            .and_then(|a| a.get_default_values().first())
+            .and_then(|v| v.to_str())
+            .expect("--metrics-addr has a default")
+            .to_owned();
+        let port = default.rsplit(':').next().unwrap();
+        let file = generate(&Options::default())
+            .into_iter()
+            .find(|f| f.path == "fiso/prometheus.yml")
+            .unwrap();
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&file.contents).unwrap();
+        let jobs = doc["scrape_configs"].as_sequence().unwrap();
+        let targets: Vec<&str> = jobs
+            .iter()
+            .flat_map(|j| j["static_configs"].as_sequence().unwrap())
+            .flat_map(|c| c["targets"].as_sequence().unwrap())
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(targets, vec![format!("localhost:{port}")]);
     }
 
     #[test]

@@ -100,13 +100,21 @@ CMD ["python3", "main.py"]
 
 const USER_SERVICE_README: &str = r#"# user-service
 
-A sample service behind Fiso. Run it next to `fiso dev`:
+A sample service behind Fiso. `fiso dev` starts it for you, next to the flow and the link
+proxy: its output appears inline as `[user-service] …` and `fiso logs --service user-service`
+shows it again.
 
-    python3 fiso/user-service/main.py
+It listens on `PORT` (8082, the port of the flow's sink URL; `fiso dev` sets it) for the
+CloudEvents the flow delivers, and with `CALL_LINK=1` it calls the outside world only through
+the link proxy (`FISO_LINK_URL`, which `fiso dev` sets: `http://127.0.0.1:3500/link`).
 
-It listens on :8082 for the CloudEvents fiso-flow delivers, and calls the outside world only
-through fiso-link (`http://localhost:3500/link/external-api/...`) when `CALL_LINK=1` is set and
-a fiso-link proxy runs.
+Your own service takes its place the same way, with the same variables (its output prefixed
+with `--app-name`, by default the program's name):
+
+    fiso dev -- ./my-service
+    fiso dev --app-name orders -- go run ./cmd/server
+
+To run it yourself instead, start `fiso dev --no-service`, then `python3 fiso/user-service/main.py`.
 "#;
 
 const TEMPORAL_WORKER: &str = r#"#!/usr/bin/env python3
@@ -178,11 +186,14 @@ CMD ["python3", "worker.py"]
 
 const TEMPORAL_README: &str = r#"# temporal-worker
 
-Runs the `ProcessOrderWorkflow` that fiso-flow starts for each event:
+Runs the `ProcessOrderWorkflow` that the flow starts for each event. Install its SDK once:
 
     python3 -m venv .venv && . .venv/bin/activate
     pip install -r fiso/temporal-worker/requirements.txt
-    python3 fiso/temporal-worker/worker.py
+
+then run it next to the data plane (its output inline as `[worker] …`, `FISO_LINK_URL` set):
+
+    fiso dev --app-name worker -- python3 fiso/temporal-worker/worker.py
 
 Needs a Temporal server on localhost:7233 (`temporal server start-dev`).
 "#;

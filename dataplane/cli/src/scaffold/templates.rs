@@ -3,6 +3,8 @@
 
 use std::fmt::Write;
 
+use fiso_flow::topology::runtime::DEFAULT_METRICS_ADDR;
+
 use super::{Options, SinkKind, SourceKind, TransformKind};
 
 /// The flow file for `opts`.
@@ -118,17 +120,26 @@ targets:
     #     filePath: ./secrets/external-api-token
 "#;
 
-pub const PROMETHEUS: &str = r#"# Scrapes the Fiso data plane started by `fiso dev`.
+/// `prometheus.yml`: scrapes where `fiso dev` serves the metrics of flows and link (one
+/// endpoint, `--metrics-addr`, by default the data plane's metrics address).
+pub fn prometheus() -> String {
+    let port = DEFAULT_METRICS_ADDR
+        .rsplit(':')
+        .next()
+        .unwrap_or(DEFAULT_METRICS_ADDR);
+    format!(
+        r#"# Scrapes the Fiso data plane `fiso dev` runs: flows and link share one metrics endpoint
+# (`fiso dev --metrics-addr`, default {DEFAULT_METRICS_ADDR}). Run apart, `fiso flow` serves {DEFAULT_METRICS_ADDR} and
+# `fiso link` the link config's metricsAddr: add a job for each.
 global:
   scrape_interval: 15s
 scrape_configs:
-  - job_name: fiso-flow
+  - job_name: fiso
     static_configs:
-      - targets: ["localhost:9090"]
-  - job_name: fiso-link
-    static_configs:
-      - targets: ["localhost:9091"]
-"#;
+      - targets: ["localhost:{port}"]
+"#
+    )
+}
 
 pub const SAMPLE_EVENT: &str = r#"{
   "order_id": "12345",
