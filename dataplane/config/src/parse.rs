@@ -119,11 +119,14 @@ pub fn parse_file<T: DeserializeOwned + JsonSchema>(file: &str, text: &str) -> P
         parsed.push(empty, None);
         return parsed;
     }
-    if let Ok(config) = recover::deserialize::<T>(text) {
-        parsed.locations = Locations::index(text);
-        parsed.config = Some(config);
-        return parsed;
-    }
+    let first = match recover::deserialize::<T>(text) {
+        Ok(config) => {
+            parsed.locations = Locations::index(text);
+            parsed.config = Some(config);
+            return parsed;
+        }
+        Err(err) => err,
+    };
     let (text, unquoted, tree) = quote::read(text, MAX_PER_FILE);
     parsed.locations = Locations::index(&text);
     for u in &unquoted {
@@ -169,6 +172,15 @@ pub fn parse_file<T: DeserializeOwned + JsonSchema>(file: &str, text: &str) -> P
     }
     if outcome.truncated {
         parsed.push(Diagnostic::error("", MORE_NOT_LISTED), None);
+    }
+    if parsed.diagnostics.is_empty() {
+        // The file does not read, yet nothing in its tree is wrong (something only its text
+        // has, such as a limit on aliases): say what reading it said.
+        let path = clean_path(&first.path().to_string());
+        let at = first.inner().location().map(|l| (l.line(), l.column()));
+        let message = clean_message(&first.inner().to_string(), &first.path().to_string());
+        parsed.push(Diagnostic::error(path, message), at);
+        return parsed;
     }
     parsed.set_aside = outcome.set_aside.iter().map(|p| render(p)).collect();
     parsed.config = outcome.config;

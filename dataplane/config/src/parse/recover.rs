@@ -69,7 +69,7 @@ pub(super) struct Outcome<T> {
 /// Passes stop here, or once they have read this much text in all, whichever comes first: a
 /// large file full of mistakes costs a bounded time.
 const MAX_PASSES: usize = 500;
-const MAX_TEXT_READ: usize = 64 * 1024 * 1024;
+const MAX_TEXT_READ: usize = 16 * 1024 * 1024;
 
 /// Values tried, in turn, where the type needs a value that was set aside (or never given).
 fn neutral(i: usize) -> Option<Value> {
