@@ -4,7 +4,7 @@
 
 use fiso_config::apps::AppConfig;
 use fiso_config::crd::{FlowDefinition, LinkTarget, WasmApp};
-use fiso_config::diagnostic::{join_path, Diagnostic};
+use fiso_config::diagnostic::{join_path, Diagnostic, MAX_PER_FILE};
 use fiso_config::flow::FlowConfig;
 use fiso_config::link::TargetConfig;
 use fiso_config::manifests::import_app;
@@ -100,14 +100,27 @@ fn to_resource_path(mut d: Diagnostic, named_by_metadata: bool) -> Diagnostic {
     d
 }
 
-/// Error findings as one line each: `spec.path: message (hint: ...)`.
+/// Error findings as one line each: `spec.path: message (hint: ...)`; at most
+/// [`MAX_PER_FILE`] of them (the bound `fiso validate` keeps per file), and then a line
+/// saying more were left out.
 pub fn error_lines(diags: &[Diagnostic]) -> Vec<String> {
-    diags.iter().filter(|d| d.is_error()).map(line).collect()
+    bounded(diags.iter().filter(|d| d.is_error()))
 }
 
-/// Warning findings, formatted like [`error_lines`].
+/// Warning findings, formatted and bounded like [`error_lines`].
 pub fn warning_lines(diags: &[Diagnostic]) -> Vec<String> {
-    diags.iter().filter(|d| !d.is_error()).map(line).collect()
+    bounded(diags.iter().filter(|d| !d.is_error()))
+}
+
+fn bounded<'a>(diags: impl Iterator<Item = &'a Diagnostic>) -> Vec<String> {
+    let mut lines: Vec<String> = diags.take(MAX_PER_FILE + 1).map(line).collect();
+    if lines.len() > MAX_PER_FILE {
+        lines.truncate(MAX_PER_FILE);
+        lines.push(format!(
+            "more findings are not listed (at most {MAX_PER_FILE} per resource): fix these and apply again"
+        ));
+    }
+    lines
 }
 
 fn line(d: &Diagnostic) -> String {
@@ -147,5 +160,73 @@ mod tests {
         let fd = flow("orders.v2", "http://svc:8080/x");
         let errors = error_lines(&check_flow(&fd));
         assert!(errors[0].starts_with("metadata.name: "), "{errors:?}");
+    }
+
+    fn with_fields(fd: &mut FlowDefinition, fields: impl IntoIterator<Item = (String, String)>) {
+        fd.spec.transform = Some(fiso_config::flow::TransformConfig {
+            fields: fields.into_iter().collect(),
+        });
+    }
+
+    #[test]
+    fn the_status_lists_every_finding() {
+        use crate::controller::status::{build, Rendering, Validity};
+        let mut fd = flow("orders", "ftp://svc/x");
+        with_fields(
+            &mut fd,
+            [
+                ("total".to_owned(), "data.price *".to_owned()),
+                ("who".to_owned(), "$.customer".to_owned()),
+            ],
+        );
+        fd.spec.cloudevents = Some(fiso_config::flow::CloudEventsConfig {
+            type_: Some("''".to_owned()),
+            ..Default::default()
+        });
+        let findings = check_flow(&fd);
+        let validity = Validity::from_lines(error_lines(&findings), warning_lines(&findings));
+        let status = build(
+            crate::configmap::SourceKind::Flow,
+            None,
+            Some(1),
+            &validity,
+            &Rendering::Invalid { configmaps: vec![] },
+            k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+        );
+        let message = status.message.unwrap_or_default();
+        for path in [
+            "spec.sink.config.url: ",
+            "spec.transform.fields.total: ",
+            "spec.transform.fields.who: ",
+            "spec.cloudevents.type: ",
+        ] {
+            assert!(message.contains(path), "{path} in {message}");
+        }
+        let errors = error_lines(&findings);
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(
+            errors.iter().all(|e| message.contains(e.as_str())),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_status_lists_a_bounded_number_of_findings() {
+        let mut fd = flow("orders", "http://svc:8080/x");
+        let at_bound = (0..MAX_PER_FILE).map(|i| (format!("f{i}"), "data.x *".to_owned()));
+        with_fields(&mut fd, at_bound);
+        let errors = error_lines(&check_flow(&fd));
+        assert_eq!(errors.len(), MAX_PER_FILE);
+        assert!(
+            errors.iter().all(|e| e.contains("invalid CEL")),
+            "{errors:?}"
+        );
+
+        let beyond = (0..MAX_PER_FILE + 50).map(|i| (format!("f{i}"), "data.x *".to_owned()));
+        with_fields(&mut fd, beyond);
+        let errors = error_lines(&check_flow(&fd));
+        assert_eq!(errors.len(), MAX_PER_FILE + 1);
+        assert!(errors[MAX_PER_FILE]
+            .starts_with("more findings are not listed (at most 100 per resource)"));
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use fiso_config::flow::InterceptorSpec;
 use fiso_config::link::Protocol;
+use fiso_config::location::Locations;
 use fiso_config::validate::{check_apps, check_project, Project, SourceFile};
 use fiso_config::{Diagnostic, Diagnostics};
 use fiso_runtime::watch::{is_yaml, read_config_file, snapshot};
@@ -108,6 +109,21 @@ impl ProjectFiles {
             && self.unreadable.is_empty()
     }
 
+    /// Gives a finding about one of these files the line:column of its path.
+    pub fn locate(&self, d: &mut Diagnostic) {
+        let text = self
+            .flows
+            .iter()
+            .chain(&self.link)
+            .chain(&self.apps)
+            .find(|f| d.file.as_deref() == Some(f.path.as_str()))
+            .map(|f| f.text.as_str());
+        if let Some((line, column)) = text.and_then(|t| Locations::index(t).lookup(&d.path)) {
+            d.line = Some(line);
+            d.column = Some(column);
+        }
+    }
+
     pub fn check(&self) -> (Project, Diagnostics) {
         let (mut project, mut diags) = check_project(&self.flows, self.link.as_ref());
         let (apps, apps_diags) = check_apps(&self.apps);
@@ -134,6 +150,8 @@ impl ProjectFiles {
             d.file = Some(path.clone());
             diags.push(d);
         }
+        diags.sort();
+        diags.bound_per_file();
         (project, diags)
     }
 }

@@ -98,7 +98,7 @@ fn validate_reports_every_problem_with_location_and_exit_1() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     assert!(
-        out.contains("p/flows/a.yaml:9:5: error: sink.config.url:"),
+        out.contains("p/flows/a.yaml:9:10: error: sink.config.url:"),
         "{out}"
     );
     assert!(
@@ -108,19 +108,139 @@ fn validate_reports_every_problem_with_location_and_exit_1() {
         "{out}"
     );
     assert!(out.contains("hint: did you mean `listenAddr`?"), "{out}");
+    // The same file's other mistake, in the same run; the misspelt `listenAddr` is not
+    // reported missing as well.
     assert!(
-        out.contains("p/link/config.yaml:4:13: error: targets[0].retry.jitter"),
+        out.contains("p/flows/b.yaml:1:1: error: missing field `sink`"),
         "{out}"
     );
-    assert!(out.contains("3 errors"), "{out}");
+    assert!(!out.contains("missing field `listenAddr`"), "{out}");
+    assert!(
+        out.contains("p/link/config.yaml:4:21: error: targets[0].retry.jitter"),
+        "{out}"
+    );
+    assert!(out.contains("4 errors"), "{out}");
 
     let o = fiso(dir.path(), &["validate", "p", "--format", "json"]);
     assert_eq!(o.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["valid"], false);
-    assert_eq!(v["errors"], 3);
+    assert_eq!(v["errors"], 4);
     assert_eq!(v["diagnostics"][0]["path"], "sink.config.url");
     assert_eq!(v["diagnostics"][0]["line"], 9);
+}
+
+/// One project, one run: every mistake of a file (types, unknown fields and variants, a missing
+/// field, a CEL value YAML misreads, a semantic error) and a check across files, each at its
+/// value, sorted by file and line, in both output formats.
+#[test]
+fn validate_reports_all_mistakes_of_a_file_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("p/flows")).unwrap();
+    std::fs::write(
+        dir.path().join("p/flows/orders.yaml"),
+        "\
+name: orders
+source:
+  type: http
+  config:
+    listenAddr: \":8081\"
+    path: /orders
+    maxBodySize: lots
+transform:
+  fields:
+    priority: data.urgent ? 1 : 2
+    total: data.price *
+cloudevents:
+  subjct: data.id
+interceptors:
+  - type: wasmtime
+    config: {module: m.wasm}
+sink:
+  type: http
+  config:
+    method: POST
+",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p/flows/copy.yaml"),
+        "name: orders\nsource:\n  type: http\n  config:\n    listenAddr: \":9000\"\nsink:\n  type: http\n  config:\n    url: http://svc\n",
+    )
+    .unwrap();
+    let o = fiso(dir.path(), &["validate", "p"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let located: Vec<String> = String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .filter(|l| l.starts_with("p/flows/"))
+        .map(|l| l.split(": error: ").next().unwrap_or(l).to_owned())
+        .collect();
+    assert_eq!(
+        located,
+        [
+            "p/flows/orders.yaml:1:7",
+            "p/flows/orders.yaml:7:18",
+            "p/flows/orders.yaml:10:15",
+            "p/flows/orders.yaml:11:12",
+            "p/flows/orders.yaml:13:3",
+            "p/flows/orders.yaml:15:11",
+            "p/flows/orders.yaml:19:3",
+        ],
+        "{}",
+        text(&o)
+    );
+    let out = text(&o);
+    for expected in [
+        "error: name: flow name `orders` is also used in p/flows/copy.yaml",
+        "error: source.config.maxBodySize: invalid size `lots`",
+        "hint: `maxBodySize` takes an int or string: Largest accepted request body (default 1MiB); larger requests get 413; the README's “Configuration reference” lists every field and its type",
+        "error: transform.fields.priority: `data.urgent ? 1 : 2` is not one YAML value as written",
+        "hint: quote it: priority: 'data.urgent ? 1 : 2'",
+        "error: transform.fields.total: invalid CEL expression `data.price *`",
+        "error: cloudevents.subjct: unknown field `subjct`",
+        "error: interceptors[0].type: unknown variant `wasmtime`, expected `wasm` or `wasmer-app`",
+        "error: sink.config: missing field `url`",
+        "7 errors, 0 warnings",
+    ] {
+        assert!(out.contains(expected), "{expected}\n{out}");
+    }
+
+    let o = fiso(dir.path(), &["validate", "p", "--format", "json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"], 7);
+    let places: Vec<(String, u64, u64, String)> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["file"].as_str().unwrap().to_owned(),
+                d["line"].as_u64().unwrap(),
+                d["column"].as_u64().unwrap(),
+                d["path"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let at =
+        |file: &str, line, column, path: &str| (file.to_owned(), line, column, path.to_owned());
+    assert_eq!(
+        places,
+        [
+            at("p/flows/orders.yaml", 1, 7, "name"),
+            at("p/flows/orders.yaml", 7, 18, "source.config.maxBodySize"),
+            at("p/flows/orders.yaml", 10, 15, "transform.fields.priority"),
+            at("p/flows/orders.yaml", 11, 12, "transform.fields.total"),
+            at("p/flows/orders.yaml", 13, 3, "cloudevents.subjct"),
+            at("p/flows/orders.yaml", 15, 11, "interceptors[0].type"),
+            at("p/flows/orders.yaml", 19, 3, "sink.config"),
+        ]
+    );
+    assert_eq!(
+        v["diagnostics"][2]["hint"],
+        "quote it: priority: 'data.urgent ? 1 : 2'"
+    );
 }
 
 #[test]
@@ -138,15 +258,15 @@ fn validate_refuses_link_hosts_and_base_paths_that_can_never_work() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     assert!(
-        out.contains("p/link/config.yaml:4:5: error: targets[0].host: `api.example.com\\r\\nX-Evil: 1` is not a valid host"),
+        out.contains("p/link/config.yaml:4:11: error: targets[0].host: `api.example.com\\r\\nX-Evil: 1` is not a valid host"),
         "{out}"
     );
     assert!(
-        out.contains("p/link/config.yaml:7:5: error: targets[1].basePath: `/api/%2e%2e/admin` holds a percent-encoded dot"),
+        out.contains("p/link/config.yaml:7:15: error: targets[1].basePath: `/api/%2e%2e/admin` holds a percent-encoded dot"),
         "{out}"
     );
     assert!(
-        out.contains("p/link/config.yaml:10:5: error: targets[2].basePath: `/api/v2/../../admin` has a `.` or `..` segment"),
+        out.contains("p/link/config.yaml:10:15: error: targets[2].basePath: `/api/v2/../../admin` has a `.` or `..` segment"),
         "{out}"
     );
     assert!(

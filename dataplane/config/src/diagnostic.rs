@@ -1,5 +1,6 @@
 //! Validation findings: where (file, line:column, field path), what, and how to fix it.
 
+use std::cmp::Ordering;
 use std::fmt;
 
 use serde::Serialize;
@@ -106,6 +107,14 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Most findings listed for one file (`fiso validate`, a reload, a resource's status): a file
+/// broken throughout (say, the wrong file) would otherwise bury everything else.
+pub const MAX_PER_FILE: usize = 100;
+
+/// What [`Diagnostics::bound_per_file`] says in place of the findings it leaves out.
+pub const MORE_NOT_LISTED: &str =
+    "more findings in this file are not listed (at most 100 per file): fix these and check again";
+
 /// All findings of one validation run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
@@ -133,6 +142,41 @@ impl Diagnostics {
     pub fn iter(&self) -> std::slice::Iter<'_, Diagnostic> {
         self.0.iter()
     }
+
+    /// Orders the findings by file, then line and column; findings about a whole file (no
+    /// line) come last in their file. Findings at the same place keep their order.
+    pub fn sort(&mut self) {
+        self.0.sort_by(place_order);
+    }
+
+    /// Keeps the first [`MAX_PER_FILE`] findings of each file (sort first) and says so in
+    /// one finding more when some were left out.
+    pub fn bound_per_file(&mut self) {
+        let mut kept: Vec<Diagnostic> = Vec::with_capacity(self.0.len());
+        let mut count = 0;
+        for d in std::mem::take(&mut self.0) {
+            let same_file = kept.last().is_some_and(|last| last.file == d.file);
+            if !same_file {
+                count = 0;
+            }
+            count += 1;
+            match count.cmp(&(MAX_PER_FILE + 1)) {
+                Ordering::Less => kept.push(d),
+                Ordering::Equal => {
+                    let mut note = Diagnostic::error("", MORE_NOT_LISTED);
+                    note.file = d.file;
+                    kept.push(note);
+                }
+                Ordering::Greater => {}
+            }
+        }
+        self.0 = kept;
+    }
+}
+
+fn place_order(a: &Diagnostic, b: &Diagnostic) -> Ordering {
+    let place = |d: &Diagnostic| (d.line.is_none(), d.line, d.column);
+    a.file.cmp(&b.file).then_with(|| place(a).cmp(&place(b)))
 }
 
 impl fmt::Display for Diagnostics {

@@ -22,13 +22,54 @@ pub fn markdown() -> String {
     out
 }
 
-fn table<T: JsonSchema>(out: &mut String, title: &str) {
+/// The schema of `T` the reference is written from (subschemas inlined).
+pub fn schema<T: JsonSchema>() -> Value {
     let settings = SchemaSettings::openapi3().with(|s| {
         s.inline_subschemas = true;
         s.meta_schema = None;
     });
     let schema = settings.into_generator().into_root_schema_for::<T>();
-    let value = serde_json::to_value(&schema).expect("schema is JSON");
+    serde_json::to_value(&schema).expect("schema is JSON")
+}
+
+/// What the reference says about one field of a [`schema`]: its type as the reference writes it
+/// (`string`, `int or string`, `` `http` | `kafka` ``) and its description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldDoc {
+    pub ty: String,
+    pub description: String,
+}
+
+/// The reference entry of the field at `path` (map keys, and `None` for a list index):
+/// `transform.fields.total` is the entry `transform.fields.<name>`.
+pub fn describe<'a>(
+    schema: &Value,
+    path: impl IntoIterator<Item = Option<&'a str>>,
+) -> Option<FieldDoc> {
+    let mut node = schema;
+    for step in path {
+        let here = unwrap_nullable(node);
+        node = match step {
+            Some(key) => here
+                .get("properties")
+                .and_then(|p| p.get(key))
+                .or_else(|| here.get("additionalProperties").filter(|v| v.is_object()))?,
+            None => here.get("items")?,
+        };
+    }
+    let node = unwrap_nullable(node);
+    Some(FieldDoc {
+        ty: type_of(node).replace(" \\| ", " | "),
+        description: node
+            .get("description")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .replace('\n', " "),
+    })
+}
+
+fn table<T: JsonSchema>(out: &mut String, title: &str) {
+    let value = schema::<T>();
     out.push_str(&format!(
         "#### {title}\n\n| Field | Type | Description |\n|---|---|---|\n"
     ));

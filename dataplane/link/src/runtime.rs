@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use fiso_config::link::{LinkConfig, Protocol, TargetConfig};
+use fiso_config::validate::{check_project, SourceFile};
 use fiso_runtime::addr::{parse_listen_addr, AddrError};
 use fiso_runtime::health::{serve, HealthState, ServeError};
 use fiso_runtime::metrics::MetricsError;
@@ -196,18 +197,19 @@ pub fn read_config(path: &Path) -> Result<(String, LinkConfig), LinkError> {
         path: path.display().to_string(),
         source,
     })?;
-    let file = path.display().to_string();
-    let config = fiso_config::parse::parse_link(&file, &text)
-        .map_err(|d| LinkError::Invalid(d.to_string()))?;
-    let errors: Vec<String> = fiso_config::validate::validate_link(&config)
-        .into_iter()
-        .filter(|d| d.is_error())
-        .map(|d| format!("{file}: {d}"))
-        .collect();
-    if !errors.is_empty() {
-        return Err(LinkError::Invalid(errors.join("\n")));
+    let file = SourceFile {
+        path: path.display().to_string(),
+        text,
+    };
+    // Every finding at once, located, as `fiso validate` reports them.
+    let (project, diags) = check_project(&[], Some(&file));
+    let errors: Vec<String> = diags.errors().map(ToString::to_string).collect();
+    match project.link {
+        Some(link) if errors.is_empty() => {
+            Ok((hex(&Sha256::digest(file.text.as_bytes())), link.config))
+        }
+        _ => Err(LinkError::Invalid(errors.join("\n"))),
     }
-    Ok((hex(&Sha256::digest(text.as_bytes())), config))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -411,5 +413,41 @@ fn unchanged(
             cluster(previous) == cluster(config)
         }
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_config_says_every_finding_with_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        std::fs::write(
+            &path,
+            "listenAddr: \":3500\"\ntargets:\n  - name: crm\n    host: crm.example.com\n    timeout: soon\n    retry: {jitter: 3}\n  - name: erp\n    hots: erp.example.com\n",
+        )
+        .unwrap();
+        let Err(LinkError::Invalid(message)) = read_config(&path) else {
+            panic!("the config is invalid");
+        };
+        let shown = path.display().to_string();
+        let findings: Vec<&str> = message
+            .lines()
+            .filter(|l| !l.starts_with("  hint:"))
+            .collect();
+        let expected = [
+            "5:14: error: targets[0].timeout:",
+            "6:21: error: targets[0].retry.jitter: jitter 3 is outside [0, 1]",
+            "8:5: error: targets[1].hots: unknown field `hots`",
+        ];
+        assert_eq!(findings.len(), expected.len(), "{message}");
+        for (found, expected) in findings.iter().zip(expected) {
+            assert!(
+                found.starts_with(&format!("{shown}:{expected}")),
+                "{message}"
+            );
+        }
     }
 }

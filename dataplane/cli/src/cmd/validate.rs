@@ -131,6 +131,11 @@ fn validate(args: ValidateArgs) -> Result<ExitCode> {
             }
         }
     }
+    for d in diags.0.iter_mut().filter(|d| d.line.is_none()) {
+        files.locate(d);
+    }
+    diags.sort();
+    diags.bound_per_file();
     let errors = diags.errors().count();
     let warnings = diags.warnings().count();
     match args.format {

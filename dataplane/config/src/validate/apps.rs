@@ -5,8 +5,7 @@ use std::net::IpAddr;
 
 use crate::apps::{AppConfig, AppsConfig, Execution, MAX_MEMORY_MB, MAX_POOL_SIZE};
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::location::Locations;
-use crate::parse::parse;
+use crate::parse::parse_file;
 use crate::validate::project::SourceFile;
 use crate::validate::rules;
 
@@ -185,42 +184,39 @@ pub fn check_apps(files: &[SourceFile]) -> (Vec<LoadedApps>, Diagnostics) {
     let mut diags = Diagnostics::default();
     let mut names: HashMap<String, String> = HashMap::new();
     for f in files {
-        match parse::<AppsConfig>(&f.path, &f.text) {
-            Ok(config) => {
-                let loc = Locations::index(&f.text);
-                let mut found = validate_apps(&config);
-                for (i, app) in config.apps.iter().enumerate() {
-                    if let Some(first) = names.insert(app.name.clone(), f.path.clone()) {
-                        if first != f.path {
-                            found.push(Diagnostic::error(
-                                format!("apps[{i}].name"),
-                                format!("app name `{}` is also used in {first}", app.name),
-                            ));
-                        }
-                    }
+        let parsed = parse_file::<AppsConfig>(&f.path, &f.text);
+        diags.extend(parsed.diagnostics.iter().cloned());
+        let Some(config) = &parsed.config else {
+            continue;
+        };
+        let mut found = validate_apps(config);
+        for (i, app) in config.apps.iter().enumerate() {
+            if let Some(first) = names.insert(app.name.clone(), f.path.clone()) {
+                if first != f.path {
+                    found.push(Diagnostic::error(
+                        format!("apps[{i}].name"),
+                        format!("app name `{}` is also used in {first}", app.name),
+                    ));
                 }
-                diags.extend(found.into_iter().map(|mut d| {
-                    d.file = Some(f.path.clone());
-                    if let Some((line, col)) = loc.lookup(&d.path) {
-                        d.line = Some(line);
-                        d.column = Some(col);
-                    }
-                    d
-                }));
-                loaded.push(LoadedApps {
-                    file: f.path.clone(),
-                    config,
-                });
             }
-            Err(ds) => diags.extend(ds),
+        }
+        diags.extend(found.into_iter().filter_map(|d| parsed.locate(d)));
+        if parsed.is_clean() {
+            loaded.push(LoadedApps {
+                file: f.path.clone(),
+                config: config.clone(),
+            });
         }
     }
+    diags.sort();
+    diags.bound_per_file();
     (loaded, diags)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::parse::parse;
 
     fn check(text: &str) -> Vec<Diagnostic> {
         validate_apps(&parse::<AppsConfig>("a.yaml", text).unwrap())

@@ -5,8 +5,7 @@ use std::collections::HashMap;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::flow::{FlowConfig, SourceSpec};
 use crate::link::LinkConfig;
-use crate::location::Locations;
-use crate::parse::{parse_flow, parse_link};
+use crate::parse::{parse_file, Parsed};
 use crate::validate::rules::normalize_listen_addr;
 use crate::validate::{validate_flow, validate_link, Origin};
 
@@ -47,74 +46,90 @@ pub struct Project {
     pub apps: Vec<super::apps::LoadedApps>,
 }
 
-/// Parses and validates every file, returning what parsed plus **all** findings, each located.
+/// Parses and validates every file, returning what parsed cleanly plus **all** findings, each
+/// located, sorted by file and line, at most [`MAX_PER_FILE`](crate::diagnostic::MAX_PER_FILE)
+/// per file. A file with mistakes is still checked: what it says besides them is validated,
+/// and takes part in the checks across files.
 pub fn check_project(
     flow_files: &[SourceFile],
     link_file: Option<&SourceFile>,
 ) -> (Project, Diagnostics) {
     let mut project = Project::default();
     let mut diags = Diagnostics::default();
-    let mut locations: HashMap<String, Locations> = HashMap::new();
 
-    for f in flow_files {
-        match parse_flow(&f.path, &f.text) {
-            Ok(config) => {
-                let loc = locations
-                    .entry(f.path.clone())
-                    .or_insert_with(|| Locations::index(&f.text));
-                diags.extend(
-                    validate_flow(&config, Origin::File)
-                        .into_iter()
-                        .map(|d| locate(d, &f.path, loc)),
-                );
-                project.flows.push(LoadedFlow {
-                    file: f.path.clone(),
-                    config,
-                });
-            }
-            Err(ds) => diags.extend(ds),
+    let flows: Vec<Parsed<FlowConfig>> = flow_files
+        .iter()
+        .map(|f| parse_file::<FlowConfig>(&f.path, &f.text))
+        .collect();
+    for parsed in &flows {
+        if let Some(config) = &parsed.config {
+            diags.extend(
+                validate_flow(config, Origin::File)
+                    .into_iter()
+                    .filter_map(|d| parsed.locate(d)),
+            );
+        }
+        diags.extend(parsed.diagnostics.iter().cloned());
+    }
+    // Not a flow with a value these checks read set aside: its stand-in would be compared.
+    let comparable: Vec<LoadedFlow> = flows
+        .iter()
+        .filter(|p| !CROSS_FLOW_FIELDS.iter().any(|f| p.set_aside_near(f)))
+        .filter_map(|p| {
+            Some(LoadedFlow {
+                file: p.file().to_owned(),
+                config: p.config.clone()?,
+            })
+        })
+        .collect();
+    for d in cross_flow(&comparable) {
+        match flows.iter().find(|p| Some(p.file()) == d.file.as_deref()) {
+            Some(parsed) => diags.extend(parsed.locate(d)),
+            None => diags.push(d),
         }
     }
-    for d in cross_flow(&project.flows) {
-        let file = d.file.clone().unwrap_or_default();
-        let text = flow_files
-            .iter()
-            .find(|f| f.path == file)
-            .map(|f| f.text.as_str())
-            .unwrap_or("");
-        let loc = locations
-            .entry(file.clone())
-            .or_insert_with(|| Locations::index(text));
-        diags.push(locate(d, &file, loc));
-    }
+    project.flows = flows
+        .into_iter()
+        .filter(Parsed::is_clean)
+        .filter_map(|p| {
+            Some(LoadedFlow {
+                file: p.file().to_owned(),
+                config: p.config?,
+            })
+        })
+        .collect();
     if let Some(f) = link_file {
-        match parse_link(&f.path, &f.text) {
-            Ok(config) => {
-                let loc = Locations::index(&f.text);
-                diags.extend(
-                    validate_link(&config)
-                        .into_iter()
-                        .map(|d| locate(d, &f.path, &loc)),
-                );
-                project.link = Some(LoadedLink {
-                    file: f.path.clone(),
-                    config,
-                });
-            }
-            Err(ds) => diags.extend(ds),
+        let parsed = parse_file::<LinkConfig>(&f.path, &f.text);
+        if let Some(config) = &parsed.config {
+            diags.extend(
+                validate_link(config)
+                    .into_iter()
+                    .filter_map(|d| parsed.locate(d)),
+            );
+        }
+        diags.extend(parsed.diagnostics.iter().cloned());
+        if parsed.is_clean() {
+            project.link = parsed.config.map(|config| LoadedLink {
+                file: f.path.clone(),
+                config,
+            });
         }
     }
+    diags.sort();
+    diags.bound_per_file();
     (project, diags)
 }
 
-fn locate(mut d: Diagnostic, file: &str, loc: &Locations) -> Diagnostic {
-    d.file = Some(file.to_owned());
-    if let Some((line, col)) = loc.lookup(&d.path) {
-        d.line = Some(line);
-        d.column = Some(col);
-    }
-    d
-}
+/// The fields [`cross_flow`] compares between flows.
+const CROSS_FLOW_FIELDS: [&str; 7] = [
+    "name",
+    "source.type",
+    "source.config.listenAddr",
+    "source.config.path",
+    "source.config.readHeaderTimeout",
+    "source.config.idleTimeout",
+    "source.config.bodyTimeout",
+];
 
 /// Checks spanning flows: unique names; one path per shared HTTP server; no gRPC/HTTP port clash.
 fn cross_flow(flows: &[LoadedFlow]) -> Vec<Diagnostic> {
@@ -337,13 +352,71 @@ mod tests {
                 )
             })
             .collect();
+        // Sorted by file and line; `x.yaml` also lacks a sink (at its first key).
         assert_eq!(
             rendered,
             vec![
-                "flows/x.yaml:2:source",
                 "flows/dup.yaml:1:name",
+                "flows/x.yaml:1:",
+                "flows/x.yaml:2:source",
                 "link/config.yaml:4:targets[0].retry.jitter"
             ]
         );
+    }
+
+    #[test]
+    fn a_file_with_type_errors_is_still_checked_within_and_across_files() {
+        let broken = SourceFile {
+            path: "flows/a.yaml".into(),
+            text: "name: dup\nsource:\n  type: http\n  config:\n    listenAddr: \":8080\"\n    path: /x\n    maxBodySize: lots\ntransform:\n  fields:\n    total: data.price *\n    n: {a: 1}\nsink:\n  type: http\n  config:\n    url: not a url\n    retries: 2\n".into(),
+        };
+        let (project, d) = check_project(
+            &[
+                broken,
+                http_flow("dup", ":8080", "/x"),
+                http_flow("c", ":9090", "/c"),
+            ],
+            None,
+        );
+        let found: Vec<String> = d
+            .iter()
+            .map(|d| {
+                format!(
+                    "{}:{}:{} {}",
+                    d.file.as_deref().unwrap(),
+                    d.line.unwrap(),
+                    d.column.unwrap(),
+                    d.path
+                )
+            })
+            .collect();
+        pretty_assertions::assert_eq!(
+            found,
+            [
+                "flows/a.yaml:7:18 source.config.maxBodySize",
+                "flows/a.yaml:10:12 transform.fields.total",
+                "flows/a.yaml:11:8 transform.fields.n",
+                "flows/a.yaml:15:10 sink.config.url",
+                "flows/a.yaml:16:5 sink.config.retries",
+                // Across files: the name and the path on the shared server.
+                "flows/dup.yaml:1:7 name",
+                "flows/dup.yaml:6:11 source.config.path",
+            ]
+        );
+        // Only files without parse findings are loaded to run.
+        let loaded: Vec<_> = project.flows.iter().map(|f| f.file.as_str()).collect();
+        assert_eq!(loaded, ["flows/dup.yaml", "flows/c.yaml"]);
+    }
+
+    #[test]
+    fn a_set_aside_source_is_not_compared_across_files() {
+        // `path: [x]` is set aside; the default path `/` must not collide with b's `/`.
+        let broken = SourceFile {
+            path: "flows/a.yaml".into(),
+            text: "name: a\nsource:\n  type: http\n  config:\n    listenAddr: \":8080\"\n    path: [x]\nsink:\n  type: http\n  config:\n    url: http://svc\n".into(),
+        };
+        let (_, d) = check_project(&[broken, http_flow("b", ":8080", "/")], None);
+        let paths: Vec<_> = d.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, ["source.config.path"], "{d}");
     }
 }

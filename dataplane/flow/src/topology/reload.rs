@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use fiso_config::validate::{check_project, SourceFile};
+use fiso_config::Diagnostic;
 use fiso_runtime::apps::AppDirectory;
 use fiso_runtime::reload::changes_in_words;
 use fiso_runtime::watch::{is_yaml, snapshot, version_document, ConfigFile, Snapshot, Unreadable};
@@ -264,9 +265,17 @@ impl FlowDirectory {
         for _ in 0..=files.len() {
             let sources: Vec<SourceFile> = candidates.values().map(|(_, s)| s.clone()).collect();
             let (_, diags) = check_project(&sources, None);
+            // Every finding of a file, named as the user sees it (as `fiso validate` does).
             let bad: BTreeMap<String, String> = diags
                 .errors()
-                .filter_map(|d| Some((d.file.clone()?, d.to_string())))
+                .filter_map(|d| {
+                    let file = d.file.clone()?;
+                    let shown = Diagnostic {
+                        file: Some(self.shown(&file)),
+                        ..d.clone()
+                    };
+                    Some((file, shown.to_string()))
+                })
                 .fold(BTreeMap::new(), |mut acc, (file, msg)| {
                     acc.entry(file)
                         .and_modify(|m: &mut String| m.push_str(&format!("\n{msg}")))
@@ -301,6 +310,16 @@ impl FlowDirectory {
             }
         }
         candidates
+    }
+
+    /// A file of the directory as the user named it: the configured directory joined with
+    /// the file name.
+    fn shown(&self, name: &str) -> String {
+        let path = self.dir.join(name).display().to_string();
+        match path.strip_prefix("./") {
+            Some(rest) => rest.to_owned(),
+            None => path,
+        }
     }
 
     fn finish(&self, report: &ReloadReport, files: &[ConfigFile]) {
