@@ -341,21 +341,27 @@ mod tests {
         assert_eq!(body, addr.to_string().as_bytes(), "Host = the authority");
     }
 
-    #[tokio::test]
-    async fn a_refused_connection_reads_as_such_without_the_url() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        drop(listener);
-        let client = ClientSettings::default().build::<Full<Bytes>>().unwrap();
-        let uri: http::Uri = format!("http://{addr}/p?token=secret").parse().unwrap();
-        let e = client
+    /// The error of a GET of `uri` that cannot succeed.
+    async fn failed_get(uri: &http::Uri) -> RequestError {
+        ClientSettings::default()
+            .build::<Full<Bytes>>()
+            .unwrap()
             .request(
                 http::Request::get(uri.clone())
                     .body(Full::default())
                     .unwrap(),
             )
             .await
-            .unwrap_err();
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_reads_as_such_without_the_url() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let uri: http::Uri = format!("http://{addr}/p?token=secret").parse().unwrap();
+        let e = failed_get(&uri).await;
         let text = error_chain(&e);
         assert!(text.contains("onnection refused"), "{text}");
         assert!(!text.contains("secret"), "{text}");
@@ -371,17 +377,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_name_that_does_not_resolve_is_said_in_words() {
-        let client = ClientSettings::default().build::<Full<Bytes>>().unwrap();
         // `.invalid` never resolves (RFC 6761).
         let uri: http::Uri = "http://fiso-test.invalid:8080/p".parse().unwrap();
-        let e = client
-            .request(
-                http::Request::get(uri.clone())
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await
-            .unwrap_err();
+        let e = failed_get(&uri).await;
         let text = failure_in_words(&e, host_and_port(&uri));
         assert!(
             text.starts_with("DNS name `fiso-test.invalid` not found ("),
