@@ -345,7 +345,12 @@ impl FlowDirectory {
             ("stopped", &report.stopped[..]),
         ]);
         if !changes.is_empty() {
-            tracing::info!("flows reloaded: {changes}");
+            tracing::info!(
+                started = ?report.started,
+                replaced = ?report.replaced,
+                stopped = ?report.stopped,
+                "flows reloaded: {changes}"
+            );
         }
         let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
         for file in failing.iter() {
