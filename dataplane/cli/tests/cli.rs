@@ -43,6 +43,46 @@ fn init_defaults_then_validate_in_a_fresh_directory() {
         .success());
 }
 
+/// A broker that cannot be reached: one line that says what failed once (not librdkafka's
+/// code name next to its description, nor the cause twice) and how to fix it.
+#[test]
+fn kafka_errors_are_one_line_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.path().to_owned();
+        std::thread::spawn(move || fiso(&dir, args))
+    };
+    let produce = run(&[
+        "produce",
+        "--brokers",
+        "127.0.0.1:1",
+        "--topic",
+        "t",
+        "--json",
+        "{}",
+    ]);
+    let consume = run(&["consume", "--brokers", "127.0.0.1:1", "--topic", "t"]);
+    for o in [produce.join().unwrap(), consume.join().unwrap()] {
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(
+            stderr.trim_end().ends_with(
+                "is the broker at 127.0.0.1:1 running? `fiso doctor` checks (or set --brokers)"
+            ),
+            "{stderr}"
+        );
+        for repeated in ["BrokerTransportFailure", "MessageTimedOut", "Local:"] {
+            assert!(!stderr.contains(repeated), "{stderr}");
+        }
+        assert!(
+            stderr.contains("Connection refused"),
+            "librdkafka's word: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn interactive_init_reads_answers_from_stdin() {
     use std::io::Write;
