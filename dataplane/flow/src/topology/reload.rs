@@ -17,7 +17,7 @@ use serde_json::json;
 use super::supervisor::{component, Supervisor};
 use crate::metrics::FlowMetrics;
 use crate::pipeline::{Parts, Pipeline};
-use crate::sources;
+use crate::sources::{self, SourceOptions};
 
 /// The last version of a file that validated.
 #[derive(Debug, Clone)]
@@ -45,11 +45,13 @@ pub struct FlowDirectory {
     readiness: Readiness,
     config_info: ConfigInfo,
     apps: AppDirectory,
+    sources: SourceOptions,
     last_good: Mutex<BTreeMap<String, Good>>,
     first_load: std::sync::atomic::AtomicBool,
 }
 
 impl FlowDirectory {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dir: impl Into<PathBuf>,
         supervisor: Arc<Supervisor>,
@@ -58,6 +60,7 @@ impl FlowDirectory {
         readiness: Readiness,
         config_info: ConfigInfo,
         apps: AppDirectory,
+        sources: SourceOptions,
     ) -> Self {
         FlowDirectory {
             dir: dir.into(),
@@ -67,6 +70,7 @@ impl FlowDirectory {
             readiness,
             config_info,
             apps,
+            sources,
             last_good: Mutex::new(BTreeMap::new()),
             first_load: std::sync::atomic::AtomicBool::new(true),
         }
@@ -154,7 +158,7 @@ impl FlowDirectory {
             if running.get(&name) == Some(&version) {
                 continue;
             }
-            let source = sources::build(&flow.config.source);
+            let source = sources::build(&flow.config.source, &self.sources);
             let parts = Parts {
                 version: &version,
                 metrics: self.metrics.clone(),
