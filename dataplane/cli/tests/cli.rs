@@ -26,6 +26,7 @@ fn init_defaults_then_validate_in_a_fresh_directory() {
     let o = fiso(dir.path(), &["init", "--defaults"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("Fiso initialized with http source → http sink."));
+    assert!(!text(&o).contains("Kafka broker"), "{}", text(&o));
     assert!(dir.path().join("fiso/flows/example-flow.yaml").is_file());
     let o = fiso(dir.path(), &["validate"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -38,9 +39,20 @@ fn init_defaults_then_validate_in_a_fresh_directory() {
     let o = fiso(dir.path(), &["init", "--defaults"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("--force"), "{}", text(&o));
-    assert!(fiso(dir.path(), &["init", "--source", "kafka", "--force"])
-        .status
-        .success());
+    let o = fiso(dir.path(), &["init", "--source", "kafka", "--force"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A Kafka flow needs a broker: the next steps say where, what checks it, and how to send
+    // it an event.
+    assert!(
+        text(&o).contains("needs a Kafka broker at localhost:9092 (`fiso doctor` checks)"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("fiso produce --topic orders --file fiso/sample-event.json"),
+        "{}",
+        text(&o)
+    );
 }
 
 /// A broker that cannot be reached: one line that says what failed once (not librdkafka's

@@ -9,7 +9,7 @@ use std::process::{ExitCode, Stdio};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fiso_config::flow::{SinkSpec, SourceSpec};
-use fiso_flow::topology::runtime::{FlowRuntime, Observability};
+use fiso_flow::topology::runtime::{FlowRuntime, Observability, RuntimeOptions};
 use fiso_link::LinkRuntime;
 use fiso_runtime::health::{serve, HealthState};
 use fiso_runtime::logging::{LogFormat, LogSettings};
@@ -97,7 +97,7 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
         } else {
             None
         };
-        let runtime = FlowRuntime::start(&flows_dir, &obs)?;
+        let runtime = FlowRuntime::start_with(&flows_dir, &obs, RuntimeOptions::dev())?;
         let link_config = args.dir.join("link").join("config.yaml");
         let link = if link_config.is_file() {
             Some(LinkRuntime::start(&link_config, &obs).await?)
@@ -131,6 +131,21 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fiso produce` sending the sample event (or a small one) to a Kafka flow's topic. Run from
+/// where `fiso dev` runs, `produce` finds the brokers in the default project itself.
+fn produce_line(topic: &str, brokers: &str, sample: &Path, dir: &Path) -> String {
+    let mut line = format!("fiso produce --topic {topic}");
+    if dir != Path::new(DEFAULT_DIR) && !brokers.is_empty() {
+        line.push_str(&format!(" --brokers {brokers}"));
+    }
+    if sample.is_file() {
+        line.push_str(&format!(" --file {}", sample.display()));
+    } else {
+        line.push_str(r#" --json '{"order_id":"TEST-001"}'"#);
+    }
+    line
 }
 
 async fn wait_child(child: &mut Option<tokio::process::Child>) -> Option<std::process::ExitStatus> {
@@ -193,7 +208,9 @@ fn banner(
     dir: &Path,
 ) {
     say!("\n{}", style::ok("Fiso dev is running"));
+    let sample = dir.join("sample-event.json");
     let mut curl = None;
+    let mut produce = None;
     for f in &project.flows {
         match &f.config.source {
             SourceSpec::Http(c) => {
@@ -204,7 +221,19 @@ fn banner(
                 }
             }
             SourceSpec::Kafka(k) => {
-                say!("  flow {:<24} kafka topic {}", f.name(), k.topic)
+                let brokers = f
+                    .config
+                    .kafka
+                    .as_ref()
+                    .and_then(|kafka| kafka.clusters.get(&k.cluster))
+                    .map(|c| c.brokers.join(","))
+                    .unwrap_or_default();
+                say!(
+                    "  flow {:<24} kafka topic {} on {brokers}",
+                    f.name(),
+                    k.topic
+                );
+                produce.get_or_insert_with(|| produce_line(&k.topic, &brokers, &sample, dir));
             }
             SourceSpec::Grpc(c) => say!(
                 "  flow {:<24} gRPC fiso.v1.EventService on {}",
@@ -231,14 +260,19 @@ fn banner(
         }
     }
     say!("  metrics                        http://localhost:{}/metrics  (/healthz, /readyz, /config)", metrics.port());
+    if curl.is_some() || produce.is_some() {
+        say!("\nTry it:");
+    }
     if let Some(url) = curl {
-        let sample = dir.join("sample-event.json");
         let body = if sample.is_file() {
             format!("@{}", sample.display())
         } else {
             r#"'{"order_id": "12345", "amount": 99.99}'"#.to_owned()
         };
-        say!("\nTry it:\n  curl -X POST {url} -H 'Content-Type: application/json' -d {body}");
+        say!("  curl -X POST {url} -H 'Content-Type: application/json' -d {body}");
+    }
+    if let Some(produce) = produce {
+        say!("  {produce}");
     }
     say!("\nEdit files under {}/flows: changes apply live. Logs: `fiso logs --follow`. Stop with Ctrl-C.\n", dir.display());
 }
