@@ -94,7 +94,8 @@ impl Supervisor {
     /// Starts `flow`, replacing a running instance of the same name. The new instance takes
     /// over its routes before the old one is told to stop, so no request finds no flow. A task
     /// source that can keep running ([`TaskSource::keeps_running`]) is not restarted: its
-    /// pipeline is swapped, records in hand finish on the old one.
+    /// pipeline is swapped, records in hand finish on the old one. A Kafka consumer that cannot
+    /// is stopped first (it commits and leaves its group), then its replacement joins.
     pub fn start(&self, flow: Arc<Pipeline>, source: AnySource) {
         if let AnySource::Task(source) = &source {
             if self.swap(&flow, source) {
@@ -110,14 +111,30 @@ impl Supervisor {
                 if self.readiness.state(&name).is_none() {
                     self.readiness.set_not_ready(name, "starting");
                 }
+                // A consumer's replacement joins the group once the one it replaces has left
+                // it: a join racing a leave costs a second rebalance at best, and can leave the
+                // group rebalancing for good (tansu).
+                let replaced = match &source {
+                    TaskSource::Kafka(_) => self.lock().remove(&flow.name).map(|old| {
+                        old.cancel.cancel();
+                        old.task
+                    }),
+                    TaskSource::Grpc(_) => None,
+                };
                 let live: LivePipeline = Arc::new(ArcSwap::new(Arc::clone(&flow)));
-                let task = tokio::spawn(supervise_task(
+                let supervised = supervise_task(
                     Arc::clone(&live),
                     source.clone(),
                     self.readiness.clone(),
                     self.metrics.clone(),
                     cancel.clone(),
-                ));
+                );
+                let task = tokio::spawn(async move {
+                    if let Some(replaced) = replaced {
+                        let _ = replaced.await;
+                    }
+                    supervised.await;
+                });
                 (task, Some((source, live)))
             }
             AnySource::Route(route) => {
@@ -290,6 +307,10 @@ async fn supervise_task(
     let name = flow.load().name.clone();
     let mut restart = Restart::new(RESTART_INITIAL, RESTART_MAX);
     loop {
+        // Stopped before it started (replaced again while waiting for its predecessor).
+        if cancel.is_cancelled() {
+            return;
+        }
         let status = SourceStatus::new(readiness.clone(), component(&name), {
             let (name, metrics, flow) = (name.clone(), metrics.clone(), Arc::clone(&flow));
             move || {

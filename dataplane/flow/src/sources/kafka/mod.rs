@@ -758,7 +758,7 @@ impl Consuming<'_> {
             Some(code) if unreachable(code) => {
                 if membership.unreachable() {
                     tracing::warn!(
-                        flow, group = %membership.group, topic = %membership.topic,
+                        flow = %flow, group = %membership.group, topic = %membership.topic,
                         error = %membership.describe(&membership.waiting()),
                         "kafka broker unreachable"
                     );
@@ -768,13 +768,13 @@ impl Consuming<'_> {
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
                 if membership.topic_missing() {
                     tracing::info!(
-                        flow, group = %membership.group, topic = %membership.topic,
+                        flow = %flow, group = %membership.group, topic = %membership.topic,
                         "the topic does not exist yet; waiting for it"
                     );
                 }
                 self.report(membership);
             }
-            _ => tracing::warn!(flow, error = %describe(e), "kafka consumer error"),
+            _ => tracing::warn!(flow = %flow, error = %describe(e), "kafka consumer error"),
         }
     }
 }
@@ -793,7 +793,7 @@ async fn leave(consumer: Arc<SourceConsumer>, flow: &str) {
     let closed = tokio::task::spawn_blocking(move || drop(consumer)).await;
     if closed.is_ok() {
         tracing::info!(
-            flow, group = %membership.group,
+            flow = %flow, group = %membership.group,
             took_ms = started.elapsed().as_millis() as u64,
             "left the consumer group"
         );
@@ -815,15 +815,16 @@ impl LagReport {
             self.said = Some(lag.clone());
             return;
         }
-        let partitions = lag
+        // `partition:lag` pairs, e.g. `0:12, 1:0`.
+        let by_partition = lag
             .iter()
-            .map(|(p, l)| format!("{p}={l}"))
+            .map(|(p, l)| format!("{p}:{l}"))
             .collect::<Vec<_>>()
-            .join(",");
+            .join(", ");
         if total > 0 {
-            tracing::info!(flow, lag = total, partitions = %partitions, "consumer lag: {total} record(s) not processed yet");
+            tracing::info!(flow = %flow, lag = total, by_partition = %by_partition, "consumer lag: {total} record(s) not processed yet");
         } else {
-            tracing::info!(flow, lag = 0, "consumer caught up");
+            tracing::info!(flow = %flow, lag = 0, "consumer caught up");
         }
         self.said = Some(lag.clone());
     }
