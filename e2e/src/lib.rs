@@ -5,6 +5,7 @@
 //! - [`fiso_bin`]: the binary under test, built once per test binary;
 //! - [`FisoProcess`]: `fiso flow` as a child process with its JSON logs captured, the ports it
 //!   bound read back from them, signals, `/readyz`, `/metrics`, `/config`;
+//! - [`DevProcess`]: `fiso dev` in a project directory, its banner and readable logs captured;
 //! - [`SinkServer`]: a scripted HTTP sink that records what it receives;
 //! - [`FlowDir`] / [`HttpFlow`]: a temporary, watched flow directory and flow files;
 //! - [`infra`]: what `cargo xtask infra up` provides (kubeconfig, helm, kubectl) — a test fails
@@ -24,6 +25,7 @@
 mod bin;
 pub mod cluster;
 pub mod conformance;
+mod dev;
 mod flowdir;
 pub mod guests;
 pub mod infra;
@@ -46,6 +48,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 pub use bin::{fiso_bin, FISO_BIN_ENV};
+pub use dev::DevProcess;
 pub use flowdir::{FlowDir, HttpFlow};
 pub use logs::{LogLine, Logs};
 pub use metrics::{Metrics, Sample};

@@ -26,6 +26,7 @@ fn init_defaults_then_validate_in_a_fresh_directory() {
     let o = fiso(dir.path(), &["init", "--defaults"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("Fiso initialized with http source → http sink."));
+    assert!(!text(&o).contains("Kafka broker"), "{}", text(&o));
     assert!(dir.path().join("fiso/flows/example-flow.yaml").is_file());
     let o = fiso(dir.path(), &["validate"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -38,9 +39,60 @@ fn init_defaults_then_validate_in_a_fresh_directory() {
     let o = fiso(dir.path(), &["init", "--defaults"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o).contains("--force"), "{}", text(&o));
-    assert!(fiso(dir.path(), &["init", "--source", "kafka", "--force"])
-        .status
-        .success());
+    let o = fiso(dir.path(), &["init", "--source", "kafka", "--force"]);
+    assert!(o.status.success(), "{}", text(&o));
+    // A Kafka flow needs a broker: the next steps say where, what checks it, and how to send
+    // it an event.
+    assert!(
+        text(&o).contains("needs a Kafka broker at localhost:9092 (`fiso doctor` checks)"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("fiso produce --topic orders --file fiso/sample-event.json"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// A broker that cannot be reached: one line that says what failed once (not librdkafka's
+/// code name next to its description, nor the cause twice) and how to fix it.
+#[test]
+fn kafka_errors_are_one_line_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &'static [&'static str]| {
+        let dir = dir.path().to_owned();
+        std::thread::spawn(move || fiso(&dir, args))
+    };
+    let produce = run(&[
+        "produce",
+        "--brokers",
+        "127.0.0.1:1",
+        "--topic",
+        "t",
+        "--json",
+        "{}",
+    ]);
+    let consume = run(&["consume", "--brokers", "127.0.0.1:1", "--topic", "t"]);
+    for o in [produce.join().unwrap(), consume.join().unwrap()] {
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(
+            stderr.trim_end().ends_with(
+                "is the broker at 127.0.0.1:1 running? `fiso doctor` checks (or set --brokers)"
+            ),
+            "{stderr}"
+        );
+        for repeated in ["BrokerTransportFailure", "MessageTimedOut", "Local:"] {
+            assert!(!stderr.contains(repeated), "{stderr}");
+        }
+        assert!(
+            stderr.contains("Connection refused"),
+            "librdkafka's word: {stderr}"
+        );
+    }
 }
 
 #[test]

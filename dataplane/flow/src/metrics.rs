@@ -185,7 +185,7 @@ impl FlowMetrics {
         )?;
         registry.register(
             "fiso_flow_consumer_lag",
-            "Kafka source: records of a partition not processed yet (high watermark - position)",
+            "Kafka source: records of a partition not processed yet (high watermark - committed offset, or - the first offset read while the group has committed none)",
             m.consumer_lag.clone(),
         )?;
         Ok(m)
@@ -198,6 +198,14 @@ impl FlowMetrics {
                 partition: partition.to_string(),
             })
             .set(lag.max(0));
+    }
+
+    /// A partition revoked from `flow`'s consumer no longer reports a lag.
+    pub fn forget_lag(&self, flow: &str, partition: i32) {
+        self.consumer_lag.remove(&PartitionLabels {
+            flow: flow.to_owned(),
+            partition: partition.to_string(),
+        });
     }
 
     pub fn interceptor_rejected(&self, flow: &str) {

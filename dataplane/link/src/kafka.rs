@@ -132,7 +132,11 @@ impl KafkaPublisher {
             ),
             Err((e, _)) => error(
                 ErrorCode::KafkaPublishFailed,
-                format!("publishing to topic `{}` failed: {e}", self.topic),
+                format!(
+                    "publishing to topic `{}` failed: {}",
+                    self.topic,
+                    fiso_runtime::kafka::error_text::describe(&e)
+                ),
             ),
         }
     }

@@ -1,8 +1,11 @@
-//! librdkafka client settings for one `kafka.clusters` entry: brokers, SASL, TLS.
+//! librdkafka client settings for one `kafka.clusters` entry: brokers, SASL, TLS; and
+//! librdkafka errors as one line ([`error_text`]).
 //!
 //! The SASL password is resolved here (inline, from an environment variable or from a file) and
 //! only ever goes into the [`ClientConfig`]; errors name where it was looked for, never the
 //! value. Callers add their own producer/consumer settings on top.
+
+pub mod error_text;
 
 use std::path::Path;
 

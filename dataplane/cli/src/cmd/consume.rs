@@ -12,15 +12,31 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{json, Map, Value};
 
-use super::produce::{client_config, resolve_cluster};
+use super::produce::{client_config, kafka_error, resolve_cluster, ConnectionFailures};
+
+/// The consumer's context: keeps librdkafka's word on failed broker connections.
+#[derive(Default)]
+struct Watch {
+    connections: ConnectionFailures,
+}
+
+impl ClientContext for Watch {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.connections.log(level, fac, message);
+    }
+}
+
+impl ConsumerContext for Watch {}
 
 /// How long to wait for the brokers to answer a metadata request.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,11 +165,29 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1500");
     }
-    let consumer: BaseConsumer = config.create().context("creating the Kafka consumer")?;
+    let consumer: BaseConsumer<Watch> =
+        config.create_with_context(Watch::default()).map_err(|e| {
+            kafka_error(
+                "creating the Kafka consumer",
+                &e,
+                &brokers,
+                &ConnectionFailures::default(),
+            )
+        })?;
+    let failed = |what: &str, e: &KafkaError| {
+        // librdkafka's log lines wait on the consumer's queue: read them for its word on the
+        // connection.
+        for _ in 0..1000 {
+            if consumer.poll(Duration::ZERO).is_none() {
+                break;
+            }
+        }
+        kafka_error(what, e, &brokers, &consumer.context().connections)
+    };
 
     let metadata = consumer
         .fetch_metadata(Some(&args.topic), METADATA_TIMEOUT)
-        .with_context(|| format!("cannot reach Kafka brokers {brokers} (set --brokers)"))?;
+        .map_err(|e| failed(&format!("reading topic {}", args.topic), &e))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()
@@ -169,7 +203,7 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
     if args.group.is_some() || partitions.is_empty() {
         consumer
             .subscribe(&[&args.topic])
-            .with_context(|| format!("subscribing to {}", args.topic))?;
+            .map_err(|e| failed(&format!("subscribing to {}", args.topic), &e))?;
     } else {
         let start = if args.from_beginning {
             Offset::Beginning
@@ -180,7 +214,9 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
         for p in &partitions {
             list.add_partition_offset(&args.topic, *p, start)?;
         }
-        consumer.assign(&list).context("assigning partitions")?;
+        consumer
+            .assign(&list)
+            .map_err(|e| failed("assigning partitions", &e))?;
     }
 
     let stdout = std::io::stdout();
@@ -213,7 +249,7 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
                 if args.group.is_some() {
                     consumer
                         .store_offset_from_message(&msg)
-                        .context("storing the offset")?;
+                        .map_err(|e| failed("storing the offset", &e))?;
                 }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -229,7 +265,7 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
             Some(Err(KafkaError::MessageConsumption(
                 RDKafkaErrorCode::UnknownTopicOrPartition,
             ))) if !args.exit_at_end => {}
-            Some(Err(e)) => bail!("consuming {} from {brokers}: {e}", args.topic),
+            Some(Err(e)) => return Err(failed(&format!("reading topic {}", args.topic), &e)),
         }
         if args.exit_at_end {
             let assigned = if args.group.is_some() {
@@ -246,7 +282,7 @@ pub fn run(args: ConsumeArgs) -> Result<ExitCode> {
     if args.group.is_some() && seen > 0 {
         consumer
             .commit_consumer_state(CommitMode::Sync)
-            .context("committing offsets")?;
+            .map_err(|e| failed("committing offsets", &e))?;
     }
     if seen == 0 && args.format == ConsumeFormat::Pretty {
         eprintln!(

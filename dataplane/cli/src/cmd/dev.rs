@@ -13,7 +13,9 @@ use anyhow::{bail, Result};
 use clap::Args;
 use fiso_config::flow::{SinkSpec, SourceSpec};
 use fiso_config::validate::Project;
-use fiso_flow::topology::runtime::{FlowRuntime, Observability, DEFAULT_METRICS_ADDR};
+use fiso_flow::topology::runtime::{
+    FlowRuntime, Observability, RuntimeOptions, DEFAULT_METRICS_ADDR,
+};
 use fiso_link::LinkRuntime;
 use fiso_runtime::health::{serve, HealthState};
 use fiso_runtime::logging::{LogFormat, LogSettings};
@@ -165,7 +167,7 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
         } else {
             None
         };
-        let runtime = FlowRuntime::start(&flows_dir, &obs)?;
+        let runtime = FlowRuntime::start_with(&flows_dir, &obs, RuntimeOptions::dev())?;
         let link_config = dir.join("link").join("config.yaml");
         let link = if link_config.is_file() {
             Some(LinkRuntime::start(&link_config, &obs).await.map_err(|e| {
@@ -265,6 +267,21 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
     })
 }
 
+/// `fiso produce` sending the sample event (or a small one) to a Kafka flow's topic. Run from
+/// where `fiso dev` runs, `produce` finds the brokers in the default project itself.
+fn produce_line(topic: &str, brokers: &str, sample: &Path, dir: &Path) -> String {
+    let mut line = format!("fiso produce --topic {topic}");
+    if dir != Path::new(DEFAULT_DIR) && !brokers.is_empty() {
+        line.push_str(&format!(" --brokers {brokers}"));
+    }
+    if sample.is_file() {
+        line.push_str(&format!(" --file {}", sample.display()));
+    } else {
+        line.push_str(r#" --json '{"order_id":"TEST-001"}'"#);
+    }
+    line
+}
+
 /// `error`, and when a port was taken what the user can do about it in `fiso dev`.
 fn with_port_fix<E>(error: E, fix: &str) -> anyhow::Error
 where
@@ -362,7 +379,9 @@ fn banner(
     app: Option<&AppSpec>,
 ) {
     say!("\n{}", style::ok("Fiso dev is running"));
+    let sample = dir.join("sample-event.json");
     let mut curl = None;
+    let mut produce = None;
     for f in &project.flows {
         match &f.config.source {
             SourceSpec::Http(c) => {
@@ -373,7 +392,19 @@ fn banner(
                 }
             }
             SourceSpec::Kafka(k) => {
-                say!("  flow {:<24} kafka topic {}", f.name(), k.topic)
+                let brokers = f
+                    .config
+                    .kafka
+                    .as_ref()
+                    .and_then(|kafka| kafka.clusters.get(&k.cluster))
+                    .map(|c| c.brokers.join(","))
+                    .unwrap_or_default();
+                say!(
+                    "  flow {:<24} kafka topic {} on {brokers}",
+                    f.name(),
+                    k.topic
+                );
+                produce.get_or_insert_with(|| produce_line(&k.topic, &brokers, &sample, dir));
             }
             SourceSpec::Grpc(c) => say!(
                 "  flow {:<24} gRPC fiso.v1.EventService on {}",
@@ -416,14 +447,19 @@ fn banner(
             .unwrap_or_default();
         say!("  app  {:<24}  {}{port}", app.name, app.command_line());
     }
+    if curl.is_some() || produce.is_some() {
+        say!("\nTry it:");
+    }
     if let Some(url) = curl {
-        let sample = dir.join("sample-event.json");
         let body = if sample.is_file() {
             format!("@{}", sample.display())
         } else {
             r#"'{"order_id": "12345", "amount": 99.99}'"#.to_owned()
         };
-        say!("\nTry it:\n  curl -X POST {url} -H 'Content-Type: application/json' -d {body}");
+        say!("  curl -X POST {url} -H 'Content-Type: application/json' -d {body}");
+    }
+    if let Some(produce) = produce {
+        say!("  {produce}");
     }
     let app_logs = app
         .map(|a| format!(", `fiso logs --service {}`", a.name))

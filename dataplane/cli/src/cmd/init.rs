@@ -8,7 +8,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::project::DEFAULT_DIR;
-use crate::scaffold::{self, Options, SinkKind, SourceKind, TransformKind};
+use crate::scaffold::{
+    self, Options, SinkKind, SourceKind, TransformKind, KAFKA_BROKERS, KAFKA_TOPIC,
+};
 use crate::style;
 
 #[derive(Debug, Args)]
@@ -121,6 +123,12 @@ fn print_next_steps(opts: &Options) {
     println!("\nNext steps:");
     println!("  fiso validate");
     println!("  fiso transform test --flow fiso/flows/{name}.yaml --input fiso/sample-event.json");
+    if opts.source == SourceKind::Kafka {
+        println!(
+            "  fiso dev                          # needs a Kafka broker at {KAFKA_BROKERS} (`fiso doctor` checks)"
+        );
+        println!("  fiso produce --topic {KAFKA_TOPIC} --file fiso/sample-event.json");
+    }
     if opts.k8s {
         println!("  kubectl apply -f fiso/k8s/        # with the Fiso operator installed");
     }

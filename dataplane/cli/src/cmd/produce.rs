@@ -13,8 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use fiso_config::kafka::{KafkaCluster, KafkaConfig};
+use fiso_runtime::kafka::error_text::{broker_hint, connection_failure, describe, unreachable};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::config::ClientConfig;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -127,14 +129,66 @@ pub fn parse_header(s: &str) -> Result<(String, String)> {
     }
 }
 
-/// Counts delivery reports; failures keep their message.
+/// A Kafka client's error for the user: one line, with librdkafka's word on the connection
+/// (`failures`) and the fix when the brokers cannot be reached (`--brokers` being the CLI's way
+/// to name others).
+pub fn kafka_error(
+    what: &str,
+    e: &KafkaError,
+    brokers: &str,
+    failures: &ConnectionFailures,
+) -> anyhow::Error {
+    let text = match e.rdkafka_error_code() {
+        Some(code) if unreachable(code) => unreachable_text(&describe(e), brokers, failures),
+        _ => describe(e),
+    };
+    anyhow::anyhow!("{what}: {text}")
+}
+
+/// `cause` of brokers not answering, with librdkafka's word on the last failed connection and
+/// the fix.
+fn unreachable_text(cause: &str, brokers: &str, failures: &ConnectionFailures) -> String {
+    let why = failures
+        .last()
+        .map(|w| format!(" ({w})"))
+        .unwrap_or_default();
+    format!("{cause}{why}; {} (or set --brokers)", broker_hint(brokers))
+}
+
+/// librdkafka's last word on a failed broker connection (its `FAIL` log line): what the
+/// error codes do not say (connection refused, name not resolved, TLS handshake failed).
+#[derive(Debug, Default)]
+pub struct ConnectionFailures(Mutex<Option<String>>);
+
+impl ConnectionFailures {
+    /// Takes in one librdkafka log line.
+    pub fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" && (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(connection_failure(message));
+        }
+    }
+
+    pub fn last(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Counts delivery reports; failures keep their error.
 #[derive(Default)]
 struct Deliveries {
     ok: AtomicUsize,
-    failed: Mutex<Vec<String>>,
+    failed: Mutex<Vec<KafkaError>>,
+    connections: ConnectionFailures,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        self.connections.log(level, fac, message);
+    }
+
+    // Broker errors end up in the delivery reports, said there.
+    fn error(&self, _: KafkaError, _: &str) {}
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();
@@ -144,11 +198,7 @@ impl ProducerContext for Deliveries {
             Ok(_) => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
             }
-            Err((e, _)) => self
-                .failed
-                .lock()
-                .expect("deliveries lock")
-                .push(e.to_string()),
+            Err((e, _)) => self.failed.lock().expect("deliveries lock").push(e.clone()),
         }
     }
 }
@@ -218,7 +268,14 @@ pub fn run(args: ProduceArgs) -> Result<ExitCode> {
         .set("client.id", "fiso-produce");
     let producer: BaseProducer<Deliveries> = config
         .create_with_context(Deliveries::default())
-        .context("creating the Kafka producer")?;
+        .map_err(|e| {
+            kafka_error(
+                "creating the Kafka producer",
+                &e,
+                &brokers,
+                &ConnectionFailures::default(),
+            )
+        })?;
 
     let bar = if total > 1 {
         let bar = ProgressBar::new(total as u64);
@@ -262,7 +319,14 @@ pub fn run(args: ProduceArgs) -> Result<ExitCode> {
                     record = r;
                     producer.poll(Duration::from_millis(100));
                 }
-                Err((e, _)) => bail!("sending message {} to {}: {e}", i + 1, args.topic),
+                Err((e, _)) => {
+                    return Err(kafka_error(
+                        &format!("sending message {} to {}", i + 1, args.topic),
+                        &e,
+                        &brokers,
+                        &producer.context().connections,
+                    ))
+                }
             }
         }
         producer.poll(Duration::ZERO);
@@ -285,18 +349,42 @@ pub fn run(args: ProduceArgs) -> Result<ExitCode> {
         println!("sent {ok} message(s) to {} ({brokers})", args.topic);
         return Ok(ExitCode::SUCCESS);
     }
-    let first = failed
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "no delivery report".into());
     eprintln!(
-        "{} {} of {total} message(s) to {} not delivered ({brokers}): {first}; is a Kafka \
-         broker reachable there? (set --brokers)",
+        "{} {}",
         crate::style::error("error:"),
-        failed.len() + missing,
-        args.topic,
+        not_delivered(
+            failed.len() + missing,
+            total,
+            &args.topic,
+            failed.first(),
+            &ctx.connections,
+            &brokers
+        )
     );
     Ok(ExitCode::FAILURE)
+}
+
+/// Why `count` of `total` records were not delivered, in one line: the first failure (or
+/// none reported), and when that says the brokers could not be reached, librdkafka's word on
+/// the connection and the fix.
+fn not_delivered(
+    count: usize,
+    total: usize,
+    topic: &str,
+    first: Option<&KafkaError>,
+    failures: &ConnectionFailures,
+    brokers: &str,
+) -> String {
+    let what = format!("{count} of {total} message(s) to {topic} not delivered");
+    let cause = first.map_or_else(|| "no delivery report".to_owned(), describe);
+    let maybe_unreachable = first
+        .and_then(KafkaError::rdkafka_error_code)
+        .is_none_or(unreachable);
+    if maybe_unreachable {
+        format!("{what}: {}", unreachable_text(&cause, brokers, failures))
+    } else {
+        format!("{what}: {cause}")
+    }
 }
 
 #[cfg(test)]
@@ -342,6 +430,41 @@ mod tests {
         assert_eq!(parse_header("empty=").unwrap(), ("empty".into(), "".into()));
         assert!(parse_header("novalue").is_err());
         assert!(parse_header("=v").is_err());
+    }
+
+    #[test]
+    fn undelivered_records_say_why_once_and_how_to_fix_it() {
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        let failures = ConnectionFailures::default();
+        failures.log(
+            RDKafkaLogLevel::Error,
+            "FAIL",
+            "[thrd:127.0.0.1:1/bootstrap]: 127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 \
+             failed: Connection refused",
+        );
+        assert_eq!(
+            not_delivered(1, 1, "orders", Some(&timed_out), &failures, "127.0.0.1:1"),
+            "1 of 1 message(s) to orders not delivered: producing: Message timed out \
+             (127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused); \
+             is the broker at 127.0.0.1:1 running? `fiso doctor` checks (or set --brokers)"
+        );
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert_eq!(
+            not_delivered(2, 3, "orders", Some(&too_large), &failures, "k:9092"),
+            "2 of 3 message(s) to orders not delivered: producing: the broker answered \
+             Message size too large"
+        );
+        let e = kafka_error(
+            "reading topics",
+            &KafkaError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure),
+            "k:9092",
+            &ConnectionFailures::default(),
+        );
+        assert_eq!(
+            e.to_string(),
+            "reading topics: fetching metadata: Broker transport failure; is the broker at \
+             k:9092 running? `fiso doctor` checks (or set --brokers)"
+        );
     }
 
     #[test]

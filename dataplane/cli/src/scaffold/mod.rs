@@ -11,6 +11,11 @@ use std::fmt;
 
 use clap::ValueEnum;
 
+/// The broker a Kafka-source project's flow reads from.
+pub const KAFKA_BROKERS: &str = "localhost:9092";
+/// The topic it reads.
+pub const KAFKA_TOPIC: &str = "orders";
+
 /// Where events come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SourceKind {

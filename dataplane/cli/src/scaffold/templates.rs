@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use fiso_flow::topology::runtime::DEFAULT_METRICS_ADDR;
 
-use super::{Options, SinkKind, SourceKind, TransformKind};
+use super::{Options, SinkKind, SourceKind, TransformKind, KAFKA_BROKERS, KAFKA_TOPIC};
 
 /// The flow file for `opts`.
 pub fn flow(opts: &Options, name: &str) -> String {
@@ -22,7 +22,10 @@ pub fn flow(opts: &Options, name: &str) -> String {
     );
     let _ = writeln!(y, "name: {name}");
     if opts.source == SourceKind::Kafka {
-        y.push_str("\nkafka:\n  clusters:\n    main:\n      brokers:\n        - localhost:9092\n");
+        let _ = write!(
+            y,
+            "\nkafka:\n  clusters:\n    main:\n      brokers:\n        - {KAFKA_BROKERS}\n"
+        );
     }
     y.push_str("\nsource:\n");
     match opts.source {
@@ -32,7 +35,7 @@ pub fn flow(opts: &Options, name: &str) -> String {
         SourceKind::Kafka => {
             let _ = write!(
                 y,
-                "  type: kafka\n  config:\n    cluster: main\n    topic: orders\n    consumerGroup: fiso-{name}\n    startOffset: earliest\n"
+                "  type: kafka\n  config:\n    cluster: main\n    topic: {KAFKA_TOPIC}\n    consumerGroup: fiso-{name}\n    startOffset: earliest\n"
             );
         }
     }

@@ -148,8 +148,8 @@ pub async fn produce(
                 partition: d.partition,
                 offset: d.offset,
             }),
-            Err((e, _)) if permanent(&e) => Attempt::Permanent(e.to_string()),
-            Err((e, _)) => Attempt::Retryable(e.to_string(), None),
+            Err((e, _)) if permanent(&e) => Attempt::Permanent(error_text::describe(&e)),
+            Err((e, _)) => Attempt::Retryable(error_text::describe(&e), None),
         }
     })
     .await;

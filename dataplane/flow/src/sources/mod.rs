@@ -8,13 +8,22 @@ mod grpc_incoming;
 pub mod http;
 pub mod kafka;
 pub mod request;
+mod status;
 
 use fiso_config::flow::SourceSpec;
 use tokio_util::sync::CancellationToken;
 
+use crate::pipeline::LivePipeline;
 use crate::pipeline::Pipeline;
 
-use crate::pipeline::LivePipeline;
+pub use status::SourceStatus;
+
+/// How this process runs its sources, beyond what the flow files say (`fiso dev` tunes them
+/// for an edit-and-run loop; `fiso flow` / `fiso run` take the defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceOptions {
+    pub kafka: kafka::KafkaSourceOptions,
+}
 
 /// A built source of any type.
 #[derive(Debug, Clone)]
@@ -33,10 +42,13 @@ pub enum TaskSource {
 }
 
 /// The source of `spec`.
-pub fn build(spec: &SourceSpec) -> AnySource {
+pub fn build(spec: &SourceSpec, options: &SourceOptions) -> AnySource {
     match spec {
         SourceSpec::Http(cfg) => AnySource::Route(http::HttpSource::new(cfg)),
-        SourceSpec::Kafka(cfg) => AnySource::Task(TaskSource::Kafka(kafka::KafkaSource::new(cfg))),
+        SourceSpec::Kafka(cfg) => AnySource::Task(TaskSource::Kafka(kafka::KafkaSource::new(
+            cfg,
+            &options.kafka,
+        ))),
         SourceSpec::Grpc(cfg) => AnySource::Task(TaskSource::Grpc(grpc::GrpcSource::new(cfg))),
     }
 }
@@ -52,18 +64,19 @@ impl AnySource {
 }
 
 impl TaskSource {
-    /// Runs the source of `flow` until `cancel`; `ready` once it consumes / listens. An error
-    /// stops it (the supervisor restarts it).
+    /// Runs the source of `flow` until `cancel`, reporting on `status` whether it serves (a
+    /// gRPC server once it listens, a consumer while it has its partitions). An error stops it
+    /// (the supervisor restarts it).
     pub async fn run(
         &self,
         flow: &LivePipeline,
         cancel: &CancellationToken,
-        ready: impl FnOnce(),
+        status: &SourceStatus,
     ) -> Result<(), String> {
         match self {
-            TaskSource::Kafka(k) => k.run(flow, cancel, ready).await.map_err(|e| e.to_string()),
+            TaskSource::Kafka(k) => k.run(flow, cancel, status).await.map_err(|e| e.to_string()),
             TaskSource::Grpc(g) => g
-                .run(&flow.load_full(), cancel, ready)
+                .run(&flow.load_full(), cancel, || status.serving())
                 .await
                 .map_err(|e| e.to_string()),
         }

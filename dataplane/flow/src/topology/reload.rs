@@ -19,7 +19,7 @@ use serde_json::json;
 use super::supervisor::{component, Supervisor};
 use crate::metrics::FlowMetrics;
 use crate::pipeline::{Parts, Pipeline};
-use crate::sources;
+use crate::sources::{self, SourceOptions};
 
 /// The last version of a file that validated.
 #[derive(Debug, Clone)]
@@ -47,6 +47,7 @@ pub struct FlowDirectory {
     readiness: Readiness,
     config_info: ConfigInfo,
     apps: AppDirectory,
+    sources: SourceOptions,
     last_good: Mutex<BTreeMap<String, Good>>,
     /// Files whose last reload reported a problem, to say when one is fixed.
     failing: Mutex<BTreeSet<String>>,
@@ -54,6 +55,7 @@ pub struct FlowDirectory {
 }
 
 impl FlowDirectory {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         dir: impl Into<PathBuf>,
         supervisor: Arc<Supervisor>,
@@ -62,6 +64,7 @@ impl FlowDirectory {
         readiness: Readiness,
         config_info: ConfigInfo,
         apps: AppDirectory,
+        sources: SourceOptions,
     ) -> Self {
         FlowDirectory {
             dir: dir.into(),
@@ -71,6 +74,7 @@ impl FlowDirectory {
             readiness,
             config_info,
             apps,
+            sources,
             last_good: Mutex::new(BTreeMap::new()),
             failing: Mutex::new(BTreeSet::new()),
             first_load: std::sync::atomic::AtomicBool::new(true),
@@ -161,7 +165,7 @@ impl FlowDirectory {
             if running.get(&name) == Some(&version) {
                 continue;
             }
-            let source = sources::build(&flow.config.source);
+            let source = sources::build(&flow.config.source, &self.sources);
             let parts = Parts {
                 version: &version,
                 metrics: self.metrics.clone(),

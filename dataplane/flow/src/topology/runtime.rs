@@ -16,6 +16,7 @@ use super::reload::{FlowDirectory, ReloadReport};
 use super::router::ServerRegistry;
 use super::supervisor::Supervisor;
 use crate::metrics::FlowMetrics;
+use crate::sources::SourceOptions;
 
 /// Default of `FISO_CONFIG_DIR`.
 pub const DEFAULT_CONFIG_DIR: &str = "/etc/fiso/flows";
@@ -36,6 +37,24 @@ pub enum RuntimeError {
 
 pub use fiso_runtime::Observability;
 
+/// How a runtime runs its flows beyond what their files say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeOptions {
+    pub sources: SourceOptions,
+}
+
+impl RuntimeOptions {
+    /// `fiso dev`: sources tuned for an edit-and-run loop on a developer's machine (see
+    /// [`KafkaSourceOptions::dev`](crate::sources::kafka::KafkaSourceOptions::dev)).
+    pub fn dev() -> Self {
+        RuntimeOptions {
+            sources: SourceOptions {
+                kafka: crate::sources::kafka::KafkaSourceOptions::dev(),
+            },
+        }
+    }
+}
+
 /// A running flow data plane.
 pub struct FlowRuntime {
     directory: Arc<FlowDirectory>,
@@ -46,6 +65,15 @@ pub struct FlowRuntime {
 impl FlowRuntime {
     /// Loads every flow of `dir`, starts them, and reloads on every change of the directory.
     pub fn start(dir: impl Into<PathBuf>, obs: &Observability) -> Result<Self, RuntimeError> {
+        Self::start_with(dir, obs, RuntimeOptions::default())
+    }
+
+    /// [`FlowRuntime::start`] with `options`.
+    pub fn start_with(
+        dir: impl Into<PathBuf>,
+        obs: &Observability,
+        options: RuntimeOptions,
+    ) -> Result<Self, RuntimeError> {
         let dir = dir.into();
         let metrics = FlowMetrics::register(&obs.metrics)?;
         let supervisor = Supervisor::new(
@@ -61,6 +89,7 @@ impl FlowRuntime {
             obs.readiness.clone(),
             obs.config.clone(),
             obs.apps.clone(),
+            options.sources,
         ));
         let watcher = watch_dir(&dir, RELOAD_DEBOUNCE)?;
         directory.reload();

@@ -21,7 +21,7 @@ use crate::metrics::FlowMetrics;
 use crate::pipeline::LivePipeline;
 use crate::pipeline::Pipeline;
 use crate::sources::http::HttpSource;
-use crate::sources::{AnySource, TaskSource};
+use crate::sources::{AnySource, SourceStatus, TaskSource};
 
 const RESTART_INITIAL: Duration = Duration::from_secs(1);
 const RESTART_MAX: Duration = Duration::from_secs(30);
@@ -43,6 +43,10 @@ pub struct Supervisor {
     readiness: Readiness,
     metrics: FlowMetrics,
     running: Mutex<HashMap<String, Running>>,
+    /// Instances told to stop (replaced or removed) that may still be finishing: a consumer
+    /// commits and leaves its group. Shutdown waits for them too, so a process stopped right
+    /// after a reload does not leave a member behind that holds up the group's next join.
+    retiring: Mutex<Vec<JoinHandle<()>>>,
 }
 
 /// The readiness component of a flow (`flow/<name>`): whether its source runs.
@@ -67,6 +71,7 @@ impl Supervisor {
             readiness,
             metrics,
             running: Mutex::new(HashMap::new()),
+            retiring: Mutex::new(Vec::new()),
         })
     }
 
@@ -89,7 +94,8 @@ impl Supervisor {
     /// Starts `flow`, replacing a running instance of the same name. The new instance takes
     /// over its routes before the old one is told to stop, so no request finds no flow. A task
     /// source that can keep running ([`TaskSource::keeps_running`]) is not restarted: its
-    /// pipeline is swapped, records in hand finish on the old one.
+    /// pipeline is swapped, records in hand finish on the old one. A Kafka consumer that cannot
+    /// is stopped first (it commits and leaves its group), then its replacement joins.
     pub fn start(&self, flow: Arc<Pipeline>, source: AnySource) {
         if let AnySource::Task(source) = &source {
             if self.swap(&flow, source) {
@@ -99,14 +105,36 @@ impl Supervisor {
         let cancel = CancellationToken::new();
         let (task, live) = match source {
             AnySource::Task(source) => {
+                // Until the source says otherwise (a consumer has no partitions yet): `/readyz`
+                // must not read a flow it does not know of yet as ready.
+                let name = component(&flow.name);
+                if self.readiness.state(&name).is_none() {
+                    self.readiness.set_not_ready(name, "starting");
+                }
+                // A consumer's replacement joins the group once the one it replaces has left
+                // it: a join racing a leave costs a second rebalance at best, and can leave the
+                // group rebalancing for good (tansu).
+                let replaced = match &source {
+                    TaskSource::Kafka(_) => self.lock().remove(&flow.name).map(|old| {
+                        old.cancel.cancel();
+                        old.task
+                    }),
+                    TaskSource::Grpc(_) => None,
+                };
                 let live: LivePipeline = Arc::new(ArcSwap::new(Arc::clone(&flow)));
-                let task = tokio::spawn(supervise_task(
+                let supervised = supervise_task(
                     Arc::clone(&live),
                     source.clone(),
                     self.readiness.clone(),
                     self.metrics.clone(),
                     cancel.clone(),
-                ));
+                );
+                let task = tokio::spawn(async move {
+                    if let Some(replaced) = replaced {
+                        let _ = replaced.await;
+                    }
+                    supervised.await;
+                });
                 (task, Some((source, live)))
             }
             AnySource::Route(route) => {
@@ -136,8 +164,16 @@ impl Supervisor {
             },
         );
         if let Some(old) = previous {
-            old.cancel.cancel();
+            self.retire_instance(old);
         }
+    }
+
+    /// Tells a replaced or removed instance to stop, and keeps its task for [`Self::shutdown`].
+    fn retire_instance(&self, old: Running) {
+        old.cancel.cancel();
+        let mut retiring = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+        retiring.retain(|t| !t.is_finished());
+        retiring.push(old.task);
     }
 
     /// Swaps `flow` in under the running instance of its name when that runs `source` and can
@@ -190,8 +226,9 @@ impl Supervisor {
 
     /// Stops a flow (its file was removed); requests in flight finish.
     pub fn stop(&self, name: &str) {
-        if let Some(old) = self.lock().remove(name) {
-            old.cancel.cancel();
+        let removed = self.lock().remove(name);
+        if let Some(old) = removed {
+            self.retire_instance(old);
             self.readiness.remove(&component(name));
             self.readiness.remove(&sink_component(name));
             self.metrics.forget(name);
@@ -210,6 +247,11 @@ impl Supervisor {
         }
         for r in all {
             let _ = r.task.await;
+        }
+        let retiring =
+            std::mem::take(&mut *self.retiring.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in retiring {
+            let _ = task.await;
         }
         // A restarting flow may have bound its address again during the drain.
         self.registry.shutdown().await;
@@ -265,12 +307,18 @@ async fn supervise_task(
     let name = flow.load().name.clone();
     let mut restart = Restart::new(RESTART_INITIAL, RESTART_MAX);
     loop {
-        let ready = || {
-            readiness.set_ready(component(&name));
-            metrics.set_up(&name, true);
-            tracing::info!(name = %name, version = %flow.load().version, "flow started");
-        };
-        let e = match source.run(&flow, &cancel, ready).await {
+        // Stopped before it started (replaced again while waiting for its predecessor).
+        if cancel.is_cancelled() {
+            return;
+        }
+        let status = SourceStatus::new(readiness.clone(), component(&name), {
+            let (name, metrics, flow) = (name.clone(), metrics.clone(), Arc::clone(&flow));
+            move || {
+                metrics.set_up(&name, true);
+                tracing::info!(name = %name, version = %flow.load().version, "flow started");
+            }
+        });
+        let e = match source.run(&flow, &cancel, &status).await {
             Ok(()) => return,
             Err(e) => e,
         };

@@ -28,22 +28,34 @@
 //!
 //! With `commitPolicy: kafka_transaction` offsets are committed through the sink's producer
 //! transaction instead (see [`transaction`]).
+//!
+//! The flow is ready (`/readyz`) once the group assigned the consumer its partitions (see
+//! [`group`] for what counts); until then, and again after a revocation left it none, it says
+//! what it waits for, on `/readyz` and in a log line every `status_interval`. Assignments and
+//! revocations are logged with their partitions. When the flow stops (shutdown, reload,
+//! removal) the consumer commits what was processed and then leaves its group, so the next
+//! consumer of the group gets the partitions without waiting for this one's session to expire.
 
+mod group;
+mod options;
 mod partition;
 mod record;
 mod state;
 mod transaction;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fiso_config::flow::{
     DeliveryOrdering, KafkaSourceConfig, SourceSpec, StartOffset, MAX_IN_FLIGHT_PER_PARTITION,
 };
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
@@ -52,14 +64,18 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::status::SourceStatus;
+use crate::kafka::client::error_text::{connection_failure, describe, unreachable};
 use crate::kafka::client::{client_config, find_cluster};
 use crate::metrics::FlowMetrics;
 use crate::pipeline::LivePipeline;
 use crate::pipeline::Pipeline;
+use group::Membership;
 use partition::{concurrent_worker, partition_worker, Partition};
 use state::{lock, Done, State};
 use transaction::Transactions;
 
+pub use options::KafkaSourceOptions;
 pub use state::KafkaSourceError;
 
 pub const DEFAULT_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -82,11 +98,18 @@ const FETCH_QUEUE_BACKOFF_MS: &str = "10";
 /// How long the committed offsets of newly assigned partitions are waited for.
 const COMMITTED_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an empty assignment waits to learn whether the topic exists.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a consumer told to stop in the middle of a group join waits for the join to
+/// finish before it leaves (see [`Consuming::run`]).
+const JOIN_BEFORE_LEAVE: Duration = Duration::from_secs(10);
+
 /// How often librdkafka reports statistics, the source of `fiso_flow_consumer_lag`.
 const STATISTICS_INTERVAL_MS: &str = "1000";
 
 /// A partition's own librdkafka queue.
-type PartitionQueue = StreamPartitionQueue<LagContext>;
+type PartitionQueue = StreamPartitionQueue<SourceContext>;
 
 /// A partition just assigned, with its queue split off: the consumer loop starts its worker.
 struct Assigned {
@@ -96,15 +119,24 @@ struct Assigned {
     queue: PartitionQueue,
 }
 
-/// Publishes librdkafka's per-partition consumer lag (high watermark - committed offset) as
-/// `fiso_flow_consumer_lag{flow,partition}`, and hands partitions over on a rebalance: an
+/// What the rebalance callback tells the consumer loop.
+enum Event {
+    /// A partition to start a worker for.
+    Partition(Assigned),
+    /// The assignment changed: whether the flow serves may have too.
+    Rebalanced,
+}
+
+/// Publishes the per-partition consumer lag as `fiso_flow_consumer_lag{flow,partition}`, keeps
+/// the consumer's [`Membership`] current, and hands partitions over on a rebalance: an
 /// assigned partition's queue is split off for its worker; before a partition is revoked, what
 /// was processed of it is committed synchronously and its worker is stopped (the record in hand
 /// is finished but no longer committed: the new owner reads it again).
-struct LagContext {
+struct SourceContext {
     flow: String,
     metrics: FlowMetrics,
     topic: String,
+    membership: Arc<Membership>,
     state: Arc<Mutex<State>>,
     /// An integer `startOffset`: where a partition without a committed offset starts.
     start_at: Option<i64>,
@@ -113,31 +145,58 @@ struct LagContext {
     consumer: OnceLock<Weak<SourceConsumer>>,
     /// Parent of every partition worker's stop token.
     stop: CancellationToken,
-    assigned: mpsc::UnboundedSender<Assigned>,
+    events: mpsc::UnboundedSender<Event>,
 }
 
-impl ClientContext for LagContext {
+impl ClientContext for SourceContext {
+    /// Lag: the high watermark minus the committed offset; for a partition the group has not
+    /// committed anything of yet (librdkafka says -1), minus the first offset this consumer
+    /// read of it, so a new group's backlog shows as well.
     fn stats(&self, statistics: Statistics) {
-        for topic in statistics.topics.values() {
+        let mut state = lock(&self.state);
+        if let Some(topic) = statistics.topics.get(&self.topic) {
             for (&partition, p) in &topic.partitions {
-                // -1 is librdkafka's internal "unassigned" partition; a lag of -1 is unknown.
-                if partition >= 0 && p.consumer_lag >= 0 {
-                    self.metrics
-                        .consumer_lag(&self.flow, partition, p.consumer_lag);
-                }
+                // -1 is librdkafka's internal "unassigned" partition.
+                let Some(owned) = state.owned.get(&partition).filter(|_| partition >= 0) else {
+                    continue;
+                };
+                let lag = if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else {
+                    match owned.read_from {
+                        Some(first) if p.hi_offset >= first => p.hi_offset - first,
+                        _ => continue,
+                    }
+                };
+                self.metrics.consumer_lag(&self.flow, partition, lag);
+                state.lag.insert(partition, lag);
             }
         }
+        drop(state);
+        if self.membership.statistics(&statistics) {
+            tracing::info!(flow = %self.flow, brokers = %self.membership.bootstrap, "connected to the Kafka broker");
+        }
+    }
+
+    /// librdkafka's own log, at debug level (the consumer says what matters itself); a failed
+    /// broker connection's words are kept for the warning about it.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "FAIL" && (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+            self.membership
+                .connection_failed(&connection_failure(message));
+        }
+        tracing::debug!(target: "librdkafka", flow = %self.flow, level = level as i32, facility = fac, "{message}");
     }
 }
 
-impl LagContext {
+impl SourceContext {
     /// With an integer `startOffset`, the partitions just assigned that have no committed offset
     /// are assigned again starting there (the others resume from their committed offset).
     fn start_at(&self, consumer: &BaseConsumer<Self>, assigned: &TopicPartitionList, start: i64) {
         let committed = match consumer.committed_offsets(assigned.clone(), COMMITTED_TIMEOUT) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!(flow = %self.flow, error = %e, "reading committed offsets failed");
+                tracing::warn!(flow = %self.flow, error = %describe(&e), "reading committed offsets failed");
                 return;
             }
         };
@@ -160,7 +219,20 @@ impl LagContext {
         }
         if changed {
             if let Err(e) = consumer.assign(&tpl) {
-                tracing::warn!(flow = %self.flow, error = %e, "assigning at startOffset failed");
+                tracing::warn!(flow = %self.flow, error = %describe(&e), "assigning at startOffset failed");
+            }
+        }
+    }
+
+    /// Whether the topic exists (has partitions), from the brokers' metadata.
+    fn topic_exists(&self, consumer: &BaseConsumer<Self>) -> bool {
+        match consumer.fetch_metadata(Some(&self.topic), METADATA_TIMEOUT) {
+            Ok(m) => m.topics().iter().any(|t| {
+                t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()
+            }),
+            Err(e) => {
+                tracing::debug!(flow = %self.flow, error = %describe(&e), "reading the topic's metadata failed");
+                false
             }
         }
     }
@@ -179,39 +251,75 @@ impl LagContext {
                 continue;
             };
             let (epoch, stop) = lock(&self.state).assign(partition, &self.stop);
-            let _ = self.assigned.send(Assigned {
+            let _ = self.events.send(Event::Partition(Assigned {
                 partition,
                 epoch,
                 stop,
                 queue,
-            });
+            }));
         }
     }
 }
 
-impl ConsumerContext for LagContext {
+impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let Rebalance::Assign(assigned) = rebalance else {
-            return;
+        let assigned = match rebalance {
+            Rebalance::Assign(assigned) => assigned,
+            Rebalance::Revoke(_) => return,
+            Rebalance::Error(e) => {
+                tracing::warn!(flow = %self.flow, group = %self.membership.group, error = %describe(e), "kafka rebalance failed");
+                return;
+            }
         };
-        if assigned.count() == 0 {
+        let partitions = partitions_of(assigned, &self.topic);
+        if partitions.is_empty() {
+            let exists = self.topic_exists(consumer);
+            self.membership.assigned(&partitions, exists);
+            if exists {
+                tracing::info!(
+                    flow = %self.flow, group = %self.membership.group, topic = %self.topic,
+                    "joined the group without partitions: the other members have all of them"
+                );
+            } else {
+                tracing::info!(
+                    flow = %self.flow, group = %self.membership.group, topic = %self.topic,
+                    "joined the group; the topic does not exist yet"
+                );
+            }
+            let _ = self.events.send(Event::Rebalanced);
             return;
         }
+        tracing::info!(
+            flow = %self.flow, group = %self.membership.group, topic = %self.topic,
+            partitions = %list(&partitions), "partitions assigned"
+        );
         if let Some(start) = self.start_at {
             self.start_at(consumer, assigned, start);
         }
         self.split(assigned);
+        self.membership.assigned(&partitions, true);
+        let _ = self.events.send(Event::Rebalanced);
     }
 
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let Rebalance::Revoke(revoked) = rebalance else {
             return;
         };
-        let revoked: Vec<i32> = revoked
-            .elements_for_topic(&self.topic)
-            .iter()
-            .map(|e| e.partition())
-            .collect();
+        let revoked = partitions_of(revoked, &self.topic);
+        if !revoked.is_empty() {
+            tracing::info!(
+                flow = %self.flow, group = %self.membership.group, topic = %self.topic,
+                partitions = %list(&revoked), "partitions revoked"
+            );
+            self.membership.revoked(&revoked);
+            let mut state = lock(&self.state);
+            for p in &revoked {
+                state.lag.remove(p);
+                self.metrics.forget_lag(&self.flow, *p);
+            }
+            drop(state);
+            let _ = self.events.send(Event::Rebalanced);
+        }
         if let Some(tx) = &self.transactions {
             // The revoked workers start no new record; what they have in hand goes into the
             // transaction committed now, with every partition's offsets.
@@ -253,23 +361,44 @@ impl ConsumerContext for LagContext {
                 "committed revoked partitions before the rebalance"
             ),
             Err(e) => {
-                tracing::warn!(flow = %self.flow, error = %e, "commit before rebalance failed")
+                tracing::warn!(flow = %self.flow, error = %describe(&e), "commit before rebalance failed")
             }
         }
     }
 }
 
-type SourceConsumer = StreamConsumer<LagContext>;
+type SourceConsumer = StreamConsumer<SourceContext>;
+
+/// The partitions of `topic` in `list`, in order.
+fn partitions_of(list: &TopicPartitionList, topic: &str) -> Vec<i32> {
+    let mut partitions: Vec<i32> = list
+        .elements_for_topic(topic)
+        .iter()
+        .map(|e| e.partition())
+        .collect();
+    partitions.sort_unstable();
+    partitions
+}
+
+/// `0,1,2` for a log field.
+fn list(partitions: &[i32]) -> String {
+    partitions
+        .iter()
+        .map(i32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// The consumer of `flow`'s source, configured from the flow; the partitions it is assigned
 /// arrive on `assigned`, each with its own queue.
 fn consumer(
     flow: &Pipeline,
     src: &KafkaSourceConfig,
+    options: &KafkaSourceOptions,
     state: Arc<Mutex<State>>,
     transactions: Option<Arc<Transactions>>,
     stop: CancellationToken,
-    assigned: mpsc::UnboundedSender<Assigned>,
+    events: mpsc::UnboundedSender<Event>,
 ) -> Result<Arc<SourceConsumer>, KafkaSourceError> {
     let (_, cluster) = find_cluster(
         flow.config.kafka.as_ref(),
@@ -296,8 +425,11 @@ fn consumer(
     let queued_min = max_in_flight(src)
         .saturating_mul(QUEUED_PER_IN_FLIGHT)
         .max(QUEUED_MIN_MESSAGES);
+    for (k, v) in &options.consumer_defaults {
+        config.set(k, v);
+    }
     config
-        .set("group.id", group)
+        .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", reset)
@@ -310,16 +442,21 @@ fn consumer(
     }
     // Offsets are ours to commit: a passthrough property must not turn auto-commit back on.
     config.set("enable.auto.commit", "false");
-    let consumer: Arc<SourceConsumer> = Arc::new(config.create_with_context(LagContext {
+    let bootstrap = config
+        .get("bootstrap.servers")
+        .unwrap_or_default()
+        .to_owned();
+    let consumer: Arc<SourceConsumer> = Arc::new(config.create_with_context(SourceContext {
         flow: flow.name.clone(),
         metrics: flow.metrics().clone(),
         topic: src.topic.clone(),
+        membership: Arc::new(Membership::new(group, src.topic.clone(), bootstrap)),
         state,
         start_at,
         transactions,
         consumer: OnceLock::new(),
         stop,
-        assigned,
+        events,
     })?);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
     Ok(consumer)
@@ -335,11 +472,15 @@ fn max_in_flight(src: &KafkaSourceConfig) -> u32 {
 #[derive(Debug, Clone)]
 pub struct KafkaSource {
     cfg: KafkaSourceConfig,
+    options: Arc<KafkaSourceOptions>,
 }
 
 impl KafkaSource {
-    pub fn new(cfg: &KafkaSourceConfig) -> Self {
-        KafkaSource { cfg: cfg.clone() }
+    pub fn new(cfg: &KafkaSourceConfig, options: &KafkaSourceOptions) -> Self {
+        KafkaSource {
+            cfg: cfg.clone(),
+            options: Arc::new(options.clone()),
+        }
     }
 
     /// The cluster it consumes.
@@ -347,15 +488,16 @@ impl KafkaSource {
         &self.cfg.cluster
     }
 
-    /// Runs `flow`'s consumer until `cancel`; `ready` is called once it subscribed. Each record
-    /// goes through the pipeline current when it is taken from its queue.
+    /// Runs `flow`'s consumer until `cancel`, reporting on `status` whether it has its
+    /// partitions. Each record goes through the pipeline current when it is taken from its
+    /// queue.
     pub async fn run(
         &self,
         flow: &LivePipeline,
         cancel: &CancellationToken,
-        ready: impl FnOnce(),
+        status: &SourceStatus,
     ) -> Result<(), KafkaSourceError> {
-        consume(&self.cfg, flow, cancel, ready).await
+        consume(&self.cfg, &self.options, flow, cancel, status).await
     }
 }
 
@@ -385,16 +527,17 @@ pub fn consumer_unchanged(old: &Pipeline, new: &Pipeline) -> bool {
 
 async fn consume(
     src: &KafkaSourceConfig,
+    options: &KafkaSourceOptions,
     flows: &LivePipeline,
     cancel: &CancellationToken,
-    ready: impl FnOnce(),
+    status: &SourceStatus,
 ) -> Result<(), KafkaSourceError> {
     // What the consumer is built from, which a swap leaves alone (see `consumer_unchanged`).
     let flow = &flows.load_full();
     let transactions = match flow.transactions() {
         Some(producer) => Some(Arc::new(Transactions::new(
             producer.begin().await.map_err(|e| {
-                KafkaSourceError::Transaction(format!("starting a transaction: {e}"))
+                KafkaSourceError::Transaction(format!("starting a transaction: {}", describe(&e)))
             })?,
         ))),
         None => None,
@@ -413,102 +556,278 @@ async fn consume(
         commit_batch: batch,
         ..State::default()
     }));
-    let failed = lock(&state).failed.clone();
     let stop = CancellationToken::new();
-    let (assigned_tx, mut assigned_rx) = mpsc::unbounded_channel::<Assigned>();
+    let (events_tx, events_rx) = mpsc::unbounded_channel::<Event>();
     let consumer = consumer(
         flow,
         src,
+        options,
         Arc::clone(&state),
         transactions.clone(),
         stop.clone(),
-        assigned_tx,
+        events_tx,
     )?;
-    consumer.subscribe(&[src.topic.as_str()])?;
-    ready();
-    let committer = Committer {
-        state: &state,
+    let consuming = Consuming {
+        src,
+        options,
+        flows,
         consumer: &consumer,
-        topic: &src.topic,
-        transactions: transactions.as_deref(),
+        state: &state,
+        transactions,
+        stop,
+        status,
     };
-    let interval = src.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
-    let window = max_in_flight(src) as usize;
-    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // One worker per partition: partitions are processed concurrently, each in order.
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
-    let mut tasks = JoinSet::new();
-    let result = loop {
-        tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break Ok(()),
-            _ = failed.cancelled() => {
-                break Err(lock(&state).failure.take().unwrap_or_else(|| {
-                    KafkaSourceError::Transaction("stopped by the rebalance".into())
-                }))
-            }
-            Some(done) = done_rx.recv() => match done {
-                // Several workers may have seen the same batch fill up: one commit takes it.
-                Ok(()) => {
-                    if lock(&state).commits.count >= batch {
-                        committer.commit(CommitMode::Async).await?;
-                    }
-                }
-                Err(e) => break Err(e),
-            },
-            _ = ticker.tick() => committer.commit(CommitMode::Async).await?,
-            Some(a) = assigned_rx.recv() => {
-                match ordering {
-                    DeliveryOrdering::Partition => tasks.spawn(partition_worker(
-                        Arc::clone(flows),
-                        a.queue,
-                        done_tx.clone(),
-                        a.stop,
-                        Arc::clone(&state),
-                        a.epoch,
-                        transactions.clone(),
-                    )),
-                    // Validation refuses these with `kafka_transaction`.
-                    DeliveryOrdering::Key | DeliveryOrdering::Unordered => {
-                        tasks.spawn(concurrent_worker(
-                            Arc::clone(flows),
-                            a.queue,
-                            Partition::new(a.partition, a.epoch, Arc::clone(&state), done_tx.clone()),
-                            a.stop,
-                            ordering,
-                            window,
-                        ))
-                    }
-                };
-            }
-            // Serves rebalances, errors and statistics; records come on the partition queues.
-            received = consumer.recv() => match received {
-                Ok(m) => {
-                    // Not split off in time: processing it here could overtake or trail its
-                    // partition's worker, so the consumer restarts from the committed offsets.
-                    break Err(KafkaSourceError::Unsplit {
-                        topic: m.topic().to_owned(),
-                        partition: m.partition(),
-                        offset: m.offset(),
-                    });
-                }
-                Err(e) => tracing::warn!(flow = %flow.name, error = %e, "kafka consumer error"),
-            },
-        }
-    };
-    // Workers finish the record in hand; what they finished is committed before returning, so
-    // a restart resumes right after the last record delivered or dead-lettered.
-    stop.cancel();
-    drop(assigned_rx);
-    while tasks.join_next().await.is_some() {}
-    drop(done_tx);
-    match (&result, transactions.as_deref()) {
-        // The rebalance aborted the transaction already.
-        (Err(KafkaSourceError::Transaction(_)), Some(_)) => {}
-        _ => committer.commit(CommitMode::Sync).await?,
-    }
+    let result = consuming.run(events_rx, cancel).await;
+    leave(consumer, &flow.name).await;
     result
+}
+
+/// A consumer's loop and what it works with.
+struct Consuming<'a> {
+    src: &'a KafkaSourceConfig,
+    options: &'a KafkaSourceOptions,
+    flows: &'a LivePipeline,
+    consumer: &'a Arc<SourceConsumer>,
+    state: &'a Arc<Mutex<State>>,
+    transactions: Option<Arc<Transactions>>,
+    /// Stops every partition worker.
+    stop: CancellationToken,
+    status: &'a SourceStatus,
+}
+
+impl Consuming<'_> {
+    /// Subscribes and consumes until `cancel` or a failure; then what the workers finished is
+    /// committed.
+    async fn run(
+        &self,
+        mut events: mpsc::UnboundedReceiver<Event>,
+        cancel: &CancellationToken,
+    ) -> Result<(), KafkaSourceError> {
+        let (src, state, consumer) = (self.src, self.state, self.consumer);
+        let flow_name = self.flows.load().name.clone();
+        let membership = Arc::clone(&consumer.context().membership);
+        consumer.subscribe(&[src.topic.as_str()])?;
+        self.status.waiting(membership.reason());
+        let failed = lock(state).failed.clone();
+        let committer = Committer {
+            state,
+            consumer,
+            topic: &src.topic,
+            transactions: self.transactions.as_deref(),
+        };
+        let batch = lock(state).commit_batch;
+        let interval = src.commit_interval.unwrap_or(DEFAULT_COMMIT_INTERVAL);
+        let window = max_in_flight(src) as usize;
+        let ordering = src.ordering.unwrap_or_default();
+        let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(10)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut status_ticker = tokio::time::interval(self.options.status_interval);
+        status_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut lag_said = LagReport::default();
+        // Told to stop in the middle of a join: until the join is over (or this passed).
+        let mut leaving: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // One worker per partition: partitions are processed concurrently, each in order.
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+        let mut tasks = JoinSet::new();
+        let result = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled(), if leaving.is_none() => {
+                    if membership.joined() || membership.is_unreachable() {
+                        break Ok(());
+                    }
+                    // A member that leaves in the middle of its join may stay in the group as
+                    // one that never answers (tansu keeps it for good, a Kafka broker until its
+                    // session expires), and every later join of the group waits for it: finish
+                    // the join, then leave.
+                    tracing::info!(flow = %flow_name, group = %membership.group, "stopping once the group join under way is over");
+                    leaving = Some(Box::pin(tokio::time::sleep(JOIN_BEFORE_LEAVE)));
+                }
+                _ = async { leaving.as_mut().expect("guarded").await }, if leaving.is_some() => break Ok(()),
+                _ = failed.cancelled() => {
+                    break Err(lock(state).failure.take().unwrap_or_else(|| {
+                        KafkaSourceError::Transaction("stopped by the rebalance".into())
+                    }))
+                }
+                Some(done) = done_rx.recv() => match done {
+                    // Several workers may have seen the same batch fill up: one commit takes it.
+                    Ok(()) => {
+                        if lock(state).commits.count >= batch {
+                            committer.commit(CommitMode::Async).await?;
+                        }
+                    }
+                    Err(e) => break Err(e),
+                },
+                _ = ticker.tick() => committer.commit(CommitMode::Async).await?,
+                Some(event) = events.recv() => match event {
+                    // Leaving: nothing of it is read (or committed); its next owner reads it.
+                    Event::Partition(_) if leaving.is_some() => {}
+                    Event::Partition(a) => {
+                        match ordering {
+                            DeliveryOrdering::Partition => tasks.spawn(partition_worker(
+                                Arc::clone(self.flows),
+                                a.queue,
+                                done_tx.clone(),
+                                a.stop,
+                                Arc::clone(state),
+                                a.epoch,
+                                self.transactions.clone(),
+                            )),
+                            // Validation refuses these with `kafka_transaction`.
+                            DeliveryOrdering::Key | DeliveryOrdering::Unordered => {
+                                tasks.spawn(concurrent_worker(
+                                    Arc::clone(self.flows),
+                                    a.queue,
+                                    Partition::new(a.partition, a.epoch, Arc::clone(state), done_tx.clone()),
+                                    a.stop,
+                                    ordering,
+                                    window,
+                                ))
+                            }
+                        };
+                    }
+                    Event::Rebalanced => {
+                        self.report(&membership);
+                        if leaving.is_some() && membership.joined() {
+                            break Ok(());
+                        }
+                    }
+                },
+                _ = status_ticker.tick() => {
+                    if membership.serving() {
+                        if self.options.log_lag {
+                            lag_said.log(&flow_name, &lock(state).lag);
+                        }
+                    } else {
+                        let waiting = membership.waiting();
+                        let join_state = match &waiting {
+                            group::Waiting::Joining(s) => s.clone(),
+                            _ => None,
+                        };
+                        tracing::info!(
+                            flow = %flow_name, group = %membership.group, topic = %src.topic,
+                            state = %membership.describe(&waiting),
+                            join_state = join_state.as_deref().unwrap_or("-"),
+                            "waiting for partition assignment"
+                        );
+                        self.report(&membership);
+                    }
+                }
+                // Serves rebalances, errors and statistics; records come on the partition queues.
+                received = consumer.recv() => match received {
+                    Ok(m) => {
+                        // Not split off in time: processing it here could overtake or trail its
+                        // partition's worker, so the consumer restarts from the committed offsets.
+                        break Err(KafkaSourceError::Unsplit {
+                            topic: m.topic().to_owned(),
+                            partition: m.partition(),
+                            offset: m.offset(),
+                        });
+                    }
+                    Err(e) => self.consumer_error(&flow_name, &membership, &e),
+                },
+            }
+        };
+        // Workers finish the record in hand; what they finished is committed before returning,
+        // so a restart resumes right after the last record delivered or dead-lettered.
+        self.stop.cancel();
+        drop(events);
+        while tasks.join_next().await.is_some() {}
+        drop(done_tx);
+        match (&result, &self.transactions) {
+            // The rebalance aborted the transaction already.
+            (Err(KafkaSourceError::Transaction(_)), Some(_)) => {}
+            _ => committer.commit(CommitMode::Sync).await?,
+        }
+        result
+    }
+
+    /// `/readyz` for the consumer's standing now.
+    fn report(&self, membership: &Membership) {
+        if membership.serving() {
+            self.status.serving();
+        } else {
+            self.status.waiting(membership.reason());
+        }
+    }
+
+    /// An error on the consumer's main queue: the brokers cannot be reached (said once per
+    /// outage, with how to fix it), the topic does not exist (said once), anything else.
+    fn consumer_error(&self, flow: &str, membership: &Membership, e: &KafkaError) {
+        match e.rdkafka_error_code() {
+            Some(code) if unreachable(code) => {
+                if membership.unreachable() {
+                    tracing::warn!(
+                        flow = %flow, group = %membership.group, topic = %membership.topic,
+                        error = %membership.describe(&membership.waiting()),
+                        "kafka broker unreachable"
+                    );
+                }
+                self.report(membership);
+            }
+            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
+                if membership.topic_missing() {
+                    tracing::info!(
+                        flow = %flow, group = %membership.group, topic = %membership.topic,
+                        "the topic does not exist yet; waiting for it"
+                    );
+                }
+                self.report(membership);
+            }
+            _ => tracing::warn!(flow = %flow, error = %describe(e), "kafka consumer error"),
+        }
+    }
+}
+
+/// Leaves the group: closing the consumer revokes its partitions (all they had processed is
+/// committed already) and tells the coordinator, so the group rebalances at once instead of
+/// waiting for this member's session to expire. librdkafka blocks while closing: off the async
+/// workers.
+async fn leave(consumer: Arc<SourceConsumer>, flow: &str) {
+    let membership = Arc::clone(&consumer.context().membership);
+    // Only the last handle closes the consumer (the workers' partition queues are gone by now).
+    let Ok(consumer) = Arc::try_unwrap(consumer) else {
+        return;
+    };
+    let started = Instant::now();
+    let closed = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    if closed.is_ok() {
+        tracing::info!(
+            flow = %flow, group = %membership.group,
+            took_ms = started.elapsed().as_millis() as u64,
+            "left the consumer group"
+        );
+    }
+}
+
+/// What the last lag line said, so that only a change is logged (and a lag of zero only once,
+/// right after there was some).
+#[derive(Default)]
+struct LagReport {
+    said: Option<BTreeMap<i32, i64>>,
+}
+
+impl LagReport {
+    fn log(&mut self, flow: &str, lag: &BTreeMap<i32, i64>) {
+        let total: i64 = lag.values().sum();
+        let before: i64 = self.said.iter().flat_map(|s| s.values()).sum();
+        if self.said.as_ref() == Some(lag) || (total == 0 && before == 0) {
+            self.said = Some(lag.clone());
+            return;
+        }
+        // `partition:lag` pairs, e.g. `0:12, 1:0`.
+        let by_partition = lag
+            .iter()
+            .map(|(p, l)| format!("{p}:{l}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if total > 0 {
+            tracing::info!(flow = %flow, lag = total, by_partition = %by_partition, "consumer lag: {total} record(s) not processed yet");
+        } else {
+            tracing::info!(flow = %flow, lag = 0, "consumer caught up");
+        }
+        self.said = Some(lag.clone());
+    }
 }
 
 /// Commits what was processed and not committed yet: on the consumer, or with the open
@@ -534,7 +853,9 @@ impl Committer<'_> {
         match self.consumer.commit(&tpl, mode) {
             Ok(()) => {}
             // Partitions revoked by a rebalance: their records are read again by the new owner.
-            Err(e) => tracing::warn!(topic = self.topic, error = %e, "offset commit failed"),
+            Err(e) => {
+                tracing::warn!(topic = self.topic, error = %describe(&e), "offset commit failed")
+            }
         }
         Ok(())
     }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::record::process;
 use super::state::{lock, Done, KafkaSourceError, State};
 use super::transaction::Transactions;
+use crate::kafka::client::error_text::describe;
 use crate::pipeline::LivePipeline;
 use crate::pipeline::Pipeline;
 
@@ -38,6 +39,7 @@ pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
     transactions: Option<Arc<Transactions>>,
 ) {
     let mut rewake = rewake();
+    let mut first = true;
     loop {
         let message = tokio::select! {
             biased;
@@ -46,12 +48,15 @@ pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
             m = queue.recv() => match m {
                 Ok(m) => m,
                 Err(e) => {
-                    tracing::warn!(flow = %flows.load().name, error = %e, "kafka partition error");
+                    tracing::warn!(flow = %flows.load().name, error = %describe(&e), "kafka partition error");
                     continue;
                 }
             },
         };
         let partition = message.partition();
+        if std::mem::take(&mut first) {
+            lock(&state).first_read(partition, epoch, message.offset());
+        }
         let in_transaction = match &transactions {
             Some(tx) => Some(tx.enter().await),
             None => None,
@@ -255,10 +260,13 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
                 let m = match m {
                     Ok(m) => m,
                     Err(e) => {
-                        tracing::warn!(flow = %flows.load().name, error = %e, "kafka partition error");
+                        tracing::warn!(flow = %flows.load().name, error = %describe(&e), "kafka partition error");
                         continue;
                     }
                 };
+                if part.offsets.received_to == 0 {
+                    lock(&part.state).first_read(part.partition, part.epoch, m.offset());
+                }
                 part.offsets.receive(m.offset());
                 let lane = lane_of(ordering, &m);
                 if let Some(m) = lanes.enter(lane, m) {

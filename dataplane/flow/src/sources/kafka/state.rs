@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
+use fiso_runtime::kafka::error_text::describe;
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
@@ -14,8 +15,9 @@ use tokio_util::sync::CancellationToken;
 pub enum KafkaSourceError {
     #[error("kafka source configuration: {0}")]
     Config(String),
-    #[error("kafka consumer: {0}")]
-    Kafka(#[from] KafkaError),
+    /// Said in one line by [`describe`] (not a `source()`: its text would say the code again).
+    #[error("kafka consumer: {}", describe(.0))]
+    Kafka(KafkaError),
     #[error("kafka transaction: {0}")]
     Transaction(String),
     /// The record could be neither delivered nor dead-lettered; its offset is not committed.
@@ -40,6 +42,12 @@ pub enum KafkaSourceError {
     },
 }
 
+impl From<KafkaError> for KafkaSourceError {
+    fn from(e: KafkaError) -> Self {
+        KafkaSourceError::Kafka(e)
+    }
+}
+
 /// What the consumer loop, its partition workers and the rebalance callback share.
 #[derive(Default)]
 pub(super) struct State {
@@ -53,11 +61,16 @@ pub(super) struct State {
     pub(super) failed: CancellationToken,
     /// `commitBatchSize`.
     pub(super) commit_batch: u32,
+    /// The last lag seen of each owned partition.
+    pub(super) lag: BTreeMap<i32, i64>,
 }
 
 pub(super) struct Owned {
     pub(super) epoch: u64,
     pub(super) stop: CancellationToken,
+    /// The first offset its worker read: where its lag counts from while the group has
+    /// committed nothing of the partition.
+    pub(super) read_from: Option<i64>,
 }
 
 impl State {
@@ -72,12 +85,20 @@ impl State {
         let owned = Owned {
             epoch: self.epoch,
             stop: parent.child_token(),
+            read_from: None,
         };
         let stop = owned.stop.clone();
         if let Some(earlier) = self.owned.insert(partition, owned) {
             earlier.stop.cancel();
         }
         (self.epoch, stop)
+    }
+
+    /// The worker of `epoch` read its first record of `partition`, at `offset`.
+    pub(super) fn first_read(&mut self, partition: i32, epoch: u64, offset: i64) {
+        if let Some(owned) = self.owned.get_mut(&partition).filter(|o| o.epoch == epoch) {
+            owned.read_from.get_or_insert(offset);
+        }
     }
 
     /// A record of `partition` is done by the worker of `epoch`: counted for the next commit
