@@ -21,9 +21,23 @@ pub fn fiso_bin() -> PathBuf {
     .clone()
 }
 
-/// `cargo build -p <package> --bin <bin> --profile <ours>`, returning the executable cargo
-/// reports.
+/// A directory holding `fiso`, `fiso-operator` and `fiso-testkit` already built: `cargo xtask
+/// ci` points it at what its workspace test build made, which a `cargo build -p` here would
+/// build again with other features.
+pub const BIN_DIR_ENV: &str = "FISO_E2E_BIN_DIR";
+
+/// `<BIN_DIR_ENV>/<bin>` when that is set, else `cargo build -p <package> --bin <bin> --profile
+/// <ours>`, returning the executable cargo reports.
 pub(crate) fn build_bin(package: &str, bin: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
+        let path = Path::new(&dir).join(bin);
+        assert!(
+            path.is_file(),
+            "{} is missing ({BIN_DIR_ENV} is set): build the workspace's tests first",
+            path.display()
+        );
+        return path;
+    }
     let mut cmd = cargo_command();
     let output = cmd
         .args([

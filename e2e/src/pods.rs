@@ -28,10 +28,25 @@ pub const TESTKIT_IMAGE: &str = concat!("fiso.local/fiso-testkit:", env!("CARGO_
 pub fn images() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let mut cmd = cargo_command();
-        cmd.args(["run", "--quiet", "-p", "xtask", "--", "image"])
-            .args(["--profile", &crate::bin::test_profile()])
-            .args(["fiso", "operator", "testkit"])
+        // Under `cargo xtask ci`, that xtask and the binaries its build made; else cargo builds
+        // both.
+        let mut cmd = match std::env::var_os("FISO_E2E_XTASK") {
+            Some(xtask) => {
+                let mut cmd = std::process::Command::new(xtask);
+                cmd.current_dir(crate::infra::workspace_root()).arg("image");
+                cmd
+            }
+            None => {
+                let mut cmd = cargo_command();
+                cmd.args(["run", "--quiet", "-p", "xtask", "--", "image"]);
+                cmd
+            }
+        };
+        match std::env::var_os(crate::bin::BIN_DIR_ENV) {
+            Some(dir) => cmd.arg("--bin-dir").arg(dir),
+            None => cmd.args(["--profile", &crate::bin::test_profile()]),
+        };
+        cmd.args(["fiso", "operator", "testkit"])
             .stdin(Stdio::null());
         let out = cmd
             .output()

@@ -42,7 +42,7 @@ fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         run(cargo.plain().args(["fmt", "--all", "--", "--check"]))
     })?;
     // The CRD drift check is the `checked_in_crds_match_types` test in fiso-config.
-    let binaries = steps.time("build + clippy (workspace, all targets)", || {
+    let build = steps.time("build + clippy (workspace, all targets)", || {
         build_tests(&mut cargo.linted(), &["--workspace", "--all-targets"])
     })?;
     // Tests run against real servers: start them first, and stop what this run started
@@ -56,7 +56,14 @@ fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         test.args(["test", "--workspace", "--no-fail-fast"])
             .envs(infra::env_vars(&ctx))
             .env("PATH", infra::path_with_bin(&ctx));
-        run_tests(test, &binaries, steps)
+        // The e2e suite runs the binaries this build made instead of building its own: a
+        // `cargo build -p fiso` unifies features differently from the workspace's test build
+        // and would compile much of the dependency tree a second time.
+        if let Some(dir) = &build.bin_dir {
+            test.env(E2E_BIN_DIR_ENV, dir);
+        }
+        test.env(E2E_XTASK_ENV, std::env::current_exe()?);
+        run_tests(test, &build.tests, steps)
     })?;
     // `wasmer` is a default feature of the fiso binary, so the steps above build and test the
     // wasmer interceptors and the apps runtime. What only a build without it has — the engine's,
@@ -151,9 +158,22 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// `cargo test --no-run <args>`: builds (and lints) every test target and returns what
-/// each test executable is, so the test run can say which package took how long.
-fn build_tests(cmd: &mut Command, args: &[&str]) -> Result<HashMap<String, TestBinary>> {
+/// Where the e2e suite takes `fiso`, `fiso-operator` and `fiso-testkit` from (its
+/// `fiso_e2e::bin::BIN_DIR_ENV`), and the xtask it runs for images.
+const E2E_BIN_DIR_ENV: &str = "FISO_E2E_BIN_DIR";
+const E2E_XTASK_ENV: &str = "FISO_E2E_XTASK";
+
+/// What the test build made.
+struct TestBuild {
+    /// Each test executable, keyed by file name, so the test run can say which package took
+    /// how long.
+    tests: HashMap<String, TestBinary>,
+    /// The directory of the (non-test) binaries built for integration tests.
+    bin_dir: Option<PathBuf>,
+}
+
+/// `cargo test --no-run <args>`: builds (and lints) every test target.
+fn build_tests(cmd: &mut Command, args: &[&str]) -> Result<TestBuild> {
     cmd.args([
         "test",
         "--no-run",
@@ -164,7 +184,10 @@ fn build_tests(cmd: &mut Command, args: &[&str]) -> Result<HashMap<String, TestB
     .stdout(Stdio::piped());
     let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
     let stdout = child.stdout.take().expect("stdout is piped");
-    let mut binaries = HashMap::new();
+    let mut build = TestBuild {
+        tests: HashMap::new(),
+        bin_dir: None,
+    };
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         let Ok(message) = serde_json::from_str::<Value>(&line) else {
@@ -172,14 +195,19 @@ fn build_tests(cmd: &mut Command, args: &[&str]) -> Result<HashMap<String, TestB
             continue;
         };
         if let Some((file, binary)) = TestBinary::from_artifact(&message) {
-            binaries.insert(file, binary);
+            build.tests.insert(file, binary);
+        } else if message["target"]["name"] == "fiso" && message["profile"]["test"] == false {
+            build.bin_dir = message["executable"]
+                .as_str()
+                .and_then(|e| Path::new(e).parent())
+                .map(Path::to_path_buf);
         }
     }
     let status = child.wait()?;
     if !status.success() {
         bail!("the build failed ({status})");
     }
-    Ok(binaries)
+    Ok(build)
 }
 
 /// Runs `cargo test` (stdout and stderr merged, in order, echoed as they come) and records the

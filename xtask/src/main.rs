@@ -7,7 +7,7 @@
 //!   [`bench`]).
 //! * `reliability [--short | --report-only]` — the reliability suite at full scale against a release build,
 //!   report in `target/reliability/` (see [`reliability`]).
-//! * `image [--profile P] [--no-import] [name...]` — the data-plane, operator and test-kit
+//! * `image [--profile P | --bin-dir DIR] [--no-import] [name...]` — the data-plane, operator and test-kit
 //!   images as OCI archives in `target/images/`, imported into the test node (see [`image`]).
 //! * `ci`    — everything CI checks: fmt, clippy, CRD drift, the whole test suite against the
 //!   real servers (`infra up` before the tests, `infra down` after, also on failure).
@@ -48,7 +48,7 @@ fn main() -> Result<()> {
         ),
         _ => {
             eprintln!("usage: cargo xtask <crds|docs|infra|ci|bench [kafka] [--quick]>");
-            eprintln!("       cargo xtask image [--profile release|dev] [--no-import] [fiso|operator|testkit...]");
+            eprintln!("       cargo xtask image [--profile release|dev | --bin-dir DIR] [--no-import] [fiso|operator|testkit...]");
             eprintln!("       cargo xtask fuzz [--seconds N] [target...]");
             eprintln!("       cargo xtask reliability [--short | --report-only]");
             std::process::exit(2);

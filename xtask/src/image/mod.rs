@@ -1,8 +1,8 @@
 //! `cargo xtask image`: the data-plane and operator images (and the e2e suite's test-kit
 //! image), built from the workspace's binaries without a container engine.
 //!
-//! * `image [--profile release|dev] [--no-import] [fiso|operator|testkit ...]` — builds the
-//!   binaries, writes OCI image-layout archives to `target/images/<name>.tar` and imports them
+//! * `image [--profile release|dev | --bin-dir DIR] [--no-import] [fiso|operator|testkit ...]` —
+//!   builds the binaries (or takes them from `DIR`), writes OCI image-layout archives to `target/images/<name>.tar` and imports them
 //!   into the test node's containerd (`cargo xtask infra up node`).
 //! * `image rootfs <bin-dir> <out-dir>` — writes each image's files as a directory tree
 //!   (`<out-dir>/fiso/…`, `<out-dir>/operator/…`); the root `Dockerfile` copies these into
@@ -118,6 +118,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         return write_rootfs(Path::new(bin_dir), Path::new(out));
     }
     let mut profile = "release".to_owned();
+    let mut prebuilt = None;
     let mut import = true;
     let mut names = Vec::new();
     let mut rest = args.iter();
@@ -126,12 +127,20 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
             "--profile" => {
                 profile = rest.next().context("--profile needs a value")?.clone();
             }
+            "--bin-dir" => {
+                prebuilt = Some(PathBuf::from(
+                    rest.next().context("--bin-dir needs a value")?,
+                ));
+            }
             "--no-import" => import = false,
             name => names.push(name.to_owned()),
         }
     }
     let chosen = select(&names)?;
-    let bin_dir = build(root, &profile, &chosen)?;
+    let bin_dir = match prebuilt {
+        Some(dir) => dir,
+        None => build(root, &profile, &chosen)?,
+    };
     let out_dir = root.join("target/images");
     std::fs::create_dir_all(&out_dir)?;
     for spec in &chosen {
