@@ -18,7 +18,9 @@ use fiso_e2e::operator::{
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+};
 use kube::ResourceExt;
 use serde_json::{json, Value};
 
@@ -64,13 +66,68 @@ async fn events_about(client: &kube::Client, namespace: &str, name: &str) -> Vec
         .collect()
 }
 
+/// A FlowDefinition the API server admits but whose spec is no flow: the CRD's `source.config`
+/// lists the fields of every source type (`topic` is Kafka's, not HTTP's), an int-or-string
+/// size is untyped, a duration is any string.
+const UNDECODABLE_FLOW: &str = r#"
+apiVersion: fiso.io/v1alpha1
+kind: FlowDefinition
+metadata:
+  name: undecodable
+spec:
+  source:
+    type: http
+    config:
+      listenAddr: ":8081"
+      path: /undecodable
+      topic: orders
+      maxBodySize: true
+  sink:
+    type: http
+    config:
+      url: http://localhost:8080/undecodable
+      timeout: 5 parsecs
+"#;
+
+/// The status of a resource read untyped, once `phase` is reached for its generation.
+async fn wait_for_dynamic_phase(
+    api: &Api<DynamicObject>,
+    name: &str,
+    phase: &str,
+) -> ResourceStatus {
+    let found = wait_for(
+        api,
+        name,
+        &format!("phase {phase} for its generation"),
+        move |o: Option<&DynamicObject>| {
+            o.is_some_and(|o| {
+                o.data["status"]["phase"] == phase
+                    && o.data["status"]["observedGeneration"].as_i64() == o.metadata.generation
+            })
+        },
+    )
+    .await
+    .expect("resource");
+    serde_json::from_value(found.data["status"].clone()).expect("status")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn valid_and_invalid_resources_get_ready_or_error_status() {
     let install = Install::new("status", &[]).await;
-    let _operator = install.start_operator("fiso-operator-0").await;
     let ns = &install.app.name;
     let flows: Api<FlowDefinition> = Api::namespaced(install.client.clone(), ns);
     let links: Api<LinkTarget> = Api::namespaced(install.client.clone(), ns);
+    // Admitted, yet not a FlowDefinition the typed spec can hold. It exists before the
+    // operator starts, as after any restart or leader change: the first list holds it.
+    let undecodable = Api::<DynamicObject>::namespaced_with(
+        install.client.clone(),
+        ns,
+        &ApiResource::erase::<FlowDefinition>(&()),
+    );
+    create(&undecodable, UNDECODABLE_FLOW).await;
+    let operator = install.start_operator("fiso-operator-0").await;
+    install.wait_for_ca_bundle().await;
+    install.register_webhook(operator.webhook_addr).await;
 
     create(&flows, &flow_yaml("orders", "http://localhost:8080/orders")).await;
     create(&links, &link_yaml("crm", "crm-token")).await;
@@ -117,6 +174,97 @@ async fn valid_and_invalid_resources_get_ready_or_error_status() {
             .contains("spec.host"),
         "{error:?}"
     );
+
+    // The one that does not decode is reported like any invalid resource, every finding
+    // named by its field path, and never stops the others (above, and rendering below).
+    let error = wait_for_dynamic_phase(&undecodable, "undecodable", "Error").await;
+    let message = error.message.clone().unwrap_or_default();
+    for finding in [
+        "spec.source.config.topic: unknown field `topic`",
+        "spec.source.config.maxBodySize: expected a size: an integer or a string such as \"1MiB\"",
+        "spec.sink.config.timeout: ",
+    ] {
+        assert!(message.contains(finding), "{finding} in: {message}");
+    }
+    assert!(message.contains("parsecs"), "says what is wrong: {message}");
+    let valid = condition(&error, "Valid");
+    assert_eq!(
+        (valid.status.as_str(), valid.reason.as_str()),
+        ("False", "Invalid")
+    );
+    assert!(
+        valid.message.contains("spec.source.config.topic"),
+        "{valid:?}"
+    );
+
+    // A pod selecting it runs the others: their files are rendered; the undecodable flow's
+    // file is rendered as written, as any invalid flow's is, so the sidecar refuses it with the
+    // same findings and keeps what it ran.
+    let injected = Api::<Pod>::namespaced(install.client.clone(), ns)
+        .create(
+            &PostParams::default(),
+            &pod(
+                "app",
+                &[
+                    ("fiso.io/inject", "true"),
+                    ("fiso.io/flows", "orders,undecodable"),
+                    ("fiso.io/links", "crm"),
+                ],
+            ),
+        )
+        .await
+        .expect("creating the pod");
+    let configmaps: Api<ConfigMap> = Api::namespaced(install.client.clone(), ns);
+    let rendered_from = "FlowDefinition/orders@1,FlowDefinition/undecodable@1,LinkTarget/crm@1";
+    let cm = wait_for(
+        &configmaps,
+        &mounted_configmap(&injected),
+        &format!("rendered from {rendered_from}"),
+        |c: Option<&ConfigMap>| {
+            c.is_some_and(|c| {
+                c.annotations()
+                    .get("fiso.io/rendered-from")
+                    .map(String::as_str)
+                    == Some(rendered_from)
+            })
+        },
+    )
+    .await
+    .expect("ConfigMap");
+    let data = cm.data.clone().expect("data");
+    let keys: Vec<&str> = data.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "flow-orders.yaml",
+            "flow-undecodable.yaml",
+            "link-config.yaml"
+        ],
+        "{cm:?}"
+    );
+    let flow_file: Value = serde_yaml_ng::from_str(&data["flow-orders.yaml"]).expect("flow YAML");
+    assert_eq!(flow_file["name"], "orders");
+    let flow_file: Value =
+        serde_yaml_ng::from_str(&data["flow-undecodable.yaml"]).expect("flow YAML");
+    assert_eq!(flow_file["name"], "undecodable");
+    assert_eq!(flow_file["source"]["config"]["topic"], "orders");
+    let link_file: Value = serde_yaml_ng::from_str(&data["link-config.yaml"]).expect("link YAML");
+    assert_eq!(link_file["targets"][0]["name"], "crm");
+
+    // Fixing it is a new generation that decodes.
+    undecodable
+        .patch(
+            "undecodable",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "source": {"config": {"topic": null, "maxBodySize": "1MiB"}},
+                "sink": {"config": {"timeout": "5s"}},
+            }})),
+        )
+        .await
+        .expect("fixing the flow");
+    let fixed = wait_for_phase(&flows, "undecodable", Phase::Ready).await;
+    assert_eq!(fixed.observed_generation, Some(2));
 
     // Fixing the spec is a new generation, which the status follows.
     flows

@@ -18,7 +18,8 @@
 //! * a missing resource is left out;
 //! * an invalid FlowDefinition is rendered anyway: the sidecar refuses the file with the same
 //!   checks, keeps running the flow's last good version (or nothing, in a new pod), and reports
-//!   the problem on `/readyz` — where whoever looks at the pod sees it;
+//!   the problem on `/readyz` — where whoever looks at the pod sees it; one whose spec does not
+//!   decode ([`crate::undecoded`]) is rendered as written, for the same reason;
 //! * an invalid LinkTarget or WasmApp is left out: the link config and the apps file are one
 //!   file each, and one bad entry in it would make the sidecar refuse all of them.
 
@@ -39,6 +40,7 @@ use crate::selection::{
     APPS_CONFIG_PATH, FLOWS_ANNOTATION, INJECT_ANNOTATION, LINKS_ANNOTATION, LINK_CONFIG_KEY,
     LINK_CONFIG_PATH, MANAGED_BY_LABEL, SELECTION_LABEL,
 };
+use crate::undecoded::{Kind, Undecoded};
 use crate::validation;
 
 /// ConfigMap annotation listing the resources (and generations) the data was rendered from,
@@ -142,61 +144,42 @@ pub struct Rendered {
 /// Renders `selection` from the resources of its namespace (others are ignored).
 pub fn render<'a>(
     selection: &Selection,
-    flows: impl IntoIterator<Item = &'a FlowDefinition>,
-    links: impl IntoIterator<Item = &'a LinkTarget>,
-    apps: impl IntoIterator<Item = &'a WasmApp>,
+    flows: impl IntoIterator<Item = &'a Undecoded<FlowDefinition>>,
+    links: impl IntoIterator<Item = &'a Undecoded<LinkTarget>>,
+    apps: impl IntoIterator<Item = &'a Undecoded<WasmApp>>,
 ) -> Result<Rendered, Error> {
     let ns = selection.namespace.as_str();
-    let flows: BTreeMap<String, &FlowDefinition> = flows
-        .into_iter()
-        .filter(|fd| fd.namespace().as_deref() == Some(ns))
-        .map(|fd| (fd.name_any(), fd))
-        .collect();
-    let links: BTreeMap<String, &LinkTarget> = links
-        .into_iter()
-        .filter(|lt| lt.namespace().as_deref() == Some(ns))
-        .map(|lt| (lt.name_any(), lt))
-        .collect();
-    let apps: BTreeMap<String, &WasmApp> = apps
-        .into_iter()
-        .filter(|app| app.namespace().as_deref() == Some(ns))
-        .map(|app| (app.name_any(), app))
-        .collect();
+    let flows = in_namespace(ns, flows);
+    let links = in_namespace(ns, links);
+    let apps = in_namespace(ns, apps);
 
     let mut out = Rendered::default();
     let mut manifests = Manifests::default();
     let mut invalid_flows = BTreeSet::new();
+    let mut undecodable_flows = Vec::new();
     for name in &selection.flows {
-        match pick(
-            SourceKind::Flow,
-            name,
-            flows.get(name).copied(),
-            validation::check_flow,
-        ) {
-            Ok(fd) => {
-                out.include(SourceKind::Flow, fd);
-                manifests.flows.push(fd.clone());
-            }
-            Err(o) => {
-                if let (Omission::Invalid(_), Some(fd)) = (&o.why, flows.get(name)) {
-                    out.include(SourceKind::Flow, *fd);
-                    manifests.flows.push((*fd).clone());
-                    invalid_flows.insert(name.clone());
+        let Some(raw) = flows.get(name).copied() else {
+            out.omitted.push(Omitted::missing(SourceKind::Flow, name));
+            continue;
+        };
+        out.include(SourceKind::Flow, raw);
+        match checked(SourceKind::Flow, name, raw) {
+            Ok(fd) => manifests.flows.push(fd),
+            Err((decoded, o)) => {
+                match decoded {
+                    Some(fd) => manifests.flows.push(fd),
+                    None => undecodable_flows.push(raw),
                 }
+                invalid_flows.insert(name.clone());
                 out.omitted.push(o);
             }
         }
     }
     for name in &selection.links {
-        match pick(
-            SourceKind::Link,
-            name,
-            links.get(name).copied(),
-            validation::check_target,
-        ) {
-            Ok(lt) => {
-                out.include(SourceKind::Link, lt);
-                manifests.targets.push(lt.clone());
+        match pick(SourceKind::Link, name, links.get(name).copied()) {
+            Ok((raw, lt)) => {
+                out.include(SourceKind::Link, raw);
+                manifests.targets.push(lt);
             }
             Err(o) => out.omitted.push(o),
         }
@@ -215,6 +198,11 @@ pub fn render<'a>(
         }
         out.data.insert(flow_key(&name), text);
     }
+    for raw in undecodable_flows {
+        let name = raw.name_any();
+        let text = yaml_text(&name, flow_as_written(raw))?;
+        out.data.insert(flow_key(&name), text);
+    }
     keep_conflicting_clusters(&mut link, &manifests.targets);
     for t in &mut link.targets {
         if let Some(auth) = t.auth.as_mut() {
@@ -230,15 +218,10 @@ pub fn render<'a>(
 
     let mut apps_file = AppsConfig::default();
     for name in &selection.apps {
-        match pick(
-            SourceKind::App,
-            name,
-            apps.get(name).copied(),
-            validation::check_app,
-        ) {
-            Ok(app) => {
-                out.include(SourceKind::App, app);
-                apps_file.apps.push(validation::app_config(app));
+        match pick(SourceKind::App, name, apps.get(name).copied()) {
+            Ok((raw, app)) => {
+                out.include(SourceKind::App, raw);
+                apps_file.apps.push(validation::app_config(&app));
             }
             Err(o) => out.omitted.push(o),
         }
@@ -257,24 +240,70 @@ pub fn render<'a>(
     Ok(out)
 }
 
-/// The resource, if it exists and validates.
-fn pick<'a, K>(
+fn in_namespace<'a, K: Kind>(
+    ns: &str,
+    resources: impl IntoIterator<Item = &'a Undecoded<K>>,
+) -> BTreeMap<String, &'a Undecoded<K>> {
+    resources
+        .into_iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns))
+        .map(|r| (r.name_any(), r))
+        .collect()
+}
+
+/// The resource, if it exists, decodes and validates.
+fn pick<'a, K: Kind>(
     kind: SourceKind,
     name: &str,
-    found: Option<&'a K>,
-    check: impl Fn(&K) -> Vec<fiso_config::Diagnostic>,
-) -> Result<&'a K, Omitted> {
-    let omitted = |why| Omitted {
-        kind,
-        name: name.to_owned(),
-        why,
-    };
-    let k = found.ok_or_else(|| omitted(Omission::Missing))?;
-    let errors = validation::error_lines(&check(k));
-    if errors.is_empty() {
-        Ok(k)
-    } else {
-        Err(omitted(Omission::Invalid(errors.join("; "))))
+    found: Option<&'a Undecoded<K>>,
+) -> Result<(&'a Undecoded<K>, K), Omitted> {
+    let raw = found.ok_or_else(|| Omitted::missing(kind, name))?;
+    checked(kind, name, raw)
+        .map(|k| (raw, k))
+        .map_err(|(_, o)| o)
+}
+
+/// The resource, if it decodes and validates; else why not, and the resource when only
+/// validation failed.
+fn checked<K: Kind>(
+    kind: SourceKind,
+    name: &str,
+    raw: &Undecoded<K>,
+) -> Result<K, (Option<K>, Omitted)> {
+    let (decoded, findings) = raw.checked();
+    let errors = validation::error_lines(&findings);
+    match decoded {
+        Some(k) if errors.is_empty() => Ok(k),
+        decoded => Err((
+            decoded,
+            Omitted {
+                kind,
+                name: name.to_owned(),
+                why: Omission::Invalid(errors.join("; ")),
+            },
+        )),
+    }
+}
+
+/// The flow file of a FlowDefinition whose spec does not decode: the spec as written, named as
+/// [`validation::flow_config`] names a flow.
+fn flow_as_written(fd: &Undecoded<FlowDefinition>) -> serde_json::Value {
+    let mut spec = fd.spec.clone();
+    if let Some(fields) = spec.as_object_mut() {
+        if fields.get("name").is_none_or(serde_json::Value::is_null) {
+            fields.insert("name".to_owned(), fd.name_any().into());
+        }
+    }
+    spec
+}
+
+impl Omitted {
+    fn missing(kind: SourceKind, name: &str) -> Self {
+        Omitted {
+            kind,
+            name: name.to_owned(),
+            why: Omission::Missing,
+        }
     }
 }
 
@@ -337,6 +366,13 @@ fn rewrite_secret_ref(secret: Option<&mut SecretRef>) {
 
 fn yaml<T: serde::Serialize>(what: &str, value: &T) -> Result<String, Error> {
     serde_yaml_ng::to_string(value).map_err(|e| Error::Render {
+        what: what.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn yaml_text(what: &str, value: serde_json::Value) -> Result<String, Error> {
+    fiso_config::crd::yaml_text(value).map_err(|e| Error::Render {
         what: what.to_owned(),
         message: e.to_string(),
     })

@@ -4,6 +4,8 @@
 //! * [`selection`]: what a pod selects and every name derived from it (shared with the webhook).
 //! * [`validation`], [`configmap`]: pure — resource validation with `spec.` paths, and what
 //!   the ConfigMap of a selection holds.
+//! * [`undecoded`]: the resources as the API server stores them, each spec read on its own, so
+//!   one that the typed kind cannot hold is reported instead of failing the watch of its kind.
 //! * [`controller`]: the kube-runtime controllers and the renderer, the loop that applies those
 //!   ConfigMaps ([`run_controllers`]).
 //! * [`leader`]: Lease-based leader election ([`leader::run_as_leader`]).
@@ -20,6 +22,7 @@ pub mod error;
 pub mod leader;
 pub mod metrics;
 pub mod selection;
+pub mod undecoded;
 pub mod validation;
 pub mod webhook;
 

@@ -12,6 +12,11 @@ use http_body_util::BodyExt;
 use kube::client::Body;
 use serde_json::{json, Value};
 
+use crate::configmap::{self, Rendered};
+use crate::error::Error;
+use crate::selection::Selection;
+use crate::undecoded::{Kind, Undecoded};
+
 /// Parses a FlowDefinition / LinkTarget manifest and fills in what the API server adds.
 pub fn resource<K: serde::de::DeserializeOwned + kube::Resource>(yaml: &str) -> K {
     let mut k: K = serde_yaml_ng::from_str(yaml).expect("fixture parses");
@@ -21,6 +26,25 @@ pub fn resource<K: serde::de::DeserializeOwned + kube::Resource>(yaml: &str) -> 
     meta.uid.get_or_insert_with(|| format!("uid-{name}"));
     meta.generation.get_or_insert(1);
     k
+}
+
+/// `k` as the controllers and the renderer receive it: its spec undecoded.
+pub fn undecoded<K: Kind + serde::Serialize>(k: &K) -> Undecoded<K> {
+    serde_json::from_value(serde_json::to_value(k).expect("resource serialises"))
+        .expect("resource reads back")
+}
+
+/// [`configmap::render`] of typed resources, each handed over [`undecoded`].
+pub fn render<'a>(
+    selection: &Selection,
+    flows: impl IntoIterator<Item = &'a FlowDefinition>,
+    links: impl IntoIterator<Item = &'a LinkTarget>,
+    apps: impl IntoIterator<Item = &'a WasmApp>,
+) -> Result<Rendered, Error> {
+    let flows: Vec<_> = flows.into_iter().map(undecoded).collect();
+    let links: Vec<_> = links.into_iter().map(undecoded).collect();
+    let apps: Vec<_> = apps.into_iter().map(undecoded).collect();
+    configmap::render(selection, &flows, &links, &apps)
 }
 
 /// An HTTP → HTTP FlowDefinition in namespace `apps`.

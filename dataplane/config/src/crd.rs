@@ -102,10 +102,15 @@ pub fn rendered() -> Vec<(String, String)> {
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();
             let json = serde_json::to_value(&crd).expect("CRD serialises");
-            let yaml = serde_yaml_ng::to_string(&yaml_value(json)).expect("CRD serialises");
+            let yaml = yaml_text(json).expect("CRD serialises");
             (format!("{name}.yaml"), yaml)
         })
         .collect()
+}
+
+/// A JSON value (a CRD, or a spec as the API server sends it) as YAML text.
+pub fn yaml_text(value: serde_json::Value) -> Result<String, serde_yaml_ng::Error> {
+    serde_yaml_ng::to_string(&yaml_value(value))
 }
 
 /// `value` as YAML. Numbers are converted by value: serde_json's `arbitrary_precision` (on in

@@ -103,6 +103,29 @@ pub fn parse<T: DeserializeOwned + JsonSchema>(file: &str, text: &str) -> Result
     parse_file(file, text).into_result()
 }
 
+/// Reads a config given as a JSON value, such as a custom resource's spec as the API server
+/// sends it, exactly as [`parse_file`] reads a file (named `file`); line:column are those of the
+/// value written as YAML.
+pub fn parse_value<T: DeserializeOwned + JsonSchema>(
+    file: &str,
+    value: &serde_json::Value,
+) -> Parsed<T> {
+    match crate::crd::yaml_text(value.clone()) {
+        Ok(text) => parse_file(file, &text),
+        Err(e) => {
+            let mut parsed = Parsed {
+                config: None,
+                diagnostics: Diagnostics::default(),
+                file: file.to_owned(),
+                locations: Locations::default(),
+                set_aside: Vec::new(),
+            };
+            parsed.push(Diagnostic::error("", e.to_string()), None);
+            parsed
+        }
+    }
+}
+
 /// Reads a config file, reporting every mistake in it at once, each at its own line:column
 /// (an unknown key at the key, anything else at the value).
 pub fn parse_file<T: DeserializeOwned + JsonSchema>(file: &str, text: &str) -> Parsed<T> {
@@ -677,6 +700,30 @@ sink:
             hint_for("x.y", "unknown field `zzz`, there are no fields").as_deref(),
             None
         );
+    }
+
+    #[test]
+    fn a_json_value_reads_like_a_file() {
+        // A string that looks like a number stays a string, a number stays a number.
+        let value = serde_json::json!({
+            "name": "a",
+            "source": {"type": "http", "config": {"listenAddr": "8081", "maxBodySize": 1024}},
+            "sink": {"type": "http", "config": {"url": "http://x"}},
+        });
+        let parsed = parse_value::<FlowConfig>("spec", &value);
+        assert!(parsed.is_clean(), "{}", parsed.diagnostics);
+        let text = "name: a\nsource:\n  type: http\n  config:\n    listenAddr: '8081'\n    maxBodySize: 1024\n{SINK}";
+        assert_eq!(
+            parsed.config.unwrap(),
+            parse_flow("f.yaml", &text.replace("{SINK}", SINK)).unwrap()
+        );
+
+        let mut value = value;
+        value["source"]["config"]["listenAdr"] = ":1".into();
+        let parsed = parse_value::<FlowConfig>("spec", &value);
+        let d = &parsed.diagnostics.0[0];
+        assert_eq!(d.path, "source.config.listenAdr");
+        assert_eq!(d.hint.as_deref(), Some("did you mean `listenAddr`?"));
     }
 
     #[test]

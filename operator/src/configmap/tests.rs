@@ -1,7 +1,7 @@
 //! Rendering selections into ConfigMaps: files, owners, omissions, secrets, the rendered-from annotation.
 
 use super::*;
-use crate::testing::{app, flow, link, resource};
+use crate::testing::{app, flow, link, render, resource, undecoded};
 use pretty_assertions::assert_eq;
 
 fn selection(flows: &[&str], links: &[&str]) -> Selection {
@@ -175,6 +175,40 @@ fn missing_resources_are_omitted_invalid_flows_rendered_and_both_reported() {
     assert_eq!(omitted[1], "FlowDefinition `elsewhere` does not exist");
     assert_eq!(omitted[2], "FlowDefinition `missing` does not exist");
     assert_eq!(omitted[3], "LinkTarget `nolink` does not exist");
+}
+
+#[test]
+fn a_flow_that_does_not_decode_is_rendered_as_written_a_link_target_left_out() {
+    let mut fd = undecoded(&flow("orders", "http://svc:8080/in"));
+    fd.spec["source"]["config"]["topic"] = "orders".into();
+    let mut lt = undecoded(&link("crm", "crm.example.com"));
+    lt.spec["timeout"] = "soon".into();
+    let r = super::render(&selection(&["orders"], &["crm"]), [&fd], [&lt], []).unwrap();
+
+    // As any invalid flow: the sidecar refuses it with the same finding and keeps what it ran.
+    let file: serde_json::Value = serde_yaml_ng::from_str(&r.data["flow-orders.yaml"]).unwrap();
+    assert_eq!(file["name"], "orders", "named after the resource");
+    assert_eq!(file["source"]["config"]["topic"], "orders", "as written");
+    let refused = fiso_config::parse::parse_flow("flows/orders.yaml", &r.data["flow-orders.yaml"])
+        .unwrap_err();
+    assert_eq!(refused.0[0].path, "source.config.topic", "{refused}");
+    assert_eq!(
+        r.data[LINK_CONFIG_KEY],
+        "listenAddr: 127.0.0.1:3500\nmetricsAddr: :9091\ntargets: []\n"
+    );
+    assert_eq!(format_sources(&r.sources), "FlowDefinition/orders@1");
+    let omitted: Vec<String> = r.omitted.iter().map(ToString::to_string).collect();
+    assert_eq!(omitted.len(), 2, "{omitted:?}");
+    assert!(
+        omitted[0].starts_with(
+            "FlowDefinition `orders` is invalid: spec.source.config.topic: unknown field `topic`"
+        ),
+        "{omitted:?}"
+    );
+    assert!(
+        omitted[1].starts_with("LinkTarget `crm` is invalid: spec.timeout: invalid value"),
+        "{omitted:?}"
+    );
 }
 
 #[test]

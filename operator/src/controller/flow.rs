@@ -3,27 +3,17 @@
 
 use std::sync::Arc;
 
-use fiso_config::crd::{FlowDefinition, ResourceStatus};
-use fiso_config::Diagnostic;
+use fiso_config::crd::FlowDefinition;
 use tokio_util::sync::CancellationToken;
 
 use super::resource::{self, FisoResource};
 use super::Context;
 use crate::configmap::SourceKind;
 use crate::metrics::Kind;
-use crate::validation;
 
 impl FisoResource for FlowDefinition {
     const SOURCE: SourceKind = SourceKind::Flow;
     const METRIC: Kind = Kind::FlowDefinition;
-
-    fn check(&self) -> Vec<Diagnostic> {
-        validation::check_flow(self)
-    }
-
-    fn status(&self) -> Option<&ResourceStatus> {
-        self.status.as_ref()
-    }
 }
 
 /// Reconciles every FlowDefinition until `shutdown`.

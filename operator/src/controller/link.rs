@@ -3,27 +3,17 @@
 
 use std::sync::Arc;
 
-use fiso_config::crd::{LinkTarget, ResourceStatus};
-use fiso_config::Diagnostic;
+use fiso_config::crd::LinkTarget;
 use tokio_util::sync::CancellationToken;
 
 use super::resource::{self, FisoResource};
 use super::Context;
 use crate::configmap::SourceKind;
 use crate::metrics::Kind;
-use crate::validation;
 
 impl FisoResource for LinkTarget {
     const SOURCE: SourceKind = SourceKind::Link;
     const METRIC: Kind = Kind::LinkTarget;
-
-    fn check(&self) -> Vec<Diagnostic> {
-        validation::check_target(self)
-    }
-
-    fn status(&self) -> Option<&ResourceStatus> {
-        self.status.as_ref()
-    }
 }
 
 /// Reconciles every LinkTarget until `shutdown`.

@@ -3,7 +3,7 @@
 //!
 //! * [`flow`] / [`link`] / [`app`]: `FlowDefinition` / `LinkTarget` / `WasmApp` reconcilers,
 //!   all the generic
-//!   [`resource::reconcile`]: validate, read the rendered ConfigMaps, server-side apply the
+//!   [`resource::reconcile`]: decode and validate the spec, read the rendered ConfigMaps, server-side apply the
 //!   status, publish events for transitions.
 //! * [`renderer`]: watches the pods the webhook labelled and the two kinds; renders (with
 //!   [`crate::configmap`]) and server-side applies the ConfigMap of every selection a change
@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::selection::MANAGED_BY_LABEL;
+use crate::undecoded::Undecoded;
 
 /// Field manager of every server-side apply (status, ConfigMaps).
 pub const FIELD_MANAGER: &str = "fiso-operator";
@@ -129,7 +130,7 @@ pub async fn run_controllers(
 
 /// Fails with a clear message when a kind is not served (CRDs not installed).
 async fn ensure_served<K: resource::FisoResource>(client: &Client) -> Result<()> {
-    Api::<K>::all(client.clone())
+    Api::<Undecoded<K>>::all(client.clone())
         .list_metadata(&ListParams::default().limit(1))
         .await
         .map(|_| ())

@@ -5,7 +5,9 @@
 //! ConfigMap holds is decided without I/O in `configmap`.
 //!
 //! Inputs are four watches — pods labelled `fiso.io/selection` (metadata only), FlowDefinitions,
-//! LinkTargets and WasmApps (reflected into stores) — and a periodic resync. Work items are selections,
+//! LinkTargets and WasmApps (reflected into stores with their specs undecoded: one spec the
+//! typed kind cannot hold must not stop the watch of its kind, see [`crate::undecoded`]) — and a
+//! periodic resync. Work items are selections,
 //! deduplicated and debounced by kube-runtime's scheduler and rendered one at a time:
 //!
 //! * a pod whose selection no other pod uses yet → render that selection;
@@ -46,13 +48,14 @@ use crate::configmap::{configmap, configmap_selection, render, Rendered, SourceK
 use crate::error::Result;
 use crate::metrics::Kind;
 use crate::selection::{Selection, SELECTION_LABEL};
+use crate::undecoded::Undecoded;
 
 /// One input of the loop.
 enum Input {
     Pod(Event<PartialObjectMeta<Pod>>),
-    Flow(Event<FlowDefinition>),
-    Link(Event<LinkTarget>),
-    App(Event<WasmApp>),
+    Flow(Event<Undecoded<FlowDefinition>>),
+    Link(Event<Undecoded<LinkTarget>>),
+    App(Event<Undecoded<WasmApp>>),
     /// A watch failed; it retries with backoff by itself.
     WatchFailed(&'static str, watcher::Error),
 }
@@ -71,9 +74,9 @@ struct Applied {
 /// Runs the loop until `shutdown`.
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let client = ctx.client.clone();
-    let (flows, flow_writer) = reflector::store::<FlowDefinition>();
-    let (links, link_writer) = reflector::store::<LinkTarget>();
-    let (apps, app_writer) = reflector::store::<WasmApp>();
+    let (flows, flow_writer) = reflector::store::<Undecoded<FlowDefinition>>();
+    let (links, link_writer) = reflector::store::<Undecoded<LinkTarget>>();
+    let (apps, app_writer) = reflector::store::<Undecoded<WasmApp>>();
     let inputs: Vec<BoxStream<'static, Input>> = vec![
         watcher(
             Api::<PartialObjectMeta<Pod>>::all(client.clone()),
@@ -166,9 +169,9 @@ where
 
 struct Renderer {
     ctx: Arc<Context>,
-    flows: Store<FlowDefinition>,
-    links: Store<LinkTarget>,
-    apps: Store<WasmApp>,
+    flows: Store<Undecoded<FlowDefinition>>,
+    links: Store<Undecoded<LinkTarget>>,
+    apps: Store<Undecoded<WasmApp>>,
     queue: mpsc::UnboundedSender<ScheduleRequest<Selection>>,
     usage: Usage,
     applied: HashMap<Selection, Applied>,
@@ -186,9 +189,9 @@ struct Renderer {
 impl Renderer {
     fn new(
         ctx: Arc<Context>,
-        flows: Store<FlowDefinition>,
-        links: Store<LinkTarget>,
-        apps: Store<WasmApp>,
+        flows: Store<Undecoded<FlowDefinition>>,
+        links: Store<Undecoded<LinkTarget>>,
+        apps: Store<Undecoded<WasmApp>>,
         queue: mpsc::UnboundedSender<ScheduleRequest<Selection>>,
     ) -> Self {
         Renderer {

@@ -1,24 +1,20 @@
-//! The reconciler both kinds share: validate with `fiso-config`, read where the resource is
-//! rendered, apply the status (server-side, field manager `fiso-operator`), publish events for
-//! transitions. Modelled on kube-rs' controller-rs.
+//! The reconciler the kinds share: read the spec and validate it with `fiso-config` (a spec the
+//! typed kind cannot hold is a finding like any other, see [`crate::undecoded`]), read where the
+//! resource is rendered, apply the status (server-side, field manager `fiso-operator`), publish
+//! events for transitions. Modelled on kube-rs' controller-rs.
 
-use std::fmt::Debug;
 use std::sync::Arc;
 
-use fiso_config::crd::{Phase, ResourceStatus};
-use fiso_config::Diagnostic;
+use fiso_config::crd::Phase;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::jiff::Timestamp;
-use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::Event;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::status::{self, Validity};
@@ -26,31 +22,18 @@ use super::{managed_selector, Context, FIELD_MANAGER};
 use crate::configmap::{configmap_selection, SourceKind};
 use crate::error::{Error, Result};
 use crate::metrics::Kind;
+use crate::undecoded::{self, Undecoded};
 use crate::validation::{error_lines, warning_lines};
 
 /// What the shared reconciler needs to know about a kind.
-pub trait FisoResource:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + Clone
-    + Debug
-    + DeserializeOwned
-    + Serialize
-    + Send
-    + Sync
-    + 'static
-{
+pub trait FisoResource: undecoded::Kind {
     const SOURCE: SourceKind;
     const METRIC: Kind;
-
-    /// Every validation finding, with `spec.` paths.
-    fn check(&self) -> Vec<Diagnostic>;
-
-    fn status(&self) -> Option<&ResourceStatus>;
 }
 
 /// Runs the controller of `K` until `shutdown`.
 pub async fn run<K: FisoResource>(ctx: Arc<Context>, shutdown: CancellationToken) {
-    let resources = Api::<K>::all(ctx.client.clone());
+    let resources = Api::<Undecoded<K>>::all(ctx.client.clone());
     let configmaps = Api::<ConfigMap>::all(ctx.client.clone());
     Controller::new(resources, watcher::Config::default())
         // A (re-)rendered or pruned ConfigMap changes the `Rendered` condition of every
@@ -80,7 +63,7 @@ pub async fn run<K: FisoResource>(ctx: Arc<Context>, shutdown: CancellationToken
 }
 
 /// The resources of kind `K` a rendered ConfigMap's selection names.
-fn selected_by<K: FisoResource>(cm: ConfigMap) -> Vec<ObjectRef<K>> {
+fn selected_by<K: FisoResource>(cm: ConfigMap) -> Vec<ObjectRef<Undecoded<K>>> {
     let Some(selection) = configmap_selection(&cm) else {
         return Vec::new();
     };
@@ -95,14 +78,21 @@ fn selected_by<K: FisoResource>(cm: ConfigMap) -> Vec<ObjectRef<K>> {
         .collect()
 }
 
-pub async fn reconcile<K: FisoResource>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile<K: FisoResource>(
+    obj: Arc<Undecoded<K>>,
+    ctx: Arc<Context>,
+) -> Result<Action> {
     let timer = ctx.settings.metrics.start(K::METRIC);
     timer
         .finish(apply_status(obj.as_ref(), &ctx).await)
         .map(|()| Action::requeue(ctx.settings.requeue))
 }
 
-pub fn error_policy<K: FisoResource>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: FisoResource>(
+    obj: Arc<Undecoded<K>>,
+    error: &Error,
+    ctx: Arc<Context>,
+) -> Action {
     tracing::warn!(
         kind = K::SOURCE.kind(),
         namespace = obj.namespace().unwrap_or_default(),
@@ -114,7 +104,7 @@ pub fn error_policy<K: FisoResource>(obj: Arc<K>, error: &Error, ctx: Arc<Contex
     Action::requeue(ctx.settings.retry)
 }
 
-async fn apply_status<K: FisoResource>(obj: &K, ctx: &Context) -> Result<()> {
+async fn apply_status<K: FisoResource>(obj: &Undecoded<K>, ctx: &Context) -> Result<()> {
     let name = obj.name_any();
     let ns = obj.namespace().ok_or_else(|| Error::MissingNamespace {
         kind: K::SOURCE.kind(),
@@ -122,7 +112,7 @@ async fn apply_status<K: FisoResource>(obj: &K, ctx: &Context) -> Result<()> {
     })?;
     let generation = obj.meta().generation;
 
-    let findings = obj.check();
+    let (_, findings) = obj.checked();
     let validity = Validity::from_lines(error_lines(&findings), warning_lines(&findings));
     let configmaps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default().labels(&managed_selector()))
@@ -134,7 +124,7 @@ async fn apply_status<K: FisoResource>(obj: &K, ctx: &Context) -> Result<()> {
         validity.is_valid(),
         &configmaps.items,
     );
-    let previous = obj.status();
+    let previous = obj.status.as_ref();
     let next = status::build(
         K::SOURCE,
         previous,
@@ -152,7 +142,7 @@ async fn apply_status<K: FisoResource>(obj: &K, ctx: &Context) -> Result<()> {
         "kind": K::kind(&()),
         "status": next,
     });
-    Api::<K>::namespaced(ctx.client.clone(), &ns)
+    Api::<Undecoded<K>>::namespaced(ctx.client.clone(), &ns)
         .patch_status(
             &name,
             &PatchParams::apply(FIELD_MANAGER).force(),

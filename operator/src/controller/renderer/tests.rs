@@ -14,7 +14,7 @@ use super::*;
 use crate::controller::Settings;
 use crate::metrics::Metrics;
 use crate::selection::flow_key;
-use crate::testing::{fake_api, flow, not_found, status_failure, Log, Seen};
+use crate::testing::{fake_api, flow, not_found, status_failure, undecoded, Log, Seen};
 
 fn selection(flows: &[&str]) -> Selection {
     Selection {
@@ -49,7 +49,7 @@ fn api_server(s: &Seen) -> (StatusCode, Value) {
 /// A renderer whose stores hold `flows` and whose only pod uses `uses`, talking to `respond`.
 struct Fixture {
     renderer: Renderer,
-    flows: reflector::store::Writer<FlowDefinition>,
+    flows: reflector::store::Writer<Undecoded<FlowDefinition>>,
     log: Log,
     scheduled: mpsc::UnboundedReceiver<ScheduleRequest<Selection>>,
     registry: MetricsRegistry,
@@ -67,12 +67,12 @@ impl Fixture {
             metrics: Metrics::register(&registry).unwrap(),
             ..Settings::default()
         };
-        let (flow_store, mut flow_writer) = reflector::store::<FlowDefinition>();
+        let (flow_store, mut flow_writer) = reflector::store::<Undecoded<FlowDefinition>>();
         for fd in flows {
-            flow_writer.apply_watcher_event(&Event::Apply(fd));
+            flow_writer.apply_watcher_event(&Event::Apply(undecoded(&fd)));
         }
-        let (link_store, _) = reflector::store::<LinkTarget>();
-        let (app_store, _) = reflector::store::<WasmApp>();
+        let (link_store, _) = reflector::store::<Undecoded<LinkTarget>>();
+        let (app_store, _) = reflector::store::<Undecoded<WasmApp>>();
         let (queue, scheduled) = mpsc::unbounded();
         let mut renderer = Renderer::new(
             Context::new(client, settings),
@@ -182,8 +182,10 @@ async fn a_missing_resource_is_left_out_and_reported_once() {
     );
 
     // The same problems after a change elsewhere are not reported again.
-    f.flows
-        .apply_watcher_event(&Event::Apply(flow("orders", "http://orders:8080/v2")));
+    f.flows.apply_watcher_event(&Event::Apply(undecoded(&flow(
+        "orders",
+        "http://orders:8080/v2",
+    ))));
     f.renderer.reconcile(sel).await;
     let methods: Vec<String> = f.requests().into_iter().map(|s| s.method).collect();
     assert_eq!(methods, ["PATCH"]);
@@ -225,8 +227,10 @@ async fn an_unchanged_render_is_not_applied_again() {
     f.renderer.reconcile(sel.clone()).await;
     assert!(f.requests().is_empty(), "same render: no request");
 
-    f.flows
-        .apply_watcher_event(&Event::Apply(flow("orders", "http://orders:8080/v2")));
+    f.flows.apply_watcher_event(&Event::Apply(undecoded(&flow(
+        "orders",
+        "http://orders:8080/v2",
+    ))));
     f.renderer.reconcile(sel).await;
     let seen = f.requests();
     assert_eq!(seen.len(), 1);

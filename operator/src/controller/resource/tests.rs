@@ -4,17 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fiso_config::crd::FlowDefinition;
+use fiso_config::crd::{FlowDefinition, ResourceStatus};
 use fiso_runtime::MetricsRegistry;
 use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::configmap::{configmap, render};
+use crate::configmap::configmap;
 use crate::controller::Settings;
 use crate::metrics::Metrics;
 use crate::selection::Selection;
-use crate::testing::{fake_api, flow, not_found, Seen};
+use crate::testing::{fake_api, flow, not_found, render, undecoded, Seen};
 
 fn orders(generation: i64) -> FlowDefinition {
     let mut fd = flow("orders", "http://orders:8080/in");
@@ -68,7 +68,9 @@ async fn valid_rendered_flow_gets_ready_status_by_server_side_apply_and_events()
     let registry = MetricsRegistry::new();
     let ctx = context(client, &registry);
 
-    let action = reconcile(Arc::new(orders(2)), ctx.clone()).await.unwrap();
+    let action = reconcile(Arc::new(undecoded(&orders(2))), ctx.clone())
+        .await
+        .unwrap();
     assert_eq!(action, Action::requeue(ctx.settings.requeue));
 
     let seen = log.lock().unwrap().clone();
@@ -123,7 +125,7 @@ async fn unchanged_status_is_not_written_again() {
     // First reconcile: learn the status the operator writes.
     let (client, log) = fake_api(api_server(rendered(2)));
     let registry = MetricsRegistry::new();
-    reconcile(Arc::new(orders(2)), context(client, &registry))
+    reconcile(Arc::new(undecoded(&orders(2))), context(client, &registry))
         .await
         .unwrap();
     let written: ResourceStatus =
@@ -133,9 +135,12 @@ async fn unchanged_status_is_not_written_again() {
     let (client, log) = fake_api(api_server(rendered(2)));
     let mut fd = orders(2);
     fd.status = Some(written);
-    reconcile(Arc::new(fd), context(client, &MetricsRegistry::new()))
-        .await
-        .unwrap();
+    reconcile(
+        Arc::new(undecoded(&fd)),
+        context(client, &MetricsRegistry::new()),
+    )
+    .await
+    .unwrap();
     let methods: Vec<String> = log
         .lock()
         .unwrap()
@@ -149,7 +154,7 @@ async fn unchanged_status_is_not_written_again() {
 async fn new_generation_not_yet_rendered_is_pending() {
     let (client, log) = fake_api(api_server(rendered(1)));
     reconcile(
-        Arc::new(orders(2)),
+        Arc::new(undecoded(&orders(2))),
         context(client, &MetricsRegistry::new()),
     )
     .await
@@ -163,6 +168,31 @@ async fn new_generation_not_yet_rendered_is_pending() {
 }
 
 #[tokio::test]
+async fn a_spec_that_does_not_decode_gets_an_error_status_naming_the_field() {
+    let (client, log) = fake_api(api_server(rendered(2)));
+    let mut fd = undecoded(&orders(2));
+    fd.spec["sink"]["config"]["timeout"] = "5 parsecs".into();
+    reconcile(Arc::new(fd), context(client, &MetricsRegistry::new()))
+        .await
+        .unwrap();
+    let seen = log.lock().unwrap().clone();
+    let status = &seen[1].body["status"];
+    assert_eq!(status["phase"], "Error");
+    let valid = &status["conditions"][0];
+    assert_eq!(
+        (&valid["type"], &valid["status"], &valid["reason"]),
+        (&json!("Valid"), &json!("False"), &json!("Invalid"))
+    );
+    let message = valid["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with(
+            "spec.sink.config.timeout: invalid value: string \"5 parsecs\", expected a duration"
+        ),
+        "{message}"
+    );
+}
+
+#[tokio::test]
 async fn api_failures_are_errors_with_codes_counted_per_kind() {
     let (client, _) = fake_api(|_| {
         (
@@ -172,7 +202,7 @@ async fn api_failures_are_errors_with_codes_counted_per_kind() {
     });
     let registry = MetricsRegistry::new();
     let ctx = context(client, &registry);
-    let fd = Arc::new(orders(2));
+    let fd = Arc::new(undecoded(&orders(2)));
     let err = reconcile(fd.clone(), ctx.clone()).await.unwrap_err();
     assert_eq!(err.code().as_str(), "KUBE_FORBIDDEN");
     assert_eq!(

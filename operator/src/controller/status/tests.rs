@@ -1,9 +1,9 @@
 //! Status and event decisions from validity and the rendered ConfigMaps.
 
 use super::*;
-use crate::configmap::{configmap, render};
+use crate::configmap::configmap;
 use crate::selection::Selection;
-use crate::testing::flow;
+use crate::testing::{flow, render};
 use pretty_assertions::assert_eq;
 
 fn t(secs: i64) -> Timestamp {
