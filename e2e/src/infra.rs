@@ -19,6 +19,11 @@ pub const BUSYBOX_IMAGE_VAR: &str = "FISO_E2E_BUSYBOX_IMAGE";
 /// The node's containerd socket (`ctr --address ... -n k8s.io`).
 pub const CONTAINERD_ADDRESS_VAR: &str = "FISO_E2E_CONTAINERD_ADDRESS";
 
+/// The `prometheus` server binary (2.42, Debian's).
+pub const PROMETHEUS_VAR: &str = "FISO_E2E_PROMETHEUS";
+/// The `promtool` binary that comes with it.
+pub const PROMTOOL_VAR: &str = "FISO_E2E_PROMTOOL";
+
 /// The workspace root.
 pub fn workspace_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,6 +86,16 @@ pub fn kubectl() -> Command {
     let mut cmd = Command::new(existing_path(KUBECTL_VAR));
     cmd.env("KUBECONFIG", kubeconfig_path());
     cmd
+}
+
+/// The `prometheus` binary.
+pub fn prometheus_bin() -> PathBuf {
+    existing_path(PROMETHEUS_VAR)
+}
+
+/// `promtool`.
+pub fn promtool() -> Command {
+    Command::new(existing_path(PROMTOOL_VAR))
 }
 
 /// The kubeconfig of the test cluster.

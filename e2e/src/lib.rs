@@ -17,7 +17,9 @@
 //! - [`pods`]: the images in the test node, the chart installed with `helm install`, pods run
 //!   by kubelet;
 //! - [`conformance`]: the CloudEvents conformance vectors and the checks of what sinks receive;
-//! - [`guests`]: the C test guests of the Wasmer/WASIX apps, compiled here with clang.
+//! - [`guests`]: the C test guests of the Wasmer/WASIX apps, compiled here with clang;
+//! - [`prometheus`]: a real Prometheus scraping test processes; [`promql`]: the metric names and
+//!   labels a PromQL expression uses.
 //!
 //! Everything binds port 0 and waits on readiness signals (log lines, `/readyz`, a request
 //! reaching the sink) with generous deadlines; nothing sleeps to synchronise.
@@ -36,6 +38,8 @@ mod metrics;
 pub mod operator;
 pub mod pods;
 mod process;
+pub mod prometheus;
+pub mod promql;
 pub mod reliability;
 mod sink;
 

@@ -91,6 +91,7 @@ fn chart_passes_helm_lint() {
         "webhook.certs.mode=certManager",
         "webhook.certs.mode=secret,webhook.certs.existingSecret=tls,webhook.certs.caBundle=PEM",
         "metrics.serviceMonitor.enabled=true",
+        "metrics.podMonitor.enabled=true,dashboards.enabled=true,alerts.enabled=true",
     ] {
         run(
             helm()
@@ -347,6 +348,126 @@ fn values_switch_modes() {
         find(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["port"],
         "metrics"
     );
+}
+
+/// Dashboards, alerts and the PodMonitor are off by default (see
+/// `default_install_is_the_seed_layout`) and follow their values when on; `tests/monitoring.rs`
+/// checks what they contain against promtool and a real scrape.
+#[test]
+fn monitoring_objects_follow_their_values() {
+    let docs = template(
+        "fiso",
+        "fiso-system",
+        &[
+            "--set",
+            "dashboards.enabled=true,dashboards.label=my_dashboards,dashboards.labelValue=yes,dashboards.namespace=grafana,dashboards.annotations.grafana_folder=Fiso",
+        ],
+    );
+    let boards: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ConfigMap").collect();
+    let names: BTreeSet<&str> = boards
+        .iter()
+        .map(|d| d["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "fiso-operator-dashboard-flow",
+            "fiso-operator-dashboard-link",
+            "fiso-operator-dashboard-operator",
+        ]
+        .into()
+    );
+    for board in &boards {
+        let meta = &board["metadata"];
+        assert_eq!(meta["namespace"], "grafana");
+        assert_eq!(meta["labels"]["my_dashboards"], "yes");
+        assert_eq!(meta["annotations"]["grafana_folder"], "Fiso");
+        let (key, text) = board["data"].as_object().unwrap().iter().next().unwrap();
+        let json: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
+        assert_eq!(
+            key,
+            &format!("{}.json", json["uid"].as_str().unwrap()),
+            "one dashboard per ConfigMap, named by its uid"
+        );
+    }
+
+    // The PodMonitor finds injected pods by the label the webhook adds, and keeps only the
+    // sidecar container's port.
+    let docs = template(
+        "fiso",
+        "fiso-system",
+        &["--set", "metrics.podMonitor.enabled=true"],
+    );
+    let monitor = &find(&docs, "PodMonitor")["spec"];
+    assert_eq!(
+        monitor["selector"]["matchExpressions"],
+        serde_json::json!([{"key": "fiso.io/selection", "operator": "Exists"}])
+    );
+    assert_eq!(
+        monitor["namespaceSelector"],
+        serde_json::json!({"any": true})
+    );
+    let endpoint = &monitor["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"], "metrics");
+    assert_eq!(endpoint["relabelings"][0]["regex"], "fiso");
+    let docs = template(
+        "fiso",
+        "fiso-system",
+        &[
+            "--set",
+            "metrics.podMonitor.enabled=true,metrics.podMonitor.namespaces={shop}",
+        ],
+    );
+    assert_eq!(
+        find(&docs, "PodMonitor")["spec"]["namespaceSelector"],
+        serde_json::json!({"matchNames": ["shop"]})
+    );
+
+    let alert_names = |docs: &[Value]| -> BTreeSet<String> {
+        find(docs, "PrometheusRule")["spec"]["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap())
+            .map(|r| r["alert"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = alert_names(&template(
+        "fiso",
+        "fiso-system",
+        &["--set", "alerts.enabled=true"],
+    ));
+    assert!(all.contains("FisoFlowDown") && all.contains("FisoOperatorNoLeader"));
+    let docs = template(
+        "fiso",
+        "fiso-system",
+        &[
+            "--set",
+            "alerts.enabled=true,alerts.disabled={FisoFlowDown},alerts.ruleLabels.team=shop,alerts.labels.release=prom",
+        ],
+    );
+    let rule = find(&docs, "PrometheusRule");
+    assert_eq!(rule["metadata"]["labels"]["release"], "prom");
+    let names = alert_names(&docs);
+    assert_eq!(names.len(), all.len() - 1);
+    assert!(!names.contains("FisoFlowDown"));
+    for r in rule["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+    {
+        assert_eq!(r["labels"]["team"], "shop", "{r}");
+        assert!(r["labels"]["severity"].is_string(), "{r}");
+    }
+    // A webhook-only operator holds no lease: no leader alerts.
+    let names = alert_names(&template(
+        "fiso",
+        "fiso-system",
+        &["--set", "alerts.enabled=true,operator.mode=webhook-only"],
+    ));
+    assert!(!names.iter().any(|n| n.contains("Leader")), "{names:?}");
+    assert!(names.contains("FisoWebhookErrors"));
 }
 
 #[test]

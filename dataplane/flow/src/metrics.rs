@@ -253,8 +253,22 @@ impl FlowMetrics {
     }
 
     /// The per-event series of `flow`, resolved once (the families are never pruned, so the
-    /// handles stay the ones `/metrics` shows).
+    /// handles stay the ones `/metrics` shows). The flow's other counters are created too, at 0,
+    /// so that `increase()` alerts and dashboards see a flow before its first DLQ write, restart
+    /// or rejection.
     pub fn for_events(&self, flow: &str) -> EventMetrics {
+        let label = FlowLabel {
+            flow: flow.to_owned(),
+        };
+        for family in [
+            &self.dlq,
+            &self.restarts,
+            &self.sink_errors,
+            &self.interceptor_rejections,
+            &self.interceptor_fail_open,
+        ] {
+            let _ = family.get_or_create(&label);
+        }
         let counter = |status: EventStatus| {
             self.events
                 .get_or_create(&StatusLabels {
@@ -320,5 +334,43 @@ impl FlowMetrics {
         self.up.remove(&FlowLabel {
             flow: flow.to_owned(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flows_counters_exist_at_zero_from_its_start() {
+        let registry = MetricsRegistry::new();
+        let metrics = FlowMetrics::register(&registry).unwrap();
+        let events = metrics.for_events("orders");
+        events.event(EventStatus::Success);
+        let text = registry.encode();
+        for line in [
+            "fiso_flow_events_total{flow=\"orders\",status=\"success\"} 1\n",
+            "fiso_flow_events_total{flow=\"orders\",status=\"failed\"} 0\n",
+            "fiso_flow_event_duration_seconds_count{flow=\"orders\",phase=\"sink\"} 0\n",
+            "fiso_flow_dlq_total{flow=\"orders\"} 0\n",
+            "fiso_flow_restarts_total{flow=\"orders\"} 0\n",
+            "fiso_flow_sink_delivery_errors_total{flow=\"orders\"} 0\n",
+            "fiso_flow_interceptor_rejections_total{flow=\"orders\"} 0\n",
+            "fiso_flow_interceptor_fail_open_total{flow=\"orders\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+
+        metrics.dead_lettered("orders");
+        metrics.consumer_lag("orders", 3, 7);
+        let text = registry.encode();
+        assert!(
+            text.contains("fiso_flow_dlq_total{flow=\"orders\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("fiso_flow_consumer_lag{flow=\"orders\",partition=\"3\"} 7\n"),
+            "{text}"
+        );
     }
 }

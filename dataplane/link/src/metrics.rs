@@ -224,6 +224,26 @@ impl LinkMetrics {
             .inc();
     }
 
+    /// A rate-limited target's counter exists (at 0) from the target's start, so that
+    /// `increase()` sees its first refusal.
+    pub fn rate_limit_started(&self, target: &Arc<str>) {
+        let _ = self.rate_limited.get_or_create(&TargetLabel {
+            target: Arc::clone(target),
+        });
+    }
+
+    /// A target with credentials has both refresh outcomes (at 0) from its start, so that
+    /// alerts on failures see the first one.
+    pub fn auth_started(&self, target: &Arc<str>) {
+        for status in ["success", "failure"] {
+            let _ = self.auth_refresh.get_or_create(&StatusLabels {
+                target: Arc::clone(target),
+                status,
+            });
+        }
+    }
+
+    /// `status` is `success` or `failure` (what [`crate::auth`] reports).
     pub fn auth_refresh(&self, target: &Arc<str>, status: &'static str) {
         self.auth_refresh
             .get_or_create(&StatusLabels {
@@ -291,5 +311,40 @@ impl LinkMetrics {
                 target: target.into(),
             })
             .get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_concerns_are_exposed_at_zero_from_the_start() {
+        let registry = MetricsRegistry::new();
+        let metrics = LinkMetrics::register(&registry).unwrap();
+        let crm: Arc<str> = "crm".into();
+        metrics.rate_limit_started(&crm);
+        metrics.auth_started(&crm);
+        let text = registry.encode();
+        for line in [
+            "fiso_link_rate_limited_total{target=\"crm\"} 0\n",
+            "fiso_link_auth_refresh_total{target=\"crm\",status=\"success\"} 0\n",
+            "fiso_link_auth_refresh_total{target=\"crm\",status=\"failure\"} 0\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+
+        metrics.auth_refresh(&crm, "failure");
+        metrics.rate_limited(&crm);
+        metrics.request(&crm, &Method::GET, 503, "http", 0.01);
+        let text = registry.encode();
+        for line in [
+            "fiso_link_auth_refresh_total{target=\"crm\",status=\"failure\"} 1\n",
+            "fiso_link_rate_limited_total{target=\"crm\"} 1\n",
+            "fiso_link_requests_total{target=\"crm\",method=\"GET\",status=\"503\",mode=\"http\"} 1\n",
+            "fiso_link_request_duration_seconds_count{target=\"crm\",method=\"GET\"} 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 }

@@ -59,8 +59,10 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(target: &str, cfg: &RateLimitConfig, metrics: LinkMetrics) -> Self {
+        let target: Arc<str> = target.into();
+        metrics.rate_limit_started(&target);
         RateLimiter {
-            target: target.into(),
+            target,
             bucket: Arc::new(Mutex::new(TokenBucket::new(cfg))),
             metrics,
         }

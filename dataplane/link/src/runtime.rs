@@ -91,6 +91,9 @@ impl LinkRuntime {
             current: Mutex::new(None),
         });
         loader.apply(hash, config.clone()).await;
+        // The initial load counts, like the flows' does: the series exist from startup, so a
+        // dashboard shows the link and `increase()` sees the first failed reload.
+        obs.metrics.config_reload().success(COMPONENT);
         let addr = parse_listen_addr(&config.listen_addr)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -131,17 +131,20 @@ impl Target {
         let refresh_metrics = metrics.clone();
         let refresh_target: Arc<str> = name.into();
         let credentials = match &cfg.auth {
-            Some(auth) => Credentials::start(
-                name,
-                auth,
-                vault,
-                Arc::new(move |status| refresh_metrics.auth_refresh(&refresh_target, status)),
-            )
-            .await
-            .map_err(|source| TargetError::Auth {
-                target: target(),
-                source,
-            })?,
+            Some(auth) => {
+                metrics.auth_started(&refresh_target);
+                Credentials::start(
+                    name,
+                    auth,
+                    vault,
+                    Arc::new(move |status| refresh_metrics.auth_refresh(&refresh_target, status)),
+                )
+                .await
+                .map_err(|source| TargetError::Auth {
+                    target: target(),
+                    source,
+                })?
+            }
             None => None,
         };
         let upstream: Next = match cfg.protocol {

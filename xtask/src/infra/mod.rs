@@ -21,6 +21,7 @@ mod oauth2;
 mod openbao;
 mod pip;
 pub(crate) mod process;
+mod prometheus;
 mod temporal;
 
 use std::collections::BTreeMap;
@@ -151,6 +152,7 @@ impl ServerFiles {
 fn components() -> Vec<Box<dyn Component>> {
     vec![
         Box::new(kube_tools::KubeTools),
+        Box::new(prometheus::Prometheus),
         Box::new(kubernetes::Kubernetes),
         Box::new(node::Node),
         Box::new(kafka::Kafka),

@@ -774,7 +774,7 @@ fn kubelet_healthy() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-fn deb_installed(package: &str) -> bool {
+pub(super) fn deb_installed(package: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", package])
         .output()
