@@ -4,7 +4,6 @@
 //! statuses) so that recording a request allocates nothing: the label set is built for every
 //! request, and the families clone it only the first time they see it.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use fiso_runtime::metrics::MetricsError;
@@ -19,7 +18,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     target: Arc<str>,
-    method: Cow<'static, str>,
+    method: &'static str,
     status: u16,
     mode: &'static str,
 }
@@ -27,7 +26,7 @@ struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DurationLabels {
     target: Arc<str>,
-    method: Cow<'static, str>,
+    method: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -53,8 +52,12 @@ struct StatusLabels {
     status: &'static str,
 }
 
-/// The method as a label value; only an extension method needs an allocation.
-fn method_label(method: &Method) -> Cow<'static, str> {
+/// The method as a label value: the standard methods by name, any other (an extension method
+/// the app chose) as `_OTHER`, as OpenTelemetry's HTTP conventions do, so a caller cannot mint
+/// series.
+const OTHER_METHOD: &str = "_OTHER";
+
+fn method_label(method: &Method) -> &'static str {
     const STANDARD: [Method; 9] = [
         Method::GET,
         Method::POST,
@@ -70,8 +73,8 @@ fn method_label(method: &Method) -> Cow<'static, str> {
         "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
     ];
     match STANDARD.iter().position(|m| m == method) {
-        Some(i) => Cow::Borrowed(NAMES[i]),
-        None => Cow::Owned(method.as_str().to_owned()),
+        Some(i) => NAMES[i],
+        None => OTHER_METHOD,
     }
 }
 
@@ -186,7 +189,7 @@ impl LinkMetrics {
         self.requests
             .get_or_create(&RequestLabels {
                 target: Arc::clone(target),
-                method: method.clone(),
+                method,
                 status,
                 mode,
             })
@@ -346,5 +349,33 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn extension_methods_share_one_label_value() {
+        let registry = MetricsRegistry::new();
+        let metrics = LinkMetrics::register(&registry).unwrap();
+        let crm: Arc<str> = "crm".into();
+        for method in ["PROPFIND", "MADE-UP-1", "MADE-UP-2"] {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            metrics.request(&crm, &method, 200, "http", 0.01);
+        }
+        metrics.request(&crm, &Method::DELETE, 200, "http", 0.01);
+        let text = registry.encode();
+        let series = |m: &str| {
+            format!("fiso_link_requests_total{{target=\"crm\",method=\"{m}\",status=\"200\",mode=\"http\"}}")
+        };
+        assert!(
+            text.contains(&format!("{} 3\n", series("_OTHER"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1\n", series("DELETE"))),
+            "{text}"
+        );
+        assert!(
+            !text.contains("PROPFIND") && !text.contains("MADE-UP"),
+            "{text}"
+        );
     }
 }
