@@ -687,6 +687,7 @@ impl Component for Node {
             .all(|p| alive_pid(&files(ctx, p).pid_file()).is_some())
             && kubelet_healthy()
             && Self::node_ready(ctx, None)
+            && base_images_present()
     }
 
     fn start(&self, ctx: &Ctx) -> Result<()> {
@@ -764,6 +765,17 @@ pub fn import_image(ctx: &Ctx, archive: &Path) -> Result<()> {
             .arg(archive),
         &Node::ops_log(ctx),
     )
+}
+
+/// Whether containerd still has the images every pod needs: kubelet's image garbage collection
+/// or a cleanup may have removed them, and no registry gives them back, so a node without them
+/// is restarted (which imports them again).
+fn base_images_present() -> bool {
+    ctr(&["-n", "k8s.io", "images", "ls", "-q"]).is_ok_and(|list| {
+        [PAUSE_IMAGE, BUSYBOX_IMAGE]
+            .iter()
+            .all(|image| list.lines().any(|l| l == *image))
+    })
 }
 
 /// The kubelet's own health endpoint (its container runtime, its sync loop).
