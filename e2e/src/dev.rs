@@ -128,17 +128,7 @@ impl DevProcess {
 
     /// `GET /metrics`, parsed.
     pub async fn metrics(&self) -> Metrics {
-        let text = self
-            .client
-            .get(format!("http://{}/metrics", self.metrics_addr))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        Metrics::parse(&text)
+        crate::process::scrape_metrics(&self.client, self.metrics_addr).await
     }
 
     /// Ctrl-C.

@@ -316,17 +316,7 @@ impl FisoProcess {
 
     /// `GET /metrics`, parsed.
     pub async fn metrics(&self) -> Metrics {
-        let text = self
-            .client
-            .get(format!("http://{}/metrics", self.metrics_addr))
-            .send()
-            .await
-            .and_then(reqwest::Response::error_for_status)
-            .expect("GET /metrics")
-            .text()
-            .await
-            .expect("metrics text");
-        Metrics::parse(&text)
+        scrape_metrics(&self.client, self.metrics_addr).await
     }
 
     /// Waits until `/metrics` has the sample `name{labels}` with value `expected`; returns
@@ -397,4 +387,18 @@ impl Drop for FisoProcess {
         }
         // kill_on_drop covers a process still running.
     }
+}
+
+/// `GET http://<addr>/metrics`, parsed.
+pub(crate) async fn scrape_metrics(client: &reqwest::Client, addr: SocketAddr) -> Metrics {
+    let text = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    Metrics::parse(&text)
 }

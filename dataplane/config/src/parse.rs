@@ -34,6 +34,17 @@ pub struct Parsed<T> {
 }
 
 impl<T> Parsed<T> {
+    /// `file` before anything of it is read: no config, no findings.
+    fn nothing_read(file: &str) -> Self {
+        Parsed {
+            config: None,
+            diagnostics: Diagnostics::default(),
+            file: file.to_owned(),
+            locations: Locations::default(),
+            set_aside: Vec::new(),
+        }
+    }
+
     /// The file, as named to [`parse_file`].
     pub fn file(&self) -> &str {
         &self.file
@@ -113,13 +124,7 @@ pub fn parse_value<T: DeserializeOwned + JsonSchema>(
     match crate::crd::yaml_text(value.clone()) {
         Ok(text) => parse_file(file, &text),
         Err(e) => {
-            let mut parsed = Parsed {
-                config: None,
-                diagnostics: Diagnostics::default(),
-                file: file.to_owned(),
-                locations: Locations::default(),
-                set_aside: Vec::new(),
-            };
+            let mut parsed = Parsed::nothing_read(file);
             parsed.push(Diagnostic::error("", e.to_string()), None);
             parsed
         }
@@ -129,13 +134,7 @@ pub fn parse_value<T: DeserializeOwned + JsonSchema>(
 /// Reads a config file, reporting every mistake in it at once, each at its own line:column
 /// (an unknown key at the key, anything else at the value).
 pub fn parse_file<T: DeserializeOwned + JsonSchema>(file: &str, text: &str) -> Parsed<T> {
-    let mut parsed = Parsed {
-        config: None,
-        diagnostics: Diagnostics::default(),
-        file: file.to_owned(),
-        locations: Locations::default(),
-        set_aside: Vec::new(),
-    };
+    let mut parsed = Parsed::nothing_read(file);
     if text.trim().is_empty() {
         let empty =
             Diagnostic::error("", "file is empty").hint("see `fiso init` for a complete example");
