@@ -128,7 +128,7 @@ impl LogSettings {
             format,
             level,
             file: None,
-            traces: None,
+            traces: TraceSettings::from_lookup(lookup)?,
         })
     }
 
@@ -196,6 +196,9 @@ impl LogSettings {
                     .with(spans)
                     .try_init()
                     .is_ok();
+                if installed {
+                    tracing::info!(endpoint = %traces.endpoint, protocol = traces.protocol.as_str(), sampler = ?traces.sampler, "exporting traces over OTLP");
+                }
                 (installed, Some(exporting).filter(|_| installed))
             }
         };
@@ -430,6 +433,24 @@ mod tests {
         assert_eq!(s.level, "info");
         let s = LogSettings::from_lookup(env(&[(FORMAT_ENV, ""), (LEVEL_ENV, " ")])).unwrap();
         assert_eq!(s, LogSettings::default());
+    }
+
+    #[test]
+    fn traces_follow_the_otel_variables() {
+        let s =
+            LogSettings::from_lookup(env(&[(crate::otel::ENDPOINT_ENV, "http://collector:4318")]))
+                .unwrap();
+        assert_eq!(
+            s.traces.map(|t| t.endpoint).as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert!(matches!(
+            LogSettings::from_lookup(env(&[
+                (crate::otel::ENDPOINT_ENV, "http://collector:4318"),
+                (crate::otel::PROTOCOL_ENV, "http/json"),
+            ])),
+            Err(LoggingError::Traces(_))
+        ));
     }
 
     #[test]

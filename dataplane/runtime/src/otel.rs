@@ -83,6 +83,16 @@ pub enum ExportProtocol {
     HttpProtobuf,
 }
 
+impl ExportProtocol {
+    /// The specification's name of the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportProtocol::Grpc => "grpc",
+            ExportProtocol::HttpProtobuf => "http/protobuf",
+        }
+    }
+}
+
 /// `OTEL_TRACES_SAMPLER` (+ `OTEL_TRACES_SAMPLER_ARG`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum SamplerSetting {
@@ -251,8 +261,10 @@ impl TraceSettings {
 /// [`DEFAULT_SERVICE_NAME`]; plus `service.version`.
 fn resource() -> Resource {
     let named = std::env::var(SERVICE_NAME_ENV).is_ok_and(|v| !v.trim().is_empty())
-        || std::env::var(RESOURCE_ATTRIBUTES_ENV)
-            .is_ok_and(|v| v.split(',').any(|kv| kv.trim().starts_with("service.name=")));
+        || std::env::var(RESOURCE_ATTRIBUTES_ENV).is_ok_and(|v| {
+            v.split(',')
+                .any(|kv| kv.trim().starts_with("service.name="))
+        });
     let builder = Resource::builder().with_attribute(opentelemetry::KeyValue::new(
         "service.version",
         env!("CARGO_PKG_VERSION"),
@@ -273,7 +285,9 @@ pub(crate) struct Exporting {
 
 impl Exporting {
     /// The bridge from `tracing` spans to this provider's tracer; marks tracing as enabled.
-    pub(crate) fn layer<S>(&self) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+    pub(crate) fn layer<S>(
+        &self,
+    ) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
     where
         S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     {
@@ -412,7 +426,11 @@ pub fn current_trace_id() -> Option<String> {
 }
 
 /// Semantic-convention attributes of an HTTP answer set on `span` after it started.
-pub fn set_attribute(span: &tracing::Span, key: &'static str, value: impl Into<opentelemetry::Value>) {
+pub fn set_attribute(
+    span: &tracing::Span,
+    key: &'static str,
+    value: impl Into<opentelemetry::Value>,
+) {
     if !span.is_disabled() {
         span.set_attribute(key, value);
     }
@@ -458,7 +476,10 @@ mod tests {
         ]))
         .unwrap()
         .unwrap();
-        assert_eq!((s.endpoint.as_str(), s.protocol), ("http://c:4317", ExportProtocol::Grpc));
+        assert_eq!(
+            (s.endpoint.as_str(), s.protocol),
+            ("http://c:4317", ExportProtocol::Grpc)
+        );
         let s = TraceSettings::from_lookup(env(&[
             (ENDPOINT_ENV, "http://c:4318"),
             (TRACES_ENDPOINT_ENV, "https://t/otlp/traces"),
@@ -481,7 +502,9 @@ mod tests {
         let bad = |vars: &[(&str, &str)]| {
             let mut all = vec![(ENDPOINT_ENV, "http://c:4318")];
             all.extend_from_slice(vars);
-            TraceSettings::from_lookup(env(&all)).unwrap_err().to_string()
+            TraceSettings::from_lookup(env(&all))
+                .unwrap_err()
+                .to_string()
         };
         assert!(bad(&[(PROTOCOL_ENV, "http/json")]).contains("http/json"));
         assert!(bad(&[(SAMPLER_ENV, "sometimes")]).contains("sometimes"));

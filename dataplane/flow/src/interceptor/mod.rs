@@ -20,9 +20,9 @@ pub mod protocol;
 #[cfg(test)]
 mod tests;
 
-use tracing::Instrument;
 use std::fmt;
 use std::path::Path;
+use tracing::Instrument;
 
 use fiso_config::flow::InterceptorSpec;
 use fiso_runtime::apps::AppDirectory;

@@ -11,9 +11,9 @@ pub mod dead_letter;
 pub mod delivery;
 mod intercept;
 mod offload;
-mod trace;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -245,19 +245,20 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
         let transform = trace::step("transform");
         let evaluate = || {
             let _in = transform.enter();
-            input.and_then(|mut event| {
-                if let Some(tp) = forwarded.traceparent {
-                    event.set_extension("traceparent", tp)?;
-                    if let Some(ts) = forwarded.tracestate {
-                        event.set_extension("tracestate", ts)?;
+            input
+                .and_then(|mut event| {
+                    if let Some(tp) = forwarded.traceparent {
+                        event.set_extension("traceparent", tp)?;
+                        if let Some(ts) = forwarded.tracestate {
+                            event.set_extension("tracestate", ts)?;
+                        }
                     }
-                }
-                let prepared = self.sink.prepare(&event, budget)?;
-                let processed = self.compiled.process(event)?;
-                span.record("messaging.message.id", processed.event().id());
-                Ok((processed, prepared))
-            })
-            .inspect_err(|e| trace::failed(&transform, e.code()))
+                    let prepared = self.sink.prepare(&event, budget)?;
+                    let processed = self.compiled.process(event)?;
+                    span.record("messaging.message.id", processed.event().id());
+                    Ok((processed, prepared))
+                })
+                .inspect_err(|e| trace::failed(&transform, e.code()))
         };
         let processed = if self.heavy {
             off_the_workers(evaluate)

@@ -3,8 +3,8 @@
 //! producer with `acks=all` by default, delivery confirmed before `deliver` returns, broker
 //! errors retried per the flow's [`RetryPolicy`].
 
-use tracing::Instrument;
 use std::sync::Arc;
+use tracing::Instrument;
 
 use fiso_config::flow::{ContentMode, KafkaSinkConfig, RequiredAcks};
 use fiso_config::kafka::KafkaConfig;
