@@ -179,6 +179,24 @@ async fn http_flow_retry_shows_each_attempt_over_http_protobuf_and_logs_carry_th
         "{}",
         retry_log.raw
     );
+
+    // The latency histogram links to the trace (OpenMetrics exemplar).
+    let exemplar = format!("# {{trace_id=\"{TRACE_ID}\"}}");
+    let metrics = scrape(fiso.metrics_addr()).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("fiso_flow_event_duration_seconds_bucket")
+                && l.contains("phase=\"total\"")
+                && l.contains(&exemplar)),
+        "no exemplar with the trace id:\n{metrics}"
+    );
+}
+
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    send(client().get(format!("http://{addr}/metrics")))
+        .await
+        .text()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,6 +248,15 @@ async fn link_request_span_has_its_upstream_attempt_and_no_credential() {
     assert_eq!(attempt.kind, "SPAN_KIND_CLIENT");
     let (trace, parent) = trace_and_parent(got.header("traceparent").expect("traceparent"));
     assert_eq!((trace, parent), (TRACE_ID, attempt.span_id.as_str()));
+
+    let metrics = scrape(link.fiso.metrics_addr()).await;
+    let exemplar = format!("# {{trace_id=\"{TRACE_ID}\"}}");
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("fiso_link_request_duration_seconds_bucket") && l.contains(&exemplar)
+        ),
+        "no exemplar with the trace id:\n{metrics}"
+    );
 
     let exported = collector.output();
     for secret in [SECRET, "Bearer", "from-the-query"] {

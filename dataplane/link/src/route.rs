@@ -89,6 +89,7 @@ pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) ->
         status,
         mode,
         started.elapsed().as_secs_f64(),
+        &span,
     );
     response
 }

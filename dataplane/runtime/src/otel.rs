@@ -419,9 +419,17 @@ pub fn current_trace_id() -> Option<String> {
     if !enabled() {
         return None;
     }
-    let cx = tracing::Span::current().context();
-    let span = cx.span();
-    let sc = span.span_context();
+    trace_id_of(&tracing::Span::current())
+}
+
+/// [`current_trace_id`] of `span`.
+pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
+    if span.is_disabled() {
+        return None;
+    }
+    let cx = span.context();
+    let otel = cx.span();
+    let sc = otel.span_context();
     (sc.is_valid() && sc.is_sampled()).then(|| sc.trace_id().to_string())
 }
 
