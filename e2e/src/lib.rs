@@ -36,6 +36,7 @@ pub mod link;
 mod logs;
 mod metrics;
 pub mod operator;
+pub mod otel;
 pub mod pods;
 mod process;
 pub mod prometheus;

@@ -8,13 +8,14 @@
 
 use std::time::Duration;
 
+use fiso_runtime::metrics::LatencyHistogram;
 use fiso_runtime::metrics::MetricsError;
 use fiso_runtime::MetricsRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FlowLabel {
@@ -45,11 +46,11 @@ struct PartitionLabels {
     partition: String,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+type HistogramFamily<L> = Family<L, LatencyHistogram, fn() -> LatencyHistogram>;
 
-fn duration_histogram() -> Histogram {
+fn duration_histogram() -> LatencyHistogram {
     // 0.25 ms .. ~16 s
-    Histogram::new(exponential_buckets(0.000_25, 2.0, 17))
+    LatencyHistogram::new(exponential_buckets(0.000_25, 2.0, 17))
 }
 
 /// Outcome of one event, the `status` label of `fiso_flow_events_total`.
@@ -97,7 +98,7 @@ impl Phase {
 #[derive(Debug, Clone)]
 pub struct EventMetrics {
     statuses: [Counter; 3],
-    phases: [Histogram; 3],
+    phases: [LatencyHistogram; 3],
 }
 
 impl EventMetrics {

@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use fiso_runtime::metrics::LatencyHistogram;
 use fiso_runtime::metrics::MetricsError;
 use fiso_runtime::MetricsRegistry;
 use http::Method;
@@ -90,7 +91,7 @@ pub enum CircuitState {
 #[derive(Clone, Debug)]
 pub struct LinkMetrics {
     requests: Family<RequestLabels, Counter>,
-    duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    duration: Family<DurationLabels, LatencyHistogram, fn() -> LatencyHistogram>,
     circuit: Family<TargetLabel, Gauge>,
     retries: Family<RetryLabels, Counter>,
     rate_limited: Family<TargetLabel, Counter>,
@@ -105,12 +106,16 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
+fn latency_histogram() -> LatencyHistogram {
+    LatencyHistogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
 impl LinkMetrics {
     /// Metrics that are not exported anywhere (tests of single layers).
     pub fn unregistered() -> Self {
         LinkMetrics {
             requests: Family::default(),
-            duration: Family::new_with_constructor(duration_histogram),
+            duration: Family::new_with_constructor(latency_histogram),
             circuit: Family::default(),
             retries: Family::default(),
             rate_limited: Family::default(),
@@ -184,6 +189,7 @@ impl LinkMetrics {
         status: u16,
         mode: &'static str,
         seconds: f64,
+        span: &tracing::Span,
     ) {
         let method = method_label(method);
         self.requests
@@ -199,7 +205,7 @@ impl LinkMetrics {
                 target: Arc::clone(target),
                 method,
             })
-            .observe(seconds);
+            .observe_in(seconds, span);
     }
 
     pub fn circuit(&self, target: &Arc<str>, state: CircuitState) {

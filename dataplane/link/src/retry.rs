@@ -153,6 +153,10 @@ impl Concern for Retry {
                 *req.version_mut() = parts.version;
                 *req.headers_mut() = parts.headers.clone();
                 *req.extensions_mut() = parts.extensions.clone();
+                if fiso_runtime::otel::enabled() {
+                    req.extensions_mut()
+                        .insert(crate::upstream::AttemptNumber(attempt));
+                }
                 let response = next.handle(req).await;
                 if attempt >= this.policy.max_attempts || !is_retryable(&response) {
                     return response;

@@ -10,6 +10,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use arc_swap::ArcSwap;
 use http::Method;
@@ -20,7 +22,7 @@ use crate::forward::Forward;
 use crate::framing::{refuse_framing, refuse_method, MAX_METHOD_LEN};
 use crate::metrics::LinkMetrics;
 use crate::path::normalise;
-use crate::response::{error, strip_hop_by_hop, ErrorCode, Request, Response};
+use crate::response::{error, strip_hop_by_hop, ErrorCode, ProxyError, Request, Response};
 use crate::target::Target;
 
 /// A target as the route table holds it: built, or refused with the reason.
@@ -60,16 +62,24 @@ pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) ->
     } else {
         req.method().clone()
     };
-    let (target, mode, response) = match resolve(routes, &mut req) {
+    let caller = fiso_runtime::otel::enabled().then(|| caller_trace(req.headers()));
+    let (target, mode, response, span) = match resolve(routes, &mut req) {
         Ok(target) => {
             let mode = target.mode();
             let name = target.name.clone();
-            let response = target.service.handle(req).await;
-            (name, mode, response)
+            let span = link_span(&name, &method, caller.as_ref());
+            let response = target.service.handle(req).instrument(span.clone()).await;
+            (name, mode, response, span)
         }
-        Err(refusal) => (refusal.target, "http", *refusal.response),
+        Err(refusal) => {
+            let span = link_span(&refusal.target, &method, caller.as_ref());
+            (refusal.target, "http", *refusal.response, span)
+        }
     };
     let status = response.status().as_u16();
+    if !span.is_disabled() {
+        record_answer(&span, &response);
+    }
     if let Some(fault) = response.extensions().get::<ClientFault>() {
         fault.log(&target, &method, status);
     }
@@ -79,6 +89,7 @@ pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) ->
         status,
         mode,
         started.elapsed().as_secs_f64(),
+        &span,
     );
     response
 }
@@ -163,4 +174,77 @@ fn resolve(routes: &Routes, req: &mut Request) -> Result<Arc<Target>, Refusal> {
         query,
     });
     Ok(target)
+}
+
+/// The caller's W3C context from its request headers.
+fn caller_trace(headers: &http::HeaderMap) -> fiso_runtime::otel::TraceHeaders {
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    fiso_runtime::otel::TraceHeaders {
+        traceparent: text("traceparent"),
+        tracestate: text("tracestate"),
+    }
+}
+
+/// `link <target>`: the server span of one proxied request, when traces are exported. No
+/// header, query or credential becomes an attribute.
+fn link_span(
+    target: &str,
+    method: &Method,
+    caller: Option<&fiso_runtime::otel::TraceHeaders>,
+) -> tracing::Span {
+    let Some(caller) = caller else {
+        return tracing::Span::none();
+    };
+    let span = tracing::info_span!(
+        "link",
+        otel.name = format!("link {target}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        fiso.link.target = target,
+        http.request.method = method.as_str(),
+        http.route = "/link/{target}/{path}",
+        http.response.status_code = Empty,
+        fiso.link.path_allowed = Empty,
+        fiso.link.rate_limited = Empty,
+        fiso.link.circuit_open = Empty,
+        error.type = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+    );
+    fiso_runtime::otel::continue_trace(&span, caller);
+    span
+}
+
+/// The answer on the link span: status, and which concern decided when the proxy answered
+/// itself (allowed paths, rate limit, breaker).
+fn record_answer(span: &tracing::Span, response: &Response) {
+    span.record("http.response.status_code", response.status().as_u16());
+    let code = response.extensions().get::<ProxyError>().map(|e| e.0);
+    span.record(
+        "fiso.link.path_allowed",
+        !matches!(code, Some(ErrorCode::PathNotAllowed)),
+    );
+    span.record(
+        "fiso.link.rate_limited",
+        matches!(code, Some(ErrorCode::RateLimited)),
+    );
+    span.record(
+        "fiso.link.circuit_open",
+        matches!(code, Some(ErrorCode::CircuitOpen)),
+    );
+    if let Some(code) = code {
+        span.record("error.type", code.as_str());
+    } else if response.status().is_server_error() {
+        span.record("error.type", response.status().as_str());
+    } else {
+        return;
+    }
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
 }

@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tracing::Instrument;
 
 use axum::body::{Body, BodyDataStream};
 use bytes::Bytes;
@@ -206,11 +207,25 @@ impl HttpUpstream {
             let (stream, watch) = Watched::new(body.into_data_stream());
             (RequestBody::Streamed(stream), Some(watch))
         };
+        let span = attempt_span(
+            &parts.method,
+            target.host_and_port(),
+            parts.extensions.get::<AttemptNumber>(),
+        );
+        // The upstream continues the trace from this attempt.
+        if let Some(trace) = fiso_runtime::otel::headers_of(&span) {
+            set_trace_headers(&mut headers, &trace);
+        }
         let mut request = http::Request::new(body);
         *request.method_mut() = parts.method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        let sent = tokio::time::timeout(target.timeout, target.client.request(request)).await;
+        let sent = tokio::time::timeout(target.timeout, target.client.request(request))
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            record_attempt(&span, &sent);
+        }
         if let Some(fault) = client_body
             .as_deref()
             .and_then(|body| client_fault(body, &sent))
@@ -253,4 +268,70 @@ impl HttpUpstream {
         strip_hop_by_hop(response.headers_mut());
         response
     }
+}
+
+/// The retry layer's attempt number (1-based) on a request, set only when traces are exported.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptNumber(pub u32);
+
+/// The client span of one upstream attempt, per the HTTP semantic conventions.
+fn attempt_span(
+    method: &http::Method,
+    (host, port): (&str, u16),
+    attempt: Option<&AttemptNumber>,
+) -> tracing::Span {
+    if !fiso_runtime::otel::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "upstream",
+        otel.name = method.as_str(),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method.as_str(),
+        server.address = host,
+        server.port = port,
+        http.request.resend_count = attempt.map(|a| a.0.saturating_sub(1)).filter(|n| *n > 0),
+        http.response.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    fiso_runtime::otel::record_ids(&span);
+    span
+}
+
+fn record_attempt<B, E>(
+    span: &tracing::Span,
+    sent: &Result<Result<http::Response<B>, E>, tokio::time::error::Elapsed>,
+) {
+    let error_type = match sent {
+        Ok(Ok(r)) => {
+            span.record("http.response.status_code", r.status().as_u16());
+            if !r.status().is_server_error() {
+                return;
+            }
+            r.status().as_str().to_owned()
+        }
+        Ok(Err(_)) => ErrorCode::UpstreamUnreachable.as_str().to_owned(),
+        Err(_) => ErrorCode::UpstreamTimeout.as_str().to_owned(),
+    };
+    span.record("error.type", error_type.as_str());
+    span.record("otel.status_code", "ERROR");
+}
+
+/// `traceparent` / `tracestate` of the attempt, replacing the caller's.
+fn set_trace_headers(headers: &mut http::HeaderMap, trace: &fiso_runtime::otel::TraceHeaders) {
+    let value = |v: &Option<String>| {
+        v.as_deref()
+            .and_then(|v| http::HeaderValue::from_str(v).ok())
+    };
+    match value(&trace.traceparent) {
+        Some(tp) => headers.insert("traceparent", tp),
+        None => headers.remove("traceparent"),
+    };
+    match value(&trace.tracestate) {
+        Some(ts) => headers.insert("tracestate", ts),
+        None => headers.remove("tracestate"),
+    };
 }

@@ -65,6 +65,7 @@ pub mod http_client;
 pub mod kafka;
 pub mod logging;
 pub mod metrics;
+pub mod otel;
 pub mod reload;
 pub mod server;
 pub mod shutdown;

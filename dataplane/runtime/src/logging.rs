@@ -20,6 +20,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
+use crate::otel::{Exporting, TraceSettings};
+
 pub const FORMAT_ENV: &str = "FISO_LOG_FORMAT";
 pub const LEVEL_ENV: &str = "FISO_LOG_LEVEL";
 pub const DEFAULT_LEVEL: &str = "info";
@@ -42,6 +44,8 @@ pub enum LoggingError {
         #[source]
         source: ParseError,
     },
+    #[error(transparent)]
+    Traces(#[from] crate::otel::TraceConfigError),
     #[error("cannot open log file {}: {source}", path.display())]
     LogFile {
         path: PathBuf,
@@ -73,13 +77,15 @@ impl FromStr for LogFormat {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogSettings {
     pub format: LogFormat,
     /// `EnvFilter` syntax: `debug`, `info,fiso_flow=trace`, ...
     pub level: String,
     /// Also append every event as a JSON line to this file (parent dirs are created).
     pub file: Option<PathBuf>,
+    /// Export spans over OTLP (`OTEL_*` variables); `None` = no span is created at all.
+    pub traces: Option<TraceSettings>,
 }
 
 impl Default for LogSettings {
@@ -88,6 +94,7 @@ impl Default for LogSettings {
             format: LogFormat::Json,
             level: DEFAULT_LEVEL.to_owned(),
             file: None,
+            traces: None,
         }
     }
 }
@@ -98,6 +105,7 @@ impl LogSettings {
             format,
             level: level.into(),
             file: None,
+            traces: None,
         }
     }
 
@@ -108,6 +116,7 @@ impl LogSettings {
     }
 
     fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, LoggingError> {
+        let lookup = &lookup;
         let non_empty = |key| lookup(key).filter(|v: &String| !v.trim().is_empty());
         let format = match non_empty(FORMAT_ENV) {
             Some(v) => v.parse()?,
@@ -119,11 +128,18 @@ impl LogSettings {
             format,
             level,
             file: None,
+            traces: TraceSettings::from_lookup(lookup)?,
         })
     }
 
     pub fn with_format(mut self, format: LogFormat) -> Self {
         self.format = format;
+        self
+    }
+
+    /// Exports spans as `traces` says (replacing what the environment said).
+    pub fn with_traces(mut self, traces: Option<TraceSettings>) -> Self {
+        self.traces = traces;
         self
     }
 
@@ -136,8 +152,7 @@ impl LogSettings {
     /// flushes the log file. If a subscriber is already installed (a second call, or a test
     /// harness), nothing changes and the guard reports `installed() == false`.
     pub fn init(self) -> Result<LogGuard, LoggingError> {
-        let filter = build_filter(&self.level)?;
-        let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::with_capacity(2);
+        let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::with_capacity(3);
         layers.push(match self.format {
             LogFormat::Json => json_layer(io::stderr).boxed(),
             LogFormat::Pretty => tracing_subscriber::fmt::layer()
@@ -153,14 +168,44 @@ impl LogSettings {
             }
             None => None,
         };
-        let installed = tracing_subscriber::registry()
-            .with(layers)
-            .with(filter)
-            .try_init()
-            .is_ok();
+        let (installed, exporting) = match &self.traces {
+            // Without traces one filter decides for the whole subscriber, as before: a span or
+            // event below the level costs one comparison.
+            None => {
+                let filter = build_filter(&self.level)?;
+                let installed = tracing_subscriber::registry()
+                    .with(layers)
+                    .with(filter)
+                    .try_init()
+                    .is_ok();
+                (installed, None)
+            }
+            // With traces the log level must not decide which spans are exported: the log
+            // layers keep the level, the bridge takes the data plane's own spans.
+            Some(traces) => {
+                let exporting = traces.start()?;
+                let logs = layers.with_filter(build_filter(&self.level)?);
+                let spans = exporting.layer().with_filter(
+                    tracing_subscriber::filter::Targets::new()
+                        .with_target("fiso_flow", tracing::Level::INFO)
+                        .with_target("fiso_link", tracing::Level::INFO)
+                        .with_target("fiso_runtime", tracing::Level::INFO),
+                );
+                let installed = tracing_subscriber::registry()
+                    .with(logs)
+                    .with(spans)
+                    .try_init()
+                    .is_ok();
+                if installed {
+                    tracing::info!(endpoint = %traces.endpoint, protocol = traces.protocol.as_str(), sampler = ?traces.sampler, "exporting traces over OTLP");
+                }
+                (installed, Some(exporting).filter(|_| installed))
+            }
+        };
         Ok(LogGuard {
             // A worker whose layer was not installed would never receive anything.
             _file_writer: worker.filter(|_| installed),
+            _traces: exporting,
             installed,
         })
     }
@@ -177,6 +222,8 @@ pub fn init(format: LogFormat, level: &str) -> Result<LogGuard, LoggingError> {
 pub struct LogGuard {
     // Held for its `Drop`, which flushes the file.
     _file_writer: Option<FileWorker>,
+    // Held for its `Drop`, which flushes queued spans to the collector.
+    _traces: Option<Exporting>,
     installed: bool,
 }
 
@@ -386,6 +433,24 @@ mod tests {
         assert_eq!(s.level, "info");
         let s = LogSettings::from_lookup(env(&[(FORMAT_ENV, ""), (LEVEL_ENV, " ")])).unwrap();
         assert_eq!(s, LogSettings::default());
+    }
+
+    #[test]
+    fn traces_follow_the_otel_variables() {
+        let s =
+            LogSettings::from_lookup(env(&[(crate::otel::ENDPOINT_ENV, "http://collector:4318")]))
+                .unwrap();
+        assert_eq!(
+            s.traces.map(|t| t.endpoint).as_deref(),
+            Some("http://collector:4318/v1/traces")
+        );
+        assert!(matches!(
+            LogSettings::from_lookup(env(&[
+                (crate::otel::ENDPOINT_ENV, "http://collector:4318"),
+                (crate::otel::PROTOCOL_ENV, "http/json"),
+            ])),
+            Err(LoggingError::Traces(_))
+        ));
     }
 
     #[test]

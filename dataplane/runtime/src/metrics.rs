@@ -16,6 +16,80 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Metric, Registry};
 
+/// The exemplar of a latency observation: the trace it was part of (OpenMetrics exemplars,
+/// which Prometheus stores with `--enable-feature=exemplar-storage` and Grafana links to the
+/// trace).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct TraceExemplar {
+    pub trace_id: String,
+}
+
+/// A latency histogram that carries exemplars with the trace id when traces are exported, and
+/// is the plain histogram otherwise (exemplars take a lock of their own per observation, which
+/// the data path pays only when tracing is on). Chosen when the histogram is created: create
+/// after logging is set up.
+#[derive(Debug, Clone)]
+pub enum LatencyHistogram {
+    Plain(prometheus_client::metrics::histogram::Histogram),
+    Traced(prometheus_client::metrics::exemplar::HistogramWithExemplars<TraceExemplar>),
+}
+
+impl LatencyHistogram {
+    pub fn new(buckets: impl Iterator<Item = f64>) -> Self {
+        if crate::otel::enabled() {
+            Self::Traced(prometheus_client::metrics::exemplar::HistogramWithExemplars::new(buckets))
+        } else {
+            Self::Plain(prometheus_client::metrics::histogram::Histogram::new(
+                buckets,
+            ))
+        }
+    }
+
+    /// Observes `seconds`; the exemplar is the current span's trace, when sampled.
+    pub fn observe(&self, seconds: f64) {
+        match self {
+            Self::Plain(h) => h.observe(seconds),
+            Self::Traced(h) => h.observe(
+                seconds,
+                crate::otel::current_trace_id().map(|trace_id| TraceExemplar { trace_id }),
+                None,
+            ),
+        }
+    }
+
+    /// Observes `seconds` with `span`'s trace as the exemplar (outside the span).
+    pub fn observe_in(&self, seconds: f64, span: &tracing::Span) {
+        match self {
+            Self::Plain(h) => h.observe(seconds),
+            Self::Traced(h) => h.observe(
+                seconds,
+                crate::otel::trace_id_of(span).map(|trace_id| TraceExemplar { trace_id }),
+                None,
+            ),
+        }
+    }
+}
+
+impl prometheus_client::metrics::TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl prometheus_client::encoding::EncodeMetric for LatencyHistogram {
+    fn encode(
+        &self,
+        encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        match self {
+            Self::Plain(h) => h.encode(encoder),
+            Self::Traced(h) => h.encode(encoder),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// What `/metrics` answers with; Prometheus negotiates OpenMetrics natively.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 

@@ -19,6 +19,7 @@ mod kubernetes;
 pub mod node;
 mod oauth2;
 mod openbao;
+mod otel;
 mod pip;
 pub(crate) mod process;
 mod prometheus;
@@ -159,6 +160,7 @@ fn components() -> Vec<Box<dyn Component>> {
         Box::new(openbao::OpenBao),
         Box::new(temporal::Temporal),
         Box::new(oauth2::OAuth2),
+        Box::new(otel::Otel),
     ]
 }
 

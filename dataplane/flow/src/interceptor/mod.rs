@@ -22,6 +22,7 @@ mod tests;
 
 use std::fmt;
 use std::path::Path;
+use tracing::Instrument;
 
 use fiso_config::flow::InterceptorSpec;
 use fiso_runtime::apps::AppDirectory;
@@ -159,7 +160,14 @@ impl InterceptorChain {
             event.insert("headers".into(), Value::Object(Map::new()));
         }
         for step in &self.steps {
-            match step.run(&event).await {
+            let span = step_span(step.label());
+            let answer = step.run(&event).instrument(span.clone()).await;
+            match &answer {
+                Ok(Answer::Reject { .. }) => failed(&span, "INTERCEPTOR_REJECTED"),
+                Err(e) => failed(&span, e.code()),
+                Ok(_) => {}
+            }
+            match answer {
                 Ok(Answer::Event(Value::Object(next))) => event = next,
                 Ok(Answer::Event(_)) => unreachable!("protocol::decode_output returns objects"),
                 Ok(Answer::Reject { status, reason }) => {
@@ -222,4 +230,27 @@ pub fn modules_fingerprint(specs: &[InterceptorSpec], base_dir: Option<&Path>) -
         }),
         base_dir,
     )
+}
+
+/// `interceptor <module>`: one interceptor's run on an event, when traces are exported.
+fn step_span(module: &str) -> tracing::Span {
+    if !fiso_runtime::otel::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "interceptor",
+        otel.name = format!("interceptor {module}"),
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        fiso.interceptor.module = module,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    fiso_runtime::otel::record_ids(&span);
+    span
+}
+
+fn failed(span: &tracing::Span, code: &str) {
+    span.record("error.type", code);
+    span.record("otel.status_code", "ERROR");
 }

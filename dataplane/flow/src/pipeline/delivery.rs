@@ -19,6 +19,8 @@ pub const CORRELATION_HEADER: &str = "fiso-correlation-id";
 pub struct DeliveryContext {
     pub correlation_id: String,
     pub traceparent: Option<String>,
+    /// The caller's W3C `tracestate`, which travels with `traceparent`.
+    pub tracestate: Option<String>,
     /// The source's raw payload (the HTTP request body): the value of a dead letter.
     pub body: Bytes,
     /// Where the event came from, when the source is Kafka: the dead letter's key and
@@ -146,4 +148,17 @@ pub enum Outcome {
     },
     /// The sink did not accept it.
     Failed(DeliveryError),
+}
+
+impl Outcome {
+    /// The stable code of a failure (`error.type` of the event's span); `None` when delivered.
+    pub fn error_code(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Delivered(_) => None,
+            Outcome::DeadLettered { .. } => Some("DEAD_LETTERED"),
+            Outcome::Invalid(e) => Some(e.code()),
+            Outcome::Rejected { .. } => Some("INTERCEPTOR_REJECTED"),
+            Outcome::Failed(_) => Some("SINK_DELIVERY_FAILED"),
+        }
+    }
 }

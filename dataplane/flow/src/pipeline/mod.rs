@@ -13,6 +13,7 @@ mod intercept;
 mod offload;
 #[cfg(test)]
 mod tests;
+mod trace;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use std::time::Instant;
 use fiso_config::flow::{CommitPolicy, FlowConfig};
 use fiso_runtime::Readiness;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::interceptor::{InterceptorBuildError, InterceptorChain};
 use crate::kafka::client::{KafkaBuildError, KafkaDelivery, KafkaDeliveryError};
@@ -209,28 +211,61 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
         &self.compiled
     }
 
-    /// transform → CloudEvent → interceptors → sink, recording metrics for every outcome.
+    /// transform → CloudEvent → interceptors → sink, recording metrics for every outcome, in
+    /// the event's `flow <name>` span when traces are exported.
     pub async fn handle(
         &self,
         input: Result<InputEvent, FlowError>,
         ctx: &DeliveryContext,
     ) -> Outcome {
+        if !fiso_runtime::otel::enabled() {
+            return self.handle_in(input, ctx, &tracing::Span::none()).await;
+        }
+        let caller = trace::caller(ctx, input.as_ref().ok());
+        let span = trace::flow_span(&self.name, &self.config.source, ctx, &caller);
+        let outcome = self
+            .handle_in(input, ctx, &span)
+            .instrument(span.clone())
+            .await;
+        if let Some(code) = outcome.error_code() {
+            trace::failed(&span, code);
+        }
+        outcome
+    }
+
+    async fn handle_in(
+        &self,
+        input: Result<InputEvent, FlowError>,
+        ctx: &DeliveryContext,
+        span: &tracing::Span,
+    ) -> Outcome {
         let started = Instant::now();
         let budget = self.compiled.budget();
+        let forwarded = trace::forwarded(span, ctx);
+        let transform = trace::step("transform");
         let evaluate = || {
-            input.and_then(|mut event| {
-                if let Some(tp) = &ctx.traceparent {
-                    event.set_extension("traceparent", tp.clone())?;
-                }
-                let prepared = self.sink.prepare(&event, budget)?;
-                Ok((self.compiled.process(event)?, prepared))
-            })
+            let _in = transform.enter();
+            input
+                .and_then(|mut event| {
+                    if let Some(tp) = forwarded.traceparent {
+                        event.set_extension("traceparent", tp)?;
+                        if let Some(ts) = forwarded.tracestate {
+                            event.set_extension("tracestate", ts)?;
+                        }
+                    }
+                    let prepared = self.sink.prepare(&event, budget)?;
+                    let processed = self.compiled.process(event)?;
+                    span.record("messaging.message.id", processed.event().id());
+                    Ok((processed, prepared))
+                })
+                .inspect_err(|e| trace::failed(&transform, e.code()))
         };
         let processed = if self.heavy {
             off_the_workers(evaluate)
         } else {
             evaluate()
         };
+        drop(transform);
         // Only when interceptors ask for headers does the delivery need its own context.
         let mut with_headers = None;
         let processed = match processed {
@@ -324,7 +359,8 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
                 response: error.response.as_ref(),
             },
         );
-        match dlq.write(&letter).await {
+        let span = trace::step("dlq write");
+        match dlq.write(&letter).instrument(span.clone()).await {
             Ok(at) => {
                 self.metrics.dead_lettered(&self.name);
                 tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, topic = dlq.topic(), partition = at.partition, offset = at.offset, "event dead-lettered");
@@ -335,6 +371,7 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
                 }
             }
             Err(dlq_error) => {
+                trace::failed(&span, "DLQ_WRITE_FAILED");
                 tracing::error!(flow = %self.name, correlation_id = %ctx.correlation_id, error = %dlq_error, "DLQ write failed");
                 Outcome::Failed(error)
             }
@@ -362,13 +399,15 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
                 response: None,
             },
         );
-        match dlq.write(&letter).await {
+        let span = trace::step("dlq write");
+        match dlq.write(&letter).instrument(span.clone()).await {
             Ok(at) => {
                 self.metrics.dead_lettered(&self.name);
                 tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, code = error.code(), topic = dlq.topic(), partition = at.partition, offset = at.offset, "event dead-lettered");
                 Ok(Some(at))
             }
             Err(e) => {
+                trace::failed(&span, "DLQ_WRITE_FAILED");
                 tracing::error!(flow = %self.name, correlation_id = %ctx.correlation_id, error = %e, "DLQ write failed");
                 Err(e)
             }

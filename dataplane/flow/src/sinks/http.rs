@@ -20,6 +20,9 @@ use hyper::header::{
 };
 use hyper::{Method, StatusCode, Uri};
 
+use tracing::field::Empty;
+use tracing::Instrument;
+
 use super::Sink;
 use crate::cel::budget::Budget;
 use crate::event::header_binding::{self, Binding};
@@ -203,12 +206,21 @@ impl HttpSink {
             *request.method_mut() = self.method.clone();
             *request.uri_mut() = self.uri.clone();
             *request.headers_mut() = headers.clone();
+            let span = self.attempt_span(n);
+            // The sink continues the trace from this attempt.
+            if let Some(trace) = fiso_runtime::otel::headers_of(&span) {
+                set_trace_headers(request.headers_mut(), &trace);
+            }
+            let traced = span.clone();
             async move {
                 if n > 0 {
                     tracing::debug!(url = %self.uri, attempt = n + 1, "retrying sink delivery");
                 }
-                self.attempt(request).await
+                let attempt = self.attempt(request).await;
+                record_attempt(&traced, &attempt);
+                attempt
             }
+            .instrument(span)
         })
         .await;
         match result {
@@ -223,6 +235,33 @@ impl HttpSink {
                 Err(HttpDeliveryError::Exhausted { attempts, last })
             }
         }
+    }
+
+    /// The client span of attempt `n` (0-based), per the HTTP semantic conventions; the
+    /// query string is left out of `url.path`-only attributes (it may carry secrets).
+    fn attempt_span(&self, n: u32) -> tracing::Span {
+        if !fiso_runtime::otel::enabled() {
+            return tracing::Span::none();
+        }
+        let (host, port) = http_client::host_and_port(&self.uri);
+        let span = tracing::info_span!(
+            "deliver",
+            otel.name = self.method.as_str(),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = self.method.as_str(),
+            server.address = host,
+            server.port = port,
+            url.path = self.uri.path(),
+            url.scheme = self.uri.scheme_str().unwrap_or("http"),
+            http.request.resend_count = (n > 0).then_some(n),
+            http.response.status_code = Empty,
+            error.type = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+        );
+        fiso_runtime::otel::record_ids(&span);
+        span
     }
 
     /// One attempt, bounded as a whole by the sink's `timeout`: when it runs out while the
@@ -305,11 +344,19 @@ impl HttpSink {
             HeaderName::from_static(CORRELATION_HEADER),
             HeaderValue::from_str(&ctx.correlation_id).map_err(|_| bad("correlation id"))?,
         );
+        // The caller's context, forwarded as it came; an attempt span replaces it when traces
+        // are exported.
         if let Some(tp) = &ctx.traceparent {
             headers.insert(
                 HeaderName::from_static("traceparent"),
                 HeaderValue::from_str(tp).map_err(|_| bad("traceparent"))?,
             );
+            if let Some(ts) = &ctx.tracestate {
+                headers.insert(
+                    HeaderName::from_static("tracestate"),
+                    HeaderValue::from_str(ts).map_err(|_| bad("tracestate"))?,
+                );
+            }
         }
         for (name, value) in &ctx.sink_headers {
             let name = HeaderName::from_bytes(name.as_bytes())
@@ -369,6 +416,45 @@ impl Sink for HttpSink {
     ) -> Result<Receipt, DeliveryError> {
         Ok(Receipt::Response(self.send(event, ctx).await?))
     }
+}
+
+/// `traceparent` / `tracestate` of the next hop, replacing the caller's.
+fn set_trace_headers(headers: &mut HeaderMap, trace: &fiso_runtime::otel::TraceHeaders) {
+    let header = |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
+    let parent = HeaderName::from_static("traceparent");
+    let state = HeaderName::from_static("tracestate");
+    match header(&trace.traceparent) {
+        Some(tp) => headers.insert(parent, tp),
+        None => headers.remove(parent),
+    };
+    match header(&trace.tracestate) {
+        Some(ts) => headers.insert(state, ts),
+        None => headers.remove(state),
+    };
+}
+
+/// The answer of an attempt on its span: status code, and `error.type` when it failed.
+fn record_attempt(span: &tracing::Span, attempt: &Attempt<SinkResponse, LastFailure>) {
+    if span.is_disabled() {
+        return;
+    }
+    let failure = match attempt {
+        Attempt::Success(r) => {
+            span.record("http.response.status_code", r.status.as_u16());
+            return;
+        }
+        Attempt::Permanent(f) | Attempt::Retryable(f, _) => f,
+    };
+    let error_type = match failure {
+        LastFailure::Response(r) => {
+            span.record("http.response.status_code", r.status.as_u16());
+            r.status.as_str().to_owned()
+        }
+        LastFailure::Timeout => "timeout".to_owned(),
+        LastFailure::Network(_) => "network".to_owned(),
+    };
+    span.record("error.type", error_type.as_str());
+    span.record("otel.status_code", "ERROR");
 }
 
 /// What an attempt keeps of the answer's head.

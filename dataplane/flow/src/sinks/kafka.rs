@@ -4,6 +4,7 @@
 //! errors retried per the flow's [`RetryPolicy`].
 
 use std::sync::Arc;
+use tracing::Instrument;
 
 use fiso_config::flow::{ContentMode, KafkaSinkConfig, RequiredAcks};
 use fiso_config::kafka::KafkaConfig;
@@ -165,7 +166,30 @@ impl Sink for KafkaSink {
         key: Option<Vec<u8>>,
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {
-        let at = self.send(event, key, ctx).await?;
+        let span = self.send_span();
+        let at = match fiso_runtime::otel::headers_of(&span) {
+            // The consumer of the record continues the trace from this span.
+            Some(trace) => {
+                let ctx = DeliveryContext {
+                    traceparent: trace.traceparent,
+                    tracestate: trace.tracestate,
+                    ..ctx.clone()
+                };
+                let sent = self.send(event, key, &ctx).instrument(span.clone()).await;
+                match &sent {
+                    Ok(at) => {
+                        span.record("messaging.destination.partition.id", at.partition);
+                        span.record("messaging.kafka.offset", at.offset);
+                    }
+                    Err(_) => {
+                        span.record("error.type", "SINK_DELIVERY_FAILED");
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }
+                sent?
+            }
+            None => self.send(event, key, ctx).await?,
+        };
         Ok(Receipt::Published {
             topic: self.topic.clone(),
             at,
@@ -174,6 +198,31 @@ impl Sink for KafkaSink {
 
     fn transactions(&self) -> Option<&Arc<TransactionalProducer>> {
         self.transactions.as_ref()
+    }
+}
+
+impl KafkaSink {
+    /// `send <topic>`: the producer span of the record, when traces are exported.
+    fn send_span(&self) -> tracing::Span {
+        if !fiso_runtime::otel::enabled() {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!(
+            "send",
+            otel.name = format!("send {}", self.topic),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = %self.topic,
+            messaging.destination.partition.id = tracing::field::Empty,
+            messaging.kafka.offset = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        fiso_runtime::otel::record_ids(&span);
+        span
     }
 }
 
@@ -205,6 +254,9 @@ pub fn encode(
     }
     if let Some(tp) = &ctx.traceparent {
         put("traceparent", tp.clone());
+        if let Some(ts) = &ctx.tracestate {
+            put("tracestate", ts.clone());
+        }
     }
     for (name, value) in &ctx.sink_headers {
         put(name, value.clone());

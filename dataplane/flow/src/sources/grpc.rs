@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::grpc_incoming::incoming;
-use super::request::{correlation_id, text_headers, traceparent};
+use super::request::{correlation_id, text_headers, traceparent, tracestate};
 use crate::event::protobuf::proto::fiso::v1::event_service_server::{
     EventService, EventServiceServer,
 };
@@ -220,6 +220,7 @@ impl Ingest {
         let ctx = DeliveryContext {
             correlation_id: correlation_id(headers),
             traceparent: traceparent(headers),
+            tracestate: tracestate(headers),
             body,
             origin: None,
             headers: if flow.has_interceptors() {

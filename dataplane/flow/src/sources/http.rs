@@ -16,7 +16,7 @@ use fiso_runtime::server::{is_body_timeout, ServerTimeouts};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 
-use super::request::{correlation_id, text_headers, traceparent};
+use super::request::{correlation_id, text_headers, traceparent, tracestate};
 use crate::event::header_binding::Binding;
 use crate::event::message;
 use crate::pipeline::delivery::{
@@ -141,6 +141,7 @@ async fn ingest(route: Route, req: Request, correlation_id: &str) -> Response {
     let ctx = DeliveryContext {
         correlation_id: correlation_id.to_owned(),
         traceparent: traceparent(&parts.headers),
+        tracestate: tracestate(&parts.headers),
         body: bytes.clone(),
         origin: None,
         headers: if flow.has_interceptors() {

@@ -30,8 +30,17 @@ pub fn correlation_id(headers: &HeaderMap) -> String {
 
 /// The `traceparent` header, when it is text.
 pub fn traceparent(headers: &HeaderMap) -> Option<String> {
+    text(headers, "traceparent")
+}
+
+/// The `tracestate` header, when it is text.
+pub fn tracestate(headers: &HeaderMap) -> Option<String> {
+    text(headers, "tracestate")
+}
+
+fn text(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
-        .get("traceparent")
+        .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }

@@ -58,6 +58,7 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
     let ctx = DeliveryContext {
         correlation_id,
         traceparent: header("traceparent").or_else(|| header("ce_traceparent")),
+        tracestate: header("tracestate").or_else(|| header("ce_tracestate")),
         body,
         origin: Some(Origin {
             topic: topic.clone(),
