@@ -3,7 +3,7 @@
 //! OTLP/gRPC and OTLP/HTTP; the Link's request span with its upstream attempt, and no
 //! credential anywhere in what is exported; `trace_id` in the logs.
 
-use fiso_e2e::kafka::{kafka_source, produce_in_order, unique};
+use fiso_e2e::kafka::{create_topic, kafka_source, produce_in_order, unique};
 use fiso_e2e::link::{http_target, Link};
 use fiso_e2e::otel::{Collector, Span};
 use fiso_e2e::{client, send, FisoProcess, FlowDir, HttpFlow, Reply, Script, SinkServer};
@@ -40,6 +40,9 @@ async fn kafka_to_http_flow_continues_the_record_trace_over_grpc() {
     let sink = SinkServer::start(Script::always(Reply::status(200))).await;
     let topic = unique("traces-in");
     let group = unique("traces-group");
+    // The topic exists before the consumer subscribes, so it is assigned at once rather than
+    // at the next metadata refresh.
+    create_topic(&topic, 1).await;
     let dir = FlowDir::new();
     dir.write(
         "traced.yaml",

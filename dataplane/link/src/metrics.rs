@@ -345,7 +345,14 @@ mod tests {
 
         metrics.auth_refresh(&crm, "failure");
         metrics.rate_limited(&crm);
-        metrics.request(&crm, &Method::GET, 503, "http", 0.01);
+        metrics.request(
+            &crm,
+            &Method::GET,
+            503,
+            "http",
+            0.01,
+            &tracing::Span::none(),
+        );
         let text = registry.encode();
         for line in [
             "fiso_link_auth_refresh_total{target=\"crm\",status=\"failure\"} 1\n",
@@ -364,9 +371,16 @@ mod tests {
         let crm: Arc<str> = "crm".into();
         for method in ["PROPFIND", "MADE-UP-1", "MADE-UP-2"] {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
-            metrics.request(&crm, &method, 200, "http", 0.01);
+            metrics.request(&crm, &method, 200, "http", 0.01, &tracing::Span::none());
         }
-        metrics.request(&crm, &Method::DELETE, 200, "http", 0.01);
+        metrics.request(
+            &crm,
+            &Method::DELETE,
+            200,
+            "http",
+            0.01,
+            &tracing::Span::none(),
+        );
         let text = registry.encode();
         let series = |m: &str| {
             format!("fiso_link_requests_total{{target=\"crm\",method=\"{m}\",status=\"200\",mode=\"http\"}}")
