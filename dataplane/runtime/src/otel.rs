@@ -447,14 +447,7 @@ pub fn set_attribute(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |key| {
-            vars.iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use crate::logging::tests::env;
 
     #[test]
     fn off_without_an_endpoint_or_when_disabled() {

@@ -4,6 +4,7 @@
 //! `fiso logs` and `fiso doctor` read them.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -143,8 +144,19 @@ pub fn running(project: &Path) -> Option<SessionInfo> {
     }
 }
 
+/// `fiso dev` writes a few hundred bytes; anything larger was not written by it.
+const MAX_INFO_BYTES: u64 = 64 * 1024;
+
 fn read_info(project: &Path) -> Option<SessionInfo> {
-    let text = std::fs::read(dir(project).join("session.json")).ok()?;
+    let mut text = Vec::new();
+    File::open(dir(project).join("session.json"))
+        .ok()?
+        .take(MAX_INFO_BYTES + 1)
+        .read_to_end(&mut text)
+        .ok()?;
+    if text.len() as u64 > MAX_INFO_BYTES {
+        return None;
+    }
     serde_json::from_slice(&text).ok()
 }
 
@@ -176,5 +188,27 @@ mod tests {
         assert!(running(project).is_none());
         assert!(!dir(project).join("session.json").exists());
         Session::acquire(project).unwrap();
+    }
+
+    #[test]
+    fn session_info_is_read_up_to_its_bound() {
+        let tmp = tempfile::tempdir().unwrap();
+        let project = tmp.path();
+        std::fs::create_dir_all(dir(project)).unwrap();
+        let info = |padding: usize| {
+            let head = r#"{"pid": 7, "apps": [], "pad": ""#;
+            let tail = r#""}"#;
+            let fill = padding - head.len() - tail.len();
+            format!("{head}{}{tail}", " ".repeat(fill))
+        };
+        let at_bound = info(MAX_INFO_BYTES as usize);
+        std::fs::write(dir(project).join("session.json"), &at_bound).unwrap();
+        assert_eq!(read_info(project).and_then(|i| i.pid), Some(7));
+        std::fs::write(
+            dir(project).join("session.json"),
+            info(MAX_INFO_BYTES as usize + 1),
+        )
+        .unwrap();
+        assert!(read_info(project).is_none());
     }
 }
