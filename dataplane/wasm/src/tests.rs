@@ -21,12 +21,18 @@ fn wat(name: &str) -> String {
 }
 
 /// Writes `testdata/<name>.wat` as `<tmp>/<name>.wasm`; returns the directory and file name.
+/// Tests run in parallel and share the directory, so the file is written aside and renamed into
+/// place: a test loading it never sees another test's half-written copy.
 fn module_file(name: &str) -> (PathBuf, String) {
+    static WRITES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!("fiso-wasm-tests-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = format!("{name}.wasm");
     let bytes = ::wat::parse_str(wat(name)).unwrap_or_else(|e| panic!("{name}.wat: {e}"));
-    std::fs::write(dir.join(&file), bytes).unwrap();
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let aside = dir.join(format!(".{file}.{n}"));
+    std::fs::write(&aside, bytes).unwrap();
+    std::fs::rename(&aside, dir.join(&file)).unwrap();
     (dir, file)
 }
 

@@ -18,7 +18,7 @@ pub mod app;
 pub mod protocol;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::fmt;
 use std::path::Path;

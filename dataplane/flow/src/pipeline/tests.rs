@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use axum::http::StatusCode;
 use bytes::Bytes;
-use fiso_config::flow::{InterceptorSpec, WasmConfig, WasmRuntime};
+use fiso_config::flow::WasmRuntime;
 use fiso_runtime::MetricsRegistry;
 
 use super::delivery::{DeliveryErrorKind, Origin, Receipt, SinkResponse};
@@ -394,27 +394,7 @@ async fn refusals_before_delivery_never_reach_the_sink() {
 
 /// The chain of one `dataplane/wasm/testdata/<name>.wat` interceptor.
 fn wasm_chain(name: &str) -> InterceptorChain {
-    let dir = std::env::temp_dir().join(format!("fiso-pipeline-tests-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let wat = std::fs::read_to_string(format!(
-        "{}/../wasm/testdata/{name}.wat",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    let module = ::wat::parse_str(wat).unwrap();
-    std::fs::write(dir.join(format!("{name}.wasm")), module).unwrap();
-    let spec = InterceptorSpec::Wasm(WasmConfig {
-        module: format!("{name}.wasm"),
-        runtime: WasmRuntime::Wasmtime,
-        timeout: None,
-        memory_limit: None,
-        fuel: None,
-        max_output_size: None,
-        fail_open: false,
-        env: Default::default(),
-        preopens: Vec::new(),
-    });
-    InterceptorChain::build(&[spec], Some(&dir), &Default::default()).unwrap()
+    crate::interceptor::tests::chain(WasmRuntime::Wasmtime, name, |_| {})
 }
 
 #[tokio::test]
