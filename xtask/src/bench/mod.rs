@@ -13,8 +13,9 @@
 //!
 //! `xtask bench kafka-fill|kafka-drain ...` are the Kafka scenario's producer and bare consumer,
 //! run from the release build; `xtask bench kafka [--quick]` runs the Kafka scenario alone;
-//! `xtask bench http [--quick] [--baseline <fiso>]` the Link and Flow HTTP scenarios alone,
-//! optionally beside another `fiso` binary (to compare two builds in one run).
+//! `xtask bench http [--quick] [--baseline <fiso>] [--traced]` the Link and Flow HTTP scenarios
+//! alone, optionally beside another `fiso` binary (to compare two builds in one run) and beside
+//! this build exporting every span (tracing's cost).
 //!
 //! This module is the command line and the order of the scenarios; by role: [`procs`] starts
 //! the servers under test, [`wrk`] and [`rate`] load them, [`stats`] reduces the rounds to
@@ -102,9 +103,15 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         wat::parse_file(root.join(UPPERCASE_WAT)).context(UPPERCASE_WAT)?,
     )?;
 
-    let link = procs.fiso_link(&fiso, &dir, upstream)?;
-    let flow = procs.fiso_flow(&fiso, &dir.join("flows"), upstream, None)?;
-    let wasm = procs.fiso_flow(&fiso, &dir.join("flows-wasm"), upstream, Some(&uppercase))?;
+    let link = procs.fiso_link(&fiso, &dir, upstream, &[])?;
+    let flow = procs.fiso_flow(&fiso, &dir.join("flows"), upstream, None, &[])?;
+    let wasm = procs.fiso_flow(
+        &fiso,
+        &dir.join("flows-wasm"),
+        upstream,
+        Some(&uppercase),
+        &[],
+    )?;
 
     // Every variant of a scenario under the same URL path, so the upstream does the same work.
     let mut link_targets = references(upstream, &nginx, LINK_PATH);
@@ -241,9 +248,12 @@ fn kafka_alone(root: &Path, args: &[String]) -> Result<()> {
 
 /// The Link and Flow HTTP → HTTP scenarios alone (no WASM, Kafka, profiles, start-up or
 /// operator), with `--baseline <fiso>` another build's `fiso` beside this one as variants
-/// `fiso link (baseline)` / `fiso flow (baseline)`: their JSON to `target/bench/http.json`.
+/// `fiso link (baseline)` / `fiso flow (baseline)`, with `--traced` this build exporting every
+/// span over OTLP/gRPC to a collector as `fiso link (tracing on)` / `fiso flow (tracing on)`:
+/// their JSON to `target/bench/http.json`.
 fn http_alone(root: &Path, args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
+    let traced = args.iter().any(|a| a == "--traced");
     let baseline = match args.iter().position(|a| a == "--baseline") {
         Some(i) => Some(std::path::PathBuf::from(
             args.get(i + 1)
@@ -266,17 +276,21 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
 
     let mut link_targets = references(upstream, &nginx, LINK_PATH);
     let mut flow_targets = references(upstream, &nginx, FLOW_PATH);
-    let mut builds = vec![("", release.join("fiso"))];
+    let mut builds = vec![("", release.join("fiso"), Vec::new())];
     if let Some(path) = baseline {
-        builds.push((" (baseline)", path));
+        builds.push((" (baseline)", path, Vec::new()));
+    }
+    if traced {
+        let otel = procs.collector()?;
+        builds.push((" (tracing on)", release.join("fiso"), otel));
     }
     let mut pids = Vec::new();
-    for (i, (suffix, fiso)) in builds.iter().enumerate() {
+    for (i, (suffix, fiso, env)) in builds.iter().enumerate() {
         // Each build its own config files: a link watches its file and would reload another's.
         let own = dir.join(format!("build-{i}"));
         std::fs::create_dir_all(&own)?;
-        let link = procs.fiso_link(fiso, &own, upstream)?;
-        let flow = procs.fiso_flow(fiso, &own.join("flows"), upstream, None)?;
+        let link = procs.fiso_link(fiso, &own, upstream, env)?;
+        let flow = procs.fiso_flow(fiso, &own.join("flows"), upstream, None, env)?;
         link_targets.push(fiso_target(&format!("fiso link{suffix}"), &link, LINK_PATH));
         flow_targets.push(fiso_target(&format!("fiso flow{suffix}"), &flow, FLOW_PATH));
         pids.push((*suffix, link.pid, flow.pid));
@@ -291,7 +305,11 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
         },
     });
     for (suffix, link_pid, flow_pid) in pids {
-        let key = if suffix.is_empty() { "" } else { "baseline_" };
+        let key = match suffix {
+            "" => "",
+            " (baseline)" => "baseline_",
+            _ => "traced_",
+        };
         report[format!("{key}link")] =
             link_rows.summary(&format!("fiso link{suffix}"), peak_rss(link_pid));
         report[format!("{key}flow")] =

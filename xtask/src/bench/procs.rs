@@ -142,9 +142,40 @@ impl Procs {
         Ok(Running { addr, pid })
     }
 
+    /// An OpenTelemetry collector (`rotel-agent`, installed by `cargo xtask infra up otel`, path
+    /// in `FISO_E2E_ROTEL`) receiving OTLP/gRPC and dropping what it receives: the `OTEL_*`
+    /// variables that make Fiso export every span to it.
+    pub fn collector(&mut self) -> Result<Vec<(&'static str, String)>> {
+        let rotel = std::env::var_os("FISO_E2E_ROTEL").context(
+            "FISO_E2E_ROTEL is not set: run `cargo xtask infra up otel` and load target/infra/env",
+        )?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let child = Command::new(rotel)
+            .args(["start", "--exporter", "blackhole", "--otlp-grpc-endpoint"])
+            .arg(addr.to_string())
+            .arg("--otlp-http-endpoint")
+            .arg(format!("127.0.0.1:{}", free_port()?))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.0.push(child);
+        wait_port(addr, "rotel-agent")?;
+        Ok(vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{addr}")),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".to_owned()),
+            ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
+        ])
+    }
+
     /// `fiso link` with a target that exercises every layer: bearer auth from a file, allowed
     /// paths, breaker, retry, and a rate limit too high to bind.
-    pub fn fiso_link(&mut self, fiso: &Path, dir: &Path, upstream: SocketAddr) -> Result<Running> {
+    pub fn fiso_link(
+        &mut self,
+        fiso: &Path,
+        dir: &Path,
+        upstream: SocketAddr,
+        env: &[(&str, String)],
+    ) -> Result<Running> {
         std::fs::write(dir.join("token"), "bench-token\n")?;
         let port = free_port()?;
         std::fs::write(
@@ -155,7 +186,8 @@ impl Procs {
             Command::new(fiso)
                 .arg("link")
                 .arg("--config")
-                .arg(dir.join("link.yaml")),
+                .arg(dir.join("link.yaml"))
+                .envs(env.iter().map(|(k, v)| (k, v))),
         )
         .spawn()?;
         let pid = child.id();
@@ -173,6 +205,7 @@ impl Procs {
         flows: &Path,
         upstream: SocketAddr,
         interceptor: Option<&Path>,
+        env: &[(&str, String)],
     ) -> Result<Running> {
         std::fs::create_dir_all(flows)?;
         let port = free_port()?;
@@ -189,7 +222,8 @@ impl Procs {
                 .arg("flow")
                 .arg("--config-dir")
                 .arg(flows)
-                .args(["--metrics-addr", "127.0.0.1:0"]),
+                .args(["--metrics-addr", "127.0.0.1:0"])
+                .envs(env.iter().map(|(k, v)| (k, v))),
         )
         .spawn()?;
         let pid = child.id();
