@@ -51,7 +51,8 @@ pub struct LinkConfig {
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
     /// OpenTelemetry trace export, when a file is more natural than the `OTEL_*` variables
-    /// (each one that is set overrides its field). Read at start, not on reload.
+    /// (each one that is set overrides its field). Read at start, not on reload. OTLP headers
+    /// (a collector's credentials) are not in it: `OTEL_EXPORTER_OTLP_HEADERS` only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracing: Option<TracingConfig>,
 }

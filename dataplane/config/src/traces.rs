@@ -43,9 +43,8 @@ pub struct TracingConfig {
     /// More resource attributes (`deployment.environment.name: prod`).
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub resource_attributes: IndexMap<String, String>,
-    /// Which traces are recorded: `parentbased_always_on` (default: follow the caller's
-    /// decision, sample new traces), `always_on`, `always_off`, `traceidratio`,
-    /// `parentbased_always_off`, `parentbased_traceidratio`.
+    /// Which traces are recorded (default `parentbased_always_on`: follow the caller's
+    /// decision, sample new traces).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampler: Option<SamplerName>,
     /// The ratio of new traces sampled by `traceidratio` / `parentbased_traceidratio`, in
@@ -58,13 +57,12 @@ pub struct TracingConfig {
     pub timeout: Option<Duration>,
 }
 
-/// The OTLP transport.
+/// The OTLP transport: `grpc` (port 4317 by convention) or `http/protobuf` (OTLP/HTTP with
+/// protobuf bodies, the specification's default, port 4318).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 pub enum OtlpProtocol {
-    /// OTLP/gRPC, port 4317 by convention.
     #[serde(rename = "grpc")]
     Grpc,
-    /// OTLP/HTTP with protobuf bodies (the specification's default), port 4318.
     #[default]
     #[serde(rename = "http/protobuf")]
     HttpProtobuf,
