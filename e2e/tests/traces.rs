@@ -332,15 +332,18 @@ async fn link_with_only_a_tracing_section_in_its_file_exports_spans() {
     assert_eq!(request.parent_id, CALLER_SPAN);
     assert_eq!(one(&spans, "GET").parent_id, request.span_id);
     let exported = collector.output();
-    assert!(exported.contains("fiso-from-file"), "service.name from the file:\n{exported}");
-    assert!(exported.contains("deployment.environment.name"), "{exported}");
+    assert!(
+        exported.contains("fiso-from-file"),
+        "service.name from the file:\n{exported}"
+    );
+    assert!(
+        exported.contains("deployment.environment.name"),
+        "{exported}"
+    );
 
     // A reload that changes the section keeps the running tracing, says a restart applies
     // it, and still applies the rest of the file.
-    let more = format!(
-        "{targets}{}",
-        http_target("billing", upstream.addr(), "")
-    );
+    let more = format!("{targets}{}", http_target("billing", upstream.addr(), ""));
     link.rewrite_config(&format!(
         "listenAddr: 127.0.0.1:0\n{}targets:\n{more}",
         tracing("renamed")
