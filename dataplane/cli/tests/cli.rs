@@ -389,6 +389,59 @@ fn a_bad_tracing_section_is_refused_by_validate_and_at_start() {
     );
 }
 
+/// The first JSON log line of `fiso <args>` whose message is `message`; the process is killed.
+fn first_log_line(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    message: &str,
+) -> serde_json::Value {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fiso"))
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let found = stderr.lines().map_while(Result::ok).find_map(|line| {
+        seen.push(line.clone());
+        serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .filter(|v| v["message"] == message)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    found.unwrap_or_else(|| panic!("no `{message}` line:\n{}", seen.join("\n")))
+}
+
+#[test]
+fn the_all_in_one_files_tracing_section_starts_export_under_the_otel_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aio.yaml"),
+        "flow:\n  metricsAddr: 127.0.0.1:0\ntracing:\n  endpoint: http://127.0.0.1:1\n  serviceName: aio\n",
+    )
+    .unwrap();
+    let args = ["run", "--config", "aio.yaml"];
+    let line = first_log_line(dir.path(), &args, &[], "exporting traces over OTLP");
+    assert_eq!(line["endpoint"], "http://127.0.0.1:1/v1/traces", "{line}");
+    assert_eq!(line["protocol"], "http/protobuf", "{line}");
+    // A variable that is set overrides its field.
+    let line = first_log_line(
+        dir.path(),
+        &args,
+        &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+        "exporting traces over OTLP",
+    );
+    assert_eq!(line["endpoint"], "http://127.0.0.1:1", "{line}");
+    assert_eq!(line["protocol"], "grpc", "{line}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
