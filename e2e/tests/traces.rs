@@ -1,7 +1,8 @@
 //! OpenTelemetry traces exported to a real collector (`rotel-agent`, see `fiso_e2e::otel`):
 //! the span tree of a Kafka → HTTP flow and of an HTTP flow whose sink fails once, over
 //! OTLP/gRPC and OTLP/HTTP; the Link's request span with its upstream attempt, and no
-//! credential anywhere in what is exported; `trace_id` in the logs.
+//! credential anywhere in what is exported; `trace_id` in the logs; a Link configured by the
+//! `tracing:` section of its file alone.
 
 use fiso_e2e::kafka::{create_topic, kafka_source, produce_in_order, unique};
 use fiso_e2e::link::{http_target, Link};
@@ -182,6 +183,19 @@ async fn http_flow_retry_shows_each_attempt_over_http_protobuf_and_logs_carry_th
         "{}",
         retry_log.raw
     );
+    // ... and carries them at the top level too, where log pipelines look for them.
+    assert_eq!(
+        retry_log.field("trace_id").and_then(|v| v.as_str()),
+        Some(TRACE_ID),
+        "{}",
+        retry_log.raw
+    );
+    assert_eq!(
+        retry_log.field("span_id").and_then(|v| v.as_str()),
+        Some(second.span_id.as_str()),
+        "{}",
+        retry_log.raw
+    );
 
     // The latency histogram links to the trace (OpenMetrics exemplar).
     let exemplar = format!("# {{trace_id=\"{TRACE_ID}\"}}");
@@ -268,4 +282,80 @@ async fn link_request_span_has_its_upstream_attempt_and_no_credential() {
             "`{secret}` reached the collector:\n{exported}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_with_only_a_tracing_section_in_its_file_exports_spans() {
+    assert!(
+        std::env::vars().all(|(k, _)| !k.starts_with("OTEL_")),
+        "this test shows the file alone configures tracing: run it without OTEL_* variables"
+    );
+    let collector = Collector::start().await;
+    let upstream = SinkServer::start(Script::always(Reply::status(200))).await;
+    let targets = http_target("orders", upstream.addr(), "");
+    let tracing = |service: &str| {
+        format!(
+            "tracing:\n  endpoint: http://{}\n  protocol: grpc\n  serviceName: {service}\n  \
+             resourceAttributes:\n    deployment.environment.name: e2e\n  sampler: always_on\n",
+            collector.grpc
+        )
+    };
+    let config = format!(
+        "listenAddr: 127.0.0.1:0\n{}targets:\n{targets}",
+        tracing("fiso-from-file")
+    );
+    let link = Link::start_with_config(&config, Vec::new()).await;
+    let started = link
+        .fiso
+        .wait_for_log(|l| l.is("exporting traces over OTLP"))
+        .await;
+    assert_eq!(
+        started.field("endpoint").and_then(|v| v.as_str()),
+        Some(format!("http://{}", collector.grpc).as_str()),
+        "{}",
+        started.raw
+    );
+
+    let answer = send(
+        client()
+            .get(link.url("/link/orders/v1/items"))
+            .header("traceparent", caller_traceparent()),
+    )
+    .await;
+    assert_eq!(answer.status.as_u16(), 200, "{}", answer.text());
+    let spans = collector
+        .wait_for_trace(TRACE_ID, |s| {
+            s.iter().any(|x| x.name == "link orders") && s.iter().any(|x| x.name == "GET")
+        })
+        .await;
+    let request = one(&spans, "link orders");
+    assert_eq!(request.parent_id, CALLER_SPAN);
+    assert_eq!(one(&spans, "GET").parent_id, request.span_id);
+    let exported = collector.output();
+    assert!(
+        exported.contains("fiso-from-file"),
+        "service.name from the file:\n{exported}"
+    );
+    assert!(
+        exported.contains("deployment.environment.name"),
+        "{exported}"
+    );
+
+    // A reload that changes the section keeps the running tracing, says a restart applies
+    // it, and still applies the rest of the file.
+    let more = format!("{targets}{}", http_target("billing", upstream.addr(), ""));
+    link.rewrite_config(&format!(
+        "listenAddr: 127.0.0.1:0\n{}targets:\n{more}",
+        tracing("renamed")
+    ));
+    let warning = link
+        .fiso
+        .wait_for_log(|l| l.level() == Some("WARN") && l.raw.contains("a restart applies it"))
+        .await;
+    assert!(warning.raw.contains("tracing:"), "{}", warning.raw);
+    link.fiso
+        .wait_for_log(|l| l.raw.contains("link targets reloaded: added `billing`"))
+        .await;
+    let answer = send(client().get(link.url("/link/billing/v1/items"))).await;
+    assert_eq!(answer.status.as_u16(), 200, "{}", answer.text());
 }

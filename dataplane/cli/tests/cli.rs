@@ -329,6 +329,120 @@ fn validate_refuses_link_hosts_and_base_paths_that_can_never_work() {
 }
 
 #[test]
+fn a_bad_tracing_section_is_refused_by_validate_and_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("p/link")).unwrap();
+    let link = dir.path().join("p/link/config.yaml");
+    std::fs::write(
+        &link,
+        "listenAddr: 127.0.0.1:0\nmetricsAddr: 127.0.0.1:0\ntracing:\n  endpoint: collector:4318\n  \
+         protocol: grpc\n  sampler: traceidratio\n  samplerArg: 1.5\n",
+    )
+    .unwrap();
+    let o = fiso(dir.path(), &["validate", "p"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("p/link/config.yaml:4:13: error: tracing.endpoint: `collector:4318` is not an http:// or https:// URL"),
+        "{out}"
+    );
+    assert!(
+        out.contains("p/link/config.yaml:7:15: error: tracing.samplerArg: 1.5 is not a ratio between 0 and 1"),
+        "{out}"
+    );
+    std::fs::write(&link, "tracing:\n  protocol: http/json\n").unwrap();
+    let out = text(&fiso(dir.path(), &["validate", "p"]));
+    assert!(
+        out.contains(
+            "p/link/config.yaml:2:13: error: tracing.protocol: unknown variant `http/json`"
+        ),
+        "{out}"
+    );
+    // The same findings stop `fiso link` before it listens.
+    let o = Command::new(env!("CARGO_BIN_EXE_fiso"))
+        .args(["link", "--config"])
+        .arg(&link)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("tracing.protocol"), "{}", text(&o));
+    // A good section, with a variable that overrides it badly: the variable is named.
+    std::fs::write(
+        &link,
+        "listenAddr: 127.0.0.1:0\nmetricsAddr: 127.0.0.1:1\ntracing:\n  endpoint: http://127.0.0.1:1\n",
+    )
+    .unwrap();
+    assert!(fiso(dir.path(), &["validate", "p"]).status.success());
+    let o = Command::new(env!("CARGO_BIN_EXE_fiso"))
+        .args(["link", "--config"])
+        .arg(&link)
+        .env("NO_COLOR", "1")
+        .env("OTEL_TRACES_SAMPLER", "sometimes")
+        .output()
+        .unwrap();
+    assert_ne!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("OTEL_TRACES_SAMPLER=`sometimes` is not a sampler"),
+        "{}",
+        text(&o)
+    );
+}
+
+/// The first JSON log line of `fiso <args>` whose message is `message`; the process is killed.
+fn first_log_line(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    message: &str,
+) -> serde_json::Value {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fiso"))
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    let found = stderr.lines().map_while(Result::ok).find_map(|line| {
+        seen.push(line.clone());
+        serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .filter(|v| v["message"] == message)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    found.unwrap_or_else(|| panic!("no `{message}` line:\n{}", seen.join("\n")))
+}
+
+#[test]
+fn the_all_in_one_files_tracing_section_starts_export_under_the_otel_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aio.yaml"),
+        "flow:\n  metricsAddr: 127.0.0.1:0\ntracing:\n  endpoint: http://127.0.0.1:1\n  serviceName: aio\n",
+    )
+    .unwrap();
+    let args = ["run", "--config", "aio.yaml"];
+    let line = first_log_line(dir.path(), &args, &[], "exporting traces over OTLP");
+    assert_eq!(line["endpoint"], "http://127.0.0.1:1/v1/traces", "{line}");
+    assert_eq!(line["protocol"], "http/protobuf", "{line}");
+    // A variable that is set overrides its field.
+    let line = first_log_line(
+        dir.path(),
+        &args,
+        &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+        "exporting traces over OTLP",
+    );
+    assert_eq!(line["endpoint"], "http://127.0.0.1:1", "{line}");
+    assert_eq!(line["protocol"], "grpc", "{line}");
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(

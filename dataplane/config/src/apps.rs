@@ -4,7 +4,7 @@
 //! The shape is upstream's (`apps[]` with `name`, `module`, `execution`, `port`, `memoryMB`,
 //! `timeout`, `env`, `preopens`, `healthCheck`, `healthCheckInterval`, plus `defaultPortRange`),
 //! with `poolSize`, `listenHost` and `metricsAddr` added. [`AioConfig`] is upstream's unified
-//! `aio/config.yaml` (`flow:` / `link:` / `wasmer:`).
+//! `aio/config.yaml` (`flow:` / `link:` / `wasmer:`, plus Fiso's `tracing:`).
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::common::duration;
 use crate::flow::Preopen;
 use crate::link::LinkConfig;
+use crate::traces::TracingConfig;
 
 /// Interface apps bind to and Fiso connects to: loopback, so an app is reachable only through
 /// Fiso unless the config says otherwise.
@@ -280,6 +281,10 @@ pub struct AioConfig {
     pub link: Option<AioLink>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wasmer: Option<AppsConfig>,
+    /// OpenTelemetry trace export of the whole process (each `OTEL_*` variable that is set
+    /// overrides its field); it replaces a `tracing:` of the link config. Read at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
 }
 
 /// `flow:` of the all-in-one file.

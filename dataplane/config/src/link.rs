@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::common::{duration, Backoff, ByteSize};
 use crate::flow::{Preopen, RequiredAcks, WasmConfig, WasmRuntime};
 use crate::kafka::{KafkaCluster, KafkaConfig};
+use crate::traces::TracingConfig;
 
 pub const DEFAULT_LISTEN_ADDR: &str = "127.0.0.1:3500";
 pub const DEFAULT_METRICS_ADDR: &str = ":9091";
@@ -49,6 +50,11 @@ pub struct LinkConfig {
     pub kafka: Option<KafkaConfig>,
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
+    /// OpenTelemetry trace export, when a file is more natural than the `OTEL_*` variables
+    /// (each one that is set overrides its field). Read at start, not on reload. OTLP headers
+    /// (a collector's credentials) are not in it: `OTEL_EXPORTER_OTLP_HEADERS` only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<TracingConfig>,
 }
 
 impl Default for LinkConfig {
@@ -61,6 +67,7 @@ impl Default for LinkConfig {
             body_timeout: None,
             kafka: None,
             targets: Vec::new(),
+            tracing: None,
         }
     }
 }

@@ -219,6 +219,26 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Tracing is set up once, at start: a `tracing:` section that changed on reload (or that a
+/// file read after start brings) is reported, not applied, and never fails the reload.
+fn tracing_section_applies_at_restart(
+    previous: Option<&LinkConfig>,
+    config: &LinkConfig,
+    path: &Path,
+) {
+    let changed = match previous {
+        Some(previous) => previous.tracing != config.tracing,
+        None => config.tracing.is_some(),
+    };
+    if changed && fiso_runtime::otel::differs_from_running(config.tracing.as_ref()) {
+        tracing::warn!(
+            file = %path.display(),
+            "the link config's `tracing:` section differs from the one this process started \
+             with; traces keep being exported as at start: a restart applies it"
+        );
+    }
+}
+
 /// Brings the route table in line with the config file.
 struct Loader {
     path: PathBuf,
@@ -271,6 +291,7 @@ impl Loader {
     async fn apply(&self, hash: String, config: LinkConfig) {
         let mut current = self.current.lock().await;
         let previous = current.as_ref().map(|(_, c)| c.clone());
+        tracing_section_applies_at_restart(previous.as_ref(), &config, &self.path);
         let running = self.routes.snapshot();
         let stale = stale_modules(&running).await;
         let mut table = HashMap::new();

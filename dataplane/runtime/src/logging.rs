@@ -11,14 +11,21 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
+use tracing::dispatcher::WeakDispatch;
+use tracing::{Dispatch, Event, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, ParseError};
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{Format, Json, Writer};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
 use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
+
+use fiso_config::TracingConfig;
 
 use crate::otel::{Exporting, TraceSettings};
 
@@ -86,6 +93,9 @@ pub struct LogSettings {
     pub file: Option<PathBuf>,
     /// Export spans over OTLP (`OTEL_*` variables); `None` = no span is created at all.
     pub traces: Option<TraceSettings>,
+    /// The config file's `tracing:` section these settings were made from, remembered at
+    /// [`LogSettings::init`] so a reload can tell when the file asks for something else.
+    pub traces_file: Option<TracingConfig>,
 }
 
 impl Default for LogSettings {
@@ -95,6 +105,7 @@ impl Default for LogSettings {
             level: DEFAULT_LEVEL.to_owned(),
             file: None,
             traces: None,
+            traces_file: None,
         }
     }
 }
@@ -106,16 +117,26 @@ impl LogSettings {
             level: level.into(),
             file: None,
             traces: None,
+            traces_file: None,
         }
     }
 
     /// `FISO_LOG_FORMAT` (default `json`) and `FISO_LOG_LEVEL` (default `info`); unset or empty
     /// means the default. The level is checked here so a typo fails at startup, not silently.
     pub fn from_env() -> Result<Self, LoggingError> {
-        Self::from_lookup(|key| std::env::var(key).ok())
+        Self::from_lookup(None, |key| std::env::var(key).ok())
     }
 
-    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, LoggingError> {
+    /// [`LogSettings::from_env`], with traces from a config file's `tracing:` section under
+    /// the `OTEL_*` variables (each one that is set overrides its field).
+    pub fn from_env_and_file(tracing: Option<&TracingConfig>) -> Result<Self, LoggingError> {
+        Self::from_lookup(tracing, |key| std::env::var(key).ok())
+    }
+
+    fn from_lookup(
+        tracing: Option<&TracingConfig>,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, LoggingError> {
         let lookup = &lookup;
         let non_empty = |key| lookup(key).filter(|v: &String| !v.trim().is_empty());
         let format = match non_empty(FORMAT_ENV) {
@@ -128,7 +149,8 @@ impl LogSettings {
             format,
             level,
             file: None,
-            traces: TraceSettings::from_lookup(lookup)?,
+            traces: TraceSettings::resolve(tracing, lookup)?,
+            traces_file: tracing.cloned(),
         })
     }
 
@@ -152,9 +174,11 @@ impl LogSettings {
     /// flushes the log file. If a subscriber is already installed (a second call, or a test
     /// harness), nothing changes and the guard reports `installed() == false`.
     pub fn init(self) -> Result<LogGuard, LoggingError> {
-        let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::with_capacity(3);
+        let mut layers: Vec<BoxedLayer> = Vec::with_capacity(3);
+        // Only with traces do JSON lines look up trace ids: without, they cost nothing.
+        let trace_ids = self.traces.as_ref().map(|_| DispatchSlot::default());
         layers.push(match self.format {
-            LogFormat::Json => json_layer(io::stderr).boxed(),
+            LogFormat::Json => json_layer(io::stderr, trace_ids.as_ref()),
             LogFormat::Pretty => tracing_subscriber::fmt::layer()
                 .with_writer(io::stderr)
                 .with_ansi(io::stderr().is_terminal())
@@ -163,7 +187,7 @@ impl LogSettings {
         let worker = match &self.file {
             Some(path) => {
                 let (worker, writer) = FileWorker::start(path)?;
-                layers.push(json_layer(writer).boxed());
+                layers.push(json_layer(writer, trace_ids.as_ref()));
                 Some(worker)
             }
             None => None,
@@ -194,6 +218,7 @@ impl LogSettings {
                 let installed = tracing_subscriber::registry()
                     .with(logs)
                     .with(spans)
+                    .with(trace_ids.unwrap_or_default())
                     .try_init()
                     .is_ok();
                 if installed {
@@ -202,6 +227,9 @@ impl LogSettings {
                 (installed, Some(exporting).filter(|_| installed))
             }
         };
+        if installed {
+            crate::otel::remember_file_section(self.traces_file);
+        }
         Ok(LogGuard {
             // A worker whose layer was not installed would never receive anything.
             _file_writer: worker.filter(|_| installed),
@@ -234,19 +262,97 @@ impl LogGuard {
     }
 }
 
-fn json_layer<S, W>(writer: W) -> impl Layer<S>
+fn json_layer<W>(writer: W, trace_ids: Option<&DispatchSlot>) -> BoxedLayer
 where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     // Event fields at the top level (`{"flow":"orders","message":...}`) are what log queries
     // select on; span fields stay nested under `span`.
-    tracing_subscriber::fmt::layer()
+    let json = tracing_subscriber::fmt::format()
         .json()
         .flatten_event(true)
         .with_current_span(true)
-        .with_span_list(false)
-        .with_writer(writer)
+        .with_span_list(false);
+    let layer = tracing_subscriber::fmt::layer().json().with_writer(writer);
+    match trace_ids {
+        None => layer.event_format(json).boxed(),
+        Some(slot) => layer
+            .event_format(JsonWithTraceIds {
+                json,
+                dispatch: slot.0.clone(),
+            })
+            .boxed(),
+    }
+}
+
+type BoxedLayer = Box<dyn Layer<Registry> + Send + Sync>;
+
+/// The subscriber's [`Dispatch`], kept (weakly) for [`JsonWithTraceIds`]: a formatter is not
+/// handed it, and `tracing::dispatcher::get_default` inside an event gives none while a scoped
+/// dispatcher is set.
+#[derive(Clone, Default)]
+struct DispatchSlot(Arc<OnceLock<WeakDispatch>>);
+
+impl<S: Subscriber> Layer<S> for DispatchSlot {
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        let _ = self.0.set(subscriber.downgrade());
+    }
+}
+
+/// The JSON line as is, plus top-level `trace_id` and `span_id` when the event is inside a
+/// traced span (the nearest one), where log pipelines look for them to link a line to its
+/// trace. Installed only when traces are exported.
+struct JsonWithTraceIds {
+    json: Format<Json>,
+    dispatch: Arc<OnceLock<WeakDispatch>>,
+}
+
+impl JsonWithTraceIds {
+    fn ids<S, N>(&self, ctx: &FmtContext<'_, S, N>) -> Option<(TraceId, SpanId)>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+        N: for<'a> FormatFields<'a> + 'static,
+    {
+        let dispatch = self.dispatch.get()?.upgrade()?;
+        ctx.event_scope()?.find_map(|span| {
+            let cx = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+            let otel = cx.span();
+            let sc = otel.span_context();
+            sc.is_valid().then(|| (sc.trace_id(), sc.span_id()))
+        })
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for JsonWithTraceIds
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        // The SDK's own events may come while it holds a span's OpenTelemetry data.
+        let ids = if event.metadata().target().starts_with("opentelemetry") {
+            None
+        } else {
+            self.ids(ctx)
+        };
+        let Some((trace_id, span_id)) = ids else {
+            return self.json.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.json.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.trim_end().strip_suffix('}') {
+            Some(object) => writeln!(
+                writer,
+                r#"{object},"trace_id":"{trace_id}","span_id":"{span_id}"}}"#
+            ),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 fn build_filter(level: &str) -> Result<EnvFilter, LoggingError> {
@@ -428,38 +534,43 @@ pub(crate) mod tests {
 
     #[test]
     fn defaults_to_json_info() {
-        let s = LogSettings::from_lookup(env(&[])).unwrap();
+        let s = LogSettings::from_lookup(None, env(&[])).unwrap();
         assert_eq!(s, LogSettings::default());
         assert_eq!(s.format, LogFormat::Json);
         assert_eq!(s.level, "info");
-        let s = LogSettings::from_lookup(env(&[(FORMAT_ENV, ""), (LEVEL_ENV, " ")])).unwrap();
+        let s = LogSettings::from_lookup(None, env(&[(FORMAT_ENV, ""), (LEVEL_ENV, " ")])).unwrap();
         assert_eq!(s, LogSettings::default());
     }
 
     #[test]
     fn traces_follow_the_otel_variables() {
-        let s =
-            LogSettings::from_lookup(env(&[(crate::otel::ENDPOINT_ENV, "http://collector:4318")]))
-                .unwrap();
+        let s = LogSettings::from_lookup(
+            None,
+            env(&[(crate::otel::ENDPOINT_ENV, "http://collector:4318")]),
+        )
+        .unwrap();
         assert_eq!(
             s.traces.map(|t| t.endpoint).as_deref(),
             Some("http://collector:4318/v1/traces")
         );
         assert!(matches!(
-            LogSettings::from_lookup(env(&[
-                (crate::otel::ENDPOINT_ENV, "http://collector:4318"),
-                (crate::otel::PROTOCOL_ENV, "http/json"),
-            ])),
+            LogSettings::from_lookup(
+                None,
+                env(&[
+                    (crate::otel::ENDPOINT_ENV, "http://collector:4318"),
+                    (crate::otel::PROTOCOL_ENV, "http/json"),
+                ])
+            ),
             Err(LoggingError::Traces(_))
         ));
     }
 
     #[test]
     fn reads_format_and_filter() {
-        let s = LogSettings::from_lookup(env(&[
-            (FORMAT_ENV, "Pretty"),
-            (LEVEL_ENV, "info,fiso_flow=trace"),
-        ]))
+        let s = LogSettings::from_lookup(
+            None,
+            env(&[(FORMAT_ENV, "Pretty"), (LEVEL_ENV, "info,fiso_flow=trace")]),
+        )
         .unwrap();
         assert_eq!(s.format, LogFormat::Pretty);
         assert_eq!(s.level, "info,fiso_flow=trace");
@@ -468,15 +579,15 @@ pub(crate) mod tests {
     #[test]
     fn rejects_unknown_format_and_misspelt_level() {
         assert!(matches!(
-            LogSettings::from_lookup(env(&[(FORMAT_ENV, "text")])),
+            LogSettings::from_lookup(None, env(&[(FORMAT_ENV, "text")])),
             Err(LoggingError::InvalidFormat { .. })
         ));
         assert!(matches!(
-            LogSettings::from_lookup(env(&[(LEVEL_ENV, "debgu")])),
+            LogSettings::from_lookup(None, env(&[(LEVEL_ENV, "debgu")])),
             Err(LoggingError::UnknownLevel { .. })
         ));
         assert!(matches!(
-            LogSettings::from_lookup(env(&[(LEVEL_ENV, "fiso_flow=loud")])),
+            LogSettings::from_lookup(None, env(&[(LEVEL_ENV, "fiso_flow=loud")])),
             Err(LoggingError::InvalidFilter { .. })
         ));
         for ok in ["DEBUG", "warn", "off", "fiso_link=debug"] {

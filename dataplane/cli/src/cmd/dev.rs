@@ -145,7 +145,11 @@ pub fn run(args: DevArgs) -> Result<ExitCode> {
     let log_file = state::data_plane_log(&dir);
     // A fresh log per session, so `fiso logs` shows this run.
     let _ = std::fs::remove_file(&log_file);
-    let _logs = LogSettings::from_env()?
+    let tracing = project
+        .link
+        .as_ref()
+        .and_then(|l| l.config.tracing.as_ref());
+    let _logs = LogSettings::from_env_and_file(tracing)?
         .with_format(LogFormat::Pretty)
         .with_file(&log_file)
         .init()?;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Result};
 use clap::Args;
+use fiso_config::TracingConfig;
 use fiso_link::runtime::LinkError;
 use fiso_link::DEFAULT_LINK_CONFIG;
 use fiso_runtime::error_text;
@@ -25,7 +26,7 @@ pub struct LinkArgs {
 }
 
 pub fn run(args: LinkArgs) -> Result<ExitCode> {
-    let _logs = LogSettings::from_env()?.init()?;
+    let _logs = LogSettings::from_env_and_file(tracing_section(&args.config).as_ref())?.init()?;
     let result = tokio_runtime()?.block_on(async {
         let shutdown = shutdown_signal();
         fiso_link::runtime::run(args.config, args.metrics_addr.as_deref(), shutdown).await
@@ -38,4 +39,13 @@ pub fn run(args: LinkArgs) -> Result<ExitCode> {
         other => other?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `tracing:` section of the link config at `path`, read before logging is set up (tracing
+/// is part of it). A file that cannot be read or is invalid gives none here: the proxy reports
+/// it, located, when it loads the file.
+pub(crate) fn tracing_section(path: &std::path::Path) -> Option<TracingConfig> {
+    fiso_link::runtime::read_config(path)
+        .ok()
+        .and_then(|(_, config)| config.tracing)
 }

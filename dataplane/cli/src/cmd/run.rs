@@ -27,7 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cmd::apps::{AppsSource, RunningApps};
 use crate::cmd::flow::tokio_runtime;
+use crate::cmd::link::tracing_section;
 use fiso_config::apps::AioLink;
+use fiso_config::TracingConfig;
 
 pub use fiso_link::DEFAULT_LINK_CONFIG;
 
@@ -63,12 +65,16 @@ struct Plan {
     metrics_addr: String,
     /// The inline `link:` of an all-in-one file, written where `link_config` points.
     _inline_link: Option<aio::InlineLink>,
+    /// The all-in-one file's `tracing:`, else the link config's (read at start).
+    tracing: Option<TracingConfig>,
 }
 
 impl Plan {
     fn new(args: RunArgs) -> Result<Self> {
         let Some(file) = args.config else {
+            let tracing = tracing_section(&args.link_config);
             return Ok(Plan {
+                tracing,
                 config_dir: args.config_dir,
                 link_config: args.link_config,
                 apps: args.apps_config.map(|path| {
@@ -100,7 +106,9 @@ impl Plan {
             // A path that does not exist: no link proxy.
             None => (base.join(".fiso-no-link/none.yaml"), None),
         };
+        let tracing = aio.tracing.or_else(|| tracing_section(&link_config));
         Ok(Plan {
+            tracing,
             config_dir,
             link_config,
             apps: aio.wasmer.is_some().then(|| AppsSource::Aio(file.clone())),
@@ -114,8 +122,9 @@ impl Plan {
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
-    let _logs = LogSettings::from_env()?.init()?;
+    // Read first: the plan says where the `tracing:` section is.
     let plan = Plan::new(args)?;
+    let _logs = LogSettings::from_env_and_file(plan.tracing.as_ref())?.init()?;
     // An invalid apps config, or one this build cannot run, fails before anything listens.
     if let Some(apps) = &plan.apps {
         apps.load()?;

@@ -11,7 +11,7 @@ use crate::link::{
     DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, MAX_INTERCEPTOR_MAX_INPUT,
 };
 use crate::validate::rules;
-use crate::validate::Origin;
+use crate::validate::{validate_tracing, Origin};
 
 /// Validates a link config file; paths are relative to the document (`targets[0].host`).
 pub fn validate_link(cfg: &LinkConfig) -> Vec<Diagnostic> {
@@ -38,6 +38,9 @@ pub fn validate_link(cfg: &LinkConfig) -> Vec<Diagnostic> {
     ));
     if let Some(k) = &cfg.kafka {
         out.extend(rules::kafka_clusters("kafka", k));
+    }
+    if let Some(t) = &cfg.tracing {
+        out.extend(validate_tracing(t).into_iter().map(|d| d.under("tracing")));
     }
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (i, t) in cfg.targets.iter().enumerate() {

@@ -365,6 +365,52 @@ mod tests {
     }
 
     #[test]
+    fn a_link_tracing_section_is_checked_where_it_stands() {
+        let located = |text: &str| -> Vec<String> {
+            let link = SourceFile {
+                path: "link/config.yaml".into(),
+                text: text.into(),
+            };
+            let (_, d) = check_project(&[], Some(&link));
+            d.errors()
+                .map(|d| format!("{}:{}: {}", d.line.unwrap_or(0), d.path, d.message))
+                .collect()
+        };
+        let ok = "tracing:\n  endpoint: http://collector:4318\n  protocol: grpc\n  serviceName: orders\n  resourceAttributes:\n    deployment.environment.name: prod\n  sampler: parentbased_traceidratio\n  samplerArg: 0.25\n  timeout: 5s\n  enabled: true\n";
+        assert_eq!(located(ok), Vec::<String>::new());
+        let bad = located(
+            "tracing:\n  endpoint: collector:4318\n  sampler: traceidratio\n  samplerArg: 2\n",
+        );
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(
+            bad[0].starts_with("2:tracing.endpoint: `collector:4318`"),
+            "{bad:?}"
+        );
+        assert!(
+            bad[1].starts_with("4:tracing.samplerArg: 2 is not a ratio"),
+            "{bad:?}"
+        );
+        let bad = located("tracing:\n  protocol: http/json\n");
+        assert!(
+            bad.len() == 1
+                && bad[0].starts_with("2:tracing.protocol")
+                && bad[0].contains("http/json"),
+            "{bad:?}"
+        );
+        let bad = located("tracing:\n  sampler: sometimes\n");
+        assert!(
+            bad.len() == 1
+                && bad[0].starts_with("2:tracing.sampler")
+                && bad[0].contains("sometimes"),
+            "{bad:?}"
+        );
+        // Headers carry credentials: never a field.
+        let bad = located("tracing:\n  headers:\n    authorization: Bearer x\n");
+        assert!(bad.len() == 1 && bad[0].contains("headers"), "{bad:?}");
+        assert!(!bad[0].contains("Bearer"), "{bad:?}");
+    }
+
+    #[test]
     fn a_file_with_type_errors_is_still_checked_within_and_across_files() {
         let broken = SourceFile {
             path: "flows/a.yaml".into(),
