@@ -187,7 +187,10 @@ impl KafkaPublisher {
 
 /// `traceparent` / `tracestate` of the record, replacing the caller's (and a static header of
 /// the same name): the record continues the trace from its `send` span.
-fn set_trace_headers(headers: &mut Vec<(String, Vec<u8>)>, trace: &fiso_runtime::otel::TraceHeaders) {
+fn set_trace_headers(
+    headers: &mut Vec<(String, Vec<u8>)>,
+    trace: &fiso_runtime::otel::TraceHeaders,
+) {
     headers.retain(|(name, _)| {
         !name.eq_ignore_ascii_case("traceparent") && !name.eq_ignore_ascii_case("tracestate")
     });

@@ -45,8 +45,14 @@ mod tests {
     fn status_names_follow_the_grpc_codes() {
         assert_eq!(code_name(tonic::Code::Ok as i32), "OK");
         assert_eq!(code_name(tonic::Code::Unavailable as i32), "UNAVAILABLE");
-        assert_eq!(code_name(tonic::Code::Unauthenticated as i32), "UNAUTHENTICATED");
-        assert_eq!(code_name(tonic::Code::DeadlineExceeded as i32), "DEADLINE_EXCEEDED");
+        assert_eq!(
+            code_name(tonic::Code::Unauthenticated as i32),
+            "UNAUTHENTICATED"
+        );
+        assert_eq!(
+            code_name(tonic::Code::DeadlineExceeded as i32),
+            "DEADLINE_EXCEEDED"
+        );
         assert_eq!(code_name(99), "_OTHER");
     }
 }

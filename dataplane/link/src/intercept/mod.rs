@@ -279,7 +279,10 @@ impl Inner {
         for (i, loaded) in chain.iter().enumerate() {
             let module = &loaded.module;
             let span = fiso_runtime::otel::interceptor_span(module.module(), Some(phase.as_str()));
-            let ran = self.run_one(phase, i, loaded, &mut view).instrument(span.clone()).await;
+            let ran = self
+                .run_one(phase, i, loaded, &mut view)
+                .instrument(span.clone())
+                .await;
             match ran {
                 Step::Next => {}
                 Step::FailedOpen(code) => fiso_runtime::otel::failed(&span, code),

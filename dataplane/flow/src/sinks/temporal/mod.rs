@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use crate::CloudEvent;
 use fiso_config::flow::{TemporalMode, TemporalSinkConfig};
+use fiso_runtime::otel::TraceHeaders;
 use fiso_runtime::Readiness;
 use serde_json::Value as Json;
 use temporalio_client::grpc::WorkflowService;
@@ -41,7 +42,6 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
     SignalWithStartWorkflowExecutionRequest, StartWorkflowExecutionRequest,
 };
 use tokio::sync::OnceCell;
-use fiso_runtime::otel::TraceHeaders;
 use tokio_util::sync::CancellationToken;
 use tracing::field::Empty;
 use tracing::Instrument;
