@@ -58,7 +58,9 @@ pub use flowdir::{FlowDir, HttpFlow};
 pub use logs::{LogLine, Logs};
 pub use metrics::{Metrics, Sample};
 pub use process::FisoProcess;
+pub mod temporal;
 pub mod tls;
+pub mod wasm;
 pub use sink::{Gate, Recorded, Reply, Script, SinkServer};
 
 /// How long anything may take before a test gives up. A deadline, not an expectation of speed:

@@ -4,23 +4,15 @@
 //! DLQ for Kafka, `failOpen`, a rewritten module picked up by hot reload, and the process
 //! surviving all of it. Modules are compiled from the WAT sources of the engine's tests.
 
-use std::path::Path;
 use std::time::Duration;
 
 use fiso_e2e::kafka::{brokers, consume, unique};
+use fiso_e2e::wasm::engine_module;
 use fiso_e2e::{client, eventually, fiso_bin, post_json, FisoProcess, FlowDir, SinkServer};
 use pretty_assertions::assert_eq;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
-
-/// The WASM binary of the engine's test module `name` (`dataplane/wasm/testdata/<name>.wat`).
-fn module(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../dataplane/wasm/testdata")
-        .join(format!("{name}.wat"));
-    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
 
 /// An HTTP → HTTP flow on `/<name>` with one interceptor (`extra` = more config lines).
 fn flow(name: &str, sink_url: &str, module_file: &str, extra: &str) -> String {
@@ -141,7 +133,7 @@ async fn a_rewritten_module_is_picked_up_by_hot_reload() {
     let sink = SinkServer::ok().await;
     let dir = FlowDir::new();
     let file = dir.path().join("step.wasm");
-    std::fs::write(&file, module("echo")).unwrap();
+    std::fs::write(&file, engine_module("echo")).unwrap();
     dir.write(
         "step.yaml",
         &flow("step", &sink.url("/in"), "step.wasm", ""),
@@ -157,7 +149,7 @@ async fn a_rewritten_module_is_picked_up_by_hot_reload() {
     );
 
     let aside = dir.path().join("step.wasm.new");
-    std::fs::write(&aside, module("uppercase")).unwrap();
+    std::fs::write(&aside, engine_module("uppercase")).unwrap();
     std::fs::rename(&aside, &file).unwrap();
     let upper = eventually(Duration::from_secs(15), || async {
         post_json(&client(), &url, &json!({"key": "value"})).await;
@@ -172,8 +164,8 @@ async fn a_rewritten_module_is_picked_up_by_hot_reload() {
 async fn on_kafka_a_failure_is_dead_lettered_and_a_rejection_committed() {
     let sink = SinkServer::ok().await;
     let dir = FlowDir::new();
-    std::fs::write(dir.path().join("garbage.wasm"), module("garbage")).unwrap();
-    std::fs::write(dir.path().join("reject.wasm"), module("reject")).unwrap();
+    std::fs::write(dir.path().join("garbage.wasm"), engine_module("garbage")).unwrap();
+    std::fs::write(dir.path().join("reject.wasm"), engine_module("reject")).unwrap();
     let (failing, rejecting) = (unique("wasm-fail"), unique("wasm-reject"));
     let kafka_flow = |name: &str, topic: &str, module: &str| {
         format!(
@@ -234,7 +226,7 @@ async fn on_kafka_a_failure_is_dead_lettered_and_a_rejection_committed() {
 #[test]
 fn transform_test_runs_the_interceptors_and_validate_loads_them() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("upper.wasm"), module("uppercase")).unwrap();
+    std::fs::write(dir.path().join("upper.wasm"), engine_module("uppercase")).unwrap();
     let flow_file = dir.path().join("f.yaml");
     std::fs::write(
         &flow_file,

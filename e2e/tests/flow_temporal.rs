@@ -6,100 +6,15 @@
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
 use fiso_e2e::kafka::{self, brokers, unique};
+use fiso_e2e::temporal::{
+    describe, events, history, payloads, signaled, single_json, started, temporal_addr,
+    temporal_json,
+};
 use fiso_e2e::{client, eventually, infra, post_json, FisoProcess, FlowDir};
 use pretty_assertions::assert_eq;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-
-fn temporal_addr() -> String {
-    infra::var("FISO_E2E_TEMPORAL_ADDR")
-}
-
-/// `temporal <args> --address <dev server> --output json`, parsed; `None` when the CLI fails
-/// (e.g. the workflow does not exist yet).
-async fn temporal_json(args: &[&str]) -> Option<Value> {
-    let out = tokio::process::Command::new(infra::var("FISO_E2E_TEMPORAL_CLI"))
-        .args(args)
-        .args(["--address", &temporal_addr(), "--output", "json"])
-        .output()
-        .await
-        .expect("running the temporal CLI");
-    if !out.status.success() {
-        return None;
-    }
-    Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "temporal {args:?} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    }))
-}
-
-async fn describe(workflow_id: &str) -> Option<Value> {
-    temporal_json(&["workflow", "describe", "--workflow-id", workflow_id]).await
-}
-
-/// The history events of `workflow_id`.
-async fn history(workflow_id: &str) -> Vec<Value> {
-    let h = temporal_json(&["workflow", "show", "--workflow-id", workflow_id])
-        .await
-        .unwrap_or_else(|| panic!("no history for workflow {workflow_id}"));
-    h["events"].as_array().cloned().unwrap_or_default()
-}
-
-/// The attributes of the events of `event_type` (`EVENT_TYPE_WORKFLOW_EXECUTION_STARTED`, ...).
-fn events<'a>(history: &'a [Value], event_type: &str, attributes: &str) -> Vec<&'a Value> {
-    history
-        .iter()
-        .filter(|e| e["eventType"] == event_type)
-        .map(|e| &e[attributes])
-        .collect()
-}
-
-fn started(history: &[Value]) -> &Value {
-    let s = events(
-        history,
-        "EVENT_TYPE_WORKFLOW_EXECUTION_STARTED",
-        "workflowExecutionStartedEventAttributes",
-    );
-    assert_eq!(s.len(), 1, "{history:#?}");
-    s[0]
-}
-
-fn signaled(history: &[Value]) -> Vec<&Value> {
-    events(
-        history,
-        "EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED",
-        "workflowExecutionSignaledEventAttributes",
-    )
-}
-
-/// The payloads of `input` as (encoding, exact data text).
-fn payloads(input: &Value) -> Vec<(String, String)> {
-    let decode = |v: &Value| {
-        let bytes = BASE64
-            .decode(v.as_str().unwrap_or_else(|| panic!("base64 string: {v}")))
-            .expect("base64");
-        String::from_utf8(bytes).expect("UTF-8 payload")
-    };
-    input["payloads"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no payloads in {input}"))
-        .iter()
-        .map(|p| (decode(&p["metadata"]["encoding"]), decode(&p["data"])))
-        .collect()
-}
-
-/// The single `json/plain` payload of `input`, parsed.
-fn single_json(input: &Value) -> Value {
-    let p = payloads(input);
-    assert_eq!(p.len(), 1, "{p:?}");
-    assert_eq!(p[0].0, "json/plain");
-    serde_json::from_str(&p[0].1).expect("JSON payload")
-}
 
 /// A flow file: HTTP source on `127.0.0.1:0` `/events`, Temporal sink with `sink_lines`.
 fn http_flow(name: &str, host_port: &str, sink_lines: &str, extra: &str) -> String {

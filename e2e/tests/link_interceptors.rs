@@ -6,44 +6,17 @@
 //! Modules are compiled from WAT: the engine's test modules, the link's `wrap.wat`, and
 //! fixed-answer modules generated here.
 
-use std::path::Path;
 use std::time::Duration;
 
 use fiso_e2e::link::{http_target, Link};
+use fiso_e2e::wasm::{engine_module, fixed, wat_file};
 use fiso_e2e::{client, eventually, fiso_bin, send, Reply, Script, SinkServer};
 use pretty_assertions::assert_eq;
 use serde_json::{json, Value};
 
-/// The engine's test module `name` (`dataplane/wasm/testdata/<name>.wat`).
-fn engine_module(name: &str) -> Vec<u8> {
-    wat_file(&format!("../dataplane/wasm/testdata/{name}.wat"))
-}
-
-fn wat_file(rel: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(rel);
-    wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 /// `{"payload":<its input>}`: what the module was given becomes the body.
 fn wrap_module() -> Vec<u8> {
     wat_file("../dataplane/link/src/intercept/testdata/wrap.wat")
-}
-
-/// A module that ignores its input and prints `out`.
-fn fixed(out: &str) -> Vec<u8> {
-    let escaped: String = out.bytes().map(|b| format!("\\{b:02x}")).collect();
-    wat::parse_str(format!(
-        r#"(module
-  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
-  (memory (export "memory") 1)
-  (data (i32.const 64) "{escaped}")
-  (func (export "_start")
-    (i32.store (i32.const 0) (i32.const 64))
-    (i32.store (i32.const 4) (i32.const {}))
-    (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#,
-        out.len()
-    ))
-    .unwrap()
 }
 
 /// An interceptor list item (8-space indented under a target's `interceptors:`).

@@ -180,28 +180,45 @@ fn lock(b: &Mutex<Breaker>) -> std::sync::MutexGuard<'_, Breaker> {
     b.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The breaker's state as the request met it (after admission: the request that ends the
+/// open period sees `half_open`), on the answer for the `link <target>` span; set only when
+/// traces are exported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CircuitSeen(pub CircuitState);
+
 impl Concern for CircuitBreaker {
     fn call(&self, req: Request, next: &Next) -> BoxFuture<'static, Response> {
         let breaker = Arc::clone(&self.breaker);
-        let admission = lock(&breaker).admit();
+        let (admission, seen) = {
+            let mut b = lock(&breaker);
+            let admission = b.admit();
+            let seen = fiso_runtime::otel::enabled().then(|| CircuitSeen(b.state()));
+            (admission, seen)
+        };
         if let Admission::Rejected { retry_after } = admission {
             let target = lock(&breaker).target.clone();
-            let response = error_retry_after(
+            let mut response = error_retry_after(
                 ErrorCode::CircuitOpen,
                 format!("circuit breaker of target `{target}` is open"),
                 retry_after,
             );
+            if let Some(seen) = seen {
+                response.extensions_mut().insert(seen);
+            }
             return Box::pin(async move { response });
         }
         let answer = next.handle(req);
         Box::pin(async move {
-            let response = answer.await;
+            let mut response = answer.await;
             let mut breaker = lock(&breaker);
             match upstream_failed(&response) {
                 Some(failed) => breaker.record(!failed),
                 None => breaker.forget(),
             }
             drop(breaker);
+            if let Some(seen) = seen {
+                response.extensions_mut().insert(seen);
+            }
             response
         })
     }

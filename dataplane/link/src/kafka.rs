@@ -20,6 +20,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::client_fault::ClientFault;
 use crate::response::{
@@ -107,7 +108,13 @@ impl KafkaPublisher {
             Ok(k) => k,
             Err(message) => return error(ErrorCode::InvalidRequest, message),
         };
-        let headers = record_headers(parts.headers, &self.headers);
+        let mut headers = record_headers(parts.headers, &self.headers);
+        let span = self.send_span();
+        // The consumer of the record continues the trace from this span; with traces off the
+        // caller's `traceparent` / `tracestate` travel on as request headers.
+        if let Some(trace) = fiso_runtime::otel::headers_of(&span) {
+            set_trace_headers(&mut headers, &trace);
+        }
         let mut owned = OwnedHeaders::new_with_capacity(headers.len());
         for (k, v) in &headers {
             owned = owned.insert(Header {
@@ -121,11 +128,21 @@ impl KafkaPublisher {
         if let Some(k) = &key {
             record = record.key(k.as_slice());
         }
-        match self
+        let sent = self
             .producer
             .send(record, Timeout::After(self.timeout))
-            .await
-        {
+            .instrument(span.clone())
+            .await;
+        if !span.is_disabled() {
+            match &sent {
+                Ok(d) => {
+                    span.record("messaging.destination.partition.id", d.partition);
+                    span.record("messaging.kafka.offset", d.offset);
+                }
+                Err(_) => fiso_runtime::otel::failed(&span, ErrorCode::KafkaPublishFailed.as_str()),
+            }
+        }
+        match sent {
             Ok(d) => json_response(
                 StatusCode::OK,
                 &json!({"status": "published", "topic": &*self.topic, "partition": d.partition, "offset": d.offset}),
@@ -138,6 +155,51 @@ impl KafkaPublisher {
                     fiso_runtime::kafka::error_text::describe(&e)
                 ),
             ),
+        }
+    }
+}
+
+impl KafkaPublisher {
+    /// `send <topic>`: the producer span of the record, per the messaging semantic
+    /// conventions, when traces are exported. Neither key nor headers become attributes.
+    fn send_span(&self) -> tracing::Span {
+        if !fiso_runtime::otel::enabled() {
+            return tracing::Span::none();
+        }
+        let span = tracing::info_span!(
+            "send",
+            otel.name = format!("send {}", self.topic),
+            otel.kind = "producer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = "kafka",
+            messaging.operation.type = "send",
+            messaging.destination.name = &*self.topic,
+            messaging.destination.partition.id = tracing::field::Empty,
+            messaging.kafka.offset = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        fiso_runtime::otel::record_ids(&span);
+        span
+    }
+}
+
+/// `traceparent` / `tracestate` of the record, replacing the caller's (and a static header of
+/// the same name): the record continues the trace from its `send` span.
+fn set_trace_headers(
+    headers: &mut Vec<(String, Vec<u8>)>,
+    trace: &fiso_runtime::otel::TraceHeaders,
+) {
+    headers.retain(|(name, _)| {
+        !name.eq_ignore_ascii_case("traceparent") && !name.eq_ignore_ascii_case("tracestate")
+    });
+    for (name, value) in [
+        ("traceparent", &trace.traceparent),
+        ("tracestate", &trace.tracestate),
+    ] {
+        if let Some(v) = value {
+            headers.push((name.to_owned(), v.clone().into_bytes()));
         }
     }
 }
@@ -279,10 +341,33 @@ mod tests {
     }
 
     #[test]
+    fn the_send_span_context_replaces_the_callers() {
+        let mut headers = vec![
+            ("TraceParent".to_owned(), b"00-caller-01".to_vec()),
+            ("tracestate".to_owned(), b"caller=1".to_vec()),
+            ("x-request-id".to_owned(), b"r1".to_vec()),
+        ];
+        let trace = fiso_runtime::otel::TraceHeaders {
+            traceparent: Some("00-span-01".into()),
+            tracestate: None,
+        };
+        set_trace_headers(&mut headers, &trace);
+        assert_eq!(
+            headers,
+            [
+                ("x-request-id".to_owned(), b"r1".to_vec()),
+                ("traceparent".to_owned(), b"00-span-01".to_vec()),
+            ]
+        );
+    }
+
+    #[test]
     fn static_headers_win_and_credentials_stay_behind() {
         let mut h = http::HeaderMap::new();
         h.insert("x-request-id", http::HeaderValue::from_static("r1"));
         h.insert("environment", http::HeaderValue::from_static("dev"));
+        // With traces off, the caller's context travels on as it came.
+        h.insert("traceparent", http::HeaderValue::from_static("00-t-s-01"));
         h.insert(
             header::AUTHORIZATION,
             http::HeaderValue::from_static("Bearer app"),
@@ -293,6 +378,7 @@ mod tests {
             out,
             [
                 ("x-request-id".to_owned(), b"r1".to_vec()),
+                ("traceparent".to_owned(), b"00-t-s-01".to_vec()),
                 ("environment".to_owned(), b"production".to_vec())
             ]
         );

@@ -87,6 +87,17 @@ pub enum CircuitState {
     Open = 2,
 }
 
+impl CircuitState {
+    /// The state's name as a span attribute (`fiso.link.circuit_state`) gives it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::HalfOpen => "half_open",
+            CircuitState::Open => "open",
+        }
+    }
+}
+
 /// The link's metrics; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct LinkMetrics {

@@ -17,6 +17,7 @@ use arc_swap::ArcSwap;
 use http::Method;
 use tokio::time::Instant;
 
+use crate::breaker::CircuitSeen;
 use crate::client_fault::ClientFault;
 use crate::forward::Forward;
 use crate::framing::{refuse_framing, refuse_method, MAX_METHOD_LEN};
@@ -212,6 +213,7 @@ fn link_span(
         fiso.link.path_allowed = Empty,
         fiso.link.rate_limited = Empty,
         fiso.link.circuit_open = Empty,
+        fiso.link.circuit_state = Empty,
         error.type = Empty,
         trace_id = Empty,
         span_id = Empty,
@@ -220,8 +222,8 @@ fn link_span(
     span
 }
 
-/// The answer on the link span: status, and which concern decided when the proxy answered
-/// itself (allowed paths, rate limit, breaker).
+/// The answer on the link span: status, which concern decided when the proxy answered itself
+/// (allowed paths, rate limit, breaker), and the breaker's state as the request saw it.
 fn record_answer(span: &tracing::Span, response: &Response) {
     span.record("http.response.status_code", response.status().as_u16());
     let code = response.extensions().get::<ProxyError>().map(|e| e.0);
@@ -237,6 +239,9 @@ fn record_answer(span: &tracing::Span, response: &Response) {
         "fiso.link.circuit_open",
         matches!(code, Some(ErrorCode::CircuitOpen)),
     );
+    if let Some(CircuitSeen(state)) = response.extensions().get::<CircuitSeen>() {
+        span.record("fiso.link.circuit_state", state.as_str());
+    }
     if let Some(code) = code {
         span.record("error.type", code.as_str());
     } else if response.status().is_server_error() {

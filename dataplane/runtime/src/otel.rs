@@ -525,6 +525,33 @@ pub fn trace_id_of(span: &tracing::Span) -> Option<String> {
     (sc.is_valid() && sc.is_sampled()).then(|| sc.trace_id().to_string())
 }
 
+/// `interceptor <module>`: one interceptor's run, Flow's on an event or Link's on a request
+/// (`phase` `outbound`) or an answer (`inbound`); [`Span::none`](tracing::Span::none) unless
+/// traces are exported.
+pub fn interceptor_span(module: &str, phase: Option<&'static str>) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "interceptor",
+        otel.name = format!("interceptor {module}"),
+        otel.status_code = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        fiso.interceptor.module = module,
+        fiso.interceptor.phase = phase,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    record_ids(&span);
+    span
+}
+
+/// Marks `span` failed, `code` being the error's stable code (`error.type`).
+pub fn failed(span: &tracing::Span, code: &str) {
+    span.record("error.type", code);
+    span.record("otel.status_code", "ERROR");
+}
+
 /// Semantic-convention attributes of an HTTP answer set on `span` after it started.
 pub fn set_attribute(
     span: &tracing::Span,

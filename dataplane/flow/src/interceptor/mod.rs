@@ -160,11 +160,13 @@ impl InterceptorChain {
             event.insert("headers".into(), Value::Object(Map::new()));
         }
         for step in &self.steps {
-            let span = step_span(step.label());
+            let span = fiso_runtime::otel::interceptor_span(step.label(), None);
             let answer = step.run(&event).instrument(span.clone()).await;
             match &answer {
-                Ok(Answer::Reject { .. }) => failed(&span, "INTERCEPTOR_REJECTED"),
-                Err(e) => failed(&span, e.code()),
+                Ok(Answer::Reject { .. }) => {
+                    fiso_runtime::otel::failed(&span, "INTERCEPTOR_REJECTED")
+                }
+                Err(e) => fiso_runtime::otel::failed(&span, e.code()),
                 Ok(_) => {}
             }
             match answer {
@@ -230,27 +232,4 @@ pub fn modules_fingerprint(specs: &[InterceptorSpec], base_dir: Option<&Path>) -
         }),
         base_dir,
     )
-}
-
-/// `interceptor <module>`: one interceptor's run on an event, when traces are exported.
-fn step_span(module: &str) -> tracing::Span {
-    if !fiso_runtime::otel::enabled() {
-        return tracing::Span::none();
-    }
-    let span = tracing::info_span!(
-        "interceptor",
-        otel.name = format!("interceptor {module}"),
-        otel.status_code = tracing::field::Empty,
-        error.type = tracing::field::Empty,
-        fiso.interceptor.module = module,
-        trace_id = tracing::field::Empty,
-        span_id = tracing::field::Empty,
-    );
-    fiso_runtime::otel::record_ids(&span);
-    span
-}
-
-fn failed(span: &tracing::Span, code: &str) {
-    span.record("error.type", code);
-    span.record("otel.status_code", "ERROR");
 }

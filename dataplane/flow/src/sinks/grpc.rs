@@ -3,6 +3,8 @@
 //! each event waits for the acknowledgement carrying its id. UNAVAILABLE, DEADLINE_EXCEEDED,
 //! RESOURCE_EXHAUSTED and connection failures are retried per the flow's policy; other codes
 //! are final. TLS with rustls: system roots plus `caFile`, a client certificate for mutual TLS.
+//! With traces exported, each attempt is a client span whose context the event carries in its
+//! `traceparent` / `tracestate` extensions (the stream's metadata is shared by every event).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -10,16 +12,21 @@ use std::time::Duration;
 
 use crate::CloudEvent;
 use fiso_config::flow::GrpcSinkConfig;
+use fiso_runtime::http_client;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::Code;
+use tracing::field::Empty;
+use tracing::Instrument;
 
-use super::Sink;
+use super::{rpc_trace, Sink};
 use crate::cel::budget::Budget;
 use crate::event::protobuf::proto::fiso::v1::event_service_client::EventServiceClient;
 use crate::event::protobuf::proto::fiso::v1::{Outcome as AckOutcome, PublishResponse};
+use crate::event::protobuf::proto::io::cloudevents::v1::cloud_event::cloud_event_attribute_value::Attr;
+use crate::event::protobuf::proto::io::cloudevents::v1::cloud_event::CloudEventAttributeValue;
 use crate::event::protobuf::proto::io::cloudevents::v1::CloudEvent as ProtoEvent;
 use crate::event::protobuf::to_proto;
 use crate::pipeline::delivery::{
@@ -165,12 +172,20 @@ impl GrpcSink {
         };
         let ce = to_proto(event).map_err(|m| failed(Code::InvalidArgument, 0, m))?;
         let result = with_retries(&self.policy, |n| {
-            let ce = ce.clone();
+            let mut ce = ce.clone();
+            let span = self.attempt_span(n);
+            // The receiver continues the trace from this attempt. The stream, and so its
+            // metadata, is shared by every event: the context travels in the event itself
+            // (the CloudEvents distributed-tracing extension), replacing the flow span's.
+            if let Some(trace) = fiso_runtime::otel::headers_of(&span) {
+                set_trace_attributes(&mut ce, &trace);
+            }
+            let traced = span.clone();
             async move {
                 if n > 0 {
                     tracing::debug!(address = %self.address, attempt = n + 1, "retrying gRPC delivery");
                 }
-                match self.attempt(ce).await {
+                let attempt = match self.attempt(ce).await {
                     Ok(ack) if ack.code == Code::Ok as i32 => Attempt::Success(ack),
                     Ok(ack) => {
                         let code = Code::from(ack.code);
@@ -181,8 +196,11 @@ impl GrpcSink {
                         }
                     }
                     Err((code, message)) => Attempt::Retryable((code, message), None),
-                }
+                };
+                record_attempt(&traced, &attempt);
+                attempt
             }
+            .instrument(span)
         })
         .await;
         result.map_err(|e| match e {
@@ -192,6 +210,33 @@ impl GrpcSink {
                 last: (code, message),
             } => failed(code, attempts, message),
         })
+    }
+
+    /// The client span of attempt `n` (0-based), per the RPC semantic conventions: the
+    /// event's round trip on the `PublishStream` call, from its send to its acknowledgement.
+    fn attempt_span(&self, n: u32) -> tracing::Span {
+        if !fiso_runtime::otel::enabled() {
+            return tracing::Span::none();
+        }
+        let (host, port) = http_client::host_and_port(self.endpoint.uri());
+        let span = tracing::info_span!(
+            "deliver",
+            otel.name = "fiso.v1.EventService/PublishStream",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = "fiso.v1.EventService",
+            rpc.method = "PublishStream",
+            server.address = host,
+            server.port = port,
+            fiso.delivery.resend_count = (n > 0).then_some(n),
+            rpc.grpc.status_code = Empty,
+            error.type = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+        );
+        fiso_runtime::otel::record_ids(&span);
+        span
     }
 
     /// One send on the stream (opened if needed) and the wait for its acknowledgement.
@@ -326,6 +371,42 @@ fn ack_response(ack: &PublishResponse) -> SinkResponse {
         content_type: Some(axum::http::HeaderValue::from_static("application/json")),
         body: body.to_string().into(),
         truncated: false,
+    }
+}
+
+/// `traceparent` / `tracestate` of the next hop as the event's extension attributes.
+fn set_trace_attributes(ce: &mut ProtoEvent, trace: &fiso_runtime::otel::TraceHeaders) {
+    for (name, value) in [
+        ("traceparent", &trace.traceparent),
+        ("tracestate", &trace.tracestate),
+    ] {
+        match value {
+            Some(v) => {
+                ce.attributes.insert(
+                    name.to_owned(),
+                    CloudEventAttributeValue {
+                        attr: Some(Attr::CeString(v.clone())),
+                    },
+                );
+            }
+            None => {
+                ce.attributes.remove(name);
+            }
+        }
+    }
+}
+
+/// The acknowledgement's status (or the failure's) on the attempt's span.
+fn record_attempt(span: &tracing::Span, attempt: &Attempt<PublishResponse, (Code, String)>) {
+    if span.is_disabled() {
+        return;
+    }
+    match attempt {
+        Attempt::Success(ack) => rpc_trace::record_code(span, ack.code),
+        Attempt::Retryable((code, _), _) | Attempt::Permanent((code, _)) => {
+            rpc_trace::record_code(span, *code as i32);
+            rpc_trace::failed(span, rpc_trace::code_name(*code as i32));
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod grpc;
 pub mod http;
 pub mod kafka;
+mod rpc_trace;
 mod sink;
 pub mod temporal;
 

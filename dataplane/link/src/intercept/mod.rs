@@ -24,8 +24,10 @@ use fiso_wasm::{FailureKind, InterceptorBuildError, Module};
 use futures::future::BoxFuture;
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tracing::Instrument;
 
 use crate::allow::AllowedPaths;
+use crate::breaker::CircuitSeen;
 use crate::client_fault::ClientFault;
 use crate::forward::Forward;
 use crate::layer::{Concern, Next};
@@ -137,7 +139,13 @@ impl Concern for Intercept {
                 path: &path,
                 query: forward.as_ref().and_then(|f| f.query.as_deref()),
             };
-            this.inbound(&line, response).await
+            // An answer a module replaced still tells the request's span what the breaker was.
+            let seen = response.extensions().get::<CircuitSeen>().copied();
+            let mut answer = this.inbound(&line, response).await;
+            if let Some(seen) = seen {
+                answer.extensions_mut().insert(seen);
+            }
+            answer
         })
     }
 }
@@ -268,75 +276,113 @@ impl Inner {
             InterceptorPhase::Outbound => &self.outbound,
             InterceptorPhase::Inbound => &self.inbound,
         };
-        let target = &self.target;
         for (i, loaded) in chain.iter().enumerate() {
             let module = &loaded.module;
-            // The first module's limit was enforced while reading; a later one may get a body
-            // an earlier module grew.
-            if i > 0 && view.body_len() > loaded.max_input {
-                let e = module.error(FailureKind::InvalidInput(format!(
-                    "the body an earlier interceptor produced is larger than this one's maxInputSize ({} bytes)",
-                    loaded.max_input
-                )));
-                self.metrics.interceptor_error(target, phase.as_str());
-                return Ran::Answer(failed(target, &e.to_string()));
-            }
-            let started = Instant::now();
-            let result = match module.run_raw(view.stdin()).await {
-                Ok(stdout) => output::parse(&stdout)
-                    .and_then(|out| match out {
-                        Output::Reject { status, reason } => Ok(Some((status, reason))),
-                        Output::Changes(changes) => view.merge(changes).map(|()| None),
-                    })
-                    .map_err(|message| module.error(FailureKind::InvalidOutput(message))),
-                Err(e) => Err(e),
-            };
-            self.metrics
-                .interceptor_call(target, phase.as_str(), started.elapsed().as_secs_f64());
-            match result {
-                Ok(None) => {}
-                Ok(Some((status, reason))) => {
-                    self.metrics.interceptor_rejected(target, phase.as_str());
-                    tracing::info!(target_name = %target, phase = phase.as_str(), module = module.module(), status, reason = %reason, "rejected by an interceptor");
-                    return Ran::Answer(rejected(status, reason));
-                }
-                Err(e) if module.fail_open() => {
-                    self.metrics.interceptor_failed_open(target, phase.as_str());
-                    tracing::warn!(target_name = %target, phase = phase.as_str(), module = module.module(), code = e.code(), error = %e, "interceptor failed; failOpen: passing the message on unchanged");
-                }
-                Err(e) => {
-                    self.metrics.interceptor_error(target, phase.as_str());
-                    tracing::warn!(target_name = %target, phase = phase.as_str(), module = module.module(), code = e.code(), error = %e, "interceptor failed");
-                    return Ran::Answer(failed(target, &e.to_string()));
-                }
-            }
-            if phase == InterceptorPhase::Outbound && view.target_changed {
-                match normalise(view.path()) {
-                    Ok(path) if self.allowed.allows(&path) => view.set_path(path.encoded()),
-                    Ok(path) => {
-                        return Ran::Answer(error(
-                            ErrorCode::PathNotAllowed,
-                            format!(
-                                "interceptor `{}` rewrote the path to {}, which is not allowed for target `{target}`",
-                                module.module(),
-                                path.as_str()
-                            ),
-                        ))
-                    }
-                    Err(e) => {
-                        return Ran::Answer(error(
-                            ErrorCode::PathNotAllowed,
-                            format!(
-                                "interceptor `{}` rewrote the path to one that is not allowed: {e}",
-                                module.module()
-                            ),
-                        ))
-                    }
+            let span = fiso_runtime::otel::interceptor_span(module.module(), Some(phase.as_str()));
+            let ran = self
+                .run_one(phase, i, loaded, &mut view)
+                .instrument(span.clone())
+                .await;
+            match ran {
+                Step::Next => {}
+                Step::FailedOpen(code) => fiso_runtime::otel::failed(&span, code),
+                Step::Answer(code, answer) => {
+                    fiso_runtime::otel::failed(&span, code);
+                    return Ran::Answer(answer);
                 }
             }
         }
         Ran::Done(view)
     }
+
+    /// Module `i` of the `phase` chain on `view`.
+    async fn run_one(
+        &self,
+        phase: InterceptorPhase,
+        i: usize,
+        loaded: &Loaded,
+        view: &mut View,
+    ) -> Step {
+        let target = &self.target;
+        let module = &loaded.module;
+        // The first module's limit was enforced while reading; a later one may get a body
+        // an earlier module grew.
+        if i > 0 && view.body_len() > loaded.max_input {
+            let e = module.error(FailureKind::InvalidInput(format!(
+                "the body an earlier interceptor produced is larger than this one's maxInputSize ({} bytes)",
+                loaded.max_input
+            )));
+            self.metrics.interceptor_error(target, phase.as_str());
+            return Step::Answer(e.code(), failed(target, &e.to_string()));
+        }
+        let started = Instant::now();
+        let result = match module.run_raw(view.stdin()).await {
+            Ok(stdout) => output::parse(&stdout)
+                .and_then(|out| match out {
+                    Output::Reject { status, reason } => Ok(Some((status, reason))),
+                    Output::Changes(changes) => view.merge(changes).map(|()| None),
+                })
+                .map_err(|message| module.error(FailureKind::InvalidOutput(message))),
+            Err(e) => Err(e),
+        };
+        self.metrics
+            .interceptor_call(target, phase.as_str(), started.elapsed().as_secs_f64());
+        match result {
+            Ok(None) => {}
+            Ok(Some((status, reason))) => {
+                self.metrics.interceptor_rejected(target, phase.as_str());
+                tracing::info!(target_name = %target, phase = phase.as_str(), module = module.module(), status, reason = %reason, "rejected by an interceptor");
+                return Step::Answer(
+                    ErrorCode::InterceptorRejected.as_str(),
+                    rejected(status, reason),
+                );
+            }
+            Err(e) if module.fail_open() => {
+                self.metrics.interceptor_failed_open(target, phase.as_str());
+                tracing::warn!(target_name = %target, phase = phase.as_str(), module = module.module(), code = e.code(), error = %e, "interceptor failed; failOpen: passing the message on unchanged");
+                return Step::FailedOpen(e.code());
+            }
+            Err(e) => {
+                self.metrics.interceptor_error(target, phase.as_str());
+                tracing::warn!(target_name = %target, phase = phase.as_str(), module = module.module(), code = e.code(), error = %e, "interceptor failed");
+                return Step::Answer(e.code(), failed(target, &e.to_string()));
+            }
+        }
+        if phase == InterceptorPhase::Outbound && view.target_changed {
+            match normalise(view.path()) {
+                Ok(path) if self.allowed.allows(&path) => view.set_path(path.encoded()),
+                Ok(path) => {
+                    return Step::Answer(ErrorCode::PathNotAllowed.as_str(), error(
+                        ErrorCode::PathNotAllowed,
+                        format!(
+                            "interceptor `{}` rewrote the path to {}, which is not allowed for target `{target}`",
+                            module.module(),
+                            path.as_str()
+                        ),
+                    ))
+                }
+                Err(e) => {
+                    return Step::Answer(ErrorCode::PathNotAllowed.as_str(), error(
+                        ErrorCode::PathNotAllowed,
+                        format!(
+                            "interceptor `{}` rewrote the path to one that is not allowed: {e}",
+                            module.module()
+                        ),
+                    ))
+                }
+            }
+        }
+        Step::Next
+    }
+}
+
+/// What one module's run came to.
+enum Step {
+    Next,
+    /// It failed with this code and `failOpen` passed the message on.
+    FailedOpen(&'static str),
+    /// The chain stops with this answer, for this reason.
+    Answer(&'static str, Response),
 }
 
 fn too_large(limit: usize) -> Response {

@@ -16,6 +16,9 @@
 //! * Failures are classified like the HTTP sink's: `UNAVAILABLE`, `DEADLINE_EXCEEDED`,
 //!   `RESOURCE_EXHAUSTED` and connection errors are retried per the flow's policy, anything else
 //!   is final. The client's own retries are turned off so the flow's policy alone decides.
+//! * Traces: each attempt is a client span named as Temporal's OpenTelemetry interceptors name
+//!   a start (`StartWorkflow:<type>`), whose W3C context the workflow header `_tracer-data`
+//!   carries, so a worker with those interceptors continues the trace.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,13 +26,16 @@ use std::time::Duration;
 
 use crate::CloudEvent;
 use fiso_config::flow::{TemporalMode, TemporalSinkConfig};
+use fiso_runtime::otel::TraceHeaders;
 use fiso_runtime::Readiness;
 use serde_json::Value as Json;
 use temporalio_client::grpc::WorkflowService;
 use temporalio_client::request_extensions::NoRetryOnMatching;
 use temporalio_client::tonic::{Code, Status};
 use temporalio_client::{Connection, Url};
-use temporalio_common::protos::temporal::api::common::v1::{Payload, Payloads, WorkflowType};
+use temporalio_common::protos::temporal::api::common::v1::{
+    Header, Payload, Payloads, WorkflowType,
+};
 use temporalio_common::protos::temporal::api::enums::v1::TaskQueueKind;
 use temporalio_common::protos::temporal::api::taskqueue::v1::TaskQueue;
 use temporalio_common::protos::temporal::api::workflowservice::v1::{
@@ -37,13 +43,15 @@ use temporalio_common::protos::temporal::api::workflowservice::v1::{
 };
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::Instrument;
 
-use super::Sink;
+use super::{rpc_trace, Sink};
 use crate::cel::budget::Budget;
 use crate::cel::expr::CompiledExpr;
 use crate::event::json;
 use crate::pipeline::delivery::{DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt};
-use crate::retry::{with_retries, RetryError, RetryPolicy};
+use crate::retry::{with_retries, Attempt, RetryError, RetryPolicy};
 use crate::{FlowError, InputEvent, Scope};
 
 mod classify;
@@ -250,43 +258,76 @@ impl TemporalSink {
         // One request id for every attempt: a retry of a call that did reach Temporal is
         // recognised as the same request.
         let request_id = uuid::Uuid::new_v4().to_string();
+        // With traces off the caller's context is forwarded as it came, as the HTTP sink does.
+        let caller = ctx.traceparent.as_ref().map(|_| TraceHeaders {
+            traceparent: ctx.traceparent.clone(),
+            tracestate: ctx.tracestate.clone(),
+        });
         let result = with_retries(&inner.policy, |n| {
             let (workflow_id, payloads, request_id) =
                 (workflow_id.clone(), payloads.clone(), request_id.clone());
+            let span = self.attempt_span(n, &workflow_id);
+            // The workflow continues the trace from this attempt (Temporal's OpenTelemetry
+            // interceptors read the `_tracer-data` header).
+            let header = tracer_data(fiso_runtime::otel::headers_of(&span).as_ref().or(caller.as_ref()));
+            let traced = span.clone();
             async move {
                 if n > 0 {
                     tracing::debug!(host_port = %inner.host_port, workflow_id = %workflow_id, attempt = n + 1, "retrying Temporal delivery");
                 }
                 let connection = match inner.connector.connection().await {
                     Ok(c) => c,
-                    Err(e) => return classify_connect(&e),
+                    Err(e) => {
+                        rpc_trace::failed(&traced, "connection");
+                        return classify_connect(&e);
+                    }
                 };
                 let token = match inner.connector.token().await {
                     Ok(t) => t,
-                    Err(e) => return classify_token(&e),
+                    Err(e) => {
+                        rpc_trace::failed(&traced, "token");
+                        return classify_token(&e);
+                    }
                 };
-                let mut call = self
-                    .call(connection.clone(), &workflow_id, &payloads, &request_id, token.as_deref())
-                    .await;
+                let call = |token: Option<String>| {
+                    self.call(
+                        connection.clone(),
+                        Call {
+                            workflow_id: workflow_id.clone(),
+                            payloads: payloads.clone(),
+                            request_id: request_id.clone(),
+                            header: header.clone(),
+                        },
+                        token,
+                    )
+                };
+                let mut result = call(token.clone()).await;
                 // A token Temporal refuses (revoked, or kept for want of `expires_in`) is
                 // replaced once, at once.
                 if let (Some(source), Some(stale), Err(status)) =
-                    (&inner.connector.oidc, &token, &call)
+                    (&inner.connector.oidc, &token, &result)
                 {
                     if status.code() == Code::Unauthenticated {
                         tracing::info!(host_port = %inner.host_port, "Temporal refused the access token; fetching a new one");
                         source.invalidate(stale).await;
                         let fresh = match source.token().await {
                             Ok(t) => t,
-                            Err(e) => return classify_token(&e),
+                            Err(e) => {
+                                rpc_trace::failed(&traced, "token");
+                                return classify_token(&e);
+                            }
                         };
-                        call = self
-                            .call(connection, &workflow_id, &payloads, &request_id, Some(&fresh))
-                            .await;
+                        result = call(Some(fresh)).await;
                     }
                 }
-                classify_call(call)
+                record_call(&traced, &result);
+                let attempt = classify_call(result);
+                if !traced.is_disabled() && !matches!(attempt, Attempt::Success(_)) {
+                    traced.record("otel.status_code", "ERROR");
+                }
+                attempt
             }
+            .instrument(span)
         })
         .await;
         match result {
@@ -306,93 +347,154 @@ impl TemporalSink {
         }
     }
 
+    /// The client span of attempt `n` (0-based): named and attributed as Temporal's own
+    /// OpenTelemetry interceptors name a workflow start (`StartWorkflow:<type>`,
+    /// `temporalWorkflowID`), with the RPC semantic conventions of the gRPC call under it.
+    /// Never the workflow's input.
+    fn attempt_span(&self, n: u32, workflow_id: &str) -> tracing::Span {
+        if !fiso_runtime::otel::enabled() {
+            return tracing::Span::none();
+        }
+        let inner = &self.inner;
+        let (operation, method) = match inner.mode {
+            TemporalMode::Start => ("StartWorkflow", "StartWorkflowExecution"),
+            TemporalMode::Signal => (
+                "SignalWithStartWorkflow",
+                "SignalWithStartWorkflowExecution",
+            ),
+        };
+        let target = &inner.connector.target;
+        let span = tracing::info_span!(
+            "deliver",
+            otel.name = format!("{operation}:{}", inner.workflow_type),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            rpc.system = "grpc",
+            rpc.service = "temporal.api.workflowservice.v1.WorkflowService",
+            rpc.method = method,
+            server.address = target.host_str().unwrap_or_default(),
+            server.port = target.port(),
+            temporalWorkflowID = workflow_id,
+            temporal.namespace = %inner.namespace,
+            temporal.task_queue = %inner.task_queue,
+            temporal.workflow.type = %inner.workflow_type,
+            fiso.delivery.resend_count = (n > 0).then_some(n),
+            rpc.grpc.status_code = Empty,
+            error.type = Empty,
+            trace_id = Empty,
+            span_id = Empty,
+        );
+        fiso_runtime::otel::record_ids(&span);
+        span
+    }
+
     /// One start or signal-with-start call, per the sink's mode.
     async fn call(
         &self,
         connection: Connection,
-        workflow_id: &str,
-        payloads: &Payloads,
-        request_id: &str,
-        token: Option<&str>,
+        call: Call,
+        token: Option<String>,
     ) -> Result<(String, bool), Status> {
-        let (workflow_id, payloads, request_id) = (
-            workflow_id.to_owned(),
-            payloads.clone(),
-            request_id.to_owned(),
-        );
-        match self.inner.mode {
+        let inner = &self.inner;
+        let Call {
+            workflow_id,
+            payloads,
+            request_id,
+            header,
+        } = call;
+        let mut service = connection;
+        match inner.mode {
             TemporalMode::Start => {
-                self.start(connection, workflow_id, payloads, request_id, token)
+                let request = StartWorkflowExecutionRequest {
+                    namespace: inner.namespace.clone(),
+                    workflow_id,
+                    workflow_type: Some(WorkflowType {
+                        name: inner.workflow_type.clone(),
+                    }),
+                    task_queue: Some(task_queue(&inner.task_queue)),
+                    input: Some(payloads),
+                    identity: inner.identity.clone(),
+                    request_id,
+                    header,
+                    ..Default::default()
+                };
+                service
+                    .start_workflow_execution(request_of(request, token.as_deref()))
                     .await
+                    .map(|r| {
+                        let r = r.into_inner();
+                        (r.run_id, r.started)
+                    })
             }
             TemporalMode::Signal => {
-                self.signal_with_start(connection, workflow_id, payloads, request_id, token)
+                let request = SignalWithStartWorkflowExecutionRequest {
+                    namespace: inner.namespace.clone(),
+                    workflow_id,
+                    workflow_type: Some(WorkflowType {
+                        name: inner.workflow_type.clone(),
+                    }),
+                    task_queue: Some(task_queue(&inner.task_queue)),
+                    identity: inner.identity.clone(),
+                    request_id,
+                    signal_name: inner.signal_name.clone(),
+                    signal_input: Some(payloads),
+                    header,
+                    ..Default::default()
+                };
+                service
+                    .signal_with_start_workflow_execution(request_of(request, token.as_deref()))
                     .await
+                    .map(|r| {
+                        let r = r.into_inner();
+                        (r.run_id, r.started)
+                    })
             }
         }
     }
+}
 
-    async fn start(
-        &self,
-        connection: Connection,
-        workflow_id: String,
-        input: Payloads,
-        request_id: String,
-        token: Option<&str>,
-    ) -> Result<(String, bool), Status> {
-        let inner = &self.inner;
-        let request = StartWorkflowExecutionRequest {
-            namespace: inner.namespace.clone(),
-            workflow_id,
-            workflow_type: Some(WorkflowType {
-                name: inner.workflow_type.clone(),
-            }),
-            task_queue: Some(task_queue(&inner.task_queue)),
-            input: Some(input),
-            identity: inner.identity.clone(),
-            request_id,
-            ..Default::default()
-        };
-        let mut service = connection;
-        service
-            .start_workflow_execution(request_of(request, token))
-            .await
-            .map(|r| {
-                let r = r.into_inner();
-                (r.run_id, r.started)
-            })
+/// What one start or signal-with-start call sends besides the sink's settings.
+struct Call {
+    workflow_id: String,
+    payloads: Payloads,
+    request_id: String,
+    /// The `_tracer-data` header, when there is a context to pass on.
+    header: Option<Header>,
+}
+
+/// The header field Temporal's OpenTelemetry interceptors (Go, Java, TypeScript, Python)
+/// carry the W3C context in, as a `json/plain` payload of the propagator's carrier.
+pub const TRACER_DATA: &str = "_tracer-data";
+
+/// The workflow header with `trace` under [`TRACER_DATA`]; `None` without a context.
+fn tracer_data(trace: Option<&TraceHeaders>) -> Option<Header> {
+    let trace = trace?;
+    let mut carrier = std::collections::BTreeMap::new();
+    carrier.insert("traceparent", trace.traceparent.as_deref()?);
+    if let Some(state) = trace.tracestate.as_deref() {
+        carrier.insert("tracestate", state);
     }
+    let payload = json_payload(&carrier).ok()?;
+    Some(Header {
+        fields: HashMap::from([(TRACER_DATA.to_owned(), payload)]),
+    })
+}
 
-    async fn signal_with_start(
-        &self,
-        connection: Connection,
-        workflow_id: String,
-        signal_input: Payloads,
-        request_id: String,
-        token: Option<&str>,
-    ) -> Result<(String, bool), Status> {
-        let inner = &self.inner;
-        let request = SignalWithStartWorkflowExecutionRequest {
-            namespace: inner.namespace.clone(),
-            workflow_id,
-            workflow_type: Some(WorkflowType {
-                name: inner.workflow_type.clone(),
-            }),
-            task_queue: Some(task_queue(&inner.task_queue)),
-            identity: inner.identity.clone(),
-            request_id,
-            signal_name: inner.signal_name.clone(),
-            signal_input: Some(signal_input),
-            ..Default::default()
-        };
-        let mut service = connection;
-        service
-            .signal_with_start_workflow_execution(request_of(request, token))
-            .await
-            .map(|r| {
-                let r = r.into_inner();
-                (r.run_id, r.started)
-            })
+/// The call's gRPC status on the attempt's span (`ALREADY_EXISTS` is a de-duplicated start,
+/// not a failure).
+fn record_call(span: &tracing::Span, result: &Result<(String, bool), Status>) {
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(_) => rpc_trace::record_code(span, Code::Ok as i32),
+        Err(status) => {
+            let code = status.code() as i32;
+            rpc_trace::record_code(span, code);
+            if status.code() != Code::AlreadyExists {
+                span.record("error.type", rpc_trace::code_name(code));
+            }
+        }
     }
 }
 
