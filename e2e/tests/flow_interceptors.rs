@@ -29,7 +29,7 @@ async fn interceptors_rewrite_reject_and_fail_without_taking_the_flow_down() {
     let sink = SinkServer::ok().await;
     let dir = FlowDir::new();
     for name in ["uppercase", "reject", "loop", "grow", "garbage", "echo"] {
-        std::fs::write(dir.path().join(format!("{name}.wasm")), module(name)).unwrap();
+        std::fs::write(dir.path().join(format!("{name}.wasm")), engine_module(name)).unwrap();
     }
     let url = sink.url("/in");
     dir.write("upper.yaml", &flow("upper", &url, "uppercase.wasm", ""));
