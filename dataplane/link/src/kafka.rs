@@ -109,7 +109,7 @@ impl KafkaPublisher {
             Err(message) => return error(ErrorCode::InvalidRequest, message),
         };
         let mut headers = record_headers(parts.headers, &self.headers);
-        let span = self.send_span();
+        let span = fiso_runtime::otel::kafka_send_span(&self.topic);
         // The consumer of the record continues the trace from this span; with traces off the
         // caller's `traceparent` / `tracestate` travel on as request headers.
         if let Some(trace) = fiso_runtime::otel::headers_of(&span) {
@@ -156,32 +156,6 @@ impl KafkaPublisher {
                 ),
             ),
         }
-    }
-}
-
-impl KafkaPublisher {
-    /// `send <topic>`: the producer span of the record, per the messaging semantic
-    /// conventions, when traces are exported. Neither key nor headers become attributes.
-    fn send_span(&self) -> tracing::Span {
-        if !fiso_runtime::otel::enabled() {
-            return tracing::Span::none();
-        }
-        let span = tracing::info_span!(
-            "send",
-            otel.name = format!("send {}", self.topic),
-            otel.kind = "producer",
-            otel.status_code = tracing::field::Empty,
-            messaging.system = "kafka",
-            messaging.operation.type = "send",
-            messaging.destination.name = &*self.topic,
-            messaging.destination.partition.id = tracing::field::Empty,
-            messaging.kafka.offset = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        );
-        fiso_runtime::otel::record_ids(&span);
-        span
     }
 }
 

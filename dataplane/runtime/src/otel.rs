@@ -546,6 +546,31 @@ pub fn interceptor_span(module: &str, phase: Option<&'static str>) -> tracing::S
     span
 }
 
+/// `send <topic>`: the producer span of one Kafka record (the Flow sink's, a Link target's),
+/// per the messaging semantic conventions; [`Span::none`](tracing::Span::none) unless traces
+/// are exported. Neither key nor headers become attributes.
+pub fn kafka_send_span(topic: &str) -> tracing::Span {
+    if !enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "send",
+        otel.name = format!("send {topic}"),
+        otel.kind = "producer",
+        otel.status_code = tracing::field::Empty,
+        messaging.system = "kafka",
+        messaging.operation.type = "send",
+        messaging.destination.name = topic,
+        messaging.destination.partition.id = tracing::field::Empty,
+        messaging.kafka.offset = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    record_ids(&span);
+    span
+}
+
 /// Marks `span` failed, `code` being the error's stable code (`error.type`).
 pub fn failed(span: &tracing::Span, code: &str) {
     span.record("error.type", code);

@@ -166,7 +166,7 @@ impl Sink for KafkaSink {
         key: Option<Vec<u8>>,
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {
-        let span = self.send_span();
+        let span = fiso_runtime::otel::kafka_send_span(&self.topic);
         let at = match fiso_runtime::otel::headers_of(&span) {
             // The consumer of the record continues the trace from this span.
             Some(trace) => {
@@ -198,31 +198,6 @@ impl Sink for KafkaSink {
 
     fn transactions(&self) -> Option<&Arc<TransactionalProducer>> {
         self.transactions.as_ref()
-    }
-}
-
-impl KafkaSink {
-    /// `send <topic>`: the producer span of the record, when traces are exported.
-    fn send_span(&self) -> tracing::Span {
-        if !fiso_runtime::otel::enabled() {
-            return tracing::Span::none();
-        }
-        let span = tracing::info_span!(
-            "send",
-            otel.name = format!("send {}", self.topic),
-            otel.kind = "producer",
-            otel.status_code = tracing::field::Empty,
-            messaging.system = "kafka",
-            messaging.operation.type = "send",
-            messaging.destination.name = %self.topic,
-            messaging.destination.partition.id = tracing::field::Empty,
-            messaging.kafka.offset = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-            trace_id = tracing::field::Empty,
-            span_id = tracing::field::Empty,
-        );
-        fiso_runtime::otel::record_ids(&span);
-        span
     }
 }
 
