@@ -14,8 +14,8 @@ use fiso_e2e::otel::{Collector, Span};
 use fiso_e2e::temporal::{history, started, temporal_addr};
 use fiso_e2e::wasm::{engine_module, fixed};
 use fiso_e2e::{
-    client, eventually, free_addr, send, FisoProcess, FlowDir, HttpFlow, Reply, Script, SinkServer,
-    DEADLINE,
+    client, eventually, free_addr, send, Answer, FisoProcess, FlowDir, HttpFlow, Reply, Script,
+    SinkServer, DEADLINE,
 };
 use pretty_assertions::assert_eq;
 
@@ -24,6 +24,18 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 fn caller_traceparent() -> String {
     caller_in(TRACE_ID)
+}
+
+/// `{"n":1}` posted to `url` from within the caller's trace.
+async fn post_in_callers_trace(url: &str) -> Answer {
+    send(
+        client()
+            .post(url)
+            .header("content-type", "application/json")
+            .header("traceparent", caller_traceparent())
+            .body(r#"{"n":1}"#),
+    )
+    .await
 }
 
 /// A caller's `traceparent` in trace `trace_id`.
@@ -150,14 +162,7 @@ async fn http_flow_retry_shows_each_attempt_over_http_protobuf_and_logs_carry_th
     let fiso = FisoProcess::start_with_env(&dir.path(), env).await;
     let url = format!("http://{}/in", fiso.http_addr("127.0.0.1:0").await);
 
-    let answer = send(
-        client()
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("traceparent", caller_traceparent())
-            .body(r#"{"n":1}"#),
-    )
-    .await;
+    let answer = post_in_callers_trace(&url).await;
     assert_eq!(answer.status.as_u16(), 201, "{}", answer.text());
 
     let spans = collector
@@ -409,14 +414,7 @@ async fn grpc_sink_attempts_are_continued_by_the_receiving_flow() {
     let fiso = FisoProcess::start_with_env(&dir.path(), collector.env("grpc")).await;
     let url = format!("http://{}/in", fiso.http_addr("127.0.0.1:0").await);
 
-    let answer = send(
-        client()
-            .post(&url)
-            .header("content-type", "application/json")
-            .header("traceparent", caller_traceparent())
-            .body(r#"{"n":1}"#),
-    )
-    .await;
+    let answer = post_in_callers_trace(&url).await;
     assert_eq!(answer.status.as_u16(), 200, "{}", answer.text());
     assert_eq!(answer.json()["outcome"], "OUTCOME_DELIVERED");
 
