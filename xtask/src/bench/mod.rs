@@ -54,7 +54,7 @@ const KAFKA_RECORDS: (usize, usize) = (200_000, 20_000);
 /// Seconds of load under perf per scenario.
 pub const PROFILE_SECONDS: u32 = 3;
 /// The uppercase interceptor of the engine's tests (ignores its input, answers a fixed event).
-const UPPERCASE_WAT: &str = "dataplane/flow/src/interceptor/testdata/uppercase.wat";
+const UPPERCASE_WAT: &str = "dataplane/wasm/testdata/uppercase.wat";
 
 /// The size of `fiso` as the image ships it: stripped of symbols, as the Dockerfile does (the
 /// bench's own build keeps them, and frame pointers, for perf).
