@@ -46,6 +46,13 @@ fn main() -> Result<()> {
                 .unwrap_or("127.0.0.1:0")
                 .parse()?,
         ),
+        // The bare hyper proxy the HTTP benchmarks measure Fiso beside.
+        "bench-proxy" => match &args[1..] {
+            [listen, upstream, shape] => {
+                bench::proxy::serve(listen.parse()?, upstream.parse()?, shape.parse()?)
+            }
+            _ => bail!("usage: xtask bench-proxy <listen> <upstream> <shared|per-core>"),
+        },
         _ => {
             eprintln!("usage: cargo xtask <crds|docs|infra|ci|bench [kafka] [--quick]>");
             eprintln!("       cargo xtask image [--profile release|dev | --bin-dir DIR] [--no-import] [fiso|operator|testkit...]");

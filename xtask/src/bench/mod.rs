@@ -26,6 +26,7 @@ mod kafka;
 mod operator;
 mod procs;
 mod profile;
+pub mod proxy;
 mod rate;
 mod report;
 mod startup;
@@ -94,7 +95,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let mut procs = Procs::default();
     let xtask = release.join("xtask");
     let upstream = procs.upstream(&xtask)?;
-    let nginx = procs.nginx(&dir, upstream)?;
+    let proxies = Proxies::start(&mut procs, &dir, &xtask, upstream)?;
     std::fs::write(dir.join("post.lua"), wrk::script())?;
     std::fs::write(dir.join("payload.json"), payload())?;
     let uppercase = dir.join("uppercase.wasm");
@@ -114,9 +115,9 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     )?;
 
     // Every variant of a scenario under the same URL path, so the upstream does the same work.
-    let mut link_targets = references(upstream, &nginx, LINK_PATH);
+    let mut link_targets = proxies.references(LINK_PATH);
     link_targets.push(fiso_target("fiso link", &link, LINK_PATH));
-    let mut flow_targets = references(upstream, &nginx, FLOW_PATH);
+    let mut flow_targets = proxies.references(FLOW_PATH);
     flow_targets.push(fiso_target("fiso flow", &flow, FLOW_PATH));
     flow_targets.push(fiso_target(WASM_VARIANT, &wasm, FLOW_PATH));
     let load = Load::new(&dir, rounds, seconds, rate_seconds);
@@ -131,9 +132,9 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     match &perf {
         Ok(()) => {
             for (key, url, pid) in [
-                ("link", &link_targets[2].1, link.pid),
-                ("flow", &flow_targets[2].1, flow.pid),
-                ("wasm", &flow_targets[3].1, wasm.pid),
+                ("link", url_of(&link_targets, "fiso link"), link.pid),
+                ("flow", url_of(&flow_targets, "fiso flow"), flow.pid),
+                ("wasm", url_of(&flow_targets, WASM_VARIANT), wasm.pid),
             ] {
                 println!("bench: {key} under perf");
                 let recording =
@@ -269,13 +270,14 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let mut procs = Procs::default();
-    let upstream = procs.upstream(&release.join("xtask"))?;
-    let nginx = procs.nginx(&dir, upstream)?;
+    let xtask = release.join("xtask");
+    let upstream = procs.upstream(&xtask)?;
+    let proxies = Proxies::start(&mut procs, &dir, &xtask, upstream)?;
     std::fs::write(dir.join("post.lua"), wrk::script())?;
     std::fs::write(dir.join("payload.json"), payload())?;
 
-    let mut link_targets = references(upstream, &nginx, LINK_PATH);
-    let mut flow_targets = references(upstream, &nginx, FLOW_PATH);
+    let mut link_targets = proxies.references(LINK_PATH);
+    let mut flow_targets = proxies.references(FLOW_PATH);
     let mut builds = vec![("", release.join("fiso"), Vec::new())];
     if let Some(path) = baseline {
         builds.push((" (baseline)", path, Vec::new()));
@@ -339,20 +341,54 @@ const FLOW_PATH: &str = "/ingest";
 /// A variant of a scenario: its name, the URL it is loaded at, the process whose CPU counts.
 type Target = (String, String, Option<u32>);
 
-/// What Fiso is measured beside: the upstream directly, and nginx in front of it.
-fn references(upstream: SocketAddr, nginx: &Running, path: &str) -> Vec<Target> {
-    vec![
-        (
-            "direct".to_owned(),
-            format!("http://{upstream}{path}"),
-            None,
-        ),
-        (
-            "nginx".to_owned(),
-            format!("http://{}{path}", nginx.addr),
-            Some(nginx.pid),
-        ),
-    ]
+/// The proxies Fiso is measured beside, in front of the same upstream.
+struct Proxies {
+    upstream: SocketAddr,
+    nginx: Running,
+    /// The bare hyper proxy ([`proxy`]) in Fiso's shape, and one runtime per core.
+    hyper: Running,
+    hyper_per_core: Running,
+}
+
+impl Proxies {
+    fn start(procs: &mut Procs, dir: &Path, xtask: &Path, upstream: SocketAddr) -> Result<Self> {
+        Ok(Proxies {
+            upstream,
+            nginx: procs.nginx(dir, upstream)?,
+            hyper: procs.hyper_proxy(xtask, upstream, "shared")?,
+            hyper_per_core: procs.hyper_proxy(xtask, upstream, "per-core")?,
+        })
+    }
+
+    /// What Fiso is measured beside: the upstream directly, and each proxy in front of it.
+    fn references(&self, path: &str) -> Vec<Target> {
+        let via = |name: &str, proxy: &Running| {
+            (
+                name.to_owned(),
+                format!("http://{}{path}", proxy.addr),
+                Some(proxy.pid),
+            )
+        };
+        vec![
+            (
+                "direct".to_owned(),
+                format!("http://{}{path}", self.upstream),
+                None,
+            ),
+            via("nginx", &self.nginx),
+            via(stats::HYPER_PROXY, &self.hyper),
+            via(stats::HYPER_PER_CORE, &self.hyper_per_core),
+        ]
+    }
+}
+
+/// The URL of the variant `name`.
+fn url_of<'a>(targets: &'a [Target], name: &str) -> &'a str {
+    &targets
+        .iter()
+        .find(|t| t.0 == name)
+        .expect("every profiled variant is loaded")
+        .1
 }
 
 /// A Fiso process as a variant: the Link's URL carries `/link/api` before `path`.

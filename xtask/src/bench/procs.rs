@@ -93,19 +93,43 @@ impl Procs {
     }
 
     pub fn upstream(&mut self, xtask: &Path) -> Result<SocketAddr> {
-        let mut child = Command::new(xtask)
-            .args(["bench-upstream", "127.0.0.1:0"])
-            .stdout(Stdio::piped())
-            .spawn()?;
+        let running = self.listening(
+            Command::new(xtask).args(["bench-upstream", "127.0.0.1:0"]),
+            "the upstream",
+        )?;
+        Ok(running.addr)
+    }
+
+    /// Starts `command`, which prints `listening <addr>` once it serves.
+    fn listening(&mut self, command: &mut Command, what: &str) -> Result<Running> {
+        let mut child = command.stdout(Stdio::piped()).spawn()?;
+        let pid = child.id();
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
         self.0.push(child);
         let addr = line
             .trim()
             .strip_prefix("listening ")
-            .context("the upstream did not start")?
+            .with_context(|| format!("{what} did not start"))?
             .parse()?;
-        Ok(addr)
+        Ok(Running { addr, pid })
+    }
+
+    /// The bare hyper proxy ([`super::proxy`]) in front of `upstream`, in `shape`
+    /// (`shared` | `per-core`).
+    pub fn hyper_proxy(
+        &mut self,
+        xtask: &Path,
+        upstream: SocketAddr,
+        shape: &str,
+    ) -> Result<Running> {
+        self.listening(
+            Command::new(xtask)
+                .args(["bench-proxy", "127.0.0.1:0"])
+                .arg(upstream.to_string())
+                .arg(shape),
+            &format!("the {shape} hyper proxy"),
+        )
     }
 
     /// nginx as a reverse proxy with upstream keep-alive; `pid` is its master, whose CPU

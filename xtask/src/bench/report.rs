@@ -79,7 +79,9 @@ pub fn markdown(r: &Value) -> String {
         md.push_str(&format!(
             "\nFiso / nginx throughput: {}; Fiso / direct: {}; CPU per request: Fiso {} µs, \
              nginx {} µs; Fiso peak RSS {}. Added latency at 1000 req/s (Fiso − direct): p50 {} \
-             ms, p99 {} ms.\n\n",
+             ms, p99 {} ms. The bare hyper proxy (Fiso's libraries, nothing else) / nginx: {}, \
+             with one runtime per core: {}; Fiso / the bare hyper proxy: {}; CPU per request: \
+             hyper proxy {} µs, per core {} µs.\n\n",
             num(&s["fiso_vs_nginx_rps"], 2),
             num(&s["fiso_vs_direct_rps"], 2),
             num(&cpu_of("fiso"), 1),
@@ -87,6 +89,11 @@ pub fn markdown(r: &Value) -> String {
             mib(&s["fiso_peak_rss_bytes"]),
             num(&s["added_latency_ms"]["p50"], 2),
             num(&s["added_latency_ms"]["p99"], 2),
+            num(&s["hyper_proxy_vs_nginx_rps"], 2),
+            num(&s["hyper_per_core_vs_nginx_rps"], 2),
+            num(&s["fiso_vs_hyper_proxy_rps"], 2),
+            num(&cpu_of(super::stats::HYPER_PROXY), 1),
+            num(&cpu_of(super::stats::HYPER_PER_CORE), 1),
         ));
     }
     let w = &r["wasm"];
@@ -362,8 +369,10 @@ mod tests {
         let scenario = |fiso: &str| {
             json!({
                 "variants": [variant("direct", 40000.0), variant("nginx", 20000.0),
-                             variant(fiso, 10000.0)],
+                             variant("hyper proxy", 16000.0), variant(fiso, 10000.0)],
                 "fiso_vs_nginx_rps": 0.5, "fiso_vs_direct_rps": 0.25,
+                "fiso_vs_hyper_proxy_rps": 0.625, "hyper_proxy_vs_nginx_rps": 0.8,
+                "hyper_per_core_vs_nginx_rps": null,
                 "fiso_peak_rss_bytes": 12 * 1024 * 1024,
                 "added_latency_ms": {"p50": 0.1, "p99": null},
             })
@@ -416,7 +425,9 @@ mod tests {
             "| direct | 40000 | 1.23 | 5.68 | 0 | — | 0.50 | — |",
             "Fiso / nginx throughput: 0.50; Fiso / direct: 0.25; CPU per request: Fiso 45.6 µs, \
              nginx 45.6 µs; Fiso peak RSS 12.0 MiB. Added latency at 1000 req/s (Fiso − direct): \
-             p50 0.10 ms, p99 — ms.",
+             p50 0.10 ms, p99 — ms. The bare hyper proxy (Fiso's libraries, nothing else) / \
+             nginx: 0.80, with one runtime per core: —; Fiso / the bare hyper proxy: 0.62; CPU per \
+             request: hyper proxy 45.6 µs, per core — µs.",
             "12.3 µs more wall time per event",
             "| bare consumer | 20000 | 50000 | 60000 | — |",
             "| flat | 1400 ns | 350 ns | 4.0× |",

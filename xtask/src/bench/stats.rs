@@ -11,6 +11,9 @@ use super::wrk::Load;
 
 /// The flow variant with the uppercase WASM interceptor after the transform and CloudEvent.
 pub const WASM_VARIANT: &str = "fiso flow + wasm";
+/// The bare hyper proxy ([`super::proxy`]) in Fiso's shape, and with one runtime per core.
+pub const HYPER_PROXY: &str = "hyper proxy";
+pub const HYPER_PER_CORE: &str = "hyper per-core";
 
 /// The measurements of one variant: at saturation (wrk) and at a constant rate (hey).
 struct Variant {
@@ -104,6 +107,9 @@ impl Variants {
             "variants": variants,
             "fiso_vs_nginx_rps": self.load(fiso, |l| l.rps) / self.load("nginx", |l| l.rps),
             "fiso_vs_direct_rps": self.load(fiso, |l| l.rps) / self.load("direct", |l| l.rps),
+            "fiso_vs_hyper_proxy_rps": self.load(fiso, |l| l.rps) / self.load(HYPER_PROXY, |l| l.rps),
+            "hyper_proxy_vs_nginx_rps": self.load(HYPER_PROXY, |l| l.rps) / self.load("nginx", |l| l.rps),
+            "hyper_per_core_vs_nginx_rps": self.load(HYPER_PER_CORE, |l| l.rps) / self.load("nginx", |l| l.rps),
             "fiso_peak_rss_bytes": fiso_rss,
             "added_latency_ms": {
                 "p50": self.rate(fiso, |r| r.p50_ms) - self.rate("direct", |r| r.p50_ms),
@@ -225,6 +231,10 @@ mod tests {
             "NaN without a rate run"
         );
         assert_eq!(s["fiso_vs_nginx_rps"], 0.5);
+        assert!(
+            s["fiso_vs_hyper_proxy_rps"].is_null(),
+            "NaN (null) without the hyper proxy"
+        );
         assert_eq!(s["fiso_vs_direct_rps"], 0.15);
         assert_eq!(s["fiso_peak_rss_bytes"], 1 << 20);
         assert_eq!(s["added_latency_ms"]["p50"], 0.25);
