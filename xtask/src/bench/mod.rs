@@ -5,11 +5,11 @@
 //! variants alternately for several rounds and reports medians. Writes `target/bench/report.md`
 //! and `target/bench/report.json`; asserts nothing.
 //!
-//! Scenarios: Link vs nginx vs direct, Flow HTTP → HTTP (5-field CEL transform + CloudEvent) vs
-//! nginx vs direct, the same flow with a WASM interceptor, Flow Kafka → HTTP vs a bare consumer
-//! ([`kafka`]), operator reconcile and admission timings ([`operator`]), start-up time and
-//! binary size; the top costs of each Fiso scenario under perf
-//! ([`profile`]).
+//! Scenarios: Link vs nginx vs the bare hyper proxy ([`proxy`]) vs direct, Flow HTTP → HTTP
+//! (5-field CEL transform + CloudEvent) vs the same references, the same flow with a WASM
+//! interceptor, Flow Kafka → HTTP vs a bare consumer ([`kafka`]), operator reconcile and
+//! admission timings ([`operator`]), start-up time and binary size; the top costs of each Fiso
+//! scenario under perf ([`profile`]).
 //!
 //! `xtask bench kafka-fill|kafka-drain ...` are the Kafka scenario's producer and bare consumer,
 //! run from the release build; `xtask bench kafka [--quick]` runs the Kafka scenario alone;
