@@ -13,13 +13,14 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::net::{TcpListener, TcpSocket};
+
+use super::upstream::serve_http1;
 
 pub enum Shape {
     Shared,
@@ -69,17 +70,11 @@ fn per_core(listen: SocketAddr, upstream: SocketAddr) -> Result<()> {
                 .build()?;
             runtime.block_on(async move {
                 let listener = reuse_port(addr);
-                let listener = match listener {
-                    Ok(l) => {
-                        let _ = bound.send(l.local_addr().map_err(Into::into));
-                        l
-                    }
-                    Err(e) => {
-                        let _ = bound.send(Err(anyhow::anyhow!("binding {addr}: {e}")));
-                        return Err(e);
-                    }
-                };
-                accept(listener, upstream).await
+                let _ = bound.send(match &listener {
+                    Ok(l) => l.local_addr().map_err(Into::into),
+                    Err(e) => Err(anyhow::anyhow!("binding {addr}: {e}")),
+                });
+                accept(listener?, upstream).await
             })
         }));
         addr = bound_rx.recv().context("a proxy thread ended")??;
@@ -108,20 +103,11 @@ async fn accept(listener: TcpListener, upstream: SocketAddr) -> Result<()> {
     connector.set_nodelay(true);
     let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
     let authority: hyper::http::uri::Authority = upstream.to_string().parse()?;
-    loop {
-        let (tcp, _) = listener.accept().await?;
-        let _ = tcp.set_nodelay(true);
+    serve_http1(listener, || {
         let (client, authority) = (client.clone(), authority.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req: Request<Incoming>| {
-                forward(client.clone(), authority.clone(), req)
-            });
-            let _ = http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
-        });
-    }
+        service_fn(move |req: Request<Incoming>| forward(client.clone(), authority.clone(), req))
+    })
+    .await
 }
 
 type Body = Either<Incoming, Empty<Bytes>>;

@@ -27,25 +27,44 @@ pub fn serve(addr: SocketAddr) -> Result<()> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         println!("listening {}", listener.local_addr()?);
-        loop {
-            let (tcp, _) = listener.accept().await?;
-            let _ = tcp.set_nodelay(true);
-            tokio::spawn(async move {
-                let service = service_fn(|req: Request<Incoming>| async move {
-                    if req.uri().path() == "/__count" {
-                        let n = SERVED.load(Ordering::Relaxed).to_string();
-                        return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(n))));
-                    }
-                    // Read the body like a real service would.
-                    let _ = req.into_body().collect().await;
-                    SERVED.fetch_add(1, Ordering::Relaxed);
-                    Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
-                });
-                let _ = http1::Builder::new()
-                    .keep_alive(true)
-                    .serve_connection(TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
+        serve_http1(listener, || {
+            service_fn(|req: Request<Incoming>| async move {
+                if req.uri().path() == "/__count" {
+                    let n = SERVED.load(Ordering::Relaxed).to_string();
+                    return Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(n))));
+                }
+                // Read the body like a real service would.
+                let _ = req.into_body().collect().await;
+                SERVED.fetch_add(1, Ordering::Relaxed);
+                Ok(Response::new(Full::new(Bytes::from_static(b"{}"))))
+            })
+        })
+        .await
     })
+}
+
+/// Serves every connection `listener` accepts over keep-alive HTTP/1.1 with a service from
+/// `service`, each connection its own task on the current runtime.
+pub async fn serve_http1<S, B>(
+    listener: tokio::net::TcpListener,
+    service: impl Fn() -> S,
+) -> Result<()>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        let (tcp, _) = listener.accept().await?;
+        let _ = tcp.set_nodelay(true);
+        let connection = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(tcp), service());
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+    }
 }
