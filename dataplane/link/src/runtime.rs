@@ -16,13 +16,12 @@ use fiso_runtime::addr::{parse_listen_addr, AddrError};
 use fiso_runtime::health::{serve, HealthState, ServeError};
 use fiso_runtime::metrics::MetricsError;
 use fiso_runtime::reload::{changes_in_words, ReloadLoop};
-use fiso_runtime::server::ServerTimeouts;
+use fiso_runtime::server::{PerCoreServer, ServerTimeouts};
 use fiso_runtime::watch::{watch_dir, WatchError};
 use fiso_runtime::Observability;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::VaultSettings;
@@ -68,7 +67,7 @@ pub enum LinkError {
 pub struct LinkRuntime {
     loader: Arc<Loader>,
     local_addr: SocketAddr,
-    server: JoinHandle<()>,
+    server: PerCoreServer,
     stop_serving: CancellationToken,
     reloads: ReloadLoop,
 }
@@ -95,12 +94,6 @@ impl LinkRuntime {
         // dashboard shows the link and `increase()` sees the first failed reload.
         obs.metrics.config_reload().success(COMPONENT);
         let addr = parse_listen_addr(&config.listen_addr)?;
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|source| LinkError::Bind { addr, source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| LinkError::Bind { addr, source })?;
         let stop_serving = CancellationToken::new();
         // Every path is the proxy's: no router, and one `Arc` cloned per request.
         let proxy = Arc::new((Arc::clone(&loader.routes), loader.metrics.clone()));
@@ -116,12 +109,15 @@ impl LinkRuntime {
             config.idle_timeout,
             config.body_timeout,
         );
-        let server = tokio::spawn(fiso_runtime::server::serve(
-            listener,
+        let server = PerCoreServer::start(
+            addr,
+            "fiso-link",
             app,
             timeouts.fixed(),
             stop_serving.clone(),
-        ));
+        )
+        .map_err(|source| LinkError::Bind { addr, source })?;
+        let local_addr = server.local_addr();
         tracing::info!(addr = %local_addr, config = %path.display(), "link proxy listening");
         obs.readiness.set_ready(COMPONENT);
 
@@ -158,7 +154,7 @@ impl LinkRuntime {
     pub async fn shutdown(self) {
         self.reloads.stop().await;
         self.stop_serving.cancel();
-        let _ = self.server.await;
+        self.server.stopped().await;
         self.loader.obs.readiness.remove(COMPONENT);
         tracing::info!("link proxy stopped");
     }

@@ -1,5 +1,5 @@
-//! The HTTP(S) upstream of a target: the shared pooled client of
-//! [`fiso_runtime::http_client`] (rustls, system roots plus the target's `caFile`, HTTP/1.1
+//! The HTTP(S) upstream of a target: the pooled client of [`fiso_runtime::http_client`], one
+//! pool per serving core (rustls, system roots plus the target's `caFile`, HTTP/1.1
 //! and HTTP/2 by ALPN) addressed by host name, so `Host` and TLS SNI are the configured host.
 //! The target's scheme, authority and base path are built once; a request only assembles its
 //! path and query onto them. Bodies stream both ways. Redirects are handed to the app, not
@@ -20,6 +20,7 @@ use axum::body::{Body, BodyDataStream};
 use bytes::Bytes;
 use fiso_config::link::{Protocol, TargetConfig};
 use fiso_runtime::http_client::{self, ClientBuildError, ClientSettings, HttpClient};
+use fiso_runtime::server::PerCore;
 use futures::Stream;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{header, Uri};
@@ -50,7 +51,8 @@ pub enum UpstreamBuildError {
 pub struct HttpUpstream(Arc<Target>);
 
 struct Target {
-    client: HttpClient<RequestBody>,
+    /// A pool per serving core: a core's requests never wait on another core's connections.
+    client: PerCore<HttpClient<RequestBody>>,
     scheme: Scheme,
     /// `host[:port]`: the `Host` header and the TLS server name.
     authority: Authority,
@@ -78,18 +80,20 @@ impl HttpUpstream {
         } else {
             format!("/{base_path}")
         };
-        let client = ClientSettings {
+        let settings = ClientSettings {
             ca_file: cfg.ca_file.as_deref().map(std::path::Path::new),
             connect_timeout: None,
-        }
-        .build()
-        .map_err(|e: ClientBuildError| match &cfg.ca_file {
-            Some(path) if e.is_ca_file() => UpstreamBuildError::CaFile {
-                path: path.clone(),
-                message: e.to_string(),
-            },
-            _ => UpstreamBuildError::Client(e.to_string()),
-        })?;
+        };
+        let client =
+            PerCore::try_new(|| settings.build()).map_err(|e: ClientBuildError| {
+                match &cfg.ca_file {
+                    Some(path) if e.is_ca_file() => UpstreamBuildError::CaFile {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    },
+                    _ => UpstreamBuildError::Client(e.to_string()),
+                }
+            })?;
         Ok(HttpUpstream(Arc::new(Target {
             client,
             scheme,
@@ -220,7 +224,7 @@ impl HttpUpstream {
         *request.method_mut() = parts.method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        let sent = tokio::time::timeout(target.timeout, target.client.request(request))
+        let sent = tokio::time::timeout(target.timeout, target.client.get().request(request))
             .instrument(span.clone())
             .await;
         if !span.is_disabled() {

@@ -13,13 +13,14 @@
 //!   (413, 403, 404, 408) reaches a client that is still sending.
 //!
 //! Accepting backs off while the process is out of file descriptors ([`accept`]). Stopping lets
-//! requests in flight finish.
+//! requests in flight finish. A server on the hot path runs on every core ([`PerCoreServer`]).
 //!
 //! `axum::serve` exposes none of this, hence this accept loop.
 
 mod accept;
 mod activity;
 mod body;
+mod per_core;
 pub mod socket;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ use tower::{Service, ServiceExt};
 
 pub use accept::Acceptor;
 pub use body::{body_timeout, is_body_timeout, BodyTimeout, TrackedBody};
+pub use per_core::{cores, PerCore, PerCoreServer};
 
 use activity::ConnActivity;
 use body::ProgressBody;

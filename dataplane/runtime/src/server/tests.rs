@@ -1,6 +1,7 @@
 //! The server against real sockets: deadlines close connections (the client reads EOF), a
 //! stalled body fails the handler's read, an early answer survives a client still sending.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -10,6 +11,7 @@ use axum::Router;
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -185,4 +187,135 @@ async fn the_health_server_closes_silent_connections() {
     let mut buf = [0u8; 16];
     let n = tcp.read(&mut buf).await.unwrap();
     assert_eq!(n, 0, "closed by the server");
+}
+
+/// Slots numbered from 0: the last is the shared one.
+fn numbered_slots() -> PerCore<usize> {
+    let mut next = 0;
+    PerCore::try_new(|| {
+        next += 1;
+        Ok::<_, Infallible>(next - 1)
+    })
+    .unwrap()
+}
+
+/// A per-core server whose `/core` answers the `PerCore` slot the request was served from and
+/// its thread's name; `/wait` tells `entered`, then answers once `release` is notified.
+fn per_core_app(entered: Arc<Notify>, release: Arc<Notify>) -> Router {
+    let slots = Arc::new(numbered_slots());
+    Router::new()
+        .route(
+            "/core",
+            post(move || async move {
+                let thread = std::thread::current().name().unwrap_or("").to_owned();
+                format!("{} {thread}", slots.get())
+            }),
+        )
+        .route(
+            "/wait",
+            post(move || async move {
+                entered.notify_one();
+                release.notified().await;
+                "released"
+            }),
+        )
+}
+
+/// One request on its own connection: the whole answer.
+async fn ask(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    read_to_close(&mut tcp).await
+}
+
+fn start_per_core(app: Router, stop: &CancellationToken) -> PerCoreServer {
+    PerCoreServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        "test-core",
+        app,
+        ServerTimeouts::default().fixed(),
+        stop.clone(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn every_request_is_served_on_a_core_thread_with_that_core_s_own_slot() {
+    let stop = CancellationToken::new();
+    let server = start_per_core(per_core_app(Default::default(), Default::default()), &stop);
+    let mut asking = tokio::task::JoinSet::new();
+    for _ in 0..4 * cores() {
+        asking.spawn(ask(server.local_addr(), "/core"));
+    }
+    while let Some(answer) = asking.join_next().await {
+        let answer = answer.unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let (slot, thread) = answer
+            .rsplit("\r\n")
+            .next()
+            .unwrap()
+            .split_once(' ')
+            .unwrap();
+        let slot: usize = slot.parse().unwrap();
+        assert_eq!(thread, format!("test-core-{slot}"), "{answer}");
+        assert!(
+            slot < cores(),
+            "a core's own slot, not the shared one: {answer}"
+        );
+    }
+    stop.cancel();
+    tokio::time::timeout(GIVE_UP, server.stopped())
+        .await
+        .expect("every core stops");
+}
+
+#[test]
+fn one_slot_per_core_and_the_last_for_every_other_thread() {
+    let slots = numbered_slots();
+    assert_eq!(*slots.get(), cores(), "this test's thread serves no core");
+}
+
+#[tokio::test]
+async fn a_port_in_use_fails_to_start_and_is_not_shared() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let e = PerCoreServer::start(
+        taken.local_addr().unwrap(),
+        "test-core",
+        app(),
+        ServerTimeouts::default().fixed(),
+        CancellationToken::new(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+}
+
+#[tokio::test]
+async fn stopping_every_core_lets_requests_in_flight_finish() {
+    let stop = CancellationToken::new();
+    let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let server = start_per_core(per_core_app(entered.clone(), release.clone()), &stop);
+    let addr = server.local_addr();
+    let in_flight = tokio::spawn(ask(addr, "/wait"));
+    entered.notified().await;
+    stop.cancel();
+    release.notify_one();
+    let answer = tokio::time::timeout(GIVE_UP, in_flight)
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(answer.ends_with("released"), "{answer}");
+    tokio::time::timeout(GIVE_UP, server.stopped())
+        .await
+        .expect("every core stops");
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "nothing listens once every core stopped"
+    );
 }

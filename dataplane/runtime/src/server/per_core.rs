@@ -1,0 +1,133 @@
+//! Serving on every core the way nginx's workers do: one thread per core, each with its own
+//! single-threaded Tokio runtime accepting from the one listening socket, so a connection is
+//! read, handled, forwarded and answered without a task, a wake-up or an upstream connection
+//! crossing threads. Whichever core is free accepts (nginx with `accept_mutex off`); the
+//! socket is not `SO_REUSEPORT`, so a second process binding the port fails as before instead
+//! of silently taking half the connections. What must be shared
+//! (breakers, rate limits, credentials, metrics) stays shared through `Arc`s; what is cheaper
+//! per core (an upstream connection pool) is kept in a [`PerCore`].
+//!
+//! The number of cores is [`std::thread::available_parallelism`], which counts a cgroup's CPU
+//! quota: a sidecar limited to one CPU serves on one thread.
+
+use std::cell::Cell;
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+
+use axum::body::Body;
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use super::{serve, ServerTimeouts};
+
+thread_local! {
+    /// The core a serving thread serves (none on every other thread).
+    static CORE: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// How many serving threads a per-core server starts.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
+}
+
+/// One `T` per serving core plus one for every other thread (the process's shared runtime), so
+/// that what a core's requests use is never contended by another core.
+#[derive(Debug)]
+pub struct PerCore<T>(Box<[T]>);
+
+impl<T> PerCore<T> {
+    /// `make` is called once per core and once more for the shared slot.
+    pub fn try_new<E>(mut make: impl FnMut() -> Result<T, E>) -> Result<Self, E> {
+        (0..=cores())
+            .map(|_| make())
+            .collect::<Result<Vec<_>, E>>()
+            .map(|v| PerCore(v.into_boxed_slice()))
+    }
+
+    /// The calling thread's own.
+    pub fn get(&self) -> &T {
+        let shared = self.0.len() - 1;
+        let slot = CORE.with(Cell::get).map_or(shared, |core| core.min(shared));
+        &self.0[slot]
+    }
+}
+
+/// A server running on every core, started by [`PerCoreServer::start`].
+#[derive(Debug)]
+pub struct PerCoreServer {
+    local_addr: SocketAddr,
+    stopped: Vec<oneshot::Receiver<()>>,
+}
+
+impl PerCoreServer {
+    /// Binds `addr` and serves `app` on every core until `stop`, as [`serve`] does. A binding
+    /// error is returned before any thread starts; `name` names the threads (`{name}-{core}`).
+    pub fn start<S>(
+        addr: SocketAddr,
+        name: &str,
+        app: S,
+        timeouts: watch::Receiver<ServerTimeouts>,
+        stop: CancellationToken,
+    ) -> io::Result<Self>
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let listener = std::net::TcpListener::bind(addr)?;
+        listener.set_nonblocking(true)?;
+        let local_addr = listener.local_addr()?;
+        // One descriptor per core's reactor, all of the one socket.
+        let listeners = (0..cores())
+            .map(|_| listener.try_clone())
+            .collect::<io::Result<Vec<_>>>()?;
+        let mut stopped = Vec::with_capacity(listeners.len());
+        for (core, listener) in listeners.into_iter().enumerate() {
+            let (done, stopped_rx) = oneshot::channel();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (app, timeouts, stop) = (app.clone(), timeouts.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name(format!("{name}-{core}"))
+                .spawn(move || {
+                    CORE.with(|c| c.set(Some(core)));
+                    runtime.block_on(async move {
+                        match tokio::net::TcpListener::from_std(listener) {
+                            Ok(listener) => serve(listener, app, timeouts, stop).await,
+                            Err(e) => {
+                                tracing::error!(core, error = %e, "serving thread has no listener")
+                            }
+                        }
+                    });
+                    // Tasks still on this runtime (pooled upstream connections) end here,
+                    // before the server counts as stopped.
+                    drop(runtime);
+                    let _ = done.send(());
+                })?;
+            stopped.push(stopped_rx);
+        }
+        Ok(PerCoreServer {
+            local_addr,
+            stopped,
+        })
+    }
+
+    /// The address every core listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Waits until every core has stopped (after `stop`, once requests in flight are answered).
+    pub async fn stopped(self) {
+        for core in self.stopped {
+            // An error is a thread that panicked: it is not serving either.
+            let _ = core.await;
+        }
+    }
+}
