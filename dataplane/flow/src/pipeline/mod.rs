@@ -414,6 +414,12 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
         }
     }
 
+    /// Whether an event may evaluate long (loops in its CEL, or a heavy sink); such events are
+    /// evaluated off the async workers.
+    pub fn is_heavy(&self) -> bool {
+        self.heavy
+    }
+
     /// Whether events go through interceptors (which are the only readers of source headers).
     pub fn has_interceptors(&self) -> bool {
         !self.interceptors.is_empty()

@@ -13,6 +13,7 @@ use fiso_config::flow::{
     ContentMode, HttpSinkConfig, DEFAULT_MAX_RESPONSE_BODY_SIZE, DEFAULT_SINK_TIMEOUT,
 };
 use fiso_runtime::http_client::{self, ClientSettings, HttpClient};
+use fiso_runtime::server::PerCore;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
@@ -117,8 +118,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// A configured HTTP sink; cheap to clone (the connection pool is shared).
 #[derive(Debug, Clone)]
 pub struct HttpSink {
-    /// Boxed: the client's pool settings are large and every sink variant would pay for them.
-    client: Arc<HttpClient<Full<Bytes>>>,
+    /// A pool per serving core (boxed: the pools are large and every sink variant would pay
+    /// for them): an HTTP source's request is delivered on the core that read it.
+    client: Arc<PerCore<HttpClient<Full<Bytes>>>>,
     uri: Uri,
     timeout: Duration,
     method: Method,
@@ -164,12 +166,11 @@ impl HttpSink {
             headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         }
         let ca_file = cfg.ca_file.as_deref();
-        let client = ClientSettings {
+        let settings = ClientSettings {
             ca_file: ca_file.map(std::path::Path::new),
             connect_timeout: Some(CONNECT_TIMEOUT),
-        }
-        .build()
-        .map_err(|e| match ca_file {
+        };
+        let client = PerCore::try_new(|| settings.build()).map_err(|e| match ca_file {
             Some(ca) if e.is_ca_file() => HttpSinkBuildError::Ca(format!("{ca}: {e}")),
             _ => HttpSinkBuildError::Client(e.to_string()),
         })?;
@@ -273,7 +274,7 @@ impl HttpSink {
         let mut head: Option<Head> = None;
         let mut body = BytesMut::new();
         let exchange = async {
-            let response = self.client.request(request).await?;
+            let response = self.client.get().request(request).await?;
             let (parts, incoming) = response.into_parts();
             head = Some(Head {
                 status: parts.status,

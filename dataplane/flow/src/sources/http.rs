@@ -66,10 +66,20 @@ pub struct Route {
 pub type RouteTable = HashMap<String, Route>;
 pub type Routes = Arc<ArcSwap<RouteTable>>;
 
+/// What the request handler of one listen address needs.
+pub struct SourceServer {
+    pub routes: Routes,
+    /// The process's multi-threaded runtime. Requests are served on the core that accepted
+    /// them, each core on a runtime of its own; a heavy flow's event is handled here instead,
+    /// where a long evaluation hands its worker's queue to another thread rather than holding
+    /// up the other connections of its core.
+    pub shared: tokio::runtime::Handle,
+}
+
 /// Answers one request to a shared HTTP source server.
-pub async fn serve_request(routes: &Routes, req: Request) -> Response {
+pub async fn serve_request(server: &SourceServer, req: Request) -> Response {
     let correlation_id = correlation_id(req.headers());
-    let flow = routes.load().get(req.uri().path()).cloned();
+    let flow = server.routes.load().get(req.uri().path()).cloned();
     let mut response = match flow {
         None => error(
             StatusCode::NOT_FOUND,
@@ -87,6 +97,23 @@ pub async fn serve_request(routes: &Routes, req: Request) -> Response {
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("POST"));
             r
+        }
+        Some(route) if route.flow.is_heavy() => {
+            let correlation = correlation_id.clone();
+            let handled = server
+                .shared
+                .spawn(async move { ingest(route, req, &correlation).await });
+            match handled.await {
+                Ok(response) => response,
+                // As if it had panicked here: the connection ends without an answer.
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "SHUTTING_DOWN",
+                    "the process is stopping",
+                    &correlation_id,
+                ),
+            }
         }
         Some(route) => ingest(route, req, &correlation_id).await,
     };

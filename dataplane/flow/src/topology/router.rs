@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use arc_swap::ArcSwap;
 
 use fiso_runtime::addr::{parse_listen_addr, AddrError};
-use fiso_runtime::server::ServerTimeouts;
+use fiso_runtime::server::{PerCoreServer, ServerTimeouts};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Pipeline;
-use crate::sources::http::{serve_request, HttpSource, Route, RouteTable, Routes};
+use crate::sources::http::{serve_request, HttpSource, Route, RouteTable, Routes, SourceServer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -181,36 +181,30 @@ impl ServerRegistry {
 }
 
 fn start_server(listen_addr: &str, addr: SocketAddr) -> Result<Server, RouterError> {
-    let bind_err = |source| RouterError::Bind {
-        addr: listen_addr.to_owned(),
-        source,
-    };
-    let std_listener = std::net::TcpListener::bind(addr).map_err(bind_err)?;
-    std_listener.set_nonblocking(true).map_err(bind_err)?;
-    let local_addr = std_listener.local_addr().map_err(bind_err)?;
-    let listener = tokio::net::TcpListener::from_std(std_listener).map_err(bind_err)?;
     let routes: Routes = Arc::new(ArcSwap::from_pointee(RouteTable::new()));
     let cancel = CancellationToken::new();
     // Paths are the route table's: no router, and one `Arc` cloned per request.
-    let table = Arc::clone(&routes);
-    let app = tower::service_fn(move |req| {
-        let routes = Arc::clone(&table);
-        async move { Ok::<_, Infallible>(serve_request(&routes, req).await) }
+    let server = Arc::new(SourceServer {
+        routes: Arc::clone(&routes),
+        shared: tokio::runtime::Handle::current(),
     });
-    let stop = cancel.clone();
+    let app = tower::service_fn(move |req| {
+        let server = Arc::clone(&server);
+        async move { Ok::<_, Infallible>(serve_request(&server, req).await) }
+    });
     let (timeouts, timeouts_rx) = watch::channel(ServerTimeouts::default());
-    let task = tokio::spawn(fiso_runtime::server::serve(
-        listener,
-        app,
-        timeouts_rx,
-        stop,
-    ));
+    let serving = PerCoreServer::start(addr, "fiso-http", app, timeouts_rx, cancel.clone())
+        .map_err(|source| RouterError::Bind {
+            addr: listen_addr.to_owned(),
+            source,
+        })?;
+    let local_addr = serving.local_addr();
     Ok(Server {
         routes,
         timeouts,
         local_addr,
         cancel,
-        task,
+        task: tokio::spawn(serving.stopped()),
     })
 }
 
