@@ -86,13 +86,16 @@ impl PerCoreServer {
         let listeners = (0..cores())
             .map(|_| listener.try_clone())
             .collect::<io::Result<Vec<_>>>()?;
+        // Cores already serving stop again when a later one cannot start.
+        let started = stop.child_token();
+        let on_error = started.clone().drop_guard();
         let mut stopped = Vec::with_capacity(listeners.len());
         for (core, listener) in listeners.into_iter().enumerate() {
             let (done, stopped_rx) = oneshot::channel();
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let (app, timeouts, stop) = (app.clone(), timeouts.clone(), stop.clone());
+            let (app, timeouts, stop) = (app.clone(), timeouts.clone(), started.clone());
             std::thread::Builder::new()
                 .name(format!("{name}-{core}"))
                 .spawn(move || {
@@ -112,6 +115,7 @@ impl PerCoreServer {
                 })?;
             stopped.push(stopped_rx);
         }
+        on_error.disarm();
         Ok(PerCoreServer {
             local_addr,
             stopped,
