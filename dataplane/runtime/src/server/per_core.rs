@@ -1,9 +1,11 @@
-//! Serving on every core the way nginx's workers do: one thread per core, each with its own
-//! single-threaded Tokio runtime accepting from the one listening socket, so a connection is
-//! read, handled, forwarded and answered without a task, a wake-up or an upstream connection
-//! crossing threads. Whichever core is free accepts (nginx with `accept_mutex off`); the
-//! socket is not `SO_REUSEPORT`, so a second process binding the port fails as before instead
-//! of silently taking half the connections. What must be shared
+//! Serving on every core the way nginx's workers do (`listen … reuseport`): one thread per
+//! core, each with its own single-threaded Tokio runtime and its own `SO_REUSEPORT` listener on
+//! the address, so a connection is read, handled, forwarded and answered without a task, a
+//! wake-up or an upstream connection crossing threads. The kernel spreads connections over the
+//! listeners by their addresses; with one socket shared by every core, whichever core woke
+//! first took a whole burst of connections, and kept them. A plain bind of the address comes
+//! first, so a port in use (another Fiso included, which could otherwise join the group and take
+//! a share of the connections) fails as it did with one listener. What must be shared
 //! (breakers, rate limits, credentials, metrics) stays shared through `Arc`s; what is cheaper
 //! per core (an upstream connection pool) is kept in a [`PerCore`].
 //!
@@ -17,11 +19,16 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 
 use axum::body::Body;
+use socket2::{Domain, Socket, Type};
 use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
 use super::{serve, ServerTimeouts};
+
+/// Connections each core's listener queues before accepting them (Tokio's and nginx's
+/// `backlog`; the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: i32 = 1024;
 
 thread_local! {
     /// The core a serving thread serves (none on every other thread).
@@ -79,12 +86,9 @@ impl PerCoreServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let listener = std::net::TcpListener::bind(addr)?;
-        listener.set_nonblocking(true)?;
-        let local_addr = listener.local_addr()?;
-        // One descriptor per core's reactor, all of the one socket.
+        let local_addr = std::net::TcpListener::bind(addr)?.local_addr()?;
         let listeners = (0..cores())
-            .map(|_| listener.try_clone())
+            .map(|_| reuse_port(local_addr))
             .collect::<io::Result<Vec<_>>>()?;
         // Cores already serving stop again when a later one cannot start.
         let started = stop.child_token();
@@ -134,4 +138,16 @@ impl PerCoreServer {
             let _ = core.await;
         }
     }
+}
+
+/// A non-blocking listener on `addr` in the address's `SO_REUSEPORT` group.
+fn reuse_port(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std's `TcpListener::bind`: a restart rebinds while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
 }

@@ -297,6 +297,23 @@ async fn a_port_in_use_fails_to_start_and_is_not_shared() {
 }
 
 #[tokio::test]
+async fn a_second_server_on_the_port_of_a_running_one_fails_to_start() {
+    let stop = CancellationToken::new();
+    let running = start_per_core(app(), &stop);
+    let e = PerCoreServer::start(
+        running.local_addr(),
+        "test-core",
+        app(),
+        ServerTimeouts::default().fixed(),
+        CancellationToken::new(),
+    )
+    .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+    stop.cancel();
+    running.stopped().await;
+}
+
+#[tokio::test]
 async fn stopping_every_core_lets_requests_in_flight_finish() {
     let stop = CancellationToken::new();
     let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
