@@ -249,19 +249,23 @@ fn kafka_alone(root: &Path, args: &[String]) -> Result<()> {
 
 /// The Link and Flow HTTP → HTTP scenarios alone (no WASM, Kafka, profiles, start-up or
 /// operator), with `--baseline <fiso>` another build's `fiso` beside this one as variants
-/// `fiso link (baseline)` / `fiso flow (baseline)`, with `--traced` this build exporting every
+/// `fiso link (baseline)` / `fiso flow (baseline)` (a second `--baseline`: `(baseline 2)`, its
+/// JSON keys `baseline2_link` ...), with `--traced` this build exporting every
 /// span over OTLP/gRPC to a collector as `fiso link (tracing on)` / `fiso flow (tracing on)`:
 /// their JSON to `target/bench/http.json`.
 fn http_alone(root: &Path, args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let traced = args.iter().any(|a| a == "--traced");
-    let baseline = match args.iter().position(|a| a == "--baseline") {
-        Some(i) => Some(std::path::PathBuf::from(
+    let baselines = args
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| *a == "--baseline")
+        .map(|(i, _)| {
             args.get(i + 1)
-                .context("--baseline needs the path of a fiso binary")?,
-        )),
-        None => None,
-    };
+                .map(std::path::PathBuf::from)
+                .context("--baseline needs the path of a fiso binary")
+        })
+        .collect::<Result<Vec<_>>>()?;
     let (seconds, rounds, rate_seconds) = timing(quick);
     procs::ensure_tools()?;
     let release = build_release(root)?;
@@ -278,13 +282,13 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
 
     let mut link_targets = proxies.references(LINK_PATH);
     let mut flow_targets = proxies.references(FLOW_PATH);
-    let mut builds = vec![("", release.join("fiso"), Vec::new())];
-    if let Some(path) = baseline {
-        builds.push((" (baseline)", path, Vec::new()));
+    let mut builds = vec![(String::new(), release.join("fiso"), Vec::new())];
+    for (n, path) in baselines.into_iter().enumerate() {
+        builds.push((baseline_suffix(n), path, Vec::new()));
     }
     if traced {
         let otel = procs.collector()?;
-        builds.push((" (tracing on)", release.join("fiso"), otel));
+        builds.push((" (tracing on)".to_owned(), release.join("fiso"), otel));
     }
     let mut pids = Vec::new();
     for (i, (suffix, fiso, env)) in builds.iter().enumerate() {
@@ -295,7 +299,7 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
         let flow = procs.fiso_flow(fiso, &own.join("flows"), upstream, None, env)?;
         link_targets.push(fiso_target(&format!("fiso link{suffix}"), &link, LINK_PATH));
         flow_targets.push(fiso_target(&format!("fiso flow{suffix}"), &flow, FLOW_PATH));
-        pids.push((*suffix, link.pid, flow.pid));
+        pids.push((suffix.clone(), link.pid, flow.pid));
     }
     let load = Load::new(&dir, rounds, seconds, rate_seconds);
     let (link_rows, flow_rows) = load.run(&link_targets, &flow_targets)?;
@@ -307,10 +311,16 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
         },
     });
     for (suffix, link_pid, flow_pid) in pids {
-        let key = match suffix {
-            "" => "",
-            " (baseline)" => "baseline_",
-            _ => "traced_",
+        let key = match suffix.as_str() {
+            "" => String::new(),
+            " (tracing on)" => "traced_".to_owned(),
+            baseline => format!(
+                "baseline{}_",
+                baseline
+                    .trim_start_matches(" (baseline")
+                    .trim_end_matches(')')
+                    .trim()
+            ),
         };
         report[format!("{key}link")] =
             link_rows.summary(&format!("fiso link{suffix}"), peak_rss(link_pid));
@@ -322,6 +332,14 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
     std::fs::write(work.join("http.json"), &text)?;
     println!("{text}");
     Ok(())
+}
+
+/// The variant suffix of the `n`th `--baseline`: ` (baseline)`, then ` (baseline 2)`, ...
+fn baseline_suffix(n: usize) -> String {
+    match n {
+        0 => " (baseline)".to_owned(),
+        n => format!(" (baseline {})", n + 1),
+    }
 }
 
 /// Seconds per wrk run, rounds, seconds per constant-rate run (short with `--quick`).
