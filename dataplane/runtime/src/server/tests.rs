@@ -282,17 +282,22 @@ fn one_slot_per_core_and_the_last_for_every_other_thread() {
     assert_eq!(*slots.get(), cores(), "this test's thread serves no core");
 }
 
-#[tokio::test]
-async fn a_port_in_use_fails_to_start_and_is_not_shared() {
-    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let e = PerCoreServer::start(
-        taken.local_addr().unwrap(),
+/// The error of starting a per-core server on `addr`, which must fail.
+fn start_refused(addr: std::net::SocketAddr) -> std::io::Error {
+    PerCoreServer::start(
+        addr,
         "test-core",
         app(),
         ServerTimeouts::default().fixed(),
         CancellationToken::new(),
     )
-    .unwrap_err();
+    .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_port_in_use_fails_to_start_and_is_not_shared() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let e = start_refused(taken.local_addr().unwrap());
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
 }
 
@@ -300,14 +305,7 @@ async fn a_port_in_use_fails_to_start_and_is_not_shared() {
 async fn a_second_server_on_the_port_of_a_running_one_fails_to_start() {
     let stop = CancellationToken::new();
     let running = start_per_core(app(), &stop);
-    let e = PerCoreServer::start(
-        running.local_addr(),
-        "test-core",
-        app(),
-        ServerTimeouts::default().fixed(),
-        CancellationToken::new(),
-    )
-    .unwrap_err();
+    let e = start_refused(running.local_addr());
     assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
     stop.cancel();
     running.stopped().await;
