@@ -17,7 +17,7 @@ use fiso_runtime::health::{serve, HealthState, ServeError};
 use fiso_runtime::metrics::MetricsError;
 use fiso_runtime::reload::{changes_in_words, ReloadLoop};
 use fiso_runtime::server::{PerCoreServer, ServerTimeouts};
-use fiso_runtime::watch::{watch_dir, WatchError};
+use fiso_runtime::watch::{read_config_file, watch_dir, WatchError};
 use fiso_runtime::Observability;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -190,12 +190,27 @@ pub async fn run(
     Ok(())
 }
 
-/// Reads, parses and validates the link config file: its content hash and the config.
+/// Reads, parses and validates the link config file: its content hash and the config. The
+/// file is read within the bound `fiso validate` and the flows' files have
+/// ([`fiso_runtime::watch::MAX_CONFIG_FILE_SIZE`]).
 pub fn read_config(path: &Path) -> Result<(String, LinkConfig), LinkError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LinkError::Read {
+    let unreadable = |source| LinkError::Read {
         path: path.display().to_string(),
         source,
-    })?;
+    };
+    let text = match read_config_file(path) {
+        Ok(Some(text)) => text,
+        // Gone, or not a file: the OS's own words when it has some.
+        Ok(None) => {
+            return Err(unreadable(
+                std::fs::metadata(path)
+                    .err()
+                    .unwrap_or_else(|| std::io::Error::other("not a regular file")),
+            ))
+        }
+        Err(WatchError::Read { source, .. }) => return Err(unreadable(source)),
+        Err(e) => return Err(LinkError::Invalid(e.to_string())),
+    };
     let file = SourceFile {
         path: path.display().to_string(),
         text,
@@ -439,6 +454,41 @@ fn unchanged(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_config_file_is_read_within_the_bound_validate_has() {
+        use fiso_runtime::watch::MAX_CONFIG_FILE_SIZE;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.yaml");
+        let valid = "listenAddr: \"127.0.0.1:0\"\ntargets: []\n";
+        let padded = |size: u64| {
+            let mut text = valid.to_owned();
+            text.push_str(&"#".repeat(size as usize - valid.len() - 1));
+            text.push('\n');
+            text
+        };
+        std::fs::write(&path, padded(MAX_CONFIG_FILE_SIZE)).unwrap();
+        read_config(&path).expect("a file of exactly the bound is read");
+
+        std::fs::write(&path, padded(MAX_CONFIG_FILE_SIZE + 1)).unwrap();
+        let Err(LinkError::Invalid(message)) = read_config(&path) else {
+            panic!("a file over the bound is refused");
+        };
+        assert!(
+            message.contains("is larger than 1048576 bytes"),
+            "{message}"
+        );
+
+        let missing = dir.path().join("missing.yaml");
+        let Err(e @ LinkError::Read { .. }) = read_config(&missing) else {
+            panic!("a missing file cannot be read");
+        };
+        assert!(e.to_string().contains("No such file"), "{e}");
+        let Err(e @ LinkError::Read { .. }) = read_config(dir.path()) else {
+            panic!("a directory is not a config file");
+        };
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+    }
 
     #[test]
     fn an_invalid_config_says_every_finding_with_its_place() {
