@@ -282,16 +282,34 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
 
     let mut link_targets = proxies.references(LINK_PATH);
     let mut flow_targets = proxies.references(FLOW_PATH);
-    let mut builds = vec![(String::new(), release.join("fiso"), Vec::new())];
+    // (variant suffix, JSON key prefix, binary, environment) of each build measured.
+    let mut builds = vec![(
+        String::new(),
+        String::new(),
+        release.join("fiso"),
+        Vec::new(),
+    )];
     for (n, path) in baselines.into_iter().enumerate() {
-        builds.push((baseline_suffix(n), path, Vec::new()));
+        let (suffix, key) = match n {
+            0 => (" (baseline)".to_owned(), "baseline_".to_owned()),
+            n => (
+                format!(" (baseline {})", n + 1),
+                format!("baseline{}_", n + 1),
+            ),
+        };
+        builds.push((suffix, key, path, Vec::new()));
     }
     if traced {
         let otel = procs.collector()?;
-        builds.push((" (tracing on)".to_owned(), release.join("fiso"), otel));
+        builds.push((
+            " (tracing on)".to_owned(),
+            "traced_".to_owned(),
+            release.join("fiso"),
+            otel,
+        ));
     }
     let mut pids = Vec::new();
-    for (i, (suffix, fiso, env)) in builds.iter().enumerate() {
+    for (i, (suffix, key, fiso, env)) in builds.iter().enumerate() {
         // Each build its own config files: a link watches its file and would reload another's.
         let own = dir.join(format!("build-{i}"));
         std::fs::create_dir_all(&own)?;
@@ -299,7 +317,7 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
         let flow = procs.fiso_flow(fiso, &own.join("flows"), upstream, None, env)?;
         link_targets.push(fiso_target(&format!("fiso link{suffix}"), &link, LINK_PATH));
         flow_targets.push(fiso_target(&format!("fiso flow{suffix}"), &flow, FLOW_PATH));
-        pids.push((suffix.clone(), link.pid, flow.pid));
+        pids.push((suffix, key, link.pid, flow.pid));
     }
     let load = Load::new(&dir, rounds, seconds, rate_seconds);
     let (link_rows, flow_rows) = load.run(&link_targets, &flow_targets)?;
@@ -310,18 +328,7 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
             "payload": "1 KiB JSON POST", "rate_rps": rate::RATE, "rate_seconds": rate_seconds,
         },
     });
-    for (suffix, link_pid, flow_pid) in pids {
-        let key = match suffix.as_str() {
-            "" => String::new(),
-            " (tracing on)" => "traced_".to_owned(),
-            baseline => format!(
-                "baseline{}_",
-                baseline
-                    .trim_start_matches(" (baseline")
-                    .trim_end_matches(')')
-                    .trim()
-            ),
-        };
+    for (suffix, key, link_pid, flow_pid) in pids {
         report[format!("{key}link")] =
             link_rows.summary(&format!("fiso link{suffix}"), peak_rss(link_pid));
         report[format!("{key}flow")] =
@@ -332,14 +339,6 @@ fn http_alone(root: &Path, args: &[String]) -> Result<()> {
     std::fs::write(work.join("http.json"), &text)?;
     println!("{text}");
     Ok(())
-}
-
-/// The variant suffix of the `n`th `--baseline`: ` (baseline)`, then ` (baseline 2)`, ...
-fn baseline_suffix(n: usize) -> String {
-    match n {
-        0 => " (baseline)".to_owned(),
-        n => format!(" (baseline {})", n + 1),
-    }
 }
 
 /// Seconds per wrk run, rounds, seconds per constant-rate run (short with `--quick`).
