@@ -115,11 +115,16 @@ impl Sink for AnySink {
         prepared: AnyPrepared,
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {
+        // The gRPC and Temporal deliveries are boxed: their futures (tonic's) are several KiB,
+        // and every future above this one (the pipeline's, the source's, the connection's) is
+        // as large as its largest arm and copied whole at each level on the hot path.
         match (self, prepared) {
             (AnySink::Http(s), _) => s.deliver(event, (), ctx).await,
-            (AnySink::Grpc(s), _) => s.deliver(event, (), ctx).await,
+            (AnySink::Grpc(s), _) => Box::pin(s.deliver(event, (), ctx)).await,
             (AnySink::Kafka(s), AnyPrepared::Kafka(p)) => s.deliver(event, p, ctx).await,
-            (AnySink::Temporal(s), AnyPrepared::Temporal(p)) => s.deliver(event, p, ctx).await,
+            (AnySink::Temporal(s), AnyPrepared::Temporal(p)) => {
+                Box::pin(s.deliver(event, p, ctx)).await
+            }
             // `prepared` comes from this sink's own `prepare`.
             _ => Err(DeliveryError::new(
                 DeliveryErrorKind::Other,

@@ -1,14 +1,20 @@
 //! What request-response sources (HTTP, gRPC) read from a request's headers the same way: the
 //! correlation id, the trace context and the headers interceptors see.
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 
 use crate::pipeline::delivery::CORRELATION_HEADER;
 
 /// `fiso-correlation-id` > `x-correlation-id` > `x-request-id` > trace id of `traceparent` >
 /// a new UUIDv7.
 pub fn correlation_id(headers: &HeaderMap) -> String {
-    for name in [CORRELATION_HEADER, "x-correlation-id", "x-request-id"] {
+    // Names built at compile time: a `&str` name is parsed and checked on every lookup.
+    const NAMES: [HeaderName; 3] = [
+        HeaderName::from_static(CORRELATION_HEADER),
+        HeaderName::from_static("x-correlation-id"),
+        HeaderName::from_static("x-request-id"),
+    ];
+    for name in &NAMES {
         if let Some(v) = headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -18,7 +24,7 @@ pub fn correlation_id(headers: &HeaderMap) -> String {
         }
     }
     if let Some(trace_id) = headers
-        .get("traceparent")
+        .get(TRACEPARENT)
         .and_then(|v| v.to_str().ok())
         .and_then(|tp| tp.split('-').nth(1))
         .filter(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
@@ -30,15 +36,17 @@ pub fn correlation_id(headers: &HeaderMap) -> String {
 
 /// The `traceparent` header, when it is text.
 pub fn traceparent(headers: &HeaderMap) -> Option<String> {
-    text(headers, "traceparent")
+    text(headers, &TRACEPARENT)
 }
 
 /// The `tracestate` header, when it is text.
 pub fn tracestate(headers: &HeaderMap) -> Option<String> {
-    text(headers, "tracestate")
+    text(headers, &HeaderName::from_static("tracestate"))
 }
 
-fn text(headers: &HeaderMap, name: &str) -> Option<String> {
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+fn text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())

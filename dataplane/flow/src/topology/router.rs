@@ -190,7 +190,10 @@ fn start_server(listen_addr: &str, addr: SocketAddr) -> Result<Server, RouterErr
     });
     let app = tower::service_fn(move |req| {
         let server = Arc::clone(&server);
-        async move { Ok::<_, Infallible>(serve_request(&server, req).await) }
+        // Boxed once here: the event's future is KiBs, and the layers between this service
+        // and hyper's connection (tower's oneshot, the deadline bookkeeping, hyper's dispatch
+        // slot) would each copy it whole.
+        Box::pin(async move { Ok::<_, Infallible>(serve_request(&server, req).await) })
     });
     let (timeouts, timeouts_rx) = watch::channel(ServerTimeouts::default());
     let serving = PerCoreServer::start(addr, "fiso-http", app, timeouts_rx, cancel.clone())
