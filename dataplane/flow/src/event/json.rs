@@ -27,7 +27,32 @@ pub fn number_as_f64(n: &Number) -> f64 {
 /// it exactly.
 fn plain_decimal(text: &str) -> Option<String> {
     let value: f64 = text.parse().ok()?;
-    (value.is_finite() && scientific(text)? == format!("{value:e}")).then(|| value.to_string())
+    if !value.is_finite() {
+        return None;
+    }
+    if !text.contains(['e', 'E']) {
+        // Both are plain decimals of one magnitude: comparing their digits needs no
+        // exponent form (every number a CEL `double` writes takes this way).
+        let plain = value.to_string();
+        return significant_digits(&plain)
+            .eq(significant_digits(text))
+            .then_some(plain);
+    }
+    (scientific(text)? == format!("{value:e}")).then(|| value.to_string())
+}
+
+/// The digits of a plain decimal from its first to its last non-zero one, without the point.
+fn significant_digits(plain: &str) -> impl Iterator<Item = u8> + '_ {
+    let bytes = plain.as_bytes();
+    let nonzero = |b: &u8| matches!(b, b'1'..=b'9');
+    let digits = match (
+        bytes.iter().position(nonzero),
+        bytes.iter().rposition(nonzero),
+    ) {
+        (Some(first), Some(last)) => &bytes[first..=last],
+        _ => &[],
+    };
+    digits.iter().copied().filter(u8::is_ascii_digit)
 }
 
 /// A JSON number's text in the shortest scientific form Rust's `{:e}` prints for a double:
@@ -227,6 +252,13 @@ mod tests {
             ("100.0", "100"),
             ("1.50", "1.5"),
             ("0.1", "0.1"),
+            ("-0.0", "-0"),
+            ("0.00", "0"),
+            ("119.39999999999999", "119.39999999999999"),
+            ("0.30000000000000004", "0.30000000000000004"),
+            ("0.300000000000000040", "0.30000000000000004"),
+            ("0.3000000000000000444", "0.3000000000000000444"),
+            ("1000.0001000", "1000.0001"),
         ] {
             let doc: serde_json::Value =
                 serde_json::from_str(&format!(r#"{{"n":{text}}}"#)).expect("parses");

@@ -106,14 +106,13 @@ impl MediaType {
             };
             charset |= name.eq_ignore_ascii_case("charset");
         }
-        Ok(MediaType {
-            essence: format!(
-                "{}/{}",
-                type_.to_ascii_lowercase(),
-                subtype.to_ascii_lowercase()
-            ),
-            charset,
-        })
+        // One allocation: every event's content type is parsed.
+        let mut essence = String::with_capacity(type_.len() + 1 + subtype.len());
+        essence.push_str(type_);
+        essence.push('/');
+        essence.push_str(subtype);
+        essence.make_ascii_lowercase();
+        Ok(MediaType { essence, charset })
     }
 
     /// `type/subtype`, lower case.
