@@ -39,18 +39,6 @@ pub(super) async fn intercept(
             sink_headers: Vec::new(),
         };
     }
-    // Boxed: the chain's future is KiBs, and the pipeline's future (copied whole on every
-    // event's way in) would otherwise be that large for flows without interceptors too.
-    Box::pin(run_chain(chain, metrics, flow, event, ctx)).await
-}
-
-async fn run_chain(
-    chain: &InterceptorChain,
-    metrics: &FlowMetrics,
-    flow: &str,
-    event: CloudEvent,
-    ctx: &DeliveryContext,
-) -> Intercepted {
     let failed = |message: String| Intercepted::Failed(FlowError::Interceptor(message));
     let mut input = match serde_json::to_value(&event) {
         Ok(v) => v,

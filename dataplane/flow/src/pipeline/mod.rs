@@ -269,14 +269,17 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
         // Only when interceptors ask for headers does the delivery need its own context.
         let mut with_headers = None;
         let processed = match processed {
+            Ok((p, prepared)) if self.interceptors.is_empty() => Ok((p.into_event(), prepared)),
             Ok((p, prepared)) => {
-                match intercept(
+                // Boxed: the chain's future is KiBs, and this pipeline's future (copied whole
+                // on every event's way in) would otherwise be that large for every flow.
+                match Box::pin(intercept(
                     &self.interceptors,
                     &self.metrics,
                     &self.name,
                     p.into_event(),
                     ctx,
-                )
+                ))
                 .await
                 {
                     Intercepted::Continue {
