@@ -25,7 +25,8 @@ pub(super) enum Intercepted {
     Failed(FlowError),
 }
 
-/// Runs the flow's interceptors on `event`; headers they return go with the delivery.
+/// Runs the flow's interceptors on `event`; headers they return go with the delivery. The
+/// pipeline calls it only for a flow that has interceptors.
 pub(super) async fn intercept(
     chain: &InterceptorChain,
     metrics: &FlowMetrics,
@@ -33,12 +34,6 @@ pub(super) async fn intercept(
     event: CloudEvent,
     ctx: &DeliveryContext,
 ) -> Intercepted {
-    if chain.is_empty() {
-        return Intercepted::Continue {
-            event: Box::new(event),
-            sink_headers: Vec::new(),
-        };
-    }
     let failed = |message: String| Intercepted::Failed(FlowError::Interceptor(message));
     let mut input = match serde_json::to_value(&event) {
         Ok(v) => v,

@@ -41,10 +41,11 @@ pub fn traceparent(headers: &HeaderMap) -> Option<String> {
 
 /// The `tracestate` header, when it is text.
 pub fn tracestate(headers: &HeaderMap) -> Option<String> {
-    text(headers, &HeaderName::from_static("tracestate"))
+    text(headers, &TRACESTATE)
 }
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 fn text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     headers
