@@ -95,22 +95,19 @@ fn since_ci_started() -> Option<Duration> {
 /// How CI invokes cargo.
 struct Cargo {
     root: PathBuf,
-    bin: String,
     clippy_driver: PathBuf,
 }
 
 impl Cargo {
     fn new(root: &Path) -> Result<Self> {
-        let bin = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         Ok(Cargo {
             root: root.to_path_buf(),
-            bin,
             clippy_driver: clippy_driver()?,
         })
     }
 
     fn plain(&self) -> Command {
-        let mut cmd = Command::new(&self.bin);
+        let mut cmd = crate::cargo::command();
         // CI builds once from scratch: incremental state would only take disk (gigabytes for
         // the workspace's test builds) on a machine whose disk is shared.
         cmd.env("CARGO_INCREMENTAL", "0").current_dir(&self.root);

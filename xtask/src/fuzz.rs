@@ -173,8 +173,7 @@ fn parse_args(args: &[String]) -> Result<(u64, Vec<String>)> {
 /// `cargo fuzz` in `fuzz/`, with the infra bin dir on `PATH` (where an installed `cargo-fuzz`
 /// lives) and nightly features unlocked.
 fn cargo_fuzz(ctx: &Ctx, fuzz_dir: &Path) -> Command {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut cmd = Command::new(cargo);
+    let mut cmd = crate::cargo::command();
     cmd.arg("fuzz")
         .current_dir(fuzz_dir)
         .env("PATH", infra::path_with_bin(ctx))
@@ -182,28 +181,7 @@ fn cargo_fuzz(ctx: &Ctx, fuzz_dir: &Path) -> Command {
         // The instrumented build must stay in fuzz/target: a shared target dir would mix its
         // flags with the workspace's builds and rebuild both every time.
         .env_remove("CARGO_TARGET_DIR");
-    // `cargo run` hands xtask its own package's variables (`CARGO_PKG_NAME=xtask`, ...). ring's
-    // build script watches some of them, so passing them on would make every `cargo xtask fuzz`
-    // and every plain `cargo fuzz` rebuild ring and everything above it (rustls, kube, tonic).
-    for (key, _) in std::env::vars_os() {
-        if key.to_str().is_some_and(is_package_var) {
-            cmd.env_remove(key);
-        }
-    }
     cmd
-}
-
-/// Variables cargo sets for the binary it runs, describing that binary's package.
-fn is_package_var(key: &str) -> bool {
-    [
-        "CARGO_PKG_",
-        "CARGO_MANIFEST_",
-        "CARGO_CRATE_",
-        "CARGO_BIN_",
-    ]
-    .iter()
-    .any(|prefix| key.starts_with(prefix))
-        || matches!(key, "CARGO_PRIMARY_PACKAGE" | "OUT_DIR")
 }
 
 fn ensure_cargo_fuzz(ctx: &Ctx) -> Result<()> {
@@ -227,8 +205,7 @@ fn ensure_cargo_fuzz(ctx: &Ctx) -> Result<()> {
         log_path.display()
     );
     let log = std::fs::File::create(&log_path)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
+    let status = crate::cargo::command()
         .args(["install", "cargo-fuzz", "--locked", "--root"])
         .arg(&ctx.dir)
         .env_remove("CARGO_TARGET_DIR")

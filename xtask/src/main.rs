@@ -15,6 +15,7 @@
 //!   report in `target/fuzz/report.md` (see [`fuzz`]).
 
 mod bench;
+mod cargo;
 mod ci;
 mod fuzz;
 mod image;
@@ -23,7 +24,6 @@ mod measure;
 mod reliability;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -92,8 +92,7 @@ fn write_docs() -> Result<()> {
     use fiso_config::reference::{markdown, replace_section};
     let readme_path = root().join("README.md");
     let readme = std::fs::read_to_string(&readme_path)?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let cli = Command::new(cargo)
+    let cli = cargo::command()
         .args(["run", "-q", "-p", "fiso", "--", "help-reference"])
         .current_dir(root())
         .output()?;

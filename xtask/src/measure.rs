@@ -4,7 +4,6 @@
 //! this module and not on each other.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
@@ -18,15 +17,8 @@ const FRAME_POINTERS: &str = "-C force-frame-pointers=yes";
 /// `reliability` build the same package set: one feature resolution, so neither rebuilds the
 /// other's artifacts.
 pub fn build_release(root: &Path) -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     println!("building the release binaries");
-    let mut build = Command::new(&cargo);
-    for (name, _) in std::env::vars_os() {
-        if name.to_str().is_some_and(set_by_cargo_run) {
-            build.env_remove(name);
-        }
-    }
-    let status = build
+    let status = crate::cargo::command()
         .args(["build", "--release", "-p", "fiso", "-p", "xtask"])
         .env(
             "RUSTFLAGS",
@@ -38,22 +30,6 @@ pub fn build_release(root: &Path) -> Result<PathBuf> {
         bail!("release build failed");
     }
     Ok(target_dir(root).join("release"))
-}
-
-/// What `cargo run` tells xtask about its own package (`CARGO_PKG_NAME=xtask`, ...). Build
-/// scripts that declare `rerun-if-env-changed` on these (ring, among others) see them change
-/// against a `cargo build --release` typed by hand and rerun, rebuilding TLS, tonic and the
-/// fat-LTO binary: the build is only shared with a hand build without them.
-fn set_by_cargo_run(name: &str) -> bool {
-    [
-        "CARGO_PKG_",
-        "CARGO_MANIFEST_",
-        "CARGO_CRATE_",
-        "CARGO_BIN_",
-    ]
-    .iter()
-    .any(|prefix| name.starts_with(prefix))
-        || name == "CARGO_PRIMARY_PACKAGE"
 }
 
 /// The caller's `RUSTFLAGS`, if any, with [`FRAME_POINTERS`] appended.
@@ -99,9 +75,8 @@ pub fn run_scenarios(
     out: &Path,
     env: &[(&str, &std::ffi::OsStr)],
 ) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let ctx = infra::Ctx::new(root);
-    let status = Command::new(&cargo)
+    let status = crate::cargo::command()
         .args(["test", "-p", "fiso-e2e", "--test", test, "--"])
         .args(["--test-threads=1", "--nocapture"])
         .envs(infra::env_vars(&ctx))
@@ -120,30 +95,6 @@ pub fn run_scenarios(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_what_cargo_run_sets_about_xtask_is_left_out_of_the_build() {
-        for name in [
-            "CARGO_PKG_NAME",
-            "CARGO_PKG_VERSION_MAJOR",
-            "CARGO_MANIFEST_DIR",
-            "CARGO_MANIFEST_PATH",
-            "CARGO_CRATE_NAME",
-            "CARGO_BIN_NAME",
-            "CARGO_PRIMARY_PACKAGE",
-        ] {
-            assert!(set_by_cargo_run(name), "{name}");
-        }
-        for name in [
-            "CARGO",
-            "CARGO_HOME",
-            "CARGO_TARGET_DIR",
-            "RUSTFLAGS",
-            "PATH",
-        ] {
-            assert!(!set_by_cargo_run(name), "{name}");
-        }
-    }
 
     #[test]
     fn frame_pointers_are_added_to_the_callers_flags() {

@@ -84,7 +84,6 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let quick = args.iter().any(|a| a == "--quick");
     let (seconds, rounds, rate_seconds) = timing(quick);
     procs::ensure_tools()?;
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let release = build_release(root)?;
     let fiso = release.join("fiso");
     let work = target_dir(root).join("bench");
@@ -177,7 +176,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let startup_link = startup::median(&fiso, &dir, "link", startup_runs)?;
     let startup_flow = startup::median(&fiso, &dir, "flow", startup_runs)?;
     let size = shipped_size(&fiso, &work)?;
-    let transforms = transform::run(root, &cargo, quick)?;
+    let transforms = transform::run(root, quick)?;
     let operator = operator::run(root, &work, quick)?;
 
     let machine = machine();

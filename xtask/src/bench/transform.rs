@@ -2,17 +2,17 @@
 //! `dataplane/flow/benches/transform.rs`, run and read back per shape.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{bail, Result};
 use serde_json::{json, Value};
 
 /// The criterion benchmark of `dataplane/flow/benches/transform.rs`: per shape, the CEL
 /// transform's and the hand-written serde_json code's median time per event.
-pub fn run(root: &Path, cargo: &str, quick: bool) -> Result<Value> {
+pub fn run(root: &Path, quick: bool) -> Result<Value> {
     println!("bench: CEL transform vs serde_json (criterion)");
     let (warm, measure) = if quick { ("0.2", "0.3") } else { ("1", "3") };
-    let out = Command::new(cargo)
+    let out = crate::cargo::command()
         .args(["bench", "-p", "fiso-flow", "--bench", "transform", "--"])
         .args(["--warm-up-time", warm, "--measurement-time", measure])
         .current_dir(root)

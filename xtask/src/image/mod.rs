@@ -184,9 +184,8 @@ fn select(names: &[String]) -> Result<Vec<Spec>> {
 /// builds them, so neither invalidates the other's build by unifying features differently);
 /// returns the directory they are in.
 fn build(root: &Path, profile: &str, specs: &[Spec]) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     for spec in specs {
-        let status = Command::new(&cargo)
+        let status = crate::cargo::command()
             .current_dir(root)
             .args(["build", "--profile", profile])
             .args(["-p", spec.package, "--bin", spec.binary])
