@@ -3,7 +3,7 @@
 //! what became of the event ([`Outcome`]). Sources turn an [`Outcome`] into their protocol's
 //! answer from these types alone, so no source knows any sink.
 
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
 use bytes::Bytes;
 
 use crate::kafka::client::KafkaDelivery;
@@ -13,6 +13,10 @@ use crate::FlowError;
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 /// The header carrying an event's correlation id on every hop (HTTP, Kafka, dead letters).
 pub const CORRELATION_HEADER: &str = "fiso-correlation-id";
+/// The W3C trace context headers, read from a request and written on a delivery. Built at
+/// compile time: a name built from text is checked again on every use.
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+pub const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 /// Per-event context propagated to the sink.
 #[derive(Debug, Clone, Default)]

@@ -30,7 +30,7 @@ use crate::event::header_binding::{self, Binding};
 use crate::event::json;
 use crate::pipeline::delivery::{
     DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt, SinkResponse, CORRELATION_HEADER,
-    STRUCTURED_CONTENT_TYPE,
+    STRUCTURED_CONTENT_TYPE, TRACEPARENT, TRACESTATE,
 };
 use crate::retry::{parse_retry_after, with_retries, Attempt, RetryError, RetryPolicy};
 use crate::{CloudEvent, FlowError, InputEvent};
@@ -349,12 +349,12 @@ impl HttpSink {
         // are exported.
         if let Some(tp) = &ctx.traceparent {
             headers.insert(
-                HeaderName::from_static("traceparent"),
+                TRACEPARENT,
                 HeaderValue::from_str(tp).map_err(|_| bad("traceparent"))?,
             );
             if let Some(ts) = &ctx.tracestate {
                 headers.insert(
-                    HeaderName::from_static("tracestate"),
+                    TRACESTATE,
                     HeaderValue::from_str(ts).map_err(|_| bad("tracestate"))?,
                 );
             }
@@ -422,15 +422,13 @@ impl Sink for HttpSink {
 /// `traceparent` / `tracestate` of the next hop, replacing the caller's.
 fn set_trace_headers(headers: &mut HeaderMap, trace: &fiso_runtime::otel::TraceHeaders) {
     let header = |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
-    let parent = HeaderName::from_static("traceparent");
-    let state = HeaderName::from_static("tracestate");
     match header(&trace.traceparent) {
-        Some(tp) => headers.insert(parent, tp),
-        None => headers.remove(parent),
+        Some(tp) => headers.insert(TRACEPARENT, tp),
+        None => headers.remove(TRACEPARENT),
     };
     match header(&trace.tracestate) {
-        Some(ts) => headers.insert(state, ts),
-        None => headers.remove(state),
+        Some(ts) => headers.insert(TRACESTATE, ts),
+        None => headers.remove(TRACESTATE),
     };
 }
 

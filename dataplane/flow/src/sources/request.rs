@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderMap, HeaderName};
 
-use crate::pipeline::delivery::CORRELATION_HEADER;
+use crate::pipeline::delivery::{CORRELATION_HEADER, TRACEPARENT, TRACESTATE};
 
 /// `fiso-correlation-id` > `x-correlation-id` > `x-request-id` > trace id of `traceparent` >
 /// a new UUIDv7.
@@ -43,9 +43,6 @@ pub fn traceparent(headers: &HeaderMap) -> Option<String> {
 pub fn tracestate(headers: &HeaderMap) -> Option<String> {
     text(headers, &TRACESTATE)
 }
-
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
 fn text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     headers
