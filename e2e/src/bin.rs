@@ -1,7 +1,8 @@
 //! Locating (and building) the binaries under test (`fiso`, `fiso-operator`).
 //!
 //! `cargo test --workspace` builds only the binaries of the package under test, so the e2e
-//! tests build `fiso` themselves, once per test binary, with the profile they were built with.
+//! tests build `fiso` themselves, once per test binary, with the profile they were built with
+//! and the `wasmer` feature (apps and `runtime: wasmer` interceptors are under test).
 //! The build is a no-op when the binary is up to date.
 
 use std::path::{Path, PathBuf};
@@ -16,7 +17,7 @@ pub fn fiso_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| match std::env::var_os(FISO_BIN_ENV) {
         Some(path) => PathBuf::from(path),
-        None => build_bin("fiso", "fiso"),
+        None => build_bin("fiso", "fiso", &["--features", "wasmer"]),
     })
     .clone()
 }
@@ -27,8 +28,8 @@ pub fn fiso_bin() -> PathBuf {
 pub const BIN_DIR_ENV: &str = "FISO_E2E_BIN_DIR";
 
 /// `<BIN_DIR_ENV>/<bin>` when that is set, else `cargo build -p <package> --bin <bin> --profile
-/// <ours>`, returning the executable cargo reports.
-pub(crate) fn build_bin(package: &str, bin: &str) -> PathBuf {
+/// <ours> <extra>`, returning the executable cargo reports.
+pub(crate) fn build_bin(package: &str, bin: &str, extra: &[&str]) -> PathBuf {
     if let Some(dir) = std::env::var_os(BIN_DIR_ENV) {
         let path = Path::new(&dir).join(bin);
         assert!(
@@ -48,6 +49,7 @@ pub(crate) fn build_bin(package: &str, bin: &str) -> PathBuf {
             bin,
             "--message-format=json",
         ])
+        .args(extra)
         .args(["--profile", &test_profile()])
         .stdin(Stdio::null())
         .output()

@@ -447,7 +447,7 @@ impl Drop for OperatorProcess {
 /// The `fiso-operator` binary, built once per test binary with the tests' profile.
 pub fn operator_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| crate::bin::build_bin("fiso-operator", "fiso-operator"))
+    BIN.get_or_init(|| crate::bin::build_bin("fiso-operator", "fiso-operator", &[]))
         .clone()
 }
 

@@ -133,6 +133,7 @@ fn default_install_is_the_seed_layout() {
         ("FISO_HEALTH_ADDR", ":9090"),
         ("FISO_ENABLE_LEADER_ELECTION", "true"),
         ("FISO_LINK_IMAGE", "ghcr.io/lsm/fiso:0.1.0"),
+        ("FISO_WASMER_IMAGE", "ghcr.io/lsm/fiso-wasmer:0.1.0"),
         ("FISO_WEBHOOK_ADDR", ":8443"),
         ("FISO_SIDECAR_MODE", "auto"),
         ("FISO_WEBHOOK_SELF_SIGNED", "true"),

@@ -1008,6 +1008,10 @@ async fn wasm_apps_are_validated_rendered_and_their_modules_mounted() {
             .contains(&json!({"name": "FISO_APPS_CONFIG", "value": "/etc/fiso/apps/config.yaml"})),
         "{sidecar:#}"
     );
+    assert_eq!(
+        sidecar["image"], "ghcr.io/lsm/fiso-wasmer:0.1.0",
+        "an app runs on the Wasmer build (FISO_WASMER_IMAGE from the chart)"
+    );
 
     let name = mounted_configmap(&injected);
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);

@@ -6,9 +6,10 @@
 //! so the lint and the tests share one compilation instead of a `check` build and a `test`
 //! build. The test run then finds everything fresh. The fuzz targets' checked-in inputs are
 //! replayed by `fuzz/targets`' tests inside that run (coverage-guided fuzzing, which needs its
-//! own instrumented build, stays in `cargo xtask fuzz`). The `wasmer` feature is a default of
-//! the fiso binary, so that build includes it; the refusals of a build without it are tested
-//! last, on the two libraries that have them.
+//! own instrumented build, stays in `cargo xtask fuzz`). That build turns on the fiso binary's
+//! `wasmer` feature (off by default; the `fiso-wasmer` image's build), so the suite runs the
+//! binary with everything in it; the refusals of a build without it are tested last, on the
+//! libraries that have them.
 
 mod steps;
 mod test_output;
@@ -43,7 +44,10 @@ fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
     })?;
     // The CRD drift check is the `checked_in_crds_match_types` test in fiso-config.
     let build = steps.time("build + clippy (workspace, all targets)", || {
-        build_tests(&mut cargo.linted(), &["--workspace", "--all-targets"])
+        build_tests(
+            &mut cargo.linted(),
+            &["--workspace", "--all-targets", WITH_WASMER],
+        )
     })?;
     // Tests run against real servers: start them first, and stop what this run started
     // afterwards whatever the outcome (a server that was already up is left running).
@@ -53,7 +57,7 @@ fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
     infra::with_servers(&ctx, &[], || {
         steps.record("infra up", up.elapsed(), true);
         let mut test = cargo.linted();
-        test.args(["test", "--workspace", "--no-fail-fast"])
+        test.args(["test", "--workspace", WITH_WASMER, "--no-fail-fast"])
             .envs(infra::env_vars(&ctx))
             .env("PATH", infra::path_with_bin(&ctx));
         // The e2e suite runs the binaries this build made instead of building its own: a
@@ -65,10 +69,10 @@ fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
         test.env(E2E_XTASK_ENV, std::env::current_exe()?);
         run_tests(test, &build.tests, steps)
     })?;
-    // `wasmer` is a default feature of the fiso binary, so the steps above build and test the
-    // wasmer interceptors and the apps runtime. What only a build without it has — the engine's,
-    // fiso-flow's and fiso-apps' "this build has no wasmer" refusals — is tested here, on those
-    // libraries alone (their own feature resolution: about a minute of rebuilds).
+    // The steps above build and test the wasmer interceptors and the apps runtime. What only a
+    // build without it has — the engine's, fiso-flow's and fiso-apps' "this build has no
+    // wasmer" refusals — is tested here, on those libraries alone (their own feature
+    // resolution: about a minute of rebuilds).
     steps.time("without wasmer: the \"no wasmer\" refusals", || {
         run(cargo.linted().args([
             "test",
@@ -154,6 +158,10 @@ fn run(cmd: &mut Command) -> Result<()> {
     }
     Ok(())
 }
+
+/// The fiso binary's `wasmer` feature, on for the whole suite: the e2e tests run apps and
+/// `runtime: wasmer` interceptors (the binary `fiso_e2e::bin` builds by hand has it too).
+const WITH_WASMER: &str = "--features=fiso/wasmer";
 
 /// Where the e2e suite takes `fiso`, `fiso-operator` and `fiso-testkit` from (its
 /// `fiso_e2e::bin::BIN_DIR_ENV`), and the xtask it runs for images.

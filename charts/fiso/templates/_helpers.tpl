@@ -41,6 +41,10 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.sidecar.image.repository (default .Chart.AppVersion .Values.sidecar.image.tag) -}}
 {{- end -}}
 
+{{- define "fiso.sidecarWasmerImage" -}}
+{{- printf "%s:%s" .Values.sidecar.wasmerImage.repository (default .Chart.AppVersion .Values.sidecar.wasmerImage.tag) -}}
+{{- end -}}
+
 {{/* The MutatingWebhookConfiguration (cluster-scoped, so named after the release). */}}
 {{- define "fiso.webhookName" -}}
 {{- include "fiso.fullname" . -}}

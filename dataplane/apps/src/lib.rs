@@ -471,7 +471,7 @@ mod tests {
         let err = refuse_unless(false, &config).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "this build has no wasmer: apps (`api`, `fn`) need the `wasmer` cargo feature of the fiso binary (on by default; cargo build -p fiso --features wasmer)"
+            "this build has no wasmer: apps (`api`, `fn`) need the Wasmer build of fiso: the fiso-wasmer image, or cargo build -p fiso --features wasmer"
         );
         assert!(refuse_unless(false, &AppsConfig::default()).is_ok());
         assert!(refuse_unless(true, &config).is_ok());
@@ -490,7 +490,7 @@ mod tests {
         assert!(matches!(err, AppsError::NoWasmer(_)));
         assert!(
             err.to_string().starts_with(
-                "this build has no wasmer: apps (`api`) need the `wasmer` cargo feature"
+                "this build has no wasmer: apps (`api`) need the Wasmer build of fiso"
             ),
             "{err}"
         );

@@ -138,9 +138,9 @@ impl ProjectFiles {
             for f in &self.apps {
                 let mut d = Diagnostic::error(
                     "apps",
-                    "this build has no wasmer: apps need the `wasmer` cargo feature of the fiso binary",
+                    "this build has no wasmer: apps need the Wasmer build of fiso",
                 )
-                .hint("build with `cargo build -p fiso --features wasmer` (on by default)");
+                .hint("run the fiso-wasmer image, or build with `cargo build -p fiso --features wasmer`");
                 d.file = Some(f.path.clone());
                 diags.push(d);
             }

@@ -38,7 +38,7 @@ pub enum BuildErrorKind {
     Limit(String),
     #[error("preopen `{host_path}`: {message}")]
     Preopen { host_path: String, message: String },
-    #[error("runtime: wasmer is not available in this build: it needs the `wasmer` cargo feature (cargo build -p fiso --features wasmer); or use `runtime: wasmtime`")]
+    #[error("runtime: wasmer is not available in this build: it needs the Wasmer build of fiso (the fiso-wasmer image, or cargo build -p fiso --features wasmer); or use `runtime: wasmtime`")]
     WasmerNotBuilt,
     #[error("runtime engine: {0}")]
     Engine(String),

@@ -181,7 +181,7 @@ fn runtime_wasmer_needs_the_feature() {
     assert!(matches!(err, BuildErrorKind::WasmerNotBuilt));
     let text = err.to_string();
     assert!(
-        text.contains("runtime: wasmer is not available in this build: it needs the `wasmer` cargo feature (cargo build -p fiso --features wasmer)"),
+        text.contains("runtime: wasmer is not available in this build: it needs the Wasmer build of fiso (the fiso-wasmer image, or cargo build -p fiso --features wasmer)"),
         "{text}"
     );
     assert!(!text.contains("not implemented"), "{text}");

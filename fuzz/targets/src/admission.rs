@@ -27,6 +27,7 @@ pub fn run(data: &[u8]) {
                 key: "app.wasm".to_owned(),
             },
         )]),
+        wasmer: true,
         warnings: vec!["LinkTarget missing not found".to_owned()],
     };
     // Both shapes of the sidecar: an init container (native) and a regular container.

@@ -260,9 +260,8 @@ mod tests {
 
     fn secrets(names: &[&str]) -> References {
         References {
-            modules: Default::default(),
             secrets: names.iter().map(|s| (*s).to_owned()).collect(),
-            warnings: vec![],
+            ..Default::default()
         }
     }
 
@@ -582,9 +581,8 @@ mod tests {
             json!({"fiso.io/inject": "true", "fiso.io/links": "crm"}),
         ));
         let links = References {
-            modules: Default::default(),
-            secrets: Default::default(),
             warnings: vec!["LinkTarget shop/crm not found".into()],
+            ..Default::default()
         };
         let output = mutate(input, &config(), SidecarMode::Native, &links);
         assert_eq!(

@@ -49,6 +49,9 @@ pub const DEFAULT_CERT_FILE: &str = "/etc/fiso/tls/tls.crt";
 pub const DEFAULT_KEY_FILE: &str = "/etc/fiso/tls/tls.key";
 /// Default of `FISO_LINK_IMAGE`: the data-plane image (the `fiso` binary).
 pub const DEFAULT_IMAGE: &str = "ghcr.io/lsm/fiso:latest";
+/// Default of `FISO_WASMER_IMAGE`: the data plane built with Wasmer, for pods that run apps or
+/// Wasmer interceptors.
+pub const DEFAULT_WASMER_IMAGE: &str = "ghcr.io/lsm/fiso-wasmer:latest";
 /// Default of `FISO_WEBHOOK_SECRET` (self-signed mode).
 pub const DEFAULT_SECRET_NAME: &str = "fiso-webhook-tls";
 /// Default of `FISO_WEBHOOK_SERVICE` (self-signed mode).
@@ -168,6 +171,9 @@ pub struct WebhookConfig {
     pub cert_reload_interval: Duration,
     /// Data-plane image injected into pods (`FISO_LINK_IMAGE`).
     pub image: String,
+    /// The same built with Wasmer, injected instead into pods whose selected resources need it
+    /// (`FISO_WASMER_IMAGE`).
+    pub wasmer_image: String,
     /// `FISO_SIDECAR_MODE`: `auto` (default), `native` or `container`; [`run`] resolves it
     /// against the API server's version before serving.
     pub sidecar_mode: SidecarModeSetting,
@@ -189,6 +195,7 @@ impl Default for WebhookConfig {
             key_file: DEFAULT_KEY_FILE.into(),
             cert_reload_interval: DEFAULT_CERT_RELOAD_INTERVAL,
             image: DEFAULT_IMAGE.into(),
+            wasmer_image: DEFAULT_WASMER_IMAGE.into(),
             sidecar_mode: SidecarModeSetting::Auto,
             version_deadline: mode::DEFAULT_VERSION_DEADLINE,
             self_signed: None,
@@ -288,6 +295,7 @@ impl WebhookConfig {
             key_file: or("FISO_TLS_KEY_FILE", DEFAULT_KEY_FILE).into(),
             cert_reload_interval: DEFAULT_CERT_RELOAD_INTERVAL,
             image: or("FISO_LINK_IMAGE", DEFAULT_IMAGE),
+            wasmer_image: or("FISO_WASMER_IMAGE", DEFAULT_WASMER_IMAGE),
             sidecar_mode,
             version_deadline: mode::DEFAULT_VERSION_DEADLINE,
             self_signed,
@@ -405,6 +413,7 @@ mod tests {
         assert_eq!(c.key_file, PathBuf::from("/etc/fiso/tls/tls.key"));
         assert_eq!(c.sidecar_mode, SidecarModeSetting::Auto);
         assert_eq!(c.image, DEFAULT_IMAGE);
+        assert_eq!(c.wasmer_image, DEFAULT_WASMER_IMAGE);
         assert!(c.self_signed.is_none());
         let r = c.resources.requirements();
         assert_eq!(r.requests.as_ref().unwrap()["cpu"].0, "50m");
@@ -419,6 +428,7 @@ mod tests {
             ("FISO_WEBHOOK_ADDR", "127.0.0.1:0"),
             ("FISO_SIDECAR_MODE", "Container"),
             ("FISO_LINK_IMAGE", "registry.local/fiso:1.2.3"),
+            ("FISO_WASMER_IMAGE", "registry.local/fiso-wasmer:1.2.3"),
             ("FISO_SIDECAR_CPU_LIMIT", "500m"),
             ("FISO_SIDECAR_MEMORY_LIMIT", ""),
             ("FISO_WEBHOOK_SELF_SIGNED", "true"),
@@ -429,6 +439,7 @@ mod tests {
         assert_eq!(c.addr, "127.0.0.1:0".parse().unwrap());
         assert_eq!(c.sidecar_mode, SidecarModeSetting::Container);
         assert_eq!(c.image, "registry.local/fiso:1.2.3");
+        assert_eq!(c.wasmer_image, "registry.local/fiso-wasmer:1.2.3");
         let r = c.resources.requirements();
         assert_eq!(r.limits.as_ref().unwrap()["cpu"].0, "500m");
         assert!(!r.limits.as_ref().unwrap().contains_key("memory"));

@@ -174,7 +174,11 @@ pub fn sidecar_container(
     }));
     Container {
         name: CONTAINER_NAME.into(),
-        image: Some(config.image.clone()),
+        image: Some(if refs.wasmer {
+            config.wasmer_image.clone()
+        } else {
+            config.image.clone()
+        }),
         args: Some(vec!["run".into()]),
         ports: Some(vec![
             port("proxy", PROXY_PORT),
@@ -378,6 +382,7 @@ mod tests {
     fn config() -> WebhookConfig {
         WebhookConfig {
             image: "fiso:test".into(),
+            wasmer_image: "fiso-wasmer:test".into(),
             ..Default::default()
         }
     }
@@ -501,6 +506,7 @@ mod tests {
                 },
             )]
             .into(),
+            wasmer: true,
             ..Default::default()
         };
         let out = apply(
@@ -542,6 +548,10 @@ mod tests {
             .as_array()
             .unwrap()
             .contains(&json!({"name": "FISO_APPS_CONFIG", "value": APPS_CONFIG_PATH})));
+        assert_eq!(
+            sidecar["image"], "fiso-wasmer:test",
+            "apps need the Wasmer build"
+        );
 
         // Without apps: no apps volume, no FISO_APPS_CONFIG.
         let plain = selection("orders", "");
@@ -558,5 +568,6 @@ mod tests {
         );
         assert!(!out.to_string().contains("FISO_APPS_CONFIG"));
         assert!(!out.to_string().contains(APPS_VOLUME));
+        assert_eq!(out["spec"]["initContainers"][0]["image"], "fiso:test");
     }
 }

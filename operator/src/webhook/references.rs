@@ -1,6 +1,8 @@
 //! What a pod's selected resources reference, read through the API at admission time so the
 //! webhook can mount it: the Kubernetes Secrets of its LinkTargets (`spec.auth.secretRef.name`)
-//! and the module ConfigMaps of its WasmApps (`spec.moduleConfigMap`).
+//! and the module ConfigMaps of its WasmApps (`spec.moduleConfigMap`); and whether they need
+//! the data plane built with Wasmer (a WasmApp, or a `runtime: wasmer` or `wasmer-app`
+//! interceptor of a flow or LinkTarget), so the webhook injects that image.
 //!
 //! The resources are read as untyped objects: one written by a newer CRD version, or one that
 //! fails validation, still tells what it needs.
@@ -9,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use fiso_config::apps::ConfigMapKey;
-use fiso_config::crd::{LinkTarget, WasmApp};
+use fiso_config::crd::{FlowDefinition, LinkTarget, WasmApp};
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::Client;
 use serde_json::Value;
@@ -27,6 +29,8 @@ pub struct References {
     pub secrets: BTreeSet<String>,
     /// App name → the ConfigMap key holding its module.
     pub modules: BTreeMap<String, ConfigMapKey>,
+    /// The pod runs Wasmer: it selects an app, or a selected resource has a Wasmer interceptor.
+    pub wasmer: bool,
     pub warnings: Vec<String>,
 }
 
@@ -70,6 +74,15 @@ pub fn module_of(spec: &Value) -> Option<ConfigMapKey> {
     })
 }
 
+/// Whether a flow or LinkTarget `spec` has an interceptor that runs on Wasmer.
+pub fn needs_wasmer(spec: &Value) -> bool {
+    let interceptors = spec.get("interceptors").and_then(Value::as_array);
+    interceptors.into_iter().flatten().any(|i| {
+        i.get("type").and_then(Value::as_str) == Some("wasmer-app")
+            || i.pointer("/config/runtime").and_then(Value::as_str) == Some("wasmer")
+    })
+}
+
 fn missing(kind: &str, selection: &Selection, name: &str, what: &str) -> String {
     format!(
         "fiso: {kind} {}/{name} does not exist; {what} it references are not mounted until the pod is recreated",
@@ -78,16 +91,24 @@ fn missing(kind: &str, selection: &Selection, name: &str, what: &str) -> String 
 }
 
 /// Collects what the selected resources reference, given each one's `spec` (`None`: the
-/// resource does not exist).
+/// resource does not exist). A selected app needs Wasmer even before it exists.
 pub fn collect<'a>(
     selection: &Selection,
+    flows: impl IntoIterator<Item = &'a Value>,
     links: impl IntoIterator<Item = (&'a str, Option<&'a Value>)>,
     apps: impl IntoIterator<Item = (&'a str, Option<&'a Value>)>,
 ) -> References {
-    let mut out = References::default();
+    let mut out = References {
+        wasmer: !selection.apps.is_empty(),
+        ..References::default()
+    };
+    out.wasmer |= flows.into_iter().any(needs_wasmer);
     for (name, spec) in links {
         match spec {
-            Some(spec) => out.secrets.extend(secret_of(spec)),
+            Some(spec) => {
+                out.secrets.extend(secret_of(spec));
+                out.wasmer |= needs_wasmer(spec);
+            }
             None => out
                 .warnings
                 .push(missing("LinkTarget", selection, name, "Secrets")),
@@ -108,17 +129,18 @@ pub fn collect<'a>(
     out
 }
 
-/// Reads the LinkTargets and WasmApps `selection` names and returns what they reference. A
+/// Reads the flows, LinkTargets and WasmApps `selection` names and returns what they reference. A
 /// missing resource is a warning (it may be created later); any other API failure is an error,
 /// so the admission is refused and retried rather than the pod starting without its
 /// credentials or modules.
 pub async fn resolve(client: &Client, selection: &Selection) -> Result<References, LookupError> {
     let reads = async {
+        let flows = specs::<FlowDefinition>(client, selection, &selection.flows).await?;
         let links = specs::<LinkTarget>(client, selection, &selection.links).await?;
         let apps = specs::<WasmApp>(client, selection, &selection.apps).await?;
-        Ok::<_, LookupError>((links, apps))
+        Ok::<_, LookupError>((flows, links, apps))
     };
-    let (links, apps) = tokio::time::timeout(LOOKUP_TIMEOUT, reads)
+    let (flows, links, apps) = tokio::time::timeout(LOOKUP_TIMEOUT, reads)
         .await
         .map_err(|_| LookupError::Timeout(LOOKUP_TIMEOUT))??;
     fn found<'a>(
@@ -131,6 +153,7 @@ pub async fn resolve(client: &Client, selection: &Selection) -> Result<Reference
     }
     Ok(collect(
         selection,
+        flows.values().flatten(),
         found(&links, &selection.links),
         found(&apps, &selection.apps),
     ))
@@ -184,6 +207,7 @@ mod tests {
         let open = json!({"host": "open"});
         let out = collect(
             &selection,
+            [],
             [
                 ("crm", Some(&crm)),
                 ("erp", Some(&erp)),
@@ -194,6 +218,7 @@ mod tests {
         );
         assert_eq!(out.secrets, ["crm-token".to_owned()].into());
         assert_eq!(out.warnings.len(), 1);
+        assert!(!out.wasmer, "no app, no Wasmer interceptor");
         assert!(
             out.warnings[0].contains("shop/ghost"),
             "{}",
@@ -213,6 +238,7 @@ mod tests {
         let out = collect(
             &selection,
             [],
+            [],
             [
                 ("enrich", Some(&enrich)),
                 ("ghost", None),
@@ -231,10 +257,34 @@ mod tests {
             .into()
         );
         assert_eq!(out.warnings.len(), 1);
+        assert!(out.wasmer, "a selected app runs on Wasmer");
         assert!(
             out.warnings[0].contains("WasmApp shop/ghost"),
             "{}",
             out.warnings[0]
         );
+    }
+
+    #[test]
+    fn wasmer_interceptors_of_flows_and_targets_need_the_wasmer_image() {
+        let selection = Selection {
+            namespace: "shop".into(),
+            links: ["crm".into()].into(),
+            ..Default::default()
+        };
+        let wasmtime = json!({"interceptors": [{"type": "wasm", "config": {"module": "/m.wasm"}}]});
+        let wasmer = json!({"interceptors": [
+            {"type": "wasm", "config": {"module": "/a.wasm"}},
+            {"type": "wasm", "config": {"module": "/b.wasm", "runtime": "wasmer"}}
+        ]});
+        let app = json!({"interceptors": [{"type": "wasmer-app", "config": {"app": "enrich"}}]});
+        assert!(!needs_wasmer(&wasmtime));
+        assert!(!needs_wasmer(&json!({"source": {"type": "http"}})));
+        assert!(needs_wasmer(&wasmer));
+        assert!(needs_wasmer(&app));
+        let plain = collect(&selection, [&wasmtime], [("crm", Some(&wasmtime))], []);
+        assert!(!plain.wasmer);
+        assert!(collect(&selection, [&app], [("crm", Some(&wasmtime))], []).wasmer);
+        assert!(collect(&selection, [], [("crm", Some(&wasmer))], []).wasmer);
     }
 }

@@ -80,6 +80,7 @@ pub(super) async fn start(
         requested_mode = config.sidecar_mode.as_str(),
         server = version.as_ref().map_or("unknown", |v| v.git_version.as_str()),
         image = %config.image,
+        wasmer_image = %config.wasmer_image,
         self_signed = config.self_signed.is_some(),
         "sidecar-injection webhook listening"
     );

@@ -1,12 +1,15 @@
 //! `cargo xtask image`: the data-plane and operator images (and the e2e suite's test-kit
 //! image), built from the workspace's binaries without a container engine.
 //!
-//! * `image [--profile release|dev | --bin-dir DIR] [--no-import] [fiso|operator|testkit ...]` —
-//!   builds the binaries (or takes them from `DIR`), writes OCI image-layout archives to `target/images/<name>.tar` and imports them
-//!   into the test node's containerd (`cargo xtask infra up node`).
+//! * `image [--profile release|dev | --bin-dir DIR] [--no-import] [NAME ...]` (NAME: `fiso`,
+//!   `fiso-wasmer`, `operator`, `testkit`; default the first three) — builds the binaries (or
+//!   takes them from `DIR`), writes OCI image-layout archives to `target/images/<name>.tar` and
+//!   imports them into the test node's containerd (`cargo xtask infra up node`). `fiso-wasmer`
+//!   is `fiso` built with the `wasmer` feature, kept in the bin directory as `fiso-wasmer`.
 //! * `image rootfs <bin-dir> <out-dir>` — writes each image's files as a directory tree
-//!   (`<out-dir>/fiso/…`, `<out-dir>/operator/…`); the root `Dockerfile` copies these into
-//!   `FROM scratch` stages, so both ways give the same files by construction.
+//!   (`<out-dir>/fiso/…`, `<out-dir>/fiso-wasmer/…`, `<out-dir>/operator/…`); the root
+//!   `Dockerfile` copies these into `FROM scratch` stages, so both ways give the same files by
+//!   construction.
 //!
 //! An image holds its binary (stripped), exactly the shared libraries `ldd` says it loads, the
 //! CA bundle, `/etc/passwd` and `/etc/group` naming the non-root user 65532, and an empty
@@ -37,6 +40,11 @@ pub struct Spec {
     /// Cargo package and binary name.
     pub package: &'static str,
     pub binary: &'static str,
+    /// Cargo features of the build (none: the package's defaults).
+    pub features: &'static [&'static str],
+    /// The binary's file name in the bin directory: `binary`, unless a build with other
+    /// features would overwrite it there.
+    pub file: &'static str,
     pub config: oci::Config,
 }
 
@@ -44,6 +52,20 @@ impl Spec {
     /// Where the binary lives in the image.
     pub fn binary_path(&self) -> String {
         format!("/usr/local/bin/{}", self.binary)
+    }
+
+    /// The `cargo build` arguments that make this image's binary.
+    pub fn build_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "-p".to_owned(),
+            self.package.to_owned(),
+            "--bin".to_owned(),
+            self.binary.to_owned(),
+        ];
+        if !self.features.is_empty() {
+            args.extend(["--features".to_owned(), self.features.join(",")]);
+        }
+        args
     }
 
     /// `fiso.local/<repository>:<version>`.
@@ -77,6 +99,23 @@ pub fn specs() -> Vec<Spec> {
             repository: "fiso",
             package: "fiso",
             binary: "fiso",
+            features: &[],
+            file: "fiso",
+            config: config(
+                "fiso",
+                &["flow"],
+                &["FISO_CONFIG_DIR=/etc/fiso/flows", "FISO_METRICS_ADDR=:9090"],
+                &[8081, 3500, 9090],
+            ),
+        },
+        // The data plane with Wasmer: WASIX apps and `runtime: wasmer` interceptors.
+        Spec {
+            name: "fiso-wasmer",
+            repository: "fiso-wasmer",
+            package: "fiso",
+            binary: "fiso",
+            features: &["wasmer"],
+            file: "fiso-wasmer",
             config: config(
                 "fiso",
                 &["flow"],
@@ -89,6 +128,8 @@ pub fn specs() -> Vec<Spec> {
             repository: "fiso-operator",
             package: "fiso-operator",
             binary: "fiso-operator",
+            features: &[],
+            file: "fiso-operator",
             config: config("fiso-operator", &[], &[], &[8443, 8080, 9090]),
         },
         Spec {
@@ -96,6 +137,8 @@ pub fn specs() -> Vec<Spec> {
             repository: "fiso-testkit",
             package: "fiso-e2e",
             binary: "fiso-testkit",
+            features: &[],
+            file: "fiso-testkit",
             config: config("fiso-testkit", &[], &[], &[8080]),
         },
     ]
@@ -147,7 +190,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         let t0 = std::time::Instant::now();
         let archive = out_dir.join(format!("{}.tar", spec.name));
         image(spec, &bin_dir, &out_dir)?.write_archive(&archive)?;
-        std::fs::remove_file(out_dir.join(format!("{}.stripped", spec.binary)))?;
+        std::fs::remove_file(out_dir.join(format!("{}.stripped", spec.file)))?;
         let size = std::fs::metadata(&archive)?.len();
         println!(
             "image: {} → {} ({:.1} MiB, {:.1?})",
@@ -180,25 +223,33 @@ fn select(names: &[String]) -> Result<Vec<Spec>> {
         .collect()
 }
 
-/// `cargo build` of the chosen images' binaries, one package at a time (as the e2e suite
-/// builds them, so neither invalidates the other's build by unifying features differently);
-/// returns the directory they are in.
+/// `cargo build` of the chosen images' binaries, one image at a time (as the e2e suite builds
+/// them, so neither invalidates the other's build by unifying features differently); returns
+/// the directory they are in. A binary built with other features is copied to its own `file`
+/// before the build with the default features writes the same name.
 fn build(root: &Path, profile: &str, specs: &[Spec]) -> Result<PathBuf> {
-    for spec in specs {
-        let status = crate::cargo::command()
-            .current_dir(root)
-            .args(["build", "--profile", profile])
-            .args(["-p", spec.package, "--bin", spec.binary])
-            .status()
-            .context("starting cargo build")?;
-        if !status.success() {
-            bail!("cargo build of {} failed ({status})", spec.binary);
-        }
-    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    Ok(target.join(if profile == "dev" { "debug" } else { profile }))
+    let dir = target.join(if profile == "dev" { "debug" } else { profile });
+    let mut ordered: Vec<&Spec> = specs.iter().collect();
+    ordered.sort_by_key(|s| s.file == s.binary);
+    for spec in ordered {
+        let status = crate::cargo::command()
+            .current_dir(root)
+            .args(["build", "--profile", profile])
+            .args(spec.build_args())
+            .status()
+            .context("starting cargo build")?;
+        if !status.success() {
+            bail!("cargo build of {} failed ({status})", spec.file);
+        }
+        if spec.file != spec.binary {
+            std::fs::copy(dir.join(spec.binary), dir.join(spec.file))
+                .with_context(|| format!("copying {} to {}", spec.binary, spec.file))?;
+        }
+    }
+    Ok(dir)
 }
 
 /// The image of `spec` from the binary in `bin_dir`; a stripped copy of it goes to `work`.
@@ -212,11 +263,11 @@ pub fn image(spec: &Spec, bin_dir: &Path, work: &Path) -> Result<oci::Image> {
 
 /// The files of `spec`'s image.
 pub fn files(spec: &Spec, bin_dir: &Path, work: &Path) -> Result<Vec<File>> {
-    let binary = bin_dir.join(spec.binary);
+    let binary = bin_dir.join(spec.file);
     if !binary.is_file() {
         bail!("{} is missing: build it first", binary.display());
     }
-    let stripped = work.join(format!("{}.stripped", spec.binary));
+    let stripped = work.join(format!("{}.stripped", spec.file));
     output(
         "strip",
         Command::new("strip").arg("-o").arg(&stripped).arg(&binary),

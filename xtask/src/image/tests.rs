@@ -84,10 +84,25 @@ fn the_dockerfile_builds_the_same_images_as_xtask_image() {
     );
     for spec in published() {
         assert!(
-            run.contains(&format!("-p {} --bin {}", spec.package, spec.binary)),
+            run.contains(&spec.build_args().join(" ")),
             "the build stage builds {}: {run}",
-            spec.binary
+            spec.file
         );
+        if spec.file != spec.binary {
+            let built = run.find(&spec.build_args().join(" ")).unwrap();
+            let kept = format!(
+                "cp target/release/{} target/release/{}",
+                spec.binary, spec.file
+            );
+            let plain = run.rfind(&format!("-p {} --bin {}", spec.package, spec.binary));
+            assert!(
+                run[built..].contains(&kept) && plain > Some(built),
+                "the build stage keeps {} as {} before building the default {}: {run}",
+                spec.binary,
+                spec.file,
+                spec.binary
+            );
+        }
         let stage = stages
             .get(spec.name)
             .unwrap_or_else(|| panic!("the Dockerfile has no stage {:?}", spec.name));
