@@ -22,9 +22,16 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// `fiso --version` says which of the two builds it is: the `fiso-wasmer` image's runs apps and
+/// `runtime: wasmer` interceptors, the `fiso` image's refuses them.
+#[cfg(feature = "wasmer")]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (with Wasmer)");
+#[cfg(not(feature = "wasmer"))]
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (without Wasmer)");
+
 /// Fiso: your app talks to localhost, Fiso talks to the world.
 #[derive(Debug, Parser)]
-#[command(name = "fiso", version, about, propagate_version = true)]
+#[command(name = "fiso", version = VERSION, about, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

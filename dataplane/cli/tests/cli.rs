@@ -908,7 +908,15 @@ fn dev_docker_writes_a_self_contained_image_and_a_compose_file_without_port_clas
         .output()
         .expect("chroot runs");
     assert!(ran.status.success(), "{}", text(&ran));
-    assert!(String::from_utf8_lossy(&ran.stdout).starts_with("fiso "));
+    let version = String::from_utf8_lossy(&ran.stdout).into_owned();
+    assert!(version.starts_with("fiso "), "{version}");
+    // Which build it is: this test is compiled with the binary's features.
+    let build = if cfg!(feature = "wasmer") {
+        "(with Wasmer)"
+    } else {
+        "(without Wasmer)"
+    };
+    assert!(version.trim_end().ends_with(build), "{version}");
 
     let compose: serde_json::Value = serde_yaml_ng::from_str(
         &std::fs::read_to_string(dir.path().join("fiso/docker-compose.yml")).unwrap(),
