@@ -91,38 +91,31 @@ fn config(binary: &str, cmd: &[&str], env: &[&str], ports: &[u16]) -> oci::Confi
     }
 }
 
+/// The data-plane image `name`: `fiso` built with `features`, kept in the bin directory as
+/// `name`.
+fn data_plane(name: &'static str, features: &'static [&'static str]) -> Spec {
+    Spec {
+        name,
+        repository: name,
+        package: "fiso",
+        binary: "fiso",
+        features,
+        file: name,
+        config: config(
+            "fiso",
+            &["flow"],
+            &["FISO_CONFIG_DIR=/etc/fiso/flows", "FISO_METRICS_ADDR=:9090"],
+            &[8081, 3500, 9090],
+        ),
+    }
+}
+
 /// Every image, the published ones first.
 pub fn specs() -> Vec<Spec> {
     vec![
-        Spec {
-            name: "fiso",
-            repository: "fiso",
-            package: "fiso",
-            binary: "fiso",
-            features: &[],
-            file: "fiso",
-            config: config(
-                "fiso",
-                &["flow"],
-                &["FISO_CONFIG_DIR=/etc/fiso/flows", "FISO_METRICS_ADDR=:9090"],
-                &[8081, 3500, 9090],
-            ),
-        },
-        // The data plane with Wasmer: WASIX apps and `runtime: wasmer` interceptors.
-        Spec {
-            name: "fiso-wasmer",
-            repository: "fiso-wasmer",
-            package: "fiso",
-            binary: "fiso",
-            features: &["wasmer"],
-            file: "fiso-wasmer",
-            config: config(
-                "fiso",
-                &["flow"],
-                &["FISO_CONFIG_DIR=/etc/fiso/flows", "FISO_METRICS_ADDR=:9090"],
-                &[8081, 3500, 9090],
-            ),
-        },
+        data_plane("fiso", &[]),
+        // WASIX apps and `runtime: wasmer` interceptors.
+        data_plane("fiso-wasmer", &["wasmer"]),
         Spec {
             name: "operator",
             repository: "fiso-operator",
