@@ -265,9 +265,9 @@ fn transform_test_runs_the_interceptors_and_validate_loads_them() {
         ),
     )
     .unwrap();
-    // The shipped binary has the `wasmer` feature (a default): the same module validates under
-    // wasmer. A build without it refuses the flow; that error is the `fiso-flow` unit test
-    // `runtime_wasmer_needs_the_feature`, run by CI's build without the feature.
+    // The suite's binary has the `wasmer` feature (the `fiso-wasmer` image's build): the same
+    // module validates under wasmer. A build without it refuses the flow; that error is the
+    // `fiso-wasm` unit test `runtime_wasmer_needs_the_feature`, run by CI's build without it.
     let out = std::process::Command::new(fiso_bin())
         .arg("validate")
         .arg(dir.path())
