@@ -3,7 +3,11 @@
 #[derive(Debug, thiserror::Error)]
 pub enum AppsError {
     /// The build was made without the `wasmer` cargo feature.
-    #[error("this build has no wasmer: apps (`{0}`) need the Wasmer build of fiso: the fiso-wasmer image, or cargo build -p fiso --features wasmer")]
+    #[error(
+        "this build has no wasmer: apps (`{names}`) need the Wasmer build of fiso: {how}",
+        names = .0,
+        how = fiso_wasm::WASMER_BUILD
+    )]
     NoWasmer(String),
     #[error("app `{app}`: cannot read module {module}: {source}")]
     ReadModule {

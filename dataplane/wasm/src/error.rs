@@ -21,6 +21,10 @@ impl InterceptorBuildError {
     }
 }
 
+/// Where a build with Wasmer comes from: the refusals of a build without it name it (here and
+/// in fiso-apps).
+pub const WASMER_BUILD: &str = "the fiso-wasmer image, or cargo build -p fiso --features wasmer";
+
 /// Why an interceptor could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildErrorKind {
@@ -38,7 +42,7 @@ pub enum BuildErrorKind {
     Limit(String),
     #[error("preopen `{host_path}`: {message}")]
     Preopen { host_path: String, message: String },
-    #[error("runtime: wasmer is not available in this build: it needs the Wasmer build of fiso (the fiso-wasmer image, or cargo build -p fiso --features wasmer); or use `runtime: wasmtime`")]
+    #[error("runtime: wasmer is not available in this build: it needs the Wasmer build of fiso ({}); or use `runtime: wasmtime`", WASMER_BUILD)]
     WasmerNotBuilt,
     #[error("runtime engine: {0}")]
     Engine(String),

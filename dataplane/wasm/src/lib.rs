@@ -34,7 +34,9 @@ use std::path::{Path, PathBuf};
 use fiso_config::flow::{WasmConfig, WasmRuntime};
 use sha2::{Digest, Sha256};
 
-pub use error::{BuildErrorKind, FailureKind, InterceptorBuildError, InterceptorError};
+pub use error::{
+    BuildErrorKind, FailureKind, InterceptorBuildError, InterceptorError, WASMER_BUILD,
+};
 pub use limits::{Limits, DEFAULT_MAX_OUTPUT, DEFAULT_MEMORY_LIMIT, DEFAULT_TIMEOUT};
 
 /// Guests that may run at the same time on `runtime` (per engine); more wait for a slot within
