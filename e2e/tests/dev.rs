@@ -188,6 +188,15 @@ impl Dev {
         }
     }
 
+    /// The first line seen so far that matches, or the next one to come: for a line on the
+    /// other stream, which has no order against this one's.
+    fn seen_or_wait_for(&mut self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        match self.seen.iter().find(|l| pred(l)) {
+            Some(line) => line.clone(),
+            None => self.wait_for(what, pred),
+        }
+    }
+
     fn output(&self) -> String {
         self.seen.join("\n")
     }
@@ -350,12 +359,11 @@ echo waiting
 while :; do sleep 0.1; done"#;
     let mut dev = Dev::start(tmp.path(), &["dev", "--", "sh", "-c", script], &env);
     dev.wait_for("the app waiting", |l| l == "[sh] waiting");
+    let env_line = dev.seen_or_wait_for("the app's stderr, prefixed", |l| {
+        l.starts_with("[sh] port=")
+    });
     let out = dev.output();
     assert!(out.lines().any(|l| l == "[sh] hello"), "{out}");
-    let env_line = out
-        .lines()
-        .find(|l| l.starts_with("[sh] port="))
-        .expect("the app's stderr, prefixed");
     assert!(
         env_line.starts_with(&format!("[sh] port={sink_port} link=http://127.0.0.1:"))
             && env_line.ends_with("/link"),
