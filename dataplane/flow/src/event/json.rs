@@ -87,7 +87,9 @@ fn scientific(text: &str) -> Option<String> {
 
 /// Compact JSON with plain-decimal numbers.
 pub fn to_vec_plain<T: Serialize + ?Sized>(value: &T) -> serde_json::Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(128);
+    // A CloudEvent's attributes alone are ~200 bytes: starting at 512 saves the event on the
+    // hot path two reallocations, each a copy of what was written so far.
+    let mut out = Vec::with_capacity(512);
     to_writer_plain(&mut out, value)?;
     Ok(out)
 }

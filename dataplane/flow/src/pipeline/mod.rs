@@ -330,7 +330,10 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
             }
         };
         let sink_started = Instant::now();
-        let result = self.sink.deliver(&event, prepared, ctx).await;
+        // Boxed, like the interceptors: a sink's future is KiBs, and every future above this
+        // one (the source's per event, the connection's per request) would be as large and
+        // copied whole at each level on every event's way in.
+        let result = Box::pin(self.sink.deliver(&event, prepared, ctx)).await;
         self.events.observe(Phase::Sink, sink_started.elapsed());
         self.events.observe(Phase::Total, started.elapsed());
         match result {
@@ -343,7 +346,8 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
                 self.events.event(EventStatus::Failed);
                 tracing::warn!(flow = %self.name, correlation_id = %ctx.correlation_id, attempts = e.attempts(), error = %e, "SINK_DELIVERY_FAILED");
                 match &self.dlq {
-                    Some(dlq) => self.dead_letter(dlq, e, ctx).await,
+                    // Boxed: off the hot path, and as large as a Kafka produce.
+                    Some(dlq) => Box::pin(self.dead_letter(dlq, e, ctx)).await,
                     None => Outcome::Failed(e),
                 }
             }

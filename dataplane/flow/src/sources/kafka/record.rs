@@ -84,7 +84,8 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
         Outcome::Rejected { .. } => Ok(()),
         Outcome::Delivered(_) | Outcome::DeadLettered { .. } => Ok(()),
         Outcome::Failed(e) => Err(undelivered(e.to_string())),
-        Outcome::Invalid(e) => match flow.dead_letter_refused(&e, &ctx).await {
+        // Boxed: off the hot path, and as large as a Kafka produce.
+        Outcome::Invalid(e) => match Box::pin(flow.dead_letter_refused(&e, &ctx)).await {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(undelivered(format!(
                 "{}: {e} (no dead-letter queue)",
