@@ -186,6 +186,70 @@ impl CompiledExpr {
     pub fn is_heavy(&self) -> bool {
         self.heavy && self.constant.is_none()
     }
+
+    /// Adds to `keys` the top-level keys of `data` this reads; `false` when it reads `data`
+    /// other than by a literal key (`size(data)`, `data[k]`, `'a' in data`): all of it.
+    pub(crate) fn data_keys(&self, keys: &mut Vec<String>) -> bool {
+        self.constant.is_some() || data_keys(&self.ast, keys)
+    }
+}
+
+/// [`CompiledExpr::data_keys`] of an adapted expression, where `data.a` is `data["a"]`. A
+/// comprehension variable named `data` counts as the variable: at worst a key too many is
+/// read, or the whole payload.
+fn data_keys(expr: &IdedExpr, keys: &mut Vec<String>) -> bool {
+    let is_data =
+        |e: &IdedExpr| matches!(&e.expr, Expr::Ident(n) if n.trim_start_matches('.') == "data");
+    match &expr.expr {
+        Expr::Ident(_) => !is_data(expr),
+        Expr::Call(call) if call.func_name == operators::INDEX && call.target.is_none() => {
+            match call.args.as_slice() {
+                [operand, key] if is_data(operand) => match &key.expr {
+                    Expr::Literal(LiteralValue::String(key)) => {
+                        keys.push(key.inner().to_owned());
+                        true
+                    }
+                    _ => false,
+                },
+                args => all_data_keys(args, keys),
+            }
+        }
+        // `has(data.a)`
+        Expr::Select(select) if is_data(&select.operand) => {
+            keys.push(select.field.clone());
+            true
+        }
+        Expr::Select(select) => data_keys(&select.operand, keys),
+        Expr::Call(call) => {
+            all_data_keys(call.target.as_deref().into_iter().chain(&call.args), keys)
+        }
+        Expr::List(list) => all_data_keys(&list.elements, keys),
+        Expr::Map(MapExpr { entries }) | Expr::Struct(StructExpr { entries, .. }) => {
+            entries.iter().all(|entry| match &entry.expr {
+                EntryExpr::MapEntry(e) => data_keys(&e.key, keys) && data_keys(&e.value, keys),
+                EntryExpr::StructField(f) => data_keys(&f.value, keys),
+            })
+        }
+        Expr::Comprehension(comp) => {
+            let ComprehensionExpr {
+                iter_range,
+                accu_init,
+                loop_cond,
+                loop_step,
+                result,
+                ..
+            } = &**comp;
+            all_data_keys([iter_range, accu_init, loop_cond, loop_step, result], keys)
+        }
+        Expr::Literal(_) | Expr::Unspecified => true,
+    }
+}
+
+fn all_data_keys<'a>(
+    exprs: impl IntoIterator<Item = &'a IdedExpr>,
+    keys: &mut Vec<String>,
+) -> bool {
+    exprs.into_iter().all(|e| data_keys(e, keys))
 }
 
 /// v0.7 configs used JSONPath (`$.legacy_id`); say what replaced it rather than "syntax error".

@@ -9,6 +9,7 @@ use serde_json::Value as Json;
 
 use crate::cel::budget::Budget;
 use crate::cel::expr::CompiledExpr;
+use crate::event::payload_keys::PayloadKeys;
 use crate::{CloudEvent, Data, Envelope, FlowDefaults, FlowError, InputEvent, Scope, Transformer};
 
 /// A flow ready to process events.
@@ -81,7 +82,11 @@ impl CompiledFlow {
             return Err(errors);
         }
         Ok(CompiledFlow {
-            defaults: FlowDefaults::new(&name),
+            defaults: FlowDefaults::new(&name).reading(payload_keys(
+                config,
+                &transformer,
+                &envelope,
+            )),
             name,
             transformer,
             envelope,
@@ -174,6 +179,26 @@ impl CompiledFlow {
     }
 }
 
+/// What a flow reads of a JSON object payload: only the keys its CEL names, when its output
+/// is its transform's and its sink reads nothing else of the input (a Kafka key or Temporal
+/// parameters are CEL over the input too: those flows read payloads whole).
+fn payload_keys(
+    config: &FlowConfig,
+    transformer: &Transformer,
+    envelope: &Envelope,
+) -> PayloadKeys {
+    if transformer.is_passthrough() || !matches!(config.sink, SinkSpec::Http(_) | SinkSpec::Grpc(_))
+    {
+        return PayloadKeys::All;
+    }
+    let mut keys = Vec::new();
+    if transformer.data_keys(&mut keys) && envelope.data_keys(&mut keys) {
+        PayloadKeys::only(keys)
+    } else {
+        PayloadKeys::All
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +227,38 @@ sink: {type: http, config: {url: "http://localhost:9/"}}
         shareable::<CompiledFlow>();
         shareable::<ProcessedEvent>();
         shareable::<InputEvent>();
+    }
+
+    #[test]
+    fn a_flow_reads_only_the_payload_keys_its_cel_names() {
+        let keys = |yaml: &str| {
+            CompiledFlow::compile(&flow(yaml))
+                .expect("compiles")
+                .defaults()
+                .event()
+                .payload_keys
+                .clone()
+        };
+        let only = |k: &[&str]| PayloadKeys::only(k.iter().map(|k| (*k).to_owned()));
+        assert_eq!(keys(FLOW), only(&["id", "price", "quantity"]));
+        let with_override = FLOW.replace(
+            "type: order.created",
+            "type: order.created\n  subject: data.customer.name",
+        );
+        assert_eq!(
+            keys(&with_override),
+            only(&["customer", "id", "price", "quantity"])
+        );
+        let whole = FLOW.replace("data.id", "size(data)");
+        assert_eq!(keys(&whole), PayloadKeys::All);
+        let passthrough = "name: p\nsource: {type: http, config: {listenAddr: \":8081\"}}\nsink: {type: http, config: {url: \"http://localhost:9/\"}}\n";
+        assert_eq!(keys(passthrough), PayloadKeys::All);
+        // The Kafka key is CEL over the whole input.
+        let kafka_sink = FLOW.replace(
+            r#"sink: {type: http, config: {url: "http://localhost:9/"}}"#,
+            "sink: {type: kafka, config: {cluster: main, topic: t, key: data.other}}",
+        );
+        assert_eq!(keys(&kafka_sink), PayloadKeys::All);
     }
 
     #[test]

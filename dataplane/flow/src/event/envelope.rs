@@ -116,6 +116,16 @@ impl Envelope {
 
     /// Whether an override may take long to evaluate ([`CompiledExpr::is_heavy`]).
     pub fn is_heavy(&self) -> bool {
+        self.exprs().any(CompiledExpr::is_heavy)
+    }
+
+    /// Adds the top-level keys of `data` the overrides read ([`CompiledExpr::data_keys`]);
+    /// `false` when one reads `data` whole.
+    pub(crate) fn data_keys(&self, keys: &mut Vec<String>) -> bool {
+        self.exprs().all(|e| e.data_keys(keys))
+    }
+
+    fn exprs(&self) -> impl Iterator<Item = &CompiledExpr> {
         [
             &self.id,
             &self.type_,
@@ -126,7 +136,10 @@ impl Envelope {
             &self.dataschema,
         ]
         .into_iter()
-        .any(|a| matches!(a, Some(Attribute::Expr(e)) if e.is_heavy()))
+        .filter_map(|a| match a {
+            Some(Attribute::Expr(e)) => Some(e),
+            _ => None,
+        })
     }
 
     /// Whether `data` is overridden, so the envelope does not carry the transform's output.

@@ -11,25 +11,34 @@ use serde_json::Value as Json;
 
 use super::cloudevent::{AttributeValue, CloudEvent, Data, Timestamp};
 use super::json_format;
+use super::payload_keys::PayloadKeys;
 use crate::FlowError;
 
 /// Default CloudEvent `type` of a flow, as upstream Fiso.
 pub const DEFAULT_TYPE: &str = "fiso.event";
 
-/// How a flow names the events that don't name themselves.
+/// How a flow names the events that don't name themselves, and what it reads of a payload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowDefaults {
     source: String,
     type_: String,
+    payload_keys: PayloadKeys,
 }
 
 impl FlowDefaults {
-    /// `source` = `fiso-flow/<flow name>`, `type` = [`DEFAULT_TYPE`].
+    /// `source` = `fiso-flow/<flow name>`, `type` = [`DEFAULT_TYPE`]; payloads read whole.
     pub fn new(flow_name: &str) -> Self {
         FlowDefaults {
             source: format!("fiso-flow/{flow_name}"),
             type_: DEFAULT_TYPE.to_owned(),
+            payload_keys: PayloadKeys::All,
         }
+    }
+
+    /// Payloads read only as far as `keys` says.
+    pub fn reading(mut self, keys: PayloadKeys) -> Self {
+        self.payload_keys = keys;
+        self
     }
 
     pub fn source(&self) -> &str {
@@ -45,6 +54,7 @@ impl FlowDefaults {
         EventDefaults {
             source: &self.source,
             type_: &self.type_,
+            payload_keys: &self.payload_keys,
             id: None,
             received_at: Utc::now(),
         }
@@ -56,6 +66,8 @@ impl FlowDefaults {
 pub struct EventDefaults<'a> {
     pub source: &'a str,
     pub type_: &'a str,
+    /// What the flow reads of a bare JSON payload.
+    pub payload_keys: &'a PayloadKeys,
     /// The id a bare payload gets; `None` means a fresh UUIDv7.
     pub id: Option<String>,
     pub received_at: DateTime<Utc>,

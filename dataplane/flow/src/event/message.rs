@@ -14,6 +14,7 @@ use super::header_binding::Binding;
 use super::input::EventDefaults;
 use super::json_format;
 use super::media_type::{is_json_or_none, MediaType, MessageMode};
+use super::payload_keys::PayloadKeys;
 use crate::{FlowError, InputEvent};
 
 /// The input event of a message: its headers (name, raw value), content type and body.
@@ -53,8 +54,17 @@ pub fn read(
             what(binding)
         )));
     }
-    match parse_json(binding, &body)? {
+    let payload = defaults
+        .payload_keys
+        .parse(&body)
+        .map_err(|e| not_json(binding, e))?;
+    match payload {
         Json::Object(map) if is_json_or_none(content_type) && map.contains_key("specversion") => {
+            // Read as far as the flow's CEL reads a payload: an event is read whole.
+            let map = match (defaults.payload_keys, parse_json(binding, &body)?) {
+                (PayloadKeys::Only(_), Json::Object(whole)) => whole,
+                _ => map,
+            };
             let event = json_format::from_map(map)?;
             Ok(InputEvent::from_event(event, received_at))
         }
@@ -70,6 +80,50 @@ fn what(binding: Binding) -> &'static str {
 }
 
 fn parse_json(binding: Binding, body: &[u8]) -> Result<Json, FlowError> {
-    serde_json::from_slice(body)
-        .map_err(|e| FlowError::invalid_input(format!("{} is not valid JSON: {e}", what(binding))))
+    serde_json::from_slice(body).map_err(|e| not_json(binding, e))
+}
+
+fn not_json(binding: Binding, e: serde_json::Error) -> FlowError {
+    FlowError::invalid_input(format!("{} is not valid JSON: {e}", what(binding)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FlowDefaults;
+    use serde_json::json;
+
+    fn read_reading(keys: &[&str], body: &[u8]) -> Result<InputEvent, FlowError> {
+        let flow =
+            FlowDefaults::new("f").reading(PayloadKeys::only(keys.iter().map(|k| (*k).to_owned())));
+        read(
+            Binding::Http,
+            &[],
+            None,
+            Bytes::copy_from_slice(body),
+            flow.event(),
+        )
+    }
+
+    #[test]
+    fn a_payload_is_read_as_far_as_the_flow_reads_it() {
+        let event = read_reading(&["a"], br#"{"a": 1, "b": {"c": [2]}}"#).unwrap();
+        assert_eq!(event.data_json(), json!({"a": 1}));
+    }
+
+    #[test]
+    fn a_structured_event_among_payloads_is_read_whole() {
+        let body =
+            br#"{"specversion": "1.0", "id": "e-1", "source": "s", "type": "t", "data": {"b": 2}}"#;
+        let event = read_reading(&["a"], body).unwrap();
+        assert_eq!(event.id(), "e-1");
+        assert_eq!(event.data_json(), json!({"b": 2}));
+    }
+
+    #[test]
+    fn a_payload_broken_where_the_flow_does_not_read_is_still_refused() {
+        let e = read_reading(&["a"], br#"{"a": 1, "b": [1,}"#).unwrap_err();
+        assert_eq!(e.code(), "INPUT_INVALID");
+        assert!(e.to_string().contains("the body is not valid JSON"), "{e}");
+    }
 }

@@ -3,7 +3,8 @@
 //! ([`header_binding`]), Protobuf format ([`protobuf`]) and media types ([`media_type`]); how a
 //! binding's message becomes an event ([`message`]); the incoming event and the attributes its CEL scope exposes ([`input`]), `transform.fields`
 //! ([`transform`]), the envelope ([`envelope`]), both compiled from a flow config
-//! ([`compiled`]), and JSON output without exponents ([`json`]).
+//! ([`compiled`]), what a flow reads of a payload ([`payload_keys`]), and JSON output without
+//! exponents ([`json`]).
 
 pub mod cloudevent;
 pub mod compiled;
@@ -14,5 +15,6 @@ pub mod json;
 pub mod json_format;
 pub mod media_type;
 pub mod message;
+pub mod payload_keys;
 pub mod protobuf;
 pub mod transform;

@@ -56,6 +56,12 @@ impl Transformer {
         self.fields.iter().any(|(_, expr)| expr.is_heavy())
     }
 
+    /// Adds the top-level keys of `data` the fields read ([`CompiledExpr::data_keys`]);
+    /// `false` when one reads `data` whole.
+    pub(crate) fn data_keys(&self, keys: &mut Vec<String>) -> bool {
+        self.fields.iter().all(|(_, expr)| expr.data_keys(keys))
+    }
+
     pub fn is_passthrough(&self) -> bool {
         self.fields.is_empty()
     }

@@ -219,3 +219,43 @@ fn greatest_needs_arguments() {
         "greatest() needs at least one argument"
     );
 }
+
+#[test]
+fn the_keys_of_data_an_expression_reads_are_known() {
+    let keys = |source: &str| {
+        let mut keys = Vec::new();
+        let named = CompiledExpr::compile(source)
+            .expect(source)
+            .data_keys(&mut keys);
+        keys.sort();
+        keys.dedup();
+        named.then_some(keys)
+    };
+    for (source, expected) in [
+        ("data.customer.name", &["customer"][..]),
+        ("data['a'] + data.b * 2", &["a", "b"]),
+        ("has(data.x) ? data.x : data.y.z", &["x", "y"]),
+        (
+            "data.items.map(i, i.qty * data.factor)",
+            &["factor", "items"],
+        ),
+        ("{'id': id, 'k': [data.k]}", &["k"]),
+        ("'constant'", &[]),
+        ("time", &[]),
+    ] {
+        let expected: Vec<String> = expected.iter().map(|k| (*k).to_owned()).collect();
+        assert_eq!(keys(source), Some(expected), "{source}");
+    }
+    for source in [
+        "data",
+        "size(data)",
+        "'a' in data",
+        "data[id]",
+        "data.items.exists(x, x == data)",
+        "[data.a].map(data, data)",
+        "type(data) == map",
+        "data.all(k, k != '')",
+    ] {
+        assert_eq!(keys(source), None, "{source} reads data whole");
+    }
+}
