@@ -635,6 +635,9 @@ impl Node {
                 let save = format!("{family}-save");
                 let rules = match output(&save, Command::new(&save).args(["-t", table])) {
                     Ok(rules) => rules,
+                    // Without iptables the node never ran here (installing it installs
+                    // iptables): there is no chain of its to remove.
+                    Err(e) if is_not_installed(&e) => continue,
                     Err(e) if required => return Err(e),
                     Err(_) => continue,
                 };
@@ -654,6 +657,13 @@ impl Node {
         }
         Ok(())
     }
+}
+
+/// Whether `e` says a program could not be started because it is not there.
+fn is_not_installed(e: &anyhow::Error) -> bool {
+    e.root_cause()
+        .downcast_ref::<std::io::Error>()
+        .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 impl Component for Node {
@@ -954,6 +964,14 @@ fn remove_dir_all(dir: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_program_is_told_from_a_failing_one() {
+        let missing = output("x", &mut Command::new("/nonexistent/fiso-no-such-program"));
+        assert!(is_not_installed(&missing.unwrap_err()));
+        let failing = output("false", &mut Command::new("false"));
+        assert!(!is_not_installed(&failing.unwrap_err()));
+    }
 
     #[test]
     fn mount_paths_are_unescaped() {
