@@ -60,10 +60,13 @@ pub fn read(
         .map_err(|e| not_json(binding, e))?;
     match payload {
         Json::Object(map) if is_json_or_none(content_type) && map.contains_key("specversion") => {
-            // Read as far as the flow's CEL reads a payload: an event is read whole.
-            let map = match (defaults.payload_keys, parse_json(binding, &body)?) {
-                (PayloadKeys::Only(_), Json::Object(whole)) => whole,
-                _ => map,
+            // An event is read whole, whatever the flow reads of a payload.
+            let map = match defaults.payload_keys {
+                PayloadKeys::Only(_) => match parse_json(binding, &body)? {
+                    Json::Object(whole) => whole,
+                    _ => map,
+                },
+                PayloadKeys::All => map,
             };
             let event = json_format::from_map(map)?;
             Ok(InputEvent::from_event(event, received_at))
