@@ -14,10 +14,11 @@ use std::time::Duration;
 use fiso_config::flow::RequiredAcks;
 use fiso_config::kafka::KafkaCluster;
 use fiso_config::link::{KafkaTargetConfig, KeyStrategy, KeyType};
+use fiso_runtime::kafka::Producer;
 use http::{header, Method, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 use serde_json::{json, Value};
 use tracing::Instrument;
@@ -40,7 +41,7 @@ pub enum KafkaTargetError {
 
 #[derive(Clone)]
 pub struct KafkaPublisher {
-    producer: FutureProducer,
+    producer: Producer,
     topic: Arc<str>,
     key: Option<KeyStrategy>,
     headers: Arc<Vec<(String, String)>>,
@@ -67,7 +68,7 @@ impl KafkaPublisher {
         let acks = cfg.required_acks.unwrap_or(RequiredAcks::Leader);
         let config = fiso_runtime::kafka::producer_config(cluster, acks, timeout)
             .map_err(|e| client(e.to_string()))?;
-        let producer = config.create().map_err(|e| client(e.to_string()))?;
+        let producer = Producer::new(config.create().map_err(|e| client(e.to_string()))?);
         Ok(KafkaPublisher {
             producer,
             topic: cfg.topic.as_str().into(),

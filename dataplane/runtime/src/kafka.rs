@@ -8,11 +8,15 @@
 pub mod error_text;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use fiso_config::common::TlsConfig;
 use fiso_config::flow::RequiredAcks;
 use fiso_config::kafka::{KafkaAuth, KafkaCluster};
+use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
+
+use crate::blocking_drop::BlockingDrop;
 
 /// Why a cluster's settings cannot become a client configuration.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +39,26 @@ pub enum KafkaConfigError {
     },
     #[error("TLS: keyFile is set without certFile (or certFile without keyFile)")]
     HalfClientCert,
+}
+
+/// A producer shared by its clones and destroyed on the blocking pool when the last one goes
+/// (see [`BlockingDrop`](crate::blocking_drop::BlockingDrop)): a reload retires producers
+/// while records are flowing.
+#[derive(Clone)]
+pub struct Producer(Arc<BlockingDrop<FutureProducer>>);
+
+impl Producer {
+    pub fn new(producer: FutureProducer) -> Self {
+        Producer(Arc::new(BlockingDrop::new(producer)))
+    }
+}
+
+impl std::ops::Deref for Producer {
+    type Target = FutureProducer;
+
+    fn deref(&self) -> &FutureProducer {
+        &self.0
+    }
 }
 
 /// A producer's configuration for `cluster`: `acks` (`all` also makes the producer idempotent,

@@ -22,6 +22,8 @@
 //! - [`error_text`]: an error and its causes as one line, each cause said once.
 //! - [`backoff`]: retry delay shapes, `Retry-After`, and [`backoff::Restart`], the doubling
 //!   delay between restarts of something that keeps failing.
+//! - [`blocking_drop`]: values whose destruction blocks (librdkafka clients), destroyed on the
+//!   blocking pool instead of an async worker.
 //!
 //! A typical data-plane `main`:
 //!
@@ -58,6 +60,7 @@
 pub mod addr;
 pub mod apps;
 pub mod backoff;
+pub mod blocking_drop;
 pub mod error_text;
 pub mod health;
 pub mod http_client;

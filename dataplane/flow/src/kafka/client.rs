@@ -11,6 +11,8 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
+pub use fiso_runtime::kafka::Producer;
+
 use crate::retry::{with_retries, Attempt, RetryError, RetryPolicy};
 
 pub use fiso_runtime::kafka::*;
@@ -107,7 +109,7 @@ pub fn producer(
     cluster: &KafkaCluster,
     acks: RequiredAcks,
     transactional_id: Option<&str>,
-) -> Result<FutureProducer, KafkaBuildError> {
+) -> Result<Producer, KafkaBuildError> {
     let acks = if transactional_id.is_some() {
         RequiredAcks::All
     } else {
@@ -122,7 +124,10 @@ pub fn producer(
     if let Some(id) = transactional_id {
         config.set("transactional.id", id);
     }
-    config.create().map_err(|e| client(e.to_string()))
+    config
+        .create()
+        .map(Producer::new)
+        .map_err(|e| client(e.to_string()))
 }
 
 /// Produces `record` to `topic`, retrying retriable broker errors per `policy`.

@@ -3,11 +3,10 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use fiso_config::flow::{FlowConfig, RequiredAcks};
-use rdkafka::producer::FutureProducer;
 
 use super::client::{
     find_cluster, produce, producer, KafkaBuildError, KafkaDelivery, KafkaDeliveryError,
-    KafkaRecord,
+    KafkaRecord, Producer,
 };
 use crate::retry::RetryPolicy;
 
@@ -114,7 +113,7 @@ pub fn topic_for(config: &FlowConfig, flow: &str) -> String {
 /// Produces dead letters to one topic with an idempotent producer.
 #[derive(Clone)]
 pub struct DlqWriter {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     policy: RetryPolicy,
 }

@@ -5,8 +5,9 @@
 
 use std::time::Duration;
 
+use fiso_runtime::kafka::Producer;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::{FutureProducer, Producer as _};
 use tokio::sync::OnceCell;
 
 /// How long one transaction call (init, offsets, commit, abort) may block.
@@ -14,7 +15,7 @@ pub const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A producer with a `transactional.id`; cheap to share behind an `Arc`.
 pub struct TransactionalProducer {
-    producer: FutureProducer,
+    producer: Producer,
     /// Set once `init_transactions` succeeded.
     initialised: OnceCell<()>,
 }
@@ -29,7 +30,7 @@ impl std::fmt::Debug for TransactionalProducer {
 
 impl TransactionalProducer {
     /// `producer` must have been created with a `transactional.id`.
-    pub fn new(producer: FutureProducer) -> Self {
+    pub fn new(producer: Producer) -> Self {
         TransactionalProducer {
             producer,
             initialised: OnceCell::new(),
@@ -43,7 +44,7 @@ impl TransactionalProducer {
 
     /// The producer with a transaction begun (its transactions initialised first if that has
     /// not happened yet).
-    pub async fn begin(&self) -> Result<FutureProducer, KafkaError> {
+    pub async fn begin(&self) -> Result<Producer, KafkaError> {
         self.initialised
             .get_or_try_init(|| {
                 let producer = self.producer.clone();

@@ -8,7 +8,6 @@ use tracing::Instrument;
 
 use fiso_config::flow::{ContentMode, KafkaSinkConfig, RequiredAcks};
 use fiso_config::kafka::KafkaConfig;
-use rdkafka::producer::FutureProducer;
 use serde_json::Value as Json;
 
 use super::Sink;
@@ -18,7 +17,7 @@ use crate::event::header_binding::{self, Binding};
 use crate::event::json;
 use crate::kafka::client::{
     find_cluster, produce, producer, KafkaBuildError, KafkaDelivery, KafkaDeliveryError,
-    KafkaRecord,
+    KafkaRecord, Producer,
 };
 use crate::kafka::txn::TransactionalProducer;
 use crate::pipeline::delivery::{
@@ -46,7 +45,7 @@ impl From<KafkaDeliveryError> for DeliveryError {
 /// A configured Kafka sink; cheap to clone (the producer is shared).
 #[derive(Clone)]
 pub struct KafkaSink {
-    producer: FutureProducer,
+    producer: Producer,
     topic: String,
     key: Option<CompiledExpr>,
     headers: Vec<(String, String)>,

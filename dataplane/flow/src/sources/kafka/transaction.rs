@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use fiso_runtime::kafka::Producer;
 use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::producer::{FutureProducer, Producer as _};
 use rdkafka::TopicPartitionList;
 use tokio::sync::{Notify, RwLock, RwLockReadGuard};
 
@@ -24,7 +25,7 @@ use crate::kafka::txn::{blocking, TRANSACTION_TIMEOUT};
 const REBALANCE_WAIT: Duration = Duration::from_secs(10);
 
 pub(super) struct Transactions {
-    producer: FutureProducer,
+    producer: Producer,
     barrier: RwLock<()>,
     /// Set while a rebalance waits for the barrier: workers start no new record meanwhile
     /// (the rebalance callback cannot queue on the async lock like an async writer does).
@@ -34,7 +35,7 @@ pub(super) struct Transactions {
 
 impl Transactions {
     /// Transactions on `producer`, which has a transaction begun.
-    pub(super) fn new(producer: FutureProducer) -> Self {
+    pub(super) fn new(producer: Producer) -> Self {
         Transactions {
             producer,
             barrier: RwLock::new(()),
