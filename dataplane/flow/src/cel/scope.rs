@@ -17,7 +17,8 @@ use serde_json::Value as Json;
 use crate::cel::budget::{Account, Budget};
 use crate::cel::env::{describe, EvalError, ROOT};
 use crate::cel::expr::{CompiledExpr, Path, Root};
-use crate::cel::value::{json_to_val, val_to_json};
+use crate::cel::value::{json_to_val, json_to_value, val_to_json};
+use crate::event::carried_json::CarriedJson;
 use crate::{Data, InputEvent};
 
 /// The variables of one event, borrowed from it, and what its evaluations may still spend.
@@ -30,6 +31,9 @@ pub struct Scope<'a> {
 #[derive(Debug)]
 struct Variables<'a> {
     data: Box<dyn Val + 'a>,
+    /// Data carried as text, parsed only when an expression reads it: the flow's analysis
+    /// carries only payloads no expression reads, so this is a safety net, not a path.
+    carried: Option<&'a CarriedJson>,
     id: CelString<'a>,
     source: CelString<'a>,
     type_: CelString<'a>,
@@ -40,7 +44,13 @@ struct Variables<'a> {
 impl VariableResolver for Variables<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         let value: &dyn Val = match variable {
-            "data" => self.data.as_ref(),
+            "data" => match self.carried {
+                Some(json) => {
+                    let value = Box::<dyn Val>::try_from(json_to_value(&json.to_json())).ok()?;
+                    return Some(CowVal::Owned(value));
+                }
+                None => self.data.as_ref(),
+            },
             "id" => &self.id,
             "source" => &self.source,
             "type" => &self.type_,
@@ -61,6 +71,8 @@ fn data_to_val(data: Option<&Data>) -> Box<dyn Val + '_> {
     match data {
         None => Box::new(CelNull),
         Some(Data::Json(json)) => json_to_val(json),
+        // Read through `Variables::carried`.
+        Some(Data::CarriedJson(_)) => Box::new(CelNull),
         Some(Data::Text(text)) => Box::new(CelString::from(text.as_str())),
         Some(Data::Bytes(bytes) | Data::Proto { value: bytes, .. }) => {
             Box::new(CelBytes::from(bytes.as_ref()))
@@ -81,6 +93,10 @@ impl<'a> Scope<'a> {
             account: Account::new(budget),
             vars: Variables {
                 data: data_to_val(input.data()),
+                carried: match input.data() {
+                    Some(Data::CarriedJson(json)) => Some(json),
+                    _ => None,
+                },
                 id: CelString::from(input.id()),
                 source: CelString::from(input.source()),
                 type_: CelString::from(input.type_()),

@@ -20,6 +20,7 @@ use indexmap::IndexMap;
 use iri_string::types::{UriAbsoluteStr, UriReferenceStr};
 use serde_json::Value as Json;
 
+use super::carried_json::CarriedJson;
 use super::media_type::{self, MediaType};
 
 /// The only `specversion` Fiso reads and writes.
@@ -66,6 +67,8 @@ impl From<EventError> for crate::FlowError {
 pub enum Data {
     /// JSON-formatted data, `null` included (json-format §3.1: explicit `null` is data).
     Json(Json),
+    /// JSON data a flow carries without reading it, kept as its text (see [`CarriedJson`]).
+    CarriedJson(CarriedJson),
     /// Text data of a non-JSON content type (`text/plain`, XML, ...).
     Text(String),
     /// Bytes: `data_base64` in JSON, `binary_data` in Protobuf, the raw body in binary mode.
@@ -115,16 +118,22 @@ impl Data {
     pub fn to_body(&self) -> Result<Bytes, serde_json::Error> {
         Ok(match self {
             Data::Json(json) => Bytes::from(super::json::to_vec_plain(json)?),
+            Data::CarriedJson(json) => Bytes::copy_from_slice(json.text().as_bytes()),
             Data::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
             Data::Bytes(bytes) | Data::Proto { value: bytes, .. } => bytes.clone(),
         })
+    }
+
+    /// JSON data, parsed or carried as text.
+    pub fn is_json(&self) -> bool {
+        matches!(self, Data::Json(_) | Data::CarriedJson(_))
     }
 
     /// The bytes of binary data (`Bytes`, `Proto`).
     pub fn as_bytes(&self) -> Option<&Bytes> {
         match self {
             Data::Bytes(bytes) | Data::Proto { value: bytes, .. } => Some(bytes),
-            Data::Json(_) | Data::Text(_) => None,
+            Data::Json(_) | Data::CarriedJson(_) | Data::Text(_) => None,
         }
     }
 
@@ -134,6 +143,7 @@ impl Data {
         use base64::Engine as _;
         match self {
             Data::Json(json) => json.clone(),
+            Data::CarriedJson(json) => json.to_json(),
             Data::Text(text) => Json::String(text.clone()),
             Data::Bytes(bytes) | Data::Proto { value: bytes, .. } => {
                 Json::String(base64::engine::general_purpose::STANDARD.encode(bytes))

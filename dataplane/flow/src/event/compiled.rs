@@ -179,19 +179,26 @@ impl CompiledFlow {
     }
 }
 
-/// What a flow reads of a JSON object payload: only the keys its CEL names, when its output
-/// is its transform's and its sink reads nothing else of the input (a Kafka key or Temporal
-/// parameters are CEL over the input too: those flows read payloads whole).
+/// What a flow reads of a JSON payload, when its sink reads nothing of the input but the
+/// event (a Kafka key or Temporal parameters are CEL over the input too: those flows read
+/// payloads whole): only the keys its CEL names when its output is its transform's; nothing
+/// when it carries the payload and no CEL reads it.
 fn payload_keys(
     config: &FlowConfig,
     transformer: &Transformer,
     envelope: &Envelope,
 ) -> PayloadKeys {
-    if transformer.is_passthrough() || !matches!(config.sink, SinkSpec::Http(_) | SinkSpec::Grpc(_))
-    {
+    if !matches!(config.sink, SinkSpec::Http(_) | SinkSpec::Grpc(_)) {
         return PayloadKeys::All;
     }
     let mut keys = Vec::new();
+    if transformer.is_passthrough() {
+        return if envelope.data_keys(&mut keys) && keys.is_empty() {
+            PayloadKeys::Carried
+        } else {
+            PayloadKeys::All
+        };
+    }
     if transformer.data_keys(&mut keys) && envelope.data_keys(&mut keys) {
         PayloadKeys::only(keys)
     } else {
@@ -230,7 +237,7 @@ sink: {type: http, config: {url: "http://localhost:9/"}}
     }
 
     #[test]
-    fn a_flow_reads_only_the_payload_keys_its_cel_names() {
+    fn a_flow_reads_only_the_payload_keys_its_cel_names_and_carries_what_it_does_not_read() {
         let keys = |yaml: &str| {
             CompiledFlow::compile(&flow(yaml))
                 .expect("compiles")
@@ -252,7 +259,21 @@ sink: {type: http, config: {url: "http://localhost:9/"}}
         let whole = FLOW.replace("data.id", "size(data)");
         assert_eq!(keys(&whole), PayloadKeys::All);
         let passthrough = "name: p\nsource: {type: http, config: {listenAddr: \":8081\"}}\nsink: {type: http, config: {url: \"http://localhost:9/\"}}\n";
-        assert_eq!(keys(passthrough), PayloadKeys::All);
+        assert_eq!(keys(passthrough), PayloadKeys::Carried);
+        let literal_override = format!("{passthrough}cloudevents: {{type: t, source: id}}\n");
+        assert_eq!(keys(&literal_override), PayloadKeys::Carried);
+        let reading_override = format!("{passthrough}cloudevents: {{subject: data.customer}}\n");
+        assert_eq!(keys(&reading_override), PayloadKeys::All);
+        let grpc = passthrough.replace(
+            "{type: http, config: {url: \"http://localhost:9/\"}}",
+            "{type: grpc, config: {address: \"localhost:9\"}}",
+        );
+        assert_eq!(keys(&grpc), PayloadKeys::Carried);
+        let to_temporal = passthrough.replace(
+            "{type: http, config: {url: \"http://localhost:9/\"}}",
+            "{type: temporal, config: {hostPort: \"localhost:9\", taskQueue: q, workflowType: w}}",
+        );
+        assert_eq!(keys(&to_temporal), PayloadKeys::All);
         // The Kafka key is CEL over the whole input.
         let kafka_sink = FLOW.replace(
             r#"sink: {type: http, config: {url: "http://localhost:9/"}}"#,

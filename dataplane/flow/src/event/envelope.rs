@@ -213,7 +213,7 @@ impl Envelope {
             }
         } else {
             // New data: the input's content attributes described the old.
-            let json = matches!(data, Some(Data::Json(_)));
+            let json = data.as_ref().is_some_and(Data::is_json);
             event.set_datacontenttype(
                 overrides
                     .datacontenttype

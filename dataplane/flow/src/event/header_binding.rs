@@ -167,7 +167,7 @@ impl Binding {
 pub fn content_type(event: &CloudEvent) -> Option<&str> {
     match (event.datacontenttype(), event.data()) {
         (Some(ct), _) => Some(ct),
-        (None, Some(Data::Json(_))) => Some("application/json"),
+        (None, Some(data)) if data.is_json() => Some("application/json"),
         (None, Some(Data::Proto { .. })) => Some("application/protobuf"),
         (None, _) => None,
     }

@@ -133,7 +133,7 @@ impl InputEvent {
             defaults.source,
             defaults.type_,
         );
-        if matches!(data, Data::Json(_)) {
+        if data.is_json() {
             event.set_datacontenttype(Some("application/json".to_owned()));
         }
         event.set_data(Some(data));

@@ -25,7 +25,7 @@ pub fn number_as_f64(n: &Number) -> f64 {
 
 /// `text` (a JSON number with a fraction or an exponent) in plain decimals, when a double holds
 /// it exactly.
-fn plain_decimal(text: &str) -> Option<String> {
+pub(crate) fn plain_decimal(text: &str) -> Option<String> {
     let value: f64 = text.parse().ok()?;
     if !value.is_finite() {
         return None;

@@ -53,6 +53,7 @@ impl Serialize for CloudEvent {
         match self.data() {
             None => {}
             Some(Data::Json(json)) => map.serialize_entry("data", json)?,
+            Some(Data::CarriedJson(json)) => map.serialize_entry("data", json)?,
             Some(Data::Text(text)) => map.serialize_entry("data", text)?,
             Some(Data::Bytes(bytes) | Data::Proto { value: bytes, .. }) => map.serialize_entry(
                 "data_base64",

@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use serde_json::Value as Json;
 
+use super::carried_json::CarriedJson;
 use super::cloudevent::Data;
 use super::header_binding::Binding;
 use super::input::EventDefaults;
@@ -54,6 +55,11 @@ pub fn read(
             what(binding)
         )));
     }
+    if *defaults.payload_keys == PayloadKeys::Carried {
+        if let Some(json) = CarriedJson::read(&body) {
+            return Ok(InputEvent::from_payload(Data::CarriedJson(json), defaults));
+        }
+    }
     let payload = defaults
         .payload_keys
         .parse(&body)
@@ -66,7 +72,7 @@ pub fn read(
                     Json::Object(whole) => whole,
                     _ => map,
                 },
-                PayloadKeys::All => map,
+                PayloadKeys::All | PayloadKeys::Carried => map,
             };
             let event = json_format::from_map(map)?;
             Ok(InputEvent::from_event(event, received_at))
@@ -112,6 +118,32 @@ mod tests {
     fn a_payload_is_read_as_far_as_the_flow_reads_it() {
         let event = read_reading(&["a"], br#"{"a": 1, "b": {"c": [2]}}"#).unwrap();
         assert_eq!(event.data_json(), json!({"a": 1}));
+    }
+
+    fn read_carrying(body: &[u8]) -> InputEvent {
+        let flow = FlowDefaults::new("f").reading(PayloadKeys::Carried);
+        read(
+            Binding::Kafka,
+            &[],
+            None,
+            Bytes::copy_from_slice(body),
+            flow.event(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_payload_the_flow_carries_is_kept_as_its_text_when_that_is_how_it_is_written() {
+        let event = read_carrying(br#"{"a":1,"b":[2.5,"x"]}"#);
+        assert!(
+            matches!(event.data(), Some(Data::CarriedJson(json)) if json.text() == r#"{"a":1,"b":[2.5,"x"]}"#)
+        );
+        assert_eq!(event.data_json(), json!({"a": 1, "b": [2.5, "x"]}));
+        let spaced = read_carrying(br#"{"a": 1}"#);
+        assert_eq!(spaced.data(), Some(&Data::Json(json!({"a": 1}))));
+        let event =
+            read_carrying(br#"{"specversion":"1.0","id":"e-2","source":"s","type":"t","data":1}"#);
+        assert_eq!(event.id(), "e-2");
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! ([`header_binding`]), Protobuf format ([`protobuf`]) and media types ([`media_type`]); how a
 //! binding's message becomes an event ([`message`]); the incoming event and the attributes its CEL scope exposes ([`input`]), `transform.fields`
 //! ([`transform`]), the envelope ([`envelope`]), both compiled from a flow config
-//! ([`compiled`]), what a flow reads of a payload ([`payload_keys`]), and JSON output without
+//! ([`compiled`]), what a flow reads of a payload ([`payload_keys`]), a payload carried as
+//! its text ([`carried_json`]), and JSON output without
 //! exponents ([`json`]).
 
+pub mod carried_json;
 pub mod cloudevent;
 pub mod compiled;
 pub mod envelope;

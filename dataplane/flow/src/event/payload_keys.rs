@@ -18,6 +18,10 @@ pub enum PayloadKeys {
     /// Only these keys (sorted; `specversion` always among them, so an object payload that
     /// is a structured CloudEvent is still recognised and then read whole).
     Only(Vec<String>),
+    /// None of it: the flow carries the payload to a sink that writes it as JSON text, so it
+    /// is kept as its text when that is already the text Fiso would write
+    /// ([`CarriedJson`](super::carried_json::CarriedJson)), and parsed whole otherwise.
+    Carried,
 }
 
 impl PayloadKeys {
@@ -34,7 +38,9 @@ impl PayloadKeys {
     pub fn parse(&self, body: &[u8]) -> serde_json::Result<Json> {
         let keys = match self {
             PayloadKeys::Only(keys) if first_byte(body) == Some(b'{') => keys,
-            _ => return serde_json::from_slice(body),
+            PayloadKeys::All | PayloadKeys::Only(_) | PayloadKeys::Carried => {
+                return serde_json::from_slice(body)
+            }
         };
         let mut de = serde_json::Deserializer::from_slice(body);
         let map = de.deserialize_map(Object { keys })?;

@@ -167,6 +167,7 @@ pub fn to_proto(event: &CloudEvent) -> Result<ProtoEvent, String> {
         Some(Data::Json(v)) => Some(ProtoData::TextData(
             super::json::to_string_plain(v).map_err(|e| e.to_string())?,
         )),
+        Some(Data::CarriedJson(json)) => Some(ProtoData::TextData(json.text().to_owned())),
         Some(Data::Text(s)) => Some(ProtoData::TextData(s.clone())),
         Some(Data::Bytes(b)) => Some(ProtoData::BinaryData(b.to_vec())),
         Some(Data::Proto { type_url, value }) => Some(ProtoData::ProtoData(prost_types::Any {
@@ -177,7 +178,7 @@ pub fn to_proto(event: &CloudEvent) -> Result<ProtoEvent, String> {
     let content_type = match (event.datacontenttype(), event.data()) {
         (Some(ct), _) => Some(ct),
         // json-format §3.1.2: the implied type is made explicit in another format.
-        (None, Some(Data::Json(_))) => Some("application/json"),
+        (None, Some(data)) if data.is_json() => Some("application/json"),
         (None, _) => None,
     };
     if let Some(ct) = content_type {

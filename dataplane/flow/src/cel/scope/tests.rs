@@ -38,6 +38,23 @@ fn the_six_variables() {
 }
 
 #[test]
+fn carried_data_is_still_read_as_json_if_an_expression_reads_it() {
+    let flow = FlowDefaults::new("test");
+    let carried = crate::event::carried_json::CarriedJson::read(br#"{"a":{"b":[1,2.5]}}"#)
+        .expect("in its written form");
+    let event = InputEvent::from_payload(Data::CarriedJson(carried), flow.event());
+    let scope = Scope::new(&event);
+    for (expr, want) in [
+        ("data.a.b[1]", json!(2.5)),
+        ("size(data.a.b)", json!(2)),
+        ("data", json!({"a": {"b": [1, 2.5]}})),
+    ] {
+        let compiled = CompiledExpr::compile(expr).expect("compiles");
+        assert_eq!(scope.eval(&compiled).map_err(|e| e.to_string()), Ok(want));
+    }
+}
+
+#[test]
 fn mixed_int_and_double_arithmetic() {
     let data =
         json!({"price": 10.5, "quantity": 3, "a": 2.5, "amount": 99.99, "n": 7, "big": u64::MAX});

@@ -1,0 +1,237 @@
+//! A JSON payload a flow carries without reading it, kept as its text. A flow with no
+//! transform, no CEL over `data` and a sink that writes the payload as JSON text (HTTP, gRPC)
+//! only checks the payload and writes it back out: when the text is already exactly what
+//! writing its parsed value would give (compact, no escapes, numbers in their written form, no
+//! repeated keys), it is kept and written verbatim, and no value is built for it.
+//!
+//! Anything else — and an object with `specversion`, which is a structured CloudEvent to be
+//! read as one — is parsed as before, so which way a payload takes never changes what leaves
+//! the flow, which payloads are refused, or why.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value as Json;
+
+use super::json::plain_decimal;
+
+/// JSON text that is its own compact, plain-decimal serialization.
+#[derive(Clone)]
+pub struct CarriedJson(Box<RawValue>);
+
+impl CarriedJson {
+    /// `body` kept as its text, when it is valid JSON written exactly as Fiso would write it,
+    /// and not an object with `specversion`; `None` otherwise (parse it).
+    pub fn read(body: &[u8]) -> Option<CarriedJson> {
+        let text = trim_whitespace(body);
+        if !is_compact_without_escapes(text) {
+            return None;
+        }
+        let mut de = serde_json::Deserializer::from_slice(text);
+        // An error here is either a broken body or a canonical-form miss: the parse that
+        // follows tells them apart and words the error as it always has.
+        Canonical { top: true }.deserialize(&mut de).ok()?;
+        de.end().ok()?;
+        let text = std::str::from_utf8(text).ok()?;
+        RawValue::from_string(text.to_owned()).ok().map(CarriedJson)
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value, for what reads it (interceptors, `transform test`).
+    pub fn to_json(&self) -> Json {
+        serde_json::from_str(self.text()).expect("carried JSON was checked to be valid")
+    }
+}
+
+impl Serialize for CarriedJson {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // serde_json's serializer writes a raw value as it is.
+        self.0.serialize(s)
+    }
+}
+
+impl PartialEq for CarriedJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl fmt::Debug for CarriedJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CarriedJson").field(&self.text()).finish()
+    }
+}
+
+fn trim_whitespace(body: &[u8]) -> &[u8] {
+    let ws = |b: &u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
+    let start = body.iter().position(|b| !ws(b)).unwrap_or(body.len());
+    let end = body.iter().rposition(|b| !ws(b)).map_or(start, |e| e + 1);
+    &body[start..end]
+}
+
+/// No backslash anywhere (serde_json writes some escapes differently from how they may have
+/// come: `\/`, `\u00e9`) and no whitespace outside strings. Without backslashes, every `"`
+/// opens or closes a string.
+fn is_compact_without_escapes(text: &[u8]) -> bool {
+    let mut in_string = false;
+    for &b in text {
+        match b {
+            b'\\' => return false,
+            b'"' => in_string = !in_string,
+            b' ' | b'\n' | b'\r' | b'\t' if !in_string => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// serde_json's key for a number read with `arbitrary_precision`: a map with this one key
+/// whose value is the number's text.
+const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+
+/// Any value, checked to be in its written form. Values are walked through `deserialize_any`,
+/// so serde_json applies the nesting limit of a whole parse. A miss is an error.
+struct Canonical {
+    /// The document itself (where an object with `specversion` is a CloudEvent).
+    top: bool,
+}
+
+fn miss<E: de::Error>(what: &str) -> E {
+    E::custom(format_args!("not carried as text: {what}"))
+}
+
+impl<'de> DeserializeSeed<'de> for Canonical {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Canonical {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        Err(miss("a number read as a double"))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(Canonical { top: false })?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut keys: Vec<&'de str> = Vec::new();
+        while let Some(key) = map.next_key_seed(BorrowedKey)? {
+            if key == NUMBER_TOKEN && keys.is_empty() {
+                return map.next_value_seed(NumberText);
+            }
+            if self.top && key == "specversion" {
+                return Err(miss("an object with specversion is a CloudEvent"));
+            }
+            keys.push(key);
+            map.next_value_seed(Canonical { top: false })?;
+        }
+        keys.sort_unstable();
+        if keys.windows(2).any(|pair| pair[0] == pair[1]) {
+            // A parse keeps the last value in the first place.
+            return Err(miss("a repeated key"));
+        }
+        Ok(())
+    }
+}
+
+/// An object key, borrowed from the body (it has no escapes).
+struct BorrowedKey;
+
+impl<'de> DeserializeSeed<'de> for BorrowedKey {
+    type Value = &'de str;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'de str, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for BorrowedKey {
+    type Value = &'de str;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<&'de str, E> {
+        Ok(key)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<&'de str, E> {
+        Err(miss("a key that is not in the body as it is"))
+    }
+}
+
+/// A number's text, in its written form when the plain-decimal writer leaves it unchanged.
+struct NumberText;
+
+impl<'de> DeserializeSeed<'de> for NumberText {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NumberText {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        let written = if text.contains(['e', 'E']) {
+            // serde_json rewrites an exponent's marker; not worth following.
+            false
+        } else if text.contains('.') {
+            plain_decimal(text).is_none_or(|plain| plain == text)
+        } else {
+            true
+        };
+        if written {
+            Ok(())
+        } else {
+            Err(miss("a number written differently"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

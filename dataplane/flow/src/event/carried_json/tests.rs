@@ -1,0 +1,112 @@
+use serde_json::Value as Json;
+
+use super::CarriedJson;
+use crate::event::json::to_vec_plain;
+
+/// What the flow writes for `body` when it parses it.
+fn written_after_a_parse(body: &str) -> Option<String> {
+    let value: Json = serde_json::from_str(body).ok()?;
+    Some(String::from_utf8(to_vec_plain(&value).unwrap()).unwrap())
+}
+
+#[test]
+fn a_payload_in_its_written_form_is_carried_as_it_is() {
+    for body in [
+        r#"{"order_id":"ORD-1","customer":{"name":"Ada","tier":"gold"},"amount":99.5,"items":[{"sku":"A-1","qty":2}],"note":"x"}"#,
+        r#"[1,-2,0,-0,3.25,"a b",true,false,null,{},[]]"#,
+        r#""a string with spaces, é and ✓""#,
+        "123456789012345678901234567890123456789",
+        "0.1000000000000000055511151231257827",
+        r#"{"a":{"a":{"a":1}},"b":[{"a":1},{"a":2}]}"#,
+        "null",
+    ] {
+        let carried = CarriedJson::read(body.as_bytes()).unwrap_or_else(|| panic!("{body}"));
+        assert_eq!(carried.text(), body);
+        assert_eq!(
+            Some(carried.text().to_owned()),
+            written_after_a_parse(body),
+            "carrying {body} writes what a parse would"
+        );
+        assert_eq!(
+            carried.to_json(),
+            serde_json::from_str::<Json>(body).unwrap()
+        );
+    }
+}
+
+#[test]
+fn whitespace_around_the_document_is_dropped_as_a_parse_drops_it() {
+    let carried = CarriedJson::read(b" \n{\"a\":1}\r\n").unwrap();
+    assert_eq!(carried.text(), r#"{"a":1}"#);
+}
+
+#[test]
+fn a_payload_a_parse_would_write_differently_is_not_carried() {
+    for body in [
+        r#"{"a": 1}"#,
+        "[1,\n2]",
+        r#"{"a":"\u00e9"}"#,
+        r#"{"a":"\/"}"#,
+        r#"{"a":1,"a":2}"#,
+        r#"{"a":{"b":1,"c":2,"b":3}}"#,
+        "1.50",
+        "1e3",
+        "1E400",
+        "-0.0",
+        "100.0",
+    ] {
+        assert!(
+            CarriedJson::read(body.as_bytes()).is_none(),
+            "{body} is parsed"
+        );
+        let written = written_after_a_parse(body).unwrap();
+        assert_ne!(written, body.trim(), "a parse really rewrites {body}");
+    }
+}
+
+#[test]
+fn a_payload_with_an_escape_is_parsed_even_when_it_would_be_written_the_same() {
+    let body = r#"{"a":"\"quoted\""}"#;
+    assert_eq!(written_after_a_parse(body).as_deref(), Some(body));
+    assert!(CarriedJson::read(body.as_bytes()).is_none());
+}
+
+#[test]
+fn a_structured_cloudevent_is_not_carried_but_a_nested_specversion_is() {
+    let event = r#"{"specversion":"1.0","id":"e","source":"s","type":"t"}"#;
+    assert!(CarriedJson::read(event.as_bytes()).is_none());
+    let nested = r#"{"event":{"specversion":"1.0"}}"#;
+    assert!(CarriedJson::read(nested.as_bytes()).is_some());
+}
+
+#[test]
+fn a_body_a_parse_refuses_is_not_carried() {
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let at_the_limit = format!("{}{}", "[".repeat(128), "]".repeat(128));
+    assert!(serde_json::from_str::<Json>(&deep).is_err());
+    assert!(CarriedJson::read(deep.as_bytes()).is_none());
+    assert_eq!(
+        CarriedJson::read(at_the_limit.as_bytes()).is_some(),
+        serde_json::from_str::<Json>(&at_the_limit).is_ok(),
+        "the nesting limit is the parse's"
+    );
+    for body in [
+        &b"{\"a\":1"[..],
+        b"{\"a\":1}}",
+        b"{\"a\":1} x",
+        b"[1,]",
+        b"\"\xff\"",
+        b"\"a\x01\"",
+        b"",
+        b"   ",
+        b"NaN",
+        b"01",
+    ] {
+        assert!(
+            CarriedJson::read(body).is_none(),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+        assert!(serde_json::from_slice::<Json>(body).is_err());
+    }
+}
