@@ -79,16 +79,29 @@ fn trim_whitespace(body: &[u8]) -> &[u8] {
 /// come: `\/`, `\u00e9`) and no whitespace outside strings. Without backslashes, every `"`
 /// opens or closes a string.
 fn is_compact_without_escapes(text: &[u8]) -> bool {
-    let mut in_string = false;
-    for &b in text {
-        match b {
-            b'\\' => return false,
-            b'"' => in_string = !in_string,
-            b' ' | b'\n' | b'\r' | b'\t' if !in_string => return false,
-            _ => {}
+    if memchr::memchr(b'\\', text).is_some() {
+        return false;
+    }
+    let mut rest = text;
+    loop {
+        let open = memchr::memchr(b'"', rest);
+        let outside = &rest[..open.unwrap_or(rest.len())];
+        if outside
+            .iter()
+            .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+        {
+            return false;
+        }
+        let Some(open) = open else {
+            return true;
+        };
+        rest = &rest[open + 1..];
+        match memchr::memchr(b'"', rest) {
+            Some(close) => rest = &rest[close + 1..],
+            // An unterminated string: the parse refuses it.
+            None => return true,
         }
     }
-    true
 }
 
 /// serde_json's key for a number read with `arbitrary_precision`: a map with this one key

@@ -110,3 +110,30 @@ fn a_body_a_parse_refuses_is_not_carried() {
         assert!(serde_json::from_slice::<Json>(body).is_err());
     }
 }
+
+#[test]
+fn an_event_with_carried_data_is_written_as_with_parsed_data_in_every_format() {
+    use crate::event::protobuf::to_proto;
+    use crate::{Data, FlowDefaults, InputEvent};
+
+    let body = r#"{"a":[1,2.5,"x"],"b":{"c":null},"n":123456789012345678901234567890}"#;
+    let flow = FlowDefaults::new("f");
+    let at = chrono::Utc::now();
+    let event = |data: Data| {
+        InputEvent::from_payload(data, flow.event().with_id("e-1").received_at(at)).into_event()
+    };
+    let carried = event(Data::CarriedJson(
+        CarriedJson::read(body.as_bytes()).unwrap(),
+    ));
+    let parsed = event(Data::Json(serde_json::from_str(body).unwrap()));
+    assert_eq!(
+        to_vec_plain(&carried).unwrap(),
+        to_vec_plain(&parsed).unwrap()
+    );
+    assert_eq!(
+        carried.data().unwrap().to_body().unwrap(),
+        parsed.data().unwrap().to_body().unwrap()
+    );
+    assert_eq!(carried.datacontenttype(), parsed.datacontenttype());
+    assert_eq!(to_proto(&carried), to_proto(&parsed));
+}
