@@ -102,13 +102,16 @@ impl State {
     }
 
     /// A record of `partition` is done by the worker of `epoch`: counted for the next commit
-    /// unless the partition was revoked since. `true` when `commitBatchSize` records wait for
-    /// a commit (the worker then tells the consumer loop, which commits).
+    /// unless the partition was revoked since. `true` for the record that makes
+    /// `commitBatchSize` records wait for a commit: its worker tells the consumer loop, whose
+    /// commit takes every record done by then. The records done before that commit do not tell
+    /// it again (each would wake the loop for nothing; the commit interval is the backstop).
     pub(super) fn done(&mut self, partition: i32, epoch: u64, next: i64) -> bool {
-        if self.owned.get(&partition).map(|o| o.epoch) == Some(epoch) {
-            self.commits.done(partition, next);
+        if self.owned.get(&partition).map(|o| o.epoch) != Some(epoch) {
+            return false;
         }
-        self.commits.count >= self.commit_batch
+        self.commits.done(partition, next);
+        self.commits.count == self.commit_batch
     }
 }
 
@@ -150,5 +153,40 @@ impl Commits {
         self.next.clear();
         self.count = 0;
         Ok(tpl)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_consumer_loop_is_told_once_per_batch() {
+        let parent = CancellationToken::new();
+        let mut state = State {
+            commit_batch: 3,
+            ..State::default()
+        };
+        let (epoch, _) = state.assign(0, &parent);
+        let told: Vec<bool> = (0..5).map(|o| state.done(0, epoch, o + 1)).collect();
+        assert_eq!(told, [false, false, true, false, false]);
+        let committed = state.commits.take("t").expect("offsets");
+        assert_eq!(committed.count(), 1);
+        let told: Vec<bool> = (5..8).map(|o| state.done(0, epoch, o + 1)).collect();
+        assert_eq!(told, [false, false, true]);
+    }
+
+    #[test]
+    fn a_record_of_a_revoked_partition_is_neither_counted_nor_told() {
+        let parent = CancellationToken::new();
+        let mut state = State {
+            commit_batch: 1,
+            ..State::default()
+        };
+        let (old, _) = state.assign(0, &parent);
+        let (new, _) = state.assign(0, &parent);
+        assert!(!state.done(0, old, 1));
+        assert_eq!(state.commits.count, 0);
+        assert!(state.done(0, new, 1));
     }
 }
