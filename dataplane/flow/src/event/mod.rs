@@ -7,6 +7,32 @@
 //! its text ([`carried_json`]), and JSON output without
 //! exponents ([`json`]).
 
+/// The methods of a `Visitor<Value = ()>` that accept a JSON boolean, integer, string or null
+/// as it is: shared by the walks that check a payload without building it.
+macro_rules! accept_json_scalars {
+    () => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            Ok(())
+        }
+    };
+}
+
 pub mod carried_json;
 pub mod cloudevent;
 pub mod compiled;

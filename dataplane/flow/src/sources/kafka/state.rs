@@ -160,14 +160,17 @@ impl Commits {
 mod tests {
     use super::*;
 
+    fn with_batch(commit_batch: u32) -> State {
+        State {
+            commit_batch,
+            ..State::default()
+        }
+    }
+
     #[test]
     fn the_consumer_loop_is_told_once_per_batch() {
-        let parent = CancellationToken::new();
-        let mut state = State {
-            commit_batch: 3,
-            ..State::default()
-        };
-        let (epoch, _) = state.assign(0, &parent);
+        let mut state = with_batch(3);
+        let (epoch, _) = state.assign(0, &CancellationToken::new());
         let told: Vec<bool> = (0..5).map(|o| state.done(0, epoch, o + 1)).collect();
         assert_eq!(told, [false, false, true, false, false]);
         let committed = state.commits.take("t").expect("offsets");
@@ -179,10 +182,7 @@ mod tests {
     #[test]
     fn a_record_of_a_revoked_partition_is_neither_counted_nor_told() {
         let parent = CancellationToken::new();
-        let mut state = State {
-            commit_batch: 1,
-            ..State::default()
-        };
+        let mut state = with_batch(1);
         let (old, _) = state.assign(0, &parent);
         let (new, _) = state.assign(0, &parent);
         assert!(!state.done(0, old, 1));
