@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 use serde_json::Value as Json;
 
 use super::json::plain_decimal;
+use super::payload_keys::is_json_whitespace;
 
 /// JSON text that is its own compact, plain-decimal serialization.
 #[derive(Clone)]
@@ -34,8 +35,9 @@ impl CarriedJson {
         // follows tells them apart and words the error as it always has.
         Canonical { top: true }.deserialize(&mut de).ok()?;
         de.end().ok()?;
-        let text = std::str::from_utf8(text).ok()?;
-        RawValue::from_string(text.to_owned()).ok().map(CarriedJson)
+        // The walk checked it; this borrows it (the one copy is `to_owned`).
+        let raw: &RawValue = serde_json::from_slice(text).ok()?;
+        Some(CarriedJson(raw.to_owned()))
     }
 
     /// The JSON text.
@@ -69,9 +71,14 @@ impl fmt::Debug for CarriedJson {
 }
 
 fn trim_whitespace(body: &[u8]) -> &[u8] {
-    let ws = |b: &u8| matches!(b, b' ' | b'\n' | b'\r' | b'\t');
-    let start = body.iter().position(|b| !ws(b)).unwrap_or(body.len());
-    let end = body.iter().rposition(|b| !ws(b)).map_or(start, |e| e + 1);
+    let start = body
+        .iter()
+        .position(|b| !is_json_whitespace(b))
+        .unwrap_or(body.len());
+    let end = body
+        .iter()
+        .rposition(|b| !is_json_whitespace(b))
+        .map_or(start, |e| e + 1);
     &body[start..end]
 }
 
@@ -86,10 +93,7 @@ fn is_compact_without_escapes(text: &[u8]) -> bool {
     loop {
         let open = memchr::memchr(b'"', rest);
         let outside = &rest[..open.unwrap_or(rest.len())];
-        if outside
-            .iter()
-            .any(|b| matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
-        {
+        if outside.iter().any(is_json_whitespace) {
             return false;
         }
         let Some(open) = open else {

@@ -55,7 +55,7 @@ pub fn read(
             what(binding)
         )));
     }
-    if *defaults.payload_keys == PayloadKeys::Carried {
+    if matches!(defaults.payload_keys, PayloadKeys::Carried) {
         if let Some(json) = CarriedJson::read(&body) {
             return Ok(InputEvent::from_payload(Data::CarriedJson(json), defaults));
         }

@@ -51,9 +51,12 @@ impl PayloadKeys {
 
 /// The first byte that is not JSON whitespace.
 fn first_byte(body: &[u8]) -> Option<u8> {
-    body.iter()
-        .copied()
-        .find(|b| !matches!(b, b' ' | b'\n' | b'\r' | b'\t'))
+    body.iter().copied().find(|b| !is_json_whitespace(b))
+}
+
+/// Whitespace as JSON has it (RFC 8259 §2): space, tab, line feed, carriage return.
+pub(super) fn is_json_whitespace(b: &u8) -> bool {
+    matches!(b, b' ' | b'\n' | b'\r' | b'\t')
 }
 
 /// The top-level object, with the wanted keys' values.
