@@ -1,7 +1,9 @@
 //! Flow Kafka → HTTP: how fast `fiso flow` drains a pre-filled topic into the upstream, next to
 //! a bare rdkafka consumer draining the same topic with Fiso's client settings and commit policy
-//! and no processing (the client library's ceiling), and to the upstream Go Fiso's design point
-//! (one record at a time, a synchronous commit after each).
+//! and no processing (the client library's ceiling), to the upstream Go Fiso's design point
+//! (one record at a time, a synchronous commit after each), and to the same consumer posting
+//! each value through hyper-util's client ([`BareClient`]: the floor of the drain on Fiso's
+//! libraries).
 //!
 //! The broker is the one of `cargo xtask infra up kafka` (tansu, in memory), started here when
 //! it is not running and stopped again if this run started it. The producer and the bare consumer
@@ -23,6 +25,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
+use super::bare_client::BareClient;
 use super::payload;
 use super::procs::{cpu_seconds, peak_rss, quiet, Procs};
 use super::profile::{self, Profile};
@@ -42,8 +45,8 @@ const ORDERINGS: [&str; 3] = ["partition", "key", "unordered"];
 /// `maxInFlightPerPartition`'s default, the window of `ordering: key | unordered`.
 const MAX_IN_FLIGHT: u32 = 64;
 /// Fiso's defaults (`commitInterval`, `commitBatchSize`), which the bare consumer copies.
-const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
-const COMMIT_BATCH: usize = 500;
+pub(super) const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+pub(super) const COMMIT_BATCH: usize = 500;
 /// tansu joins a classic group in about half the session timeout (see DESIGN.md).
 const SESSION_TIMEOUT_MS: &str = "2000";
 const HEARTBEAT_INTERVAL_MS: &str = "500";
@@ -117,26 +120,43 @@ pub fn fill(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `xtask bench kafka-drain <brokers> <topic> <group> <records> [--sync-each] [--max-seconds S]`:
-/// consumes until `records` records (or `S` seconds), without processing them. By default
-/// commits like Fiso (asynchronously, every second or every 500 records); with `--sync-each`
-/// like the Go Fiso (a synchronous commit after each record). Prints
-/// `drained <n> <first> <done>`: the count and the seconds since start of the first record and
-/// of the end.
+/// `xtask bench kafka-drain <brokers> <topic> <group> <records> [--sync-each] [--max-seconds S]
+/// [--deliver <url> --in-flight N]`: consumes until `records` records (or `S` seconds), without
+/// processing them. By default commits like Fiso (asynchronously, every second or every 500
+/// records); with `--sync-each` like the Go Fiso (a synchronous commit after each record); with
+/// `--deliver` posts each value to `url`, `N` at once ([`BareClient`]). Prints
+/// `drained <n> <first> <done> <cpu>` ([`print_drained`]).
 pub fn drain(args: &[String]) -> Result<()> {
     let started = Instant::now();
     let (brokers, topic, group, records) = match args {
         [b, t, g, r, ..] => (b, t, g, r.parse::<usize>()?),
-        _ => bail!("usage: xtask bench kafka-drain <brokers> <topic> <group> <records> [--sync-each] [--max-seconds S]"),
+        _ => bail!("usage: xtask bench kafka-drain <brokers> <topic> <group> <records> [--sync-each] [--max-seconds S] [--deliver <url> --in-flight N]"),
     };
     let sync_each = args.iter().any(|a| a == "--sync-each");
-    let max = args
-        .iter()
-        .position(|a| a == "--max-seconds")
-        .and_then(|i| args.get(i + 1))
+    let flag = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+    };
+    let max = flag("--max-seconds")
         .map(|s| s.parse::<u64>().map(Duration::from_secs))
         .transpose()?
         .unwrap_or(DRAIN_TIMEOUT);
+    if let Some(url) = flag("--deliver") {
+        let client = BareClient {
+            upstream: url.parse()?,
+            in_flight: flag("--in-flight").map_or(Ok(1), |n| n.parse())?,
+        };
+        let d = client.drain(
+            &consumer_config(brokers, group),
+            topic,
+            records,
+            max,
+            started,
+        )?;
+        print_drained(d.records, d.first, d.done);
+        return Ok(());
+    }
     let consumer: BaseConsumer = consumer_config(brokers, group).create()?;
     consumer.subscribe(&[topic.as_str()])?;
     let mut next: HashMap<i32, i64> = HashMap::new();
@@ -170,16 +190,23 @@ pub fn drain(args: &[String]) -> Result<()> {
     let done = started.elapsed();
     // Like Fiso when it stops: what is left, synchronously (after the measured time).
     commit(&consumer, topic, &mut next, CommitMode::Sync)?;
-    println!(
-        "drained {n} {:.6} {:.6}",
-        first.unwrap_or(done).as_secs_f64(),
-        done.as_secs_f64()
-    );
+    print_drained(n, first.unwrap_or(done), done);
     Ok(())
 }
 
-fn commit(
-    consumer: &BaseConsumer,
+/// `drained <n> <first> <done> <cpu>`: seconds since start of the first record and of the
+/// end, and the CPU seconds this process spent.
+fn print_drained(n: usize, first: Duration, done: Duration) {
+    println!(
+        "drained {n} {:.6} {:.6} {:.6}",
+        first.as_secs_f64(),
+        done.as_secs_f64(),
+        cpu_seconds(std::process::id())
+    );
+}
+
+pub(super) fn commit(
+    consumer: &impl Consumer,
     topic: &str,
     next: &mut HashMap<i32, i64>,
     mode: CommitMode,
@@ -267,6 +294,9 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
     let mut bare = Vec::new();
     let mut fiso: [Vec<Drained>; ORDERINGS.len()] = Default::default();
     let mut sync_each = Vec::new();
+    let (mut bare_in_order, mut bare_windowed) = (Vec::new(), Vec::new());
+    let (in_order, windowed) = (PARTITIONS as u32, PARTITIONS as u32 * MAX_IN_FLIGHT);
+    let url = format!("http://{}/kafka", s.upstream);
     let mut fiso_rss = 0;
     for round in 0..s.rounds {
         println!("bench: Kafka drain round {}/{}", round + 1, s.rounds);
@@ -288,6 +318,15 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         )?;
         report("sync each", &d);
         sync_each.push(d);
+        for (in_flight, runs) in [
+            (in_order, &mut bare_in_order),
+            (windowed, &mut bare_windowed),
+        ] {
+            let n = in_flight.to_string();
+            let d = bare_drain(s, brokers, &topic, &["--deliver", &url, "--in-flight", &n])?;
+            report(&format!("bare client {n}"), &d);
+            runs.push(d);
+        }
     }
     println!("bench: Kafka drain with a hot reload of the transform half-way");
     let (d, _, _, reload_gap) = fiso_drain(s, brokers, &topic, "partition", false, true)?;
@@ -304,13 +343,11 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
     // The sink's own ceiling: the upstream driven directly at the concurrency of Fiso's
     // deliveries (one per partition with `ordering: partition`, every partition's window
     // otherwise).
-    let url = format!("http://{}/kafka", s.upstream);
     std::fs::write(s.dir.join("post.lua"), wrk::script())?;
     let direct = |connections: u32| -> Result<f64> {
         println!("bench: the upstream directly, {connections} connections");
         Ok(wrk::run_with(s.dir, &url, s.direct_seconds, None, connections)?.rps)
     };
-    let (in_order, windowed) = (PARTITIONS as u32, PARTITIONS as u32 * MAX_IN_FLIGHT);
     let (direct_in_order, direct_windowed) = (direct(in_order)?, direct(windowed)?);
 
     let summary = |name: &str, runs: &[Drained]| {
@@ -336,6 +373,8 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
             summary("fiso flow (ordering: key)", &fiso[1]),
             summary("fiso flow (ordering: unordered)", &fiso[2]),
             summary("Go Fiso design point (sync commit per record)", &sync_each),
+            summary(&format!("bare consumer + hyper-util client, {in_order} in flight"), &bare_in_order),
+            summary(&format!("bare consumer + hyper-util client, {windowed} in flight"), &bare_windowed),
         ],
         "fiso_vs_bare_rps": rate(&fiso[0]) / rate(&bare),
         "fiso_vs_sync_each_rps": rate(&fiso[0]) / rate(&sync_each),
@@ -352,6 +391,15 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
             "partition": steady(&fiso[0]) / direct_in_order,
             "key": steady(&fiso[1]) / direct_windowed,
             "unordered": steady(&fiso[2]) / direct_windowed,
+        },
+        // The floor of a Kafka → HTTP bridge on Fiso's libraries, beside the direct rate and
+        // beside Fiso.
+        "bare_client": {
+            "partition_vs_direct": steady(&bare_in_order) / direct_in_order,
+            "windowed_vs_direct": steady(&bare_windowed) / direct_windowed,
+            "fiso_partition": steady(&fiso[0]) / steady(&bare_in_order),
+            "fiso_key": steady(&fiso[1]) / steady(&bare_windowed),
+            "fiso_unordered": steady(&fiso[2]) / steady(&bare_windowed),
         },
         "reload_gap_ms": reload_gap_ms,
         "fiso_peak_rss_bytes": fiso_rss,
@@ -384,15 +432,16 @@ fn bare_drain(s: &Setup, brokers: &str, topic: &str, flags: &[&str]) -> Result<D
         .with_context(|| format!("kafka-drain printed no result: {text}"))?
         .split_whitespace()
         .collect();
-    let [n, first, done] = fields[..] else {
+    let [n, first, done, cpu] = fields[..] else {
         bail!("kafka-drain: unexpected result {text}");
     };
-    let (first, done): (f64, f64) = (first.parse()?, done.parse()?);
+    let (n, first, done, cpu): (usize, f64, f64, f64) =
+        (n.parse()?, first.parse()?, done.parse()?, cpu.parse()?);
     Ok(Drained {
-        records: n.parse()?,
+        records: n,
         wall_s: done,
         steady_s: done - first,
-        cpu_per_1000: None,
+        cpu_per_1000: Some(cpu / (n as f64 / 1000.0)),
     })
 }
 

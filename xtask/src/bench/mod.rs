@@ -22,6 +22,7 @@
 //! medians and comparisons, [`startup`] times start-up, [`transform`] runs the criterion
 //! benchmark, [`report`] renders the markdown.
 
+mod bare_client;
 mod kafka;
 mod operator;
 mod procs;
