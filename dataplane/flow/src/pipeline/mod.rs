@@ -318,24 +318,27 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
             self.sink.seal(&event, &mut prepared)?;
             Ok((event, prepared))
         });
-        self.events.observe(Phase::Transform, started.elapsed());
+        // One clock reading per phase boundary: the transform's end is the sink's start.
+        let sink_started = Instant::now();
+        let transformed = sink_started - started;
+        self.events.observe(Phase::Transform, transformed);
         let (event, prepared) = match processed {
             Ok(ready) => ready,
             Err(e) => {
                 self.metrics.transform_error(&self.name, e.code());
                 self.events.event(EventStatus::Invalid);
-                self.events.observe(Phase::Total, started.elapsed());
+                self.events.observe(Phase::Total, transformed);
                 tracing::info!(flow = %self.name, correlation_id = %ctx.correlation_id, code = e.code(), error = %e, "event refused");
                 return Outcome::Invalid(e);
             }
         };
-        let sink_started = Instant::now();
         // Boxed, like the interceptors: a sink's future is KiBs, and every future above this
         // one (the source's per event, the connection's per request) would be as large and
         // copied whole at each level on every event's way in.
         let result = Box::pin(self.sink.deliver(&event, prepared, ctx)).await;
-        self.events.observe(Phase::Sink, sink_started.elapsed());
-        self.events.observe(Phase::Total, started.elapsed());
+        let sink_time = sink_started.elapsed();
+        self.events.observe(Phase::Sink, sink_time);
+        self.events.observe(Phase::Total, transformed + sink_time);
         match result {
             Ok(receipt) => {
                 self.events.event(EventStatus::Success);

@@ -17,8 +17,9 @@ use fiso_runtime::server::PerCore;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER,
 };
+use hyper::http::uri::Scheme;
 use hyper::{Method, StatusCode, Uri};
 
 use tracing::field::Empty;
@@ -165,6 +166,11 @@ impl HttpSink {
         if !headers.contains_key(ACCEPT) {
             headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         }
+        // What the client would format on every HTTP/1 request otherwise. Over TLS ALPN may
+        // choose HTTP/2, which names the host in `:authority` instead: left to the client.
+        if uri.scheme() == Some(&Scheme::HTTP) && !headers.contains_key(HOST) {
+            headers.insert(HOST, host_header(&uri)?);
+        }
         let ca_file = cfg.ca_file.as_deref();
         let settings = ClientSettings {
             ca_file: ca_file.map(std::path::Path::new),
@@ -217,7 +223,9 @@ impl HttpSink {
                 if n > 0 {
                     tracing::debug!(url = %self.uri, attempt = n + 1, "retrying sink delivery");
                 }
-                let attempt = self.attempt(request).await;
+                // Boxed: an attempt's future (the exchange and its timer) is most of this
+                // sink's, which every future above it would otherwise carry and copy.
+                let attempt = Box::pin(self.attempt(request)).await;
                 record_attempt(&traced, &attempt);
                 attempt
             }
@@ -419,6 +427,16 @@ impl Sink for HttpSink {
     }
 }
 
+/// The `Host` header of plain HTTP requests to `uri`: its host, and its port unless 80.
+fn host_header(uri: &Uri) -> Result<HeaderValue, HttpSinkBuildError> {
+    let host = uri.host().unwrap_or_default();
+    let value = match uri.port_u16() {
+        Some(port) if port != 80 => HeaderValue::from_str(&format!("{host}:{port}")),
+        _ => HeaderValue::from_str(host),
+    };
+    value.map_err(|_| HttpSinkBuildError::Url(format!("`{host}` is not a valid Host header")))
+}
+
 /// `traceparent` / `tracestate` of the next hop, replacing the caller's.
 fn set_trace_headers(headers: &mut HeaderMap, trace: &fiso_runtime::otel::TraceHeaders) {
     let header = |v: &Option<String>| v.as_deref().and_then(|v| HeaderValue::from_str(v).ok());
@@ -615,6 +633,25 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("sink.config.url:"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_requests_carry_the_host_the_client_would_write() {
+        let host = |yaml: &str| sink(yaml).headers.get(HOST).cloned();
+        assert_eq!(
+            host("url: http://127.0.0.1:8080/e\n").unwrap(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(host("url: http://example.com/e\n").unwrap(), "example.com");
+        assert_eq!(
+            host("url: http://example.com:80/e\n").unwrap(),
+            "example.com"
+        );
+        assert_eq!(host("url: http://[::1]:9/e\n").unwrap(), "[::1]:9");
+        let configured = "url: http://example.com/e\nheaders:\n  Host: virtual.example\n";
+        assert_eq!(host(configured).unwrap(), "virtual.example");
+        // TLS may turn out to be HTTP/2, where the host is `:authority`.
+        assert_eq!(host("url: https://example.com:8443/e\n"), None);
     }
 
     #[test]

@@ -15,20 +15,23 @@ use crate::{FlowError, InputEvent};
 /// One record through the flow: `Ok` once it was delivered or dead-lettered.
 pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), KafkaSourceError> {
     let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
-    let kafka_id = format!("{topic}-{partition}-{offset}");
-    let mut headers: Vec<(String, String)> = Vec::new();
-    if let Some(h) = m.headers() {
-        for h in h.iter() {
-            if let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) {
-                headers.push((h.key.to_owned(), v.to_owned()));
-            }
-        }
-    }
+    let raw: Vec<(&str, &[u8])> = m
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key, h.value.unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    // The headers with a UTF-8 value, as text.
+    let text = || {
+        raw.iter()
+            .filter_map(|(k, v)| Some((*k, std::str::from_utf8(v).ok()?)))
+    };
     let header = |name: &str| {
-        headers
-            .iter()
+        text()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| v.to_owned())
     };
     // The only copy of the payload: librdkafka's buffer is released once the record is done.
     let body = Bytes::copy_from_slice(m.payload().unwrap_or_default());
@@ -42,19 +45,11 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
             defaults = defaults.received_at(at);
         }
     }
-    let raw: Vec<(&str, &[u8])> = m
-        .headers()
-        .map(|h| {
-            h.iter()
-                .map(|h| (h.key, h.value.unwrap_or_default()))
-                .collect()
-        })
-        .unwrap_or_default();
     let input = parse_record(&raw, body.clone(), defaults);
     let correlation_id = header(CORRELATION_HEADER)
         .filter(|v| !v.trim().is_empty())
         .or_else(|| input.as_ref().ok().map(|e| e.id().to_owned()))
-        .unwrap_or_else(|| kafka_id.clone());
+        .unwrap_or_else(|| format!("{topic}-{partition}-{offset}"));
     let ctx = DeliveryContext {
         correlation_id,
         traceparent: header("traceparent").or_else(|| header("ce_traceparent")),
@@ -67,7 +62,7 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
             key: m.key().map(<[u8]>::to_vec),
         }),
         headers: if flow.has_interceptors() {
-            headers.clone()
+            text().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
         } else {
             Vec::new()
         },
@@ -79,7 +74,9 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
         offset,
         reason,
     };
-    match flow.handle(input, &ctx).await {
+    // Boxed: the pipeline's future is most of this one, which is moved whole into the
+    // partition's set of deliveries and at each level on the way in.
+    match Box::pin(flow.handle(input, &ctx)).await {
         // A rejection is the interceptor's decision about this record: logged, committed.
         Outcome::Rejected { .. } => Ok(()),
         Outcome::Delivered(_) | Outcome::DeadLettered { .. } => Ok(()),
