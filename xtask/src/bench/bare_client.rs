@@ -5,26 +5,32 @@
 //! libraries and the loopback cost, the bound beneath any Kafka → HTTP bridge built on them.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::header::CONTENT_TYPE;
+use hyper::client::conn::http1;
+use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::kafka::{commit, COMMIT_BATCH, COMMIT_INTERVAL};
 
-/// Where and how many at once.
+/// Where, how many at once, and through which client.
 pub struct BareClient {
     pub upstream: Uri,
     pub in_flight: usize,
+    /// Through [`LeanPool`] instead of hyper-util's client.
+    pub lean: bool,
 }
 
 /// What [`BareClient::drain`] measured, in seconds since `started`.
@@ -51,15 +57,22 @@ impl BareClient {
         let _in_runtime = runtime.enter();
         let consumer: StreamConsumer = config.create()?;
         consumer.subscribe(&[topic])?;
-        let (upstream, in_flight, topic) =
-            (self.upstream.clone(), self.in_flight, topic.to_owned());
+        let poster = if self.lean {
+            Poster::Lean(Arc::new(LeanPool::new(&self.upstream)?))
+        } else {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            let client = Client::builder(TokioExecutor::new()).build(connector);
+            Poster::HyperUtil(client, self.upstream.clone())
+        };
+        let (in_flight, topic) = (self.in_flight, topic.to_owned());
         // On a worker, like Fiso's partition tasks: `block_on` would poll it on this thread.
         runtime.block_on(async move {
             tokio::spawn(async move {
                 run(
                     consumer,
                     &topic,
-                    upstream,
+                    poster,
                     in_flight,
                     records,
                     started + max,
@@ -76,15 +89,12 @@ impl BareClient {
 async fn run(
     consumer: StreamConsumer,
     topic: &str,
-    upstream: Uri,
+    poster: Poster,
     in_flight: usize,
     records: usize,
     deadline: Instant,
     started: Instant,
 ) -> Result<Drain> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let mut running = JoinSet::new();
     let (mut received, mut delivered, mut first) = (0, 0, None);
     let mut next: HashMap<i32, i64> = HashMap::new();
@@ -107,7 +117,7 @@ async fn run(
                 first.get_or_insert_with(|| started.elapsed());
                 received += 1;
                 let body = Bytes::copy_from_slice(m.payload().unwrap_or_default());
-                running.spawn(post(client.clone(), upstream.clone(), body));
+                running.spawn(poster.clone().post(body));
                 next.insert(m.partition(), m.offset() + 1);
                 uncommitted += 1;
                 if uncommitted >= COMMIT_BATCH || last_commit.elapsed() >= COMMIT_INTERVAL {
@@ -126,17 +136,77 @@ async fn run(
     })
 }
 
-async fn post(
-    client: Client<HttpConnector, Full<Bytes>>,
-    upstream: Uri,
-    body: Bytes,
-) -> Result<()> {
-    let request = Request::post(upstream)
-        .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(body))?;
-    let response = client.request(request).await?;
-    let status = response.status();
-    response.into_body().collect().await?;
-    ensure!(status.is_success(), "the upstream answered {status}");
-    Ok(())
+/// The client a bare drain posts through.
+#[derive(Clone)]
+enum Poster {
+    HyperUtil(Client<HttpConnector, Full<Bytes>>, Uri),
+    Lean(Arc<LeanPool>),
+}
+
+impl Poster {
+    async fn post(self, body: Bytes) -> Result<()> {
+        let response = match self {
+            Poster::HyperUtil(client, upstream) => {
+                let request = Request::post(upstream)
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(Full::new(body))?;
+                client.request(request).await?
+            }
+            Poster::Lean(pool) => return pool.post(body).await,
+        };
+        let status = response.status();
+        response.into_body().collect().await?;
+        ensure!(status.is_success(), "the upstream answered {status}");
+        Ok(())
+    }
+}
+
+/// The smallest pool on hyper's HTTP/1 connection API: idle connections on a stack, a new
+/// one when none is idle; requests in origin form with a prebuilt `Host`.
+struct LeanPool {
+    addr: SocketAddr,
+    host: HeaderValue,
+    path: Uri,
+    idle: Mutex<Vec<http1::SendRequest<Full<Bytes>>>>,
+}
+
+impl LeanPool {
+    fn new(upstream: &Uri) -> Result<LeanPool> {
+        let authority = upstream
+            .authority()
+            .context("the upstream URL has no host")?;
+        Ok(LeanPool {
+            addr: authority.as_str().parse()?,
+            host: HeaderValue::from_str(authority.as_str())?,
+            path: upstream.path().parse()?,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    async fn post(&self, body: Bytes) -> Result<()> {
+        let idle = self.idle.lock().expect("pool lock").pop();
+        let mut sender = match idle {
+            Some(sender) => sender,
+            None => self.connect().await?,
+        };
+        sender.ready().await?;
+        let request = Request::post(self.path.clone())
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        let response = sender.send_request(request).await?;
+        let status = response.status();
+        response.into_body().collect().await?;
+        ensure!(status.is_success(), "the upstream answered {status}");
+        self.idle.lock().expect("pool lock").push(sender);
+        Ok(())
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>> {
+        let tcp = TcpStream::connect(self.addr).await?;
+        tcp.set_nodelay(true)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(connection);
+        Ok(sender)
+    }
 }

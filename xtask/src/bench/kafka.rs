@@ -146,6 +146,7 @@ pub fn drain(args: &[String]) -> Result<()> {
         let client = BareClient {
             upstream: url.parse()?,
             in_flight: flag("--in-flight").map_or(Ok(1), |n| n.parse())?,
+            lean: args.iter().any(|a| a == "--lean"),
         };
         let d = client.drain(
             &consumer_config(brokers, group),
