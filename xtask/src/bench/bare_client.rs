@@ -3,6 +3,7 @@
 //! hyper-util's pooled client, up to `in_flight` at once, on a multi-threaded Tokio runtime.
 //! No CloudEvent, no ordering, no metrics: what is left of Fiso's drain is what these two
 //! libraries and the loopback cost, the bound beneath any Kafka → HTTP bridge built on them.
+//! With `lean`, the posts go through [`LeanPool`] instead: what hyper-util's pool itself costs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,7 +64,7 @@ impl BareClient {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
             let client = Client::builder(TokioExecutor::new()).build(connector);
-            Poster::HyperUtil(client, self.upstream.clone())
+            Poster::HyperUtil(Arc::new((client, self.upstream.clone())))
         };
         let (in_flight, topic) = (self.in_flight, topic.to_owned());
         // On a worker, like Fiso's partition tasks: `block_on` would poll it on this thread.
@@ -139,15 +140,16 @@ async fn run(
 /// The client a bare drain posts through.
 #[derive(Clone)]
 enum Poster {
-    HyperUtil(Client<HttpConnector, Full<Bytes>>, Uri),
+    HyperUtil(Arc<(Client<HttpConnector, Full<Bytes>>, Uri)>),
     Lean(Arc<LeanPool>),
 }
 
 impl Poster {
     async fn post(self, body: Bytes) -> Result<()> {
         let response = match self {
-            Poster::HyperUtil(client, upstream) => {
-                let request = Request::post(upstream)
+            Poster::HyperUtil(client) => {
+                let (client, upstream) = &*client;
+                let request = Request::post(upstream.clone())
                     .header(CONTENT_TYPE, "application/json")
                     .body(Full::new(body))?;
                 client.request(request).await?

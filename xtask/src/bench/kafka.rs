@@ -121,16 +121,16 @@ pub fn fill(args: &[String]) -> Result<()> {
 }
 
 /// `xtask bench kafka-drain <brokers> <topic> <group> <records> [--sync-each] [--max-seconds S]
-/// [--deliver <url> --in-flight N]`: consumes until `records` records (or `S` seconds), without
-/// processing them. By default commits like Fiso (asynchronously, every second or every 500
-/// records); with `--sync-each` like the Go Fiso (a synchronous commit after each record); with
-/// `--deliver` posts each value to `url`, `N` at once ([`BareClient`]). Prints
+/// [--deliver <url> --in-flight N [--lean]]`: consumes until `records` records (or `S`
+/// seconds), without processing them. By default commits like Fiso (asynchronously, every
+/// second or every 500 records); with `--sync-each` like the Go Fiso (a synchronous commit after
+/// each record); with `--deliver` posts each value to `url`, `N` at once ([`BareClient`]). Prints
 /// `drained <n> <first> <done> <cpu>` ([`print_drained`]).
 pub fn drain(args: &[String]) -> Result<()> {
     let started = Instant::now();
     let (brokers, topic, group, records) = match args {
         [b, t, g, r, ..] => (b, t, g, r.parse::<usize>()?),
-        _ => bail!("usage: xtask bench kafka-drain <brokers> <topic> <group> <records> [--sync-each] [--max-seconds S] [--deliver <url> --in-flight N]"),
+        _ => bail!("usage: xtask bench kafka-drain <brokers> <topic> <group> <records> [--sync-each] [--max-seconds S] [--deliver <url> --in-flight N [--lean]]"),
     };
     let sync_each = args.iter().any(|a| a == "--sync-each");
     let flag = |name: &str| {
