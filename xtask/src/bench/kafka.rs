@@ -296,6 +296,7 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
     let mut fiso: [Vec<Drained>; ORDERINGS.len()] = Default::default();
     let mut sync_each = Vec::new();
     let (mut bare_in_order, mut bare_windowed) = (Vec::new(), Vec::new());
+    let (mut lean_in_order, mut lean_windowed) = (Vec::new(), Vec::new());
     let (in_order, windowed) = (PARTITIONS as u32, PARTITIONS as u32 * MAX_IN_FLIGHT);
     let url = format!("http://{}/kafka", s.upstream);
     let mut fiso_rss = 0;
@@ -319,13 +320,18 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         )?;
         report("sync each", &d);
         sync_each.push(d);
-        for (in_flight, runs) in [
-            (in_order, &mut bare_in_order),
-            (windowed, &mut bare_windowed),
+        for (in_flight, lean, runs) in [
+            (in_order, false, &mut bare_in_order),
+            (windowed, false, &mut bare_windowed),
+            (in_order, true, &mut lean_in_order),
+            (windowed, true, &mut lean_windowed),
         ] {
             let n = in_flight.to_string();
-            let d = bare_drain(s, brokers, &topic, &["--deliver", &url, "--in-flight", &n])?;
-            report(&format!("bare client {n}"), &d);
+            let mut flags = vec!["--deliver", &url, "--in-flight", &n];
+            flags.extend(lean.then_some("--lean"));
+            let d = bare_drain(s, brokers, &topic, &flags)?;
+            let client = if lean { "lean" } else { "client" };
+            report(&format!("bare {client} {n}"), &d);
             runs.push(d);
         }
     }
@@ -376,6 +382,8 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
             summary("Go Fiso design point (sync commit per record)", &sync_each),
             summary(&format!("bare consumer + hyper-util client, {in_order} in flight"), &bare_in_order),
             summary(&format!("bare consumer + hyper-util client, {windowed} in flight"), &bare_windowed),
+            summary(&format!("bare consumer + smallest pool on hyper's connections, {in_order} in flight"), &lean_in_order),
+            summary(&format!("bare consumer + smallest pool on hyper's connections, {windowed} in flight"), &lean_windowed),
         ],
         "fiso_vs_bare_rps": rate(&fiso[0]) / rate(&bare),
         "fiso_vs_sync_each_rps": rate(&fiso[0]) / rate(&sync_each),
@@ -401,6 +409,12 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
             "fiso_partition": steady(&fiso[0]) / steady(&bare_in_order),
             "fiso_key": steady(&fiso[1]) / steady(&bare_windowed),
             "fiso_unordered": steady(&fiso[2]) / steady(&bare_windowed),
+        },
+        // What hyper-util's pool costs: the same drain through the smallest pool on hyper's
+        // connection API.
+        "lean_client": {
+            "partition_vs_direct": steady(&lean_in_order) / direct_in_order,
+            "windowed_vs_direct": steady(&lean_windowed) / direct_windowed,
         },
         "reload_gap_ms": reload_gap_ms,
         "fiso_peak_rss_bytes": fiso_rss,
