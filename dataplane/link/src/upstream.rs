@@ -23,7 +23,7 @@ use fiso_runtime::http_client::{self, ClientBuildError, ClientSettings, HttpClie
 use fiso_runtime::server::PerCore;
 use futures::Stream;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{header, Uri};
+use http::{header, HeaderValue, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::error::Elapsed;
 
@@ -56,6 +56,8 @@ struct Target {
     scheme: Scheme,
     /// `host[:port]`: the `Host` header and the TLS server name.
     authority: Authority,
+    /// The `Host` header over plain HTTP, built once (over TLS the client writes it).
+    host: Option<HeaderValue>,
     /// The configured `basePath` with a leading and no trailing slash, or empty.
     base_path: String,
     timeout: Duration,
@@ -96,6 +98,7 @@ impl HttpUpstream {
             })?;
         Ok(HttpUpstream(Arc::new(Target {
             client,
+            host: http_client::plain_host_header(Some(&scheme), &authority),
             scheme,
             authority,
             base_path,
@@ -204,7 +207,11 @@ impl HttpUpstream {
         };
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
-        headers.remove(header::HOST);
+        // The caller's `Host` names this proxy, not the target.
+        match &target.host {
+            Some(host) => headers.insert(header::HOST, host.clone()),
+            None => headers.remove(header::HOST),
+        };
         let (body, client_body) = if body.size_hint().exact() == Some(0) {
             (RequestBody::Empty, None)
         } else {

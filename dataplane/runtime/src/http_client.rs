@@ -199,6 +199,24 @@ pub fn host_and_port(uri: &http::Uri) -> (&str, u16) {
     (uri.host().unwrap_or("the target"), port)
 }
 
+/// The `Host` header of a plain-HTTP request to `authority`, exactly as hyper-util's client
+/// writes it (the host, and the port unless 80), to be built once instead of by the client on
+/// every request. `None` over TLS, where ALPN may choose HTTP/2 and the host travels as
+/// `:authority`: that is left to the client.
+pub fn plain_host_header(
+    scheme: Option<&http::uri::Scheme>,
+    authority: &http::uri::Authority,
+) -> Option<http::HeaderValue> {
+    if scheme != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let host = authority.host();
+    match authority.port_u16() {
+        Some(port) if port != 80 => http::HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        _ => http::HeaderValue::from_str(host).ok(),
+    }
+}
+
 /// What made a request to `host:port` fail, in words a user can act on: the DNS name that was
 /// not found, the address that refused the connection, the certificate that is not trusted.
 /// Only the host and port are named (a URL's user info and query may hold credentials); the
@@ -385,5 +403,18 @@ mod tests {
             text.starts_with("DNS name `fiso-test.invalid` not found ("),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_plain_http_host_header_is_what_the_client_would_write() {
+        let host = |scheme: &http::uri::Scheme, authority: &str| {
+            plain_host_header(Some(scheme), &authority.parse().unwrap())
+        };
+        let http = &http::uri::Scheme::HTTP;
+        assert_eq!(host(http, "127.0.0.1:8080").unwrap(), "127.0.0.1:8080");
+        assert_eq!(host(http, "example.com").unwrap(), "example.com");
+        assert_eq!(host(http, "example.com:80").unwrap(), "example.com");
+        assert_eq!(host(http, "[::1]:9").unwrap(), "[::1]:9");
+        assert_eq!(host(&http::uri::Scheme::HTTPS, "example.com:8443"), None);
     }
 }

@@ -19,7 +19,6 @@ use hyper::body::Incoming;
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER,
 };
-use hyper::http::uri::Scheme;
 use hyper::{Method, StatusCode, Uri};
 
 use tracing::field::Empty;
@@ -166,10 +165,13 @@ impl HttpSink {
         if !headers.contains_key(ACCEPT) {
             headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         }
-        // What the client would format on every HTTP/1 request otherwise. Over TLS ALPN may
-        // choose HTTP/2, which names the host in `:authority` instead: left to the client.
-        if uri.scheme() == Some(&Scheme::HTTP) && !headers.contains_key(HOST) {
-            headers.insert(HOST, host_header(&uri)?);
+        if !headers.contains_key(HOST) {
+            let host = uri
+                .authority()
+                .and_then(|a| http_client::plain_host_header(uri.scheme(), a));
+            if let Some(host) = host {
+                headers.insert(HOST, host);
+            }
         }
         let ca_file = cfg.ca_file.as_deref();
         let settings = ClientSettings {
@@ -425,16 +427,6 @@ impl Sink for HttpSink {
     ) -> Result<Receipt, DeliveryError> {
         Ok(Receipt::Response(self.send(event, ctx).await?))
     }
-}
-
-/// The `Host` header of plain HTTP requests to `uri`: its host, and its port unless 80.
-fn host_header(uri: &Uri) -> Result<HeaderValue, HttpSinkBuildError> {
-    let host = uri.host().unwrap_or_default();
-    let value = match uri.port_u16() {
-        Some(port) if port != 80 => HeaderValue::from_str(&format!("{host}:{port}")),
-        _ => HeaderValue::from_str(host),
-    };
-    value.map_err(|_| HttpSinkBuildError::Url(format!("`{host}` is not a valid Host header")))
 }
 
 /// `traceparent` / `tracestate` of the next hop, replacing the caller's.
