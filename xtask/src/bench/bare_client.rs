@@ -13,9 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Request, Uri};
+use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -146,21 +147,25 @@ enum Poster {
 
 impl Poster {
     async fn post(self, body: Bytes) -> Result<()> {
-        let response = match self {
+        match self {
             Poster::HyperUtil(client) => {
                 let (client, upstream) = &*client;
                 let request = Request::post(upstream.clone())
                     .header(CONTENT_TYPE, "application/json")
                     .body(Full::new(body))?;
-                client.request(request).await?
+                read_success(client.request(request).await?).await
             }
-            Poster::Lean(pool) => return pool.post(body).await,
-        };
-        let status = response.status();
-        response.into_body().collect().await?;
-        ensure!(status.is_success(), "the upstream answered {status}");
-        Ok(())
+            Poster::Lean(pool) => pool.post(body).await,
+        }
     }
+}
+
+/// Reads the whole answer, like the sink; `Err` unless 2xx.
+async fn read_success(response: Response<Incoming>) -> Result<()> {
+    let status = response.status();
+    response.into_body().collect().await?;
+    ensure!(status.is_success(), "the upstream answered {status}");
+    Ok(())
 }
 
 /// The smallest pool on hyper's HTTP/1 connection API: idle connections on a stack, a new
@@ -196,10 +201,7 @@ impl LeanPool {
             .header(HOST, self.host.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(Full::new(body))?;
-        let response = sender.send_request(request).await?;
-        let status = response.status();
-        response.into_body().collect().await?;
-        ensure!(status.is_success(), "the upstream answered {status}");
+        read_success(sender.send_request(request).await?).await?;
         self.idle.lock().expect("pool lock").push(sender);
         Ok(())
     }
