@@ -1,4 +1,4 @@
-//! The HTTP(S) upstream of a target: the pooled client of [`fiso_runtime::http_client`], one
+//! The HTTP(S) upstream of a target: the origin client of [`fiso_runtime::http_client`], one
 //! pool per serving core (rustls, system roots plus the target's `caFile`, HTTP/1.1
 //! and HTTP/2 by ALPN) addressed by host name, so `Host` and TLS SNI are the configured host.
 //! The target's scheme, authority and base path are built once; a request only assembles its
@@ -19,11 +19,11 @@ use tracing::Instrument;
 use axum::body::{Body, BodyDataStream};
 use bytes::Bytes;
 use fiso_config::link::{Protocol, TargetConfig};
-use fiso_runtime::http_client::{self, ClientBuildError, ClientSettings, HttpClient};
+use fiso_runtime::http_client::{self, ClientBuildError, ClientSettings, OriginClient};
 use fiso_runtime::server::PerCore;
 use futures::Stream;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{header, HeaderValue, Uri};
+use http::{header, Uri};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::time::error::Elapsed;
 
@@ -52,12 +52,10 @@ pub struct HttpUpstream(Arc<Target>);
 
 struct Target {
     /// A pool per serving core: a core's requests never wait on another core's connections.
-    client: PerCore<HttpClient<RequestBody>>,
+    client: PerCore<OriginClient<RequestBody>>,
     scheme: Scheme,
     /// `host[:port]`: the `Host` header and the TLS server name.
     authority: Authority,
-    /// The `Host` header over plain HTTP, built once (over TLS the client writes it).
-    host: Option<HeaderValue>,
     /// The configured `basePath` with a leading and no trailing slash, or empty.
     base_path: String,
     timeout: Duration,
@@ -86,8 +84,14 @@ impl HttpUpstream {
             ca_file: cfg.ca_file.as_deref().map(std::path::Path::new),
             connect_timeout: None,
         };
+        let origin = Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|_| UpstreamBuildError::Authority(authority.to_string()))?;
         let client =
-            PerCore::try_new(|| settings.build()).map_err(|e: ClientBuildError| {
+            PerCore::try_new(|| settings.build_for(&origin)).map_err(|e: ClientBuildError| {
                 match &cfg.ca_file {
                     Some(path) if e.is_ca_file() => UpstreamBuildError::CaFile {
                         path: path.clone(),
@@ -98,7 +102,6 @@ impl HttpUpstream {
             })?;
         Ok(HttpUpstream(Arc::new(Target {
             client,
-            host: http_client::plain_host_header(Some(&scheme), &authority),
             scheme,
             authority,
             base_path,
@@ -207,11 +210,8 @@ impl HttpUpstream {
         };
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
-        // The caller's `Host` names this proxy, not the target.
-        match &target.host {
-            Some(host) => headers.insert(header::HOST, host.clone()),
-            None => headers.remove(header::HOST),
-        };
+        // The caller's `Host` names this proxy, not the target: the client writes the target's.
+        headers.remove(header::HOST);
         let (body, client_body) = if body.size_hint().exact() == Some(0) {
             (RequestBody::Empty, None)
         } else {

@@ -1,16 +1,22 @@
-//! The pooled HTTP client of the data plane's hot paths: the Link's HTTP(S) upstream and the
+//! The pooled HTTP clients of the data plane's hot paths: the Link's HTTP(S) upstream and the
 //! Flow HTTP sink.
 //!
-//! It is hyper-util's legacy client — hyper's own connection pool, the one reqwest wraps —
-//! used directly, so a request costs no URL parsing or extra service layers: callers build
-//! their [`http::Uri`] once (or from prebuilt parts) and send an [`http::Request`].
+//! Both send every request to one origin, so they use an [`OriginClient`]: for a plain
+//! `http://` origin, a pool of HTTP/1.1 connections on hyper's own connection API
+//! ([`plain_pool`]), for `https://` hyper-util's legacy client — hyper's general pool, the one
+//! reqwest wraps — used directly. Other callers (the OTLP exporter, the Temporal sink's token
+//! requests) use that general client, [`HttpClient`]. Either way a request costs no URL
+//! parsing or extra service layers: callers build their [`http::Uri`] once (or from prebuilt
+//! parts) and send an [`http::Request`].
 //!
 //! TLS is rustls with the ring provider; the trust anchors are the system roots (as
 //! `rustls-native-certs` finds them, unparsable ones skipped) plus an optional PEM bundle
 //! (`caFile`). HTTP/1.1 and HTTP/2 are offered by ALPN; plain `http://` speaks HTTP/1.1.
 //! Connections set `TCP_NODELAY` (without it a small request waits ~40 ms for the peer's
 //! delayed ACK) and TCP keepalive, and an idle pooled connection is closed after 90 s.
-//! The client never follows redirects: a 3xx is handed back like any other answer.
+//! The clients never follow redirects: a 3xx is handed back like any other answer.
+
+mod plain_pool;
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
@@ -27,8 +33,69 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 /// The client: cheap to clone (the pool and TLS settings are shared).
 pub type HttpClient<B> = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, B>;
 
-/// The error of one request: connect, TLS, or the exchange itself.
-pub type RequestError = hyper_util::client::legacy::Error;
+pub use plain_pool::{PoolBody, ResponseBody};
+
+/// Why one request failed: connect, TLS, or the exchange itself. The causes are its
+/// [`source`](std::error::Error::source)s, for [`failure_in_words`] and [`is_timeout`].
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// No connection to the origin (resolving, connecting).
+    #[error("cannot connect")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The connection failed while the request was sent or its answer's head read.
+    #[error("the HTTP exchange failed")]
+    Exchange(#[source] hyper::Error),
+    /// hyper-util's client failed (TLS origins).
+    #[error("the HTTP client failed")]
+    Client(#[source] hyper_util::client::legacy::Error),
+}
+
+/// The client of one origin (scheme, host and port): see the module's text. Cheap to clone
+/// (the pool and TLS settings are shared).
+pub struct OriginClient<B>(Route<B>);
+
+enum Route<B> {
+    Plain(Arc<plain_pool::PlainPool<B>>),
+    /// Boxed: hyper-util's client is a few hundred bytes, the pool one pointer.
+    Tls(Box<HttpClient<B>>),
+}
+
+impl<B> Clone for OriginClient<B> {
+    fn clone(&self) -> Self {
+        OriginClient(match &self.0 {
+            Route::Plain(pool) => Route::Plain(Arc::clone(pool)),
+            Route::Tls(client) => Route::Tls(Box::new((**client).clone())),
+        })
+    }
+}
+
+impl<B> std::fmt::Debug for OriginClient<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self.0 {
+            Route::Plain(_) => "OriginClient(http)",
+            Route::Tls(_) => "OriginClient(https)",
+        })
+    }
+}
+
+impl<B: PoolBody + Unpin> OriginClient<B> {
+    /// Sends `request` to the client's origin and returns the answer once its head arrived.
+    /// The request's URI must name that origin; over plain HTTP only its path and query are
+    /// used.
+    pub async fn request(
+        &self,
+        request: http::Request<B>,
+    ) -> Result<http::Response<ResponseBody<B>>, RequestError> {
+        match &self.0 {
+            Route::Plain(pool) => pool.request(request).await,
+            Route::Tls(client) => client
+                .request(request)
+                .await
+                .map(|answer| answer.map(ResponseBody::unpooled))
+                .map_err(RequestError::Client),
+        }
+    }
+}
 
 /// How long an unused pooled connection is kept.
 pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -82,7 +149,40 @@ pub struct ClientSettings<'a> {
 }
 
 impl ClientSettings<'_> {
-    /// Builds a client whose request bodies are `B`.
+    /// Builds the client of `origin` (its scheme and authority; the rest is ignored) whose
+    /// request bodies are `B`.
+    pub fn build_for<B>(&self, origin: &http::Uri) -> Result<OriginClient<B>, ClientBuildError>
+    where
+        B: PoolBody,
+    {
+        let host = origin
+            .authority()
+            .and_then(|authority| plain_host_header(origin.scheme(), authority));
+        let Some(host) = host else {
+            return Ok(OriginClient(Route::Tls(Box::new(self.build()?))));
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = origin.scheme().cloned();
+        parts.authority = origin.authority().cloned();
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        let origin = http::Uri::from_parts(parts).expect("scheme and authority of a URI");
+        Ok(OriginClient(Route::Plain(Arc::new(
+            plain_pool::PlainPool::new(self.tcp_connector(), origin, host, POOL_IDLE_TIMEOUT),
+        ))))
+    }
+
+    /// The TCP connector of every client: see the module's text.
+    fn tcp_connector(&self) -> HttpConnector {
+        let mut tcp = HttpConnector::new();
+        tcp.set_nodelay(true);
+        tcp.set_keepalive(Some(TCP_KEEPALIVE));
+        tcp.set_keepalive_interval(Some(TCP_KEEPALIVE));
+        tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
+        tcp.set_connect_timeout(self.connect_timeout);
+        tcp
+    }
+
+    /// Builds a client of any origin whose request bodies are `B`.
     pub fn build<B>(&self) -> Result<HttpClient<B>, ClientBuildError>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
@@ -101,14 +201,9 @@ impl ClientSettings<'_> {
                 .with_root_certificates(roots)
                 .with_no_client_auth();
 
-        let mut tcp = HttpConnector::new();
+        let mut tcp = self.tcp_connector();
         // The TLS connector on top takes `https://`; this one must not refuse it.
         tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_keepalive(Some(TCP_KEEPALIVE));
-        tcp.set_keepalive_interval(Some(TCP_KEEPALIVE));
-        tcp.set_keepalive_retries(Some(TCP_KEEPALIVE_RETRIES));
-        tcp.set_connect_timeout(self.connect_timeout);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -200,10 +295,9 @@ pub fn host_and_port(uri: &http::Uri) -> (&str, u16) {
 }
 
 /// The `Host` header of a plain-HTTP request to `authority`, exactly as hyper-util's client
-/// writes it (the host, and the port unless 80), to be built once instead of by the client on
-/// every request. `None` over TLS, where ALPN may choose HTTP/2 and the host travels as
-/// `:authority`: that is left to the client.
-pub fn plain_host_header(
+/// writes it (the host, and the port unless 80), built once per pool. `None` over TLS, where
+/// ALPN may choose HTTP/2 and the host travels as `:authority`: that is left to hyper-util.
+fn plain_host_header(
     scheme: Option<&http::uri::Scheme>,
     authority: &http::uri::Authority,
 ) -> Option<http::HeaderValue> {
@@ -325,6 +419,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn plain_and_tls_origins_take_their_own_route() {
+        let client = |uri: &str| {
+            ClientSettings::default()
+                .build_for::<Full<Bytes>>(&uri.parse().unwrap())
+                .unwrap()
+        };
+        assert_eq!(
+            format!("{:?}", client("http://example.com:8080/x")),
+            "OriginClient(http)"
+        );
+        assert_eq!(
+            format!("{:?}", client("https://example.com/")),
+            "OriginClient(https)"
+        );
+    }
+
+    #[tokio::test]
     async fn plain_http_round_trip_without_following_redirects() {
         use hyper::server::conn::http1;
         use hyper_util::rt::TokioIo;
@@ -348,8 +459,10 @@ mod tests {
                 .await
                 .unwrap();
         });
-        let client = ClientSettings::default().build::<Full<Bytes>>().unwrap();
         let uri: http::Uri = format!("http://{addr}/here?x=1").parse().unwrap();
+        let client = ClientSettings::default()
+            .build_for::<Full<Bytes>>(&uri)
+            .unwrap();
         let answer = client
             .request(http::Request::get(uri).body(Full::default()).unwrap())
             .await
@@ -362,7 +475,7 @@ mod tests {
     /// The error of a GET of `uri` that cannot succeed.
     async fn failed_get(uri: &http::Uri) -> RequestError {
         ClientSettings::default()
-            .build::<Full<Bytes>>()
+            .build_for::<Full<Bytes>>(uri)
             .unwrap()
             .request(
                 http::Request::get(uri.clone())

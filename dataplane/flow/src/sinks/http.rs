@@ -12,12 +12,11 @@ use bytes::{Bytes, BytesMut};
 use fiso_config::flow::{
     ContentMode, HttpSinkConfig, DEFAULT_MAX_RESPONSE_BODY_SIZE, DEFAULT_SINK_TIMEOUT,
 };
-use fiso_runtime::http_client::{self, ClientSettings, HttpClient};
+use fiso_runtime::http_client::{self, ClientSettings, OriginClient, ResponseBody};
 use fiso_runtime::server::PerCore;
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
 use hyper::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
 };
 use hyper::{Method, StatusCode, Uri};
 
@@ -120,7 +119,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct HttpSink {
     /// A pool per serving core (boxed: the pools are large and every sink variant would pay
     /// for them): an HTTP source's request is delivered on the core that read it.
-    client: Arc<PerCore<HttpClient<Full<Bytes>>>>,
+    client: Arc<PerCore<OriginClient<Full<Bytes>>>>,
     uri: Uri,
     timeout: Duration,
     method: Method,
@@ -165,20 +164,12 @@ impl HttpSink {
         if !headers.contains_key(ACCEPT) {
             headers.insert(ACCEPT, HeaderValue::from_static("*/*"));
         }
-        if !headers.contains_key(HOST) {
-            let host = uri
-                .authority()
-                .and_then(|a| http_client::plain_host_header(uri.scheme(), a));
-            if let Some(host) = host {
-                headers.insert(HOST, host);
-            }
-        }
         let ca_file = cfg.ca_file.as_deref();
         let settings = ClientSettings {
             ca_file: ca_file.map(std::path::Path::new),
             connect_timeout: Some(CONNECT_TIMEOUT),
         };
-        let client = PerCore::try_new(|| settings.build()).map_err(|e| match ca_file {
+        let client = PerCore::try_new(|| settings.build_for(&uri)).map_err(|e| match ca_file {
             Some(ca) if e.is_ca_file() => HttpSinkBuildError::Ca(format!("{ca}: {e}")),
             _ => HttpSinkBuildError::Client(e.to_string()),
         })?;
@@ -478,7 +469,7 @@ struct Head {
 /// dropping the body closes its connection instead of returning it to the pool. A body that
 /// fails midway keeps what arrived (it only serves as the caller's answer or the dead letter's
 /// `fiso-response-body`).
-async fn read_capped(mut body: Incoming, cap: usize, out: &mut BytesMut) -> bool {
+async fn read_capped(mut body: ResponseBody<Full<Bytes>>, cap: usize, out: &mut BytesMut) -> bool {
     loop {
         match body.frame().await {
             Some(Ok(frame)) => {
@@ -625,25 +616,6 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().starts_with("sink.config.url:"), "{e}");
-    }
-
-    #[test]
-    fn plain_http_requests_carry_the_host_the_client_would_write() {
-        let host = |yaml: &str| sink(yaml).headers.get(HOST).cloned();
-        assert_eq!(
-            host("url: http://127.0.0.1:8080/e\n").unwrap(),
-            "127.0.0.1:8080"
-        );
-        assert_eq!(host("url: http://example.com/e\n").unwrap(), "example.com");
-        assert_eq!(
-            host("url: http://example.com:80/e\n").unwrap(),
-            "example.com"
-        );
-        assert_eq!(host("url: http://[::1]:9/e\n").unwrap(), "[::1]:9");
-        let configured = "url: http://example.com/e\nheaders:\n  Host: virtual.example\n";
-        assert_eq!(host(configured).unwrap(), "virtual.example");
-        // TLS may turn out to be HTTP/2, where the host is `:authority`.
-        assert_eq!(host("url: https://example.com:8443/e\n"), None);
     }
 
     #[test]

@@ -1,0 +1,382 @@
+//! The connection pool of one plain-HTTP origin, on hyper's own HTTP/1 connection API.
+//!
+//! hyper-util's pool is general (any number of hosts, HTTP/2 multiplexing, checkout waiters)
+//! and pays for it on every request: a hashed pool key, a boxed future, and a task spawned to
+//! wait until the connection is free again. An origin of the Link or the Flow's HTTP sink is
+//! one host, so here a request takes the most recently used idle connection off a stack (or
+//! opens one), and the connection goes back on the stack when its answer has been read to the
+//! end, by whoever reads it: no task, no key.
+//!
+//! Kept from hyper-util's client: connections come from the same `HttpConnector` (its connect
+//! timeout, `TCP_NODELAY`, keepalive, and its words for a DNS failure); a request that a
+//! reused connection could not even start sending (the server closed it while idle) is sent
+//! again on another connection; an idle connection is closed after the idle timeout; `Host` is
+//! written unless the request has one; the request line is in origin form.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::HOST;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::client::legacy::connect::HttpConnector;
+use tower::ServiceExt as _;
+
+use super::RequestError;
+
+/// What a request body must be to go through a pool.
+pub trait PoolBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+impl<B> PoolBody for B where B: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub(super) struct PlainPool<B> {
+    connector: HttpConnector,
+    /// `http://host[:port]`, what the connector resolves and connects to.
+    origin: Uri,
+    host: HeaderValue,
+    /// Most recently used last.
+    idle: Mutex<Vec<Idle<B>>>,
+    idle_timeout: Duration,
+    reaper_started: AtomicBool,
+}
+
+struct Idle<B> {
+    sender: SendRequest<B>,
+    since: Instant,
+}
+
+impl<B: PoolBody> PlainPool<B> {
+    pub(super) fn new(
+        connector: HttpConnector,
+        origin: Uri,
+        host: HeaderValue,
+        idle_timeout: Duration,
+    ) -> Self {
+        PlainPool {
+            connector,
+            origin,
+            host,
+            idle: Mutex::new(Vec::new()),
+            idle_timeout,
+            reaper_started: AtomicBool::new(false),
+        }
+    }
+
+    /// Sends `request` (to this pool's origin, whatever its URI's scheme and authority) and
+    /// returns the answer as soon as its head has arrived.
+    pub(super) async fn request(
+        self: &Arc<Self>,
+        mut request: Request<B>,
+    ) -> Result<Response<ResponseBody<B>>, RequestError> {
+        let target = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *request.uri_mut() = Uri::from(target);
+        if !request.headers().contains_key(HOST) {
+            request.headers_mut().insert(HOST, self.host.clone());
+        }
+        loop {
+            let (mut sender, reused) = match self.checkout() {
+                Some(sender) => (sender, true),
+                None => (self.connect().await?, false),
+            };
+            if let Err(e) = sender.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(RequestError::Exchange(e));
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.hand_out(response, sender)),
+                Err(mut e) => match e.take_message() {
+                    // Nothing was written: the connection closed while idle.
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(RequestError::Exchange(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open and not expired.
+    fn checkout(&self) -> Option<SendRequest<B>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(Idle { sender, since }) = idle.pop() {
+            if !sender.is_closed() && since.elapsed() < self.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn check_in(&self, sender: SendRequest<B>) {
+        if sender.is_closed() {
+            return;
+        }
+        let since = Instant::now();
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Idle { sender, since });
+    }
+
+    async fn connect(self: &Arc<Self>) -> Result<SendRequest<B>, RequestError> {
+        let io = self
+            .connector
+            .clone()
+            .oneshot(self.origin.clone())
+            .await
+            .map_err(|e| RequestError::Connect(e.into()))?;
+        let (sender, connection) = http1::handshake(io).await.map_err(RequestError::Exchange)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %super::error_chain(&e), "an upstream connection failed");
+            }
+        });
+        self.start_reaper();
+        Ok(sender)
+    }
+
+    fn hand_out(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: SendRequest<B>,
+    ) -> Response<ResponseBody<B>> {
+        response.map(|body| {
+            let mut body = ResponseBody {
+                inner: body,
+                back: Some((sender, Arc::clone(self))),
+            };
+            body.give_back_if_read();
+            body
+        })
+    }
+
+    /// Closes idle connections past the idle timeout, until the pool is dropped. Started with
+    /// the first connection, on its runtime.
+    fn start_reaper(self: &Arc<Self>) {
+        if self.reaper_started.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let pool = Arc::downgrade(self);
+        let every = self.idle_timeout / 2;
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(pool) = Weak::upgrade(&pool) else {
+                    return;
+                };
+                pool.idle
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|idle| idle.since.elapsed() < pool.idle_timeout);
+            }
+        });
+    }
+}
+
+/// The body of an answer from a pool: hyper's, and the connection it came on, which goes back
+/// to the pool once the body has been read to its end (a body dropped before that closes it).
+pub struct ResponseBody<B> {
+    inner: Incoming,
+    back: Option<(SendRequest<B>, Arc<PlainPool<B>>)>,
+}
+
+impl<B: PoolBody> ResponseBody<B> {
+    pub(super) fn unpooled(inner: Incoming) -> Self {
+        ResponseBody { inner, back: None }
+    }
+
+    fn give_back_if_read(&mut self) {
+        if self.inner.is_end_stream() {
+            if let Some((sender, pool)) = self.back.take() {
+                pool.check_in(sender);
+            }
+        }
+    }
+}
+
+impl<B: PoolBody> Body for ResponseBody<B> {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let frame = Pin::new(&mut this.inner).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) | Poll::Ready(Some(Ok(_))) => this.give_back_if_read(),
+            Poll::Ready(Some(Err(_))) => this.back = None,
+            Poll::Pending => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("pooled", &self.back.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use std::sync::atomic::AtomicUsize;
+
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper::server::conn::http1 as server;
+    use hyper_util::rt::TokioIo;
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::http_client::{ClientSettings, POOL_IDLE_TIMEOUT};
+
+    /// A real HTTP/1.1 server on 127.0.0.1 that answers `{Host} {request target}`, or 64 KiB
+    /// at `/big`, and counts the connections it accepted and saw end.
+    struct Upstream {
+        addr: SocketAddr,
+        accepted: Arc<AtomicUsize>,
+        ended: mpsc::UnboundedReceiver<()>,
+    }
+
+    async fn upstream(keep_alive: bool) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (ended_tx, ended) = mpsc::unbounded_channel();
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let ended = ended_tx.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                        let body = if req.uri().path() == "/big" {
+                            Bytes::from(vec![b'x'; 64 * 1024])
+                        } else {
+                            let host = req.headers()[HOST].to_str().unwrap().to_owned();
+                            Bytes::from(format!("{host} {}", req.uri()))
+                        };
+                        Ok::<_, Infallible>(Response::new(Full::new(body)))
+                    });
+                    let _ = server::Builder::new()
+                        .keep_alive(keep_alive)
+                        .serve_connection(TokioIo::new(tcp), service)
+                        .await;
+                    let _ = ended.send(());
+                });
+            }
+        });
+        Upstream {
+            addr,
+            accepted,
+            ended,
+        }
+    }
+
+    fn pool(addr: SocketAddr, idle_timeout: Duration) -> Arc<PlainPool<Empty<Bytes>>> {
+        Arc::new(PlainPool::new(
+            ClientSettings::default().tcp_connector(),
+            format!("http://{addr}/").parse().unwrap(),
+            HeaderValue::from_str(&addr.to_string()).unwrap(),
+            idle_timeout,
+        ))
+    }
+
+    fn get(uri: String) -> Request<Empty<Bytes>> {
+        Request::get(uri).body(Empty::new()).unwrap()
+    }
+
+    async fn text(answer: Response<ResponseBody<Empty<Bytes>>>) -> String {
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(body.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn requests_reuse_one_connection_in_origin_form_with_the_origins_host() {
+        let up = upstream(true).await;
+        let pool = pool(up.addr, POOL_IDLE_TIMEOUT);
+        let addr = up.addr;
+        for _ in 0..3 {
+            let answer = pool.request(get(format!("http://{addr}/here?x=1"))).await;
+            assert_eq!(text(answer.unwrap()).await, format!("{addr} /here?x=1"));
+        }
+        let mut own_host = get(format!("http://{addr}/"));
+        own_host
+            .headers_mut()
+            .insert(HOST, HeaderValue::from_static("virtual.example"));
+        let answer = pool.request(own_host).await.unwrap();
+        assert_eq!(text(answer).await, "virtual.example /");
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_is_free_again_only_when_its_answer_was_read() {
+        let up = upstream(true).await;
+        let pool = pool(up.addr, POOL_IDLE_TIMEOUT);
+        let big = format!("http://{}/big", up.addr);
+        let unread = pool.request(get(big.clone())).await.unwrap();
+        let second = pool.request(get(big.clone())).await.unwrap();
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "the first is busy");
+        assert_eq!(text(unread).await.len(), 64 * 1024);
+        assert_eq!(text(second).await.len(), 64 * 1024);
+        for _ in 0..2 {
+            let answer = pool.request(get(big.clone())).await.unwrap();
+            assert_eq!(text(answer).await.len(), 64 * 1024);
+        }
+        assert_eq!(up.accepted.load(Ordering::SeqCst), 2, "both were reused");
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_used_again() {
+        let mut up = upstream(false).await;
+        let pool = pool(up.addr, POOL_IDLE_TIMEOUT);
+        for n in 1..=2 {
+            let answer = pool.request(get(format!("http://{}/", up.addr))).await;
+            assert_eq!(text(answer.unwrap()).await, format!("{} /", up.addr));
+            up.ended.recv().await.unwrap();
+            assert_eq!(up.accepted.load(Ordering::SeqCst), n);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+        let mut up = upstream(true).await;
+        let pool = pool(up.addr, Duration::from_millis(50));
+        let answer = pool.request(get(format!("http://{}/", up.addr))).await;
+        text(answer.unwrap()).await;
+        // A watchdog, not a timing assertion: without the reaper this would never end.
+        tokio::time::timeout(Duration::from_secs(60), up.ended.recv())
+            .await
+            .expect("the idle connection is closed")
+            .unwrap();
+        assert!(pool.idle.lock().unwrap().is_empty());
+    }
+}
