@@ -10,22 +10,24 @@
 
 use std::fmt;
 
+use bytes::Bytes;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::ser::SerializeStruct as _;
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::Value as Json;
 
 use super::json::plain_decimal;
 use super::payload_keys::is_json_whitespace;
 
-/// JSON text that is its own compact, plain-decimal serialization.
+/// JSON text that is its own compact, plain-decimal serialization: a slice of the body it
+/// came in, never copied.
 #[derive(Clone)]
-pub struct CarriedJson(Box<RawValue>);
+pub struct CarriedJson(Bytes);
 
 impl CarriedJson {
     /// `body` kept as its text, when it is valid JSON written exactly as Fiso would write it,
     /// and not an object with `specversion`; `None` otherwise (parse it).
-    pub fn read(body: &[u8]) -> Option<CarriedJson> {
+    pub fn read(body: &Bytes) -> Option<CarriedJson> {
         let text = trim_whitespace(body);
         if !is_compact_without_escapes(text) {
             return None;
@@ -35,14 +37,13 @@ impl CarriedJson {
         // follows tells them apart and words the error as it always has.
         Canonical { top: true }.deserialize(&mut de).ok()?;
         de.end().ok()?;
-        // The walk checked it; this borrows it (the one copy is `to_owned`).
-        let raw: &RawValue = serde_json::from_slice(text).ok()?;
-        Some(CarriedJson(raw.to_owned()))
+        Some(CarriedJson(body.slice_ref(text)))
     }
 
     /// The JSON text.
     pub fn text(&self) -> &str {
-        self.0.get()
+        // serde_json checked every string to be UTF-8, and JSON is ASCII outside strings.
+        std::str::from_utf8(&self.0).expect("carried JSON was checked to be UTF-8")
     }
 
     /// The value, for what reads it (interceptors, `transform test`).
@@ -51,10 +52,16 @@ impl CarriedJson {
     }
 }
 
+/// The name under which serde_json's serializers take a value's JSON text as it is: what
+/// `RawValue` serializes as. Written here because `RawValue` can only be built by parsing the
+/// text once more, which the walk in [`CarriedJson::read`] has made needless.
+const RAW_VALUE_TOKEN: &str = "$serde_json::private::RawValue";
+
 impl Serialize for CarriedJson {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // serde_json's serializer writes a raw value as it is.
-        self.0.serialize(s)
+        let mut raw = s.serialize_struct(RAW_VALUE_TOKEN, 1)?;
+        raw.serialize_field(RAW_VALUE_TOKEN, self.text())?;
+        raw.end()
     }
 }
 

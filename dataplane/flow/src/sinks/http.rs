@@ -26,7 +26,7 @@ use tracing::Instrument;
 use super::Sink;
 use crate::cel::budget::Budget;
 use crate::event::header_binding::{self, Binding};
-use crate::event::json;
+use crate::event::json_format;
 use crate::pipeline::delivery::{
     DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt, SinkResponse, CORRELATION_HEADER,
     STRUCTURED_CONTENT_TYPE, TRACEPARENT, TRACESTATE,
@@ -374,7 +374,7 @@ impl HttpSink {
                     CONTENT_TYPE,
                     HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
                 );
-                let body = json::to_vec_plain(event)
+                let body = json_format::to_vec(event)
                     .map_err(|e| HttpDeliveryError::Request(e.to_string()))?;
                 Ok((headers, Bytes::from(body)))
             }

@@ -14,7 +14,7 @@ use super::Sink;
 use crate::cel::budget::Budget;
 use crate::cel::expr::CompiledExpr;
 use crate::event::header_binding::{self, Binding};
-use crate::event::json;
+use crate::event::{json, json_format};
 use crate::kafka::client::{
     find_cluster, produce, producer, KafkaBuildError, KafkaDelivery, KafkaDeliveryError,
     KafkaRecord, Producer,
@@ -238,7 +238,7 @@ pub fn encode(
     let value = match mode {
         ContentMode::Structured => {
             put("content-type", STRUCTURED_CONTENT_TYPE.to_owned());
-            Some(json::to_vec_plain(event).map_err(|e| e.to_string())?)
+            Some(json_format::to_vec(event).map_err(|e| e.to_string())?)
         }
         ContentMode::Binary => {
             for (name, value) in Binding::Kafka.write(event) {

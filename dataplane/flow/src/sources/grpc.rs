@@ -204,7 +204,7 @@ impl Ingest {
         };
         let (input, body) = match from_proto(ce) {
             Ok(Incoming::Event(event)) => {
-                let body = as_json(crate::event::json::to_vec_plain(&event), encoded);
+                let body = as_json(crate::event::json_format::to_vec(&event), encoded);
                 (Ok(InputEvent::from_event(*event, received_at)), body)
             }
             Ok(Incoming::Payload(json)) => {

@@ -40,8 +40,10 @@ fn the_six_variables() {
 #[test]
 fn carried_data_is_still_read_as_json_if_an_expression_reads_it() {
     let flow = FlowDefaults::new("test");
-    let carried = crate::event::carried_json::CarriedJson::read(br#"{"a":{"b":[1,2.5]}}"#)
-        .expect("in its written form");
+    let carried = crate::event::carried_json::CarriedJson::read(&bytes::Bytes::from_static(
+        br#"{"a":{"b":[1,2.5]}}"#,
+    ))
+    .expect("in its written form");
     let event = InputEvent::from_payload(Data::CarriedJson(carried), flow.event());
     let scope = Scope::new(&event);
     for (expr, want) in [
