@@ -1,28 +1,26 @@
 //! The Kafka drain's floor on Fiso's libraries: a bare rdkafka consumer (Fiso's client
-//! settings and commit policy) that POSTs each record's value as it is to the upstream through
-//! hyper-util's pooled client, up to `in_flight` at once, on a multi-threaded Tokio runtime.
-//! No CloudEvent, no ordering, no metrics: what is left of Fiso's drain is what these two
-//! libraries and the loopback cost, the bound beneath any Kafka → HTTP bridge built on them.
-//! With `lean`, the posts go through [`LeanPool`] instead: what hyper-util's pool itself costs.
+//! settings and commit policy) that POSTs each record's value as it is to the upstream, up to
+//! `in_flight` at once, on a multi-threaded Tokio runtime, through hyper-util's general client
+//! or (`lean`) through Fiso's own pool on hyper's connection API
+//! ([`fiso_runtime::http_client::OriginClient`]). No CloudEvent, no ordering, no metrics: what
+//! is left of Fiso's drain is what these libraries and the loopback cost, the bound beneath any
+//! Kafka → HTTP bridge built on them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use bytes::Bytes;
+use fiso_runtime::http_client::{ClientSettings, OriginClient};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
+use hyper::header::CONTENT_TYPE;
 use hyper::{Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::{ClientConfig, Message};
-use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use super::kafka::{commit, COMMIT_BATCH, COMMIT_INTERVAL};
@@ -31,7 +29,7 @@ use super::kafka::{commit, COMMIT_BATCH, COMMIT_INTERVAL};
 pub struct BareClient {
     pub upstream: Uri,
     pub in_flight: usize,
-    /// Through [`LeanPool`] instead of hyper-util's client.
+    /// Through Fiso's own pool instead of hyper-util's client.
     pub lean: bool,
 }
 
@@ -60,7 +58,8 @@ impl BareClient {
         let consumer: StreamConsumer = config.create()?;
         consumer.subscribe(&[topic])?;
         let poster = if self.lean {
-            Poster::Lean(Arc::new(LeanPool::new(&self.upstream)?))
+            let pool = ClientSettings::default().build_for(&self.upstream)?;
+            Poster::Lean(Arc::new((pool, self.upstream.clone())))
         } else {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
@@ -142,7 +141,7 @@ async fn run(
 #[derive(Clone)]
 enum Poster {
     HyperUtil(Arc<(Client<HttpConnector, Full<Bytes>>, Uri)>),
-    Lean(Arc<LeanPool>),
+    Lean(Arc<(OriginClient<Full<Bytes>>, Uri)>),
 }
 
 impl Poster {
@@ -150,67 +149,30 @@ impl Poster {
         match self {
             Poster::HyperUtil(client) => {
                 let (client, upstream) = &*client;
-                let request = Request::post(upstream.clone())
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(Full::new(body))?;
-                read_success(client.request(request).await?).await
+                read_success(client.request(post(upstream, body)?).await?).await
             }
-            Poster::Lean(pool) => pool.post(body).await,
+            Poster::Lean(pool) => {
+                let (pool, upstream) = &*pool;
+                read_success(pool.request(post(upstream, body)?).await?).await
+            }
         }
     }
 }
 
+fn post(upstream: &Uri, body: Bytes) -> Result<Request<Full<Bytes>>> {
+    Ok(Request::post(upstream.clone())
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(body))?)
+}
+
 /// Reads the whole answer, like the sink; `Err` unless 2xx.
-async fn read_success(response: Response<Incoming>) -> Result<()> {
+async fn read_success<B>(response: Response<B>) -> Result<()>
+where
+    B: hyper::body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
     let status = response.status();
     response.into_body().collect().await?;
     ensure!(status.is_success(), "the upstream answered {status}");
     Ok(())
-}
-
-/// The smallest pool on hyper's HTTP/1 connection API: idle connections on a stack, a new
-/// one when none is idle; requests in origin form with a prebuilt `Host`.
-struct LeanPool {
-    addr: SocketAddr,
-    host: HeaderValue,
-    path: Uri,
-    idle: Mutex<Vec<http1::SendRequest<Full<Bytes>>>>,
-}
-
-impl LeanPool {
-    fn new(upstream: &Uri) -> Result<LeanPool> {
-        let authority = upstream
-            .authority()
-            .context("the upstream URL has no host")?;
-        Ok(LeanPool {
-            addr: authority.as_str().parse()?,
-            host: HeaderValue::from_str(authority.as_str())?,
-            path: upstream.path().parse()?,
-            idle: Mutex::new(Vec::new()),
-        })
-    }
-
-    async fn post(&self, body: Bytes) -> Result<()> {
-        let idle = self.idle.lock().expect("pool lock").pop();
-        let mut sender = match idle {
-            Some(sender) => sender,
-            None => self.connect().await?,
-        };
-        sender.ready().await?;
-        let request = Request::post(self.path.clone())
-            .header(HOST, self.host.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
-        read_success(sender.send_request(request).await?).await?;
-        self.idle.lock().expect("pool lock").push(sender);
-        Ok(())
-    }
-
-    async fn connect(&self) -> Result<http1::SendRequest<Full<Bytes>>> {
-        let tcp = TcpStream::connect(self.addr).await?;
-        tcp.set_nodelay(true)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(tcp)).await?;
-        tokio::spawn(connection);
-        Ok(sender)
-    }
 }

@@ -1,5 +1,6 @@
 //! The bare hyper proxy the HTTP benchmarks measure Fiso beside: hyper's HTTP/1 server and
-//! hyper-util's pooled client (the libraries Fiso's hot path is built on), forwarding every
+//! Fiso's own client pool on hyper's connection API ([`OriginClient`]: the libraries Fiso's
+//! hot path is built on), forwarding every
 //! request to the upstream as it came and the response back as it came, nothing else. It is the
 //! floor of any proxy built on these libraries, in two shapes:
 //! - [`Shape::Shared`]: one multi-threaded Tokio runtime and one connection pool, Fiso's shape;
@@ -11,13 +12,11 @@ use std::sync::mpsc;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
+use fiso_runtime::http_client::{ClientSettings, OriginClient, ResponseBody};
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::net::{TcpListener, TcpSocket};
 
 use super::upstream::serve_http1;
@@ -99,10 +98,13 @@ fn reuse_port(addr: SocketAddr) -> Result<TcpListener> {
 
 /// Serves every connection `listener` accepts on the current runtime, through one pool.
 async fn accept(listener: TcpListener, upstream: SocketAddr) -> Result<()> {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<_, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
     let authority: hyper::http::uri::Authority = upstream.to_string().parse()?;
+    let origin = Uri::builder()
+        .scheme("http")
+        .authority(authority.clone())
+        .path_and_query("/")
+        .build()?;
+    let client: OriginClient<Incoming> = ClientSettings::default().build_for(&origin)?;
     serve_http1(listener, || {
         let (client, authority) = (client.clone(), authority.clone());
         service_fn(move |req: Request<Incoming>| forward(client.clone(), authority.clone(), req))
@@ -110,10 +112,10 @@ async fn accept(listener: TcpListener, upstream: SocketAddr) -> Result<()> {
     .await
 }
 
-type Body = Either<Incoming, Empty<Bytes>>;
+type Body = Either<ResponseBody<Incoming>, Empty<Bytes>>;
 
 async fn forward(
-    client: Client<HttpConnector, Incoming>,
+    client: OriginClient<Incoming>,
     authority: hyper::http::uri::Authority,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
