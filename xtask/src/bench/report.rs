@@ -137,11 +137,10 @@ pub fn markdown(r: &Value) -> String {
          connections (`ordering: partition`: one delivery per partition), {} req/s over {} \
          (`key` / `unordered`: every partition's window). Fiso's drain after the first record / \
          that rate: `partition` {}, `key` {}, `unordered` {}.\n\nThe bare consumer delivering each \
-         record's value as it is through the smallest pool on hyper's connection API, the design of \
-         Fiso's own client (the floor of a Kafka → HTTP bridge on Fiso's libraries: no \
-         CloudEvent, no ordering), after the first record / the direct rate: {} with one \
-         delivery per partition, {} with every window; Fiso / that floor: `partition` {}, `key` \
-         {}, `unordered` {}. The same drain through hyper-util's general client instead (what \
+         record's value as it is through Fiso's own client pool on hyper's connection API (the \
+         floor of a Kafka → HTTP bridge on Fiso's libraries: no CloudEvent, no ordering), after \
+         the first record / the direct rate: {} with one delivery per partition, {} with every \
+         window; Fiso / that floor: `partition` {}, `key` {}, `unordered` {}. The same drain through hyper-util's general client instead (what \
          Fiso's own pool saves) / the direct rate: {} and {}.\n\n",
         k["sync_each_max_seconds"],
         num(&k["fiso_vs_bare_rps"], 2),
@@ -340,7 +339,7 @@ fn goals(r: &Value) -> String {
     let mut md = String::from(
         "**Goals of the hot path** (this run; the floor is the same figure for the bare \
          libraries beneath Fiso: the bare hyper proxy with one runtime per core, the bare \
-         consumer posting through hyper-util's client)\n\n| goal | bound | measured | met | \
+         consumer posting through Fiso's own client pool)\n\n| goal | bound | measured | met | \
          floor |\n|---|---|---|---|---|\n",
     );
     for g in goals {
