@@ -118,10 +118,25 @@ impl<B: PoolBody> PlainPool<B> {
         None
     }
 
-    fn check_in(&self, sender: SendRequest<B>) {
+    /// Puts a connection whose answer was read back on the stack. One still sending its
+    /// request (the server answered before reading the whole body) goes back only once that is
+    /// done, so no request waits behind it: the rare case where a task waits for it.
+    fn check_in(self: Arc<Self>, mut sender: SendRequest<B>) {
         if sender.is_closed() {
             return;
         }
+        if !sender.is_ready() {
+            tokio::spawn(async move {
+                if sender.ready().await.is_ok() {
+                    self.push(sender);
+                }
+            });
+            return;
+        }
+        self.push(sender);
+    }
+
+    fn push(&self, sender: SendRequest<B>) {
         let since = Instant::now();
         self.idle
             .lock()
@@ -364,6 +379,55 @@ mod tests {
             up.ended.recv().await.unwrap();
             assert_eq!(up.accepted.load(Ordering::SeqCst), n);
         }
+    }
+
+    /// A server that answers 413 as soon as a request's head arrives and never reads its body
+    /// (a real server would; holding it is the fault), counting connections.
+    async fn early_answering_server() -> (SocketAddr, Arc<AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = [0u8; 1024];
+                    let _ = tcp.read(&mut head).await;
+                    let answer = "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n";
+                    tcp.write_all(answer.as_bytes()).await.unwrap();
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_connection_still_sending_its_request_is_not_handed_to_the_next() {
+        let (addr, accepted) = early_answering_server().await;
+        let pool: Arc<PlainPool<Full<Bytes>>> = Arc::new(PlainPool::new(
+            ClientSettings::default().tcp_connector(),
+            format!("http://{addr}/").parse().unwrap(),
+            HeaderValue::from_str(&addr.to_string()).unwrap(),
+            POOL_IDLE_TIMEOUT,
+        ));
+        let post = |size: usize| {
+            Request::post(format!("http://{addr}/upload"))
+                .body(Full::new(Bytes::from(vec![b'x'; size])))
+                .unwrap()
+        };
+        // More than the socket buffers hold: the body can never be written out.
+        let stuck = pool.request(post(64 * 1024 * 1024)).await.unwrap();
+        assert_eq!(stuck.status(), 413);
+        let next = tokio::time::timeout(Duration::from_secs(60), pool.request(post(10)))
+            .await
+            .expect("the next request is not queued behind the unsent body")
+            .unwrap();
+        assert_eq!(next.status(), 413);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
