@@ -5,7 +5,8 @@
 //! wait until the connection is free again. An origin of the Link or the Flow's HTTP sink is
 //! one host, so here a request takes the most recently used idle connection off a stack (or
 //! opens one), and the connection goes back on the stack when its answer has been read to the
-//! end, by whoever reads it: no task, no key.
+//! end, by whoever reads it: no key, and no task unless the connection is still sending its
+//! request then (the server answered before reading the whole body).
 //!
 //! Kept from hyper-util's client: connections come from the same `HttpConnector` (its connect
 //! timeout, `TCP_NODELAY`, keepalive, and its words for a DNS failure); a request that a
