@@ -1,8 +1,8 @@
 //! The HTTP(S) upstream of a target: the origin client of [`fiso_runtime::http_client`], one
 //! pool per serving core (rustls, system roots plus the target's `caFile`, HTTP/1.1
 //! and HTTP/2 by ALPN) addressed by host name, so `Host` and TLS SNI are the configured host.
-//! The target's scheme, authority and base path are built once; a request only assembles its
-//! path and query onto them. Bodies stream both ways. Redirects are handed to the app, not
+//! The target's origin and base path are built once; a request only assembles its path and
+//! query, and is sent in the form its client writes (no absolute URI over plain HTTP). Bodies stream both ways. Redirects are handed to the app, not
 //! followed. `timeout` bounds the wait for the response headers of one attempt.
 //!
 //! Hop-by-hop headers were stripped by the route layer before auth was injected; only the
@@ -124,8 +124,9 @@ impl Target {
         )
     }
 
-    /// The upstream URI of `forward`: the prebuilt scheme and authority, the base path, the
-    /// forwarded path (`/` alone adds nothing to a base path) and the query as it came.
+    /// The upstream URI of `forward`, in the form the client sends (the prebuilt scheme and
+    /// authority only where it needs them): the base path, the forwarded path (`/` alone adds
+    /// nothing to a base path) and the query as it came.
     fn uri(&self, forward: &Forward) -> Result<Uri, http::Error> {
         let query_len = forward.query.as_ref().map_or(0, |q| q.len() + 1);
         let mut line =
@@ -139,11 +140,7 @@ impl Target {
             line.push_str(q);
         }
         let path_and_query = PathAndQuery::from_maybe_shared(Bytes::from(line))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
+        self.client.get().uri(path_and_query)
     }
 }
 

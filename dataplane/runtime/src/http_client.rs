@@ -52,7 +52,11 @@ pub enum RequestError {
 
 /// The client of one origin (scheme, host and port): see the module's text. Cheap to clone
 /// (the pool and TLS settings are shared).
-pub struct OriginClient<B>(Route<B>);
+pub struct OriginClient<B> {
+    route: Route<B>,
+    /// The origin as it was given: the scheme and authority of a request's absolute URI.
+    origin: http::Uri,
+}
 
 enum Route<B> {
     Plain(Arc<plain_pool::PlainPool<B>>),
@@ -62,31 +66,49 @@ enum Route<B> {
 
 impl<B> Clone for OriginClient<B> {
     fn clone(&self) -> Self {
-        OriginClient(match &self.0 {
+        let route = match &self.route {
             Route::Plain(pool) => Route::Plain(Arc::clone(pool)),
             Route::Tls(client) => Route::Tls(Box::new((**client).clone())),
-        })
+        };
+        OriginClient {
+            route,
+            origin: self.origin.clone(),
+        }
     }
 }
 
 impl<B> std::fmt::Debug for OriginClient<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self.0 {
+        f.write_str(match self.route {
             Route::Plain(_) => "OriginClient(http)",
             Route::Tls(_) => "OriginClient(https)",
         })
     }
 }
 
+impl<B> OriginClient<B> {
+    /// The URI of a request to `target` on this origin, in the form its route sends: the
+    /// request line as it is over plain HTTP (origin form), absolute for hyper-util's client.
+    /// Built once per request by the caller, so the client takes it as it comes.
+    pub fn uri(&self, target: http::uri::PathAndQuery) -> Result<http::Uri, http::Error> {
+        if let Route::Plain(_) = self.route {
+            return Ok(http::Uri::from(target));
+        }
+        let mut parts = self.origin.clone().into_parts();
+        parts.path_and_query = Some(target);
+        Ok(http::Uri::from_parts(parts)?)
+    }
+}
+
 impl<B: PoolBody + Unpin> OriginClient<B> {
     /// Sends `request` to the client's origin and returns the answer once its head arrived.
-    /// The request's URI must name that origin; over plain HTTP only its path and query are
-    /// used.
+    /// The request's URI is best made by [`OriginClient::uri`]; an absolute one must name the
+    /// client's origin (over plain HTTP only its path and query are used).
     pub async fn request(
         &self,
         request: http::Request<B>,
     ) -> Result<http::Response<ResponseBody<B>>, RequestError> {
-        match &self.0 {
+        match &self.route {
             Route::Plain(pool) => pool.request(request).await,
             Route::Tls(client) => client
                 .request(request)
@@ -158,17 +180,20 @@ impl ClientSettings<'_> {
         let host = origin
             .authority()
             .and_then(|authority| plain_host_header(origin.scheme(), authority));
-        let Some(host) = host else {
-            return Ok(OriginClient(Route::Tls(Box::new(self.build()?))));
+        let route = match host {
+            // The connector reads the origin's scheme, host and port only.
+            Some(host) => Route::Plain(Arc::new(plain_pool::PlainPool::new(
+                self.tcp_connector(),
+                origin.clone(),
+                host,
+                POOL_IDLE_TIMEOUT,
+            ))),
+            None => Route::Tls(Box::new(self.build()?)),
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = origin.scheme().cloned();
-        parts.authority = origin.authority().cloned();
-        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        let origin = http::Uri::from_parts(parts).expect("scheme and authority of a URI");
-        Ok(OriginClient(Route::Plain(Arc::new(
-            plain_pool::PlainPool::new(self.tcp_connector(), origin, host, POOL_IDLE_TIMEOUT),
-        ))))
+        Ok(OriginClient {
+            route,
+            origin: origin.clone(),
+        })
     }
 
     /// The TCP connector of every client: see the module's text.
@@ -433,6 +458,12 @@ mod tests {
             format!("{:?}", client("https://example.com/")),
             "OriginClient(https)"
         );
+        // Each route's request URI: the request line over plain HTTP, absolute for hyper-util.
+        let target = || http::uri::PathAndQuery::from_static("/a?b=1");
+        let plain = client("http://example.com:8080/x").uri(target()).unwrap();
+        assert_eq!(plain, "/a?b=1");
+        let tls = client("https://example.com:8443/x").uri(target()).unwrap();
+        assert_eq!(tls, "https://example.com:8443/a?b=1");
     }
 
     #[tokio::test]

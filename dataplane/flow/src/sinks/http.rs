@@ -18,6 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{
     HeaderMap, HeaderName, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
 };
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, StatusCode, Uri};
 
 use tracing::field::Empty;
@@ -120,7 +121,10 @@ pub struct HttpSink {
     /// A pool per serving core (boxed: the pools are large and every sink variant would pay
     /// for them): an HTTP source's request is delivered on the core that read it.
     client: Arc<PerCore<OriginClient<Full<Bytes>>>>,
+    /// The sink's URL, as logged and named in spans and errors.
     uri: Uri,
+    /// The same, in the form the client sends (built once: an attempt clones it).
+    request_uri: Uri,
     timeout: Duration,
     method: Method,
     headers: HeaderMap,
@@ -173,9 +177,18 @@ impl HttpSink {
             Some(ca) if e.is_ca_file() => HttpSinkBuildError::Ca(format!("{ca}: {e}")),
             _ => HttpSinkBuildError::Client(e.to_string()),
         })?;
+        let target = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let request_uri = client
+            .get()
+            .uri(target)
+            .map_err(|e| HttpSinkBuildError::Url(e.to_string()))?;
         Ok(HttpSink {
             client: Arc::new(client),
             uri,
+            request_uri,
             timeout: cfg.timeout.unwrap_or(DEFAULT_SINK_TIMEOUT),
             method,
             headers,
@@ -204,7 +217,7 @@ impl HttpSink {
         let result = with_retries(&self.policy, |n| {
             let mut request = http::Request::new(Full::new(body.clone()));
             *request.method_mut() = self.method.clone();
-            *request.uri_mut() = self.uri.clone();
+            *request.uri_mut() = self.request_uri.clone();
             *request.headers_mut() = headers.clone();
             let span = self.attempt_span(n);
             // The sink continues the trace from this attempt.

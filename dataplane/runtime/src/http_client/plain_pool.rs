@@ -40,7 +40,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(super) struct PlainPool<B> {
     connector: HttpConnector,
-    /// `http://host[:port]`, what the connector resolves and connects to.
+    /// The origin's URI: the connector resolves and connects to its host and port.
     origin: Uri,
     host: HeaderValue,
     /// Most recently used last.
@@ -77,12 +77,15 @@ impl<B: PoolBody> PlainPool<B> {
         self: &Arc<Self>,
         mut request: Request<B>,
     ) -> Result<Response<ResponseBody<B>>, RequestError> {
-        let target = request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        *request.uri_mut() = Uri::from(target);
+        // An absolute URI is written in origin form (`OriginClient::uri` makes it so already).
+        if request.uri().authority().is_some() {
+            let target = request
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            *request.uri_mut() = Uri::from(target);
+        }
         if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, self.host.clone());
         }
