@@ -2,8 +2,8 @@
 //! a bare rdkafka consumer draining the same topic with Fiso's client settings and commit policy
 //! and no processing (the client library's ceiling), to the upstream Go Fiso's design point
 //! (one record at a time, a synchronous commit after each), and to the same consumer posting
-//! each value through a pool on hyper's connection API like Fiso's ([`BareClient`]: the floor
-//! of the drain on Fiso's libraries) and through hyper-util's general client.
+//! each value through Fiso's own client pool ([`BareClient`]: the floor of the drain on Fiso's
+//! libraries) and through hyper-util's general client.
 //!
 //! The broker is the one of `cargo xtask infra up kafka` (tansu, in memory), started here when
 //! it is not running and stopped again if this run started it. The producer and the bare consumer
@@ -124,7 +124,8 @@ pub fn fill(args: &[String]) -> Result<()> {
 /// [--deliver <url> --in-flight N [--lean]]`: consumes until `records` records (or `S`
 /// seconds), without processing them. By default commits like Fiso (asynchronously, every
 /// second or every 500 records); with `--sync-each` like the Go Fiso (a synchronous commit after
-/// each record); with `--deliver` posts each value to `url`, `N` at once ([`BareClient`]). Prints
+/// each record); with `--deliver` posts each value to `url`, `N` at once ([`BareClient`];
+/// `--lean`: through Fiso's own pool, else hyper-util's client). Prints
 /// `drained <n> <first> <done> <cpu>` ([`print_drained`]).
 pub fn drain(args: &[String]) -> Result<()> {
     let started = Instant::now();
@@ -295,8 +296,8 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
     let mut bare = Vec::new();
     let mut fiso: [Vec<Drained>; ORDERINGS.len()] = Default::default();
     let mut sync_each = Vec::new();
-    let (mut bare_in_order, mut bare_windowed) = (Vec::new(), Vec::new());
-    let (mut lean_in_order, mut lean_windowed) = (Vec::new(), Vec::new());
+    let (mut hyper_util_in_order, mut hyper_util_windowed) = (Vec::new(), Vec::new());
+    let (mut fiso_pool_in_order, mut fiso_pool_windowed) = (Vec::new(), Vec::new());
     let (in_order, windowed) = (PARTITIONS as u32, PARTITIONS as u32 * MAX_IN_FLIGHT);
     let url = format!("http://{}/kafka", s.upstream);
     let mut fiso_rss = 0;
@@ -321,10 +322,10 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         report("sync each", &d);
         sync_each.push(d);
         for (in_flight, lean, runs) in [
-            (in_order, false, &mut bare_in_order),
-            (windowed, false, &mut bare_windowed),
-            (in_order, true, &mut lean_in_order),
-            (windowed, true, &mut lean_windowed),
+            (in_order, false, &mut hyper_util_in_order),
+            (windowed, false, &mut hyper_util_windowed),
+            (in_order, true, &mut fiso_pool_in_order),
+            (windowed, true, &mut fiso_pool_windowed),
         ] {
             let n = in_flight.to_string();
             let mut flags = vec!["--deliver", &url, "--in-flight", &n];
@@ -380,10 +381,10 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
             summary("fiso flow (ordering: key)", &fiso[1]),
             summary("fiso flow (ordering: unordered)", &fiso[2]),
             summary("Go Fiso design point (sync commit per record)", &sync_each),
-            summary(&format!("bare consumer + hyper-util client, {in_order} in flight"), &bare_in_order),
-            summary(&format!("bare consumer + hyper-util client, {windowed} in flight"), &bare_windowed),
-            summary(&format!("bare consumer + Fiso's own client pool, {in_order} in flight"), &lean_in_order),
-            summary(&format!("bare consumer + Fiso's own client pool, {windowed} in flight"), &lean_windowed),
+            summary(&format!("bare consumer + hyper-util client, {in_order} in flight"), &hyper_util_in_order),
+            summary(&format!("bare consumer + hyper-util client, {windowed} in flight"), &hyper_util_windowed),
+            summary(&format!("bare consumer + Fiso's own client pool, {in_order} in flight"), &fiso_pool_in_order),
+            summary(&format!("bare consumer + Fiso's own client pool, {windowed} in flight"), &fiso_pool_windowed),
         ],
         "fiso_vs_bare_rps": rate(&fiso[0]) / rate(&bare),
         "fiso_vs_sync_each_rps": rate(&fiso[0]) / rate(&sync_each),
@@ -404,16 +405,16 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         // The floor of a Kafka → HTTP bridge on Fiso's libraries (rdkafka, and a pool on
         // hyper's connection API like Fiso's), beside the direct rate and beside Fiso.
         "bare_client": {
-            "partition_vs_direct": steady(&lean_in_order) / direct_in_order,
-            "windowed_vs_direct": steady(&lean_windowed) / direct_windowed,
-            "fiso_partition": steady(&fiso[0]) / steady(&lean_in_order),
-            "fiso_key": steady(&fiso[1]) / steady(&lean_windowed),
-            "fiso_unordered": steady(&fiso[2]) / steady(&lean_windowed),
+            "partition_vs_direct": steady(&fiso_pool_in_order) / direct_in_order,
+            "windowed_vs_direct": steady(&fiso_pool_windowed) / direct_windowed,
+            "fiso_partition": steady(&fiso[0]) / steady(&fiso_pool_in_order),
+            "fiso_key": steady(&fiso[1]) / steady(&fiso_pool_windowed),
+            "fiso_unordered": steady(&fiso[2]) / steady(&fiso_pool_windowed),
         },
         // The same drain through hyper-util's general client: what it would cost.
         "hyper_util_client": {
-            "partition_vs_direct": steady(&bare_in_order) / direct_in_order,
-            "windowed_vs_direct": steady(&bare_windowed) / direct_windowed,
+            "partition_vs_direct": steady(&hyper_util_in_order) / direct_in_order,
+            "windowed_vs_direct": steady(&hyper_util_windowed) / direct_windowed,
         },
         "reload_gap_ms": reload_gap_ms,
         "fiso_peak_rss_bytes": fiso_rss,
