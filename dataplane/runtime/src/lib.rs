@@ -22,6 +22,7 @@
 //! - [`error_text`]: an error and its causes as one line, each cause said once.
 //! - [`backoff`]: retry delay shapes, `Retry-After`, and [`backoff::Restart`], the doubling
 //!   delay between restarts of something that keeps failing.
+//! - [`outline`]: rare, large futures built and boxed outside the hot path's stack frames.
 //! - [`blocking_drop`]: values whose destruction blocks (librdkafka clients), destroyed on the
 //!   blocking pool instead of an async worker.
 //!
@@ -69,6 +70,7 @@ pub mod kafka;
 pub mod logging;
 pub mod metrics;
 pub mod otel;
+pub mod outline;
 pub mod reload;
 pub mod server;
 pub mod shutdown;

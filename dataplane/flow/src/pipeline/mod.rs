@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use fiso_config::flow::{CommitPolicy, FlowConfig};
-use fiso_runtime::Readiness;
+use fiso_runtime::{outline, Readiness};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -213,18 +213,29 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
 
     /// transform → CloudEvent → interceptors → sink, recording metrics for every outcome, in
     /// the event's `flow <name>` span when traces are exported.
-    pub async fn handle(
+    ///
+    /// The event's whole future is boxed here, once: a source holds a pointer, so its own
+    /// future (per event, or per connection) stays small and nothing copies the pipeline's.
+    pub fn handle<'a>(
+        &'a self,
+        input: Result<InputEvent, FlowError>,
+        ctx: &'a DeliveryContext,
+    ) -> outline::Boxed<'a, Outcome> {
+        if !fiso_runtime::otel::enabled() {
+            return Box::pin(self.handle_in(input, ctx, tracing::Span::none()));
+        }
+        Box::pin(self.handle_traced(input, ctx))
+    }
+
+    async fn handle_traced(
         &self,
         input: Result<InputEvent, FlowError>,
         ctx: &DeliveryContext,
     ) -> Outcome {
-        if !fiso_runtime::otel::enabled() {
-            return self.handle_in(input, ctx, &tracing::Span::none()).await;
-        }
         let caller = trace::caller(ctx, input.as_ref().ok());
         let span = trace::flow_span(&self.name, &self.config.source, ctx, &caller);
         let outcome = self
-            .handle_in(input, ctx, &span)
+            .handle_in(input, ctx, span.clone())
             .instrument(span.clone())
             .await;
         if let Some(code) = outcome.error_code() {
@@ -237,11 +248,11 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
         &self,
         input: Result<InputEvent, FlowError>,
         ctx: &DeliveryContext,
-        span: &tracing::Span,
+        span: tracing::Span,
     ) -> Outcome {
         let started = Instant::now();
         let budget = self.compiled.budget();
-        let forwarded = trace::forwarded(span, ctx);
+        let forwarded = trace::forwarded(&span, ctx);
         let transform = trace::step("transform");
         let evaluate = || {
             let _in = transform.enter();
@@ -271,15 +282,12 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
         let processed = match processed {
             Ok((p, prepared)) if self.interceptors.is_empty() => Ok((p.into_event(), prepared)),
             Ok((p, prepared)) => {
-                // Boxed: the chain's future is KiBs, and this pipeline's future (copied whole
-                // on every event's way in) would otherwise be that large for every flow.
-                match Box::pin(intercept(
-                    &self.interceptors,
-                    &self.metrics,
-                    &self.name,
-                    p.into_event(),
-                    ctx,
-                ))
+                // Apart: the chain's future is KiBs, and this pipeline's future (and its poll's
+                // stack frame) would otherwise be that large for every flow.
+                let event = p.into_event();
+                match outline::boxed(|| {
+                    intercept(&self.interceptors, &self.metrics, &self.name, event, ctx)
+                })
                 .await
                 {
                     Intercepted::Continue {
@@ -332,10 +340,8 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
                 return Outcome::Invalid(e);
             }
         };
-        // Boxed, like the interceptors: a sink's future is KiBs, and every future above this
-        // one (the source's per event, the connection's per request) would be as large and
-        // copied whole at each level on every event's way in.
-        let result = Box::pin(self.sink.deliver(&event, prepared, ctx)).await;
+        // Not boxed here: `AnySink` boxes its sink's future (a test sink's is small).
+        let result = self.sink.deliver(&event, prepared, ctx).await;
         let sink_time = sink_started.elapsed();
         self.events.observe(Phase::Sink, sink_time);
         self.events.observe(Phase::Total, transformed + sink_time);
@@ -349,8 +355,8 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
                 self.events.event(EventStatus::Failed);
                 tracing::warn!(flow = %self.name, correlation_id = %ctx.correlation_id, attempts = e.attempts(), error = %e, "SINK_DELIVERY_FAILED");
                 match &self.dlq {
-                    // Boxed: off the hot path, and as large as a Kafka produce.
-                    Some(dlq) => Box::pin(self.dead_letter(dlq, e, ctx)).await,
+                    // Apart: off the hot path, and as large as a Kafka produce.
+                    Some(dlq) => outline::boxed(|| self.dead_letter(dlq, e, ctx)).await,
                     None => Outcome::Failed(e),
                 }
             }

@@ -1,6 +1,6 @@
 //! Sinks: where a flow delivers its CloudEvents. Each sink implements [`Sink`]; [`AnySink`] is
 //! the one built from a flow's `sink:` section ([`build`], the only place that matches on the
-//! sink spec) and dispatches to it without boxing.
+//! sink spec) and dispatches to it.
 
 pub mod grpc;
 pub mod http;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::CloudEvent;
 use fiso_config::flow::SinkSpec;
 use fiso_config::kafka::KafkaConfig;
-use fiso_runtime::Readiness;
+use fiso_runtime::{outline, Readiness};
 use tokio_util::sync::CancellationToken;
 
 use crate::cel::budget::Budget;
@@ -24,6 +24,9 @@ use crate::retry::RetryPolicy;
 use crate::{FlowError, InputEvent};
 
 pub use sink::Sink;
+
+/// A delivery under way, whichever the sink.
+type Delivery<'a> = outline::Boxed<'a, Result<Receipt, DeliveryError>>;
 
 /// A built sink of any type.
 #[derive(Debug, Clone)]
@@ -115,23 +118,26 @@ impl Sink for AnySink {
         prepared: AnyPrepared,
         ctx: &DeliveryContext,
     ) -> Result<Receipt, DeliveryError> {
-        // The gRPC and Temporal deliveries are boxed: their futures (tonic's) are several KiB,
-        // and every future above this one (the pipeline's, the source's, the connection's) is
-        // as large as its largest arm and copied whole at each level on the hot path.
-        match (self, prepared) {
-            (AnySink::Http(s), _) => s.deliver(event, (), ctx).await,
-            (AnySink::Grpc(s), _) => Box::pin(s.deliver(event, (), ctx)).await,
-            (AnySink::Kafka(s), AnyPrepared::Kafka(p)) => s.deliver(event, p, ctx).await,
+        // Every arm boxed: this future (and the pipeline's above it) then holds a pointer, not
+        // the largest sink's future, which each level would copy whole when a delivery starts.
+        let delivery: Delivery<'_> = match (self, prepared) {
+            (AnySink::Http(s), _) => Box::pin(s.deliver(event, (), ctx)),
+            // tonic's futures are several KiB: built apart from this frame.
+            (AnySink::Grpc(s), _) => outline::boxed(|| s.deliver(event, (), ctx)),
+            (AnySink::Kafka(s), AnyPrepared::Kafka(p)) => Box::pin(s.deliver(event, p, ctx)),
             (AnySink::Temporal(s), AnyPrepared::Temporal(p)) => {
-                Box::pin(s.deliver(event, p, ctx)).await
+                outline::boxed(|| s.deliver(event, p, ctx))
             }
             // `prepared` comes from this sink's own `prepare`.
-            _ => Err(DeliveryError::new(
-                DeliveryErrorKind::Other,
-                0,
-                "internal error: the delivery was prepared for another sink",
-            )),
-        }
+            _ => {
+                return Err(DeliveryError::new(
+                    DeliveryErrorKind::Other,
+                    0,
+                    "internal error: the delivery was prepared for another sink",
+                ))
+            }
+        };
+        delivery.await
     }
 
     fn transactions(&self) -> Option<&Arc<TransactionalProducer>> {

@@ -92,7 +92,9 @@ impl<B: PoolBody> PlainPool<B> {
         loop {
             let (mut sender, reused) = match self.checkout() {
                 Some(sender) => (sender, true),
-                None => (self.connect().await?, false),
+                // Apart: connecting (hyper's handshake, the connection's task) is KiBs of future
+                // that a request on a pooled connection never needs.
+                None => (crate::outline::boxed(|| self.connect()).await?, false),
             };
             if let Err(e) = sender.ready().await {
                 if reused {

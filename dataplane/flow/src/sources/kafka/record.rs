@@ -2,6 +2,7 @@
 //! Kafka binding) becomes an event; `Ok` once it was delivered or dead-lettered.
 
 use bytes::Bytes;
+use fiso_runtime::outline;
 use rdkafka::message::{Headers, Message};
 
 use super::state::KafkaSourceError;
@@ -74,15 +75,13 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
         offset,
         reason,
     };
-    // Boxed: the pipeline's future is most of this one, which is moved whole into the
-    // partition's set of deliveries and at each level on the way in.
-    match Box::pin(flow.handle(input, &ctx)).await {
+    match flow.handle(input, &ctx).await {
         // A rejection is the interceptor's decision about this record: logged, committed.
         Outcome::Rejected { .. } => Ok(()),
         Outcome::Delivered(_) | Outcome::DeadLettered { .. } => Ok(()),
         Outcome::Failed(e) => Err(undelivered(e.to_string())),
-        // Boxed: off the hot path, and as large as a Kafka produce.
-        Outcome::Invalid(e) => match Box::pin(flow.dead_letter_refused(&e, &ctx)).await {
+        // Apart: off the hot path, and as large as a Kafka produce.
+        Outcome::Invalid(e) => match outline::boxed(|| flow.dead_letter_refused(&e, &ctx)).await {
             Ok(Some(_)) => Ok(()),
             Ok(None) => Err(undelivered(format!(
                 "{}: {e} (no dead-letter queue)",
