@@ -300,6 +300,17 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
     let (mut fiso_pool_in_order, mut fiso_pool_windowed) = (Vec::new(), Vec::new());
     let (in_order, windowed) = (PARTITIONS as u32, PARTITIONS as u32 * MAX_IN_FLIGHT);
     let url = format!("http://{}/kafka", s.upstream);
+    std::fs::write(s.dir.join("post.lua"), wrk::script())?;
+    // The sink's own ceiling: the upstream driven directly at the concurrency of Fiso's
+    // deliveries (one per partition with `ordering: partition`, every partition's window
+    // otherwise), measured in every round right after Fiso's drains: this machine's speed
+    // drifts by a third between minutes, Fiso and the direct rate alike, so a ratio is only
+    // worth something between measurements this close.
+    let direct = |connections: u32| -> Result<f64> {
+        println!("bench:   the upstream directly, {connections} connections");
+        Ok(wrk::run_with(s.dir, &url, s.direct_seconds, None, connections)?.rps)
+    };
+    let (mut direct_in_order, mut direct_windowed) = (Vec::new(), Vec::new());
     let mut fiso_rss = 0;
     for round in 0..s.rounds {
         println!("bench: Kafka drain round {}/{}", round + 1, s.rounds);
@@ -312,6 +323,8 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
             fiso_rss = fiso_rss.max(rss);
             runs.push(d);
         }
+        direct_in_order.push(direct(in_order)?);
+        direct_windowed.push(direct(windowed)?);
         let max = s.sync_each_seconds.to_string();
         let d = bare_drain(
             s,
@@ -348,15 +361,6 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         None
     };
     delete_topic(brokers, &topic);
-    // The sink's own ceiling: the upstream driven directly at the concurrency of Fiso's
-    // deliveries (one per partition with `ordering: partition`, every partition's window
-    // otherwise).
-    std::fs::write(s.dir.join("post.lua"), wrk::script())?;
-    let direct = |connections: u32| -> Result<f64> {
-        println!("bench: the upstream directly, {connections} connections");
-        Ok(wrk::run_with(s.dir, &url, s.direct_seconds, None, connections)?.rps)
-    };
-    let (direct_in_order, direct_windowed) = (direct(in_order)?, direct(windowed)?);
 
     let summary = |name: &str, runs: &[Drained]| {
         json!({
@@ -369,7 +373,21 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         })
     };
     let rate = |runs: &[Drained]| median(runs.iter().map(Drained::rate).collect());
-    let steady = |runs: &[Drained]| median(runs.iter().map(Drained::steady_rate).collect());
+    // The median of the rounds' ratios, each between measurements of the same round.
+    let per_round = |runs: &[Drained], reference: &[f64]| {
+        median(
+            runs.iter()
+                .zip(reference)
+                .map(|(d, r)| d.steady_rate() / r)
+                .collect(),
+        )
+    };
+    let paired = |runs: &[Drained], floor: &[Drained]| {
+        per_round(
+            runs,
+            &floor.iter().map(Drained::steady_rate).collect::<Vec<_>>(),
+        )
+    };
     Ok(json!({
         "records": s.records,
         "partitions": PARTITIONS,
@@ -393,28 +411,30 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         "fiso_unordered_vs_bare_rps": rate(&fiso[2]) / rate(&bare),
         "direct": {
             "partition_connections": in_order,
-            "partition_rps": direct_in_order,
+            "partition_rps": median(direct_in_order.clone()),
+            "partition_rps_per_round": direct_in_order,
             "windowed_connections": windowed,
-            "windowed_rps": direct_windowed,
+            "windowed_rps": median(direct_windowed.clone()),
+            "windowed_rps_per_round": direct_windowed,
         },
         "steady_vs_direct": {
-            "partition": steady(&fiso[0]) / direct_in_order,
-            "key": steady(&fiso[1]) / direct_windowed,
-            "unordered": steady(&fiso[2]) / direct_windowed,
+            "partition": per_round(&fiso[0], &direct_in_order),
+            "key": per_round(&fiso[1], &direct_windowed),
+            "unordered": per_round(&fiso[2], &direct_windowed),
         },
         // The floor of a Kafka → HTTP bridge on Fiso's libraries (rdkafka, and a pool on
         // hyper's connection API like Fiso's), beside the direct rate and beside Fiso.
         "bare_client": {
-            "partition_vs_direct": steady(&fiso_pool_in_order) / direct_in_order,
-            "windowed_vs_direct": steady(&fiso_pool_windowed) / direct_windowed,
-            "fiso_partition": steady(&fiso[0]) / steady(&fiso_pool_in_order),
-            "fiso_key": steady(&fiso[1]) / steady(&fiso_pool_windowed),
-            "fiso_unordered": steady(&fiso[2]) / steady(&fiso_pool_windowed),
+            "partition_vs_direct": per_round(&fiso_pool_in_order, &direct_in_order),
+            "windowed_vs_direct": per_round(&fiso_pool_windowed, &direct_windowed),
+            "fiso_partition": paired(&fiso[0], &fiso_pool_in_order),
+            "fiso_key": paired(&fiso[1], &fiso_pool_windowed),
+            "fiso_unordered": paired(&fiso[2], &fiso_pool_windowed),
         },
         // The same drain through hyper-util's general client: what it would cost.
         "hyper_util_client": {
-            "partition_vs_direct": steady(&hyper_util_in_order) / direct_in_order,
-            "windowed_vs_direct": steady(&hyper_util_windowed) / direct_windowed,
+            "partition_vs_direct": per_round(&hyper_util_in_order, &direct_in_order),
+            "windowed_vs_direct": per_round(&hyper_util_windowed, &direct_windowed),
         },
         "reload_gap_ms": reload_gap_ms,
         "fiso_peak_rss_bytes": fiso_rss,

@@ -133,10 +133,11 @@ pub fn markdown(r: &Value) -> String {
          (capped at {} s). Fiso / bare consumer: {} (`ordering: key`: {}, `unordered`: {}); \
          Fiso / Go design point: {} (`ordering: key`: {}); Fiso peak RSS {}. A hot reload of \
          the transform half-way through a drain: longest wait for a record {} ms.\n\nThe upstream \
-         driven directly with wrk at the concurrency of Fiso's deliveries: {} req/s over {} \
-         connections (`ordering: partition`: one delivery per partition), {} req/s over {} \
-         (`key` / `unordered`: every partition's window). Fiso's drain after the first record / \
-         that rate: `partition` {}, `key` {}, `unordered` {}.\n\nThe bare consumer delivering each \
+         driven directly with wrk at the concurrency of Fiso's deliveries, in every round right \
+         after Fiso's drains (medians): {} req/s over {} connections (`ordering: partition`: \
+         one delivery per partition), {} req/s over {} (`key` / `unordered`: every partition's \
+         window). Fiso's drain after the first record / that rate, each round against its own, \
+         then the median: `partition` {}, `key` {}, `unordered` {}.\n\nThe bare consumer delivering each \
          record's value as it is through Fiso's own client pool on hyper's connection API (the \
          floor of a Kafka → HTTP bridge on Fiso's libraries: no CloudEvent, no ordering), after \
          the first record / the direct rate: {} with one delivery per partition, {} with every \
