@@ -215,7 +215,8 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
     /// the event's `flow <name>` span when traces are exported.
     ///
     /// The event's whole future is boxed here, once: a source holds a pointer, so its own
-    /// future (per event, or per connection) stays small and nothing copies the pipeline's.
+    /// future (per event, or per connection) stays small, and the pipeline's is moved only into
+    /// its box.
     pub fn handle<'a>(
         &'a self,
         input: Result<InputEvent, FlowError>,
