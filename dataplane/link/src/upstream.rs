@@ -2,8 +2,9 @@
 //! pool per serving core (rustls, system roots plus the target's `caFile`, HTTP/1.1
 //! and HTTP/2 by ALPN) addressed by host name, so `Host` and TLS SNI are the configured host.
 //! The target's origin and base path are built once; a request only assembles its path and
-//! query, and is sent in the form its client writes (no absolute URI over plain HTTP). Bodies stream both ways. Redirects are handed to the app, not
-//! followed. `timeout` bounds the wait for the response headers of one attempt.
+//! query, and is sent in the form its client writes (no absolute URI over plain HTTP). Bodies
+//! stream both ways. Redirects are handed to the app, not followed. `timeout` bounds the wait
+//! for the response headers of one attempt.
 //!
 //! Hop-by-hop headers were stripped by the route layer before auth was injected; only the
 //! upstream's answer is stripped here. A request that fails because the client's body broke

@@ -110,9 +110,8 @@ impl<B: PoolBody + Unpin> OriginClient<B> {
     ) -> Result<http::Response<ResponseBody<B>>, RequestError> {
         match &self.route {
             Route::Plain(pool) => pool.request(request).await,
-            // Apart: hyper-util builds its whole exchange before boxing it, which would
-            // otherwise take that room in the plain route's stack frame too.
-            Route::Tls(client) => crate::outline::boxed(|| client.request(request))
+            Route::Tls(client) => client
+                .request(request)
                 .await
                 .map(|answer| answer.map(ResponseBody::unpooled))
                 .map_err(RequestError::Client),
