@@ -436,6 +436,67 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
+    /// A server that answers each request as if keeping the connection open, and closes the
+    /// first connection when told (while it sits idle in the pool), counting connections.
+    async fn idle_closing_server() -> (
+        SocketAddr,
+        Arc<AtomicUsize>,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::sync::oneshot::Receiver<()>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
+        let (close, told) = tokio::sync::oneshot::channel::<()>();
+        let (closed, closed_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut on_close = Some((told, closed));
+            loop {
+                let (mut tcp, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let first = on_close.take();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        let n = tcp.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            return;
+                        }
+                        head.extend_from_slice(&buf[..n]);
+                    }
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    tcp.write_all(answer.as_bytes()).await.unwrap();
+                    match first {
+                        Some((told, closed)) => {
+                            told.await.unwrap();
+                            drop(tcp);
+                            closed.send(()).unwrap();
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                });
+            }
+        });
+        (addr, accepted, close, closed_rx)
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_connection_the_server_closed_while_idle_goes_out_on_another() {
+        let (addr, accepted, close, closed) = idle_closing_server().await;
+        let pool = pool(addr, POOL_IDLE_TIMEOUT);
+        let answer = pool.request(get(format!("http://{addr}/"))).await;
+        assert_eq!(text(answer.unwrap()).await, "ok");
+        assert_eq!(pool.idle.lock().unwrap().len(), 1, "kept for the next");
+        close.send(()).unwrap();
+        closed.await.unwrap();
+        let answer = pool.request(get(format!("http://{addr}/"))).await;
+        assert_eq!(text(answer.unwrap()).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
     #[tokio::test]
     async fn an_idle_connection_is_closed_after_the_idle_timeout() {
         let mut up = upstream(true).await;
