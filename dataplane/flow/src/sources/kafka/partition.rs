@@ -40,12 +40,15 @@ pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
 ) {
     let mut rewake = rewake();
     let mut first = true;
+    // One stream for the worker's life: `recv` makes one per call, whose waker slot is taken
+    // and given back under the queue's mutex, a lock pair per record.
+    let mut messages = queue.stream();
     loop {
         let message = tokio::select! {
             biased;
             _ = stop.cancelled() => return,
             _ = rewake.tick() => continue,
-            m = queue.recv() => match m {
+            Some(m) = messages.next() => match m {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(flow = %flows.load().name, error = %describe(&e), "kafka partition error");
@@ -242,6 +245,8 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
 ) {
     let mut lanes = Lanes::default();
     let mut rewake = rewake();
+    // One stream for the worker's life, as in `partition_worker`.
+    let mut messages = queue.stream();
     let mut running = FuturesUnordered::new();
     loop {
         tokio::select! {
@@ -256,7 +261,7 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
                 Some(None) => {}
                 None => return,
             },
-            m = queue.recv(), if part.offsets.unfinished.len() < window => {
+            Some(m) = messages.next(), if part.offsets.unfinished.len() < window => {
                 let m = match m {
                     Ok(m) => m,
                     Err(e) => {
