@@ -71,11 +71,16 @@ fn consumer_config(brokers: &str, group: &str) -> ClientConfig {
     config
 }
 
-/// `xtask bench kafka-fill <brokers> <topic> <records>`: creates `topic` with [`PARTITIONS`]
-/// partitions and produces `records` 1 KiB JSON records round-robin, keyed by one of [`KEYS`].
+/// `xtask bench kafka-fill <brokers> <topic> <records> [--one-partition]`: creates `topic` with
+/// [`PARTITIONS`] partitions and produces `records` 1 KiB JSON records round-robin (or all to
+/// partition 0, the others left empty), keyed by one of [`KEYS`].
 pub fn fill(args: &[String]) -> Result<()> {
-    let [brokers, topic, records] = args else {
-        bail!("usage: xtask bench kafka-fill <brokers> <topic> <records>");
+    let (brokers, topic, records, used) = match args {
+        [brokers, topic, records] => (brokers, topic, records, PARTITIONS as usize),
+        [brokers, topic, records, flag] if flag == "--one-partition" => {
+            (brokers, topic, records, 1)
+        }
+        _ => bail!("usage: xtask bench kafka-fill <brokers> <topic> <records> [--one-partition]"),
     };
     let records: usize = records.parse()?;
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -97,7 +102,7 @@ pub fn fill(args: &[String]) -> Result<()> {
         .create()?;
     let body = payload();
     for i in 0..records {
-        let partition = (i % PARTITIONS as usize) as i32;
+        let partition = (i % used) as i32;
         let key = format!("customer-{}", i % KEYS);
         let mut record = BaseRecord::<str, str>::to(topic)
             .partition(partition)
@@ -281,17 +286,7 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         "bench: Kafka drain: filling {topic} with {} records",
         s.records
     );
-    let out = Command::new(s.xtask)
-        .args([
-            "bench",
-            "kafka-fill",
-            brokers,
-            &topic,
-            &s.records.to_string(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()?;
-    ensure!(out.status.success(), "kafka-fill failed");
+    fill_topic(s, brokers, &topic, s.records, &[])?;
 
     let mut bare = Vec::new();
     let mut fiso: [Vec<Drained>; ORDERINGS.len()] = Default::default();
@@ -318,7 +313,7 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         report("bare consumer", &d);
         bare.push(d);
         for (ordering, runs) in ORDERINGS.iter().zip(&mut fiso) {
-            let (d, rss, _, _) = fiso_drain(s, brokers, &topic, ordering, false, false)?;
+            let (d, rss, _, _) = fiso_drain(s, brokers, &topic, ordering, "", false, false)?;
             report(&format!("fiso ({ordering})"), &d);
             fiso_rss = fiso_rss.max(rss);
             runs.push(d);
@@ -350,17 +345,18 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         }
     }
     println!("bench: Kafka drain with a hot reload of the transform half-way");
-    let (d, _, _, reload_gap) = fiso_drain(s, brokers, &topic, "partition", false, true)?;
+    let (d, _, _, reload_gap) = fiso_drain(s, brokers, &topic, "partition", "", false, true)?;
     report("fiso (reload)", &d);
     let reload_gap_ms = reload_gap.map(|g| g.as_secs_f64() * 1e3);
     println!("bench:   longest wait for a record after the reload: {reload_gap_ms:?} ms");
     let costs = if s.profile {
         println!("bench: Kafka drain under perf");
-        fiso_drain(s, brokers, &topic, "key", true, false)?.2
+        fiso_drain(s, brokers, &topic, "key", "", true, false)?.2
     } else {
         None
     };
     delete_topic(brokers, &topic);
+    let one_partition = one_partition(s, brokers)?;
 
     let summary = |name: &str, runs: &[Drained]| {
         json!({
@@ -437,6 +433,7 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
             "windowed_vs_direct": per_round(&hyper_util_windowed, &direct_windowed),
         },
         "reload_gap_ms": reload_gap_ms,
+        "one_partition": one_partition,
         "fiso_peak_rss_bytes": fiso_rss,
         "profile": costs.map(|c| profile::to_json(&c)),
     }))
@@ -450,6 +447,52 @@ fn report(name: &str, d: &Drained) {
         d.rate(),
         d.steady_rate()
     );
+}
+
+fn fill_topic(s: &Setup, brokers: &str, topic: &str, records: usize, flags: &[&str]) -> Result<()> {
+    let out = Command::new(s.xtask)
+        .args(["bench", "kafka-fill", brokers, topic, &records.to_string()])
+        .args(flags)
+        .stderr(Stdio::inherit())
+        .output()?;
+    ensure!(out.status.success(), "kafka-fill failed");
+    Ok(())
+}
+
+/// A backlog on one partition while the topic's other partitions are caught up: every fetch
+/// librdkafka sends then names idle partitions, which the broker may hold for up to
+/// `fetch.wait.max.ms`, and librdkafka sends no other fetch to that broker meanwhile. Fiso's
+/// `key` drain with its own setting and with librdkafka's default, beside the bare consumer.
+fn one_partition(s: &Setup, brokers: &str) -> Result<Value> {
+    let topic = unique("fiso-bench-one-partition");
+    let records = s.records / PARTITIONS as usize;
+    println!("bench: Kafka drain of {records} records, all on one partition of {PARTITIONS}");
+    fill_topic(s, brokers, &topic, records, &["--one-partition"])?;
+    let run = |name: &str, d: Drained| {
+        report(name, &d);
+        json!({
+            "steady_records_per_s": d.steady_rate(),
+            "cpu_s_per_1000": d.cpu_per_1000,
+        })
+    };
+    let s = &Setup { records, ..*s };
+    let bare = run("bare consumer", bare_drain(s, brokers, &topic, &[])?);
+    let fiso = run(
+        "fiso (key)",
+        fiso_drain(s, brokers, &topic, "key", "", false, false)?.0,
+    );
+    let librdkafka_wait = "      fetch.wait.max.ms: \"500\"\n";
+    let default_wait = run(
+        "fiso (key), fetch wait 500 ms",
+        fiso_drain(s, brokers, &topic, "key", librdkafka_wait, false, false)?.0,
+    );
+    delete_topic(brokers, &topic);
+    Ok(json!({
+        "records": records,
+        "bare": bare,
+        "fiso_key": fiso,
+        "fiso_key_fetch_wait_500ms": default_wait,
+    }))
 }
 
 fn bare_drain(s: &Setup, brokers: &str, topic: &str, flags: &[&str]) -> Result<Drained> {
@@ -490,6 +533,7 @@ fn fiso_drain(
     brokers: &str,
     topic: &str,
     ordering: &str,
+    consumer_properties: &str,
     profile: bool,
     reload: bool,
 ) -> Result<(Drained, u64, Option<Profile>, Option<Duration>)> {
@@ -511,6 +555,7 @@ fn fiso_drain(
              \x20   consumerGroup: {group}\n    startOffset: earliest\n    ordering: {ordering}\n\
              \x20   consumerProperties:\n      session.timeout.ms: \"{SESSION_TIMEOUT_MS}\"\n\
              \x20     heartbeat.interval.ms: \"{HEARTBEAT_INTERVAL_MS}\"\n\
+             {consumer_properties}\
              sink:\n  type: http\n  config:\n    url: http://{}/kafka\n{transform}",
             s.upstream
         )

@@ -142,7 +142,12 @@ pub fn markdown(r: &Value) -> String {
          floor of a Kafka → HTTP bridge on Fiso's libraries: no CloudEvent, no ordering), after \
          the first record / the direct rate: {} with one delivery per partition, {} with every \
          window; Fiso / that floor: `partition` {}, `key` {}, `unordered` {}. The same drain through hyper-util's general client instead (what \
-         Fiso's own pool saves) / the direct rate: {} and {}.\n\n",
+         Fiso's own pool saves) / the direct rate: {} and {}.\n\nA backlog on one partition while \
+         the other three are caught up ({} records, all on partition 0; every fetch then names \
+         idle partitions, which the broker may hold, and librdkafka sends no other fetch to it \
+         meanwhile), records/s after the first: Fiso `ordering: key` {} ({} CPU s / 1000 \
+         records), the same with librdkafka's `fetch.wait.max.ms` of 500 ms instead of Fiso's \
+         20 {}, the bare consumer {}.\n\n",
         k["sync_each_max_seconds"],
         num(&k["fiso_vs_bare_rps"], 2),
         num(&k["fiso_key_vs_bare_rps"], 2),
@@ -165,6 +170,14 @@ pub fn markdown(r: &Value) -> String {
         num(&k["bare_client"]["fiso_unordered"], 2),
         num(&k["hyper_util_client"]["partition_vs_direct"], 2),
         num(&k["hyper_util_client"]["windowed_vs_direct"], 2),
+        k["one_partition"]["records"],
+        num(&k["one_partition"]["fiso_key"]["steady_records_per_s"], 0),
+        num(&k["one_partition"]["fiso_key"]["cpu_s_per_1000"], 3),
+        num(
+            &k["one_partition"]["fiso_key_fetch_wait_500ms"]["steady_records_per_s"],
+            0
+        ),
+        num(&k["one_partition"]["bare"]["steady_records_per_s"], 0),
     ));
     md.push_str("**CEL transform vs hand-written serde_json** (per event, criterion medians)\n\n| shape | CEL | serde_json | ratio |\n|---|---|---|---|\n");
     for t in r["transforms"].as_array().into_iter().flatten() {
@@ -428,6 +441,12 @@ mod tests {
                       "fiso_vs_bare_rps": 0.8, "fiso_key_vs_bare_rps": 0.7,
                       "fiso_vs_sync_each_rps": 4.0, "fiso_key_vs_sync_each_rps": 3.5,
                       "fiso_peak_rss_bytes": 0, "reload_gap_ms": 12.0,
+                      "one_partition": {"records": 5000,
+                                        "bare": {"steady_records_per_s": 90000.0},
+                                        "fiso_key": {"steady_records_per_s": 30000.0,
+                                                     "cpu_s_per_1000": 0.02},
+                                        "fiso_key_fetch_wait_500ms":
+                                            {"steady_records_per_s": 4000.0}},
                       "direct": {"partition_connections": 4, "partition_rps": 8000.0,
                                  "windowed_connections": 256, "windowed_rps": 20000.0},
                       "steady_vs_direct": {"partition": 0.6, "key": 0.4, "unordered": null},
