@@ -313,7 +313,7 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         report("bare consumer", &d);
         bare.push(d);
         for (ordering, runs) in ORDERINGS.iter().zip(&mut fiso) {
-            let (d, rss, _, _) = fiso_drain(s, brokers, &topic, ordering, "", false, false)?;
+            let (d, rss, _, _) = fiso_drain(s, brokers, &topic, ordering, &[], false, false)?;
             report(&format!("fiso ({ordering})"), &d);
             fiso_rss = fiso_rss.max(rss);
             runs.push(d);
@@ -345,13 +345,13 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
         }
     }
     println!("bench: Kafka drain with a hot reload of the transform half-way");
-    let (d, _, _, reload_gap) = fiso_drain(s, brokers, &topic, "partition", "", false, true)?;
+    let (d, _, _, reload_gap) = fiso_drain(s, brokers, &topic, "partition", &[], false, true)?;
     report("fiso (reload)", &d);
     let reload_gap_ms = reload_gap.map(|g| g.as_secs_f64() * 1e3);
     println!("bench:   longest wait for a record after the reload: {reload_gap_ms:?} ms");
     let costs = if s.profile {
         println!("bench: Kafka drain under perf");
-        fiso_drain(s, brokers, &topic, "key", "", true, false)?.2
+        fiso_drain(s, brokers, &topic, "key", &[], true, false)?.2
     } else {
         None
     };
@@ -479,12 +479,12 @@ fn one_partition(s: &Setup, brokers: &str) -> Result<Value> {
     let bare = run("bare consumer", bare_drain(s, brokers, &topic, &[])?);
     let fiso = run(
         "fiso (key)",
-        fiso_drain(s, brokers, &topic, "key", "", false, false)?.0,
+        fiso_drain(s, brokers, &topic, "key", &[], false, false)?.0,
     );
-    let librdkafka_wait = "      fetch.wait.max.ms: \"500\"\n";
+    let librdkafka_wait = [("fetch.wait.max.ms", "500")];
     let default_wait = run(
         "fiso (key), fetch wait 500 ms",
-        fiso_drain(s, brokers, &topic, "key", librdkafka_wait, false, false)?.0,
+        fiso_drain(s, brokers, &topic, "key", &librdkafka_wait, false, false)?.0,
     );
     delete_topic(brokers, &topic);
     Ok(json!({
@@ -533,7 +533,7 @@ fn fiso_drain(
     brokers: &str,
     topic: &str,
     ordering: &str,
-    consumer_properties: &str,
+    consumer_properties: &[(&str, &str)],
     profile: bool,
     reload: bool,
 ) -> Result<(Drained, u64, Option<Profile>, Option<Duration>)> {
@@ -547,6 +547,10 @@ fn fiso_drain(
             String::new()
         }
     };
+    let extra: String = consumer_properties
+        .iter()
+        .map(|(k, v)| format!("      {k}: \"{v}\"\n"))
+        .collect();
     let yaml = |transform: String| {
         format!(
             "name: drain\n\
@@ -555,7 +559,7 @@ fn fiso_drain(
              \x20   consumerGroup: {group}\n    startOffset: earliest\n    ordering: {ordering}\n\
              \x20   consumerProperties:\n      session.timeout.ms: \"{SESSION_TIMEOUT_MS}\"\n\
              \x20     heartbeat.interval.ms: \"{HEARTBEAT_INTERVAL_MS}\"\n\
-             {consumer_properties}\
+             {extra}\
              sink:\n  type: http\n  config:\n    url: http://{}/kafka\n{transform}",
             s.upstream
         )

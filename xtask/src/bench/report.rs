@@ -147,7 +147,7 @@ pub fn markdown(r: &Value) -> String {
          idle partitions, which the broker may hold, and librdkafka sends no other fetch to it \
          meanwhile), records/s after the first: Fiso `ordering: key` {} ({} CPU s / 1000 \
          records); the same with librdkafka's `fetch.wait.max.ms` of 500 ms instead of \
-         Fiso's 20 ms: {}; the bare consumer: {}.\n\n",
+         Fiso's own: {}; the bare consumer: {}.\n\n",
         k["sync_each_max_seconds"],
         num(&k["fiso_vs_bare_rps"], 2),
         num(&k["fiso_key_vs_bare_rps"], 2),
