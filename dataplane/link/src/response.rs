@@ -156,9 +156,31 @@ pub fn json(status: StatusCode, body: &serde_json::Value) -> Response {
     response
 }
 
-/// Headers that describe one connection, not the message: never forwarded either way
-/// (RFC 9110 §7.6.1), plus whatever the `Connection` header names.
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1, and the
+/// pre-standard `Keep-Alive` / `Proxy-Connection`).
+const HOP_BY_HOP: [header::HeaderName; 7] = [
+    header::CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+const HOP_BY_HOP_UNREGISTERED: [&str; 2] = ["keep-alive", "proxy-connection"];
+
+pub(crate) fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || HOP_BY_HOP_UNREGISTERED.iter().any(|n| name == n)
+}
+
+/// Removes the hop-by-hop headers: never forwarded either way, nor whatever the `Connection`
+/// header names.
 pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
+    // Most messages have none: one look at each of their few names, instead of a lookup of
+    // every hop-by-hop name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<http::HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -169,17 +191,43 @@ pub fn strip_hop_by_hop(headers: &mut http::HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
+    for name in HOP_BY_HOP {
         headers.remove(name);
     }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
+    for name in HOP_BY_HOP_UNREGISTERED {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed_and_no_other() {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in [
+            ("connection", "x-conn, keep-alive"),
+            ("x-conn", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("x-kept", "2"),
+            ("content-type", "text/plain"),
+        ] {
+            headers.append(
+                header::HeaderName::from_static(name),
+                http::HeaderValue::from_static(value),
+            );
+        }
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<_> = headers.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-kept"]);
+
+        let mut plain = headers.clone();
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain, headers, "nothing hop-by-hop: untouched");
+    }
 }

@@ -51,23 +51,12 @@ use serde_json::{Map, Value};
 
 use fiso_wasm::output::kind_of;
 
+use crate::response::is_hop_by_hop;
+
 /// Headers a module neither sees nor sets: they describe the connection or the framing, which
 /// the proxy owns.
-const PROTECTED: [HeaderName; 10] = [
-    header::HOST,
-    header::CONTENT_LENGTH,
-    header::CONNECTION,
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::HeaderName::from_static("keep-alive"),
-];
-
 fn protected(name: &HeaderName) -> bool {
-    PROTECTED.contains(name) || name.as_str() == "proxy-connection"
+    name == header::HOST || name == header::CONTENT_LENGTH || is_hop_by_hop(name)
 }
 
 /// What a module sees of a message, and what the chain changed so far.

@@ -2,14 +2,14 @@
 //! it last became idle, whether a new request has started to arrive, and whether a request
 //! body was left unread (then closing it needs a lingering close).
 //!
-//! The request and response body wrappers and the socket wrapper update it; a watchdog task
-//! ([`ConnActivity::expired`]) sleeps until the deadline it implies.
+//! The request and response body wrappers and the socket wrapper update it; a watchdog
+//! ([`ConnActivity::expired`]) sleeps until the deadline it implies. Updating it wakes
+//! nothing: a wake-up per request would poll the connection's task once more per request.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::ServerTimeouts;
@@ -32,7 +32,6 @@ pub(crate) struct ConnActivity {
     http2: AtomicBool,
     /// A request body was neither read to its end nor refused before the client sent it.
     body_unread: AtomicBool,
-    changed: Notify,
 }
 
 impl ConnActivity {
@@ -45,7 +44,6 @@ impl ConnActivity {
             first_byte: AtomicU64::new(NONE),
             http2: AtomicBool::new(false),
             body_unread: AtomicBool::new(false),
-            changed: Notify::new(),
         })
     }
 
@@ -61,8 +59,6 @@ impl ConnActivity {
         }
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        // No wake-up: a busy connection has no deadline, which the watchdog finds out when the
-        // one it sleeps on comes (waking it here would re-poll the connection per request).
         InFlight(Arc::clone(self))
     }
 
@@ -73,7 +69,6 @@ impl ConnActivity {
             && self.first_byte.load(Ordering::Relaxed) == NONE
         {
             self.first_byte.store(self.now(), Ordering::Relaxed);
-            self.changed.notify_one();
         }
     }
 
@@ -108,29 +103,30 @@ impl ConnActivity {
         Some(first_byte.saturating_add(ms(t.read_header)))
     }
 
-    /// Resolves once the connection has outlived its deadline.
+    /// Resolves once the connection has outlived its deadline. Nothing tells it of a change:
+    /// it looks again at least every `min(readHeaderTimeout, idleTimeout)`, and no change can
+    /// bring the deadline closer than that to the moment it happens (a request's end starts
+    /// `idleTimeout`, the next request's first byte `readHeaderTimeout`), so it still fires on
+    /// the deadline itself.
     pub(crate) async fn expired(&self, t: &ServerTimeouts) {
-        // One timer, moved to each new deadline.
+        let recheck = t.read_header.min(t.idle);
+        // One timer, moved to each wake-up.
         let sleep = tokio::time::sleep_until(self.accepted);
         tokio::pin!(sleep);
         loop {
-            match self.deadline(t) {
-                None => self.changed.notified().await,
+            let now = Instant::now();
+            let wake = match self.deadline(t) {
+                None => now + recheck,
                 Some(at) => {
-                    let when = self.accepted + Duration::from_millis(at);
-                    if sleep.deadline() != when {
-                        sleep.as_mut().reset(when);
+                    let at = self.accepted + Duration::from_millis(at);
+                    if at <= now {
+                        return;
                     }
-                    tokio::select! {
-                        () = &mut sleep => {
-                            if self.deadline(t).is_some_and(|d| d <= self.now()) {
-                                return;
-                            }
-                        }
-                        () = self.changed.notified() => {}
-                    }
+                    at.min(now + recheck)
                 }
-            }
+            };
+            sleep.as_mut().reset(wake);
+            (&mut sleep).await;
         }
     }
 }
@@ -151,7 +147,6 @@ impl Drop for InFlight {
         a.idle_since.store(a.now(), Ordering::Relaxed);
         a.first_byte.store(NONE, Ordering::Relaxed);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
-        a.changed.notify_one();
     }
 }
 
@@ -234,5 +229,29 @@ mod tests {
         assert!(!watchdog.is_finished());
         tokio::time::advance(Duration::from_secs(1)).await;
         watchdog.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_keeps_the_header_deadline_of_a_request_begun_while_it_slept() {
+        let a = ConnActivity::new();
+        drop(a.request_started(false));
+        let watchdog = {
+            let a = Arc::clone(&a);
+            tokio::spawn(async move { a.expired(&timeouts()).await })
+        };
+        tokio::time::advance(Duration::from_secs(20)).await;
+        a.read(1);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        tokio::task::yield_now().await;
+        assert!(
+            !watchdog.is_finished(),
+            "readHeaderTimeout runs from the first byte"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        tokio::task::yield_now().await;
+        assert!(
+            watchdog.is_finished(),
+            "on the header deadline, not the idle one it slept towards"
+        );
     }
 }

@@ -35,7 +35,7 @@ use fiso_config::common::{
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::{Service, ServiceExt};
@@ -148,18 +148,22 @@ pub async fn serve<S>(
         let connection = builder
             .serve_connection(TokioIo::new(Socket::new(tcp, activity.clone())), service)
             .into_owned();
-        let stop = stop.clone();
+        // The deadline and the stop are watched by a task of their own, so that the
+        // connection's task, woken several times per request, polls nothing but the
+        // connection and one flag.
+        let (close, closing) = oneshot::channel();
+        tokio::spawn(watch_connection(activity, t, stop.clone(), close));
         connections.spawn(async move {
             tokio::pin!(connection);
             let stopping = tokio::select! {
+                biased;
                 ended = connection.as_mut() => {
                     if let Err(e) = ended {
                         tracing::debug!(error = %e, "client connection ended with an error");
                     }
                     return;
                 }
-                () = activity.expired(&t) => false,
-                () = stop.cancelled() => true,
+                Ok(stopping) = closing => stopping,
             };
             connection.as_mut().graceful_shutdown();
             if stopping {
@@ -173,4 +177,20 @@ pub async fn serve<S>(
     drop(acceptor);
     connections.close();
     connections.wait().await;
+}
+
+/// Tells a connection to close, with `true` when the server stops and `false` when the
+/// connection is past its deadline; ends without a word when the connection has.
+async fn watch_connection(
+    activity: std::sync::Arc<ConnActivity>,
+    t: ServerTimeouts,
+    stop: CancellationToken,
+    mut close: oneshot::Sender<bool>,
+) {
+    let stopping = tokio::select! {
+        () = close.closed() => return,
+        () = activity.expired(&t) => false,
+        () = stop.cancelled() => true,
+    };
+    let _ = close.send(stopping);
 }
