@@ -29,30 +29,24 @@
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
-/// Bytes percent-encoded in a path segment sent upstream: everything except RFC 3986 `pchar`
-/// (unreserved, sub-delims, `:` and `@`). `%`, `/`, `?`, `#`, space and non-ASCII are encoded,
-/// so a decoded segment can never change the structure of the upstream request line.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    // unreserved
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    // sub-delims
-    .remove(b'!')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'\'')
-    .remove(b'(')
-    .remove(b')')
-    .remove(b'*')
-    .remove(b'+')
-    .remove(b',')
-    .remove(b';')
-    .remove(b'=')
-    // pchar extras
-    .remove(b':')
-    .remove(b'@');
+/// What a path segment sent upstream keeps unencoded besides letters and digits: the rest of
+/// RFC 3986 `pchar` (unreserved, sub-delims, `:` and `@`).
+const UNENCODED_PUNCTUATION: &[u8] = b"-._~!$&'()*+,;=:@";
+
+/// Bytes percent-encoded in a path segment sent upstream: everything except `pchar`. `%`, `/`,
+/// `?`, `#`, space and non-ASCII are encoded, so a decoded segment can never change the
+/// structure of the upstream request line.
+const SEGMENT: &AsciiSet = &without(NON_ALPHANUMERIC, UNENCODED_PUNCTUATION);
+
+const fn without(set: &AsciiSet, bytes: &[u8]) -> AsciiSet {
+    let mut set = set.union(AsciiSet::EMPTY);
+    let mut i = 0;
+    while i < bytes.len() {
+        set = set.remove(bytes[i]);
+        i += 1;
+    }
+    set
+}
 
 /// Why a request path was refused before any glob was consulted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,29 +81,41 @@ pub enum PathError {
 /// segments (`//`) dropped. Always starts with `/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalPath {
-    /// Decoded segments, none empty, none `.` or `..`.
-    segments: Vec<String>,
-    /// The request ended with `/` (or `/.`, `/..`); never set for the root.
-    trailing_slash: bool,
-    /// `segments` joined, kept so [`NormalPath::as_str`] can lend a `&str`.
+    /// `/`, its decoded segments joined by `/` (none holds a `/`: [`normalise`] refuses an
+    /// encoded one), and a trailing `/` when the path had one.
     decoded: String,
+    trailing_slash: bool,
 }
 
 impl NormalPath {
-    fn new(segments: Vec<String>, trailing_slash: bool) -> Self {
+    fn new(segments: &[String], trailing_slash: bool) -> Self {
         let trailing_slash = trailing_slash && !segments.is_empty();
-        let mut decoded = format!("/{}", segments.join("/"));
-        if trailing_slash {
+        let mut decoded =
+            String::with_capacity(segments.iter().map(|s| s.len() + 1).sum::<usize>() + 1);
+        for segment in segments {
+            decoded.push('/');
+            decoded.push_str(segment);
+        }
+        if decoded.is_empty() || trailing_slash {
             decoded.push('/');
         }
         Self {
-            segments,
-            trailing_slash,
             decoded,
+            trailing_slash,
         }
     }
 
-    /// The decoded path, e.g. `/api/v2/a b` (for glob matching and logs).
+    /// The decoded segments.
+    fn segments(&self) -> impl Iterator<Item = &str> {
+        let inner = &self.decoded[1..];
+        let inner = if self.trailing_slash {
+            &inner[..inner.len() - 1]
+        } else {
+            inner
+        };
+        inner.split('/').filter(|s| !s.is_empty())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.decoded
     }
@@ -126,7 +132,7 @@ impl NormalPath {
     /// one buffer).
     pub fn write_encoded(&self, out: &mut String) {
         out.push('/');
-        for (i, segment) in self.segments.iter().enumerate() {
+        for (i, segment) in self.segments().enumerate() {
             if i > 0 {
                 out.push('/');
             }
@@ -137,13 +143,10 @@ impl NormalPath {
         }
     }
 
-    /// Whether this is `/` itself.
     pub fn is_root(&self) -> bool {
-        self.segments.is_empty()
+        self.decoded == "/"
     }
 
-    /// The path globs are matched against: the trailing slash is dropped so `/a/` and `/a`
-    /// are allowed alike; a glob cannot tell them apart, which avoids surprising 403s.
     pub(crate) fn match_str(&self) -> &str {
         match self.decoded.strip_suffix('/') {
             Some(s) if !s.is_empty() => s,
@@ -154,6 +157,16 @@ impl NormalPath {
 
 /// Normalises the raw path part (no query) that follows `/link/{target}`; `""` means `/`.
 pub fn normalise(raw: &str) -> Result<NormalPath, PathError> {
+    if is_already_normal(raw) {
+        return Ok(NormalPath {
+            decoded: raw.to_owned(),
+            trailing_slash: raw.len() > 1 && raw.ends_with('/'),
+        });
+    }
+    normalise_each_segment(raw)
+}
+
+fn normalise_each_segment(raw: &str) -> Result<NormalPath, PathError> {
     if raw.contains('\\') {
         return Err(PathError::Backslash);
     }
@@ -168,7 +181,19 @@ pub fn normalise(raw: &str) -> Result<NormalPath, PathError> {
     }
     // RFC 3986 remove_dot_segments: `/a/.` and `/a/b/..` both end with a slash.
     let trailing_slash = matches!(raw.rsplit('/').next(), Some("" | "." | ".."));
-    Ok(NormalPath::new(segments, trailing_slash))
+    Ok(NormalPath::new(&segments, trailing_slash))
+}
+
+/// The common path, which every rule below leaves as it is: it starts with `/`, has no empty
+/// segment, no segment starting with `.`, and only characters a segment is written with
+/// unencoded (so no `%` to decode, no control character, no backslash).
+fn is_already_normal(raw: &str) -> bool {
+    raw.starts_with('/')
+        && !raw.contains("//")
+        && !raw.contains("/.")
+        && raw
+            .bytes()
+            .all(|b| b == b'/' || b.is_ascii_alphanumeric() || UNENCODED_PUNCTUATION.contains(&b))
 }
 
 /// Decodes one non-empty raw segment and applies every per-segment refusal rule.
@@ -236,6 +261,36 @@ mod tests {
 
     fn norm(raw: &str) -> NormalPath {
         normalise(raw).unwrap_or_else(|e| panic!("{raw:?} should normalise: {e}"))
+    }
+
+    #[test]
+    fn a_path_already_normal_takes_the_short_way_to_the_same_result() {
+        for raw in [
+            "",
+            "/",
+            "/a",
+            "/a/",
+            "/api/v2/orders",
+            "/a-b_c~d/e.json",
+            "/x;v=1/@user:1/(a)*+,!$&'",
+            "/a//b",
+            "/a/./b",
+            "/.well-known/x",
+            "/a/..",
+            "/a%2Fb",
+            "/caf%C3%A9",
+            "/a b",
+            "/a\\b",
+            "/é",
+        ] {
+            assert_eq!(
+                normalise(raw),
+                normalise_each_segment(raw),
+                "{raw:?} (short way: {})",
+                is_already_normal(raw)
+            );
+        }
+        assert!(is_already_normal("/api/v2/orders"));
     }
 
     #[test]

@@ -125,18 +125,16 @@ fn resolve(routes: &Routes, req: &mut Request) -> Result<Arc<Target>, Refusal> {
         return refuse_with(NO_TARGET, refused);
     }
     strip_hop_by_hop(req.headers_mut());
-    let path = req.uri().path().to_owned();
-    let Some(rest) = path.strip_prefix("/link/") else {
+    // A clone of the URI shares its text, which then outlives the changes to `req`.
+    let uri = req.uri().clone();
+    let Some(rest) = uri.path().strip_prefix("/link/") else {
         return refuse(
             NO_TARGET,
             ErrorCode::NotFound,
             "only /link/{target}/{path} is served here",
         );
     };
-    let (name, raw) = match rest.split_once('/') {
-        Some((name, after)) => (name, format!("/{after}")),
-        None => (rest, String::new()),
-    };
+    let (name, raw) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
     if let Some(refused) = refuse_method(req.method()) {
         return refuse_with(NO_TARGET, refused);
     }
@@ -158,7 +156,7 @@ fn resolve(routes: &Routes, req: &mut Request) -> Result<Arc<Target>, Refusal> {
             )
         }
     };
-    let path = match normalise(&raw) {
+    let path = match normalise(raw) {
         Ok(p) => p,
         Err(e) => {
             return refuse(
@@ -168,7 +166,7 @@ fn resolve(routes: &Routes, req: &mut Request) -> Result<Arc<Target>, Refusal> {
             )
         }
     };
-    let query = req.uri().query().map(str::to_owned);
+    let query = uri.query().map(str::to_owned);
     req.extensions_mut().insert(Forward {
         target: target.name.clone(),
         path,
