@@ -199,14 +199,15 @@ impl HttpUpstream {
     /// Sends `req` to the target and streams its answer back.
     pub async fn forward(self, req: Request) -> Response {
         let target = &*self.0;
-        let Some(forward) = req.extensions().get::<Forward>().cloned() else {
+        let (mut parts, body) = req.into_parts();
+        // Taken, not cloned: each attempt gets a request of its own.
+        let Some(forward) = parts.extensions.remove::<Forward>() else {
             return error(ErrorCode::NotFound, "no target for this request");
         };
         let uri = match target.uri(&forward) {
             Ok(uri) => uri,
             Err(_) => return error(ErrorCode::InvalidRequest, "the request path is not valid"),
         };
-        let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         // The caller's `Host` names this proxy, not the target: the client writes the target's.
         headers.remove(header::HOST);
