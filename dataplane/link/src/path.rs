@@ -82,8 +82,9 @@ pub enum PathError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NormalPath {
     /// `/`, its decoded segments joined by `/` (none holds a `/`: [`normalise`] refuses an
-    /// encoded one), and a trailing `/` when the path had one.
+    /// encoded one), and a trailing `/` when the path had one. [`NormalPath::as_str`] lends it.
     decoded: String,
+    /// The request ended with `/` (or `/.`, `/..`); never set for the root.
     trailing_slash: bool,
 }
 
@@ -116,6 +117,7 @@ impl NormalPath {
         inner.split('/').filter(|s| !s.is_empty())
     }
 
+    /// The decoded path, e.g. `/api/v2/a b` (for glob matching and logs).
     pub fn as_str(&self) -> &str {
         &self.decoded
     }
@@ -143,10 +145,13 @@ impl NormalPath {
         }
     }
 
+    /// Whether this is `/` itself.
     pub fn is_root(&self) -> bool {
         self.decoded == "/"
     }
 
+    /// The path globs are matched against: the trailing slash is dropped so `/a/` and `/a`
+    /// are allowed alike; a glob cannot tell them apart, which avoids surprising 403s.
     pub(crate) fn match_str(&self) -> &str {
         match self.decoded.strip_suffix('/') {
             Some(s) if !s.is_empty() => s,
