@@ -39,6 +39,7 @@ const UNENCODED_PUNCTUATION: &[u8] = b"-._~!$&'()*+,;=:@";
 const SEGMENT: &AsciiSet = &without(NON_ALPHANUMERIC, UNENCODED_PUNCTUATION);
 
 const fn without(set: &AsciiSet, bytes: &[u8]) -> AsciiSet {
+    // `AsciiSet` is not `Copy`: a union with the empty set is how a const fn copies one.
     let mut set = set.union(AsciiSet::EMPTY);
     let mut i = 0;
     while i < bytes.len() {

@@ -26,6 +26,7 @@ pub mod socket;
 mod tests;
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -182,7 +183,7 @@ pub async fn serve<S>(
 /// Tells a connection to close, with `true` when the server stops and `false` when the
 /// connection is past its deadline; ends without a word when the connection has.
 async fn watch_connection(
-    activity: std::sync::Arc<ConnActivity>,
+    activity: Arc<ConnActivity>,
     t: ServerTimeouts,
     stop: CancellationToken,
     mut close: oneshot::Sender<bool>,
