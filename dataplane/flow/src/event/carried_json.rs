@@ -15,6 +15,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::ser::SerializeStruct as _;
 use serde::Serialize;
 use serde_json::Value as Json;
+use smallvec::SmallVec;
 
 use super::json::plain_decimal;
 use super::payload_keys::is_json_whitespace;
@@ -157,7 +158,8 @@ impl<'de> Visitor<'de> for Canonical {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut keys: Vec<&'de str> = Vec::new();
+        // On the stack for the objects payloads are made of: this walk runs for every event.
+        let mut keys: SmallVec<[&'de str; 16]> = SmallVec::new();
         while let Some(key) = map.next_key_seed(BorrowedKey)? {
             if key == NUMBER_TOKEN && keys.is_empty() {
                 return map.next_value_seed(NumberText);

@@ -499,6 +499,10 @@ pub fn check_text(name: &str, text: &str) -> Result<(), EventError> {
             format!("contains {what} U+{code:04X}, which CloudEvents attributes must not carry"),
         )
     };
+    // Printable ASCII, what attributes nearly always are, needs no look at each character.
+    if text.bytes().all(|b| matches!(b, b' '..=b'~')) {
+        return Ok(());
+    }
     match text.chars().find(|&c| c.is_control() || is_noncharacter(c)) {
         None => Ok(()),
         Some(c) => Err(refused(c)),

@@ -43,11 +43,12 @@ pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
     // One stream for the worker's life: `recv` makes one per call, whose waker slot is taken
     // and given back under the queue's mutex, a lock pair per record.
     let mut messages = queue.stream();
-    loop {
+    // Waited for only when no record is ready, as in `concurrent_worker`.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
+    while !stop.is_cancelled() {
         let message = tokio::select! {
             biased;
-            _ = stop.cancelled() => return,
-            _ = rewake.tick() => continue,
             Some(m) = messages.next() => match m {
                 Ok(m) => m,
                 Err(e) => {
@@ -55,6 +56,8 @@ pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
                     continue;
                 }
             },
+            _ = rewake.tick() => continue,
+            _ = &mut stopped => return,
         };
         let partition = message.partition();
         if std::mem::take(&mut first) {
@@ -102,16 +105,16 @@ fn rewake() -> tokio::time::Interval {
 /// Records that must not overlap share a lane.
 type Lane = u64;
 
-fn lane_of(ordering: DeliveryOrdering, m: &impl Message) -> Lane {
+/// The lane of `m`; `None` when it waits for no other record (`ordering: unordered`).
+fn lane_of(ordering: DeliveryOrdering, m: &impl Message) -> Option<Lane> {
     match ordering {
-        DeliveryOrdering::Partition => 0,
-        // Offsets are unique within a partition: every record its own lane.
-        DeliveryOrdering::Unordered => m.offset() as Lane,
+        DeliveryOrdering::Partition => Some(0),
+        DeliveryOrdering::Unordered => None,
         // Two keys hashing alike only wait for each other: order is kept, never broken.
         DeliveryOrdering::Key => {
             let mut h = DefaultHasher::new();
             m.key().hash(&mut h);
-            h.finish()
+            Some(h.finish())
         }
     }
 }
@@ -131,7 +134,10 @@ impl<M> Default for Lanes<M> {
 
 impl<M> Lanes<M> {
     /// `m` back if its lane is free (it starts now); otherwise it waits its turn.
-    fn enter(&mut self, lane: Lane, m: M) -> Option<M> {
+    fn enter(&mut self, lane: Option<Lane>, m: M) -> Option<M> {
+        let Some(lane) = lane else {
+            return Some(m);
+        };
         match self.busy.entry(lane) {
             Entry::Occupied(mut waiting) => {
                 waiting.get_mut().push_back(m);
@@ -145,7 +151,8 @@ impl<M> Lanes<M> {
     }
 
     /// The record of `lane` finished: the next one of the lane, which starts now.
-    fn leave(&mut self, lane: Lane) -> Option<M> {
+    fn leave(&mut self, lane: Option<Lane>) -> Option<M> {
+        let lane = lane?;
         let waiting = self.busy.get_mut(&lane)?;
         let next = waiting.pop_front();
         if next.is_none() {
@@ -176,9 +183,9 @@ impl Window {
     }
 }
 
-type Delivered = (Lane, i64, Result<(), KafkaSourceError>);
+type Delivered = (Option<Lane>, i64, Result<(), KafkaSourceError>);
 
-async fn deliver<M: Message>(flow: Arc<Pipeline>, lane: Lane, m: M) -> Delivered {
+async fn deliver<M: Message>(flow: Arc<Pipeline>, lane: Option<Lane>, m: M) -> Delivered {
     let result = process(&flow, &m).await;
     (lane, m.offset(), result)
 }
@@ -248,19 +255,23 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
     // One stream for the worker's life, as in `partition_worker`.
     let mut messages = queue.stream();
     let mut running = FuturesUnordered::new();
-    loop {
+    // The worker wakes for every record delivered, and polling a cancellation future takes
+    // its notifier's lock: the stop is looked at with `is_cancelled` on every turn, and waited
+    // for (with the re-poll) only when nothing else is ready.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
+    while !stop.is_cancelled() {
         tokio::select! {
             biased;
-            _ = stop.cancelled() => break,
-            _ = rewake.tick() => {}
-            Some(delivered) = running.next() => match part.finished(&mut lanes, delivered) {
-                Some(Some(next)) => {
-                    let lane = lane_of(ordering, &next);
-                    running.push(deliver(flows.load_full(), lane, next));
+            Some(delivered) = running.next() => {
+                let delivered: Delivered = delivered;
+                let lane = delivered.0;
+                match part.finished(&mut lanes, delivered) {
+                    Some(Some(next)) => running.push(deliver(flows.load_full(), lane, next)),
+                    Some(None) => {}
+                    None => return,
                 }
-                Some(None) => {}
-                None => return,
-            },
+            }
             Some(m) = messages.next(), if part.offsets.unfinished.len() < window => {
                 let m = match m {
                     Ok(m) => m,
@@ -269,6 +280,10 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
                         continue;
                     }
                 };
+                // Stopped while this record came in: the partition's new owner reads it.
+                if stop.is_cancelled() {
+                    break;
+                }
                 if part.offsets.received_to == 0 {
                     lock(&part.state).first_read(part.partition, part.epoch, m.offset());
                 }
@@ -278,6 +293,8 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
                     running.push(deliver(flows.load_full(), lane, m));
                 }
             }
+            _ = rewake.tick() => {}
+            _ = &mut stopped => break,
         }
     }
     // Stopping: the records being delivered finish and are counted; none waiting starts.
@@ -345,7 +362,11 @@ mod tests {
             keyless(0),
             lane_of(DeliveryOrdering::Key, &record(Some(""), 2))
         );
-        let unordered = |o| lane_of(DeliveryOrdering::Unordered, &record(Some("a"), o));
-        assert_ne!(unordered(0), unordered(1));
+        let unordered = lane_of(DeliveryOrdering::Unordered, &record(Some("a"), 0));
+        assert_eq!(unordered, None, "an unordered record waits for none");
+        let mut lanes = Lanes::default();
+        assert!(lanes.enter(None, record(Some("a"), 0)).is_some());
+        assert!(lanes.enter(None, record(Some("a"), 1)).is_some());
+        assert!(lanes.leave(None).is_none());
     }
 }

@@ -15,7 +15,7 @@ use crate::{FlowError, InputEvent};
 
 /// One record through the flow: `Ok` once it was delivered or dead-lettered.
 pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), KafkaSourceError> {
-    let (topic, partition, offset) = (m.topic().to_owned(), m.partition(), m.offset());
+    let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
     let raw: Vec<(&str, &[u8])> = m
         .headers()
         .map(|h| {
@@ -40,7 +40,7 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
         .compiled()
         .defaults()
         .event()
-        .with_kafka_id(&topic, partition, offset);
+        .with_kafka_id(topic, partition, offset);
     if let Some(ms) = m.timestamp().to_millis() {
         if let Some(at) = chrono::DateTime::from_timestamp_millis(ms) {
             defaults = defaults.received_at(at);
@@ -57,7 +57,7 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
         tracestate: header("tracestate").or_else(|| header("ce_tracestate")),
         body,
         origin: Some(Origin {
-            topic: topic.clone(),
+            topic: topic.to_owned(),
             partition,
             offset,
             key: m.key().map(<[u8]>::to_vec),
@@ -70,7 +70,7 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
         sink_headers: Vec::new(),
     };
     let undelivered = |reason: String| KafkaSourceError::Undelivered {
-        topic: topic.clone(),
+        topic: topic.to_owned(),
         partition,
         offset,
         reason,
