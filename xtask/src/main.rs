@@ -3,8 +3,8 @@
 //! * `crds`  — regenerate `crds/*.yaml` (and the chart's copy) from the `fiso-config` types.
 //! * `docs`  — regenerate the README's configuration and CLI references.
 //! * `infra up|down|env` — the real servers and tools tests need (see [`infra`]).
-//! * `bench [kafka] [--quick]` — benchmarks against nginx / direct (or the Kafka scenario alone), report in `target/bench/` (see
-//!   [`bench`]).
+//! * `bench [kafka | http] [--quick]` — benchmarks against nginx / direct (or one scenario alone), report in
+//!   `target/bench/` (see [`bench`]; `bench --help` for the rest).
 //! * `reliability [--short | --report-only]` — the reliability suite at full scale against a release build,
 //!   report in `target/reliability/` (see [`reliability`]).
 //! * `image [--profile P | --bin-dir DIR] [--no-import] [name...]` — the data-plane, operator and test-kit
@@ -54,7 +54,7 @@ fn main() -> Result<()> {
             _ => bail!("usage: xtask bench-proxy <listen> <upstream> <shared|per-core>"),
         },
         _ => {
-            eprintln!("usage: cargo xtask <crds|docs|infra|ci|bench [kafka] [--quick]>");
+            eprintln!("usage: cargo xtask <crds|docs|infra|ci|bench [kafka|http] [--quick]>");
             eprintln!("       cargo xtask image [--profile release|dev | --bin-dir DIR] [--no-import] [fiso|operator|testkit...]");
             eprintln!("       cargo xtask fuzz [--seconds N] [target...]");
             eprintln!("       cargo xtask reliability [--short | --report-only]");

@@ -39,7 +39,7 @@ mod wrk;
 use std::net::SocketAddr;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::measure::{build_release, machine, target_dir};
@@ -74,6 +74,35 @@ fn shipped_size(fiso: &Path, work: &Path) -> Result<u64> {
     Ok(size)
 }
 
+/// What `--help` prints.
+const USAGE: &str = "\
+usage: cargo xtask bench [--quick]    every scenario, the report in target/bench/report.md
+       cargo xtask bench kafka [--quick]
+                                      the Kafka scenario alone
+       cargo xtask bench http [--quick] [--baseline <fiso>]... [--traced]
+                                      the Link and Flow HTTP scenarios alone, beside other
+                                      builds of fiso, beside this build exporting traces";
+
+/// Refuses an argument the scenario does not take: a typo would otherwise start a run of up
+/// to twenty minutes without it. `false` once `--help` printed [`USAGE`].
+fn arguments_ok(args: &[String], flags: &[&str], with_value: &[&str]) -> Result<bool> {
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match arg.as_str() {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(false);
+            }
+            a if flags.contains(&a) => {}
+            a if with_value.contains(&a) => {
+                rest.next().with_context(|| format!("{a} needs a value"))?;
+            }
+            a => bail!("unknown argument {a:?}\n{USAGE}"),
+        }
+    }
+    Ok(true)
+}
+
 pub fn main(root: &Path, args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("kafka-fill") => return kafka::fill(&args[1..]),
@@ -81,6 +110,9 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         Some("kafka") => return kafka_alone(root, &args[1..]),
         Some("http") => return http_alone(root, &args[1..]),
         _ => {}
+    }
+    if !arguments_ok(args, &["--quick"], &[])? {
+        return Ok(());
     }
     let quick = args.iter().any(|a| a == "--quick");
     let (seconds, rounds, rate_seconds) = timing(quick);
@@ -214,6 +246,9 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
 /// The Kafka scenario alone (with its profile when perf is there): its JSON to
 /// `target/bench/kafka.json`.
 fn kafka_alone(root: &Path, args: &[String]) -> Result<()> {
+    if !arguments_ok(args, &["--quick"], &[])? {
+        return Ok(());
+    }
     let quick = args.iter().any(|a| a == "--quick");
     procs::ensure_tools()?;
     let release = build_release(root)?;
@@ -254,6 +289,9 @@ fn kafka_alone(root: &Path, args: &[String]) -> Result<()> {
 /// span over OTLP/gRPC to a collector as `fiso link (tracing on)` / `fiso flow (tracing on)`:
 /// their JSON to `target/bench/http.json`.
 fn http_alone(root: &Path, args: &[String]) -> Result<()> {
+    if !arguments_ok(args, &["--quick", "--traced"], &["--baseline"])? {
+        return Ok(());
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let traced = args.iter().any(|a| a == "--traced");
     let baselines = args
@@ -471,4 +509,24 @@ pub fn payload() -> String {
         "note": filler,
     })
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arguments_ok;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|a| (*a).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_scenario_refuses_what_it_does_not_take_and_stops_at_help() {
+        let http = |a: &[&str]| arguments_ok(&args(a), &["--quick"], &["--baseline"]);
+        assert!(http(&["--quick", "--baseline", "/x/fiso"]).unwrap());
+        assert!(!http(&["--help"]).unwrap(), "--help runs nothing");
+        let typo = http(&["--quik"]).unwrap_err().to_string();
+        assert!(typo.contains("unknown argument \"--quik\""), "{typo}");
+        let bare = http(&["--baseline"]).unwrap_err().to_string();
+        assert!(bare.contains("--baseline needs a value"), "{bare}");
+    }
 }
