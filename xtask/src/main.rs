@@ -63,6 +63,12 @@ fn main() -> Result<()> {
     }
 }
 
+/// Words as a command line holds them (for tests).
+#[cfg(test)]
+fn strings(words: &[&str]) -> Vec<String> {
+    words.iter().map(|w| (*w).to_owned()).collect()
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()

@@ -514,10 +514,7 @@ pub fn payload() -> String {
 #[cfg(test)]
 mod tests {
     use super::arguments_ok;
-
-    fn args(a: &[&str]) -> Vec<String> {
-        a.iter().map(|a| (*a).to_owned()).collect()
-    }
+    use crate::strings as args;
 
     #[test]
     fn a_scenario_refuses_what_it_does_not_take_and_stops_at_help() {

@@ -372,10 +372,7 @@ fn shell_exports(ctx: &Ctx) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn names(list: &[&str]) -> Vec<String> {
-        list.iter().map(|n| (*n).to_owned()).collect()
-    }
+    use crate::strings as names;
 
     #[test]
     fn up_brings_requirements_and_down_takes_dependents() {
