@@ -109,7 +109,9 @@ impl ConnActivity {
     /// `idleTimeout`, the next request's first byte `readHeaderTimeout`), so it still fires on
     /// the deadline itself.
     pub(crate) async fn expired(&self, t: &ServerTimeouts) {
-        let recheck = t.read_header.min(t.idle);
+        // Tokio's timers tick in milliseconds: a zero timeout, which validation refuses, must
+        // still not make this a busy loop while a request is in flight.
+        let recheck = t.read_header.min(t.idle).max(Duration::from_millis(1));
         // One timer, moved to each wake-up.
         let sleep = tokio::time::sleep_until(self.accepted);
         tokio::pin!(sleep);
@@ -229,6 +231,23 @@ mod tests {
         assert!(!watchdog.is_finished());
         tokio::time::advance(Duration::from_secs(1)).await;
         watchdog.await.unwrap();
+    }
+
+    /// Paused time only moves on while every task sleeps: a watchdog spinning on a zero
+    /// recheck would hang this test instead of letting the timeout fire.
+    #[tokio::test(start_paused = true)]
+    async fn zero_timeouts_do_not_make_the_watchdog_spin_while_a_request_is_in_flight() {
+        let zero = ServerTimeouts {
+            read_header: Duration::ZERO,
+            idle: Duration::ZERO,
+            body: Duration::ZERO,
+        };
+        let a = ConnActivity::new();
+        let req = a.request_started(false);
+        let waited = tokio::time::timeout(Duration::from_millis(20), a.expired(&zero)).await;
+        assert!(waited.is_err(), "no deadline while the request is answered");
+        drop(req);
+        a.expired(&zero).await;
     }
 
     #[tokio::test(start_paused = true)]
