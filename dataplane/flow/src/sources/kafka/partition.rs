@@ -264,6 +264,7 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
         tokio::select! {
             biased;
             Some(delivered) = running.next() => {
+                // Typed here: the stream's item type is only known from the pushes below.
                 let delivered: Delivered = delivered;
                 let lane = delivered.0;
                 match part.finished(&mut lanes, delivered) {
