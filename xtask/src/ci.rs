@@ -32,9 +32,53 @@ pub fn main(root: &Path) -> Result<()> {
     if let Some(xtask_build) = since_ci_started() {
         steps.record("build xtask (before this task ran)", xtask_build, true);
     }
+    let free_at_start = free_disk(root);
     let result = all_steps(root, &mut steps);
+    let free_at_end = free_disk(root);
+    steps.note(format!(
+        "disk free: {} at the start, {} at the end",
+        gib(free_at_start),
+        gib(free_at_end)
+    ));
+    if free_at_end.is_some_and(|free| free < LOW_DISK) {
+        steps.note(
+            "the disk is nearly full: a step that failed writing (\"No space left on device\"), \
+             or pods the kubelet would not run, failed for the machine, not the code"
+                .into(),
+        );
+    }
     steps.print();
     result
+}
+
+/// Below this, the kubelet of the e2e node stops running pods, and builds fail writing.
+const LOW_DISK: u64 = 3 << 30;
+
+/// Free bytes on the disk holding `dir`, as `df` counts them. The machine's disk is shared
+/// with others: a run that finds it full fails in whatever step writes next, so the table
+/// says how much there was.
+fn free_disk(dir: &Path) -> Option<u64> {
+    let out = Command::new("df").arg("-Pk").arg(dir).output().ok()?;
+    df_available(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// The "Available" column (KiB) of `df -P`'s one filesystem line, in bytes.
+fn df_available(text: &str) -> Option<u64> {
+    let kib: u64 = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .nth(3)?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+fn gib(bytes: Option<u64>) -> String {
+    bytes.map_or_else(
+        || "unknown".to_owned(),
+        |b| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)),
+    )
 }
 
 fn all_steps(root: &Path, steps: &mut Steps) -> Result<()> {
@@ -241,4 +285,23 @@ fn run_tests(
         bail!("cargo test failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_disk_is_read_from_dfs_portable_output() {
+        let df = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n\
+                  /dev/vda        263174212 60718280  28513256      69% /\n";
+        assert_eq!(df_available(df), Some(28_513_256 * 1024));
+        assert_eq!(
+            df_available("df: /nowhere: No such file or directory\n"),
+            None
+        );
+        assert_eq!(gib(Some(3 << 30)), "3.0 GiB");
+        assert_eq!(gib(None), "unknown");
+        assert!(free_disk(Path::new(".")).is_some());
+    }
 }

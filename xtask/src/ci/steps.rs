@@ -7,6 +7,8 @@ use anyhow::Result;
 #[derive(Default)]
 pub struct Steps {
     rows: Vec<Row>,
+    /// Lines printed under the table.
+    notes: Vec<String>,
 }
 
 struct Row {
@@ -33,6 +35,10 @@ impl Steps {
         });
     }
 
+    pub fn note(&mut self, line: String) {
+        self.notes.push(line);
+    }
+
     pub fn table(&self) -> String {
         let width = self
             .rows
@@ -52,6 +58,9 @@ impl Steps {
         }
         let total: Duration = self.rows.iter().map(|r| r.elapsed).sum();
         out += &format!("{:<width$}  {:>8}\n", "total", clock(total));
+        for note in &self.notes {
+            out += &format!("{note}\n");
+        }
         out
     }
 
@@ -79,13 +88,15 @@ mod tests {
         let mut steps = Steps::default();
         steps.record("build", Duration::from_secs(754), true);
         steps.record("tests: fiso-flow", Duration::from_secs(61), false);
+        steps.note("disk free: 9.0 GiB".into());
         let table = steps.table();
         assert_eq!(
             table,
             "step                  time  result\n\
              build                12:34  ok\n\
              tests: fiso-flow      1:01  FAILED\n\
-             total                13:35\n"
+             total                13:35\n\
+             disk free: 9.0 GiB\n"
         );
     }
 
