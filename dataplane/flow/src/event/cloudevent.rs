@@ -499,11 +499,16 @@ pub fn check_text(name: &str, text: &str) -> Result<(), EventError> {
             format!("contains {what} U+{code:04X}, which CloudEvents attributes must not carry"),
         )
     };
-    // Printable ASCII, what attributes nearly always are, needs no look at each character.
-    if text.bytes().all(|b| matches!(b, b' '..=b'~')) {
+    // Printable ASCII, what attributes nearly always are, needs no look at each character;
+    // the characters are looked at from the first byte that is not (a character boundary:
+    // every byte before it is ASCII).
+    let Some(rest) = text.bytes().position(|b| !matches!(b, b' '..=b'~')) else {
         return Ok(());
-    }
-    match text.chars().find(|&c| c.is_control() || is_noncharacter(c)) {
+    };
+    match text[rest..]
+        .chars()
+        .find(|&c| c.is_control() || is_noncharacter(c))
+    {
         None => Ok(()),
         Some(c) => Err(refused(c)),
     }
