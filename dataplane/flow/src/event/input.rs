@@ -51,12 +51,18 @@ impl FlowDefaults {
 
     /// The defaults for one event, received now, with no id of its own yet.
     pub fn event(&self) -> EventDefaults<'_> {
+        self.event_received_at(Utc::now())
+    }
+
+    /// The defaults for one event received at `received_at` (a Kafka record's timestamp), with
+    /// no id of its own yet.
+    pub fn event_received_at(&self, received_at: DateTime<Utc>) -> EventDefaults<'_> {
         EventDefaults {
             source: &self.source,
             type_: &self.type_,
             payload_keys: &self.payload_keys,
             id: None,
-            received_at: Utc::now(),
+            received_at,
         }
     }
 }
@@ -81,13 +87,25 @@ impl EventDefaults<'_> {
 
     /// The id of a Kafka record: stable across redelivery, so sinks can de-duplicate.
     pub fn with_kafka_id(self, topic: &str, partition: i32, offset: i64) -> Self {
-        self.with_id(format!("{topic}-{partition}-{offset}"))
+        self.with_id(kafka_id(topic, partition, offset))
     }
 
     pub fn received_at(mut self, at: DateTime<Utc>) -> Self {
         self.received_at = at;
         self
     }
+}
+
+/// `<topic>-<partition>-<offset>`: the id of a Kafka record's event (and its correlation id)
+/// when it brings none.
+pub fn kafka_id(topic: &str, partition: i32, offset: i64) -> String {
+    let (mut partition_text, mut offset_text) = (itoa::Buffer::new(), itoa::Buffer::new());
+    let (partition, offset) = (partition_text.format(partition), offset_text.format(offset));
+    let mut id = String::with_capacity(topic.len() + partition.len() + offset.len() + 2);
+    for part in [topic, "-", partition, "-", offset] {
+        id.push_str(part);
+    }
+    id
 }
 
 /// An event as it enters a flow: always with a `time`.

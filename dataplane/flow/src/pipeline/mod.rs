@@ -32,7 +32,7 @@ use crate::kafka::txn::TransactionalProducer;
 use crate::metrics::{EventMetrics, EventStatus, FlowMetrics, Phase};
 use crate::retry::RetryPolicy;
 use crate::sinks::{AnySink, Sink, SinkBuildError};
-use crate::{CompiledFlow, FlowError, InputEvent};
+use crate::{CompiledFlow, FlowError, InputEvent, ProcessedEvent};
 
 /// A task source's current pipeline: a Kafka source takes it per record, so a reload that
 /// leaves the consumer's settings alone swaps it under the running consumer.
@@ -252,32 +252,7 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
         span: tracing::Span,
     ) -> Outcome {
         let started = Instant::now();
-        let budget = self.compiled.budget();
-        let forwarded = trace::forwarded(&span, ctx);
-        let transform = trace::step("transform");
-        let evaluate = || {
-            let _in = transform.enter();
-            input
-                .and_then(|mut event| {
-                    if let Some(tp) = forwarded.traceparent {
-                        event.set_extension("traceparent", tp)?;
-                        if let Some(ts) = forwarded.tracestate {
-                            event.set_extension("tracestate", ts)?;
-                        }
-                    }
-                    let prepared = self.sink.prepare(&event, budget)?;
-                    let processed = self.compiled.process(event)?;
-                    span.record("messaging.message.id", processed.event().id());
-                    Ok((processed, prepared))
-                })
-                .inspect_err(|e| trace::failed(&transform, e.code()))
-        };
-        let processed = if self.heavy {
-            off_the_workers(evaluate)
-        } else {
-            evaluate()
-        };
-        drop(transform);
+        let processed = self.evaluate(input, ctx, &span);
         // Only when interceptors ask for headers does the delivery need its own context.
         let mut with_headers = None;
         let processed = match processed {
@@ -361,6 +336,41 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
                     None => Outcome::Failed(e),
                 }
             }
+        }
+    }
+
+    /// The transform and the envelope, with the sink's preparation: synchronous, and apart from
+    /// [`Self::handle_in`] so that its future keeps none of it across the delivery.
+    fn evaluate(
+        &self,
+        input: Result<InputEvent, FlowError>,
+        ctx: &DeliveryContext,
+        span: &tracing::Span,
+    ) -> Result<(ProcessedEvent, S::Prepared), FlowError> {
+        let budget = self.compiled.budget();
+        let forwarded = trace::forwarded(span, ctx);
+        let transform = trace::step("transform");
+        let evaluate = || {
+            let _in = transform.enter();
+            input
+                .and_then(|mut event| {
+                    if let Some(tp) = forwarded.traceparent {
+                        event.set_extension("traceparent", tp)?;
+                        if let Some(ts) = forwarded.tracestate {
+                            event.set_extension("tracestate", ts)?;
+                        }
+                    }
+                    let prepared = self.sink.prepare(&event, budget)?;
+                    let processed = self.compiled.process(event)?;
+                    span.record("messaging.message.id", processed.event().id());
+                    Ok((processed, prepared))
+                })
+                .inspect_err(|e| trace::failed(&transform, e.code()))
+        };
+        if self.heavy {
+            off_the_workers(evaluate)
+        } else {
+            evaluate()
         }
     }
 

@@ -21,6 +21,7 @@ use hyper::header::{
 use hyper::http::uri::PathAndQuery;
 use hyper::{Method, StatusCode, Uri};
 
+use smallvec::SmallVec;
 use tracing::field::Empty;
 use tracing::Instrument;
 
@@ -213,12 +214,16 @@ impl HttpSink {
         event: &CloudEvent,
         ctx: &DeliveryContext,
     ) -> Result<SinkResponse, HttpDeliveryError> {
-        let (headers, body) = self.encode(event, ctx)?;
+        let (event_headers, body) = self.encode(event, ctx)?;
         let result = with_retries(&self.policy, |n| {
             let mut request = http::Request::new(Full::new(body.clone()));
             *request.method_mut() = self.method.clone();
             *request.uri_mut() = self.request_uri.clone();
-            *request.headers_mut() = headers.clone();
+            let headers = request.headers_mut();
+            *headers = self.headers.clone();
+            for (name, value) in &event_headers {
+                headers.insert(name.clone(), value.clone());
+            }
             let span = self.attempt_span(n);
             // The sink continues the trace from this attempt.
             if let Some(trace) = fiso_runtime::otel::headers_of(&span) {
@@ -351,42 +356,42 @@ impl HttpSink {
         &self,
         event: &CloudEvent,
         ctx: &DeliveryContext,
-    ) -> Result<(HeaderMap, Bytes), HttpDeliveryError> {
-        let mut headers = self.headers.clone();
+    ) -> Result<(EventHeaders, Bytes), HttpDeliveryError> {
+        let mut headers = EventHeaders::new();
         let bad =
             |what: &str| HttpDeliveryError::Request(format!("{what} is not a valid header value"));
-        headers.insert(
+        headers.push((
             HeaderName::from_static(CORRELATION_HEADER),
             HeaderValue::from_str(&ctx.correlation_id).map_err(|_| bad("correlation id"))?,
-        );
+        ));
         // The caller's context, forwarded as it came; an attempt span replaces it when traces
         // are exported.
         if let Some(tp) = &ctx.traceparent {
-            headers.insert(
+            headers.push((
                 TRACEPARENT,
                 HeaderValue::from_str(tp).map_err(|_| bad("traceparent"))?,
-            );
+            ));
             if let Some(ts) = &ctx.tracestate {
-                headers.insert(
+                headers.push((
                     TRACESTATE,
                     HeaderValue::from_str(ts).map_err(|_| bad("tracestate"))?,
-                );
+                ));
             }
         }
         for (name, value) in &ctx.sink_headers {
             let name = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| bad(&format!("interceptor header name {name:?}")))?;
-            headers.insert(
+            headers.push((
                 name,
                 HeaderValue::from_str(value).map_err(|_| bad("an interceptor header"))?,
-            );
+            ));
         }
         match self.mode {
             ContentMode::Structured => {
-                headers.insert(
+                headers.push((
                     CONTENT_TYPE,
                     HeaderValue::from_static(STRUCTURED_CONTENT_TYPE),
-                );
+                ));
                 let body = json_format::to_vec(event)
                     .map_err(|e| HttpDeliveryError::Request(e.to_string()))?;
                 Ok((headers, Bytes::from(body)))
@@ -396,13 +401,13 @@ impl HttpSink {
                     let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad(&name))?;
                     // Percent-encoding leaves printable ASCII only: always a valid value.
                     let value = HeaderValue::from_str(&value).map_err(|_| bad(name.as_str()))?;
-                    headers.insert(name, value);
+                    headers.push((name, value));
                 }
                 if let Some(ct) = header_binding::content_type(event) {
-                    headers.insert(
+                    headers.push((
                         CONTENT_TYPE,
                         HeaderValue::from_str(ct).map_err(|_| bad("datacontenttype"))?,
-                    );
+                    ));
                 }
                 let body = match event.data() {
                     None => Bytes::new(),
@@ -415,6 +420,10 @@ impl HttpSink {
         }
     }
 }
+
+/// The headers of one event, applied over the sink's own for every attempt: the correlation id
+/// and the content type inline.
+type EventHeaders = SmallVec<[(HeaderName, HeaderValue); 2]>;
 
 impl Sink for HttpSink {
     type Prepared = ();

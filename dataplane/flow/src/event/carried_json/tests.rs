@@ -141,3 +141,91 @@ fn an_event_with_carried_data_is_written_as_with_parsed_data_in_every_format() {
     assert_eq!(carried.datacontenttype(), parsed.datacontenttype());
     assert_eq!(to_proto(&carried), to_proto(&parsed));
 }
+
+/// What a parse decides about `body`: whether the flow may carry it as it is.
+fn carried_by_a_parse(body: &[u8]) -> bool {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    // Whitespace around the document is dropped, as a parse drops it.
+    let text = text.trim_matches([' ', '\n', '\r', '\t']);
+    let structured = matches!(
+        serde_json::from_str::<Json>(text),
+        Ok(Json::Object(map)) if map.contains_key("specversion")
+    );
+    !text.contains('\\') && !structured && written_after_a_parse(text).as_deref() == Some(text)
+}
+
+/// Random texts near JSON, from pieces that make the walk's every decision: it carries
+/// exactly what a parse writes back unchanged.
+#[test]
+fn the_walk_carries_what_a_parse_writes_back_unchanged() {
+    const PIECES: &[&str] = &[
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "\"a\"",
+        "\"b\"",
+        "\"é✓\"",
+        "\"\u{1}\"",
+        "\"",
+        "1",
+        "0",
+        "-",
+        "-0",
+        "12",
+        "2.5",
+        "1.50",
+        "0.1",
+        "1e3",
+        ".",
+        "true",
+        "fals",
+        "null",
+        " ",
+        "\"specversion\"",
+        "\\",
+    ];
+    let mut rng = fastrand::Rng::with_seed(17);
+    let (mut carried, mut tried) = (0, 0);
+    while tried < 200_000 {
+        let mut body = String::new();
+        for _ in 0..rng.usize(1..12) {
+            body.push_str(PIECES[rng.usize(..PIECES.len())]);
+        }
+        tried += 1;
+        let walk = read(&body).is_some();
+        assert_eq!(walk, carried_by_a_parse(body.as_bytes()), "{body:?}");
+        carried += usize::from(walk);
+    }
+    assert!(
+        carried > 1000,
+        "the texts reach the carried side: {carried}"
+    );
+}
+
+#[test]
+fn invalid_utf8_in_a_string_is_not_carried() {
+    for body in [&b"[\"\xc3\"]"[..], b"{\"\xff\":1}", b"\"\xed\xa0\x80\""] {
+        assert!(CarriedJson::read(&bytes::Bytes::copy_from_slice(body)).is_none());
+        assert!(!carried_by_a_parse(body));
+    }
+}
+
+#[test]
+fn the_nesting_limit_is_the_parses() {
+    use super::written_form::MAX_DEPTH;
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    let objects = |depth: usize| format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth));
+    for text in [nested(MAX_DEPTH), objects(MAX_DEPTH)] {
+        assert!(read(&text).is_some());
+        assert!(serde_json::from_str::<Json>(&text).is_ok());
+    }
+    for text in [nested(MAX_DEPTH + 1), objects(MAX_DEPTH + 1)] {
+        assert!(read(&text).is_none());
+        assert!(serde_json::from_str::<Json>(&text).is_err());
+    }
+}

@@ -211,3 +211,12 @@ fn extensions_can_be_added_by_the_source() {
     assert!(event.set_extension("TraceParent", "x").is_err());
     assert_eq!(event.extensions().len(), 1);
 }
+
+#[test]
+fn a_kafka_record_id_is_its_coordinates() {
+    assert_eq!(
+        super::kafka_id("orders", 3, 1_234_567_890_123),
+        "orders-3-1234567890123"
+    );
+    assert_eq!(super::kafka_id("t", -1, 0), "t--1-0");
+}

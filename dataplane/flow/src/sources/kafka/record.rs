@@ -7,7 +7,7 @@ use rdkafka::message::{Headers, Message};
 
 use super::state::KafkaSourceError;
 use crate::event::header_binding::Binding;
-use crate::event::input::EventDefaults;
+use crate::event::input::{kafka_id, EventDefaults};
 use crate::event::message;
 use crate::pipeline::delivery::{DeliveryContext, Origin, Outcome, CORRELATION_HEADER};
 use crate::pipeline::Pipeline;
@@ -15,6 +15,37 @@ use crate::{FlowError, InputEvent};
 
 /// One record through the flow: `Ok` once it was delivered or dead-lettered.
 pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), KafkaSourceError> {
+    // Read apart: only the context is kept across the delivery, so this future (one per record
+    // in flight, moved into its worker's set) stays small.
+    let (input, ctx) = read(flow, m);
+    let undelivered = |reason: String| KafkaSourceError::Undelivered {
+        topic: m.topic().to_owned(),
+        partition: m.partition(),
+        offset: m.offset(),
+        reason,
+    };
+    match flow.handle(input, &ctx).await {
+        // A rejection is the interceptor's decision about this record: logged, committed.
+        Outcome::Rejected { .. } => Ok(()),
+        Outcome::Delivered(_) | Outcome::DeadLettered { .. } => Ok(()),
+        Outcome::Failed(e) => Err(undelivered(e.to_string())),
+        // Apart: off the hot path, and as large as a Kafka produce.
+        Outcome::Invalid(e) => match outline::boxed(|| flow.dead_letter_refused(&e, &ctx)).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(undelivered(format!(
+                "{}: {e} (no dead-letter queue)",
+                e.code()
+            ))),
+            Err(dlq) => Err(undelivered(format!(
+                "{}: {e}; DLQ write failed: {dlq}",
+                e.code()
+            ))),
+        },
+    }
+}
+
+/// A record's event (or why it is not one) and its delivery context.
+fn read(flow: &Pipeline, m: &impl Message) -> (Result<InputEvent, FlowError>, DeliveryContext) {
     let (topic, partition, offset) = (m.topic(), m.partition(), m.offset());
     let raw: Vec<(&str, &[u8])> = m
         .headers()
@@ -36,21 +67,21 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
     };
     // The only copy of the payload: librdkafka's buffer is released once the record is done.
     let body = Bytes::copy_from_slice(m.payload().unwrap_or_default());
-    let mut defaults = flow
+    let received_at = m
+        .timestamp()
+        .to_millis()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .unwrap_or_else(chrono::Utc::now);
+    let defaults = flow
         .compiled()
         .defaults()
-        .event()
+        .event_received_at(received_at)
         .with_kafka_id(topic, partition, offset);
-    if let Some(ms) = m.timestamp().to_millis() {
-        if let Some(at) = chrono::DateTime::from_timestamp_millis(ms) {
-            defaults = defaults.received_at(at);
-        }
-    }
     let input = parse_record(&raw, body.clone(), defaults);
     let correlation_id = header(CORRELATION_HEADER)
         .filter(|v| !v.trim().is_empty())
         .or_else(|| input.as_ref().ok().map(|e| e.id().to_owned()))
-        .unwrap_or_else(|| format!("{topic}-{partition}-{offset}"));
+        .unwrap_or_else(|| kafka_id(topic, partition, offset));
     let ctx = DeliveryContext {
         correlation_id,
         traceparent: header("traceparent").or_else(|| header("ce_traceparent")),
@@ -69,30 +100,7 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
         },
         sink_headers: Vec::new(),
     };
-    let undelivered = |reason: String| KafkaSourceError::Undelivered {
-        topic: topic.to_owned(),
-        partition,
-        offset,
-        reason,
-    };
-    match flow.handle(input, &ctx).await {
-        // A rejection is the interceptor's decision about this record: logged, committed.
-        Outcome::Rejected { .. } => Ok(()),
-        Outcome::Delivered(_) | Outcome::DeadLettered { .. } => Ok(()),
-        Outcome::Failed(e) => Err(undelivered(e.to_string())),
-        // Apart: off the hot path, and as large as a Kafka produce.
-        Outcome::Invalid(e) => match outline::boxed(|| flow.dead_letter_refused(&e, &ctx)).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(undelivered(format!(
-                "{}: {e} (no dead-letter queue)",
-                e.code()
-            ))),
-            Err(dlq) => Err(undelivered(format!(
-                "{}: {e}; DLQ write failed: {dlq}",
-                e.code()
-            ))),
-        },
-    }
+    (input, ctx)
 }
 
 /// The event of a record ([`message::read`]).
