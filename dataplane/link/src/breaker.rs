@@ -12,6 +12,7 @@ use fiso_config::link::{
     CircuitBreakerConfig, DEFAULT_FAILURE_THRESHOLD, DEFAULT_RESET_TIMEOUT,
     DEFAULT_SUCCESS_THRESHOLD,
 };
+use fiso_runtime::outline;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
@@ -208,7 +209,7 @@ impl Concern for CircuitBreaker {
             return Box::pin(async move { response });
         }
         let answer = next.handle(req);
-        Box::pin(async move {
+        outline::pinned(|| async move {
             let mut response = answer.await;
             let mut breaker = lock(&breaker);
             match upstream_failed(&response) {

@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use fiso_runtime::outline;
 use futures::future::BoxFuture;
 
 use crate::response::{Request, Response};
@@ -71,7 +72,7 @@ where
     Fut: Future<Output = Response> + Send + 'static,
 {
     fn handle(&self, req: Request) -> BoxFuture<'static, Response> {
-        Box::pin((self.f)(self.state.clone(), req))
+        outline::pinned(|| (self.f)(self.state.clone(), req))
     }
 }
 

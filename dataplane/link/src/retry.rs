@@ -20,6 +20,7 @@ use fiso_config::link::{
     RetryConfig, DEFAULT_JITTER, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
 };
 use fiso_runtime::backoff::{base_delay, parse_retry_after};
+use fiso_runtime::outline;
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use http::{header, Method, StatusCode};
@@ -123,7 +124,7 @@ impl Concern for Retry {
             return next.handle(req);
         }
         let (this, next) = (self.clone(), Arc::clone(next));
-        Box::pin(async move {
+        outline::pinned(|| async move {
             let (parts, body) = req.into_parts();
             let buffered =
                 tokio::time::timeout(this.policy.body_timeout, replayable(&parts.headers, body));

@@ -18,5 +18,30 @@ pub fn boxed<'a, F>(make: impl FnOnce() -> F) -> Boxed<'a, F::Output>
 where
     F: Future + Send + 'a,
 {
-    Box::pin(make())
+    pinned(make)
+}
+
+/// The future `make` returns, built in its box. `Box::pin(future)` builds the future first, on
+/// the stack, then allocates and copies it whole (its full size, KiBs for a pipeline's or an
+/// HTTP exchange's, though only its arguments are set); allocating first lets the compiler
+/// write the future's first state straight into the box.
+#[inline(always)]
+pub fn pinned<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    let slot = Box::new_uninit();
+    Box::into_pin(Box::write(slot, make()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_future_built_in_its_box_runs_as_it_would_unboxed() {
+        let text = String::from("moved in");
+        let big = [7u8; 4096];
+        let future = pinned(|| async move { (text.len(), big[4095]) });
+        assert_eq!(future.await, (8, 7));
+        let boxed: Boxed<'_, usize> = boxed(|| async { big.len() });
+        assert_eq!(boxed.await, 4096);
+    }
 }

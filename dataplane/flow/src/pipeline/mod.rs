@@ -223,9 +223,9 @@ impl<S: Sink, D: DeadLetterQueue> Pipeline<S, D> {
         ctx: &'a DeliveryContext,
     ) -> outline::Boxed<'a, Outcome> {
         if !fiso_runtime::otel::enabled() {
-            return Box::pin(self.handle_in(input, ctx, tracing::Span::none()));
+            return outline::pinned(|| self.handle_in(input, ctx, tracing::Span::none()));
         }
-        Box::pin(self.handle_traced(input, ctx))
+        outline::pinned(|| self.handle_traced(input, ctx))
     }
 
     async fn handle_traced(

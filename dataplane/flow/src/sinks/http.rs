@@ -13,6 +13,7 @@ use fiso_config::flow::{
     ContentMode, HttpSinkConfig, DEFAULT_MAX_RESPONSE_BODY_SIZE, DEFAULT_SINK_TIMEOUT,
 };
 use fiso_runtime::http_client::{self, ClientSettings, OriginClient, ResponseBody};
+use fiso_runtime::outline;
 use fiso_runtime::server::PerCore;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{
@@ -236,7 +237,7 @@ impl HttpSink {
                 }
                 // Boxed: an attempt's future (the exchange and its timer) is most of this
                 // sink's, which every future above it would otherwise carry and copy.
-                let attempt = Box::pin(self.attempt(request)).await;
+                let attempt = outline::pinned(|| self.attempt(request)).await;
                 record_attempt(&traced, &attempt);
                 attempt
             }

@@ -121,10 +121,12 @@ impl Sink for AnySink {
         // Every arm boxed: this future (and the pipeline's above it) then holds a pointer, not
         // the largest sink's future, which each level would copy whole when a delivery starts.
         let delivery: Delivery<'_> = match (self, prepared) {
-            (AnySink::Http(s), _) => Box::pin(s.deliver(event, (), ctx)),
+            (AnySink::Http(s), _) => outline::pinned(|| s.deliver(event, (), ctx)),
             // tonic's futures are several KiB: built apart from this frame.
             (AnySink::Grpc(s), _) => outline::boxed(|| s.deliver(event, (), ctx)),
-            (AnySink::Kafka(s), AnyPrepared::Kafka(p)) => Box::pin(s.deliver(event, p, ctx)),
+            (AnySink::Kafka(s), AnyPrepared::Kafka(p)) => {
+                outline::pinned(|| s.deliver(event, p, ctx))
+            }
             (AnySink::Temporal(s), AnyPrepared::Temporal(p)) => {
                 outline::boxed(|| s.deliver(event, p, ctx))
             }

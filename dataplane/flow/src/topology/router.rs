@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use arc_swap::ArcSwap;
 
 use fiso_runtime::addr::{parse_listen_addr, AddrError};
+use fiso_runtime::outline;
 use fiso_runtime::server::{PerCoreServer, ServerTimeouts};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -193,7 +194,7 @@ fn start_server(listen_addr: &str, addr: SocketAddr) -> Result<Server, RouterErr
         // Boxed once here: the event's future is KiBs, and the layers between this service
         // and hyper's connection (tower's oneshot, the deadline bookkeeping, hyper's dispatch
         // slot) would each copy it whole.
-        Box::pin(async move { Ok::<_, Infallible>(serve_request(&server, req).await) })
+        outline::pinned(|| async move { Ok::<_, Infallible>(serve_request(&server, req).await) })
     });
     let (timeouts, timeouts_rx) = watch::channel(ServerTimeouts::default());
     let serving = PerCoreServer::start(addr, "fiso-http", app, timeouts_rx, cancel.clone())

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use fiso_config::link::{InterceptorPhase, LinkInterceptorSpec};
+use fiso_runtime::outline;
 use fiso_wasm::output::{self, Output};
 use fiso_wasm::{FailureKind, InterceptorBuildError, Module};
 use futures::future::BoxFuture;
@@ -115,7 +116,7 @@ impl Concern for Intercept {
     fn call(&self, req: Request, next: &Next) -> BoxFuture<'static, Response> {
         let this = Arc::clone(&self.0);
         let next = Arc::clone(next);
-        Box::pin(async move {
+        outline::pinned(|| async move {
             let req = if this.outbound.is_empty() {
                 req
             } else {
