@@ -1,10 +1,12 @@
-//! Rare, large futures kept out of the hot path's stack frames.
+//! Large futures kept out of the hot path's stack frames, and built in their boxes.
 //!
 //! Calling an async fn builds its whole future (KiBs for a dead-letter write, an interceptor
 //! chain, a tonic call) in the caller's stack frame before it is boxed or awaited, and that
 //! frame is the poll function of the caller's own future: every event's poll then reserves
 //! (and stack-probes) those KiBs though the branch almost never runs. [`boxed`] builds the
-//! future in a frame of its own instead, and hands back only the pointer.
+//! future in a frame of its own instead, and hands back only the pointer. [`pinned`] is for the
+//! futures every event boxes (the pipeline's, a sink's, an HTTP attempt's, a Link layer's): it
+//! spares the copy of the whole future into its box.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +14,7 @@ use std::pin::Pin;
 /// A boxed future whose output is `T`.
 pub type Boxed<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The future `make` returns, built in this function's frame (never inlined) and boxed.
+/// The future `make` returns, built in this function's frame (never inlined), in its box.
 #[inline(never)]
 pub fn boxed<'a, F>(make: impl FnOnce() -> F) -> Boxed<'a, F::Output>
 where
