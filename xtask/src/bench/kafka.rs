@@ -301,9 +301,12 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
     // otherwise), measured in every round right after Fiso's drains: this machine's speed
     // drifts by a third between minutes, Fiso and the direct rate alike, so a ratio is only
     // worth something between measurements this close.
+    // The rate is printed with the round too: a run cut short before its report still gives
+    // the ratios of the rounds it finished.
     let direct = |connections: u32| -> Result<f64> {
-        println!("bench:   the upstream directly, {connections} connections");
-        Ok(wrk::run_with(s.dir, &url, s.direct_seconds, None, connections)?.rps)
+        let rps = wrk::run_with(s.dir, &url, s.direct_seconds, None, connections)?.rps;
+        println!("bench:   the upstream directly, {connections} connections: {rps:.0} req/s");
+        Ok(rps)
     };
     let (mut direct_in_order, mut direct_windowed) = (Vec::new(), Vec::new());
     let mut fiso_rss = 0;

@@ -188,6 +188,11 @@ fn the_walk_carries_what_a_parse_writes_back_unchanged() {
         " ",
         "\"specversion\"",
         "\\",
+        // Long digit runs: fractions a double rounds, with and without a trailing zero.
+        "00000000000000000003",
+        "0.00000000000000000000",
+        "99999999999999999999",
+        "10",
     ];
     let mut rng = fastrand::Rng::with_seed(17);
     let (mut carried, mut tried) = (0, 0);

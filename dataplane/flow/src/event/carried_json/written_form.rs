@@ -200,7 +200,10 @@ impl<'t> Walk<'t> {
         if matches!(self.text.get(self.at), Some(b'e' | b'E')) {
             return None;
         }
-        if !fraction {
+        // Without a trailing zero, a fraction is the plain decimal of its digits: the writer
+        // either prints these very digits (when a double holds them) or keeps the text. Only a
+        // trailing zero may be dropped, and whether it is depends on the double.
+        if !fraction || self.text[self.at - 1] != b'0' {
             return Some(());
         }
         // ASCII digits, a sign and a point.
