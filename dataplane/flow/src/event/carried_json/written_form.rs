@@ -13,9 +13,9 @@ use crate::event::json::plain_decimal;
 /// serde_json's nesting limit: a 128th level is refused by a parse.
 pub(super) const MAX_DEPTH: usize = 127;
 
-/// `text` is valid JSON, compact, its numbers in their written form, no object with a repeated
-/// key, and, when it is an object, without `specversion` (a structured CloudEvent). The caller
-/// has checked that `text` has no backslash: every `"` opens or closes a string.
+/// `text` is valid JSON, compact, without escapes, its numbers in their written form, no object
+/// with a repeated key, and, when it is an object, without `specversion` (a structured
+/// CloudEvent).
 pub(super) fn is_written_form(text: &[u8]) -> bool {
     Walk {
         text,
@@ -145,7 +145,10 @@ impl<'t> Walk<'t> {
         Some(())
     }
 
-    /// The rest of a string after its opening quote: UTF-8 without control characters.
+    /// The rest of a string after its opening quote: UTF-8 without control characters or
+    /// escapes. serde_json writes some escapes differently from how they may have come (`\/`,
+    /// `\u00e9`); without them, the next `"` closes the string (and an escaped `"` taken for
+    /// the close leaves its backslash in the content).
     fn string(&mut self) -> Option<&'t [u8]> {
         let rest = &self.text[self.at..];
         let close = memchr::memchr(b'"', rest)?;
@@ -154,7 +157,7 @@ impl<'t> Walk<'t> {
         // payload's bytes.
         if content
             .iter()
-            .fold(false, |control, &b| control | (b < 0x20))
+            .fold(false, |refused, &b| refused | (b < 0x20) | (b == b'\\'))
         {
             return None;
         }
