@@ -763,6 +763,9 @@ async fn a_reload_that_changes_only_the_pipeline_keeps_the_consumer() {
     const RECORDS: i64 = 300;
     let topic = unique("src-swap");
     let group = unique("src-group");
+    // The topic exists before the consumer joins: the swap is under test here, not a topic
+    // appearing after the join (that takes a metadata refresh and a rebalance).
+    create_topic(&topic, 1).await;
     let sink = SinkServer::ok().await;
     let dir = FlowDir::new();
     let yaml = |v: &str| {
