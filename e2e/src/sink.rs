@@ -312,7 +312,9 @@ async fn record_and_reply(State(state): State<Arc<SinkState>>, req: Request) -> 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .next();
-    let count = {
+    // The count is published under the requests' lock: two handlers that published after it
+    // could do so out of order, and leave the count below what arrived.
+    {
         let mut requests = state.requests();
         requests.push(Recorded {
             method: parts.method,
@@ -330,9 +332,8 @@ async fn record_and_reply(State(state): State<Arc<SinkState>>, req: Request) -> 
             received_at: Instant::now(),
             status: reply.status,
         });
-        requests.len()
-    };
-    state.received.send_replace(count);
+        state.received.send_replace(requests.len());
+    }
     if let Some(gate) = &reply.gate {
         gate.wait().await;
     }
