@@ -14,8 +14,8 @@ use fiso_e2e::otel::{Collector, Span};
 use fiso_e2e::temporal::{history, started, temporal_addr};
 use fiso_e2e::wasm::{engine_module, fixed};
 use fiso_e2e::{
-    client, eventually, free_addr, send, Answer, FisoProcess, FlowDir, HttpFlow, Reply, Script,
-    SinkServer, DEADLINE,
+    client, eventually, send, Answer, FisoProcess, FlowDir, HttpFlow, Reply, Script, SinkServer,
+    DEADLINE,
 };
 use pretty_assertions::assert_eq;
 
@@ -390,18 +390,22 @@ async fn grpc_sink_attempts_are_continued_by_the_receiving_flow() {
     // The receiving flow's sink refuses the first event: that flow acknowledges UNAVAILABLE,
     // and the sending flow tries again.
     let sink = SinkServer::start(Script::first([Reply::status(503)], Reply::status(200))).await;
-    let grpc = free_addr();
     let dir = FlowDir::new();
     dir.write(
         "receiver.yaml",
         &format!(
             "name: receiver\n\
-             source:\n  type: grpc\n  config:\n    listenAddr: {grpc}\n\
+             source:\n  type: grpc\n  config:\n    listenAddr: 127.0.0.1:0\n\
              sink:\n  type: http\n  config:\n    url: {}\n\
              errorHandling:\n  maxRetries: 0\n",
             sink.url("/events")
         ),
     );
+    // The receiver listens first, on a port of its own choosing (a port picked free beforehand
+    // can be taken by another test before the receiver binds it); the sender joins after.
+    let fiso = FisoProcess::start_with_env(&dir.path(), collector.env("grpc")).await;
+    let grpc = fiso.grpc_addr("receiver").await;
+    let mark = fiso.log_mark();
     dir.write(
         "sender.yaml",
         &format!(
@@ -411,7 +415,10 @@ async fn grpc_sink_attempts_are_continued_by_the_receiving_flow() {
              errorHandling:\n  maxRetries: 2\n  initialInterval: 10ms\n  maxInterval: 20ms\n"
         ),
     );
-    let fiso = FisoProcess::start_with_env(&dir.path(), collector.env("grpc")).await;
+    fiso.wait_for_log_since(mark, |l| {
+        l.is("flow started") && l.str_field("name") == Some("sender")
+    })
+    .await;
     let url = format!("http://{}/in", fiso.http_addr("127.0.0.1:0").await);
 
     let answer = post_in_callers_trace(&url).await;
