@@ -18,7 +18,9 @@ fn with_interceptors(flow: &HttpFlow, interceptors: &str) -> String {
 async fn flows_and_link_targets_call_the_apps_of_their_process() {
     let api = guests::build("app", &[]);
     let func = guests::build("fn", &[]);
-    let port = free_addr().port();
+    // A range, not one port picked free beforehand: another test may bind that port before
+    // the app does, and the allocator takes the first port of the range that binds.
+    let port = free_addr().port().min(u16::MAX - 63);
     let sink = SinkServer::ok().await;
     let flows = FlowDir::new();
     for (name, interceptor) in [
@@ -47,7 +49,8 @@ async fn flows_and_link_targets_call_the_apps_of_their_process() {
     std::fs::write(
         &apps,
         format!(
-            "defaultPortRange: {{min: {port}, max: {port}}}\napps:\n  - {{name: api, module: {}, healthCheck: /health, healthCheckInterval: 100ms}}\n  - {{name: fn, module: {}, execution: pooled, poolSize: 2}}\n",
+            "defaultPortRange: {{min: {port}, max: {}}}\napps:\n  - {{name: api, module: {}, healthCheck: /health, healthCheckInterval: 100ms}}\n  - {{name: fn, module: {}, execution: pooled, poolSize: 2}}\n",
+            port + 63,
             api.display(),
             func.display()
         ),

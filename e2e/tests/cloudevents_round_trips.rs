@@ -18,7 +18,7 @@ use std::path::Path;
 
 use base64::Engine as _;
 use fiso_e2e::kafka::{brokers, create_topic, kafka_source, unique};
-use fiso_e2e::{client, free_addr, send, FisoProcess, FlowDir, SinkServer};
+use fiso_e2e::{client, send, FisoProcess, FlowDir, SinkServer};
 use fiso_flow::event::cloudevent::CORE_ATTRIBUTES;
 use serde_json::{Map, Value};
 
@@ -168,7 +168,6 @@ async fn valid_events_cross_kafka_and_protobuf_unchanged() {
     let events = valid_events();
     let sink = SinkServer::ok().await;
     let dir = FlowDir::new();
-    let grpc = free_addr();
     let listen = "127.0.0.1:0";
     let topic = |hop: Hop| unique(&format!("rt-{}", hop.path()));
     let (binary_topic, structured_topic) = (topic(Hop::KafkaBinary), topic(Hop::KafkaStructured));
@@ -218,21 +217,28 @@ async fn valid_events_cross_kafka_and_protobuf_unchanged() {
         );
     }
     dir.write(
+        "pb-in.yaml",
+        &format!(
+            "name: pb-in\nsource:\n  type: grpc\n  config:\n    listenAddr: 127.0.0.1:0\n{}",
+            http_sink("pb")
+        ),
+    );
+    // The gRPC source listens on a port of its own choosing (a port picked free beforehand can
+    // be taken by another test first); the flow sending to it joins after.
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let grpc = fiso.grpc_addr("pb-in").await;
+    let mark = fiso.log_mark();
+    dir.write(
         "pb-out.yaml",
         &format!(
             "name: pb-out\n{}sink:\n  type: grpc\n  config:\n    address: {grpc}\n",
             http_source("pb")
         ),
     );
-    dir.write(
-        "pb-in.yaml",
-        &format!(
-            "name: pb-in\nsource:\n  type: grpc\n  config:\n    listenAddr: {grpc}\n{}",
-            http_sink("pb")
-        ),
-    );
-    let fiso = FisoProcess::start(&dir.path()).await;
-    fiso.grpc_addr("pb-in").await;
+    fiso.wait_for_log_since(mark, |l| {
+        l.is("flow started") && l.str_field("name") == Some("pb-out")
+    })
+    .await;
     let base = format!("http://{}", fiso.http_addr(listen).await);
 
     for (name, event) in &events {
