@@ -223,6 +223,32 @@ impl FisoProcess {
         self.pid
     }
 
+    /// User + system CPU time of the process so far, from `/proc/<pid>/stat`.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).expect("/proc/<pid>/stat");
+        // The command name may hold spaces; the fields after it are space-separated.
+        let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
+            .split(' ')
+            .collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        // SAFETY: sysconf has no preconditions.
+        ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+    }
+
+    /// Waits until the process has used `seconds` more CPU than it had: something burns it.
+    pub async fn wait_for_cpu(&self, seconds: f64) {
+        let before = self.cpu_seconds();
+        let burning = eventually(DEADLINE, || async {
+            (self.cpu_seconds() > before + seconds).then_some(())
+        })
+        .await;
+        assert!(
+            burning.is_some(),
+            "the process did not burn {seconds} s of CPU"
+        );
+    }
+
     pub fn logs(&self) -> &Logs {
         &self.logs
     }

@@ -5,9 +5,7 @@
 use std::time::{Duration, Instant};
 
 use fiso_e2e::reliability::{record, Scale};
-use fiso_e2e::{
-    client, eventually, post_json, FisoProcess, FlowDir, HttpFlow, SinkServer, DEADLINE,
-};
+use fiso_e2e::{client, post_json, FisoProcess, FlowDir, HttpFlow, SinkServer};
 use reqwest::StatusCode;
 use serde_json::json;
 
@@ -18,18 +16,6 @@ fn flow(name: &str, sink: &SinkServer, field: &str, extra: &str) -> String {
         .out_field(field)
         .with(extra)
         .yaml()
-}
-
-/// User + system CPU time of process `pid`, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
-    // The command name may hold spaces; the fields after it are space-separated.
-    let fields: Vec<&str> = stat[stat.rfind(')').expect("comm") + 2..]
-        .split(' ')
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    // SAFETY: sysconf has no preconditions.
-    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -98,13 +84,8 @@ async fn an_event_over_its_budget_fails_alone_and_health_keeps_answering() {
             })
         })
         .collect();
-    // Probe once the process is visibly burning CPU (a quarter second beyond what it had).
-    let cpu_before = cpu_seconds(fiso.pid());
-    let burning = eventually(DEADLINE, || async {
-        (cpu_seconds(fiso.pid()) > cpu_before + 0.5).then_some(())
-    })
-    .await;
-    assert!(burning.is_some(), "the burning event is evaluated");
+    // Probe once the process is visibly burning CPU (half a second beyond what it had).
+    fiso.wait_for_cpu(0.5).await;
     let health = format!("http://{}/healthz", fiso.metrics_addr());
     let mut slowest = Duration::ZERO;
     for n in 0..10 {

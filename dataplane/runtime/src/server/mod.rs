@@ -43,7 +43,7 @@ use tower::{Service, ServiceExt};
 
 pub use accept::Acceptor;
 pub use body::{body_timeout, is_body_timeout, BodyTimeout, TrackedBody};
-pub use per_core::{cores, PerCore, PerCoreServer};
+pub use per_core::{cores, CoreLease, CoreThreads, PerCore, PerCoreServer};
 
 use activity::ConnActivity;
 use body::ProgressBody;

@@ -17,6 +17,8 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Body;
 use socket2::{Domain, Socket, Type};
@@ -31,7 +33,8 @@ use super::{serve, ServerTimeouts};
 const BACKLOG: i32 = 1024;
 
 thread_local! {
-    /// The core a serving thread serves (none on every other thread).
+    /// The core a serving thread (or a [`CoreThreads`] thread) serves (none on every other
+    /// thread).
     static CORE: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
@@ -59,6 +62,96 @@ impl<T> PerCore<T> {
         let shared = self.0.len() - 1;
         let slot = CORE.with(Cell::get).map_or(shared, |core| core.min(shared));
         &self.0[slot]
+    }
+}
+
+/// A thread per core, each with its own single-threaded Tokio runtime, kept for the process's
+/// life: for long-lived tasks the caller spreads over the cores (a Kafka source's partition
+/// workers), so that what such a task starts (an upstream connection, a timer) runs on its
+/// thread and nothing it waits for is woken from another one. On these threads
+/// [`PerCore::get`] gives the core's own. A task goes to the core with the fewest tasks.
+#[derive(Debug)]
+pub struct CoreThreads {
+    cores: Vec<CoreThread>,
+}
+
+#[derive(Debug)]
+struct CoreThread {
+    runtime: tokio::runtime::Handle,
+    tasks: Arc<AtomicUsize>,
+}
+
+/// A core's share of a task: the runtime to spawn it on, counted busy until this is dropped.
+#[derive(Debug)]
+pub struct CoreLease {
+    runtime: tokio::runtime::Handle,
+    tasks: Arc<AtomicUsize>,
+}
+
+impl CoreLease {
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+}
+
+impl Drop for CoreLease {
+    fn drop(&mut self) {
+        self.tasks.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl CoreThreads {
+    /// The process's core threads, started on first use; `None` (said once) when they could
+    /// not be started, and the caller's tasks stay on its own runtime.
+    pub fn get() -> Option<&'static CoreThreads> {
+        static THREADS: OnceLock<Option<CoreThreads>> = OnceLock::new();
+        THREADS
+            .get_or_init(|| match CoreThreads::start(cores()) {
+                Ok(threads) => Some(threads),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start the per-core threads; their tasks run on the shared runtime");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    fn start(n: usize) -> io::Result<CoreThreads> {
+        let cores = (0..n)
+            .map(|core| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                let handle = runtime.handle().clone();
+                std::thread::Builder::new()
+                    .name(format!("fiso-core-{core}"))
+                    // A task may evaluate CEL here: the stack its depth bound is made for.
+                    .stack_size(fiso_config::cel_check::EVAL_STACK_SIZE)
+                    .spawn(move || {
+                        CORE.with(|c| c.set(Some(core)));
+                        runtime.block_on(std::future::pending::<()>());
+                    })?;
+                Ok(CoreThread {
+                    runtime: handle,
+                    tasks: Arc::new(AtomicUsize::new(0)),
+                })
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(CoreThreads { cores })
+    }
+
+    /// The core with the fewest tasks now, leased for one more until the lease is dropped.
+    pub fn lease(&self) -> CoreLease {
+        let core = self
+            .cores
+            .iter()
+            .min_by_key(|c| c.tasks.load(Ordering::Relaxed))
+            .expect("at least one core");
+        core.tasks.fetch_add(1, Ordering::Relaxed);
+        CoreLease {
+            runtime: core.runtime.clone(),
+            tasks: Arc::clone(&core.tasks),
+        }
     }
 }
 
@@ -150,4 +243,34 @@ fn reuse_port(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_goes_to_the_least_busy_core_and_gets_that_cores_slot() {
+        let threads = CoreThreads::start(2).unwrap();
+        let slots = Arc::new(PerCore(vec![0, 1, 2].into_boxed_slice()));
+        let core_of = |lease: &CoreLease| {
+            let slots = Arc::clone(&slots);
+            lease.runtime().spawn(async move {
+                let thread = std::thread::current().name().map(str::to_owned);
+                (*slots.get(), thread)
+            })
+        };
+        let (a, b) = (threads.lease(), threads.lease());
+        let (on_a, on_b) = (core_of(&a).await.unwrap(), core_of(&b).await.unwrap());
+        assert_ne!(on_a.0, on_b.0, "two leases, two cores");
+        assert_eq!(on_a.1, Some(format!("fiso-core-{}", on_a.0)));
+        assert_eq!(on_b.1, Some(format!("fiso-core-{}", on_b.0)));
+        drop(a);
+        let c = threads.lease();
+        assert_eq!(
+            core_of(&c).await.unwrap().0,
+            on_a.0,
+            "the core freed is the least busy"
+        );
+    }
 }

@@ -46,12 +46,14 @@ mod state;
 mod transaction;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use fiso_config::flow::{
     DeliveryOrdering, KafkaSourceConfig, SourceSpec, StartOffset, MAX_IN_FLIGHT_PER_PARTITION,
 };
+use fiso_runtime::server::CoreThreads;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{
@@ -62,6 +64,7 @@ use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::ClientContext;
 use rdkafka::{Offset, TopicPartitionList};
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -675,22 +678,27 @@ impl Consuming<'_> {
                     // Leaving: nothing of it is read (or committed); its next owner reads it.
                     Event::Partition(_) if leaving.is_some() => {}
                     Event::Partition(a) => {
+                        let part = Partition::new(
+                            a.partition,
+                            a.epoch,
+                            Arc::clone(state),
+                            done_tx.clone(),
+                            Handle::current(),
+                        );
                         match ordering {
-                            DeliveryOrdering::Partition => tasks.spawn(partition_worker(
+                            DeliveryOrdering::Partition => spawn_worker(&mut tasks, partition_worker(
                                 Arc::clone(self.flows),
                                 a.queue,
-                                done_tx.clone(),
+                                part,
                                 a.stop,
-                                Arc::clone(state),
-                                a.epoch,
                                 self.transactions.clone(),
                             )),
                             // Validation refuses these with `kafka_transaction`.
                             DeliveryOrdering::Key | DeliveryOrdering::Unordered => {
-                                tasks.spawn(concurrent_worker(
+                                spawn_worker(&mut tasks, concurrent_worker(
                                     Arc::clone(self.flows),
                                     a.queue,
-                                    Partition::new(a.partition, a.epoch, Arc::clone(state), done_tx.clone()),
+                                    part,
                                     a.stop,
                                     ordering,
                                     window,
@@ -787,6 +795,28 @@ impl Consuming<'_> {
                 self.report(membership);
             }
             _ => tracing::warn!(flow = %flow, error = %describe(e), "kafka consumer error"),
+        }
+    }
+}
+
+/// Starts a partition's worker on the least busy core's thread: the worker, the deliveries it
+/// starts and their upstream connections then run on one thread, woken by nothing on another
+/// (or on this runtime, when those threads could not be started).
+fn spawn_worker(tasks: &mut JoinSet<()>, worker: impl Future<Output = ()> + Send + 'static) {
+    match CoreThreads::get() {
+        Some(cores) => {
+            let lease = cores.lease();
+            let runtime = lease.runtime().clone();
+            tasks.spawn_on(
+                async move {
+                    let _lease = lease;
+                    worker.await
+                },
+                &runtime,
+            );
+        }
+        None => {
+            tasks.spawn(worker);
         }
     }
 }

@@ -16,6 +16,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::message::Message;
+use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -32,10 +33,8 @@ use crate::pipeline::Pipeline;
 pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
     flows: LivePipeline,
     queue: StreamPartitionQueue<C>,
-    done: mpsc::UnboundedSender<Done>,
+    part: Partition,
     stop: CancellationToken,
-    state: Arc<Mutex<State>>,
-    epoch: u64,
     transactions: Option<Arc<Transactions>>,
 ) {
     let mut rewake = rewake();
@@ -59,9 +58,8 @@ pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
             _ = rewake.tick() => continue,
             _ = &mut stopped => return,
         };
-        let partition = message.partition();
         if std::mem::take(&mut first) {
-            lock(&state).first_read(partition, epoch, message.offset());
+            lock(&part.state).first_read(part.partition, part.epoch, message.offset());
         }
         let in_transaction = match &transactions {
             Some(tx) => Some(tx.enter().await),
@@ -72,17 +70,17 @@ pub(super) async fn partition_worker<C: ConsumerContext + 'static>(
             return;
         }
         // A swap takes effect from the next record; this one finishes on its pipeline.
-        let processed = process(&flows.load_full(), &message).await;
+        let processed = process(&flows.load_full(), &message, &part.shared).await;
         match processed {
             Ok(()) => {
-                let due = lock(&state).done(partition, epoch, message.offset() + 1);
+                let due = lock(&part.state).done(part.partition, part.epoch, message.offset() + 1);
                 drop(in_transaction);
                 if due {
-                    let _ = done.send(Ok(()));
+                    let _ = part.done.send(Ok(()));
                 }
             }
             Err(e) => {
-                let _ = done.send(Err(e));
+                let _ = part.done.send(Err(e));
                 return;
             }
         }
@@ -185,8 +183,13 @@ impl Window {
 
 type Delivered = (Option<Lane>, i64, Result<(), KafkaSourceError>);
 
-async fn deliver<M: Message>(flow: Arc<Pipeline>, lane: Option<Lane>, m: M) -> Delivered {
-    let result = process(&flow, &m).await;
+async fn deliver<M: Message>(
+    flow: Arc<Pipeline>,
+    shared: &Handle,
+    lane: Option<Lane>,
+    m: M,
+) -> Delivered {
+    let result = process(&flow, &m, shared).await;
     (lane, m.offset(), result)
 }
 
@@ -196,6 +199,9 @@ pub(super) struct Partition {
     epoch: u64,
     state: Arc<Mutex<State>>,
     done: mpsc::UnboundedSender<Done>,
+    /// The process's shared runtime: a worker runs on a core's thread of its own
+    /// ([`CoreThreads`](fiso_runtime::server::CoreThreads)), a heavy flow's events run here.
+    shared: Handle,
     offsets: Window,
 }
 
@@ -205,12 +211,14 @@ impl Partition {
         epoch: u64,
         state: Arc<Mutex<State>>,
         done: mpsc::UnboundedSender<Done>,
+        shared: Handle,
     ) -> Self {
         Partition {
             partition,
             epoch,
             state,
             done,
+            shared,
             offsets: Window::default(),
         }
     }
@@ -254,6 +262,7 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
     let mut rewake = rewake();
     // One stream for the worker's life, as in `partition_worker`.
     let mut messages = queue.stream();
+    let shared = part.shared.clone();
     let mut running = FuturesUnordered::new();
     // The worker wakes for every record delivered, and polling a cancellation future takes
     // its notifier's lock: the stop is looked at with `is_cancelled` on every turn, and waited
@@ -268,7 +277,7 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
                 let delivered: Delivered = delivered;
                 let lane = delivered.0;
                 match part.finished(&mut lanes, delivered) {
-                    Some(Some(next)) => running.push(deliver(flows.load_full(), lane, next)),
+                    Some(Some(next)) => running.push(deliver(flows.load_full(), &shared, lane, next)),
                     Some(None) => {}
                     None => return,
                 }
@@ -291,7 +300,7 @@ pub(super) async fn concurrent_worker<C: ConsumerContext + 'static>(
                 part.offsets.receive(m.offset());
                 let lane = lane_of(ordering, &m);
                 if let Some(m) = lanes.enter(lane, m) {
-                    running.push(deliver(flows.load_full(), lane, m));
+                    running.push(deliver(flows.load_full(), &shared, lane, m));
                 }
             }
             _ = rewake.tick() => {}

@@ -1,9 +1,12 @@
 //! One Kafka record through the flow: its value (a bare JSON payload or a CloudEvent in the
 //! Kafka binding) becomes an event; `Ok` once it was delivered or dead-lettered.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use fiso_runtime::outline;
 use rdkafka::message::{Headers, Message};
+use tokio::runtime::Handle;
 
 use super::state::KafkaSourceError;
 use crate::event::header_binding::Binding;
@@ -13,8 +16,13 @@ use crate::pipeline::delivery::{DeliveryContext, Origin, Outcome, CORRELATION_HE
 use crate::pipeline::Pipeline;
 use crate::{FlowError, InputEvent};
 
-/// One record through the flow: `Ok` once it was delivered or dead-lettered.
-pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), KafkaSourceError> {
+/// One record through the flow: `Ok` once it was delivered or dead-lettered. `shared` is the
+/// process's shared runtime, where a heavy flow's events are handled ([`handle_shared`]).
+pub(super) async fn process(
+    flow: &Arc<Pipeline>,
+    m: &impl Message,
+    shared: &Handle,
+) -> Result<(), KafkaSourceError> {
     // Read apart: only the context is kept across the delivery, so this future (one per record
     // in flight, moved into its worker's set) stays small.
     let (input, ctx) = read(flow, m);
@@ -24,7 +32,15 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
         offset: m.offset(),
         reason,
     };
-    match flow.handle(input, &ctx).await {
+    let outcome = if flow.is_heavy() {
+        match outline::boxed(|| handle_shared(shared, flow, input, &ctx)).await {
+            Some(outcome) => outcome,
+            None => return Err(undelivered("the process is stopping".to_owned())),
+        }
+    } else {
+        flow.handle(input, &ctx).await
+    };
+    match outcome {
         // A rejection is the interceptor's decision about this record: logged, committed.
         Outcome::Rejected { .. } => Ok(()),
         Outcome::Delivered(_) | Outcome::DeadLettered { .. } => Ok(()),
@@ -41,6 +57,27 @@ pub(super) async fn process(flow: &Pipeline, m: &impl Message) -> Result<(), Kaf
                 e.code()
             ))),
         },
+    }
+}
+
+/// The handling of an event of a flow whose events may evaluate long (loops in its CEL), on
+/// the process's shared runtime, where a long evaluation hands its worker's queue to another
+/// thread: on a core's thread it would hold up every partition of that core, other flows'
+/// included. `None` when that runtime is shutting down.
+async fn handle_shared(
+    shared: &Handle,
+    flow: &Arc<Pipeline>,
+    input: Result<InputEvent, FlowError>,
+    ctx: &DeliveryContext,
+) -> Option<Outcome> {
+    let (flow, ctx) = (Arc::clone(flow), ctx.clone());
+    match shared
+        .spawn(async move { flow.handle(input, &ctx).await })
+        .await
+    {
+        Ok(outcome) => Some(outcome),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => None,
     }
 }
 
