@@ -15,6 +15,9 @@ use crate::{eventually, free_addr, Logs, DEADLINE};
 /// The variable naming the `rotel-agent` executable.
 pub const ROTEL_VAR: &str = "FISO_E2E_ROTEL";
 
+/// Starts of `rotel-agent` before a test gives up on its ports being taken.
+const ATTEMPTS: usize = 5;
+
 /// One exported span as the collector printed it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Span {
@@ -53,40 +56,59 @@ impl Collector {
                 "{ROTEL_VAR} is not set: run `cargo xtask infra up otel` and load target/infra/env"
             )
         });
-        let (grpc, http) = (free_addr(), free_addr());
-        let mut child = Command::new(rotel)
-            .arg("start")
-            .args(["--exporter", "blackhole"])
-            .args(["--debug-log", "traces", "--debug-log-verbosity", "detailed"])
-            .arg("--otlp-grpc-endpoint")
-            .arg(grpc.to_string())
-            .arg("--otlp-http-endpoint")
-            .arg(http.to_string())
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawning rotel-agent");
-        let output = Logs::capture(child.stdout.take().expect("stdout is piped"));
-        let listening = eventually(DEADLINE, || async {
-            let up = tokio::net::TcpStream::connect(grpc).await.is_ok()
-                && tokio::net::TcpStream::connect(http).await.is_ok();
-            up.then_some(())
-        })
-        .await;
-        assert!(
-            listening.is_some(),
-            "rotel-agent never listened on {grpc} / {http}\n{}",
-            output.tail(40)
-        );
-        Collector {
-            _child: child,
-            output,
-            grpc,
-            http,
+        // rotel cannot listen on port 0, so its ports are picked free beforehand; another test
+        // may bind one of them first, and rotel then exits: it is started again on others.
+        for _ in 0..ATTEMPTS {
+            let (grpc, http) = (free_addr(), free_addr());
+            let mut child = Command::new(&rotel)
+                .arg("start")
+                .args(["--exporter", "blackhole"])
+                .args(["--debug-log", "traces", "--debug-log-verbosity", "detailed"])
+                .arg("--otlp-grpc-endpoint")
+                .arg(grpc.to_string())
+                .arg("--otlp-http-endpoint")
+                .arg(http.to_string())
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawning rotel-agent");
+            let output = Logs::capture(child.stdout.take().expect("stdout is piped"));
+            // `Some(true)` once both receivers accept, `Some(false)` if rotel exited.
+            let listening = eventually(DEADLINE, || {
+                let exited = matches!(child.try_wait(), Ok(Some(_)));
+                async move {
+                    if exited {
+                        return Some(false);
+                    }
+                    let up = tokio::net::TcpStream::connect(grpc).await.is_ok()
+                        && tokio::net::TcpStream::connect(http).await.is_ok();
+                    up.then_some(true)
+                }
+            })
+            .await;
+            assert!(
+                listening.is_some(),
+                "rotel-agent never listened on {grpc} / {http}\n{}",
+                output.tail(40)
+            );
+            // What accepted may have been another test's listener, with rotel exiting.
+            if listening == Some(true) && matches!(child.try_wait(), Ok(None)) {
+                return Collector {
+                    _child: child,
+                    output,
+                    grpc,
+                    http,
+                };
+            }
+            eprintln!(
+                "rotel-agent exited on {grpc} / {http}; starting it on other ports\n{}",
+                output.tail(5)
+            );
         }
+        panic!("rotel-agent exited {ATTEMPTS} times: its ports were taken each time");
     }
 
     /// `OTEL_*` variables that make fiso export to this collector with `protocol` (`grpc` or
