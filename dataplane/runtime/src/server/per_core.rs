@@ -79,6 +79,9 @@ pub struct CoreThreads {
 struct CoreThread {
     runtime: tokio::runtime::Handle,
     tasks: Arc<AtomicUsize>,
+    /// The thread runs until this is dropped: never for the process's threads, and at once for
+    /// those started before one that could not be.
+    _stop: oneshot::Sender<()>,
 }
 
 /// A core's share of a task: the runtime to spawn it on, counted busy until this is dropped.
@@ -123,17 +126,19 @@ impl CoreThreads {
                     .enable_all()
                     .build()?;
                 let handle = runtime.handle().clone();
+                let (stop, stopped) = oneshot::channel::<()>();
                 std::thread::Builder::new()
                     .name(format!("fiso-core-{core}"))
                     // A task may evaluate CEL here: the stack its depth bound is made for.
                     .stack_size(fiso_config::cel_check::EVAL_STACK_SIZE)
                     .spawn(move || {
                         CORE.with(|c| c.set(Some(core)));
-                        runtime.block_on(std::future::pending::<()>());
+                        let _ = runtime.block_on(stopped);
                     })?;
                 Ok(CoreThread {
                     runtime: handle,
                     tasks: Arc::new(AtomicUsize::new(0)),
+                    _stop: stop,
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
@@ -272,5 +277,17 @@ mod tests {
             on_a.0,
             "the core freed is the least busy"
         );
+    }
+
+    #[tokio::test]
+    async fn core_threads_dropped_end_their_runtimes() {
+        let threads = CoreThreads::start(1).unwrap();
+        let runtime = threads.lease().runtime().clone();
+        runtime.spawn(async {}).await.expect("running");
+        drop(threads);
+        // The thread ends its runtime once told; from then on a task spawned there is cancelled.
+        while runtime.spawn(async {}).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
     }
 }
