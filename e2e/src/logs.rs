@@ -53,6 +53,11 @@ impl LogLine {
     pub fn is(&self, msg: &str) -> bool {
         self.message() == Some(msg)
     }
+
+    /// The `flow started` line of flow `name`.
+    pub fn is_flow_started(&self, name: &str) -> bool {
+        self.is("flow started") && self.str_field("name") == Some(name)
+    }
 }
 
 #[derive(Debug, Default)]

@@ -235,10 +235,8 @@ async fn valid_events_cross_kafka_and_protobuf_unchanged() {
             http_source("pb")
         ),
     );
-    fiso.wait_for_log_since(mark, |l| {
-        l.is("flow started") && l.str_field("name") == Some("pb-out")
-    })
-    .await;
+    fiso.wait_for_log_since(mark, |l| l.is_flow_started("pb-out"))
+        .await;
     let base = format!("http://{}", fiso.http_addr(listen).await);
 
     for (name, event) in &events {

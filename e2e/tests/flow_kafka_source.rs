@@ -779,8 +779,7 @@ async fn a_reload_that_changes_only_the_pipeline_keeps_the_consumer() {
     };
     dir.write("swapped.yaml", &yaml("one"));
     let fiso = FisoProcess::start(&dir.path()).await;
-    let started =
-        |l: &fiso_e2e::LogLine| l.is("flow started") && l.str_field("name") == Some("swapped");
+    let started = |l: &fiso_e2e::LogLine| l.is_flow_started("swapped");
     fiso.wait_for_log(started).await;
 
     // Records arrive all along, the reload happens in the middle of them.

@@ -36,8 +36,7 @@ async fn a_flow_whose_port_is_taken_is_reported_and_restarted_once_it_frees() {
     );
 
     // The other flow serves meanwhile.
-    fiso.wait_for_log(|l| l.is("flow started") && l.str_field("name") == Some("b"))
-        .await;
+    fiso.wait_for_log(|l| l.is_flow_started("b")).await;
     let b = format!("http://{}/b", fiso.http_addr("127.0.0.1:0").await);
     let answer = post_json(&client(), &b, &json!({"n": 1})).await;
     assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
@@ -64,8 +63,7 @@ async fn a_flow_whose_port_is_taken_is_reported_and_restarted_once_it_frees() {
 
     // Free the port: the supervisor's next attempt binds it.
     drop(blocker);
-    fiso.wait_for_log(|l| l.is("flow started") && l.str_field("name") == Some("a"))
-        .await;
+    fiso.wait_for_log(|l| l.is_flow_started("a")).await;
     let body = fiso.wait_for_readyz(StatusCode::OK).await;
     assert_eq!(body["components"]["flow/a"]["ready"], true, "{body}");
 

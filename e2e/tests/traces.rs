@@ -415,10 +415,8 @@ async fn grpc_sink_attempts_are_continued_by_the_receiving_flow() {
              errorHandling:\n  maxRetries: 2\n  initialInterval: 10ms\n  maxInterval: 20ms\n"
         ),
     );
-    fiso.wait_for_log_since(mark, |l| {
-        l.is("flow started") && l.str_field("name") == Some("sender")
-    })
-    .await;
+    fiso.wait_for_log_since(mark, |l| l.is_flow_started("sender"))
+        .await;
     let url = format!("http://{}/in", fiso.http_addr("127.0.0.1:0").await);
 
     let answer = post_in_callers_trace(&url).await;
