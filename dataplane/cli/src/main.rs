@@ -22,6 +22,17 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options, which it reads from this symbol at its first allocation (`MALLOC_CONF`
+/// in the environment still overrides them). Each thread's cache keeps 200 to 400 blocks of a
+/// small size instead of 20 to 200. hyper takes a new 8 KiB read buffer for nearly every request
+/// on a connection, because the previous request's headers still hold the old one. A jemalloc
+/// slab of that size holds one block, so each block that missed the 20-block cache went through
+/// jemalloc's extent layer: 4% of the Link's user CPU. With the larger cache, the Link and an
+/// HTTP flow spend 2–5% less CPU per request, for about 1 MiB more peak RSS. The figures are in
+/// the README's Benchmarks.
+#[export_name = "malloc_conf"]
+static JEMALLOC_OPTIONS: &u8 = &b"tcache_nslots_small_min:200,tcache_nslots_small_max:400\0"[0];
+
 /// `fiso --version` says which of the two builds it is: the `fiso-wasmer` image's runs apps and
 /// `runtime: wasmer` interceptors, the `fiso` image's refuses them.
 #[cfg(feature = "wasmer")]

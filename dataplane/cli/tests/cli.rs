@@ -1137,3 +1137,23 @@ fn json_output_covers_failures_before_any_check() {
         assert!(!v["error"].as_str().unwrap().is_empty(), "{v}");
     }
 }
+
+/// The options `fiso` gives jemalloc through its `malloc_conf` symbol are the ones it runs with
+/// (a build with prefixed jemalloc symbols would ignore that symbol without a word).
+#[test]
+fn jemalloc_runs_with_the_options_fiso_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_fiso"))
+        .arg("--version")
+        .current_dir(dir.path())
+        .env("MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("fiso runs");
+    assert!(o.status.success(), "{}", text(&o));
+    for option in [
+        "opt.tcache_nslots_small_min: 200",
+        "opt.tcache_nslots_small_max: 400",
+    ] {
+        assert!(text(&o).contains(option), "{option} not in {}", text(&o));
+    }
+}
