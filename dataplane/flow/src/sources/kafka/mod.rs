@@ -62,7 +62,7 @@ use rdkafka::consumer::{
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
-use rdkafka::ClientContext;
+use rdkafka::{ClientConfig, ClientContext};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
@@ -425,38 +425,11 @@ fn consumer(
         .consumer_group
         .clone()
         .unwrap_or_else(|| format!("fiso-{}", flow.name));
-    let reset = match src.start_offset {
-        StartOffset::Earliest => "earliest",
-        StartOffset::Latest => "latest",
-        // Partitions without a committed offset start there (see `post_rebalance`); past the
-        // end of a partition, from its beginning.
-        StartOffset::Offset(_) => "earliest",
-    };
+    consumer_settings(&mut config, src, options, &group);
     let start_at = match src.start_offset {
         StartOffset::Offset(n) => Some(n),
         _ => None,
     };
-    let queued_min = max_in_flight(src)
-        .saturating_mul(QUEUED_PER_IN_FLIGHT)
-        .max(QUEUED_MIN_MESSAGES);
-    for (k, v) in &options.consumer_defaults {
-        config.set(k, v);
-    }
-    config
-        .set("group.id", &group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", reset)
-        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
-        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
-        .set("queued.min.messages", queued_min.to_string())
-        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
-        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
-    for (k, v) in &src.consumer_properties {
-        config.set(k, v);
-    }
-    // Offsets are ours to commit: a passthrough property must not turn auto-commit back on.
-    config.set("enable.auto.commit", "false");
     let bootstrap = config
         .get("bootstrap.servers")
         .unwrap_or_default()
@@ -475,6 +448,45 @@ fn consumer(
     })?);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
     Ok(consumer)
+}
+
+/// The consumer's librdkafka settings over the cluster's client settings: the source's defaults
+/// (`options`), Fiso's own, then the flow's `consumerProperties`, except that offsets stay Fiso's
+/// to commit.
+fn consumer_settings(
+    config: &mut ClientConfig,
+    src: &KafkaSourceConfig,
+    options: &KafkaSourceOptions,
+    group: &str,
+) {
+    let reset = match src.start_offset {
+        StartOffset::Earliest => "earliest",
+        StartOffset::Latest => "latest",
+        // Partitions without a committed offset start there (see `post_rebalance`); past the
+        // end of a partition, from its beginning.
+        StartOffset::Offset(_) => "earliest",
+    };
+    let queued_min = max_in_flight(src)
+        .saturating_mul(QUEUED_PER_IN_FLIGHT)
+        .max(QUEUED_MIN_MESSAGES);
+    for (k, v) in &options.consumer_defaults {
+        config.set(k, v);
+    }
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", reset)
+        .set("statistics.interval.ms", STATISTICS_INTERVAL_MS)
+        .set("queued.max.messages.kbytes", QUEUED_MAX_KBYTES.to_string())
+        .set("queued.min.messages", queued_min.to_string())
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS)
+        .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+    for (k, v) in &src.consumer_properties {
+        config.set(k, v);
+    }
+    // Offsets are ours to commit: a passthrough property must not turn auto-commit back on.
+    config.set("enable.auto.commit", "false");
 }
 
 fn max_in_flight(src: &KafkaSourceConfig) -> u32 {
@@ -902,3 +914,6 @@ impl Committer<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
