@@ -127,3 +127,22 @@ async fn hostile_files_are_refused_alone_and_reloading_goes_on() {
         }),
     );
 }
+
+/// An expression at the CEL depth bound is accepted, so it must also evaluate where an HTTP
+/// flow serves: on the per-core serving threads, whose stack once was too small for it (a debug
+/// build overflowed it and aborted the process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expression_at_the_depth_bound_is_evaluated_on_the_serving_threads() {
+    use fiso_config::cel_check::MAX_EXPRESSION_DEPTH;
+    let terms = MAX_EXPRESSION_DEPTH - 1;
+    let sink = SinkServer::ok().await;
+    let dir = FlowDir::new();
+    let sum = vec!["data.n"; terms].join(" + ");
+    dir.write("deep.yaml", &flow("deep", &sink, &sum, ""));
+    let fiso = FisoProcess::start(&dir.path()).await;
+    let addr = fiso.http_addr(SHARED).await;
+    let answer = post_json(&client(), &format!("http://{addr}/deep"), &json!({"n": 2})).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", fiso.logs().tail(20));
+    let delivered = sink.requests();
+    assert_eq!(delivered[0].json()["data"]["out"], json!(2 * terms as i64));
+}

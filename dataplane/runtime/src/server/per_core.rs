@@ -122,19 +122,10 @@ impl CoreThreads {
     fn start(n: usize) -> io::Result<CoreThreads> {
         let cores = (0..n)
             .map(|core| {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                let handle = runtime.handle().clone();
                 let (stop, stopped) = oneshot::channel::<()>();
-                std::thread::Builder::new()
-                    .name(format!("fiso-core-{core}"))
-                    // A task may evaluate CEL here: the stack its depth bound is made for.
-                    .stack_size(fiso_config::cel_check::EVAL_STACK_SIZE)
-                    .spawn(move || {
-                        CORE.with(|c| c.set(Some(core)));
-                        let _ = runtime.block_on(stopped);
-                    })?;
+                let handle = core_thread(&format!("fiso-core-{core}"), core, |runtime| {
+                    let _ = runtime.block_on(stopped);
+                })?;
                 Ok(CoreThread {
                     runtime: handle,
                     tasks: Arc::new(AtomicUsize::new(0)),
@@ -194,27 +185,21 @@ impl PerCoreServer {
         let mut stopped = Vec::with_capacity(listeners.len());
         for (core, listener) in listeners.into_iter().enumerate() {
             let (done, stopped_rx) = oneshot::channel();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
             let (app, timeouts, stop) = (app.clone(), timeouts.clone(), started.clone());
-            std::thread::Builder::new()
-                .name(format!("{name}-{core}"))
-                .spawn(move || {
-                    CORE.with(|c| c.set(Some(core)));
-                    runtime.block_on(async move {
-                        match tokio::net::TcpListener::from_std(listener) {
-                            Ok(listener) => serve(listener, app, timeouts, stop).await,
-                            Err(e) => {
-                                tracing::error!(core, error = %e, "serving thread has no listener")
-                            }
+            core_thread(&format!("{name}-{core}"), core, move |runtime| {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(listener) {
+                        Ok(listener) => serve(listener, app, timeouts, stop).await,
+                        Err(e) => {
+                            tracing::error!(core, error = %e, "serving thread has no listener")
                         }
-                    });
-                    // Tasks still on this runtime (pooled upstream connections) end here,
-                    // before the server counts as stopped.
-                    drop(runtime);
-                    let _ = done.send(());
-                })?;
+                    }
+                });
+                // Tasks still on this runtime (pooled upstream connections) end here,
+                // before the server counts as stopped.
+                drop(runtime);
+                let _ = done.send(());
+            })?;
             stopped.push(stopped_rx);
         }
         on_error.disarm();
@@ -236,6 +221,28 @@ impl PerCoreServer {
             let _ = core.await;
         }
     }
+}
+
+/// Starts thread `name` for `core` with a single-threaded runtime of its own, handed to `run`;
+/// returns that runtime's handle. On the thread [`PerCore::get`] gives the core's own. A flow's
+/// CEL may be evaluated on it, so it gets the stack the CEL depth bound is made for.
+fn core_thread(
+    name: &str,
+    core: usize,
+    run: impl FnOnce(tokio::runtime::Runtime) + Send + 'static,
+) -> io::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .stack_size(fiso_config::cel_check::EVAL_STACK_SIZE)
+        .spawn(move || {
+            CORE.with(|c| c.set(Some(core)));
+            run(runtime);
+        })?;
+    Ok(handle)
 }
 
 /// A non-blocking listener on `addr` in the address's `SO_REUSEPORT` group.
