@@ -8,8 +8,8 @@
 
 use std::time::Duration;
 
-use fiso_runtime::metrics::LatencyHistogram;
 use fiso_runtime::metrics::MetricsError;
+use fiso_runtime::metrics::{LatencyHistogram, PerCoreCounter};
 use fiso_runtime::MetricsRegistry;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -97,7 +97,7 @@ impl Phase {
 /// event.
 #[derive(Debug, Clone)]
 pub struct EventMetrics {
-    statuses: [Counter; 3],
+    statuses: [PerCoreCounter; 3],
     phases: [LatencyHistogram; 3],
 }
 
@@ -113,7 +113,7 @@ impl EventMetrics {
 
 #[derive(Debug, Clone)]
 pub struct FlowMetrics {
-    events: Family<StatusLabels, Counter>,
+    events: Family<StatusLabels, PerCoreCounter>,
     duration: HistogramFamily<PhaseLabels>,
     transform_errors: Family<ErrorTypeLabels, Counter>,
     sink_errors: Family<FlowLabel, Counter>,

@@ -5,6 +5,7 @@
 //! `successThreshold` probes at a time; that many successes close it, one failure opens it
 //! again. Every transition is logged and sets `fiso_link_circuit_state`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -63,6 +64,11 @@ impl Breaker {
             state: State::Closed { failures: 0 },
             metrics,
         }
+    }
+
+    /// Closed, with no failure counted.
+    fn is_healthy(&self) -> bool {
+        self.state == State::Closed { failures: 0 }
     }
 
     pub fn state(&self) -> CircuitState {
@@ -166,13 +172,34 @@ pub fn upstream_failed(response: &Response) -> Option<bool> {
 /// The circuit-breaker concern of one target.
 #[derive(Clone)]
 pub struct CircuitBreaker {
-    breaker: Arc<Mutex<Breaker>>,
+    breaker: Arc<Shared>,
+}
+
+/// The state machine, and whether it is closed with no failure counted: the state in which a
+/// request is admitted and a success changes nothing, so neither needs the lock. Every core's
+/// requests took the lock twice, and it moved between the cores' caches each time.
+struct Shared {
+    state: Mutex<Breaker>,
+    healthy: AtomicBool,
+}
+
+impl Shared {
+    /// Changes the state machine under its lock.
+    fn change<R>(&self, f: impl FnOnce(&mut Breaker) -> R) -> R {
+        let mut b = lock(&self.state);
+        let r = f(&mut b);
+        self.healthy.store(b.is_healthy(), Ordering::Release);
+        r
+    }
 }
 
 impl CircuitBreaker {
     pub fn new(target: &str, cfg: &CircuitBreakerConfig, metrics: LinkMetrics) -> Self {
         CircuitBreaker {
-            breaker: Arc::new(Mutex::new(Breaker::new(target, cfg, metrics))),
+            breaker: Arc::new(Shared {
+                state: Mutex::new(Breaker::new(target, cfg, metrics)),
+                healthy: AtomicBool::new(true),
+            }),
         }
     }
 }
@@ -190,14 +217,15 @@ pub struct CircuitSeen(pub CircuitState);
 impl Concern for CircuitBreaker {
     fn call(&self, req: Request, next: &Next) -> BoxFuture<'static, Response> {
         let breaker = Arc::clone(&self.breaker);
-        let (admission, seen) = {
-            let mut b = lock(&breaker);
-            let admission = b.admit();
-            let seen = fiso_runtime::otel::enabled().then(|| CircuitSeen(b.state()));
-            (admission, seen)
+        let traced = fiso_runtime::otel::enabled();
+        let (admission, seen) = if breaker.healthy.load(Ordering::Acquire) {
+            let seen = traced.then_some(CircuitSeen(CircuitState::Closed));
+            (Admission::Admitted, seen)
+        } else {
+            breaker.change(|b| (b.admit(), traced.then(|| CircuitSeen(b.state()))))
         };
         if let Admission::Rejected { retry_after } = admission {
-            let target = lock(&breaker).target.clone();
+            let target = lock(&breaker.state).target.clone();
             let mut response = error_retry_after(
                 ErrorCode::CircuitOpen,
                 format!("circuit breaker of target `{target}` is open"),
@@ -211,12 +239,14 @@ impl Concern for CircuitBreaker {
         let answer = next.handle(req);
         outline::pinned(|| async move {
             let mut response = answer.await;
-            let mut breaker = lock(&breaker);
-            match upstream_failed(&response) {
-                Some(failed) => breaker.record(!failed),
-                None => breaker.forget(),
+            let failed = upstream_failed(&response);
+            // A success or a client's fault leaves a healthy breaker as it is.
+            if failed == Some(true) || !breaker.healthy.load(Ordering::Acquire) {
+                breaker.change(|b| match failed {
+                    Some(failed) => b.record(!failed),
+                    None => b.forget(),
+                });
             }
-            drop(breaker);
             if let Some(seen) = seen {
                 response.extensions_mut().insert(seen);
             }
@@ -331,11 +361,11 @@ mod tests {
         };
         assert_eq!(statuses, [500, 499, 400, 408, 500]);
         // The client faults did not reset the count: the two upstream 500s are consecutive.
-        assert_eq!(lock(&breaker.breaker).state(), CircuitState::Open);
+        assert_eq!(lock(&breaker.breaker.state).state(), CircuitState::Open);
 
         // Half-open: a probe that ends in a client fault gives its slot back.
         tokio::time::advance(Duration::from_secs(30)).await;
-        let mut b = lock(&breaker.breaker);
+        let mut b = lock(&breaker.breaker.state);
         assert_eq!(b.admit(), Admission::Admitted);
         b.forget();
         assert_eq!(b.state(), CircuitState::HalfOpen);

@@ -4,10 +4,10 @@
 //! statuses) so that recording a request allocates nothing: the label set is built for every
 //! request, and the families clone it only the first time they see it.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use fiso_runtime::metrics::LatencyHistogram;
 use fiso_runtime::metrics::MetricsError;
+use fiso_runtime::metrics::{LatencyHistogram, PerCoreCounter};
 use fiso_runtime::MetricsRegistry;
 use http::Method;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -58,25 +58,42 @@ struct StatusLabels {
 /// series.
 const OTHER_METHOD: &str = "_OTHER";
 
+const METHODS: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
+];
+
+/// The label values of [`METHODS`], then [`OTHER_METHOD`].
+const METHOD_LABELS: [&str; 10] = [
+    "GET",
+    "POST",
+    "PUT",
+    "DELETE",
+    "PATCH",
+    "HEAD",
+    "OPTIONS",
+    "CONNECT",
+    "TRACE",
+    OTHER_METHOD,
+];
+
+/// The index of `method`'s label in [`METHOD_LABELS`].
+fn method_index(method: &Method) -> usize {
+    METHODS
+        .iter()
+        .position(|m| m == method)
+        .unwrap_or(METHODS.len())
+}
+
 fn method_label(method: &Method) -> &'static str {
-    const STANDARD: [Method; 9] = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::PATCH,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::CONNECT,
-        Method::TRACE,
-    ];
-    const NAMES: [&str; 9] = [
-        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
-    ];
-    match STANDARD.iter().position(|m| m == method) {
-        Some(i) => NAMES[i],
-        None => OTHER_METHOD,
-    }
+    METHOD_LABELS[method_index(method)]
 }
 
 /// Circuit breaker states as `fiso_link_circuit_state` reports them.
@@ -101,7 +118,7 @@ impl CircuitState {
 /// The link's metrics; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct LinkMetrics {
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, PerCoreCounter>,
     duration: Family<DurationLabels, LatencyHistogram, fn() -> LatencyHistogram>,
     circuit: Family<TargetLabel, Gauge>,
     retries: Family<RetryLabels, Counter>,
@@ -219,6 +236,16 @@ impl LinkMetrics {
             .observe_in(seconds, span);
     }
 
+    /// `target`'s request series, for [`RequestSeries::record`].
+    pub fn for_target(&self, target: &Arc<str>, mode: &'static str) -> RequestSeries {
+        RequestSeries {
+            metrics: self.clone(),
+            target: Arc::clone(target),
+            mode,
+            methods: Default::default(),
+        }
+    }
+
     pub fn circuit(&self, target: &Arc<str>, state: CircuitState) {
         self.circuit
             .get_or_create(&TargetLabel {
@@ -334,6 +361,62 @@ impl LinkMetrics {
     }
 }
 
+/// The statuses a [`RequestSeries`] keeps a counter for: 100 to 599.
+const STATUSES: std::ops::Range<u16> = 100..600;
+
+/// One target's `fiso_link_requests_total` and `fiso_link_request_duration_seconds` series,
+/// looked up once per method and status rather than on every request (where building the
+/// labels and reading the families' locks cost more than counting).
+#[derive(Debug)]
+pub struct RequestSeries {
+    metrics: LinkMetrics,
+    target: Arc<str>,
+    mode: &'static str,
+    methods: [OnceLock<MethodSeries>; METHOD_LABELS.len()],
+}
+
+#[derive(Debug)]
+struct MethodSeries {
+    duration: LatencyHistogram,
+    /// A counter per status of [`STATUSES`], taken from the family on first use.
+    statuses: Box<[OnceLock<PerCoreCounter>]>,
+}
+
+impl RequestSeries {
+    /// Counts one answered request, as [`LinkMetrics::request`] does.
+    pub fn record(&self, method: &Method, status: u16, seconds: f64, span: &tracing::Span) {
+        let m = method_index(method);
+        let method = METHOD_LABELS[m];
+        let series = self.methods[m].get_or_init(|| MethodSeries {
+            duration: self
+                .metrics
+                .duration
+                .get_or_create(&DurationLabels {
+                    target: Arc::clone(&self.target),
+                    method,
+                })
+                .clone(),
+            statuses: STATUSES.map(|_| OnceLock::new()).collect(),
+        });
+        let labels = || RequestLabels {
+            target: Arc::clone(&self.target),
+            method,
+            status,
+            mode: self.mode,
+        };
+        match series
+            .statuses
+            .get(usize::from(status.wrapping_sub(STATUSES.start)))
+        {
+            Some(counter) => counter
+                .get_or_init(|| self.metrics.requests.get_or_create(&labels()).clone())
+                .inc(),
+            None => self.metrics.requests.get_or_create(&labels()).inc(),
+        }
+        series.duration.observe_in(seconds, span);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +453,52 @@ mod tests {
             "fiso_link_rate_limited_total{target=\"crm\"} 1\n",
             "fiso_link_requests_total{target=\"crm\",method=\"GET\",status=\"503\",mode=\"http\"} 1\n",
             "fiso_link_request_duration_seconds_count{target=\"crm\",method=\"GET\"} 1\n",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_target_s_series_count_what_a_lookup_per_request_counts() {
+        let answers = [
+            (Method::GET, 200),
+            (Method::GET, 200),
+            (Method::POST, 503),
+            (Method::from_bytes(b"PROPFIND").unwrap(), 207),
+            (Method::DELETE, 100),
+            (Method::DELETE, 599),
+            (Method::PUT, 600),
+            (Method::PUT, 999),
+        ];
+        let (by_lookup, by_series) = (MetricsRegistry::new(), MetricsRegistry::new());
+        let lookup = LinkMetrics::register(&by_lookup).unwrap();
+        let series = LinkMetrics::register(&by_series)
+            .unwrap()
+            .for_target(&"crm".into(), "kafka");
+        for (method, status) in &answers {
+            lookup.request(
+                &"crm".into(),
+                method,
+                *status,
+                "kafka",
+                0.01,
+                &tracing::Span::none(),
+            );
+            series.record(method, *status, 0.01, &tracing::Span::none());
+        }
+        let text = by_series.encode();
+        // Series of a family come in no set order.
+        let sorted = |text: &str| {
+            let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(sorted(&text), sorted(&by_lookup.encode()));
+        for line in [
+            "fiso_link_requests_total{target=\"crm\",method=\"GET\",status=\"200\",mode=\"kafka\"} 2\n",
+            "fiso_link_requests_total{target=\"crm\",method=\"_OTHER\",status=\"207\",mode=\"kafka\"} 1\n",
+            "fiso_link_requests_total{target=\"crm\",method=\"PUT\",status=\"999\",mode=\"kafka\"} 1\n",
+            "fiso_link_request_duration_seconds_count{target=\"crm\",method=\"DELETE\"} 2\n",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

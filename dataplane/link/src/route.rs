@@ -9,11 +9,13 @@
 //! injected further down.
 
 use std::collections::HashMap;
+use std::ops::Deref;
 use std::sync::Arc;
 use tracing::field::Empty;
 use tracing::Instrument;
 
 use arc_swap::ArcSwap;
+use fiso_runtime::server::PerCore;
 use http::Method;
 use tokio::time::Instant;
 
@@ -29,9 +31,29 @@ use crate::target::Target;
 /// A target as the route table holds it: built, or refused with the reason.
 #[derive(Clone)]
 pub enum Route {
-    Ready(Arc<Target>),
+    Ready(Ready),
     /// The target is configured but could not be built (e.g. its secret is missing): 503.
     Broken(Arc<str>),
+}
+
+/// A built target, copied for each core ([`Target::for_core`]): a request clones and updates
+/// its own core's copy, which no other core's requests touch.
+#[derive(Clone)]
+pub struct Ready(Arc<PerCore<Arc<Target>>>);
+
+impl Ready {
+    pub fn new(target: &Target) -> Ready {
+        Ready(Arc::new(PerCore::new(|| Arc::new(target.for_core()))))
+    }
+}
+
+impl Deref for Ready {
+    type Target = Arc<Target>;
+
+    /// The calling core's copy.
+    fn deref(&self) -> &Arc<Target> {
+        self.0.get()
+    }
 }
 
 /// The route table, swapped whole on reload: a request in flight keeps the services it
@@ -64,34 +86,33 @@ pub async fn handle(routes: &Routes, metrics: &LinkMetrics, mut req: Request) ->
         req.method().clone()
     };
     let caller = fiso_runtime::otel::enabled().then(|| caller_trace(req.headers()));
-    let (target, mode, response, span) = match resolve(routes, &mut req) {
+    let (target, response, span) = match resolve(routes, &mut req) {
         Ok(target) => {
-            let mode = target.mode();
-            let name = target.name.clone();
-            let span = link_span(&name, &method, caller.as_ref());
+            let span = link_span(&target.name, &method, caller.as_ref());
             let response = target.service.handle(req).instrument(span.clone()).await;
-            (name, mode, response, span)
+            (Ok(target), response, span)
         }
         Err(refusal) => {
             let span = link_span(&refusal.target, &method, caller.as_ref());
-            (refusal.target, "http", *refusal.response, span)
+            (Err(refusal.target), *refusal.response, span)
         }
     };
     let status = response.status().as_u16();
     if !span.is_disabled() {
         record_answer(&span, &response);
     }
+    let name = match &target {
+        Ok(target) => &target.name,
+        Err(name) => name,
+    };
     if let Some(fault) = response.extensions().get::<ClientFault>() {
-        fault.log(&target, &method, status);
+        fault.log(name, &method, status);
     }
-    metrics.request(
-        &target,
-        &method,
-        status,
-        mode,
-        started.elapsed().as_secs_f64(),
-        &span,
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    match &target {
+        Ok(target) => target.requests.record(&method, status, seconds, &span),
+        Err(name) => metrics.request(name, &method, status, "http", seconds, &span),
+    }
     response
 }
 
@@ -138,7 +159,8 @@ fn resolve(routes: &Routes, req: &mut Request) -> Result<Arc<Target>, Refusal> {
     if let Some(refused) = refuse_method(req.method()) {
         return refuse_with(NO_TARGET, refused);
     }
-    let table = routes.snapshot();
+    // A guard, not a clone: the table's reference count is shared by every core.
+    let table = routes.table.load();
     let target = match table.get(name) {
         Some(Route::Ready(t)) => Arc::clone(t),
         Some(Route::Broken(reason)) => {

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::VaultSettings;
 use crate::metrics::LinkMetrics;
-use crate::route::{handle, Route, Routes};
+use crate::route::{handle, Ready, Route, Routes};
 use crate::target::Target;
 
 /// Default of `FISO_LINK_CONFIG`.
@@ -95,15 +95,18 @@ impl LinkRuntime {
         obs.metrics.config_reload().success(COMPONENT);
         let addr = parse_listen_addr(&config.listen_addr)?;
         let stop_serving = CancellationToken::new();
-        // Every path is the proxy's: no router, and one `Arc` cloned per request.
-        let proxy = Arc::new((Arc::clone(&loader.routes), loader.metrics.clone()));
-        let app = tower::service_fn(move |req: http::Request<Body>| {
-            let proxy = Arc::clone(&proxy);
-            async move {
-                let (routes, metrics) = &*proxy;
-                Ok::<_, Infallible>(handle(routes, metrics, req).await)
-            }
-        });
+        // Every path is the proxy's: no router, and one `Arc` (the core's own) cloned per
+        // request.
+        let app = || {
+            let proxy = Arc::new((Arc::clone(&loader.routes), loader.metrics.clone()));
+            tower::service_fn(move |req: http::Request<Body>| {
+                let proxy = Arc::clone(&proxy);
+                async move {
+                    let (routes, metrics) = &*proxy;
+                    Ok::<_, Infallible>(handle(routes, metrics, req).await)
+                }
+            })
+        };
         let timeouts = ServerTimeouts::from_config(
             config.read_header_timeout,
             config.idle_timeout,
@@ -336,7 +339,7 @@ impl Loader {
                     } else {
                         started.push(name.clone());
                     }
-                    table.insert(name, Route::Ready(Arc::new(t)));
+                    table.insert(name, Route::Ready(Ready::new(&t)));
                 }
                 Err(e) => {
                     tracing::error!(target_name = %name, error = %e, "link target not loaded");

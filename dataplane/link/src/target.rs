@@ -19,7 +19,7 @@ use crate::inject::InjectAuth;
 use crate::intercept::Intercept;
 use crate::kafka::{KafkaPublisher, KafkaTargetError};
 use crate::layer::{chain, concern, leaf, Next};
-use crate::metrics::LinkMetrics;
+use crate::metrics::{LinkMetrics, RequestSeries};
 use crate::ratelimit::RateLimiter;
 use crate::retry::{Retry, RetryPolicy};
 use crate::upstream::{HttpUpstream, UpstreamBuildError, DEFAULT_TIMEOUT};
@@ -55,21 +55,33 @@ pub enum TargetError {
 }
 
 /// A built target: its config (to tell whether a reload changed it) and its service.
-#[derive(Clone)]
 pub struct Target {
     pub name: Arc<str>,
     pub config: TargetConfig,
     pub service: Next,
+    /// Its request metrics.
+    pub requests: RequestSeries,
+    metrics: LinkMetrics,
     /// Its WASM interceptors, to tell whether a module file changed.
     interceptors: Option<Intercept>,
 }
 
 impl Target {
     pub fn mode(&self) -> &'static str {
-        match self.config.protocol {
-            Protocol::Kafka => "kafka",
-            Protocol::App => "app",
-            Protocol::Http | Protocol::Https => "http",
+        mode_of(self.config.protocol)
+    }
+
+    /// The same target, with a name and request series of its own, for one core: what a
+    /// request clones or updates is then never a cache line another core's requests change.
+    pub fn for_core(&self) -> Target {
+        let name: Arc<str> = Arc::from(&*self.name);
+        Target {
+            requests: self.metrics.for_target(&name, self.mode()),
+            name,
+            config: self.config.clone(),
+            service: Arc::clone(&self.service),
+            metrics: self.metrics.clone(),
+            interceptors: self.interceptors.clone(),
         }
     }
 
@@ -221,11 +233,23 @@ impl Target {
             ],
             upstream,
         );
+        let name: Arc<str> = name.into();
         Ok(Target {
-            name: name.into(),
+            requests: metrics.for_target(&name, mode_of(cfg.protocol)),
+            name,
             config: cfg.clone(),
             service,
+            metrics: metrics.clone(),
             interceptors,
         })
+    }
+}
+
+/// The `mode` label of a target's requests.
+fn mode_of(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Kafka => "kafka",
+        Protocol::App => "app",
+        Protocol::Http | Protocol::Https => "http",
     }
 }

@@ -16,6 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Metric, Registry};
 
+mod per_core;
+pub use per_core::{PerCoreCounter, PerCoreHistogram};
+
 /// The exemplar of a latency observation: the trace it was part of (OpenMetrics exemplars,
 /// which Prometheus stores with `--enable-feature=exemplar-storage` and Grafana links to the
 /// trace).
@@ -25,12 +28,12 @@ pub struct TraceExemplar {
 }
 
 /// A latency histogram that carries exemplars with the trace id when traces are exported, and
-/// is the plain histogram otherwise (exemplars take a lock of their own per observation, which
-/// the data path pays only when tracing is on). Chosen when the histogram is created: create
-/// after logging is set up.
+/// is the per-core histogram otherwise (exemplars take a lock of their own per observation,
+/// which the data path pays only when tracing is on). Chosen when the histogram is created:
+/// create after logging is set up.
 #[derive(Debug, Clone)]
 pub enum LatencyHistogram {
-    Plain(prometheus_client::metrics::histogram::Histogram),
+    Plain(PerCoreHistogram),
     Traced(prometheus_client::metrics::exemplar::HistogramWithExemplars<TraceExemplar>),
 }
 
@@ -39,9 +42,7 @@ impl LatencyHistogram {
         if crate::otel::enabled() {
             Self::Traced(prometheus_client::metrics::exemplar::HistogramWithExemplars::new(buckets))
         } else {
-            Self::Plain(prometheus_client::metrics::histogram::Histogram::new(
-                buckets,
-            ))
+            Self::Plain(PerCoreHistogram::new(buckets))
         }
     }
 

@@ -145,9 +145,7 @@ impl InputEvent {
     /// A bare payload with attributes from `defaults`.
     pub fn from_payload(data: Data, defaults: EventDefaults<'_>) -> InputEvent {
         let mut event = CloudEvent::new(
-            defaults
-                .id
-                .unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+            defaults.id.unwrap_or_else(super::id::new_uuid_v7),
             defaults.source,
             defaults.type_,
         );

@@ -5,6 +5,7 @@
 //! Written here rather than taken from the `mime` crate: that parser accepts what the grammar
 //! refuses (`text/plain;` with an empty parameter, for one), and a validator must refuse it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 /// The structured-mode media type of the CloudEvents JSON format.
@@ -15,9 +16,12 @@ pub const BATCH: &str = "application/cloudevents-batch+json";
 /// A parsed media type: `type/subtype` (lower-cased) and whether it has a `charset` parameter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MediaType {
-    essence: String,
+    essence: Cow<'static, str>,
     charset: bool,
 }
+
+/// Media types most events carry, exactly as written here: recognised without being parsed.
+const COMMON: [&str; 2] = ["application/json", STRUCTURED];
 
 /// Why a text is not a media type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +75,12 @@ impl MediaType {
     /// Parses `type "/" subtype *( OWS ";" OWS parameter )`, parameters being
     /// `token "=" ( token / quoted-string )`.
     pub fn parse(text: &str) -> Result<MediaType, MediaTypeError> {
+        if let Some(common) = COMMON.iter().find(|c| **c == text) {
+            return Ok(MediaType {
+                essence: Cow::Borrowed(common),
+                charset: false,
+            });
+        }
         let error = |why: &str| MediaTypeError(format!("{text:?} is not a media type: {why}"));
         if text.is_empty() {
             return Err(error("it is empty"));
@@ -112,7 +122,10 @@ impl MediaType {
         essence.push('/');
         essence.push_str(subtype);
         essence.make_ascii_lowercase();
-        Ok(MediaType { essence, charset })
+        Ok(MediaType {
+            essence: Cow::Owned(essence),
+            charset,
+        })
     }
 
     /// `type/subtype`, lower case.
@@ -143,7 +156,7 @@ impl MediaType {
             || subtype == "x-yaml"
             || subtype.ends_with("+yaml")
             || matches!(
-                self.essence.as_str(),
+                &*self.essence,
                 "application/x-www-form-urlencoded"
                     | "application/javascript"
                     | "application/ecmascript"
@@ -197,6 +210,16 @@ pub fn check(text: &str) -> Result<(), MediaTypeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn common_types_are_what_the_parser_makes_of_them() {
+        for common in COMMON {
+            assert_eq!(
+                MediaType::parse(common),
+                MediaType::parse(&common.to_ascii_uppercase()),
+            );
+        }
+    }
 
     #[test]
     fn media_types_follow_the_grammar() {

@@ -4,8 +4,8 @@
 //! binding's message becomes an event ([`message`]); the incoming event and the attributes its CEL scope exposes ([`input`]), `transform.fields`
 //! ([`transform`]), the envelope ([`envelope`]), both compiled from a flow config
 //! ([`compiled`]), what a flow reads of a payload ([`payload_keys`]), a payload carried as
-//! its text ([`carried_json`]), and JSON output without
-//! exponents ([`json`]).
+//! its text ([`carried_json`]), JSON output without exponents ([`json`]) and new ids
+//! ([`id`]).
 
 /// The methods of a `Visitor<Value = ()>` that accept a JSON boolean, integer, string or null
 /// as it is: shared by the walks that check a payload without building it.
@@ -38,6 +38,7 @@ pub mod cloudevent;
 pub mod compiled;
 pub mod envelope;
 pub mod header_binding;
+pub mod id;
 pub mod input;
 pub mod json;
 pub mod json_format;

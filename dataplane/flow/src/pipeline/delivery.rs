@@ -13,6 +13,9 @@ use crate::FlowError;
 pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 /// The header carrying an event's correlation id on every hop (HTTP, Kafka, dead letters).
 pub const CORRELATION_HEADER: &str = "fiso-correlation-id";
+/// [`CORRELATION_HEADER`] as an HTTP header name: inserting a header by its text copies the
+/// name into a new allocation each time.
+pub const CORRELATION_HEADER_NAME: HeaderName = HeaderName::from_static(CORRELATION_HEADER);
 /// The W3C trace context headers, read from a request and written on a delivery. Built at
 /// compile time: a name built from text is checked again on every use.
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");

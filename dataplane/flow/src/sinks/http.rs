@@ -31,8 +31,8 @@ use crate::cel::budget::Budget;
 use crate::event::header_binding::{self, Binding};
 use crate::event::json_format;
 use crate::pipeline::delivery::{
-    DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt, SinkResponse, CORRELATION_HEADER,
-    STRUCTURED_CONTENT_TYPE, TRACEPARENT, TRACESTATE,
+    DeliveryContext, DeliveryError, DeliveryErrorKind, Receipt, SinkResponse,
+    CORRELATION_HEADER_NAME, STRUCTURED_CONTENT_TYPE, TRACEPARENT, TRACESTATE,
 };
 use crate::retry::{parse_retry_after, with_retries, Attempt, RetryError, RetryPolicy};
 use crate::{CloudEvent, FlowError, InputEvent};
@@ -362,7 +362,7 @@ impl HttpSink {
         let bad =
             |what: &str| HttpDeliveryError::Request(format!("{what} is not a valid header value"));
         headers.push((
-            HeaderName::from_static(CORRELATION_HEADER),
+            CORRELATION_HEADER_NAME,
             HeaderValue::from_str(&ctx.correlation_id).map_err(|_| bad("correlation id"))?,
         ));
         // The caller's context, forwarded as it came; an attempt span replaces it when traces

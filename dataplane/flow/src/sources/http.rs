@@ -21,7 +21,7 @@ use crate::event::header_binding::Binding;
 use crate::event::message;
 use crate::pipeline::delivery::{
     DeliveryContext, DeliveryError, DeliveryErrorKind, Outcome, Receipt, SinkResponse,
-    CORRELATION_HEADER,
+    CORRELATION_HEADER_NAME,
 };
 use crate::pipeline::Pipeline;
 use crate::{EventDefaults, FlowError, InputEvent};
@@ -118,7 +118,7 @@ pub async fn serve_request(server: &SourceServer, req: Request) -> Response {
         Some(route) => ingest(route, req, &correlation_id).await,
     };
     if let Ok(v) = HeaderValue::from_str(&correlation_id) {
-        response.headers_mut().insert(CORRELATION_HEADER, v);
+        response.headers_mut().insert(CORRELATION_HEADER_NAME, v);
     }
     response
 }

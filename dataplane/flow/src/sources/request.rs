@@ -31,7 +31,7 @@ pub fn correlation_id(headers: &HeaderMap) -> String {
     {
         return trace_id.to_owned();
     }
-    uuid::Uuid::now_v7().to_string()
+    crate::event::id::new_uuid_v7()
 }
 
 /// The `traceparent` header, when it is text.

@@ -184,18 +184,23 @@ impl ServerRegistry {
 fn start_server(listen_addr: &str, addr: SocketAddr) -> Result<Server, RouterError> {
     let routes: Routes = Arc::new(ArcSwap::from_pointee(RouteTable::new()));
     let cancel = CancellationToken::new();
-    // Paths are the route table's: no router, and one `Arc` cloned per request.
-    let server = Arc::new(SourceServer {
-        routes: Arc::clone(&routes),
-        shared: tokio::runtime::Handle::current(),
-    });
-    let app = tower::service_fn(move |req| {
-        let server = Arc::clone(&server);
-        // Boxed once here: the event's future is KiBs, and the layers between this service
-        // and hyper's connection (tower's oneshot, the deadline bookkeeping, hyper's dispatch
-        // slot) would each copy it whole.
-        outline::pinned(|| async move { Ok::<_, Infallible>(serve_request(&server, req).await) })
-    });
+    let shared = tokio::runtime::Handle::current();
+    // Paths are the route table's: no router, and one `Arc` (the core's own) cloned per request.
+    let app = || {
+        let server = Arc::new(SourceServer {
+            routes: Arc::clone(&routes),
+            shared: shared.clone(),
+        });
+        tower::service_fn(move |req| {
+            let server = Arc::clone(&server);
+            // Boxed once here: the event's future is KiBs, and the layers between this service
+            // and hyper's connection (tower's oneshot, the deadline bookkeeping, hyper's
+            // dispatch slot) would each copy it whole.
+            outline::pinned(
+                || async move { Ok::<_, Infallible>(serve_request(&server, req).await) },
+            )
+        })
+    };
     let (timeouts, timeouts_rx) = watch::channel(ServerTimeouts::default());
     let serving = PerCoreServer::start(addr, "fiso-http", app, timeouts_rx, cancel.clone())
         .map_err(|source| RouterError::Bind {

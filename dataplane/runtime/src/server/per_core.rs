@@ -50,11 +50,21 @@ pub struct PerCore<T>(Box<[T]>);
 
 impl<T> PerCore<T> {
     /// `make` is called once per core and once more for the shared slot.
+    pub fn new(mut make: impl FnMut() -> T) -> Self {
+        PerCore((0..=cores()).map(|_| make()).collect())
+    }
+
+    /// `make` is called once per core and once more for the shared slot.
     pub fn try_new<E>(mut make: impl FnMut() -> Result<T, E>) -> Result<Self, E> {
         (0..=cores())
             .map(|_| make())
             .collect::<Result<Vec<_>, E>>()
             .map(|v| PerCore(v.into_boxed_slice()))
+    }
+
+    /// Every core's, and the shared one.
+    pub fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter()
     }
 
     /// The calling thread's own.
@@ -159,12 +169,16 @@ pub struct PerCoreServer {
 }
 
 impl PerCoreServer {
-    /// Binds `addr` and serves `app` on every core until `stop`, as [`serve`] does. A binding
-    /// error is returned before any thread starts; `name` names the threads (`{name}-{core}`).
+    /// Binds `addr` and serves an app made by `make_app` on every core until `stop`, as
+    /// [`serve`] does. A binding error is returned before any thread starts; `name` names the
+    /// threads (`{name}-{core}`).
+    ///
+    /// Each core gets an app of its own: an app is cloned for every request, and a reference
+    /// count that two cores change on every request moves its cache line between them.
     pub fn start<S>(
         addr: SocketAddr,
         name: &str,
-        app: S,
+        make_app: impl Fn() -> S,
         timeouts: watch::Receiver<ServerTimeouts>,
         stop: CancellationToken,
     ) -> io::Result<Self>
@@ -185,7 +199,7 @@ impl PerCoreServer {
         let mut stopped = Vec::with_capacity(listeners.len());
         for (core, listener) in listeners.into_iter().enumerate() {
             let (done, stopped_rx) = oneshot::channel();
-            let (app, timeouts, stop) = (app.clone(), timeouts.clone(), started.clone());
+            let (app, timeouts, stop) = (make_app(), timeouts.clone(), started.clone());
             core_thread(&format!("{name}-{core}"), core, move |runtime| {
                 runtime.block_on(async move {
                     match tokio::net::TcpListener::from_std(listener) {

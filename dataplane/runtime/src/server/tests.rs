@@ -239,7 +239,7 @@ fn start_per_core(app: Router, stop: &CancellationToken) -> PerCoreServer {
     PerCoreServer::start(
         "127.0.0.1:0".parse().unwrap(),
         "test-core",
-        app,
+        move || app.clone(),
         ServerTimeouts::default().fixed(),
         stop.clone(),
     )
@@ -287,7 +287,7 @@ fn start_refused(addr: std::net::SocketAddr) -> std::io::Error {
     PerCoreServer::start(
         addr,
         "test-core",
-        app(),
+        app,
         ServerTimeouts::default().fixed(),
         CancellationToken::new(),
     )
