@@ -421,6 +421,12 @@ impl RequestSeries {
 mod tests {
     use super::*;
 
+    fn assert_has(text: &str, lines: &[&str]) {
+        for line in lines {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
     #[test]
     fn configured_concerns_are_exposed_at_zero_from_the_start() {
         let registry = MetricsRegistry::new();
@@ -429,13 +435,14 @@ mod tests {
         metrics.rate_limit_started(&crm);
         metrics.auth_started(&crm);
         let text = registry.encode();
-        for line in [
-            "fiso_link_rate_limited_total{target=\"crm\"} 0\n",
-            "fiso_link_auth_refresh_total{target=\"crm\",status=\"success\"} 0\n",
-            "fiso_link_auth_refresh_total{target=\"crm\",status=\"failure\"} 0\n",
-        ] {
-            assert!(text.contains(line), "missing {line:?} in\n{text}");
-        }
+        assert_has(
+            &text,
+            &[
+                "fiso_link_rate_limited_total{target=\"crm\"} 0\n",
+                "fiso_link_auth_refresh_total{target=\"crm\",status=\"success\"} 0\n",
+                "fiso_link_auth_refresh_total{target=\"crm\",status=\"failure\"} 0\n",
+            ],
+        );
 
         metrics.auth_refresh(&crm, "failure");
         metrics.rate_limited(&crm);
@@ -448,14 +455,15 @@ mod tests {
             &tracing::Span::none(),
         );
         let text = registry.encode();
-        for line in [
-            "fiso_link_auth_refresh_total{target=\"crm\",status=\"failure\"} 1\n",
-            "fiso_link_rate_limited_total{target=\"crm\"} 1\n",
-            "fiso_link_requests_total{target=\"crm\",method=\"GET\",status=\"503\",mode=\"http\"} 1\n",
-            "fiso_link_request_duration_seconds_count{target=\"crm\",method=\"GET\"} 1\n",
-        ] {
-            assert!(text.contains(line), "missing {line:?} in\n{text}");
-        }
+        assert_has(
+            &text,
+            &[
+                "fiso_link_auth_refresh_total{target=\"crm\",status=\"failure\"} 1\n",
+                "fiso_link_rate_limited_total{target=\"crm\"} 1\n",
+                "fiso_link_requests_total{target=\"crm\",method=\"GET\",status=\"503\",mode=\"http\"} 1\n",
+                "fiso_link_request_duration_seconds_count{target=\"crm\",method=\"GET\"} 1\n",
+            ],
+        );
     }
 
     #[test]
@@ -494,14 +502,15 @@ mod tests {
             lines
         };
         assert_eq!(sorted(&text), sorted(&by_lookup.encode()));
-        for line in [
-            "fiso_link_requests_total{target=\"crm\",method=\"GET\",status=\"200\",mode=\"kafka\"} 2\n",
-            "fiso_link_requests_total{target=\"crm\",method=\"_OTHER\",status=\"207\",mode=\"kafka\"} 1\n",
-            "fiso_link_requests_total{target=\"crm\",method=\"PUT\",status=\"999\",mode=\"kafka\"} 1\n",
-            "fiso_link_request_duration_seconds_count{target=\"crm\",method=\"DELETE\"} 2\n",
-        ] {
-            assert!(text.contains(line), "missing {line:?} in\n{text}");
-        }
+        assert_has(
+            &text,
+            &[
+                "fiso_link_requests_total{target=\"crm\",method=\"GET\",status=\"200\",mode=\"kafka\"} 2\n",
+                "fiso_link_requests_total{target=\"crm\",method=\"_OTHER\",status=\"207\",mode=\"kafka\"} 1\n",
+                "fiso_link_requests_total{target=\"crm\",method=\"PUT\",status=\"999\",mode=\"kafka\"} 1\n",
+                "fiso_link_request_duration_seconds_count{target=\"crm\",method=\"DELETE\"} 2\n",
+            ],
+        );
     }
 
     #[test]
