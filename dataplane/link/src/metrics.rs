@@ -361,8 +361,11 @@ impl LinkMetrics {
     }
 }
 
-/// The statuses a [`RequestSeries`] keeps a counter for: 100 to 599.
+/// The statuses a [`RequestSeries`] keeps a counter for: 100 to 599, in classes of 100 made on
+/// first use (a target answers a few of them; 500 slots per method and core would be 8 KiB).
 const STATUSES: std::ops::Range<u16> = 100..600;
+const CLASS: u16 = 100;
+const CLASSES: usize = ((STATUSES.end - STATUSES.start) / CLASS) as usize;
 
 /// One target's `fiso_link_requests_total` and `fiso_link_request_duration_seconds` series,
 /// looked up once per method and status rather than on every request (where building the
@@ -379,7 +382,17 @@ pub struct RequestSeries {
 struct MethodSeries {
     duration: LatencyHistogram,
     /// A counter per status of [`STATUSES`], taken from the family on first use.
-    statuses: Box<[OnceLock<PerCoreCounter>]>,
+    statuses: [OnceLock<Box<[OnceLock<PerCoreCounter>]>>; CLASSES],
+}
+
+impl MethodSeries {
+    /// The slot of `status`'s counter, if it is one of [`STATUSES`].
+    fn counter(&self, status: u16) -> Option<&OnceLock<PerCoreCounter>> {
+        let offset = status.checked_sub(STATUSES.start)?;
+        let class = self.statuses.get(usize::from(offset / CLASS))?;
+        let slots = class.get_or_init(|| (0..CLASS).map(|_| OnceLock::new()).collect());
+        slots.get(usize::from(offset % CLASS))
+    }
 }
 
 impl RequestSeries {
@@ -396,7 +409,7 @@ impl RequestSeries {
                     method,
                 })
                 .clone(),
-            statuses: STATUSES.map(|_| OnceLock::new()).collect(),
+            statuses: Default::default(),
         });
         let labels = || RequestLabels {
             target: Arc::clone(&self.target),
@@ -404,10 +417,7 @@ impl RequestSeries {
             status,
             mode: self.mode,
         };
-        match series
-            .statuses
-            .get(usize::from(status.wrapping_sub(STATUSES.start)))
-        {
+        match series.counter(status) {
             Some(counter) => counter
                 .get_or_init(|| self.metrics.requests.get_or_create(&labels()).clone())
                 .inc(),
