@@ -396,6 +396,12 @@ impl MethodSeries {
 }
 
 impl RequestSeries {
+    /// The same series, resolved apart from these (for another copy of the target, `target`
+    /// being the copy's name).
+    pub fn copy_for(&self, target: &Arc<str>) -> RequestSeries {
+        self.metrics.for_target(target, self.mode)
+    }
+
     /// Counts one answered request, as [`LinkMetrics::request`] does.
     pub fn record(&self, method: &Method, status: u16, seconds: f64, span: &tracing::Span) {
         let m = method_index(method);

@@ -61,26 +61,20 @@ pub struct Target {
     pub service: Next,
     /// Its request metrics.
     pub requests: RequestSeries,
-    metrics: LinkMetrics,
     /// Its WASM interceptors, to tell whether a module file changed.
     interceptors: Option<Intercept>,
 }
 
 impl Target {
-    pub fn mode(&self) -> &'static str {
-        mode_of(self.config.protocol)
-    }
-
     /// The same target, with a name and request series of its own, for one core: what a
     /// request clones or updates is then never a cache line another core's requests change.
     pub fn for_core(&self) -> Target {
         let name: Arc<str> = Arc::from(&*self.name);
         Target {
-            requests: self.metrics.for_target(&name, self.mode()),
+            requests: self.requests.copy_for(&name),
             name,
             config: self.config.clone(),
             service: Arc::clone(&self.service),
-            metrics: self.metrics.clone(),
             interceptors: self.interceptors.clone(),
         }
     }
@@ -239,7 +233,6 @@ impl Target {
             name,
             config: cfg.clone(),
             service,
-            metrics: metrics.clone(),
             interceptors,
         })
     }
