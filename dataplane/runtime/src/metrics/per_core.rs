@@ -168,7 +168,7 @@ mod tests {
             ours.observe(v);
             theirs.observe(v);
         }
-        // NaN makes both sums NaN; compare without it, then with it.
+        // NaN makes both sums NaN: compare with it, then again without it.
         assert_eq!(text(ours.clone()), text(theirs.clone()));
         let (fresh_ours, fresh_theirs) =
             (PerCoreHistogram::new(bounds()), Histogram::new(bounds()));
