@@ -34,6 +34,7 @@ use serde_json::Value as Json;
 use crate::cel::budget::Budget;
 use crate::cel::env::{self, ENV, VARIABLES};
 use crate::cel::functions;
+use crate::event::payload_keys::{Fields, Read};
 
 /// How deep comprehensions (`map`, `filter`, `all`, `exists`, `exists_one`) may nest in one
 /// another. Each level multiplies the work per event by the length of the list it iterates,
@@ -187,47 +188,39 @@ impl CompiledExpr {
         self.heavy && self.constant.is_none()
     }
 
-    /// Adds to `keys` the top-level keys of `data` this reads; `false` when it reads `data`
-    /// other than by a literal key (`size(data)`, `data[k]`, `'a' in data`): all of it.
-    pub(crate) fn data_keys(&self, keys: &mut Vec<String>) -> bool {
-        self.constant.is_some() || data_keys(&self.ast, keys)
+    /// Adds to `fields` what of `data` this reads; `false` when it reads `data` other than
+    /// through literal keys (`size(data)`, `data[k]`, `'a' in data`): all of it.
+    pub(crate) fn data_fields(&self, fields: &mut Fields) -> bool {
+        self.constant.is_some() || data_fields(&self.ast, fields)
     }
 }
 
-/// [`CompiledExpr::data_keys`] of an adapted expression, where `data.a` is `data["a"]`. A
-/// comprehension variable named `data` counts as the variable: at worst a key too many is
+/// [`CompiledExpr::data_fields`] of an adapted expression, where `data.a` is `data["a"]`: a
+/// path of literal keys from `data` is read whole, or only counted as the argument of `size`.
+/// A comprehension variable named `data` counts as the variable: at worst a field too many is
 /// read, or the whole payload.
-fn data_keys(expr: &IdedExpr, keys: &mut Vec<String>) -> bool {
-    let is_data =
-        |e: &IdedExpr| matches!(&e.expr, Expr::Ident(n) if n.trim_start_matches('.') == "data");
+fn data_fields(expr: &IdedExpr, fields: &mut Fields) -> bool {
+    if let Some(path) = data_path(expr) {
+        fields.add(&path, Read::Whole);
+        return !path.is_empty();
+    }
     match &expr.expr {
-        Expr::Ident(_) => !is_data(expr),
-        Expr::Call(call) if call.func_name == operators::INDEX && call.target.is_none() => {
-            match call.args.as_slice() {
-                [operand, key] if is_data(operand) => match &key.expr {
-                    Expr::Literal(LiteralValue::String(key)) => {
-                        keys.push(key.inner().to_owned());
-                        true
-                    }
-                    _ => false,
-                },
-                args => all_data_keys(args, keys),
-            }
-        }
-        // `has(data.a)`
-        Expr::Select(select) if is_data(&select.operand) => {
-            keys.push(select.field.clone());
-            true
-        }
-        Expr::Select(select) => data_keys(&select.operand, keys),
+        Expr::Ident(_) => true,
         Expr::Call(call) => {
-            all_data_keys(call.target.as_deref().into_iter().chain(&call.args), keys)
+            if let Some(path) = sized(call).and_then(data_path) {
+                fields.add(&path, Read::Count);
+                return !path.is_empty();
+            }
+            all_data_fields(call.target.as_deref().into_iter().chain(&call.args), fields)
         }
-        Expr::List(list) => all_data_keys(&list.elements, keys),
+        Expr::Select(select) => data_fields(&select.operand, fields),
+        Expr::List(list) => all_data_fields(&list.elements, fields),
         Expr::Map(MapExpr { entries }) | Expr::Struct(StructExpr { entries, .. }) => {
             entries.iter().all(|entry| match &entry.expr {
-                EntryExpr::MapEntry(e) => data_keys(&e.key, keys) && data_keys(&e.value, keys),
-                EntryExpr::StructField(f) => data_keys(&f.value, keys),
+                EntryExpr::MapEntry(e) => {
+                    data_fields(&e.key, fields) && data_fields(&e.value, fields)
+                }
+                EntryExpr::StructField(f) => data_fields(&f.value, fields),
             })
         }
         Expr::Comprehension(comp) => {
@@ -239,17 +232,49 @@ fn data_keys(expr: &IdedExpr, keys: &mut Vec<String>) -> bool {
                 result,
                 ..
             } = &**comp;
-            all_data_keys([iter_range, accu_init, loop_cond, loop_step, result], keys)
+            all_data_fields(
+                [iter_range, accu_init, loop_cond, loop_step, result],
+                fields,
+            )
         }
         Expr::Literal(_) | Expr::Unspecified => true,
     }
 }
 
-fn all_data_keys<'a>(
-    exprs: impl IntoIterator<Item = &'a IdedExpr>,
-    keys: &mut Vec<String>,
-) -> bool {
-    exprs.into_iter().all(|e| data_keys(e, keys))
+fn all_data_fields<'a>(exprs: impl IntoIterator<Item = &'a IdedExpr>, fields: &mut Fields) -> bool {
+    exprs.into_iter().all(|e| data_fields(e, fields))
+}
+
+/// The keys from `data` down of `data`, `data.a.b`, `data["a"]["b"]` or `has(data.a.b)`.
+fn data_path(expr: &IdedExpr) -> Option<Vec<String>> {
+    let (operand, key) = match &expr.expr {
+        Expr::Ident(name) => return (name.trim_start_matches('.') == "data").then(Vec::new),
+        Expr::Select(select) => (&*select.operand, select.field.clone()),
+        Expr::Call(call) if call.func_name == operators::INDEX && call.target.is_none() => {
+            match call.args.as_slice() {
+                [operand, key] => match &key.expr {
+                    Expr::Literal(LiteralValue::String(key)) => (operand, key.inner().to_owned()),
+                    _ => return None,
+                },
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    let mut path = data_path(operand)?;
+    path.push(key);
+    Some(path)
+}
+
+/// The argument of `size(x)` or `x.size()`.
+fn sized(call: &CallExpr) -> Option<&IdedExpr> {
+    if call.func_name != "size" {
+        return None;
+    }
+    match (call.target.as_deref(), call.args.as_slice()) {
+        (None, [arg]) | (Some(arg), []) => Some(arg),
+        _ => None,
+    }
 }
 
 /// v0.7 configs used JSONPath (`$.legacy_id`); say what replaced it rather than "syntax error".

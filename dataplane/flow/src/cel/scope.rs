@@ -30,6 +30,8 @@ pub struct Scope<'a> {
 
 #[derive(Debug)]
 struct Variables<'a> {
+    /// `time`, whose text is made only for an expression that reads it.
+    input: &'a InputEvent,
     data: Box<dyn Val + 'a>,
     /// Data carried as text, parsed only when an expression reads it: the flow's analysis
     /// carries only payloads no expression reads, so this is a safety net, not a path.
@@ -38,7 +40,6 @@ struct Variables<'a> {
     source: CelString<'a>,
     type_: CelString<'a>,
     subject: Option<CelString<'a>>,
-    time: CelString<'a>,
 }
 
 impl VariableResolver for Variables<'_> {
@@ -58,7 +59,11 @@ impl VariableResolver for Variables<'_> {
                 Some(subject) => subject,
                 None => &CelNull,
             },
-            "time" => &self.time,
+            "time" => {
+                return Some(CowVal::Owned(Box::new(CelString::from(
+                    self.input.time_text(),
+                ))))
+            }
             _ => return None,
         };
         Some(CowVal::Borrowed(value))
@@ -92,6 +97,7 @@ impl<'a> Scope<'a> {
             input,
             account: Account::new(budget),
             vars: Variables {
+                input,
                 data: data_to_val(input.data()),
                 carried: match input.data() {
                     Some(Data::CarriedJson(json)) => Some(json),
@@ -101,7 +107,6 @@ impl<'a> Scope<'a> {
                 source: CelString::from(input.source()),
                 type_: CelString::from(input.type_()),
                 subject: input.subject().map(CelString::from),
-                time: CelString::from(input.time_text()),
             },
         }
     }

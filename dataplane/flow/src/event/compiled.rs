@@ -9,7 +9,7 @@ use serde_json::Value as Json;
 
 use crate::cel::budget::Budget;
 use crate::cel::expr::CompiledExpr;
-use crate::event::payload_keys::PayloadKeys;
+use crate::event::payload_keys::{Fields, PayloadKeys};
 use crate::{CloudEvent, Data, Envelope, FlowDefaults, FlowError, InputEvent, Scope, Transformer};
 
 /// A flow ready to process events.
@@ -181,7 +181,7 @@ impl CompiledFlow {
 
 /// What a flow reads of a JSON payload, when its sink reads nothing of the input but the
 /// event (a Kafka key or Temporal parameters are CEL over the input too: those flows read
-/// payloads whole): only the keys its CEL names when its output is its transform's; nothing
+/// payloads whole): only the fields its CEL names when its output is its transform's; nothing
 /// when it carries the payload and no CEL reads it.
 fn payload_keys(
     config: &FlowConfig,
@@ -191,16 +191,16 @@ fn payload_keys(
     if !matches!(config.sink, SinkSpec::Http(_) | SinkSpec::Grpc(_)) {
         return PayloadKeys::All;
     }
-    let mut keys = Vec::new();
+    let mut fields = Fields::default();
     if transformer.is_passthrough() {
-        return if envelope.data_keys(&mut keys) && keys.is_empty() {
+        return if envelope.data_fields(&mut fields) && fields.is_empty() {
             PayloadKeys::Carried
         } else {
             PayloadKeys::All
         };
     }
-    if transformer.data_keys(&mut keys) && envelope.data_keys(&mut keys) {
-        PayloadKeys::only(keys)
+    if transformer.data_fields(&mut fields) && envelope.data_fields(&mut fields) {
+        PayloadKeys::only(fields)
     } else {
         PayloadKeys::All
     }
@@ -210,6 +210,9 @@ fn payload_keys(
 mod tests {
     use super::*;
     use crate::cel::expr::COMPILATIONS;
+    use crate::event::header_binding::Binding;
+    use crate::event::message;
+    use crate::event::payload_keys::Read;
     use serde_json::json;
 
     fn flow(yaml: &str) -> FlowConfig {
@@ -246,16 +249,18 @@ sink: {type: http, config: {url: "http://localhost:9/"}}
                 .payload_keys
                 .clone()
         };
-        let only = |k: &[&str]| PayloadKeys::only(k.iter().map(|k| (*k).to_owned()));
+        let only = |k: &[&str]| PayloadKeys::only(k.iter().map(|k| (*k).to_owned()).collect());
         assert_eq!(keys(FLOW), only(&["id", "price", "quantity"]));
         let with_override = FLOW.replace(
             "type: order.created",
             "type: order.created\n  subject: data.customer.name",
         );
-        assert_eq!(
-            keys(&with_override),
-            only(&["customer", "id", "price", "quantity"])
-        );
+        let mut read = ["id", "price", "quantity"]
+            .map(str::to_owned)
+            .into_iter()
+            .collect::<Fields>();
+        read.add(&["customer".to_owned(), "name".to_owned()], Read::Whole);
+        assert_eq!(keys(&with_override), PayloadKeys::only(read));
         let whole = FLOW.replace("data.id", "size(data)");
         assert_eq!(keys(&whole), PayloadKeys::All);
         let passthrough = "name: p\nsource: {type: http, config: {listenAddr: \":8081\"}}\nsink: {type: http, config: {url: \"http://localhost:9/\"}}\n";
@@ -280,6 +285,71 @@ sink: {type: http, config: {url: "http://localhost:9/"}}
             "sink: {type: kafka, config: {cluster: main, topic: t, key: data.other}}",
         );
         assert_eq!(keys(&kafka_sink), PayloadKeys::All);
+    }
+
+    #[test]
+    fn a_flow_reading_part_of_a_payload_makes_the_event_it_makes_reading_it_whole() {
+        let compiled = CompiledFlow::compile(&flow(
+            r#"
+name: orders
+source: {type: http, config: {listenAddr: ":8081"}}
+transform:
+  fields:
+    id: data.id
+    customer: data.customer.name
+    vip: has(data.customer.tier) && data.customer.tier == "gold"
+    items: size(data.items)
+    letters: size(data.note)
+    first: data.lines[0].sku
+    lines: data.lines.size()
+cloudevents:
+  subject: data.customer.name
+sink: {type: http, config: {url: "http://localhost:9/"}}
+"#,
+        ))
+        .expect("compiles");
+        assert!(matches!(
+            compiled.defaults().event().payload_keys,
+            PayloadKeys::Only(_)
+        ));
+        // The flow's input as its source reads it, and read whole.
+        let read_both = |body: &'static str| {
+            let defaults = || compiled.defaults().event().with_id("e");
+            let part = message::read(Binding::Http, &[], None, body.into(), defaults());
+            let whole =
+                InputEvent::from_json(serde_json::from_str(body).expect("JSON"), defaults());
+            (part.expect("input"), whole.expect("input"))
+        };
+        let bodies = [
+            r#"{"id": 1.50, "customer": {"name": "Ada", "tier": "gold", "x": [1]}, "items": [{"a": 1}, 2, [3]], "note": "héllo", "lines": [{"sku": "A"}], "rest": {"deep": [1, 2]}}"#,
+            r#"{"id": 12345678901234567890123, "customer": {"name": "Bo"}, "items": [], "note": [1, 2], "lines": [{"sku": "B"}, {}]}"#,
+            r#"{"id": "x", "customer": {"name": "Cy", "name": "Di"}, "items": {"a": 1, "b": 2}, "note": {"k": 1}, "lines": [{"sku": 3}], "rest": 0}"#,
+        ];
+        for body in bodies {
+            let (part, whole) = read_both(body);
+            assert_ne!(
+                part.data_json(),
+                whole.data_json(),
+                "{body} is read in part"
+            );
+            let processed = |input: InputEvent| {
+                let mut event = compiled.process(input).expect("processes").into_event();
+                event.set_time(None);
+                event
+            };
+            assert_eq!(processed(part), processed(whole), "{body}");
+        }
+        // Where a field a flow reads a part of is no object, it fails as reading it whole does.
+        for body in [
+            r#"{"id": 1, "customer": "Ada", "items": [], "note": "", "lines": [{"sku": "A"}]}"#,
+            r#"{"id": 1, "customer": {"name": "Ada"}, "items": [], "note": "", "lines": 7}"#,
+        ] {
+            let (part, whole) = read_both(body);
+            assert_eq!(
+                compiled.process(part).expect_err(body).to_string(),
+                compiled.process(whole).expect_err(body).to_string()
+            );
+        }
     }
 
     #[test]

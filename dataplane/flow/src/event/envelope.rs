@@ -28,6 +28,7 @@ use crate::event::cloudevent::{
     CORE_ATTRIBUTES,
 };
 use crate::event::media_type::{self, MediaType};
+use crate::event::payload_keys::Fields;
 use crate::{FlowError, InputEvent, Scope};
 
 /// `datacontenttype` unless overridden.
@@ -119,10 +120,10 @@ impl Envelope {
         self.exprs().any(CompiledExpr::is_heavy)
     }
 
-    /// Adds the top-level keys of `data` the overrides read ([`CompiledExpr::data_keys`]);
-    /// `false` when one reads `data` whole.
-    pub(crate) fn data_keys(&self, keys: &mut Vec<String>) -> bool {
-        self.exprs().all(|e| e.data_keys(keys))
+    /// Adds what of `data` the overrides read ([`CompiledExpr::data_fields`]); `false` when one
+    /// reads `data` whole.
+    pub(crate) fn data_fields(&self, fields: &mut Fields) -> bool {
+        self.exprs().all(|e| e.data_fields(fields))
     }
 
     fn exprs(&self) -> impl Iterator<Item = &CompiledExpr> {

@@ -6,6 +6,8 @@
 //! for Kafka, else a UUIDv7), `source` and `type` the flow's defaults, `datacontenttype`
 //! `application/json`, and there is no `subject`. An event without `time` gets the receive time.
 
+use std::sync::OnceLock;
+
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use serde_json::Value as Json;
 
@@ -109,11 +111,18 @@ pub fn kafka_id(topic: &str, partition: i32, offset: i64) -> String {
 }
 
 /// An event as it enters a flow: always with a `time`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct InputEvent {
     event: CloudEvent,
-    /// `time` in UTC as the CEL scope shows it, formatted once.
-    time_text: String,
+    /// `time` in UTC as the CEL scope shows it, formatted when an expression first reads it.
+    time_text: OnceLock<String>,
+}
+
+/// The event decides: `time_text` is only a cache of its `time`.
+impl PartialEq for InputEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.event == other.event
+    }
 }
 
 impl InputEvent {
@@ -123,11 +132,10 @@ impl InputEvent {
             // Sub-millisecond digits only make the text longer: Kafka timestamps are milliseconds.
             event.set_time(Some(Timestamp::from_utc(received_at.trunc_subsecs(3))));
         }
-        let time_text = event
-            .time()
-            .map(|t| format_time(&t.to_utc()))
-            .unwrap_or_default();
-        InputEvent { event, time_text }
+        InputEvent {
+            event,
+            time_text: OnceLock::new(),
+        }
     }
 
     /// Reads `json`, a structured CloudEvent (a JSON object with `specversion`) or a bare
@@ -209,7 +217,12 @@ impl InputEvent {
 
     /// `time` in RFC 3339 (UTC), as the `time` variable of the CEL scope.
     pub fn time_text(&self) -> &str {
-        &self.time_text
+        self.time_text.get_or_init(|| {
+            self.event
+                .time()
+                .map(|t| format_time(&t.to_utc()))
+                .unwrap_or_default()
+        })
     }
 
     pub fn datacontenttype(&self) -> Option<&str> {

@@ -122,6 +122,14 @@ fn into_string(bytes: Vec<u8>) -> String {
     String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
+/// Whether a document's number may print as other text than its own: with an exponent, or a
+/// fraction's trailing zero. Any other plain decimal prints as its own digits, whether a double
+/// holds them ([`plain_decimal`] gives them back) or not (the text is kept), so it is written
+/// without being parsed.
+fn may_print_otherwise(text: &str) -> bool {
+    text.contains(['e', 'E']) || (text.contains('.') && text.ends_with('0'))
+}
+
 /// Another formatter with `Display` for doubles. serde_json writes `null` for NaN and the
 /// infinities without asking the formatter, so only finite values reach `write_f64`.
 struct Plain<F>(F);
@@ -141,8 +149,7 @@ impl<F: Formatter> Formatter for Plain<F> {
         writer: &mut W,
         value: &str,
     ) -> io::Result<()> {
-        match value
-            .contains(['.', 'e', 'E'])
+        match may_print_otherwise(value)
             .then(|| plain_decimal(value))
             .flatten()
         {
@@ -269,6 +276,28 @@ mod tests {
                 format!(r#"{{"n":{printed}}}"#),
                 "{text}"
             );
+        }
+    }
+
+    #[test]
+    fn a_plain_decimal_without_a_trailing_zero_prints_as_its_digits() {
+        for text in [
+            "0.5",
+            "-0.5",
+            "119.4",
+            "0.0000001",
+            "0.30000000000000004",
+            "0.1000000000000000055511151231257827",
+            "123456789012345678901234567890.125",
+        ] {
+            assert!(!may_print_otherwise(text), "{text}");
+            assert!(
+                plain_decimal(text).is_none_or(|plain| plain == text),
+                "{text}"
+            );
+        }
+        for text in ["1.50", "100.0", "1e21", "1.5E-7", "-0.0"] {
+            assert!(may_print_otherwise(text), "{text}");
         }
     }
 

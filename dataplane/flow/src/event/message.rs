@@ -103,8 +103,9 @@ mod tests {
     use serde_json::json;
 
     fn read_reading(keys: &[&str], body: &[u8]) -> Result<InputEvent, FlowError> {
-        let flow =
-            FlowDefaults::new("f").reading(PayloadKeys::only(keys.iter().map(|k| (*k).to_owned())));
+        let flow = FlowDefaults::new("f").reading(PayloadKeys::only(
+            keys.iter().map(|k| (*k).to_owned()).collect(),
+        ));
         read(
             Binding::Http,
             &[],

@@ -6,6 +6,7 @@ use serde_json::{Map, Value as Json};
 
 use crate::cel::budget::Budget;
 use crate::cel::expr::CompiledExpr;
+use crate::event::payload_keys::Fields;
 use crate::{FlowError, Scope};
 
 /// The compiled `transform.fields` of a flow.
@@ -56,10 +57,10 @@ impl Transformer {
         self.fields.iter().any(|(_, expr)| expr.is_heavy())
     }
 
-    /// Adds the top-level keys of `data` the fields read ([`CompiledExpr::data_keys`]);
-    /// `false` when one reads `data` whole.
-    pub(crate) fn data_keys(&self, keys: &mut Vec<String>) -> bool {
-        self.fields.iter().all(|(_, expr)| expr.data_keys(keys))
+    /// Adds what of `data` the fields read ([`CompiledExpr::data_fields`]); `false` when one
+    /// reads `data` whole.
+    pub(crate) fn data_fields(&self, fields: &mut Fields) -> bool {
+        self.fields.iter().all(|(_, expr)| expr.data_fields(fields))
     }
 
     pub fn is_passthrough(&self) -> bool {

@@ -15,6 +15,7 @@ use fiso_config::flow::{HttpSourceConfig, DEFAULT_MAX_BODY_SIZE};
 use fiso_runtime::server::{is_body_timeout, ServerTimeouts};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
+use smallvec::SmallVec;
 
 use super::request::{correlation_id, text_headers, traceparent, tracestate};
 use crate::event::header_binding::Binding;
@@ -312,7 +313,8 @@ pub fn input_event(
             FlowError::invalid_input("the Content-Type header is not printable ASCII")
         })?),
     };
-    let headers: Vec<(&str, &[u8])> = headers
+    // A request's headers are rarely more: no allocation per event.
+    let headers: SmallVec<[(&str, &[u8]); 16]> = headers
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_bytes()))
         .collect();

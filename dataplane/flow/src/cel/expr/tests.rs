@@ -221,30 +221,53 @@ fn greatest_needs_arguments() {
 }
 
 #[test]
-fn the_keys_of_data_an_expression_reads_are_known() {
-    let keys = |source: &str| {
-        let mut keys = Vec::new();
+fn what_of_data_an_expression_reads_is_known() {
+    let read = |source: &str| {
+        let mut fields = Fields::default();
         let named = CompiledExpr::compile(source)
             .expect(source)
-            .data_keys(&mut keys);
-        keys.sort();
-        keys.dedup();
-        named.then_some(keys)
+            .data_fields(&mut fields);
+        named.then_some(fields)
     };
+    let expect = |reads: &[(&str, Read)]| {
+        let mut fields = Fields::default();
+        for (path, read) in reads {
+            let path: Vec<String> = path.split('.').map(str::to_owned).collect();
+            fields.add(&path, read.clone());
+        }
+        fields
+    };
+    use Read::{Count, Whole};
     for (source, expected) in [
-        ("data.customer.name", &["customer"][..]),
-        ("data['a'] + data.b * 2", &["a", "b"]),
-        ("has(data.x) ? data.x : data.y.z", &["x", "y"]),
+        ("data.customer.name", &[("customer.name", Whole)][..]),
+        (
+            "data.customer.name + data['customer']['tier']",
+            &[("customer.name", Whole), ("customer.tier", Whole)],
+        ),
+        (
+            "data.customer.name == '' ? data.customer : {}",
+            &[("customer", Whole)],
+        ),
+        ("data['a'] + data.b * 2", &[("a", Whole), ("b", Whole)]),
+        (
+            "has(data.x) ? data.x : data.y.z",
+            &[("x", Whole), ("y.z", Whole)],
+        ),
         (
             "data.items.map(i, i.qty * data.factor)",
-            &["factor", "items"],
+            &[("factor", Whole), ("items", Whole)],
         ),
-        ("{'id': id, 'k': [data.k]}", &["k"]),
+        ("size(data.items) + data.items.size()", &[("items", Count)]),
+        (
+            "size(data.items) > 1 ? data.items[1] : 0",
+            &[("items", Whole)],
+        ),
+        ("size(data.c) + size(data.c.name)", &[("c", Whole)]),
+        ("{'id': id, 'k': [data.k]}", &[("k", Whole)]),
         ("'constant'", &[]),
         ("time", &[]),
     ] {
-        let expected: Vec<String> = expected.iter().map(|k| (*k).to_owned()).collect();
-        assert_eq!(keys(source), Some(expected), "{source}");
+        assert_eq!(read(source), Some(expect(expected)), "{source}");
     }
     for source in [
         "data",
@@ -256,6 +279,6 @@ fn the_keys_of_data_an_expression_reads_are_known() {
         "type(data) == map",
         "data.all(k, k != '')",
     ] {
-        assert_eq!(keys(source), None, "{source} reads data whole");
+        assert_eq!(read(source), None, "{source} reads data whole");
     }
 }
