@@ -412,6 +412,35 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_nesting_bound_is_a_whole_parse_s_where_part_of_a_value_is_read() {
+        // `levels` of nesting in the fields read whole (`b.c`) and counted (`b.d`).
+        let nested_to = |levels: usize| {
+            let (open, close) = ("[".repeat(levels - 2), "]".repeat(levels - 2));
+            [
+                format!(r#"{{"b": {{"c": {open}1{close}}}}}"#),
+                format!(r#"{{"b": {{"d": [{open}{close}]}}}}"#),
+            ]
+        };
+        let mut outcomes = Vec::new();
+        for levels in 125..=131 {
+            for body in nested_to(levels) {
+                let whole = serde_json::from_str::<Json>(&body);
+                let part = nested().parse(body.as_bytes());
+                match (&whole, &part) {
+                    (Ok(_), Ok(_)) => {}
+                    (Err(w), Err(p)) => assert_eq!(w.to_string(), p.to_string()),
+                    _ => panic!("{levels} levels: {whole:?} / {part:?}"),
+                }
+                outcomes.push(whole.is_ok());
+            }
+        }
+        assert!(
+            outcomes.contains(&true) && outcomes.contains(&false),
+            "the bound is among them"
+        );
+    }
+
     /// `b.c`, `b.d` counted, `e` counted.
     fn nested() -> PayloadKeys {
         let mut fields = Fields::default();
