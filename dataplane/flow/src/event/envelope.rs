@@ -339,7 +339,8 @@ fn eval_text(
 ) -> Result<Text, FlowError> {
     match attribute {
         Attribute::Literal(text) => Ok(Text::String(text.clone())),
-        Attribute::Expr(expr) => match scope.read_path(expr) {
+        // A constant (`'"order.created"'`) is the text CEL would give, computed at load.
+        Attribute::Expr(expr) => match expr.constant().cloned().or_else(|| scope.read_path(expr)) {
             Some(json) => Ok(json_text(json)),
             None => scope.eval_with(expr, |val| Ok(text_of(val))).map_err(|e| {
                 if e.exceeded_budget() {

@@ -95,6 +95,11 @@ fn non_string_attributes_become_their_string_form() {
         ("data.m", r#"{"k":1}"#),
         ("data.i + 1", "8"),
         ("data.m.size()", "1"),
+        // Constants, computed at load: the text CEL would give.
+        ("8 - 1", "7"),
+        ("'x' + 'y'", "xy"),
+        ("[1, 'a']", r#"[1,"a"]"#),
+        ("{'k': 1.5}", r#"{"k":1.5}"#),
         (
             "timestamp('2026-01-01T00:00:00Z') + duration('1s')",
             "2026-01-01T00:00:01Z",
