@@ -118,18 +118,18 @@ impl<'a> Scope<'a> {
 
     /// Evaluates `expr` to JSON.
     pub fn eval(&self, expr: &CompiledExpr) -> Result<Json, EvalError> {
-        if let Some(value) = expr.constant() {
-            return Ok(value.clone());
-        }
-        if let Some(value) = self.read_path(expr) {
+        if let Some(value) = self.known(expr) {
             return Ok(value);
         }
         self.eval_with(expr, |val| val_to_json(val).map_err(|e| e.to_string()))
     }
 
-    /// The value of a plain field mapping whose field exists: the JSON CEL would produce,
-    /// without running it.
-    pub(crate) fn read_path(&self, expr: &CompiledExpr) -> Option<Json> {
+    /// The JSON CEL would produce, known without running it: a constant's (computed at load),
+    /// or a plain field mapping's whose field exists.
+    pub(crate) fn known(&self, expr: &CompiledExpr) -> Option<Json> {
+        if let Some(value) = expr.constant() {
+            return Some(value.clone());
+        }
         expr.path().and_then(|path| self.read(path))
     }
 

@@ -246,7 +246,7 @@ fn wrap_error(e: EventError) -> FlowError {
 
 /// `cloudevents.data`: CEL bytes stay bytes, anything else is JSON.
 fn eval_data(expr: &CompiledExpr, scope: &Scope<'_>) -> Result<Data, FlowError> {
-    if let Some(json) = expr.constant().cloned().or_else(|| scope.read_path(expr)) {
+    if let Some(json) = scope.known(expr) {
         return Ok(Data::Json(json));
     }
     scope
@@ -339,8 +339,7 @@ fn eval_text(
 ) -> Result<Text, FlowError> {
     match attribute {
         Attribute::Literal(text) => Ok(Text::String(text.clone())),
-        // A constant (`'"order.created"'`) is the text CEL would give, computed at load.
-        Attribute::Expr(expr) => match expr.constant().cloned().or_else(|| scope.read_path(expr)) {
+        Attribute::Expr(expr) => match scope.known(expr) {
             Some(json) => Ok(json_text(json)),
             None => scope.eval_with(expr, |val| Ok(text_of(val))).map_err(|e| {
                 if e.exceeded_budget() {

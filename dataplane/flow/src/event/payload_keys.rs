@@ -52,7 +52,8 @@ impl Fields {
         };
         if rest.is_empty() {
             match self.0.get_mut(key) {
-                Some(existing) => existing.merge(read),
+                Some(existing) if *existing != read => *existing = Read::Whole,
+                Some(_) => {}
                 None => {
                     self.0.insert(key.clone(), read);
                 }
@@ -77,20 +78,6 @@ impl Fields {
 
     fn get(&self, key: &str) -> Option<&Read> {
         self.0.get(key)
-    }
-}
-
-impl Read {
-    fn merge(&mut self, other: Read) {
-        match (&mut *self, other) {
-            (Read::Whole, _) | (Read::Count, Read::Count) => {}
-            (Read::Fields(fields), Read::Fields(more)) => {
-                for (key, read) in more.0 {
-                    fields.add(&[key], read);
-                }
-            }
-            _ => *self = Read::Whole,
-        }
     }
 }
 
