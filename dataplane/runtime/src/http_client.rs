@@ -2,8 +2,8 @@
 //! Flow HTTP sink.
 //!
 //! Both send every request to one origin, so they use an [`OriginClient`]: for a plain
-//! `http://` origin, a pool of HTTP/1.1 connections on hyper's own connection API
-//! ([`plain_pool`]), for `https://` hyper-util's legacy client — hyper's general pool, the one
+//! `http://` origin, a pool ([`plain_pool`]) of HTTP/1.1 connections each driven by the request
+//! on it ([`h1`]), for `https://` hyper-util's legacy client — hyper's general pool, the one
 //! reqwest wraps — used directly. Other callers (the OTLP exporter, the Temporal sink's token
 //! requests) use that general client, [`HttpClient`]. Either way a request costs no URL
 //! parsing or extra service layers: callers build their [`http::Uri`] once (or from prebuilt
@@ -16,6 +16,7 @@
 //! delayed ACK) and TCP keepalive, and an idle pooled connection is closed after 90 s.
 //! The clients never follow redirects: a 3xx is handed back like any other answer.
 
+mod h1;
 mod plain_pool;
 
 use std::path::Path;
@@ -33,6 +34,7 @@ use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 /// The client: cheap to clone (the pool and TLS settings are shared).
 pub type HttpClient<B> = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, B>;
 
+pub use h1::{ExchangeError, MAX_HEAD, MAX_HEADERS};
 pub use plain_pool::{PoolBody, ResponseBody};
 
 /// Why one request failed: connect, TLS, or the exchange itself. The causes are its
@@ -44,7 +46,7 @@ pub enum RequestError {
     Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The connection failed while the request was sent or its answer's head read.
     #[error("the HTTP exchange failed")]
-    Exchange(#[source] hyper::Error),
+    Exchange(#[source] ExchangeError),
     /// hyper-util's client failed (TLS origins).
     #[error("the HTTP client failed")]
     Client(#[source] hyper_util::client::legacy::Error),
@@ -59,7 +61,7 @@ pub struct OriginClient<B> {
 }
 
 enum Route<B> {
-    Plain(Arc<plain_pool::PlainPool<B>>),
+    Plain(Arc<plain_pool::PlainPool>),
     /// Boxed: hyper-util's client is a few hundred bytes, the pool one pointer.
     Tls(Box<HttpClient<B>>),
 }
@@ -107,7 +109,7 @@ impl<B: PoolBody + Unpin> OriginClient<B> {
     pub async fn request(
         &self,
         request: http::Request<B>,
-    ) -> Result<http::Response<ResponseBody<B>>, RequestError> {
+    ) -> Result<http::Response<ResponseBody>, RequestError> {
         match &self.route {
             Route::Plain(pool) => pool.request(request).await,
             Route::Tls(client) => client
@@ -363,6 +365,9 @@ pub fn failure_in_words(
             if hyper.is_incomplete_message() {
                 return format!("{host}:{port} closed the connection before answering");
             }
+        }
+        if let Some(ExchangeError::Incomplete) = e.downcast_ref::<ExchangeError>() {
+            return format!("{host}:{port} closed the connection before answering");
         }
         // An io::Error's `source()` skips the error it wraps (tokio-rustls wraps the handshake's
         // rustls error, the TLS connector wraps that io::Error again): go through it instead.

@@ -1,7 +1,7 @@
 //! The Kafka drain's floor on Fiso's libraries: a bare rdkafka consumer (Fiso's client
 //! settings and commit policy) that POSTs each record's value as it is to the upstream, up to
 //! `in_flight` at once, on a multi-threaded Tokio runtime, through hyper-util's general client
-//! or (`lean`) through Fiso's own pool on hyper's connection API
+//! or (`lean`) through Fiso's own pool of plain HTTP/1.1 connections
 //! ([`fiso_runtime::http_client::OriginClient`]). No CloudEvent, no ordering, no metrics: what
 //! is left of Fiso's drain is what these libraries and the loopback cost, the bound beneath any
 //! Kafka → HTTP bridge built on them.

@@ -421,8 +421,8 @@ fn run(s: &Setup, brokers: &str) -> Result<Value> {
             "key": per_round(&fiso[1], &direct_windowed),
             "unordered": per_round(&fiso[2], &direct_windowed),
         },
-        // The floor of a Kafka → HTTP bridge on Fiso's libraries (rdkafka, and a pool on
-        // hyper's connection API like Fiso's), beside the direct rate and beside Fiso.
+        // The floor of a Kafka → HTTP bridge on Fiso's libraries (rdkafka, and Fiso's own
+        // pool), beside the direct rate and beside Fiso.
         "bare_client": {
             "partition_vs_direct": per_round(&fiso_pool_in_order, &direct_in_order),
             "windowed_vs_direct": per_round(&fiso_pool_windowed, &direct_windowed),

@@ -1,7 +1,7 @@
 //! The bare hyper proxy the HTTP benchmarks measure Fiso beside: hyper's HTTP/1 server and
-//! Fiso's own client pool on hyper's connection API ([`OriginClient`]: the libraries Fiso's
-//! hot path is built on), forwarding every
-//! request to the upstream as it came and the response back as it came, nothing else. It is the
+//! Fiso's own client pool of plain HTTP/1.1 connections ([`OriginClient`]: the libraries Fiso's
+//! hot path is built on), forwarding every request to the upstream as it came and the response
+//! back as it came, nothing else. It is the
 //! floor of any proxy built on these libraries, in two shapes:
 //! - [`Shape::Shared`]: one multi-threaded Tokio runtime and one connection pool, Fiso's shape;
 //! - [`Shape::PerCore`]: a single-threaded runtime per core, each with its own `SO_REUSEPORT`
@@ -112,7 +112,7 @@ async fn accept(listener: TcpListener, upstream: SocketAddr) -> Result<()> {
     .await
 }
 
-type Body = Either<ResponseBody<Incoming>, Empty<Bytes>>;
+type Body = Either<ResponseBody, Empty<Bytes>>;
 
 async fn forward(
     client: OriginClient<Incoming>,

@@ -138,7 +138,7 @@ pub fn markdown(r: &Value) -> String {
          one delivery per partition), {} req/s over {} (`key` / `unordered`: every partition's \
          window). Fiso's drain after the first record / that rate, each round against its own, \
          then the median: `partition` {}, `key` {}, `unordered` {}.\n\nThe bare consumer delivering each \
-         record's value as it is through Fiso's own client pool on hyper's connection API (the \
+         record's value as it is through Fiso's own client pool of plain HTTP/1.1 connections (the \
          floor of a Kafka → HTTP bridge on Fiso's libraries: no CloudEvent, no ordering), after \
          the first record / the direct rate: {} with one delivery per partition, {} with every \
          window; Fiso / that floor: `partition` {}, `key` {}, `unordered` {}. The same drain through hyper-util's general client instead (what \

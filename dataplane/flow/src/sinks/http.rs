@@ -495,7 +495,7 @@ struct Head {
 /// dropping the body closes its connection instead of returning it to the pool. A body that
 /// fails midway keeps what arrived (it only serves as the caller's answer or the dead letter's
 /// `fiso-response-body`).
-async fn read_capped(mut body: ResponseBody<Full<Bytes>>, cap: usize, out: &mut BytesMut) -> bool {
+async fn read_capped(mut body: ResponseBody, cap: usize, out: &mut BytesMut) -> bool {
     loop {
         match body.frame().await {
             Some(Ok(frame)) => {

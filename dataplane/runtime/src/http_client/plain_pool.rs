@@ -1,12 +1,11 @@
-//! The connection pool of one plain-HTTP origin, on hyper's own HTTP/1 connection API.
+//! The connection pool of one plain-HTTP origin, on [`h1`]'s connections.
 //!
 //! hyper-util's pool is general (any number of hosts, HTTP/2 multiplexing, checkout waiters)
 //! and pays for it on every request: a hashed pool key, a boxed future, and a task spawned to
 //! wait until the connection is free again. An origin of the Link or the Flow's HTTP sink is
 //! one host, so here a request takes the most recently used idle connection off a stack (or
 //! opens one), and the connection goes back on the stack when its answer has been read to the
-//! end, by whoever reads it: no key, and no task unless the connection is still sending its
-//! request then (the server answered before reading the whole body).
+//! end, by whoever reads it: no key, and no task.
 //!
 //! Kept from hyper-util's client: connections come from the same `HttpConnector` (its connect
 //! timeout, `TCP_NODELAY`, keepalive, and its words for a DNS failure); a request that a
@@ -26,10 +25,10 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tower::ServiceExt as _;
 
+use super::h1::{AnswerBody, Conn, ExchangeError};
 use super::RequestError;
 
 /// What a request body must be to go through a pool.
@@ -38,23 +37,23 @@ impl<B> PoolBody for B where B: Body<Data = Bytes, Error: Into<BoxError>> + Send
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub(super) struct PlainPool<B> {
+pub(super) struct PlainPool {
     connector: HttpConnector,
     /// The origin's URI: the connector resolves and connects to its host and port.
     origin: Uri,
     host: HeaderValue,
     /// Most recently used last.
-    idle: Mutex<Vec<Idle<B>>>,
+    idle: Mutex<Vec<Idle>>,
     idle_timeout: Duration,
     reaper_started: AtomicBool,
 }
 
-struct Idle<B> {
-    sender: SendRequest<B>,
+struct Idle {
+    conn: Conn,
     since: Instant,
 }
 
-impl<B: PoolBody> PlainPool<B> {
+impl PlainPool {
     pub(super) fn new(
         connector: HttpConnector,
         origin: Uri,
@@ -73,10 +72,10 @@ impl<B: PoolBody> PlainPool<B> {
 
     /// Sends `request` (to this pool's origin, whatever its URI's scheme and authority) and
     /// returns the answer as soon as its head has arrived.
-    pub(super) async fn request(
+    pub(super) async fn request<B: PoolBody>(
         self: &Arc<Self>,
         mut request: Request<B>,
-    ) -> Result<Response<ResponseBody<B>>, RequestError> {
+    ) -> Result<Response<ResponseBody>, RequestError> {
         // An absolute URI is written in origin form (`OriginClient::uri` makes it so already).
         if request.uri().authority().is_some() {
             let target = request
@@ -89,97 +88,52 @@ impl<B: PoolBody> PlainPool<B> {
         if !request.headers().contains_key(HOST) {
             request.headers_mut().insert(HOST, self.host.clone());
         }
-        loop {
-            let (mut sender, reused) = match self.checkout() {
-                Some(sender) => (sender, true),
-                // Apart: connecting (hyper's handshake, the connection's task) is KiBs of future
-                // that a request on a pooled connection never needs.
-                None => (crate::outline::boxed(|| self.connect()).await?, false),
-            };
-            if let Err(e) = sender.ready().await {
-                if reused {
-                    continue;
-                }
-                return Err(RequestError::Exchange(e));
-            }
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.hand_out(response, sender)),
-                Err(mut e) => match e.take_message() {
-                    // Nothing was written: the connection closed while idle.
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(RequestError::Exchange(e.into_error())),
-                },
-            }
-        }
+        let (conn, reused) = match self.checkout() {
+            Some(conn) => (conn, true),
+            // Apart: connecting is KiBs of future that a request on a pooled connection never
+            // needs.
+            None => (crate::outline::boxed(|| self.connect()).await?, false),
+        };
+        let answer = conn
+            .exchange(reused, request, || crate::outline::boxed(|| self.connect()))
+            .await?;
+        let (parts, ()) = answer.response.into_parts();
+        let mut body = ResponseBody(Inner::Plain {
+            body: answer.body,
+            pool: Arc::clone(self),
+        });
+        body.give_back_if_read();
+        Ok(Response::from_parts(parts, body))
     }
 
     /// The most recently used idle connection that is still open and not expired.
-    fn checkout(&self) -> Option<SendRequest<B>> {
+    pub(super) fn checkout(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(Idle { sender, since }) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < self.idle_timeout {
-                return Some(sender);
+        while let Some(Idle { conn, since }) = idle.pop() {
+            if since.elapsed() < self.idle_timeout && !conn.closed_while_idle() {
+                return Some(conn);
             }
         }
         None
     }
 
-    /// Puts a connection whose answer was read back on the stack. One still sending its
-    /// request (the server answered before reading the whole body) goes back only once that is
-    /// done, so no request waits behind it: the rare case where a task waits for it.
-    fn check_in(self: Arc<Self>, mut sender: SendRequest<B>) {
-        if sender.is_closed() {
-            return;
-        }
-        if !sender.is_ready() {
-            tokio::spawn(async move {
-                if sender.ready().await.is_ok() {
-                    self.push(sender);
-                }
-            });
-            return;
-        }
-        self.push(sender);
-    }
-
-    fn push(&self, sender: SendRequest<B>) {
+    fn check_in(&self, conn: Conn) {
         let since = Instant::now();
         self.idle
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(Idle { sender, since });
+            .push(Idle { conn, since });
     }
 
-    async fn connect(self: &Arc<Self>) -> Result<SendRequest<B>, RequestError> {
+    async fn connect(self: &Arc<Self>) -> Result<Conn, RequestError> {
         let io = self
             .connector
             .clone()
             .oneshot(self.origin.clone())
             .await
             .map_err(|e| RequestError::Connect(e.into()))?;
-        let (sender, connection) = http1::handshake(io).await.map_err(RequestError::Exchange)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %super::error_chain(&e), "an upstream connection failed");
-            }
-        });
         self.start_reaper();
-        Ok(sender)
-    }
-
-    fn hand_out(
-        self: &Arc<Self>,
-        response: Response<Incoming>,
-        sender: SendRequest<B>,
-    ) -> Response<ResponseBody<B>> {
-        response.map(|body| {
-            let mut body = ResponseBody {
-                inner: body,
-                back: Some((sender, Arc::clone(self))),
-            };
-            body.give_back_if_read();
-            body
-        })
+        Ok(Conn::new(io.into_inner()))
     }
 
     /// Closes idle connections past the idle timeout, until the pool is dropped. Started with
@@ -208,59 +162,76 @@ impl<B: PoolBody> PlainPool<B> {
     }
 }
 
-/// The body of an answer from a pool: hyper's, and the connection it came on, which goes back
-/// to the pool once the body has been read to its end (a body dropped before that closes it).
-pub struct ResponseBody<B> {
-    inner: Incoming,
-    back: Option<(SendRequest<B>, Arc<PlainPool<B>>)>,
+/// The body of an answer: from a pool's connection, which goes back to the pool once the body
+/// has been read to its end (a body dropped before that closes it), or hyper-util's (TLS).
+pub struct ResponseBody(Inner);
+
+enum Inner {
+    Plain {
+        body: AnswerBody,
+        pool: Arc<PlainPool>,
+    },
+    Tls(Incoming),
 }
 
-impl<B: PoolBody> ResponseBody<B> {
+impl ResponseBody {
     pub(super) fn unpooled(inner: Incoming) -> Self {
-        ResponseBody { inner, back: None }
+        ResponseBody(Inner::Tls(inner))
     }
 
     fn give_back_if_read(&mut self) {
-        if self.inner.is_end_stream() {
-            if let Some((sender, pool)) = self.back.take() {
-                pool.check_in(sender);
+        if let Inner::Plain { body, pool } = &mut self.0 {
+            if let Some(conn) = body.take_reusable() {
+                pool.check_in(conn);
             }
         }
     }
 }
 
-impl<B: PoolBody> Body for ResponseBody<B> {
+impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ExchangeError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
         let this = self.get_mut();
-        let frame = Pin::new(&mut this.inner).poll_frame(cx);
-        match &frame {
-            Poll::Ready(None) | Poll::Ready(Some(Ok(_))) => this.give_back_if_read(),
-            Poll::Ready(Some(Err(_))) => this.back = None,
-            Poll::Pending => {}
+        match &mut this.0 {
+            Inner::Plain { body, .. } => {
+                let frame = body.poll_frame(cx);
+                if let Poll::Ready(None | Some(Ok(_))) = frame {
+                    this.give_back_if_read();
+                }
+                frame
+            }
+            Inner::Tls(incoming) => Pin::new(incoming)
+                .poll_frame(cx)
+                .map_err(ExchangeError::Tls),
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Inner::Plain { body, .. } => body.is_end_stream(),
+            Inner::Tls(incoming) => incoming.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.0 {
+            Inner::Plain { body, .. } => body.size_hint(),
+            Inner::Tls(incoming) => incoming.size_hint(),
+        }
     }
 }
 
-impl<B> std::fmt::Debug for ResponseBody<B> {
+impl std::fmt::Debug for ResponseBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseBody")
-            .field("pooled", &self.back.is_some())
-            .finish_non_exhaustive()
+        f.write_str(match self.0 {
+            Inner::Plain { .. } => "ResponseBody(http)",
+            Inner::Tls(_) => "ResponseBody(https)",
+        })
     }
 }
 
@@ -322,7 +293,7 @@ mod tests {
         }
     }
 
-    fn pool(addr: SocketAddr, idle_timeout: Duration) -> Arc<PlainPool<Empty<Bytes>>> {
+    fn pool(addr: SocketAddr, idle_timeout: Duration) -> Arc<PlainPool> {
         Arc::new(PlainPool::new(
             ClientSettings::default().tcp_connector(),
             format!("http://{addr}/").parse().unwrap(),
@@ -335,7 +306,7 @@ mod tests {
         Request::get(uri).body(Empty::new()).unwrap()
     }
 
-    async fn text(answer: Response<ResponseBody<Empty<Bytes>>>) -> String {
+    async fn text(answer: Response<ResponseBody>) -> String {
         let body = answer.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
     }
@@ -414,7 +385,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_still_sending_its_request_is_not_handed_to_the_next() {
         let (addr, accepted) = early_answering_server().await;
-        let pool: Arc<PlainPool<Full<Bytes>>> = Arc::new(PlainPool::new(
+        let pool: Arc<PlainPool> = Arc::new(PlainPool::new(
             ClientSettings::default().tcp_connector(),
             format!("http://{addr}/").parse().unwrap(),
             HeaderValue::from_str(&addr.to_string()).unwrap(),
