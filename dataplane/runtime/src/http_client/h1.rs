@@ -1058,6 +1058,45 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_chunk_size_line_or_trailers_past_their_bound_are_refused() {
+        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+        let line =
+            |extension: usize| format!("{chunked}2;{}\r\nok\r\n0\r\n\r\n", "e".repeat(extension));
+        let trailer = |value: usize| {
+            format!(
+                "{chunked}2\r\nok\r\n0\r\nx-t: {}\r\n\r\n",
+                "t".repeat(value)
+            )
+        };
+        // Past the bound the line or the trailers never end: the client stops reading there.
+        let endless_line = format!("{chunked}2;{}", "e".repeat(MAX_CHUNK_LINE + 1));
+        let endless_trailer = format!(
+            "{chunked}2\r\nok\r\n0\r\nx-t: {}",
+            "t".repeat(MAX_CHUNK_LINE + 1)
+        );
+        let server = scripted(
+            [
+                line(MAX_CHUNK_LINE - 8),
+                trailer(MAX_CHUNK_LINE - 8),
+                endless_line,
+                endless_trailer,
+            ]
+            .map(String::into_bytes)
+            .to_vec(),
+        )
+        .await;
+        let pool = pool(server.addr);
+        for _ in 0..2 {
+            let answer = pool.request(get(Method::GET)).await.unwrap();
+            assert_eq!(read(answer).await.unwrap(), "ok");
+        }
+        for _ in 0..2 {
+            let answer = pool.request(get(Method::GET)).await.unwrap();
+            assert!(matches!(read(answer).await, Err(ExchangeError::Invalid(_))));
+        }
+    }
+
+    #[tokio::test]
     async fn a_malformed_answer_is_an_error_and_its_connection_is_not_kept() {
         let server = scripted(vec![
             b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\nx".to_vec(),
