@@ -29,13 +29,14 @@ use anyhow::{bail, Context, Result};
 use crate::infra::{self, Ctx};
 
 /// Every target in `fuzz/fuzz_targets`, in the order they run.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "flow_config",
     "cel",
     "reload",
     "http_body",
     "link_path",
     "admission",
+    "upstream_answer",
 ];
 
 /// Seconds per target unless `--seconds` says otherwise.

@@ -9,3 +9,4 @@ pub mod flow_config;
 pub mod http_body;
 pub mod link_path;
 pub mod reload;
+pub mod upstream_answer;

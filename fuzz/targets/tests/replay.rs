@@ -98,3 +98,8 @@ fn admission() {
 fn reload() {
     replay("reload", fiso_fuzz_targets::reload::run);
 }
+
+#[test]
+fn upstream_answer() {
+    replay("upstream_answer", fiso_fuzz_targets::upstream_answer::run);
+}
