@@ -32,11 +32,7 @@ pub fn refuse_framing(method: &Method, headers: &HeaderMap) -> Option<Response> 
             format!("the method is longer than {MAX_METHOD_LEN} bytes"),
         ));
     }
-    let mut codings = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii);
+    let mut codings = fiso_runtime::http_client::list_items(headers, header::TRANSFER_ENCODING);
     let only_chunked = match (codings.next(), codings.next()) {
         (None, _) => true,
         (Some(first), None) => first.eq_ignore_ascii_case(b"chunked"),

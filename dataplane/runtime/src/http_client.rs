@@ -398,6 +398,19 @@ fn tls_failure_in_words(error: &rustls::Error, host: &str) -> String {
     }
 }
 
+/// The items of the comma-separated list header `name` (RFC 9110 §5.6.1), over all its lines
+/// in order, each trimmed of spaces (empty items kept: a caller decides what they mean).
+pub fn list_items<'a>(
+    headers: &'a http::HeaderMap,
+    name: http::header::HeaderName,
+) -> impl DoubleEndedIterator<Item = &'a [u8]> + 'a {
+    headers
+        .get_all(name)
+        .into_iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+}
+
 /// `error` and every error below it, joined with `: `.
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();

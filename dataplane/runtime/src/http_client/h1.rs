@@ -24,7 +24,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::RequestError;
+use super::{list_items, RequestError};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -593,12 +593,10 @@ fn framing_of(response: &Response<()>, head_only: bool) -> Result<Option<Framing
         return Ok(None);
     }
     let headers = response.headers();
-    if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|b| *b == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if headers.contains_key(TRANSFER_ENCODING) {
+        let chunked = list_items(headers, TRANSFER_ENCODING)
+            .last()
+            .is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked"));
         return Ok(Some(if chunked {
             Framing::Chunked(Chunk::Size)
         } else {
@@ -606,20 +604,17 @@ fn framing_of(response: &Response<()>, head_only: bool) -> Result<Option<Framing
         }));
     }
     let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|b| *b == b',') {
-            let part = part.trim_ascii();
-            let n = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
-                .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
-                .flatten()
-                .ok_or(ExchangeError::Invalid(
-                    "a content-length that is not a number",
-                ))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(ExchangeError::Invalid("content-lengths that differ"));
-            }
-            length = Some(n);
+    for part in list_items(headers, CONTENT_LENGTH) {
+        let n = (!part.is_empty() && part.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(part).ok()?.parse::<u64>().ok())
+            .flatten()
+            .ok_or(ExchangeError::Invalid(
+                "a content-length that is not a number",
+            ))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(ExchangeError::Invalid("content-lengths that differ"));
         }
+        length = Some(n);
     }
     Ok(Some(match length {
         Some(n) => Framing::Length(n),
@@ -637,11 +632,7 @@ fn keeps_alive(response: &Response<()>) -> bool {
 
 /// Whether `Connection` lists `token`.
 fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+    list_items(headers, CONNECTION).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 impl AnswerBody {
