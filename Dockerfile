@@ -8,11 +8,9 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-# The release builds are optimised with the checked-in profile (`cargo xtask pgo` takes it again).
-RUN PGO=-Cprofile-use=/src/pgo/fiso.profdata \
-    && RUSTFLAGS=$PGO cargo build --release -p fiso --bin fiso --features wasmer \
+RUN cargo build --release -p fiso --bin fiso --features wasmer \
     && cp target/release/fiso target/release/fiso-wasmer \
-    && RUSTFLAGS=$PGO cargo build --release -p fiso --bin fiso -p fiso-operator --bin fiso-operator \
+    && cargo build --release -p fiso --bin fiso -p fiso-operator --bin fiso-operator \
     && cargo xtask image rootfs target/release /out
 
 FROM scratch AS operator

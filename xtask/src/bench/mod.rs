@@ -43,7 +43,6 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::measure::{build_release, machine, target_dir};
-pub use procs::ensure_tools;
 use procs::{peak_rss, Procs, Running};
 use stats::{Variants, WASM_VARIANT};
 
@@ -387,36 +386,6 @@ fn timing(quick: bool) -> (u32, usize, u32) {
     } else {
         (SECONDS, ROUNDS, RATE_SECONDS.0)
     }
-}
-
-/// The load `cargo xtask pgo` profiles `fiso` under: `seconds` of wrk against the bench's Link
-/// (every layer) and then its Flow HTTP → HTTP, each started with `env`, in `dir`. Returns
-/// once both processes have exited (an instrumented build writes its profile at exit).
-pub fn train(
-    fiso: &Path,
-    xtask: &Path,
-    dir: &Path,
-    seconds: u32,
-    env: &[(&str, String)],
-) -> Result<()> {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(dir.join("post.lua"), wrk::script())?;
-    let mut procs = Procs::default();
-    let upstream = procs.upstream(xtask)?;
-    let link = procs.fiso_link(fiso, dir, upstream, env)?;
-    let flow = procs.fiso_flow(fiso, &dir.join("flows"), upstream, None, env)?;
-    for (what, url) in [
-        ("link", format!("http://{}/link/api{LINK_PATH}", link.addr)),
-        ("flow", format!("http://{}{FLOW_PATH}", flow.addr)),
-    ] {
-        let load = wrk::run(dir, &url, seconds, None)?;
-        println!("pgo: {what} {:.0} req/s", load.rps);
-        if load.errors > 0 {
-            bail!("{what}: {} failed requests while training", load.errors);
-        }
-    }
-    Ok(())
 }
 
 /// The path the Link scenario requests (after `/link/api` through the Link).
