@@ -8,9 +8,12 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release -p fiso --bin fiso --features wasmer \
+# The release builds are optimised with the checked-in profile (`cargo xtask pgo` takes it again).
+RUN gzip -dc pgo/fiso.profdata.gz > /tmp/fiso.profdata \
+    && PGO=-Cprofile-use=/tmp/fiso.profdata \
+    && RUSTFLAGS=$PGO cargo build --release -p fiso --bin fiso --features wasmer \
     && cp target/release/fiso target/release/fiso-wasmer \
-    && cargo build --release -p fiso --bin fiso -p fiso-operator --bin fiso-operator \
+    && RUSTFLAGS=$PGO cargo build --release -p fiso --bin fiso -p fiso-operator --bin fiso-operator \
     && cargo xtask image rootfs target/release /out
 
 FROM scratch AS operator

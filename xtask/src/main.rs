@@ -13,6 +13,8 @@
 //!   real servers (`infra up` before the tests, `infra down` after, also on failure).
 //! * `fuzz [--seconds N] [target...]` — the cargo-fuzz targets of `fuzz/` (default 30 s each),
 //!   report in `target/fuzz/report.md` (see [`fuzz`]).
+//! * `pgo`   — take `pgo/fiso.profdata.gz` again, the profile release builds of `fiso` are optimised
+//!   with (see [`pgo`]).
 
 mod bench;
 mod cargo;
@@ -21,6 +23,7 @@ mod fuzz;
 mod image;
 mod infra;
 mod measure;
+mod pgo;
 mod reliability;
 
 use std::path::{Path, PathBuf};
@@ -39,6 +42,7 @@ fn main() -> Result<()> {
         "bench" => bench::main(&root(), &args[1..]),
         "reliability" => reliability::main(&root(), &args[1..]),
         "fuzz" => fuzz::main(&root(), &args[1..]),
+        "pgo" => pgo::main(&root(), &args[1..]),
         // The benchmarks' upstream (started by `bench` from the release build of xtask).
         "bench-upstream" => bench::upstream::serve(
             args.get(1)
@@ -57,6 +61,7 @@ fn main() -> Result<()> {
             eprintln!("usage: cargo xtask <crds|docs|infra|ci|bench [kafka|http] [--quick]>");
             eprintln!("       cargo xtask image [--profile release|dev | --bin-dir DIR] [--no-import] [fiso|operator|testkit...]");
             eprintln!("       cargo xtask fuzz [--seconds N] [target...]");
+            eprintln!("       cargo xtask pgo");
             eprintln!("       cargo xtask reliability [--short | --report-only]");
             std::process::exit(2);
         }

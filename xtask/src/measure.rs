@@ -13,16 +13,21 @@ use crate::infra;
 /// Frame pointers give the profiles call graphs (`perf record -g`) for a cost of about 1%.
 const FRAME_POINTERS: &str = "-C force-frame-pointers=yes";
 
-/// Builds `fiso` and `xtask` in release mode and returns the release directory. `bench` and
-/// `reliability` build the same package set: one feature resolution, so neither rebuilds the
-/// other's artifacts.
+/// Builds `fiso` and `xtask` in release mode, as shipped (with the profile of [`crate::pgo`]),
+/// and returns the release directory. `bench` and `reliability` build the same package set
+/// with the same flags: one feature resolution, so neither rebuilds the other's artifacts. The
+/// bench's own servers in `xtask` (the upstream, the bare proxy) share the profile's libraries
+/// (hyper, Tokio, Fiso's client) and so their optimisation.
 pub fn build_release(root: &Path) -> Result<PathBuf> {
     println!("building the release binaries");
     let status = crate::cargo::command()
         .args(["build", "--release", "-p", "fiso", "-p", "xtask"])
         .env(
             "RUSTFLAGS",
-            with_frame_pointers(std::env::var("RUSTFLAGS").ok()),
+            with_frame_pointers(crate::pgo::with_profile(
+                root,
+                std::env::var("RUSTFLAGS").ok(),
+            )?),
         )
         .current_dir(root)
         .status()?;

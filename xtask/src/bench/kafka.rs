@@ -266,17 +266,40 @@ pub struct Setup<'a> {
     pub profile: bool,
     /// Seconds of wrk per direct run of the upstream.
     pub direct_seconds: u32,
+    /// Environment of every `fiso` started.
+    pub env: &'a [(&'a str, String)],
 }
 
 /// Starts the broker if needed, fills a fresh topic, drains it `rounds` times with each variant
 /// (alternating, a fresh consumer group each time), stops the broker if it started it.
 pub fn bench(s: &Setup) -> Result<Value> {
+    with_broker(s, |brokers| run(s, brokers))
+}
+
+/// `f` with the broker's address, the broker started first if needed and then stopped again.
+fn with_broker<T>(s: &Setup, f: impl FnOnce(&str) -> Result<T>) -> Result<T> {
     let ctx = infra::Ctx::new(s.root);
     infra::with_servers(&ctx, &["kafka"], || {
         let brokers = infra::env_vars(&ctx)
             .remove("FISO_E2E_KAFKA_BROKERS")
             .context("the Kafka broker is up but has no address")?;
-        run(s, &brokers)
+        f(&brokers)
+    })
+}
+
+/// The Kafka load `cargo xtask pgo` profiles `fiso` under: one fresh topic of `s.records`,
+/// drained once with each `ordering`, the last with a hot reload halfway.
+pub fn train(s: &Setup) -> Result<()> {
+    with_broker(s, |brokers| {
+        let topic = unique("fiso-pgo");
+        fill_topic(s, brokers, &topic, s.records, &[])?;
+        for (i, ordering) in ORDERINGS.iter().enumerate() {
+            let reload = i + 1 == ORDERINGS.len();
+            let (drained, ..) = fiso_drain(s, brokers, &topic, ordering, &[], false, reload)?;
+            println!("pgo: kafka ({ordering}) {:.0} records/s", drained.rate());
+        }
+        delete_topic(brokers, &topic);
+        Ok(())
     })
 }
 
@@ -576,7 +599,8 @@ fn fiso_drain(
             .arg("flow")
             .arg("--config-dir")
             .arg(&flows)
-            .args(["--metrics-addr", "127.0.0.1:0"]),
+            .args(["--metrics-addr", "127.0.0.1:0"])
+            .envs(s.env.iter().map(|(k, v)| (k, v))),
     )
     .spawn()?;
     let pid = child.id();

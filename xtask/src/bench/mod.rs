@@ -43,6 +43,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::measure::{build_release, machine, target_dir};
+pub use procs::ensure_tools;
 use procs::{peak_rss, Procs, Running};
 use stats::{Variants, WASM_VARIANT};
 
@@ -197,6 +198,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
         sync_each_seconds: if quick { 5 } else { 15 },
         profile: perf.is_ok(),
         direct_seconds: seconds,
+        env: &[],
     })?;
     drop(kafka_procs);
     if let Some(costs) = kafka.as_object_mut().and_then(|k| k.remove("profile")) {
@@ -274,6 +276,7 @@ fn kafka_alone(root: &Path, args: &[String]) -> Result<()> {
         sync_each_seconds: if quick { 5 } else { 15 },
         profile: profile::available(&dir).is_ok(),
         direct_seconds: if quick { 2 } else { SECONDS },
+        env: &[],
     })?;
     drop(procs);
     let text = serde_json::to_string_pretty(&kafka)?;
@@ -386,6 +389,53 @@ fn timing(quick: bool) -> (u32, usize, u32) {
     } else {
         (SECONDS, ROUNDS, RATE_SECONDS.0)
     }
+}
+
+/// The load `cargo xtask pgo` profiles `fiso` under, each `fiso` started with `env`, in `dir`:
+/// `seconds` of wrk against the bench's Link (every layer) and then its Flow HTTP → HTTP, then
+/// the Kafka → HTTP drain of `records` with each `ordering` (see [`kafka::train`]). Returns
+/// once every `fiso` has exited (an instrumented build writes its profile at exit).
+pub fn train(
+    root: &Path,
+    fiso: &Path,
+    xtask: &Path,
+    dir: &Path,
+    (seconds, records): (u32, usize),
+    env: &[(&str, String)],
+) -> Result<()> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("post.lua"), wrk::script())?;
+    let mut procs = Procs::default();
+    let upstream = procs.upstream(xtask)?;
+    {
+        let mut http = Procs::default();
+        let link = http.fiso_link(fiso, dir, upstream, env)?;
+        let flow = http.fiso_flow(fiso, &dir.join("flows"), upstream, None, env)?;
+        for (what, url) in [
+            ("link", format!("http://{}/link/api{LINK_PATH}", link.addr)),
+            ("flow", format!("http://{}{FLOW_PATH}", flow.addr)),
+        ] {
+            let load = wrk::run(dir, &url, seconds, None)?;
+            println!("pgo: {what} {:.0} req/s", load.rps);
+            if load.errors > 0 {
+                bail!("{what}: {} failed requests while training", load.errors);
+            }
+        }
+    }
+    kafka::train(&kafka::Setup {
+        root,
+        xtask,
+        fiso,
+        dir,
+        upstream,
+        records,
+        rounds: 1,
+        sync_each_seconds: 0,
+        profile: false,
+        direct_seconds: 0,
+        env,
+    })
 }
 
 /// The path the Link scenario requests (after `/link/api` through the Link).

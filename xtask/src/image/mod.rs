@@ -228,7 +228,14 @@ fn build(root: &Path, profile: &str, specs: &[Spec]) -> Result<PathBuf> {
     let mut ordered: Vec<&Spec> = specs.iter().collect();
     ordered.sort_by_key(|s| s.file == s.binary);
     for spec in ordered {
-        let status = crate::cargo::command()
+        let mut cargo = crate::cargo::command();
+        if profile == "release" {
+            // As the `Dockerfile` builds it: optimised with the checked-in profile.
+            if let Some(flags) = crate::pgo::with_profile(root, std::env::var("RUSTFLAGS").ok())? {
+                cargo.env("RUSTFLAGS", flags);
+            }
+        }
+        let status = cargo
             .current_dir(root)
             .args(["build", "--profile", profile])
             .args(spec.build_args())
