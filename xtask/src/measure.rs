@@ -39,9 +39,14 @@ pub fn build_release(root: &Path) -> Result<PathBuf> {
 
 /// The caller's `RUSTFLAGS`, if any, with [`FRAME_POINTERS`] appended.
 fn with_frame_pointers(rustflags: Option<String>) -> String {
+    append_rustflag(rustflags, FRAME_POINTERS)
+}
+
+/// `rustflags` (the caller's `RUSTFLAGS`, if any) with `flag` appended.
+pub fn append_rustflag(rustflags: Option<String>, flag: &str) -> String {
     match rustflags {
-        Some(flags) if !flags.is_empty() => format!("{flags} {FRAME_POINTERS}"),
-        _ => FRAME_POINTERS.to_owned(),
+        Some(flags) if !flags.trim().is_empty() => format!("{flags} {flag}"),
+        _ => flag.to_owned(),
     }
 }
 

@@ -19,12 +19,12 @@
 //! from the Debian package `llvm-<major>` when missing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{bail, ensure, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::measure::target_dir;
+use crate::measure::{append_rustflag, target_dir};
 
 /// The compressed profile, relative to the workspace root.
 pub const PROFILE: &str = "pgo/fiso.profdata.gz";
@@ -46,14 +46,7 @@ pub fn use_flag(root: &Path) -> Result<Option<String>> {
     if !unpacked.is_file() {
         std::fs::create_dir_all(&dir)?;
         let partial = unpacked.with_extension("partial");
-        let out = std::fs::File::create(&partial)?;
-        let status = Command::new("gzip")
-            .arg("-dc")
-            .arg(&packed)
-            .stdout(out)
-            .status()
-            .context("running gzip")?;
-        ensure!(status.success(), "gzip -d {} failed", packed.display());
+        gzip(&["-d"], &packed, &partial)?;
         std::fs::rename(&partial, &unpacked)?;
     }
     Ok(Some(format!("-Cprofile-use={}", unpacked.display())))
@@ -61,11 +54,23 @@ pub fn use_flag(root: &Path) -> Result<Option<String>> {
 
 /// `flags` (the caller's `RUSTFLAGS`, if any) with [`use_flag`] appended.
 pub fn with_profile(root: &Path, flags: Option<String>) -> Result<Option<String>> {
-    let flags = flags.filter(|f| !f.trim().is_empty());
-    Ok(match (flags, use_flag(root)?) {
-        (Some(flags), Some(use_flag)) => Some(format!("{flags} {use_flag}")),
-        (flags, use_flag) => flags.or(use_flag),
+    Ok(match use_flag(root)? {
+        Some(use_flag) => Some(append_rustflag(flags, &use_flag)),
+        None => flags.filter(|f| !f.trim().is_empty()),
     })
+}
+
+/// `gzip -c` with `args` from `input` into `output`.
+fn gzip(args: &[&str], input: &Path, output: &Path) -> Result<()> {
+    let status = Command::new("gzip")
+        .args(args)
+        .arg("-c")
+        .arg(input)
+        .stdout(std::fs::File::create(output)?)
+        .status()
+        .context("running gzip")?;
+    ensure!(status.success(), "gzip {args:?} {} failed", input.display());
+    Ok(())
 }
 
 /// `cargo xtask pgo`: instrumented build, training load, merged profile in [`PROFILE`].
@@ -136,14 +141,7 @@ pub fn main(root: &Path, args: &[String]) -> Result<()> {
     let out = root.join(PROFILE);
     std::fs::create_dir_all(out.parent().expect("a file in pgo/"))?;
     // `-n`: no name or time in the header, so the same profile compresses to the same bytes.
-    let status = Command::new("gzip")
-        .args(["-n", "-c"])
-        .arg(&merged)
-        .stdout(std::fs::File::create(&out)?)
-        .stderr(Stdio::inherit())
-        .status()
-        .context("running gzip")?;
-    ensure!(status.success(), "gzip {} failed", merged.display());
+    gzip(&["-n"], &merged, &out)?;
     println!(
         "pgo: {} ({} KiB, {} KiB merged) from {} run(s)",
         out.display(),
@@ -163,15 +161,12 @@ fn llvm_profdata() -> Result<PathBuf> {
         .context("rustc -vV names no LLVM version")?;
     let path = PathBuf::from(format!("/usr/lib/llvm-{major}/bin/llvm-profdata"));
     if !path.is_file() {
-        println!("pgo: apt-get install llvm-{major}");
-        let status = Command::new("apt-get")
-            .args(["install", "-y", "-q", &format!("llvm-{major}")])
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .context("apt-get")?;
-        if !status.success() || !path.is_file() {
-            bail!("installing llvm-{major} (for {}) failed", path.display());
-        }
+        crate::bench::apt_install("pgo", &[&format!("llvm-{major}")])?;
+        ensure!(
+            path.is_file(),
+            "llvm-{major} is installed but has no {}",
+            path.display()
+        );
     }
     Ok(path)
 }

@@ -43,7 +43,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::measure::{build_release, machine, target_dir};
-pub use procs::ensure_tools;
+pub use procs::{apt_install, ensure_tools};
 use procs::{peak_rss, Procs, Running};
 use stats::{Variants, WASM_VARIANT};
 

@@ -34,18 +34,24 @@ pub fn ensure_tools() -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    println!("bench: apt-get install {}", missing.join(" "));
+    apt_install("bench", &missing)?;
+    // The package starts the system nginx on :80; the benchmark runs its own.
+    let _ = Command::new("service").args(["nginx", "stop"]).status();
+    Ok(())
+}
+
+/// `apt-get install` of `packages`, announced as `task`'s.
+pub fn apt_install(task: &str, packages: &[&str]) -> Result<()> {
+    println!("{task}: apt-get install {}", packages.join(" "));
     let status = Command::new("apt-get")
         .args(["install", "-y", "-q"])
-        .args(&missing)
+        .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive")
         .status()
         .context("apt-get")?;
     if !status.success() {
-        bail!("installing {} failed", missing.join(" "));
+        bail!("installing {} failed", packages.join(" "));
     }
-    // The package starts the system nginx on :80; the benchmark runs its own.
-    let _ = Command::new("service").args(["nginx", "stop"]).status();
     Ok(())
 }
 

@@ -221,19 +221,19 @@ fn select(names: &[String]) -> Result<Vec<Spec>> {
 /// the directory they are in. A binary built with other features is copied to its own `file`
 /// before the build with the default features writes the same name.
 fn build(root: &Path, profile: &str, specs: &[Spec]) -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let dir = target.join(if profile == "dev" { "debug" } else { profile });
+    let dir =
+        crate::measure::target_dir(root).join(if profile == "dev" { "debug" } else { profile });
+    // A release build is as the `Dockerfile` makes it: optimised with the checked-in profile.
+    let rustflags = match profile {
+        "release" => crate::pgo::with_profile(root, std::env::var("RUSTFLAGS").ok())?,
+        _ => None,
+    };
     let mut ordered: Vec<&Spec> = specs.iter().collect();
     ordered.sort_by_key(|s| s.file == s.binary);
     for spec in ordered {
         let mut cargo = crate::cargo::command();
-        if profile == "release" {
-            // As the `Dockerfile` builds it: optimised with the checked-in profile.
-            if let Some(flags) = crate::pgo::with_profile(root, std::env::var("RUSTFLAGS").ok())? {
-                cargo.env("RUSTFLAGS", flags);
-            }
+        if let Some(flags) = &rustflags {
+            cargo.env("RUSTFLAGS", flags);
         }
         let status = cargo
             .current_dir(root)
